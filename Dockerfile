@@ -1,0 +1,25 @@
+# ECM Gateway: the API and file drop in one process (embedded store under /data).
+# Not built in CI; see README "Deployment" for the scale-out set-up.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    ECM_GATEWAY_HOME=/app \
+    ECM_GATEWAY_VAR=/data
+
+WORKDIR /app
+# lxml ships manylinux wheels; no compiler needed on the slim image.
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+RUN pip install --no-cache-dir .
+COPY profiles ./profiles
+COPY mappings ./mappings
+
+RUN useradd --system --uid 10001 --home-dir /data --create-home gateway
+USER gateway
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz').status == 200 else 1)"
+ENTRYPOINT ["ecm-gateway"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

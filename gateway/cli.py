@@ -1,0 +1,205 @@
+"""``ecm-gateway``: validate, convert, acknowledge and serve.
+
+Exit codes: 0 no error finding (warnings allowed); 1 at least one error finding; 2 usage error
+or a file that is not of any known kind. No Python traceback reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from gateway import __version__
+from gateway.conversion import (
+    TARGETS_BY_KIND, ConversionError, canonical_to_837p, read_canonical, x12_to_file,
+)
+from gateway.findings import Finding, Severity
+from gateway.pipeline.counters import next_numbers
+from gateway.reports import KINDS, FileReport, UnsupportedKind, validate_file
+from gateway.sniff import UnknownKind, sniff
+from gateway.x12.acks import AckControls, AckParty, acknowledge
+from gateway.x12.reader import NotX12Error
+from gateway.x12.validate import validate_x12
+from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecm-gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="validate files and print the findings")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate.add_argument("--kind", choices=KINDS, default="auto")
+    validate.add_argument("--format", choices=("text", "json"), default="text")
+    for option in ("--members", "--providers", "--history"):
+        validate.add_argument(option, type=Path, default=None,
+                              help="ECM registry (member assignments, providers, encounter "
+                                   "history); not available in this version")
+
+    convert = sub.add_parser("convert", help="convert a file to another format")
+    convert.add_argument("file", type=Path, metavar="FILE")
+    convert.add_argument("--to", required=True,
+                         choices=("837p", "274", "fhir", "rtf", "mif", "csv", "json"))
+    convert.add_argument("-o", "--output", type=Path, default=None,
+                         help="output file (default: standard output)")
+    convert.add_argument("--envelope", default="plan-default",
+                         help="envelope profile in profiles/envelopes/ for 837P output "
+                              "(e.g. dhcs-encounters)")
+
+    ack = sub.add_parser("ack", help="write TA1 / 999 / 277CA for an inbound interchange")
+    ack.add_argument("file", type=Path, metavar="FILE")
+    ack.add_argument("-o", "--output-dir", type=Path, default=Path("."))
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--store", default=None, help="store URL (default: SQLite under ./var)")
+    return parser
+
+
+# -- validate -----------------------------------------------------------------------------------
+def _text_report(report: FileReport) -> str:
+    verdict = "valid" if report.valid else "INVALID"
+    stats = report.stats
+    counts = ""
+    if "claims" in stats:
+        counts = (f" — {stats['claims']} claims, {stats['lines']} lines: "
+                  f"{stats['accepted_claims']} accepted, {stats['rejected_claims']} rejected")
+    lines = [f"{report.path}: {report.kind} {verdict}{counts}"]
+    for f in report.findings:
+        where = f.location + (f" (segment {f.segment})" if f.segment else "")
+        lines.append(f"  {f.severity.value:<7} {f.rule:<14} {where}: {f.message}")
+    return "\n".join(lines)
+
+
+def cmd_validate(args) -> int:
+    for option in ("members", "providers", "history"):
+        if getattr(args, option) is not None:
+            raise UsageError(f"--{option}: ECM registry rules are not available in this "
+                             "version")
+    reports = []
+    for path in args.files:
+        reports.append(validate_file(path, args.kind))
+    if args.format == "json":
+        json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print("\n".join(_text_report(r) for r in reports))
+    return EXIT_OK if all(r.valid for r in reports) else EXIT_FINDINGS
+
+
+# -- convert ------------------------------------------------------------------------------------
+@contextmanager
+def _output(path: Path | None):
+    if path is None:
+        yield sys.stdout
+        return
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        partial.replace(path)  # never leave a half-written output under the real name
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _summarise(findings: list[Finding]) -> int:
+    errors = [f for f in findings if f.severity is Severity.ERROR]
+    for f in findings:
+        print(f"{f.severity.value}: {f.rule} {f.location}: {f.message}", file=sys.stderr)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def cmd_convert(args) -> int:
+    kind = sniff(args.file)
+    allowed = TARGETS_BY_KIND.get(kind, ())
+    if args.to not in allowed:
+        what = f"{kind} → {args.to}"
+        hint = f"; from {kind} this version converts to: {', '.join(allowed)}" if allowed \
+            else f"; this version converts from: {', '.join(TARGETS_BY_KIND)}"
+        raise UsageError(f"cannot convert {what}{hint}")
+    if kind == "837p":
+        with _output(args.output) as out:
+            done = x12_to_file(args.file, args.to, out)
+        if done.skipped:
+            print(f"{done.skipped} claim(s) could not be converted (see findings)",
+                  file=sys.stderr)
+        return _summarise(done.findings)
+    settings = envelope_settings(args.envelope)
+    encounters = read_canonical(args.file)
+    isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
+    with _output(args.output) as out:
+        canonical_to_837p(encounters, out, settings, ControlNumbers(isa, gs), datetime.now())
+    return EXIT_OK
+
+
+# -- ack ----------------------------------------------------------------------------------------
+def cmd_ack(args) -> int:
+    if not args.file.is_file():
+        raise UsageError(f"{args.file}: no such file")
+    try:
+        result = validate_x12(str(args.file))
+    except NotX12Error as exc:
+        raise UnknownKind(str(exc)) from exc
+    isa, gs = next_numbers("isa13:acks", 3), next_numbers("gs06:acks", 8)
+    acks = acknowledge(result, controls=AckControls(isa[0], gs[0]), when=datetime.now(),
+                       sender=AckParty())
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.file.stem
+    for suffix, text in (("ta1", acks.ta1), ("999", acks.ack999), ("277ca", acks.ack277ca)):
+        if text:
+            target = args.output_dir / f"{stem}.{suffix}.x12"
+            target.write_text(text, encoding="utf-8")
+            print(target)
+    return EXIT_OK if result.valid else EXIT_FINDINGS
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from gateway.api.app import create_app
+
+    uvicorn.run(create_app(store=args.store), host=args.host, port=args.port,
+                log_level="info")
+    return EXIT_OK
+
+
+COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
+            "serve": cmd_serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, UnknownKind, UnsupportedKind, ConversionError, UnknownProfile) as exc:
+        print(f"ecm-gateway: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"ecm-gateway: error: {exc.strerror or exc}: {exc.filename or ''}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:  # noqa: BLE001 - a defect of ours: say so, keep the trace out of sight
+        if os.environ.get("ECM_GATEWAY_DEBUG"):
+            raise
+        print("ecm-gateway: internal error; run with ECM_GATEWAY_DEBUG=1 for details",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pipeline: what persists between runs (control numbers; later the store, queue, routing)."""

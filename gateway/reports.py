@@ -1,0 +1,64 @@
+"""Validate one file of any known kind and describe the outcome (the ``files[]`` entries of
+``ecm-gateway validate --format json`` and, later, of submission status)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.findings import Finding, Severity
+from gateway.rules import default_catalogue
+from gateway.sniff import UnknownKind, sniff
+from gateway.x12.acks import judge
+from gateway.x12.reader import NotX12Error
+from gateway.x12.validate import validate_x12
+
+X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
+KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
+NOT_YET = {"274", "invoice", "mif", "rtf", "otf", "fhir", "csv", "xlsx", "json"}
+
+
+class UnsupportedKind(ValueError):
+    """A known kind this version cannot validate yet (usage error, exit 2)."""
+
+
+@dataclass
+class FileReport:
+    path: str
+    kind: str
+    findings: list[Finding]
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "valid": self.valid,
+                "findings": [f.as_dict() for f in self.findings], "stats": self.stats}
+
+
+def validate_file(path: Path, kind: str = "auto") -> FileReport:
+    """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2)."""
+    found = sniff(path)
+    if found in NOT_YET or (kind != "auto" and kind in NOT_YET):
+        shown = kind if kind != "auto" else found
+        raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")
+    try:
+        result = validate_x12(str(path))
+    except NotX12Error as exc:
+        raise UnknownKind(str(exc)) from exc
+    findings = list(result.findings)
+    if kind != "auto" and result.kind != kind:
+        finding = default_catalogue().finding("GATEWAY-KIND-001", "file", None,
+                                              expected=kind, found=result.kind)
+        if finding is not None:
+            findings.insert(0, finding)
+    verdict = judge(result)
+    transactions = sum(len(g.transactions) for i in result.interchanges for g in i.groups)
+    stats = {"transactions": transactions, "segments": result.segments}
+    if result.kind in ("837p", "837i"):
+        stats.update(claims=len(result.claims), lines=result.lines,
+                     accepted_claims=len(verdict.accepted_claims),
+                     rejected_claims=len(result.claims) - len(verdict.accepted_claims))
+    return FileReport(path=str(path), kind=result.kind, findings=findings, stats=stats)

@@ -1,0 +1,98 @@
+"""The rule catalogue: every rule's id, severity, message template, source and acknowledgment
+codes, read from the YAML rule packs in ``profiles/rules/``. Validators create findings only
+through :meth:`RuleCatalogue.finding`, so a plan analyst changes wording, severity or the
+999/277CA codes of a rule in data, not in Python."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from gateway.findings import Finding, Severity
+from gateway.paths import PROFILES
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: Severity
+    message: str
+    source: str
+    ack: dict = field(default_factory=dict)
+    enabled: bool = True
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+_FORMATTER = string.Formatter()
+
+
+class RuleCatalogue:
+    def __init__(self, rules: dict[str, Rule]) -> None:
+        self._rules = rules
+
+    @classmethod
+    def load(cls, folder: Path) -> "RuleCatalogue":
+        rules: dict[str, Rule] = {}
+        for path in sorted(folder.glob("*.yaml")):
+            pack = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            for entry in pack.get("rules", []):
+                if entry["id"] in rules:
+                    raise ValueError(f"rule {entry['id']} defined twice ({path.name})")
+                rules[entry["id"]] = Rule(
+                    id=entry["id"],
+                    severity=Severity(entry["severity"]),
+                    message=entry["message"],
+                    source=entry["source"],
+                    ack=dict(entry.get("ack") or {}),
+                    enabled=entry.get("enabled", True),
+                )
+        return cls(rules)
+
+    def __contains__(self, rule_id: str) -> bool:
+        return rule_id in self._rules
+
+    def rule(self, rule_id: str) -> Rule:
+        return self._rules[rule_id]
+
+    def with_overrides(self, overrides: dict[str, dict]) -> "RuleCatalogue":
+        """A copy with per-partner changes: ``{rule_id: {"severity": "warning"}}`` or
+        ``{rule_id: {"enabled": false}}``."""
+        rules = dict(self._rules)
+        for rule_id, change in overrides.items():
+            rule = rules[rule_id]
+            if "severity" in change:
+                rule = replace(rule, severity=Severity(change["severity"]))
+            if "enabled" in change:
+                rule = replace(rule, enabled=bool(change["enabled"]))
+            rules[rule_id] = rule
+        return RuleCatalogue(rules)
+
+    def finding(
+        self, rule_id: str, location: str, ordinal: int | None = None, **values: object
+    ) -> Finding | None:
+        """The finding for ``rule_id`` at ``location``; None when the rule is turned off."""
+        rule = self._rules[rule_id]
+        if not rule.enabled:
+            return None
+        message = _FORMATTER.vformat(rule.message, (), _Blank(values))
+        return Finding(
+            rule=rule.id,
+            severity=rule.severity,
+            location=location,
+            message=message,
+            source=rule.source,
+            segment=ordinal,
+        )
+
+
+@lru_cache(maxsize=1)
+def default_catalogue() -> RuleCatalogue:
+    return RuleCatalogue.load(PROFILES / "rules")

@@ -1,0 +1,398 @@
+"""837P segments → canonical :class:`~gateway.model.encounter.Encounter`, one claim at a time.
+
+:class:`ClaimCollector` is fed the same segment stream as the validators and records, for each
+claim, the segment ordinals it covers (its own 2300/2400 loops plus the billing-provider and
+subscriber HL levels above it). The acknowledgments use those ranges to tell which claim a
+finding belongs to. The parser is lenient: a claim it cannot turn into the model (bad amount,
+bad date) keeps its record with ``encounter = None`` and the reason; the validators say why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+
+from pydantic import ValidationError
+
+from gateway.model.encounter import (
+    Address, BillingProvider, Claim, Encounter, Envelope, Member, Party, RenderingProvider,
+    ServiceLine,
+)
+from gateway.x12.reader import Delimiters, Segment
+
+
+@dataclass
+class ClaimRecord:
+    """A claim as the acknowledgments and the split see it."""
+
+    transaction: tuple[int, int, int]  # (interchange, group, transaction set) 1-based
+    index: int  # 1-based claim number within the transaction set
+    start: int  # ordinal of CLM
+    end: int  # ordinal of the claim's last segment
+    scope: list[tuple[int, int]]  # ordinal ranges of the HL levels above the claim
+    claim_id: str
+    charge: str
+    member_last: str = ""
+    member_first: str = ""
+    member_id: str = ""
+    billing_name: str = ""
+    billing_npi: str = ""
+    service_from: str = ""
+    service_to: str = ""
+    encounter: Encounter | None = None
+    problem: str | None = None
+
+    def covers(self, ordinal: int) -> bool:
+        if self.start <= ordinal <= self.end:
+            return True
+        return any(lo <= ordinal <= hi for lo, hi in self.scope)
+
+
+def _date(text: str) -> date:
+    return datetime.strptime(text, "%Y%m%d").date()
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:
+        raise ValueError(f"not an amount: {text!r}") from exc
+
+
+@dataclass
+class _Level:
+    """An open HL level: its ordinal range and what it carries."""
+
+    code: str
+    start: int
+    end: int
+    data: dict = field(default_factory=dict)
+
+
+class ClaimCollector:
+    """Streaming 837P reader. Feed segments, collect :class:`ClaimRecord` via ``on_claim``."""
+
+    def __init__(self, delimiters: Delimiters, on_claim, keep_encounters: bool = True) -> None:
+        self.d = delimiters
+        self.on_claim = on_claim
+        self.keep = keep_encounters
+        self._tx = (0, 0, 0)
+        self._envelope: dict = {}
+        self._header: dict = {}
+        self._billing: _Level | None = None
+        self._subscriber: _Level | None = None
+        self._claim: dict | None = None
+        self._line: dict | None = None
+        self._claim_index = 0
+        self._in_837 = False
+        self._last = 0
+        self._nm1_role = ""
+        self._professional = False
+        self.submitters: dict[tuple[int, int, int], tuple[str, str]] = {}
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _parts(self, value: str) -> list[str]:
+        return value.split(self.d.component)
+
+    def feed(self, seg: Segment) -> None:
+        seg_id = seg.id
+        handler = getattr(self, "_on_" + seg_id, None) if seg_id.isalnum() else None
+        if seg_id == "ISA":
+            self._flush_claim()
+            self._tx = (self._tx[0] + 1, 0, 0)
+            self._envelope = {"sender_id": seg.get(6).strip(), "receiver_id": seg.get(8).strip(),
+                              "interchange_control_number": seg.get(13),
+                              "usage": seg.get(15) or "P"}
+            return
+        if seg_id == "GS":
+            self._flush_claim()
+            self._tx = (self._tx[0], self._tx[1] + 1, 0)
+            self._envelope.update(application_sender=seg.get(2),
+                                  application_receiver=seg.get(3),
+                                  group_control_number=seg.get(6))
+            return
+        if seg_id == "ST":
+            self._flush_claim()
+            self._tx = (self._tx[0], self._tx[1], self._tx[2] + 1)
+            self._in_837 = seg.get(1) == "837"
+            # only professional claims become canonical encounters; others are still counted
+            self._professional = seg.get(3) == "005010X222A1"
+            self._envelope["transaction_control_number"] = seg.get(2)
+            self._header, self._billing, self._subscriber = {}, None, None
+            self._claim_index = 0
+            return
+        if not self._in_837:
+            return
+        if seg_id in ("SE", "GE", "IEA"):
+            self._flush_claim()
+            self._in_837 = False
+            return
+        self._last = seg.ordinal
+        if self._claim is not None:
+            self._claim["end"] = seg.ordinal
+        else:
+            for level in (self._subscriber, self._billing):
+                if level is not None and self._claim is None:
+                    level.end = seg.ordinal
+                    break
+        if handler is not None:
+            try:
+                handler(seg)
+            except (ValueError, IndexError) as exc:
+                target = self._claim
+                if target is not None and target.get("problem") is None:
+                    target["problem"] = f"{seg_id}: {exc.__class__.__name__}"
+
+    # -- header and HL levels ----------------------------------------------------------------
+    def _on_BHT(self, seg: Segment) -> None:
+        self._envelope["reference"] = seg.get(3)
+        try:
+            self._envelope["created"] = _date(seg.get(4))
+        except ValueError:
+            self._envelope["created"] = None
+
+    def _on_HL(self, seg: Segment) -> None:
+        self._flush_claim()
+        level = _Level(code=seg.get(3), start=seg.ordinal, end=seg.ordinal)
+        if level.code == "20":
+            self._billing, self._subscriber = level, None
+        elif level.code == "22":
+            self._subscriber = level
+        elif level.code == "23" and self._subscriber is not None:
+            # a patient level under the subscriber: its segments belong to the claim's scope
+            self._subscriber.data["patient_level"] = True
+        self._nm1_role = ""
+
+    def _on_NM1(self, seg: Segment) -> None:
+        role = seg.get(1)
+        self._nm1_role = role
+        name = {"last": seg.get(3), "first": seg.get(4) or None, "middle": seg.get(5) or None,
+                "id": seg.get(9), "person": seg.get(2) == "1"}
+        if role == "41":
+            self._header["submitter"] = {"name": seg.get(3), "id": seg.get(9)}
+            self.submitters[self._tx] = (seg.get(3), seg.get(9))
+        elif role == "40":
+            self._header["receiver"] = {"name": seg.get(3), "id": seg.get(9)}
+        elif role == "85" and self._billing is not None:
+            self._billing.data["name"] = name
+        elif role == "IL" and self._subscriber is not None:
+            self._subscriber.data["member"] = name
+        elif role == "PR" and self._subscriber is not None:
+            self._subscriber.data["payer"] = {"name": seg.get(3), "id": seg.get(9)}
+        elif role == "82" and self._claim is not None:
+            target = self._line if self._line is not None else self._claim
+            target["rendering"] = name
+
+    def _on_PER(self, seg: Segment) -> None:
+        if self._nm1_role == "41" and "submitter" in self._header:
+            self._header["submitter"]["contact_name"] = seg.get(2) or None
+            phone = next((seg.get(i + 1) for i in (3, 5, 7) if seg.get(i) == "TE"), None)
+            self._header["submitter"]["contact_phone"] = phone
+
+    def _address_target(self) -> dict | None:
+        if self._claim is not None:
+            return None
+        if self._nm1_role == "85" and self._billing is not None:
+            return self._billing.data
+        if self._nm1_role == "IL" and self._subscriber is not None:
+            return self._subscriber.data
+        return None
+
+    def _on_N3(self, seg: Segment) -> None:
+        target = self._address_target()
+        if target is not None:
+            target["address"] = {"line1": seg.get(1), "line2": seg.get(2) or None}
+
+    def _on_N4(self, seg: Segment) -> None:
+        target = self._address_target()
+        if target is not None and "address" in target:
+            target["address"].update(city=seg.get(1), state=seg.get(2), postal_code=seg.get(3))
+
+    def _on_PRV(self, seg: Segment) -> None:
+        if seg.get(1) == "BI" and self._billing is not None and self._claim is None:
+            self._billing.data["taxonomy"] = seg.get(3)
+        elif seg.get(1) == "PE" and self._claim is not None:
+            target = self._line if self._line is not None else self._claim
+            if "rendering" in target:
+                target["rendering"]["taxonomy"] = seg.get(3)
+
+    def _on_REF(self, seg: Segment) -> None:
+        qualifier = seg.get(1)
+        if self._claim is None:
+            if qualifier in ("EI", "SY") and self._billing is not None and \
+                    self._subscriber is None:
+                self._billing.data["tin"] = seg.get(2)
+            return
+        if self._line is not None:
+            if qualifier == "6R":
+                self._line["line_control_number"] = seg.get(2)
+        elif qualifier == "G1":
+            self._claim["prior_authorization"] = seg.get(2)
+        elif qualifier == "F8":
+            self._claim["payer_claim_control_number"] = seg.get(2)
+
+    def _on_SBR(self, seg: Segment) -> None:
+        if self._subscriber is not None:
+            self._subscriber.data["sbr"] = (seg.get(1), seg.get(9))
+
+    def _on_DMG(self, seg: Segment) -> None:
+        if self._subscriber is not None and self._nm1_role == "IL":
+            self._subscriber.data["dmg"] = (seg.get(2), seg.get(3))
+
+    # -- claim and lines ---------------------------------------------------------------------
+    def _on_CLM(self, seg: Segment) -> None:
+        self._flush_claim()
+        self._claim_index += 1
+        facility = self._parts(seg.get(5))
+        self._claim = {
+            "start": seg.ordinal, "end": seg.ordinal, "index": self._claim_index,
+            "id": seg.get(1), "charge": seg.get(2),
+            "pos": facility[0] if facility else "",
+            "freq": facility[2] if len(facility) > 2 else "",
+            "flags": (seg.get(6), seg.get(7), seg.get(8), seg.get(9)),
+            "diagnoses": [], "dx_qualifier": "ABK", "lines": [], "problem": None,
+        }
+        self._line = None
+
+    def _on_HI(self, seg: Segment) -> None:
+        if self._claim is None:
+            return
+        for position in range(1, len(seg.fields)):
+            parts = self._parts(seg.get(position))
+            if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
+                if parts[0] in ("ABK", "BK"):
+                    self._claim["dx_qualifier"] = parts[0]
+                self._claim["diagnoses"].append(parts[1])
+
+    def _on_LX(self, seg: Segment) -> None:
+        if self._claim is None:
+            return
+        self._line = {"number": seg.get(1)}
+        self._claim["lines"].append(self._line)
+
+    def _on_SV1(self, seg: Segment) -> None:
+        if self._line is None:
+            return
+        procedure = self._parts(seg.get(1))
+        self._line.update(
+            code=procedure[1] if len(procedure) > 1 else "",
+            modifiers=[m for m in procedure[2:6] if m],
+            charge=seg.get(2), unit_type=seg.get(3) or "UN", units=seg.get(4),
+            pos=seg.get(5) or None,
+            pointers=[p for p in self._parts(seg.get(7)) if p],
+        )
+
+    def _on_DTP(self, seg: Segment) -> None:
+        if self._line is not None and seg.get(1) == "472":
+            value = seg.get(3)
+            if seg.get(2) == "RD8" and "-" in value:
+                start, end = value.split("-", 1)
+                self._line.update(date=start, date_end=end)
+            else:
+                self._line.update(date=value, date_end=None)
+
+    def finish(self) -> None:
+        """End of input: a claim still open (truncated file) is recorded too."""
+        self._flush_claim()
+
+    # -- building the record -----------------------------------------------------------------
+    def _flush_claim(self) -> None:
+        claim = self._claim
+        if claim is None:
+            return
+        self._claim, self._line = None, None
+        scope = [(lvl.start, lvl.end) for lvl in (self._billing, self._subscriber) if lvl]
+        sub = self._subscriber.data if self._subscriber else {}
+        member = sub.get("member") or {}
+        billing = self._billing.data if self._billing else {}
+        dates = sorted(d for line in claim["lines"] for d in (line.get("date"),
+                                                              line.get("date_end")) if d)
+        record = ClaimRecord(
+            transaction=self._tx, index=claim["index"], start=claim["start"], end=claim["end"],
+            scope=scope, claim_id=claim["id"], charge=claim["charge"],
+            member_last=member.get("last", ""), member_first=member.get("first") or "",
+            member_id=member.get("id", ""),
+            billing_name=(billing.get("name") or {}).get("last", ""),
+            billing_npi=(billing.get("name") or {}).get("id", ""),
+            service_from=dates[0] if dates else "", service_to=dates[-1] if dates else "",
+            problem=claim["problem"],
+        )
+        if record.problem is None and self._professional:
+            try:
+                encounter = self._build(claim, sub, billing)
+                if self.keep:
+                    record.encounter = encounter
+            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+                record.problem = _describe(exc)
+        self.on_claim(record)
+
+    def _build(self, claim: dict, sub: dict, billing: dict) -> Encounter:
+        header = self._header
+        name = billing["name"]
+        member = sub["member"]
+        dob, gender = sub.get("dmg", ("", ""))
+        responsibility, filing = sub.get("sbr", ("P", "MC"))
+        lines = []
+        for line in claim["lines"]:
+            rendering = line.get("rendering")
+            lines.append(ServiceLine(
+                line_number=int(line["number"]), procedure_code=line["code"],
+                modifiers=line["modifiers"], charge=_amount(line["charge"]),
+                unit_type=line["unit_type"], units=_amount(line["units"]),
+                place_of_service=line["pos"],
+                diagnosis_pointers=[int(p) for p in line["pointers"]] or [1],
+                service_date=_date(line["date"]),
+                service_date_end=_date(line["date_end"]) if line.get("date_end") else None,
+                rendering_provider=_rendering(rendering) if rendering else None,
+                line_control_number=line.get("line_control_number"),
+            ))
+        signature, assignment, benefits, release = claim["flags"]
+        rendering = claim.get("rendering")
+        return Encounter(
+            envelope=Envelope(**self._envelope),
+            submitter=Party(**header["submitter"]),
+            receiver=Party(**header["receiver"]),
+            billing_provider=BillingProvider(
+                name=name["last"], first_name=name["first"] if name["person"] else None,
+                npi=name["id"], tin=billing.get("tin", ""), taxonomy=billing.get("taxonomy"),
+                address=Address(**billing["address"]),
+            ),
+            member=Member(
+                cin=member["id"], last_name=member["last"], first_name=member["first"],
+                middle_name=member["middle"],
+                birth_date=_date(dob) if dob else None, gender=gender or None,
+                address=Address(**sub["address"]) if "address" in sub else None,
+            ),
+            payer=Party(**sub["payer"]),
+            payer_responsibility=responsibility, claim_filing_indicator=filing,
+            rendering_provider=_rendering(rendering) if rendering else None,
+            claim=Claim(
+                id=claim["id"], total_charge=_amount(claim["charge"]),
+                place_of_service=claim["pos"], frequency_code=claim["freq"],
+                provider_signature=signature, assignment=assignment,
+                benefits_assignment=benefits, release_of_information=release,
+                diagnosis_qualifier=claim["dx_qualifier"],
+                diagnosis_codes=claim["diagnoses"],
+                prior_authorization=claim.get("prior_authorization"),
+                payer_claim_control_number=claim.get("payer_claim_control_number"),
+                lines=lines,
+            ),
+        )
+
+
+def _rendering(name: dict) -> RenderingProvider:
+    return RenderingProvider(last_name=name["last"], first_name=name["first"],
+                             is_person=name["person"], npi=name["id"],
+                             taxonomy=name.get("taxonomy"))
+
+
+def _describe(exc: Exception) -> str:
+    """Which field failed, without the value (it may be member data)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {first['type']}"
+    if isinstance(exc, KeyError):
+        return f"missing {exc.args[0]}"
+    return exc.__class__.__name__

@@ -1,0 +1,100 @@
+"""One pass over an X12 file: envelope checks, implementation-guide validation through pyx12,
+and (for 837) the claims, all fed from the same streaming reader."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from gateway.findings import Finding, Severity
+from gateway.rules import RuleCatalogue, default_catalogue
+from gateway.x12.claims837 import ClaimCollector, ClaimRecord
+from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile
+from gateway.x12.ig import GuideValidator
+from gateway.x12.reader import Delimiters, X12Reader
+
+
+@dataclass
+class X12Result:
+    kind: str
+    delimiters: Delimiters
+    findings: list[Finding]
+    interchanges: list[Interchange]
+    claims: list[ClaimRecord] = field(default_factory=list)
+    segments: int = 0
+    lines: int = 0
+    submitters: dict[tuple[int, int, int], tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    def claim_findings(self, claim: ClaimRecord) -> list[Finding]:
+        return [f for f in self.findings if f.segment is not None and claim.covers(f.segment)]
+
+    def rejected_claims(self) -> list[ClaimRecord]:
+        return [c for c in self.claims if c.problem or any(
+            f.is_error for f in self.claim_findings(c))]
+
+
+def kind_of(interchanges: list[Interchange]) -> str:
+    guides = envelope_profile().guides
+    for ic in interchanges:
+        for group in ic.groups:
+            guide = guides.get(group.version)
+            if guide:
+                return guide["kind"]
+            for ts in group.transactions:
+                if ts.st01 == "837":
+                    return "837p"
+    return "x12"
+
+
+def validate_x12(
+    source: BinaryIO | str | bytes,
+    catalogue: RuleCatalogue | None = None,
+    keep_encounters: bool = False,
+    on_claim: Callable[[ClaimRecord], None] | None = None,
+) -> X12Result:
+    """Validate an interchange. Raises :class:`~gateway.x12.reader.NotX12Error` when the
+    input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
+    them (streaming use: bounded memory for any file size)."""
+    catalogue = catalogue or default_catalogue()
+    claims: list[ClaimRecord] = []
+    unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
+    sink = on_claim or claims.append
+
+    def take(claim: ClaimRecord) -> None:
+        if claim.problem:
+            unreadable.append(claim)
+        sink(claim)
+
+    with X12Reader(source) as reader:
+        envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
+        guide = GuideValidator(reader.delimiters, envelope, catalogue)
+        collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep_encounters)
+        last = 0
+        lines = 0
+        for seg in reader:
+            envelope.feed(seg)
+            guide.feed(seg)
+            collector.feed(seg)
+            if seg.fields[0] == "LX":
+                lines += 1
+            last = seg.ordinal
+        collector.finish()
+        findings = envelope.finish(last) + guide.finish()
+    for claim in unreadable:
+        # say why a claim cannot become an encounter, unless a finding inside it already does
+        if not any(f.is_error and f.segment and claim.start <= f.segment <= claim.end
+                   for f in findings):
+            i, g, t = claim.transaction
+            finding = catalogue.finding("X12-837-CLAIM", f"ISA#{i}/GS#{g}/ST#{t}/2300[{claim.index}]",
+                                        claim.start, problem=claim.problem)
+            if finding is not None:
+                findings.append(finding)
+    findings.sort(key=lambda f: (f.segment or 0))
+    return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
+                     findings=findings, interchanges=envelope.interchanges, claims=claims,
+                     segments=last, lines=lines, submitters=collector.submitters)
