@@ -20,8 +20,9 @@ from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.reader import Delimiters, ReaderNotes, Segment
 
 CONTROL_SEGMENTS = frozenset({"ISA", "IEA", "GS", "GE", "ST", "SE"})
-_DATE_FORMATS = {"yymmdd": ("%y%m%d",), "ccyymmdd": ("%Y%m%d",), "hhmm": ("%H%M",),
-                 "hhmmss": ("%H%M", "%H%M%S")}
+# format -> (strptime pattern, lengths allowed); strptime alone accepts single digits
+_DATE_FORMATS = {"yymmdd": ("%y%m%d", (6,)), "ccyymmdd": ("%Y%m%d", (8,)),
+                 "hhmm": ("%H%M", (4,)), "hhmmss": ("%H%M%S", (4, 6, 7, 8))}
 _FORMAT_NAMES = {"yymmdd": "a date YYMMDD", "ccyymmdd": "a date CCYYMMDD", "hhmm": "a time HHMM",
                  "hhmmss": "a time HHMM or HHMMSS[DD]"}
 
@@ -45,6 +46,18 @@ def envelope_profile() -> EnvelopeProfile:
         functional_groups={str(k): v for k, v in data["functional_groups"].items()},
         guides={str(k): v for k, v in data["guides"].items()},
     )
+
+
+@lru_cache(maxsize=1)
+def known_segment_ids() -> frozenset[str]:
+    """Every segment id used by a map pyx12 ships (X12 5010 and 4010)."""
+    import importlib.resources
+
+    ids: set[str] = set()
+    for entry in importlib.resources.files("pyx12").joinpath("map").iterdir():
+        if entry.name.endswith(".xml"):
+            ids.update(re.findall(r'<segment xid="([A-Z0-9]{2,3})"', entry.read_text("utf-8")))
+    return frozenset(ids)
 
 
 @dataclass
@@ -168,10 +181,16 @@ class EnvelopeChecker:
                              scope, found=value)
                 continue
             element = f"{seg.id}{pos:02d}"
-            # Identifiers and codes of the envelope are not member data; show them.
+            # codes, dates and control numbers are shown; credentials and free ids are not
+            if not value:
+                found = "nothing"
+            elif spec.get("show", True) and len(value) <= 15:
+                found = repr(value)
+            else:
+                found = f"a value of {len(value)} characters"
             self._report(rule_id, f"{self.path(ts=False)}/{element}", seg.ordinal, scope,
                          element=element, name=spec["name"], expected=expected,
-                         found=repr(value) if value else "nothing", ta1=spec.get("ta1", ""))
+                         found=found, ta1=spec.get("ta1", ""))
 
     @staticmethod
     def _violation(spec: dict, value: str) -> str | None:
@@ -180,11 +199,12 @@ class EnvelopeChecker:
         if "pattern" in spec and not re.fullmatch(spec["pattern"], value):
             return spec.get("expect") or f"must match {spec['pattern']}"
         if "format" in spec:
-            fmt = spec["format"]
-            candidates = _DATE_FORMATS[fmt]
-            text = value[:6] if fmt == "hhmmss" and len(value) > 6 else value
-            if not text.isdigit() or not any(_parses(text, f) for f in candidates):
-                return _FORMAT_NAMES[fmt]
+            pattern, lengths = _DATE_FORMATS[spec["format"]]
+            text = value
+            if spec["format"] == "hhmmss":  # HHMM[SS[D[D]]]: check the clock part
+                text = (value + "00")[:6]
+            if not value.isdigit() or len(value) not in lengths or not _parses(text, pattern):
+                return _FORMAT_NAMES[spec["format"]]
         return None
 
     # -- the state machine -------------------------------------------------------------------
@@ -200,8 +220,10 @@ class EnvelopeChecker:
 
     def _out_of_place(self, seg: Segment, why: str) -> None:
         scope = self.interchange
-        self._report("X12-ENV-019", f"{self.path()}/{seg.id}".lstrip("/"), seg.ordinal, scope,
-                     found=seg.id, expected=why)
+        # a garbled "segment id" can be a piece of member data: name only real segment ids
+        shown = seg.id if seg.id in known_segment_ids() else "(unrecognised id)"
+        self._report("X12-ENV-019", f"{self.path()}/{shown}".lstrip("/"), seg.ordinal, scope,
+                     found=shown, expected=why)
 
     def _on_isa(self, seg: Segment) -> None:
         if self.interchange is not None:
@@ -265,10 +287,12 @@ class EnvelopeChecker:
         self._ts = ts
         where = self.path()
         expected_group = self.profile.functional_groups.get(ts.st01)
+        guide_for_group = self.profile.guides.get(group.version)
         if expected_group is not None and expected_group != group.functional_id:
             self._report("X12-ENV-009", f"{where}/ST01", seg.ordinal, ts, found=ts.st01,
                          group=group.functional_id or "(blank)", expected=expected_group)
-        elif expected_group is None:
+        elif expected_group is None or (
+                guide_for_group and guide_for_group["transaction"] != ts.st01):
             self._report("X12-ENV-018", f"{where}/ST01", seg.ordinal, ts,
                          what="transaction set ST01", found=ts.st01 or "(blank)",
                          expected=", ".join(sorted({g["transaction"] for g in

@@ -54,6 +54,7 @@ _PARAMS = pyx12.params.params()
 _MAP_LOCK = Lock()
 _MAPS: dict[str, object] = {}
 CONTROL_MAP = "x12.control.00501.xml"
+MAX_QUOTED_CODE = 2
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
 
 
@@ -176,6 +177,7 @@ class GuideValidator:
         self._loop_of_ordinal: dict[int, str] = {}
         self._active = False  # inside a group whose guide we validate
         self._repeat_counts: dict[str, int] = {}
+        self._in_guide_ts = True  # False inside a set whose ST01 is not the guide's
 
     # pyx12 error-handler interface (called by apply_walk_errors / apply_segment_errors) -----
     def add_seg(self, map_node, seg_data, seg_count, cur_line, ls_id) -> None:
@@ -201,7 +203,12 @@ class GuideValidator:
                 self._guide = seg.get(8)
                 self._map = load_map(guide["map"])
                 self._feed.check_837_lx = guide["transaction"] == "837"
-        if not self._active:
+        if seg_id == "ST" and self._active:
+            guide = self.envelope.profile.guides[self._guide]
+            self._in_guide_ts = seg.get(1) == guide["transaction"]
+        if not self._active or not self._in_guide_ts:
+            if seg_id == "SE":
+                self._in_guide_ts = True
             return
         self._segment = seg
         text = seg.raw
@@ -327,7 +334,10 @@ class GuideValidator:
         for fix in corrections():
             if fix.applies(rule_id, self._guide, loop, label, self._segment.fields, value):
                 return
-        detail = f" (found {value!r})" if is_code and value and code in ("7", "I6") else ""
+        # A bad code is quoted only when it is code-sized: in a garbled segment a code
+        # position can hold a name or a member id, which must never be echoed.
+        shown = is_code and 0 < len(value) <= MAX_QUOTED_CODE and code in ("7", "I6")
+        detail = f" (found {value!r})" if shown else ""
         context = self._context(seg_node, element=position, component=component,
                                 data_element=element.data_ele or "")
         self._add(rule_id, self._where(seg_node, label), context, element=label,

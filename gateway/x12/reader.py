@@ -14,6 +14,7 @@ from typing import BinaryIO, Iterator
 
 CHUNK_CHARS = 64 * 1024
 ISA_LENGTH = 106
+MAX_ISA_LENGTH = 200  # a collapsed or padded ISA still fits; past this the ISA is not readable
 HEAD_BYTES = 64 * 1024  # how far we look for the ISA before calling the input "not X12"
 _BOM = b"\xef\xbb\xbf"
 
@@ -157,6 +158,9 @@ class X12Reader:
             self.delimiters, isa_length = parse_isa_delimiters(self._pending[:512])
         except IndexError as exc:
             raise NotX12Error("the ISA segment is incomplete") from exc
+        if isa_length > MAX_ISA_LENGTH:
+            raise NotX12Error("the ISA header is malformed: its 16 elements do not end within "
+                              f"{MAX_ISA_LENGTH} characters")
         self.notes.isa_length = isa_length
 
     def close(self) -> None:

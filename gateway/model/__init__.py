@@ -1,0 +1,1 @@
+"""Canonical models shared by every format."""
