@@ -60,7 +60,7 @@ class Member(_Model):
     first_name: str | None = None
     middle_name: str | None = None
     birth_date: date | None = None
-    gender: str | None = None  # F, M, U
+    gender: str | None = None  # F, M, U; an 837P carries it only with the birth date (DMG)
     address: Address | None = None
 
 

@@ -169,16 +169,18 @@ class ClaimCollector:
         self._nm1_role = role
         name = {"last": seg.get(3), "first": seg.get(4) or None, "middle": seg.get(5) or None,
                 "id": seg.get(9), "person": seg.get(2) == "1"}
+        if self._claim is not None and self._claim.get("other_payer") and self._line is None:
+            return  # 2330x: other subscriber / other payer names, not carried by the model
         if role == "41":
             self._header["submitter"] = {"name": seg.get(3), "id": seg.get(9)}
             self.submitters[self._tx] = (seg.get(3), seg.get(9))
         elif role == "40":
             self._header["receiver"] = {"name": seg.get(3), "id": seg.get(9)}
-        elif role == "85" and self._billing is not None:
+        elif role == "85" and self._billing is not None and self._claim is None:
             self._billing.data["name"] = name
-        elif role == "IL" and self._subscriber is not None:
+        elif role == "IL" and self._subscriber is not None and self._claim is None:
             self._subscriber.data["member"] = name
-        elif role == "PR" and self._subscriber is not None:
+        elif role == "PR" and self._subscriber is not None and self._claim is None:
             self._subscriber.data["payer"] = {"name": seg.get(3), "id": seg.get(9)}
         elif role == "82" and self._claim is not None:
             target = self._line if self._line is not None else self._claim
@@ -233,7 +235,9 @@ class ClaimCollector:
             self._claim["payer_claim_control_number"] = seg.get(2)
 
     def _on_SBR(self, seg: Segment) -> None:
-        if self._subscriber is not None:
+        if self._claim is not None:
+            self._claim["other_payer"] = True  # 2320: other subscriber information
+        elif self._subscriber is not None:
             self._subscriber.data["sbr"] = (seg.get(1), seg.get(9))
 
     def _on_DMG(self, seg: Segment) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -127,10 +128,10 @@ class X12Reader:
     Raises :class:`NotX12Error` at construction when the input is not X12 at all.
     """
 
-    def __init__(self, source: BinaryIO | str | bytes) -> None:
+    def __init__(self, source: BinaryIO | str | os.PathLike | bytes) -> None:
         if isinstance(source, bytes):
             source = io.BytesIO(source)
-        elif isinstance(source, str):
+        elif isinstance(source, (str, os.PathLike)):
             source = open(source, "rb")  # noqa: SIM115 - closed by close()
         self._stream = source
         head = source.read(HEAD_BYTES)

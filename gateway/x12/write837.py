@@ -177,9 +177,12 @@ class Encounter837Writer:
     def write(self, encounter: Encounter) -> None:
         if not self._envelope_written:
             self._open_interchange(encounter)
+        # submitter and receiver (1000A/B) belong to the transaction set: a change needs a new one
         boundary = self.preserve and self._open_st and self._first is not None and (
             encounter.envelope.transaction_control_number
-            != self._first.envelope.transaction_control_number)
+            != self._first.envelope.transaction_control_number
+            or encounter.submitter != self._first.submitter
+            or encounter.receiver != self._first.receiver)
         if self._open_st and (self._claims_in_st >= self.settings.claims_per_transaction
                               or boundary):
             self._close_transaction()
