@@ -60,6 +60,11 @@ def known_segment_ids() -> frozenset[str]:
     return frozenset(ids)
 
 
+def shown_segment_id(seg_id: str) -> str:
+    """The segment id fit for a message: a garbled "id" may be a piece of member data."""
+    return seg_id if seg_id in known_segment_ids() else "(unrecognised id)"
+
+
 @dataclass
 class TransactionSet:
     index: int  # 1-based within the group
@@ -220,8 +225,7 @@ class EnvelopeChecker:
 
     def _out_of_place(self, seg: Segment, why: str) -> None:
         scope = self.interchange
-        # a garbled "segment id" can be a piece of member data: name only real segment ids
-        shown = seg.id if seg.id in known_segment_ids() else "(unrecognised id)"
+        shown = shown_segment_id(seg.id)
         self._report("X12-ENV-019", f"{self.path()}/{shown}".lstrip("/"), seg.ordinal, scope,
                      found=shown, expected=why)
 

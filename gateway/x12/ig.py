@@ -31,7 +31,7 @@ from pyx12.map_walker import apply_walk_errors, walk_tree
 from gateway.findings import Finding
 from gateway.paths import PROFILES
 from gateway.rules import RuleCatalogue, default_catalogue
-from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker
+from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
 from gateway.x12.reader import Delimiters, Segment
 
 
@@ -151,7 +151,8 @@ class _Feed(pyx12.x12file.X12Base):
 @dataclass
 class _Cursor:
     map_node: object | None = None
-    seg_id: str = ""
+    seg_id: str = ""  # as shown in messages
+    raw_id: str = ""  # as sent (for the 999's IK301, back to the submitter)
     position: int = 0  # segment position in the transaction set (ST = 1)
     element_node: object | None = None
 
@@ -181,7 +182,8 @@ class GuideValidator:
 
     # pyx12 error-handler interface (called by apply_walk_errors / apply_segment_errors) -----
     def add_seg(self, map_node, seg_data, seg_count, cur_line, ls_id) -> None:
-        self._cursor = _Cursor(map_node, seg_data.get_seg_id() or "", seg_count)
+        raw = seg_data.get_seg_id() or ""
+        self._cursor = _Cursor(map_node, shown_segment_id(raw), raw[:3], seg_count)
 
     def add_ele(self, map_node) -> None:
         self._cursor.element_node = map_node
@@ -227,9 +229,10 @@ class GuideValidator:
                 self.add_seg(node, data, self._feed.get_seg_count(), 0, None)
                 apply_segment_errors(node, data, self)
         except Exception as exc:  # noqa: BLE001 - a pyx12 defect must not lose the file
-            context = {"segment_id": seg_id, "position": self._feed.get_seg_count(), "loop": ""}
-            self._add("X12-IG-ENGINE", f"{self.envelope.path()}/{seg_id}", context,
-                      segment=seg_id, detail=exc.__class__.__name__)
+            shown = shown_segment_id(seg_id)
+            context = {"segment_id": shown, "position": self._feed.get_seg_count(), "loop": ""}
+            self._add("X12-IG-ENGINE", f"{self.envelope.path()}/{shown}", context,
+                      segment=shown, detail=exc.__class__.__name__)
         if seg_id == "GE":
             self._active = False
 
@@ -281,7 +284,7 @@ class GuideValidator:
         return "/".join(p for p in parts if p)
 
     def _context(self, map_node, **extra) -> dict:
-        return {"segment_id": self._cursor.seg_id, "position": self._cursor.position,
+        return {"segment_id": self._cursor.raw_id, "position": self._cursor.position,
                 "loop": self._loop_id(map_node), **extra}
 
     def _add(self, rule_id: str, where: str, context: dict, **values) -> None:
@@ -359,12 +362,14 @@ class GuideValidator:
             self._add("X12-IG-LX-1", f"{self.envelope.path()}/2400/LX01", context,
                       found=seg.get(1), expected=self._feed.lx_count)
         else:
-            context = {"segment_id": seg.id, "position": self._feed.get_seg_count(), "loop": ""}
+            seg_id = shown_segment_id(seg.id)
+            context = {"segment_id": seg.id[:3], "position": self._feed.get_seg_count(),
+                       "loop": ""}
             # pyx12's own text may quote the segment (member data): use ours
             detail = " (the segment ends with an element separator)" if code == "SEG1" else ""
             code = "8" if code == "SEG1" else code
-            self._add(f"X12-IG-SEG-{code}", f"{self.envelope.path()}/{seg.id}", context,
-                      segment=seg.id, detail=detail)
+            self._add(f"X12-IG-SEG-{code}", f"{self.envelope.path()}/{seg_id}", context,
+                      segment=seg_id, detail=detail)
 
     def finish(self) -> list[Finding]:
         return self.findings
