@@ -22,7 +22,7 @@ from gateway.model.encounter import (
 from gateway.x12.reader import Delimiters, Segment
 
 
-@dataclass
+@dataclass(slots=True, eq=False)  # identity, not field equality: claims are compared by id
 class ClaimRecord:
     """A claim as the acknowledgments and the split see it."""
 
