@@ -109,7 +109,7 @@ def judge(result: X12Result, catalogue: RuleCatalogue | None = None) -> Acknowle
     outside_claims: list[Finding] = []
     for finding in errors:
         positions = index.claims_at(finding.segment) if finding.segment else []
-        if positions and finding.rule.startswith("X12-IG-"):
+        if positions and not finding.rule.startswith("X12-ENV-"):
             for position in positions:
                 claim_errors.setdefault(position, []).append(finding)
         else:
@@ -191,8 +191,8 @@ def write_999_group(out: X12Writer, interchange: int, group: Group,
             seen: set[int] = set()
             for position, claim in claims_in_ts:
                 for finding in claim_errors.get(position, []):
-                    if id(finding) in seen:
-                        continue
+                    if id(finding) in seen or not finding.rule.startswith("X12-IG-"):
+                        continue  # business rules are answered in the 277CA, not the 999
                     seen.add(id(finding))
                     _write_ik3(out, finding, catalogue, claim.claim_id)
                     noted = True
@@ -307,9 +307,12 @@ def write_277ca_transaction(out: X12Writer, ts: TransactionSet, claims: list[Cla
         charge = amount(_money(claim.charge))
         if id(claim) in rejected:
             codes = _status_codes(rejected[id(claim)], catalogue)
-            extra = [out.composite("A7", c) for c in codes[1:]]
-            out.segment("STC", out.composite("A7", codes[0]), day, "U", charge,
-                        "", "", "", "", "", *extra)
+            # a status may name its entity ("109:IL"): category, status, entity components
+            extra = [out.composite("A7", *c.split(":")) for c in codes[1:]]
+            while len(extra) < 2:
+                extra.append("")
+            out.segment("STC", out.composite("A7", *codes[0].split(":")), day, "U", charge,
+                        "", "", "", "", "", *extra, _reason_text(rejected[id(claim)], out))
         else:
             out.segment("STC", out.composite("A2", "20"), day, "WQ", charge)
             out.segment("REF", "1K", f"{control}{positions[id(claim)]:06d}")
@@ -321,6 +324,14 @@ def write_277ca_transaction(out: X12Writer, ts: TransactionSet, claims: list[Cla
         else:
             out.segment("DTP", "472", "D8", received.strftime("%Y%m%d"))
     out.se()
+
+
+def _reason_text(findings: list[Finding], out: X12Writer) -> str:
+    """STC12: the rules that rejected the claim, in words the submitter can act on."""
+    text = "; ".join(dict.fromkeys(f"{f.rule} {f.message}" for f in findings))
+    for delimiter in (out.d.element, out.d.component, out.d.repetition, out.d.segment):
+        text = text.replace(delimiter, " ")
+    return text[:264].rstrip()
 
 
 # -- all together -----------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class ClaimRecord:
     billing_npi: str = ""
     service_from: str = ""
     service_to: str = ""
+    subscriber_index: int = 0  # occurrence of the member's 2010BA loop in the set
+    line_refs: list[tuple[int, int]] = field(default_factory=list)  # (SV1 ordinal, 2400 no.)
     encounter: Encounter | None = None
     problem: str | None = None
 
@@ -89,6 +91,8 @@ class ClaimCollector:
         self._last = 0
         self._nm1_role = ""
         self._professional = False
+        self._subscribers_in_st = 0
+        self._lines_in_st = 0
         self.submitters: dict[tuple[int, int, int], tuple[str, str]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
@@ -121,6 +125,8 @@ class ClaimCollector:
             self._envelope["transaction_control_number"] = seg.get(2)
             self._header, self._billing, self._subscriber = {}, None, None
             self._claim_index = 0
+            self._subscribers_in_st = 0
+            self._lines_in_st = 0
             return
         if not self._in_837:
             return
@@ -159,6 +165,8 @@ class ClaimCollector:
             self._billing, self._subscriber = level, None
         elif level.code == "22":
             self._subscriber = level
+            self._subscribers_in_st += 1
+            level.data["index"] = self._subscribers_in_st
         elif level.code == "23" and self._subscriber is not None:
             # a patient level under the subscriber: its segments belong to the claim's scope
             self._subscriber.data["patient_level"] = True
@@ -272,13 +280,16 @@ class ClaimCollector:
     def _on_LX(self, seg: Segment) -> None:
         if self._claim is None:
             return
-        self._line = {"number": seg.get(1)}
+        self._lines_in_st += 1
+        self._line = {"number": seg.get(1), "st_index": self._lines_in_st,
+                      "ordinal": seg.ordinal}
         self._claim["lines"].append(self._line)
 
     def _on_SV1(self, seg: Segment) -> None:
         if self._line is None:
             return
         procedure = self._parts(seg.get(1))
+        self._line["ordinal"] = seg.ordinal
         self._line.update(
             code=procedure[1] if len(procedure) > 1 else "",
             modifiers=[m for m in procedure[2:6] if m],
@@ -320,7 +331,8 @@ class ClaimCollector:
             billing_name=(billing.get("name") or {}).get("last", ""),
             billing_npi=(billing.get("name") or {}).get("id", ""),
             service_from=dates[0] if dates else "", service_to=dates[-1] if dates else "",
-            problem=claim["problem"],
+            problem=claim["problem"], subscriber_index=sub.get("index", 0),
+            line_refs=[(line["ordinal"], line["st_index"]) for line in claim["lines"]],
         )
         if record.problem is None and self._professional:
             try:

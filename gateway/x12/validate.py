@@ -7,12 +7,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from gateway.ecm.rules import ClaimPlace, EncounterRules
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import ClaimCollector, ClaimRecord
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile
 from gateway.x12.ig import GuideValidator
 from gateway.x12.reader import Delimiters, X12Reader
+
+
+RULE_BATCH = 1000  # claims per registry look-up batch
+
+
+def claim_place(claim: ClaimRecord) -> ClaimPlace:
+    """Where an 837P claim's parts are, in the location scheme of the X12 findings."""
+    i, g, t = claim.transaction
+    ts = f"ISA#{i}/GS#{g}/ST#{t}"
+    return ClaimPlace(
+        claim=f"{ts}/2300[{claim.index}]",
+        member=f"{ts}/2010BA[{claim.subscriber_index}]/NM109",
+        lines=[f"{ts}/2400[{number}]/SV101-2" for _, number in claim.line_refs],
+        ordinal=claim.start,
+        line_ordinals=[ordinal for ordinal, _ in claim.line_refs],
+        label=f"claim {claim.claim_id}",
+    )
 
 
 @dataclass
@@ -56,6 +74,7 @@ def validate_x12(
     catalogue: RuleCatalogue | None = None,
     keep_encounters: bool = False,
     on_claim: Callable[[ClaimRecord], None] | None = None,
+    rules: EncounterRules | None = None,
 ) -> X12Result:
     """Validate an interchange. Raises :class:`~gateway.x12.reader.NotX12Error` when the
     input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
@@ -63,17 +82,36 @@ def validate_x12(
     catalogue = catalogue or default_catalogue()
     claims: list[ClaimRecord] = []
     unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
+    rule_findings: list[Finding] = []
+    pending: list[ClaimRecord] = []
     sink = on_claim or claims.append
+
+    def run_rules() -> None:
+        batch = [(c, c.encounter) for c in pending if c.encounter is not None]
+        found = rules.check([(e, claim_place(c)) for c, e in batch])
+        for (claim, _), findings in zip(batch, found):
+            rule_findings.extend(findings)
+            if not keep_encounters:
+                claim.encounter = None
+        for claim in pending:
+            sink(claim)
+        pending.clear()
 
     def take(claim: ClaimRecord) -> None:
         if claim.problem:
             unreadable.append(claim)
-        sink(claim)
+        if rules is None:
+            sink(claim)
+            return
+        pending.append(claim)
+        if len(pending) >= RULE_BATCH:
+            run_rules()
 
     with X12Reader(source) as reader:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
         guide = GuideValidator(reader.delimiters, envelope, catalogue)
-        collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep_encounters)
+        collector = ClaimCollector(reader.delimiters, take,
+                                   keep_encounters=keep_encounters or rules is not None)
         last = 0
         lines = 0
         for seg in reader:
@@ -84,7 +122,10 @@ def validate_x12(
                 lines += 1
             last = seg.ordinal
         collector.finish()
-        findings = envelope.finish(last) + guide.finish()
+        if rules is not None:
+            run_rules()
+            rule_findings[:0] = rules.notes()
+        findings = envelope.finish(last) + guide.finish() + rule_findings
     for claim in unreadable:
         # say why a claim cannot become an encounter, unless a finding inside it already does
         if not any(f.is_error and f.segment and claim.start <= f.segment <= claim.end
@@ -94,7 +135,7 @@ def validate_x12(
                                         claim.start, problem=claim.problem)
             if finding is not None:
                 findings.append(finding)
-    findings.sort(key=lambda f: (f.segment or 0))
+    findings.sort(key=lambda f: (f.segment or 0))  # stable: same-segment order is kept
     return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
                      findings=findings, interchanges=envelope.interchanges, claims=claims,
                      segments=last, lines=lines, submitters=collector.submitters)

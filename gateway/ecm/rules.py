@@ -1,0 +1,238 @@
+"""ECM rules on canonical encounters: member assignment, provider, program overlaps, code sets,
+units and duplicate service lines (in the file and against history).
+
+The engine is format-neutral: each encounter comes with a :class:`ClaimPlace` that says where
+the claim, its member id and each line sit in the source (X12 paths and segment ordinals for an
+837P; rows for an invoice), so findings point at the exact place. Rule ids, severities,
+messages and 277CA codes are in ``profiles/rules/ecm.yaml``; code sets in
+``profiles/codesets/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from gateway.ecm.codesets import CodeSets, ServiceCode, load_codesets
+from gateway.ecm.pof import pof_shortfalls
+from gateway.findings import Finding
+from gateway.model.encounter import Encounter, ServiceLine
+from gateway.registry.store import Registry, Snapshot, modifier_key
+from gateway.rules import RuleCatalogue, default_catalogue
+
+CIN_PATTERN_LENGTH = 9
+BATCH = 1000
+
+
+def cin_is_valid(cin: str) -> bool:
+    return len(cin) == CIN_PATTERN_LENGTH and cin[:8].isdigit() and "A" <= cin[8] <= "Z"
+
+
+@dataclass
+class ClaimPlace:
+    """Where an encounter sits in its source file."""
+
+    claim: str  # path of the claim, e.g. ISA#1/GS#1/ST#1/2300[5]
+    member: str  # path of the member id
+    lines: list[str]  # path of each service line's procedure code
+    ordinal: int | None = None  # segment ordinal of the claim (CLM), for X12
+    line_ordinals: list[int | None] = field(default_factory=list)
+    label: str = ""  # how another finding names this claim ("claim X line 2")
+
+
+@dataclass
+class _Seen:
+    label: str
+
+
+class EncounterRules:
+    """Apply the ECM rules; keeps within-file duplicate state across batches."""
+
+    def __init__(self, registry: Registry | None = None,
+                 catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None
+                 ) -> None:
+        self.registry = registry
+        self.catalogue = catalogue or default_catalogue()
+        self.codes = codesets or load_codesets()
+        self.loaded = registry.loaded() if registry else {"members": False,
+                                                          "providers": False, "history": False}
+        self._seen_lines: dict[tuple, str] = {}
+        self._units_per_day: dict[tuple, float] = {}
+        self._pof_checked: set[str] = set()
+
+    def notes(self) -> list[Finding]:
+        """Info findings naming the rule groups that could not run."""
+        missing = [("member rules (assignment, programs, POF)", "member information file",
+                    "members"), ("provider rules", "provider roster", "providers"),
+                   ("duplicate check against history", "encounter history", "history")]
+        found = []
+        for rules, registry, key in missing:
+            if not self.loaded[key]:
+                finding = self.catalogue.finding("ECM-REG-001", "file", None, rules=rules,
+                                                 registry=registry)
+                if finding:
+                    found.append(finding)
+        return found
+
+    # -- public ---------------------------------------------------------------------------------
+    def check(self, batch: list[tuple[Encounter, ClaimPlace]]) -> list[list[Finding]]:
+        """Findings for each encounter of the batch, in order."""
+        snapshot = Snapshot()
+        if self.registry is not None:
+            cins = {e.member.cin for e, _ in batch}
+            npis = {e.billing_provider.npi for e, _ in batch}
+            snapshot = self.registry.snapshot(cins, npis)
+        return [self._check_one(e, place, snapshot) for e, place in batch]
+
+    # -- one encounter --------------------------------------------------------------------------
+    def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
+             **values) -> None:
+        finding = self.catalogue.finding(rule_id, where, ordinal, **values)
+        if finding is not None:
+            out.append(finding)
+
+    def _check_one(self, e: Encounter, place: ClaimPlace, snap: Snapshot) -> list[Finding]:
+        out: list[Finding] = []
+        cin = e.member.cin
+        if not cin_is_valid(cin):
+            self._add(out, "ECM-MEM-001", place.member, place.ordinal)
+        member_known = bool(snap.assignments.get(cin))
+        if self.loaded["members"] and cin_is_valid(cin) and not member_known:
+            self._add(out, "ECM-MEM-002", place.member, place.ordinal)
+        for index, line in enumerate(e.claim.lines):
+            where = place.lines[index] if index < len(place.lines) else place.claim
+            ordinal = place.line_ordinals[index] if index < len(place.line_ordinals) \
+                else place.ordinal
+            self._check_line(out, e, line, where, ordinal, place, snap, member_known)
+        if self.loaded["history"] and member_known and cin not in self._pof_checked:
+            self._pof_checked.add(cin)
+            for gap in pof_shortfalls(snap.assignments[cin], snap.history.get(cin, []),
+                                      self.codes.utilization):
+                self._add(out, "ECM-POF-001", place.member, place.ordinal, **gap)
+        return out
+
+    def _check_line(self, out, e: Encounter, line: ServiceLine, where: str,
+                    ordinal: int | None, place: ClaimPlace, snap: Snapshot,
+                    member_known: bool) -> None:
+        day = line.service_date
+        shown_day = day.isoformat()
+        code = line.procedure_code
+        matches = self.codes.services_for(code, line.modifiers, day)
+        service = self._check_codes(out, line, matches, where, ordinal, shown_day)
+        pos = line.place_of_service or e.claim.place_of_service
+        if not self.codes.place_valid(pos, day):
+            self._add(out, "ECM-CODE-003", where, ordinal, pos=pos, day=shown_day)
+        self._check_units(out, e, line, service, where, ordinal, shown_day)
+        self._check_duplicates(out, e, line, where, ordinal, place, snap)
+        if service is None:
+            return
+        if service.program == "ECM":
+            if member_known:
+                self._check_assignment(out, e, line, where, ordinal, snap, day)
+                self._check_programs(out, e.member.cin, where, ordinal, snap, day)
+            self._check_provider(out, e, "ECM", None, where, ordinal, snap, day)
+        else:
+            self._check_provider(out, e, "CS", service.service, where, ordinal, snap, day)
+
+    def _check_codes(self, out, line: ServiceLine, matches: list[ServiceCode], where: str,
+                     ordinal: int | None, day: str) -> ServiceCode | None:
+        shown = "+".join(line.modifiers) or "none"
+        if not matches:
+            self._add(out, "ECM-CODE-001", where, ordinal, code=line.procedure_code,
+                      modifiers=shown, day=day)
+            return None
+        if len(matches) > 1:
+            self._add(out, "ECM-CODE-002", where, ordinal, code=line.procedure_code,
+                      modifiers=shown, why="more than one program or outreach modifier")
+            return None
+        service = matches[0]
+        for modifier in line.modifiers:
+            if modifier == service.modifier:
+                continue
+            known = self.codes.modifiers.get(modifier)
+            if known is None or known.role in ("program", "outreach"):
+                self._add(out, "ECM-CODE-002", where, ordinal, code=line.procedure_code,
+                          modifiers=shown,
+                          why=f"{modifier} is not allowed with {service.modifier}")
+            elif known.role == "fee_for_service_telehealth":
+                self._add(out, "ECM-CODE-004", where, ordinal, modifier=modifier)
+        return service
+
+    def _check_units(self, out, e: Encounter, line: ServiceLine, service: ServiceCode | None,
+                     where: str, ordinal: int | None, day: str) -> None:
+        if line.units <= 0:
+            self._add(out, "ECM-UNIT-001", where, ordinal)
+            return
+        if service is None or service.unit_limit_per_day is None:
+            return
+        key = (e.member.cin, line.procedure_code, line.service_date)
+        total = self._units_per_day.get(key, 0) + float(line.units)
+        self._units_per_day[key] = total
+        if total > service.unit_limit_per_day:
+            self._add(out, "ECM-UNIT-002", where, ordinal, units=_number(total),
+                      code=line.procedure_code, day=day, limit=service.unit_limit_per_day)
+
+    def _check_duplicates(self, out, e: Encounter, line: ServiceLine, where: str,
+                          ordinal: int | None, place: ClaimPlace, snap: Snapshot) -> None:
+        modifiers = modifier_key(line.modifiers)
+        units = _number(line.units)
+        key = (e.member.cin, e.billing_provider.npi, line.service_date, line.procedure_code,
+               modifiers, units)
+        label = f"{place.label} line {line.line_number}".strip()
+        first = self._seen_lines.get(key)
+        if first is not None:
+            self._add(out, "ECM-DUP-001", where, ordinal, other=first)
+        else:
+            self._seen_lines[key] = label
+        for old in snap.history.get(e.member.cin, ()):
+            if (old.billing_npi, old.service_date, old.procedure_code, old.modifiers,
+                    old.units) == key[1:]:
+                self._add(out, "ECM-DUP-002", where, ordinal, claim=old.claim_id,
+                          line=old.line_number)
+                break
+
+    def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
+                          ordinal: int | None, snap: Snapshot, day: date) -> None:
+        covering = [a for a in snap.assignments[e.member.cin] if a.covers(day)]
+        if not covering:
+            self._add(out, "ECM-MEM-003", where, ordinal, day=day.isoformat())
+            return
+        billing = e.billing_provider
+        rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
+        for assignment in covering:
+            if assignment.provider_npi in rendering | {billing.npi} or (
+                    assignment.provider_tin and assignment.provider_tin == billing.tin):
+                return
+        self._add(out, "ECM-PRV-001", where, ordinal, day=day.isoformat(),
+                  assigned=covering[0].provider_npi or "unknown")
+
+    def _check_programs(self, out, cin: str, where: str, ordinal: int | None,
+                        snap: Snapshot, day: date) -> None:
+        for enrolment in snap.enrolments.get(cin, ()):
+            if not enrolment.covers(day):
+                continue
+            approach = self.codes.programs.get(enrolment.program, "")
+            rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
+                    "wrap": "ECM-PGM-003"}.get(approach)
+            if rule:
+                self._add(out, rule, where, ordinal, day=day.isoformat(),
+                          program=enrolment.program)
+
+    def _check_provider(self, out, e: Encounter, program: str, service: str | None,
+                        where: str, ordinal: int | None, snap: Snapshot, day: date) -> None:
+        if not self.loaded["providers"]:
+            return
+        npi = e.billing_provider.npi
+        active = [p for p in snap.providers.get(npi, ()) if p.active(day)]
+        if not active:
+            self._add(out, "ECM-PRV-002", where, ordinal, npi=npi, day=day.isoformat())
+        elif program == "ECM" and not any(p.ecm for p in active):
+            self._add(out, "ECM-PRV-003", where, ordinal, npi=npi, day=day.isoformat())
+        elif program == "CS" and not any(p.cs and service in p.cs_services for p in active):
+            self._add(out, "ECM-CS-001", where, ordinal, npi=npi, service=service,
+                      day=day.isoformat())
+
+
+def _number(value) -> str:
+    text = format(value, "f") if not isinstance(value, float) else repr(value)
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,1 @@
+"""Registries (member assignments, providers, encounter history) in the store."""

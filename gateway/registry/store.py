@@ -1,0 +1,244 @@
+"""The registries the ECM rules read: member assignments (from MIF files), program enrolments,
+ECM/CS providers (from a roster) and encounter history. Kept in the store (SQLAlchemy: SQLite by
+default, PostgreSQL by URL) with indexes, so checking a claim costs O(lines), not O(registry).
+
+Reads are batched: :meth:`Registry.snapshot` fetches everything a batch of claims needs in a
+handful of ``IN (...)`` queries.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import (
+    Boolean, Column, Date, Integer, MetaData, Numeric, String, Table, create_engine, delete,
+    insert, select,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+assignments = Table(
+    "member_assignments", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("last_name", String(60)), Column("first_name", String(35)),
+    Column("birth_date", Date), Column("pof_codes", String(200)),
+    Column("authorization_date", Date), Column("assignment_date", Date),
+    Column("benefit_start", Date), Column("benefit_end", Date),
+    Column("provider_npi", String(10), index=True), Column("provider_tin", String(9)),
+    Column("provider_name", String(120)), Column("lead_care_manager", String(120)),
+    Column("source", String(200)),
+)
+programs = Table(
+    "member_programs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("program", String(40), nullable=False),
+    Column("start", Date), Column("end", Date),
+    Column("source", String(200)),
+)
+providers = Table(
+    "providers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("npi", String(10), nullable=False, index=True),
+    Column("tin", String(9)), Column("name", String(120)),
+    Column("ecm", Boolean, nullable=False, default=False),
+    Column("cs", Boolean, nullable=False, default=False),
+    Column("cs_services", String(400)),
+    Column("active_from", Date), Column("active_to", Date),
+    Column("source", String(200)),
+)
+history = Table(
+    "encounter_history", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("billing_npi", String(10)), Column("rendering_npi", String(10)),
+    Column("service_date", Date, nullable=False),
+    Column("procedure_code", String(5)), Column("modifiers", String(11)),
+    Column("units", Numeric(10, 2)), Column("place_of_service", String(2)),
+    Column("claim_id", String(38)), Column("line_number", Integer),
+    Column("source", String(200)),
+)
+
+
+def modifier_key(modifiers: Iterable[str]) -> str:
+    """Modifiers as one order-free key: ``U8`` + ``GQ`` and ``GQ`` + ``U8`` are the same."""
+    return ":".join(sorted(m for m in modifiers if m))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    cin: str
+    benefit_start: date | None
+    benefit_end: date | None
+    provider_npi: str
+    provider_tin: str
+    pof_codes: tuple[str, ...]
+    authorization_date: date | None
+
+    def covers(self, day: date) -> bool:
+        return (self.benefit_start is None or self.benefit_start <= day) and (
+            self.benefit_end is None or day <= self.benefit_end)
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    program: str
+    start: date | None
+    end: date | None
+
+    def covers(self, day: date) -> bool:
+        return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
+
+
+@dataclass(frozen=True)
+class ProviderPeriod:
+    npi: str
+    tin: str
+    ecm: bool
+    cs: bool
+    cs_services: frozenset[str]
+    active_from: date | None
+    active_to: date | None
+
+    def active(self, day: date) -> bool:
+        return (self.active_from is None or self.active_from <= day) and (
+            self.active_to is None or day <= self.active_to)
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    cin: str
+    billing_npi: str
+    service_date: date
+    procedure_code: str
+    modifiers: str  # modifier_key
+    units: str
+    place_of_service: str
+    claim_id: str
+    line_number: int
+
+
+@dataclass
+class Snapshot:
+    """What a batch of claims needs from the registries, keyed for O(1) lookups."""
+
+    assignments: dict[str, list[Assignment]] = field(default_factory=lambda: defaultdict(list))
+    enrolments: dict[str, list[Enrolment]] = field(default_factory=lambda: defaultdict(list))
+    providers: dict[str, list[ProviderPeriod]] = field(default_factory=lambda: defaultdict(list))
+    history: dict[str, list[HistoryLine]] = field(default_factory=lambda: defaultdict(list))
+
+
+class Registry:
+    """Registries in a database. ``has_*`` say which were loaded (rules needing a registry
+    that was not given are skipped and say so)."""
+
+    def __init__(self, url: str = "sqlite://") -> None:
+        self.engine: Engine = create_engine(url, future=True)
+        metadata.create_all(self.engine)
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load(self, table: Table, rows: Iterable[dict], replace_source: str | None) -> int:
+        count = 0
+        with self.engine.begin() as conn:
+            if replace_source is not None:
+                conn.execute(delete(table).where(table.c.source == replace_source))
+            batch: list[dict] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= 5000:
+                    conn.execute(insert(table), batch)
+                    count += len(batch)
+                    batch = []
+            if batch:
+                conn.execute(insert(table), batch)
+                count += len(batch)
+        return count
+
+    def load_members(self, rows: Iterable[dict], source: str) -> int:
+        """Typed MIF rows (canonical field names of ``mappings/layouts/mif``)."""
+        member_rows, program_rows = [], []
+        for row in rows:
+            member_rows.append({
+                "cin": row["member_cin"], "last_name": row.get("member_last_name"),
+                "first_name": row.get("member_first_name"),
+                "birth_date": row.get("member_birth_date"),
+                "pof_codes": ";".join(row.get("pof_codes") or []),
+                "authorization_date": row.get("authorization_date"),
+                "assignment_date": row.get("assignment_date"),
+                "benefit_start": row.get("ecm_benefit_start"),
+                "benefit_end": row.get("ecm_benefit_end"),
+                "provider_npi": row.get("ecm_provider_npi") or "",
+                "provider_tin": row.get("ecm_provider_tin") or "",
+                "provider_name": row.get("ecm_provider_name"),
+                "lead_care_manager": row.get("lead_care_manager_name"), "source": source,
+            })
+            if row.get("other_program"):
+                program_rows.append({"cin": row["member_cin"], "program": row["other_program"],
+                                     "start": row.get("other_program_start"),
+                                     "end": row.get("other_program_end"), "source": source})
+        # a member with two programs has two MIF rows: keep one assignment per period
+        unique = {(r["cin"], r["benefit_start"], r["provider_npi"]): r for r in member_rows}
+        self._load(programs, program_rows, source)
+        return self._load(assignments, unique.values(), source)
+
+    def load_providers(self, rows: Iterable[dict], source: str) -> int:
+        return self._load(providers, ({
+            "npi": r["provider_npi"], "tin": r.get("provider_tin") or "",
+            "name": r.get("provider_name"), "ecm": bool(r.get("ecm")), "cs": bool(r.get("cs")),
+            "cs_services": ";".join(r.get("cs_services") or []),
+            "active_from": r.get("active_from"), "active_to": r.get("active_to"),
+            "source": source} for r in rows), source)
+
+    def load_history(self, rows: Iterable[dict], source: str) -> int:
+        """Rows with keys of the ``encounter_history`` table (modifiers as modifier_key)."""
+        return self._load(history, ({**r, "source": source} for r in rows), source)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def snapshot(self, cins: set[str], npis: set[str]) -> Snapshot:
+        snap = Snapshot()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(cins)):
+                for r in conn.execute(select(assignments).where(assignments.c.cin.in_(chunk))):
+                    snap.assignments[r.cin].append(Assignment(
+                        cin=r.cin, benefit_start=r.benefit_start, benefit_end=r.benefit_end,
+                        provider_npi=r.provider_npi or "", provider_tin=r.provider_tin or "",
+                        pof_codes=tuple(c for c in (r.pof_codes or "").split(";") if c),
+                        authorization_date=r.authorization_date))
+                for r in conn.execute(select(programs).where(programs.c.cin.in_(chunk))):
+                    snap.enrolments[r.cin].append(Enrolment(r.program, r.start, r.end))
+                for r in conn.execute(select(history).where(history.c.cin.in_(chunk))):
+                    snap.history[r.cin].append(HistoryLine(
+                        cin=r.cin, billing_npi=r.billing_npi or "", service_date=r.service_date,
+                        procedure_code=r.procedure_code or "", modifiers=r.modifiers or "",
+                        units=_units(r.units), place_of_service=r.place_of_service or "",
+                        claim_id=r.claim_id or "", line_number=r.line_number or 0))
+            for chunk in _chunks(sorted(npis)):
+                for r in conn.execute(select(providers).where(providers.c.npi.in_(chunk))):
+                    snap.providers[r.npi].append(ProviderPeriod(
+                        npi=r.npi, tin=r.tin or "", ecm=r.ecm, cs=r.cs,
+                        cs_services=frozenset(s for s in (r.cs_services or "").split(";") if s),
+                        active_from=r.active_from, active_to=r.active_to))
+        return snap
+
+    def loaded(self) -> dict[str, bool]:
+        with self.engine.connect() as conn:
+            return {name: conn.execute(select(table.c.id).limit(1)).first() is not None
+                    for name, table in (("members", assignments), ("providers", providers),
+                                        ("history", history))}
+
+
+def _units(value) -> str:
+    if value is None:
+        return ""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _chunks(values: list[str], size: int = 500):
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
