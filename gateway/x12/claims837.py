@@ -10,7 +10,7 @@ bad date) keeps its record with ``encounter = None`` and the reason; the validat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from pydantic import ValidationError
@@ -52,7 +52,9 @@ class ClaimRecord:
 
 
 def _date(text: str) -> date:
-    return datetime.strptime(text, "%Y%m%d").date()
+    if len(text) != 8 or not text.isdigit():
+        raise ValueError("not a CCYYMMDD date")
+    return date(int(text[:4]), int(text[4:6]), int(text[6:]))
 
 
 def _amount(text: str) -> Decimal:
