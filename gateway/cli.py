@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.conversion import (
-    TARGETS_BY_KIND, ConversionError, canonical_to_837p, read_canonical, x12_to_file,
+    TARGETS_BY_KIND, ConversionError, canonical_to_837p, read_canonical, split_837p,
+    x12_to_file,
 )
 from gateway.findings import Finding, Severity
 from gateway.pipeline.counters import next_numbers
@@ -44,10 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--kind", choices=KINDS, default="auto")
     validate.add_argument("--format", choices=("text", "json"), default="text")
-    for option in ("--members", "--providers", "--history"):
-        validate.add_argument(option, type=Path, default=None,
-                              help="ECM registry (member assignments, providers, encounter "
-                                   "history); not available in this version")
+    _registry_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file to another format")
     convert.add_argument("file", type=Path, metavar="FILE")
@@ -58,10 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--envelope", default="plan-default",
                          help="envelope profile in profiles/envelopes/ for 837P output "
                               "(e.g. dhcs-encounters)")
+    _registry_options(convert)
 
     ack = sub.add_parser("ack", help="write TA1 / 999 / 277CA for an inbound interchange")
     ack.add_argument("file", type=Path, metavar="FILE")
     ack.add_argument("-o", "--output-dir", type=Path, default=Path("."))
+    _registry_options(ack)
 
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
@@ -70,11 +70,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _registry_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "ECM registries", "given any of these, 837P claims are also checked against the ECM "
+                          "rules (profiles/rules/ecm.yaml); each option may be repeated")
+    group.add_argument("--members", type=Path, action="append", default=[], metavar="FILE",
+                       help="member information file (MIF, CSV or XLSX)")
+    group.add_argument("--providers", type=Path, action="append", default=[], metavar="FILE",
+                       help="ECM / Community Supports provider roster (CSV or XLSX)")
+    group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
+                       help="encounter history: an accepted 837P, an encounter-lines CSV, or "
+                            "a folder of them")
+
+
+def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
+    """The ECM rule engine and the reports on the registry files, when registries are given."""
+    if not (args.members or args.providers or args.history):
+        return None, []
+    from gateway.ecm.rules import EncounterRules
+    from gateway.registry.load import load_registries
+    from gateway.registry.store import Registry
+
+    registry = Registry()
+    reports = load_registries(registry, args.members, args.providers, args.history)
+    return EncounterRules(registry), reports
+
+
 # -- validate -----------------------------------------------------------------------------------
 def _text_report(report: FileReport) -> str:
     verdict = "valid" if report.valid else "INVALID"
     stats = report.stats
     counts = ""
+    if "rows" in stats and "accepted_rows" in stats:
+        counts = (f" — {stats['rows']} rows: {stats['accepted_rows']} accepted, "
+                  f"{stats['rejected_rows']} rejected")
     if "claims" in stats:
         counts = (f" — {stats['claims']} claims, {stats['lines']} lines: "
                   f"{stats['accepted_claims']} accepted, {stats['rejected_claims']} rejected")
@@ -86,13 +115,9 @@ def _text_report(report: FileReport) -> str:
 
 
 def cmd_validate(args) -> int:
-    for option in ("members", "providers", "history"):
-        if getattr(args, option) is not None:
-            raise UsageError(f"--{option}: ECM registry rules are not available in this "
-                             "version")
-    reports = []
+    rules, reports = _ecm_rules(args)
     for path in args.files:
-        reports.append(validate_file(path, args.kind))
+        reports.append(validate_file(path, args.kind, rules=rules))
     if args.format == "json":
         json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -131,6 +156,8 @@ def cmd_convert(args) -> int:
         hint = f"; from {kind} this version converts to: {', '.join(allowed)}" if allowed \
             else f"; this version converts from: {', '.join(TARGETS_BY_KIND)}"
         raise UsageError(f"cannot convert {what}{hint}")
+    if kind == "837p" and args.to == "837p":
+        return _split(args)
     if kind == "837p":
         with _output(args.output) as out:
             done = x12_to_file(args.file, args.to, out)
@@ -146,12 +173,33 @@ def cmd_convert(args) -> int:
     return EXIT_OK
 
 
+def _split(args) -> int:
+    """837P → the accepted claims as a clean 837P for the receiving partner."""
+    rules, registry_reports = _ecm_rules(args)
+    for report in registry_reports:
+        _summarise(report.findings)
+    settings = envelope_settings(args.envelope)
+    isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
+    with _output(args.output) as out:
+        done = split_837p(args.file, out, settings, ControlNumbers(isa, gs), datetime.now(),
+                          rules=rules)
+    print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
+          file=sys.stderr)
+    code = _summarise(done.result.findings)
+    if not done.accepted:
+        raise UsageError("no claim passed validation: nothing to write")
+    return code
+
+
 # -- ack ----------------------------------------------------------------------------------------
 def cmd_ack(args) -> int:
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file")
+    rules, registry_reports = _ecm_rules(args)
+    for report in registry_reports:
+        _summarise(report.findings)
     try:
-        result = validate_x12(str(args.file))
+        result = validate_x12(str(args.file), rules=rules)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
     isa, gs = next_numbers("isa13:acks", 3), next_numbers("gs06:acks", 8)

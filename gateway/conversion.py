@@ -20,11 +20,14 @@ from gateway.findings import Finding
 from gateway.model.encounter import Encounter
 from gateway.paths import MAPPINGS
 from gateway.x12.claims837 import ClaimRecord
+from gateway.x12.acks import judge
+from gateway.x12.claims837 import ClaimCollector
+from gateway.x12.reader import X12Reader
 from gateway.x12.validate import X12Result, validate_x12
 from gateway.x12.write837 import Encounter837Writer, WriteStats
 from gateway.x12.writer import ControlNumbers, EnvelopeSettings
 
-TARGETS_BY_KIND = {"837p": ("json", "csv"), "json": ("837p",)}
+TARGETS_BY_KIND = {"837p": ("json", "csv", "837p"), "json": ("837p",)}
 
 
 class ConversionError(ValueError):
@@ -111,3 +114,39 @@ def canonical_to_837p(encounters: list[Encounter], out: TextIO, settings: Envelo
     for encounter in encounters:
         writer.write(encounter)
     return writer.close()
+
+
+@dataclass
+class Split:
+    result: X12Result
+    accepted: int
+    rejected: int
+    written: WriteStats | None
+
+
+def split_837p(source: Path, out: TextIO, settings: EnvelopeSettings, controls: ControlNumbers,
+               when: datetime, rules=None) -> Split:
+    """Validate an 837P (X12, guide and, with ``rules``, ECM rules) and write its accepted
+    claims as a clean 837P for the next partner. Two passes keep memory flat: the first
+    validates, the second only re-reads the claims that passed."""
+    result = validate_x12(source, rules=rules)
+    verdict = judge(result)
+    accepted = {(c.transaction, c.index) for c in verdict.accepted_claims}
+    writer = Encounter837Writer(out, settings, controls, when)
+    wrote = False
+
+    def take(claim: ClaimRecord) -> None:
+        nonlocal wrote
+        if (claim.transaction, claim.index) in accepted and claim.encounter is not None:
+            writer.write(claim.encounter)
+            wrote = True
+
+    if accepted:
+        with X12Reader(source) as reader:
+            collector = ClaimCollector(reader.delimiters, take)
+            for seg in reader:
+                collector.feed(seg)
+            collector.finish()
+    stats = writer.close() if wrote else None
+    return Split(result=result, accepted=len(accepted),
+                 rejected=len(result.claims) - len(accepted), written=stats)

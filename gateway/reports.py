@@ -15,7 +15,8 @@ from gateway.x12.validate import validate_x12
 
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
-NOT_YET = {"274", "invoice", "mif", "rtf", "otf", "fhir", "csv", "xlsx", "json"}
+TABLE_KINDS = ("mif", "rtf", "otf", "roster")
+NOT_YET = {"274", "invoice", "fhir", "json"}
 
 
 class UnsupportedKind(ValueError):
@@ -38,14 +39,36 @@ class FileReport:
                 "findings": [f.as_dict() for f in self.findings], "stats": self.stats}
 
 
-def validate_file(path: Path, kind: str = "auto") -> FileReport:
-    """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2)."""
+def validate_table(path: Path, found: str, kind: str) -> FileReport:
+    """MIF, RTF, OTF and provider rosters (CSV or XLSX) against their column layouts."""
+    from gateway.tabular import LayoutError, read_table, sniff_table
+
+    table_kind = kind if kind in TABLE_KINDS else sniff_table(path)
+    if table_kind is None:
+        raise UnknownKind(f"{path}: a {found.upper()} file whose columns match no known layout "
+                          f"(MIF, RTF, OTF, provider roster); invoices are not read by this "
+                          "version yet")
+    try:
+        table = read_table(path, table_kind)
+    except LayoutError as exc:
+        raise UnknownKind(f"{path}: {exc}") from exc
+    return FileReport(path=str(path), kind=table_kind, findings=table.findings,
+                      stats={"rows": table.rows_total,
+                             "accepted_rows": table.rows_total - table.rows_rejected,
+                             "rejected_rows": table.rows_rejected, "layout": table.layout})
+
+
+def validate_file(path: Path, kind: str = "auto", rules=None) -> FileReport:
+    """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2).
+    ``rules`` (an :class:`~gateway.ecm.rules.EncounterRules`) adds the ECM rules to 837P."""
     found = sniff(path)
     if found in NOT_YET or (kind != "auto" and kind in NOT_YET):
         shown = kind if kind != "auto" else found
         raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")
+    if found in ("csv", "xlsx"):
+        return validate_table(path, found, kind)
     try:
-        result = validate_x12(str(path))
+        result = validate_x12(str(path), rules=rules)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
     findings = list(result.findings)
