@@ -50,6 +50,38 @@ def silence_pyx12_logging() -> None:
 
 silence_pyx12_logging()
 
+
+def _speed_up_node_counter() -> None:
+    """pyx12 4.0.0 resets its loop counters on every loop entry by formatting every counter
+    path twice and comparing strings: the largest single cost of validation. Same semantics,
+    with the paths formatted once and memoised. Applied only to the version it was written
+    against."""
+    import pyx12.nodeCounter
+    import pyx12.version
+
+    if getattr(pyx12.version, "__version__", "") != "4.0.0":
+        return
+    formatted: dict = {}
+
+    def parts(path) -> list[str]:
+        found = formatted.get(path)
+        if found is None:
+            found = path.format().split("/")
+            if len(formatted) < 50_000:
+                formatted[path] = found
+        return found
+
+    def reset_to_node(self, xpath) -> None:
+        root = parts(pyx12.nodeCounter.NodeCounter.makeX12Path(xpath))
+        size = len(root)
+        for key in [k for k in self._dict if len(p := parts(k)) > size and p[:size] == root]:
+            del self._dict[key]
+
+    pyx12.nodeCounter.NodeCounter.reset_to_node = reset_to_node
+
+
+_speed_up_node_counter()
+
 _PARAMS = pyx12.params.params()
 _MAP_LOCK = Lock()
 _MAPS: dict[str, object] = {}
