@@ -81,6 +81,18 @@ class CodeSet:
     def __contains__(self, code: str) -> bool:
         return code in self.codes
 
+    def rank(self, code: str) -> int:
+        """Position of a code in the file (lists of codes are kept in this order)."""
+        return self._order.get(code, len(self._order))
+
+    @property
+    def _order(self) -> dict[str, int]:
+        order = self.__dict__.get("_order_cache")
+        if order is None:
+            order = {code: i for i, code in enumerate(self.codes)}
+            object.__setattr__(self, "_order_cache", order)
+        return order
+
     def in_effect(self, code: str, day: date) -> bool:
         start, end = self.codes.get(code, (None, None))
         return (start is None or start <= day) and (end is None or day <= end)
@@ -267,7 +279,10 @@ class Layout:
                     raise fail(f"{col.field}: required_with refers to unknown field {cond.field!r}")
             codeset = col.options.get("codeset")
             if codeset:
-                load_codeset(codeset)
+                codes = load_codeset(codeset)
+                unknown = [f.code for f in col.flags if f.code not in codes]
+                if unknown:
+                    raise fail(f"{col.field}: flag codes {unknown} are not in code set {codeset}")
         seen: dict[str, str] = {}
         for slot in self.slots:
             for header in slot.headers:
@@ -303,6 +318,8 @@ def _holiday(value, fail) -> date:
 def _column(raw: dict, fail) -> Column:
     if not isinstance(raw, dict) or not raw.get("field"):
         raise fail("every column needs a field")
+    # YAML reads the keys `true:` / `false:` as booleans
+    raw = {("true" if k is True else "false" if k is False else k): v for k, v in raw.items()}
     name = raw["field"]
     unknown = set(raw) - _COLUMN_KEYS
     if unknown:
