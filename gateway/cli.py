@@ -23,6 +23,7 @@ from gateway.conversion import (
 from gateway.findings import Finding, Severity
 from gateway.pipeline.counters import next_numbers
 from gateway.reports import KINDS, FileReport, UnsupportedKind, validate_file
+from gateway.rules import UnknownPartner, partner_catalogue
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
@@ -81,19 +82,26 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
                        help="encounter history: an accepted 837P, an encounter-lines CSV, or "
                             "a folder of them")
+    group.add_argument("--partner", default=None, metavar="ID",
+                       help="apply this trading partner's rule overrides "
+                            "(profiles/rules/overrides/ID.yaml)")
 
 
 def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     """The ECM rule engine and the reports on the registry files, when registries are given."""
     if not (args.members or args.providers or args.history):
+        if args.partner:
+            raise UsageError("--partner applies the ECM rules: give --members, --providers "
+                             "or --history too")
         return None, []
     from gateway.ecm.rules import EncounterRules
     from gateway.registry.load import load_registries
     from gateway.registry.store import Registry
 
+    catalogue = partner_catalogue(args.partner)
     registry = Registry()
     reports = load_registries(registry, args.members, args.providers, args.history)
-    return EncounterRules(registry), reports
+    return EncounterRules(registry, catalogue=catalogue), reports
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -234,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, UnknownKind, UnsupportedKind, ConversionError, UnknownProfile) as exc:
+    except (UsageError, UnknownKind, UnsupportedKind, ConversionError, UnknownProfile,
+            UnknownPartner) as exc:
         print(f"ecm-gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

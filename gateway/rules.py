@@ -96,3 +96,25 @@ class RuleCatalogue:
 @lru_cache(maxsize=1)
 def default_catalogue() -> RuleCatalogue:
     return RuleCatalogue.load(PROFILES / "rules")
+
+
+class UnknownPartner(ValueError):
+    """No rule overrides for that trading partner."""
+
+
+def partner_catalogue(partner: str | None) -> RuleCatalogue:
+    """The catalogue with a trading partner's overrides from
+    ``profiles/rules/overrides/<partner>.yaml`` (``{rule_id: {severity: ..., enabled: ...}}``
+    under ``overrides:``); the default catalogue when ``partner`` is None."""
+    if partner is None:
+        return default_catalogue()
+    path = PROFILES / "rules" / "overrides" / f"{partner}.yaml"
+    if "/" in partner or "\\" in partner or not path.is_file():
+        raise UnknownPartner(f"no rule overrides for partner {partner!r} "
+                             f"(expected {path.relative_to(PROFILES.parent)})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    overrides = data.get("overrides") or {}
+    unknown = [rule_id for rule_id in overrides if rule_id not in default_catalogue()]
+    if unknown:
+        raise UnknownPartner(f"{path.name} names unknown rules: {', '.join(unknown)}")
+    return default_catalogue().with_overrides(overrides)

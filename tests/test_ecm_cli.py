@@ -91,3 +91,17 @@ def test_validate_a_member_file_by_itself():
     assert report["kind"] == "mif" and report["stats"]["rows"] == 31
     done = run("validate", FIXTURES / "mif" / "mif-defects.csv")
     assert done.returncode == 1
+
+
+def test_partner_overrides_change_severity_and_turn_rules_off():
+    base = json.loads(run("validate", MIXED, *REGISTRIES, "--format", "json").stdout)
+    plan = json.loads(run("validate", MIXED, *REGISTRIES, "--partner", "demo-plan",
+                          "--format", "json").stdout)
+    rules = lambda doc: [(f["rule"], f["severity"]) for f in doc["files"][-1]["findings"]]  # noqa: E731
+    assert ("ECM-CODE-004", "warning") in rules(base)
+    assert ("ECM-CODE-004", "error") in rules(plan)
+    assert any(r == "ECM-POF-001" for r, _ in rules(base))
+    assert not any(r == "ECM-POF-001" for r, _ in rules(plan))
+    assert plan["files"][-1]["stats"]["rejected_claims"] == 7  # MIX-D-WARN now rejected
+    done = run("validate", MIXED, *REGISTRIES, "--partner", "nobody")
+    assert done.returncode == 2 and "no rule overrides for partner 'nobody'" in done.stderr

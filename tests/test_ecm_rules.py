@@ -225,3 +225,19 @@ def test_rule_overrides_per_partner():
     engine = EncounterRules(registry(), catalogue=catalogue)
     found = engine.check([(encounter(pos="98", modifiers=("U1", "95")), place())])[0]
     assert [(f.rule, f.severity.value) for f in found] == [("ECM-CODE-004", "error")]
+
+
+def test_unit_limit_per_day_from_the_code_set(tmp_path):
+    import shutil
+
+    from gateway.ecm.codesets import CodeSets
+    from gateway.paths import PROFILES
+    folder = tmp_path / "codesets"
+    shutil.copytree(PROFILES / "codesets", folder)
+    text = (folder / "ecm-services.csv").read_text()
+    (folder / "ecm-services.csv").write_text(text.replace("G9008,U1,ECM,ECM,,", "G9008,U1,ECM,ECM,4,"))
+    engine = EncounterRules(registry(), codesets=CodeSets(folder))
+    assert engine.check([(encounter(units="4"), place())])[0] == []  # 4 of 4: at the limit
+    found = engine.check([(encounter(units="1", day=date(2026, 2, 10)), place())])[0]
+    assert [(f.rule, f.message) for f in found] == [
+        ("ECM-UNIT-002", "5 units of G9008 for the member on 2026-02-10 exceed the limit of 4 a day")]

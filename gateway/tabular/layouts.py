@@ -103,9 +103,22 @@ def _iso(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-@lru_cache(maxsize=32)
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
 def load_codeset(name: str, folder: str | None = None) -> CodeSet:
+    """A code set file ``profiles/codesets/<name>.csv`` (read again when the file changes)."""
     path = Path(folder or codesets_dir()) / f"{name}.csv"
+    return _load_codeset(str(path), name, _mtime(path))
+
+
+@lru_cache(maxsize=64)
+def _load_codeset(path_text: str, name: str, _mtime: float) -> CodeSet:
+    path = Path(path_text)
     if not path.is_file():
         raise LayoutDefinitionError(f"code set {name!r} not found ({path})")
     with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -371,11 +384,14 @@ def layout_names(kind: str, folder: Path | None = None) -> list[str]:
 
 
 def load_layout(kind: str, name: str, folder: Path | None = None) -> Layout:
-    return _load_layout(kind, name, str(folder or layouts_dir()))
+    """The layout ``mappings/layouts/<kind>/<name>.yaml`` (read again when the file changes);
+    FileNotFoundError when there is none."""
+    base = str(folder or layouts_dir())
+    return _load_layout(kind, name, base, _mtime(Path(base) / kind / f"{name}.yaml"))
 
 
 @lru_cache(maxsize=64)
-def _load_layout(kind: str, name: str, folder: str) -> Layout:
+def _load_layout(kind: str, name: str, folder: str, _mtime: float) -> Layout:
     path = Path(folder) / kind / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(path)

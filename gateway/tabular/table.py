@@ -256,15 +256,12 @@ class TableReader:
         self.encoding = getattr(sheet, "encoding", None)
         self.delimiter = getattr(sheet, "delimiter", None)
         self._what = sheet.what
-        location_prefix = "file"
         for text in match.duplicates:
             self._file_finding("FILE-009", column=text)
         if match.missing_optional or match.unexpected:
-            self.findings.append(self.catalogue.finding(
-                "FILE-003", location_prefix, layout=match.layout.name,
-                missing=", ".join(match.missing_optional) or "none",
-                unexpected=", ".join(match.unexpected) or "none"))
-            self.findings = [f for f in self.findings if f is not None]
+            self._file_finding("FILE-003", layout=match.layout.name,
+                               missing=", ".join(match.missing_optional) or "none",
+                               unexpected=", ".join(match.unexpected) or "none")
         self._validator = RowValidator(match, self.catalogue, default_fields(kind, folder),
                                        check_width=source.format == "csv")
         self._rows = head.rows_after(match.header_row)

@@ -778,7 +778,7 @@ class RowValidator:
                 continue
             limit = check.params["limit"]
             holidays = check.params["holidays"]
-            if business_days_between(start, end, holidays, stop_after=limit) > limit:
+            if business_days_between(start, end, holidays) > limit:
                 header = self.header_of[check.params["to"]]
                 self._add(findings, check.rule, f"row {number}, column {header}", column=header,
                           other=self.header_of[check.params["from"]], limit=limit,
@@ -795,10 +795,9 @@ def _value_in(value: object, allowed: tuple) -> bool:
     return normalise_header(value) in norm
 
 
-def business_days_between(start: date, end: date, holidays=frozenset(),
-                          stop_after: int | None = None) -> int:
+def business_days_between(start: date, end: date, holidays=frozenset()) -> int:
     """Business days after ``start`` up to and including ``end`` (weekends and ``holidays``
-    excluded); counting stops once it passes ``stop_after``."""
+    excluded): told on the day of authorization = 0, on the next business day = 1."""
     if end <= start:
         return 0
     full_weeks, rest = divmod((end - start).days, 7)
