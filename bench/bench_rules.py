@@ -26,7 +26,15 @@ it includes the interpreter, the imports and the step's input, which is built un
    ``Registry.snapshot`` is reported too.
 4. ``validate`` / ``validate+rules`` -- ``validate_x12(path, on_claim=count)`` and
    ``validate_x12(path, rules=EncounterRules(registry), on_claim=count)``; overhead ratio
-   = with / without - 1 (wall; the CPU-time ratio is printed as well).
+   = with / without - 1 (wall; the CPU-time ratio is printed as well). In between,
+   ``validate+encounters`` (``keep_encounters=True``, no rules) splits the overhead into
+   building the canonical encounters and the rules themselves.
+
+The rules and validate workers first run the same call untimed on a 10-claim file (pyx12 maps,
+code sets, rule catalogue and compiled SQL loaded, as in a long-lived server; ``--cold`` turns
+that off). With ``--repeat N`` the steps run interleaved N times and the fastest run of each is
+reported (this machine's load varies; compare the cpu s column too). The ``rules`` worker holds
+all encounters in memory (built untimed), so its peak RSS is not the rules' own.
 
 Target: the rules add < 20% to the validation time. When that is missed (or with
 ``--profile``) ``EncounterRules.check`` is run once more under cProfile and the top functions
@@ -376,7 +384,7 @@ def work_members(args: dict) -> dict:
         result["read_rss_mb"] = peak_rss_mb()
         note = "typed rows from read_table"
     else:
-        rows, summary = member_rows(args["claims"], args["members"], args["seed"])
+        rows, _ = member_rows(args["claims"], args["members"], args["seed"])
         note = "dict rows built in memory (read_table not available)"
     loaded, seconds, cpu = timed(registry.load_members, rows, source="bench-mif")
     result["parts"].append({"step": "Registry.load_members", "rows": len(rows),

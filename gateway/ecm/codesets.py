@@ -71,6 +71,7 @@ class CodeSets:
                        for row in _rows(folder / "places-of-service.csv")}
         self.programs = self._programs(folder / "programs.csv")
         self.utilization = yaml.safe_load((folder / "utilization.yaml").read_text("utf-8"))
+        self.event_by_place, self.event_by_code = event_index(self.utilization)
 
     @staticmethod
     def _programs(path: Path) -> dict[str, str]:
@@ -94,6 +95,22 @@ class CodeSets:
     def place_valid(self, pos: str, day: date) -> bool:
         effective = self.places.get(pos)
         return effective is not None and effective.covers(day)
+
+
+EVENT_PRIORITY = ("inpatient_stay", "snf_stay", "ed_visit")  # a line is one event
+
+
+def event_index(spec: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """Place of service → event kind and procedure code → event kind."""
+    by_place: dict[str, str] = {}
+    by_code: dict[str, str] = {}
+    for kind in EVENT_PRIORITY:
+        lists = spec.get(kind) or {}
+        for place in lists.get("places_of_service", ()):
+            by_place.setdefault(str(place), kind)
+        for code in lists.get("procedure_codes", ()):
+            by_code.setdefault(str(code), kind)
+    return by_place, by_code
 
 
 @lru_cache(maxsize=4)

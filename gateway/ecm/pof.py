@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from gateway.ecm.codesets import EVENT_PRIORITY, event_index
 from gateway.registry.store import Assignment, HistoryLine
 
 
@@ -15,21 +16,23 @@ def _months_before(day: date, months: int) -> date:
     return date(year, month + 1, min(day.day, 28))
 
 
-def classify(line: HistoryLine, spec: dict) -> str | None:
+def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
     """Which utilization event a history line is (ed_visit, inpatient_stay, snf_stay)."""
-    for kind in ("inpatient_stay", "snf_stay", "ed_visit"):
-        lists = spec.get(kind) or {}
-        if line.place_of_service in lists.get("places_of_service", ()) or \
-                line.procedure_code in lists.get("procedure_codes", ()):
-            return kind
-    return None
+    by_place, by_code = index
+    place = by_place.get(line.place_of_service)
+    code = by_code.get(line.procedure_code)
+    if place and code:  # the stronger of the two (a stay outranks a visit)
+        return place if EVENT_PRIORITY.index(place) <= EVENT_PRIORITY.index(code) else code
+    return place or code
 
 
-def events(history: list[HistoryLine], spec: dict) -> list[tuple[date, str]]:
+def events(history: list[HistoryLine], spec: dict,
+           index: tuple[dict, dict] | None = None) -> list[tuple[date, str]]:
     """One event per member-day and kind; an ED visit that leads to an admission counts once,
     as the stay."""
+    index = index or event_index(spec)
     found = sorted({(line.service_date, kind) for line in history
-                    if (kind := classify(line, spec)) is not None})
+                    if (kind := classify(line, index)) is not None})
     window = timedelta(days=int(spec.get("ed_admission_window_days", 1)))
     admissions = [day for day, kind in found if kind == "inpatient_stay"]
     kept = []
@@ -41,7 +44,7 @@ def events(history: list[HistoryLine], spec: dict) -> list[tuple[date, str]]:
 
 
 def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
-                   spec: dict) -> list[dict]:
+                   spec: dict, index: tuple[dict, dict] | None = None) -> list[dict]:
     """For each utilization POF a member is assigned under without enough history before the
     authorization: the values of the ECM-POF-001 message."""
     gaps = []
@@ -58,7 +61,7 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                 continue
             seen.add(pof)
             if evts is None:
-                evts = events(history, spec)
+                evts = events(history, spec, index)
             start = _months_before(anchor, int(criterion["window_months"]))
             best = 0
             needed = 0

@@ -17,7 +17,7 @@ from gateway.ecm.codesets import CodeSets, ServiceCode, load_codesets
 from gateway.ecm.pof import pof_shortfalls
 from gateway.findings import Finding
 from gateway.model.encounter import Encounter, ServiceLine
-from gateway.registry.store import Registry, Snapshot, modifier_key
+from gateway.registry.store import Registry, Snapshot, modifier_key, units_text
 from gateway.rules import RuleCatalogue, default_catalogue
 
 CIN_PATTERN_LENGTH = 9
@@ -78,10 +78,13 @@ class EncounterRules:
     def check(self, batch: list[tuple[Encounter, ClaimPlace]]) -> list[list[Finding]]:
         """Findings for each encounter of the batch, in order."""
         snapshot = Snapshot()
-        if self.registry is not None:
+        if self.registry is not None and batch:
             cins = {e.member.cin for e, _ in batch}
             npis = {e.billing_provider.npi for e, _ in batch}
-            snapshot = self.registry.snapshot(cins, npis)
+            days = [line.service_date for e, _ in batch for line in e.claim.lines]
+            snapshot = self.registry.snapshot(
+                cins, npis, days=(min(days), max(days)),
+                events=(frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code)))
         return [self._check_one(e, place, snapshot) for e, place in batch]
 
     # -- one encounter --------------------------------------------------------------------------
@@ -107,7 +110,8 @@ class EncounterRules:
         if self.loaded["history"] and member_known and cin not in self._pof_checked:
             self._pof_checked.add(cin)
             for gap in pof_shortfalls(snap.assignments[cin], snap.history.get(cin, []),
-                                      self.codes.utilization):
+                                      self.codes.utilization,
+                                      (self.codes.event_by_place, self.codes.event_by_code)):
                 self._add(out, "ECM-POF-001", place.member, place.ordinal, **gap)
         return out
 
@@ -169,13 +173,13 @@ class EncounterRules:
         total = self._units_per_day.get(key, 0) + float(line.units)
         self._units_per_day[key] = total
         if total > service.unit_limit_per_day:
-            self._add(out, "ECM-UNIT-002", where, ordinal, units=_number(total),
+            self._add(out, "ECM-UNIT-002", where, ordinal, units=units_text(total),
                       code=line.procedure_code, day=day, limit=service.unit_limit_per_day)
 
     def _check_duplicates(self, out, e: Encounter, line: ServiceLine, where: str,
                           ordinal: int | None, place: ClaimPlace, snap: Snapshot) -> None:
         modifiers = modifier_key(line.modifiers)
-        units = _number(line.units)
+        units = units_text(line.units)
         key = (e.member.cin, e.billing_provider.npi, line.service_date, line.procedure_code,
                modifiers, units)
         label = f"{place.label} line {line.line_number}".strip()
@@ -184,12 +188,10 @@ class EncounterRules:
             self._add(out, "ECM-DUP-001", where, ordinal, other=first)
         else:
             self._seen_lines[key] = label
-        for old in snap.history.get(e.member.cin, ()):
-            if (old.billing_npi, old.service_date, old.procedure_code, old.modifiers,
-                    old.units) == key[1:]:
-                self._add(out, "ECM-DUP-002", where, ordinal, claim=old.claim_id,
-                          line=old.line_number)
-                break
+        old = snap.history_keys.get(key)
+        if old is not None:
+            self._add(out, "ECM-DUP-002", where, ordinal, claim=old.claim_id,
+                      line=old.line_number)
 
     def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
                           ordinal: int | None, snap: Snapshot, day: date) -> None:
@@ -231,8 +233,3 @@ class EncounterRules:
         elif program == "CS" and not any(p.cs and service in p.cs_services for p in active):
             self._add(out, "ECM-CS-001", where, ordinal, npi=npi, service=service,
                       day=day.isoformat())
-
-
-def _number(value) -> str:
-    text = format(value, "f") if not isinstance(value, float) else repr(value)
-    return text.rstrip("0").rstrip(".") if "." in text else text

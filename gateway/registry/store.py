@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import (
-    Boolean, Column, Date, Integer, MetaData, Numeric, String, Table, create_engine, delete,
-    insert, select,
+    Boolean, Column, Date, Index, Integer, MetaData, String, Table, and_, create_engine, delete,
+    insert, or_, select,
 )
 from sqlalchemy.engine import Engine
 
@@ -59,9 +59,11 @@ history = Table(
     Column("billing_npi", String(10)), Column("rendering_npi", String(10)),
     Column("service_date", Date, nullable=False),
     Column("procedure_code", String(5)), Column("modifiers", String(11)),
-    Column("units", Numeric(10, 2)), Column("place_of_service", String(2)),
+    Column("units", String(12)),  # normalised text ("1", "2.5"): compared as the line's
+    Column("place_of_service", String(2)),
     Column("claim_id", String(38)), Column("line_number", Integer),
     Column("source", String(200)),
+    Index("ix_history_member_day", "cin", "service_date"),
 )
 
 
@@ -110,17 +112,27 @@ class ProviderPeriod:
             self.active_to is None or day <= self.active_to)
 
 
-@dataclass(frozen=True)
 class HistoryLine:
-    cin: str
-    billing_npi: str
-    service_date: date
-    procedure_code: str
-    modifiers: str  # modifier_key
-    units: str
-    place_of_service: str
-    claim_id: str
-    line_number: int
+    __slots__ = ("cin", "billing_npi", "service_date", "procedure_code", "modifiers", "units",
+                 "place_of_service", "claim_id", "line_number")
+
+    def __init__(self, cin, billing_npi, service_date, procedure_code, modifiers, units,
+                 place_of_service, claim_id, line_number) -> None:
+        self.cin = cin
+        self.billing_npi = billing_npi or ""
+        self.service_date = service_date
+        self.procedure_code = procedure_code or ""
+        self.modifiers = modifiers or ""  # modifier_key
+        self.units = units or ""
+        self.place_of_service = place_of_service or ""
+        self.claim_id = claim_id or ""
+        self.line_number = line_number or 0
+
+    @property
+    def key(self) -> tuple:
+        """What the duplicate check compares."""
+        return (self.cin, self.billing_npi, self.service_date, self.procedure_code,
+                self.modifiers, self.units)
 
 
 @dataclass
@@ -131,6 +143,7 @@ class Snapshot:
     enrolments: dict[str, list[Enrolment]] = field(default_factory=lambda: defaultdict(list))
     providers: dict[str, list[ProviderPeriod]] = field(default_factory=lambda: defaultdict(list))
     history: dict[str, list[HistoryLine]] = field(default_factory=lambda: defaultdict(list))
+    history_keys: dict[tuple, HistoryLine] = field(default_factory=dict)
 
 
 class Registry:
@@ -196,10 +209,15 @@ class Registry:
 
     def load_history(self, rows: Iterable[dict], source: str) -> int:
         """Rows with keys of the ``encounter_history`` table (modifiers as modifier_key)."""
-        return self._load(history, ({**r, "source": source} for r in rows), source)
+        return self._load(history, ({**r, "units": units_text(r.get("units")),
+                                     "source": source} for r in rows), source)
 
     # -- reading ---------------------------------------------------------------------------------
-    def snapshot(self, cins: set[str], npis: set[str]) -> Snapshot:
+    def snapshot(self, cins: set[str], npis: set[str], days: tuple[date, date] | None = None,
+                 events: tuple[frozenset, frozenset] = (frozenset(), frozenset())) -> Snapshot:
+        """Registry rows for a batch. History is narrowed to what the rules compare: lines on
+        the batch's service dates ``days`` (duplicates) and utilization events (places of
+        service / procedure codes in ``events``) for the POF evidence."""
         snap = Snapshot()
         with self.engine.connect() as conn:
             for chunk in _chunks(sorted(cins)):
@@ -211,12 +229,7 @@ class Registry:
                         authorization_date=r.authorization_date))
                 for r in conn.execute(select(programs).where(programs.c.cin.in_(chunk))):
                     snap.enrolments[r.cin].append(Enrolment(r.program, r.start, r.end))
-                for r in conn.execute(select(history).where(history.c.cin.in_(chunk))):
-                    snap.history[r.cin].append(HistoryLine(
-                        cin=r.cin, billing_npi=r.billing_npi or "", service_date=r.service_date,
-                        procedure_code=r.procedure_code or "", modifiers=r.modifiers or "",
-                        units=_units(r.units), place_of_service=r.place_of_service or "",
-                        claim_id=r.claim_id or "", line_number=r.line_number or 0))
+                self._read_history(conn, chunk, days, events, snap)
             for chunk in _chunks(sorted(npis)):
                 for r in conn.execute(select(providers).where(providers.c.npi.in_(chunk))):
                     snap.providers[r.npi].append(ProviderPeriod(
@@ -232,10 +245,34 @@ class Registry:
                                         ("history", history))}
 
 
-def _units(value) -> str:
-    if value is None:
+    @staticmethod
+    def _read_history(conn, chunk: list[str], days, events, snap: Snapshot) -> None:
+        places, codes = events
+        c = history.c
+        wanted = []
+        if days is not None:
+            wanted.append(and_(c.service_date >= days[0], c.service_date <= days[1]))
+        if places:
+            wanted.append(c.place_of_service.in_(sorted(places)))
+        if codes:
+            wanted.append(c.procedure_code.in_(sorted(codes)))
+        query = select(c.cin, c.billing_npi, c.service_date, c.procedure_code, c.modifiers,
+                       c.units, c.place_of_service, c.claim_id, c.line_number
+                       ).where(c.cin.in_(chunk))
+        if wanted:
+            query = query.where(or_(*wanted))
+        for row in conn.execute(query):
+            line = HistoryLine(*row)
+            snap.history[line.cin].append(line)
+            snap.history_keys.setdefault(line.key, line)
+
+
+def units_text(value) -> str:
+    """Units as compared by the duplicate check: no exponent, no trailing zeros."""
+    if value is None or value == "":
         return ""
-    text = format(value, "f")
+    text = value if isinstance(value, str) else (
+        repr(value) if isinstance(value, float) else format(value, "f"))
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
