@@ -9,7 +9,6 @@ import io
 import os
 import zipfile
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -316,3 +315,10 @@ def test_layout_restricted_to_a_format(tmp_path):
         name="xlsx-only")
     with pytest.raises(LayoutError, match="reads only xlsx"):
         read_table(FIX / "mif" / "mif-clean.csv", "mif", layout)
+
+
+def test_a_file_with_nothing_readable_reports_why(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b'"' + b"x" * (1 << 21))
+    result = read_table(path, "mif")
+    assert rules_at(result) == [("FILE-008", "row 1")]

@@ -286,7 +286,8 @@ class Layout:
             if col.after and col.after not in names:
                 raise fail(f"{col.field}: after refers to unknown field {col.after!r}")
             if col.effective_on and col.effective_on not in names:
-                raise fail(f"{col.field}: effective_on refers to unknown field {col.effective_on!r}")
+                raise fail(f"{col.field}: effective_on refers to unknown field "
+                           f"{col.effective_on!r}")
             for cond in col.required_with:
                 if cond.field not in names:
                     raise fail(f"{col.field}: required_with refers to unknown field {cond.field!r}")

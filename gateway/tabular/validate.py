@@ -631,7 +631,8 @@ class RowValidator:
         self.check_width = check_width
         self.header_of: dict[str, str] = {}
         self.plain: list[tuple] = []  # (field, index, header, converter, required)
-        self.flag_groups: list[tuple] = []  # (field, [(index, header, code, conv)], required, label)
+        # (field, [(index, header, code, conv)], required, label, code set for the order)
+        self.flag_groups: list[tuple] = []
         self.empty_row: dict[str, object] = {}
         for name, col in canonical.items():
             self.empty_row[name] = col.empty
