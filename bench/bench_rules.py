@@ -456,10 +456,10 @@ def work_rules(args: dict, profile: bool = False) -> dict:
     snapshot_seconds = [0.0]
     real_snapshot = registry.snapshot
 
-    def snapshot(cins, npis):
+    def snapshot(cins, npis, **narrowing):
         t0 = time.perf_counter()
         try:
-            return real_snapshot(cins, npis)
+            return real_snapshot(cins, npis, **narrowing)
         finally:
             snapshot_seconds[0] += time.perf_counter() - t0
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from gateway import __version__
@@ -57,7 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--envelope", default="plan-default",
                          help="envelope profile in profiles/envelopes/ for 837P output "
                               "(e.g. dhcs-encounters)")
+    convert.add_argument("--report", type=Path, default=None,
+                         help="invoices: write the row-level results report here (.csv or "
+                              ".xlsx)")
     _registry_options(convert)
+
+    template = sub.add_parser("template", help="write a blank invoice template (CSV or XLSX)")
+    template.add_argument("kind", choices=("invoice",))
+    template.add_argument("-o", "--output", type=Path, required=True,
+                          help="the template file (.csv, or .xlsx with a data dictionary)")
+    template.add_argument("--layout", default="default",
+                          help="invoice layout in mappings/invoice/layouts/")
 
     ack = sub.add_parser("ack", help="write TA1 / 999 / 277CA for an inbound interchange")
     ack.add_argument("file", type=Path, metavar="FILE")
@@ -82,6 +92,9 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
                        help="encounter history: an accepted 837P, an encounter-lines CSV, or "
                             "a folder of them")
+    group.add_argument("--received", type=date.fromisoformat, default=None, metavar="DATE",
+                       help="invoices: the date the invoice was received (YYYY-MM-DD, default "
+                            "today), for the future-date and timely-filing checks")
     group.add_argument("--partner", default=None, metavar="ID",
                        help="apply this trading partner's rule overrides "
                             "(profiles/rules/overrides/ID.yaml)")
@@ -112,7 +125,9 @@ def _text_report(report: FileReport) -> str:
     if "rows" in stats and "accepted_rows" in stats:
         counts = (f" — {stats['rows']} rows: {stats['accepted_rows']} accepted, "
                   f"{stats['rejected_rows']} rejected")
-    if "claims" in stats:
+    if "rows" in stats and "claims" in stats:
+        counts += f", {stats['claims']} claims"
+    elif "claims" in stats:
         counts = (f" — {stats['claims']} claims, {stats['lines']} lines: "
                   f"{stats['accepted_claims']} accepted, {stats['rejected_claims']} rejected")
     lines = [f"{report.path}: {report.kind} {verdict}{counts}"]
@@ -125,7 +140,7 @@ def _text_report(report: FileReport) -> str:
 def cmd_validate(args) -> int:
     rules, reports = _ecm_rules(args)
     for path in args.files:
-        reports.append(validate_file(path, args.kind, rules=rules))
+        reports.append(validate_file(path, args.kind, rules=rules, received=args.received))
     if args.format == "json":
         json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -158,6 +173,14 @@ def _summarise(findings: list[Finding]) -> int:
 
 def cmd_convert(args) -> int:
     kind = sniff(args.file)
+    if kind in ("csv", "xlsx"):
+        from gateway.tabular import sniff_table
+
+        kind = sniff_table(args.file) or kind
+    if args.report and kind != "invoice":
+        raise UsageError("--report goes with invoices")
+    if kind == "invoice" and args.to == "837p":
+        return _convert_invoice(args)
     allowed = TARGETS_BY_KIND.get(kind, ())
     if args.to not in allowed:
         what = f"{kind} → {args.to}"
@@ -179,6 +202,53 @@ def cmd_convert(args) -> int:
     with _output(args.output) as out:
         canonical_to_837p(encounters, out, settings, ControlNumbers(isa, gs), datetime.now())
     return EXIT_OK
+
+
+@contextmanager
+def _progress(label: str):
+    """A progress bar on standard error for long reads, when a person is watching."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda rows: bar.update(task, completed=rows)
+
+
+def _convert_invoice(args) -> int:
+    """Invoice → 837P of the valid claims, and the row report (--report, CSV or XLSX)."""
+    from gateway.invoice.report import write_report
+    from gateway.reports import validate_invoice
+
+    rules, registry_reports = _ecm_rules(args)
+    if rules is None:
+        from gateway.ecm.rules import EncounterRules
+
+        rules = EncounterRules(None)
+    for report in registry_reports:
+        _summarise(report.findings)
+    with _progress(f"reading {args.file.name}") as progress:
+        report = validate_invoice(args.file, rules, args.envelope, progress=progress,
+                                  received=args.received)
+    result = report.invoice
+    if args.report:
+        write_report(result, args.report)
+    print(f"{result.accepted_rows} row(s) accepted into {len(result.encounters)} claim(s), "
+          f"{result.rejected_rows} rejected", file=sys.stderr)
+    code = _summarise(report.findings)
+    if not result.encounters:
+        print("ecm-gateway: no claim to write: every row was rejected", file=sys.stderr)
+        return EXIT_FINDINGS
+    settings = envelope_settings(args.envelope)
+    isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
+    with _output(args.output) as out:
+        canonical_to_837p(result.encounters, out, settings, ControlNumbers(isa, gs),
+                          datetime.now())
+    return code
 
 
 def _split(args) -> int:
@@ -233,8 +303,20 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
+def cmd_template(args) -> int:
+    from gateway.invoice.template import write_template
+    from gateway.tabular import layout_names
+
+    if args.layout not in layout_names("invoice"):
+        raise UsageError(f"no invoice layout {args.layout!r}; known: "
+                         f"{', '.join(layout_names('invoice'))}")
+    write_template(args.output, args.layout)
+    print(args.output)
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "template": cmd_template}
 
 
 def main(argv: list[str] | None = None) -> int:

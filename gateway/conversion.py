@@ -27,7 +27,7 @@ from gateway.x12.validate import X12Result, validate_x12
 from gateway.x12.write837 import Encounter837Writer, WriteStats
 from gateway.x12.writer import ControlNumbers, EnvelopeSettings
 
-TARGETS_BY_KIND = {"837p": ("json", "csv", "837p"), "json": ("837p",)}
+TARGETS_BY_KIND = {"837p": ("json", "csv", "837p"), "json": ("837p",), "invoice": ("837p",)}
 
 
 class ConversionError(ValueError):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from gateway.findings import Finding, Severity
@@ -15,8 +16,8 @@ from gateway.x12.validate import validate_x12
 
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
-TABLE_KINDS = ("mif", "rtf", "otf", "roster")
-NOT_YET = {"274", "invoice", "fhir", "json"}
+TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice")
+NOT_YET = {"274", "fhir", "json"}
 
 
 class UnsupportedKind(ValueError):
@@ -39,15 +40,38 @@ class FileReport:
                 "findings": [f.as_dict() for f in self.findings], "stats": self.stats}
 
 
-def validate_table(path: Path, found: str, kind: str) -> FileReport:
+def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default",
+                     progress=None, received: date | None = None):
+    """An invoice: rows validated, grouped into claims and checked against the ECM rules.
+    Returns the report and the :class:`~gateway.invoice.convert.InvoiceResult`."""
+    from gateway.invoice.convert import read_invoice
+    from gateway.tabular import LayoutError
+    from gateway.x12.writer import envelope_settings
+
+    try:
+        result = read_invoice(path, envelope_settings(settings_name),
+                              received or date.today(), rules=rules, progress=progress)
+    except LayoutError as exc:
+        raise UnknownKind(f"{path}: {exc}") from exc
+    report = FileReport(path=str(path), kind="invoice", findings=result.findings,
+                        stats={"rows": len(result.rows), "accepted_rows": result.accepted_rows,
+                               "rejected_rows": result.rejected_rows,
+                               "claims": len(result.encounters), "layout": result.layout})
+    report.invoice = result  # type: ignore[attr-defined]
+    return report
+
+
+def validate_table(path: Path, found: str, kind: str, rules=None,
+                   received: date | None = None) -> FileReport:
     """MIF, RTF, OTF and provider rosters (CSV or XLSX) against their column layouts."""
     from gateway.tabular import LayoutError, read_table, sniff_table
 
     table_kind = kind if kind in TABLE_KINDS else sniff_table(path)
     if table_kind is None:
         raise UnknownKind(f"{path}: a {found.upper()} file whose columns match no known layout "
-                          f"(MIF, RTF, OTF, provider roster); invoices are not read by this "
-                          "version yet")
+                          "(invoice, MIF, RTF, OTF, provider roster)")
+    if table_kind == "invoice":
+        return validate_invoice(path, rules, received=received)
     try:
         table = read_table(path, table_kind)
     except LayoutError as exc:
@@ -58,7 +82,8 @@ def validate_table(path: Path, found: str, kind: str) -> FileReport:
                              "rejected_rows": table.rows_rejected, "layout": table.layout})
 
 
-def validate_file(path: Path, kind: str = "auto", rules=None) -> FileReport:
+def validate_file(path: Path, kind: str = "auto", rules=None,
+                  received: date | None = None) -> FileReport:
     """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2).
     ``rules`` (an :class:`~gateway.ecm.rules.EncounterRules`) adds the ECM rules to 837P."""
     found = sniff(path)
@@ -66,7 +91,7 @@ def validate_file(path: Path, kind: str = "auto", rules=None) -> FileReport:
         shown = kind if kind != "auto" else found
         raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")
     if found in ("csv", "xlsx"):
-        return validate_table(path, found, kind)
+        return validate_table(path, found, kind, rules, received)
     try:
         result = validate_x12(str(path), rules=rules)
     except NotX12Error as exc:

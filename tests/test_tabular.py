@@ -286,7 +286,7 @@ def test_a_broken_layout_is_refused_when_loaded():
     Layout.from_dict(base, name="ok")
     bad_cases = [
         {**base, "colums": []},
-        {"kind": "mif", "columns": [{"field": "x", "header": "X", "type": "money"}]},
+        {"kind": "mif", "columns": [{"field": "x", "header": "X", "type": "currency"}]},
         {"kind": "mif", "columns": [{"field": "x", "header": "X", "type": "code",
                                      "codeset": "no-such-set"}]},
         {"kind": "mif", "columns": [{"field": "x", "header": "X", "type": "date",

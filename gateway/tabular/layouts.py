@@ -35,11 +35,13 @@ import yaml
 
 from gateway.paths import MAPPINGS, PROFILES
 
-KINDS = ("mif", "rtf", "otf", "roster")
+KINDS = ("mif", "rtf", "otf", "roster", "invoice")
+# Where a kind's layouts live, under mappings/ (default: layouts/<kind>).
+KIND_FOLDERS = {"invoice": Path("invoice") / "layouts"}
 
 TYPES = {
     "text", "code", "list", "flags", "date", "month", "int", "minutes", "bool",
-    "cin", "npi", "tin", "phone", "email", "zip",
+    "cin", "npi", "tin", "phone", "email", "zip", "decimal", "money",
 }
 
 _LAYOUT_KEYS = {"kind", "description", "formats", "sheet", "header_search_rows", "date_format",
@@ -362,7 +364,7 @@ def _column(raw: dict, fail) -> Column:
             cond.get("rule") or _DEFAULT_RULES["required_with"]))
     options = {k: raw[k] for k in ("format", "codeset", "values", "map", "separator", "min",
                                    "max", "unit", "pattern", "expected", "true", "false",
-                                   "case", "max_length") if k in raw}
+                                   "case", "max_length", "description") if k in raw}
     if ctype == "code" and "codeset" not in options and "values" not in options:
         raise fail(f"column {name}: a code column needs codeset or values")
     if "pattern" in options:
@@ -379,21 +381,31 @@ def _layout_order(name: str) -> tuple[int, str]:
     return (0 if name == "default" else 1, name)
 
 
+def kind_dir(kind: str, folder: Path | None = None) -> Path:
+    """The folder of a kind's layouts: ``<folder>/<kind>`` when a folder is given, else
+    ``mappings/layouts/<kind>`` (invoices: ``mappings/invoice/layouts``)."""
+    if folder is not None:
+        return Path(folder) / kind
+    if kind in KIND_FOLDERS:
+        return MAPPINGS / KIND_FOLDERS[kind]
+    return layouts_dir() / kind
+
+
 def layout_names(kind: str, folder: Path | None = None) -> list[str]:
-    base = Path(folder or layouts_dir()) / kind
+    base = kind_dir(kind, folder)
     return sorted((p.stem for p in base.glob("*.yaml")), key=_layout_order)
 
 
 def load_layout(kind: str, name: str, folder: Path | None = None) -> Layout:
-    """The layout ``mappings/layouts/<kind>/<name>.yaml`` (read again when the file changes);
+    """The layout ``<name>.yaml`` of a kind (read again when the file changes);
     FileNotFoundError when there is none."""
-    base = str(folder or layouts_dir())
-    return _load_layout(kind, name, base, _mtime(Path(base) / kind / f"{name}.yaml"))
+    base = kind_dir(kind, folder)
+    return _load_layout(kind, name, str(base), _mtime(base / f"{name}.yaml"))
 
 
 @lru_cache(maxsize=64)
 def _load_layout(kind: str, name: str, folder: str, _mtime: float) -> Layout:
-    path = Path(folder) / kind / f"{name}.yaml"
+    path = Path(folder) / f"{name}.yaml"
     if not path.is_file():
         raise FileNotFoundError(path)
     try:

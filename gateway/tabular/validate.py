@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Callable
 
 from gateway.findings import Finding, Severity
@@ -308,6 +309,43 @@ def _int_converter(options: dict) -> Callable:
     return conv
 
 
+_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?\Z")
+
+
+def _decimal_converter(options: dict, money: bool) -> Callable:
+    """Numbers (units) and amounts; amounts may carry ``$`` and thousands separators and have
+    at most two decimal places."""
+    low, high = options.get("min"), options.get("max")
+    expected = "an amount such as 1,250.00" if money else "a number"
+    if low is not None and high is not None:
+        expected += f" from {low} to {high}"
+    elif low is not None:
+        expected += f" of at least {low}"
+    elif high is not None:
+        expected += f" of at most {high}"
+
+    def conv(value):
+        if isinstance(value, bool):
+            raise Invalid("ROW-013", expected=expected)
+        if isinstance(value, (int, float)):
+            text = _num_text(value)
+        else:
+            text = _num_text(value).strip()
+            if money:
+                text = text.replace("$", "").replace(",", "").replace(" ", "")
+        if not _DECIMAL.match(text):
+            raise Invalid("ROW-013", expected=expected)
+        number = Decimal(text)
+        if money and number.as_tuple().exponent < -2:
+            raise Invalid("ROW-013", expected=expected)
+        if (low is not None and number < Decimal(str(low))) or (
+                high is not None and number > Decimal(str(high))):
+            raise Invalid("ROW-013", expected=expected)
+        return number
+
+    return conv
+
+
 def _minutes_converter(options: dict) -> Callable:
     hours = options.get("unit", "minutes") == "hours"
     expected = ("a duration in hours (e.g. 1.5) or H:MM" if hours
@@ -528,7 +566,7 @@ def _memo(conv: Callable) -> Callable:
 def make_converter(column: Column, layout: Layout) -> Callable:
     conv = _make_converter(column, layout)
     if column.type in ("code", "list", "npi", "tin", "phone", "zip", "email", "bool", "flags",
-                       "month", "int", "minutes"):
+                       "month", "int", "minutes", "decimal", "money"):
         return _memo(conv)
     return conv
 
@@ -547,6 +585,8 @@ def _make_converter(column: Column, layout: Layout) -> Callable:
         return _int_converter(opts)
     if kind == "minutes":
         return _minutes_converter(opts)
+    if kind in ("decimal", "money"):
+        return _decimal_converter(opts, money=kind == "money")
     if kind in ("bool", "flags"):
         return _bool_converter(opts)
     if kind == "code":

@@ -132,7 +132,8 @@ class Encounter837Writer:
         if m.address:
             self._address(m.address)
         if m.birth_date:
-            self.w.segment("DMG", "D8", m.birth_date.strftime("%Y%m%d"), m.gender)
+            # DMG03 is required with the birth date: U (unknown) when the source has no gender
+            self.w.segment("DMG", "D8", m.birth_date.strftime("%Y%m%d"), m.gender or "U")
         self.w.segment("NM1", "PR", "2", e.payer.name, "", "", "", "", "PI", e.payer.id)
 
     def _rendering(self, r: RenderingProvider) -> None:
