@@ -40,6 +40,23 @@ class FileReport:
                 "findings": [f.as_dict() for f in self.findings], "stats": self.stats}
 
 
+def _closest_layout_error(path: Path) -> str:
+    """The layout error of the kind whose layout misses the fewest required columns, so the
+    user learns which columns to add or rename."""
+    from gateway.tabular import LayoutError, read_table
+
+    errors = []
+    for kind in TABLE_KINDS:
+        try:
+            read_table(path, kind)
+        except LayoutError as exc:
+            fewest = min((len(missing) for missing in exc.tried.values()), default=99)
+            errors.append((fewest, str(exc)))
+        except (OSError, ValueError):
+            continue
+    return min(errors)[1] if errors else "none (no header row found)"
+
+
 def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default",
                      progress=None, received: date | None = None):
     """An invoice: rows validated, grouped into claims and checked against the ECM rules.
@@ -68,8 +85,8 @@ def validate_table(path: Path, found: str, kind: str, rules=None,
 
     table_kind = kind if kind in TABLE_KINDS else sniff_table(path)
     if table_kind is None:
-        raise UnknownKind(f"{path}: a {found.upper()} file whose columns match no known layout "
-                          "(invoice, MIF, RTF, OTF, provider roster)")
+        raise UnknownKind(f"{path}: a {found.upper()} file whose columns match no known "
+                          f"layout; the closest: {_closest_layout_error(path)}")
     if table_kind == "invoice":
         return validate_invoice(path, rules, received=received)
     try:
