@@ -52,10 +52,12 @@ def convert(path: Path, rules=None):
 @pytest.mark.parametrize("name", ["invoice-clean.csv", "invoice-clean.xlsx",
                                   "invoice-valley.csv", "invoice-valley.xlsx",
                                   "invoice-sunrise.csv"])
-def test_every_layout_gives_the_golden_837p(name):
-    result, x12, _ = convert(INVOICES / name)
+def test_every_layout_gives_the_golden_837p_and_report(name):
+    result, x12, report = convert(INVOICES / name)
     assert result.rejected_rows == 0 and result.accepted_rows == 6
     assert x12 == (INVOICES / "expected" / "invoice-clean.837p.x12").read_text()
+    golden = INVOICES / "expected" / f"{name.replace('.', '-')}.report.csv"
+    assert report == golden.read_text()
 
 
 def test_golden_837p_is_valid_in_ours_and_in_pyx12():
@@ -161,7 +163,7 @@ def test_missing_columns_name_the_missing_and_the_unexpected(tmp_path):
 
 @pytest.mark.parametrize("content, rule", [
     (b"PK\x03\x04garbage-not-a-zip", "FILE-004"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, None),  # a legacy .xls renamed
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, None),  # .xls, or encrypted
 ])
 def test_corrupt_or_legacy_workbooks_are_findings_not_crashes(tmp_path, content, rule):
     path = tmp_path / "invoice.xlsx"
@@ -169,6 +171,15 @@ def test_corrupt_or_legacy_workbooks_are_findings_not_crashes(tmp_path, content,
     done = run("validate", path)
     assert done.returncode in (1, 2)
     assert done.stderr or done.stdout
+
+
+def test_a_numbers_file_renamed_xlsx(tmp_path):
+    path = tmp_path / "invoice.xlsx"
+    with zipfile.ZipFile(path, "w") as z:  # a Numbers package is a zip without a workbook
+        z.writestr("Index/Document.iwa", b"\x00\x01")
+    done = run("validate", path, "--kind", "invoice")
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr
+    assert "FILE-004" in done.stdout or "not" in done.stderr
 
 
 def test_empty_sheet_is_reported(tmp_path):
