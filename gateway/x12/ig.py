@@ -61,14 +61,18 @@ def _speed_up_node_counter() -> None:
 
     if getattr(pyx12.version, "__version__", "") != "4.0.0":
         return
-    formatted: dict = {}
+    # keyed by identity (X12Path hashes by formatting itself); the entry holds the path, so
+    # its id cannot be reused while the entry lives
+    formatted: dict[int, tuple[object, list[str]]] = {}
 
     def parts(path) -> list[str]:
-        found = formatted.get(path)
-        if found is None:
-            found = path.format().split("/")
-            if len(formatted) < 50_000:
-                formatted[path] = found
+        entry = formatted.get(id(path))
+        if entry is not None and entry[0] is path:
+            return entry[1]
+        found = path.format().split("/")
+        if len(formatted) >= 50_000:
+            formatted.clear()
+        formatted[id(path)] = (path, found)
         return found
 
     def reset_to_node(self, xpath) -> None:
