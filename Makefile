@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(BIN)/ecm-gateway serve --host $(HOST) --port $(PORT)
+	$(BIN)/ecm-gateway serve --demo --host $(HOST) --port $(PORT)
 
 test: install-dev
 	$(BIN)/python -m pytest

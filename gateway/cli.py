@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--store", default=None, help="store URL (default: SQLite under ./var)")
+    serve.add_argument("--partners", type=Path, default=None,
+                       help="trading partners and routes (YAML, tokens hashed)")
+    serve.add_argument("--demo", action="store_true",
+                       help="demo partners (config/demo/partners.yaml) with fresh tokens, "
+                            "printed at start-up")
     return parser
 
 
@@ -297,9 +302,23 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from gateway.api.app import create_app
+    from gateway.paths import HOME, var_dir
+    from gateway.pipeline.partners import issue_demo_tokens
 
-    uvicorn.run(create_app(store=args.store), host=args.host, port=args.port,
-                log_level="info")
+    partners = args.partners
+    if args.demo:
+        partners = var_dir() / "partners.yaml"
+        tokens = issue_demo_tokens(HOME / "config" / "demo" / "partners.yaml", partners)
+        base = f"http://{args.host}:{args.port}"
+        print("Demo trading partners and their tokens (valid until the next start):")
+        for partner, token in tokens.items():
+            print(f"  {partner:<14} {token}")
+        print(f"Try: curl -s -H 'Authorization: Bearer {tokens.get('harbor', '')}' "
+              f"--data-binary @fixtures/837p/ecm-mixed.x12 {base}/x12")
+    elif partners is None:
+        raise UsageError("give --partners FILE (or --demo for demo partners)")
+    uvicorn.run(create_app(store=args.store, partners=partners), host=args.host,
+                port=args.port, log_level="info")
     return EXIT_OK
 
 

@@ -1,13 +1,99 @@
+"""The HTTP API end to end: authentication, X12 submission with its 999, routing to the
+member's plan, idempotency, and isolation between partners."""
+
+import pytest
+from conftest import FIXTURES, ROOT
 from fastapi.testclient import TestClient
 
 from gateway import __version__
+from gateway.api import app as app_module
 from gateway.api.app import create_app
+from gateway.pipeline.partners import issue_demo_tokens
+
+MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
 
 
-def test_health_metrics_and_openapi():
-    client = TestClient(create_app())
+@pytest.fixture
+def gateway(tmp_path):
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
+                               tmp_path / "partners.yaml")
+    app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
+                     partners=tmp_path / "partners.yaml")
+    client = TestClient(app, raise_server_exceptions=False)
+    return client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+
+
+def test_health_metrics_and_openapi_need_no_token(gateway):
+    client, _ = gateway
     assert client.get("/healthz").json() == {"status": "ok", "version": __version__}
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert f'ecm_gateway_info{{version="{__version__}"}} 1.0' in metrics.text
     assert client.get("/openapi.json").json()["info"]["title"] == "ECM Gateway"
+
+
+@pytest.mark.parametrize("method, path", [("post", "/x12"), ("get", "/submissions/x"),
+                                          ("get", "/mailbox"), ("get", "/mailbox/x")])
+def test_every_other_call_needs_a_partner_token(gateway, method, path):
+    client, _ = gateway
+    assert getattr(client, method)(path).status_code == 401
+    bad = {"Authorization": "Bearer not-a-token"}
+    assert getattr(client, method)(path, headers=bad).status_code == 401
+
+
+def test_submit_x12_acknowledges_routes_and_isolates(gateway):
+    client, auth = gateway
+    answer = client.post("/x12", content=MIXED, headers=auth["harbor"])
+    assert answer.status_code == 200
+    body = answer.json()
+    sid = body["submission_id"]
+    assert body["duplicate"] is False and body["status"] == "routed"
+    assert "ST*999*0001*005010X231A1~" in body["ack_999"]
+    # the claims billed by other providers are not Harbor's to send
+    status = client.get(f"/submissions/{sid}", headers=auth["harbor"]).json()
+    assert status["status"] == "routed"
+    auth_findings = [f for f in status["findings"] if f["rule"] == "GATEWAY-AUTH-001"]
+    assert len(auth_findings) == 4
+    assert status["summary"]["accepted_claims"] == 6
+    roles = sorted(d["role"] for d in status["documents"])
+    assert roles == ["ack-277ca", "ack-999"]
+    # the accepted claims went to the member's plan, enveloped for it
+    plan_box = client.get("/mailbox", headers=auth["demo-plan"]).json()["documents"]
+    assert [d["role"] for d in plan_box] == ["routed-837p"]
+    routed = client.get(plan_box[0]["href"], headers=auth["demo-plan"])
+    assert routed.status_code == 200 and routed.text.count("CLM*") == 6
+    assert "*ZZ*DEMOPLAN       *" in routed.text
+    # nobody else sees any of it
+    other = auth["golden-table"]
+    assert client.get(f"/submissions/{sid}", headers=other).status_code == 404
+    assert client.get(plan_box[0]["href"], headers=other).status_code == 404
+    assert client.get(plan_box[0]["href"], headers=auth["harbor"]).status_code == 404
+    assert client.get("/mailbox", headers=other).json() == {"documents": []}
+
+
+def test_resubmission_is_answered_with_the_original(gateway):
+    client, auth = gateway
+    first = client.post("/x12", content=MIXED, headers=auth["harbor"]).json()
+    again = client.post("/x12", content=MIXED, headers=auth["harbor"]).json()
+    assert again == {"submission_id": first["submission_id"], "duplicate": True,
+                     "status": "routed", "links": {"self": f"/submissions/{first['submission_id']}"}}
+    keyed = {**auth["harbor"], "Idempotency-Key": "batch-7"}
+    one = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
+                      headers=keyed).json()
+    two = client.post("/x12", content=MIXED.replace(b"000000501", b"000000503"),
+                      headers=keyed).json()
+    assert one["duplicate"] is False and two["duplicate"] is True
+    assert two["submission_id"] == one["submission_id"]
+    # the same file from another partner is that partner's own submission
+    other = client.post("/x12", content=MIXED, headers=auth["golden-table"]).json()
+    assert other["duplicate"] is False
+
+
+def test_bad_bodies_are_clear_4xx_or_rejections(gateway, monkeypatch):
+    client, auth = gateway
+    assert client.post("/x12", content=b"", headers=auth["harbor"]).status_code == 400
+    monkeypatch.setattr(app_module, "MAX_X12_BYTES", 100)
+    assert client.post("/x12", content=MIXED, headers=auth["harbor"]).status_code == 413
+    monkeypatch.setattr(app_module, "MAX_X12_BYTES", 50 * 1024 * 1024)
+    answer = client.post("/x12", content=b"hello, not x12", headers=auth["harbor"])
+    assert answer.status_code == 200 and answer.json()["status"] == "rejected"

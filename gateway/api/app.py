@@ -1,22 +1,71 @@
-"""The HTTP API. This version serves health and metrics; the submission, mailbox and FHIR
-endpoints of contract.md arrive with the gateway and FHIR issues."""
+"""The HTTP API (contract.md): health, metrics, X12 submissions, submission status and the
+partner mailbox. Every call but /healthz, /metrics and the OpenAPI pages needs the bearer token
+of a configured trading partner, and a partner sees only its own submissions and mailbox
+(someone else's id answers 404, as if it did not exist).
+
+This version processes a submission inside the request (after the raw payload is stored), so a
+small X12 gets its 999 in the response; the worker queue (Celery) arrives with the scale-out
+work and will take the same ``process_x12`` off the request path.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+import logging
+import time
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
+)
 
 from gateway import __version__
+from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.process import process_x12, _x12_key
+from gateway.pipeline.store import Store
+
+log = logging.getLogger("gateway.api")
+MAX_X12_BYTES = 50 * 1024 * 1024
+SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 
 
-def create_app(store: str | None = None) -> FastAPI:
+def create_app(store: str | None = None, partners: Path | Partners | None = None) -> FastAPI:
     app = FastAPI(title="ECM Gateway", version=__version__,
                   description="Data exchange for Medi-Cal Enhanced Care Management")
-    app.state.store_url = store
+    app.state.store = Store(store)
+    if isinstance(partners, Partners):
+        app.state.partners = partners
+    elif partners is not None:
+        app.state.partners = Partners.load(Path(partners))
+    else:
+        app.state.partners = Partners(partners={}, routes=[])
     registry = CollectorRegistry()
-    info = Gauge("ecm_gateway_info", "Gateway version", ["version"], registry=registry)
-    info.labels(version=__version__).set(1)
+    Gauge("ecm_gateway_info", "Gateway version", ["version"],
+          registry=registry).labels(version=__version__).set(1)
+    submissions = Gauge("ecm_gateway_submissions", "Submissions by kind and status",
+                        ["kind", "status"], registry=registry)
+    received = Counter("ecm_gateway_submissions_received", "Submissions received",
+                       ["channel"], registry=registry)
+    latency = Histogram("ecm_gateway_processing_seconds", "Time to process a submission",
+                        ["kind"], registry=registry)
+    bearer = HTTPBearer(auto_error=False)
+
+    def partner_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+                   ) -> Partner:
+        partner = app.state.partners.authenticate(credentials.credentials) \
+            if credentials else None
+        if partner is None:
+            raise HTTPException(401, "a valid bearer token of a trading partner is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return partner
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s: %s", request.method, request.url.path,
+                  exc.__class__.__name__)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict:
@@ -24,6 +73,91 @@ def create_app(store: str | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
+        submissions.clear()
+        for (kind, status), count in app.state.store.counts_by_status().items():
+            submissions.labels(kind=kind, status=status).set(count)
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.post("/x12", tags=["submissions"])
+    async def submit_x12(request: Request, partner: Partner = Depends(partner_of)) -> dict:
+        payload = await _read_limited(request, MAX_X12_BYTES)
+        if not payload.strip():
+            raise HTTPException(400, "the body is empty: send an X12 interchange")
+        store: Store = app.state.store
+        kept = store.receive(partner=partner.id, channel="api", kind="x12", filename=None,
+                             payload=payload,
+                             idempotency_key=request.headers.get("Idempotency-Key"),
+                             x12_key=_x12_key(payload))
+        received.labels(channel="api").inc()
+        store.audit(actor=partner.id, action="submit", target=kept.submission_id,
+                    detail="x12 via api")
+        if kept.duplicate_of:
+            original = store.submission(kept.duplicate_of)
+            return {"submission_id": kept.duplicate_of, "duplicate": True,
+                    "status": original["status"],
+                    "links": {"self": f"/submissions/{kept.duplicate_of}"}}
+        started = time.perf_counter()
+        try:
+            outcome = process_x12(store, app.state.partners, partner, kept.submission_id)
+        except Exception as exc:  # noqa: BLE001 - kept for replay, never lost
+            store.set_status(kept.submission_id, "failed", error=exc.__class__.__name__)
+            raise
+        latency.labels(kind="x12").observe(time.perf_counter() - started)
+        body = {"submission_id": outcome.submission_id, "duplicate": False,
+                "status": outcome.status, "valid": outcome.valid,
+                "findings": outcome.findings,
+                "links": {"self": f"/submissions/{outcome.submission_id}"}}
+        if outcome.ack999 and len(outcome.ack999) <= SYNC_ACK_BYTES:
+            body["ack_999"] = outcome.ack999
+        return body
+
+    def own_submission(submission_id: str, partner: Partner) -> dict:
+        found = app.state.store.submission(submission_id)
+        if found is None or found["partner"] != partner.id:
+            raise HTTPException(404, "no such submission")
+        return found
+
+    @app.get("/submissions/{submission_id}", tags=["submissions"])
+    def submission(submission_id: str, partner: Partner = Depends(partner_of)) -> dict:
+        found = own_submission(submission_id, partner)
+        store: Store = app.state.store
+        store.audit(actor=partner.id, action="read", target=submission_id)
+        documents = [{**{k: d[k] for k in ("id", "role", "name", "media_type", "size")},
+                      "href": f"/mailbox/{d['id']}"}
+                     for d in store.documents(submission_id) if d.get("recipient") == partner.id]
+        return {**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                   for k, v in found.items()},
+                "findings": store.findings(submission_id), "documents": documents}
+
+    @app.get("/mailbox", tags=["mailbox"])
+    def mailbox(partner: Partner = Depends(partner_of)) -> dict:
+        items = app.state.store.mailbox(partner.id)
+        return {"documents": [{**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                                  for k, v in d.items()}, "href": f"/mailbox/{d['id']}"}
+                              for d in items]}
+
+    @app.get("/mailbox/{document_id}", tags=["mailbox"])
+    def mailbox_document(document_id: str, partner: Partner = Depends(partner_of)) -> Response:
+        store: Store = app.state.store
+        found = store.document(document_id)
+        if found is None or found.get("recipient") != partner.id:
+            raise HTTPException(404, "no such document")
+        store.mark_delivered(document_id)
+        store.audit(actor=partner.id, action="download", target=document_id)
+        return Response(found["content"], media_type=found["media_type"],
+                        headers={"Content-Disposition": f'attachment; filename="{found["name"]}"'})
+
     return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,511 @@
+"""The gateway's durable store: submissions, their raw payloads, status history, findings,
+documents (acks, converted files, reports, routed copies) and the audit log.
+
+SQLAlchemy Core, so the same code runs on SQLite and PostgreSQL. The embedded default is the
+SQLite file ``<var_dir>/gateway.sqlite`` in WAL mode (``synchronous=NORMAL``, a busy timeout,
+foreign keys on); several :class:`Store` objects (threads, processes) may share it. Pass a
+``postgresql+psycopg://...`` URL for a server.
+
+Guarantees:
+
+* every inbound payload is written raw, with its SHA-256, in the same transaction as its
+  submission row and first status, before :meth:`Store.receive` returns (so before it is
+  acknowledged);
+* every write runs in one transaction (``engine.begin()``). On SQLite a write transaction
+  starts with ``BEGIN IMMEDIATE`` (it takes the write lock up front and waits for it up to the
+  busy timeout), on PostgreSQL :meth:`Store.receive` takes a per-partner advisory lock, so the
+  duplicate check and the insert are atomic across threads and processes;
+* datetimes are timezone-aware UTC going in and coming out (naive ones are taken as UTC);
+* the audit log is append-only by API: there is no method that updates or deletes it.
+
+Payloads and documents are kept in the database (``LargeBinary``): simple, and transactional
+with the rows that describe them. Very large payloads could move to object storage later
+(keep the hash and a key here, the bytes there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import (
+    JSON, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    create_engine, event, func, insert, select, text, update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+from gateway.findings import Finding
+from gateway.paths import var_dir
+
+STATUSES = ("received", "validated", "converted", "routed", "delivered", "rejected", "failed",
+            "dead_letter")
+BUSY_TIMEOUT_MS = 30_000
+DEFAULT_WINDOW = timedelta(days=30)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = _utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+submissions = Table(
+    "submissions", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("partner", String(120), nullable=False),
+    Column("channel", String(40), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("filename", Text),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("x12_key", String(255)),
+    Column("parent_id", String(32), ForeignKey("submissions.id")),
+    Column("status", String(20), nullable=False),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("summary", JSON),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_submissions_partner_sha256", "partner", "sha256", "created_at"),
+    Index("ix_submissions_partner_idempotency", "partner", "idempotency_key"),
+    Index("ix_submissions_partner_x12", "partner", "x12_key", "created_at"),
+    Index("ix_submissions_partner_created", "partner", "created_at"),
+    Index("ix_submissions_status", "status", "created_at"),
+    Index("ix_submissions_parent", "parent_id"),
+)
+payloads = Table(
+    "submission_payloads", metadata,
+    Column("submission_id", String(32), ForeignKey("submissions.id"), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+)
+status_history = Table(
+    "submission_status_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("submission_id", String(32), ForeignKey("submissions.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("error", Text),
+    Index("ix_status_history_submission", "submission_id", "id"),
+)
+findings_table = Table(
+    "submission_findings", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("submission_id", String(32), ForeignKey("submissions.id"), nullable=False),
+    Column("rule", String(80), nullable=False),
+    Column("severity", String(10), nullable=False),
+    Column("location", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("segment", Integer),
+    Index("ix_findings_submission", "submission_id", "id"),
+)
+documents_table = Table(
+    "documents", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("submission_id", String(32), ForeignKey("submissions.id"), nullable=False),
+    Column("role", String(40), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("media_type", String(120), nullable=False),
+    Column("recipient", String(120)),
+    Column("parent_document", String(32), ForeignKey("documents.id")),
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Index("ix_documents_submission", "submission_id", "created_at"),
+    Index("ix_documents_recipient", "recipient", "created_at"),
+    Index("ix_documents_parent", "parent_document"),
+)
+audit_table = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(120), nullable=False),
+    Column("action", String(80), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+_SUBMISSION_FIELDS = ("id", "partner", "channel", "kind", "filename", "status", "error", "sha256",
+                      "size", "idempotency_key", "x12_key", "created_at", "updated_at",
+                      "parent_id", "attempts", "summary")
+_DOCUMENT_FIELDS = ("id", "submission_id", "role", "name", "media_type", "recipient", "size",
+                    "created_at", "delivered_at", "parent_document")
+
+
+@dataclass(frozen=True)
+class Received:
+    """What :meth:`Store.receive` did: ``submission_id`` is the new submission, or, for a
+    duplicate, the original one (then ``duplicate_of`` is the same id)."""
+
+    submission_id: str
+    duplicate_of: str | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.duplicate_of is not None
+
+
+def default_url() -> str:
+    folder = var_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'gateway.sqlite').resolve()}"
+
+
+class Store:
+    """The durable store. ``url=None`` is the embedded SQLite file under :func:`var_dir`."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        self._lock = nullcontext()
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            memory = database in ("", ":memory:") or "mode=memory" in self.url
+            if memory:
+                # one connection shared by all threads: every operation is serialised here
+                self.engine: Engine = create_engine(
+                    self.url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+                self._lock = threading.RLock()
+            else:
+                if not database.startswith("file:"):
+                    Path(database).expanduser().resolve().parent.mkdir(parents=True,
+                                                                       exist_ok=True)
+                self.engine = create_engine(self.url)
+            _sqlite_setup(self.engine, wal=not memory)
+        else:
+            self.engine = create_engine(self.url, pool_pre_ping=True)
+        # writes: BEGIN IMMEDIATE on SQLite (see the begin listener); plain begin elsewhere
+        self._writer = self.engine.execution_options(sqlite_immediate=True)
+        with self._write("schema") as conn:
+            metadata.create_all(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def _write(self, lock: str | None = None) -> Iterator[Connection]:
+        with self._lock, self._writer.begin() as conn:
+            if lock is not None and self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock)})
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._lock, self.engine.connect() as conn:
+            yield conn
+
+    # -- submissions -----------------------------------------------------------------------------
+    def receive(self, *, partner: str, channel: str, kind: str, filename: str | None,
+                payload: bytes, idempotency_key: str | None = None, x12_key: str | None = None,
+                parent_id: str | None = None, now: datetime | None = None,
+                window: timedelta = DEFAULT_WINDOW) -> Received:
+        """Persist an inbound payload (raw, with its SHA-256) as a new submission in status
+        ``received``, unless it duplicates one of the partner's earlier submissions: same
+        ``idempotency_key`` (any age), or same ``x12_key`` or same payload hash within
+        ``window`` before ``now``. A replay (``parent_id`` set) is never a duplicate."""
+        now = _utc(now)
+        payload = bytes(payload)
+        digest = hashlib.sha256(payload).hexdigest()
+        with self._write(f"receive:{partner}") as conn:
+            if parent_id is None:
+                original = _find_original(conn, partner, digest, idempotency_key, x12_key,
+                                          now - window)
+                if original is not None:
+                    return Received(original, original)
+            elif not _exists(conn, submissions, parent_id):
+                raise KeyError(f"unknown parent submission {parent_id}")
+            submission_id = uuid.uuid4().hex
+            conn.execute(insert(submissions).values(
+                id=submission_id, partner=partner, channel=channel, kind=kind, filename=filename,
+                sha256=digest, size=len(payload), idempotency_key=idempotency_key,
+                x12_key=x12_key, parent_id=parent_id, status="received", error=None, attempts=0,
+                summary={}, created_at=now, updated_at=now))
+            conn.execute(insert(payloads).values(submission_id=submission_id, content=payload))
+            conn.execute(insert(status_history).values(
+                submission_id=submission_id, status="received", at=now, error=None))
+        return Received(submission_id, None)
+
+    def set_status(self, submission_id: str, status: str, error: str | None = None,
+                   now: datetime | None = None) -> None:
+        """Move a submission to ``status`` (one of :data:`STATUSES`), recording it in the
+        history. ``error`` becomes the submission's current error (``None`` clears it)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
+        now = _utc(now)
+        with self._write() as conn:
+            result = conn.execute(update(submissions).where(submissions.c.id == submission_id)
+                                  .values(status=status, error=error, updated_at=now))
+            if result.rowcount == 0:
+                raise KeyError(f"unknown submission {submission_id}")
+            conn.execute(insert(status_history).values(
+                submission_id=submission_id, status=status, at=now, error=error))
+
+    def submission(self, submission_id: str) -> dict | None:
+        with self._read() as conn:
+            row = conn.execute(_select_submissions().where(
+                submissions.c.id == submission_id)).mappings().first()
+        return _submission_dict(row) if row is not None else None
+
+    def history(self, submission_id: str) -> list[dict]:
+        """The submission's statuses, oldest first: ``status``, ``at``, ``error``."""
+        c = status_history.c
+        with self._read() as conn:
+            rows = conn.execute(select(c.status, c.at, c.error)
+                                .where(c.submission_id == submission_id).order_by(c.id))
+            return [dict(r) for r in rows.mappings()]
+
+    def set_summary(self, submission_id: str, summary: dict) -> None:
+        """Replace the submission's free-form JSON summary (statistics)."""
+        with self._write() as conn:
+            result = conn.execute(update(submissions).where(submissions.c.id == submission_id)
+                                  .values(summary=dict(summary)))
+            if result.rowcount == 0:
+                raise KeyError(f"unknown submission {submission_id}")
+
+    def raw_payload(self, submission_id: str) -> bytes:
+        with self._read() as conn:
+            content = conn.execute(select(payloads.c.content).where(
+                payloads.c.submission_id == submission_id)).scalar()
+        if content is None:
+            raise KeyError(f"unknown submission {submission_id}")
+        return bytes(content)
+
+    def attempt(self, submission_id: str) -> int:
+        """Count one more processing attempt; returns the new count."""
+        c = submissions.c
+        with self._write() as conn:
+            conn.execute(update(submissions).where(c.id == submission_id)
+                         .values(attempts=c.attempts + 1))
+            count = conn.execute(select(c.attempts).where(c.id == submission_id)).scalar()
+        if count is None:
+            raise KeyError(f"unknown submission {submission_id}")
+        return count
+
+    def claim_pending(self, limit: int = 10) -> list[str]:
+        """Ids of submissions still in status ``received``, oldest first (for a worker, or to
+        resume after a crash). Read-only: the caller moves each one on with :meth:`set_status`."""
+        c = submissions.c
+        with self._read() as conn:
+            return list(conn.execute(select(c.id).where(c.status == "received")
+                                     .order_by(c.created_at, c.id).limit(limit)).scalars())
+
+    def submissions_for(self, partner: str, limit: int = 100) -> list[dict]:
+        """The partner's submissions, newest first."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = conn.execute(_select_submissions().where(c.partner == partner)
+                                .order_by(c.created_at.desc(), c.id).limit(limit)).mappings()
+            return [_submission_dict(r) for r in rows]
+
+    def counts_by_status(self) -> dict[tuple[str, str], int]:
+        """``(kind, status) -> number of submissions`` (for the Prometheus gauges)."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = conn.execute(select(c.kind, c.status, func.count())
+                                .group_by(c.kind, c.status))
+            return {(kind, status): count for kind, status, count in rows}
+
+    # -- findings --------------------------------------------------------------------------------
+    def add_findings(self, submission_id: str, findings: list[Finding]) -> None:
+        """Append findings (their public fields, :meth:`Finding.as_dict`; ``context`` is not
+        kept)."""
+        rows = []
+        for finding in findings:
+            data = finding.as_dict()
+            rows.append({"submission_id": submission_id, "rule": data["rule"],
+                         "severity": data["severity"], "location": data["location"],
+                         "message": data["message"], "source": data["source"],
+                         "segment": data.get("segment")})
+        with self._write() as conn:
+            if not _exists(conn, submissions, submission_id):
+                raise KeyError(f"unknown submission {submission_id}")
+            if rows:
+                conn.execute(insert(findings_table), rows)
+
+    def findings(self, submission_id: str) -> list[dict]:
+        """The findings in the order they were added, as :meth:`Finding.as_dict` gives them
+        (``Finding(**d)`` rebuilds one)."""
+        c = findings_table.c
+        with self._read() as conn:
+            rows = conn.execute(select(c.rule, c.severity, c.location, c.message, c.source,
+                                       c.segment).where(c.submission_id == submission_id)
+                                .order_by(c.id)).mappings().all()
+        out = []
+        for r in rows:
+            data = {k: r[k] for k in ("rule", "severity", "location", "message", "source")}
+            if r["segment"] is not None:
+                data["segment"] = r["segment"]
+            out.append(data)
+        return out
+
+    # -- documents -------------------------------------------------------------------------------
+    def add_document(self, submission_id: str, *, role: str, name: str, content: bytes,
+                     media_type: str, recipient: str | None = None,
+                     parent_document: str | None = None, now: datetime | None = None) -> str:
+        """Store a document made from a submission (ack, converted file, report, routed copy;
+        a routed copy names the document it copies in ``parent_document``)."""
+        now = _utc(now)
+        content = bytes(content)
+        document_id = uuid.uuid4().hex
+        with self._write() as conn:
+            if not _exists(conn, submissions, submission_id):
+                raise KeyError(f"unknown submission {submission_id}")
+            if parent_document is not None and not _exists(conn, documents_table,
+                                                           parent_document):
+                raise KeyError(f"unknown parent document {parent_document}")
+            conn.execute(insert(documents_table).values(
+                id=document_id, submission_id=submission_id, role=role, name=name,
+                media_type=media_type, recipient=recipient, parent_document=parent_document,
+                size=len(content), content=content, created_at=now, delivered_at=None))
+        return document_id
+
+    def documents(self, submission_id: str) -> list[dict]:
+        """The submission's documents, oldest first (without content)."""
+        c = documents_table.c
+        with self._read() as conn:
+            rows = conn.execute(_select_documents().where(c.submission_id == submission_id)
+                                .order_by(c.created_at, c.id)).mappings()
+            return [dict(r) for r in rows]
+
+    def document(self, document_id: str) -> dict | None:
+        c = documents_table.c
+        with self._read() as conn:
+            row = conn.execute(_select_documents(c.content).where(c.id == document_id)
+                               ).mappings().first()
+        if row is None:
+            return None
+        data = dict(row)
+        data["content"] = bytes(data["content"])
+        return data
+
+    def mailbox(self, partner: str) -> list[dict]:
+        """Documents addressed to ``partner``, newest first (without content)."""
+        c = documents_table.c
+        with self._read() as conn:
+            rows = conn.execute(_select_documents().where(c.recipient == partner)
+                                .order_by(c.created_at.desc(), c.id)).mappings()
+            return [dict(r) for r in rows]
+
+    def mark_delivered(self, document_id: str, now: datetime | None = None) -> None:
+        now = _utc(now)
+        with self._write() as conn:
+            result = conn.execute(update(documents_table)
+                                  .where(documents_table.c.id == document_id)
+                                  .values(delivered_at=now))
+            if result.rowcount == 0:
+                raise KeyError(f"unknown document {document_id}")
+
+    # -- audit (append-only: no update or delete here, by design) --------------------------------
+    def audit(self, *, actor: str, action: str, target: str, detail: str = "",
+              now: datetime | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(insert(audit_table).values(at=_utc(now), actor=actor, action=action,
+                                                    target=target, detail=detail or ""))
+
+    def audit_log(self, limit: int = 1000) -> list[dict]:
+        """The latest ``limit`` audit entries, newest first: id, at, actor, action, target,
+        detail."""
+        c = audit_table.c
+        with self._read() as conn:
+            rows = conn.execute(select(audit_table).order_by(c.id.desc()).limit(limit))
+            return [dict(r) for r in rows.mappings()]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _utc(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for ``name``."""
+    digest = hashlib.sha256(f"ecm-gateway:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _exists(conn: Connection, table: Table, row_id: str) -> bool:
+    return conn.execute(select(table.c.id).where(table.c.id == row_id)).first() is not None
+
+
+def _find_original(conn: Connection, partner: str, digest: str, idempotency_key: str | None,
+                   x12_key: str | None, since: datetime) -> str | None:
+    c = submissions.c
+    checks = []
+    if idempotency_key is not None:
+        checks.append(c.idempotency_key == idempotency_key)
+    if x12_key is not None:
+        checks.append((c.x12_key == x12_key) & (c.created_at >= since))
+    checks.append((c.sha256 == digest) & (c.created_at >= since))
+    for check in checks:
+        found = conn.execute(select(c.id).where(c.partner == partner, check)
+                             .order_by(c.created_at, c.id).limit(1)).scalar()
+        if found is not None:
+            return found
+    return None
+
+
+def _select_submissions():
+    return select(*(submissions.c[name] for name in _SUBMISSION_FIELDS))
+
+
+def _submission_dict(row) -> dict:
+    data = dict(row)
+    data["summary"] = data["summary"] or {}
+    return data
+
+
+def _select_documents(*extra):
+    return select(*(documents_table.c[name] for name in _DOCUMENT_FIELDS), *extra)
+
+
+def _sqlite_setup(engine: Engine, *, wal: bool) -> None:
+    """Connection pragmas, and SQLAlchemy (not the sqlite3 module) in charge of BEGIN, so a
+    write transaction can start with ``BEGIN IMMEDIATE``: it takes the write lock before the
+    duplicate check reads, instead of failing with SQLITE_BUSY when it upgrades later."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

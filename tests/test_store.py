@@ -1,0 +1,422 @@
+"""The durable store (gateway.pipeline.store): submissions, duplicates, statuses, findings,
+documents, audit, and SQLite sharing/concurrency. An optional run against a throwaway
+PostgreSQL cluster when its binaries and a driver are present."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.findings import Finding, Severity
+from gateway.pipeline.store import STATUSES, Received, Store
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    yield s
+    s.close()
+
+
+def receive(store: Store, payload: bytes = b"ISA*00~", partner: str = "acme", **kw) -> Received:
+    kw.setdefault("channel", "sftp")
+    kw.setdefault("kind", "837p")
+    kw.setdefault("filename", "claims.x12")
+    return store.receive(partner=partner, payload=payload, **kw)
+
+
+# -- submissions -----------------------------------------------------------------------------------
+def test_default_store_is_a_wal_sqlite_file_under_var_dir():
+    s = Store()
+    try:
+        path = Path(os.environ["ECM_GATEWAY_VAR"]) / "gateway.sqlite"
+        assert path.is_file()
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() > 0
+    finally:
+        s.close()
+
+
+def test_raw_payload_is_persisted_byte_exact(store):
+    payload = bytes(range(256)) + b"ISA*00*\r\n~\x00\xff" * 100
+    r = receive(store, payload, now=T0)
+    assert r.duplicate_of is None and len(r.submission_id) == 32
+    assert store.raw_payload(r.submission_id) == payload
+    sub = store.submission(r.submission_id)
+    assert sub["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert sub["status"] == "received" and sub["attempts"] == 0 and sub["summary"] == {}
+    assert (sub["partner"], sub["channel"], sub["kind"], sub["filename"]) == (
+        "acme", "sftp", "837p", "claims.x12")
+    assert sub["created_at"] == T0 and sub["created_at"].tzinfo is not None
+    assert store.submission("nope") is None
+    with pytest.raises(KeyError):
+        store.raw_payload("nope")
+
+
+def test_duplicate_by_idempotency_key_any_age_and_per_partner(store):
+    first = receive(store, b"one", idempotency_key="k-1", now=T0)
+    again = receive(store, b"two", idempotency_key="k-1", now=T0 + timedelta(days=400))
+    assert again == Received(first.submission_id, first.submission_id)
+    other = receive(store, b"one", partner="globex", idempotency_key="k-1", now=T0)
+    assert other.duplicate_of is None and other.submission_id != first.submission_id
+    assert len(store.submissions_for("acme")) == 1
+
+
+def test_duplicate_by_x12_key_within_window_only(store):
+    key = "SENDER1:000000123:123"
+    first = receive(store, b"a", x12_key=key, now=T0)
+    assert receive(store, b"b", x12_key=key, now=T0 + timedelta(days=29)).duplicate_of \
+        == first.submission_id
+    assert receive(store, b"c", x12_key=key, partner="globex", now=T0).duplicate_of is None
+    later = receive(store, b"d", x12_key=key, now=T0 + timedelta(days=31))
+    assert later.duplicate_of is None
+    narrow = receive(store, b"e", x12_key=key, now=T0 + timedelta(days=33),
+                     window=timedelta(days=1))
+    assert narrow.duplicate_of is None
+
+
+def test_duplicate_by_payload_hash_within_window_only(store):
+    first = receive(store, b"same bytes", now=T0)
+    dup = receive(store, b"same bytes", filename="renamed.x12", now=T0 + timedelta(days=10))
+    assert dup == Received(first.submission_id, first.submission_id)
+    assert receive(store, b"same bytes", partner="globex", now=T0).duplicate_of is None
+    assert receive(store, b"same bytes", now=T0 + timedelta(days=31)).duplicate_of is None
+    assert receive(store, b"different", now=T0).duplicate_of is None
+
+
+def test_replay_with_parent_is_never_a_duplicate(store):
+    first = receive(store, b"payload", idempotency_key="k", x12_key="S:1:1", now=T0)
+    replay = receive(store, b"payload", idempotency_key="k", x12_key="S:1:1",
+                     parent_id=first.submission_id, now=T0 + timedelta(minutes=5))
+    assert replay.duplicate_of is None and replay.submission_id != first.submission_id
+    assert store.submission(replay.submission_id)["parent_id"] == first.submission_id
+    with pytest.raises(KeyError):
+        receive(store, b"payload", parent_id="missing")
+
+
+def test_status_history_and_current_status(store):
+    sid = receive(store, now=T0).submission_id
+    store.set_status(sid, "validated", now=T0 + timedelta(seconds=1))
+    store.set_status(sid, "failed", error="mapper crashed", now=T0 + timedelta(seconds=2))
+    store.set_status(sid, "dead_letter", error="gave up", now=T0 + timedelta(seconds=3))
+    history = store.history(sid)
+    assert [(h["status"], h["error"]) for h in history] == [
+        ("received", None), ("validated", None), ("failed", "mapper crashed"),
+        ("dead_letter", "gave up")]
+    assert [h["at"] for h in history] == [T0 + timedelta(seconds=i) for i in range(4)]
+    sub = store.submission(sid)
+    assert (sub["status"], sub["error"]) == ("dead_letter", "gave up")
+    assert sub["updated_at"] == T0 + timedelta(seconds=3) and sub["created_at"] == T0
+    with pytest.raises(ValueError):
+        store.set_status(sid, "teleported")
+    with pytest.raises(KeyError):
+        store.set_status("missing", "validated")
+    assert set(STATUSES) == {"received", "validated", "converted", "routed", "delivered",
+                             "rejected", "failed", "dead_letter"}
+
+
+def test_summary_attempts_and_submissions_for(store):
+    a = receive(store, b"1", now=T0).submission_id
+    b = receive(store, b"2", now=T0 + timedelta(hours=1)).submission_id
+    receive(store, b"3", partner="globex", now=T0)
+    store.set_summary(a, {"claims": 3, "lines": [1, 2], "amount": "120.50"})
+    assert store.submission(a)["summary"] == {"claims": 3, "lines": [1, 2], "amount": "120.50"}
+    assert [store.attempt(a) for _ in range(3)] == [1, 2, 3]
+    assert store.submission(a)["attempts"] == 3 and store.submission(b)["attempts"] == 0
+    assert [s["id"] for s in store.submissions_for("acme")] == [b, a]
+    assert [s["id"] for s in store.submissions_for("acme", limit=1)] == [b]
+
+
+def test_findings_round_trip(store):
+    sid = receive(store).submission_id
+    found = [
+        Finding(rule="X12-ISA-13", severity=Severity.ERROR, location="ISA#1/ISA13",
+                message="bad control number", source="X12 005010", segment=1),
+        Finding(rule="ECM-POF-1", severity=Severity.WARNING, location="row 3, column CIN",
+                message="no population of focus", source="DHCS ECM policy guide"),
+    ]
+    store.add_findings(sid, found[:1])
+    store.add_findings(sid, found[1:])
+    store.add_findings(sid, [])
+    rows = store.findings(sid)
+    assert rows == [f.as_dict() for f in found]
+    assert [Finding(**d) for d in rows] == found
+    assert store.findings(receive(store, b"other").submission_id) == []
+
+
+# -- documents -------------------------------------------------------------------------------------
+def test_documents_lineage_and_mailbox_scoped_to_recipient(store):
+    sid = receive(store, now=T0).submission_id
+    ack = store.add_document(sid, role="ack", name="999.x12", content=b"ISA*999~",
+                             media_type="application/edi-x12", recipient="acme", now=T0)
+    converted = store.add_document(sid, role="converted", name="claims.json", content=b"{}",
+                                   media_type="application/fhir+json",
+                                   now=T0 + timedelta(seconds=1))
+    routed = store.add_document(sid, role="routed", name="claims.json", content=b"{}",
+                                media_type="application/fhir+json", recipient="plan-x",
+                                parent_document=converted, now=T0 + timedelta(seconds=2))
+    report = store.add_document(sid, role="report", name="report.html", content=b"<html/>",
+                                media_type="text/html", recipient="acme",
+                                now=T0 + timedelta(seconds=3))
+    docs = store.documents(sid)
+    assert [d["id"] for d in docs] == [ack, converted, routed, report]
+    assert all("content" not in d for d in docs)
+    assert docs[0]["size"] == len(b"ISA*999~") and docs[2]["parent_document"] == converted
+    assert [d["id"] for d in store.mailbox("acme")] == [report, ack]  # newest first
+    assert [d["id"] for d in store.mailbox("plan-x")] == [routed]
+    assert store.mailbox("nobody") == []
+    assert all("content" not in d for d in store.mailbox("acme"))
+    full = store.document(ack)
+    assert full["content"] == b"ISA*999~" and full["media_type"] == "application/edi-x12"
+    assert full["recipient"] == "acme" and full["delivered_at"] is None
+    store.mark_delivered(ack, now=T0 + timedelta(minutes=1))
+    assert store.document(ack)["delivered_at"] == T0 + timedelta(minutes=1)
+    assert store.document("missing") is None
+    with pytest.raises(KeyError):
+        store.add_document("missing", role="ack", name="x", content=b"", media_type="text/plain")
+    with pytest.raises(KeyError):
+        store.add_document(sid, role="routed", name="x", content=b"", media_type="text/plain",
+                           parent_document="missing")
+    with pytest.raises(KeyError):
+        store.mark_delivered("missing")
+
+
+def test_claim_pending_oldest_first(store):
+    ids = [receive(store, bytes([i]), now=T0 + timedelta(minutes=10 - i)).submission_id
+           for i in range(4)]  # created newest first
+    store.set_status(ids[1], "validated")
+    assert store.claim_pending() == [ids[3], ids[2], ids[0]]
+    assert store.claim_pending(limit=2) == [ids[3], ids[2]]
+    for sid in ids:
+        store.set_status(sid, "delivered")
+    assert store.claim_pending() == []
+
+
+def test_audit_is_append_only(store):
+    for i in range(5):
+        store.audit(actor="ops@example", action="replay", target=f"submission/{i}",
+                    detail="manual", now=T0 + timedelta(seconds=i))
+    store.audit(actor="system", action="purge", target="mailbox/acme")
+    log = store.audit_log()
+    assert [e["target"] for e in log] == ["mailbox/acme"] + [f"submission/{i}"
+                                                             for i in reversed(range(5))]
+    assert log[-1]["at"] == T0 and log[-1]["detail"] == "manual" and log[0]["detail"] == ""
+    assert [e["target"] for e in store.audit_log(limit=2)] == ["mailbox/acme", "submission/4"]
+    # no way to change or remove an entry through the API
+    mutators = [name for name in dir(Store) if "audit" in name.lower()
+                and name not in ("audit", "audit_log")]
+    assert mutators == []
+    assert not [n for n in dir(Store) if n.startswith(("delete", "remove", "purge", "update"))]
+
+
+def test_counts_by_status(store):
+    a = receive(store, b"1").submission_id
+    receive(store, b"2")
+    c = receive(store, b"3", kind="mif").submission_id
+    store.set_status(a, "delivered")
+    store.set_status(c, "rejected", error="bad header")
+    assert store.counts_by_status() == {("837p", "delivered"): 1, ("837p", "received"): 1,
+                                        ("mif", "rejected"): 1}
+
+
+def test_in_memory_store_works():
+    s = Store("sqlite://")
+    sid = receive(s, b"mem").submission_id
+    assert s.raw_payload(sid) == b"mem" and receive(s, b"mem").duplicate_of == sid
+
+
+# -- sharing and concurrency -----------------------------------------------------------------------
+def test_two_stores_on_one_sqlite_file_see_each_others_writes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    one, two = Store(url), Store(url)
+    try:
+        sid = receive(one, b"from one", idempotency_key="k").submission_id
+        assert two.raw_payload(sid) == b"from one"
+        assert receive(two, b"other", idempotency_key="k").duplicate_of == sid
+        two.set_status(sid, "validated")
+        assert one.submission(sid)["status"] == "validated"
+        doc = two.add_document(sid, role="ack", name="a", content=b"x", media_type="text/plain",
+                               recipient="acme")
+        assert [d["id"] for d in one.mailbox("acme")] == [doc]
+        with one.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        one.close()
+        two.close()
+
+
+def _run_threads(target, count: int = 4) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def wrapped(n: int) -> None:
+        try:
+            target(n)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return errors
+
+
+def test_concurrent_receives_from_four_threads(tmp_path):
+    url = f"sqlite:///{tmp_path / 'busy.sqlite'}"
+    stores = [Store(url) for _ in range(4)]  # separate engines, like separate processes
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        for i in range(50):
+            r = receive(stores[n], f"thread {n} payload {i}".encode(), partner=f"p{i % 3}")
+            assert r.duplicate_of is None
+            with lock:
+                ids.append(r.submission_id)
+
+    try:
+        assert _run_threads(work) == []
+        assert len(ids) == 200 and len(set(ids)) == 200
+        assert sum(stores[0].counts_by_status().values()) == 200
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_concurrent_same_key_yields_one_original(tmp_path):
+    url = f"sqlite:///{tmp_path / 'race.sqlite'}"
+    stores = [Store(url) for _ in range(4)]
+    results: list[Received] = []
+
+    def work(n: int) -> None:
+        for i in range(10):
+            results.append(receive(stores[n], f"{n}-{i}".encode(), idempotency_key="same"))
+
+    try:
+        assert _run_threads(work) == []
+        originals = {r.submission_id for r in results if r.duplicate_of is None}
+        assert len(originals) == 1
+        assert {r.submission_id for r in results} == originals
+        assert len(stores[0].submissions_for("acme")) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
+# -- PostgreSQL (only where its binaries and a driver are installed) -------------------------------
+def _pg_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    candidates = [found] if found else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    for candidate in candidates:
+        folder = Path(candidate).resolve().parent
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    return None
+
+
+def _pg_driver() -> str | None:
+    for module, name in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return name
+    return None
+
+
+@pytest.fixture
+def pg_url():
+    folder, driver = _pg_bin(), _pg_driver()
+    if folder is None or driver is None:
+        pytest.skip("PostgreSQL binaries or a Python driver (psycopg) not installed")
+    prefix: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="pgstore", dir="/tmp"))
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser")
+        try:
+            shutil.chown(base, user="postgres")
+        except (LookupError, OSError):
+            pytest.skip("running as root and no postgres user")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, sock = base / "data", base
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = lambda *args: subprocess.run([*prefix, *args], check=True, capture_output=True,  # noqa: E731
+                                       timeout=60)
+    try:
+        run(str(folder / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+            "--no-sync", "-E", "UTF8")
+        run(str(folder / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
+            "-o", f"-k {sock} -p {port} -c listen_addresses='' -c fsync=off", "start")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"could not start a temporary PostgreSQL cluster: {exc}")
+    try:
+        yield f"postgresql+{driver}://postgres@/postgres?host={sock}&port={port}"
+    finally:
+        subprocess.run([*prefix, str(folder / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "-w", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_store(pg_url):
+    s = Store(pg_url)
+    try:
+        payload = bytes(range(256))
+        first = receive(s, payload, idempotency_key="k", x12_key="S:1:1", now=T0)
+        assert s.raw_payload(first.submission_id) == payload
+        assert receive(s, b"x", idempotency_key="k").duplicate_of == first.submission_id
+        assert receive(s, b"y", x12_key="S:1:1", now=T0 + timedelta(days=1)).duplicate_of \
+            == first.submission_id
+        assert receive(s, payload, now=T0 + timedelta(days=31)).duplicate_of is None
+        assert receive(s, payload, partner="globex", now=T0).duplicate_of is None
+        sid = first.submission_id
+        s.set_status(sid, "validated", now=T0 + timedelta(seconds=1))
+        assert [h["status"] for h in s.history(sid)] == ["received", "validated"]
+        assert s.submission(sid)["created_at"] == T0
+        s.set_summary(sid, {"claims": 2})
+        assert s.submission(sid)["summary"] == {"claims": 2} and s.attempt(sid) == 1
+        finding = Finding(rule="R1", severity=Severity.ERROR, location="ISA", message="m",
+                          source="s", segment=1)
+        s.add_findings(sid, [finding])
+        assert [Finding(**d) for d in s.findings(sid)] == [finding]
+        doc = s.add_document(sid, role="ack", name="999", content=b"ack", media_type="x",
+                             recipient="acme")
+        assert s.document(doc)["content"] == b"ack" and s.mailbox("acme")[0]["id"] == doc
+        s.audit(actor="a", action="b", target="c")
+        assert s.audit_log()[0]["actor"] == "a"
+        assert s.counts_by_status()[("837p", "validated")] == 1
+
+        stores = [Store(pg_url) for _ in range(4)]
+        results: list[Received] = []
+
+        def work(n: int) -> None:
+            for i in range(25):
+                results.append(receive(stores[n], f"{n}:{i}".encode(), partner="race",
+                                       idempotency_key=f"key-{i % 5}"))
+
+        try:
+            assert _run_threads(work) == []
+        finally:
+            for other in stores:
+                other.close()
+        assert len({r.submission_id for r in results}) == 5
+        assert len(s.submissions_for("race")) == 5
+    finally:
+        s.close()
