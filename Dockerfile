@@ -15,6 +15,7 @@ COPY gateway ./gateway
 RUN pip install --no-cache-dir .
 COPY profiles ./profiles
 COPY mappings ./mappings
+COPY config ./config
 
 RUN useradd --system --uid 10001 --home-dir /data --create-home gateway
 USER gateway
