@@ -224,10 +224,16 @@ def _progress(label: str):
         yield lambda rows: bar.update(task, completed=rows)
 
 
+class _NothingToWrite(Exception):
+    """Every row was rejected: no 837P is left behind."""
+
+
 def _convert_invoice(args) -> int:
-    """Invoice → 837P of the valid claims, and the row report (--report, CSV or XLSX)."""
+    """Invoice → 837P of the valid claims, written as they are accepted (memory does not hold
+    them all), and the row report (--report, CSV or XLSX)."""
     from gateway.invoice.report import write_report
     from gateway.reports import validate_invoice
+    from gateway.x12.write837 import Encounter837Writer
 
     rules, registry_reports = _ecm_rules(args)
     if rules is None:
@@ -236,23 +242,29 @@ def _convert_invoice(args) -> int:
         rules = EncounterRules(None)
     for report in registry_reports:
         _summarise(report.findings)
-    with _progress(f"reading {args.file.name}") as progress:
-        report = validate_invoice(args.file, rules, args.envelope, progress=progress,
-                                  received=args.received)
-    result = report.invoice
-    if args.report:
-        write_report(result, args.report)
-    print(f"{result.accepted_rows} row(s) accepted into {len(result.encounters)} claim(s), "
-          f"{result.rejected_rows} rejected", file=sys.stderr)
-    code = _summarise(report.findings)
-    if not result.encounters:
-        print("ecm-gateway: no claim to write: every row was rejected", file=sys.stderr)
-        return EXIT_FINDINGS
     settings = envelope_settings(args.envelope)
     isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
-    with _output(args.output) as out:
-        canonical_to_837p(result.encounters, out, settings, ControlNumbers(isa, gs),
-                          datetime.now())
+    result = None
+    try:
+        with _output(args.output) as out:
+            writer = Encounter837Writer(out, settings, ControlNumbers(isa, gs), datetime.now())
+            with _progress(f"reading {args.file.name}") as progress:
+                report = validate_invoice(args.file, rules, args.envelope, progress=progress,
+                                          received=args.received, on_encounter=writer.write)
+            result = report.invoice
+            if not result.claims:
+                raise _NothingToWrite
+            writer.close()
+    except _NothingToWrite:
+        pass
+    if args.report:
+        write_report(result, args.report)
+    print(f"{result.accepted_rows} row(s) accepted into {result.claims} claim(s), "
+          f"{result.rejected_rows} rejected", file=sys.stderr)
+    code = _summarise(report.findings)
+    if not result.claims:
+        print("ecm-gateway: no claim to write: every row was rejected", file=sys.stderr)
+        return EXIT_FINDINGS
     return code
 
 

@@ -58,7 +58,7 @@ def _closest_layout_error(path: Path) -> str:
 
 
 def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default",
-                     progress=None, received: date | None = None):
+                     progress=None, received: date | None = None, on_encounter=None):
     """An invoice: rows validated, grouped into claims and checked against the ECM rules.
     Returns the report and the :class:`~gateway.invoice.convert.InvoiceResult`."""
     from gateway.invoice.convert import read_invoice
@@ -67,13 +67,14 @@ def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default"
 
     try:
         result = read_invoice(path, envelope_settings(settings_name),
-                              received or date.today(), rules=rules, progress=progress)
+                              received or date.today(), rules=rules, progress=progress,
+                              on_encounter=on_encounter or (lambda encounter: None))
     except LayoutError as exc:
         raise UnknownKind(f"{path}: {exc}") from exc
     report = FileReport(path=str(path), kind="invoice", findings=result.findings,
                         stats={"rows": len(result.rows), "accepted_rows": result.accepted_rows,
                                "rejected_rows": result.rejected_rows,
-                               "claims": len(result.encounters), "layout": result.layout})
+                               "claims": result.claims, "layout": result.layout})
     report.invoice = result  # type: ignore[attr-defined]
     return report
 

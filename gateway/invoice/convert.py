@@ -27,7 +27,7 @@ from gateway.model.encounter import (
 )
 from gateway.paths import MAPPINGS
 from gateway.rules import RuleCatalogue, default_catalogue
-from gateway.tabular import load_layout, open_table
+from gateway.tabular import collector_paused, load_layout, open_table
 from gateway.x12.writer import EnvelopeSettings
 
 MAX_LINES_PER_CLAIM = 50
@@ -39,13 +39,33 @@ def invoice_mapping() -> dict:
     return yaml.safe_load((MAPPINGS / "invoice" / "to-encounter.yaml").read_text("utf-8"))
 
 
-@dataclass
+REPORT_FIELDS = ("invoice_number", "service_date", "procedure_code", "charge")
+# what a claim is built from: rows are grouped as tuples of these (a dict per row would cost
+# several times the memory on a 100k-row invoice)
+LINE_FIELDS = ("billing_provider_name", "billing_npi", "billing_tin", "billing_address_line1",
+               "billing_city", "billing_state", "billing_zip", "rendering_npi", "member_cin",
+               "member_last_name", "member_first_name", "member_birth_date", "service_date",
+               "service_date_end", "procedure_code", "modifier_1", "modifier_2", "modifier_3",
+               "modifier_4", "units", "charge", "place_of_service", "authorization_number",
+               "diagnosis_code")
+_NO_FINDINGS: tuple = ()
+
+
+@dataclass(slots=True)
 class RowOutcome:
     row: int
     accepted: bool = False
     claim_id: str = ""
-    findings: list[Finding] = field(default_factory=list)
-    values: dict = field(default_factory=dict)  # key columns for the report
+    findings: list[Finding] | tuple = _NO_FINDINGS
+    values: tuple = ()  # REPORT_FIELDS, for the report
+
+    def add(self, finding: Finding) -> None:
+        if not self.findings:
+            self.findings = []
+        self.findings.append(finding)
+
+    def value(self, name: str):
+        return self.values[REPORT_FIELDS.index(name)] if self.values else None
 
 
 @dataclass
@@ -53,8 +73,9 @@ class InvoiceResult:
     path: str
     layout: str | None
     rows: dict[int, RowOutcome]
-    encounters: list[Encounter]
+    encounters: list[Encounter]  # empty when they were handed to ``on_encounter``
     file_findings: list[Finding]
+    claims: int = 0
 
     @property
     def findings(self) -> list[Finding]:
@@ -86,9 +107,18 @@ def _headers(layout_name: str | None) -> dict[str, str]:
 
 def read_invoice(path: Path, settings: EnvelopeSettings, today: date,
                  rules: EncounterRules | None = None, catalogue: RuleCatalogue | None = None,
-                 layout: str | None = None, progress=None) -> InvoiceResult:
+                 layout: str | None = None, progress=None, on_encounter=None) -> InvoiceResult:
     """Validate an invoice and build its encounters. ``rules`` (ECM rules, with registries)
-    default to the code-set rules alone; ``progress(rows)`` is called as rows are read."""
+    default to the code-set rules alone; ``progress(rows)`` is called as rows are read;
+    ``on_encounter(encounter)`` takes each accepted claim as soon as it is settled (streaming
+    output) instead of collecting them."""
+    with collector_paused():
+        return _read_invoice(path, settings, today, rules, catalogue, layout, progress,
+                             on_encounter)
+
+
+def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
+                  on_encounter) -> InvoiceResult:
     catalogue = catalogue or default_catalogue()
     rules = rules or EncounterRules(None, catalogue=catalogue)
     mapping = invoice_mapping()
@@ -96,19 +126,19 @@ def read_invoice(path: Path, settings: EnvelopeSettings, today: date,
     table = open_table(path, "invoice", layout, catalogue=catalogue)
     headers = _headers(table.layout_name)
     rows: dict[int, RowOutcome] = {}
-    claims: "OrderedDict[tuple, list[tuple[int, dict]]]" = OrderedDict()
+    claims: "OrderedDict[tuple, list[tuple[int, tuple]]]" = OrderedDict()
+    date_where = f"column {headers.get('service_date', 'service date')}"
     for count, (number, values) in enumerate(table, start=1):
-        outcome = RowOutcome(row=number, values={k: values.get(k) for k in (
-            "invoice_number", "service_date", "procedure_code", "charge")})
+        outcome = RowOutcome(row=number, values=tuple(values.get(k) for k in REPORT_FIELDS))
         rows[number] = outcome
         problem = _dates(values, today, int(defaults["timely_filing_days"]),
-                         f"row {number}, column {headers.get('service_date', 'service date')}",
-                         catalogue)
+                         f"row {number}, {date_where}", catalogue)
         if problem:
-            outcome.findings.append(problem)
+            outcome.add(problem)
             continue
         key = tuple(values[k] for k in mapping["claim_key"])
-        claims.setdefault(key, []).append((number, values))
+        claims.setdefault(key, []).append(
+            (number, tuple(values.get(k) for k in LINE_FIELDS)))
         if progress and count % 1000 == 0:
             progress(count)
     file_findings = []
@@ -117,14 +147,15 @@ def read_invoice(path: Path, settings: EnvelopeSettings, today: date,
         if number is None:
             file_findings.append(finding)
         else:
-            rows.setdefault(number, RowOutcome(row=number)).findings.append(finding)
-    encounters = _build_claims(claims, rows, settings, defaults, mapping, rules, headers,
-                               catalogue)
+            rows.setdefault(number, RowOutcome(row=number)).add(finding)
+    encounters: list[Encounter] = []
+    settled = _build_claims(claims, rows, settings, defaults, mapping, rules, headers,
+                            catalogue, on_encounter or encounters.append)
     for outcome in rows.values():
         outcome.accepted = bool(outcome.claim_id) and not any(
             f.is_error for f in outcome.findings)
     return InvoiceResult(path=str(path), layout=table.layout_name, rows=rows,
-                         encounters=encounters, file_findings=file_findings)
+                         encounters=encounters, file_findings=file_findings, claims=settled)
 
 
 def _dates(values: dict, today: date, timely_days: int, where: str,
@@ -140,8 +171,9 @@ def _dates(values: dict, today: date, timely_days: int, where: str,
     return None
 
 
-def _encounter(rows: list[tuple[int, dict]], claim_id: str, settings: EnvelopeSettings,
+def _encounter(grouped: list[tuple[int, tuple]], claim_id: str, settings: EnvelopeSettings,
                defaults: dict) -> Encounter:
+    rows = [(number, dict(zip(LINE_FIELDS, values))) for number, values in grouped]
     first = rows[0][1]
     claim_pos = first["place_of_service"]
     lines = []
@@ -188,19 +220,25 @@ def _encounter(rows: list[tuple[int, dict]], claim_id: str, settings: EnvelopeSe
 
 
 def _build_claims(claims, rows: dict[int, RowOutcome], settings, defaults, mapping,
-                  rules: EncounterRules, headers: dict, catalogue: RuleCatalogue
-                  ) -> list[Encounter]:
-    encounters: list[Encounter] = []
+                  rules: EncounterRules, headers: dict, catalogue: RuleCatalogue,
+                  deliver) -> int:
+    """Check the claims in batches and hand each accepted one to ``deliver``; returns how many
+    were accepted."""
+    accepted = 0
     numbers: dict[str, int] = {}
     batch: list[tuple[Encounter, ClaimPlace, list[tuple[int, dict]]]] = []
 
     def flush() -> None:
+        nonlocal accepted
         found = rules.check([(e, place) for e, place, _ in batch])
         for (encounter, _place, members), findings in zip(batch, found):
-            _settle(encounter, members, findings, rows, encounters, catalogue)
+            if _settle(encounter, members, findings, rows, catalogue):
+                deliver(encounter)
+                accepted += 1
         batch.clear()
 
-    for key, members in claims.items():
+    while claims:
+        key, members = claims.popitem(last=False)  # release each group once it is built
         invoice = str(key[0])
         for start in range(0, len(members), MAX_LINES_PER_CLAIM):
             part = members[start:start + MAX_LINES_PER_CLAIM]
@@ -221,13 +259,13 @@ def _build_claims(claims, rows: dict[int, RowOutcome], settings, defaults, mappi
                 flush()
     if batch:
         flush()
-    return encounters
+    return accepted
 
 
-def _settle(encounter: Encounter, members: list[tuple[int, dict]], findings: list[Finding],
-            rows: dict[int, RowOutcome], encounters: list[Encounter],
-            catalogue: RuleCatalogue) -> None:
-    """Give each row of a claim its findings; reject the whole claim on an error."""
+def _settle(encounter: Encounter, members: list[tuple[int, tuple]], findings: list[Finding],
+            rows: dict[int, RowOutcome], catalogue: RuleCatalogue) -> bool:
+    """Give each row of a claim its findings; reject the whole claim on an error. True when
+    the claim is accepted."""
     by_row: dict[int, list[Finding]] = {}
     first_row = members[0][0]
     for finding in findings:
@@ -237,16 +275,13 @@ def _settle(encounter: Encounter, members: list[tuple[int, dict]], findings: lis
     errors = [f for f in findings if f.severity is Severity.ERROR]
     for number, _ in members:
         outcome = rows[number]
-        outcome.findings.extend(by_row.get(number, []))
-        outcome.claim_id = claim_id
+        for finding in by_row.get(number, ()):
+            outcome.add(finding)
+        outcome.claim_id = claim_id  # rejected rows name their claim too
         if errors and not any(f.is_error for f in by_row.get(number, [])):
             reason = f"{errors[0].rule} at {errors[0].location}"
             sibling = catalogue.finding("INV-003", f"row {number}", None, claim=claim_id,
                                         reason=reason)
             if sibling:
-                outcome.findings.append(sibling)
-    if not errors:
-        encounters.append(encounter)
-    else:
-        for number, _ in members:
-            rows[number].claim_id = claim_id  # named in the report, marked rejected
+                outcome.add(sibling)
+    return not errors

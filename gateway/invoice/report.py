@@ -26,15 +26,14 @@ def neutralise(value: object) -> str:
 def report_rows(result: InvoiceResult) -> list[list[str]]:
     rows = []
     for outcome in sorted(result.rows.values(), key=lambda o: o.row):
-        v = outcome.values
+        day = outcome.value("service_date")
         reasons = "; ".join(f"{f.rule}: {f.message}" for f in outcome.findings
                             if f.severity.value in ("error", "warning"))
         rows.append([neutralise(x) for x in (
             outcome.row, "accepted" if outcome.accepted else "rejected",
             outcome.claim_id if outcome.accepted else (outcome.claim_id or ""),
-            v.get("invoice_number"),
-            v["service_date"].isoformat() if v.get("service_date") else "",
-            v.get("procedure_code"), v.get("charge"), reasons)])
+            outcome.value("invoice_number"), day.isoformat() if day else "",
+            outcome.value("procedure_code"), outcome.value("charge"), reasons)])
     return rows
 
 

@@ -13,11 +13,12 @@ from gateway.tabular.layouts import (
     KINDS, Layout, LayoutDefinitionError, layout_names, load_codeset, load_layout, load_layouts,
 )
 from gateway.tabular.table import (
-    LayoutError, TableReader, TableResult, open_table, read_table, sniff_table,
+    LayoutError, TableReader, TableResult, collector_paused, open_table, read_table,
+    sniff_table,
 )
 
 __all__ = [
     "KINDS", "Layout", "LayoutDefinitionError", "LayoutError", "TableReader", "TableResult",
-    "layout_names", "load_codeset", "load_layout", "load_layouts", "open_table", "read_table",
-    "sniff_table",
+    "collector_paused", "layout_names", "load_codeset", "load_layout", "load_layouts",
+    "open_table", "read_table", "sniff_table",
 ]

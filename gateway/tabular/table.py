@@ -326,7 +326,7 @@ _gc_was_enabled = False
 
 
 @contextmanager
-def _collector_paused():
+def collector_paused():
     """Keep the cyclic garbage collector from re-scanning the growing list of kept rows (it
     makes a 100k-row read two to three times slower). Nested and concurrent reads share one
     pause; the collector's previous state comes back when the last one ends."""
@@ -354,7 +354,7 @@ def read_table(path: Path, kind: str, layout: str | Layout | None = None, *,
     Raises :class:`LayoutError` when no layout of the kind matches the header row; every other
     problem of the input is a finding in the result."""
     reader = TableReader(path, kind, layout, catalogue=catalogue, folder=folder)
-    with _collector_paused():
+    with collector_paused():
         rows = list(reader)
     return reader.result(rows)
 
