@@ -278,15 +278,20 @@ def _zip(value):
     return m.group(1) + ("-" + m.group(2) if m.group(2) else "")
 
 
+def _with_range(expected: str, low, high) -> str:
+    """``expected`` with the allowed range, as a message names it."""
+    if low is not None and high is not None:
+        return f"{expected} from {low} to {high}"
+    if low is not None:
+        return f"{expected} of at least {low}"
+    if high is not None:
+        return f"{expected} of at most {high}"
+    return expected
+
+
 def _int_converter(options: dict) -> Callable:
     low, high = options.get("min"), options.get("max")
-    expected = "a whole number"
-    if low is not None and high is not None:
-        expected += f" from {low} to {high}"
-    elif low is not None:
-        expected += f" of at least {low}"
-    elif high is not None:
-        expected += f" of at most {high}"
+    expected = _with_range("a whole number", low, high)
 
     def conv(value):
         if isinstance(value, bool):
@@ -316,13 +321,7 @@ def _decimal_converter(options: dict, money: bool) -> Callable:
     """Numbers (units) and amounts; amounts may carry ``$`` and thousands separators and have
     at most two decimal places."""
     low, high = options.get("min"), options.get("max")
-    expected = "an amount such as 1,250.00" if money else "a number"
-    if low is not None and high is not None:
-        expected += f" from {low} to {high}"
-    elif low is not None:
-        expected += f" of at least {low}"
-    elif high is not None:
-        expected += f" of at most {high}"
+    expected = _with_range("an amount such as 1,250.00" if money else "a number", low, high)
 
     def conv(value):
         if isinstance(value, bool):
