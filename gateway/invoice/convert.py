@@ -11,7 +11,10 @@ rejected (with reasons).
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+import pickle
+import sqlite3
+import tempfile
+import weakref
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -49,6 +52,16 @@ LINE_FIELDS = ("billing_provider_name", "billing_npi", "billing_tin", "billing_a
                "modifier_4", "units", "charge", "place_of_service", "authorization_number",
                "diagnosis_code")
 _NO_FINDINGS: tuple = ()
+_US = "\x1f"
+
+
+def _report_text(values: dict) -> str:
+    parts = []
+    for name in REPORT_FIELDS:
+        value = values.get(name)
+        parts.append("" if value is None else
+                     value.isoformat() if isinstance(value, date) else str(value))
+    return _US.join(parts)
 
 
 @dataclass(slots=True)
@@ -57,22 +70,24 @@ class RowOutcome:
     accepted: bool = False
     claim_id: str = ""
     findings: list[Finding] | tuple = _NO_FINDINGS
-    values: tuple = ()  # REPORT_FIELDS, for the report
+    values: str = ""  # REPORT_FIELDS as text joined by US (one small string per row)
 
     def add(self, finding: Finding) -> None:
         if not self.findings:
             self.findings = []
         self.findings.append(finding)
 
-    def value(self, name: str):
-        return self.values[REPORT_FIELDS.index(name)] if self.values else None
+    def value(self, name: str) -> str:
+        if not self.values:
+            return ""
+        return self.values.split(_US)[REPORT_FIELDS.index(name)]
 
 
 @dataclass
 class InvoiceResult:
     path: str
     layout: str | None
-    rows: dict[int, RowOutcome]
+    rows: "RowBook"
     encounters: list[Encounter]  # empty when they were handed to ``on_encounter``
     file_findings: list[Finding]
     claims: int = 0
@@ -80,17 +95,161 @@ class InvoiceResult:
     @property
     def findings(self) -> list[Finding]:
         found = list(self.file_findings)
-        for outcome in sorted(self.rows.values(), key=lambda o: o.row):
+        for outcome in self.rows.values():
             found.extend(outcome.findings)
         return found
 
     @property
     def accepted_rows(self) -> int:
-        return sum(1 for o in self.rows.values() if o.accepted)
+        return self.rows.accepted()
 
     @property
     def rejected_rows(self) -> int:
-        return sum(1 for o in self.rows.values() if not o.accepted)
+        return len(self.rows) - self.rows.accepted()
+
+
+class _Spool:
+    """A temporary SQLite file for one invoice run, so that memory does not grow with the
+    number of rows: the rows grouped by claim, every row's outcome, and the file-wide
+    duplicate-line index. Removed when the run's result is released."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="ecm-invoice-")
+        self.db = sqlite3.connect(Path(self._dir.name) / "spool.sqlite",
+                                  check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("CREATE TABLE line (claim INTEGER, row INTEGER, data BLOB)")
+        self.db.execute("CREATE TABLE outcome (row INTEGER PRIMARY KEY, claim TEXT, "
+                        "report TEXT)")
+        self.db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY, label TEXT)")
+
+    def close(self) -> None:
+        self.db.close()
+        self._dir.cleanup()
+
+
+class SeenIndex:
+    """The duplicate-line index of :class:`~gateway.ecm.rules.EncounterRules`, on the spool."""
+
+    def __init__(self, spool: _Spool) -> None:
+        self._db = spool.db
+
+    def get(self, digest: bytes) -> str | None:
+        found = self._db.execute("SELECT label FROM seen WHERE digest = ?", (digest,)).fetchone()
+        return found[0] if found else None
+
+    def __setitem__(self, digest: bytes, label: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (digest, label))
+
+
+class RowBook:
+    """Every data row's outcome, on the spool; only the findings (few, and the output anyway)
+    are kept in memory. Iterating gives :class:`RowOutcome` in row order."""
+
+    def __init__(self, spool: _Spool) -> None:
+        self._spool = spool
+        self._db = spool.db
+        self._findings: dict[int, list[Finding]] = {}
+        self._pending: list[tuple[int, str, str]] = []
+        self._count = 0
+
+    def new(self, row: int, report: str) -> None:
+        self._pending.append((row, "", report))
+        self._count += 1
+        if len(self._pending) >= 5000:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._db.executemany("INSERT OR IGNORE INTO outcome VALUES (?, ?, ?)",
+                                 self._pending)
+            self._pending = []
+
+    def add(self, row: int, finding: Finding) -> None:
+        if row not in self._findings and not self._known(row):
+            self.new(row, "")
+        self._findings.setdefault(row, []).append(finding)
+
+    def _known(self, row: int) -> bool:
+        self.flush()
+        return self._db.execute("SELECT 1 FROM outcome WHERE row = ?", (row,)).fetchone() \
+            is not None
+
+    def set_claim(self, rows: list[int], claim_id: str) -> None:
+        self.flush()
+        self._db.executemany("UPDATE outcome SET claim = ? WHERE row = ?",
+                             [(claim_id, row) for row in rows])
+
+    def has_error(self, row: int) -> bool:
+        return any(f.is_error for f in self._findings.get(row, ()))
+
+    def __len__(self) -> int:
+        self.flush()
+        return self._db.execute("SELECT COUNT(*) FROM outcome").fetchone()[0]
+
+    def accepted(self) -> int:
+        self.flush()
+        bad = {row for row, found in self._findings.items() if any(f.is_error for f in found)}
+        claimed = self._db.execute("SELECT row FROM outcome WHERE claim != ''")
+        return sum(1 for (row,) in claimed if row not in bad)
+
+    def _outcome(self, row: int, claim: str, report: str) -> RowOutcome:
+        findings = self._findings.get(row, _NO_FINDINGS)
+        accepted = bool(claim) and not any(f.is_error for f in findings)
+        return RowOutcome(row=row, accepted=accepted, claim_id=claim, findings=findings,
+                          values=report)
+
+    def __getitem__(self, row: int) -> RowOutcome:
+        self.flush()
+        found = self._db.execute("SELECT row, claim, report FROM outcome WHERE row = ?",
+                                 (row,)).fetchone()
+        if found is None:
+            raise KeyError(row)
+        return self._outcome(*found)
+
+    def values(self):
+        self.flush()
+        cursor = self._db.cursor().execute("SELECT row, claim, report FROM outcome ORDER BY row")
+        for row, claim, report in cursor:
+            yield self._outcome(row, claim, report)
+
+
+class _GroupSpool:
+    """Rows grouped by claim key on the spool, so a large invoice in any row order needs
+    memory for its claim keys only. Groups come back in the order their first row
+    appeared."""
+
+    def __init__(self, spool: _Spool) -> None:
+        self._db = spool.db
+        self._order: dict[tuple, int] = {}
+        self._pending: list[tuple[int, int, bytes]] = []
+
+    def add(self, key: tuple, row: int, values: tuple) -> None:
+        claim = self._order.setdefault(key, len(self._order))
+        self._pending.append((claim, row, pickle.dumps(values, protocol=5)))
+        if len(self._pending) >= 5000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany("INSERT INTO line VALUES (?, ?, ?)", self._pending)
+        self._pending = []
+
+    def groups(self):
+        self._flush()
+        self._db.execute("CREATE INDEX line_claim ON line (claim, row)")
+        cursor = self._db.cursor().execute(
+            "SELECT claim, row, data FROM line ORDER BY claim, row")
+        keys = list(self._order)
+        current, members = None, []
+        for claim, row, data in cursor:
+            if claim != current and members:
+                yield keys[current], members
+                members = []
+            current = claim
+            members.append((row, pickle.loads(data)))
+        if members:
+            yield keys[current], members
 
 
 def _row_of(finding: Finding) -> int | None:
@@ -125,20 +284,21 @@ def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
     defaults = mapping["defaults"]
     table = open_table(path, "invoice", layout, catalogue=catalogue)
     headers = _headers(table.layout_name)
-    rows: dict[int, RowOutcome] = {}
-    claims: "OrderedDict[tuple, list[tuple[int, tuple]]]" = OrderedDict()
+    spool = _Spool()
+    rows = RowBook(spool)
+    weakref.finalize(rows, spool.close)  # the spool lives as long as the result's rows
+    claims = _GroupSpool(spool)
+    rules.use_seen_index(SeenIndex(spool))
     date_where = f"column {headers.get('service_date', 'service date')}"
     for count, (number, values) in enumerate(table, start=1):
-        outcome = RowOutcome(row=number, values=tuple(values.get(k) for k in REPORT_FIELDS))
-        rows[number] = outcome
+        rows.new(number, _report_text(values))
         problem = _dates(values, today, int(defaults["timely_filing_days"]),
                          f"row {number}, {date_where}", catalogue)
         if problem:
-            outcome.add(problem)
+            rows.add(number, problem)
             continue
         key = tuple(values[k] for k in mapping["claim_key"])
-        claims.setdefault(key, []).append(
-            (number, tuple(values.get(k) for k in LINE_FIELDS)))
+        claims.add(key, number, tuple(values.get(k) for k in LINE_FIELDS))
         if progress and count % 1000 == 0:
             progress(count)
     file_findings = []
@@ -147,13 +307,11 @@ def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
         if number is None:
             file_findings.append(finding)
         else:
-            rows.setdefault(number, RowOutcome(row=number)).add(finding)
+            rows.add(number, finding)
     encounters: list[Encounter] = []
     settled = _build_claims(claims, rows, settings, defaults, mapping, rules, headers,
                             catalogue, on_encounter or encounters.append)
-    for outcome in rows.values():
-        outcome.accepted = bool(outcome.claim_id) and not any(
-            f.is_error for f in outcome.findings)
+    rows.flush()
     return InvoiceResult(path=str(path), layout=table.layout_name, rows=rows,
                          encounters=encounters, file_findings=file_findings, claims=settled)
 
@@ -219,7 +377,7 @@ def _encounter(grouped: list[tuple[int, tuple]], claim_id: str, settings: Envelo
     )
 
 
-def _build_claims(claims, rows: dict[int, RowOutcome], settings, defaults, mapping,
+def _build_claims(claims, rows: RowBook, settings, defaults, mapping,
                   rules: EncounterRules, headers: dict, catalogue: RuleCatalogue,
                   deliver) -> int:
     """Check the claims in batches and hand each accepted one to ``deliver``; returns how many
@@ -237,8 +395,7 @@ def _build_claims(claims, rows: dict[int, RowOutcome], settings, defaults, mappi
                 accepted += 1
         batch.clear()
 
-    while claims:
-        key, members = claims.popitem(last=False)  # release each group once it is built
+    for key, members in claims.groups():
         invoice = str(key[0])
         for start in range(0, len(members), MAX_LINES_PER_CLAIM):
             part = members[start:start + MAX_LINES_PER_CLAIM]
@@ -263,7 +420,7 @@ def _build_claims(claims, rows: dict[int, RowOutcome], settings, defaults, mappi
 
 
 def _settle(encounter: Encounter, members: list[tuple[int, tuple]], findings: list[Finding],
-            rows: dict[int, RowOutcome], catalogue: RuleCatalogue) -> bool:
+            rows: RowBook, catalogue: RuleCatalogue) -> bool:
     """Give each row of a claim its findings; reject the whole claim on an error. True when
     the claim is accepted."""
     by_row: dict[int, list[Finding]] = {}
@@ -274,14 +431,13 @@ def _settle(encounter: Encounter, members: list[tuple[int, tuple]], findings: li
     claim_id = encounter.claim.id
     errors = [f for f in findings if f.severity is Severity.ERROR]
     for number, _ in members:
-        outcome = rows[number]
         for finding in by_row.get(number, ()):
-            outcome.add(finding)
-        outcome.claim_id = claim_id  # rejected rows name their claim too
+            rows.add(number, finding)
         if errors and not any(f.is_error for f in by_row.get(number, [])):
             reason = f"{errors[0].rule} at {errors[0].location}"
             sibling = catalogue.finding("INV-003", f"row {number}", None, claim=claim_id,
                                         reason=reason)
             if sibling:
-                outcome.add(sibling)
+                rows.add(number, sibling)
+    rows.set_claim([number for number, _ in members], claim_id)  # rejected rows name it too
     return not errors

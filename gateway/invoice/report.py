@@ -25,14 +25,13 @@ def neutralise(value: object) -> str:
 
 def report_rows(result: InvoiceResult) -> list[list[str]]:
     rows = []
-    for outcome in sorted(result.rows.values(), key=lambda o: o.row):
-        day = outcome.value("service_date")
+    for outcome in result.rows.values():  # in row order
         reasons = "; ".join(f"{f.rule}: {f.message}" for f in outcome.findings
                             if f.severity.value in ("error", "warning"))
         rows.append([neutralise(x) for x in (
             outcome.row, "accepted" if outcome.accepted else "rejected",
             outcome.claim_id if outcome.accepted else (outcome.claim_id or ""),
-            outcome.value("invoice_number"), day.isoformat() if day else "",
+            outcome.value("invoice_number"), outcome.value("service_date"),
             outcome.value("procedure_code"), outcome.value("charge"), reasons)])
     return rows
 

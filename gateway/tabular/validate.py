@@ -16,7 +16,7 @@ from gateway.findings import Finding, Severity
 from gateway.tabular.layouts import Column, Layout, Slot, load_codeset, normalise_header
 
 EXCEL_EPOCH = date(1899, 12, 30)
-_CACHE_MAX = 200_000
+_CACHE_MAX = 20_000  # per column: repeated values are common, memory stays bounded
 
 
 class Invalid(Exception):
