@@ -15,6 +15,7 @@ What the adapter adds to bare ``pyx12.x12n_document``:
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,6 +105,9 @@ def load_map(map_file: str):
             if found is None:
                 found = pyx12.map_if.load_map_file(map_file, _PARAMS)
                 _MAPS[map_file] = found
+                # a map is hundreds of thousands of objects that live as long as the process:
+                # move them out of the collector's way so full collections stay cheap
+                gc.freeze()
     return found
 
 
