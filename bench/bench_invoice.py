@@ -60,6 +60,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from bench_validate import print_table as show_table  # noqa: E402
+from bench_validate import run_json  # noqa: E402
+
 RESULT_MARK = "BENCH-RESULT "
 RECEIVED = date(2026, 10, 15)
 TIME_TARGET_ROWS = 100_000
@@ -351,17 +354,8 @@ def profile_worker(path: str, out: str, top: int) -> None:
 
 def run_worker(path: Path, csv_path: Path, out: Path, timeout: float | None) -> dict:
     """One measurement in a fresh interpreter."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(path), str(csv_path),
-           str(out)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:g}s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit {proc.returncode}: {tail}"}
+    return run_json([sys.executable, str(Path(__file__).resolve()), "--worker", str(path),
+                     str(csv_path), str(out)], timeout)
 
 
 # --------------------------------------------------------------------------- report
@@ -422,18 +416,8 @@ def table_rows(results: list[tuple[str, int, dict]]) -> tuple[list[str], list[li
 
 
 def print_table(header: list[str], rows: list[list[str]], title: str) -> None:
-    """Plain text (the table is wide; no rich here so that it can be pasted as is)."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-
-    def fmt(cells):
-        return " | ".join(c.rjust(w) if i in RIGHT else c.ljust(w)
-                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    print(title)
-    print(fmt(header))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(fmt(row))
+    """Plain text (the table is wide; it should paste as is)."""
+    show_table(header, rows, title, right=RIGHT, plain=True)
 
 
 def print_targets(main: dict, small: dict | None, rows: int, small_rows: int) -> None:

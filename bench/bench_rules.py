@@ -68,7 +68,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_validate import cpu_seconds, load_average, machine, peak_rss_mb, show  # noqa: E402
+from bench_validate import (  # noqa: E402
+    cpu_seconds, load_average, machine, peak_rss_mb, run_json, show,
+)
+from bench_validate import print_table as show_table  # noqa: E402
 
 RESULT_MARK = "BENCH-RESULT "
 OVERHEAD_TARGET = 0.20
@@ -560,43 +563,12 @@ def worker(step: str, args: dict) -> None:
 
 
 def run_worker(step: str, args: dict, timeout: float | None) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", step, json.dumps(args)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:g}s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit {proc.returncode}: {tail}"}
+    return run_json([sys.executable, str(Path(__file__).resolve()), "--worker", step,
+                     json.dumps(args)], timeout)
 
-
-# --------------------------------------------------------------------------- report
 
 def print_table(header: list[str], rows: list[list[str]], title: str, right: set[int]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-
-        def fmt(cells):
-            return " | ".join(c.rjust(w) if i in right else c.ljust(w)
-                              for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-        print(title)
-        print(fmt(header))
-        print("-+-".join("-" * w for w in widths))
-        for row in rows:
-            print(fmt(row))
-        return
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="right" if i in right else "left")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=200).print(table)
+    show_table(header, rows, title, right=right, width=200)
 
 
 def best_of(runs: list[dict]) -> dict:

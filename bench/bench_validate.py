@@ -151,11 +151,9 @@ def worker(engine: str, path: str, warm: str | None) -> None:
     sys.stdout.flush()
 
 
-def run_worker(engine: str, path: Path, timeout: float | None, warm: Path | None) -> dict:
-    """Run one engine on one file in a fresh interpreter and return its report."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, str(path)]
-    if warm is not None:
-        cmd += ["--warm-file", str(warm)]
+def run_json(cmd: list[str], timeout: float | None) -> dict:
+    """Run a worker command in a fresh interpreter and return the JSON it reports (shared by
+    every benchmark under bench/)."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -165,6 +163,14 @@ def run_worker(engine: str, path: Path, timeout: float | None, warm: Path | None
             return json.loads(line[len(RESULT_MARK):])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"exit {proc.returncode}: {tail}"}
+
+
+def run_worker(engine: str, path: Path, timeout: float | None, warm: Path | None) -> dict:
+    """Run one engine on one file in a fresh interpreter and return its report."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, str(path)]
+    if warm is not None:
+        cmd += ["--warm-file", str(warm)]
+    return run_json(cmd, timeout)
 
 
 # --------------------------------------------------------------------------- report
@@ -234,15 +240,22 @@ def table_rows(results: dict[int, dict[str, dict]],
     return header, rows
 
 
-def print_table(header: list[str], rows: list[list[str]], title: str) -> None:
+def print_table(header: list[str], rows: list[list[str]], title: str,
+                right: set[int] | None = None, plain: bool = False, width: int | None = None
+                ) -> None:
+    """A table with rich when installed (plain text otherwise, or with ``plain``); ``right``
+    are the right-aligned column indexes."""
+    right = RIGHT if right is None else right
     try:
+        if plain:
+            raise ImportError
         from rich.console import Console
         from rich.table import Table
     except ImportError:
         widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
 
         def fmt(cells):
-            return " | ".join(c.rjust(w) if i in RIGHT else c.ljust(w)
+            return " | ".join(c.rjust(w) if i in right else c.ljust(w)
                               for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
         print(title)
@@ -253,10 +266,10 @@ def print_table(header: list[str], rows: list[list[str]], title: str) -> None:
         return
     table = Table(title=title)
     for i, name in enumerate(header):
-        table.add_column(name, justify="right" if i in RIGHT else "left")
+        table.add_column(name, justify="right" if i in right else "left")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=width).print(table)
 
 
 def print_targets(results: dict[int, dict[str, dict]]) -> None:
