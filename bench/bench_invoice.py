@@ -61,7 +61,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_validate import print_table as show_table  # noqa: E402
-from bench_validate import run_json  # noqa: E402
+from bench_validate import best_of as shared_best_of  # noqa: E402
+from bench_validate import load_average, run_json  # noqa: E402
 
 RESULT_MARK = "BENCH-RESULT "
 RECEIVED = date(2026, 10, 15)
@@ -372,20 +373,11 @@ def machine() -> str:
             f"openpyxl {openpyxl_version}")
 
 
-def load_average() -> str:
-    try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:  # pragma: no cover
-        return "load average n/a"
-
-
 def best_of(runs: list[dict]) -> dict:
+    best = shared_best_of(runs)
     good = [r for r in runs if "error" not in r]
-    if not good:
-        return runs[0]
-    best = dict(min(good, key=lambda r: r["seconds"]))
-    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in good)
-    best["bare_rows_per_s"] = max(r["bare_rows_per_s"] for r in good)
+    if good:
+        best["bare_rows_per_s"] = max(r["bare_rows_per_s"] for r in good)
     return best
 
 

@@ -69,7 +69,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_validate import (  # noqa: E402
-    cpu_seconds, load_average, machine, peak_rss_mb, run_json, show,
+    best_of, cpu_seconds, load_average, machine, peak_rss_mb, run_json, show,
 )
 from bench_validate import print_table as show_table  # noqa: E402
 
@@ -570,15 +570,6 @@ def run_worker(step: str, args: dict, timeout: float | None) -> dict:
 def print_table(header: list[str], rows: list[list[str]], title: str, right: set[int]) -> None:
     show_table(header, rows, title, right=right, width=200)
 
-
-def best_of(runs: list[dict]) -> dict:
-    good = [r for r in runs if "error" not in r]
-    if not good:
-        return runs[0]
-    best = dict(min(good, key=lambda r: r["seconds"]))
-    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in good)
-    best["runs"] = len(good)
-    return best
 
 
 def findings_text(found: dict) -> str:
