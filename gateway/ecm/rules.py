@@ -10,7 +10,6 @@ messages and 277CA codes are in ``profiles/rules/ecm.yaml``; code sets in
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -57,13 +56,13 @@ class EncounterRules:
         self.codes = codesets or load_codesets()
         self.loaded = registry.loaded() if registry else {"members": False,
                                                           "providers": False, "history": False}
-        self._seen_lines = {}  # digest -> label; a mapping with get / item assignment
+        self._seen_lines = {}  # line key -> label; any mapping with get / item assignment
         self._units_per_day: dict[tuple, float] = {}
         self._pof_checked: set[str] = set()
 
     def use_seen_index(self, index) -> None:
         """Keep the file-wide duplicate index elsewhere (e.g. on disk for a huge invoice):
-        any object with ``get(digest)`` and ``index[digest] = label``."""
+        any object with ``get(key)`` and ``index[key] = label`` (``key`` a tuple)."""
         self._seen_lines = index
 
     def notes(self) -> list[Finding]:
@@ -188,13 +187,11 @@ class EncounterRules:
         units = units_text(line.units)
         key = (e.member.cin, e.billing_provider.npi, line.service_date, line.procedure_code,
                modifiers, units)
-        # the file-wide index keeps a 16-byte digest per line, not the line's values
-        digest = hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
-        first = self._seen_lines.get(digest)
+        first = self._seen_lines.get(key)
         if first is not None:
             self._add(out, "ECM-DUP-001", where, ordinal, other=first)
         else:
-            self._seen_lines[digest] = f"{place.label} line {line.line_number}".strip()
+            self._seen_lines[key] = f"{place.label} line {line.line_number}".strip()
         old = snap.history_keys.get(key)
         if old is not None:
             self._add(out, "ECM-DUP-002", where, ordinal, claim=old.claim_id,

@@ -11,6 +11,7 @@ rejected (with reasons).
 from __future__ import annotations
 
 import re
+import hashlib
 import pickle
 import sqlite3
 import tempfile
@@ -130,17 +131,23 @@ class _Spool:
 
 
 class SeenIndex:
-    """The duplicate-line index of :class:`~gateway.ecm.rules.EncounterRules`, on the spool."""
+    """The duplicate-line index of :class:`~gateway.ecm.rules.EncounterRules`, on the spool:
+    a 16-byte digest of each line's key, not the key's values."""
 
     def __init__(self, spool: _Spool) -> None:
         self._db = spool.db
 
-    def get(self, digest: bytes) -> str | None:
-        found = self._db.execute("SELECT label FROM seen WHERE digest = ?", (digest,)).fetchone()
+    @staticmethod
+    def _digest(key: tuple) -> bytes:
+        return hashlib.blake2b(repr(key).encode(), digest_size=16).digest()
+
+    def get(self, key: tuple) -> str | None:
+        found = self._db.execute("SELECT label FROM seen WHERE digest = ?",
+                                 (self._digest(key),)).fetchone()
         return found[0] if found else None
 
-    def __setitem__(self, digest: bytes, label: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (digest, label))
+    def __setitem__(self, key: tuple, label: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (self._digest(key), label))
 
 
 class RowBook:
