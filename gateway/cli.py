@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                               ".xlsx)")
     _registry_options(convert)
 
+    replay = sub.add_parser("replay", help="process a stored submission again (operator)")
+    replay.add_argument("submission_id", metavar="ID")
+    replay.add_argument("--store", default=None, help="store URL (default: SQLite under ./var)")
+    replay.add_argument("--partners", type=Path, default=None,
+                        help="trading partners (default: var/partners.yaml)")
+
     template = sub.add_parser("template", help="write a blank invoice template (CSV or XLSX)")
     template.add_argument("kind", choices=("invoice",))
     template.add_argument("-o", "--output", type=Path, required=True,
@@ -334,6 +340,26 @@ def cmd_serve(args) -> int:
     return EXIT_OK
 
 
+def cmd_replay(args) -> int:
+    from gateway.paths import var_dir
+    from gateway.pipeline.partners import PartnerConfigError, Partners
+    from gateway.pipeline.process import replay
+    from gateway.pipeline.store import Store
+
+    path = args.partners or var_dir() / "partners.yaml"
+    try:
+        partners = Partners.load(path)
+    except PartnerConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    store = Store(args.store)
+    if store.submission(args.submission_id) is None:
+        raise UsageError(f"no submission {args.submission_id}")
+    outcome = replay(store, partners, args.submission_id, actor="operator")
+    print(json.dumps({"submission_id": outcome.submission_id,
+                      "replay_of": args.submission_id, "status": outcome.status}))
+    return EXIT_OK if outcome.status not in ("dead_letter", "failed") else EXIT_FINDINGS
+
+
 def cmd_template(args) -> int:
     from gateway.invoice.template import write_template
     from gateway.tabular import layout_names
@@ -347,7 +373,7 @@ def cmd_template(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
-            "serve": cmd_serve, "template": cmd_template}
+            "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay}
 
 
 def main(argv: list[str] | None = None) -> int:

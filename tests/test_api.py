@@ -1,6 +1,9 @@
 """The HTTP API end to end: authentication, X12 submission with its 999, routing to the
 member's plan, idempotency, and isolation between partners."""
 
+import calendar
+from datetime import date, timedelta
+
 import pytest
 from conftest import FIXTURES, ROOT
 from fastapi.testclient import TestClient
@@ -97,3 +100,85 @@ def test_bad_bodies_are_clear_4xx_or_rejections(gateway, monkeypatch):
     monkeypatch.setattr(app_module, "MAX_X12_BYTES", 50 * 1024 * 1024)
     answer = client.post("/x12", content=b"hello, not x12", headers=auth["harbor"])
     assert answer.status_code == 200 and answer.json()["status"] == "rejected"
+
+
+def test_upload_an_invoice_routes_its_837p_and_returns_the_report(gateway):
+    client, auth = gateway
+    # the fixture's services (June, days up to 30) moved to a recent month of 31 days, so
+    # they are inside timely filing and every day exists
+    month = date.today().replace(day=1) - timedelta(days=1)
+    while calendar.monthrange(month.year, month.month)[1] != 31:
+        month = month.replace(day=1) - timedelta(days=1)
+    last_month = month.strftime("%Y-%m-")
+    invoice = (FIXTURES / "invoice" / "invoice-clean.csv").read_text().replace("2025-06-",
+                                                                                last_month)
+    answer = client.post("/files", files={"file": ("../../etc/invoice.csv", invoice.encode(),
+                                                   "text/csv")}, headers=auth["harbor"])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] in ("routed", "validated")
+    status = client.get(f"/submissions/{body['submission_id']}", headers=auth["harbor"]).json()
+    assert status["filename"] == "invoice.csv"  # the client's path is never used
+    assert [d["role"] for d in status["documents"]] == ["report"]
+    report = client.get(status["documents"][0]["href"], headers=auth["harbor"])
+    assert report.text.startswith("Row,Status,Claim ID")
+    plan_box = client.get("/mailbox", headers=auth["demo-plan"]).json()["documents"]
+    assert [d["role"] for d in plan_box] == ["routed-837p"]
+    routed = client.get(plan_box[0]["href"], headers=auth["demo-plan"]).text
+    assert routed.count("CLM*") == status["summary"]["claims"] > 0
+
+
+def test_upload_refuses_what_is_not_a_table(gateway):
+    client, auth = gateway
+    answer = client.post("/files", files={"file": ("claims.x12", MIXED, "text/plain")},
+                         headers=auth["harbor"])
+    assert answer.status_code == 415
+    answer = client.post("/files", files={"file": ("empty.csv", b"", "text/csv")},
+                         headers=auth["harbor"])
+    assert answer.status_code == 400
+    answer = client.post("/files", files={"file": ("notes.csv", b"hello world\n", "text/csv")},
+                         headers=auth["harbor"])
+    assert answer.status_code == 200 and answer.json()["status"] == "rejected"
+
+
+def test_replay_runs_the_stored_payload_again_linked_to_the_original(gateway):
+    client, auth = gateway
+    first = client.post("/x12", content=MIXED, headers=auth["harbor"]).json()
+    again = client.post(f"/submissions/{first['submission_id']}/replay",
+                        headers=auth["harbor"]).json()
+    assert again["replay_of"] == first["submission_id"]
+    assert again["submission_id"] != first["submission_id"] and again["status"] == "routed"
+    status = client.get(f"/submissions/{again['submission_id']}", headers=auth["harbor"]).json()
+    assert status["parent_id"] == first["submission_id"]
+    other = client.post(f"/submissions/{first['submission_id']}/replay",
+                        headers=auth["golden-table"])
+    assert other.status_code == 404
+
+
+def test_a_failing_step_is_retried_then_dead_lettered(tmp_path, monkeypatch):
+    from gateway.pipeline import process as pipeline
+    from gateway.pipeline.partners import Partners
+    from gateway.pipeline.store import Store
+
+    issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "p.yaml")
+    partners = Partners.load(tmp_path / "p.yaml")
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    kept = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                         payload=MIXED)
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pipeline, "process_x12", broken)
+    waits = []
+    outcome = pipeline.process(store, partners, kept.submission_id, sleep=waits.append)
+    assert outcome.status == "dead_letter" and len(calls) == pipeline.RETRIES
+    assert waits == [0.5, 1.0]  # backoff doubles
+    found = store.submission(kept.submission_id)
+    assert found["status"] == "dead_letter" and "OSError" in found["error"]
+    assert store.raw_payload(kept.submission_id) == MIXED  # nothing lost: replayable
+    monkeypatch.undo()
+    replayed = pipeline.replay(store, partners, kept.submission_id, actor="operator")
+    assert replayed.status == "routed"

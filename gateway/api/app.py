@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
@@ -23,11 +23,13 @@ from prometheus_client import (
 
 from gateway import __version__
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.process import process_x12, _x12_key
+from gateway.pipeline.process import _x12_key, process, replay
 from gateway.pipeline.store import Store
 
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
+MAX_FILE_BYTES = 200 * 1024 * 1024
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt")
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 
 
@@ -97,11 +99,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                     "status": original["status"],
                     "links": {"self": f"/submissions/{kept.duplicate_of}"}}
         started = time.perf_counter()
-        try:
-            outcome = process_x12(store, app.state.partners, partner, kept.submission_id)
-        except Exception as exc:  # noqa: BLE001 - kept for replay, never lost
-            store.set_status(kept.submission_id, "failed", error=exc.__class__.__name__)
-            raise
+        outcome = process(store, app.state.partners, kept.submission_id)
         latency.labels(kind="x12").observe(time.perf_counter() - started)
         body = {"submission_id": outcome.submission_id, "duplicate": False,
                 "status": outcome.status, "valid": outcome.valid,
@@ -110,6 +108,48 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if outcome.ack999 and len(outcome.ack999) <= SYNC_ACK_BYTES:
             body["ack_999"] = outcome.ack999
         return body
+
+    @app.post("/files", tags=["submissions"])
+    async def submit_file(file: UploadFile = File(...),
+                          partner: Partner = Depends(partner_of)) -> dict:
+        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), as multipart/form-data."""
+        name = Path(file.filename or "upload").name  # never a path from the client
+        suffix = Path(name).suffix.lower()
+        if suffix not in UPLOAD_SUFFIXES:
+            raise HTTPException(415, f"upload a CSV or XLSX file (got {suffix or 'no suffix'});"
+                                     " X12 goes to /x12")
+        payload = await file.read(MAX_FILE_BYTES + 1)
+        if len(payload) > MAX_FILE_BYTES:
+            raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
+        if not payload.strip():
+            raise HTTPException(400, "the file is empty")
+        store: Store = app.state.store
+        kept = store.receive(partner=partner.id, channel="api", kind="file", filename=name,
+                             payload=payload)
+        received.labels(channel="api").inc()
+        store.audit(actor=partner.id, action="submit", target=kept.submission_id,
+                    detail="file via api")
+        if kept.duplicate_of:
+            original = store.submission(kept.duplicate_of)
+            return {"submission_id": kept.duplicate_of, "duplicate": True,
+                    "status": original["status"],
+                    "links": {"self": f"/submissions/{kept.duplicate_of}"}}
+        started = time.perf_counter()
+        outcome = process(store, app.state.partners, kept.submission_id)
+        latency.labels(kind="file").observe(time.perf_counter() - started)
+        return {"submission_id": outcome.submission_id, "duplicate": False,
+                "status": outcome.status, "valid": outcome.valid,
+                "findings": outcome.findings,
+                "links": {"self": f"/submissions/{outcome.submission_id}"}}
+
+    @app.post("/submissions/{submission_id}/replay", tags=["submissions"])
+    def replay_submission(submission_id: str, partner: Partner = Depends(partner_of)) -> dict:
+        """Process a submission's stored raw payload again, as a new linked submission."""
+        own_submission(submission_id, partner)
+        outcome = replay(app.state.store, app.state.partners, submission_id, actor=partner.id)
+        return {"submission_id": outcome.submission_id, "replay_of": submission_id,
+                "status": outcome.status,
+                "links": {"self": f"/submissions/{outcome.submission_id}"}}
 
     def own_submission(submission_id: str, partner: Partner) -> dict:
         found = app.state.store.submission(submission_id)

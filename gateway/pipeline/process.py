@@ -1,5 +1,7 @@
 """Processing a submission: validate, acknowledge, convert and route — from the raw payload the
-store kept, so a run can be replayed at any time.
+store kept, so a run can be replayed at any time. A failing step is retried with backoff, then
+the submission goes to ``dead_letter`` with the error; ``replay`` runs a stored payload again as
+a new submission linked to the original.
 
 An X12 837P from a provider: TA1/999/277CA back to the sender's mailbox; the accepted claims,
 re-enveloped for the receiving partner (the member's plan; the state for a plan's encounters),
@@ -127,3 +129,120 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
         status = "rejected"
         store.set_status(submission_id, status)
     return Outcome(submission_id, status, not errors, acks.ack999, len(result.findings))
+
+
+REPORT_MEDIA = "text/csv"
+RETRIES = 3
+BACKOFF_SECONDS = 0.5
+
+
+def process_file(store: Store, partners: Partners, partner: Partner, submission_id: str,
+                 now: datetime | None = None) -> Outcome:
+    """An uploaded invoice, MIF, RTF, OTF or roster (CSV or XLSX). Invoices from a provider
+    become an 837P routed to the member's plan, and a row report back to the sender."""
+    import tempfile
+    from pathlib import Path
+
+    from gateway.invoice.report import write_csv
+    from gateway.reports import UnsupportedKind, validate_file
+    from gateway.sniff import UnknownKind
+    from gateway.x12.write837 import Encounter837Writer
+
+    now = now or datetime.now(timezone.utc)
+    found = store.submission(submission_id)
+    store.attempt(submission_id)
+    suffix = Path(found.get("filename") or "upload").suffix.lower()
+    with tempfile.TemporaryDirectory(prefix="ecm-upload-") as folder:
+        path = Path(folder) / f"upload{suffix if suffix in ('.csv', '.xlsx', '.txt') else ''}"
+        path.write_bytes(store.raw_payload(submission_id))
+        target = partners.route("invoice", partner)
+        settings = envelope_settings(target.envelope if target else "plan-default")
+        out = io.StringIO()
+        numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
+        writer = Encounter837Writer(out, settings, ControlNumbers(*numbers),
+                                    now.replace(tzinfo=None))
+        try:
+            from gateway.reports import validate_invoice, validate_table
+            from gateway.sniff import sniff
+            from gateway.tabular import sniff_table
+
+            kind = sniff(path)
+            if kind not in ("csv", "xlsx"):
+                raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
+            if sniff_table(path) == "invoice":
+                report = validate_invoice(path, settings_name=settings.name,
+                                          received=now.date(), on_encounter=writer.write)
+            else:
+                report = validate_table(path, kind, "auto")
+        except (UnknownKind, UnsupportedKind) as exc:
+            finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None,
+                                                  problem=str(exc))
+            store.add_findings(submission_id, [finding])
+            store.set_status(submission_id, "rejected", error="not a known table")
+            return Outcome(submission_id, "rejected", False, None, 1)
+    store.add_findings(submission_id, report.findings)
+    store.set_summary(submission_id, {"kind": report.kind, **report.stats,
+                                      "valid": report.valid})
+    store.set_status(submission_id, "validated")
+    status = "validated"
+    invoice = getattr(report, "invoice", None)
+    if invoice is not None:
+        rows = io.StringIO()
+        write_csv(invoice, rows)
+        store.add_document(submission_id, role="report", name=f"{submission_id}.report.csv",
+                           content=rows.getvalue().encode(), media_type=REPORT_MEDIA,
+                           recipient=partner.id)
+        if invoice.claims and target is not None and partner.role == "provider":
+            writer.close()
+            store.set_status(submission_id, "converted")
+            store.add_document(submission_id, role="routed-837p",
+                               name=f"{submission_id}.837p.x12",
+                               content=out.getvalue().encode(), media_type=X12_MEDIA,
+                               recipient=target.id)
+            status = "routed"
+            store.set_status(submission_id, status)
+    if not report.valid and status == "validated":
+        status = "rejected" if invoice is None or not invoice.claims else status
+        if status == "rejected":
+            store.set_status(submission_id, status)
+    return Outcome(submission_id, status, report.valid, None, len(report.findings))
+
+
+def process(store: Store, partners: Partners, submission_id: str, sleep=None) -> Outcome:
+    """Run a stored submission through its pipeline, retrying a failing run with backoff; a
+    run that keeps failing leaves the submission in ``dead_letter`` with the error (the raw
+    payload stays, for replay)."""
+    import time
+
+    sleep = sleep or time.sleep
+    found = store.submission(submission_id)
+    partner = partners.partners.get(found["partner"])
+    if partner is None:
+        store.set_status(submission_id, "dead_letter", error="unknown partner")
+        return Outcome(submission_id, "dead_letter", False, None, 0)
+    step = process_x12 if found["kind"] == "x12" else process_file
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return step(store, partners, partner, submission_id)
+        except Exception as exc:  # noqa: BLE001 - recorded, retried, then dead-lettered
+            error = f"{exc.__class__.__name__} on attempt {attempt}"
+            if attempt == RETRIES:
+                store.set_status(submission_id, "dead_letter", error=error)
+                return Outcome(submission_id, "dead_letter", False, None, 0)
+            store.set_status(submission_id, "failed", error=error)
+            sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def replay(store: Store, partners: Partners, submission_id: str, actor: str) -> Outcome:
+    """Process the stored raw payload of ``submission_id`` again, as a new submission linked to
+    it (``parent_id``)."""
+    found = store.submission(submission_id)
+    if found is None:
+        raise KeyError(submission_id)
+    kept = store.receive(partner=found["partner"], channel="replay", kind=found["kind"],
+                         filename=found.get("filename"),
+                         payload=store.raw_payload(submission_id), parent_id=submission_id)
+    store.audit(actor=actor, action="replay", target=submission_id,
+                detail=f"new submission {kept.submission_id}")
+    return process(store, partners, kept.submission_id)
