@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--store", default=None, help="store URL (default: SQLite under ./var)")
     serve.add_argument("--partners", type=Path, default=None,
                        help="trading partners and routes (YAML, tokens hashed)")
+    serve.add_argument("--drop", type=Path, default=None,
+                       help="root of the partners' file-drop folders (<root>/<partner>/inbox, "
+                            "outbox, archive); --demo uses var/drop")
     serve.add_argument("--demo", action="store_true",
                        help="demo partners (config/demo/partners.yaml) with fresh tokens, "
                             "printed at start-up")
@@ -324,7 +327,9 @@ def cmd_serve(args) -> int:
     from gateway.pipeline.partners import issue_demo_tokens
 
     partners = args.partners
+    drop = args.drop
     if args.demo:
+        drop = drop or var_dir() / "drop"
         partners = var_dir() / "partners.yaml"
         tokens = issue_demo_tokens(HOME / "config" / "demo" / "partners.yaml", partners)
         base = f"http://{args.host}:{args.port}"
@@ -333,9 +338,10 @@ def cmd_serve(args) -> int:
             print(f"  {partner:<14} {token}")
         print(f"Try: curl -s -H 'Authorization: Bearer {tokens.get('harbor', '')}' "
               f"--data-binary @fixtures/837p/ecm-mixed.x12 {base}/x12")
+        print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
-    uvicorn.run(create_app(store=args.store, partners=partners), host=args.host,
+    uvicorn.run(create_app(store=args.store, partners=partners, drop=drop), host=args.host,
                 port=args.port, log_level="info")
     return EXIT_OK
 

@@ -11,7 +11,9 @@ work and will take the same ``process_x12`` off the request path.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
@@ -22,6 +24,7 @@ from prometheus_client import (
 )
 
 from gateway import __version__
+from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import _x12_key, process, replay
 from gateway.pipeline.store import Store
@@ -33,8 +36,26 @@ UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt")
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 
 
-def create_app(store: str | None = None, partners: Path | Partners | None = None) -> FastAPI:
-    app = FastAPI(title="ECM Gateway", version=__version__,
+def create_app(store: str | None = None, partners: Path | Partners | None = None,
+               drop: Path | None = None) -> FastAPI:
+    """``drop``: the root of the partners' file-drop folders, watched while the app runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        stop = threading.Event()
+        watcher = None
+        if drop is not None:
+            folders = DropFolders(Path(drop))
+            watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
+                                       args=(folders, app.state.store, app.state.partners,
+                                             stop))
+            watcher.start()
+        yield
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=10)
+
+    app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,
                   description="Data exchange for Medi-Cal Enhanced Care Management")
     app.state.store = Store(store)
     if isinstance(partners, Partners):
