@@ -36,9 +36,12 @@ def test_a_dropped_file_is_taken_once_complete_and_answered_in_the_outbox(tmp_pa
     plan_outbox = [p.name for p in drop.folders("demo-plan")["outbox"].iterdir()]
     assert plan_outbox == [f"{taken[0]}.837p.x12"]
     # the same file again is a resubmission: archived, not processed twice
-    (inbox / "claims-again.x12").write_bytes(MIXED)
+    (inbox / "claims.x12").write_bytes(MIXED)
     assert scan_once(drop, store, partners, settle_seconds=0, now=1010.0) == []
     assert len(list(drop.folders("harbor")["outbox"].iterdir())) == 2
+    # ... and its bytes are archived beside the original's, not over them
+    assert sorted(p.name for p in drop.folders("harbor")["archive"].iterdir()) == [
+        f"{taken[0]}-2-claims.x12", f"{taken[0]}-claims.x12"]
 
 
 def test_a_file_still_growing_waits(tmp_path):

@@ -26,7 +26,7 @@ from prometheus_client import (
 from gateway import __version__
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.process import _x12_key, process, replay
+from gateway.pipeline.process import replay, submit
 from gateway.pipeline.store import Store
 
 log = logging.getLogger("gateway.api")
@@ -106,28 +106,23 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         payload = await _read_limited(request, MAX_X12_BYTES)
         if not payload.strip():
             raise HTTPException(400, "the body is empty: send an X12 interchange")
-        store: Store = app.state.store
-        kept = store.receive(partner=partner.id, channel="api", kind="x12", filename=None,
-                             payload=payload,
-                             idempotency_key=request.headers.get("Idempotency-Key"),
-                             x12_key=_x12_key(payload))
-        received.labels(channel="api").inc()
-        store.audit(actor=partner.id, action="submit", target=kept.submission_id,
-                    detail="x12 via api")
-        if kept.duplicate_of:
-            original = store.submission(kept.duplicate_of)
-            return {"submission_id": kept.duplicate_of, "duplicate": True,
-                    "status": original["status"],
-                    "links": {"self": f"/submissions/{kept.duplicate_of}"}}
+        return answer(partner, "x12", None, payload, request.headers.get("Idempotency-Key"))
+
+    def answer(partner: Partner, kind: str, filename: str | None, payload: bytes,
+               idempotency_key: str | None = None) -> dict:
         started = time.perf_counter()
-        outcome = process(store, app.state.partners, kept.submission_id)
-        latency.labels(kind="x12").observe(time.perf_counter() - started)
-        body = {"submission_id": outcome.submission_id, "duplicate": False,
-                "status": outcome.status, "valid": outcome.valid,
-                "findings": outcome.findings,
-                "links": {"self": f"/submissions/{outcome.submission_id}"}}
-        if outcome.ack999 and len(outcome.ack999) <= SYNC_ACK_BYTES:
-            body["ack_999"] = outcome.ack999
+        done = submit(app.state.store, app.state.partners, partner, channel="api", kind=kind,
+                      filename=filename, payload=payload, idempotency_key=idempotency_key)
+        received.labels(channel="api").inc()
+        body = {"submission_id": done.submission_id, "duplicate": done.duplicate,
+                "status": done.status,
+                "links": {"self": f"/submissions/{done.submission_id}"}}
+        if done.outcome is not None:
+            latency.labels(kind=kind).observe(time.perf_counter() - started)
+            body.update(valid=done.outcome.valid, findings=done.outcome.findings)
+            ack = done.outcome.ack999
+            if ack and len(ack) <= SYNC_ACK_BYTES:
+                body["ack_999"] = ack
         return body
 
     @app.post("/files", tags=["submissions"])
@@ -144,24 +139,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
         if not payload.strip():
             raise HTTPException(400, "the file is empty")
-        store: Store = app.state.store
-        kept = store.receive(partner=partner.id, channel="api", kind="file", filename=name,
-                             payload=payload)
-        received.labels(channel="api").inc()
-        store.audit(actor=partner.id, action="submit", target=kept.submission_id,
-                    detail="file via api")
-        if kept.duplicate_of:
-            original = store.submission(kept.duplicate_of)
-            return {"submission_id": kept.duplicate_of, "duplicate": True,
-                    "status": original["status"],
-                    "links": {"self": f"/submissions/{kept.duplicate_of}"}}
-        started = time.perf_counter()
-        outcome = process(store, app.state.partners, kept.submission_id)
-        latency.labels(kind="file").observe(time.perf_counter() - started)
-        return {"submission_id": outcome.submission_id, "duplicate": False,
-                "status": outcome.status, "valid": outcome.valid,
-                "findings": outcome.findings,
-                "links": {"self": f"/submissions/{outcome.submission_id}"}}
+        return answer(partner, "file", name, payload)
 
     @app.post("/submissions/{submission_id}/replay", tags=["submissions"])
     def replay_submission(submission_id: str, partner: Partner = Depends(partner_of)) -> dict:

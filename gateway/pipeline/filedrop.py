@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.pipeline.partners import Partners
-from gateway.pipeline.process import _x12_key, process
+from gateway.pipeline.process import submit
 from gateway.pipeline.store import Store
 
 log = logging.getLogger("gateway.filedrop")
@@ -76,17 +76,17 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
             payload = path.read_bytes()
             name = safe_name(path.name)
             is_x12 = name.lower().endswith(X12_SUFFIXES) or payload.lstrip()[:3] == b"ISA"
-            kept = store.receive(partner=partner.id, channel="file-drop",
-                                 kind="x12" if is_x12 else "file", filename=name,
-                                 payload=payload, x12_key=_x12_key(payload) if is_x12 else None)
-            store.audit(actor=partner.id, action="submit", target=kept.submission_id,
-                        detail="file drop")
-            archived = folders["archive"] / f"{kept.submission_id}-{name}"
+            done = submit(store, partners, partner, channel="file-drop",
+                          kind="x12" if is_x12 else "file", filename=name, payload=payload)
+            archived = folders["archive"] / f"{done.submission_id}-{name}"
+            copy = 1
+            while archived.exists():  # a resubmission keeps its own bytes beside the original
+                copy += 1
+                archived = folders["archive"] / f"{done.submission_id}-{copy}-{name}"
             path.replace(archived)
             drop.seen.pop(path, None)
-            if not kept.duplicate_of:
-                process(store, partners, kept.submission_id)
-                taken.append(kept.submission_id)
+            if not done.duplicate:
+                taken.append(done.submission_id)
     for partner in partners.partners.values():  # after all inboxes: routed copies included
         deliver_outbox(store, partner.id, drop.folders(partner.id)["outbox"])
     return taken

@@ -246,3 +246,28 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str) -> 
     store.audit(actor=actor, action="replay", target=submission_id,
                 detail=f"new submission {kept.submission_id}")
     return process(store, partners, kept.submission_id)
+
+
+@dataclass
+class Submitted:
+    submission_id: str
+    duplicate: bool
+    status: str
+    outcome: Outcome | None = None
+
+
+def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, kind: str,
+           filename: str | None, payload: bytes, idempotency_key: str | None = None
+           ) -> Submitted:
+    """The one way in, for every channel: store the raw payload (before any answer), detect a
+    resubmission, audit, then process. A resubmission is answered with the original."""
+    kept = store.receive(partner=partner.id, channel=channel, kind=kind, filename=filename,
+                         payload=payload, idempotency_key=idempotency_key,
+                         x12_key=_x12_key(payload) if kind == "x12" else None)
+    store.audit(actor=partner.id, action="submit", target=kept.submission_id,
+                detail=f"{kind} via {channel}")
+    if kept.duplicate_of:
+        original = store.submission(kept.duplicate_of)
+        return Submitted(kept.duplicate_of, True, original["status"])
+    outcome = process(store, partners, kept.submission_id)
+    return Submitted(outcome.submission_id, False, outcome.status, outcome)
