@@ -322,8 +322,11 @@ def cmd_ack(args) -> int:
 def cmd_serve(args) -> int:
     import uvicorn
 
+    from gateway import logs
     from gateway.api.app import create_app
     from gateway.paths import HOME, var_dir
+
+    logs.configure()
     from gateway.pipeline.partners import issue_demo_tokens
 
     partners = args.partners

@@ -12,6 +12,7 @@ is not the authenticated partner's is rejected (``GATEWAY-AUTH-001``).
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -28,6 +29,7 @@ from gateway.x12.validate import validate_x12
 from gateway.x12.writer import ControlNumbers, envelope_settings
 
 X12_MEDIA = "application/edi-x12"
+log = logging.getLogger("gateway.pipeline")
 
 
 @dataclass
@@ -226,6 +228,8 @@ def process(store: Store, partners: Partners, submission_id: str, sleep=None) ->
             return step(store, partners, partner, submission_id)
         except Exception as exc:  # noqa: BLE001 - recorded, retried, then dead-lettered
             error = f"{exc.__class__.__name__} on attempt {attempt}"
+            log.warning("processing failed: %s", error,
+                        extra={"submission_id": submission_id, "status": "failed"})
             if attempt == RETRIES:
                 store.set_status(submission_id, "dead_letter", error=error)
                 return Outcome(submission_id, "dead_letter", False, None, 0)
@@ -266,8 +270,15 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
                          x12_key=_x12_key(payload) if kind == "x12" else None)
     store.audit(actor=partner.id, action="submit", target=kept.submission_id,
                 detail=f"{kind} via {channel}")
+    details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,
+               "channel": channel, "size": len(payload)}
     if kept.duplicate_of:
         original = store.submission(kept.duplicate_of)
+        log.info("resubmission answered with the original", extra={
+            **details, "submission_id": kept.duplicate_of, "status": original["status"]})
         return Submitted(kept.duplicate_of, True, original["status"])
+    log.info("submission stored", extra=details)
     outcome = process(store, partners, kept.submission_id)
+    log.info("submission processed", extra={**details, "status": outcome.status,
+                                            "findings": outcome.findings})
     return Submitted(outcome.submission_id, False, outcome.status, outcome)
