@@ -223,3 +223,15 @@ def test_cli_validate_invoice_and_templates(tmp_path):
     assert any("sheet2" in n for n in names)  # the data dictionary sheet
     assert run("template", "invoice", "-o", tmp_path / "x.csv", "--layout", "nope"
                ).returncode == 2
+
+
+def test_a_zip_bomb_workbook_is_refused_before_it_is_expanded(tmp_path):
+    path = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("xl/workbook.xml", "<workbook/>")
+        z.writestr("xl/worksheets/sheet1.xml", b"<row/>" * (12 * 1024 * 1024))  # 72 MB of rows
+    assert path.stat().st_size < 1024 * 1024
+    done = run("validate", path, "--kind", "invoice", "--format", "json")
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr
+    assert "zip bomb" in done.stdout + done.stderr

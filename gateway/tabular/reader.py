@@ -531,7 +531,31 @@ def open_source(path: Path) -> TableSource:
     return TableSource(path, "csv", [CsvSheet(path, head)])
 
 
+# A zip bomb guard: real invoices and member files expand a few times over; a workbook that
+# expands past these limits is refused before anything is decompressed.
+MAX_UNZIPPED_BYTES = 1024 * 1024 * 1024
+MAX_COMPRESSION_RATIO = 200
+
+
+def _zip_bomb(path: Path) -> str | None:
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    expanded = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos) or 1
+    if expanded > MAX_UNZIPPED_BYTES:
+        return f"it would expand to {expanded // (1024 * 1024):,} MB"
+    if expanded > 10 * 1024 * 1024 and expanded / packed > MAX_COMPRESSION_RATIO:
+        return f"it is compressed {expanded // packed:,} to 1 (a zip bomb?)"
+    return None
+
+
 def _open_xlsx(path: Path) -> TableSource:
+    try:
+        bomb = _zip_bomb(path)
+    except zipfile.BadZipFile:
+        raise SourceError("FILE-004", reason="the ZIP container is damaged or truncated") from None
+    if bomb:
+        raise SourceError("FILE-004", reason=f"the workbook is refused: {bomb}")
     try:
         book = XlsxBook(path)
     except zipfile.BadZipFile:
