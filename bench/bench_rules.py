@@ -55,7 +55,6 @@ import argparse
 import csv
 import json
 import random
-import subprocess
 import sys
 import time
 from collections import Counter

@@ -16,7 +16,7 @@ import pickle
 import sqlite3
 import tempfile
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from functools import lru_cache

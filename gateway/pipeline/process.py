@@ -22,7 +22,7 @@ from gateway.pipeline.counters import next_numbers
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.store import Store
 from gateway.rules import default_catalogue
-from gateway.x12.acks import AckControls, AckParty, acknowledge
+from gateway.x12.acks import AckControls, acknowledge
 from gateway.x12.claims837 import ClaimRecord
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
@@ -146,7 +146,7 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
     from pathlib import Path
 
     from gateway.invoice.report import write_csv
-    from gateway.reports import UnsupportedKind, validate_file
+    from gateway.reports import UnsupportedKind
     from gateway.sniff import UnknownKind
     from gateway.x12.write837 import Encounter837Writer
 

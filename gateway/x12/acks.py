@@ -147,10 +147,6 @@ def _judge_ts(ts: TransactionSet, outside_claims: list[Finding]) -> TransactionV
     return TransactionVerdict(ts=ts, code=code, syntax_codes=codes[:5], segment_findings=ig)
 
 
-def interchange_rejected(result: X12Result, ic: Interchange) -> bool:
-    return bool(ic.ta1_codes)
-
-
 # -- TA1 ---------------------------------------------------------------------------------------
 def write_ta1(ic: Interchange, out: X12Writer) -> None:
     code = ic.ta1_codes[0] if ic.ta1_codes else "000"
