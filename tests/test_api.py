@@ -6,6 +6,8 @@ from datetime import date, timedelta
 
 import pytest
 from conftest import FIXTURES, ROOT
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 
 from gateway import __version__
@@ -182,3 +184,33 @@ def test_a_failing_step_is_retried_then_dead_lettered(tmp_path, monkeypatch):
     monkeypatch.undo()
     replayed = pipeline.replay(store, partners, kept.submission_id, actor="operator")
     assert replayed.status == "routed"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.binary(max_size=400) | st.builds(
+    lambda cut: MIXED[:cut], st.integers(min_value=0, max_value=len(MIXED))))
+def test_garbage_never_gets_a_5xx(gateway, body):
+    client, auth = gateway
+    answer = client.post("/x12", content=body, headers=auth["harbor"])
+    assert answer.status_code < 500, answer.text
+
+
+def test_hostile_requests_get_clear_4xx(gateway):
+    client, auth = gateway
+    # not multipart
+    assert client.post("/files", json={"file": "x"}, headers=auth["harbor"]).status_code == 422
+    # a path in the upload name never reaches the disk or the store as a path
+    answer = client.post("/files", files={"file": ("../../../../etc/passwd.csv", b"a,b\n1,2\n",
+                                                    "text/csv")}, headers=auth["harbor"])
+    assert answer.status_code == 200
+    sid = answer.json()["submission_id"]
+    assert client.get(f"/submissions/{sid}", headers=auth["harbor"]).json()["filename"] == \
+        "passwd.csv"
+    # a declared length over the limit is refused before the body is read
+    big = client.post("/x12", content=b"x" * 10, headers={**auth["harbor"],
+                                                          "Content-Length": str(10 ** 10)})
+    assert big.status_code in (400, 413)
+    # unknown ids and methods
+    assert client.get("/submissions/../../etc", headers=auth["harbor"]).status_code == 404
+    assert client.delete("/mailbox", headers=auth["harbor"]).status_code == 405
