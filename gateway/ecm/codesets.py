@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from gateway.paths import PROFILES
+from gateway.periods import within
 
 
 def _day(text: str | None) -> date | None:
@@ -27,7 +28,7 @@ class Effective:
     end: date | None
 
     def covers(self, day: date) -> bool:
-        return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
+        return within(day, self.start, self.end)
 
 
 @dataclass(frozen=True)

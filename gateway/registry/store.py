@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from gateway.periods import within
+
 metadata = MetaData()
 
 assignments = Table(
@@ -83,8 +85,7 @@ class Assignment:
     authorization_date: date | None
 
     def covers(self, day: date) -> bool:
-        return (self.benefit_start is None or self.benefit_start <= day) and (
-            self.benefit_end is None or day <= self.benefit_end)
+        return within(day, self.benefit_start, self.benefit_end)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Enrolment:
     end: date | None
 
     def covers(self, day: date) -> bool:
-        return (self.start is None or self.start <= day) and (self.end is None or day <= self.end)
+        return within(day, self.start, self.end)
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,7 @@ class ProviderPeriod:
     active_to: date | None
 
     def active(self, day: date) -> bool:
-        return (self.active_from is None or self.active_from <= day) and (
-            self.active_to is None or day <= self.active_to)
+        return within(day, self.active_from, self.active_to)
 
 
 class HistoryLine:
