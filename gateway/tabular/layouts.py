@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from gateway.paths import MAPPINGS, PROFILES
+from gateway.periods import within
 
 KINDS = ("mif", "rtf", "otf", "roster", "invoice")
 # Where a kind's layouts live, under mappings/ (default: layouts/<kind>).
@@ -97,7 +98,7 @@ class CodeSet:
 
     def in_effect(self, code: str, day: date) -> bool:
         start, end = self.codes.get(code, (None, None))
-        return (start is None or start <= day) and (end is None or day <= end)
+        return within(day, start, end)
 
 
 def _iso(text: str | None) -> date | None:
