@@ -173,7 +173,7 @@ def test_a_failing_step_is_retried_then_dead_lettered(tmp_path, monkeypatch):
         calls.append(1)
         raise OSError("disk full")
 
-    monkeypatch.setattr(pipeline, "process_x12", broken)
+    monkeypatch.setitem(pipeline.STEPS, "x12", broken)
     waits = []
     outcome = pipeline.process(store, partners, kept.submission_id, sleep=waits.append)
     assert outcome.status == "dead_letter" and len(calls) == pipeline.RETRIES

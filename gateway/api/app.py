@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from gateway import __version__
+from gateway.api.fhir import install_fhir
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import replay, submit
@@ -83,6 +84,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             raise HTTPException(401, "a valid bearer token of a trading partner is required",
                                 headers={"WWW-Authenticate": "Bearer"})
         return partner
+
+    install_fhir(app, partner_of)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
