@@ -10,6 +10,7 @@ from gateway.x12.envelope import envelope_profile
 from gateway.x12.reader import _BOM, _find_isa
 
 HEAD = 64 * 1024
+STATE_RESPONSE_NAMESPACE = "http://www.dhcs.ca.gov/EDS/DHCSResponse"
 
 
 class UnknownKind(ValueError):
@@ -18,7 +19,8 @@ class UnknownKind(ValueError):
 
 def sniff(path: Path) -> str:
     """``837p``, ``837i``, ``999``, ``277ca``, ``835``, ``x12`` (other X12), ``json``
-    (canonical encounters), ``fhir``, ``csv`` or ``xlsx``; raises :class:`UnknownKind`."""
+    (canonical encounters), ``fhir``, ``state-response`` (the state's encounter response XML),
+    ``csv`` or ``xlsx``; raises :class:`UnknownKind`."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(HEAD)
@@ -39,6 +41,8 @@ def sniff(path: Path) -> str:
         return _json_kind(path, text)
     if text.startswith("<") and "http://hl7.org/fhir" in text[:2000]:
         return "fhir"
+    if text.startswith("<") and STATE_RESPONSE_NAMESPACE in text[:4000]:
+        return "state-response"
     first_line = text.splitlines()[0] if text else ""
     if re.search(r"[,;\t]", first_line):
         return "csv"
