@@ -1,0 +1,520 @@
+"""The generic part of the FHIR mappings: read a mapping spec (``mappings/fhir/*.yaml``), compile
+its FHIRPath expressions once, and apply them to a resource.
+
+A *field* of a spec takes a value from the resource::
+
+    - target: member_cin                      # the name in the record / row being built
+      path: "subject.resolve().identifier.where(system = %cin_system).value"
+      type: cin                               # text date datetime cin npi tin phone email
+                                              # code decimal int bool
+      required: true                          # FHIR-MAP-001 when nothing is found
+      many: true                              # keep every value (a list), else the first
+      pick: max                               # for many values: first last min max count
+      map: {urgent: expedited}                # code translation (case is ignored)
+      unmapped: keep                          # keep | default | warn (FHIR-MAP-004 + default)
+      default: routine                        # when nothing is found (or not translated)
+      codeset: pof                            # every code must be in profiles/codesets/pof.csv
+
+``path`` may be a list of alternatives: the first one that gives a value wins. Expressions see
+the constants of ``mappings/fhir/systems.yaml`` (and the spec's own ``constants``) as ``%name``
+and can follow references with ``resolve()`` — to contained resources (``#id``) and to the
+entries of the Bundle the resource came in (``fullUrl`` or ``Type/id``).
+
+A *template* (``render``) builds JSON from a dict of values: ``"{name}"`` alone in a string is
+replaced by the value itself (keeping its type), inside a longer string by its text; dotted
+names reach into nested dicts. Special keys: ``$value`` + ``$map`` (+ ``$default``) translate a
+value; ``$for_each`` + ``$as`` + ``$item`` repeat an element per list item (``{index}`` is its
+1-based position); ``$when`` keeps an element only when the named value is filled. Empty
+values, dicts and lists are left out, so optional data simply disappears.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import fhirpathpy
+import yaml
+
+from gateway.ecm.rules import cin_is_valid
+from gateway.findings import Finding
+from gateway.paths import MAPPINGS
+from gateway.rules import RuleCatalogue, default_catalogue
+from gateway.tabular import load_codeset
+from gateway.tabular.validate import luhn_npi_ok
+
+FHIR_MAPPINGS = MAPPINGS / "fhir"
+
+# -- references -----------------------------------------------------------------------------
+_references: contextvars.ContextVar[dict[str, dict]] = contextvars.ContextVar(
+    "fhir_mapping_references", default={})
+
+
+def _resolve(inputs: list) -> list:
+    """FHIRPath ``resolve()`` over the current reference index (fhirpathpy has none)."""
+    index = _references.get()
+    found = []
+    for item in inputs:
+        target = index.get(item.get("reference", "")) if isinstance(item, dict) else None
+        if target is not None:
+            found.append(target)
+    return found
+
+
+_FUNCTIONS = {"resolve": {"fn": _resolve}}
+
+
+@dataclass
+class Source:
+    """A resource to map and the resources its references can reach."""
+
+    resource: dict
+    index: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return str(self.resource.get("resourceType", ""))
+
+
+def reference_index(resource: dict, bundle: dict | None = None) -> dict[str, dict]:
+    index: dict[str, dict] = {}
+    for entry in (bundle or {}).get("entry") or []:
+        target = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(target, dict):
+            continue
+        if entry.get("fullUrl"):
+            index[str(entry["fullUrl"])] = target
+        if target.get("id"):
+            index[f"{target.get('resourceType')}/{target['id']}"] = target
+    for contained in resource.get("contained") or []:
+        if isinstance(contained, dict) and contained.get("id"):
+            index["#" + str(contained["id"])] = contained
+    return index
+
+
+def sources_of(data: dict, resource_type: str) -> list[Source]:
+    """The resources of ``resource_type`` in ``data`` (the resource itself, or a Bundle's
+    entries), each with the references it can resolve."""
+    if data.get("resourceType") == "Bundle":
+        found = []
+        for entry in data.get("entry") or []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == resource_type:
+                found.append(Source(resource, reference_index(resource, data)))
+        return found
+    if data.get("resourceType") == resource_type:
+        return [Source(data, reference_index(data))]
+    return []
+
+
+# -- specs ----------------------------------------------------------------------------------
+class MappingSpecError(ValueError):
+    """A mapping spec that cannot be used (names the file and the problem)."""
+
+
+@lru_cache(maxsize=1)
+def systems() -> dict[str, Any]:
+    return yaml.safe_load((FHIR_MAPPINGS / "systems.yaml").read_text("utf-8"))
+
+
+def load_spec(name: str, folder: Path | None = None) -> dict:
+    path = (folder or FHIR_MAPPINGS) / f"{name}.yaml"
+    if not path.is_file():
+        raise MappingSpecError(f"no FHIR mapping {name!r} in {path.parent}")
+    return _load_spec(str(path), path.stat().st_mtime)
+
+
+@lru_cache(maxsize=32)
+def _load_spec(path: str, _mtime: float) -> dict:
+    return yaml.safe_load(Path(path).read_text("utf-8")) or {}
+
+
+@lru_cache(maxsize=512)
+def compiled(expression: str):
+    try:
+        return fhirpathpy.compile(expression, options={"userInvocationTable": _FUNCTIONS})
+    except Exception as exc:  # fhirpathpy raises plain Exceptions for syntax errors
+        raise MappingSpecError(f"FHIRPath expression {expression!r} does not compile: "
+                               f"{exc}") from exc
+
+
+_FIRST_STEP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def location_of(base: str, expression: str) -> str:
+    """A FHIRPath location for findings: the base and the expression's leading plain steps
+    (``subject.resolve().identifier...`` → ``ServiceRequest.subject``)."""
+    match = _FIRST_STEP.match(expression)
+    steps = match.group(0) if match else ""
+    parts = [p for p in steps.split(".") if p]
+    # a step followed by "(" is a function, not an element
+    if parts and expression[len(steps):].startswith("("):
+        parts = parts[:-1]
+    return ".".join([base, *parts]) if parts else base
+
+
+@dataclass
+class FieldSpec:
+    target: str
+    paths: list[str]
+    type: str = "text"
+    required: bool = False
+    many: bool = False
+    pick: str | None = None
+    map: dict[str, Any] | None = None
+    unmapped: str = "keep"
+    default: Any = None
+    codeset: str | None = None
+    location: str | None = None
+    label: str | None = None
+    root: str | None = None  # a named root of the spec's ``roots`` instead of the resource
+
+    @classmethod
+    def from_dict(cls, raw: dict, spec_name: str) -> "FieldSpec":
+        if "target" not in raw or "path" not in raw:
+            raise MappingSpecError(f"{spec_name}: every field needs target and path ({raw!r})")
+        paths = raw["path"] if isinstance(raw["path"], list) else [raw["path"]]
+        for path in paths:
+            compiled(str(path))
+        mapping = raw.get("map")
+        return cls(target=raw["target"], paths=[str(p) for p in paths],
+                   type=raw.get("type", "text"), required=bool(raw.get("required")),
+                   many=bool(raw.get("many")), pick=raw.get("pick"),
+                   map={str(k).lower(): v for k, v in mapping.items()} if mapping else None,
+                   unmapped=raw.get("unmapped", "keep"), default=raw.get("default"),
+                   codeset=raw.get("codeset"), location=raw.get("location"),
+                   label=raw.get("label"), root=raw.get("from"))
+
+
+def field_specs(spec: dict, key: str, spec_name: str) -> list[FieldSpec]:
+    return [FieldSpec.from_dict(raw, spec_name) for raw in spec.get(key) or []]
+
+
+# -- values -----------------------------------------------------------------------------------
+class BadValue(ValueError):
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def parse_datetime(text: str) -> datetime:
+    """A FHIR date or dateTime as an aware datetime (a date alone is midnight UTC)."""
+    text = text.strip()
+    if len(text) == 10:
+        return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _as_date(value: Any) -> date:
+    text = str(value).strip()
+    if not re.match(r"^\d{4}-\d{2}-\d{2}", text):
+        raise BadValue("a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError as exc:
+        raise BadValue("a date (YYYY-MM-DD)") from exc
+
+
+def _digits(value: Any) -> str:
+    return re.sub(r"\D", "", str(value))
+
+
+def convert_value(value: Any, kind: str) -> Any:
+    if kind == "text" or kind == "code":
+        text = str(value).strip()
+        return text or None
+    if kind == "date":
+        return _as_date(value)
+    if kind == "datetime":
+        try:
+            return parse_datetime(str(value))
+        except ValueError as exc:
+            raise BadValue("a FHIR dateTime") from exc
+    if kind == "cin":
+        text = str(value).strip().upper()
+        if not cin_is_valid(text):
+            raise BadValue("a Medi-Cal CIN (8 digits and a letter)")
+        return text
+    if kind == "npi":
+        text = str(value).strip()
+        if not (len(text) == 10 and text.isdigit() and luhn_npi_ok(text)):
+            raise BadValue("an NPI (10 digits with a valid check digit)")
+        return text
+    if kind == "tin":
+        text = _digits(value)
+        if len(text) != 9:
+            raise BadValue("a TIN (9 digits)")
+        return text
+    if kind == "phone":
+        text = _digits(value)
+        if len(text) == 11 and text.startswith("1"):
+            text = text[1:]
+        if len(text) != 10:
+            raise BadValue("a 10-digit US phone number")
+        return text
+    if kind == "email":
+        text = str(value).strip()
+        if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", text):
+            raise BadValue("an e-mail address")
+        return text
+    if kind in ("decimal", "int"):
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise BadValue("a number") from exc
+        if kind == "int":
+            if number != number.to_integral_value():
+                raise BadValue("a whole number")
+            return int(number)
+        return number
+    if kind == "zip":
+        text = _digits(value)
+        if len(text) not in (5, 9):
+            raise BadValue("a ZIP code (5 or 9 digits)")
+        return text
+    if kind == "icd10":
+        text = str(value).strip().upper().replace(".", "")
+        if not re.match(r"^[A-Z][0-9][0-9A-Z]{1,5}$", text):
+            raise BadValue("an ICD-10-CM code")
+        return text
+    if kind == "hcpcs":
+        # a code may come with its modifiers: G9008-U1, G9008:U1:GQ, "G9008 U1"
+        parts = [p for p in re.split(r"[-:\s]+", str(value).strip().upper()) if p]
+        if not parts or not re.match(r"^[A-Z0-9][0-9]{3}[A-Z0-9]$", parts[0]) or any(
+                not re.match(r"^[A-Z0-9]{2}$", m) for m in parts[1:]):
+            raise BadValue("a HCPCS code (with optional two-character modifiers)")
+        return tuple(parts)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise BadValue("true or false")
+    raise MappingSpecError(f"unknown field type {kind!r}")
+
+
+# -- applying fields ----------------------------------------------------------------------------
+class Mapper:
+    """Applies field specs to resources and collects findings."""
+
+    def __init__(self, spec: dict, catalogue: RuleCatalogue | None = None) -> None:
+        self.catalogue = catalogue or default_catalogue()
+        self.variables = {**systems(), **(spec.get("constants") or {})}
+
+    def evaluate(self, expression: str, root: Any, source: Source) -> list:
+        token = _references.set(source.index)
+        try:
+            return compiled(expression)(root, self.variables)
+        finally:
+            _references.reset(token)
+
+    def finding(self, out: list[Finding], rule: str, location: str, **values) -> None:
+        found = self.catalogue.finding(rule, location, None, **values)
+        if found is not None:
+            out.append(found)
+
+    def values(self, specs: list[FieldSpec], root: Any, source: Source, base: str,
+               out: list[Finding], roots: dict[str, str] | None = None) -> dict[str, Any]:
+        """Every field's value. ``roots`` (name → FHIRPath) are evaluated once on ``root``;
+        a field with ``from: name`` is evaluated on that collection."""
+        named: dict[str, tuple[list, str]] = {}
+        result = {}
+        for spec in specs:
+            if spec.root:
+                if spec.root not in (roots or {}):
+                    raise MappingSpecError(f"field {spec.target} names an unknown root "
+                                           f"{spec.root!r}")
+                if spec.root not in named:
+                    expression = roots[spec.root]
+                    named[spec.root] = (self.evaluate(expression, root, source),
+                                        location_of(base, expression))
+                items, where = named[spec.root]
+                result[spec.target] = self.value(spec, items, source, where, out)
+            else:
+                result[spec.target] = self.value(spec, root, source, base, out)
+        return result
+
+    def value(self, spec: FieldSpec, root: Any, source: Source, base: str,
+              out: list[Finding]) -> Any:
+        raw: list = []
+        used = spec.paths[0]
+        for path in spec.paths:
+            raw = [v for v in self.evaluate(path, root, source)
+                   if v is not None and v != "" and not isinstance(v, (dict, list))]
+            if raw:
+                used = path
+                break
+        where = spec.location or location_of(base, used)
+        label = spec.label or spec.target
+        if not raw:
+            if spec.default is None and spec.required:
+                self.finding(out, "FHIR-MAP-001", location_of(base, spec.paths[0]),
+                             target=label, looked=" | ".join(spec.paths))
+            return spec.default if not spec.many or spec.default is None else \
+                list(spec.default) if isinstance(spec.default, list) else [spec.default]
+        converted = []
+        for item in raw:
+            try:
+                item = convert_value(item, spec.type)
+            except BadValue as bad:
+                self.finding(out, "FHIR-MAP-002", where, target=label, expected=bad.expected)
+                continue
+            if item is None:
+                continue
+            if spec.map is not None:
+                translated = spec.map.get(str(item).lower(), _MISSING)
+                if translated is _MISSING:
+                    if spec.unmapped == "warn":
+                        fallback = "the default is used" if spec.default is not None \
+                            else "the value is left out"
+                        self.finding(out, "FHIR-MAP-004", where, target=label,
+                                     fallback=fallback)
+                    if spec.unmapped in ("warn", "default"):
+                        if spec.default is None:
+                            continue
+                        translated = spec.default
+                    else:
+                        translated = item
+                item = translated
+            converted.append(item)
+        if spec.codeset:
+            codes = load_codeset(spec.codeset)
+            bad = [c for c in converted if str(c) not in codes]
+            if bad:
+                self.finding(out, "FHIR-MAP-003", where, target=label, codeset=spec.codeset)
+                converted = [c for c in converted if str(c) in codes]
+        if not converted:
+            if spec.required and spec.default is None and not any(
+                    f.location == where and f.rule in ("FHIR-MAP-002", "FHIR-MAP-003")
+                    for f in out):
+                self.finding(out, "FHIR-MAP-001", where, target=label,
+                             looked=" | ".join(spec.paths))
+            return [] if spec.many else spec.default
+        if spec.many:
+            unique = list(dict.fromkeys(converted))
+            if spec.pick:
+                return _pick(unique, spec.pick)
+            return unique
+        if len(set(map(str, converted))) > 1:
+            self.finding(out, "FHIR-MAP-009", where, target=label, count=len(converted))
+        return converted[0]
+
+
+_MISSING = object()
+
+
+def _pick(values: list, how: str) -> Any:
+    if how == "first":
+        return values[0]
+    if how == "last":
+        return values[-1]
+    if how == "min":
+        return min(values)
+    if how == "max":
+        return max(values)
+    if how == "count":
+        return len(values)
+    raise MappingSpecError(f"unknown pick {how!r} (first, last, min, max, count)")
+
+
+# -- templates (building FHIR) ------------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.:]*)\}")
+_EMPTY = (None, "", [], {})
+
+
+def lookup(values: dict, name: str) -> Any:
+    current: Any = values
+    for part in name.split("."):
+        if not isinstance(current, dict):
+            return None
+        current = current.get(part)
+    return current
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _text(value: Any) -> str:
+    value = json_value(value)
+    return "" if value is None else str(value)
+
+
+def render(template: Any, values: dict) -> Any:
+    """Fill a template (see the module docstring); returns None for an empty result."""
+    if isinstance(template, str):
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole:
+            value = json_value(lookup(values, whole.group(1)))
+            return None if value in _EMPTY else value
+        missing = False
+
+        def fill(match: re.Match) -> str:
+            nonlocal missing
+            text = _text(lookup(values, match.group(1)))
+            if not text:
+                missing = True
+            return text
+
+        text = _PLACEHOLDER.sub(fill, template)
+        # a string built around an empty value (e.g. "Patient/{id}") is left out entirely
+        return None if missing or not text else text
+    if isinstance(template, list):
+        items = []
+        for item in template:
+            if isinstance(item, dict) and "$for_each" in item:
+                items.extend(_repeat(item, values))
+                continue
+            rendered = render(item, values)
+            if rendered not in _EMPTY:
+                items.append(rendered)
+        return items or None
+    if isinstance(template, dict):
+        if "$when" in template and lookup(values, template["$when"]) in _EMPTY:
+            return None
+        if "$value" in template:
+            value = render(template["$value"], values)
+            if value is not None and "$map" in template:
+                table = {str(k).lower(): v for k, v in template["$map"].items()}
+                value = table.get(str(value).lower(), template.get("$default"))
+            return value if value not in _EMPTY else template.get("$default")
+        result = {}
+        for key, item in template.items():
+            if key.startswith("$"):
+                continue
+            rendered = render(item, values)
+            if rendered not in _EMPTY:
+                result[key] = rendered
+        return result or None
+    return template
+
+
+def _repeat(item: dict, values: dict) -> list:
+    sequence = lookup(values, item["$for_each"]) or []
+    name = item.get("$as", "item")
+    out = []
+    for index, element in enumerate(sequence, start=1):
+        scope = {**values, name: element, "index": index}
+        rendered = render(item["$item"], scope)
+        if rendered not in _EMPTY:
+            out.append(rendered)
+    return out
+
+
+def stable_uuid(*parts: object) -> str:
+    """A deterministic ``urn:uuid:`` for an entry (same input, same id: golden files and
+    de-duplication across rows)."""
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "ecm-gateway:" + "|".join(
+        str(p) for p in parts)))
