@@ -24,8 +24,8 @@ def gateway(tmp_path):
                                tmp_path / "partners.yaml")
     app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
                      partners=tmp_path / "partners.yaml")
-    client = TestClient(app, raise_server_exceptions=False)
-    return client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+    with TestClient(app, raise_server_exceptions=False) as client:  # runs the worker threads
+        yield client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
 
 
 def test_health_metrics_and_openapi_need_no_token(gateway):

@@ -22,6 +22,7 @@ from gateway.findings import Finding, Severity
 from gateway.pipeline.store import STATUSES, Received, Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
 
 
 @pytest.fixture
@@ -162,6 +163,7 @@ def test_findings_round_trip(store):
 # -- documents -------------------------------------------------------------------------------------
 def test_documents_lineage_and_mailbox_scoped_to_recipient(store):
     sid = receive(store, now=T0).submission_id
+    assert store.claim(sid, "w", LEASE) == "claimed"
     ack = store.add_document(sid, role="ack", name="999.x12", content=b"ISA*999~",
                              media_type="application/edi-x12", recipient="acme", now=T0)
     converted = store.add_document(sid, role="converted", name="claims.json", content=b"{}",
@@ -177,6 +179,8 @@ def test_documents_lineage_and_mailbox_scoped_to_recipient(store):
     assert [d["id"] for d in docs] == [ack, converted, routed, report]
     assert all("content" not in d for d in docs)
     assert docs[0]["size"] == len(b"ISA*999~") and docs[2]["parent_document"] == converted
+    assert store.mailbox("acme") == []  # the run has not finished: nothing is handed out
+    assert store.finish(sid, "w")
     assert [d["id"] for d in store.mailbox("acme")] == [report, ack]  # newest first
     assert [d["id"] for d in store.mailbox("plan-x")] == [routed]
     assert store.mailbox("nobody") == []
@@ -196,15 +200,97 @@ def test_documents_lineage_and_mailbox_scoped_to_recipient(store):
         store.mark_delivered("missing")
 
 
-def test_claim_pending_oldest_first(store):
+# -- the queue -------------------------------------------------------------------------------------
+def test_claim_next_takes_the_oldest_once(store):
     ids = [receive(store, bytes([i]), now=T0 + timedelta(minutes=10 - i)).submission_id
            for i in range(4)]  # created newest first
-    store.set_status(ids[1], "validated")
-    assert store.claim_pending() == [ids[3], ids[2], ids[0]]
-    assert store.claim_pending(limit=2) == [ids[3], ids[2]]
-    for sid in ids:
-        store.set_status(sid, "delivered")
-    assert store.claim_pending() == []
+    assert store.queued() == [ids[3], ids[2], ids[1], ids[0]]
+    assert store.queued(limit=2) == [ids[3], ids[2]]
+    assert store.claim(ids[1], "w1", LEASE) == "claimed"
+    assert store.claim(ids[1], "w2", LEASE) == "busy"
+    assert [store.claim_next("w2", LEASE) for _ in range(4)] == [ids[3], ids[2], ids[0], None]
+    assert store.queue_depth() == {"queued": 0, "running": 4, "done": 0}
+    assert store.submission(ids[3])["run_state"] == "running"
+    assert store.finish(ids[1], "w1") and not store.finish(ids[1], "w1")
+    assert not store.finish(ids[3], "w1")  # not w1's lease
+    assert store.claim(ids[1], "w3", LEASE) == "done"
+    assert store.claim("missing", "w3", LEASE) == "missing"
+    assert store.queue_depth() == {"queued": 0, "running": 3, "done": 1}
+
+
+def test_an_expired_lease_is_claimable_and_a_reclaim_discards_the_unfinished_outputs(store):
+    sid = receive(store, now=T0).submission_id
+    assert store.claim(sid, "w1", LEASE, now=T0) == "claimed"
+    store.add_findings(sid, [Finding(rule="R", severity=Severity.ERROR, location="ISA",
+                                     message="m", source="s")])
+    first = store.add_document(sid, role="ack", name="999", content=b"a", media_type="x",
+                               recipient="acme")
+    store.add_document(sid, role="routed", name="r", content=b"r", media_type="x",
+                       recipient="plan", parent_document=first)
+    # w1 was killed; before its lease ends nobody may take over, after it anyone may
+    assert store.claim_next("w2", LEASE, now=T0 + timedelta(seconds=59)) is None
+    assert store.extend_lease(sid, "w1", LEASE, now=T0 + timedelta(seconds=30))
+    assert store.claim(sid, "w2", LEASE, now=T0 + timedelta(seconds=89)) == "busy"
+    assert store.claim_next("w2", LEASE, now=T0 + timedelta(seconds=91)) == sid
+    assert store.findings(sid) == [] and store.documents(sid) == []
+    assert not store.extend_lease(sid, "w1", LEASE) and not store.finish(sid, "w1")
+    store.add_document(sid, role="ack", name="999", content=b"b", media_type="x",
+                       recipient="acme")
+    store.restart_run(sid)  # a retry inside the run starts from a clean slate too
+    assert store.documents(sid) == []
+    assert store.finish(sid, "w2", now=T0 + timedelta(seconds=92, milliseconds=500))
+    found = store.submission(sid)
+    assert found["run_state"] == "done" and found["finished_at"] == T0 + timedelta(
+        seconds=92, milliseconds=500)
+
+
+def test_requeue_abandoned_and_overdue(store):
+    a, b, c = (receive(store, bytes([i]), now=T0).submission_id for i in range(3))
+    store.claim(a, "dead-worker", LEASE, now=T0)
+    store.claim(b, "live-worker", LEASE, now=T0)
+    assert store.requeue_abandoned(lambda owner: owner != "dead-worker") == [a]
+    assert store.submission(a)["run_state"] == "queued"
+    # never handed to a broker: overdue at once; handed over: after redeliver_after
+    assert sorted(store.overdue(timedelta(minutes=5), now=T0)) == sorted([a, c])
+    store.mark_enqueued([a, c], now=T0)
+    assert store.overdue(timedelta(minutes=5), now=T0 + timedelta(minutes=1)) == []
+    assert sorted(store.overdue(timedelta(minutes=5), now=T0 + timedelta(minutes=6))) == \
+        sorted([a, b, c])  # b: its lease expired
+
+
+def test_latency_histogram_counts_finished_runs_per_kind(store):
+    for i, seconds in enumerate((0.04, 0.3, 7.0)):
+        sid = receive(store, bytes([i]), now=T0).submission_id
+        store.claim(sid, "w", LEASE, now=T0 + timedelta(seconds=seconds / 2))
+        store.finish(sid, "w", now=T0 + timedelta(seconds=seconds))
+    receive(store, b"waiting", kind="mif", now=T0)
+    counts, total, count = store.latency_histogram((0.05, 0.5, 5.0, 10.0))["837p"]
+    assert (counts, total, count) == ([1, 2, 2, 3], 7.34, 3)
+    run_counts, run_total, _ = store.latency_histogram((0.05, 5.0), "run_ms")["837p"]
+    assert (run_counts, run_total) == ([1, 3], 3.67)  # runs took 0.02, 0.15 and 3.5 s
+    assert "mif" not in store.latency_histogram()
+
+
+def test_a_store_of_the_previous_version_is_brought_up_to_date(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = Store(f"sqlite:///{path}")
+    done = receive(old, b"1").submission_id
+    waiting = receive(old, b"2").submission_id
+    old.set_status(done, "routed")
+    old.close()
+    with sqlite3.connect(path) as db:  # the queue columns did not exist before
+        db.execute("DROP INDEX ix_submissions_run_state")
+        for column in ("run_state", "lease_owner", "lease_until", "enqueued_at", "started_at",
+                       "finished_at", "run_ms", "latency_ms"):
+            db.execute(f"ALTER TABLE submissions DROP COLUMN {column}")
+    new = Store(f"sqlite:///{path}")
+    try:
+        assert new.submission(done)["run_state"] == "done"
+        assert new.queued() == [waiting]
+    finally:
+        new.close()
 
 
 def test_audit_is_append_only(store):
@@ -246,12 +332,14 @@ def test_two_stores_on_one_sqlite_file_see_each_others_writes(tmp_path):
     one, two = Store(url), Store(url)
     try:
         sid = receive(one, b"from one", idempotency_key="k").submission_id
+        assert two.claim(sid, "w", LEASE) == "claimed"
         assert two.raw_payload(sid) == b"from one"
         assert receive(two, b"other", idempotency_key="k").duplicate_of == sid
         two.set_status(sid, "validated")
         assert one.submission(sid)["status"] == "validated"
         doc = two.add_document(sid, role="ack", name="a", content=b"x", media_type="text/plain",
                                recipient="acme")
+        assert one.finish(sid, "w")
         assert [d["id"] for d in one.mailbox("acme")] == [doc]
         with one.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -387,6 +475,7 @@ def test_postgresql_store(pg_url):
         assert receive(s, payload, now=T0 + timedelta(days=31)).duplicate_of is None
         assert receive(s, payload, partner="globex", now=T0).duplicate_of is None
         sid = first.submission_id
+        assert s.claim(sid, "w", LEASE) == "claimed" and s.claim(sid, "v", LEASE) == "busy"
         s.set_status(sid, "validated", now=T0 + timedelta(seconds=1))
         assert [h["status"] for h in s.history(sid)] == ["received", "validated"]
         assert s.submission(sid)["created_at"] == T0
@@ -398,6 +487,7 @@ def test_postgresql_store(pg_url):
         assert [Finding(**d) for d in s.findings(sid)] == [finding]
         doc = s.add_document(sid, role="ack", name="999", content=b"ack", media_type="x",
                              recipient="acme")
+        assert s.mailbox("acme") == [] and s.finish(sid, "w")
         assert s.document(doc)["content"] == b"ack" and s.mailbox("acme")[0]["id"] == doc
         s.audit(actor="a", action="b", target="c")
         assert s.audit_log()[0]["actor"] == "a"

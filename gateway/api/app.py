@@ -3,58 +3,69 @@ partner mailbox. Every call but /healthz, /metrics and the OpenAPI pages needs t
 of a configured trading partner, and a partner sees only its own submissions and mailbox
 (someone else's id answers 404, as if it did not exist).
 
-This version processes a submission inside the request (after the raw payload is stored), so a
-small X12 gets its 999 in the response; the worker queue (Celery) arrives with the scale-out
-work and will take the same ``process_x12`` off the request path.
+Processing runs off the request path (:mod:`gateway.pipeline.queue`: worker threads on the
+store by default, Celery workers with ``queue="redis://…"``). A request stores the raw payload,
+queues it, and for a submission up to :data:`SYNC_BYTES` waits up to :data:`SYNC_WAIT_SECONDS`
+for its run to end, so a small X12 still gets its 999 in the response (200); otherwise, or
+with ``Prefer: respond-async``, the answer is 202 with the submission id and its status link.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import asyncio
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import (
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.process import replay, submit
-from gateway.pipeline.store import Store
+from gateway.pipeline.process import current_outcome, replay, submit
+from gateway.pipeline.queue import make_queue, wait_until_done
+from gateway.pipeline.store import LATENCY_BUCKETS, Store
 
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
-UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt")
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
+SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
+SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
 
 
 def create_app(store: str | None = None, partners: Path | Partners | None = None,
-               drop: Path | None = None) -> FastAPI:
-    """``drop``: the root of the partners' file-drop folders, watched while the app runs."""
+               drop: Path | None = None, queue: str | None = None, workers: int = 1
+               ) -> FastAPI:
+    """``drop``: the root of the partners' file-drop folders, watched while the app runs.
+    ``queue``: ``None`` for the embedded engine (``workers`` threads in this process) or a
+    ``redis://`` broker URL for Celery workers (``ecm-gateway worker``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         stop = threading.Event()
         watcher = None
+        app.state.queue.start()  # resumes whatever a previous run left unfinished
         if drop is not None:
             folders = DropFolders(Path(drop))
             watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
                                        args=(folders, app.state.store, app.state.partners,
-                                             stop))
+                                             stop),
+                                       kwargs={"queue": app.state.queue})
             watcher.start()
         yield
         stop.set()
         if watcher is not None:
             watcher.join(timeout=10)
+        app.state.queue.stop()
 
     app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,
                   description="Data exchange for Medi-Cal Enhanced Care Management")
@@ -65,15 +76,11 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         app.state.partners = Partners.load(Path(partners))
     else:
         app.state.partners = Partners(partners={}, routes=[])
+    app.state.queue = make_queue(queue, app.state.store, app.state.partners, workers=workers)
     registry = CollectorRegistry()
-    Gauge("ecm_gateway_info", "Gateway version", ["version"],
-          registry=registry).labels(version=__version__).set(1)
-    submissions = Gauge("ecm_gateway_submissions", "Submissions by kind and status",
-                        ["kind", "status"], registry=registry)
-    received = Counter("ecm_gateway_submissions_received", "Submissions received",
-                       ["channel"], registry=registry)
-    latency = Histogram("ecm_gateway_processing_seconds", "Time to process a submission",
-                        ["kind"], registry=registry)
+    registry.register(_StoreMetrics(app.state.store))
+    received = Counter("ecm_gateway_submissions_received", "Submissions received by this "
+                       "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
 
     def partner_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -99,38 +106,45 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        submissions.clear()
-        for (kind, status), count in app.state.store.counts_by_status().items():
-            submissions.labels(kind=kind, status=status).set(count)
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/x12", tags=["submissions"])
-    async def submit_x12(request: Request, partner: Partner = Depends(partner_of)) -> dict:
+    async def submit_x12(request: Request, partner: Partner = Depends(partner_of)
+                         ) -> JSONResponse:
         payload = await _read_limited(request, MAX_X12_BYTES)
         if not payload.strip():
             raise HTTPException(400, "the body is empty: send an X12 interchange")
-        return answer(partner, "x12", None, payload, request.headers.get("Idempotency-Key"))
+        return await answer(request, partner, "x12", None, payload,
+                            request.headers.get("Idempotency-Key"))
 
-    def answer(partner: Partner, kind: str, filename: str | None, payload: bytes,
-               idempotency_key: str | None = None) -> dict:
-        started = time.perf_counter()
-        done = submit(app.state.store, app.state.partners, partner, channel="api", kind=kind,
-                      filename=filename, payload=payload, idempotency_key=idempotency_key)
+    async def answer(request: Request, partner: Partner, kind: str, filename: str | None,
+                     payload: bytes, idempotency_key: str | None = None) -> JSONResponse:
+        done = await asyncio.to_thread(
+            submit, app.state.store, app.state.partners, partner, channel="api", kind=kind,
+            filename=filename, payload=payload, idempotency_key=idempotency_key,
+            queue=app.state.queue)
         received.labels(channel="api").inc()
-        body = {"submission_id": done.submission_id, "duplicate": done.duplicate,
-                "status": done.status,
-                "links": {"self": f"/submissions/{done.submission_id}"}}
-        if done.outcome is not None:
-            latency.labels(kind=kind).observe(time.perf_counter() - started)
-            body.update(valid=done.outcome.valid, findings=done.outcome.findings)
-            ack = done.outcome.ack999
-            if ack and len(ack) <= SYNC_ACK_BYTES:
-                body["ack_999"] = ack
-        return body
+        if done.duplicate:
+            return JSONResponse(_body(done.submission_id, done.status, duplicate=True))
+        wait = len(payload) <= SYNC_BYTES and not _respond_async(request)
+        return await finished_or_accepted(done.submission_id, wait)
+
+    async def finished_or_accepted(submission_id: str, wait: bool, **extra) -> JSONResponse:
+        """200 with the result once the run is done, else 202 with the status link."""
+        store: Store = app.state.store
+        if wait and await wait_until_done(store, submission_id, SYNC_WAIT_SECONDS):
+            outcome = await asyncio.to_thread(current_outcome, store, submission_id)
+            body = _body(submission_id, outcome.status, **extra)
+            body.update(valid=outcome.valid, findings=outcome.findings)
+            if outcome.ack999 and len(outcome.ack999) <= SYNC_ACK_BYTES:
+                body["ack_999"] = outcome.ack999
+            return JSONResponse(body)
+        found = await asyncio.to_thread(store.submission, submission_id)
+        return JSONResponse(_body(submission_id, found["status"], **extra), status_code=202)
 
     @app.post("/files", tags=["submissions"])
-    async def submit_file(file: UploadFile = File(...),
-                          partner: Partner = Depends(partner_of)) -> dict:
+    async def submit_file(request: Request, file: UploadFile = File(...),
+                          partner: Partner = Depends(partner_of)) -> JSONResponse:
         """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), as multipart/form-data."""
         name = Path(file.filename or "upload").name  # never a path from the client
         suffix = Path(name).suffix.lower()
@@ -142,16 +156,19 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
         if not payload.strip():
             raise HTTPException(400, "the file is empty")
-        return answer(partner, "file", name, payload)
+        return await answer(request, partner, "file", name, payload)
 
     @app.post("/submissions/{submission_id}/replay", tags=["submissions"])
-    def replay_submission(submission_id: str, partner: Partner = Depends(partner_of)) -> dict:
+    async def replay_submission(submission_id: str, request: Request,
+                                partner: Partner = Depends(partner_of)) -> JSONResponse:
         """Process a submission's stored raw payload again, as a new linked submission."""
-        own_submission(submission_id, partner)
-        outcome = replay(app.state.store, app.state.partners, submission_id, actor=partner.id)
-        return {"submission_id": outcome.submission_id, "replay_of": submission_id,
-                "status": outcome.status,
-                "links": {"self": f"/submissions/{outcome.submission_id}"}}
+        found = await asyncio.to_thread(own_submission, submission_id, partner)
+        new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
+                                         submission_id, actor=partner.id,
+                                         queue=app.state.queue)
+        return await finished_or_accepted(new_id, found["size"] <= SYNC_BYTES
+                                          and not _respond_async(request),
+                                          replay_of=submission_id)
 
     def own_submission(submission_id: str, partner: Partner) -> dict:
         found = app.state.store.submission(submission_id)
@@ -182,7 +199,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     def mailbox_document(document_id: str, partner: Partner = Depends(partner_of)) -> Response:
         store: Store = app.state.store
         found = store.document(document_id)
-        if found is None or found.get("recipient") != partner.id:
+        if found is None or found.get("recipient") != partner.id or \
+                store.submission(found["submission_id"])["run_state"] != "done":
             raise HTTPException(404, "no such document")
         store.mark_delivered(document_id)
         store.audit(actor=partner.id, action="download", target=document_id)
@@ -190,6 +208,56 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                         headers={"Content-Disposition": f'attachment; filename="{found["name"]}"'})
 
     return app
+
+
+def _body(submission_id: str, status: str, duplicate: bool = False, **extra) -> dict:
+    return {"submission_id": submission_id, **extra, "duplicate": duplicate, "status": status,
+            "links": {"self": f"/submissions/{submission_id}"}}
+
+
+def _respond_async(request: Request) -> bool:
+    """RFC 7240 ``Prefer: respond-async``: answer 202 at once, do not wait for the run."""
+    return "respond-async" in request.headers.get("prefer", "").lower()
+
+
+class _StoreMetrics:
+    """Gauges and histograms read from the store at scrape time, so they are right whichever
+    process (API, embedded threads, Celery workers on other machines) did the work."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self):
+        info = GaugeMetricFamily("ecm_gateway_info", "Gateway version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        by_status = GaugeMetricFamily("ecm_gateway_submissions",
+                                      "Submissions by kind and status", labels=["kind", "status"])
+        dead = 0
+        for (kind, status), count in sorted(self.store.counts_by_status().items()):
+            by_status.add_metric([kind, status], count)
+            dead += count if status == "dead_letter" else 0
+        yield by_status
+        depth = GaugeMetricFamily("ecm_gateway_queue_depth",
+                                  "Submissions waiting (queued) or being processed (running)",
+                                  labels=["state"])
+        for state, count in self.store.queue_depth().items():
+            if state != "done":
+                depth.add_metric([state], count)
+        yield depth
+        yield GaugeMetricFamily("ecm_gateway_dead_letters",
+                                "Submissions in dead_letter (replay them)", value=dead)
+        for column, name, text in (
+                ("latency_ms", "ecm_gateway_latency_seconds",
+                 "Time from receipt to the end of processing, by kind"),
+                ("run_ms", "ecm_gateway_processing_seconds",
+                 "Time of the final processing run, by kind")):
+            histogram = HistogramMetricFamily(name, text, labels=["kind"])
+            for kind, (counts, total, count) in sorted(
+                    self.store.latency_histogram(LATENCY_BUCKETS, column).items()):
+                buckets = [(str(b), n) for b, n in zip(LATENCY_BUCKETS, counts)]
+                histogram.add_metric([kind], buckets + [("+Inf", count)], total)
+            yield histogram
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

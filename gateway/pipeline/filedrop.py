@@ -3,8 +3,9 @@
 ``serve`` scans the inboxes; a file is taken only when it is complete — its name does not end
 in ``.part``, ``.partial`` or ``.tmp``, does not start with a dot, and its size and modification
 time have not changed for ``settle_seconds`` — so a half-copied upload is never read. The file
-is stored as a submission (channel ``file-drop``) and processed like an API upload, the original
-moves to ``archive/``, and every document routed to the partner is written to its ``outbox/``.
+is stored as a submission (channel ``file-drop``) and queued like an API upload, the original
+moves to ``archive/``, and every document routed to the partner is written to its ``outbox/``
+once its run has finished.
 Names come only from the partner's own folder listing and are reduced to a safe base name, so
 nothing is ever written outside the partner's folders.
 """
@@ -66,8 +67,12 @@ class DropFolders:
 
 
 def scan_once(drop: DropFolders, store: Store, partners: Partners,
-              settle_seconds: float = 2.0, now: float | None = None) -> list[str]:
-    """Take every complete inbox file of every partner; returns the new submission ids."""
+              settle_seconds: float = 2.0, now: float | None = None, queue=None) -> list[str]:
+    """Take every complete inbox file of every partner, hand it to ``queue`` (or, without
+    one, process it here), and deliver every finished document to the outboxes; returns the
+    new submission ids. A crash after storing a file and before archiving it is harmless: the
+    file is taken again, found to be a resubmission and archived, and its stored original is
+    processed by the queue."""
     now = time.time() if now is None else now
     taken = []
     for partner in partners.partners.values():
@@ -77,7 +82,8 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
             name = safe_name(path.name)
             is_x12 = name.lower().endswith(X12_SUFFIXES) or payload.lstrip()[:3] == b"ISA"
             done = submit(store, partners, partner, channel="file-drop",
-                          kind="x12" if is_x12 else "file", filename=name, payload=payload)
+                          kind="x12" if is_x12 else "file", filename=name, payload=payload,
+                          queue=queue)
             archived = folders["archive"] / f"{done.submission_id}-{name}"
             copy = 1
             while archived.exists():  # a resubmission keeps its own bytes beside the original
@@ -93,7 +99,10 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
 
 
 def deliver_outbox(store: Store, partner_id: str, outbox: Path) -> int:
-    """Write the partner's undelivered mailbox documents into its outbox (atomically)."""
+    """Write the partner's undelivered mailbox documents (of finished runs only) into its
+    outbox, atomically. Exactly once: the file name comes from the document (its submission id
+    and role), so if a crash falls between the rename and ``mark_delivered``, the next scan
+    rewrites the same file with the same bytes instead of adding a second one."""
     count = 0
     for item in store.mailbox(partner_id):
         if item.get("delivered_at"):
@@ -108,12 +117,12 @@ def deliver_outbox(store: Store, partner_id: str, outbox: Path) -> int:
     return count
 
 
-def watch(drop: DropFolders, store: Store, partners: Partners, stop, interval: float = 2.0
-          ) -> None:
+def watch(drop: DropFolders, store: Store, partners: Partners, stop, interval: float = 2.0,
+          queue=None) -> None:
     """Scan until ``stop`` (a threading.Event) is set; errors are logged, never fatal."""
     while not stop.is_set():
         try:
-            scan_once(drop, store, partners)
+            scan_once(drop, store, partners, queue=queue)
         except Exception as exc:  # noqa: BLE001 - the watcher must survive one bad file
             log.error("file drop scan failed: %s", exc.__class__.__name__)
         stop.wait(interval)

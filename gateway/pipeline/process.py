@@ -1,5 +1,7 @@
 """Running a submission: the one way in (:func:`submit`), processing with retries
-(:func:`process`) and :func:`replay`. The steps themselves, one per kind, are in
+(:func:`process`, :func:`run_claimed`) and :func:`replay`. A run is claimed in the store under
+a lease kept alive by a heartbeat (see :meth:`Store.claim`), so exactly one worker runs a
+submission at a time and a killed worker's submission is taken up again. The steps themselves, one per kind, are in
 :mod:`gateway.pipeline.steps`, and run from the raw payload the store kept, so a run can be
 replayed at any time. A failing step is retried with backoff, then the submission goes to
 ``dead_letter`` with the error; ``replay`` runs a stored payload again as a new submission
@@ -9,7 +11,13 @@ linked to the original.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.steps import STEPS, Outcome
@@ -37,22 +45,135 @@ def _x12_key(payload: bytes) -> str | None:
     return f"{fields[6].strip()}:{fields[13]}:{gs06}"
 
 
-def process(store: Store, partners: Partners, submission_id: str, sleep=None) -> Outcome:
-    """Run a stored submission through its pipeline, retrying a failing run with backoff; a
-    run that keeps failing leaves the submission in ``dead_letter`` with the error (the raw
-    payload stays, for replay)."""
-    import time
+LEASE = timedelta(seconds=float(os.environ.get("ECM_GATEWAY_LEASE_SECONDS", "60")))
+# FOR TESTS ONLY (the crash test): sleep this many seconds before every store write a step
+# makes, so a kill lands in the middle of a run. Never set it in a deployment.
+TEST_SLOW_WRITES = "ECM_GATEWAY_TEST_SLOW_WRITES"
+_BOOT = uuid.uuid4().hex[:8]
 
+
+def worker_id() -> str:
+    """``host:pid:boot:thread`` — who holds a lease; a restarted server recognises its dead
+    predecessor's claims by host and pid (:func:`owner_alive`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_BOOT}:{threading.get_ident()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """False for a lease owner on this host whose process is gone (or is an earlier life of
+    this very process id, e.g. pid 1 in a restarted container); True when unsure."""
+    host, _, rest = owner.partition(":")
+    pid, _, rest = rest.partition(":")
+    boot = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return boot == _BOOT
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Heartbeat:
+    """Extends the worker's lease every third of its length while a run lasts."""
+
+    def __init__(self, store: Store, submission_id: str, worker: str, lease: timedelta):
+        self.args = (store, submission_id, worker, lease)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat")
+
+    def _beat(self) -> None:
+        store, submission_id, worker, lease = self.args
+        while not self.stop.wait(lease.total_seconds() / 3):
+            try:
+                if not store.extend_lease(submission_id, worker, lease):
+                    return
+            except Exception as exc:  # noqa: BLE001 - retried at the next beat
+                log.warning("lease renewal failed: %s", exc.__class__.__name__,
+                            extra={"submission_id": submission_id})
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+class _SlowWrites:
+    """The store as a step sees it when :data:`TEST_SLOW_WRITES` is set (tests only)."""
+
+    WRITES = ("add_findings", "add_document", "set_status", "set_summary", "attempt")
+
+    def __init__(self, store: Store, delay: float):
+        self._store, self._delay = store, delay
+
+    def __getattr__(self, name):
+        found = getattr(self._store, name)
+        if name not in self.WRITES:
+            return found
+
+        def slow(*args, **kwargs):
+            time.sleep(self._delay)
+            return found(*args, **kwargs)
+        return slow
+
+
+def current_outcome(store: Store, submission_id: str) -> Outcome:
+    """What a finished (or still running) submission looks like, from the store."""
+    found = store.submission(submission_id)
+    ack = next((d for d in store.documents(submission_id) if d["role"] == "ack-999"), None)
+    text = store.document(ack["id"])["content"].decode("latin-1") if ack else None
+    return Outcome(submission_id, found["status"], bool((found["summary"] or {}).get("valid")),
+                   text, store.finding_count(submission_id))
+
+
+def process(store: Store, partners: Partners, submission_id: str, sleep=None,
+            worker: str | None = None, lease: timedelta = LEASE) -> Outcome:
+    """Claim a stored submission and run it (:func:`run_claimed`). When another worker holds
+    it, or it is already done, nothing runs and its current state is returned."""
+    worker = worker or worker_id()
+    state = store.claim(submission_id, worker, lease)
+    if state == "missing":
+        raise KeyError(submission_id)
+    if state != "claimed":
+        return current_outcome(store, submission_id)
+    return run_claimed(store, partners, submission_id, worker, sleep=sleep, lease=lease)
+
+
+def run_claimed(store: Store, partners: Partners, submission_id: str, worker: str, sleep=None,
+                lease: timedelta = LEASE) -> Outcome:
+    """Run a submission ``worker`` has claimed through its pipeline, retrying a failing run
+    with backoff (each retry starts from a clean slate); a run that keeps failing leaves the
+    submission in ``dead_letter`` with the error (the raw payload stays, for replay). The run
+    ends with :meth:`Store.finish`, which makes its outputs deliverable."""
     sleep = sleep or time.sleep
+    with _Heartbeat(store, submission_id, worker, lease):
+        outcome = _run(store, partners, submission_id, sleep)
+    if not store.finish(submission_id, worker):
+        log.warning("lease lost before the end of the run; another worker redoes it",
+                    extra={"submission_id": submission_id})
+    return outcome
+
+
+def _run(store: Store, partners: Partners, submission_id: str, sleep) -> Outcome:
     found = store.submission(submission_id)
     partner = partners.partners.get(found["partner"])
     if partner is None:
         store.set_status(submission_id, "dead_letter", error="unknown partner")
         return Outcome(submission_id, "dead_letter", False, None, 0)
     step = STEPS[found["kind"]]
+    delay = float(os.environ.get(TEST_SLOW_WRITES) or 0)
+    seen_by_step = _SlowWrites(store, delay) if delay > 0 else store
     for attempt in range(1, RETRIES + 1):
+        if attempt > 1:
+            store.restart_run(submission_id)
         try:
-            return step(store, partners, partner, submission_id)
+            return step(seen_by_step, partners, partner, submission_id)
         except Exception as exc:  # noqa: BLE001 - recorded, retried, then dead-lettered
             error = f"{exc.__class__.__name__} on attempt {attempt}"
             log.warning("processing failed: %s", error,
@@ -65,9 +186,11 @@ def process(store: Store, partners: Partners, submission_id: str, sleep=None) ->
     raise AssertionError("unreachable")
 
 
-def replay(store: Store, partners: Partners, submission_id: str, actor: str) -> Outcome:
+def replay(store: Store, partners: Partners, submission_id: str, actor: str,
+           queue=None) -> Outcome | str:
     """Process the stored raw payload of ``submission_id`` again, as a new submission linked to
-    it (``parent_id``)."""
+    it (``parent_id``). With a ``queue`` the new submission is handed to it and its id is
+    returned; without, it runs here and its :class:`Outcome` is returned."""
     found = store.submission(submission_id)
     if found is None:
         raise KeyError(submission_id)
@@ -76,6 +199,9 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str) -> 
                          payload=store.raw_payload(submission_id), parent_id=submission_id)
     store.audit(actor=actor, action="replay", target=submission_id,
                 detail=f"new submission {kept.submission_id}")
+    if queue is not None:
+        queue.enqueue(kept.submission_id)
+        return kept.submission_id
     return process(store, partners, kept.submission_id)
 
 
@@ -88,10 +214,12 @@ class Submitted:
 
 
 def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, kind: str,
-           filename: str | None, payload: bytes, idempotency_key: str | None = None
-           ) -> Submitted:
+           filename: str | None, payload: bytes, idempotency_key: str | None = None,
+           queue=None) -> Submitted:
     """The one way in, for every channel: store the raw payload (before any answer), detect a
-    resubmission, audit, then process. A resubmission is answered with the original."""
+    resubmission, audit, then hand the submission to ``queue`` (:mod:`gateway.pipeline.queue`;
+    the answer's status is then ``received``) or, without a queue, process it here. A
+    resubmission is answered with the original."""
     kept = store.receive(partner=partner.id, channel=channel, kind=kind, filename=filename,
                          payload=payload, idempotency_key=idempotency_key,
                          x12_key=_x12_key(payload) if kind == "x12" else None)
@@ -105,6 +233,9 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
             **details, "submission_id": kept.duplicate_of, "status": original["status"]})
         return Submitted(kept.duplicate_of, True, original["status"])
     log.info("submission stored", extra=details)
+    if queue is not None:
+        queue.enqueue(kept.submission_id)
+        return Submitted(kept.submission_id, False, "received")
     outcome = process(store, partners, kept.submission_id)
     log.info("submission processed", extra={**details, "status": outcome.status,
                                             "findings": outcome.findings})

@@ -16,7 +16,10 @@ Guarantees:
   busy timeout), on PostgreSQL :meth:`Store.receive` takes a per-partner advisory lock, so the
   duplicate check and the insert are atomic across threads and processes;
 * datetimes are timezone-aware UTC going in and coming out (naive ones are taken as UTC);
-* the audit log is append-only by API: there is no method that updates or deletes it.
+* the audit log is append-only by API: there is no method that updates or deletes it;
+* the store is also the work queue (:meth:`Store.claim`, :meth:`Store.claim_next`): one worker
+  at a time runs a submission, under a lease; a rerun after a crash starts from a clean slate,
+  and mailboxes show only documents of finished runs, so every output is delivered once.
 
 Payloads and documents are kept in the database (``LargeBinary``): simple, and transactional
 with the rows that describe them. Very large payloads could move to object storage later
@@ -35,8 +38,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
-    create_engine, event, func, insert, select, text, update,
+    JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
+    case, create_engine, event, func, insert, inspect, select, text, update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
@@ -89,12 +92,22 @@ submissions = Table(
     Column("summary", JSON),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # the work queue (see "Queue" below): queued -> running (leased by one worker) -> done
+    Column("run_state", String(12), nullable=False, default="queued"),
+    Column("lease_owner", String(200)),
+    Column("lease_until", UTCDateTime),
+    Column("enqueued_at", UTCDateTime),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("run_ms", BigInteger),
+    Column("latency_ms", BigInteger),
     Index("ix_submissions_partner_sha256", "partner", "sha256", "created_at"),
     Index("ix_submissions_partner_idempotency", "partner", "idempotency_key"),
     Index("ix_submissions_partner_x12", "partner", "x12_key", "created_at"),
     Index("ix_submissions_partner_created", "partner", "created_at"),
     Index("ix_submissions_status", "status", "created_at"),
     Index("ix_submissions_parent", "parent_id"),
+    Index("ix_submissions_run_state", "run_state", "created_at"),
 )
 payloads = Table(
     "submission_payloads", metadata,
@@ -151,7 +164,10 @@ audit_table = Table(
 
 _SUBMISSION_FIELDS = ("id", "partner", "channel", "kind", "filename", "status", "error", "sha256",
                       "size", "idempotency_key", "x12_key", "created_at", "updated_at",
-                      "parent_id", "attempts", "summary")
+                      "parent_id", "attempts", "summary", "run_state", "started_at",
+                      "finished_at")
+RUN_STATES = ("queued", "running", "done")
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _DOCUMENT_FIELDS = ("id", "submission_id", "role", "name", "media_type", "recipient", "size",
                     "created_at", "delivered_at", "parent_document")
 
@@ -203,6 +219,7 @@ class Store:
         self._writer = self.engine.execution_options(sqlite_immediate=True)
         with self._write("schema") as conn:
             metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -245,7 +262,7 @@ class Store:
                 id=submission_id, partner=partner, channel=channel, kind=kind, filename=filename,
                 sha256=digest, size=len(payload), idempotency_key=idempotency_key,
                 x12_key=x12_key, parent_id=parent_id, status="received", error=None, attempts=0,
-                summary={}, created_at=now, updated_at=now))
+                summary={}, created_at=now, updated_at=now, run_state="queued"))
             conn.execute(insert(payloads).values(submission_id=submission_id, content=payload))
             conn.execute(insert(status_history).values(
                 submission_id=submission_id, status="received", at=now, error=None))
@@ -307,13 +324,155 @@ class Store:
             raise KeyError(f"unknown submission {submission_id}")
         return count
 
-    def claim_pending(self, limit: int = 10) -> list[str]:
-        """Ids of submissions still in status ``received``, oldest first (for a worker, or to
-        resume after a crash). Read-only: the caller moves each one on with :meth:`set_status`."""
+    # -- queue -----------------------------------------------------------------------------------
+    # The store is the queue: a submission is ``queued`` when received, ``running`` while one
+    # worker holds its lease, ``done`` when its run ended (any final status, dead letter
+    # included). A claim is one UPDATE guarded by the state, so two workers (threads, processes,
+    # machines) never both win it; a lease that expires (a killed worker) makes it claimable
+    # again. Claiming also discards what an earlier, unfinished run of the same submission wrote
+    # (findings, documents), in the same transaction, so a rerun never duplicates an output;
+    # nothing of an unfinished run can have been delivered, because mailboxes and outboxes
+    # show only documents of ``done`` submissions.
+    def claim(self, submission_id: str, worker: str, lease: timedelta,
+              now: datetime | None = None) -> str:
+        """Try to take ``submission_id`` for ``worker``: ``"claimed"`` (it is yours until
+        ``lease`` passes, see :meth:`extend_lease`), ``"busy"`` (another worker's lease is
+        live), ``"done"`` (already finished) or ``"missing"``."""
+        now = _utc(now)
+        c = submissions.c
+        with self._write() as conn:
+            result = conn.execute(update(submissions).where(c.id == submission_id, _claimable(now))
+                                  .values(run_state="running", lease_owner=worker,
+                                          lease_until=now + lease, started_at=now))
+            if result.rowcount == 1:
+                _discard_outputs(conn, submission_id)
+                return "claimed"
+            state = conn.execute(select(c.run_state).where(c.id == submission_id)).scalar()
+        return {None: "missing", "done": "done"}.get(state, "busy")
+
+    def claim_next(self, worker: str, lease: timedelta, now: datetime | None = None
+                   ) -> str | None:
+        """Take the oldest claimable submission for ``worker`` (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite); None when there is none."""
+        now = _utc(now)
+        c = submissions.c
+        with self._write() as conn:
+            found = select(c.id).where(_claimable(now)).order_by(c.created_at, c.id).limit(1)
+            if self.dialect == "postgresql":
+                found = found.with_for_update(skip_locked=True)
+            submission_id = conn.execute(found).scalar()
+            if submission_id is None:
+                return None
+            conn.execute(update(submissions).where(c.id == submission_id)
+                         .values(run_state="running", lease_owner=worker,
+                                 lease_until=now + lease, started_at=now))
+            _discard_outputs(conn, submission_id)
+        return submission_id
+
+    def extend_lease(self, submission_id: str, worker: str, lease: timedelta,
+                     now: datetime | None = None) -> bool:
+        """Keep a claim alive (a worker's heartbeat); False when ``worker`` no longer holds it."""
+        now = _utc(now)
+        c = submissions.c
+        with self._write() as conn:
+            result = conn.execute(update(submissions).where(
+                c.id == submission_id, c.run_state == "running", c.lease_owner == worker)
+                .values(lease_until=now + lease))
+        return result.rowcount == 1
+
+    def restart_run(self, submission_id: str) -> None:
+        """Discard the findings and documents written so far by the current run (before a
+        retry, so the retry does not add to them)."""
+        with self._write() as conn:
+            _discard_outputs(conn, submission_id)
+
+    def finish(self, submission_id: str, worker: str, now: datetime | None = None) -> bool:
+        """End ``worker``'s run: the submission is ``done`` and its outputs become deliverable.
+        False (and nothing changes) when the worker had lost its lease."""
+        now = _utc(now)
+        c = submissions.c
+        with self._write() as conn:
+            row = conn.execute(select(c.created_at, c.started_at).where(
+                c.id == submission_id, c.run_state == "running", c.lease_owner == worker)
+            ).first()
+            if row is None:
+                return False
+            created, started = (_utc(v) if v is not None else now for v in row)
+            conn.execute(update(submissions).where(c.id == submission_id).values(
+                run_state="done", lease_owner=None, lease_until=None, finished_at=now,
+                run_ms=_ms(now - started), latency_ms=_ms(now - created)))
+        return True
+
+    def requeue_abandoned(self, owners_alive, now: datetime | None = None) -> list[str]:
+        """Put back in the queue the running submissions whose ``lease_owner`` is judged dead by
+        ``owners_alive(owner) -> bool`` (a restarted server releases its predecessor's claims
+        at once instead of waiting for their leases to expire)."""
+        c = submissions.c
+        with self._write() as conn:
+            running = conn.execute(select(c.id, c.lease_owner).where(c.run_state == "running")
+                                   ).all()
+            dead = [sid for sid, owner in running if not owners_alive(owner or "")]
+            for sid in dead:
+                conn.execute(update(submissions).where(c.id == sid, c.run_state == "running")
+                             .values(run_state="queued", lease_owner=None, lease_until=None))
+        return dead
+
+    def mark_enqueued(self, submission_ids: list[str], now: datetime | None = None) -> None:
+        """Note when a submission was last handed to an external broker (Celery)."""
+        if not submission_ids:
+            return
+        with self._write() as conn:
+            conn.execute(update(submissions).where(submissions.c.id.in_(submission_ids))
+                         .values(enqueued_at=_utc(now)))
+
+    def overdue(self, redeliver_after: timedelta, limit: int = 500,
+                now: datetime | None = None) -> list[str]:
+        """Submissions a broker may have lost: queued and not handed over since
+        ``redeliver_after``, or running under an expired lease (a killed worker). Oldest first."""
+        now = _utc(now)
+        c = submissions.c
+        stale = (c.run_state == "queued") & ((c.enqueued_at.is_(None))
+                                              | (c.enqueued_at < now - redeliver_after))
+        expired = (c.run_state == "running") & (c.lease_until < now)
+        with self._read() as conn:
+            return list(conn.execute(select(c.id).where(stale | expired)
+                                     .order_by(c.created_at, c.id).limit(limit)).scalars())
+
+    def queued(self, limit: int = 10) -> list[str]:
+        """Ids of submissions waiting for a worker, oldest first."""
         c = submissions.c
         with self._read() as conn:
-            return list(conn.execute(select(c.id).where(c.status == "received")
+            return list(conn.execute(select(c.id).where(c.run_state == "queued")
                                      .order_by(c.created_at, c.id).limit(limit)).scalars())
+
+    def queue_depth(self) -> dict[str, int]:
+        """Submissions per run state: ``queued``, ``running``, ``done``."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = dict(conn.execute(select(c.run_state, func.count()).group_by(c.run_state)
+                                     ).all())
+        return {state: rows.get(state, 0) for state in RUN_STATES}
+
+    def latency_histogram(self, buckets: tuple[float, ...] = LATENCY_BUCKETS,
+                          column: str = "latency_ms") -> dict[str, tuple[list[int], float, int]]:
+        """Per kind, over finished submissions: cumulative counts for each bucket (seconds),
+        the sum (seconds) and the count of ``latency_ms`` (receipt to end of run) or
+        ``run_ms`` (the final run alone). Read at scrape time, so every process agrees."""
+        c = submissions.c
+        value = c[column]
+        columns = [func.sum(case((value <= int(b * 1000), 1), else_=0)) for b in buckets]
+        with self._read() as conn:
+            rows = conn.execute(select(c.kind, func.count(), func.sum(value), *columns)
+                                .where(c.run_state == "done", value.is_not(None))
+                                .group_by(c.kind)).all()
+        return {kind: ([int(n or 0) for n in counts], (total or 0) / 1000.0, count)
+                for kind, count, total, *counts in rows}
+
+    def finding_count(self, submission_id: str) -> int:
+        c = findings_table.c
+        with self._read() as conn:
+            return conn.execute(select(func.count()).where(c.submission_id == submission_id)
+                                ).scalar() or 0
 
     def submissions_for(self, partner: str, limit: int = 100) -> list[dict]:
         """The partner's submissions, newest first."""
@@ -405,11 +564,14 @@ class Store:
         return data
 
     def mailbox(self, partner: str) -> list[dict]:
-        """Documents addressed to ``partner``, newest first (without content)."""
+        """Documents addressed to ``partner``, newest first (without content); only those of
+        finished runs (``done``), so nothing of a run that may still be redone is handed out."""
         c = documents_table.c
         with self._read() as conn:
-            rows = conn.execute(_select_documents().where(c.recipient == partner)
-                                .order_by(c.created_at.desc(), c.id)).mappings()
+            rows = conn.execute(_select_documents().join(
+                submissions, submissions.c.id == c.submission_id)
+                .where(c.recipient == partner, submissions.c.run_state == "done")
+                .order_by(c.created_at.desc(), c.id)).mappings()
             return [dict(r) for r in rows]
 
     def mark_delivered(self, document_id: str, now: datetime | None = None) -> None:
@@ -450,6 +612,38 @@ def _lock_key(name: str) -> int:
     """A signed 64-bit PostgreSQL advisory-lock key for ``name``."""
     digest = hashlib.sha256(f"ecm-gateway:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _ms(delta: timedelta) -> int:
+    return max(0, int(delta.total_seconds() * 1000))
+
+
+def _claimable(now: datetime):
+    c = submissions.c
+    return (c.run_state == "queued") | ((c.run_state == "running") & (c.lease_until < now))
+
+
+def _discard_outputs(conn: Connection, submission_id: str) -> None:
+    """Findings and documents of an unfinished run (routed copies before what they copy)."""
+    d = documents_table.c
+    conn.execute(documents_table.delete().where(d.submission_id == submission_id,
+                                                d.parent_document.is_not(None)))
+    conn.execute(documents_table.delete().where(d.submission_id == submission_id))
+    conn.execute(findings_table.delete().where(findings_table.c.submission_id == submission_id))
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Bring a store made by an earlier version up to date (new nullable columns only; a
+    submission of an old store counts as done unless still ``received``)."""
+    present = {col["name"] for col in inspect(conn).get_columns("submissions")}
+    missing = [col for col in submissions.columns if col.name not in present]
+    for col in missing:
+        kind = col.type.compile(dialect=conn.dialect)
+        default = " NOT NULL DEFAULT 'done'" if col.name == "run_state" else ""
+        conn.exec_driver_sql(f"ALTER TABLE submissions ADD COLUMN {col.name} {kind}{default}")
+    if any(col.name == "run_state" for col in missing):
+        conn.execute(update(submissions).where(submissions.c.status == "received")
+                     .values(run_state="queued"))
 
 
 def _exists(conn: Connection, table: Table, row_id: str) -> bool:

@@ -1,0 +1,192 @@
+"""Processing off the request path. :func:`make_queue` gives one of two engines behind the same
+small interface (``start()``, ``enqueue(submission_id)``, ``stop()``):
+
+* :class:`EmbeddedQueue` (the default, no ``--queue``): worker threads inside the server
+  process take submissions from the store itself (:meth:`Store.claim_next`), so the queue is
+  as durable as the store; at start-up it releases the claims of a killed predecessor and
+  resumes everything not finished.
+* :class:`CeleryQueue` (``--queue redis://host:port/0``): each submission id is sent as the
+  Celery task ``gateway.process_submission`` to a Redis broker and run by ``ecm-gateway worker``
+  processes (on any machine that reaches the store). The broker is only a doorbell: the task
+  claims the submission in the store, so a task delivered twice runs once, and a sweeper in
+  the API process re-sends what the broker may have lost (a submission queued but not handed
+  over, or running under an expired lease of a killed worker).
+
+Either way a worker runs :func:`gateway.pipeline.process.run_claimed` (retries with backoff,
+then dead letter). :func:`wait_until_done` lets the API answer a small X12 synchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from datetime import timedelta
+
+from gateway.pipeline.partners import Partners
+from gateway.pipeline.process import LEASE, owner_alive, run_claimed, worker_id
+from gateway.pipeline.store import Store
+
+log = logging.getLogger("gateway.queue")
+IDLE_POLL_SECONDS = 0.5
+REDELIVER_AFTER = timedelta(minutes=5)
+SWEEP_SECONDS = 5.0
+
+
+class EmbeddedQueue:
+    """``workers`` threads claiming from the store; ``enqueue`` only wakes them (the submission
+    is already queued by being stored)."""
+
+    engine = "embedded"
+
+    def __init__(self, store: Store, partners: Partners, workers: int = 1,
+                 lease: timedelta = LEASE) -> None:
+        self.store, self.partners, self.lease = store, partners, lease
+        self.count = max(1, workers)
+        self._wake = threading.Condition()
+        self._pending = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = threading.Lock()
+
+    def start(self) -> None:
+        with self._started:
+            if self._threads:
+                return
+            resumed = self.store.requeue_abandoned(owner_alive)
+            if resumed:
+                log.info("released %d claims of a stopped worker", len(resumed))
+            self._stop.clear()
+            for n in range(self.count):
+                thread = threading.Thread(target=self._work, name=f"gateway-worker-{n}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def enqueue(self, submission_id: str) -> None:
+        self.start()
+        with self._wake:
+            self._pending += 1
+            self._wake.notify()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        self._threads = []
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            worker = worker_id()
+            try:
+                submission_id = self.store.claim_next(worker, self.lease)
+            except Exception as exc:  # noqa: BLE001 - the store may be briefly unavailable
+                log.error("claiming work failed: %s", exc.__class__.__name__)
+                self._stop.wait(IDLE_POLL_SECONDS)
+                continue
+            if submission_id is None:
+                with self._wake:
+                    if self._pending == 0 and not self._stop.is_set():
+                        self._wake.wait(IDLE_POLL_SECONDS)
+                    self._pending = 0
+                continue
+            _run_logged(self.store, self.partners, submission_id, worker, self.lease)
+
+
+class CeleryQueue:
+    """Sends ``gateway.process_submission`` tasks to the broker at ``url``; a sweeper thread
+    re-sends what may have been lost."""
+
+    engine = "celery"
+
+    def __init__(self, store: Store, url: str, redeliver_after: timedelta = REDELIVER_AFTER,
+                 sweep_seconds: float = SWEEP_SECONDS) -> None:
+        from gateway.pipeline.worker import celery_app
+
+        self.store, self.url = store, url
+        self.app = celery_app(url)
+        self.redeliver_after, self.sweep_seconds = redeliver_after, sweep_seconds
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self._started = threading.Lock()
+
+    def start(self) -> None:
+        with self._started:
+            if self._sweeper is not None:
+                return
+            self._stop.clear()
+            self._sweeper = threading.Thread(target=self._sweep, name="gateway-sweeper",
+                                             daemon=True)
+            self._sweeper.start()
+
+    def enqueue(self, submission_id: str) -> None:
+        self.start()
+        try:
+            self._send([submission_id])
+        except Exception as exc:  # noqa: BLE001 - stored and queued in the store: the sweeper
+            log.warning("broker unavailable, the sweeper will resend: %s",  # resends it
+                        exc.__class__.__name__, extra={"submission_id": submission_id})
+
+    def _send(self, submission_ids: list[str]) -> None:
+        for submission_id in submission_ids:
+            self.app.send_task("gateway.process_submission", args=[submission_id])
+        self.store.mark_enqueued(submission_ids)
+
+    def sweep_once(self) -> list[str]:
+        found = self.store.overdue(self.redeliver_after)
+        if found:
+            log.info("re-sending %d submissions to the broker", len(found))
+            self._send(found)
+        return found
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.sweep_seconds):
+            try:
+                self.sweep_once()
+            except Exception as exc:  # noqa: BLE001 - tried again at the next sweep
+                log.warning("sweep failed: %s", exc.__class__.__name__)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=timeout)
+        self._sweeper = None
+
+
+def make_queue(url: str | None, store: Store, partners: Partners, workers: int = 1):
+    """``None`` or ``embedded``: :class:`EmbeddedQueue`; ``redis://…``: :class:`CeleryQueue`."""
+    if url in (None, "", "embedded"):
+        return EmbeddedQueue(store, partners, workers=workers)
+    if url.startswith(("redis://", "rediss://")):
+        return CeleryQueue(store, url)
+    raise ValueError(f"unknown queue {url!r}: use redis://host:port/db or leave it out")
+
+
+def _run_logged(store: Store, partners: Partners, submission_id: str, worker: str,
+                lease: timedelta) -> None:
+    try:
+        outcome = run_claimed(store, partners, submission_id, worker, lease=lease)
+        log.info("submission processed", extra={"submission_id": submission_id,
+                                                "status": outcome.status,
+                                                "findings": outcome.findings})
+    except Exception as exc:  # noqa: BLE001 - the lease expires and the run is retried
+        log.error("run crashed: %s", exc.__class__.__name__,
+                  extra={"submission_id": submission_id})
+
+
+async def wait_until_done(store: Store, submission_id: str, timeout: float) -> bool:
+    """Poll the store (off the event loop) until the submission's run is ``done``; False when
+    ``timeout`` seconds pass first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pause = 0.01
+    while True:
+        found = await asyncio.to_thread(store.submission, submission_id)
+        if found is not None and found["run_state"] == "done":
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+        pause = min(pause * 2, 0.2)

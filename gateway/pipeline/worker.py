@@ -1,0 +1,85 @@
+"""The Celery side of the scale-out engine: the task ``gateway.process_submission`` and the
+``ecm-gateway worker`` process that runs it.
+
+A worker builds its own :class:`Store` and :class:`Partners` from its configuration
+(``ECM_GATEWAY_STORE``, ``ECM_GATEWAY_PARTNERS``; ``ECM_GATEWAY_QUEUE`` is the broker), once
+per worker process. Tasks are acknowledged late and rejected when their worker process dies
+(``acks_late``, ``reject_on_worker_lost``), so a killed worker's task is delivered again; the
+store-level claim (:meth:`Store.claim`) makes a task delivered twice run once: a copy that
+finds the submission ``done`` does nothing, one that finds another worker's live lease comes
+back when that lease would have expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from celery import Celery
+
+log = logging.getLogger("gateway.worker")
+TASK = "gateway.process_submission"
+_apps: dict[str, Celery] = {}
+_context: dict[str, object] = {}
+
+
+def celery_app(broker: str | None = None) -> Celery:
+    """The Celery application for ``broker`` (default ``ECM_GATEWAY_QUEUE``); one per URL."""
+    broker = broker or os.environ.get("ECM_GATEWAY_QUEUE") or "redis://127.0.0.1:6379/0"
+    if broker in _apps:
+        return _apps[broker]
+    app = Celery("ecm_gateway", broker=broker, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_serializer="json", accept_content=["json"], task_ignore_result=True,
+        task_default_queue="ecm-gateway", broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False, broker_transport_options={"visibility_timeout": 3600})
+    app.task(name=TASK, bind=True, max_retries=None)(process_submission)
+    _apps[broker] = app
+    return app
+
+
+def _store_and_partners():
+    """This worker process's store and partners (built on first use, after the fork)."""
+    pid = os.getpid()
+    if _context.get("pid") != pid:
+        from gateway.pipeline.partners import Partners
+        from gateway.pipeline.store import Store
+
+        _context.update(pid=pid, store=Store(os.environ.get("ECM_GATEWAY_STORE") or None),
+                        partners=Partners.load(Path(os.environ["ECM_GATEWAY_PARTNERS"])))
+    return _context["store"], _context["partners"]
+
+
+def process_submission(task, submission_id: str) -> str:
+    """Claim and run one submission; returns its state after the attempt."""
+    from gateway.pipeline.process import LEASE, run_claimed, worker_id
+
+    store, partners = _store_and_partners()
+    worker = worker_id()
+    state = store.claim(submission_id, worker, LEASE)
+    if state == "busy":  # another worker's live lease: look again when it would have expired
+        raise task.retry(countdown=LEASE.total_seconds() + 1)
+    if state != "claimed":
+        return state
+    outcome = run_claimed(store, partners, submission_id, worker)
+    log.info("submission processed", extra={"submission_id": submission_id,
+                                            "status": outcome.status,
+                                            "findings": outcome.findings})
+    return outcome.status
+
+
+def run_worker(store: str | None, queue: str, partners: Path, concurrency: int = 1,
+               name: str | None = None) -> None:
+    """Run a Celery worker for the gateway (blocks). The configuration goes through the
+    environment so the pool's child processes inherit it."""
+    os.environ["ECM_GATEWAY_QUEUE"] = queue
+    os.environ["ECM_GATEWAY_PARTNERS"] = str(Path(partners).resolve())
+    if store:
+        os.environ["ECM_GATEWAY_STORE"] = store
+    app = celery_app(queue)
+    app.worker_main(["worker", "--loglevel=INFO", "--pool=prefork",
+                     f"--concurrency={max(1, concurrency)}", "--without-gossip",
+                     "--without-mingle", "--without-heartbeat", "-Q", "ecm-gateway",
+                     "-n", name or f"ecm-gateway-{os.getpid()}@%h"])
