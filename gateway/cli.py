@@ -92,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true",
                        help="demo partners (config/demo/partners.yaml) with fresh tokens, "
                             "printed at start-up")
+    serve.add_argument("--queue", default=None, metavar="URL",
+                       help="redis://host:port/db: process in Celery workers "
+                            "(`ecm-gateway worker`); default: worker threads in this process")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker threads of the embedded queue (default 1)")
+
+    worker = sub.add_parser("worker", help="run a Celery worker for a scale-out deployment")
+    worker.add_argument("--store", required=True, metavar="URL",
+                        help="the store every worker and the API share (postgresql+psycopg://…)")
+    worker.add_argument("--queue", required=True, metavar="URL", help="redis://host:port/db")
+    worker.add_argument("--partners", type=Path, required=True, metavar="FILE",
+                        help="trading partners and routes (the same file as the API's)")
+    worker.add_argument("--concurrency", type=int, default=1,
+                        help="worker processes (default 1)")
+    worker.add_argument("--name", default=None, help="Celery node name (default: by pid)")
     return parser
 
 
@@ -344,8 +359,28 @@ def cmd_serve(args) -> int:
         print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
-    uvicorn.run(create_app(store=args.store, partners=partners, drop=drop), host=args.host,
-                port=args.port, log_level="info")
+    if args.queue and not args.queue.startswith(("redis://", "rediss://")):
+        raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
+    uvicorn.run(create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
+                           workers=args.workers), host=args.host, port=args.port,
+                log_level="info")
+    return EXIT_OK
+
+
+def cmd_worker(args) -> int:
+    from gateway import logs
+    from gateway.pipeline.partners import PartnerConfigError, Partners
+    from gateway.pipeline.worker import run_worker
+
+    if not args.queue.startswith(("redis://", "rediss://")):
+        raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
+    try:
+        Partners.load(args.partners)
+    except PartnerConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    logs.configure()
+    run_worker(args.store, args.queue, args.partners, concurrency=args.concurrency,
+               name=args.name)
     return EXIT_OK
 
 
@@ -382,7 +417,8 @@ def cmd_template(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
-            "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay}
+            "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay,
+            "worker": cmd_worker}
 
 
 def main(argv: list[str] | None = None) -> int:
