@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 ROLES = ("plan", "provider", "state")
+ROUTE_SOURCES = (*ROLES, "gateway", "*")  # `gateway`: documents the gateway makes itself
+ROUTE_TARGETS = ("plan", "state", "provider", "sender")
 
 
 class PartnerConfigError(ValueError):
@@ -51,6 +53,7 @@ class Route:
 class Partners:
     partners: dict[str, Partner]
     routes: list[Route] = field(default_factory=list)
+    schedules: dict[str, str] = field(default_factory=dict)  # e.g. history_extract: daily
 
     @classmethod
     def load(cls, path: Path) -> "Partners":
@@ -76,9 +79,26 @@ class Partners:
             if partner.id in partners:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r} defined twice")
             partners[partner.id] = partner
-        routes = [Route(kind=str(r["kind"]), source_role=str(r["from"]), to=str(r["to"]))
-                  for r in data.get("routes", [])]
-        return cls(partners=partners, routes=routes)
+        routes = []
+        for raw in data.get("routes", []) or []:
+            try:
+                route = Route(kind=str(raw["kind"]), source_role=str(raw["from"]),
+                              to=str(raw["to"]))
+            except (KeyError, TypeError) as exc:
+                raise PartnerConfigError(f"{path}: a route needs kind, from and to "
+                                         f"(got {raw!r})") from exc
+            if route.source_role not in ROUTE_SOURCES:
+                raise PartnerConfigError(f"{path}: route {route.kind}: from must be one of "
+                                         f"{', '.join(ROUTE_SOURCES)}")
+            if route.to not in ROUTE_TARGETS and route.to not in partners:
+                raise PartnerConfigError(f"{path}: route {route.kind}: to must be a partner id "
+                                         f"or one of {', '.join(ROUTE_TARGETS)}")
+            routes.append(route)
+        schedules = data.get("schedules") or {}
+        if not isinstance(schedules, dict):
+            raise PartnerConfigError(f"{path}: schedules must be a mapping")
+        return cls(partners=partners, routes=routes,
+                   schedules={str(k): str(v) for k, v in schedules.items()})
 
     def authenticate(self, token: str) -> Partner | None:
         """The partner whose token this is (constant-time comparison of the hashes)."""
@@ -88,20 +108,59 @@ class Partners:
                 return partner
         return None
 
-    def route(self, kind: str, source: Partner, payer_id: str = "") -> Partner | None:
-        """Who receives a document of ``kind`` sent by ``source``; None when no route."""
+    def route(self, kind: str, source: Partner | str, payer_id: str = "", *,
+              plan_id: str = "", npi: str = "", tin: str = "") -> Partner | None:
+        """Who receives a document of ``kind`` sent by ``source`` (a partner, or ``gateway``
+        for documents the gateway makes itself); None when no route applies. The first route
+        whose kind and ``from`` match and whose ``to`` resolves wins:
+
+        * a partner id — that partner;
+        * ``plan`` — the plan named by ``plan_id`` (the member's plan from the registry), else
+          the plan whose ``payer_ids`` hold ``payer_id``, else the only plan;
+        * ``state`` — the state partner (the one whose payer ids hold ``payer_id``, or the only
+          one);
+        * ``provider`` — the provider partner with NPI ``npi`` or TIN ``tin``;
+        * ``sender`` — the partner that sent the document.
+        """
+        role = source if isinstance(source, str) else source.role
         for route in self.routes:
-            if route.kind != kind or route.source_role != source.role:
+            if route.kind != kind or route.source_role not in (role, "*"):
                 continue
-            if route.to in self.partners:
-                return self.partners[route.to]
-            if route.to in ROLES:
-                candidates = [p for p in self.partners.values() if p.role == route.to]
-                matching = [p for p in candidates if payer_id and payer_id in p.payer_ids]
-                if matching:
-                    return matching[0]
-                if len(candidates) == 1:
-                    return candidates[0]
+            found = self._resolve(route.to, source, payer_id, plan_id, npi, tin)
+            if found is not None:
+                return found
+        return None
+
+    def _resolve(self, to: str, source, payer_id: str, plan_id: str, npi: str,
+                 tin: str) -> Partner | None:
+        if to in self.partners:
+            return self.partners[to]
+        if to == "sender":
+            return source if isinstance(source, Partner) else None
+        if to == "provider":
+            return self.provider_for(npi, tin)
+        if to in ("plan", "state"):
+            candidates = [p for p in self.partners.values() if p.role == to]
+            if to == "plan" and plan_id:
+                named = [p for p in candidates if p.id == plan_id]
+                if named:
+                    return named[0]
+            matching = [p for p in candidates if payer_id and payer_id in p.payer_ids]
+            if matching:
+                return matching[0]
+            if len(candidates) == 1:
+                return candidates[0]
+        return None
+
+    def provider_for(self, npi: str = "", tin: str = "") -> Partner | None:
+        """The provider partner with this NPI (or, failing that, this TIN)."""
+        providers = [p for p in self.partners.values() if p.role == "provider"]
+        for partner in providers:
+            if npi and npi in partner.npis:
+                return partner
+        for partner in providers:
+            if tin and tin in partner.tins:
+                return partner
         return None
 
 

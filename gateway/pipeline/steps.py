@@ -21,7 +21,13 @@ from gateway.conversion import canonical_to_837p
 from gateway.findings import Finding, Severity
 from gateway.pipeline.counters import next_numbers
 from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.forward import table_subset
+from gateway.pipeline.registries import (
+    forget_routed, history_source, load_plan_members, load_plan_providers, plans_of_members,
+    record_routed, replace_history, server_registry, server_rules,
+)
 from gateway.pipeline.store import Store
+from gateway.registry.history import encounter_history_rows
 from gateway.rules import default_catalogue
 from gateway.x12.acks import AckControls, acknowledge
 from gateway.x12.claims837 import ClaimRecord
@@ -61,14 +67,52 @@ def _sender_check(claims: list[ClaimRecord], partner: Partner) -> list[Finding]:
     return found
 
 
+def _ack_recipient(partners: Partners, partner: Partner) -> str:
+    found = partners.route("ack", partner)
+    return found.id if found is not None else partner.id
+
+
+def _claim_targets(partners: Partners, registry, partner: Partner,
+                   encounters: list) -> tuple[dict[str, list], list]:
+    """Accepted encounters grouped by receiving partner (in file order), and those no route
+    leads anywhere. A provider's claim goes to the member's plan: the plan whose MIF assigns
+    the member (when several do, the one the claim's payer id names), else the plan the payer
+    id names, else the only plan; claims for members of different plans are split per plan.
+    A plan's encounters go to the state."""
+    member_plans = plans_of_members(registry, {e.member.cin for e in encounters}) \
+        if partner.role == "provider" else {}
+    payer_plan = {pid: p.id for p in partners.partners.values() if p.role == "plan"
+                  for pid in p.payer_ids}
+    groups: dict[str, list] = {}
+    nowhere = []
+    for encounter in encounters:
+        plans = member_plans.get(encounter.member.cin, [])
+        named = payer_plan.get(encounter.payer.id, "")
+        plan_id = named if named in plans else (plans[0] if plans else "")
+        target = partners.route("837p", partner, encounter.payer.id, plan_id=plan_id)
+        if target is None or target.id == partner.id:
+            nowhere.append(encounter)
+        else:
+            groups.setdefault(target.id, []).append(encounter)
+    return groups, nowhere
+
+
 def process_x12(store: Store, partners: Partners, partner: Partner, submission_id: str,
                 now: datetime | None = None) -> Outcome:
-    """Validate, acknowledge and route one stored X12 submission."""
+    """Validate (with the ECM rules when the server's registries hold anything), acknowledge
+    and route one stored X12 submission. A plan's encounters routed to the state also become
+    encounter history (replacing what an earlier run of the same submission put there)."""
     now = now or datetime.now(timezone.utc)
     payload = store.raw_payload(submission_id)
     store.attempt(submission_id)
+    registry = server_registry(store)
+    forget_routed(registry, submission_id)
+    source = history_source(store, submission_id) if partner.role == "plan" else None
+    if source is not None:
+        # an earlier run's lines must not make this run's claims duplicates of themselves
+        replace_history(registry, source, [])
     try:
-        result = validate_x12(payload, keep_encounters=True)
+        result = validate_x12(payload, keep_encounters=True, rules=server_rules(registry))
     except NotX12Error as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         store.add_findings(submission_id, [finding])
@@ -77,39 +121,60 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
     auth_findings = _sender_check(result.claims, partner)
     result.findings.extend(auth_findings)
     result.findings.sort(key=lambda f: f.segment or 0)
-    store.add_findings(submission_id, result.findings)
     isa, gs = next_numbers("isa13:acks", 3), next_numbers("gs06:acks", 8)
     acks = acknowledge(result, controls=AckControls(isa[0], gs[0]), when=now.replace(tzinfo=None))
+    ack_to = _ack_recipient(partners, partner)
     for role, name, text in (("ta1", "ta1", acks.ta1), ("999", "999", acks.ack999),
                              ("277ca", "277ca", acks.ack277ca)):
         if text:
             store.add_document(submission_id, role=f"ack-{role}",
                                name=f"{submission_id}.{name}.x12", content=text.encode(),
-                               media_type=X12_MEDIA, recipient=partner.id)
+                               media_type=X12_MEDIA, recipient=ack_to)
     errors = any(f.severity is Severity.ERROR for f in result.findings)
+    accepted = [c.encounter for c in acks.accepted_claims if c.encounter is not None]
+    routed: dict[str, int] = {}
+    status = "validated"
+    store.set_status(submission_id, "validated")
+    if result.kind == "837p" and accepted:
+        groups, nowhere = _claim_targets(partners, registry, partner, accepted)
+        catalogue = default_catalogue()
+        for encounter in nowhere:
+            finding = catalogue.finding("GATEWAY-ROUTE-001", "file", None,
+                                        claim=encounter.claim.id)
+            if finding:
+                result.findings.append(finding)
+        for target_id, encounters in groups.items():
+            target = partners.partners[target_id]
+            settings = envelope_settings(target.envelope)
+            out = io.StringIO()
+            numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
+            canonical_to_837p(encounters, out, settings, ControlNumbers(*numbers),
+                              now.replace(tzinfo=None))
+            if status == "validated":
+                store.set_status(submission_id, "converted")
+            name = f"{submission_id}.837p.x12" if len(groups) == 1 \
+                else f"{submission_id}.{target.id}.837p.x12"
+            content = out.getvalue().encode()
+            document = store.add_document(submission_id, role="routed-837p", name=name,
+                                          content=content, media_type=X12_MEDIA,
+                                          recipient=target.id)
+            to_state = target.role == "state"
+            record_routed(registry, submission_id=submission_id, sender=partner.id,
+                          recipient=target.id, document_id=document, x12=content,
+                          history_source=source if to_state else None)
+            if to_state and source is not None:
+                replace_history(registry, source, (row for e in encounters
+                                                   for row in encounter_history_rows(e)))
+            routed[target.id] = len(encounters)
+            status = "routed"
+        if status == "routed":
+            store.set_status(submission_id, status)
+    store.add_findings(submission_id, result.findings)
     store.set_summary(submission_id, {
         "kind": result.kind, "claims": len(result.claims),
         "accepted_claims": len(acks.accepted_claims),
         "rejected_claims": len(result.claims) - len(acks.accepted_claims),
-        "valid": not errors})
-    store.set_status(submission_id, "validated")
-    accepted = [c.encounter for c in acks.accepted_claims if c.encounter is not None]
-    status = "validated"
-    if result.kind == "837p" and accepted:
-        payer = accepted[0].payer.id
-        target = partners.route("837p", partner, payer)
-        if target is not None:
-            settings = envelope_settings(target.envelope)
-            out = io.StringIO()
-            numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
-            canonical_to_837p(accepted, out, settings, ControlNumbers(*numbers),
-                              now.replace(tzinfo=None))
-            store.set_status(submission_id, "converted")
-            store.add_document(submission_id, role="routed-837p",
-                               name=f"{submission_id}.837p.x12", content=out.getvalue().encode(),
-                               media_type=X12_MEDIA, recipient=target.id)
-            status = "routed"
-            store.set_status(submission_id, status)
+        "valid": not errors, **({"routed": routed} if routed else {})})
     if not accepted and errors:
         status = "rejected"
         store.set_status(submission_id, status)
@@ -138,6 +203,9 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
     with tempfile.TemporaryDirectory(prefix="ecm-upload-") as folder:
         path = Path(folder) / f"upload{suffix if suffix in ('.csv', '.xlsx', '.txt') else ''}"
         path.write_bytes(store.raw_payload(submission_id))
+        member_file = _member_file(store, partners, partner, submission_id, path, now)
+        if member_file is not None:
+            return member_file
         target = partners.route("invoice", partner)
         settings = envelope_settings(target.envelope if target else "plan-default")
         out = io.StringIO()
@@ -189,6 +257,126 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
         if status == "rejected":
             store.set_status(submission_id, status)
     return Outcome(submission_id, status, report.valid, None, len(report.findings))
+
+
+def _reject_file(store: Store, submission_id: str, problem: str) -> Outcome:
+    finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=problem)
+    store.add_findings(submission_id, [finding])
+    store.set_status(submission_id, "rejected", error="not a known table")
+    return Outcome(submission_id, "rejected", False, None, 1)
+
+
+def _member_file(store: Store, partners: Partners, partner: Partner, submission_id: str,
+                 path, now: datetime) -> Outcome | None:
+    """The uploads that feed the registries or go on to another partner: the state's response
+    XML, a plan's MIF or roster, a provider's RTF or OTF. None: not one of these (the caller
+    handles invoices and plain validation)."""
+    from gateway.sniff import UnknownKind, sniff
+    from gateway.tabular import LayoutError, read_table, sniff_table
+
+    try:
+        kind = sniff(path)
+    except UnknownKind:
+        return None
+    if kind == "state-response":
+        from gateway.state.process import process_state_response
+
+        return process_state_response(store, partners, partner, submission_id,
+                                      path.read_bytes(), now)
+    if kind not in ("csv", "xlsx"):
+        return None
+    table_kind = sniff_table(path)
+    wanted = {"plan": ("mif", "roster"), "provider": ("rtf", "otf")}.get(partner.role, ())
+    if table_kind not in wanted:
+        return None
+    try:
+        table = read_table(path, table_kind)
+    except LayoutError as exc:
+        return _reject_file(store, submission_id, str(exc))
+    registry = server_registry(store)
+    rows = [row for _, row in table.rows]
+    summary = {"kind": table_kind, "rows": table.rows_total,
+               "accepted_rows": table.rows_accepted, "rejected_rows": table.rows_rejected,
+               "layout": table.layout, "valid": table.valid}
+    findings = list(table.findings)
+    store.set_status(submission_id, "validated")
+    if table_kind == "roster":
+        summary["providers_loaded"] = load_plan_providers(registry, partner.id, rows)
+        forwarded: dict[str, list[int]] = {}
+    elif table_kind == "mif":
+        loaded = load_plan_members(registry, partner.id, rows)
+        summary["members_loaded"] = sum(loaded.values())
+        forwarded = _mif_recipients(partners, partner, table, findings)
+    else:
+        forwarded = _plan_recipients(partners, registry, partner, table, findings)
+    status = "validated"
+    for recipient, numbers in forwarded.items():
+        content, media, suffix = table_subset(path, table, numbers)
+        store.add_document(submission_id, role=f"routed-{table_kind}",
+                           name=f"{submission_id}.{recipient}.{table_kind}{suffix}",
+                           content=content, media_type=media, recipient=recipient)
+        status = "routed"
+    if forwarded:
+        summary["forwarded_rows"] = {r: len(n) for r, n in forwarded.items()}
+        store.set_status(submission_id, "routed")
+    store.add_findings(submission_id, findings)
+    valid = not any(f.is_error for f in findings)
+    summary["valid"] = valid
+    store.set_summary(submission_id, summary)
+    if not rows and not valid:
+        status = "rejected"
+        store.set_status(submission_id, status)
+    return Outcome(submission_id, status, valid, None, len(findings))
+
+
+def _mif_recipients(partners: Partners, plan: Partner, table, findings: list) -> dict:
+    """Row numbers of the MIF per assigned provider partner (by NPI, then TIN); rows whose
+    provider is not a partner become a warning naming only the row."""
+    catalogue = default_catalogue()
+    out: dict[str, list[int]] = {}
+    for number, row in table.rows:
+        npi, tin = row.get("ecm_provider_npi") or "", row.get("ecm_provider_tin") or ""
+        target = partners.route("mif", plan, npi=npi, tin=tin)
+        if target is None or target.role != "provider":
+            finding = catalogue.finding("GATEWAY-MIF-001", f"row {number}", None, npi=npi)
+            if finding:
+                findings.append(finding)
+            continue
+        out.setdefault(target.id, []).append(number)
+    return out
+
+
+def _plan_recipients(partners: Partners, registry, provider: Partner, table,
+                     findings: list) -> dict:
+    """Row numbers of an RTF/OTF per plan: the plan its MCP identifier names (payer id or plan
+    code), else the plan whose MIF assigns the member, else the only plan. Rows naming another
+    ECM provider than the submitting partner are refused."""
+    catalogue = default_catalogue()
+    plans = {p.id: p for p in partners.partners.values() if p.role == "plan"}
+    by_code = {code: p.id for p in plans.values()
+               for code in (*p.payer_ids, p.plan_code) if code}
+    member_plans = plans_of_members(registry, {row["member_cin"] for _, row in table.rows})
+    kind = table.kind
+    out: dict[str, list[int]] = {}
+    for number, row in table.rows:
+        npi, tin = row.get("ecm_provider_npi") or "", row.get("ecm_provider_tin") or ""
+        if (npi or tin) and npi not in provider.npis and tin not in provider.tins:
+            finding = catalogue.finding("GATEWAY-AUTH-002", f"row {number}", None, npi=npi,
+                                        partner=provider.id)
+            if finding:
+                findings.append(finding)
+            continue
+        named = by_code.get(str(row.get("mcp_identifier") or ""), "")
+        assigned = member_plans.get(row["member_cin"], [])
+        plan_id = named or (assigned[0] if assigned else "")
+        target = partners.route(kind, provider, plan_id=plan_id)
+        if target is None or target.id == provider.id:
+            finding = catalogue.finding("GATEWAY-ROUTE-002", f"row {number}", None)
+            if finding:
+                findings.append(finding)
+            continue
+        out.setdefault(target.id, []).append(number)
+    return out
 
 
 STEPS = {"x12": process_x12, "file": process_file}

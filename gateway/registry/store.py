@@ -150,8 +150,10 @@ class Registry:
     """Registries in a database. ``has_*`` say which were loaded (rules needing a registry
     that was not given are skipped and say so)."""
 
-    def __init__(self, url: str = "sqlite://") -> None:
-        self.engine: Engine = create_engine(url, future=True)
+    def __init__(self, url: str = "sqlite://", engine: Engine | None = None) -> None:
+        """``engine``: share an existing engine (e.g. the gateway store's, so an in-memory
+        store and its registries are one database) instead of opening ``url``."""
+        self.engine: Engine = engine if engine is not None else create_engine(url, future=True)
         metadata.create_all(self.engine)
 
     # -- loading ---------------------------------------------------------------------------------

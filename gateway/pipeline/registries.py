@@ -1,0 +1,305 @@
+"""The server's ECM registries: member assignments (from the plans' MIFs), provider directories
+(the plans' rosters) and encounter history (the plans' encounters sent to the state), kept in
+the SAME database as the gateway store (their tables are distinct), so every process that knows
+the store URL — the API, a file-drop watcher, a queue worker — sees the same registries.
+
+Whose data is which, by the ``source`` column of each registry row:
+
+* ``plan:<plan id>:mif:<reporting period>`` — the assignments (and other programs) of one MIF
+  reporting period of one plan; a new MIF of the same plan and period replaces them;
+* ``plan:<plan id>:roster`` — a plan's provider directory (a new roster replaces it);
+* ``submission:<id>`` — the accepted lines of a plan's 837P sent to the state, keyed by the
+  first submission of a replay chain, so a re-run or a replay replaces instead of duplicating;
+* ``demo:history:<file>`` — history loaded by ``serve --demo``.
+
+Two gateway tables live here too: ``routed_claims`` (which claim went to whom in which routed
+837P, with its ISA13/GS06/ST02, so a state response finds its way back to the plan and to the
+provider that first sent the claim) and ``state_encounter_status`` (the state's verdict per
+encounter and line).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import (
+    Column, Index, Integer, MetaData, String, Table, Text, create_engine, delete, insert, select,
+)
+from sqlalchemy.engine import Engine, make_url
+
+from gateway.registry.store import Registry, assignments, history, providers
+
+PLAN_PREFIX = "plan:"
+gateway_metadata = MetaData()
+
+routed_claims = Table(
+    "routed_claims", gateway_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("submission_id", String(32), nullable=False),  # the submission that was routed
+    Column("sender", String(120), nullable=False),  # partner that sent it
+    Column("recipient", String(120), nullable=False),  # partner it was routed to
+    Column("document_id", String(32), nullable=False),  # the routed 837P
+    Column("isa13", String(9)), Column("gs06", String(9)), Column("st02", String(9)),
+    Column("claim_id", String(38), nullable=False),
+    Column("billing_npi", String(10)),
+    Column("history_source", String(200)),  # where its lines sit in the history (plan → state)
+    Index("ix_routed_claims_submission", "submission_id"),
+    Index("ix_routed_claims_control", "isa13", "claim_id"),
+    Index("ix_routed_claims_claim", "claim_id", "billing_npi"),
+)
+state_status = Table(
+    "state_encounter_status", gateway_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("response_submission", String(32), nullable=False),  # the state response
+    Column("routed_submission", String(32)),  # the plan's 837P it answers
+    Column("claim_id", String(38), nullable=False),
+    Column("line_number", Integer),  # None: the encounter as a whole
+    Column("status", String(20), nullable=False),
+    Column("dhcs_encounter_id", String(40)),
+    Column("severity", String(20)), Column("code", String(40)), Column("description", Text),
+    Index("ix_state_status_response", "response_submission"),
+    Index("ix_state_status_claim", "routed_submission", "claim_id"),
+)
+
+_cache: dict[str, Registry] = {}
+_cache_lock = threading.Lock()
+
+
+def server_registry(store) -> Registry:
+    """The registries in the store's database, one :class:`Registry` per store URL and process
+    (a worker builds it from the URL alone). An in-memory SQLite store shares its engine (its
+    database exists only on that connection)."""
+    url = store.url
+    parsed = make_url(url)
+    memory = parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or "mode=memory" in url)
+    key = f"{url}#{id(store.engine)}" if memory else url
+    with _cache_lock:
+        registry = _cache.get(key)
+        if registry is None:
+            registry = Registry(engine=store.engine if memory else _engine(url))
+            gateway_metadata.create_all(registry.engine)
+            _cache[key] = registry
+        return registry
+
+
+def _engine(url: str) -> Engine:
+    if make_url(url).get_backend_name() == "sqlite":
+        # the store writes to the same file: wait for its write lock instead of failing
+        return create_engine(url, connect_args={"timeout": 30})
+    return create_engine(url, pool_pre_ping=True)
+
+
+def server_rules(registry: Registry, catalogue=None):
+    """The ECM rule engine when any registry is loaded (the code-set rules, and the rules of
+    each loaded registry; the others are skipped with an ``ECM-REG-001`` note), else None —
+    as the command line does with ``--members/--providers/--history``."""
+    from gateway.ecm.rules import EncounterRules
+
+    if not any(registry.loaded().values()):
+        return None
+    return EncounterRules(registry, catalogue=catalogue)
+
+
+# -- sources -------------------------------------------------------------------------------------
+def mif_source(plan_id: str, period: object) -> str:
+    shown = period.strftime("%Y-%m") if isinstance(period, date) else str(period or "none")
+    return f"{PLAN_PREFIX}{plan_id}:mif:{shown}"
+
+
+def roster_source(plan_id: str) -> str:
+    return f"{PLAN_PREFIX}{plan_id}:roster"
+
+
+def plan_of_source(source: str | None) -> str | None:
+    if not source or not source.startswith(PLAN_PREFIX):
+        return None
+    return source[len(PLAN_PREFIX):].split(":", 1)[0]
+
+
+def history_source(store, submission_id: str) -> str:
+    """``submission:<first submission of the replay chain>``."""
+    root = submission_id
+    seen = set()
+    while True:
+        found = store.submission(root)
+        parent = found.get("parent_id") if found else None
+        if not parent or parent in seen:
+            return f"submission:{root}"
+        seen.add(root)
+        root = parent
+
+
+# -- loading -------------------------------------------------------------------------------------
+def load_plan_members(registry: Registry, plan_id: str, rows: list[dict]) -> dict[str, int]:
+    """A plan's MIF rows (typed, canonical names), grouped by reporting period; each period
+    replaces the plan's earlier rows of that period. Returns assignments per source."""
+    by_period: dict[str, list[dict]] = {}
+    for row in rows:
+        by_period.setdefault(mif_source(plan_id, row.get("reporting_period")), []).append(row)
+    return {source: registry.load_members(group, source=source)
+            for source, group in sorted(by_period.items())}
+
+
+def load_plan_providers(registry: Registry, plan_id: str, rows: list[dict]) -> int:
+    return registry.load_providers(rows, source=roster_source(plan_id))
+
+
+def replace_history(registry: Registry, source: str, rows: Iterable[dict]) -> int:
+    return registry.load_history(rows, source=source)
+
+
+def plans_of_members(registry: Registry, cins: Iterable[str]) -> dict[str, list[str]]:
+    """The plans whose MIF assigns each member (newest reporting period first)."""
+    out: dict[str, list[str]] = {}
+    wanted = sorted(set(cins))
+    c = assignments.c
+    with registry.engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            rows = conn.execute(select(c.cin, c.source).where(c.cin.in_(chunk))
+                                .where(c.source.like(f"{PLAN_PREFIX}%"))
+                                .order_by(c.source.desc()))
+            for cin, source in rows:
+                plan = plan_of_source(source)
+                if plan and plan not in out.setdefault(cin, []):
+                    out[cin].append(plan)
+    return out
+
+
+# -- routed claims -------------------------------------------------------------------------------
+def forget_routed(registry: Registry, submission_id: str) -> None:
+    """Drop the routing records of an earlier run of the submission (a re-run writes its own)."""
+    with registry.engine.begin() as conn:
+        conn.execute(delete(routed_claims).where(routed_claims.c.submission_id == submission_id))
+
+
+def record_routed(registry: Registry, *, submission_id: str, sender: str, recipient: str,
+                  document_id: str, x12: bytes, history_source: str | None = None) -> int:
+    """Index the claims of a routed 837P by ISA13/GS06/ST02 and claim id."""
+    rows = [{"submission_id": submission_id, "sender": sender, "recipient": recipient,
+             "document_id": document_id, "history_source": history_source, **claim}
+            for claim in claims_in(x12)]
+    if rows:
+        with registry.engine.begin() as conn:
+            conn.execute(insert(routed_claims), rows)
+    return len(rows)
+
+
+def claims_in(x12: bytes) -> list[dict]:
+    """ISA13, GS06, ST02, claim id and billing NPI of every claim of an interchange we wrote."""
+    from gateway.x12.reader import X12Reader
+
+    found = []
+    isa13 = gs06 = st02 = npi = ""
+    with X12Reader(x12) as reader:
+        for seg in reader:
+            f = seg.fields
+            tag = f[0]
+            if tag == "ISA" and len(f) > 13:
+                isa13 = f[13]
+            elif tag == "GS" and len(f) > 6:
+                gs06 = f[6]
+            elif tag == "ST" and len(f) > 2:
+                st02 = f[2]
+            elif tag == "NM1" and len(f) > 9 and f[1] == "85":
+                npi = f[9]
+            elif tag == "CLM" and len(f) > 1:
+                found.append({"isa13": _control(isa13), "gs06": _control(gs06),
+                              "st02": _control(st02), "claim_id": f[1],
+                              "billing_npi": npi})
+    return found
+
+
+def find_routed(registry: Registry, *, recipient: str, isa13: str, claim_id: str,
+                gs06: str = "", st02: str = "") -> dict | None:
+    """The routed claim a state response names (ISA13 + claim id, narrowed by GS06/ST02 when
+    the response gives them)."""
+    c = routed_claims.c
+    query = select(routed_claims).where(c.recipient == recipient, c.claim_id == claim_id)
+    if isa13:
+        query = query.where(c.isa13 == _control(isa13))
+    if gs06:
+        query = query.where(c.gs06 == _control(gs06))
+    if st02:
+        query = query.where(c.st02 == _control(st02))
+    with registry.engine.connect() as conn:
+        row = conn.execute(query.order_by(c.id.desc()).limit(1)).mappings().first()
+    return dict(row) if row else None
+
+
+def _control(value: str) -> str:
+    """Control numbers compared by value: ``000000501`` (ISA13 as written) and ``501`` (as a
+    response may give it) are the same."""
+    value = (value or "").strip()
+    return (value.lstrip("0") or "0") if value.isdigit() else value
+
+
+def origin_of(registry: Registry, *, claim_id: str, billing_npi: str,
+              plan_id: str) -> dict | None:
+    """The provider submission that first sent this claim to the plan (lineage)."""
+    c = routed_claims.c
+    query = select(routed_claims).where(c.claim_id == claim_id, c.recipient == plan_id)
+    if billing_npi:
+        query = query.where(c.billing_npi == billing_npi)
+    with registry.engine.connect() as conn:
+        row = conn.execute(query.order_by(c.id.desc()).limit(1)).mappings().first()
+    return dict(row) if row else None
+
+
+# -- state statuses and history updates ----------------------------------------------------------
+def replace_state_statuses(registry: Registry, response_submission: str,
+                           rows: list[dict]) -> None:
+    with registry.engine.begin() as conn:
+        conn.execute(delete(state_status).where(
+            state_status.c.response_submission == response_submission))
+        if rows:
+            conn.execute(insert(state_status),
+                         [{**r, "response_submission": response_submission} for r in rows])
+
+
+def remove_denied_history(registry: Registry, source: str, claim_id: str,
+                          line_number: int | None = None) -> int:
+    """Take a denied encounter (``line_number`` None) or line out of the history."""
+    c = history.c
+    query = delete(history).where(c.source == source, c.claim_id == claim_id)
+    if line_number is not None:
+        query = query.where(c.line_number == line_number)
+    with registry.engine.begin() as conn:
+        return conn.execute(query).rowcount
+
+
+# -- demo ----------------------------------------------------------------------------------------
+def load_demo_registries(store, partners) -> dict[str, int]:
+    """``serve --demo``: the fixtures' MIF and roster as the demo plan's, and the fixtures'
+    history. Idempotent (each source is replaced). Returns rows loaded per registry."""
+    from gateway.paths import HOME
+    from gateway.registry.history import _csv_rows
+    from gateway.tabular import read_table
+
+    plans = [p for p in partners.partners.values() if p.role == "plan"]
+    if not plans:
+        return {}
+    plan = plans[0]
+    registry = server_registry(store)
+    fixtures = Path(HOME) / "fixtures"
+    members = read_table(fixtures / "mif" / "mif-clean.csv", "mif")
+    loaded = load_plan_members(registry, plan.id, [row for _, row in members.rows])
+    roster = read_table(fixtures / "roster" / "providers.csv", "roster")
+    providers_loaded = load_plan_providers(registry, plan.id, [row for _, row in roster.rows])
+    lines = 0
+    for path in sorted((fixtures / "history").glob("*.csv")):
+        lines += registry.load_history(_csv_rows(path), source=f"demo:history:{path.name}")
+    return {"members": sum(loaded.values()), "providers": providers_loaded, "history": lines}
+
+
+def registry_counts(registry: Registry) -> dict[str, int]:
+    from sqlalchemy import func
+
+    with registry.engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(table)).scalar()
+                for name, table in (("members", assignments), ("providers", providers),
+                                    ("history", history))}
