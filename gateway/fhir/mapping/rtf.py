@@ -1,0 +1,130 @@
+"""Task and CarePlan → rows of the Return Transmission File (``mappings/fhir/task-to-rtf.yaml``,
+``careplan-to-rtf.yaml``), written with the columns of an RTF layout
+(``mappings/layouts/rtf/default.yaml`` unless told otherwise)."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from typing import Any, TextIO
+
+from gateway.findings import Finding
+from gateway.fhir.mapping.careplan import wrong_type
+from gateway.fhir.mapping.engine import Mapper, Source, field_specs, load_spec, sources_of
+from gateway.rules import RuleCatalogue, default_catalogue
+from gateway.tabular import Layout, load_layout
+from gateway.x12.writer import EnvelopeSettings, envelope_settings
+
+
+def _text(value: Any, layout: Layout) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    if isinstance(value, date):
+        return value.strftime(layout.date_formats[0])
+    if isinstance(value, (list, tuple)):
+        return ";".join(_text(v, layout) for v in value)
+    return str(value)
+
+
+def layout_row(values: dict, layout: Layout, base: str, catalogue: RuleCatalogue
+               ) -> tuple[dict[str, str], list[Finding]]:
+    """``values`` (RTF field names) as a row keyed by the layout's column headers, in column
+    order, with a finding for every column the layout requires that stays empty."""
+    row = {column.headers[0]: _text(values.get(column.field), layout)
+           for column in layout.columns if column.type != "flags"}
+    findings: list[Finding] = []
+    for column in layout.columns:
+        if column.type == "flags" or row[column.headers[0]]:
+            continue
+        needed = column.required
+        for condition in column.required_with:
+            other = values.get(condition.field)
+            if other not in (None, "", []) and (condition.values is None
+                                                or other in condition.values):
+                needed = True
+        if needed:
+            found = catalogue.finding("FHIR-MAP-007", base, None, column=column.headers[0],
+                                      target=column.field)
+            if found:
+                findings.append(found)
+    return row, findings
+
+
+def write_rtf_csv(rows: list[dict[str, str]], out: TextIO, layout: str = "default") -> None:
+    """RTF rows (from :func:`task_to_rtf` / :func:`careplan_to_rtf`) as CSV with the header row
+    of the layout."""
+    headers = [c.headers[0] for c in load_layout("rtf", layout).columns if c.type != "flags"]
+    writer = csv.DictWriter(out, fieldnames=headers, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def _rows(data: dict, resource_type: str, spec_name: str, extra: dict, layout: str,
+          catalogue: RuleCatalogue) -> tuple[list[dict[str, str]], list[Finding]]:
+    sources = sources_of(data, resource_type)
+    if not sources:
+        found = wrong_type(data, resource_type, catalogue)
+        return [], [found] if found else []
+    spec = load_spec(spec_name)
+    mapper = Mapper(spec, catalogue)
+    specs = field_specs(spec, "fields", spec_name)
+    target = load_layout("rtf", layout)
+    rows, findings = [], []
+    for source in sources:
+        base = resource_type if data.get("resourceType") == resource_type else \
+            f"Bundle.entry[{_position(data, source)}].resource"
+        found: list[Finding] = []
+        values = mapper.values(specs, source.resource, source, base, found,
+                               roots=spec.get("roots"))
+        values.update({k: v for k, v in extra.items() if values.get(k) in (None, "")})
+        row, missing = layout_row(values, target, base, catalogue)
+        findings.extend(found)
+        findings.extend(missing)
+        rows.append(row)
+    return rows, findings
+
+
+def _position(bundle: dict, source: Source) -> int:
+    for index, entry in enumerate(bundle.get("entry") or []):
+        if isinstance(entry, dict) and entry.get("resource") is source.resource:
+            return index
+    return -1
+
+
+def tasks_to_rtf(data: dict, today: date | None = None, layout: str = "default",
+                 catalogue: RuleCatalogue | None = None
+                 ) -> tuple[list[dict[str, str]], list[Finding]]:
+    """Every Task of ``data`` (a Task or a Bundle) as an RTF row."""
+    extra = {"rtf_production_date": today or date.today()}
+    return _rows(data, "Task", "task-to-rtf", extra, layout, catalogue or default_catalogue())
+
+
+def task_to_rtf(resource: dict, today: date | None = None, layout: str = "default",
+                catalogue: RuleCatalogue | None = None) -> tuple[dict[str, str], list[Finding]]:
+    """A Task (or the first Task of a Bundle) as one RTF row keyed by the layout's headers."""
+    rows, findings = tasks_to_rtf(resource, today, layout, catalogue)
+    return (rows[0] if rows else {}), findings
+
+
+def careplans_to_rtf(data: dict, today: date | None = None,
+                     settings: EnvelopeSettings | None = None, layout: str = "default",
+                     catalogue: RuleCatalogue | None = None
+                     ) -> tuple[list[dict[str, str]], list[Finding]]:
+    """Every CarePlan of ``data`` as an RTF row; the plan (MCP identifier and name) is the
+    envelope profile's receiver."""
+    settings = settings or envelope_settings("plan-default")
+    extra = {"rtf_production_date": today or date.today(),
+             "mcp_identifier": settings.receiver.id, "mcp_name": settings.receiver.name}
+    return _rows(data, "CarePlan", "careplan-to-rtf", extra, layout,
+                 catalogue or default_catalogue())
+
+
+def careplan_to_rtf(resource: dict, today: date | None = None,
+                    settings: EnvelopeSettings | None = None, layout: str = "default",
+                    catalogue: RuleCatalogue | None = None
+                    ) -> tuple[dict[str, str], list[Finding]]:
+    """A CarePlan (or the first of a Bundle) as one RTF row keyed by the layout's headers."""
+    rows, findings = careplans_to_rtf(resource, today, settings, layout, catalogue)
+    return (rows[0] if rows else {}), findings
