@@ -1,12 +1,402 @@
-"""The FHIR R4 API under ``/fhir`` (contract.md). Being built (issue 6)."""
+"""The FHIR R4 API under ``/fhir`` (contract.md).
+
+* ``GET /fhir/metadata`` — the CapabilityStatement (no token);
+* ``POST /fhir/{type}`` — create a ServiceRequest, CarePlan, Task, Patient or Coverage: the
+  payload is validated (structure, ECM profile, ECM rules) and kept as a submission of kind
+  ``fhir`` (:mod:`gateway.fhir.intake`); 201 with the stored resource, its ``Location`` and
+  the warnings as an OperationOutcome, or 400 (unreadable) / 422 (invalid) with an
+  OperationOutcome;
+* ``POST /fhir`` — a Bundle of type ``batch`` (each entry on its own: batch-response) or
+  ``transaction`` (all or nothing: transaction-response, or 422 with every entry's issues);
+* ``POST /fhir/{type}/$validate`` — 200 with the OperationOutcome; nothing is stored;
+* ``GET /fhir/{type}/{id}`` and ``GET /fhir/{type}?identifier=`` / ``?patient.identifier=`` —
+  the calling partner's own resources only (another partner's answer 404 / are not found).
+
+JSON and XML both ways: the request format from Content-Type (or the first byte), the answer
+format from ``_format`` or ``Accept``. Every error under ``/fhir`` — authentication, unknown
+URL, method, size, media type, FastAPI's own validation — is an OperationOutcome with a 4xx;
+the rest of the API keeps its JSON errors.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import (
+    http_exception_handler, request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import __version__
+from gateway.fhir import ECM_PROFILES, FHIR_VERSION, JSON_MEDIA, XML_MEDIA
+from gateway.fhir.intake import (
+    member_identifiers, own_identifiers, read_resource, stored_resources,
+    submission_name, submission_resources, token_matches,
+)
+from gateway.fhir.outcome import operation_outcome
+from gateway.fhir.parse import MAX_BODY_BYTES, Collector, format_of, is_resource_type, serialise
+from gateway.fhir.validate import ACCEPTED, check_payload
+from gateway.findings import Finding
+from gateway.pipeline.partners import Partner
+from gateway.pipeline.process import submit
+from gateway.rules import default_catalogue
+
+log = logging.getLogger("gateway.api.fhir")
+PREFIX = "/fhir"
+SEARCH_PARAMS = ("identifier", "patient.identifier", "subject.identifier", "patient:identifier")
+MAX_SEARCH_RESULTS = 1000
+
+
+class FhirError(Exception):
+    """An error answered with an OperationOutcome."""
+
+    def __init__(self, status: int, findings: list[Finding], headers: dict | None = None):
+        super().__init__(status)
+        self.status = status
+        self.findings = findings
+        self.headers = headers or {}
+
+
+def _finding(rule: str, location: str = "", **values) -> list[Finding]:
+    found = default_catalogue().finding(rule, location, None, **values)
+    return [found] if found is not None else []
+
+
+def answer_format(request: Request) -> str:
+    """``json`` or ``xml`` from ``_format`` (wins) or ``Accept``; JSON by default."""
+    wanted = request.query_params.get("_format")
+    if wanted:
+        fmt = format_of(wanted)
+        if fmt is None:
+            raise FhirError(406, _finding("FHIR-API-005", "", found=_safe(wanted)))
+        return fmt
+    accept = request.headers.get("accept", "").lower()
+    if "xml" in accept and "json" not in accept:
+        return "xml"
+    return "json"
+
+
+def _safe(text: str) -> str:
+    return "".join(c for c in text if c.isalnum() or c in "+/-.;=")[:80] or "(empty)"
+
+
+def fhir_response(resource: dict, status: int, fmt: str, headers: dict | None = None
+                  ) -> Response:
+    media = XML_MEDIA if fmt == "xml" else JSON_MEDIA
+    return Response(serialise(resource, fmt), status_code=status, headers=headers,
+                    media_type=f"{media}; charset=utf-8")
+
+
+def outcome_response(request: Request, status: int, findings: list[Finding],
+                     headers: dict | None = None) -> Response:
+    try:
+        fmt = answer_format(request)
+    except FhirError:
+        fmt = "json"
+    return fhir_response(operation_outcome(findings), status, fmt, headers)
+
+
+async def read_body(request: Request) -> tuple[bytes, str]:
+    """The body (at most :data:`MAX_BODY_BYTES`) and its format; 413 / 415 otherwise."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise FhirError(413, _finding("FHIR-PARSE-007", "", size=int(declared),
+                                      limit=MAX_BODY_BYTES))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise FhirError(413, _finding("FHIR-PARSE-007", "", size=f"more than {size}",
+                                          limit=MAX_BODY_BYTES))
+        chunks.append(chunk)
+    payload = b"".join(chunks)
+    media = request.headers.get("content-type")
+    fmt = format_of(media, payload)
+    if fmt is None:
+        if media:
+            raise FhirError(415, _finding("FHIR-PARSE-012", "", found=_safe(media)))
+        fmt = "json"  # nothing to go by: the JSON reader explains what is wrong
+    return payload, fmt
+
+
+def _fatal(findings: list[Finding]) -> bool:
+    catalogue = default_catalogue()
+    return any(catalogue.rule(f.rule).ack.get("fhir_severity") == "fatal"
+               for f in findings if f.rule in catalogue)
+
+
+def _accepted_type(resource_type: str) -> None:
+    if resource_type not in ACCEPTED:
+        raise FhirError(404, _finding("FHIR-PROFILE-010", resource_type
+                                      if is_resource_type(resource_type) else "",
+                                      found=_safe(resource_type), accepted=", ".join(ACCEPTED)))
+
+
+def capability_statement() -> dict:
+    interactions = [{"code": "create"}, {"code": "read"}, {"code": "search-type"}]
+    resources = []
+    for rtype in ACCEPTED:
+        resources.append({
+            "type": rtype, "profile": ECM_PROFILES[rtype], "interaction": interactions,
+            "versioning": "no-version", "readHistory": False, "updateCreate": False,
+            "searchParam": [
+                {"name": "identifier", "type": "token",
+                 "documentation": "the resource's own identifier (system|value)"},
+                {"name": "patient.identifier", "type": "token",
+                 "documentation": "the member's identifier, e.g. the Medi-Cal CIN "
+                                  "(system|value)"}],
+            "operation": [{"name": "validate",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/"
+                                         "Resource-validate"}]})
+    return {
+        "resourceType": "CapabilityStatement", "status": "active", "date": "2026-11-01",
+        "publisher": "ECM Gateway", "kind": "instance",
+        "software": {"name": "ECM Gateway", "version": __version__},
+        "implementation": {"description": "ECM Gateway FHIR API (ECM referrals, care plans, "
+                                          "referral status)"},
+        "fhirVersion": FHIR_VERSION, "format": [JSON_MEDIA, XML_MEDIA, "json", "xml"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Every interaction but metadata needs the bearer token of a "
+                             "trading partner; a partner reads and searches only what it "
+                             "submitted. Bodies are limited to "
+                             f"{MAX_BODY_BYTES} bytes.",
+            "security": {"cors": False, "description": "Authorization: Bearer <token>"},
+            "resource": resources,
+            "interaction": [{"code": "batch"}, {"code": "transaction"}]}]}
 
 
 def install_fhir(app: FastAPI, partner_of: Callable) -> None:
     """Add the ``/fhir`` routes and their OperationOutcome error handling to ``app``;
     ``partner_of`` is the bearer-token dependency that yields the calling Partner."""
+
+    def under_fhir(request: Request) -> bool:
+        path = request.url.path
+        return path == PREFIX or path.startswith(PREFIX + "/")
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        return outcome_response(request, exc.status, exc.findings, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not under_fhir(request):
+            return await http_exception_handler(request, exc)
+        status = exc.status_code if 400 <= exc.status_code < 500 else 400
+        headers = dict(exc.headers or {})
+        if status == 401:
+            findings = _finding("FHIR-API-001")
+        elif status == 404:
+            findings = _finding("FHIR-API-002", "", what="the URL " + _safe(request.url.path))
+        elif status == 405:
+            findings = _finding("FHIR-API-003", "", method=_safe(request.method))
+        elif status == 413:
+            findings = _finding("FHIR-PARSE-007", "", size="too many",
+                                limit=MAX_BODY_BYTES)
+        elif status == 415:
+            findings = _finding("FHIR-PARSE-012", "",
+                                found=_safe(request.headers.get("content-type", "")))
+        else:
+            findings = _finding("FHIR-API-007", "", problem=_safe(str(exc.detail)))
+        return outcome_response(request, status, findings, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if not under_fhir(request):
+            return await request_validation_exception_handler(request, exc)
+        problems = "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " +
+                             str(e.get("msg", "")) for e in exc.errors())[:300]
+        return outcome_response(request, 400, _finding("FHIR-API-004", "", problem=problems))
+
+    store_of = lambda: app.state.store  # noqa: E731 - the store is set on the app later
+
+    @app.get(PREFIX + "/metadata", tags=["fhir"])
+    def metadata(request: Request) -> Response:
+        return fhir_response(capability_statement(), 200, answer_format(request))
+
+    @app.post(PREFIX + "/{resource_type}/$validate", tags=["fhir"])
+    async def validate(resource_type: str, request: Request,
+                       partner: Partner = Depends(partner_of)) -> Response:
+        """Validate a resource against its ECM profile; nothing is stored."""
+        fmt_out = answer_format(request)
+        _accepted_type(resource_type)
+        payload, fmt = await read_body(request)
+        checked = check_payload(payload, fmt, expected=resource_type, keep=False)
+        status = 400 if _fatal(checked.findings) else 200
+        return fhir_response(operation_outcome(checked.findings), status, fmt_out)
+
+    def create(partner: Partner, resource_type: str, payload: bytes, fmt: str,
+               fmt_out: str, idempotency_key: str | None, prefer: str = "") -> Response:
+        """Submit; the stored resource (201, or 200 for a resubmission), or with ``Prefer:
+        return=OperationOutcome`` the outcome (warnings, information) of the create."""
+        store = store_of()
+        done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
+                      filename=submission_name(resource_type, fmt), payload=payload,
+                      idempotency_key=idempotency_key)
+        findings = [Finding(**f) for f in store.findings(done.submission_id)]
+        resources = submission_resources(store, done.submission_id)
+        if not resources:
+            status = 400 if _fatal(findings) else 422
+            return fhir_response(operation_outcome(findings), status, fmt_out)
+        resource = resources[0]
+        location = f"{PREFIX}/{resource['resourceType']}/{resource['id']}"
+        headers = {"Location": location, "X-Submission-Id": done.submission_id}
+        status = 200 if done.duplicate else 201
+        if prefer == "return=OperationOutcome":
+            return fhir_response(operation_outcome(findings, ok_message="created " + location),
+                                 status, fmt_out, headers)
+        if prefer == "return=minimal":
+            return Response(status_code=status, headers=headers)
+        return fhir_response(resource, status, fmt_out, headers)
+
+    @app.post(PREFIX + "/{resource_type}", tags=["fhir"])
+    async def create_resource(resource_type: str, request: Request,
+                              partner: Partner = Depends(partner_of)) -> Response:
+        """Create an ECM resource (validated, kept as a submission of kind fhir)."""
+        fmt_out = answer_format(request)
+        _accepted_type(resource_type)
+        payload, fmt = await read_body(request)
+        return create(partner, resource_type, payload, fmt, fmt_out,
+                      request.headers.get("Idempotency-Key"),
+                      request.headers.get("Prefer", "").replace(" ", ""))
+
+    @app.get(PREFIX + "/{resource_type}/{resource_id}", tags=["fhir"])
+    def read(resource_type: str, resource_id: str, request: Request,
+             partner: Partner = Depends(partner_of)) -> Response:
+        fmt_out = answer_format(request)
+        _accepted_type(resource_type)
+        store = store_of()
+        found = read_resource(store, partner, resource_type, resource_id)
+        if found is None:
+            raise FhirError(404, _finding("FHIR-API-002", "",
+                                          what=f"{resource_type}/{_safe(resource_id)}"))
+        store.audit(actor=partner.id, action="read", target=f"{resource_type}/{resource_id}")
+        return fhir_response(found, 200, fmt_out)
+
+    @app.get(PREFIX + "/{resource_type}", tags=["fhir"])
+    def search(resource_type: str, request: Request,
+               partner: Partner = Depends(partner_of)) -> Response:
+        fmt_out = answer_format(request)
+        _accepted_type(resource_type)
+        params = {k: v for k, v in request.query_params.multi_items() if k != "_format"}
+        unknown = [k for k in params if k not in SEARCH_PARAMS]
+        if unknown:
+            raise FhirError(400, _finding("FHIR-API-004", "", problem="unknown search "
+                                          f"parameter {_safe(unknown[0])}; supported: "
+                                          + ", ".join(SEARCH_PARAMS)))
+        store = store_of()
+        matches = []
+        for doc in stored_resources(store, partner, resource_type):
+            found = store.document(doc["id"])
+            if found is None:
+                continue
+            resource = json.loads(found["content"])
+            ok = True
+            for key, token in params.items():
+                idents = own_identifiers(resource) if key == "identifier" \
+                    else member_identifiers(resource)
+                ok = ok and token_matches(token, idents)
+            if ok:
+                matches.append(resource)
+            if len(matches) >= MAX_SEARCH_RESULTS:
+                break
+        store.audit(actor=partner.id, action="search", target=resource_type,
+                    detail=f"{len(matches)} found")
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches),
+                  "entry": [{"fullUrl": f"{PREFIX}/{r['resourceType']}/{r['id']}",
+                             "resource": r, "search": {"mode": "match"}} for r in matches]}
+        if not matches:
+            bundle.pop("entry")
+        return fhir_response(bundle, 200, fmt_out)
+
+    @app.post(PREFIX, tags=["fhir"])
+    async def bundle(request: Request, partner: Partner = Depends(partner_of)) -> Response:
+        """A batch or transaction Bundle of creates (POST entries)."""
+        fmt_out = answer_format(request)
+        payload, fmt = await read_body(request)
+        checked = check_payload(payload, fmt, expected="Bundle", keep=True)
+        data = checked.data
+        if data is None or _fatal(checked.findings) or data.get("resourceType") != "Bundle":
+            raise FhirError(400, checked.findings)
+        kind = data.get("type")
+        if kind not in ("batch", "transaction"):
+            raise FhirError(422, checked.findings + _finding(
+                "FHIR-API-004", "Bundle.type", problem="POST /fhir takes a Bundle of type "
+                "batch or transaction"))
+        entries = data.get("entry") or []
+        by_index = {e.index: e for e in checked.entries}
+        entry_problems: dict[int, list[Finding]] = {}
+        for i, entry in enumerate(entries):
+            problems = [f for f in (by_index[i].findings if i in by_index else [])
+                        if f.is_error]
+            request_part = entry.get("request") if isinstance(entry, dict) else None
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+            method = (request_part or {}).get("method")
+            url = str((request_part or {}).get("url") or "").split("?")[0].strip("/")
+            if method != "POST" or url != rtype or rtype not in ACCEPTED:
+                problems += _finding("FHIR-API-008", f"Bundle.entry[{i}].request", entry=i,
+                                     problem="only POST (create) of " + ", ".join(ACCEPTED)
+                                     + " with request.url = the resource type")
+            if problems:
+                entry_problems[i] = problems
+        if kind == "transaction":
+            if entry_problems or not checked.valid:
+                first = min(entry_problems) if entry_problems else 0
+                shell = [f for f in checked.findings if f.is_error
+                         and not any(f in p for p in entry_problems.values())]
+                all_problems = shell + [f for i in sorted(entry_problems)
+                                        for f in entry_problems[i]]
+                raise FhirError(422, _finding("FHIR-API-006", "Bundle", entry=first)
+                                + all_problems)
+            store = store_of()
+            done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
+                          filename=submission_name("Bundle", fmt), payload=payload,
+                          idempotency_key=request.headers.get("Idempotency-Key"))
+            stored = submission_resources(store, done.submission_id)
+            if len(stored) != len(entries):
+                findings = [Finding(**f) for f in store.findings(done.submission_id)]
+                raise FhirError(422, findings or _finding(
+                    "FHIR-API-006", "Bundle", entry=0))
+            response = {"resourceType": "Bundle", "type": "transaction-response",
+                        "entry": [{"response": {
+                            "status": "200 OK" if done.duplicate else "201 Created",
+                            "location": f"{PREFIX}/{r['resourceType']}/{r['id']}"}}
+                            for r in stored]}
+            return fhir_response(response, 200, fmt_out,
+                                 {"X-Submission-Id": done.submission_id})
+        # batch: every entry on its own
+        out = []
+        for i, entry in enumerate(entries):
+            if i in entry_problems:
+                out.append({"response": {"status": "422 Unprocessable Entity",
+                                         "outcome": operation_outcome(entry_problems[i])}})
+                continue
+            resource = by_index[i].data
+            response = create(partner, resource["resourceType"],
+                              serialise(resource, "json"), "json", "json", None,
+                              "return=OperationOutcome")
+            outcome = json.loads(response.body)
+            if response.status_code in (200, 201):
+                out.append({"response": {
+                    "status": "201 Created" if response.status_code == 201 else "200 OK",
+                    "location": response.headers["Location"], "outcome": outcome}})
+            else:
+                out.append({"response": {"status": f"{response.status_code} Unprocessable "
+                                                   "Entity", "outcome": outcome}})
+        return fhir_response({"resourceType": "Bundle", "type": "batch-response",
+                              "entry": out}, 200, fmt_out)
+
+    @app.api_route(PREFIX + "/{rest:path}", include_in_schema=False,
+                   methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    def unsupported(rest: str, request: Request) -> Response:
+        """Any other URL or method under /fhir: an OperationOutcome, not FastAPI's JSON."""
+        if request.method in ("GET", "POST", "HEAD"):
+            raise FhirError(404, _finding("FHIR-API-002", "",
+                                          what="the URL " + _safe(request.url.path)))
+        raise FhirError(405, _finding("FHIR-API-003", "", method=_safe(request.method)))
