@@ -214,14 +214,18 @@ def claims_in(x12: bytes) -> list[dict]:
     return found
 
 
-def find_routed(registry: Registry, *, recipient: str, isa13: str, claim_id: str,
-                gs06: str = "", st02: str = "") -> dict | None:
-    """The routed claim a state response names (ISA13 + claim id, narrowed by GS06/ST02 when
-    the response gives them)."""
+def find_routed(registry: Registry, *, isa13: str, claim_id: str, gs06: str = "",
+                st02: str = "", recipients: Iterable[str] | None = None,
+                sender: str | None = None) -> dict | None:
+    """The routed claim a state response names: ISA13 + claim id, narrowed by GS06/ST02 when
+    the response gives them, among documents sent to ``recipients`` (the state) and, when
+    given, by ``sender`` (the plan)."""
     c = routed_claims.c
-    query = select(routed_claims).where(c.recipient == recipient, c.claim_id == claim_id)
-    if isa13:
-        query = query.where(c.isa13 == _control(isa13))
+    query = select(routed_claims).where(c.claim_id == claim_id, c.isa13 == _control(isa13))
+    if recipients is not None:
+        query = query.where(c.recipient.in_(list(recipients)))
+    if sender:
+        query = query.where(c.sender == sender)
     if gs06:
         query = query.where(c.gs06 == _control(gs06))
     if st02:

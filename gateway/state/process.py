@@ -1,0 +1,150 @@
+"""Processing a state encounter response: each Encounter is linked back to the 837P the gateway
+routed to the state (ISA13 + GS06/ST02 + claim id), its status and the state's reasons are kept
+(``state_encounter_status``), denied encounters and lines leave the encounter history, and a
+readable CSV summary goes to the plan that sent the encounters — and, for denied encounters, to
+the provider that first sent the claim to the plan (lineage: the routed claim with the same
+claim id and billing NPI that reached the plan).
+
+Re-running it (after a crash, or a replay) gives the same result: the statuses of the response
+are replaced, history removals are idempotent, and the documents of an earlier run are cleared
+by the runner.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+
+from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.registries import (
+    find_routed, origin_of, remove_denied_history, replace_state_statuses, server_registry,
+)
+from gateway.rules import default_catalogue
+from gateway.state.response import (
+    StateResponseError, load_layout, parse_state_response, summary_rows,
+)
+
+CSV_MEDIA = "text/csv"
+
+
+def summary_csv(rows: list[dict]) -> bytes:
+    columns = load_layout()["summary_columns"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([c["header"] for c in columns])
+    for row in rows:
+        writer.writerow([_cell(row.get(c["field"], "")) for c in columns])
+    return out.getvalue().encode("utf-8")
+
+
+def _cell(value) -> str:
+    """Text a spreadsheet would run as a formula is neutralised (the state's descriptions are
+    free text)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def process_state_response(store, partners: Partners, partner: Partner, submission_id: str,
+                           payload: bytes, now: datetime):
+    from gateway.pipeline.steps import Outcome
+
+    catalogue = default_catalogue()
+    if partner.role not in ("state", "plan"):
+        finding = catalogue.finding("STATE-XML-001", "file", None,
+                                    problem="only the state (or a plan forwarding it) sends "
+                                            "state responses")
+        store.add_findings(submission_id, [finding])
+        store.set_status(submission_id, "rejected", error="not the state")
+        return Outcome(submission_id, "rejected", False, None, 1)
+    try:
+        response = parse_state_response(payload)
+    except StateResponseError as exc:
+        finding = catalogue.finding("STATE-XML-001", "file", None, problem=str(exc))
+        store.add_findings(submission_id, [finding])
+        store.set_status(submission_id, "rejected", error="unreadable state response")
+        store.set_summary(submission_id, {"kind": "state-response", "valid": False})
+        return Outcome(submission_id, "rejected", False, None, 1)
+    store.set_status(submission_id, "validated")
+    registry = server_registry(store)
+    findings = []
+    statuses: list[dict] = []
+    to_plan: dict[str, list[dict]] = {}
+    to_provider: dict[str, list[dict]] = {}
+    counts = {"encounters": 0, "accepted": 0, "denied": 0, "unmatched": 0,
+              "history_lines_removed": 0}
+    sender = partner.id if partner.role == "plan" else None
+    states = [p.id for p in partners.partners.values() if p.role == "state"]
+    for t_number, (transaction, encounter) in enumerate(response.encounters, start=1):
+        counts["encounters"] += 1
+        routed = find_routed(registry, isa13=transaction.isa13, gs06=transaction.gs06,
+                             st02=transaction.st02, claim_id=encounter.claim_id, sender=sender,
+                             recipients=states)
+        if routed is None:
+            counts["unmatched"] += 1
+            finding = catalogue.finding("STATE-LINK-001", f"Encounter[{t_number}]", None,
+                                        claim=encounter.claim_id, isa13=transaction.isa13,
+                                        st02=transaction.st02)
+            if finding:
+                findings.append(finding)
+            continue
+        counts["denied" if encounter.denied else "accepted"] += 1
+        statuses.append(_status_row(routed, encounter, None, encounter.status, encounter))
+        for line in encounter.lines:
+            statuses.append(_status_row(routed, encounter, line.line_number, line.status, line))
+        source = routed.get("history_source")
+        if source:
+            if encounter.denied:
+                counts["history_lines_removed"] += remove_denied_history(
+                    registry, source, encounter.claim_id)
+            else:
+                for line in encounter.lines:
+                    if line.status == "denied" and line.line_number is not None:
+                        counts["history_lines_removed"] += remove_denied_history(
+                            registry, source, encounter.claim_id, line.line_number)
+        rows = summary_rows(encounter)
+        plan_id = routed["sender"]
+        to_plan.setdefault(plan_id, []).extend(rows)
+        if encounter.denied:
+            origin = origin_of(registry, claim_id=encounter.claim_id,
+                               billing_npi=routed.get("billing_npi") or "", plan_id=plan_id)
+            provider = partners.partners.get(origin["sender"]) if origin else \
+                partners.provider_for(routed.get("billing_npi") or "")
+            if provider is not None and provider.role == "provider":
+                to_provider.setdefault(provider.id, []).extend(rows)
+    replace_state_statuses(registry, submission_id, statuses)
+    status = "validated"
+    for plan_id, rows in to_plan.items():
+        target = partners.route("state-response", partner, plan_id=plan_id)
+        if target is None or target.id != plan_id:
+            continue
+        store.add_document(submission_id, role="state-response-summary",
+                           name=f"{submission_id}.state-response.csv", content=summary_csv(rows),
+                           media_type=CSV_MEDIA, recipient=plan_id)
+        status = "routed"
+    for provider_id, rows in to_provider.items():
+        if partners.route("state-response-denied", partner,
+                          npi=partners.partners[provider_id].npis[0]
+                          if partners.partners[provider_id].npis else "") is None:
+            continue
+        store.add_document(submission_id, role="state-response-denied",
+                           name=f"{submission_id}.denied-encounters.csv",
+                           content=summary_csv(rows), media_type=CSV_MEDIA,
+                           recipient=provider_id)
+        status = "routed"
+    if status == "routed":
+        store.set_status(submission_id, "routed")
+    store.add_findings(submission_id, findings)
+    store.set_summary(submission_id, {"kind": "state-response", "file_status": response.status,
+                                      "transactions": len(response.transactions), **counts,
+                                      "valid": True})
+    return Outcome(submission_id, status, True, None, len(findings))
+
+
+def _status_row(routed: dict, encounter, line_number, status: str, part) -> dict:
+    first = part.responses[0] if part.responses else None
+    return {"routed_submission": routed["submission_id"], "claim_id": encounter.claim_id,
+            "line_number": line_number, "status": status,
+            "dhcs_encounter_id": encounter.dhcs_encounter_id,
+            "severity": first.severity if first else None, "code": first.id if first else None,
+            "description": first.description if first else None}
