@@ -4,19 +4,14 @@ PostgreSQL cluster when its binaries and a driver are present."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import importlib.util
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import servers
 
 from gateway.findings import Finding, Severity
 from gateway.pipeline.store import STATUSES, Received, Store
@@ -408,59 +403,13 @@ def test_concurrent_same_key_yields_one_original(tmp_path):
 
 
 # -- PostgreSQL (only where its binaries and a driver are installed) -------------------------------
-def _pg_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    candidates = [found] if found else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
-    for candidate in candidates:
-        folder = Path(candidate).resolve().parent
-        if (folder / "initdb").exists() and (folder / "postgres").exists():
-            return folder
-    return None
-
-
-def _pg_driver() -> str | None:
-    for module, name in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-        if importlib.util.find_spec(module) is not None:
-            return name
-    return None
-
-
 @pytest.fixture
 def pg_url():
-    folder, driver = _pg_bin(), _pg_driver()
-    if folder is None or driver is None:
-        pytest.skip("PostgreSQL binaries or a Python driver (psycopg) not installed")
-    prefix: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="pgstore", dir="/tmp"))
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
-        try:
-            shutil.chown(base, user="postgres")
-        except (LookupError, OSError):
-            pytest.skip("running as root and no postgres user")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, sock = base / "data", base
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run = lambda *args: subprocess.run([*prefix, *args], check=True, capture_output=True,  # noqa: E731
-                                       timeout=60)
     try:
-        run(str(folder / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-            "--no-sync", "-E", "UTF8")
-        run(str(folder / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
-            "-o", f"-k {sock} -p {port} -c listen_addresses='' -c fsync=off", "start")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"could not start a temporary PostgreSQL cluster: {exc}")
-    try:
-        yield f"postgresql+{driver}://postgres@/postgres?host={sock}&port={port}"
-    finally:
-        subprocess.run([*prefix, str(folder / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(base, ignore_errors=True)
+        with servers.postgres() as url:
+            yield url
+    except servers.Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_postgresql_store(pg_url):
