@@ -21,6 +21,7 @@ from gateway.conversion import canonical_to_837p
 from gateway.findings import Finding, Severity
 from gateway.pipeline.counters import next_numbers
 from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.extract import process_history_extract
 from gateway.pipeline.forward import table_subset
 from gateway.pipeline.registries import (
     forget_routed, history_source, load_plan_members, load_plan_providers, plans_of_members,
@@ -379,4 +380,4 @@ def _plan_recipients(partners: Partners, registry, provider: Partner, table,
     return out
 
 
-STEPS = {"x12": process_x12, "file": process_file}
+STEPS = {"x12": process_x12, "file": process_file, "history-extract": process_history_extract}
