@@ -210,6 +210,7 @@ class FieldInfo:
     is_list: bool
     kind: str  # primitive, complex, resource, xhtml
     target: str | None  # the element type of a complex field
+    required: bool = False
 
 
 @lru_cache(maxsize=1024)
@@ -229,14 +230,17 @@ def fields_of(klass) -> dict[str, FieldInfo]:
         is_list = typing.get_origin(annotation) is list
         inner = typing.get_args(annotation)[0] if is_list else annotation
         type_name = getattr(inner, "__name__", "")
+        required = bool((spec.json_schema_extra or {}).get("element_required")) \
+            or spec.is_required()
         if getattr(inner, "__module__", "") == "abc" and type_name.endswith("Type"):
             target = type_name[:-4]
             kind = "resource" if target == "Resource" else "complex"
-            found[alias] = FieldInfo(is_list, kind, None if kind == "resource" else target)
+            found[alias] = FieldInfo(is_list, kind, None if kind == "resource" else target,
+                                     required)
         elif alias == "div":
-            found[alias] = FieldInfo(False, "xhtml", None)
+            found[alias] = FieldInfo(False, "xhtml", None, required)
         else:
-            found[alias] = FieldInfo(is_list, "primitive", None)
+            found[alias] = FieldInfo(is_list, "primitive", None, required)
     return found
 
 
@@ -361,8 +365,53 @@ def fhirpath_of(prefix: str, loc: tuple) -> str:
     return path
 
 
-def _structure_findings(exc: ValidationError, prefix: str, col: Collector) -> None:
-    for error in exc.errors(include_url=False, include_input=False):
+def _missing_required(data: dict, klass, path: str, found: list[str], depth: int = 0) -> None:
+    """Required elements that are absent, everywhere in ``data``: fhir.resources checks them
+    only once every other element is valid, so with other errors they would go unreported."""
+    if depth > MAX_DEPTH or not isinstance(data, dict):
+        return
+    for name, info in fields_of(klass).items():
+        value = data.get(name)
+        if value is None or value == []:
+            if info.required and data.get("_" + name) is None:
+                found.append(f"{path}.{name}")
+            continue
+        if info.kind == "complex":
+            try:
+                child_class = model_class(info.target)
+            except UnknownType:
+                continue
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                where = f"{path}.{name}[{i}]" if isinstance(value, list) else f"{path}.{name}"
+                _missing_required(item, child_class, where, found, depth + 1)
+        elif info.kind == "resource":
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, dict) and is_resource_type(item.get("resourceType")):
+                    where = f"{path}.{name}[{i}]" if isinstance(value, list) \
+                        else f"{path}.{name}"
+                    _missing_required(item, model_class(item["resourceType"]), where, found,
+                                      depth + 1)
+
+
+def _structure_findings(exc: ValidationError, prefix: str, col: Collector,
+                        data: dict | None = None, klass=None) -> None:
+    errors = exc.errors(include_url=False, include_input=False)
+    reported = set()
+    for error in errors:
+        where = fhirpath_of(prefix, error.get("loc", ()))
+        kind = error.get("type", "")
+        if kind == "missing" or kind.endswith(".missing"):
+            reported.add(where)
+    if data is not None and klass is not None:
+        missing: list[str] = []
+        _missing_required(data, klass, prefix, missing)
+        for where in missing:
+            if where not in reported:
+                col.add("FHIR-STRUCT-001", where)
+                reported.add(where)
+    for error in errors:
         where = fhirpath_of(prefix, error.get("loc", ()))
         kind = error.get("type", "")
         if kind == "missing" or kind.endswith(".missing"):
@@ -390,7 +439,7 @@ def validate_one(data: dict, path: str, col: Collector, expected: str | None = N
     try:
         return model_class(rtype).model_validate(data)
     except ValidationError as exc:
-        _structure_findings(exc, path, col)
+        _structure_findings(exc, path, col, data, model_class(rtype))
     except KeyError:  # an unknown type of nested resource (contained, Bundle.entry ...)
         bad = _unknown_contained(data, path)
         for where, name in bad:
