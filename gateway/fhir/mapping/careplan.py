@@ -82,6 +82,9 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
                            findings)
     header_ok = not any(f.is_error for f in findings)
     line_specs = field_specs(spec, "line", SPEC)
+    date_spec = next(s for s in line_specs if s.target == "service_date")
+    procedure_spec = next(s for s in line_specs if s.target == "procedure")
+    other_specs = [s for s in line_specs if s is not procedure_spec]
     activities = mapper.evaluate(spec["activities"], source.resource, source)
     by_day: dict[date, list[tuple[int, dict]]] = {}
     for index, activity in enumerate(source.resource.get("activity") or []):
@@ -89,10 +92,14 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
             continue
         where = f"{base}.activity[{index}]"
         line_findings: list[Finding] = []
-        values = mapper.values(line_specs, activity, source, where, line_findings)
-        procedure = values.get("procedure")
+        procedure = mapper.value(procedure_spec, activity, source, where, line_findings)
         if not procedure or not codes.is_service_code(procedure[0]):
-            continue  # not an ECM/CS service: care coordination notes, goals, assessments
+            # not an ECM/CS service (goals, notes, other care): no line; a HCPCS coding that
+            # cannot be read is still reported
+            findings.extend(line_findings)
+            continue
+        values = {"procedure": procedure, **mapper.values(other_specs, activity, source, where,
+                                                          line_findings)}
         if values.get("status") != spec.get("completed_status", "completed"):
             mapper.finding(findings, "FHIR-MAP-006", f"{where}.detail.status",
                            reason="its status is not completed")
@@ -100,9 +107,7 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
         if values.get("service_date") is None and not any(
                 f.rule == "FHIR-MAP-002" for f in line_findings):
             mapper.finding(line_findings, "FHIR-MAP-001", f"{where}.detail",
-                           target="service date",
-                           looked="performed-date extension | scheduledPeriod.start | "
-                                  "scheduledString")
+                           target="service date", looked=" | ".join(date_spec.paths))
         findings.extend(line_findings)
         if any(f.is_error for f in line_findings):
             continue
