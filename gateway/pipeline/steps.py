@@ -324,7 +324,8 @@ def _member_file(store: Store, partners: Partners, partner: Partner, submission_
     valid = not any(f.is_error for f in findings)
     summary["valid"] = valid
     store.set_summary(submission_id, summary)
-    if not rows and not valid:
+    used = rows if table_kind in ("mif", "roster") else forwarded
+    if not used and not valid:  # nothing loaded or forwarded, and errors say why
         status = "rejected"
         store.set_status(submission_id, status)
     return Outcome(submission_id, status, valid, None, len(findings))

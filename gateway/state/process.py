@@ -115,7 +115,8 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
     replace_state_statuses(registry, submission_id, statuses)
     status = "validated"
     for plan_id, rows in to_plan.items():
-        target = partners.route("state-response", partner, plan_id=plan_id)
+        # routed as the state's document, also when a plan forwards the state's file itself
+        target = partners.route("state-response", "state", plan_id=plan_id)
         if target is None or target.id != plan_id:
             continue
         store.add_document(submission_id, role="state-response-summary",
@@ -123,7 +124,7 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
                            media_type=CSV_MEDIA, recipient=plan_id)
         status = "routed"
     for provider_id, rows in to_provider.items():
-        if partners.route("state-response-denied", partner,
+        if partners.route("state-response-denied", "state",
                           npi=partners.partners[provider_id].npis[0]
                           if partners.partners[provider_id].npis else "") is None:
             continue

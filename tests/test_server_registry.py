@@ -1,0 +1,288 @@
+"""The server's ECM registries: kept in the store's database per plan, loaded from the plans'
+uploads (MIF, roster) and the demo fixtures, applied to providers' 837P in the server, which
+splits the accepted claims per member's plan; MIFs forwarded per assigned provider; RTF/OTF
+routed to the member's plan. Every step re-runs without duplicating anything."""
+
+import csv
+import io
+
+import pytest
+import yaml
+from conftest import FIXTURES, ROOT
+from server_world import MIXED, World, claim_ids, make_world
+from sqlalchemy import func, inspect, select
+
+from gateway.pipeline.partners import Partners, issue_demo_tokens
+from gateway.pipeline.registries import (
+    load_demo_registries, load_plan_members, registry_counts, routed_claims, server_registry,
+    server_rules,
+)
+from gateway.pipeline.steps import STEPS
+from gateway.pipeline.store import Store
+from gateway.registry.store import Registry, assignments
+from gateway.tabular import read_table
+
+MIF = FIXTURES / "mif" / "mif-clean.csv"
+HARBOR_NPI = "1234500001"
+
+
+def fixture_rows(path, npi_column="ECM Provider NPI", npi=None):
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle))
+    if npi is None:
+        return rows
+    at = rows[0].index(npi_column)
+    return [rows[0]] + [r for r in rows[1:] if r[at] == npi]
+
+
+def sources(registry) -> dict[str, int]:
+    c = assignments.c
+    with registry.engine.connect() as conn:
+        return dict(conn.execute(select(c.source, func.count()).group_by(c.source)).all())
+
+
+# -- where the registries live ---------------------------------------------------------------------
+def test_registries_share_the_store_database_and_are_cached_per_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    one, two = Store(url), Store(url)
+    assert server_registry(one) is server_registry(two)
+    tables = set(inspect(one.engine).get_table_names())
+    assert {"submissions", "documents", "member_assignments", "providers",
+            "encounter_history", "routed_claims", "state_encounter_status"} <= tables
+
+
+def test_an_in_memory_store_shares_its_engine_with_its_registries():
+    store = Store("sqlite://")
+    registry = server_registry(store)
+    assert registry.engine is store.engine
+    assert server_registry(Store("sqlite://")) is not registry
+
+
+def test_a_registry_still_opens_its_own_database():
+    assert Registry().loaded() == {"members": False, "providers": False, "history": False}
+
+
+def test_demo_registries_load_once_however_often_they_are_loaded(tmp_path):
+    world = make_world(tmp_path, demo_registries=False)
+    assert server_rules(world.registry) is None  # nothing loaded: no ECM rules, as the CLI
+    first = load_demo_registries(world.store, world.partners)
+    again = load_demo_registries(world.store, world.partners)
+    assert first == again == {"members": 30, "providers": 8, "history": 2}
+    assert registry_counts(world.registry) == {"members": 30, "providers": 8, "history": 2}
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 30}
+    assert server_rules(world.registry) is not None
+
+
+# -- a provider's 837P -----------------------------------------------------------------------------
+def test_provider_837p_is_checked_against_the_server_registries(tmp_path):
+    world = make_world(tmp_path)
+    done = world.send("harbor", MIXED)
+    sid = done.submission_id
+    assert done.status == "routed"
+    summary = world.store.submission(sid)["summary"]
+    assert summary == {"kind": "837p", "claims": 10, "accepted_claims": 1,
+                       "rejected_claims": 9, "valid": False, "routed": {"demo-plan": 1}}
+    errors = [(f["rule"], f["location"]) for f in world.store.findings(sid)
+              if f["severity"] == "error"]
+    assert errors == [
+        ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#2/2010AA/NM109"),
+        ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#3/2010AA/NM109"),
+        ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#4/2010AA/NM109"),
+        ("ECM-MEM-002", "ISA#1/GS#1/ST#5/2010BA[1]/NM109"),
+        ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#6/2010AA/NM109"),
+        ("ECM-MEM-003", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),
+        ("ECM-PGM-001", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),
+        ("ECM-PRV-001", "ISA#1/GS#1/ST#7/2400[1]/SV101-2"),
+        ("ECM-DUP-001", "ISA#1/GS#1/ST#7/2400[2]/SV101-2"),
+        ("ECM-DUP-002", "ISA#1/GS#1/ST#7/2400[3]/SV101-2"),
+        ("ECM-CODE-001", "ISA#1/GS#1/ST#7/2400[4]/SV101-2"),
+    ]
+    plan_box = world.box("demo-plan")
+    assert [(d["role"], d["name"]) for d in plan_box] == [("routed-837p", f"{sid}.837p.x12")]
+    assert claim_ids(world.content(plan_box[0])) == ["MIX-A-GOOD"]
+    harbor_box = world.box("harbor")
+    assert sorted(d["role"] for d in harbor_box) == ["ack-277ca", "ack-999"]
+    ack = world.content(next(d for d in harbor_box if d["role"] == "ack-277ca")).decode()
+    assert "STC*A7:97:85" in ack and "ECM-PRV-001" in ack  # the ECM reason reaches the sender
+    for other in ("golden-table", "dhcs"):
+        assert world.box(other) == []
+
+
+def _with_valley_plan(tmp_path) -> World:
+    """The demo world plus a second plan; member 91272489K belongs to it, not to the demo plan."""
+    issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "partners.yaml")
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    data["partners"].append({"id": "valley-plan", "name": "Valley Health Plan", "role": "plan",
+                             "identifiers": {"payer_ids": ["VHP01"]}})
+    (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+    world = World(Store(f"sqlite:///{tmp_path / 'gateway.sqlite'}"),
+                  Partners.load(tmp_path / "partners.yaml"))
+    load_demo_registries(world.store, world.partners)
+    demo = [row for _, row in read_table(MIF, "mif").rows if row["member_cin"] != "91272489K"]
+    load_plan_members(world.registry, "demo-plan", demo)
+    valley = [row for _, row in read_table(FIXTURES / "mif" / "mif-valley.csv", "mif").rows
+              if row["member_cin"] == "91272489K"]
+    load_plan_members(world.registry, "valley-plan", valley)
+    return world
+
+
+def two_plan_interchange() -> bytes:
+    """ST#1 of ecm-mixed (MIX-A-GOOD, a demo-plan member) and a copy for 91272489K."""
+    segments = MIXED.decode().split("~\n")
+    end = next(i for i, s in enumerate(segments) if s.startswith("SE*"))
+    first = segments[2:end + 1]
+    second = "~\n".join(first).replace("ST*837*0001", "ST*837*0002").replace(
+        "SE*24*0001", "SE*24*0002").replace("0000005010001", "0000005010002").replace(
+        "ALVAREZ*MARISOL****MI*91230000A", "JARAMILLO*FITZGERALD****MI*91272489K").replace(
+        "CLM*MIX-A-GOOD", "CLM*MIX-K-VALLEY").replace("D8*20250603", "D8*20250613")
+    parts = segments[:2] + first + second.split("~\n") + ["GE*2*501", "IEA*1*000000501", ""]
+    return "~\n".join(parts).encode()
+
+
+def test_claims_for_members_of_different_plans_are_split_per_plan(tmp_path):
+    world = _with_valley_plan(tmp_path)
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29,
+                                       "plan:valley-plan:mif:2025-06": 1}
+    done = world.send("harbor", two_plan_interchange())
+    sid = done.submission_id
+    summary = world.store.submission(sid)["summary"]
+    assert summary["accepted_claims"] == 2 and summary["valid"] is True
+    assert summary["routed"] == {"demo-plan": 1, "valley-plan": 1}
+    demo, valley = world.box("demo-plan"), world.box("valley-plan")
+    assert [d["name"] for d in demo] == [f"{sid}.demo-plan.837p.x12"]
+    assert [d["name"] for d in valley] == [f"{sid}.valley-plan.837p.x12"]
+    assert claim_ids(world.content(demo[0])) == ["MIX-A-GOOD"]
+    # the claim's payer id says DEMOPLAN, but the member is the valley plan's
+    assert claim_ids(world.content(valley[0])) == ["MIX-K-VALLEY"]
+
+
+def test_rerunning_the_837p_step_does_not_duplicate_routing_records(tmp_path):
+    world = make_world(tmp_path)
+    sid = world.send("harbor", MIXED).submission_id
+    harbor = world.partners.partners["harbor"]
+
+    def records():
+        with world.registry.engine.connect() as conn:
+            return conn.execute(select(routed_claims.c.claim_id, routed_claims.c.recipient)
+                                .where(routed_claims.c.submission_id == sid)).all()
+
+    before = records()
+    STEPS["x12"](world.store, world.partners, harbor, sid)
+    assert records() == before == [("MIX-A-GOOD", "demo-plan")]
+
+
+def test_a_plans_encounters_to_the_state_become_history_once(tmp_path):
+    world = make_world(tmp_path)
+    done = world.send("demo-plan", MIXED)
+    sid = done.submission_id
+    assert world.store.submission(sid)["summary"]["routed"] == {"dhcs": 4}
+    assert claim_ids(world.content(world.box("dhcs")[0])) == [
+        "MIX-A-GOOD", "MIX-B-CS-GOOD", "MIX-C-GOOD", "MIX-D-WARN"]
+    assert registry_counts(world.registry)["history"] == 2 + 4
+    plan = world.partners.partners["demo-plan"]
+    again = STEPS["x12"](world.store, world.partners, plan, sid)  # a re-run after a crash
+    assert again.status == "routed"
+    assert registry_counts(world.registry)["history"] == 6
+    # a replay is a new submission of the same chain: it replaces, too (and its claims are
+    # not duplicates of the lines the first run put into the history)
+    from gateway.pipeline.process import replay
+
+    replayed = replay(world.store, world.partners, sid, actor="operator")
+    assert world.store.submission(replayed.submission_id)["summary"]["accepted_claims"] == 4
+    assert registry_counts(world.registry)["history"] == 6
+
+
+# -- a plan's MIF and roster -------------------------------------------------------------------------
+def test_a_plans_mif_is_loaded_and_each_provider_gets_only_its_members(tmp_path):
+    world = make_world(tmp_path, demo_registries=False)
+    done = world.upload("demo-plan", MIF)
+    sid = done.submission_id
+    assert done.status == "routed"
+    summary = world.store.submission(sid)["summary"]
+    assert summary["members_loaded"] == 30 and summary["forwarded_rows"] == {"harbor": 9}
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 30}
+    harbor_box = world.box("harbor")
+    assert [(d["role"], d["name"], d["media_type"]) for d in harbor_box] == [
+        ("routed-mif", f"{sid}.harbor.mif.csv", "text/csv")]
+    assert world.rows(harbor_box[0]) == fixture_rows(MIF, npi=HARBOR_NPI)
+    assert world.box("golden-table") == [] and world.box("dhcs") == []
+    warnings = [f for f in world.store.findings(sid) if f["rule"] == "GATEWAY-MIF-001"]
+    rows = fixture_rows(MIF)
+    not_partners = [f"row {n}" for n, r in enumerate(rows[1:], start=2)
+                    if r[16] not in (HARBOR_NPI, "1234737579")]
+    assert [f["location"] for f in warnings] == not_partners
+    assert warnings[0]["message"] == ("the assigned ECM provider (NPI 1234579195) is not a "
+                                      "configured trading partner: the row was loaded but not "
+                                      "forwarded")
+    for row in rows[1:]:  # no member data in any finding
+        for f in world.store.findings(sid):
+            assert row[0] not in f["message"] and row[1] not in f["message"]
+
+
+def test_a_new_mif_of_the_same_period_replaces_the_plans_earlier_one(tmp_path):
+    world = make_world(tmp_path, demo_registries=False)
+    first = world.upload("demo-plan", MIF)
+    text = MIF.read_text().splitlines()
+    shorter = "\n".join(text[:-1]) + "\n"  # the last member dropped
+    second = world.upload("demo-plan", MIF, payload=shorter.encode())
+    assert second.submission_id != first.submission_id
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29}
+    plan = world.partners.partners["demo-plan"]
+    STEPS["file"](world.store, world.partners, plan, second.submission_id)  # re-run
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29}
+    next_period = shorter.replace(",2025-06\n", ",2025-07\n")
+    world.upload("demo-plan", MIF, payload=next_period.encode())
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29,
+                                       "plan:demo-plan:mif:2025-07": 29}
+
+
+def test_an_xlsx_mif_is_forwarded_as_xlsx(tmp_path):
+    from openpyxl import load_workbook
+
+    world = make_world(tmp_path, demo_registries=False)
+    sid = world.upload("demo-plan", FIXTURES / "mif" / "mif-clean.xlsx").submission_id
+    [document] = world.box("harbor")
+    assert document["name"] == f"{sid}.harbor.mif.xlsx"
+    sheet = load_workbook(io.BytesIO(world.content(document))).active
+    values = [[c for c in row] for row in sheet.iter_rows(values_only=True)]
+    assert values[0][0] == "Member CIN"
+    assert [r[0] for r in values[1:]] == [r[0] for r in fixture_rows(MIF, npi=HARBOR_NPI)[1:]]
+
+
+def test_a_plans_roster_loads_its_provider_directory(tmp_path):
+    world = make_world(tmp_path, demo_registries=False)
+    roster = FIXTURES / "roster" / "providers.csv"
+    done = world.upload("demo-plan", roster)
+    assert done.status == "validated"
+    assert world.store.submission(done.submission_id)["summary"]["providers_loaded"] == 8
+    plan = world.partners.partners["demo-plan"]
+    STEPS["file"](world.store, world.partners, plan, done.submission_id)
+    assert registry_counts(world.registry)["providers"] == 8
+    assert all(world.box(p) == [] for p in world.partners.partners)
+
+
+# -- a provider's RTF / OTF ------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["rtf", "otf"])
+def test_a_providers_member_file_goes_to_the_members_plan(tmp_path, kind):
+    world = make_world(tmp_path)
+    path = FIXTURES / kind / f"{kind}-clean.csv"
+    done = world.upload("harbor", path)
+    sid = done.submission_id
+    assert done.status == "routed"
+    [document] = world.box("demo-plan")
+    assert (document["role"], document["name"]) == (f"routed-{kind}", f"{sid}.demo-plan.{kind}.csv")
+    assert world.rows(document) == fixture_rows(path)
+    assert world.box("golden-table") == []
+
+
+def test_a_provider_cannot_send_another_providers_rtf(tmp_path):
+    world = make_world(tmp_path)
+    done = world.upload("golden-table", FIXTURES / "rtf" / "rtf-clean.csv")
+    assert done.status == "rejected"
+    findings = world.store.findings(done.submission_id)
+    assert [f["location"] for f in findings if f["rule"] == "GATEWAY-AUTH-002"] == [
+        f"row {n}" for n in range(2, 11)]
+    assert findings[0]["message"] == ("the row's ECM provider NPI 1234500001 does not belong to "
+                                      "the submitting partner golden-table: the row was not "
+                                      "forwarded")
+    assert world.box("demo-plan") == []

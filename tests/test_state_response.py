@@ -1,0 +1,195 @@
+"""The state's encounter response XML: parsing (with hostile input refused), linking each
+encounter to the 837P the gateway sent to the state, updating statuses and history, and the
+readable summaries to the plan and to the provider that first sent a denied encounter."""
+
+import pytest
+from conftest import FIXTURES
+from server_world import MIXED, make_world
+from sqlalchemy import select
+
+from gateway.pipeline.registries import registry_counts, state_status
+from gateway.pipeline.steps import STEPS
+from gateway.registry.store import history
+from gateway.state.response import (
+    EncounterResult, LineResult, ResponseItem, StateResponseError, TransactionResult,
+    load_layout, parse_state_response,
+)
+
+STATE = FIXTURES / "state"
+RESPONSE = (STATE / "response-mixed.xml").read_bytes()
+HEADER = ["claim_id", "status", "dhcs_encounter_id", "line", "severity", "reason"]
+DENIED_ROWS = [
+    ["MIX-A-GOOD", "denied", "E2026110000001", "", "Error",
+     "EDS-DUP-01: Duplicate of a previously accepted encounter line"],
+    ["MIX-A-GOOD", "denied", "E2026110000001", "1", "Error",
+     "SNIP7-0412: Service line duplicates line 1 of encounter E2026100000417 [SNIP]"],
+]
+PLAN_ROWS = DENIED_ROWS + [
+    ["MIX-B-CS-GOOD", "accepted", "E2026110000002", "", "", ""],
+    ["MIX-C-GOOD", "accepted", "E2026110000003", "", "Warning",
+     "EDS-W-0107: Billing provider taxonomy not on the provider master file"],
+    ["MIX-D-WARN", "accepted", "E2026110000004", "1", "Informational",
+     "EDS-I-0009: Modifier 95 noted on an ECM line [SNIP]"],
+]
+
+
+# -- parsing -------------------------------------------------------------------------------------
+def test_the_response_is_read_into_file_transaction_encounter_and_line_statuses():
+    response = parse_state_response(RESPONSE)
+    assert (response.status, response.file_name) == ("partial", "demo-plan-encounters.x12")
+    [transaction] = response.transactions
+    assert (transaction.isa13, transaction.gs06, transaction.st02, transaction.status) == (
+        "000000001", "1", "0001", "accepted")
+    first = transaction.encounters[0]
+    assert first == EncounterResult(
+        claim_id="MIX-A-GOOD", status="denied", dhcs_encounter_id="E2026110000001",
+        responses=[ResponseItem("Error", "EDS-DUP-01", False,
+                                "Duplicate of a previously accepted encounter line")],
+        lines=[LineResult(1, "denied", [ResponseItem(
+            "Error", "SNIP7-0412", True,
+            "Service line duplicates line 1 of encounter E2026100000417")])])
+    assert [(e.claim_id, e.status) for e in transaction.encounters] == [
+        ("MIX-A-GOOD", "denied"), ("MIX-B-CS-GOOD", "accepted"), ("MIX-C-GOOD", "accepted"),
+        ("MIX-D-WARN", "accepted"), ("NOT-SENT-9", "accepted")]
+
+
+def test_a_status_left_out_follows_the_severity_of_the_responses():
+    ns = load_layout()["namespace"]
+    xml = f"""<DHCSResponse xmlns="{ns}"><ValidationStatus>Rejected</ValidationStatus>
+      <Transaction><ISA13>7</ISA13><Encounter><PatientControlNumber>C1</PatientControlNumber>
+        <ServiceLine><LineNumber>2</LineNumber><Response><Severity>Error</Severity><Id>X</Id>
+          <IsSNIP>1</IsSNIP><Description>bad</Description></Response></ServiceLine>
+        <Response><Severity>Fatal</Severity><Id>Y</Id><Description>worse</Description>
+        </Response></Encounter></Transaction></DHCSResponse>""".encode()
+    response = parse_state_response(xml)
+    assert response.status == "denied"
+    assert response.transactions == [TransactionResult("7", "", "", "", [EncounterResult(
+        "C1", "denied", "", [ResponseItem("Fatal", "Y", False, "worse")],
+        [LineResult(2, "denied", [ResponseItem("Error", "X", True, "bad")])])])]
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("billion-laughs.xml", "a DTD or entity declaration is not allowed in a state response "
+                           "(entity expansion is refused)"),
+    ("external-entity.xml", "a DTD or entity declaration is not allowed in a state response "
+                            "(entity expansion is refused)"),
+    ("wrong-namespace.xml", "the root element is in http://example.org/not-dhcs, not the state "
+                            "response namespace http://www.dhcs.ca.gov/EDS/DHCSResponse"),
+    ("malformed.xml", "not well-formed XML at line 6, column 16"),
+])
+def test_hostile_or_broken_xml_is_refused_with_a_clear_reason(name, problem):
+    with pytest.raises(StateResponseError) as caught:
+        parse_state_response((STATE / name).read_bytes())
+    assert str(caught.value) == problem
+
+
+def test_undeclared_entities_oversize_and_other_roots_are_refused():
+    ns = load_layout()["namespace"]
+    with pytest.raises(StateResponseError, match="not well-formed XML"):
+        parse_state_response(f'<DHCSResponse xmlns="{ns}">&boom;</DHCSResponse>'.encode())
+    with pytest.raises(StateResponseError, match="larger than 100 bytes"):
+        parse_state_response(RESPONSE, {**load_layout(), "max_bytes": 100})
+    with pytest.raises(StateResponseError, match="the root element is Other, expected "
+                                                 "DHCSResponse"):
+        parse_state_response(f'<Other xmlns="{ns}"/>'.encode())
+    with pytest.raises(StateResponseError, match="the file is empty"):
+        parse_state_response(b"  ")
+
+
+# -- the flow --------------------------------------------------------------------------------------
+@pytest.fixture
+def sent(tmp_path):
+    """Harbor sends ecm-mixed to the plan (MIX-A-GOOD passes); the plan sends its encounters
+    to the state (ISA13 1, GS06 1, ST02 0001 in a fresh gateway)."""
+    world = make_world(tmp_path)
+    world.send("harbor", MIXED)
+    plan_sid = world.send("demo-plan", MIXED).submission_id
+    assert registry_counts(world.registry)["history"] == 6
+    return world, plan_sid
+
+
+def test_a_state_response_updates_history_and_reaches_plan_and_provider(sent):
+    world, plan_sid = sent
+    done = world.upload("dhcs", STATE / "response-mixed.xml", name="response.xml")
+    sid = done.submission_id
+    assert done.status == "routed"
+    summary = world.store.submission(sid)["summary"]
+    assert summary == {"kind": "state-response", "file_status": "partial", "transactions": 1,
+                       "encounters": 5, "accepted": 3, "denied": 1, "unmatched": 1,
+                       "history_lines_removed": 1, "valid": True}
+    [plan_doc] = world.box("demo-plan", sid)
+    assert (plan_doc["role"], plan_doc["name"]) == ("state-response-summary",
+                                                    f"{sid}.state-response.csv")
+    assert world.rows(plan_doc) == [HEADER] + PLAN_ROWS
+    [provider_doc] = world.box("harbor", sid)
+    assert (provider_doc["role"], provider_doc["name"]) == ("state-response-denied",
+                                                            f"{sid}.denied-encounters.csv")
+    assert world.rows(provider_doc) == [HEADER] + DENIED_ROWS
+    assert world.box("golden-table", sid) == [] and world.box("dhcs", sid) == []
+    [finding] = world.store.findings(sid)
+    assert finding == {
+        "rule": "STATE-LINK-001", "severity": "warning", "location": "Encounter[5]",
+        "message": "encounter NOT-SENT-9 of transaction ISA13 000000001 / ST02 0001 matches "
+                   "no 837P this plan sent to the state through the gateway",
+        "source": "gateway policy (a state response answers an 837P the gateway sent)"}
+    # the denied encounter left the history; the accepted ones stay
+    with world.registry.engine.connect() as conn:
+        claims = sorted(conn.execute(select(history.c.claim_id)).scalars())
+        statuses = conn.execute(select(state_status.c.claim_id, state_status.c.line_number,
+                                       state_status.c.status, state_status.c.routed_submission)
+                                .order_by(state_status.c.id)).all()
+    assert claims == ["HIST-0001", "HIST-0002", "MIX-B-CS-GOOD", "MIX-C-GOOD", "MIX-D-WARN"]
+    assert statuses == [("MIX-A-GOOD", None, "denied", plan_sid),
+                        ("MIX-A-GOOD", 1, "denied", plan_sid),
+                        ("MIX-B-CS-GOOD", None, "accepted", plan_sid),
+                        ("MIX-C-GOOD", None, "accepted", plan_sid),
+                        ("MIX-D-WARN", None, "accepted", plan_sid),
+                        ("MIX-D-WARN", 1, "accepted", plan_sid)]
+
+
+def test_rerunning_a_state_response_changes_nothing_more(sent):
+    world, _ = sent
+    sid = world.upload("dhcs", STATE / "response-mixed.xml").submission_id
+    state = world.partners.partners["dhcs"]
+    before = registry_counts(world.registry)
+    with world.registry.engine.connect() as conn:
+        rows_before = conn.execute(select(state_status.c.claim_id)).all()
+    again = STEPS["file"](world.store, world.partners, state, sid)
+    assert again.status == "routed"
+    assert registry_counts(world.registry) == before
+    with world.registry.engine.connect() as conn:
+        assert conn.execute(select(state_status.c.claim_id)).all() == rows_before
+
+
+def test_a_denied_line_alone_leaves_the_history(sent):
+    world, _ = sent
+    xml = RESPONSE.replace(b"<EncounterStatus>Denied</EncounterStatus>",
+                           b"<EncounterStatus>Accepted with Errors</EncounterStatus>")
+    done = world.upload("dhcs", STATE / "response-mixed.xml", payload=xml)
+    summary = world.store.submission(done.submission_id)["summary"]
+    assert (summary["denied"], summary["history_lines_removed"]) == (0, 1)
+    assert world.box("harbor", done.submission_id) == []  # no denied encounter: no summary
+
+
+@pytest.mark.parametrize("name", ["billion-laughs.xml", "external-entity.xml",
+                                  "wrong-namespace.xml", "malformed.xml"])
+def test_a_hostile_response_is_rejected_as_a_finding(sent, name):
+    world, _ = sent
+    done = world.upload("dhcs", STATE / name)
+    assert done.status == "rejected"
+    [finding] = world.store.findings(done.submission_id)
+    assert finding["rule"] == "STATE-XML-001" and finding["severity"] == "error"
+    assert finding["message"].startswith("the state response cannot be read: ")
+    assert registry_counts(world.registry)["history"] == 6
+    assert world.box("demo-plan", done.submission_id) == []
+
+
+def test_only_the_state_or_a_plan_sends_state_responses(sent):
+    world, _ = sent
+    done = world.upload("harbor", STATE / "response-mixed.xml")
+    assert done.status == "rejected"
+    assert world.store.findings(done.submission_id)[0]["rule"] == "STATE-XML-001"
+    # a plan forwarding the state's file itself is linked to its own encounters only
+    forwarded = world.upload("demo-plan", STATE / "response-mixed.xml")
+    assert forwarded.status == "routed"
+    assert world.store.submission(forwarded.submission_id)["summary"]["denied"] == 1
