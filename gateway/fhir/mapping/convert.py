@@ -59,42 +59,34 @@ class FhirConverted:
 
 
 def _read_fhir(source: Path) -> dict:
-    """A FHIR JSON or XML file as a JSON-shaped dict, structure-checked with fhir.resources
-    (R4 via R4B)."""
+    """A FHIR JSON or XML file as a JSON-form dict: read by the hardened FHIR reader
+    (gateway.fhir.parse: no DTDs or entities, size and depth limits), structure-checked with
+    fhir.resources (R4 through R4B)."""
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
+
+    from gateway.fhir.parse import Collector, decode, format_of
 
     raw = source.read_bytes()
     if len(raw) > MAX_FHIR_INPUT:
         raise FhirConversionUsageError(f"the FHIR file is larger than {MAX_FHIR_INPUT} bytes")
-    text = raw.lstrip(b"\xef\xbb\xbf").lstrip()
+    payload = raw.removeprefix(b"\xef\xbb\xbf")
+    col = Collector()
+    data = decode(payload, format_of(None, payload) or "json", col)
+    if data is None or not isinstance(data, dict) or "resourceType" not in data:
+        reason = col.findings[0].message if col.findings else "no resourceType"
+        raise FhirConversionUsageError(f"the file is not a readable FHIR resource: {reason}")
     try:
-        if text.startswith(b"<"):
-            from lxml import etree
-
-            parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-            root = etree.fromstring(text, parser)
-            kind = etree.QName(root).localname
-            model = get_fhir_model_class(kind).model_validate_xml(text)
-            return json.loads(model.model_dump_json(exclude_none=True))
-        else:
-            data = json.loads(text)
-            if not isinstance(data, dict) or "resourceType" not in data:
-                raise FhirConversionUsageError("the file is JSON but not a FHIR resource")
-            get_fhir_model_class(str(data["resourceType"])).model_validate(data)
-            return data  # as sent: the mappings read the JSON, not the model
-    except FhirConversionUsageError:
-        raise
+        get_fhir_model_class(str(data["resourceType"])).model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise FhirConversionUsageError(
             f"the FHIR resource does not parse as R4: {where}: {first['msg']}") from None
-    except (KeyError, ValueError, SyntaxError) as exc:
-        reason = "unknown resource type or element" if isinstance(exc, KeyError) else \
-            "malformed JSON or XML"
-        raise FhirConversionUsageError(f"the file is not a readable FHIR resource ({reason})"
-                                       ) from None
+    except (KeyError, ValueError, TypeError):
+        raise FhirConversionUsageError("the file is not a readable FHIR resource (unknown "
+                                       "resource type or element)") from None
+    return data
 
 
 def _fhir_kind(data: dict) -> str:
