@@ -81,9 +81,9 @@ class Process:
                                       start_new_session=True)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
+        """SIGKILL to the process and its children (a Celery pool): no shutdown code runs."""
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
+            os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=30)
         self.handle.close()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from datetime import timedelta
 
@@ -30,7 +31,7 @@ from gateway.pipeline.store import Store
 log = logging.getLogger("gateway.queue")
 IDLE_POLL_SECONDS = 0.5
 REDELIVER_AFTER = timedelta(minutes=5)
-SWEEP_SECONDS = 5.0
+SWEEP_SECONDS = float(os.environ.get("ECM_GATEWAY_SWEEP_SECONDS", "5"))
 
 
 class EmbeddedQueue:
