@@ -242,7 +242,8 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         resources = submission_resources(store, done.submission_id)
         if not resources:
             status = 400 if _fatal(findings) else 422
-            return fhir_response(operation_outcome(findings), status, fmt_out)
+            return fhir_response(operation_outcome(findings), status, fmt_out,
+                                 {"X-Submission-Id": done.submission_id})
         resource = resources[0]
         location = f"{PREFIX}/{resource['resourceType']}/{resource['id']}"
         headers = {"Location": location, "X-Submission-Id": done.submission_id}
