@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test install install-dev servers bench bench-load clean
 
 # The stamp files make re-installation happen only when pyproject.toml changes.
 $(BIN)/python:
@@ -27,11 +27,18 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	$(BIN)/ecm-gateway serve --demo --host $(HOST) --port $(PORT)
 
-test: install-dev
+test: install-dev servers
 	$(BIN)/python -m pytest
+
+# PostgreSQL and redis-server for the scale-out tests, installed when missing (root or sudo).
+servers:
+	@.ci/install-servers
 
 bench: install-dev
 	$(BIN)/python bench/bench_validate.py
+
+bench-load: install-dev servers
+	$(BIN)/python bench/bench_load.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
