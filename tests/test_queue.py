@@ -1,0 +1,186 @@
+"""The work queue (gateway.pipeline.queue) and what the API makes of it: submissions processed
+off the request path, a synchronous answer for small X12 or 202, retries that start from a
+clean slate, one run per submission, and the metrics read from the store."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from conftest import FIXTURES, ROOT
+from fastapi.testclient import TestClient
+
+from gateway.api import app as app_module
+from gateway.api.app import create_app
+from gateway.findings import Finding, Severity
+from gateway.pipeline import process as pipeline
+from gateway.pipeline.partners import Partners, issue_demo_tokens
+from gateway.pipeline.queue import EmbeddedQueue, make_queue
+from gateway.pipeline.store import Store
+
+MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "p.yaml")
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    yield store, Partners.load(tmp_path / "p.yaml"), tokens
+    store.close()
+
+
+def test_submit_with_a_queue_only_stores_and_the_worker_processes(setup):
+    store, partners, _ = setup
+    queue = EmbeddedQueue(store, partners)
+    harbor = partners.partners["harbor"]
+    done = pipeline.submit(store, partners, harbor, channel="api", kind="x12", filename=None,
+                           payload=MIXED, queue=_Recorder())
+    assert (done.status, done.outcome) == ("received", None)
+    assert store.submission(done.submission_id)["run_state"] == "queued"
+    assert store.documents(done.submission_id) == []
+    queue.start()
+    try:
+        queue.enqueue(done.submission_id)
+        assert _wait(lambda: store.submission(done.submission_id)["run_state"] == "done")
+    finally:
+        queue.stop()
+    assert store.submission(done.submission_id)["status"] == "routed"
+    # a second delivery of the same submission runs nothing
+    again = pipeline.process(store, partners, done.submission_id)
+    assert again.status == "routed" and "ST*999*" in again.ack999
+    assert sorted(d["role"] for d in store.documents(done.submission_id)) == [
+        "ack-277ca", "ack-999", "routed-837p"]
+
+
+def test_a_restarted_queue_resumes_the_claims_of_a_dead_process(setup):
+    store, partners, _ = setup
+    sid = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                        payload=MIXED).submission_id
+    import socket
+
+    dead = f"{socket.gethostname()}:999999999:feedbeef:1"  # no such pid
+    assert store.claim(sid, dead, timedelta(hours=1)) == "claimed"
+    store.add_document(sid, role="ack-999", name="half.x12", content=b"half",
+                       media_type="x", recipient="harbor")
+    queue = EmbeddedQueue(store, partners)
+    queue.start()
+    try:
+        assert _wait(lambda: store.submission(sid)["run_state"] == "done")
+    finally:
+        queue.stop()
+    assert [d["name"] for d in store.documents(sid)] == [
+        f"{sid}.999.x12", f"{sid}.277ca.x12", f"{sid}.837p.x12"]
+
+
+def test_owner_alive_judges_only_this_host():
+    assert pipeline.owner_alive(pipeline.worker_id())
+    assert pipeline.owner_alive("another-host:1:x:1")
+    import socket
+
+    assert not pipeline.owner_alive(f"{socket.gethostname()}:999999999:x:1")
+
+
+def test_a_retry_starts_from_a_clean_slate(setup, monkeypatch):
+    store, partners, _ = setup
+    sid = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                        payload=MIXED).submission_id
+    real = pipeline.STEPS["x12"]
+    calls = []
+
+    def flaky(store, partners, partner, submission_id):
+        calls.append(1)
+        if len(calls) == 1:  # writes part of its outputs, then fails
+            store.add_findings(submission_id, [Finding(rule="R", severity=Severity.ERROR,
+                                                       location="x", message="m", source="s")])
+            store.add_document(submission_id, role="ack-999", name="partial", content=b"p",
+                               media_type="x", recipient="harbor")
+            raise OSError("disk hiccup")
+        return real(store, partners, partner, submission_id)
+
+    monkeypatch.setitem(pipeline.STEPS, "x12", flaky)
+    outcome = pipeline.process(store, partners, sid, sleep=lambda s: None)
+    assert outcome.status == "routed" and len(calls) == 2
+    assert "partial" not in [d["name"] for d in store.documents(sid)]
+    assert [f["rule"] for f in store.findings(sid)].count("R") == 0
+    assert store.submission(sid)["run_state"] == "done"
+
+
+def test_make_queue_engines(setup):
+    store, partners, _ = setup
+    assert make_queue(None, store, partners).engine == "embedded"
+    assert make_queue("redis://127.0.0.1:1/0", store, partners).engine == "celery"
+    with pytest.raises(ValueError):
+        make_queue("amqp://x", store, partners)
+
+
+def test_the_api_answers_202_when_asked_or_when_the_wait_runs_out(setup, monkeypatch,
+                                                                     tmp_path):
+    store, partners, tokens = setup
+    auth = {"Authorization": f"Bearer {tokens['harbor']}"}
+    app = create_app(store=store.url, partners=partners)
+    gate = threading.Event()
+    real = pipeline.STEPS["x12"]
+
+    def held(*args):
+        gate.wait(30)
+        return real(*args)
+
+    monkeypatch.setitem(pipeline.STEPS, "x12", held)
+    with TestClient(app) as client:
+        answer = client.post("/x12", content=MIXED, headers={**auth, "Prefer": "respond-async"})
+        assert answer.status_code == 202
+        sid = answer.json()["submission_id"]
+        assert answer.json() == {"submission_id": sid, "duplicate": False, "status": "received",
+                                 "links": {"self": f"/submissions/{sid}"}}
+        monkeypatch.setattr(app_module, "SYNC_WAIT_SECONDS", 0.2)
+        other = client.post("/x12", content=MIXED.replace(b"000000501", b"000000777"),
+                            headers=auth)
+        assert other.status_code == 202 and "ack_999" not in other.json()
+        # nothing of an unfinished run is handed out
+        assert client.get("/mailbox", headers=auth).json() == {"documents": []}
+        gate.set()
+        assert _wait(lambda: store.queue_depth()["done"] == 2)
+        status = client.get(f"/submissions/{sid}", headers=auth).json()
+        assert status["status"] == "routed" and status["run_state"] == "done"
+        assert len(client.get("/mailbox", headers=auth).json()["documents"]) == 4
+
+
+def test_metrics_read_queue_depth_dead_letters_and_latency_from_the_store(setup):
+    store, partners, _ = setup  # no lifespan below: no worker runs, both stay queued
+    waiting = store.receive(partner="harbor", channel="api", kind="file", filename="a.csv",
+                            payload=b"a,b\n").submission_id
+    dead = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                         payload=b"ISA*dead").submission_id
+    store.claim(dead, "w", timedelta(minutes=1))
+    store.set_status(dead, "dead_letter", error="OSError on attempt 3")
+    store.finish(dead, "w")
+    store.receive(partner="harbor", channel="api", kind="x12", filename=None, payload=MIXED)
+    text = TestClient(create_app(store=store.url, partners=partners)).get("/metrics").text
+    assert 'ecm_gateway_queue_depth{state="queued"} 2.0' in text
+    assert 'ecm_gateway_queue_depth{state="running"} 0.0' in text
+    assert "ecm_gateway_dead_letters 1.0" in text
+    assert 'ecm_gateway_submissions{kind="x12",status="dead_letter"} 1.0' in text
+    assert 'ecm_gateway_submissions{kind="file",status="received"} 1.0' in text
+    assert 'ecm_gateway_latency_seconds_count{kind="x12"} 1.0' in text
+    assert 'ecm_gateway_processing_seconds_bucket{kind="x12",le="+Inf"} 1.0' in text
+    assert waiting in store.queued()
+
+
+class _Recorder:
+    def __init__(self):
+        self.ids = []
+
+    def enqueue(self, submission_id):
+        self.ids.append(submission_id)
+
+
+def _wait(predicate, timeout: float = 30) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
