@@ -12,7 +12,7 @@ from gateway.ecm.codesets import load_codesets
 from gateway.ecm.rules import ClaimPlace, EncounterRules
 from gateway.findings import Finding, Severity
 from gateway.fhir.mapping.engine import (
-    Mapper, Source, field_specs, load_spec, sources_of,
+    EvaluationError, Mapper, Source, field_specs, load_spec, sources_of,
 )
 from gateway.model.encounter import (
     Address, BillingProvider, Claim, Encounter, Member, Party, RenderingProvider, ServiceLine,
@@ -85,7 +85,12 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
     date_spec = next(s for s in line_specs if s.target == "service_date")
     procedure_spec = next(s for s in line_specs if s.target == "procedure")
     other_specs = [s for s in line_specs if s is not procedure_spec]
-    activities = mapper.evaluate(spec["activities"], source.resource, source)
+    try:
+        activities = mapper.evaluate(spec["activities"], source.resource, source)
+    except EvaluationError as exc:
+        mapper.finding(findings, "FHIR-MAP-011", f"{base}.activity", target="activities",
+                       problem=str(exc))
+        activities = []
     by_day: dict[date, list[tuple[int, dict]]] = {}
     for index, activity in enumerate(source.resource.get("activity") or []):
         if activity not in activities:

@@ -136,13 +136,22 @@ def _load_spec(path: str, _mtime: float) -> dict:
     return yaml.safe_load(Path(path).read_text("utf-8")) or {}
 
 
+class EvaluationError(Exception):
+    """A FHIRPath expression failed on one resource (fhirpathpy raises plain Exceptions)."""
+
+
 @lru_cache(maxsize=512)
 def compiled(expression: str):
+    """The compiled expression. fhirpathpy's parser accepts some broken expressions and fails
+    only when they run, so each one is also tried once on an empty resource: a broken mapping
+    is refused when it is loaded, not on the first member."""
     try:
-        return fhirpathpy.compile(expression, options={"userInvocationTable": _FUNCTIONS})
-    except Exception as exc:  # fhirpathpy raises plain Exceptions for syntax errors
+        function = fhirpathpy.compile(expression, options={"userInvocationTable": _FUNCTIONS})
+        function({"resourceType": "Basic"}, dict(systems()))
+    except Exception as exc:
         raise MappingSpecError(f"FHIRPath expression {expression!r} does not compile: "
-                               f"{exc}") from exc
+                               f"{exc.__class__.__name__} {exc}") from None
+    return function
 
 
 _FIRST_STEP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -311,6 +320,10 @@ class Mapper:
         token = _references.set(source.index)
         try:
             return compiled(expression)(root, self.variables)
+        except MappingSpecError:
+            raise
+        except Exception as exc:  # data the expression was not written for
+            raise EvaluationError(exc.__class__.__name__) from None
         finally:
             _references.reset(token)
 
@@ -332,8 +345,13 @@ class Mapper:
                                            f"{spec.root!r}")
                 if spec.root not in named:
                     expression = roots[spec.root]
-                    named[spec.root] = (self.evaluate(expression, root, source),
-                                        location_of(base, expression))
+                    try:
+                        items = self.evaluate(expression, root, source)
+                    except EvaluationError as exc:
+                        self.finding(out, "FHIR-MAP-011", location_of(base, expression),
+                                     target=spec.root, problem=str(exc))
+                        items = []
+                    named[spec.root] = (items, location_of(base, expression))
                 items, where = named[spec.root]
                 result[spec.target] = self.value(spec, items, source, where, out)
             else:
@@ -345,7 +363,13 @@ class Mapper:
         raw: list = []
         used = spec.paths[0]
         for path in spec.paths:
-            raw = [v for v in self.evaluate(path, root, source)
+            try:
+                found = self.evaluate(path, root, source)
+            except EvaluationError as exc:
+                self.finding(out, "FHIR-MAP-011", location_of(base, path),
+                             target=spec.label or spec.target, problem=str(exc))
+                found = []
+            raw = [v for v in found
                    if v is not None and v != "" and not isinstance(v, (dict, list))]
             if raw:
                 used = path
