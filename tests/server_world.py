@@ -29,7 +29,8 @@ class World:
         return submit(self.store, self.partners, self.partners.partners[partner],
                       channel="api", kind=kind, filename=filename, payload=payload)
 
-    def upload(self, partner: str, path: Path, name: str | None = None, payload: bytes = None):
+    def upload(self, partner: str, path: Path, name: str | None = None,
+               payload: bytes | None = None):
         return self.send(partner, payload if payload is not None else path.read_bytes(),
                          kind="file", filename=name or path.name)
 

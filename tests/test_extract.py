@@ -8,7 +8,11 @@ from conftest import FIXTURES
 from server_world import MIXED, make_world
 
 from gateway.pipeline.extract import (
-    ExtractError, HistorySchedule, extract_all, extract_history, interval_seconds,
+    ExtractError,
+    HistorySchedule,
+    extract_all,
+    extract_history,
+    interval_seconds,
 )
 from gateway.pipeline.partners import Partners
 from gateway.pipeline.registries import load_plan_members

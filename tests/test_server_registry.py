@@ -14,7 +14,11 @@ from sqlalchemy import func, inspect, select
 
 from gateway.pipeline.partners import Partners, issue_demo_tokens
 from gateway.pipeline.registries import (
-    load_demo_registries, load_plan_members, registry_counts, routed_claims, server_registry,
+    load_demo_registries,
+    load_plan_members,
+    registry_counts,
+    routed_claims,
+    server_registry,
     server_rules,
 )
 from gateway.pipeline.steps import STEPS
@@ -286,3 +290,38 @@ def test_a_provider_cannot_send_another_providers_rtf(tmp_path):
                                       "the submitting partner golden-table: the row was not "
                                       "forwarded")
     assert world.box("demo-plan") == []
+
+
+# -- a provider's invoice --------------------------------------------------------------------------
+def recent_invoice() -> bytes:
+    """invoice-clean with its June services moved to a recent month of 31 days (inside timely
+    filing, every day exists)."""
+    import calendar
+    from datetime import date, timedelta
+
+    month = date.today().replace(day=1) - timedelta(days=1)
+    while calendar.monthrange(month.year, month.month)[1] != 31:
+        month = month.replace(day=1) - timedelta(days=1)
+    text = (FIXTURES / "invoice" / "invoice-clean.csv").read_text()
+    return text.replace("2025-06-", month.strftime("%Y-%m-")).encode()
+
+
+def test_an_invoice_is_checked_with_the_registries_and_split_per_members_plan(tmp_path):
+    world = _with_valley_plan(tmp_path)
+    unknown_member = recent_invoice().replace(b"91258326G", b"99999999Z")
+    done = world.upload("harbor", FIXTURES / "invoice" / "invoice-clean.csv",
+                        payload=unknown_member)
+    sid = done.submission_id
+    assert done.status == "routed"
+    assert [d["role"] for d in world.box("harbor", sid)] == ["report"]
+    [demo] = world.box("demo-plan", sid)
+    [valley] = world.box("valley-plan", sid)
+    assert demo["name"] == f"{sid}.demo-plan.837p.x12"
+    members = [s.split("*")[-1] for s in world.content(demo).decode().split("~")
+               if s.strip().startswith("NM1*IL*")]
+    assert members == ["91230000A", "91253605F"]
+    assert "*MI*91272489K~" in world.content(valley).decode()
+    assert "*MI*91230000A~" not in world.content(valley).decode()
+    # the server's registries were applied: the member no MIF knows is rejected
+    assert [(f["rule"], f["location"]) for f in world.store.findings(sid)
+            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN")]

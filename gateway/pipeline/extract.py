@@ -169,7 +169,7 @@ def extract_all(store, partners: Partners, now: datetime | None = None,
 
 
 # -- on a schedule -------------------------------------------------------------------------------
-def interval_seconds(value: str | int | float) -> float:
+def interval_seconds(value: str | float) -> float:
     """``hourly``, ``daily``, ``weekly`` or a number of seconds."""
     text = str(value).strip().lower()
     if text in INTERVALS:
@@ -196,7 +196,7 @@ class HistorySchedule:
         self.check_every = check_every
 
     @classmethod
-    def from_partners(cls, store, partners: Partners) -> "HistorySchedule | None":
+    def from_partners(cls, store, partners: Partners) -> HistorySchedule | None:
         """The schedule the partner file asks for; None without ``schedules.history_extract``."""
         value = partners.schedules.get("history_extract")
         if not value:

@@ -56,7 +56,7 @@ class Partners:
     schedules: dict[str, str] = field(default_factory=dict)  # e.g. history_extract: daily
 
     @classmethod
-    def load(cls, path: Path) -> "Partners":
+    def load(cls, path: Path) -> Partners:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:

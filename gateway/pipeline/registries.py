@@ -26,7 +26,17 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import (
-    Column, Index, Integer, MetaData, String, Table, Text, create_engine, delete, insert, select,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
 )
 from sqlalchemy.engine import Engine, make_url
 

@@ -1,31 +1,52 @@
 """The processing steps, one per kind of submission, each run from the raw payload the store
-kept (so a run can be replayed at any time):
+kept (so a run can be replayed, or re-run after a crash, at any time):
 
-* ``process_x12`` — an X12 837P from a provider: TA1/999/277CA back to the sender's mailbox; the
-  accepted claims, re-enveloped for the receiving partner (the member's plan; the state for a
-  plan's encounters), into that partner's mailbox. A provider may submit only as itself: a claim
-  whose billing NPI/TIN is not the authenticated partner's is rejected (``GATEWAY-AUTH-001``).
-* ``process_file`` — an uploaded invoice, MIF, RTF, OTF or roster (CSV or XLSX).
+* ``process_x12`` — an X12 837P. It is validated with the ECM rules against the server's
+  registries (:mod:`gateway.pipeline.registries`; only when some registry is loaded, and then
+  only the rules whose registry is there, as the command line does). TA1/999/277CA go back to
+  the sender (route ``ack``). A provider's accepted claims go to the member's plan — the plan
+  whose MIF assigns the member, else the one the payer id names, else the only plan — one
+  routed 837P per plan when the members belong to different plans. A plan's accepted
+  encounters go to the state and into the encounter history (source ``submission:<first
+  submission of the replay chain>``: a re-run or replay replaces its lines). A provider may
+  submit only as itself (``GATEWAY-AUTH-001``).
+* ``process_file`` — an upload: the state's response XML (:mod:`gateway.state.process`); a
+  plan's MIF (loaded as that plan's, replacing its MIF of the same reporting period, and each
+  assigned provider partner gets the rows of its own members in the layout received) or roster
+  (the plan's provider directory); a provider's RTF/OTF (rows routed to the member's plan); an
+  invoice (an 837P per member's plan, and a row report back to the sender); other tables are
+  validated only.
+* ``process_history_extract`` — a provider's encounter-history extract
+  (:mod:`gateway.pipeline.extract`).
 
-:data:`STEPS` maps a submission kind to its step; :func:`gateway.pipeline.process.process`
-runs it with retries.
+Registry writes replace by source and routing records are rewritten per submission, so
+running a step twice leaves the registries as one run does.
+
+:data:`STEPS` maps a submission kind to its step; :mod:`gateway.pipeline.process` runs it.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from gateway.conversion import canonical_to_837p
 from gateway.findings import Finding, Severity
 from gateway.pipeline.counters import next_numbers
-from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.extract import process_history_extract
 from gateway.pipeline.forward import table_subset
+from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
-    forget_routed, history_source, load_plan_members, load_plan_providers, plans_of_members,
-    record_routed, replace_history, server_registry, server_rules,
+    forget_routed,
+    history_source,
+    load_plan_members,
+    load_plan_providers,
+    plans_of_members,
+    record_routed,
+    replace_history,
+    server_registry,
+    server_rules,
 )
 from gateway.pipeline.store import Store
 from gateway.registry.history import encounter_history_rows
@@ -73,8 +94,8 @@ def _ack_recipient(partners: Partners, partner: Partner) -> str:
     return found.id if found is not None else partner.id
 
 
-def _claim_targets(partners: Partners, registry, partner: Partner,
-                   encounters: list) -> tuple[dict[str, list], list]:
+def _claim_targets(partners: Partners, registry, partner: Partner, encounters: list,
+                   kind: str = "837p") -> tuple[dict[str, list], list]:
     """Accepted encounters grouped by receiving partner (in file order), and those no route
     leads anywhere. A provider's claim goes to the member's plan: the plan whose MIF assigns
     the member (when several do, the one the claim's payer id names), else the plan the payer
@@ -90,7 +111,7 @@ def _claim_targets(partners: Partners, registry, partner: Partner,
         plans = member_plans.get(encounter.member.cin, [])
         named = payer_plan.get(encounter.payer.id, "")
         plan_id = named if named in plans else (plans[0] if plans else "")
-        target = partners.route("837p", partner, encounter.payer.id, plan_id=plan_id)
+        target = partners.route(kind, partner, encounter.payer.id, plan_id=plan_id)
         if target is None or target.id == partner.id:
             nowhere.append(encounter)
         else:
@@ -98,12 +119,65 @@ def _claim_targets(partners: Partners, registry, partner: Partner,
     return groups, nowhere
 
 
+class _PlanWriters:
+    """837P writers per receiving partner, opened as the first encounter for each arrives, so
+    a streamed file (an invoice) is split per member's plan without holding its claims."""
+
+    def __init__(self, partners: Partners, registry, partner: Partner, kind: str,
+                 now: datetime) -> None:
+        from gateway.x12.write837 import Encounter837Writer
+
+        self._writer_class = Encounter837Writer
+        self.partners, self.registry, self.partner = partners, registry, partner
+        self.kind, self.now = kind, now.replace(tzinfo=None)
+        self.writers: dict[str, tuple] = {}
+        self.unrouted: list[str] = []
+        self._plans: dict[tuple[str, str], Partner | None] = {}
+
+    def target(self, encounter) -> Partner | None:
+        key = (encounter.member.cin, encounter.payer.id)
+        if key not in self._plans:
+            groups, _ = _claim_targets(self.partners, self.registry, self.partner, [encounter],
+                                       kind=self.kind)
+            self._plans[key] = self.partners.partners[next(iter(groups))] if groups else None
+        return self._plans[key]
+
+    def write(self, encounter) -> None:
+        target = self.target(encounter)
+        if target is None:
+            self.unrouted.append(encounter.claim.id)
+            return
+        if target.id not in self.writers:
+            settings = envelope_settings(target.envelope)
+            out = io.StringIO()
+            numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
+            self.writers[target.id] = (out, self._writer_class(
+                out, settings, ControlNumbers(*numbers), self.now))
+        self.writers[target.id][1].write(encounter)
+
+    def unrouted_findings(self) -> list[Finding]:
+        catalogue = default_catalogue()
+        found = [catalogue.finding("GATEWAY-ROUTE-001", "file", None, claim=claim)
+                 for claim in self.unrouted]
+        return [f for f in found if f]
+
+    def close(self, submission_id: str) -> list[tuple[str, str, bytes]]:
+        """``(recipient, document name, 837P)`` per receiving partner."""
+        out = []
+        for recipient, (text, writer) in self.writers.items():
+            writer.close()
+            name = f"{submission_id}.837p.x12" if len(self.writers) == 1 \
+                else f"{submission_id}.{recipient}.837p.x12"
+            out.append((recipient, name, text.getvalue().encode()))
+        return out
+
+
 def process_x12(store: Store, partners: Partners, partner: Partner, submission_id: str,
                 now: datetime | None = None) -> Outcome:
     """Validate (with the ECM rules when the server's registries hold anything), acknowledge
     and route one stored X12 submission. A plan's encounters routed to the state also become
     encounter history (replacing what an earlier run of the same submission put there)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     payload = store.raw_payload(submission_id)
     store.attempt(submission_id)
     registry = server_registry(store)
@@ -195,9 +269,8 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
     from gateway.invoice.report import write_csv
     from gateway.reports import UnsupportedKind
     from gateway.sniff import UnknownKind
-    from gateway.x12.write837 import Encounter837Writer
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     found = store.submission(submission_id)
     store.attempt(submission_id)
     suffix = Path(found.get("filename") or "upload").suffix.lower()
@@ -207,12 +280,10 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
         member_file = _member_file(store, partners, partner, submission_id, path, now)
         if member_file is not None:
             return member_file
+        registry = server_registry(store)
         target = partners.route("invoice", partner)
         settings = envelope_settings(target.envelope if target else "plan-default")
-        out = io.StringIO()
-        numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
-        writer = Encounter837Writer(out, settings, ControlNumbers(*numbers),
-                                    now.replace(tzinfo=None))
+        writers = _PlanWriters(partners, registry, partner, "invoice", now)
         try:
             from gateway.reports import validate_invoice, validate_table
             from gateway.sniff import sniff
@@ -222,8 +293,9 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
             if kind not in ("csv", "xlsx"):
                 raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
             if sniff_table(path) == "invoice":
-                report = validate_invoice(path, settings_name=settings.name,
-                                          received=now.date(), on_encounter=writer.write)
+                report = validate_invoice(path, rules=server_rules(registry),
+                                          settings_name=settings.name, received=now.date(),
+                                          on_encounter=writers.write)
             else:
                 report = validate_table(path, kind, "auto")
         except (UnknownKind, UnsupportedKind) as exc:
@@ -244,15 +316,16 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
         store.add_document(submission_id, role="report", name=f"{submission_id}.report.csv",
                            content=rows.getvalue().encode(), media_type=REPORT_MEDIA,
                            recipient=partner.id)
-        if invoice.claims and target is not None and partner.role == "provider":
-            writer.close()
-            store.set_status(submission_id, "converted")
-            store.add_document(submission_id, role="routed-837p",
-                               name=f"{submission_id}.837p.x12",
-                               content=out.getvalue().encode(), media_type=X12_MEDIA,
-                               recipient=target.id)
-            status = "routed"
-            store.set_status(submission_id, status)
+        if invoice.claims and partner.role == "provider":
+            store.add_findings(submission_id, writers.unrouted_findings())
+            for recipient, name, content in writers.close(submission_id):
+                if status == "validated":
+                    store.set_status(submission_id, "converted")
+                store.add_document(submission_id, role="routed-837p", name=name,
+                                   content=content, media_type=X12_MEDIA, recipient=recipient)
+                status = "routed"
+            if status == "routed":
+                store.set_status(submission_id, status)
     if not report.valid and status == "validated":
         status = "rejected" if invoice is None or not invoice.claims else status
         if status == "rejected":

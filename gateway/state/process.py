@@ -18,11 +18,18 @@ from datetime import datetime
 
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
-    find_routed, origin_of, remove_denied_history, replace_state_statuses, server_registry,
+    find_routed,
+    origin_of,
+    remove_denied_history,
+    replace_state_statuses,
+    server_registry,
 )
 from gateway.rules import default_catalogue
 from gateway.state.response import (
-    StateResponseError, load_layout, parse_state_response, summary_rows,
+    StateResponseError,
+    load_layout,
+    parse_state_response,
+    summary_rows,
 )
 
 CSV_MEDIA = "text/csv"
