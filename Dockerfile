@@ -1,5 +1,7 @@
-# ECM Gateway: the API and file drop in one process (embedded store under /data).
-# Not built in CI; see README "Deployment" for the scale-out set-up.
+# ECM Gateway: one image for every role. By default the API and file drop in one process with
+# the embedded store under /data; with `serve --store postgresql+psycopg://… --queue redis://…`
+# the API of a scale-out deployment, and with `worker --store … --queue … --partners …` a Celery
+# worker (deploy/compose.yaml). Not built in CI; see README "Deployment modes".
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,7 +14,8 @@ WORKDIR /app
 # lxml ships manylinux wheels; no compiler needed on the slim image.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip install --no-cache-dir .
+# the postgres extra: psycopg for the scale-out store (Celery and redis are core dependencies)
+RUN pip install --no-cache-dir ".[postgres]"
 COPY profiles ./profiles
 COPY mappings ./mappings
 COPY config ./config
