@@ -111,7 +111,7 @@ PATIENT = [
     ("gender", "f", [("FHIR-PROFILE-004", "Patient.gender")]),
 ]
 COVERAGE = [
-    ("subscriberId", "X1", [("FHIR-PROFILE-007", "Coverage")] * 0),  # the beneficiary has it
+    ("subscriberId", "X1", []),  # not a CIN, but the beneficiary identifier is one
     ("status", "inactive", [("FHIR-PROFILE-004", "Coverage.status")]),
 ]
 CASES = ([("referral-ecm.json", *c) for c in REFERRAL] + [("careplan-ecm.json", *c)
