@@ -200,3 +200,17 @@ def test_only_the_state_or_a_plan_sends_state_responses(sent):
     forwarded = world.upload("demo-plan", STATE / "response-mixed.xml")
     assert forwarded.status == "routed"
     assert world.store.submission(forwarded.submission_id)["summary"]["denied"] == 1
+
+
+def test_a_response_dropped_in_the_states_inbox_reaches_the_plans_outbox(sent, tmp_path):
+    from gateway.pipeline.filedrop import DropFolders, scan_once
+
+    world, _ = sent
+    drop = DropFolders(tmp_path / "drop")
+    inbox = drop.folders("dhcs")["inbox"]
+    (inbox / "EDS_RESPONSE_20261123.xml").write_bytes(RESPONSE)
+    [sid] = scan_once(drop, world.store, world.partners, settle_seconds=0)
+    outbox = drop.folders("demo-plan")["outbox"]
+    summary = outbox / f"{sid}.state-response.csv"
+    assert summary.read_text().splitlines()[0] == ",".join(HEADER)
+    assert (drop.folders("harbor")["outbox"] / f"{sid}.denied-encounters.csv").is_file()

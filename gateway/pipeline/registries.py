@@ -300,14 +300,18 @@ def load_demo_registries(store, partners) -> dict[str, int]:
     plan = plans[0]
     registry = server_registry(store)
     fixtures = Path(HOME) / "fixtures"
-    members = read_table(fixtures / "mif" / "mif-clean.csv", "mif")
-    loaded = load_plan_members(registry, plan.id, [row for _, row in members.rows])
-    roster = read_table(fixtures / "roster" / "providers.csv", "roster")
-    providers_loaded = load_plan_providers(registry, plan.id, [row for _, row in roster.rows])
-    lines = 0
+    counts = {"members": 0, "providers": 0, "history": 0}
+    mif, roster = fixtures / "mif" / "mif-clean.csv", fixtures / "roster" / "providers.csv"
+    if mif.is_file():  # an installed image may ship without the fixtures
+        rows = [row for _, row in read_table(mif, "mif").rows]
+        counts["members"] = sum(load_plan_members(registry, plan.id, rows).values())
+    if roster.is_file():
+        rows = [row for _, row in read_table(roster, "roster").rows]
+        counts["providers"] = load_plan_providers(registry, plan.id, rows)
     for path in sorted((fixtures / "history").glob("*.csv")):
-        lines += registry.load_history(_csv_rows(path), source=f"demo:history:{path.name}")
-    return {"members": sum(loaded.values()), "providers": providers_loaded, "history": lines}
+        counts["history"] += registry.load_history(_csv_rows(path),
+                                                   source=f"demo:history:{path.name}")
+    return counts
 
 
 def registry_counts(registry: Registry) -> dict[str, int]:
