@@ -8,7 +8,6 @@ import json
 import sys
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
@@ -17,13 +16,29 @@ from fhir.resources.R4B import get_fhir_model_class
 from gateway.conversion import canonical_to_837p
 from gateway.ecm.rules import EncounterRules
 from gateway.fhir.mapping import (
-    careplan_to_encounters, careplan_to_rtf, encounters_to_bundle, mif_file_to_bundle,
-    mif_to_bundle, servicerequest_to_referral, task_to_rtf, write_encounter_bundle,
+    careplan_to_encounters,
+    careplan_to_rtf,
+    encounters_to_bundle,
+    mif_file_to_bundle,
+    mif_to_bundle,
+    servicerequest_to_referral,
+    task_to_rtf,
+    write_encounter_bundle,
     x12_to_bundle,
 )
-from gateway.fhir.mapping.convert import FHIR_TARGETS, FhirConversionUsageError, convert_fhir
+from gateway.fhir.mapping.convert import (
+    FHIR_TARGETS,
+    FhirConversionUsageError,
+    convert_fhir,
+)
 from gateway.fhir.mapping.engine import (
-    FieldSpec, MappingSpecError, compiled, field_specs, load_spec, location_of, render,
+    FieldSpec,
+    MappingSpecError,
+    compiled,
+    field_specs,
+    load_spec,
+    location_of,
+    render,
     stable_uuid,
 )
 from gateway.fhir.mapping.referral import add_working_days
@@ -38,7 +53,7 @@ from gateway.x12.writer import ControlNumbers, envelope_settings
 HERE = FIXTURES / "fhir" / "mappings"
 EXPECTED = HERE / "expected"
 sys.path.insert(0, str(HERE))
-from make_expected import GOLDEN, convert  # noqa: E402  (the golden-file recipe)
+from make_expected import GOLDEN, convert
 
 SETTINGS = envelope_settings("plan-default")
 

@@ -10,12 +10,25 @@ from decimal import Decimal
 
 from gateway.ecm.codesets import load_codesets
 from gateway.ecm.rules import ClaimPlace, EncounterRules
-from gateway.findings import Finding, Severity
 from gateway.fhir.mapping.engine import (
-    EvaluationError, Mapper, Source, field_specs, load_spec, sources_of,
+    EvaluationError,
+    Mapper,
+    Source,
+    entry_base,
+    field_specs,
+    load_spec,
+    sources_of,
 )
+from gateway.findings import Finding, Severity
 from gateway.model.encounter import (
-    Address, BillingProvider, Claim, Encounter, Member, Party, RenderingProvider, ServiceLine,
+    Address,
+    BillingProvider,
+    Claim,
+    Encounter,
+    Member,
+    Party,
+    RenderingProvider,
+    ServiceLine,
 )
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.writer import EnvelopeSettings, envelope_settings
@@ -55,20 +68,12 @@ def careplan_to_encounters(resource: dict, settings: EnvelopeSettings | None = N
         return [], [found] if found else []
     encounters: list[Encounter] = []
     findings: list[Finding] = []
-    for number, source in enumerate(sources):
-        base = "CarePlan" if resource.get("resourceType") == "CarePlan" else \
-            f"Bundle.entry[{_entry_index(resource, source.resource)}].resource"
+    for source in sources:
+        base = entry_base(resource, source)
         made, found = _one_careplan(source, base, settings, rules, catalogue)
         encounters.extend(made)
         findings.extend(found)
     return encounters, findings
-
-
-def _entry_index(bundle: dict, resource: dict) -> int:
-    for index, entry in enumerate(bundle.get("entry") or []):
-        if isinstance(entry, dict) and entry.get("resource") is resource:
-            return index
-    return -1
 
 
 def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,

@@ -24,12 +24,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TextIO
 
-from gateway.findings import Finding
 from gateway.fhir.mapping.careplan import careplan_to_encounters
 from gateway.fhir.mapping.encounters import write_encounter_bundle, x12_to_bundle
 from gateway.fhir.mapping.mif import mif_file_to_bundle
 from gateway.fhir.mapping.referral import servicerequests_to_referrals
 from gateway.fhir.mapping.rtf import careplans_to_rtf, tasks_to_rtf, write_rtf_csv
+from gateway.findings import Finding
 from gateway.x12.writer import ControlNumbers, EnvelopeSettings, envelope_settings
 
 MAX_FHIR_INPUT = 50 * 1024 * 1024

@@ -34,7 +34,7 @@ import contextvars
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
@@ -53,13 +53,13 @@ from gateway.tabular.validate import luhn_npi_ok
 FHIR_MAPPINGS = MAPPINGS / "fhir"
 
 # -- references -----------------------------------------------------------------------------
-_references: contextvars.ContextVar[dict[str, dict]] = contextvars.ContextVar(
-    "fhir_mapping_references", default={})
+_references: contextvars.ContextVar[dict[str, dict] | None] = contextvars.ContextVar(
+    "fhir_mapping_references", default=None)
 
 
 def _resolve(inputs: list) -> list:
     """FHIRPath ``resolve()`` over the current reference index (fhirpathpy has none)."""
-    index = _references.get()
+    index = _references.get() or {}
     found = []
     for item in inputs:
         target = index.get(item.get("reference", "")) if isinstance(item, dict) else None
@@ -97,6 +97,16 @@ def reference_index(resource: dict, bundle: dict | None = None) -> dict[str, dic
         if isinstance(contained, dict) and contained.get("id"):
             index["#" + str(contained["id"])] = contained
     return index
+
+
+def entry_base(data: dict, source: Source) -> str:
+    """The FHIRPath of a mapped resource: its type, or its Bundle entry."""
+    if data.get("resourceType") != "Bundle":
+        return source.type
+    for index, entry in enumerate(data.get("entry") or []):
+        if isinstance(entry, dict) and entry.get("resource") is source.resource:
+            return f"Bundle.entry[{index}].resource"
+    return "Bundle.entry"
 
 
 def sources_of(data: dict, resource_type: str) -> list[Source]:
@@ -148,7 +158,7 @@ def compiled(expression: str):
     try:
         function = fhirpathpy.compile(expression, options={"userInvocationTable": _FUNCTIONS})
         function({"resourceType": "Basic"}, dict(systems()))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - fhirpathpy raises plain Exceptions
         raise MappingSpecError(f"FHIRPath expression {expression!r} does not compile: "
                                f"{exc.__class__.__name__} {exc}") from None
     return function
@@ -186,7 +196,7 @@ class FieldSpec:
     root: str | None = None  # a named root of the spec's ``roots`` instead of the resource
 
     @classmethod
-    def from_dict(cls, raw: dict, spec_name: str) -> "FieldSpec":
+    def from_dict(cls, raw: dict, spec_name: str) -> FieldSpec:
         if "target" not in raw or "path" not in raw:
             raise MappingSpecError(f"{spec_name}: every field needs target and path ({raw!r})")
         paths = raw["path"] if isinstance(raw["path"], list) else [raw["path"]]
@@ -217,9 +227,9 @@ def parse_datetime(text: str) -> datetime:
     """A FHIR date or dateTime as an aware datetime (a date alone is midnight UTC)."""
     text = text.strip()
     if len(text) == 10:
-        return datetime.combine(date.fromisoformat(text), time(0), tzinfo=timezone.utc)
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _as_date(value: Any) -> date:
@@ -322,7 +332,7 @@ class Mapper:
             return compiled(expression)(root, self.variables)
         except MappingSpecError:
             raise
-        except Exception as exc:  # data the expression was not written for
+        except Exception as exc:  # noqa: BLE001 - data the expression was not written for
             raise EvaluationError(exc.__class__.__name__) from None
         finally:
             _references.reset(token)

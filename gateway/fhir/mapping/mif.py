@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from gateway.findings import Finding
 from gateway.fhir.mapping.encounters import TemplateEntries
 from gateway.fhir.mapping.engine import systems
+from gateway.findings import Finding
 from gateway.tabular import load_codeset, read_table
 from gateway.x12.writer import EnvelopeSettings, envelope_settings
 

@@ -1,5 +1,5 @@
-"""ECM referral ServiceRequest → referral record (``mappings/fhir/servicerequest-to-referral.yaml``)
-with the authorization deadline its priority sets (72 hours expedited, 5 working days routine;
+"""ECM referral ServiceRequest → referral record
+(``mappings/fhir/servicerequest-to-referral.yaml``) with the authorization deadline its priority sets (72 hours expedited, 5 working days routine;
 holidays in ``mappings/fhir/holidays.yaml``)."""
 
 from __future__ import annotations
@@ -11,11 +11,17 @@ from typing import Any
 
 import yaml
 
-from gateway.findings import Finding
 from gateway.fhir.mapping.careplan import wrong_type
 from gateway.fhir.mapping.engine import (
-    FHIR_MAPPINGS, Mapper, field_specs, json_value, load_spec, sources_of,
+    FHIR_MAPPINGS,
+    Mapper,
+    entry_base,
+    field_specs,
+    json_value,
+    load_spec,
+    sources_of,
 )
+from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 
 SPEC = "servicerequest-to-referral"
@@ -100,9 +106,8 @@ def servicerequests_to_referrals(data: dict, catalogue: RuleCatalogue | None = N
     mapper = Mapper(spec, catalogue)
     specs = field_specs(spec, "fields", SPEC)
     records, findings = [], []
-    for position, source in enumerate(sources):
-        base = "ServiceRequest" if data.get("resourceType") == "ServiceRequest" else \
-            f"Bundle.entry[{_position(data, source.resource)}].resource"
+    for source in sources:
+        base = entry_base(data, source)
         v = mapper.values(specs, source.resource, source, base, findings,
                           roots=spec.get("roots"))
         received = v.get("referral_date")
@@ -121,13 +126,6 @@ def servicerequests_to_referrals(data: dict, catalogue: RuleCatalogue | None = N
             requested_provider_name=v.get("requested_provider_name"),
             status=v.get("status")))
     return records, findings
-
-
-def _position(bundle: dict, resource: dict) -> int:
-    for index, entry in enumerate(bundle.get("entry") or []):
-        if isinstance(entry, dict) and entry.get("resource") is resource:
-            return index
-    return -1
 
 
 def servicerequest_to_referral(resource: dict, catalogue: RuleCatalogue | None = None

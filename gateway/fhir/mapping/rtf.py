@@ -8,9 +8,15 @@ import csv
 from datetime import date
 from typing import Any, TextIO
 
-from gateway.findings import Finding
 from gateway.fhir.mapping.careplan import wrong_type
-from gateway.fhir.mapping.engine import Mapper, Source, field_specs, load_spec, sources_of
+from gateway.fhir.mapping.engine import (
+    Mapper,
+    entry_base,
+    field_specs,
+    load_spec,
+    sources_of,
+)
+from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.tabular import Layout, load_layout
 from gateway.x12.writer import EnvelopeSettings, envelope_settings
@@ -73,8 +79,7 @@ def _rows(data: dict, resource_type: str, spec_name: str, extra: dict, layout: s
     target = load_layout("rtf", layout)
     rows, findings = [], []
     for source in sources:
-        base = resource_type if data.get("resourceType") == resource_type else \
-            f"Bundle.entry[{_position(data, source)}].resource"
+        base = entry_base(data, source)
         found: list[Finding] = []
         values = mapper.values(specs, source.resource, source, base, found,
                                roots=spec.get("roots"))
@@ -84,13 +89,6 @@ def _rows(data: dict, resource_type: str, spec_name: str, extra: dict, layout: s
         findings.extend(missing)
         rows.append(row)
     return rows, findings
-
-
-def _position(bundle: dict, source: Source) -> int:
-    for index, entry in enumerate(bundle.get("entry") or []):
-        if isinstance(entry, dict) and entry.get("resource") is source.resource:
-            return index
-    return -1
 
 
 def tasks_to_rtf(data: dict, today: date | None = None, layout: str = "default",
