@@ -139,3 +139,24 @@ def test_without_a_history_route_no_extract_is_delivered(world):
                         routes=[r for r in world.partners.routes if r.kind != "history"])
     assert extract_history(world.store, no_route, "harbor", NOW) is None
     assert world.box("harbor") == []
+
+
+def test_the_whole_ecm_flow_logs_no_member_data(tmp_path, caplog):
+    import csv
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    world = make_world(tmp_path / "flow")
+    mif = FIXTURES / "mif" / "mif-clean.csv"
+    world.upload("demo-plan", mif)
+    world.send("harbor", MIXED)
+    world.send("demo-plan", MIXED)
+    world.upload("dhcs", FIXTURES / "state" / "response-mixed.xml")
+    world.upload("harbor", FIXTURES / "rtf" / "rtf-clean.csv")
+    HistorySchedule.from_partners(world.store, world.partners).tick(NOW)
+    assert caplog.records  # the flow did log
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    with open(mif, encoding="utf-8") as handle:
+        people = [(row["Member CIN"], row["Member Last Name"]) for row in csv.DictReader(handle)]
+    for cin, last_name in people:
+        assert cin not in text and last_name not in text and last_name.upper() not in text
