@@ -224,7 +224,7 @@ def test_careplan_with_nothing_billable_says_so():
 def test_not_a_careplan_is_refused_with_a_finding():
     encounters, findings = careplan_to_encounters(load("servicerequest-referral.json"))
     assert encounters == []
-    assert shown(findings) == [("FHIR-MAP-005", "",
+    assert shown(findings) == [("FHIR-MAP-005", "ServiceRequest",
                                 "the input is a ServiceRequest, not a CarePlan (or a Bundle "
                                 "holding one)")]
 

@@ -18,6 +18,7 @@ from gateway.fhir.mapping.engine import (
     field_specs,
     load_spec,
     sources_of,
+    wrong_type,
 )
 from gateway.findings import Finding, Severity
 from gateway.model.encounter import (
@@ -36,12 +37,6 @@ from gateway.x12.writer import EnvelopeSettings, envelope_settings
 SPEC = "careplan-to-encounters"
 MAX_LINES_PER_CLAIM = 50
 CLAIM_ID_LENGTH = 38  # CLM01
-
-
-def wrong_type(found: dict, expected: str, catalogue: RuleCatalogue) -> Finding | None:
-    return catalogue.finding("FHIR-MAP-005", "", None,
-                             found=str(found.get("resourceType") or "resource without a type"),
-                             expected=expected)
 
 
 def claim_id(template: str, **values: str) -> str:

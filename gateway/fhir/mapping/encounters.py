@@ -91,7 +91,8 @@ class TemplateEntries:
         for url, resource, scope in planned:
             if url in self.written:
                 continue
-            self.written.add(url)
+            if not resource.get("unique"):  # only shared resources are remembered
+                self.written.add(url)
             yield {"fullUrl": url, "resource": render(resource["resource"],
                                                       {**scope, "ref": refs})}
 

@@ -109,6 +109,13 @@ def entry_base(data: dict, source: Source) -> str:
     return "Bundle.entry"
 
 
+def wrong_type(found: dict, expected: str, catalogue: RuleCatalogue) -> Finding | None:
+    """FHIR-MAP-005: the input holds no resource of the type the mapping reads."""
+    kind = str(found.get("resourceType") or "resource without a type")
+    return catalogue.finding("FHIR-MAP-005", kind if kind.isalpha() else "(input)", None,
+                             found=kind, expected=expected)
+
+
 def sources_of(data: dict, resource_type: str) -> list[Source]:
     """The resources of ``resource_type`` in ``data`` (the resource itself, or a Bundle's
     entries), each with the references it can resolve."""

@@ -11,7 +11,6 @@ from typing import Any
 
 import yaml
 
-from gateway.fhir.mapping.careplan import wrong_type
 from gateway.fhir.mapping.engine import (
     FHIR_MAPPINGS,
     Mapper,
@@ -20,6 +19,7 @@ from gateway.fhir.mapping.engine import (
     json_value,
     load_spec,
     sources_of,
+    wrong_type,
 )
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue

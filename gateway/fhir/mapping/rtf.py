@@ -8,13 +8,13 @@ import csv
 from datetime import date
 from typing import Any, TextIO
 
-from gateway.fhir.mapping.careplan import wrong_type
 from gateway.fhir.mapping.engine import (
     Mapper,
     entry_base,
     field_specs,
     load_spec,
     sources_of,
+    wrong_type,
 )
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
