@@ -214,3 +214,36 @@ def test_a_response_dropped_in_the_states_inbox_reaches_the_plans_outbox(sent, t
     summary = outbox / f"{sid}.state-response.csv"
     assert summary.read_text().splitlines()[0] == ",".join(HEADER)
     assert (drop.folders("harbor")["outbox"] / f"{sid}.denied-encounters.csv").is_file()
+
+
+def test_the_same_flow_on_postgresql(tmp_path):
+    """Registries, routing records, statuses and history in a PostgreSQL store."""
+    import servers
+    from server_world import World
+
+    from gateway.pipeline.partners import Partners, issue_demo_tokens
+    from gateway.pipeline.registries import load_demo_registries
+    from gateway.pipeline.store import Store
+
+    try:
+        context = servers.postgres()
+        url = context.__enter__()
+    except servers.Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        from conftest import ROOT
+
+        issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "p.yaml")
+        world = World(Store(url), Partners.load(tmp_path / "p.yaml"))
+        assert load_demo_registries(world.store, world.partners) == {
+            "members": 30, "providers": 8, "history": 2}
+        world.send("harbor", MIXED)
+        world.send("demo-plan", MIXED)
+        sid = world.upload("dhcs", STATE / "response-mixed.xml").submission_id
+        assert world.rows(world.box("demo-plan", sid)[0]) == [HEADER] + PLAN_ROWS
+        assert world.rows(world.box("harbor", sid)[0]) == [HEADER] + DENIED_ROWS
+        assert registry_counts(world.registry)["history"] == 5
+        world.store.close()
+        world.registry.engine.dispose()
+    finally:
+        context.__exit__(None, None, None)

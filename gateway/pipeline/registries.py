@@ -20,7 +20,9 @@ encounter and line).
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -90,10 +92,39 @@ def server_registry(store) -> Registry:
     with _cache_lock:
         registry = _cache.get(key)
         if registry is None:
-            registry = Registry(engine=store.engine if memory else _engine(url))
-            gateway_metadata.create_all(registry.engine)
+            engine = store.engine if memory else _engine(url)
+            _create_tables(engine)
+            registry = Registry(engine=engine)  # its create_all finds the tables made
             _cache[key] = registry
         return registry
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the registry tables once, even when several processes (workers) start together:
+    on PostgreSQL under an advisory lock; elsewhere a lost race is retried (then the tables
+    exist and are skipped)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from gateway.registry.store import metadata as registry_metadata
+
+    for attempt in range(5):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                 {"key": _SCHEMA_LOCK})
+                registry_metadata.create_all(conn)
+                gateway_metadata.create_all(conn)
+            return
+        except DBAPIError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+_SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"ecm-gateway:registry-schema").digest()[:8], "big",
+                              signed=True)
 
 
 def _engine(url: str) -> Engine:
