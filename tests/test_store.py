@@ -213,6 +213,13 @@ def test_claim_next_takes_the_oldest_once(store):
     assert store.queue_depth() == {"queued": 0, "running": 3, "done": 1}
 
 
+def test_a_submission_processed_at_once_is_born_claimed(store):
+    sid = receive(store, claimed_by="inline", lease=LEASE, now=T0).submission_id
+    assert store.submission(sid)["run_state"] == "running"
+    assert store.claim_next("queue-worker", LEASE, now=T0 + timedelta(seconds=59)) is None
+    assert store.finish(sid, "inline")
+
+
 def test_an_expired_lease_is_claimable_and_a_reclaim_discards_the_unfinished_outputs(store):
     sid = receive(store, now=T0).submission_id
     assert store.claim(sid, "w1", LEASE, now=T0) == "claimed"

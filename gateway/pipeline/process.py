@@ -194,15 +194,17 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str,
     found = store.submission(submission_id)
     if found is None:
         raise KeyError(submission_id)
+    worker = None if queue is not None else worker_id()
     kept = store.receive(partner=found["partner"], channel="replay", kind=found["kind"],
                          filename=found.get("filename"),
-                         payload=store.raw_payload(submission_id), parent_id=submission_id)
+                         payload=store.raw_payload(submission_id), parent_id=submission_id,
+                         claimed_by=worker, lease=LEASE)
     store.audit(actor=actor, action="replay", target=submission_id,
                 detail=f"new submission {kept.submission_id}")
     if queue is not None:
         queue.enqueue(kept.submission_id)
         return kept.submission_id
-    return process(store, partners, kept.submission_id)
+    return run_claimed(store, partners, kept.submission_id, worker)
 
 
 @dataclass
@@ -220,9 +222,11 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
     resubmission, audit, then hand the submission to ``queue`` (:mod:`gateway.pipeline.queue`;
     the answer's status is then ``received``) or, without a queue, process it here. A
     resubmission is answered with the original."""
+    worker = None if queue is not None else worker_id()  # processed here: born claimed
     kept = store.receive(partner=partner.id, channel=channel, kind=kind, filename=filename,
                          payload=payload, idempotency_key=idempotency_key,
-                         x12_key=_x12_key(payload) if kind == "x12" else None)
+                         x12_key=_x12_key(payload) if kind == "x12" else None,
+                         claimed_by=worker, lease=LEASE)
     store.audit(actor=partner.id, action="submit", target=kept.submission_id,
                 detail=f"{kind} via {channel}")
     details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,
@@ -236,7 +240,7 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
     if queue is not None:
         queue.enqueue(kept.submission_id)
         return Submitted(kept.submission_id, False, "received")
-    outcome = process(store, partners, kept.submission_id)
+    outcome = run_claimed(store, partners, kept.submission_id, worker)
     log.info("submission processed", extra={**details, "status": outcome.status,
                                             "findings": outcome.findings})
     return Submitted(outcome.submission_id, False, outcome.status, outcome)

@@ -241,11 +241,14 @@ class Store:
     def receive(self, *, partner: str, channel: str, kind: str, filename: str | None,
                 payload: bytes, idempotency_key: str | None = None, x12_key: str | None = None,
                 parent_id: str | None = None, now: datetime | None = None,
-                window: timedelta = DEFAULT_WINDOW) -> Received:
+                window: timedelta = DEFAULT_WINDOW, claimed_by: str | None = None,
+                lease: timedelta = timedelta(minutes=1)) -> Received:
         """Persist an inbound payload (raw, with its SHA-256) as a new submission in status
         ``received``, unless it duplicates one of the partner's earlier submissions: same
         ``idempotency_key`` (any age), or same ``x12_key`` or same payload hash within
-        ``window`` before ``now``. A replay (``parent_id`` set) is never a duplicate."""
+        ``window`` before ``now``. A replay (``parent_id`` set) is never a duplicate.
+        ``claimed_by``: the new submission is born claimed by that worker (under ``lease``),
+        for a caller that processes it at once, so no queue worker takes it in between."""
         now = _utc(now)
         payload = bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
@@ -262,7 +265,10 @@ class Store:
                 id=submission_id, partner=partner, channel=channel, kind=kind, filename=filename,
                 sha256=digest, size=len(payload), idempotency_key=idempotency_key,
                 x12_key=x12_key, parent_id=parent_id, status="received", error=None, attempts=0,
-                summary={}, created_at=now, updated_at=now, run_state="queued"))
+                summary={}, created_at=now, updated_at=now,
+                run_state="running" if claimed_by else "queued", lease_owner=claimed_by,
+                lease_until=now + lease if claimed_by else None,
+                started_at=now if claimed_by else None))
             conn.execute(insert(payloads).values(submission_id=submission_id, content=payload))
             conn.execute(insert(status_history).values(
                 submission_id=submission_id, status="received", at=now, error=None))
