@@ -247,3 +247,17 @@ def test_the_same_flow_on_postgresql(tmp_path):
         world.registry.engine.dispose()
     finally:
         context.__exit__(None, None, None)
+
+
+def test_a_replayed_response_replaces_its_statuses(sent):
+    from gateway.pipeline.process import replay
+
+    world, _ = sent
+    sid = world.upload("dhcs", STATE / "response-mixed.xml").submission_id
+    again = replay(world.store, world.partners, sid, actor="operator")
+    assert again.status == "routed"
+    with world.registry.engine.connect() as conn:
+        keys = conn.execute(select(state_status.c.response_submission).distinct()).scalars()
+        assert list(keys) == [sid]
+        assert len(conn.execute(select(state_status.c.id)).all()) == 6
+    assert registry_counts(world.registry)["history"] == 5

@@ -19,6 +19,7 @@ from datetime import datetime
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
     find_routed,
+    history_source,
     origin_of,
     remove_denied_history,
     replace_state_statuses,
@@ -119,7 +120,9 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
                 partners.provider_for(routed.get("billing_npi") or "")
             if provider is not None and provider.role == "provider":
                 to_provider.setdefault(provider.id, []).extend(rows)
-    replace_state_statuses(registry, submission_id, statuses)
+    # keyed by the first submission of a replay chain: a replay replaces, never adds
+    root = history_source(store, submission_id).split(":", 1)[1]
+    replace_state_statuses(registry, root, statuses)
     status = "validated"
     for plan_id, rows in to_plan.items():
         # routed as the state's document, also when a plan forwards the state's file itself
