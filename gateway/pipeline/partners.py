@@ -1,8 +1,12 @@
-"""Trading partners and routes, as data (YAML; see ``config/demo/partners.yaml``).
+"""Trading partners and routes, as data (YAML; the format is documented at the top of
+``config/demo/partners.yaml``).
 
 A partner has an id, a role (plan, provider, state), identifiers (plan code, payer ids, NPIs,
 TINs, X12 sender ids), a bearer token kept only as its SHA-256, and the envelope profile used
-for 837P files sent to it. Routes say which kind of document from which role goes to whom.
+for 837P files sent to it. Routes say which kind of document from which sender (a role, the
+gateway itself, or anyone) goes to whom: a partner id, the member's plan, the state, the
+provider with an NPI/TIN, or back to the sender. ``schedules`` holds the intervals of the
+gateway's own jobs (``history_extract``).
 """
 
 from __future__ import annotations
