@@ -204,9 +204,9 @@ def test_careplan_member_and_provider_defects_stop_the_conversion():
     assert shown(findings)[:2] == [
         ("FHIR-MAP-002", "CarePlan.subject",
          "member CIN is not a Medi-Cal CIN (8 digits and a letter)"),
-        ("FHIR-MAP-001", "CarePlan.author",
+        ("FHIR-MAP-001", "CarePlan.author.identifier",
          "billing provider NPI is required but the resource has no value for it (looked at "
-         "author.resolve().identifier.where(system = %npi_system).value)"),
+         "identifier.where(system = %npi_system).value)"),
     ]
     assert not any(f.rule == "FHIR-MAP-010" for f in findings)
     # findings never carry the member's data

@@ -79,7 +79,7 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
     codes = load_codesets()
     findings: list[Finding] = []
     header = mapper.values(field_specs(spec, "claim", SPEC), source.resource, source, base,
-                           findings)
+                           findings, roots=spec.get("roots"))
     header_ok = not any(f.is_error for f in findings)
     line_specs = field_specs(spec, "line", SPEC)
     date_spec = next(s for s in line_specs if s.target == "service_date")
