@@ -20,6 +20,7 @@ the rest of the API keeps its JSON errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -226,7 +227,8 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
         payload, fmt = await read_body(request)
-        checked = check_payload(payload, fmt, expected=resource_type, keep=False)
+        checked = await asyncio.to_thread(check_payload, payload, fmt, expected=resource_type,
+                                          keep=False)
         status = 400 if _fatal(checked.findings) else 200
         return fhir_response(operation_outcome(checked.findings), status, fmt_out)
 
@@ -262,9 +264,9 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
         payload, fmt = await read_body(request)
-        return create(partner, resource_type, payload, fmt, fmt_out,
-                      request.headers.get("Idempotency-Key"),
-                      request.headers.get("Prefer", "").replace(" ", ""))
+        return await asyncio.to_thread(create, partner, resource_type, payload, fmt, fmt_out,
+                                       request.headers.get("Idempotency-Key"),
+                                       request.headers.get("Prefer", "").replace(" ", ""))
 
     @app.get(PREFIX + "/{resource_type}/{resource_id}", tags=["fhir"])
     def read(resource_type: str, resource_id: str, request: Request,
@@ -320,7 +322,12 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         """A batch or transaction Bundle of creates (POST entries)."""
         fmt_out = answer_format(request)
         payload, fmt = await read_body(request)
-        checked = check_payload(payload, fmt, expected="Bundle", keep=True)
+        return await asyncio.to_thread(bundle_answer, partner, payload, fmt, fmt_out,
+                                       request.headers.get("Idempotency-Key"))
+
+    def bundle_answer(partner: Partner, payload: bytes, fmt: str, fmt_out: str,
+                      idempotency_key: str | None) -> Response:
+        checked = check_payload(payload, fmt, expected="Bundle")
         data = checked.data
         if data is None or _fatal(checked.findings) or data.get("resourceType") != "Bundle":
             raise FhirError(400, checked.findings)
@@ -358,7 +365,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
             store = store_of()
             done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                           filename=submission_name("Bundle", fmt), payload=payload,
-                          idempotency_key=request.headers.get("Idempotency-Key"))
+                          idempotency_key=idempotency_key)
             stored = submission_resources(store, done.submission_id)
             if len(stored) != len(entries):
                 findings = [Finding(**f) for f in store.findings(done.submission_id)]

@@ -68,7 +68,8 @@ def process_fhir(store: Store, partners: Partners, partner: Partner, submission_
     store.attempt(submission_id)
     checked = check_payload(store.raw_payload(submission_id), fmt,
                             expected=None if expected == "Resource" else expected)
-    store.add_findings(submission_id, checked.findings)
+    if checked.findings:
+        store.add_findings(submission_id, checked.findings)
     if not checked.valid or not checked.entries:
         store.set_summary(submission_id, {"kind": "fhir", "valid": False,
                                           "resource_type": checked.resource_type})

@@ -1,0 +1,297 @@
+"""Benchmark: the FHIR layers against bare fhir.resources parsing, and the latency of
+``POST /fhir/CarePlan`` under concurrent clients.
+
+Part 1 -- throughput on a Bundle of ``--careplans`` (1,000) ECM CarePlans (≈ 2 KB each, built
+from ``fixtures/fhir/resources/careplan-ecm.json`` with varied members, dates and codes), all
+in this process, each step the best of ``--repeat`` runs:
+
+* ``bare``      -- ``fhir.resources.R4B`` ``Bundle.model_validate_json(payload)``: the whole
+  Bundle parsed the ordinary way (the reference);
+* ``structure`` -- our reading: ``json.loads`` once, the Bundle shell, then each entry's
+  resource through ``model_validate`` on its own (``gateway.fhir.parse.iter_resources``);
+* ``profile``   -- the ECM profile (cardinality, bindings, must-support, compiled FHIRPath
+  invariants) on every CarePlan already read;
+* ``rules``     -- the ECM rules (HCPCS code + modifier effective on the activity date);
+* ``all``       -- ``check_payload``: every layer end to end, as the API and CLI run it.
+
+Reported: seconds, CarePlans/s and the ratio of each step's time to ``bare``. Target: the
+profile and rule layers together cost less than bare parsing (``(profile + rules) / bare <
+1``).
+
+Part 2 -- ``POST /fhir/CarePlan`` latency: the gateway runs under uvicorn in a subprocess on
+a free loopback port with its own SQLite store (bench/out/), ``--clients`` (20) threads each
+send ``--requests`` CarePlans (each different, so none is a resubmission) over keep-alive
+httpx connections, after a warm-up (then 1 client alone, for the time of one request without
+queueing behind the others). Every request is a full create: validation, the raw
+payload stored, findings, the resource document, status. ``$validate`` (nothing stored) is
+measured the same way. Reported: p50 / p99 / max latency in ms and requests/s, and the p50
+ratio to the in-process ``all`` time of one CarePlan. Target: p99 < 100 ms.
+
+Usage::
+
+    python bench/bench_fhir.py                       # 1,000 CarePlans, 20 clients
+    python bench/bench_fhir.py --careplans 200 --requests 10   # quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from bench_validate import load_average, print_table  # noqa: E402
+
+FIXTURE = ROOT / "fixtures" / "fhir" / "resources" / "careplan-ecm.json"
+CODES = [("G9008", "U1"), ("G9012", "U2"), ("G9008", "U8")]
+P99_TARGET_MS = 100.0
+
+
+def careplan(i: int) -> dict:
+    data = copy.deepcopy(json.loads(FIXTURE.read_bytes()))
+    data["id"] = f"cp-{i}"
+    data["subject"]["identifier"]["value"] = f"{91000000 + i:08d}A"
+    day = 1 + i % 28
+    code, modifier = CODES[i % len(CODES)]
+    for activity in data["activity"]:
+        detail = activity["detail"]
+        detail["code"]["coding"][0]["code"] = code
+        detail["extension"][0]["valueCode"] = modifier
+    data["activity"][0]["detail"]["scheduledPeriod"] = {"start": f"2026-09-{day:02d}",
+                                                        "end": f"2026-09-{day:02d}"}
+    return data
+
+
+def bundle_payload(count: int) -> bytes:
+    return json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-{i:012d}", "resource": careplan(i)}
+        for i in range(count)]}).encode()
+
+
+def best(fn, repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), result
+
+
+def throughput(count: int, repeat: int) -> tuple[list[list[str]], dict]:
+    from fhir.resources.R4B import get_fhir_model_class
+
+    from gateway.fhir.parse import Collector, iter_resources
+    from gateway.fhir.profiles import ecm_careplan_rules, load_profiles
+    from gateway.fhir.validate import check_payload
+
+    payload = bundle_payload(count)
+    bundle_class = get_fhir_model_class("Bundle")
+    profiles = load_profiles()
+    check_payload(json.dumps(careplan(0)).encode(), "json")  # warm: code sets, profiles
+
+    def bare():
+        return bundle_class.model_validate_json(payload)
+
+    def structure():
+        col = Collector()
+        data = json.loads(payload)
+        return [r.data for r in iter_resources(data, col) if r.model is not None], col
+
+    def profile(resources):
+        col = Collector()
+        for i, resource in enumerate(resources):
+            profiles.validate(resource, col, f"Bundle.entry[{i}].resource")
+        return col
+
+    def rules(resources):
+        col = Collector()
+        for i, resource in enumerate(resources):
+            ecm_careplan_rules(resource, col, f"Bundle.entry[{i}].resource")
+        return col
+
+    def everything():
+        return check_payload(payload, "json", keep=False)
+
+    t_bare, _ = best(bare, repeat)
+    t_structure, (resources, structure_col) = best(structure, repeat)
+    assert len(resources) == count and not structure_col.findings
+    t_profile, profile_col = best(lambda: profile(resources), repeat)
+    t_rules, rules_col = best(lambda: rules(resources), repeat)
+    t_all, checked = best(everything, repeat)
+    errors = [f for f in checked.findings if f.is_error]
+    assert not errors, errors[:3]
+    rows = []
+    for name, seconds in (("bare fhir.resources (Bundle)", t_bare),
+                          ("structure (entry by entry)", t_structure),
+                          ("profile", t_profile), ("ECM rules", t_rules),
+                          ("all layers (check_payload)", t_all)):
+        rows.append([name, f"{count:,}", f"{seconds:.3f}", f"{count / seconds:,.0f}",
+                     f"{seconds / t_bare:.2f}"])
+    summary = {"bare": t_bare, "structure": t_structure, "profile": t_profile,
+               "rules": t_rules, "all": t_all, "count": count,
+               "findings": len(profile_col.findings) + len(rules_col.findings)}
+    return rows, summary
+
+
+# -- latency ---------------------------------------------------------------------------------
+
+SERVER = """
+import sys, uvicorn
+from gateway.api.app import create_app
+app = create_app(store=sys.argv[1], partners=sys.argv[2])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning",
+            access_log=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def run_clients(base: str, token: str, path: str, clients: int, requests: int,
+                offset: int) -> tuple[list[float], float, list[int]]:
+    import httpx
+
+    bodies = [[json.dumps(careplan(offset + c * requests + i)).encode()
+               for i in range(requests)] for c in range(clients)]
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    start_gate = threading.Barrier(clients)
+
+    def client(index: int) -> None:
+        mine, codes = [], []
+        with httpx.Client(base_url=base, timeout=30.0, headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/fhir+json"}) as http:
+            start_gate.wait()
+            for body in bodies[index]:
+                started = time.perf_counter()
+                answer = http.post(path, content=body)
+                mine.append(time.perf_counter() - started)
+                codes.append(answer.status_code)
+        with lock:
+            latencies.extend(mine)
+            statuses.extend(codes)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, time.perf_counter() - started, statuses
+
+
+def latency(clients: int, requests: int) -> list[list[str]] | None:
+    from gateway.pipeline.partners import issue_demo_tokens
+
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-fhir-", dir=out))
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
+                               folder / "partners.yaml")
+    port = free_port()
+    env = {**os.environ, "ECM_GATEWAY_VAR": str(folder)}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, f"sqlite:///{folder / 'gateway.sqlite'}",
+         str(folder / "partners.yaml"), str(port)], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(200):
+            try:
+                if httpx.get(base + "/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            print("the server did not start")
+            return None
+        run_clients(base, tokens["harbor"], "/fhir/CarePlan", 4, 5, 10_000_000)  # warm-up
+        rows = []
+        for name, path, offset, concurrency in (
+                ("POST /fhir/CarePlan", "/fhir/CarePlan", 0, clients),
+                ("POST /fhir/CarePlan", "/fhir/CarePlan", 1_000_000, 1),
+                ("POST /fhir/CarePlan/$validate", "/fhir/CarePlan/$validate", 5_000_000,
+                 clients),
+                ("POST /fhir/CarePlan/$validate", "/fhir/CarePlan/$validate", 6_000_000, 1)):
+            count = requests if concurrency > 1 else max(requests, 100)
+            values, seconds, statuses = run_clients(base, tokens["harbor"], path, concurrency,
+                                                    count, offset)
+            expected = 201 if path == "/fhir/CarePlan" else 200
+            wrong = sum(1 for s in statuses if s != expected)
+            ms = [v * 1000 for v in values]
+            rows.append([name, str(concurrency), f"{len(ms):,}", f"{percentile(ms, 50):.1f}",
+                         f"{percentile(ms, 99):.1f}", f"{max(ms):.1f}",
+                         f"{len(ms) / seconds:,.0f}", str(wrong)])
+        return rows
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--careplans", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=25, help="per client")
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args(argv)
+
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {load_average()}")
+    rows, summary = throughput(args.careplans, args.repeat)
+    print_table(["step", "CarePlans", "seconds", "CarePlans/s", "x bare"], rows,
+                f"FHIR layers on a {args.careplans:,}-CarePlan Bundle (best of {args.repeat})",
+                right={1, 2, 3, 4}, plain=True)
+    added = (summary["profile"] + summary["rules"]) / summary["bare"]
+    mark = "ok" if added < 1 else "MISS"
+    print(f"profile + ECM rules cost {added:.2f} x bare fhir.resources parsing "
+          f"(target < 1.00): {mark}")
+    one = summary["all"] / summary["count"] * 1000
+    print(f"all layers: {one:.2f} ms per CarePlan in process")
+    if args.skip_latency:
+        return 0
+    print()
+    table = latency(args.clients, args.requests)
+    if table is None:
+        return 1
+    for row in table:
+        row.append(f"{float(row[3]) / one:.1f}")
+    print_table(["request", "clients", "requests", "p50 ms", "p99 ms", "max ms", "req/s",
+                 "not 2xx", "p50 / in-process"], table,
+                "Latency on loopback (uvicorn, 1 process, SQLite store)",
+                right={1, 2, 3, 4, 5, 6, 7, 8}, plain=True)
+    p99 = float(table[0][4])
+    print(f"POST /fhir/CarePlan p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms): "
+          f"{'ok' if p99 < P99_TARGET_MS else 'MISS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
