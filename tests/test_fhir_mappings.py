@@ -12,6 +12,8 @@ from decimal import Decimal
 import pytest
 from conftest import FIXTURES
 from fhir.resources.R4B import get_fhir_model_class
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.conversion import canonical_to_837p
 from gateway.ecm.rules import EncounterRules
@@ -706,3 +708,41 @@ def test_findings_carry_no_member_data():
     text = json.dumps([f.as_dict() for f in findings + more])
     for value in ("91230000A", "Alvarez", "Marisol", "1950-01-01", "1234500001"):
         assert value not in text
+
+
+# -- hostile input -------------------------------------------------------------------------------
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(
+        ["", "x", "2025-06-01", "G9008-U1", "91230000A", "#member", "completed", "U1"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["reference", "identifier", "system", "value", "code", "coding",
+                         "detail", "status", "scheduledPeriod", "start", "extension", "url",
+                         "valueCode", "name", "family", "given", "resourceType", "id"]),
+        children, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(kind=st.sampled_from(["CarePlan", "Task", "ServiceRequest", "Bundle"]),
+       body=st.dictionaries(st.sampled_from(
+           ["subject", "for", "author", "activity", "contained", "status", "priority",
+            "authoredOn", "reasonCode", "careTeam", "owner", "entry", "lastModified",
+            "period", "addresses", "requester", "insurance"]), _json, max_size=6))
+def test_garbage_resources_give_findings_never_exceptions(kind, body):
+    resource = {"resourceType": kind, **body}
+    careplan_to_encounters(resource)
+    careplan_to_rtf(resource, today=date(2025, 7, 3))
+    task_to_rtf(resource, today=date(2025, 7, 3))
+    servicerequest_to_referral(resource)
+
+
+@pytest.mark.parametrize("quantity", [float("nan"), float("inf"), 1e20, "2 hours"])
+def test_units_that_are_not_a_usable_number_are_reported(quantity):
+    plan = load("careplan-ecm.json")
+    plan["activity"][1]["detail"]["quantity"]["value"] = quantity
+    encounters, findings = careplan_to_encounters(plan)
+    assert ("FHIR-MAP-002", "CarePlan.activity[1].detail.quantity.value",
+            "units is not a number") \
+        in shown(findings)
+    assert len(encounters) == 4  # the other activities of that day are still filed

@@ -8,6 +8,8 @@ import hashlib
 from datetime import date
 from decimal import Decimal
 
+from pydantic import ValidationError
+
 from gateway.ecm.codesets import load_codesets
 from gateway.ecm.rules import ClaimPlace, EncounterRules
 from gateway.fhir.mapping.engine import (
@@ -132,7 +134,13 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
             suffix = f"{day:%Y%m%d}" + (f"-{start // MAX_LINES_PER_CLAIM + 1}" if start else "")
             identifier = claim_id(spec["claim_id"], careplan_id=header["careplan_id"],
                                   service_day=suffix)
-            encounter = _encounter(identifier, header, part, settings, defaults)
+            try:
+                encounter = _encounter(identifier, header, part, settings, defaults)
+            except ValidationError as exc:  # a value the canonical model does not take
+                first = exc.errors()[0]
+                mapper.finding(findings, "FHIR-MAP-008", base, claim=identifier,
+                               reason=f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+                continue
             place = ClaimPlace(
                 claim=base, member=f"{base}.subject",
                 lines=[f"{base}.activity[{index}].detail.code" for index, _ in part],

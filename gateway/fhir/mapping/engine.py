@@ -296,6 +296,8 @@ def convert_value(value: Any, kind: str) -> Any:
             number = Decimal(str(value))
         except InvalidOperation as exc:
             raise BadValue("a number") from exc
+        if not number.is_finite() or abs(number) >= 10 ** 10:
+            raise BadValue("a number")
         if kind == "int":
             if number != number.to_integral_value():
                 raise BadValue("a whole number")
