@@ -264,3 +264,16 @@ def test_official_r4_examples_parse_and_break_only_the_ecm_rules(name):
             if f.severity.value != "info"] == EXAMPLES[name]
     assert report.stats["resources"] == 1 and report.kind == "fhir"
     assert report.valid is (EXAMPLES[name] == [])
+
+
+def test_modifiers_and_dates_in_the_other_forms_the_mappings_read():
+    data = fixture("careplan-ecm.json")
+    detail = data["activity"][0]["detail"]
+    detail["extension"] = [{"url": "https://ecm-gateway.example.org/fhir/StructureDefinition/"
+                                   "performed-date", "valueDateTime": "2026-09-12T10:00:00Z"}]
+    del detail["scheduledPeriod"]
+    detail["code"]["coding"].append({"system": "https://ecm-gateway.example.org/fhir/"
+                                               "CodeSystem/hcpcs-modifier", "code": "U1"})
+    assert findings_of(data) == []
+    detail["code"]["coding"][1]["code"] = "U6"
+    assert findings_of(data) == [("FHIR-ECM-001", "CarePlan.activity[0].detail.code")]

@@ -21,6 +21,10 @@ POF_SYSTEM = f"{BASE_URL}/CodeSystem/ecm-pof"
 HCPCS_SYSTEM = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 # the HCPCS modifiers of a CarePlan activity (detail.extension, valueCode, 0..*)
 HCPCS_MODIFIER_EXT = f"{PROFILE_BASE}/hcpcs-modifier"
+# also read (as the mappings do): modifiers as codings of this system beside the HCPCS code
+HCPCS_MODIFIER_SYSTEM = f"{BASE_URL}/CodeSystem/hcpcs-modifier"
+# the date an activity was performed when scheduled[x] does not carry it (valueDateTime)
+PERFORMED_DATE_EXT = f"{PROFILE_BASE}/performed-date"
 CARE_TEAM_ROLE_SYSTEM = f"{BASE_URL}/CodeSystem/ecm-care-team-role"
 LEAD_CARE_MANAGER = "LCM"
 TASK_REASON_SYSTEM = f"{BASE_URL}/CodeSystem/ecm-referral-status-reason"

@@ -32,7 +32,10 @@ from pathlib import Path
 import fhirpathpy
 from fhirpathpy.models import models as fhirpath_models
 
-from gateway.fhir import ECM_PROFILES, HCPCS_MODIFIER_EXT, HCPCS_SYSTEM, PROFILE_BASE
+from gateway.fhir import (
+    ECM_PROFILES, HCPCS_MODIFIER_EXT, HCPCS_MODIFIER_SYSTEM, HCPCS_SYSTEM, PERFORMED_DATE_EXT,
+    PROFILE_BASE,
+)
 from gateway.fhir.parse import Collector
 from gateway.paths import PROFILES
 
@@ -269,20 +272,34 @@ def _bound(value, valueset: ValueSet) -> bool:
 
 def activity_day(detail: dict) -> date | None:
     """The service date of a CarePlan activity: scheduledPeriod.start, else scheduledString
-    when it is a date."""
-    text = (detail.get("scheduledPeriod") or {}).get("start") or detail.get("scheduledString")
-    if not isinstance(text, str) or len(text) < 10:
-        return None
-    try:
-        return date.fromisoformat(text[:10])
-    except ValueError:
-        return None
+    when it is a date, else the performed-date extension (as the CarePlan mappings read it)."""
+    candidates = [(detail.get("scheduledPeriod") or {}).get("start"),
+                  detail.get("scheduledString")]
+    candidates += [e.get("valueDateTime") for e in detail.get("extension") or ()
+                   if isinstance(e, dict) and e.get("url") == PERFORMED_DATE_EXT]
+    for text in candidates:
+        if isinstance(text, str) and len(text) >= 10:
+            try:
+                return date.fromisoformat(text[:10])
+            except ValueError:
+                continue
+    return None
 
 
 def modifiers_of(detail: dict) -> list[str]:
-    return [e.get("valueCode") for e in detail.get("extension") or ()
-            if isinstance(e, dict) and e.get("url") == HCPCS_MODIFIER_EXT
-            and isinstance(e.get("valueCode"), str)]
+    """The HCPCS modifiers of an activity: the hcpcs-modifier extensions (valueCode, or
+    valueCoding), else codings of the modifier code system beside the HCPCS code."""
+    found = []
+    for e in detail.get("extension") or ():
+        if isinstance(e, dict) and e.get("url") == HCPCS_MODIFIER_EXT:
+            value = e.get("valueCode") or (e.get("valueCoding") or {}).get("code")
+            if isinstance(value, str):
+                found.append(value)
+    if found:
+        return found
+    return [c["code"] for c in (detail.get("code") or {}).get("coding") or ()
+            if isinstance(c, dict) and c.get("system") == HCPCS_MODIFIER_SYSTEM
+            and isinstance(c.get("code"), str)]
 
 
 def ecm_careplan_rules(resource: dict, col: Collector, path: str) -> None:
