@@ -380,3 +380,19 @@ def test_bundle_errors(gateway):
     assert [i["details"]["coding"][0]["code"] for i in outcome["issue"]] == [
         "FHIR-PARSE-005", "FHIR-API-008"]
     assert outcome["issue"][0]["details"]["coding"][0]["system"] == RULE_SYSTEM
+
+
+def test_an_internal_error_under_fhir_is_an_operation_outcome_without_details(gateway,
+                                                                              monkeypatch):
+    client, auth, _ = gateway
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("member 91000002B secret")
+
+    monkeypatch.setattr(fhir_api, "check_payload", broken)
+    answer = client.post("/fhir/Task/$validate", json=fixture("task-ecm.json"),
+                         headers=auth["harbor"])
+    assert answer.status_code == 500
+    assert answer.json() == {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "fatal", "code": "exception",
+         "diagnostics": "internal error; the request was logged"}]}

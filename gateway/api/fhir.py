@@ -172,9 +172,48 @@ def capability_statement() -> dict:
             "interaction": [{"code": "batch"}, {"code": "transaction"}]}]}
 
 
+class FhirInternalErrors:
+    """ASGI middleware: an unexpected exception under /fhir (a bug, never bad input: that is
+    answered by the handlers) becomes an OperationOutcome with code ``exception`` and status
+    500, logged by class name only; other paths are left to the app's own handler."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        if not (path == PREFIX or path.startswith(PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - answered as an OperationOutcome, logged
+            log.error("internal error on %s %s: %s", scope.get("method"), path,
+                      exc.__class__.__name__)
+            if started:
+                raise
+            body = json.dumps({"resourceType": "OperationOutcome", "issue": [
+                {"severity": "fatal", "code": "exception",
+                 "diagnostics": "internal error; the request was logged"}]}).encode()
+            await send({"type": "http.response.start", "status": 500, "headers": [
+                (b"content-type", f"{JSON_MEDIA}; charset=utf-8".encode()),
+                (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+
 def install_fhir(app: FastAPI, partner_of: Callable) -> None:
     """Add the ``/fhir`` routes and their OperationOutcome error handling to ``app``;
     ``partner_of`` is the bearer-token dependency that yields the calling Partner."""
+
+    app.add_middleware(FhirInternalErrors)
 
     def under_fhir(request: Request) -> bool:
         path = request.url.path
