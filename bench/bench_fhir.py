@@ -52,7 +52,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from bench_validate import load_average, print_table  # noqa: E402
+from bench_validate import load_average, print_table
 
 FIXTURE = ROOT / "fixtures" / "fhir" / "resources" / "careplan-ecm.json"
 CODES = [("G9008", "U1"), ("G9012", "U2"), ("G9008", "U8")]

@@ -23,8 +23,9 @@ FIELDS = ["resourceType", "status", "intent", "subject", "activity", "detail", "
           "value", "system", "period", "start", "_status", "id", "meta", "profile", "type",
           "div", "text", "coding", "code"]
 MEDIA = ["application/fhir+json", "application/fhir+xml", "application/json",
-         "application/xml", "text/plain", "multipart/form-data", "application/fhir+json; "
-         "charset=latin-1", "", "*/*", "garbage/x;;=", "application/fhir+xml, */*;q=0.1"]
+         "application/xml", "text/plain", "multipart/form-data",
+         "application/fhir+json; charset=latin-1", "", "*/*", "garbage/x;;=",
+         "application/fhir+xml, */*;q=0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ bodies = (st.binary(max_size=300)
           | st.builds(_mutated_careplan, st.sampled_from(FIELDS), json_values)
           | st.builds(_truncated, st.integers(0, 3000), st.booleans())
           | st.text(max_size=200).map(lambda t: f"<CarePlan xmlns='http://hl7.org/fhir'>"
-                                                f"{t}</CarePlan>".encode("utf-8")))
+                                                f"{t}</CarePlan>".encode()))
 
 
 def assert_operation_outcome(answer) -> None:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import (
-    http_exception_handler, request_validation_exception_handler,
+    http_exception_handler,
+    request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -36,11 +37,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.fhir import ECM_PROFILES, FHIR_VERSION, JSON_MEDIA, XML_MEDIA
 from gateway.fhir.intake import (
-    member_identifiers, own_identifiers, read_resource, stored_resources,
-    submission_name, submission_resources, token_matches,
+    member_identifiers,
+    own_identifiers,
+    read_resource,
+    stored_resources,
+    submission_name,
+    submission_resources,
+    token_matches,
 )
 from gateway.fhir.outcome import operation_outcome
-from gateway.fhir.parse import MAX_BODY_BYTES, Collector, format_of, is_resource_type, serialise
+from gateway.fhir.parse import (
+    MAX_BODY_BYTES,
+    format_of,
+    is_resource_type,
+    serialise,
+)
 from gateway.fhir.validate import ACCEPTED, check_payload
 from gateway.findings import Finding
 from gateway.pipeline.partners import Partner
@@ -195,7 +206,7 @@ class FhirInternalErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception as exc:  # noqa: BLE001 - answered as an OperationOutcome, logged
+        except Exception as exc:
             log.error("internal error on %s %s: %s", scope.get("method"), path,
                       exc.__class__.__name__)
             if started:
@@ -253,7 +264,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
                              str(e.get("msg", "")) for e in exc.errors())[:300]
         return outcome_response(request, 400, _finding("FHIR-API-004", "", problem=problems))
 
-    store_of = lambda: app.state.store  # noqa: E731 - the store is set on the app later
+    store_of = lambda: app.state.store
 
     @app.get(PREFIX + "/metadata", tags=["fhir"])
     def metadata(request: Request) -> Response:

@@ -16,7 +16,7 @@ import uuid
 
 from gateway.fhir import JSON_MEDIA
 from gateway.fhir.parse import to_json_bytes
-from gateway.fhir.validate import ACCEPTED, check_payload
+from gateway.fhir.validate import check_payload
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.steps import STEPS, Outcome
 from gateway.pipeline.store import Store

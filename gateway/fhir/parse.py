@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 from pydantic import ValidationError
 
-from fhir.resources.R4B import get_fhir_model_class
 from gateway.fhir import FHIR_NS, JSON_MEDIA, XHTML_NS, XML_MEDIA
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
@@ -347,7 +347,7 @@ class XmlReader:
         return out
 
 
-# -- structure --------------------------------------------------------------------------------------
+# -- structure ----------------------------------------------------------------------------------
 
 def fhirpath_of(prefix: str, loc: tuple) -> str:
     """``('activity', 0, 'detail', 'status')`` under ``CarePlan`` ->
@@ -356,9 +356,8 @@ def fhirpath_of(prefix: str, loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("__root__", "") or not isinstance(part, str):
-            continue
-        elif "[" in part or "," in part or " " in part:  # pydantic union tags
+        elif not isinstance(part, str) or part in ("__root__", "") \
+                or any(c in part for c in "[, "):  # pydantic union tags
             continue
         else:
             path += f".{part.lstrip('_') if part.startswith('_') else part}"
@@ -547,7 +546,7 @@ def iter_resources(data: dict, col: Collector, expected: str | None = None,
         yield EntryResult(i, where, resource, model, own.findings)
 
 
-# -- output ------------------------------------------------------------------------------------------
+# -- output -------------------------------------------------------------------------------------
 
 def to_json_bytes(resource: dict) -> bytes:
     return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -33,7 +33,11 @@ import fhirpathpy
 from fhirpathpy.models import models as fhirpath_models
 
 from gateway.fhir import (
-    ECM_PROFILES, HCPCS_MODIFIER_EXT, HCPCS_MODIFIER_SYSTEM, HCPCS_SYSTEM, PERFORMED_DATE_EXT,
+    ECM_PROFILES,
+    HCPCS_MODIFIER_EXT,
+    HCPCS_MODIFIER_SYSTEM,
+    HCPCS_SYSTEM,
+    PERFORMED_DATE_EXT,
     PROFILE_BASE,
 )
 from gateway.fhir.parse import Collector
