@@ -665,7 +665,7 @@ def test_every_mapping_spec_loads_and_compiles(name):
     for key in ("fields", "claim", "line"):
         field_specs(spec, key, name)
     for expression in list((spec.get("roots") or {}).values()) + (
-            [spec["activities"]] if "activities" in spec else []):
+            [spec["activity_filter"]] if "activity_filter" in spec else []):
         compiled(expression)
     for resource in spec.get("resources") or []:
         assert {"name", "key", "resource"} <= set(resource), resource.get("name")

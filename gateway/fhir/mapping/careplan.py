@@ -87,17 +87,17 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
     date_spec = next(s for s in line_specs if s.target == "service_date")
     procedure_spec = next(s for s in line_specs if s.target == "procedure")
     other_specs = [s for s in line_specs if s is not procedure_spec]
-    try:
-        activities = mapper.evaluate(spec["activities"], source.resource, source)
-    except EvaluationError as exc:
-        mapper.finding(findings, "FHIR-MAP-011", f"{base}.activity", target="activities",
-                       problem=str(exc))
-        activities = []
+    activities = source.resource.get("activity")
     by_day: dict[date, list[tuple[int, dict]]] = {}
-    for index, activity in enumerate(source.resource.get("activity") or []):
-        if activity not in activities:
-            continue
+    for index, activity in enumerate(activities if isinstance(activities, list) else []):
         where = f"{base}.activity[{index}]"
+        try:
+            if mapper.evaluate(spec["activity_filter"], activity, source) != [True]:
+                continue
+        except EvaluationError as exc:
+            mapper.finding(findings, "FHIR-MAP-011", where, target="activity_filter",
+                           problem=str(exc))
+            continue
         line_findings: list[Finding] = []
         procedure = mapper.value(procedure_spec, activity, source, where, line_findings)
         if not procedure or not codes.is_service_code(procedure[0]):

@@ -83,9 +83,14 @@ class Source:
         return str(self.resource.get("resourceType", ""))
 
 
+def _list(value: Any) -> list:
+    """A list element of a resource that callers may have sent as something else."""
+    return value if isinstance(value, list) else []
+
+
 def reference_index(resource: dict, bundle: dict | None = None) -> dict[str, dict]:
     index: dict[str, dict] = {}
-    for entry in (bundle or {}).get("entry") or []:
+    for entry in _list((bundle or {}).get("entry")):
         target = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(target, dict):
             continue
@@ -93,7 +98,7 @@ def reference_index(resource: dict, bundle: dict | None = None) -> dict[str, dic
             index[str(entry["fullUrl"])] = target
         if target.get("id"):
             index[f"{target.get('resourceType')}/{target['id']}"] = target
-    for contained in resource.get("contained") or []:
+    for contained in _list(resource.get("contained")):
         if isinstance(contained, dict) and contained.get("id"):
             index["#" + str(contained["id"])] = contained
     return index
@@ -103,7 +108,7 @@ def entry_base(data: dict, source: Source) -> str:
     """The FHIRPath of a mapped resource: its type, or its Bundle entry."""
     if data.get("resourceType") != "Bundle":
         return source.type
-    for index, entry in enumerate(data.get("entry") or []):
+    for index, entry in enumerate(_list(data.get("entry"))):
         if isinstance(entry, dict) and entry.get("resource") is source.resource:
             return f"Bundle.entry[{index}].resource"
     return "Bundle.entry"
@@ -111,9 +116,11 @@ def entry_base(data: dict, source: Source) -> str:
 
 def wrong_type(found: dict, expected: str, catalogue: RuleCatalogue) -> Finding | None:
     """FHIR-MAP-005: the input holds no resource of the type the mapping reads."""
-    kind = str(found.get("resourceType") or "resource without a type")
-    return catalogue.finding("FHIR-MAP-005", kind if kind.isalpha() else "(input)", None,
-                             found=kind, expected=expected)
+    kind = found.get("resourceType")
+    if not (isinstance(kind, str) and kind.isalpha() and len(kind) <= 40):
+        kind = None  # not a resource type name: never echo what was sent
+    return catalogue.finding("FHIR-MAP-005", kind or "(input)", None,
+                             found=kind or "resource of no known type", expected=expected)
 
 
 def sources_of(data: dict, resource_type: str) -> list[Source]:
@@ -121,7 +128,7 @@ def sources_of(data: dict, resource_type: str) -> list[Source]:
     entries), each with the references it can resolve."""
     if data.get("resourceType") == "Bundle":
         found = []
-        for entry in data.get("entry") or []:
+        for entry in _list(data.get("entry")):
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(resource, dict) and resource.get("resourceType") == resource_type:
                 found.append(Source(resource, reference_index(resource, data)))
