@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -568,3 +569,39 @@ def stable_uuid(*parts: object) -> str:
     de-duplication across rows)."""
     return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "ecm-gateway:" + "|".join(
         str(p) for p in parts)))
+
+
+class TemplateEntries:
+    """Bundle entries from a template spec (``resources:`` of ``mappings/fhir/<name>.yaml``),
+    one source record after another; a shared resource (same type and key) is written once."""
+
+    def __init__(self, spec_name: str, view) -> None:
+        self.spec = load_spec(spec_name)
+        self.view = view
+        self.written: set[str] = set()
+        self.position = 0
+
+    def of(self, record) -> Iterator[dict]:
+        self.position += 1
+        values = self.view(record, self.position)
+        refs: dict[str, str] = {}
+        planned = []
+        for resource in self.spec["resources"]:
+            kind = resource["resource"]["resourceType"]
+            if "when" in resource and lookup(values, resource["when"]) in (None, "", []):
+                continue
+            if "for_each" in resource:
+                for item in values.get(resource["for_each"]) or []:
+                    scope = {**values, "item": item}
+                    item["ref"] = stable_uuid(kind, render(resource["key"], scope))
+                    planned.append((item["ref"], resource, scope))
+                continue
+            refs[resource["name"]] = stable_uuid(kind, render(resource["key"], values))
+            planned.append((refs[resource["name"]], resource, values))
+        for url, resource, scope in planned:
+            if url in self.written:
+                continue
+            if not resource.get("unique"):  # only shared resources are remembered
+                self.written.add(url)
+            yield {"fullUrl": url, "resource": render(resource["resource"],
+                                                      {**scope, "ref": refs})}

@@ -4,24 +4,21 @@ benefit period), CareTeam (Lead Care Manager), the ECM provider and the plan."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 
-from gateway.fhir.mapping.encounters import TemplateEntries
-from gateway.fhir.mapping.engine import systems
+from gateway.fhir.mapping.engine import TemplateEntries, systems
 from gateway.findings import Finding
 from gateway.tabular import load_codeset, read_table
+from gateway.tabular.layouts import codesets_dir
 from gateway.x12.writer import EnvelopeSettings, envelope_settings
 
 SPEC = "mif-to-bundle"
 
 
 def _pof_labels() -> dict[str, str]:
-    import csv
-
-    from gateway.tabular.layouts import codesets_dir
-
     with open(codesets_dir() / "pof.csv", encoding="utf-8", newline="") as handle:
         return {row["code"]: row["label"] for row in csv.DictReader(handle)}
 
