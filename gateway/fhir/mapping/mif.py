@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.fhir.mapping.engine import TemplateEntries, systems
 from gateway.findings import Finding
-from gateway.tabular import load_codeset, read_table
+from gateway.tabular import read_table
 from gateway.tabular.layouts import codesets_dir
 from gateway.x12.writer import EnvelopeSettings, envelope_settings
 
@@ -63,7 +63,6 @@ def mif_file_to_bundle(source: Path | str | Iterable[dict], today: date | None =
         findings = result.findings
     else:
         rows = list(source)
-    load_codeset("pof")  # fail early on a missing code set
     entries = TemplateEntries(SPEC, _viewer(today or date.today(),
                                             settings or envelope_settings("plan-default")))
     bundle = {"resourceType": "Bundle", "type": "collection",
