@@ -53,6 +53,26 @@ def x12_variant(number: int, base: bytes = CLEAN_837) -> bytes:
     return text.encode("latin-1")
 
 
+def multi_transaction(count: int, defective: tuple[int, ...] = ()) -> bytes:
+    """One interchange, one group, ``count`` transaction sets: each the 12 claims of
+    ecm-clean.x12 (claim ids made unique per set), the sets numbered in ``defective`` taken
+    from ecm-claim-defects.x12 instead (claim-level errors: a rejected claim each)."""
+    def body(name: str) -> list[str]:
+        text = (ROOT / "fixtures" / "837p" / name).read_text()
+        return [s for s in text.split("~\n") if s][2:-2]
+
+    clean, bad = body("ecm-clean.x12"), body("ecm-claim-defects.x12")
+    head = [s for s in CLEAN_837.decode().split("~\n") if s]
+    out = head[:2]
+    for k in range(1, count + 1):
+        for segment in bad if k in defective else clean:
+            if segment.startswith(("ST*", "SE*")):
+                segment = segment.replace("*0001", f"*{k:04d}")
+            out.append(segment.replace("CLM*ECM03", f"CLM*EC{k:03d}"))
+    out += [f"GE*{count}*3", head[-1]]
+    return ("~\n".join(out) + "~\n").encode()
+
+
 def write_partners(folder: Path) -> tuple[Path, dict[str, str]]:
     """The demo partners plus the provider that bills ecm-clean.x12, with fresh tokens."""
     from gateway.pipeline.partners import issue_demo_tokens

@@ -127,3 +127,44 @@ def test_a_killed_celery_worker_loses_nothing(tmp_path, pg_and_redis):
             assert roles == {"ack-999": 1, "ack-277ca": 1, "routed-837p": 1}
         plan_box = [d["submission_id"] for d in store.mailbox("demo-plan")]
         assert sorted(plan_box) == sorted(ids)
+
+
+def test_a_large_file_is_split_across_the_celery_workers_and_merged(tmp_path, pg_and_redis):
+    from test_split import FILE, normalised
+
+    from gateway.pipeline.partners import Partners
+    from gateway.pipeline.process import process
+
+    url, broker = pg_and_redis
+    partners, tokens = write_partners(tmp_path)
+    reference = Store(f"sqlite:///{tmp_path / 'reference.sqlite'}")
+    whole = reference.receive(partner="valley", channel="api", kind="x12", filename=None,
+                              payload=FILE).submission_id
+    process(reference, Partners.load(partners), whole)
+    env = {"ECM_GATEWAY_VAR": str(tmp_path / "var"), "ECM_GATEWAY_SPLIT_BYTES": "1000",
+           "ECM_GATEWAY_SPLIT_TRANSACTIONS": "2"}
+    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+    with ExitStack() as stack:
+        workers = [start_worker(url, broker, partners, log, env, name=f"s{n}@test")
+                   for n, log in enumerate(logs)]
+        stack.callback(lambda: [w.stop() for w in workers])
+        server = Gateway(url, partners, tmp_path / "server.log", env, queue=broker)
+        stack.callback(server.stop)
+        store = Store(url)
+        stack.callback(store.close)
+        answer = httpx.post(f"{server.base}/x12", content=FILE, timeout=60,
+                            headers={"Authorization": f"Bearer {tokens['valley']}"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "routed"
+        expected_999 = next(store_doc for store_doc in [
+            reference.document(d["id"])["content"].decode()
+            for d in reference.documents(whole) if d["role"] == "ack-999"])
+        assert normalised(body["ack_999"]) == normalised(expected_999)
+        sid = body["submission_id"]
+        assert len(store.parts_of(sid)) == 3
+        assert store.findings(sid) == reference.findings(whole)
+        texts = [log.read_text() for log in logs]
+        assert sum(t.count('"message": "submission processed"') for t in texts) == 3
+        assert sum(t.count('"message": "parts merged"') for t in texts) == 1
+    reference.close()

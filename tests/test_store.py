@@ -204,13 +204,13 @@ def test_claim_next_takes_the_oldest_once(store):
     assert store.claim(ids[1], "w1", LEASE) == "claimed"
     assert store.claim(ids[1], "w2", LEASE) == "busy"
     assert [store.claim_next("w2", LEASE) for _ in range(4)] == [ids[3], ids[2], ids[0], None]
-    assert store.queue_depth() == {"queued": 0, "running": 4, "done": 0}
+    assert store.queue_depth() == {"queued": 0, "running": 4, "waiting": 0, "done": 0}
     assert store.submission(ids[3])["run_state"] == "running"
     assert store.finish(ids[1], "w1") and not store.finish(ids[1], "w1")
     assert not store.finish(ids[3], "w1")  # not w1's lease
     assert store.claim(ids[1], "w3", LEASE) == "done"
     assert store.claim("missing", "w3", LEASE) == "missing"
-    assert store.queue_depth() == {"queued": 0, "running": 3, "done": 1}
+    assert store.queue_depth() == {"queued": 0, "running": 3, "waiting": 0, "done": 1}
 
 
 def test_a_submission_processed_at_once_is_born_claimed(store):

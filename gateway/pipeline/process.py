@@ -146,14 +146,18 @@ def process(store: Store, partners: Partners, submission_id: str, sleep=None,
 
 
 def run_claimed(store: Store, partners: Partners, submission_id: str, worker: str, sleep=None,
-                lease: timedelta = LEASE) -> Outcome:
+                lease: timedelta = LEASE, work=None) -> Outcome:
     """Run a submission ``worker`` has claimed through its pipeline, retrying a failing run
     with backoff (each retry starts from a clean slate); a run that keeps failing leaves the
     submission in ``dead_letter`` with the error (the raw payload stays, for replay). The run
-    ends with :meth:`Store.finish`, which makes its outputs deliverable."""
+    ends with :meth:`Store.finish`, which makes its outputs deliverable. ``work(store,
+    partners, submission_id)`` replaces the pipeline (the merge of a split file)."""
     sleep = sleep or time.sleep
     with _Heartbeat(store, submission_id, worker, lease):
-        outcome = _run(store, partners, submission_id, sleep)
+        if work is not None:
+            outcome = work(store, partners, submission_id)
+        else:
+            outcome = _run(store, partners, submission_id, sleep)
     if not store.finish(submission_id, worker):
         log.warning("lease lost before the end of the run; another worker redoes it",
                     extra={"submission_id": submission_id})

@@ -92,7 +92,8 @@ submissions = Table(
     Column("summary", JSON),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    # the work queue (see "Queue" below): queued -> running (leased by one worker) -> done
+    # the work queue (see "Queue" below): queued -> running (leased by one worker) -> done;
+    # a large file split into parts is ``waiting`` for them between its split and its merge
     Column("run_state", String(12), nullable=False, default="queued"),
     Column("lease_owner", String(200)),
     Column("lease_until", UTCDateTime),
@@ -166,7 +167,8 @@ _SUBMISSION_FIELDS = ("id", "partner", "channel", "kind", "filename", "status", 
                       "size", "idempotency_key", "x12_key", "created_at", "updated_at",
                       "parent_id", "attempts", "summary", "run_state", "started_at",
                       "finished_at")
-RUN_STATES = ("queued", "running", "done")
+RUN_STATES = ("queued", "running", "waiting", "done")
+SPLIT_CHANNEL = "split"  # the parts of a large file (see gateway.pipeline.split)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _DOCUMENT_FIELDS = ("id", "submission_id", "role", "name", "media_type", "recipient", "size",
                     "created_at", "delivered_at", "parent_document")
@@ -343,7 +345,8 @@ class Store:
               now: datetime | None = None) -> str:
         """Try to take ``submission_id`` for ``worker``: ``"claimed"`` (it is yours until
         ``lease`` passes, see :meth:`extend_lease`), ``"busy"`` (another worker's lease is
-        live), ``"done"`` (already finished) or ``"missing"``."""
+        live), ``"waiting"`` (split into parts, see :meth:`claim_merge`), ``"done"`` (already
+        finished) or ``"missing"``."""
         now = _utc(now)
         c = submissions.c
         with self._write() as conn:
@@ -354,7 +357,7 @@ class Store:
                 _discard_outputs(conn, submission_id)
                 return "claimed"
             state = conn.execute(select(c.run_state).where(c.id == submission_id)).scalar()
-        return {None: "missing", "done": "done"}.get(state, "busy")
+        return {None: "missing", "done": "done", "waiting": "waiting"}.get(state, "busy")
 
     def claim_next(self, worker: str, lease: timedelta, now: datetime | None = None
                    ) -> str | None:
@@ -384,6 +387,36 @@ class Store:
             result = conn.execute(update(submissions).where(
                 c.id == submission_id, c.run_state == "running", c.lease_owner == worker)
                 .values(lease_until=now + lease))
+        return result.rowcount == 1
+
+    def parts_of(self, parent_id: str) -> list[dict]:
+        """The parts a large submission was split into, in part order (by file name)."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = conn.execute(_select_submissions().where(
+                c.parent_id == parent_id, c.channel == SPLIT_CHANNEL).order_by(c.filename)
+            ).mappings()
+            return [_submission_dict(r) for r in rows]
+
+    def await_parts(self, submission_id: str, worker: str) -> bool:
+        """``worker`` split the submission into parts: it now waits for them (no lease)."""
+        c = submissions.c
+        with self._write() as conn:
+            result = conn.execute(update(submissions).where(
+                c.id == submission_id, c.run_state == "running", c.lease_owner == worker)
+                .values(run_state="waiting", lease_owner=None, lease_until=None))
+        return result.rowcount == 1
+
+    def claim_merge(self, submission_id: str, worker: str, lease: timedelta,
+                    now: datetime | None = None) -> bool:
+        """Take a ``waiting`` submission for its merge, once every part is done (one UPDATE:
+        when the last two parts finish together, one of their merges wins)."""
+        now = _utc(now)
+        c = submissions.c
+        with self._write() as conn:
+            result = conn.execute(update(submissions).where(
+                c.id == submission_id, c.run_state == "waiting", ~_unfinished_parts())
+                .values(run_state="running", lease_owner=worker, lease_until=now + lease))
         return result.rowcount == 1
 
     def restart_run(self, submission_id: str) -> None:
@@ -434,14 +467,16 @@ class Store:
     def overdue(self, redeliver_after: timedelta, limit: int = 500,
                 now: datetime | None = None) -> list[str]:
         """Submissions a broker may have lost: queued and not handed over since
-        ``redeliver_after``, or running under an expired lease (a killed worker). Oldest first."""
+        ``redeliver_after``, running under an expired lease (a killed worker), or waiting for
+        parts that are all done (a lost merge). Oldest first."""
         now = _utc(now)
         c = submissions.c
         stale = (c.run_state == "queued") & ((c.enqueued_at.is_(None))
                                               | (c.enqueued_at < now - redeliver_after))
         expired = (c.run_state == "running") & (c.lease_until < now)
+        mergeable = (c.run_state == "waiting") & ~_unfinished_parts()
         with self._read() as conn:
-            return list(conn.execute(select(c.id).where(stale | expired)
+            return list(conn.execute(select(c.id).where(stale | expired | mergeable)
                                      .order_by(c.created_at, c.id).limit(limit)).scalars())
 
     def queued(self, limit: int = 10) -> list[str]:
@@ -571,12 +606,14 @@ class Store:
 
     def mailbox(self, partner: str) -> list[dict]:
         """Documents addressed to ``partner``, newest first (without content); only those of
-        finished runs (``done``), so nothing of a run that may still be redone is handed out."""
+        finished runs (``done``), so nothing of a run that may still be redone is handed out,
+        and not those of the parts of a split file (their merge is)."""
         c = documents_table.c
         with self._read() as conn:
             rows = conn.execute(_select_documents().join(
                 submissions, submissions.c.id == c.submission_id)
-                .where(c.recipient == partner, submissions.c.run_state == "done")
+                .where(c.recipient == partner, submissions.c.run_state == "done",
+                       submissions.c.channel != SPLIT_CHANNEL)
                 .order_by(c.created_at.desc(), c.id)).mappings()
             return [dict(r) for r in rows]
 
@@ -627,6 +664,14 @@ def _ms(delta: timedelta) -> int:
 def _claimable(now: datetime):
     c = submissions.c
     return (c.run_state == "queued") | ((c.run_state == "running") & (c.lease_until < now))
+
+
+def _unfinished_parts():
+    """EXISTS a part of the outer submission row that is not done."""
+    part = submissions.alias("part")
+    return select(part.c.id).where(part.c.parent_id == submissions.c.id,
+                                   part.c.channel == SPLIT_CHANNEL,
+                                   part.c.run_state != "done").exists()
 
 
 def _discard_outputs(conn: Connection, submission_id: str) -> None:

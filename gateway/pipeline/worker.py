@@ -53,17 +53,37 @@ def _store_and_partners():
 
 
 def process_submission(task, submission_id: str) -> str:
-    """Claim and run one submission; returns its state after the attempt."""
+    """Claim and run one submission; returns its state after the attempt. A large X12 file is
+    split into parts instead (:mod:`gateway.pipeline.split`), each sent as a task of its own;
+    the task of a part that finishes asks for the merge of its file, which the last one gets."""
     from gateway.pipeline.process import LEASE, run_claimed, worker_id
+    from gateway.pipeline.split import merge_parts, split_submission
 
     store, partners = _store_and_partners()
     worker = worker_id()
     state = store.claim(submission_id, worker, LEASE)
     if state == "busy":  # another worker's live lease: look again when it would have expired
         raise task.retry(countdown=LEASE.total_seconds() + 1)
+    if state == "waiting":
+        if not store.claim_merge(submission_id, worker, LEASE):
+            return "waiting"  # parts still running: the last one asks again
+        outcome = run_claimed(store, partners, submission_id, worker, work=merge_parts)
+        log.info("parts merged", extra={"submission_id": submission_id,
+                                        "status": outcome.status})
+        return outcome.status
     if state != "claimed":
         return state
+    parts = split_submission(store, submission_id, worker)
+    if parts:
+        for part in parts:
+            task.app.send_task(TASK, args=[part])
+        store.mark_enqueued(parts)
+        task.app.send_task(TASK, args=[submission_id])  # merges at once if parts were done
+        return "waiting"
     outcome = run_claimed(store, partners, submission_id, worker)
+    found = store.submission(submission_id)
+    if found["channel"] == "split" and found["parent_id"]:
+        task.app.send_task(TASK, args=[found["parent_id"]])
     log.info("submission processed", extra={"submission_id": submission_id,
                                             "status": outcome.status,
                                             "findings": outcome.findings})
