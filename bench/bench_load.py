@@ -1,7 +1,8 @@
 """Benchmark: submissions per second and latency of the whole gateway, over HTTP.
 
-``--count`` submissions (default 1,000) of a small 837P (``fixtures/837p/ecm-clean.x12``, 12
-claims, each copy with its own ISA13 so none is a resubmission) are POSTed to ``/x12`` by
+``--count`` submissions (default 1,000) of a small 837P (the first claim of
+``fixtures/837p/ecm-clean.x12``, each copy with its own ISA13 so none is a resubmission) are
+POSTed to ``/x12`` by
 ``--clients`` concurrent clients (default 10), each waiting for the synchronous answer (the
 999), against two deployments started here on loopback:
 
@@ -43,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import (  # noqa: E402
-    Gateway, Unavailable, postgres, redis_server, start_worker, wait_for, write_partners,
-    x12_variant,
+    SMALL_837, Gateway, Unavailable, postgres, redis_server, start_worker, wait_for,
+    write_partners, x12_variant,
 )
 
 from gateway.pipeline.store import Store  # noqa: E402
@@ -85,7 +86,7 @@ def run_load(base: str, token: str, count: int, clients: int, first_number: int 
                     return
                 started = time.perf_counter()
                 try:
-                    answer = http.post("/x12", content=x12_variant(number))
+                    answer = http.post("/x12", content=x12_variant(number, SMALL_837))
                 except httpx.HTTPError as exc:
                     with lock:
                         result.errors.append(f"{number}: {exc.__class__.__name__}")

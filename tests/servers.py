@@ -53,6 +53,25 @@ def x12_variant(number: int, base: bytes = CLEAN_837) -> bytes:
     return text.encode("latin-1")
 
 
+def _first_claim_only(base: bytes) -> bytes:
+    """``base`` (one transaction set) cut after its first claim: the smallest valid 837P."""
+    segments = [s for s in base.decode("latin-1").split("~\n") if s]
+    claims = [n for n, s in enumerate(segments) if s.startswith("CLM*")]
+    if len(claims) < 2:
+        return base
+    end = claims[1]
+    while not segments[end - 1].startswith(("DTP*472", "SV1", "LX")):
+        end -= 1  # back over the next claim's HL / subscriber segments
+    body = segments[2:end]
+    sep = segments[0][3]
+    control = body[0].split(sep)[2]
+    return ("~\n".join([*segments[:2], *body, f"SE{sep}{len(body) + 1}{sep}{control}",
+                         *segments[-2:]]) + "~\n").encode("latin-1")
+
+
+SMALL_837 = _first_claim_only(CLEAN_837)
+
+
 def multi_transaction(count: int, defective: tuple[int, ...] = ()) -> bytes:
     """One interchange, one group, ``count`` transaction sets: each the 12 claims of
     ecm-clean.x12 (claim ids made unique per set), the sets numbered in ``defective`` taken
