@@ -210,6 +210,8 @@ def cmd_convert(args) -> int:
         raise UsageError("--report goes with invoices")
     if kind == "invoice" and args.to == "837p":
         return _convert_invoice(args)
+    if kind == "fhir" or (args.to == "fhir" and kind in ("mif", "837p", "json")):
+        return _convert_fhir(args, kind)
     allowed = TARGETS_BY_KIND.get(kind, ())
     if args.to not in allowed:
         what = f"{kind} → {args.to}"
@@ -227,10 +229,37 @@ def cmd_convert(args) -> int:
         return _summarise(done.findings)
     settings = envelope_settings(args.envelope)
     encounters = read_canonical(args.file)
-    isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
     with _output(args.output) as out:
-        canonical_to_837p(encounters, out, settings, ControlNumbers(isa, gs), datetime.now())
+        canonical_to_837p(encounters, out, settings, _control_numbers(settings), datetime.now())
     return EXIT_OK
+
+
+def _control_numbers(settings) -> ControlNumbers:
+    """The next ISA13 and GS06 of the envelope profile (persistent counters under var/)."""
+    return ControlNumbers(*(next_numbers(f"{name}:{settings.name}")[0]
+                            for name in ("isa13", "gs06")))
+
+
+def _convert_fhir(args, kind: str) -> int:
+    """FHIR in (CarePlan → rtf/837p, ServiceRequest → json, Task → rtf) or out (MIF, 837P or
+    canonical JSON → a FHIR Bundle); the mappings are data in mappings/fhir/."""
+    from gateway.fhir.mapping.convert import FhirConversionUsageError, convert_fhir
+
+    rules, registry_reports = _ecm_rules(args)
+    for report in registry_reports:
+        _summarise(report.findings)
+    settings = envelope_settings(args.envelope)
+    try:
+        with _output(args.output) as out:
+            done = convert_fhir(args.file, args.to, out, settings=settings,
+                                controls=_control_numbers(settings), when=datetime.now(),
+                                rules=rules)
+    except FhirConversionUsageError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.to == "837p" and not done.written:
+        print("nothing to write: no completed ECM/CS activity became an encounter line",
+              file=sys.stderr)
+    return _summarise(done.findings)
 
 
 @contextmanager
@@ -267,11 +296,10 @@ def _convert_invoice(args) -> int:
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
-    isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
     result = None
     try:
         with _output(args.output) as out:
-            writer = Encounter837Writer(out, settings, ControlNumbers(isa, gs), datetime.now())
+            writer = Encounter837Writer(out, settings, _control_numbers(settings), datetime.now())
             with _progress(f"reading {args.file.name}") as progress:
                 report = validate_invoice(args.file, rules, args.envelope, progress=progress,
                                           received=args.received, on_encounter=writer.write)
@@ -298,9 +326,8 @@ def _split(args) -> int:
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
-    isa, gs = (next_numbers(f"{name}:{settings.name}")[0] for name in ("isa13", "gs06"))
     with _output(args.output) as out:
-        done = split_837p(args.file, out, settings, ControlNumbers(isa, gs), datetime.now(),
+        done = split_837p(args.file, out, settings, _control_numbers(settings), datetime.now(),
                           rules=rules)
     print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
           file=sys.stderr)
@@ -430,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
             UnknownPartner) as exc:
         print(f"ecm-gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         print(f"ecm-gateway: error: {exc.strerror or exc}: {exc.filename or ''}",
               file=sys.stderr)

@@ -17,7 +17,7 @@ from gateway.x12.validate import validate_x12
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
 TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice")
-NOT_YET = {"274", "fhir", "json"}
+NOT_YET = {"274", "json", "state-response"}
 
 
 class UnsupportedKind(ValueError):
@@ -100,11 +100,23 @@ def validate_table(path: Path, found: str, kind: str, rules=None,
                              "rejected_rows": table.rows_rejected, "layout": table.layout})
 
 
+def _validate_fhir(path: Path) -> FileReport:
+    from gateway.fhir.report import validate_fhir_file  # imports this module's FileReport
+
+    return validate_fhir_file(path)
+
+
 def validate_file(path: Path, kind: str = "auto", rules=None,
                   received: date | None = None) -> FileReport:
     """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2).
     ``rules`` (an :class:`~gateway.ecm.rules.EncounterRules`) adds the ECM rules to 837P."""
+    if kind == "fhir":  # even a body that does not parse is reported as FHIR findings
+        return _validate_fhir(path)
     found = sniff(path)
+    if found == "fhir":
+        if kind not in ("auto", "fhir"):
+            raise UnsupportedKind(f"{path}: a FHIR resource, not a {kind} file")
+        return _validate_fhir(path)
     if found in NOT_YET or (kind != "auto" and kind in NOT_YET):
         shown = kind if kind != "auto" else found
         raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")
