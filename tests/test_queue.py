@@ -184,3 +184,16 @@ def _wait(predicate, timeout: float = 30) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_queue_options_are_checked(tmp_path, capsys):
+    from gateway.cli import main
+
+    issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "p.yaml")
+    assert main(["worker", "--store", "sqlite://", "--queue", "amqp://x", "--partners",
+                 str(tmp_path / "p.yaml")]) == 2
+    assert "redis://host:port/db" in capsys.readouterr().err
+    assert main(["worker", "--store", "sqlite://", "--queue", "redis://x", "--partners",
+                 str(tmp_path / "missing.yaml")]) == 2
+    assert main(["serve", "--partners", str(tmp_path / "p.yaml"), "--queue", "kafka://x"]) == 2
+    assert "give a redis://" in capsys.readouterr().err

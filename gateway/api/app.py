@@ -183,7 +183,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         store.audit(actor=partner.id, action="read", target=submission_id)
         documents = [{**{k: d[k] for k in ("id", "role", "name", "media_type", "size")},
                       "href": f"/mailbox/{d['id']}"}
-                     for d in store.documents(submission_id) if d.get("recipient") == partner.id]
+                     for d in store.documents(submission_id) if d.get("recipient") == partner.id
+                     and found["run_state"] == "done"]  # an unfinished run may be redone
         return {**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in found.items()},
                 "findings": store.findings(submission_id), "documents": documents}
