@@ -2,6 +2,8 @@
 encounter to the 837P the gateway sent to the state, updating statuses and history, and the
 readable summaries to the plan and to the provider that first sent a denied encounter."""
 
+from datetime import date
+
 import pytest
 from conftest import FIXTURES
 from server_world import MIXED, make_world
@@ -261,3 +263,60 @@ def test_a_replayed_response_replaces_its_statuses(sent):
         assert list(keys) == [sid]
         assert len(conn.execute(select(state_status.c.id)).all()) == 6
     assert registry_counts(world.registry)["history"] == 5
+
+
+# -- large files split across workers (gateway.pipeline.split) ------------------------------------
+def test_split_parts_keep_their_own_history_and_a_replay_replaces_them(sent):
+    from gateway.pipeline.registries import clear_history, history_source
+
+    world, plan_sid = sent
+    store = world.store
+
+    def part(parent, number):
+        return store.receive(partner="demo-plan", channel="split", kind="x12",
+                             filename=f"part-{number:05d}.x12", payload=f"{parent}{number}".encode(),
+                             parent_id=parent).submission_id
+
+    assert history_source(store, plan_sid) == f"submission:{plan_sid}"
+    assert history_source(store, part(plan_sid, 2)) == f"submission:{plan_sid}:part-00002.x12"
+    replayed = store.receive(partner="demo-plan", channel="replay", kind="x12", filename=None,
+                             payload=MIXED, parent_id=plan_sid).submission_id
+    assert history_source(store, part(replayed, 2)) == f"submission:{plan_sid}:part-00002.x12"
+    # processed whole again, the file clears what its parts once put into the history
+    world.registry.load_history([{"cin": "91230000A", "service_date": date(2025, 6, 20),
+                                  "claim_id": "PART-CLAIM", "line_number": 1}],
+                                source=f"submission:{plan_sid}:part-00002.x12")
+    assert clear_history(world.registry, f"submission:{plan_sid}") == 4 + 1
+
+
+def test_a_merged_document_is_reindexed(sent):
+    from gateway.pipeline.registries import find_routed, reindex_routed
+
+    world, plan_sid = sent
+    store = world.store
+    [routed] = [d for d in store.documents(plan_sid) if d["role"] == "routed-837p"]
+    content = store.document(routed["id"])["content"]
+    merged = content.replace(b"*000000001*", b"*000000077*")  # a merge gets new numbers
+    store.add_document(plan_sid, role="routed-837p", name="merged.837p.x12", content=merged,
+                       media_type="application/edi-x12", recipient="dhcs")
+    assert reindex_routed(store, world.partners, plan_sid) == 8  # two documents, 4 claims each
+    found = find_routed(world.registry, isa13="77", claim_id="MIX-C-GOOD", recipients=["dhcs"])
+    assert found["submission_id"] == plan_sid
+    assert found["history_source"] == f"submission:{plan_sid}"
+
+
+def test_an_unknown_isa13_links_only_claims_sent_once(sent):
+    world, _ = sent
+    other = RESPONSE.replace(b"<ISA13>000000001</ISA13>", b"<ISA13>000000999</ISA13>")
+    done = world.upload("dhcs", STATE / "response-mixed.xml", payload=other)
+    summary = world.store.submission(done.submission_id)["summary"]
+    assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (3, 1, 1)
+    # the plan sends the file again: MIX-A-GOOD (denied, so out of the history) goes to the
+    # state a second time, the others are now duplicates of the history and stay behind
+    resent = world.send("demo-plan", MIXED.replace(b"000000501", b"000000502"))
+    assert world.store.submission(resent.submission_id)["summary"]["routed"] == {"dhcs": 1}
+    again = world.upload("dhcs", STATE / "response-mixed.xml",
+                         payload=other.replace(b"E2026", b"F2026"))
+    summary = world.store.submission(again.submission_id)["summary"]
+    # MIX-A-GOOD was sent twice: no guessing which one is meant
+    assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (3, 0, 2)

@@ -162,16 +162,30 @@ def plan_of_source(source: str | None) -> str | None:
 
 
 def history_source(store, submission_id: str) -> str:
-    """``submission:<first submission of the replay chain>``."""
+    """``submission:<first submission of the replay chain>``; a part of a large file split
+    across workers (channel ``split``) adds its part name, so parts do not replace each
+    other's lines: ``submission:<root>:part-00002.x12``."""
+    found = store.submission(submission_id) or {}
+    if found.get("channel") == "split" and found.get("parent_id"):
+        return f"{history_source(store, found['parent_id'])}:{found.get('filename') or ''}"
     root = submission_id
     seen = set()
     while True:
-        found = store.submission(root)
         parent = found.get("parent_id") if found else None
         if not parent or parent in seen:
             return f"submission:{root}"
         seen.add(root)
         root = parent
+        found = store.submission(root)
+
+
+def clear_history(registry: Registry, source: str) -> int:
+    """Remove what an earlier run put into the history under ``source`` — including, for a
+    whole file, the lines its parts put there when it was once processed split."""
+    c = history.c
+    with registry.engine.begin() as conn:
+        return conn.execute(delete(history).where(
+            (c.source == source) | c.source.like(f"{source}:part-%"))).rowcount
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -276,6 +290,43 @@ def find_routed(registry: Registry, *, isa13: str, claim_id: str, gs06: str = ""
     return dict(row) if row else None
 
 
+def find_routed_by_claim(registry: Registry, *, claim_id: str, recipients: Iterable[str],
+                         sender: str | None = None) -> dict | None:
+    """When no routed document carries the response's ISA13 (e.g. a file whose parts were
+    merged into one document by a process that did not re-index it): the claim, if exactly one
+    routed 837P sent it to the state."""
+    c = routed_claims.c
+    query = select(routed_claims).where(c.claim_id == claim_id,
+                                        c.recipient.in_(list(recipients)))
+    if sender:
+        query = query.where(c.sender == sender)
+    with registry.engine.connect() as conn:
+        rows = conn.execute(query.order_by(c.id.desc()).limit(2)).mappings().all()
+    return dict(rows[0]) if len(rows) == 1 else None
+
+
+def reindex_routed(store, partners, submission_id: str) -> int:
+    """Index the routed 837P documents of ``submission_id`` afresh — for the original of a
+    large file after its parts' results were merged into new documents (the parts' documents
+    are never delivered, so the state answers the merged one's ISA13). Returns the claims
+    indexed."""
+    registry = server_registry(store)
+    found = store.submission(submission_id)
+    forget_routed(registry, submission_id)
+    count = 0
+    for document in store.documents(submission_id):
+        if document["role"] != "routed-837p":
+            continue
+        recipient = partners.partners.get(document["recipient"])
+        to_state = recipient is not None and recipient.role == "state"
+        count += record_routed(
+            registry, submission_id=submission_id, sender=found["partner"],
+            recipient=document["recipient"], document_id=document["id"],
+            x12=store.document(document["id"])["content"],
+            history_source=history_source(store, submission_id) if to_state else None)
+    return count
+
+
 def _control(value: str) -> str:
     """Control numbers compared by value: ``000000501`` (ISA13 as written) and ``501`` (as a
     response may give it) are the same."""
@@ -310,7 +361,8 @@ def remove_denied_history(registry: Registry, source: str, claim_id: str,
                           line_number: int | None = None) -> int:
     """Take a denied encounter (``line_number`` None) or line out of the history."""
     c = history.c
-    query = delete(history).where(c.source == source, c.claim_id == claim_id)
+    query = delete(history).where((c.source == source) | c.source.like(f"{source}:part-%"),
+                                  c.claim_id == claim_id)
     if line_number is not None:
         query = query.where(c.line_number == line_number)
     with registry.engine.begin() as conn:

@@ -38,6 +38,7 @@ from gateway.pipeline.extract import process_history_extract
 from gateway.pipeline.forward import table_subset
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
+    clear_history,
     forget_routed,
     history_source,
     load_plan_members,
@@ -185,7 +186,7 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
     source = history_source(store, submission_id) if partner.role == "plan" else None
     if source is not None:
         # an earlier run's lines must not make this run's claims duplicates of themselves
-        replace_history(registry, source, [])
+        clear_history(registry, source)
     try:
         result = validate_x12(payload, keep_encounters=True, rules=server_rules(registry))
     except NotX12Error as exc:

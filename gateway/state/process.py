@@ -19,6 +19,7 @@ from datetime import datetime
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
     find_routed,
+    find_routed_by_claim,
     history_source,
     origin_of,
     remove_denied_history,
@@ -88,6 +89,9 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
         routed = find_routed(registry, isa13=transaction.isa13, gs06=transaction.gs06,
                              st02=transaction.st02, claim_id=encounter.claim_id, sender=sender,
                              recipients=states)
+        if routed is None:
+            routed = find_routed_by_claim(registry, claim_id=encounter.claim_id,
+                                          recipients=states, sender=sender)
         if routed is None:
             counts["unmatched"] += 1
             finding = catalogue.finding("STATE-LINK-001", f"Encounter[{t_number}]", None,
