@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from gateway.findings import Finding
 from gateway.pipeline.partners import Partners
+from gateway.pipeline.registries import reindex_routed
 from gateway.pipeline.steps import X12_MEDIA, Outcome
 from gateway.pipeline.store import SPLIT_CHANNEL, Store
 
@@ -197,6 +198,7 @@ def merge_parts(store: Store, partners: Partners, submission_id: str) -> Outcome
                                name=f"{submission_id}.837p.x12",
                                content=merge_transactions(texts).encode("latin-1"),
                                media_type=X12_MEDIA, recipient=recipient)
+        reindex_routed(store, partners, submission_id)  # the state answers these documents
         status = "routed"
     elif all(p["status"] == "rejected" for p in parts):
         status = "rejected"
