@@ -58,31 +58,27 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
         mine.append(a.provider_tin.in_(list(provider.tins)))
     if not mine:
         return []
+    within = and_(h.cin == a.cin,
+                  or_(a.benefit_start.is_(None), h.service_date >= a.benefit_start),
+                  or_(a.benefit_end.is_(None), h.service_date <= a.benefit_end))
+    query = (select(a.source, h.cin, h.service_date, h.procedure_code, h.modifiers, h.units,
+                    h.place_of_service, h.billing_npi, h.rendering_npi, h.claim_id,
+                    h.line_number)
+             .select_from(assignments.join(history, within)).where(or_(*mine)))
     rows: dict[tuple, dict] = {}
     with registry.engine.connect() as conn:
-        periods = conn.execute(select(a.cin, a.benefit_start, a.benefit_end, a.source)
-                               .where(or_(*mine))).all()
-        for cin, start, end, source in periods:
-            within = [h.cin == cin]
-            if start is not None:
-                within.append(h.service_date >= start)
-            if end is not None:
-                within.append(h.service_date <= end)
-            query = select(h.cin, h.service_date, h.procedure_code, h.modifiers, h.units,
-                           h.place_of_service, h.billing_npi, h.rendering_npi, h.claim_id,
-                           h.line_number).where(and_(*within))
-            for line in conn.execute(query).mappings():
-                key = (line["cin"], line["service_date"], line["claim_id"],
-                       line["line_number"], line["billing_npi"], line["procedure_code"])
-                rows.setdefault(key, {
-                    "member_cin": line["cin"], "plan": plan_of_source(source) or "",
-                    "service_date": line["service_date"].isoformat(),
-                    "procedure_code": line["procedure_code"] or "",
-                    "modifiers": line["modifiers"] or "", "units": line["units"] or "",
-                    "place_of_service": line["place_of_service"] or "",
-                    "billing_npi": line["billing_npi"] or "",
-                    "rendering_npi": line["rendering_npi"] or "",
-                    "claim_id": line["claim_id"] or "", "line_number": line["line_number"] or ""})
+        for line in conn.execute(query).mappings():
+            key = (line["cin"], line["service_date"], line["claim_id"], line["line_number"],
+                   line["billing_npi"], line["procedure_code"])
+            rows.setdefault(key, {
+                "member_cin": line["cin"], "plan": plan_of_source(line["source"]) or "",
+                "service_date": line["service_date"].isoformat(),
+                "procedure_code": line["procedure_code"] or "",
+                "modifiers": line["modifiers"] or "", "units": line["units"] or "",
+                "place_of_service": line["place_of_service"] or "",
+                "billing_npi": line["billing_npi"] or "",
+                "rendering_npi": line["rendering_npi"] or "",
+                "claim_id": line["claim_id"] or "", "line_number": line["line_number"] or ""})
     return [rows[k] for k in sorted(rows, key=lambda k: tuple(str(x) for x in k))]
 
 
