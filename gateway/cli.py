@@ -364,6 +364,9 @@ def cmd_ack(args) -> int:
 def cmd_serve(args) -> int:
     import uvicorn
 
+    if args.queue and not args.queue.startswith(("redis://", "rediss://")):
+        raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
+
     from gateway import logs
     from gateway.api.app import create_app
     from gateway.paths import HOME, var_dir
@@ -386,8 +389,6 @@ def cmd_serve(args) -> int:
         print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
-    if args.queue and not args.queue.startswith(("redis://", "rediss://")):
-        raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
     uvicorn.run(create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
                            workers=args.workers), host=args.host, port=args.port,
                 log_level="info")
