@@ -46,6 +46,7 @@ from gateway.pipeline.registries import (
     plans_of_members,
     record_routed,
     replace_history,
+    route_to_members_plan,
     server_registry,
     server_rules,
 )
@@ -104,16 +105,12 @@ def _claim_targets(partners: Partners, registry, partner: Partner, encounters: l
     A plan's encounters go to the state."""
     member_plans = plans_of_members(registry, {e.member.cin for e in encounters}) \
         if partner.role == "provider" else {}
-    payer_plan = {pid: p.id for p in partners.partners.values() if p.role == "plan"
-                  for pid in p.payer_ids}
     groups: dict[str, list] = {}
     nowhere = []
     for encounter in encounters:
-        plans = member_plans.get(encounter.member.cin, [])
-        named = payer_plan.get(encounter.payer.id, "")
-        plan_id = named if named in plans else (plans[0] if plans else "")
-        target = partners.route(kind, partner, encounter.payer.id, plan_id=plan_id)
-        if target is None or target.id == partner.id:
+        target = route_to_members_plan(partners, partner, kind, encounter.member.cin,
+                                       encounter.payer.id, member_plans)
+        if target is None:
             nowhere.append(encounter)
         else:
             groups.setdefault(target.id, []).append(encounter)

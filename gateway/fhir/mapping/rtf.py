@@ -92,10 +92,12 @@ def _rows(data: dict, resource_type: str, spec_name: str, extra: dict, layout: s
 
 
 def tasks_to_rtf(data: dict, today: date | None = None, layout: str = "default",
-                 catalogue: RuleCatalogue | None = None
+                 catalogue: RuleCatalogue | None = None, fill: dict | None = None
                  ) -> tuple[list[dict[str, str]], list[Finding]]:
-    """Every Task of ``data`` (a Task or a Bundle) as an RTF row."""
-    extra = {"rtf_production_date": today or date.today()}
+    """Every Task of ``data`` (a Task or a Bundle) as an RTF row; ``fill`` gives values (RTF
+    field names) for the fields the Task leaves empty (what the gateway knows: the sender,
+    the member's plan)."""
+    extra = {**(fill or {}), "rtf_production_date": today or date.today()}
     return _rows(data, "Task", "task-to-rtf", extra, layout, catalogue or default_catalogue())
 
 
@@ -108,12 +110,12 @@ def task_to_rtf(resource: dict, today: date | None = None, layout: str = "defaul
 
 def careplans_to_rtf(data: dict, today: date | None = None,
                      settings: EnvelopeSettings | None = None, layout: str = "default",
-                     catalogue: RuleCatalogue | None = None
+                     catalogue: RuleCatalogue | None = None, fill: dict | None = None
                      ) -> tuple[list[dict[str, str]], list[Finding]]:
     """Every CarePlan of ``data`` as an RTF row; the plan (MCP identifier and name) is the
-    envelope profile's receiver."""
+    envelope profile's receiver; ``fill`` as for :func:`tasks_to_rtf`."""
     settings = settings or envelope_settings("plan-default")
-    extra = {"rtf_production_date": today or date.today(),
+    extra = {**(fill or {}), "rtf_production_date": today or date.today(),
              "mcp_identifier": settings.receiver.id, "mcp_name": settings.receiver.name}
     return _rows(data, "CarePlan", "careplan-to-rtf", extra, layout,
                  catalogue or default_catalogue())
