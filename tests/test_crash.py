@@ -55,10 +55,11 @@ def test_sigkill_mid_batch_then_restart_completes_everything_exactly_once(tmp_pa
         # every dropped file stored (and archived), some of the batch done, the rest not
         assert wait_for(lambda: not any(inbox.iterdir())
                         and store.queue_depth()["done"] >= 10, 60)
-        server.kill()
+        wait_for(lambda: store.queue_depth()["running"] == 1, 10, interval=0.001)
+        server.kill()  # almost surely inside a run (runs are slow, the gaps between short)
         depth = store.queue_depth()
         assert depth["queued"] + depth["running"] > 0, depth  # the kill hit mid-batch
-        assert depth["running"] == 1  # one worker thread, killed inside a run
+        assert depth["running"] <= 1  # one worker thread
 
         server = Gateway(url, partners_file, log, env, drop=drop)
         ids += [s["id"] for s in store.submissions_for("valley", limit=1000)
@@ -79,7 +80,7 @@ def test_sigkill_mid_batch_then_restart_completes_everything_exactly_once(tmp_pa
             assert roles == ["ack-277ca", "ack-999", "routed-837p"], sid
             assert store.findings(sid) == expected_findings
             restarted += [h["status"] for h in store.history(sid)].count("validated") > 1
-        assert restarted <= 1  # only the run the kill interrupted started over
+        assert restarted <= depth["running"]  # only the run the kill interrupted started over
 
         # the plan's mailbox and outbox hold each routed 837P exactly once
         with httpx.Client(base_url=server.base, timeout=30) as client:

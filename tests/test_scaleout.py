@@ -114,8 +114,7 @@ def test_a_killed_celery_worker_loses_nothing(tmp_path, pg_and_redis):
             ids = [client.post("/x12", content=x12_variant(n)).json()["submission_id"]
                    for n in range(1, count + 1)]
         assert wait_for(lambda: store.queue_depth()["running"] == 1, 60)
-        slow.kill()  # inside a run: its lease stays behind, its task unacknowledged
-        assert store.queue_depth()["running"] == 1
+        slow.kill()  # inside a run (3 s long): its lease stays behind, its task unacknowledged
         fast = start_worker(url, broker, partners, tmp_path / "b.log", env, name="b@test")
         stack.callback(fast.stop)
         assert wait_for(lambda: store.queue_depth()["done"] == count, 120), \
