@@ -9,7 +9,10 @@ benefit period; columns are data (``mappings/history-extract/layout.yaml``).
 An extract is a submission of kind ``history-extract`` in the provider's name (channel
 ``schedule`` or ``api``), processed like any other (so it is queued, retried, finished and
 audited the same way); its CSV lands in the provider's mailbox (route ``history`` from
-``gateway`` to ``provider``).
+``gateway`` to ``provider``). In format ``fhir`` the same lines come as a FHIR Bundle
+(collection) of Encounter + Claim with their Patient, Coverage and Organizations
+(``mappings/fhir/history-to-bundle.yaml``); the route's ``formats`` (e.g. ``[csv, fhir]``)
+say which the schedule sends.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from gateway.registry.store import Registry, assignments, history
 
 KIND = "history-extract"
 CSV_MEDIA = "text/csv"
+FHIR_MEDIA = "application/fhir+json"
+FORMATS = ("csv", "fhir")
+SUFFIXES = {"csv": ".csv", "fhir": ".fhir.json"}
 LAYOUT = MAPPINGS / "history-extract" / "layout.yaml"
 INTERVALS = {"hourly": 3600, "daily": 86400, "weekly": 7 * 86400}
 log = logging.getLogger("gateway.extract")
@@ -63,7 +69,7 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
                   or_(a.benefit_end.is_(None), h.service_date <= a.benefit_end))
     query = (select(a.source, h.cin, h.service_date, h.procedure_code, h.modifiers, h.units,
                     h.place_of_service, h.billing_npi, h.rendering_npi, h.claim_id,
-                    h.line_number)
+                    h.line_number, a.last_name, a.first_name, a.birth_date)
              .select_from(assignments.join(history, within)).where(or_(*mine)))
     rows: dict[tuple, dict] = {}
     with registry.engine.connect() as conn:
@@ -78,7 +84,10 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
                 "place_of_service": line["place_of_service"] or "",
                 "billing_npi": line["billing_npi"] or "",
                 "rendering_npi": line["rendering_npi"] or "",
-                "claim_id": line["claim_id"] or "", "line_number": line["line_number"] or ""})
+                "claim_id": line["claim_id"] or "", "line_number": line["line_number"] or "",
+                # not extract columns: the member's name for the FHIR form
+                "member_last_name": line["last_name"], "member_first_name": line["first_name"],
+                "member_birth_date": line["birth_date"]})
     return [rows[k] for k in sorted(rows, key=lambda k: tuple(str(x) for x in k))]
 
 
@@ -92,10 +101,89 @@ def history_csv(rows: list[dict]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def history_bundle(rows: list[dict], partners: Partners, as_of: str | None = None) -> bytes:
+    """The history lines as a FHIR Bundle (collection): one Encounter and one Claim per claim
+    of a member and billing provider, with the Patient, Coverage, plan and billing
+    Organizations they point at (``mappings/fhir/history-to-bundle.yaml``)."""
+    from gateway.fhir.mapping.engine import TemplateEntries
+
+    claims: dict[tuple, list[dict]] = {}
+    for row in rows:
+        claims.setdefault((row["member_cin"], row["claim_id"], row["billing_npi"]),
+                          []).append(row)
+    entries = TemplateEntries("history-to-bundle",
+                              lambda lines, position: _claim_view(lines, position, partners))
+    bundle: dict = {"resourceType": "Bundle", "type": "collection"}
+    if as_of:
+        bundle["timestamp"] = datetime.fromisoformat(as_of).astimezone(UTC).isoformat(
+            timespec="seconds").replace("+00:00", "Z")
+    bundle["entry"] = [entry for lines in claims.values() for entry in entries.of(lines)]
+    return (json.dumps(bundle, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _claim_view(lines: list[dict], position: int, partners: Partners) -> dict:
+    from decimal import Decimal, InvalidOperation
+
+    from gateway.fhir.mapping.engine import systems
+
+    first = lines[0]
+    plan = partners.partners.get(first["plan"])
+    plan_id = (plan.payer_ids[0] if plan and plan.payer_ids else
+               (plan.plan_code if plan and plan.plan_code else first["plan"]))
+    days = sorted(line["service_date"] for line in lines)
+    items = []
+    for number, line in enumerate(sorted(lines, key=lambda x: (int(x["line_number"] or 0),
+                                                                x["service_date"])), start=1):
+        try:
+            units = Decimal(str(line["units"])) if line["units"] != "" else None
+        except InvalidOperation:
+            units = None
+        items.append({
+            "sequence": int(line["line_number"] or number),
+            "procedure_code": line["procedure_code"],
+            "modifiers": [m for m in str(line["modifiers"] or "").split(":") if m],
+            "units": units, "place_of_service": line["place_of_service"],
+            "served_on": line["service_date"]})
+    birth = first.get("member_birth_date")
+    return {
+        "member": {"cin": first["member_cin"], "last_name": first.get("member_last_name"),
+                   "first_name": first.get("member_first_name"),
+                   "birth_date": birth.isoformat() if birth else None},
+        "plan": {"id": plan_id, "name": plan.name if plan else None},
+        "billing": {"npi": first["billing_npi"]},
+        "claim": {"id": first["claim_id"]},
+        "claim_key": f"{position}|{first['member_cin']}|{first['claim_id']}|"
+                     f"{first['billing_npi']}",
+        "service_from": days[0], "service_to": days[-1],
+        "procedure_codes": list(dict.fromkeys(line["procedure_code"] for line in lines
+                                              if line["procedure_code"])),
+        "lines": items, "sys": systems(),
+    }
+
+
+def history_formats(partners: Partners) -> tuple[str, ...]:
+    """The formats the ``history`` route asks for (``formats: [csv, fhir]``); CSV when it
+    names none."""
+    for route in partners.routes:
+        if route.kind == "history" and route.source_role in ("gateway", "*"):
+            return tuple(getattr(route, "formats", ()) or ()) or ("csv",)
+    return ("csv",)
+
+
+def _formats(value) -> list[str]:
+    wanted = [value] if isinstance(value, str) else list(value or ["csv"])
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown or not wanted:
+        raise ExtractError(f"history extract format {unknown[0] if unknown else ''!r}: use "
+                           + " or ".join(FORMATS))
+    return list(dict.fromkeys(wanted))
+
+
 # -- the processing step -------------------------------------------------------------------------
 def process_history_extract(store, partners: Partners, partner: Partner, submission_id: str,
                             now: datetime | None = None):
-    """STEPS[``history-extract``]: the extract for the submission's partner (a provider)."""
+    """STEPS[``history-extract``]: the extract for the submission's partner (a provider), one
+    document per format the request names (CSV when it names none)."""
     from gateway.pipeline.steps import Outcome
 
     store.attempt(submission_id)
@@ -104,6 +192,11 @@ def process_history_extract(store, partners: Partners, partner: Partner, submiss
     if partner.role != "provider":
         store.set_status(submission_id, "rejected", error="history extracts are for providers")
         return Outcome(submission_id, "rejected", False, None, 0)
+    try:
+        formats = _formats(request.get("formats") or "csv")
+    except ExtractError as exc:
+        store.set_status(submission_id, "rejected", error=str(exc))
+        return Outcome(submission_id, "rejected", False, None, 0)
     rows = history_rows(server_registry(store), partner)
     target = partners.route("history", "gateway", npi=partner.npis[0] if partner.npis else "",
                             tin=partner.tins[0] if partner.tins else "")
@@ -111,31 +204,42 @@ def process_history_extract(store, partners: Partners, partner: Partner, submiss
     status = "validated"
     if target is not None and target.id == partner.id:
         stamp = datetime.fromisoformat(as_of).strftime("%Y%m%dT%H%M%SZ")
-        store.add_document(submission_id, role=KIND, name=f"history-{partner.id}-{stamp}.csv",
-                           content=history_csv(rows), media_type=CSV_MEDIA,
-                           recipient=partner.id)
+        for fmt in formats:
+            content = history_csv(rows) if fmt == "csv" else \
+                history_bundle(rows, partners, as_of)
+            store.add_document(submission_id, role=KIND,
+                               name=f"history-{partner.id}-{stamp}{SUFFIXES[fmt]}",
+                               content=content,
+                               media_type=CSV_MEDIA if fmt == "csv" else FHIR_MEDIA,
+                               recipient=partner.id)
         status = "routed"
         store.set_status(submission_id, status)
     store.set_summary(submission_id, {
         "kind": KIND, "as_of": as_of, "lines": len(rows),
-        "members": len({r["member_cin"] for r in rows}), "valid": True})
+        "members": len({r["member_cin"] for r in rows}), "valid": True,
+        **({"formats": formats} if formats != ["csv"] else {})})
     return Outcome(submission_id, status, True, None, 0)
 
 
 # -- on demand -----------------------------------------------------------------------------------
 def extract_history(store, partners: Partners, provider_id: str, now: datetime | None = None,
-                    channel: str = "api", wait_seconds: float = 30.0) -> str | None:
-    """Make (or, for the same ``now``, find again) the provider's extract; returns the id of
-    the CSV document in its mailbox, or None when no ``history`` route leads to the provider.
-    Raises :class:`ExtractError` for an unknown or non-provider partner."""
+                    channel: str = "api", wait_seconds: float = 30.0,
+                    format: str | list[str] = "csv") -> str | None:  # noqa: A002 - the API word
+    """Make (or, for the same ``now`` and formats, find again) the provider's extract;
+    returns the id of the document in its mailbox (of the first format asked for: ``csv``,
+    ``fhir``, or a list of both), or None when no ``history`` route leads to the provider.
+    Raises :class:`ExtractError` for an unknown or non-provider partner or format."""
     from gateway.pipeline.process import process
 
     provider = partners.partners.get(provider_id)
     if provider is None or provider.role != "provider":
         raise ExtractError(f"{provider_id!r} is not a provider partner")
+    formats = _formats(format)
     now = _utc(now)
-    request = json.dumps({"provider": provider.id, "as_of": now.isoformat()},
-                         sort_keys=True).encode()
+    asked = {"provider": provider.id, "as_of": now.isoformat()}
+    if formats != ["csv"]:  # a CSV request reads as it always did (same content hash)
+        asked["formats"] = formats
+    request = json.dumps(asked, sort_keys=True).encode()
     kept = store.receive(partner=provider.id, channel=channel, kind=KIND,
                          filename=f"history-{provider.id}.json", payload=request, now=now)
     submission_id = kept.submission_id
@@ -143,10 +247,13 @@ def extract_history(store, partners: Partners, provider_id: str, now: datetime |
         store.audit(actor=provider.id if channel == "api" else "gateway", action="extract",
                     target=submission_id, detail=f"history extract via {channel}")
         process(store, partners, submission_id)
+    suffix = SUFFIXES[formats[0]]
     deadline = time.monotonic() + wait_seconds
     while True:  # another worker may be running it
         found = store.submission(submission_id) or {}
-        documents = [d for d in store.documents(submission_id) if d["role"] == KIND]
+        documents = [d for d in store.documents(submission_id)
+                     if d["role"] == KIND and d["name"].endswith(suffix)
+                     and (suffix != ".csv" or not d["name"].endswith(".fhir.json"))]
         if documents and found.get("run_state", "done") == "done":
             return documents[-1]["id"]
         if found.get("status") in ("rejected", "dead_letter") or time.monotonic() > deadline:
@@ -157,10 +264,13 @@ def extract_history(store, partners: Partners, provider_id: str, now: datetime |
 
 
 def extract_all(store, partners: Partners, now: datetime | None = None,
-                channel: str = "schedule") -> dict[str, str | None]:
-    """Every provider's extract (provider id -> document id)."""
+                channel: str = "schedule", formats: list[str] | None = None
+                ) -> dict[str, str | None]:
+    """Every provider's extract (provider id -> document id of the first format), in the
+    ``formats`` given, else those the ``history`` route asks for."""
     now = _utc(now)
-    return {p.id: extract_history(store, partners, p.id, now, channel=channel)
+    wanted = list(formats or history_formats(partners))
+    return {p.id: extract_history(store, partners, p.id, now, channel=channel, format=wanted)
             for p in partners.partners.values() if p.role == "provider"}
 
 
@@ -239,4 +349,5 @@ def _utc(value: datetime | None) -> datetime:
 
 
 __all__ = ["ExtractError", "HistorySchedule", "extract_all", "extract_history",
-           "history_rows", "interval_seconds", "process_history_extract"]
+           "history_bundle", "history_formats", "history_rows", "interval_seconds",
+           "process_history_extract"]

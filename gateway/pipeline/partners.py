@@ -51,6 +51,7 @@ class Route:
     kind: str
     source_role: str
     to: str
+    formats: tuple[str, ...] = ()  # e.g. (csv, fhir) for history extracts; empty: the default
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Partners:
         for raw in data.get("routes", []) or []:
             try:
                 route = Route(kind=str(raw["kind"]), source_role=str(raw["from"]),
-                              to=str(raw["to"]))
+                              to=str(raw["to"]),
+                              formats=tuple(str(f) for f in raw.get("formats") or ()))
             except (KeyError, TypeError) as exc:
                 raise PartnerConfigError(f"{path}: a route needs kind, from and to "
                                          f"(got {raw!r})") from exc
