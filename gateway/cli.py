@@ -389,9 +389,14 @@ def cmd_serve(args) -> int:
         print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
-    uvicorn.run(create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
-                           workers=args.workers), host=args.host, port=args.port,
-                log_level="info")
+    app = create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
+                     workers=args.workers)
+    if args.demo:
+        from gateway.pipeline.registries import load_demo_registries
+
+        loaded = load_demo_registries(app.state.store, app.state.partners)
+        print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 
 

@@ -12,12 +12,12 @@ with ``Prefer: respond-async``, the answer is 202 with the submission id and its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
-
-import asyncio
+from typing import Literal
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
+from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
@@ -61,6 +62,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                              stop),
                                        kwargs={"queue": app.state.queue})
             watcher.start()
+        schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
+        if schedule is not None:  # the partner file's schedules.history_extract
+            threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
+                             args=(stop,)).start()
         yield
         stop.set()
         if watcher is not None:
@@ -188,6 +193,20 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         return {**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in found.items()},
                 "findings": store.findings(submission_id), "documents": documents}
+
+    @app.post("/extracts/history", tags=["mailbox"], status_code=201)
+    def history_extract(format: Literal["csv", "fhir"] = "csv",  # noqa: A002 - the API word
+                        partner: Partner = Depends(partner_of)) -> dict:
+        """A provider asks for the encounter history of its own assigned members, now (the
+        partner file may also schedule it); the extract lands in its mailbox."""
+        try:
+            document_id = extract_history(app.state.store, app.state.partners, partner.id,
+                                          format=format)
+        except ExtractError as exc:
+            raise HTTPException(403, f"history extracts are for providers: {exc}") from None
+        if document_id is None:
+            raise HTTPException(404, "no history route leads to this partner")
+        return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
 
     @app.get("/mailbox", tags=["mailbox"])
     def mailbox(partner: Partner = Depends(partner_of)) -> dict:
