@@ -173,7 +173,8 @@ class Router:
                                 "for": {"identifier": {"system": CIN_SYSTEM, "value": cin}}}
         if cin is None:
             self.findings.extend(tasks_to_rtf(resource, today=self.today,
-                                              catalogue=self.catalogue)[1])
+                                              catalogue=self.catalogue,
+                                              fill=self._fill(None, None))[1])
             return self._note("FHIR-ROUTE-003", label)
         target = self._plan(cin, payer)
         entry["plan"] = target.id if target else None
@@ -195,7 +196,7 @@ class Router:
         settings = envelope_settings(target.envelope if target else "plan-default")
         rows, found = careplans_to_rtf(resource, today=self.today, settings=settings,
                                        catalogue=self.catalogue,
-                                       fill=self._fill(cin, target) if cin else None)
+                                       fill=self._fill(cin, target))
         self.findings.extend(found)
         encounters, made = careplan_to_encounters(resource, settings=settings, rules=self.rules,
                                                   catalogue=self.catalogue)
@@ -289,7 +290,7 @@ class Router:
         return route_to_members_plan(self.partners, self.partner, ROUTE_KIND, cin,
                                      payer_id or "", plans_of_members(self.registry, [cin]))
 
-    def _fill(self, cin: str, target: Partner | None) -> dict:
+    def _fill(self, cin: str | None, target: Partner | None) -> dict:
         """RTF values the gateway knows when the resource leaves them empty: the sending
         provider, the member's name from the plan's MIF, the plan."""
         from gateway.pipeline.registries import member_assignment
@@ -303,7 +304,7 @@ class Router:
         if target is not None:
             receiver = envelope_settings(target.envelope).receiver
             fill.update(mcp_identifier=receiver.id, mcp_name=receiver.name)
-            assigned = member_assignment(self.registry, cin, target.id)
+            assigned = member_assignment(self.registry, cin, target.id) if cin else None
             if assigned:
                 fill.update(member_last_name=assigned.get("last_name"),
                             member_first_name=assigned.get("first_name"))

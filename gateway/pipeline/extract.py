@@ -117,7 +117,9 @@ def history_bundle(rows: list[dict], partners: Partners, as_of: str | None = Non
     if as_of:
         bundle["timestamp"] = datetime.fromisoformat(as_of).astimezone(UTC).isoformat(
             timespec="seconds").replace("+00:00", "Z")
-    bundle["entry"] = [entry for lines in claims.values() for entry in entries.of(lines)]
+    entry = [entry for lines in claims.values() for entry in entries.of(lines)]
+    if entry:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entry
     return (json.dumps(bundle, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -224,7 +226,7 @@ def process_history_extract(store, partners: Partners, partner: Partner, submiss
 # -- on demand -----------------------------------------------------------------------------------
 def extract_history(store, partners: Partners, provider_id: str, now: datetime | None = None,
                     channel: str = "api", wait_seconds: float = 30.0,
-                    format: str | list[str] = "csv") -> str | None:  # noqa: A002 - the API word
+                    format: str | list[str] = "csv") -> str | None:
     """Make (or, for the same ``now`` and formats, find again) the provider's extract;
     returns the id of the document in its mailbox (of the first format asked for: ``csv``,
     ``fhir``, or a list of both), or None when no ``history`` route leads to the provider.

@@ -1,0 +1,559 @@
+"""FHIR submissions flow to the member's plan, through the real API (create_app, demo partners,
+demo registries): a referral ServiceRequest becomes a referral record with its authorization
+deadline, a Task an RTF row, a CarePlan an RTF row and an 837P of its completed ECM/CS
+activities. Another plan's member goes to that plan; a member no plan can be found for is
+kept with a finding; a re-run routes nothing twice; the encounter-history extract comes as a
+FHIR Bundle of the provider's members only."""
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import yaml
+from conftest import FIXTURES, ROOT
+from fastapi.testclient import TestClient
+from fhir.resources.R4B.bundle import Bundle
+from server_world import MIXED
+from sqlalchemy import select
+
+from gateway.api.app import create_app
+from gateway.fhir import CIN_SYSTEM
+from gateway.fhir.intake import process_fhir, referral_routing
+from gateway.fhir.validate import check_payload
+from gateway.pipeline.extract import extract_history
+from gateway.pipeline.partners import issue_demo_tokens, token_hash
+from gateway.pipeline.process import process, submit
+from gateway.pipeline.registries import (
+    load_demo_registries,
+    load_plan_members,
+    routed_claims,
+    server_registry,
+)
+from gateway.tabular import read_table
+from gateway.x12.validate import validate_x12
+
+RESOURCES = FIXTURES / "fhir" / "resources"
+MAPPINGS = FIXTURES / "fhir" / "mappings"
+HARBOR_MEMBER = "91230000A"  # assigned to Harbor by the demo plan's MIF
+VALLEY_MEMBER = "91272489K"  # moved to the valley plan in the two-plan world
+UNKNOWN_MEMBER = "91999990Z"  # in no plan's MIF
+VALLEY_TOKEN = "valley-plan-token"
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    auth: dict
+    app: object
+
+    @property
+    def store(self):
+        return self.app.state.store
+
+    def post(self, partner: str, resource: dict):
+        answer = self.client.post(f"/fhir/{resource['resourceType']}", json=resource,
+                                  headers=self.auth[partner])
+        assert answer.status_code in (200, 201), answer.text
+        return answer
+
+    def submission(self, partner: str, answer) -> dict:
+        found = self.client.get(f"/submissions/{answer.headers['x-submission-id']}",
+                                headers=self.auth[partner])
+        assert found.status_code == 200
+        return found.json()
+
+    def box(self, partner: str, role: str | None = None) -> list[dict]:
+        documents = self.client.get("/mailbox", headers=self.auth[partner]).json()["documents"]
+        return [d for d in documents if role is None or d["role"] == role]
+
+    def fetch(self, partner: str, document: dict) -> bytes:
+        answer = self.client.get(document["href"], headers=self.auth[partner])
+        assert answer.status_code == 200
+        return answer.content
+
+    def routed(self, partner: str) -> list[dict]:
+        """What reached ``partner`` from others (not its own stored resources)."""
+        return [d for d in self.box(partner) if d["role"] != "fhir-resource"]
+
+
+def make_gateway(tmp_path, valley: bool = False) -> Gateway:
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
+                               tmp_path / "partners.yaml")
+    if valley:
+        data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+        data["partners"].append({"id": "valley-plan", "name": "Valley Health Plan",
+                                 "role": "plan", "identifiers": {"payer_ids": ["VHP01"]},
+                                 "token_sha256": token_hash(VALLEY_TOKEN)})
+        (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+        tokens["valley-plan"] = VALLEY_TOKEN
+    app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
+                     partners=tmp_path / "partners.yaml")
+    load_demo_registries(app.state.store, app.state.partners)
+    if valley:
+        registry = server_registry(app.state.store)
+        rows = [row for _, row in read_table(FIXTURES / "mif" / "mif-clean.csv", "mif").rows]
+        load_plan_members(registry, "demo-plan",
+                          [r for r in rows if r["member_cin"] != VALLEY_MEMBER])
+        valley_rows = [row for _, row in read_table(FIXTURES / "mif" / "mif-valley.csv",
+                                                    "mif").rows]
+        load_plan_members(registry, "valley-plan",
+                          [r for r in valley_rows if r["member_cin"] == VALLEY_MEMBER])
+    client = TestClient(app, raise_server_exceptions=False)
+    return Gateway(client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()},
+                   app)
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    return make_gateway(tmp_path)
+
+
+@pytest.fixture
+def two_plans(tmp_path):
+    return make_gateway(tmp_path, valley=True)
+
+
+def fixture(folder, name: str) -> dict:
+    return json.loads((folder / name).read_bytes())
+
+
+def referral(cin: str = HARBOR_MEMBER, priority: str = "urgent",
+             authored: str = "2026-10-05T09:30:00-07:00") -> dict:
+    data = fixture(RESOURCES, "referral-ecm.json")
+    data["subject"]["identifier"]["value"] = cin
+    data.update(priority=priority, authoredOn=authored)
+    return data
+
+
+def task(cin: str | None = HARBOR_MEMBER) -> dict:
+    data = fixture(RESOURCES, "task-ecm.json")
+    if cin is None:
+        data.pop("for")
+    else:
+        data["for"]["identifier"]["value"] = cin
+    return data
+
+
+def csv_rows(content: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(content.decode("utf-8"))))
+
+
+def rtf_row(**values: str) -> dict:
+    """A full RTF row of the default layout: ``values`` by header, every other column empty."""
+    from gateway.tabular import load_layout
+
+    headers = [c.headers[0] for c in load_layout("rtf", "default").columns if c.type != "flags"]
+    assert set(values) <= set(headers)
+    return {h: values.get(h, "") for h in headers}
+
+
+def rules(answer_json: dict) -> list[tuple[str, str, str]]:
+    return [(f["rule"], f["severity"], f["location"]) for f in answer_json["findings"]]
+
+
+def today() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
+# -- referrals -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("priority, authored, kind, deadline, rule", [
+    ("urgent", "2026-10-05T09:30:00-07:00", "expedited", "2026-10-08T09:30:00-07:00",
+     "expedited: 72 hours after authoredOn"),
+    # Friday; Veterans Day (Wednesday 11-11) is not a working day
+    ("routine", "2026-11-06T10:00:00-08:00", "routine", "2026-11-16T10:00:00-08:00",
+     ("routine: 5 working days after authoredOn (Monday-Friday, holidays of "
+     "mappings/fhir/holidays.yaml excluded)")),
+])
+def test_a_referral_goes_to_the_members_plan_with_its_deadline(gateway, priority, authored,
+                                                               kind, deadline, rule):
+    answer = gateway.post("harbor", referral(priority=priority, authored=authored))
+    resource_id = answer.json()["id"]
+    found = gateway.submission("harbor", answer)
+    assert found["status"] == "routed"
+    [entry] = found["summary"]["routing"]
+    assert entry == {"resource": f"ServiceRequest/{resource_id}", "priority": kind,
+                     "fhir_priority": priority, "authorization_deadline": deadline,
+                     "deadline_rule": rule, "plan": "demo-plan",
+                     "documents": {"referral": "demo-plan"}}
+    assert found["summary"]["routed"] == {"demo-plan": 1}
+    assert rules(found) == [("FHIR-PROFILE-006", "info", "ServiceRequest.performer")]
+    [document] = gateway.routed("demo-plan")
+    assert (document["role"], document["media_type"], document["name"]) == (
+        "routed-referral", "application/json",
+        f"{found['id']}.ServiceRequest-{resource_id}.referral.json")
+    assert json.loads(gateway.fetch("demo-plan", document)) == {
+        "referral_id": resource_id, "member_cin": HARBOR_MEMBER, "referral_date": authored,
+        "pof_codes": ["HOMELESS"], "priority": kind, "fhir_priority": priority,
+        "authorization_deadline": deadline, "deadline_rule": rule, "requester_npi": None,
+        "requester_name": "Harbor Community Health Center", "payer_id": None,
+        "payer_name": None, "requested_provider_npi": None, "requested_provider_name": None,
+        "status": "active", "resource": f"ServiceRequest/{resource_id}", "sender": "harbor",
+        "submission_id": found["id"], "plan": "demo-plan"}
+    # the sender keeps its resource and gets no copy of the referral record
+    assert [d["role"] for d in gateway.box("harbor")] == ["fhir-resource"]
+    assert gateway.routed("golden-table") == gateway.routed("dhcs") == []
+    # what a GET /fhir/ServiceRequest/{id} caller can be shown (see the report: API hook)
+    harbor = gateway.app.state.partners.partners["harbor"]
+    assert referral_routing(gateway.store, harbor, "ServiceRequest", resource_id) == {
+        "submission_id": found["id"], "status": "routed", **entry}
+    other = gateway.app.state.partners.partners["golden-table"]
+    assert referral_routing(gateway.store, other, "ServiceRequest", resource_id) is None
+
+
+def test_the_members_plan_comes_before_the_payer_the_referral_names(two_plans):
+    # the ServiceRequest names the valley plan (insurance -> Coverage.payor VHP01), but the
+    # demo plan's MIF assigns the member (91234721B)
+    answer = two_plans.post("harbor", fixture(MAPPINGS, "servicerequest-referral.json"))
+    assert two_plans.submission("harbor", answer)["summary"]["routing"][0]["plan"] == \
+        "demo-plan"
+    [document] = two_plans.routed("demo-plan")
+    record = json.loads(two_plans.fetch("demo-plan", document))
+    assert (record["referral_id"], record["payer_id"], record["authorization_deadline"]) == (
+        "REF-2025-06-0042", "VHP01", "2025-07-07T16:00:00-07:00")
+    assert two_plans.routed("valley-plan") == []
+
+
+def test_a_referral_for_a_member_no_plan_assigns_goes_to_the_payer_it_names(two_plans):
+    data = fixture(MAPPINGS, "servicerequest-referral.json")
+    data["contained"][0]["identifier"][0]["value"] = UNKNOWN_MEMBER
+    two_plans.post("harbor", data)
+    [document] = two_plans.routed("valley-plan")
+    assert json.loads(two_plans.fetch("valley-plan", document))["member_cin"] == UNKNOWN_MEMBER
+    assert two_plans.routed("demo-plan") == []
+
+
+def test_another_plans_member_goes_to_that_plan(two_plans):
+    answer = two_plans.post("harbor", referral(VALLEY_MEMBER))
+    assert two_plans.submission("harbor", answer)["summary"]["routed"] == {"valley-plan": 1}
+    [document] = two_plans.routed("valley-plan")
+    assert json.loads(two_plans.fetch("valley-plan", document))["plan"] == "valley-plan"
+    assert two_plans.routed("demo-plan") == []
+
+
+def test_a_member_no_plan_can_be_found_for_is_kept_with_a_finding(two_plans):
+    answer = two_plans.post("harbor", referral(UNKNOWN_MEMBER))
+    resource_id = answer.json()["id"]
+    found = two_plans.submission("harbor", answer)
+    assert found["status"] == "validated"
+    assert found["summary"]["routing"][0]["plan"] is None
+    assert "routed" not in found["summary"]
+    assert [(f["rule"], f["severity"], f["location"], f["message"])
+            for f in found["findings"]][1:] == [
+        ("FHIR-ROUTE-001", "warning", "ServiceRequest",
+         (f"ServiceRequest/{resource_id} is stored but its referral record was not routed: no "
+         "plan could be found for the member (no plan's MIF assigns the member, no payer is "
+         "named, and there is more than one plan), or no route leads to one"))]
+    assert UNKNOWN_MEMBER not in json.dumps(found["findings"])
+    for partner in ("demo-plan", "valley-plan", "dhcs", "golden-table"):
+        assert two_plans.routed(partner) == []
+    again = two_plans.client.get(f"/fhir/ServiceRequest/{resource_id}",
+                                 headers=two_plans.auth["harbor"])
+    assert again.status_code == 200 and again.json()["subject"]["identifier"]["value"] == \
+        UNKNOWN_MEMBER
+
+
+# -- Task ------------------------------------------------------------------------------------------
+HARBOR_FILL = {"Primary Payer (MCP) Identifier": "DEMOPLAN", "MCP Name": "DEMO HEALTH PLAN",
+               "Member CIN": HARBOR_MEMBER, "Member Last Name": "Alvarez",
+               "Member First Name": "Marisol", "ECM Provider Name":
+               "Harbor Community Health Center", "ECM Provider NPI": "1234500001",
+               "ECM Provider TIN": "941200000"}
+
+
+def test_a_task_becomes_an_rtf_row_for_the_members_plan(gateway):
+    answer = gateway.post("harbor", task())
+    found = gateway.submission("harbor", answer)
+    assert found["status"] == "routed"
+    assert rules(found) == [("FHIR-PROFILE-006", "info", "Task.owner")]
+    [document] = gateway.routed("demo-plan")
+    assert (document["role"], document["name"], document["media_type"]) == (
+        "routed-rtf", f"{found['id']}.rtf.csv", "text/csv")
+    # the Task gives the status; the gateway fills the member's name from the plan's MIF and
+    # the provider from the sending partner
+    assert csv_rows(gateway.fetch("demo-plan", document)) == [rtf_row(
+        **HARBOR_FILL, **{"Member ECM Status": "DECLINED", "RTF Production Date": today(),
+                          "Referral Status": "DECLINED",
+                          "Date of Referral Status Update": "2026-10-07",
+                          "Reason for Referral (Loop) Closure":
+                              "Member already enrolled with another ECM provider"})]
+    assert gateway.routed("harbor") == []
+
+
+def test_a_task_finds_its_member_through_the_referral_it_is_about(gateway):
+    first = gateway.post("harbor", referral())
+    data = task(cin=None)
+    data["focus"] = {"reference": f"ServiceRequest/{first.json()['id']}"}
+    gateway.post("harbor", data)
+    [rtf] = gateway.box("demo-plan", "routed-rtf")
+    assert csv_rows(gateway.fetch("demo-plan", rtf))[0]["Member CIN"] == HARBOR_MEMBER
+
+
+def test_a_task_without_a_member_is_kept_with_a_finding(gateway):
+    answer = gateway.post("harbor", task(cin=None))
+    found = gateway.submission("harbor", answer)
+    assert found["status"] == "validated"
+    assert rules(found) == [("FHIR-PROFILE-006", "info", "Task.for"),
+                            ("FHIR-PROFILE-006", "info", "Task.owner"),
+                            ("FHIR-MAP-001", "error", "Task.for"),
+                            # Member CIN, Last Name, First Name (no MIF row without a CIN)
+                            ("FHIR-MAP-007", "error", "Task"), ("FHIR-MAP-007", "error", "Task"),
+                            ("FHIR-MAP-007", "error", "Task"),
+                            ("FHIR-ROUTE-003", "warning", "Task")]
+    assert gateway.routed("demo-plan") == []
+
+
+# -- CarePlan --------------------------------------------------------------------------------------
+def claims_part(x12: bytes) -> list[str]:
+    """The segments from the billing provider loop to the end of the transaction."""
+    segments = x12.decode().replace("\n", "").split("~")
+    start = next(i for i, s in enumerate(segments) if s.startswith("HL*1*"))
+    end = next(i for i, s in enumerate(segments) if s.startswith("SE*"))
+    return segments[start:end]
+
+
+def test_a_careplan_becomes_an_rtf_row_and_an_837p_for_the_plan(gateway):
+    answer = gateway.post("harbor", fixture(MAPPINGS, "careplan-ecm.json"))
+    found = gateway.submission("harbor", answer)
+    assert found["status"] == "routed"
+    assert found["summary"]["routed"] == {"demo-plan": 2}
+    assert found["summary"]["routing"][0]["claims"] == [
+        "cp-alvarez-2025-20250602", "cp-alvarez-2025-20250610", "cp-alvarez-2025-20250617",
+        "cp-alvarez-2025-20250620"]
+    assert rules(found) == [("FHIR-MAP-006", "info", "CarePlan.activity[6].detail.status"),
+                            ("ECM-POF-001", "warning", "CarePlan.subject")]
+    documents = {d["role"]: d for d in gateway.routed("demo-plan")}
+    assert sorted(documents) == ["routed-837p", "routed-rtf"]
+    assert csv_rows(gateway.fetch("demo-plan", documents["routed-rtf"])) == [rtf_row(**{
+        **HARBOR_FILL, "Member Residential Address": "100 Alder St",
+        "Member City": "Riverside", "Member State": "CA", "Member Zip": "92501",
+        "Member Phone Number": "5595550100", "Member ECM Status": "ENROLLED",
+        "ECM Enrollment Start Date": "2025-06-01",
+        "Date of Latest Care Plan Revision": "2025-06-21",
+        "Date of Most Recent Care Conference": "2025-06-20",
+        "Date Assessment Started": "2025-06-02",
+        "Date of Most Recent Completed Assessment": "2025-06-05",
+        "Date of Most Recent Encounter with Member": "2025-06-20",
+        "ECM Lead Care Manager Name": "Noemi Tranquilino",
+        "ECM Lead Care Manager Phone Number": "9165550400",
+        "ECM Lead Care Manager Email": "noemi@example.org", "RTF Production Date": today(),
+        "ECM Provider Phone Number": "5595550999"})]
+    x12 = gateway.fetch("demo-plan", documents["routed-837p"])
+    assert documents["routed-837p"]["name"] == f"{found['id']}.837p.x12"
+    checked = validate_x12(x12)
+    assert [f for f in checked.findings if f.is_error] == []
+    # the claims are exactly those of the mapping's golden file (only the envelope differs)
+    golden = (MAPPINGS / "expected" / "careplan-ecm.837p.x12").read_bytes()
+    assert claims_part(x12) == claims_part(golden)
+    assert x12.startswith(b"ISA*00*          *00*          *ZZ*ECMGATEWAY     *ZZ*DEMOPLAN  ")
+    # indexed like any routed 837P, so a state response finds its way back to Harbor
+    with server_registry(gateway.store).engine.connect() as conn:
+        indexed = conn.execute(select(routed_claims.c.claim_id, routed_claims.c.sender,
+                                      routed_claims.c.recipient).where(
+            routed_claims.c.submission_id == found["id"])).all()
+    assert [tuple(r) for r in indexed] == [(c, "harbor", "demo-plan")
+                                          for c in found["summary"]["routing"][0]["claims"]]
+
+
+def test_a_careplan_without_a_billing_provider_still_sends_its_rtf_row(gateway):
+    data = fixture(MAPPINGS, "careplan-ecm.json")
+    data.pop("author")
+    answer = gateway.post("harbor", data)
+    found = gateway.submission("harbor", answer)
+    assert found["status"] == "routed"
+    errors = [r for r in rules(found) if r[1] == "error"]
+    assert {r[0] for r in errors} == {"FHIR-MAP-001"}
+    assert rules(found)[-1] == ("FHIR-ROUTE-002", "warning", "CarePlan")
+    assert "encounters (837P)" in found["findings"][-1]["message"]
+    assert [d["role"] for d in gateway.routed("demo-plan")] == ["routed-rtf"]
+    resource_id = answer.json()["id"]
+    assert gateway.client.get(f"/fhir/CarePlan/{resource_id}",
+                              headers=gateway.auth["harbor"]).status_code == 200
+
+
+def test_a_provider_cannot_send_another_providers_care_plan(gateway):
+    answer = gateway.post("golden-table", fixture(MAPPINGS, "careplan-ecm.json"))
+    found = gateway.submission("golden-table", answer)
+    assert found["status"] == "validated"
+    auth = [(f["rule"], f["location"], f["message"]) for f in found["findings"]
+            if f["rule"].startswith("GATEWAY-AUTH")]
+    assert auth == [
+        ("GATEWAY-AUTH-002", "CarePlan.author", ("the row's ECM provider NPI 1234500001 does "
+         "not belong to the submitting partner golden-table: the row was not forwarded"))] + [
+        ("GATEWAY-AUTH-001", "CarePlan.author", ("billing provider NPI 1234500001 does not "
+         "belong to the submitting partner golden-table"))] * 4
+    assert gateway.routed("demo-plan") == []
+
+
+# -- a transaction Bundle --------------------------------------------------------------------------
+def test_a_transaction_sends_each_plan_one_file_of_each_kind(two_plans):
+    entries = [referral(), task(), task(VALLEY_MEMBER),
+               fixture(MAPPINGS, "careplan-ecm.json")]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:00000000-0000-4000-8000-00000000000{i}", "resource": r,
+         "request": {"method": "POST", "url": r["resourceType"]}}
+        for i, r in enumerate(entries)]}
+    answer = two_plans.client.post("/fhir", json=bundle, headers=two_plans.auth["harbor"])
+    assert answer.status_code == 200, answer.text
+    sid = answer.headers["x-submission-id"]
+    found = two_plans.client.get(f"/submissions/{sid}", headers=two_plans.auth["harbor"]).json()
+    assert found["summary"]["routed"] == {"demo-plan": 3, "valley-plan": 1}
+    demo = sorted((d["role"], d["name"]) for d in two_plans.routed("demo-plan"))
+    [referral_doc] = [n for r, n in demo if r == "routed-referral"]
+    assert demo == [("routed-837p", f"{sid}.demo-plan.837p.x12"), ("routed-referral",
+                                                                   referral_doc),
+                    ("routed-rtf", f"{sid}.demo-plan.rtf.csv")]
+    rtf = next(d for d in two_plans.routed("demo-plan") if d["role"] == "routed-rtf")
+    assert [r["Member CIN"] for r in csv_rows(two_plans.fetch("demo-plan", rtf))] == [
+        HARBOR_MEMBER, HARBOR_MEMBER]  # the Task's row and the CarePlan's
+    [valley] = two_plans.routed("valley-plan")
+    assert valley["name"] == f"{sid}.valley-plan.rtf.csv"
+    assert [r["Member CIN"] for r in csv_rows(two_plans.fetch("valley-plan", valley))] == [
+        VALLEY_MEMBER]
+
+
+# -- re-runs ---------------------------------------------------------------------------------------
+def test_a_resubmission_is_answered_with_the_original_and_routes_nothing_again(gateway):
+    body = fixture(MAPPINGS, "careplan-ecm.json")
+    first = gateway.post("harbor", body)
+    again = gateway.post("harbor", body)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert sorted(d["role"] for d in gateway.routed("demo-plan")) == ["routed-837p",
+                                                                      "routed-rtf"]
+
+
+def test_a_run_redone_after_a_crash_routes_once(gateway):
+    """A worker wrote the routed documents, then died before finishing the run; the next
+    worker's claim discards the unfinished run's outputs and runs it again."""
+    store, partners = gateway.store, gateway.app.state.partners
+    harbor = partners.partners["harbor"]
+    payload = json.dumps(fixture(MAPPINGS, "careplan-ecm.json")).encode()
+    kept = store.receive(partner="harbor", channel="api", kind="fhir",
+                         filename="CarePlan.json", payload=payload, claimed_by="crashed",
+                         lease=timedelta(0))
+    sid = kept.submission_id
+    process_fhir(store, partners, harbor, sid)  # the crashed worker's run, never finished
+    assert len(store.documents(sid)) == 3  # the resource, the RTF, the 837P
+    assert gateway.routed("demo-plan") == []  # nothing of an unfinished run is handed out
+    outcome = process(store, partners, sid, worker="second")
+    assert outcome.status == "routed"
+    assert sorted(d["role"] for d in store.documents(sid)) == [
+        "fhir-resource", "routed-837p", "routed-rtf"]
+    assert sorted(d["role"] for d in gateway.routed("demo-plan")) == ["routed-837p",
+                                                                      "routed-rtf"]
+    with server_registry(store).engine.connect() as conn:
+        indexed = conn.execute(select(routed_claims.c.claim_id).where(
+            routed_claims.c.submission_id == sid)).scalars().all()
+    assert sorted(indexed) == ["cp-alvarez-2025-20250602", "cp-alvarez-2025-20250610",
+                               "cp-alvarez-2025-20250617", "cp-alvarez-2025-20250620"]
+    findings = [f["rule"] for f in store.findings(sid)]
+    assert findings == ["FHIR-MAP-006", "ECM-POF-001"]
+
+
+# -- the encounter history as FHIR -----------------------------------------------------------------
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def test_the_history_extract_as_a_fhir_bundle_holds_the_providers_members_only(gateway):
+    store, partners = gateway.store, gateway.app.state.partners
+    submit(store, partners, partners.partners["demo-plan"], channel="api", kind="x12",
+           filename=None, payload=MIXED)  # MIX-A..D become history
+    document_id = extract_history(store, partners, "harbor", NOW, format="fhir")
+    [document] = gateway.box("harbor", "history-extract")
+    assert (document["id"], document["name"], document["media_type"]) == (
+        document_id, "history-harbor-20261123T020000Z.fhir.json", "application/fhir+json")
+    content = gateway.fetch("harbor", document)
+    Bundle.model_validate_json(content)  # R4 through fhir.resources
+    checked = check_payload(content, "json")
+    assert checked.valid
+    assert [(f.rule, f.location) for f in checked.findings] == [
+        ("FHIR-PROFILE-006", "Bundle.entry[3].resource.period"),
+        ("FHIR-PROFILE-006", "Bundle.entry[9].resource.period")]  # Coverage.period
+    bundle = json.loads(content)
+    assert (bundle["type"], bundle["timestamp"]) == ("collection", "2026-11-23T02:00:00Z")
+    # the same lines as the CSV extract: harbor's members 91230000A (HIST-0002, MIX-A-GOOD)
+    # and 91258326G (HIST-0001); MIX-B..D are other providers' members
+    shown = []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        ident = (resource.get("identifier") or [{}])[0].get("value") \
+            or resource.get("subscriberId")
+        shown.append((resource["resourceType"], ident))
+    assert shown == [
+        ("Patient", "91230000A"), ("Organization", "1234500001"),
+        ("Organization", "DEMOPLAN"), ("Coverage", "91230000A"),
+        ("Encounter", "HIST-0002"), ("Claim", "HIST-0002"),
+        ("Encounter", "MIX-A-GOOD"), ("Claim", "MIX-A-GOOD"),
+        ("Patient", "91258326G"), ("Coverage", "91258326G"),
+        ("Encounter", "HIST-0001"), ("Claim", "HIST-0001")]
+    patient, billing, plan, coverage, encounter = (bundle["entry"][i]["fullUrl"]
+                                                   for i in (0, 1, 2, 3, 6))
+    assert bundle["entry"][0]["resource"] == {
+        "resourceType": "Patient", "identifier": [{"system": CIN_SYSTEM, "value": "91230000A"}],
+        "name": [{"family": "Alvarez", "given": ["Marisol"]}], "birthDate": "1950-01-01"}
+    assert bundle["entry"][6]["resource"] == {
+        "resourceType": "Encounter",
+        "identifier": [{"system": "https://ecm-gateway.example.org/fhir/sid/clm01",
+                        "value": "MIX-A-GOOD"}],
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                  "code": "AMB", "display": "ambulatory"},
+        "type": [{"coding": [{"system": "https://www.cms.gov/Medicare/Coding/"
+                                        "HCPCSReleaseCodeSets", "code": "G9008"}]}],
+        "subject": {"reference": patient},
+        "period": {"start": "2025-06-03", "end": "2025-06-03"},
+        "serviceProvider": {"reference": billing}}
+    assert bundle["entry"][7]["resource"] == {
+        "resourceType": "Claim",
+        "identifier": [{"system": "https://ecm-gateway.example.org/fhir/sid/clm01",
+                        "value": "MIX-A-GOOD"}],
+        "status": "active",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                             "code": "professional"}]},
+        "use": "claim", "patient": {"reference": patient}, "created": "2025-06-03",
+        "insurer": {"reference": plan}, "provider": {"reference": billing},
+        "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
+                                           "processpriority", "code": "normal"}]},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": coverage}}],
+        "item": [{
+            "sequence": 1,
+            "productOrService": {"coding": [{
+                "system": "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+                "code": "G9008"}]},
+            "modifier": [{"coding": [{
+                "system": "https://ecm-gateway.example.org/fhir/CodeSystem/hcpcs-modifier",
+                "code": "U1"}]}],
+            "servicedDate": "2025-06-03",
+            "locationCodeableConcept": {"coding": [{
+                "system": "https://www.cms.gov/Medicare/Coding/place-of-service-codes/"
+                          "Place_of_Service_Code_Set", "code": "11"}]},
+            "quantity": {"value": 1}, "encounter": [{"reference": encounter}]}]}
+    assert gateway.box("golden-table", "history-extract") == []
+
+
+def test_the_extract_in_both_formats_and_as_the_route_asks(gateway, tmp_path):
+    from gateway.pipeline.extract import extract_all, history_formats
+    from gateway.pipeline.partners import Partners
+
+    store, partners = gateway.store, gateway.app.state.partners
+    assert history_formats(partners) == ("csv",)
+    csv_id = extract_history(store, partners, "harbor", NOW, format=["csv", "fhir"])
+    names = sorted(d["name"] for d in gateway.box("harbor", "history-extract"))
+    assert names == ["history-harbor-20261123T020000Z.csv",
+                     "history-harbor-20261123T020000Z.fhir.json"]
+    assert store.document(csv_id)["name"].endswith(".csv")
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    for route in data["routes"]:
+        if route["kind"] == "history":
+            route["formats"] = ["fhir"]
+    (tmp_path / "fhir-partners.yaml").write_text(yaml.safe_dump(data))
+    fhir_only = Partners.load(tmp_path / "fhir-partners.yaml")
+    assert history_formats(fhir_only) == ("fhir",)
+    sent = extract_all(store, fhir_only, NOW + timedelta(hours=1))
+    assert all(store.document(d)["name"].endswith("T030000Z.fhir.json")
+               for d in sent.values())
+    golden = json.loads(store.document(sent["golden-table"])["content"])
+    assert golden == {"resourceType": "Bundle", "type": "collection",
+                      "timestamp": "2026-11-23T03:00:00Z"}  # no members, no entries
