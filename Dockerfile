@@ -2,6 +2,8 @@
 # the embedded store under /data; with `serve --store postgresql+psycopg://… --queue redis://…`
 # the API of a scale-out deployment, and with `worker --store … --queue … --partners …` a Celery
 # worker (deploy/compose.yaml). Not built in CI; see README "Deployment modes".
+# With --store postgresql://… every shared state (control-number counters included) is in the
+# database: /data is per container, workers need not share it.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

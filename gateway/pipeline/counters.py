@@ -1,7 +1,14 @@
-"""Persistent control-number counters (ISA13, GS06) in the embedded SQLite store.
+"""The command line's persistent control-number counters (ISA13, GS06): a small SQLite file
+``counters.sqlite`` in :func:`var_dir` (the command line has no store).
+
+The server does not use this file: its counters are in the store's database
+(:meth:`gateway.pipeline.store.Store.next_numbers`), shared by every API process and worker, on
+any machine. A new store adopts the values of this file once, so an upgraded server does not
+reuse numbers it handed out before.
 
 Each call to :func:`next_numbers` takes a block atomically (``BEGIN IMMEDIATE``), so concurrent
-processes on the same folder never hand out the same number. ISA13 wraps within 1..999999999.
+processes on the same folder never hand out the same number. ISA13 wraps within 1..999999999,
+the same way as the store's counters.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from pathlib import Path
 
 from gateway.paths import var_dir
 
-MAX_CONTROL = 999_999_999
+MAX_CONTROL = 999_999_999  # the same as gateway.pipeline.store.MAX_CONTROL
 
 
 def _connect(folder: Path) -> sqlite3.Connection:

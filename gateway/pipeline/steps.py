@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 
 from gateway.conversion import canonical_to_837p
 from gateway.findings import Finding, Severity
-from gateway.pipeline.counters import next_numbers
 from gateway.pipeline.extract import process_history_extract
 from gateway.pipeline.forward import table_subset
 from gateway.pipeline.partners import Partner, Partners
@@ -69,6 +68,14 @@ class Outcome:
     valid: bool
     ack999: str | None
     findings: int
+
+
+def envelope_numbers(store: Store, profile: str) -> ControlNumbers:
+    """The next ISA13 and GS06 of envelope profile ``profile`` from the store's counters
+    (shared by every process on the store), in one transaction."""
+    names = (f"isa13:{profile}", f"gs06:{profile}")
+    taken = store.take_numbers({name: 1 for name in names})
+    return ControlNumbers(*(taken[name][0] for name in names))
 
 
 def _sender_check(claims: list[ClaimRecord], partner: Partner) -> list[Finding]:
@@ -121,11 +128,12 @@ class _PlanWriters:
     """837P writers per receiving partner, opened as the first encounter for each arrives, so
     a streamed file (an invoice) is split per member's plan without holding its claims."""
 
-    def __init__(self, partners: Partners, registry, partner: Partner, kind: str,
+    def __init__(self, store: Store, partners: Partners, registry, partner: Partner, kind: str,
                  now: datetime) -> None:
         from gateway.x12.write837 import Encounter837Writer
 
         self._writer_class = Encounter837Writer
+        self.store = store
         self.partners, self.registry, self.partner = partners, registry, partner
         self.kind, self.now = kind, now.replace(tzinfo=None)
         self.writers: dict[str, tuple] = {}
@@ -148,9 +156,8 @@ class _PlanWriters:
         if target.id not in self.writers:
             settings = envelope_settings(target.envelope)
             out = io.StringIO()
-            numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
             self.writers[target.id] = (out, self._writer_class(
-                out, settings, ControlNumbers(*numbers), self.now))
+                out, settings, envelope_numbers(self.store, settings.name), self.now))
         self.writers[target.id][1].write(encounter)
 
     def unrouted_findings(self) -> list[Finding]:
@@ -194,8 +201,10 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
     auth_findings = _sender_check(result.claims, partner)
     result.findings.extend(auth_findings)
     result.findings.sort(key=lambda f: f.segment or 0)
-    isa, gs = next_numbers("isa13:acks", 3), next_numbers("gs06:acks", 8)
-    acks = acknowledge(result, controls=AckControls(isa[0], gs[0]), when=now.replace(tzinfo=None))
+    numbers = store.take_numbers({"isa13:acks": 3, "gs06:acks": 8})
+    acks = acknowledge(result, controls=AckControls(numbers["isa13:acks"][0],
+                                                    numbers["gs06:acks"][0]),
+                       when=now.replace(tzinfo=None))
     ack_to = _ack_recipient(partners, partner)
     for role, name, text in (("ta1", "ta1", acks.ta1), ("999", "999", acks.ack999),
                              ("277ca", "277ca", acks.ack277ca)):
@@ -220,8 +229,7 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
             target = partners.partners[target_id]
             settings = envelope_settings(target.envelope)
             out = io.StringIO()
-            numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
-            canonical_to_837p(encounters, out, settings, ControlNumbers(*numbers),
+            canonical_to_837p(encounters, out, settings, envelope_numbers(store, settings.name),
                               now.replace(tzinfo=None))
             if status == "validated":
                 store.set_status(submission_id, "converted")
@@ -281,7 +289,7 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
         registry = server_registry(store)
         target = partners.route("invoice", partner)
         settings = envelope_settings(target.envelope if target else "plan-default")
-        writers = _PlanWriters(partners, registry, partner, "invoice", now)
+        writers = _PlanWriters(store, partners, registry, partner, "invoice", now)
         try:
             from gateway.reports import validate_invoice, validate_table
             from gateway.sniff import sniff

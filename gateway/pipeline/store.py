@@ -32,7 +32,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +51,7 @@ from gateway.paths import var_dir
 STATUSES = ("received", "validated", "converted", "routed", "delivered", "rejected", "failed",
             "dead_letter")
 BUSY_TIMEOUT_MS = 30_000
+MAX_CONTROL = 999_999_999  # ISA13 is 9 digits; numbers wrap within 1..MAX_CONTROL
 DEFAULT_WINDOW = timedelta(days=30)
 
 
@@ -153,6 +154,13 @@ documents_table = Table(
     Index("ix_documents_recipient", "recipient", "created_at"),
     Index("ix_documents_parent", "parent_document"),
 )
+# control numbers (ISA13, GS06) the server writes into outbound X12 and acknowledgments: one row
+# per counter, its ``value`` the last number handed out (1..MAX_CONTROL, then it wraps)
+control_counters = Table(
+    "control_counters", metadata,
+    Column("name", String(120), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
 audit_table = Table(
     "audit_log", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -222,6 +230,7 @@ class Store:
         with self._write("schema") as conn:
             metadata.create_all(conn)
             _add_missing_columns(conn)
+            _adopt_legacy_counters(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -626,6 +635,19 @@ class Store:
             if result.rowcount == 0:
                 raise KeyError(f"unknown document {document_id}")
 
+    # -- control numbers ---------------------------------------------------------------------------
+    def next_numbers(self, name: str, count: int = 1) -> list[int]:
+        """``count`` consecutive control numbers from the counter ``name`` (the first is 1;
+        after :data:`MAX_CONTROL` comes 1 again). Atomic across threads, processes and
+        machines sharing the database, so no two callers ever get the same number."""
+        return self.take_numbers({name: count})[name]
+
+    def take_numbers(self, wanted: dict[str, int]) -> dict[str, list[int]]:
+        """:meth:`next_numbers` for several counters in one transaction (an envelope's ISA13
+        and GS06 together)."""
+        with self._write() as conn:
+            return {name: _take_numbers(conn, name, count) for name, count in wanted.items()}
+
     # -- audit (append-only: no update or delete here, by design) --------------------------------
     def audit(self, *, actor: str, action: str, target: str, detail: str = "",
               now: datetime | None = None) -> None:
@@ -681,6 +703,46 @@ def _discard_outputs(conn: Connection, submission_id: str) -> None:
                                                 d.parent_document.is_not(None)))
     conn.execute(documents_table.delete().where(d.submission_id == submission_id))
     conn.execute(findings_table.delete().where(findings_table.c.submission_id == submission_id))
+
+
+def _take_numbers(conn: Connection, name: str, count: int) -> list[int]:
+    """One statement (an upsert returning the new last number): the row lock it takes on
+    PostgreSQL, and the write lock ``BEGIN IMMEDIATE`` holds on SQLite, make it atomic."""
+    if count < 1:
+        return []
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    c = control_counters.c
+    statement = upsert(control_counters).values(name=name, value=(count - 1) % MAX_CONTROL + 1)
+    statement = statement.on_conflict_do_update(
+        index_elements=[c.name], set_={"value": (c.value + count - 1) % MAX_CONTROL + 1}
+    ).returning(c.value)
+    last = conn.execute(statement).scalar_one()
+    # the numbers that end at ``last``: (previous last + i) wrapped, as counters.py gives them
+    return [(last - 1 - (count - 1 - i)) % MAX_CONTROL + 1 for i in range(count)]
+
+
+def _adopt_legacy_counters(conn: Connection) -> None:
+    """A store that has no counters yet starts where the server's former counter file
+    (``<var_dir>/counters.sqlite``) stopped, so an upgraded server does not reuse the control
+    numbers it sent before."""
+    import sqlite3
+
+    legacy = var_dir() / "counters.sqlite"
+    if not legacy.is_file() or conn.execute(
+            select(func.count()).select_from(control_counters)).scalar():
+        return
+    try:
+        with closing(sqlite3.connect(f"file:{legacy.resolve()}?mode=ro", uri=True)) as old:
+            rows = old.execute("SELECT name, value FROM counters").fetchall()
+    except sqlite3.Error:
+        return
+    rows = [{"name": n, "value": int(v)} for n, v in rows
+            if isinstance(n, str) and isinstance(v, int) and 0 < v <= MAX_CONTROL]
+    if rows:
+        conn.execute(insert(control_counters), rows)
 
 
 def _add_missing_columns(conn: Connection) -> None:
