@@ -1,0 +1,86 @@
+"""Every endpoint, one table: what one partner made, another partner can neither read nor act
+on (404, as if it did not exist; 403 where the call is not for its role). The table must name
+every authenticated route of the app, so a new endpoint cannot slip in untested."""
+
+import json
+
+import pytest
+from conftest import FIXTURES, ROOT
+from fastapi.testclient import TestClient
+
+from gateway.api.app import create_app
+from gateway.fhir import CIN_SYSTEM
+from gateway.pipeline.partners import issue_demo_tokens
+from gateway.pipeline.registries import load_demo_registries
+
+MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
+CAREPLAN = (FIXTURES / "fhir" / "resources" / "careplan-ecm.json").read_bytes()
+OPEN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz", "/metrics",
+        "/fhir/metadata"}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Harbor's submission, mailbox document and FHIR resource; the outsider's token."""
+    folder = tmp_path_factory.mktemp("isolation")
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
+                               folder / "partners.yaml")
+    app = create_app(store=f"sqlite:///{folder / 'gateway.sqlite'}",
+                     partners=folder / "partners.yaml")
+    load_demo_registries(app.state.store, app.state.partners)
+    auth = {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        sent = client.post("/x12", content=MIXED, headers=auth["harbor"]).json()
+        document = client.get("/mailbox", headers=auth["harbor"]).json()["documents"][0]
+        created = client.post("/fhir/CarePlan", content=CAREPLAN, headers={
+            **auth["harbor"], "Content-Type": "application/fhir+json"})
+        assert created.status_code == 201, created.text
+        ids = {"submission": sent["submission_id"], "document": document["id"],
+               "careplan": created.json()["id"],
+               "cin": json.loads(CAREPLAN)["subject"]["identifier"]["value"]}
+        yield client, auth, ids, app
+
+
+CASES = [  # (method, route, concrete path, expected status for the outsider)
+    ("GET", "/submissions/{submission_id}", "/submissions/{submission}", 404),
+    ("POST", "/submissions/{submission_id}/replay", "/submissions/{submission}/replay", 404),
+    ("GET", "/mailbox/{document_id}", "/mailbox/{document}", 404),
+    ("GET", "/fhir/{resource_type}/{resource_id}", "/fhir/CarePlan/{careplan}", 404),
+    ("POST", "/extracts/history", "/extracts/history", 403),  # a plan asks: not a provider
+]
+
+
+def test_every_authenticated_route_is_in_the_table(made):
+    _, _, _, app = made
+    routes = {(m, r.path) for r in app.routes if r.path not in OPEN
+              for m in (getattr(r, "methods", None) or ()) if m not in ("HEAD", "OPTIONS")}
+    listed = {(m, r) for m, r, _, _ in CASES} | {  # calls that touch only the caller's own data
+        ("POST", "/x12"), ("POST", "/files"), ("GET", "/mailbox"), ("POST", "/fhir"),
+        ("POST", "/fhir/{resource_type}"), ("POST", "/fhir/{resource_type}/$validate"),
+        ("GET", "/fhir/{resource_type}")}
+    catch_all = {(m, "/fhir/{rest:path}") for m in ("GET", "POST", "PUT", "DELETE", "PATCH")}
+    assert routes - catch_all == listed
+
+
+@pytest.mark.parametrize("method, route, path, status", CASES)
+def test_another_partner_cannot_read_or_act_on_it(made, method, route, path, status):
+    client, auth, ids, _ = made
+    outsider = auth["demo-plan"] if route == "/extracts/history" else auth["golden-table"]
+    answer = client.request(method, path.format(**ids), headers=outsider)
+    assert answer.status_code == status
+    owner = client.request(method, path.format(**ids), headers=auth["harbor"])
+    assert owner.status_code < 400  # the same call works for its owner
+
+
+def test_lists_and_searches_show_only_the_callers_own(made):
+    client, auth, ids, _ = made
+    outsider = auth["golden-table"]
+    assert client.get("/mailbox", headers=outsider).json() == {"documents": []}
+    search = client.get("/fhir/CarePlan", headers=outsider).json()
+    assert search["resourceType"] == "Bundle" and search.get("total", 0) == 0
+    by_member = client.get(f"/fhir/CarePlan?patient.identifier={CIN_SYSTEM}|{ids['cin']}",
+                           headers=outsider).json()
+    assert not by_member.get("entry")
+    for query in ("", f"?patient.identifier={CIN_SYSTEM}|{ids['cin']}"):
+        own = client.get(f"/fhir/CarePlan{query}", headers=auth["harbor"]).json()
+        assert [e["resource"]["id"] for e in own["entry"]] == [ids["careplan"]]
