@@ -106,6 +106,36 @@ def test_a_retry_starts_from_a_clean_slate(setup, monkeypatch):
     assert store.submission(sid)["run_state"] == "done"
 
 
+def test_a_run_writes_its_outputs_at_its_end(setup, monkeypatch):
+    """While the step runs, nobody sees its findings, documents or statuses; the end of the
+    run writes them all, with the whole status history."""
+    store, partners, _ = setup
+    sid = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                        payload=MIXED).submission_id
+    real = pipeline.STEPS["x12"]
+    seen = {}
+
+    def watched(run, partners, partner, submission_id):
+        outcome = real(run, partners, partner, submission_id)
+        found = store.submission(submission_id)  # the store itself, not the run
+        seen.update(status=found["status"], run_state=found["run_state"],
+                    documents=store.documents(submission_id),
+                    findings=store.findings(submission_id))
+        return outcome
+
+    monkeypatch.setitem(pipeline.STEPS, "x12", watched)
+    assert pipeline.process(store, partners, sid).status == "routed"
+    assert seen == {"status": "received", "run_state": "running", "documents": [],
+                    "findings": []}
+    found = store.submission(sid)
+    assert (found["status"], found["run_state"], found["attempts"]) == ("routed", "done", 1)
+    assert [h["status"] for h in store.history(sid)] == [
+        "received", "validated", "converted", "routed"]
+    assert sorted(d["role"] for d in store.documents(sid)) == [
+        "ack-277ca", "ack-999", "routed-837p"]
+    assert store.finding_count(sid) > 0
+
+
 def test_make_queue_engines(setup):
     store, partners, _ = setup
     assert make_queue(None, store, partners).engine == "embedded"

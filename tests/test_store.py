@@ -14,7 +14,7 @@ import pytest
 import servers
 
 from gateway.findings import Finding, Severity
-from gateway.pipeline.store import STATUSES, Received, Store
+from gateway.pipeline.store import STATUSES, Received, Run, Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -244,6 +244,90 @@ def test_an_expired_lease_is_claimable_and_a_reclaim_discards_the_unfinished_out
     found = store.submission(sid)
     assert found["run_state"] == "done" and found["finished_at"] == T0 + timedelta(
         seconds=92, milliseconds=500)
+
+
+def _finding(rule: str = "R") -> Finding:
+    return Finding(rule=rule, severity=Severity.ERROR, location="ISA", message="m", source="s")
+
+
+def test_a_runs_outputs_are_written_with_its_end_in_one_go(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    store, other = Store(url), Store(url)
+    try:
+        sid = receive(store, now=T0).submission_id
+        assert store.claim(sid, "w", LEASE, now=T0) == "claimed"
+        run = Run(store, sid)
+        assert run.attempt(sid) == 1
+        run.set_status(sid, "validated", now=T0 + timedelta(seconds=1))
+        run.add_findings(sid, [_finding("A"), _finding("B")])
+        ack = run.add_document(sid, role="ack", name="999", content=b"ISA~", media_type="x",
+                               recipient="acme", now=T0 + timedelta(seconds=1))
+        routed = run.add_document(sid, role="routed", name="r", content=b"r", media_type="x",
+                                  recipient="plan", parent_document=ack,
+                                  now=T0 + timedelta(seconds=2))
+        run.set_status(sid, "routed", now=T0 + timedelta(seconds=2))
+        run.set_summary(sid, {"claims": 1})
+        with pytest.raises(ValueError):
+            run.set_status(sid, "bogus")
+        with pytest.raises(KeyError):
+            run.add_document(sid, role="routed", name="x", content=b"", media_type="x",
+                             parent_document="missing")
+        # nothing of the unfinished run is in the store yet
+        found = other.submission(sid)
+        assert (found["status"], found["attempts"], found["summary"]) == ("received", 0, {})
+        assert other.documents(sid) == [] and other.findings(sid) == []
+        assert [h["status"] for h in other.history(sid)] == ["received"]
+        assert store.finish(sid, "w", now=T0 + timedelta(seconds=3), run=run)
+        found = other.submission(sid)
+        assert (found["status"], found["attempts"], found["summary"], found["run_state"]) == (
+            "routed", 1, {"claims": 1}, "done")
+        assert [(h["status"], h["at"]) for h in other.history(sid)] == [
+            ("received", T0), ("validated", T0 + timedelta(seconds=1)),
+            ("routed", T0 + timedelta(seconds=2))]
+        assert [f["rule"] for f in other.findings(sid)] == ["A", "B"]
+        assert [(d["id"], d["parent_document"]) for d in other.documents(sid)] == [
+            (ack, None), (routed, ack)]
+        assert other.document(ack)["content"] == b"ISA~"
+        assert [d["id"] for d in other.mailbox("plan")] == [routed]
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_run_that_lost_its_lease_writes_nothing(store):
+    sid = receive(store, now=T0).submission_id
+    assert store.claim(sid, "w1", LEASE, now=T0) == "claimed"
+    run = Run(store, sid)
+    run.add_findings(sid, [_finding()])
+    run.add_document(sid, role="ack", name="999", content=b"a", media_type="x", recipient="a")
+    run.set_status(sid, "validated")
+    assert store.claim(sid, "w2", LEASE, now=T0 + timedelta(seconds=61)) == "claimed"
+    assert not store.finish(sid, "w1", run=run)
+    assert store.findings(sid) == [] and store.documents(sid) == []
+    assert store.submission(sid)["status"] == "received"
+
+
+def test_a_run_reads_its_own_writes_and_a_restart_drops_them(store):
+    sid = receive(store, now=T0).submission_id
+    other = receive(store, b"other", now=T0).submission_id
+    assert store.claim(sid, "w", LEASE) == "claimed"
+    run = Run(store, sid)
+    assert run.attempt(sid) == 1
+    run.set_summary(sid, {"step": 1})
+    assert run.submission(sid)["summary"] == {"step": 1}  # written first, then read
+    assert run.submission(sid)["attempts"] == 1
+    run.add_findings(sid, [_finding("A")])
+    assert [f["rule"] for f in run.findings(sid)] == ["A"]
+    run.add_findings(other, [_finding("O")])  # another submission: written at once
+    assert [f["rule"] for f in store.findings(other)] == ["O"]
+    run.add_findings(sid, [_finding("B")])
+    run.restart()  # a retry: what this attempt wrote, held or written, is gone
+    assert store.findings(sid) == []
+    run.add_findings(sid, [_finding("C")])
+    assert run.attempt(sid) == 2
+    assert store.finish(sid, "w", run=run)
+    assert [f["rule"] for f in store.findings(sid)] == ["C"]
+    assert store.submission(sid)["attempts"] == 2
 
 
 def test_requeue_abandoned_and_overdue(store):

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.steps import STEPS, Outcome
-from gateway.pipeline.store import Store
+from gateway.pipeline.store import Run, Store
 
 RETRIES = 3
 BACKOFF_SECONDS = 0.5
@@ -46,8 +46,8 @@ def _x12_key(payload: bytes) -> str | None:
 
 
 LEASE = timedelta(seconds=float(os.environ.get("ECM_GATEWAY_LEASE_SECONDS", "60")))
-# FOR TESTS ONLY (the crash test): sleep this many seconds before every store write a step
-# makes, so a kill lands in the middle of a run. Never set it in a deployment.
+# FOR TESTS ONLY (the crash test): sleep this many seconds at every write a step makes (into its
+# Run), so a kill lands in the middle of a run. Never set it in a deployment.
 TEST_SLOW_WRITES = "ECM_GATEWAY_TEST_SLOW_WRITES"
 _BOOT = uuid.uuid4().hex[:8]
 
@@ -104,25 +104,6 @@ class _Heartbeat:
         self.thread.join(timeout=5)
 
 
-class _SlowWrites:
-    """The store as a step sees it when :data:`TEST_SLOW_WRITES` is set (tests only)."""
-
-    WRITES = ("add_findings", "add_document", "set_status", "set_summary", "attempt")
-
-    def __init__(self, store: Store, delay: float):
-        self._store, self._delay = store, delay
-
-    def __getattr__(self, name):
-        found = getattr(self._store, name)
-        if name not in self.WRITES:
-            return found
-
-        def slow(*args, **kwargs):
-            time.sleep(self._delay)
-            return found(*args, **kwargs)
-        return slow
-
-
 def current_outcome(store: Store, submission_id: str) -> Outcome:
     """What a finished (or still running) submission looks like, from the store."""
     found = store.submission(submission_id)
@@ -153,37 +134,42 @@ def run_claimed(store: Store, partners: Partners, submission_id: str, worker: st
     ends with :meth:`Store.finish`, which makes its outputs deliverable. ``work(store,
     partners, submission_id)`` replaces the pipeline (the merge of a split file)."""
     sleep = sleep or time.sleep
+    delay = float(os.environ.get(TEST_SLOW_WRITES) or 0)
     with _Heartbeat(store, submission_id, worker, lease):
+        found = store.submission(submission_id)
+        run = Run(store, submission_id, attempts=found["attempts"] if found else 0,
+                  delay=delay)
         if work is not None:
-            outcome = work(store, partners, submission_id)
+            outcome = work(run, partners, submission_id)
         else:
-            outcome = _run(store, partners, submission_id, sleep)
-    if not store.finish(submission_id, worker):
+            outcome = _run(store, run, partners, found, sleep)
+    if not store.finish(submission_id, worker, run=run):
         log.warning("lease lost before the end of the run; another worker redoes it",
                     extra={"submission_id": submission_id})
     return outcome
 
 
-def _run(store: Store, partners: Partners, submission_id: str, sleep) -> Outcome:
-    found = store.submission(submission_id)
+def _run(store: Store, run: Run, partners: Partners, found: dict, sleep) -> Outcome:
+    """The step of the submission's kind, retried; its outputs are kept in ``run`` (written
+    when the run finishes). ``failed`` between retries is written at once, for whoever looks."""
+    submission_id = found["id"]
     partner = partners.partners.get(found["partner"])
     if partner is None:
-        store.set_status(submission_id, "dead_letter", error="unknown partner")
+        run.set_status(submission_id, "dead_letter", error="unknown partner")
         return Outcome(submission_id, "dead_letter", False, None, 0)
     step = STEPS[found["kind"]]
-    delay = float(os.environ.get(TEST_SLOW_WRITES) or 0)
-    seen_by_step = _SlowWrites(store, delay) if delay > 0 else store
     for attempt in range(1, RETRIES + 1):
         if attempt > 1:
-            store.restart_run(submission_id)
+            run.restart()
         try:
-            return step(seen_by_step, partners, partner, submission_id)
+            return step(run, partners, partner, submission_id)
         except Exception as exc:  # noqa: BLE001 - recorded, retried, then dead-lettered
             error = f"{exc.__class__.__name__} on attempt {attempt}"
             log.warning("processing failed: %s", error,
                         extra={"submission_id": submission_id, "status": "failed"})
             if attempt == RETRIES:
-                store.set_status(submission_id, "dead_letter", error=error)
+                run.restart()
+                run.set_status(submission_id, "dead_letter", error=error)
                 return Outcome(submission_id, "dead_letter", False, None, 0)
             store.set_status(submission_id, "failed", error=error)
             sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, nullcontext
@@ -434,9 +435,12 @@ class Store:
         with self._write() as conn:
             _discard_outputs(conn, submission_id)
 
-    def finish(self, submission_id: str, worker: str, now: datetime | None = None) -> bool:
+    def finish(self, submission_id: str, worker: str, now: datetime | None = None,
+               run: Run | None = None) -> bool:
         """End ``worker``'s run: the submission is ``done`` and its outputs become deliverable.
-        False (and nothing changes) when the worker had lost its lease."""
+        ``run``: what the run wrote and the store has not yet (:class:`Run`), written in the
+        same transaction. False (and nothing changes, nothing of ``run`` is written) when the
+        worker had lost its lease."""
         now = _utc(now)
         c = submissions.c
         with self._write() as conn:
@@ -449,7 +453,18 @@ class Store:
             conn.execute(update(submissions).where(c.id == submission_id).values(
                 run_state="done", lease_owner=None, lease_until=None, finished_at=now,
                 run_ms=_ms(now - started), latency_ms=_ms(now - created)))
+            if run is not None:
+                _write_outputs(conn, run)
+        if run is not None:
+            run.written()
         return True
+
+    def write_outputs(self, run: Run) -> None:
+        """Write what ``run`` holds now, in one transaction, without ending it (a step that
+        reads back what it wrote, see :class:`Run`)."""
+        with self._write() as conn:
+            _write_outputs(conn, run)
+        run.written()
 
     def requeue_abandoned(self, owners_alive, now: datetime | None = None) -> list[str]:
         """Put back in the queue the running submissions whose ``lease_owner`` is judged dead by
@@ -544,13 +559,7 @@ class Store:
     def add_findings(self, submission_id: str, findings: list[Finding]) -> None:
         """Append findings (their public fields, :meth:`Finding.as_dict`; ``context`` is not
         kept)."""
-        rows = []
-        for finding in findings:
-            data = finding.as_dict()
-            rows.append({"submission_id": submission_id, "rule": data["rule"],
-                         "severity": data["severity"], "location": data["location"],
-                         "message": data["message"], "source": data["source"],
-                         "segment": data.get("segment")})
+        rows = _finding_rows(submission_id, findings)
         with self._write() as conn:
             if not _exists(conn, submissions, submission_id):
                 raise KeyError(f"unknown submission {submission_id}")
@@ -579,20 +588,17 @@ class Store:
                      parent_document: str | None = None, now: datetime | None = None) -> str:
         """Store a document made from a submission (ack, converted file, report, routed copy;
         a routed copy names the document it copies in ``parent_document``)."""
-        now = _utc(now)
-        content = bytes(content)
-        document_id = uuid.uuid4().hex
+        row = _document_row(submission_id, role=role, name=name, content=content,
+                            media_type=media_type, recipient=recipient,
+                            parent_document=parent_document, now=now)
         with self._write() as conn:
             if not _exists(conn, submissions, submission_id):
                 raise KeyError(f"unknown submission {submission_id}")
             if parent_document is not None and not _exists(conn, documents_table,
                                                            parent_document):
                 raise KeyError(f"unknown parent document {parent_document}")
-            conn.execute(insert(documents_table).values(
-                id=document_id, submission_id=submission_id, role=role, name=name,
-                media_type=media_type, recipient=recipient, parent_document=parent_document,
-                size=len(content), content=content, created_at=now, delivered_at=None))
-        return document_id
+            conn.execute(insert(documents_table).values(**row))
+        return row["id"]
 
     def documents(self, submission_id: str) -> list[dict]:
         """The submission's documents, oldest first (without content)."""
@@ -662,6 +668,171 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(select(audit_table).order_by(c.id.desc()).limit(limit))
             return [dict(r) for r in rows.mappings()]
+
+
+# -- a run's outputs, written together --------------------------------------------------------------
+# reads a step may make of what it has just written: they see it because the run is written first
+_READS_AFTER_WRITES = frozenset({"submission", "documents", "document", "findings",
+                                 "finding_count", "history", "mailbox", "submissions_for",
+                                 "counts_by_status"})
+
+
+class Run:
+    """The store as a step sees it while it runs one submission. What the step writes about
+    that submission — processing attempts, status changes, findings, documents, its summary —
+    is kept here and written by :meth:`Store.finish` in ONE transaction together with the end
+    of the run (before: one transaction per write). So a run that does not end (a crash, a
+    lost lease, an exception before a retry) leaves nothing behind, and a finished run's
+    outputs appear all at once. When the step reads the store about the submission after
+    writing (``submission``, ``documents``, ``findings``…), what it holds is written first
+    (:meth:`Store.write_outputs`), so it reads its own writes. Everything else (reads, control
+    numbers, writes about other submissions) goes straight to the store.
+
+    ``delay`` (tests only, see ``TEST_SLOW_WRITES`` in :mod:`gateway.pipeline.process`): sleep
+    that long at every write, so a kill lands in the middle of a run."""
+
+    def __init__(self, store: Store, submission_id: str, attempts: int = 0,
+                 delay: float = 0.0) -> None:
+        self.store, self.submission_id, self.delay = store, submission_id, delay
+        self.base_attempts = attempts
+        self.attempts = 0
+        self.written_before = False  # part of the run is in the store already
+        self._clear()
+
+    def _clear(self) -> None:
+        self._statuses: list[dict] = []
+        self._findings: list[dict] = []
+        self._documents: list[dict] = []
+        self._summary: dict | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Outputs not yet written (attempts aside)."""
+        return bool(self._statuses or self._findings or self._documents
+                    or self._summary is not None)
+
+    def __getattr__(self, name):
+        found = getattr(self.store, name)
+        if name not in _READS_AFTER_WRITES:
+            return found
+
+        def read(*args, **kwargs):
+            self.flush()
+            return found(*args, **kwargs)
+        return read
+
+    def _mine(self, submission_id: str) -> bool:
+        if self.delay > 0:
+            time.sleep(self.delay)
+        return submission_id == self.submission_id
+
+    # -- the writes a step makes (the same signatures as the store's) --------------------------
+    def attempt(self, submission_id: str) -> int:
+        if not self._mine(submission_id):
+            return self.store.attempt(submission_id)
+        self.attempts += 1
+        return self.base_attempts + self.attempts
+
+    def set_status(self, submission_id: str, status: str, error: str | None = None,
+                   now: datetime | None = None) -> None:
+        if not self._mine(submission_id):
+            return self.store.set_status(submission_id, status, error=error, now=now)
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
+        self._statuses.append({"submission_id": submission_id, "status": status,
+                              "at": _utc(now), "error": error})
+
+    def set_summary(self, submission_id: str, summary: dict) -> None:
+        if not self._mine(submission_id):
+            return self.store.set_summary(submission_id, summary)
+        self._summary = dict(summary)
+
+    def add_findings(self, submission_id: str, findings: list[Finding]) -> None:
+        if not self._mine(submission_id):
+            return self.store.add_findings(submission_id, findings)
+        self._findings.extend(_finding_rows(submission_id, findings))
+
+    def add_document(self, submission_id: str, *, role: str, name: str, content: bytes,
+                     media_type: str, recipient: str | None = None,
+                     parent_document: str | None = None, now: datetime | None = None) -> str:
+        if not self._mine(submission_id):
+            return self.store.add_document(submission_id, role=role, name=name,
+                                           content=content, media_type=media_type,
+                                           recipient=recipient,
+                                           parent_document=parent_document, now=now)
+        if parent_document is not None and \
+                all(d["id"] != parent_document for d in self._documents) and \
+                self.store.document(parent_document) is None:
+            raise KeyError(f"unknown parent document {parent_document}")
+        row = _document_row(submission_id, role=role, name=name, content=content,
+                            media_type=media_type, recipient=recipient,
+                            parent_document=parent_document, now=now)
+        self._documents.append(row)
+        return row["id"]
+
+    # -- the run's own bookkeeping -------------------------------------------------------------
+    def flush(self) -> None:
+        """Write what is held now (one transaction; attempts alone wait for the end)."""
+        if self.pending:
+            self.store.write_outputs(self)
+
+    def written(self) -> None:
+        """The store has written what was held."""
+        self.written_before = self.written_before or self.pending
+        self.base_attempts += self.attempts
+        self.attempts = 0
+        self._clear()
+
+    def restart(self) -> None:
+        """Before a retry: drop this attempt's outputs (attempts are kept), and those already
+        written (:meth:`Store.restart_run`)."""
+        self._clear()
+        if self.written_before:
+            self.store.restart_run(self.submission_id)
+            self.written_before = False
+
+
+def _write_outputs(conn: Connection, run: Run) -> None:
+    sid = run.submission_id
+    c = submissions.c
+    values: dict = {}
+    if run._statuses:
+        last = run._statuses[-1]
+        values.update(status=last["status"], error=last["error"], updated_at=last["at"])
+        conn.execute(insert(status_history), run._statuses)
+    if run._summary is not None:
+        values["summary"] = run._summary
+    if run.attempts:
+        values["attempts"] = c.attempts + run.attempts
+    if values:
+        result = conn.execute(update(submissions).where(c.id == sid).values(**values))
+        if result.rowcount == 0:
+            raise KeyError(f"unknown submission {sid}")
+    if run._findings:
+        conn.execute(insert(findings_table), run._findings)
+    if run._documents:  # in the order they were made: a routed copy after what it copies
+        conn.execute(insert(documents_table), run._documents)
+
+
+def _finding_rows(submission_id: str, findings: list[Finding]) -> list[dict]:
+    rows = []
+    for finding in findings:
+        data = finding.as_dict()
+        rows.append({"submission_id": submission_id, "rule": data["rule"],
+                     "severity": data["severity"], "location": data["location"],
+                     "message": data["message"], "source": data["source"],
+                     "segment": data.get("segment")})
+    return rows
+
+
+def _document_row(submission_id: str, *, role: str, name: str, content: bytes,
+                  media_type: str, recipient: str | None, parent_document: str | None,
+                  now: datetime | None) -> dict:
+    content = bytes(content)
+    return {"id": uuid.uuid4().hex, "submission_id": submission_id, "role": role,
+            "name": name, "media_type": media_type, "recipient": recipient,
+            "parent_document": parent_document, "size": len(content), "content": content,
+            "created_at": _utc(now), "delivered_at": None}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
