@@ -242,9 +242,9 @@ class Router:
         """Write each plan's RTF CSV and 837P; returns ``routed`` when anything was routed."""
         from gateway.conversion import canonical_to_837p
         from gateway.fhir.mapping.rtf import write_rtf_csv
-        from gateway.pipeline.counters import next_numbers
         from gateway.pipeline.registries import record_routed
-        from gateway.x12.writer import ControlNumbers, envelope_settings
+        from gateway.pipeline.steps import envelope_numbers
+        from gateway.x12.writer import envelope_settings
 
         several = len(self._outputs) > 1
         for plan_id, output in self._outputs.items():
@@ -256,9 +256,9 @@ class Router:
                               text.getvalue().encode("utf-8"), CSV_MEDIA)
             if output.encounters:
                 settings = envelope_settings(self.partners.partners[plan_id].envelope)
-                numbers = [next_numbers(f"{n}:{settings.name}")[0] for n in ("isa13", "gs06")]
                 text = io.StringIO()
-                canonical_to_837p(output.encounters, text, settings, ControlNumbers(*numbers),
+                canonical_to_837p(output.encounters, text, settings,
+                                  envelope_numbers(self.store, settings.name),
                                   self.now.replace(tzinfo=None))
                 content = text.getvalue().encode()
                 document = self._deliver(plan_id, X12_ROLE,
