@@ -10,6 +10,7 @@ linked to the original.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -77,6 +78,50 @@ def owner_alive(owner: str) -> bool:
     return True
 
 
+class _RunsEnded:
+    """Runs that end in this process wake whoever awaits them (:func:`gateway.pipeline.queue.
+    wait_until_done`) at once, instead of at their next look at the store."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+        self.local = False  # runs happen in this process (an embedded queue was started)
+
+    def watch(self, submission_id: str) -> asyncio.Future:
+        """A future of the running event loop, resolved when a run of ``submission_id`` ends
+        here (call :meth:`forget` when no longer waiting)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._waiting.setdefault(submission_id, []).append((loop, future))
+        return future
+
+    def forget(self, submission_id: str, future: asyncio.Future) -> None:
+        with self._lock:
+            waiting = [w for w in self._waiting.get(submission_id, []) if w[1] is not future]
+            if waiting:
+                self._waiting[submission_id] = waiting
+            else:
+                self._waiting.pop(submission_id, None)
+
+    def ended(self, submission_id: str) -> None:
+        with self._lock:
+            waiting = self._waiting.pop(submission_id, [])
+        for loop, future in waiting:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(True)
+
+
+RUNS_ENDED = _RunsEnded()
+
+
 class _Heartbeat:
     """Extends the worker's lease every third of its length while a run lasts."""
 
@@ -106,11 +151,9 @@ class _Heartbeat:
 
 def current_outcome(store: Store, submission_id: str) -> Outcome:
     """What a finished (or still running) submission looks like, from the store."""
-    found = store.submission(submission_id)
-    ack = next((d for d in store.documents(submission_id) if d["role"] == "ack-999"), None)
-    text = store.document(ack["id"])["content"].decode("latin-1") if ack else None
+    found, ack, findings = store.answer(submission_id, "ack-999")
     return Outcome(submission_id, found["status"], bool((found["summary"] or {}).get("valid")),
-                   text, store.finding_count(submission_id))
+                   ack.decode("latin-1") if ack is not None else None, findings)
 
 
 def process(store: Store, partners: Partners, submission_id: str, sleep=None,
@@ -146,6 +189,7 @@ def run_claimed(store: Store, partners: Partners, submission_id: str, worker: st
     if not store.finish(submission_id, worker, run=run):
         log.warning("lease lost before the end of the run; another worker redoes it",
                     extra={"submission_id": submission_id})
+    RUNS_ENDED.ended(submission_id)
     return outcome
 
 
@@ -216,9 +260,9 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
     kept = store.receive(partner=partner.id, channel=channel, kind=kind, filename=filename,
                          payload=payload, idempotency_key=idempotency_key,
                          x12_key=_x12_key(payload) if kind == "x12" else None,
-                         claimed_by=worker, lease=LEASE)
-    store.audit(actor=partner.id, action="submit", target=kept.submission_id,
-                detail=f"{kind} via {channel}")
+                         claimed_by=worker, lease=LEASE,
+                         audit={"actor": partner.id, "action": "submit",
+                                "detail": f"{kind} via {channel}"})
     details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,
                "channel": channel, "size": len(payload)}
     if kept.duplicate_of:

@@ -25,7 +25,13 @@ import threading
 from datetime import timedelta
 
 from gateway.pipeline.partners import Partners
-from gateway.pipeline.process import LEASE, owner_alive, run_claimed, worker_id
+from gateway.pipeline.process import (
+    LEASE,
+    RUNS_ENDED,
+    owner_alive,
+    run_claimed,
+    worker_id,
+)
 from gateway.pipeline.store import Store
 
 log = logging.getLogger("gateway.queue")
@@ -58,6 +64,7 @@ class EmbeddedQueue:
             if resumed:
                 log.info("released %d claims of a stopped worker", len(resumed))
             self._stop.clear()
+            RUNS_ENDED.local = True
             for n in range(self.count):
                 thread = threading.Thread(target=self._work, name=f"gateway-worker-{n}",
                                           daemon=True)
@@ -178,16 +185,27 @@ def _run_logged(store: Store, partners: Partners, submission_id: str, worker: st
 
 
 async def wait_until_done(store: Store, submission_id: str, timeout: float) -> bool:
-    """Poll the store (off the event loop) until the submission's run is ``done``; False when
-    ``timeout`` seconds pass first."""
+    """Wait until the submission's run is ``done`` in the store; False when ``timeout``
+    seconds pass first. A run that ends in this process (the embedded queue) wakes the wait at
+    once; runs elsewhere (Celery workers) are seen by looking at the store, soon at first,
+    then every 0.2 s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    pause = 0.01
-    while True:
-        found = await asyncio.to_thread(store.submission, submission_id)
-        if found is not None and found["run_state"] == "done":
-            return True
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
-        pause = min(pause * 2, 0.2)
+    # with local runs the store is looked at rarely, in case a run ends elsewhere after all
+    pause, longest = (0.2, 1.0) if RUNS_ENDED.local else (0.01, 0.2)
+    ended = RUNS_ENDED.watch(submission_id)
+    try:
+        while True:
+            found = await asyncio.to_thread(store.submission, submission_id)
+            if found is not None and found["run_state"] == "done":
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if ended.done():  # a run ended without finishing (lost lease): wait for the next
+                RUNS_ENDED.forget(submission_id, ended)
+                ended = RUNS_ENDED.watch(submission_id)
+            await asyncio.wait([ended], timeout=min(pause, remaining))
+            pause = min(pause * 2, longest)
+    finally:
+        RUNS_ENDED.forget(submission_id, ended)

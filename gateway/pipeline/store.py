@@ -254,13 +254,16 @@ class Store:
                 payload: bytes, idempotency_key: str | None = None, x12_key: str | None = None,
                 parent_id: str | None = None, now: datetime | None = None,
                 window: timedelta = DEFAULT_WINDOW, claimed_by: str | None = None,
-                lease: timedelta = timedelta(minutes=1)) -> Received:
+                lease: timedelta = timedelta(minutes=1),
+                audit: dict[str, str] | None = None) -> Received:
         """Persist an inbound payload (raw, with its SHA-256) as a new submission in status
         ``received``, unless it duplicates one of the partner's earlier submissions: same
         ``idempotency_key`` (any age), or same ``x12_key`` or same payload hash within
         ``window`` before ``now``. A replay (``parent_id`` set) is never a duplicate.
         ``claimed_by``: the new submission is born claimed by that worker (under ``lease``),
-        for a caller that processes it at once, so no queue worker takes it in between."""
+        for a caller that processes it at once, so no queue worker takes it in between.
+        ``audit`` (``actor``, ``action``, optional ``detail``): an audit entry whose target is
+        the answer's submission id, written in the same transaction."""
         now = _utc(now)
         payload = bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
@@ -269,6 +272,7 @@ class Store:
                 original = _find_original(conn, partner, digest, idempotency_key, x12_key,
                                           now - window)
                 if original is not None:
+                    _audit_entry(conn, audit, original, now)
                     return Received(original, original)
             elif not _exists(conn, submissions, parent_id):
                 raise KeyError(f"unknown parent submission {parent_id}")
@@ -284,6 +288,7 @@ class Store:
             conn.execute(insert(payloads).values(submission_id=submission_id, content=payload))
             conn.execute(insert(status_history).values(
                 submission_id=submission_id, status="received", at=now, error=None))
+            _audit_entry(conn, audit, submission_id, now)
         return Received(submission_id, None)
 
     def set_status(self, submission_id: str, status: str, error: str | None = None,
@@ -306,6 +311,23 @@ class Store:
             row = conn.execute(_select_submissions().where(
                 submissions.c.id == submission_id)).mappings().first()
         return _submission_dict(row) if row is not None else None
+
+    def answer(self, submission_id: str, ack_role: str = "ack-999"
+               ) -> tuple[dict, bytes | None, int] | None:
+        """What a synchronous answer needs, on one connection: the submission, the content of
+        its document of role ``ack_role`` (None: none) and its number of findings."""
+        d, f = documents_table.c, findings_table.c
+        with self._read() as conn:
+            row = conn.execute(_select_submissions().where(
+                submissions.c.id == submission_id)).mappings().first()
+            if row is None:
+                return None
+            ack = conn.execute(select(d.content).where(
+                d.submission_id == submission_id, d.role == ack_role)
+                .order_by(d.created_at, d.id).limit(1)).scalar()
+            count = conn.execute(select(func.count()).where(
+                f.submission_id == submission_id)).scalar() or 0
+        return _submission_dict(row), bytes(ack) if ack is not None else None, count
 
     def history(self, submission_id: str) -> list[dict]:
         """The submission's statuses, oldest first: ``status``, ``at``, ``error``."""
@@ -658,8 +680,8 @@ class Store:
     def audit(self, *, actor: str, action: str, target: str, detail: str = "",
               now: datetime | None = None) -> None:
         with self._write() as conn:
-            conn.execute(insert(audit_table).values(at=_utc(now), actor=actor, action=action,
-                                                    target=target, detail=detail or ""))
+            _audit_entry(conn, {"actor": actor, "action": action, "detail": detail}, target,
+                         _utc(now))
 
     def audit_log(self, limit: int = 1000) -> list[dict]:
         """The latest ``limit`` audit entries, newest first: id, at, actor, action, target,
@@ -812,6 +834,14 @@ def _write_outputs(conn: Connection, run: Run) -> None:
         conn.execute(insert(findings_table), run._findings)
     if run._documents:  # in the order they were made: a routed copy after what it copies
         conn.execute(insert(documents_table), run._documents)
+
+
+def _audit_entry(conn: Connection, entry: dict[str, str] | None, target: str,
+                 now: datetime) -> None:
+    if entry is not None:
+        conn.execute(insert(audit_table).values(at=now, actor=entry["actor"],
+                                                action=entry["action"], target=target,
+                                                detail=entry.get("detail") or ""))
 
 
 def _finding_rows(submission_id: str, findings: list[Finding]) -> list[dict]:
