@@ -557,3 +557,35 @@ def test_the_extract_in_both_formats_and_as_the_route_asks(gateway, tmp_path):
     golden = json.loads(store.document(sent["golden-table"])["content"])
     assert golden == {"resourceType": "Bundle", "type": "collection",
                       "timestamp": "2026-11-23T03:00:00Z"}  # no members, no entries
+
+
+def test_a_referral_sent_as_xml_is_routed_the_same(gateway):
+    from gateway.fhir.parse import to_xml_bytes
+
+    answer = gateway.client.post(
+        "/fhir/ServiceRequest", content=to_xml_bytes(referral()),
+        headers={**gateway.auth["harbor"], "Content-Type": "application/fhir+xml"})
+    assert answer.status_code == 201, answer.text
+    [document] = gateway.routed("demo-plan")
+    record = json.loads(gateway.fetch("demo-plan", document))
+    assert (record["member_cin"], record["priority"], record["authorization_deadline"]) == (
+        HARBOR_MEMBER, "expedited", "2026-10-08T09:30:00-07:00")
+
+
+def test_route_resource_routes_one_stored_resource_of_a_submission(gateway):
+    """The per-resource entry point: what the step does for each resource, on its own."""
+    from gateway.fhir.intake import route_resource
+
+    store, partners = gateway.store, gateway.app.state.partners
+    sid = store.receive(partner="harbor", channel="api", kind="fhir", filename="Task.json",
+                        payload=json.dumps(task()).encode()).submission_id
+    resource = {**task(), "id": "task-1"}
+    assert route_resource(store, partners, partners.partners["harbor"], sid, resource) == \
+        "routed"
+    assert store.submission(sid)["summary"] == {
+        "routing": [{"resource": "Task/task-1", "plan": "demo-plan",
+                     "documents": {"rtf": "demo-plan"}}], "routed": {"demo-plan": 1}}
+    [document] = store.documents(sid)
+    assert (document["role"], document["recipient"]) == ("routed-rtf", "demo-plan")
+    assert csv_rows(store.document(document["id"])["content"])[0]["Referral Status"] == \
+        "DECLINED"
