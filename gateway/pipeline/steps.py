@@ -52,7 +52,7 @@ from gateway.pipeline.registries import (
 from gateway.pipeline.store import Store
 from gateway.registry.history import encounter_history_rows
 from gateway.rules import default_catalogue
-from gateway.x12.acks import AckControls, acknowledge
+from gateway.x12.acks import AckControls, acknowledge, judge
 from gateway.x12.claims837 import ClaimRecord
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
@@ -201,9 +201,19 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
     auth_findings = _sender_check(result.claims, partner)
     result.findings.extend(auth_findings)
     result.findings.sort(key=lambda f: f.segment or 0)
-    numbers = store.take_numbers({"isa13:acks": 3, "gs06:acks": 8})
-    acks = acknowledge(result, controls=AckControls(numbers["isa13:acks"][0],
-                                                    numbers["gs06:acks"][0]),
+    # where the accepted claims go, first, so the control numbers of the acknowledgments and
+    # of the routed 837Ps are drawn together (one transaction)
+    accepted = [c.encounter for c in judge(result).accepted_claims if c.encounter is not None]
+    groups, nowhere = _claim_targets(partners, registry, partner, accepted) \
+        if result.kind == "837p" and accepted else ({}, [])
+    wanted = {"isa13:acks": 3, "gs06:acks": 8}
+    profiles = {t: envelope_settings(partners.partners[t].envelope) for t in groups}
+    for settings in profiles.values():
+        for counter in (f"isa13:{settings.name}", f"gs06:{settings.name}"):
+            wanted[counter] = wanted.get(counter, 0) + 1
+    numbers = {name: iter(taken) for name, taken in store.take_numbers(wanted).items()}
+    acks = acknowledge(result, controls=AckControls(next(numbers["isa13:acks"]),
+                                                    next(numbers["gs06:acks"])),
                        when=now.replace(tzinfo=None))
     ack_to = _ack_recipient(partners, partner)
     for role, name, text in (("ta1", "ta1", acks.ta1), ("999", "999", acks.ack999),
@@ -213,12 +223,10 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
                                name=f"{submission_id}.{name}.x12", content=text.encode(),
                                media_type=X12_MEDIA, recipient=ack_to)
     errors = any(f.severity is Severity.ERROR for f in result.findings)
-    accepted = [c.encounter for c in acks.accepted_claims if c.encounter is not None]
     routed: dict[str, int] = {}
     status = "validated"
     store.set_status(submission_id, "validated")
     if result.kind == "837p" and accepted:
-        groups, nowhere = _claim_targets(partners, registry, partner, accepted)
         catalogue = default_catalogue()
         for encounter in nowhere:
             finding = catalogue.finding("GATEWAY-ROUTE-001", "file", None,
@@ -227,10 +235,11 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
                 result.findings.append(finding)
         for target_id, encounters in groups.items():
             target = partners.partners[target_id]
-            settings = envelope_settings(target.envelope)
+            settings = profiles[target_id]
             out = io.StringIO()
-            canonical_to_837p(encounters, out, settings, envelope_numbers(store, settings.name),
-                              now.replace(tzinfo=None))
+            controls = ControlNumbers(next(numbers[f"isa13:{settings.name}"]),
+                                      next(numbers[f"gs06:{settings.name}"]))
+            canonical_to_837p(encounters, out, settings, controls, now.replace(tzinfo=None))
             if status == "validated":
                 store.set_status(submission_id, "converted")
             name = f"{submission_id}.837p.x12" if len(groups) == 1 \
