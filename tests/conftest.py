@@ -28,3 +28,20 @@ def segments(data: bytes) -> list[str]:
 
 def join(parts: list[str]) -> bytes:
     return "~\n".join(parts).encode()
+
+
+def demo_gateway(folder: Path, registries: bool = False):
+    """The API app with the demo partners (fresh tokens) and a SQLite store in ``folder`` (and,
+    with ``registries``, the demo plan's MIF, roster and history); returns the app and each
+    partner's ``Authorization`` header."""
+    from gateway.api.app import create_app
+    from gateway.pipeline.partners import issue_demo_tokens
+    from gateway.pipeline.registries import load_demo_registries
+
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
+                               folder / "partners.yaml")
+    app = create_app(store=f"sqlite:///{folder / 'gateway.sqlite'}",
+                     partners=folder / "partners.yaml")
+    if registries:
+        load_demo_registries(app.state.store, app.state.partners)
+    return app, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}

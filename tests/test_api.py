@@ -5,14 +5,13 @@ import calendar
 from datetime import date, timedelta
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, demo_gateway
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from fastapi.testclient import TestClient
 
 from gateway import __version__
 from gateway.api import app as app_module
-from gateway.api.app import create_app
 from gateway.pipeline.partners import issue_demo_tokens
 
 MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
@@ -20,12 +19,9 @@ MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
 
 @pytest.fixture
 def gateway(tmp_path):
-    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
-                               tmp_path / "partners.yaml")
-    app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
-                     partners=tmp_path / "partners.yaml")
+    app, auth = demo_gateway(tmp_path)
     with TestClient(app, raise_server_exceptions=False) as client:  # runs the worker threads
-        yield client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+        yield client, auth
 
 
 def test_health_metrics_and_openapi_need_no_token(gateway):

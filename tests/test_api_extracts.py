@@ -5,25 +5,17 @@ import csv
 import io
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, demo_gateway
 from fastapi.testclient import TestClient
-
-from gateway.api.app import create_app
-from gateway.pipeline.partners import issue_demo_tokens
-from gateway.pipeline.registries import load_demo_registries
 
 MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
 
 
 @pytest.fixture
 def gateway(tmp_path):
-    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
-                               tmp_path / "partners.yaml")
-    app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
-                     partners=tmp_path / "partners.yaml")
-    load_demo_registries(app.state.store, app.state.partners)
+    app, auth = demo_gateway(tmp_path, registries=True)
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+        yield client, auth
 
 
 def test_a_provider_gets_its_members_history_in_its_mailbox(gateway):

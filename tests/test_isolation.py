@@ -5,13 +5,10 @@ every authenticated route of the app, so a new endpoint cannot slip in untested.
 import json
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, demo_gateway
 from fastapi.testclient import TestClient
 
-from gateway.api.app import create_app
 from gateway.fhir import CIN_SYSTEM
-from gateway.pipeline.partners import issue_demo_tokens
-from gateway.pipeline.registries import load_demo_registries
 
 MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
 CAREPLAN = (FIXTURES / "fhir" / "resources" / "careplan-ecm.json").read_bytes()
@@ -22,13 +19,7 @@ OPEN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/healthz",
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """Harbor's submission, mailbox document and FHIR resource; the outsider's token."""
-    folder = tmp_path_factory.mktemp("isolation")
-    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
-                               folder / "partners.yaml")
-    app = create_app(store=f"sqlite:///{folder / 'gateway.sqlite'}",
-                     partners=folder / "partners.yaml")
-    load_demo_registries(app.state.store, app.state.partners)
-    auth = {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+    app, auth = demo_gateway(tmp_path_factory.mktemp("isolation"), registries=True)
     with TestClient(app, raise_server_exceptions=False) as client:
         sent = client.post("/x12", content=MIXED, headers=auth["harbor"]).json()
         document = client.get("/mailbox", headers=auth["harbor"]).json()["documents"][0]

@@ -10,9 +10,9 @@ rejected (with reasons).
 
 from __future__ import annotations
 
-import re
 import hashlib
 import pickle
+import re
 import sqlite3
 import tempfile
 import weakref
@@ -27,7 +27,13 @@ import yaml
 from gateway.ecm.rules import ClaimPlace, EncounterRules
 from gateway.findings import Finding, Severity
 from gateway.model.encounter import (
-    Address, BillingProvider, Claim, Encounter, Member, Party, RenderingProvider, ServiceLine,
+    Address,
+    BillingProvider,
+    Claim,
+    Encounter,
+    Member,
+    RenderingProvider,
+    ServiceLine,
 )
 from gateway.paths import MAPPINGS
 from gateway.rules import RuleCatalogue, default_catalogue
@@ -88,7 +94,7 @@ class RowOutcome:
 class InvoiceResult:
     path: str
     layout: str | None
-    rows: "RowBook"
+    rows: RowBook
     encounters: list[Encounter]  # empty when they were handed to ``on_encounter``
     file_findings: list[Finding]
     claims: int = 0
@@ -359,11 +365,9 @@ def _encounter(grouped: list[tuple[int, tuple]], claim_id: str, settings: Envelo
         ))
     diagnoses = list(dict.fromkeys(v.get("diagnosis_code") for _, v in rows
                                    if v.get("diagnosis_code")))
+    submitter, receiver = settings.parties()
     return Encounter(
-        submitter=Party(name=settings.submitter.name, id=settings.submitter.id,
-                        contact_name=settings.submitter.contact_name,
-                        contact_phone=settings.submitter.contact_phone),
-        receiver=Party(name=settings.receiver.name, id=settings.receiver.id),
+        submitter=submitter, receiver=receiver,
         billing_provider=BillingProvider(
             name=first["billing_provider_name"].upper(), npi=first["billing_npi"],
             tin=first["billing_tin"],
@@ -373,7 +377,7 @@ def _encounter(grouped: list[tuple[int, tuple]], claim_id: str, settings: Envelo
         member=Member(cin=first["member_cin"], last_name=first["member_last_name"].upper(),
                       first_name=first["member_first_name"].upper(),
                       birth_date=first["member_birth_date"]),
-        payer=Party(name=settings.receiver.name, id=settings.receiver.id),
+        payer=receiver.model_copy(),
         claim=Claim(id=claim_id, total_charge=sum((line.charge for line in lines), Decimal(0)),
                     place_of_service=claim_pos,
                     frequency_code=str(defaults.get("claim_frequency", "1")),

@@ -46,6 +46,16 @@ class EnvelopeSettings(BaseModel):
     claims_per_transaction: int = 5000
     line_break: bool = True
 
+    def parties(self):
+        """The 837P submitter (1000A) and receiver (1000B) of encounters made for this
+        partner, as canonical :class:`~gateway.model.encounter.Party` objects."""
+        from gateway.model.encounter import Party  # the model imports nothing from here
+
+        return (Party(name=self.submitter.name, id=self.submitter.id,
+                      contact_name=self.submitter.contact_name,
+                      contact_phone=self.submitter.contact_phone),
+                Party(name=self.receiver.name, id=self.receiver.id))
+
 
 class UnknownProfile(ValueError):
     """No envelope profile of that name."""

@@ -29,7 +29,6 @@ from gateway.model.encounter import (
     Claim,
     Encounter,
     Member,
-    Party,
     RenderingProvider,
     ServiceLine,
 )
@@ -196,11 +195,9 @@ def _encounter(identifier: str, header: dict, part: list[tuple[int, dict]],
             service_date_end=end if end and end != v["service_date"] else None,
             rendering_provider=rendering))
     first_name = header.get("billing_first_name")
+    submitter, receiver = settings.parties()
     return Encounter(
-        submitter=Party(name=settings.submitter.name, id=settings.submitter.id,
-                        contact_name=settings.submitter.contact_name,
-                        contact_phone=settings.submitter.contact_phone),
-        receiver=Party(name=settings.receiver.name, id=settings.receiver.id),
+        submitter=submitter, receiver=receiver,
         billing_provider=BillingProvider(
             name=header["billing_name"].upper(),
             first_name=first_name.upper() if first_name else None,
@@ -213,7 +210,7 @@ def _encounter(identifier: str, header: dict, part: list[tuple[int, dict]],
                       first_name=(header.get("member_first_name") or "").upper() or None,
                       birth_date=header.get("member_birth_date"),
                       gender=header.get("member_gender"), address=_member_address(header)),
-        payer=Party(name=settings.receiver.name, id=settings.receiver.id),
+        payer=receiver.model_copy(),
         claim=Claim(id=identifier, total_charge=sum((line.charge for line in lines), Decimal(0)),
                     place_of_service=claim_pos,
                     frequency_code=str(defaults.get("claim_frequency", "1")),
