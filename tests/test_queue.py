@@ -136,6 +136,37 @@ def test_a_run_writes_its_outputs_at_its_end(setup, monkeypatch):
     assert store.finding_count(sid) > 0
 
 
+def test_long_runs_keep_their_leases_and_nobody_else_takes_them(setup, monkeypatch):
+    """Two runs at once, each three times longer than its lease: the one heartbeat thread
+    renews both, so no other worker can claim them meanwhile and both finish."""
+    store, partners, _ = setup
+    ids = [store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                         payload=MIXED + bytes(n)).submission_id for n in range(2)]
+    lease = timedelta(seconds=0.6)
+    real = pipeline.STEPS["x12"]
+    stolen = []
+    started = threading.Barrier(2)
+
+    def slow(run, partners, partner, submission_id):
+        started.wait(timeout=10)
+        for _ in range(6):
+            threading.Event().wait(0.3)
+            stolen.append(store.claim(submission_id, "thief", lease))
+        return real(run, partners, partner, submission_id)
+
+    monkeypatch.setitem(pipeline.STEPS, "x12", slow)
+    outcomes = {}
+    threads = [threading.Thread(target=lambda sid=sid: outcomes.update(
+        {sid: pipeline.process(store, partners, sid, lease=lease)})) for sid in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert set(stolen) == {"busy"}
+    assert {sid: o.status for sid, o in outcomes.items()} == {sid: "routed" for sid in ids}
+    assert all(store.submission(sid)["run_state"] == "done" for sid in ids)
+
+
 def test_make_queue_engines(setup):
     store, partners, _ = setup
     assert make_queue(None, store, partners).engine == "embedded"
