@@ -2,6 +2,7 @@
 batch and transaction Bundles, partner isolation, and an OperationOutcome for every error."""
 
 import json
+import time
 
 import pytest
 from conftest import FIXTURES, ROOT
@@ -13,6 +14,7 @@ from gateway.api.app import create_app
 from gateway.fhir import CIN_SYSTEM, ECM_PROFILES, RULE_SYSTEM
 from gateway.fhir.parse import Collector, decode, model_class, normalise, to_xml_bytes
 from gateway.pipeline.partners import issue_demo_tokens
+from gateway.pipeline.process import process
 
 RESOURCES = FIXTURES / "fhir" / "resources"
 JSON = {"Content-Type": "application/fhir+json"}
@@ -29,7 +31,18 @@ def gateway(tmp_path):
     app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
                      partners=tmp_path / "partners.yaml")
     client = TestClient(app, raise_server_exceptions=False)
-    return client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}, app
+    yield client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}, app
+    app.state.queue.stop()
+
+
+def settled(app, submission_id: str, timeout: float = 20.0) -> dict:
+    """The submission once its queued run is done (routing runs off the request)."""
+    store = app.state.store
+    deadline = time.monotonic() + timeout
+    while (found := store.submission(submission_id))["run_state"] != "done":
+        assert time.monotonic() < deadline, found
+        time.sleep(0.01)
+    return found
 
 
 def fixture(name: str) -> dict:
@@ -83,13 +96,18 @@ def test_create_and_read_back_in_json(gateway, resource_type):
                          headers={**auth["harbor"], **JSON})
     assert answer.status_code == 201, answer.text
     created = answer.json()
-    assert len(created["id"]) == 32
+    sid = answer.headers["x-submission-id"]
+    assert created["id"] == f"{sid}-0"  # the gateway's id, known before the queued run
     assert answer.headers["location"] == f"/fhir/{resource_type}/{created['id']}"
     assert {k: v for k, v in created.items() if k != "id"} == \
         {k: v for k, v in sent.items() if k != "id"}
+    # read at once (the run may not have stored it yet) and once the run is done
     again = client.get(answer.headers["location"], headers=auth["harbor"])
     assert again.status_code == 200 and again.json() == created
-    submission = app.state.store.submission(answer.headers["x-submission-id"])
+    assert again.headers["x-submission-id"] == sid
+    submission = settled(app, sid)
+    again = client.get(answer.headers["location"], headers=auth["harbor"])
+    assert again.status_code == 200 and again.json() == created
     # the referral goes on to the only plan; the Task and CarePlan fixtures lack the member's
     # name (no MIF loaded here), so their RTF rows stay (tests/test_fhir_routing.py)
     routed = resource_type == "ServiceRequest"
@@ -223,10 +241,13 @@ def test_request_validation_errors_under_fhir_are_operation_outcomes(gateway):
 
 
 def test_partners_see_only_their_own_resources(gateway):
-    client, auth, _ = gateway
+    client, auth, app = gateway
     answer = client.post("/fhir/ServiceRequest", json=fixture("referral-ecm.json"),
                          headers=auth["harbor"])
     location = answer.headers["location"]
+    hidden = client.get(location, headers=auth["golden-table"])  # before its run, too
+    assert hidden.status_code == 404
+    settled(app, answer.headers["x-submission-id"])
     for other in ("golden-table", "demo-plan"):
         hidden = client.get(location, headers=auth[other])
         assert hidden.status_code == 404
@@ -238,14 +259,16 @@ def test_partners_see_only_their_own_resources(gateway):
 
 
 def test_search_by_member_and_by_identifier_in_json_and_xml(gateway):
-    client, auth, _ = gateway
+    client, auth, app = gateway
     h = auth["harbor"]
     patient = fixture("patient-ecm.json")
     patient["identifier"].append({"system": "urn:harbor:mrn", "value": "MRN-77"})
     ids = {}
     for rtype, data in (("Patient", patient), ("Coverage", fixture("coverage-ecm.json")),
                         ("ServiceRequest", fixture("referral-ecm.json"))):
-        ids[rtype] = client.post(f"/fhir/{rtype}", json=data, headers=h).json()["id"]
+        answer = client.post(f"/fhir/{rtype}", json=data, headers=h)
+        ids[rtype] = answer.json()["id"]
+        settled(app, answer.headers["x-submission-id"])  # search sees what runs have stored
     found = client.get(f"/fhir/Coverage?patient.identifier={CIN_SYSTEM}|91000003C",
                        headers=h).json()
     assert found["total"] == 1
@@ -265,6 +288,39 @@ def test_search_by_member_and_by_identifier_in_json_and_xml(gateway):
     bad = client.get("/fhir/Patient?name=Quill", headers=h)
     assert bad.status_code == 400
     assert issues(bad) == [("error", "invalid", "", "FHIR-API-004")]
+
+
+class HeldQueue:
+    """A queue that keeps what it is given: the test runs the queued step itself."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def enqueue(self, submission_id: str) -> None:
+        self.held.append(submission_id)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_read_and_search_find_a_created_resource_before_and_after_its_run(gateway):
+    client, auth, app = gateway
+    app.state.queue = queue = HeldQueue()
+    h = auth["harbor"]
+    answer = client.post("/fhir/Coverage", json=fixture("coverage-ecm.json"), headers=h)
+    assert answer.status_code == 201
+    sid = answer.headers["x-submission-id"]
+    assert queue.held == [sid] and app.state.store.documents(sid) == []
+    query = f"/fhir/Coverage?patient.identifier={CIN_SYSTEM}|91000003C"
+    for moment in ("queued", "done"):
+        found = client.get(query, headers=h).json()
+        assert [e["resource"] for e in found["entry"]] == [answer.json()], moment
+        assert client.get(answer.headers["location"], headers=h).json() == answer.json()
+        assert client.get(query, headers=auth["golden-table"]).json()["total"] == 0
+        if moment == "queued":
+            assert process(app.state.store, app.state.partners, sid).status == "validated"
+    [stored] = app.state.store.documents(sid)
+    assert (stored["role"], stored["name"]) == ("fhir-resource", f"Coverage/{sid}-0")
 
 
 def test_validate_answers_200_with_the_outcome_and_stores_nothing(gateway):
@@ -296,18 +352,33 @@ def test_resubmitting_the_same_resource_answers_the_original(gateway):
     assert first.headers["location"] == second.headers["location"]
 
 
-def test_prefer_operation_outcome_returns_the_warnings(gateway):
-    client, auth, _ = gateway
+def test_prefer_operation_outcome_returns_the_validation_issues(gateway):
+    client, auth, app = gateway
     answer = client.post("/fhir/Task", json=fixture("task-ecm.json"),
                          headers={**auth["harbor"], "Prefer": "return=OperationOutcome"})
     assert answer.status_code == 201
-    # the warnings, and why the Task's RTF row did not go on (no MIF names the member here)
+    sid = answer.headers["x-submission-id"]
+    assert answer.headers["location"] == f"/fhir/Task/{sid}-0"
+    # the validation issues only (routing runs queued: its problems are not known yet), then
+    # the create itself as information; a created resource never shows an error
     assert issues(answer) == [
         ("information", "informational", "Task.owner", "FHIR-PROFILE-006"),
-        ("error", "processing", "Task", "FHIR-MAP-007"),
-        ("error", "processing", "Task", "FHIR-MAP-007"),
-        ("warning", "processing", "Task", "FHIR-ROUTE-002")]
-    assert answer.headers["location"].startswith("/fhir/Task/")
+        ("information", "informational", "", "FHIR-API-009")]
+    assert read(answer)["issue"][1]["details"]["text"] == (
+        f"created /fhir/Task/{sid}-0; routed to the member's plan next: see "
+        f"/submissions/{sid}")
+    # why the Task's RTF row did not go on (no MIF names the member here) is in the
+    # submission once its run is done
+    settled(app, sid)
+    status = client.get(f"/submissions/{sid}", headers=auth["harbor"]).json()
+    assert [(f["rule"], f["severity"], f["location"]) for f in status["findings"]] == [
+        ("FHIR-PROFILE-006", "info", "Task.owner"), ("FHIR-MAP-007", "error", "Task"),
+        ("FHIR-MAP-007", "error", "Task"), ("FHIR-ROUTE-002", "warning", "Task")]
+    assert status["status"] == "validated"
+    none = client.post("/fhir/Patient", json=fixture("patient-ecm.json"),
+                       headers={**auth["harbor"], "Prefer": "return=OperationOutcome"})
+    assert none.status_code == 201
+    assert issues(none) == [("information", "informational", "", "FHIR-API-009")]
 
 
 def _bundle(kind: str, *entries) -> dict:

@@ -8,6 +8,7 @@ FHIR Bundle of the provider's members only."""
 import csv
 import io
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -54,10 +55,19 @@ class Gateway:
         return self.app.state.store
 
     def post(self, partner: str, resource: dict):
+        """Create, then wait for the submission's queued run (the routing) to be done."""
         answer = self.client.post(f"/fhir/{resource['resourceType']}", json=resource,
                                   headers=self.auth[partner])
         assert answer.status_code in (200, 201), answer.text
+        self.settled(answer.headers["x-submission-id"])
         return answer
+
+    def settled(self, submission_id: str, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while (found := self.store.submission(submission_id))["run_state"] != "done":
+            assert time.monotonic() < deadline, found
+            time.sleep(0.01)
+        return found
 
     def submission(self, partner: str, answer) -> dict:
         found = self.client.get(f"/submissions/{answer.headers['x-submission-id']}",
@@ -108,12 +118,16 @@ def make_gateway(tmp_path, valley: bool = False) -> Gateway:
 
 @pytest.fixture
 def gateway(tmp_path):
-    return make_gateway(tmp_path)
+    made = make_gateway(tmp_path)
+    yield made
+    made.app.state.queue.stop()
 
 
 @pytest.fixture
 def two_plans(tmp_path):
-    return make_gateway(tmp_path, valley=True)
+    made = make_gateway(tmp_path, valley=True)
+    yield made
+    made.app.state.queue.stop()
 
 
 def fixture(folder, name: str) -> dict:
@@ -201,6 +215,75 @@ def test_a_referral_goes_to_the_members_plan_with_its_deadline(gateway, priority
         "submission_id": found["id"], "status": "routed", **entry}
     other = gateway.app.state.partners.partners["golden-table"]
     assert referral_routing(gateway.store, other, "ServiceRequest", resource_id) is None
+
+
+class HeldQueue:
+    """A queue that keeps what it is given, so a test runs the queued step itself."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def enqueue(self, submission_id: str) -> None:
+        self.held.append(submission_id)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_create_is_answered_before_its_routing_which_runs_queued(gateway):
+    """The request validates and keeps the submission; the referral record, the deadline and
+    its headers come from the queued step, run here by hand."""
+    gateway.app.state.queue = queue = HeldQueue()
+    h = gateway.auth["harbor"]
+    answer = gateway.client.post("/fhir/ServiceRequest", json=referral(), headers=h)
+    assert answer.status_code == 201
+    sid = answer.headers["x-submission-id"]
+    resource_id = answer.json()["id"]
+    assert resource_id == f"{sid}-0" and queue.held == [sid]
+    assert "x-authorization-deadline" not in answer.headers
+    found = gateway.store.submission(sid)
+    assert (found["status"], found["run_state"]) == ("received", "queued")
+    assert gateway.store.documents(sid) == [] and gateway.routed("demo-plan") == []
+    # readable at once, from the kept payload; no deadline before the routing ran
+    before = gateway.client.get(f"/fhir/ServiceRequest/{resource_id}", headers=h)
+    assert before.status_code == 200 and before.json() == answer.json()
+    assert before.headers["x-submission-id"] == sid
+    assert "x-authorization-deadline" not in before.headers
+    assert "x-referral-priority" not in before.headers
+    # the queued step: validates the kept payload, stores the resource, routes it
+    outcome = process(gateway.store, gateway.app.state.partners, sid)
+    assert outcome.status == "routed"
+    [stored] = [d for d in gateway.store.documents(sid) if d["role"] == "fhir-resource"]
+    assert stored["name"] == f"ServiceRequest/{resource_id}"
+    after = gateway.client.get(f"/fhir/ServiceRequest/{resource_id}", headers=h)
+    assert after.status_code == 200 and after.json() == answer.json()
+    assert (after.headers["x-submission-id"], after.headers["x-authorization-deadline"],
+            after.headers["x-referral-priority"]) == (sid, "2026-10-08T09:30:00-07:00",
+                                                      "expedited")
+    # a resubmission is answered with the original, its routing now known
+    again = gateway.client.post("/fhir/ServiceRequest", json=referral(), headers=h)
+    assert again.status_code == 200 and again.json() == answer.json()
+    assert (again.headers["x-submission-id"], again.headers["x-authorization-deadline"],
+            again.headers["x-referral-priority"]) == (sid, "2026-10-08T09:30:00-07:00",
+                                                      "expedited")
+    assert queue.held == [sid]
+    # run again (a redelivered task): nothing changes, nothing is routed twice
+    assert process(gateway.store, gateway.app.state.partners, sid).status == "routed"
+    assert [d["role"] for d in gateway.routed("demo-plan")] == ["routed-referral"]
+    # a routine referral: five working days
+    routine = gateway.client.post("/fhir/ServiceRequest", headers=h, json=referral(
+        priority="routine", authored="2026-11-06T10:00:00-08:00"))
+    assert queue.held[-1] == routine.headers["x-submission-id"]
+    process(gateway.store, gateway.app.state.partners, queue.held[-1])
+    read = gateway.client.get(routine.headers["location"], headers=h)
+    assert (read.headers["x-authorization-deadline"], read.headers["x-referral-priority"]) \
+        == ("2026-11-16T10:00:00-08:00", "routine")
+    # another partner sees nothing
+    assert gateway.client.get(routine.headers["location"],
+                              headers=gateway.auth["golden-table"]).status_code == 404
 
 
 def test_the_members_plan_comes_before_the_payer_the_referral_names(two_plans):
@@ -398,6 +481,7 @@ def test_a_transaction_sends_each_plan_one_file_of_each_kind(two_plans):
     answer = two_plans.client.post("/fhir", json=bundle, headers=two_plans.auth["harbor"])
     assert answer.status_code == 200, answer.text
     sid = answer.headers["x-submission-id"]
+    two_plans.settled(sid)
     found = two_plans.client.get(f"/submissions/{sid}", headers=two_plans.auth["harbor"]).json()
     assert found["summary"]["routed"] == {"demo-plan": 3, "valley-plan": 1}
     demo = sorted((d["role"], d["name"]) for d in two_plans.routed("demo-plan"))
@@ -566,6 +650,7 @@ def test_a_referral_sent_as_xml_is_routed_the_same(gateway):
         "/fhir/ServiceRequest", content=to_xml_bytes(referral()),
         headers={**gateway.auth["harbor"], "Content-Type": "application/fhir+xml"})
     assert answer.status_code == 201, answer.text
+    gateway.settled(answer.headers["x-submission-id"])
     [document] = gateway.routed("demo-plan")
     record = json.loads(gateway.fetch("demo-plan", document))
     assert (record["member_cin"], record["priority"], record["authorization_deadline"]) == (

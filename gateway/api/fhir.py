@@ -2,15 +2,20 @@
 
 * ``GET /fhir/metadata`` — the CapabilityStatement (no token);
 * ``POST /fhir/{type}`` — create a ServiceRequest, CarePlan, Task, Patient or Coverage: the
-  payload is validated (structure, ECM profile, ECM rules) and kept as a submission of kind
-  ``fhir`` (:mod:`gateway.fhir.intake`); 201 with the stored resource, its ``Location`` and
-  the warnings as an OperationOutcome, or 400 (unreadable) / 422 (invalid) with an
-  OperationOutcome;
+  payload is validated in the request (structure, ECM profile, ECM rules) and kept as a
+  submission of kind ``fhir`` (one transaction), handed to the queue, and answered 201 with
+  the resource under its gateway id (:func:`gateway.fhir.intake.resource_id`), its
+  ``Location`` and ``X-Submission-Id``; or 400 (unreadable) / 422 (invalid) with an
+  OperationOutcome (the submission recorded as rejected). The queued run
+  (:func:`gateway.fhir.intake.process_fhir`) stores the resource and routes it; until then a
+  read or search finds it from the kept payload;
 * ``POST /fhir`` — a Bundle of type ``batch`` (each entry on its own: batch-response) or
   ``transaction`` (all or nothing: transaction-response, or 422 with every entry's issues);
 * ``POST /fhir/{type}/$validate`` — 200 with the OperationOutcome; nothing is stored;
 * ``GET /fhir/{type}/{id}`` and ``GET /fhir/{type}?identifier=`` / ``?patient.identifier=`` —
-  the calling partner's own resources only (another partner's answer 404 / are not found).
+  the calling partner's own resources only (another partner's answer 404 / are not found); a
+  read carries ``X-Submission-Id`` and, once a referral is routed, ``X-Authorization-Deadline``
+  and ``X-Referral-Priority``.
 
 JSON and XML both ways: the request format from Content-Type (or the first byte), the answer
 format from ``_format`` or ``Accept``. Every error under ``/fhir`` — authentication, unknown
@@ -36,13 +41,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.fhir import ECM_PROFILES, FHIR_VERSION, JSON_MEDIA, XML_MEDIA
+from gateway.fhir import RULE_SYSTEM
 from gateway.fhir.intake import (
+    accepted_resources,
+    check_stored_payload,
+    find_resource,
     member_identifiers,
     own_identifiers,
-    read_resource,
+    pending_resources,
+    routing_of,
     stored_resources,
     submission_name,
-    submission_resources,
     token_matches,
 )
 from gateway.fhir.outcome import operation_outcome
@@ -134,6 +143,31 @@ async def read_body(request: Request) -> tuple[bytes, str]:
             raise FhirError(415, _finding("FHIR-PARSE-012", "", found=_safe(media)))
         fmt = "json"  # nothing to go by: the JSON reader explains what is wrong
     return payload, fmt
+
+
+def resource_headers(submission: dict, name: str) -> dict[str, str]:
+    """``X-Submission-Id`` of a resource's submission and, once its routing has run, a
+    referral's ``X-Authorization-Deadline`` and ``X-Referral-Priority`` (expedited or
+    routine)."""
+    headers = {"X-Submission-Id": submission["id"]}
+    if submission.get("run_state") == "done":
+        entry = routing_of(submission, name)
+        if entry.get("authorization_deadline"):
+            headers["X-Authorization-Deadline"] = str(entry["authorization_deadline"])
+            headers["X-Referral-Priority"] = str(entry.get("priority") or "")
+    return headers
+
+
+def created_outcome(findings: list[Finding], location: str, submission_id: str) -> dict:
+    """The OperationOutcome of a successful create: the validation issues (warnings,
+    information; a valid resource has no error), then one ``information`` issue saying it
+    was created and where its routing, which runs queued, will be shown."""
+    issues = operation_outcome(findings)["issue"] if findings else []
+    issues.append({"severity": "information", "code": "informational", "details": {
+        "coding": [{"system": RULE_SYSTEM, "code": "FHIR-API-009"}],
+        "text": f"created {location}; routed to the member's plan next: see "
+                f"/submissions/{submission_id}"}})
+    return {"resourceType": "OperationOutcome", "issue": issues}
 
 
 def _fatal(findings: list[Finding]) -> bool:
@@ -284,24 +318,50 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
 
     def create(partner: Partner, resource_type: str, payload: bytes, fmt: str,
                fmt_out: str, idempotency_key: str | None, prefer: str = "") -> Response:
-        """Submit; the stored resource (201, or 200 for a resubmission), or with ``Prefer:
-        return=OperationOutcome`` the outcome (warnings, information) of the create."""
+        """Validate, then keep the payload as a submission and answer: 201 with the resource
+        (its gateway id is known before its run, see :func:`resource_id`), or 200 with the
+        original for a resubmission; with ``Prefer: return=OperationOutcome`` the validation
+        issues instead. Routing runs queued (``app.state.queue``); an invalid payload is
+        recorded as rejected here, at once."""
         store = store_of()
+        checked = check_payload(payload, fmt, expected=resource_type)
+        valid = checked.valid and bool(checked.entries)
         done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                       filename=submission_name(resource_type, fmt), payload=payload,
-                      idempotency_key=idempotency_key)
-        findings = [Finding(**f) for f in store.findings(done.submission_id)]
-        resources = submission_resources(store, done.submission_id)
-        if not resources:
+                      idempotency_key=idempotency_key,
+                      queue=app.state.queue if valid else None)
+        if done.duplicate:
+            return resubmission(done.submission_id, fmt_out, prefer)
+        if not valid:
+            status = 400 if _fatal(checked.findings) else 422
+            return fhir_response(operation_outcome(checked.findings), status, fmt_out,
+                                 {"X-Submission-Id": done.submission_id})
+        resources, _ = accepted_resources(checked, done.submission_id)
+        return created(resources[0], {"id": done.submission_id}, checked.findings, 201,
+                       fmt_out, prefer)
+
+    def resubmission(submission_id: str, fmt_out: str, prefer: str) -> Response:
+        """The answer for a resubmission: the original's resource and routing (once run)."""
+        store = store_of()
+        found = store.submission(submission_id)
+        checked = check_stored_payload(store, submission_id, found)
+        if found["status"] == "rejected" or not checked.valid or not checked.entries:
+            findings = [Finding(**f) for f in store.findings(submission_id)] \
+                or checked.findings
             status = 400 if _fatal(findings) else 422
             return fhir_response(operation_outcome(findings), status, fmt_out,
-                                 {"X-Submission-Id": done.submission_id})
-        resource = resources[0]
+                                 {"X-Submission-Id": submission_id})
+        resources, _ = accepted_resources(checked, submission_id)
+        return created(resources[0], found, checked.findings, 200, fmt_out, prefer)
+
+    def created(resource: dict, submission: dict, findings: list[Finding], status: int,
+                fmt_out: str, prefer: str) -> Response:
         location = f"{PREFIX}/{resource['resourceType']}/{resource['id']}"
-        headers = {"Location": location, "X-Submission-Id": done.submission_id}
-        status = 200 if done.duplicate else 201
+        headers = {"Location": location,
+                   **resource_headers(submission, f"{resource['resourceType']}/"
+                                                  f"{resource['id']}")}
         if prefer == "return=OperationOutcome":
-            return fhir_response(operation_outcome(findings, ok_message="created " + location),
+            return fhir_response(created_outcome(findings, location, submission["id"]),
                                  status, fmt_out, headers)
         if prefer == "return=minimal":
             return Response(status_code=status, headers=headers)
@@ -324,12 +384,14 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
         store = store_of()
-        found = read_resource(store, partner, resource_type, resource_id)
+        found = find_resource(store, partner, resource_type, resource_id)
         if found is None:
             raise FhirError(404, _finding("FHIR-API-002", "",
                                           what=f"{resource_type}/{_safe(resource_id)}"))
+        resource, submission = found
         store.audit(actor=partner.id, action="read", target=f"{resource_type}/{resource_id}")
-        return fhir_response(found, 200, fmt_out)
+        return fhir_response(resource, 200, fmt_out, resource_headers(
+            submission, f"{resource_type}/{resource_id}"))
 
     @app.get(PREFIX + "/{resource_type}", tags=["fhir"])
     def search(resource_type: str, request: Request,
@@ -343,12 +405,21 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
                                           f"parameter {_safe(unknown[0])}; supported: "
                                           + ", ".join(SEARCH_PARAMS)))
         store = store_of()
-        matches = []
-        for doc in stored_resources(store, partner, resource_type):
-            found = store.document(doc["id"])
-            if found is None:
+        matches, seen = [], set()
+
+        def candidates():
+            # not yet stored by their runs first: one that finishes meanwhile is then
+            # among the stored ones (and skipped if seen), never in neither
+            yield from pending_resources(store, partner, resource_type)
+            for doc in stored_resources(store, partner, resource_type):
+                found = store.document(doc["id"])
+                if found is not None:
+                    yield json.loads(found["content"])
+
+        for resource in candidates():
+            if resource["id"] in seen:
                 continue
-            resource = json.loads(found["content"])
+            seen.add(resource["id"])
             ok = True
             for key, token in params.items():
                 idents = own_identifiers(resource) if key == "identifier" \
@@ -415,12 +486,16 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
             store = store_of()
             done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                           filename=submission_name("Bundle", fmt), payload=payload,
-                          idempotency_key=idempotency_key)
-            stored = submission_resources(store, done.submission_id)
+                          idempotency_key=idempotency_key, queue=app.state.queue)
+            if done.duplicate:  # the original's payload (the same, unless only the key is)
+                checked = check_stored_payload(store, done.submission_id)
+            stored, _ = accepted_resources(checked, done.submission_id) \
+                if checked.valid else ([], [])
             if len(stored) != len(entries):
                 findings = [Finding(**f) for f in store.findings(done.submission_id)]
                 raise FhirError(422, findings or _finding(
-                    "FHIR-API-006", "Bundle", entry=0))
+                    "FHIR-API-006", "Bundle", entry=0),
+                    {"X-Submission-Id": done.submission_id})
             response = {"resourceType": "Bundle", "type": "transaction-response",
                         "entry": [{"response": {
                             "status": "200 OK" if done.duplicate else "201 Created",

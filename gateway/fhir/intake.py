@@ -2,11 +2,21 @@
 resources.
 
 A FHIR create (``POST /fhir/{type}``) or transaction Bundle is one submission: the raw payload
-is the submission (kept by :meth:`Store.receive` before anything else), its findings are the
-submission's findings, and every accepted resource is a document of the submission with role
-``fhir-resource``, name ``{type}/{id}``, the resource's JSON as content and the submitting
-partner as recipient (so only that partner can read or search it). The submission's filename
-is ``{expected type}.{json|xml}``: what the step needs to run the payload again (replay).
+is the submission (kept by :meth:`Store.receive`), its findings are the submission's findings,
+and every accepted resource is a document of the submission with role ``fhir-resource``, name
+``{type}/{id}``, the resource's JSON as content and the submitting partner as recipient (so
+only that partner can read or search it). The submission's filename is
+``{expected type}.{json|xml}``: what the step needs to run the payload again (replay).
+
+The API validates in the request, keeps the payload and queues the submission; the queued
+step (:func:`process_fhir`) validates the kept payload again (about a millisecond per
+resource), stores the resources and routes them, all written in one transaction when the run
+ends (the store's :class:`~gateway.pipeline.store.Run`). A resource's gateway id is made from
+its submission's id and its position (:func:`resource_id`), so the API answers with it before
+the run, a re-run stores the same ids, and a read or search before the run finds the resource
+from the kept payload (:func:`find_resource`, :func:`pending_resources`). The request does not
+store the resource documents itself: the claim of a run discards whatever the submission holds
+from before (so a re-run never duplicates), and mailboxes show documents of finished runs only.
 
 Routing (:class:`Router`, route ``fhir`` of the partner file): every accepted resource goes
 through the FHIR mappings (``mappings/fhir/``) to the member's plan — the plan whose MIF
@@ -39,7 +49,7 @@ from datetime import UTC, date, datetime
 
 from gateway.fhir import CIN_SYSTEM, JSON_MEDIA
 from gateway.fhir.parse import to_json_bytes
-from gateway.fhir.validate import check_payload
+from gateway.fhir.validate import Checked, check_payload
 from gateway.findings import Finding
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.steps import STEPS, X12_MEDIA, Outcome
@@ -368,6 +378,50 @@ def _resolve_references(resources: list[dict], full_urls: dict[str, str]) -> Non
             stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
+def resource_id(submission_id: str, index: int) -> str:
+    """The gateway's id of the ``index``-th accepted resource of a submission: made from the
+    submission id, so the API answers a create with it before the queued run stores the
+    resource, a re-run stores it under the same id, and a read finds its submission."""
+    return f"{submission_id}-{index}"
+
+
+def submission_of(resource_id_: str) -> str | None:
+    """The submission id a gateway resource id was made from (None: not one of ours)."""
+    sid, dash, index = resource_id_.rpartition("-")
+    return sid if dash and sid and index.isdigit() else None
+
+
+def accepted_resources(checked: Checked, submission_id: str
+                       ) -> tuple[list[dict], list[str | None]]:
+    """The resources of a valid payload as the gateway keeps them — each with its gateway id
+    (:func:`resource_id`), ``urn:uuid`` references between transaction entries resolved — and
+    the ids the sender gave them. The same for the same payload and submission, so the API's
+    answer and the queued run agree."""
+    resources, full_urls, sent_ids = [], {}, []
+    bundle_entries = (checked.data or {}).get("entry") or []
+    for index, entry in enumerate(checked.entries):
+        resource = dict(entry.data)
+        sent = resource.get("id")
+        sent_ids.append(sent if isinstance(sent, str) and sent else None)
+        resource["id"] = resource_id(submission_id, index)
+        resources.append(resource)
+        if entry.index is not None and isinstance(bundle_entries[entry.index], dict):
+            full_url = bundle_entries[entry.index].get("fullUrl")
+            if isinstance(full_url, str):
+                full_urls[full_url] = f"{resource['resourceType']}/{resource['id']}"
+    _resolve_references(resources, full_urls)
+    return resources, sent_ids
+
+
+def check_stored_payload(store: Store, submission_id: str, found: dict | None = None
+                         ) -> Checked:
+    """Validate a FHIR submission's raw payload again, as its run does."""
+    found = found or store.submission(submission_id)
+    expected, fmt = _expected_and_format(found.get("filename"))
+    return check_payload(store.raw_payload(submission_id), fmt,
+                         expected=None if expected == "Resource" else expected)
+
+
 def process_fhir(store: Store, partners: Partners, partner: Partner, submission_id: str,
                  now: datetime | None = None) -> Outcome:
     """Validate a stored FHIR payload; when it has no error, store its resources (a resource,
@@ -376,11 +430,8 @@ def process_fhir(store: Store, partners: Partners, partner: Partner, submission_
     ``rejected`` when the payload has errors."""
     from gateway.pipeline.registries import forget_routed
 
-    found = store.submission(submission_id)
-    expected, fmt = _expected_and_format(found.get("filename"))
     store.attempt(submission_id)
-    checked = check_payload(store.raw_payload(submission_id), fmt,
-                            expected=None if expected == "Resource" else expected)
+    checked = check_stored_payload(store, submission_id)
     if checked.findings:
         store.add_findings(submission_id, checked.findings)
     if not checked.valid or not checked.entries:
@@ -388,19 +439,7 @@ def process_fhir(store: Store, partners: Partners, partner: Partner, submission_
                                           "resource_type": checked.resource_type})
         store.set_status(submission_id, "rejected", error="the FHIR payload has errors")
         return Outcome(submission_id, "rejected", False, None, len(checked.findings))
-    resources, full_urls, sent_ids = [], {}, []
-    bundle_entries = (checked.data or {}).get("entry") or []
-    for entry in checked.entries:
-        resource = dict(entry.data)
-        sent = resource.get("id")
-        sent_ids.append(sent if isinstance(sent, str) and sent else None)
-        resource["id"] = uuid.uuid4().hex
-        resources.append(resource)
-        if entry.index is not None and isinstance(bundle_entries[entry.index], dict):
-            full_url = bundle_entries[entry.index].get("fullUrl")
-            if isinstance(full_url, str):
-                full_urls[full_url] = f"{resource['resourceType']}/{resource['id']}"
-    _resolve_references(resources, full_urls)
+    resources, sent_ids = accepted_resources(checked, submission_id)
     stored = []
     for resource in resources:
         store.add_document(
@@ -432,16 +471,20 @@ def referral_routing(store: Store, partner: Partner, resource_type: str, resourc
                      ) -> dict | None:
     """How one of the partner's stored resources was routed: its submission (id, status) and
     its routing entry (for a ServiceRequest: priority, authorization deadline and rule, the
-    plan and the documents). None for an unknown resource or another partner's."""
-    name = f"{resource_type}/{resource_id}"
-    for doc in stored_resources(store, partner, resource_type):
-        if doc["name"] == name:
-            found = store.submission(doc["submission_id"]) or {}
-            entry = next((e for e in (found.get("summary") or {}).get("routing", [])
-                          if e.get("resource") == name), {"resource": name})
-            return {"submission_id": doc["submission_id"], "status": found.get("status"),
-                    **entry}
-    return None
+    plan and the documents; only ``resource`` while its routing has not run). None for an
+    unknown resource or another partner's."""
+    found = find_resource(store, partner, resource_type, resource_id)
+    if found is None:
+        return None
+    return routing_of(found[1], f"{resource_type}/{resource_id}")
+
+
+def routing_of(submission: dict, name: str) -> dict:
+    """The submission (id, status) and its routing entry for the resource ``name``."""
+    routing = (submission.get("summary") or {}).get("routing", []) \
+        if submission.get("run_state") == "done" else []
+    entry = next((e for e in routing if e.get("resource") == name), {"resource": name})
+    return {"submission_id": submission["id"], "status": submission.get("status"), **entry}
 
 
 # the pipeline runs kind "fhir" with this step (integrator: add it to STEPS in steps.py)
@@ -456,15 +499,61 @@ def stored_resources(store: Store, partner: Partner, resource_type: str | None =
             if d["role"] == ROLE and d["name"].startswith(prefix)]
 
 
+def pending_resources(store: Store, partner: Partner, resource_type: str,
+                      latest: int = 100) -> list[dict]:
+    """The partner's accepted resources of ``resource_type`` that their queued run has not
+    stored yet (read from the kept payloads; among its ``latest`` submissions, newest
+    first), so a search right after a create finds what was created."""
+    found = []
+    for submission in store.submissions_for(partner.id, limit=latest):
+        if submission["kind"] != "fhir" or submission["run_state"] == "done":
+            continue
+        checked = check_stored_payload(store, submission["id"], submission)
+        if checked.valid:
+            found.extend(r for r in accepted_resources(checked, submission["id"])[0]
+                         if r["resourceType"] == resource_type)
+    return found
+
+
 def read_resource(store: Store, partner: Partner, resource_type: str, resource_id: str
                   ) -> dict | None:
     """One of the partner's resources, or None (also for another partner's)."""
+    found = find_resource(store, partner, resource_type, resource_id)
+    return found[0] if found is not None else None
+
+
+def find_resource(store: Store, partner: Partner, resource_type: str, resource_id: str
+                  ) -> tuple[dict, dict] | None:
+    """One of the partner's resources and its submission, or None (also for another
+    partner's). A resource accepted by the API whose submission's run has not stored it yet
+    (queued, running, or dead-lettered) is read from the submission's raw payload, so a read
+    right after a create finds it."""
     name = f"{resource_type}/{resource_id}"
-    for doc in stored_resources(store, partner, resource_type):
-        if doc["name"] == name:
-            found = store.document(doc["id"])
-            return json.loads(found["content"]) if found else None
-    return None
+    sid = submission_of(resource_id)
+    submission = store.submission(sid) if sid else None
+    if submission is None:  # an id from before ids named their submission: look them up
+        for doc in stored_resources(store, partner, resource_type):
+            if doc["name"] == name:
+                found = store.document(doc["id"])
+                return (json.loads(found["content"]), store.submission(doc["submission_id"])
+                        ) if found else None
+        return None
+    if submission["partner"] != partner.id or submission["kind"] != "fhir" \
+            or submission["status"] == "rejected":
+        return None
+    if submission["run_state"] == "done":
+        for doc in store.documents(sid):
+            if doc["role"] == ROLE and doc["name"] == name and doc["recipient"] == partner.id:
+                found = store.document(doc["id"])
+                return (json.loads(found["content"]), submission) if found else None
+        if submission["status"] != "dead_letter":  # stored by its run: not this one
+            return None
+    checked = check_stored_payload(store, sid, submission)
+    if not checked.valid:
+        return None
+    resources, _ = accepted_resources(checked, sid)
+    return next(((r, submission) for r in resources
+                 if f"{r['resourceType']}/{r['id']}" == name), None)
 
 
 def submission_resources(store: Store, submission_id: str) -> list[dict]:
