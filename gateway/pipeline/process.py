@@ -82,10 +82,17 @@ class _RunsEnded:
     """Runs that end in this process wake whoever awaits them (:func:`gateway.pipeline.queue.
     wait_until_done`) at once, instead of at their next look at the store."""
 
-    def __init__(self) -> None:
+    def __init__(self, remember: int = 4096) -> None:
         self._lock = threading.Lock()
         self._waiting: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = {}
+        self._done: dict[str, None] = {}  # the latest runs finished here, oldest first
+        self._remember = remember
         self.local = False  # runs happen in this process (an embedded queue was started)
+
+    def finished_here(self, submission_id: str) -> bool:
+        """A run of ``submission_id`` finished (``done`` in the store) in this process lately."""
+        with self._lock:
+            return submission_id in self._done
 
     def watch(self, submission_id: str) -> asyncio.Future:
         """A future of the running event loop, resolved when a run of ``submission_id`` ends
@@ -104,8 +111,14 @@ class _RunsEnded:
             else:
                 self._waiting.pop(submission_id, None)
 
-    def ended(self, submission_id: str) -> None:
+    def ended(self, submission_id: str, finished: bool = True) -> None:
+        """A run of ``submission_id`` ended here; ``finished``: it is ``done`` in the store
+        (not a run that lost its lease)."""
         with self._lock:
+            if finished:
+                self._done[submission_id] = None
+                while len(self._done) > self._remember:
+                    del self._done[next(iter(self._done))]
             waiting = self._waiting.pop(submission_id, [])
         for loop, future in waiting:
             try:
@@ -233,10 +246,11 @@ def run_claimed(store: Store, partners: Partners, submission_id: str, worker: st
             outcome = work(run, partners, submission_id)
         else:
             outcome = _run(store, run, partners, found, sleep)
-    if not store.finish(submission_id, worker, run=run):
+    finished = store.finish(submission_id, worker, run=run)
+    if not finished:
         log.warning("lease lost before the end of the run; another worker redoes it",
                     extra={"submission_id": submission_id})
-    RUNS_ENDED.ended(submission_id)
+    RUNS_ENDED.ended(submission_id, finished)
     return outcome
 
 

@@ -194,11 +194,16 @@ async def wait_until_done(store: Store, submission_id: str, timeout: float) -> b
     # with local runs the store is looked at rarely, in case a run ends elsewhere after all
     pause, longest = (0.2, 1.0) if RUNS_ENDED.local else (0.01, 0.2)
     ended = RUNS_ENDED.watch(submission_id)
+    look = not RUNS_ENDED.local  # with local runs, the first look is at the pause's end
     try:
         while True:
-            found = await asyncio.to_thread(store.submission, submission_id)
-            if found is not None and found["run_state"] == "done":
+            if RUNS_ENDED.finished_here(submission_id):
                 return True
+            if look:
+                found = await asyncio.to_thread(store.submission, submission_id)
+                if found is not None and found["run_state"] == "done":
+                    return True
+            look = True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -206,6 +211,7 @@ async def wait_until_done(store: Store, submission_id: str, timeout: float) -> b
                 RUNS_ENDED.forget(submission_id, ended)
                 ended = RUNS_ENDED.watch(submission_id)
             await asyncio.wait([ended], timeout=min(pause, remaining))
+            look = not ended.done()  # woken by a run that finished here: no need to look
             pause = min(pause * 2, longest)
     finally:
         RUNS_ENDED.forget(submission_id, ended)
