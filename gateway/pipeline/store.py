@@ -19,7 +19,16 @@ Guarantees:
 * the audit log is append-only by API: there is no method that updates or deletes it;
 * the store is also the work queue (:meth:`Store.claim`, :meth:`Store.claim_next`): one worker
   at a time runs a submission, under a lease; a rerun after a crash starts from a clean slate,
-  and mailboxes show only documents of finished runs, so every output is delivered once.
+  and mailboxes show only documents of finished runs, so every output is delivered once;
+* a run's outputs (statuses, findings, documents, summary, attempts) are held by a :class:`Run`
+  and written in ONE transaction with the end of the run (:meth:`Store.finish`), only if the
+  worker still holds the lease;
+* the server's control numbers (ISA13, GS06) are counters in the same database
+  (:meth:`Store.next_numbers`), so every process and machine on the store draws from one
+  sequence;
+* on SQLite the writers of one process queue on a lock per file before ``BEGIN IMMEDIATE``
+  (SQLite's busy handler sleeps between tries, which made writes wait far longer than the
+  transactions ahead of them lasted); other processes meet at SQLite's own lock.
 
 Payloads and documents are kept in the database (``LargeBinary``): simple, and transactional
 with the rows that describe them. Very large payloads could move to object storage later
