@@ -26,9 +26,12 @@ the rest of the API keeps its JSON errors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import (
@@ -71,6 +74,7 @@ log = logging.getLogger("gateway.api.fhir")
 PREFIX = "/fhir"
 SEARCH_PARAMS = ("identifier", "patient.identifier", "subject.identifier", "patient:identifier")
 MAX_SEARCH_RESULTS = 1000
+FHIR_THREADS = int(os.environ.get("ECM_GATEWAY_FHIR_THREADS", "2"))
 
 
 class FhirError(Exception):
@@ -299,6 +303,14 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         return outcome_response(request, 400, _finding("FHIR-API-004", "", problem=problems))
 
     store_of = lambda: app.state.store
+    # the CPU work of creates and validations runs on a few threads of its own, first come
+    # first served: many threads taking turns at the GIL leave some requests waiting far
+    # longer than others (see bench/bench_fhir.py)
+    executor = ThreadPoolExecutor(max_workers=FHIR_THREADS, thread_name_prefix="fhir")
+
+    async def in_fhir_threads(function, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, functools.partial(function, *args, **kwargs))
 
     @app.get(PREFIX + "/metadata", tags=["fhir"])
     def metadata(request: Request) -> Response:
@@ -311,8 +323,8 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
         payload, fmt = await read_body(request)
-        checked = await asyncio.to_thread(check_payload, payload, fmt, expected=resource_type,
-                                          keep=False)
+        checked = await in_fhir_threads(check_payload, payload, fmt,
+                                        expected=resource_type, keep=False)
         status = 400 if _fatal(checked.findings) else 200
         return fhir_response(operation_outcome(checked.findings), status, fmt_out)
 
@@ -374,7 +386,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
         payload, fmt = await read_body(request)
-        return await asyncio.to_thread(create, partner, resource_type, payload, fmt, fmt_out,
+        return await in_fhir_threads(create, partner, resource_type, payload, fmt, fmt_out,
                                        request.headers.get("Idempotency-Key"),
                                        request.headers.get("Prefer", "").replace(" ", ""))
 
@@ -443,7 +455,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         """A batch or transaction Bundle of creates (POST entries)."""
         fmt_out = answer_format(request)
         payload, fmt = await read_body(request)
-        return await asyncio.to_thread(bundle_answer, partner, payload, fmt, fmt_out,
+        return await in_fhir_threads(bundle_answer, partner, payload, fmt, fmt_out,
                                        request.headers.get("Idempotency-Key"))
 
     def bundle_answer(partner: Partner, payload: bytes, fmt: str, fmt_out: str,
