@@ -2,7 +2,9 @@
 a Harbor member of the demo plan) submitted through the real pipeline (``submit``: store, validate,
 store the resource, then route: RTF row + 837P for the plan) with the demo partners and registries,
 and again with routing switched off (the resource stored only), in the same process. Each run
-gets a fresh CarePlan id, so no submission is a duplicate.
+gets a fresh CarePlan id, so no submission is a duplicate. ``submit`` without a queue runs the
+submission's step at once: what the queue's worker spends on each FHIR create after the API has
+answered it (the API itself only validates and keeps the payload: ``bench/bench_fhir.py``).
 
     python bench/bench_fhir_routing.py --runs 100
 

@@ -35,7 +35,8 @@ def gateway(tmp_path_factory):
                                folder / "partners.yaml")
     app = create_app(store=f"sqlite:///{folder / 'gateway.sqlite'}",
                      partners=folder / "partners.yaml")
-    return TestClient(app, raise_server_exceptions=False), tokens["harbor"]
+    yield TestClient(app, raise_server_exceptions=False), tokens["harbor"]
+    app.state.queue.stop()  # a valid create hands its routing to the queue's worker
 
 
 json_values = st.recursive(
