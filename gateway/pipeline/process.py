@@ -111,6 +111,11 @@ class _RunsEnded:
             else:
                 self._waiting.pop(submission_id, None)
 
+    def wake(self, submission_id: str) -> None:
+        """A run of ``submission_id`` ended in another process (a Celery worker says so):
+        whoever waits looks at the store now."""
+        self._resolve_waiting(submission_id)
+
     def ended(self, submission_id: str, finished: bool = True) -> None:
         """A run of ``submission_id`` ended here; ``finished``: it is ``done`` in the store
         (not a run that lost its lease)."""
@@ -119,6 +124,10 @@ class _RunsEnded:
                 self._done[submission_id] = None
                 while len(self._done) > self._remember:
                     del self._done[next(iter(self._done))]
+        self._resolve_waiting(submission_id)
+
+    def _resolve_waiting(self, submission_id: str) -> None:
+        with self._lock:
             waiting = self._waiting.pop(submission_id, [])
         for loop, future in waiting:
             try:

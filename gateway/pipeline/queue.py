@@ -38,6 +38,7 @@ log = logging.getLogger("gateway.queue")
 IDLE_POLL_SECONDS = 0.5
 REDELIVER_AFTER = timedelta(minutes=5)
 SWEEP_SECONDS = float(os.environ.get("ECM_GATEWAY_SWEEP_SECONDS", "5"))
+RUNS_ENDED_CHANNEL = "ecm-gateway:runs-ended"  # Redis pub/sub: a worker's run of <id> ended
 
 
 class EmbeddedQueue:
@@ -118,6 +119,7 @@ class CeleryQueue:
         self.redeliver_after, self.sweep_seconds = redeliver_after, sweep_seconds
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
         self._started = threading.Lock()
 
     def start(self) -> None:
@@ -128,6 +130,31 @@ class CeleryQueue:
             self._sweeper = threading.Thread(target=self._sweep, name="gateway-sweeper",
                                              daemon=True)
             self._sweeper.start()
+            self._listener = threading.Thread(target=self._listen, name="gateway-runs-ended",
+                                              daemon=True)
+            self._listener.start()
+
+    def _listen(self) -> None:
+        """Wake the API's waits when a worker says a run ended (a doorbell too: a message
+        lost only delays an answer until the next look at the store)."""
+        import redis
+
+        while not self._stop.is_set():
+            try:
+                client = redis.Redis.from_url(self.url)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(RUNS_ENDED_CHANNEL)
+                try:
+                    while not self._stop.is_set():
+                        message = pubsub.get_message(timeout=1.0)
+                        if message and isinstance(message.get("data"), bytes):
+                            RUNS_ENDED.wake(message["data"].decode("ascii", "replace"))
+                finally:
+                    pubsub.close()
+                    client.close()
+            except Exception as exc:  # noqa: BLE001 - the broker may be briefly unavailable
+                log.warning("listening for ended runs failed: %s", exc.__class__.__name__)
+                self._stop.wait(1.0)
 
     def enqueue(self, submission_id: str) -> None:
         self.start()
@@ -158,9 +185,10 @@ class CeleryQueue:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._sweeper is not None:
-            self._sweeper.join(timeout=timeout)
-        self._sweeper = None
+        for thread in (self._sweeper, self._listener):
+            if thread is not None:
+                thread.join(timeout=timeout)
+        self._sweeper = self._listener = None
 
 
 def make_queue(url: str | None, store: Store, partners: Partners, workers: int = 1):
@@ -187,8 +215,8 @@ def _run_logged(store: Store, partners: Partners, submission_id: str, worker: st
 async def wait_until_done(store: Store, submission_id: str, timeout: float) -> bool:
     """Wait until the submission's run is ``done`` in the store; False when ``timeout``
     seconds pass first. A run that ends in this process (the embedded queue) wakes the wait at
-    once; runs elsewhere (Celery workers) are seen by looking at the store, soon at first,
-    then every 0.2 s."""
+    once; a run in a Celery worker wakes it through the broker (:data:`RUNS_ENDED_CHANNEL`),
+    and the store is looked at too, soon at first, then every 0.2 s (a lost message)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     # with local runs the store is looked at rarely, in case a run ends elsewhere after all
@@ -211,7 +239,8 @@ async def wait_until_done(store: Store, submission_id: str, timeout: float) -> b
                 RUNS_ENDED.forget(submission_id, ended)
                 ended = RUNS_ENDED.watch(submission_id)
             await asyncio.wait([ended], timeout=min(pause, remaining))
-            look = not ended.done()  # woken by a run that finished here: no need to look
+            # woken by a run that ended here: finished_here() knows; otherwise look
+            look = not (ended.done() and RUNS_ENDED.local)
             pause = min(pause * 2, longest)
     finally:
         RUNS_ENDED.forget(submission_id, ended)

@@ -68,6 +68,7 @@ def process_submission(task, submission_id: str) -> str:
         if not store.claim_merge(submission_id, worker, LEASE):
             return "waiting"  # parts still running: the last one asks again
         outcome = run_claimed(store, partners, submission_id, worker, work=merge_parts)
+        _announce_end(submission_id)
         log.info("parts merged", extra={"submission_id": submission_id,
                                         "status": outcome.status})
         return outcome.status
@@ -81,6 +82,7 @@ def process_submission(task, submission_id: str) -> str:
         task.app.send_task(TASK, args=[submission_id])  # merges at once if parts were done
         return "waiting"
     outcome = run_claimed(store, partners, submission_id, worker)
+    _announce_end(submission_id)
     found = store.submission(submission_id)
     if found["channel"] == "split" and found["parent_id"]:
         task.app.send_task(TASK, args=[found["parent_id"]])
@@ -88,6 +90,24 @@ def process_submission(task, submission_id: str) -> str:
                                             "status": outcome.status,
                                             "findings": outcome.findings})
     return outcome.status
+
+
+def _announce_end(submission_id: str) -> None:
+    """Tell the API processes a run ended (they answer a waiting client at once instead of at
+    their next look at the store); best effort."""
+    from gateway.pipeline.queue import RUNS_ENDED_CHANNEL
+
+    pid = os.getpid()
+    try:
+        if _context.get("redis_pid") != pid:
+            import redis
+
+            _context.update(redis_pid=pid, redis=redis.Redis.from_url(
+                os.environ.get("ECM_GATEWAY_QUEUE") or "redis://127.0.0.1:6379/0"))
+        _context["redis"].publish(RUNS_ENDED_CHANNEL, submission_id)
+    except Exception as exc:  # noqa: BLE001 - the API still sees the run in the store
+        log.warning("could not announce the end of a run: %s", exc.__class__.__name__,
+                    extra={"submission_id": submission_id})
 
 
 def run_worker(store: str | None, queue: str, partners: Path, concurrency: int = 1,
