@@ -43,8 +43,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
-from gateway.fhir import ECM_PROFILES, FHIR_VERSION, JSON_MEDIA, XML_MEDIA
-from gateway.fhir import RULE_SYSTEM
+from gateway.fhir import ECM_PROFILES, FHIR_VERSION, JSON_MEDIA, RULE_SYSTEM, XML_MEDIA
 from gateway.fhir.intake import (
     accepted_resources,
     check_stored_payload,
@@ -55,6 +54,7 @@ from gateway.fhir.intake import (
     routing_of,
     stored_resources,
     submission_name,
+    submission_resources,
     token_matches,
 )
 from gateway.fhir.outcome import operation_outcome
@@ -363,7 +363,11 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
             status = 400 if _fatal(findings) else 422
             return fhir_response(operation_outcome(findings), status, fmt_out,
                                  {"X-Submission-Id": submission_id})
-        resources, _ = accepted_resources(checked, submission_id)
+        # as its run stored them (a submission from before ids named their submission has
+        # other ids), else as the run will
+        resources = (submission_resources(store, submission_id)
+                     if found["run_state"] == "done" else []) \
+            or accepted_resources(checked, submission_id)[0]
         return created(resources[0], found, checked.findings, 200, fmt_out, prefer)
 
     def created(resource: dict, submission: dict, findings: list[Finding], status: int,

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
