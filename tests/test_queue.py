@@ -175,6 +175,48 @@ def test_make_queue_engines(setup):
         make_queue("amqp://x", store, partners)
 
 
+def test_a_workers_announcement_wakes_the_apis_waits(setup, monkeypatch):
+    """Celery mode: a worker publishes the end of a run on Redis and the API process's
+    listener wakes whoever waits for that submission (and nobody else); the wait then looks
+    at the store."""
+    import asyncio
+
+    import servers
+
+    from gateway.pipeline import worker
+    from gateway.pipeline.queue import CeleryQueue
+
+    store, _, _ = setup
+    try:
+        broker_context = servers.redis_server()
+        broker = broker_context.__enter__()
+    except servers.Unavailable as exc:
+        pytest.skip(str(exc))
+    queue = CeleryQueue(store, broker)
+    monkeypatch.setenv("ECM_GATEWAY_QUEUE", broker)
+    try:
+        queue.start()
+
+        async def scenario() -> tuple[bool, bool]:
+            mine, other = pipeline.RUNS_ENDED.watch("sid-1"), pipeline.RUNS_ENDED.watch("sid-2")
+            try:
+                for _ in range(100):  # the listener subscribes in its own time
+                    await asyncio.to_thread(worker._announce_end, "sid-1")
+                    await asyncio.wait([mine], timeout=0.1)
+                    if mine.done():
+                        break
+                return mine.done(), other.done()
+            finally:
+                pipeline.RUNS_ENDED.forget("sid-1", mine)
+                pipeline.RUNS_ENDED.forget("sid-2", other)
+
+        assert asyncio.run(scenario()) == (True, False)
+        assert not pipeline.RUNS_ENDED.finished_here("sid-1")  # ended elsewhere: look
+    finally:
+        queue.stop()
+        broker_context.__exit__(None, None, None)
+
+
 def test_the_api_answers_202_when_asked_or_when_the_wait_runs_out(setup, monkeypatch,
                                                                      tmp_path):
     store, partners, tokens = setup
