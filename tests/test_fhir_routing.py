@@ -211,8 +211,9 @@ def test_a_referral_goes_to_the_members_plan_with_its_deadline(gateway, priority
     assert gateway.routed("golden-table") == gateway.routed("dhcs") == []
     # what a GET /fhir/ServiceRequest/{id} caller can be shown (see the report: API hook)
     harbor = gateway.app.state.partners.partners["harbor"]
+    # the plan has fetched the referral record: the submission is delivered
     assert referral_routing(gateway.store, harbor, "ServiceRequest", resource_id) == {
-        "submission_id": found["id"], "status": "routed", **entry}
+        "submission_id": found["id"], "status": "delivered", **entry}
     other = gateway.app.state.partners.partners["golden-table"]
     assert referral_routing(gateway.store, other, "ServiceRequest", resource_id) is None
 

@@ -51,7 +51,7 @@ from gateway.fhir.parse import to_json_bytes
 from gateway.fhir.validate import Checked, check_payload
 from gateway.findings import Finding
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.steps import STEPS, X12_MEDIA, Outcome
+from gateway.pipeline.steps import X12_MEDIA, Outcome
 from gateway.pipeline.store import Store
 from gateway.rules import default_catalogue
 
@@ -486,8 +486,6 @@ def routing_of(submission: dict, name: str) -> dict:
     return {"submission_id": submission["id"], "status": submission.get("status"), **entry}
 
 
-# the pipeline runs kind "fhir" with this step (integrator: add it to STEPS in steps.py)
-STEPS.setdefault("fhir", process_fhir)
 
 
 def stored_resources(store: Store, partner: Partner, resource_type: str | None = None

@@ -469,4 +469,14 @@ def _plan_recipients(partners: Partners, registry, provider: Partner, table,
     return out
 
 
-STEPS = {"x12": process_x12, "file": process_file, "history-extract": process_history_extract}
+def process_fhir(store, partners: Partners, partner: Partner, submission_id: str) -> Outcome:
+    """A provider's FHIR resources: stored, and routed to the member's plan as a referral
+    record, RTF rows and an 837P (:mod:`gateway.fhir.intake`; imported here on first use,
+    because it builds on this module)."""
+    from gateway.fhir.intake import process_fhir as run
+
+    return run(store, partners, partner, submission_id)
+
+
+STEPS = {"x12": process_x12, "file": process_file, "history-extract": process_history_extract,
+         "fhir": process_fhir}

@@ -48,8 +48,27 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, Text,
-    case, create_engine, event, func, insert, inspect, select, text, update,
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
@@ -666,13 +685,27 @@ class Store:
             return [dict(r) for r in rows]
 
     def mark_delivered(self, document_id: str, now: datetime | None = None) -> None:
+        """The recipient has the document (downloaded, or written to its outbox). When every
+        document routed onward from a ``routed`` submission is delivered, the submission
+        becomes ``delivered`` (acknowledgments back to the sender do not count)."""
         now = _utc(now)
+        d, c = documents_table.c, submissions.c
         with self._write() as conn:
-            result = conn.execute(update(documents_table)
-                                  .where(documents_table.c.id == document_id)
-                                  .values(delivered_at=now))
-            if result.rowcount == 0:
+            found = conn.execute(select(d.submission_id).where(d.id == document_id)).first()
+            if found is None:
                 raise KeyError(f"unknown document {document_id}")
+            conn.execute(update(documents_table).where(d.id == document_id)
+                         .values(delivered_at=now))
+            submission_id = found.submission_id
+            pending = conn.execute(select(func.count()).where(
+                d.submission_id == submission_id, d.role.like("routed%"),
+                d.delivered_at.is_(None))).scalar()
+            if pending == 0 and conn.execute(update(submissions).where(
+                    c.id == submission_id, c.status == "routed",
+                    c.run_state == "done").values(status="delivered", updated_at=now)
+            ).rowcount:
+                conn.execute(insert(status_history).values(
+                    submission_id=submission_id, status="delivered", at=now, error=None))
 
     # -- control numbers ---------------------------------------------------------------------------
     def next_numbers(self, name: str, count: int = 1) -> list[int]:
