@@ -167,3 +167,34 @@ def test_a_large_file_is_split_across_the_celery_workers_and_merged(tmp_path, pg
         assert sum(t.count('"message": "submission processed"') for t in texts) == 3
         assert sum(t.count('"message": "parts merged"') for t in texts) == 1
     reference.close()
+
+
+def test_fhir_resources_are_routed_by_a_celery_worker(tmp_path, pg_and_redis):
+    """A FHIR create is answered by the API after validation; the routing (the mappings to the
+    member's plan) runs as the queued `fhir` step in a separate Celery worker process."""
+    from conftest import FIXTURES
+
+    url, broker = pg_and_redis
+    partners, tokens = write_partners(tmp_path)
+    env = {"ECM_GATEWAY_VAR": str(tmp_path / "var")}
+    careplan = (FIXTURES / "fhir" / "mappings" / "careplan-ecm.json").read_bytes()
+    with ExitStack() as stack:
+        worker = start_worker(url, broker, partners, tmp_path / "worker.log", env,
+                              name="f@test")
+        stack.callback(worker.stop)
+        server = Gateway(url, partners, tmp_path / "server.log", env, queue=broker)
+        stack.callback(server.stop)
+        store = Store(url)
+        stack.callback(store.close)
+        answer = httpx.post(f"{server.base}/fhir/CarePlan", content=careplan, timeout=30,
+                            headers={"Authorization": f"Bearer {tokens['harbor']}",
+                                     "Content-Type": "application/fhir+json"})
+        assert answer.status_code == 201, answer.text
+        sid = answer.headers["X-Submission-Id"]
+        assert wait_for(lambda: store.submission(sid)["run_state"] == "done", 60)
+        assert store.submission(sid)["status"] == "routed"
+        routed = sorted(d["role"] for d in store.mailbox("demo-plan"))
+        assert routed == ["routed-837p", "routed-rtf"]
+    assert '"message": "submission processed"' in (tmp_path / "worker.log").read_text()
+    for log in (tmp_path / "worker.log", tmp_path / "server.log"):
+        assert "Traceback" not in log.read_text()
