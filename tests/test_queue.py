@@ -300,3 +300,39 @@ def test_queue_options_are_checked(tmp_path, capsys):
                  str(tmp_path / "missing.yaml")]) == 2
     assert main(["serve", "--partners", str(tmp_path / "p.yaml"), "--queue", "kafka://x"]) == 2
     assert "give a redis://" in capsys.readouterr().err
+
+
+def test_an_embedded_worker_defers_routing_while_fhir_requests_are_answered(setup, monkeypatch):
+    """The API's FHIR requests share the GIL with the embedded worker: it claims nothing while
+    one is answered (up to DEFER_SECONDS), but at once when a client waits for a run (X12)."""
+    from gateway.pipeline import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "DEFER_SECONDS", 60.0)
+    store, partners, _ = setup
+    sid = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                        payload=MIXED).submission_id
+    queue = EmbeddedQueue(store, partners)
+    request = queue_module.API_LOAD.request()
+    request.__enter__()
+    try:
+        queue.start()
+        queue.enqueue(sid)
+        threading.Event().wait(0.5)
+        assert store.submission(sid)["run_state"] == "queued"
+        waiting = queue_module.API_LOAD.waiting()
+        waiting.__enter__()  # a client waits for its 999: politeness ends
+        try:
+            assert _wait(lambda: store.submission(sid)["run_state"] == "done")
+        finally:
+            waiting.__exit__(None, None, None)
+        later = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
+                              payload=MIXED.replace(b"ECM", b"ECN", 1)).submission_id
+        queue.enqueue(later)
+        threading.Event().wait(0.5)
+        assert store.submission(later)["run_state"] == "queued"
+    finally:
+        request.__exit__(None, None, None)  # the request answered: routing runs
+    try:
+        assert _wait(lambda: store.submission(later)["run_state"] == "done")
+    finally:
+        queue.stop()

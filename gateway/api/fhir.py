@@ -68,6 +68,7 @@ from gateway.fhir.validate import ACCEPTED, check_payload
 from gateway.findings import Finding
 from gateway.pipeline.partners import Partner
 from gateway.pipeline.process import submit
+from gateway.pipeline.queue import API_LOAD
 from gateway.rules import default_catalogue
 
 log = logging.getLogger("gateway.api.fhir")
@@ -243,7 +244,13 @@ class FhirInternalErrors:
             await send(message)
 
         try:
-            await self.app(scope, receive, tracking_send)
+            if scope.get("method") == "POST":
+                # meanwhile an embedded worker defers routing (it would take the GIL from
+                # the answers; see gateway/pipeline/queue.py)
+                with API_LOAD.request():
+                    await self.app(scope, receive, tracking_send)
+            else:
+                await self.app(scope, receive, tracking_send)
         except Exception as exc:
             log.error("internal error on %s %s: %s", scope.get("method"), path,
                       exc.__class__.__name__)

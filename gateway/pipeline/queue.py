@@ -22,6 +22,8 @@ import asyncio
 import logging
 import os
 import threading
+import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 from gateway.pipeline.partners import Partners
@@ -39,6 +41,68 @@ IDLE_POLL_SECONDS = 0.5
 REDELIVER_AFTER = timedelta(minutes=5)
 SWEEP_SECONDS = float(os.environ.get("ECM_GATEWAY_SWEEP_SECONDS", "5"))
 RUNS_ENDED_CHANNEL = "ecm-gateway:runs-ended"  # Redis pub/sub: a worker's run of <id> ended
+# an embedded worker defers claiming while the API answers FHIR requests, at most this long
+DEFER_SECONDS = float(os.environ.get("ECM_GATEWAY_DEFER_SECONDS", "5"))
+QUIET_SECONDS = 0.005  # and claims only once the API stayed idle this long
+
+
+class _ApiLoad:
+    """What the API of this process is busy with, for the embedded workers, which share its
+    GIL: FHIR requests being worked on (their validation and store write; routing them can
+    wait, nobody waits for it) and waits for a run's end (an X12 client waiting for its 999,
+    which must not wait for anybody's politeness)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._requests = 0
+        self._waits = 0
+
+    @contextmanager
+    def request(self):
+        """Around a FHIR create or validation, from its arrival to its answer."""
+        with self._changed:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._requests -= 1
+                if self._requests == 0:
+                    self._changed.notify_all()
+
+    @contextmanager
+    def waiting(self):
+        """Around a wait for a run's end: workers claim at once meanwhile."""
+        with self._changed:
+            self._waits += 1
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._waits -= 1
+
+    def polite(self) -> bool:
+        """Claiming now would slow FHIR requests, and nobody waits for a run."""
+        return self._requests > 0 and self._waits == 0
+
+    def wait_quiet(self, until: float, stop: threading.Event) -> bool:
+        """Wait until claiming is no longer impolite or the monotonic time ``until``;
+        True when it became polite to claim (not merely late)."""
+        with self._changed:
+            while self.polite() and not stop.is_set():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def wake_all(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+
+API_LOAD = _ApiLoad()
 
 
 class EmbeddedQueue:
@@ -82,12 +146,25 @@ class EmbeddedQueue:
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
+        API_LOAD.wake_all()
         for thread in self._threads:
             thread.join(timeout=timeout)
         self._threads = []
 
     def _work(self) -> None:
+        draining = False  # deferred as long as allowed: run until the queue is empty
+        deferred_since = None
         while not self._stop.is_set():
+            if not draining and API_LOAD.polite():
+                # the GIL is the API's while it answers FHIR requests: routing waits
+                if deferred_since is None:
+                    deferred_since = time.monotonic()
+                draining = not API_LOAD.wait_quiet(deferred_since + DEFER_SECONDS,
+                                                   self._stop)
+                if not draining:  # a client's next request may be a moment away
+                    self._stop.wait(QUIET_SECONDS)
+                continue
+            deferred_since = None
             worker = worker_id()
             try:
                 submission_id = self.store.claim_next(worker, self.lease)
@@ -96,6 +173,7 @@ class EmbeddedQueue:
                 self._stop.wait(IDLE_POLL_SECONDS)
                 continue
             if submission_id is None:
+                draining = False
                 with self._wake:
                     if self._pending == 0 and not self._stop.is_set():
                         self._wake.wait(IDLE_POLL_SECONDS)
@@ -223,24 +301,25 @@ async def wait_until_done(store: Store, submission_id: str, timeout: float) -> b
     pause, longest = (0.2, 1.0) if RUNS_ENDED.local else (0.01, 0.2)
     ended = RUNS_ENDED.watch(submission_id)
     look = not RUNS_ENDED.local  # with local runs, the first look is at the pause's end
-    try:
-        while True:
-            if RUNS_ENDED.finished_here(submission_id):
-                return True
-            if look:
-                found = await asyncio.to_thread(store.submission, submission_id)
-                if found is not None and found["run_state"] == "done":
+    with API_LOAD.waiting():  # a waiting client: embedded workers claim at once
+        try:
+            while True:
+                if RUNS_ENDED.finished_here(submission_id):
                     return True
-            look = True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            if ended.done():  # a run ended without finishing (lost lease): wait for the next
-                RUNS_ENDED.forget(submission_id, ended)
-                ended = RUNS_ENDED.watch(submission_id)
-            await asyncio.wait([ended], timeout=min(pause, remaining))
-            # woken by a run that ended here: finished_here() knows; otherwise look
-            look = not (ended.done() and RUNS_ENDED.local)
-            pause = min(pause * 2, longest)
-    finally:
-        RUNS_ENDED.forget(submission_id, ended)
+                if look:
+                    found = await asyncio.to_thread(store.submission, submission_id)
+                    if found is not None and found["run_state"] == "done":
+                        return True
+                look = True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                if ended.done():  # a run ended without finishing (lost lease): wait again
+                    RUNS_ENDED.forget(submission_id, ended)
+                    ended = RUNS_ENDED.watch(submission_id)
+                await asyncio.wait([ended], timeout=min(pause, remaining))
+                # woken by a run that ended here: finished_here() knows; otherwise look
+                look = not (ended.done() and RUNS_ENDED.local)
+                pause = min(pause * 2, longest)
+        finally:
+            RUNS_ENDED.forget(submission_id, ended)
