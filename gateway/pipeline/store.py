@@ -60,6 +60,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     case,
     create_engine,
     event,
@@ -307,7 +308,8 @@ class Store:
             elif not _exists(conn, submissions, parent_id):
                 raise KeyError(f"unknown parent submission {parent_id}")
             submission_id = uuid.uuid4().hex
-            conn.execute(insert(submissions).values(
+            # plain insert() with the values as parameters: cheaper than .values() per call
+            conn.execute(insert(submissions), dict(
                 id=submission_id, partner=partner, channel=channel, kind=kind, filename=filename,
                 sha256=digest, size=len(payload), idempotency_key=idempotency_key,
                 x12_key=x12_key, parent_id=parent_id, status="received", error=None, attempts=0,
@@ -315,8 +317,8 @@ class Store:
                 run_state="running" if claimed_by else "queued", lease_owner=claimed_by,
                 lease_until=now + lease if claimed_by else None,
                 started_at=now if claimed_by else None))
-            conn.execute(insert(payloads).values(submission_id=submission_id, content=payload))
-            conn.execute(insert(status_history).values(
+            conn.execute(insert(payloads), dict(submission_id=submission_id, content=payload))
+            conn.execute(insert(status_history), dict(
                 submission_id=submission_id, status="received", at=now, error=None))
             _audit_entry(conn, audit, submission_id, now)
         return Received(submission_id, None)
@@ -883,9 +885,9 @@ def _write_outputs(conn: Connection, run: Run) -> None:
 def _audit_entry(conn: Connection, entry: dict[str, str] | None, target: str,
                  now: datetime) -> None:
     if entry is not None:
-        conn.execute(insert(audit_table).values(at=now, actor=entry["actor"],
-                                                action=entry["action"], target=target,
-                                                detail=entry.get("detail") or ""))
+        conn.execute(insert(audit_table), {"at": now, "actor": entry["actor"],
+                                           "action": entry["action"], "target": target,
+                                           "detail": entry.get("detail") or ""})
 
 
 def _finding_rows(submission_id: str, findings: list[Finding]) -> list[dict]:
@@ -1025,19 +1027,32 @@ def _exists(conn: Connection, table: Table, row_id: str) -> bool:
 
 def _find_original(conn: Connection, partner: str, digest: str, idempotency_key: str | None,
                    x12_key: str | None, since: datetime) -> str | None:
-    c = submissions.c
     checks = []
     if idempotency_key is not None:
-        checks.append(c.idempotency_key == idempotency_key)
+        checks.append((_ORIGINAL_BY["idempotency_key"], {"key": idempotency_key}))
     if x12_key is not None:
-        checks.append((c.x12_key == x12_key) & (c.created_at >= since))
-    checks.append((c.sha256 == digest) & (c.created_at >= since))
-    for check in checks:
-        found = conn.execute(select(c.id).where(c.partner == partner, check)
-                             .order_by(c.created_at, c.id).limit(1)).scalar()
+        checks.append((_ORIGINAL_BY["x12_key"], {"key": x12_key, "since": since}))
+    checks.append((_ORIGINAL_BY["sha256"], {"key": digest, "since": since}))
+    for statement, values in checks:
+        found = conn.execute(statement, {"partner": partner, **values}).scalar()
         if found is not None:
             return found
     return None
+
+
+def _original_by(column: str, recent: bool):
+    """The statement finding a partner's first submission with ``column`` = :key (since
+    :since when ``recent``), built once: building it per receive cost more than running it."""
+    c = submissions.c
+    where = [c.partner == bindparam("partner"), c[column] == bindparam("key")]
+    if recent:
+        where.append(c.created_at >= bindparam("since"))
+    return select(c.id).where(*where).order_by(c.created_at, c.id).limit(1)
+
+
+_ORIGINAL_BY = {"idempotency_key": _original_by("idempotency_key", False),
+                "x12_key": _original_by("x12_key", True),
+                "sha256": _original_by("sha256", True)}
 
 
 def _select_submissions():
