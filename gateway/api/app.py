@@ -88,8 +88,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                        "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
 
-    def partner_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
-                   ) -> Partner:
+    async def partner_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+                         ) -> Partner:
+        # async: a hash and a look-up, so no hop to the thread pool on every request
         partner = app.state.partners.authenticate(credentials.credentials) \
             if credentials else None
         if partner is None:
