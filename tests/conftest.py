@@ -45,3 +45,16 @@ def demo_gateway(folder: Path, registries: bool = False):
     if registries:
         load_demo_registries(app.state.store, app.state.partners)
     return app, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
+
+
+@pytest.fixture
+def pg_url():
+    """A throwaway PostgreSQL on loopback (tests/servers.py); skips, saying why, where its
+    binaries or a driver are missing."""
+    import servers
+
+    try:
+        with servers.postgres() as url:
+            yield url
+    except servers.Unavailable as exc:
+        pytest.skip(str(exc))

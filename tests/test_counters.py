@@ -11,7 +11,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import pytest
 import servers
 from conftest import FIXTURES
 from sqlalchemy import update
@@ -126,15 +125,6 @@ def test_two_stores_and_two_processes_on_one_sqlite_file_never_share_a_number(tm
     finally:
         for store in stores:
             store.close()
-
-
-@pytest.fixture
-def pg_url():
-    try:
-        with servers.postgres() as url:
-            yield url
-    except servers.Unavailable as exc:
-        pytest.skip(str(exc))
 
 
 def test_two_stores_and_two_processes_on_one_postgresql_never_share_a_number(pg_url):

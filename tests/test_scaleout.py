@@ -51,6 +51,21 @@ def assert_all_acknowledged_once(result, summary) -> None:
     assert result.acks == result.statuses[200]
 
 
+def start_cluster(stack: ExitStack, tmp_path, url: str, broker: str, partners, env: dict,
+                  prefix: str, workers: int = 2):
+    """``workers`` Celery workers and the API on one store and broker, stopped with ``stack``;
+    returns the server, a store to look with, and the workers' log files."""
+    logs = [tmp_path / f"{prefix}-worker-{n}.log" for n in range(workers)]
+    started = [start_worker(url, broker, partners, log, env, name=f"{prefix}{n}@test")
+               for n, log in enumerate(logs)]
+    stack.callback(lambda: [w.stop() for w in started])
+    server = Gateway(url, partners, tmp_path / "server.log", env, queue=broker)
+    stack.callback(server.stop)
+    store = Store(url)
+    stack.callback(store.close)
+    return server, store, logs
+
+
 def test_load_embedded_default(tmp_path):
     partners, tokens = write_partners(tmp_path)
     url = f"sqlite:///{tmp_path / 'gateway.sqlite'}"
@@ -75,15 +90,8 @@ def test_load_postgresql_and_two_celery_workers(tmp_path, pg_and_redis):
     url, broker = pg_and_redis
     partners, tokens = write_partners(tmp_path)
     env = {"ECM_GATEWAY_VAR": str(tmp_path / "var")}
-    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
     with ExitStack() as stack:
-        workers = [start_worker(url, broker, partners, log, env, name=f"w{n}@test")
-                   for n, log in enumerate(logs)]
-        stack.callback(lambda: [w.stop() for w in workers])
-        server = Gateway(url, partners, tmp_path / "server.log", env, queue=broker)
-        stack.callback(server.stop)
-        store = Store(url)
-        stack.callback(store.close)
+        server, store, logs = start_cluster(stack, tmp_path, url, broker, partners, env, "w")
         result = run_load(server.base, tokens["valley"], LOAD_COUNT, CLIENTS)
         assert_all_acknowledged_once(result, check_complete(store, "valley", result,
                                                             LOAD_COUNT))
@@ -142,15 +150,8 @@ def test_a_large_file_is_split_across_the_celery_workers_and_merged(tmp_path, pg
     process(reference, Partners.load(partners), whole)
     env = {"ECM_GATEWAY_VAR": str(tmp_path / "var"), "ECM_GATEWAY_SPLIT_BYTES": "1000",
            "ECM_GATEWAY_SPLIT_TRANSACTIONS": "2"}
-    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
     with ExitStack() as stack:
-        workers = [start_worker(url, broker, partners, log, env, name=f"s{n}@test")
-                   for n, log in enumerate(logs)]
-        stack.callback(lambda: [w.stop() for w in workers])
-        server = Gateway(url, partners, tmp_path / "server.log", env, queue=broker)
-        stack.callback(server.stop)
-        store = Store(url)
-        stack.callback(store.close)
+        server, store, logs = start_cluster(stack, tmp_path, url, broker, partners, env, "s")
         answer = httpx.post(f"{server.base}/x12", content=FILE, timeout=60,
                             headers={"Authorization": f"Bearer {tokens['valley']}"})
         assert answer.status_code == 200, answer.text
@@ -179,13 +180,8 @@ def test_fhir_resources_are_routed_by_a_celery_worker(tmp_path, pg_and_redis):
     env = {"ECM_GATEWAY_VAR": str(tmp_path / "var")}
     careplan = (FIXTURES / "fhir" / "mappings" / "careplan-ecm.json").read_bytes()
     with ExitStack() as stack:
-        worker = start_worker(url, broker, partners, tmp_path / "worker.log", env,
-                              name="f@test")
-        stack.callback(worker.stop)
-        server = Gateway(url, partners, tmp_path / "server.log", env, queue=broker)
-        stack.callback(server.stop)
-        store = Store(url)
-        stack.callback(store.close)
+        server, store, logs = start_cluster(stack, tmp_path, url, broker, partners, env, "f",
+                                            workers=1)
         answer = httpx.post(f"{server.base}/fhir/CarePlan", content=careplan, timeout=30,
                             headers={"Authorization": f"Bearer {tokens['harbor']}",
                                      "Content-Type": "application/fhir+json"})
@@ -195,6 +191,6 @@ def test_fhir_resources_are_routed_by_a_celery_worker(tmp_path, pg_and_redis):
         assert store.submission(sid)["status"] == "routed"
         routed = sorted(d["role"] for d in store.mailbox("demo-plan"))
         assert routed == ["routed-837p", "routed-rtf"]
-    assert '"message": "submission processed"' in (tmp_path / "worker.log").read_text()
-    for log in (tmp_path / "worker.log", tmp_path / "server.log"):
+    assert '"message": "submission processed"' in logs[0].read_text()
+    for log in (*logs, tmp_path / "server.log"):
         assert "Traceback" not in log.read_text()

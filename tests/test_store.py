@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
 
 from gateway.findings import Finding, Severity
 from gateway.pipeline.store import STATUSES, Received, Run, Store
@@ -494,15 +493,6 @@ def test_concurrent_same_key_yields_one_original(tmp_path):
 
 
 # -- PostgreSQL (only where its binaries and a driver are installed) -------------------------------
-@pytest.fixture
-def pg_url():
-    try:
-        with servers.postgres() as url:
-            yield url
-    except servers.Unavailable as exc:
-        pytest.skip(str(exc))
-
-
 def test_postgresql_store(pg_url):
     s = Store(pg_url)
     try:
