@@ -17,7 +17,7 @@ from gateway.x12.validate import validate_x12
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
 TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice")
-NOT_YET = {"274", "json", "state-response"}
+NOT_YET = {"274", "json"}
 
 
 class UnsupportedKind(ValueError):
@@ -100,8 +100,27 @@ def validate_table(path: Path, found: str, kind: str, rules=None,
                              "rejected_rows": table.rows_rejected, "layout": table.layout})
 
 
+def validate_state_response(path: Path) -> FileReport:
+    """The state's encounter response XML (element names in
+    mappings/state-response/dhcs-response.yaml): readable or not, and its verdicts counted."""
+    from gateway.state.response import StateResponseError, parse_state_response
+
+    try:
+        response = parse_state_response(Path(path).read_bytes())
+    except StateResponseError as exc:
+        finding = default_catalogue().finding("STATE-XML-001", "file", None, problem=str(exc))
+        return FileReport(str(path), "state-response", [finding])
+    encounters = [e for _, e in response.encounters]
+    return FileReport(str(path), "state-response", [], {
+        "file_status": response.status, "transactions": len(response.transactions),
+        "encounters": len(encounters),
+        "denied_encounters": sum(e.denied for e in encounters)})
+
+
 def _validate_fhir(path: Path) -> FileReport:
-    from gateway.fhir.report import validate_fhir_file  # imports this module's FileReport
+    from gateway.fhir.report import (
+        validate_fhir_file,  # imports this module's FileReport
+    )
 
     return validate_fhir_file(path)
 
@@ -117,6 +136,8 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
         if kind not in ("auto", "fhir"):
             raise UnsupportedKind(f"{path}: a FHIR resource, not a {kind} file")
         return _validate_fhir(path)
+    if found == "state-response":
+        return validate_state_response(path)
     if found in NOT_YET or (kind != "auto" and kind in NOT_YET):
         shown = kind if kind != "auto" else found
         raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")

@@ -2,6 +2,7 @@
 encounter to the 837P the gateway sent to the state, updating statuses and history, and the
 readable summaries to the plan and to the provider that first sent a denied encounter."""
 
+import json
 from datetime import date
 
 import pytest
@@ -320,3 +321,20 @@ def test_an_unknown_isa13_links_only_claims_sent_once(sent):
     summary = world.store.submission(again.submission_id)["summary"]
     # MIX-A-GOOD was sent twice: no guessing which one is meant
     assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (3, 0, 2)
+
+
+def test_the_command_line_validates_a_state_response():
+    from test_cli import run
+
+    done = run("validate", STATE / "response-mixed.xml", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    [report] = json.loads(done.stdout)["files"]
+    assert (report["kind"], report["valid"], report["findings"]) == ("state-response", True, [])
+    assert report["stats"] == {"file_status": "partial", "transactions": 1, "encounters": 5,
+                               "denied_encounters": 1}
+    for name, problem in (("billion-laughs.xml", "a DTD or entity declaration is not allowed"),
+                          ("malformed.xml", "not well-formed XML at line 6")):
+        done = run("validate", STATE / name, "--format", "json")
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        [finding] = json.loads(done.stdout)["files"][0]["findings"]
+        assert finding["rule"] == "STATE-XML-001" and problem in finding["message"]

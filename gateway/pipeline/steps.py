@@ -10,8 +10,8 @@ kept (so a run can be replayed, or re-run after a crash, at any time):
   encounters go to the state and into the encounter history (source ``submission:<first
   submission of the replay chain>``: a re-run or replay replaces its lines). A provider may
   submit only as itself (``GATEWAY-AUTH-001``).
-* ``process_file`` — an upload: the state's response XML (:mod:`gateway.state.process`); a
-  plan's MIF (loaded as that plan's, replacing its MIF of the same reporting period, and each
+* ``process_file`` — an upload: the state's response XML
+  (:mod:`gateway.pipeline.state_responses`); a plan's MIF (loaded as that plan's, replacing its MIF of the same reporting period, and each
   assigned provider partner gets the rows of its own members in the layout received) or roster
   (the plan's provider directory); a provider's RTF/OTF (rows routed to the member's plan); an
   invoice (an 837P per member's plan, and a row report back to the sender); other tables are
@@ -368,7 +368,7 @@ def _member_file(store: Store, partners: Partners, partner: Partner, submission_
     except UnknownKind:
         return None
     if kind == "state-response":
-        from gateway.state.process import process_state_response
+        from gateway.pipeline.state_responses import process_state_response
 
         return process_state_response(store, partners, partner, submission_id,
                                       path.read_bytes(), now)

@@ -1,2 +1,3 @@
-"""The state's side of the exchange: its encounter response XML (:mod:`gateway.state.response`)
-and what the gateway does with it (:mod:`gateway.state.process`)."""
+"""The state's side of the exchange, as format code: its encounter response XML
+(:mod:`gateway.state.response`). What the gateway does with one — history updates, summaries
+to plan and provider — is pipeline work, in :mod:`gateway.pipeline.state_responses`."""
