@@ -48,14 +48,10 @@ from gateway.fhir.intake import (
     accepted_resources,
     check_stored_payload,
     find_resource,
-    member_identifiers,
-    own_identifiers,
-    pending_resources,
     routing_of,
-    stored_resources,
+    search_resources,
     submission_name,
     submission_resources,
-    token_matches,
 )
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.parse import (
@@ -428,30 +424,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
                                           f"parameter {_safe(unknown[0])}; supported: "
                                           + ", ".join(SEARCH_PARAMS)))
         store = store_of()
-        matches, seen = [], set()
-
-        def candidates():
-            # not yet stored by their runs first: one that finishes meanwhile is then
-            # among the stored ones (and skipped if seen), never in neither
-            yield from pending_resources(store, partner, resource_type)
-            for doc in stored_resources(store, partner, resource_type):
-                found = store.document(doc["id"])
-                if found is not None:
-                    yield json.loads(found["content"])
-
-        for resource in candidates():
-            if resource["id"] in seen:
-                continue
-            seen.add(resource["id"])
-            ok = True
-            for key, token in params.items():
-                idents = own_identifiers(resource) if key == "identifier" \
-                    else member_identifiers(resource)
-                ok = ok and token_matches(token, idents)
-            if ok:
-                matches.append(resource)
-            if len(matches) >= MAX_SEARCH_RESULTS:
-                break
+        matches = search_resources(store, partner, resource_type, params, MAX_SEARCH_RESULTS)
         store.audit(actor=partner.id, action="search", target=resource_type,
                     detail=f"{len(matches)} found")
         bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches),

@@ -601,3 +601,31 @@ def token_matches(token: str, identifiers: set[tuple[str | None, str]]) -> bool:
         return False
     return any((s == system if system else not s) and (not value or v == value)
                for s, v in identifiers)
+
+
+def search_resources(store: Store, partner: Partner, resource_type: str, params: dict[str, str],
+                     limit: int) -> list[dict]:
+    """The partner's resources of ``resource_type`` whose identifiers match every search
+    parameter (``identifier``: the resource's own; the others: its member's), at most
+    ``limit``. Resources not yet stored by their runs are read from the kept payload first: one
+    whose run finishes meanwhile is then among the stored ones (and skipped), never in neither."""
+
+    def candidates():
+        yield from pending_resources(store, partner, resource_type)
+        for doc in stored_resources(store, partner, resource_type):
+            found = store.document(doc["id"])
+            if found is not None:
+                yield json.loads(found["content"])
+
+    matches, seen = [], set()
+    for resource in candidates():
+        if resource["id"] in seen:
+            continue
+        seen.add(resource["id"])
+        if all(token_matches(token, own_identifiers(resource) if key == "identifier"
+                             else member_identifiers(resource))
+               for key, token in params.items()):
+            matches.append(resource)
+            if len(matches) >= limit:
+                break
+    return matches
