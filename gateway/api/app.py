@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
+from gateway.api.smart import install_smart
 from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
@@ -98,7 +99,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                 headers={"WWW-Authenticate": "Bearer"})
         return partner
 
-    install_fhir(app, partner_of)
+    install_fhir(app, install_smart(app))  # FHIR: static tokens or SMART access tokens
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
