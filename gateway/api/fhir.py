@@ -264,7 +264,9 @@ def capability_statement(base: str = "") -> dict:
                              "partner; a partner reads, updates and searches only what it "
                              "submitted. Search pages with _count (default "
                              f"{DEFAULT_PAGE}, at most {MAX_SEARCH_RESULTS}) and Bundle.link "
-                             "next/previous; _summary=count answers the total only. Bodies are "
+                             "next/previous; _summary=count answers the total only "
+                             "(Bundle.total is always counted, so _total and _totalMethod "
+                             "change nothing). Bodies are "
                              f"limited to {MAX_BODY_BYTES} bytes.",
             "security": security,
             "resource": resources,

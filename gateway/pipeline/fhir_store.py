@@ -238,7 +238,9 @@ def _safe(text: str) -> str:
 
 
 # -- search ---------------------------------------------------------------------------------------
-PAGING = ("_count", "_offset", "_summary", "_format")
+# paging and answer-shaping parameters (the API's); _total / _totalMethod (sent by clients
+# such as fhirpy's count()) change nothing: the total is always counted
+PAGING = ("_count", "_offset", "_summary", "_format", "_total", "_totalMethod")
 
 
 def search_parameters(resource_type: str) -> list[tuple[str, str, str]]:
