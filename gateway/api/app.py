@@ -33,6 +33,7 @@ from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
+from gateway.pipeline.referral_deadlines import OverdueMetric, overdue_referrals, watch_overdue
 from gateway.pipeline.store import LATENCY_BUCKETS, Store
 
 log = logging.getLogger("gateway.api")
@@ -67,6 +68,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
                              args=(stop,)).start()
+        # overdue referrals: each plan is sent one notice per referral past its deadline
+        threading.Thread(target=watch_overdue, name="overdue-referrals", daemon=True,
+                         args=(app.state.store, app.state.partners, stop)).start()
         yield
         stop.set()
         if watcher is not None:
@@ -85,6 +89,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     app.state.queue = make_queue(queue, app.state.store, app.state.partners, workers=workers)
     registry = CollectorRegistry()
     registry.register(_StoreMetrics(app.state.store))
+    registry.register(OverdueMetric(app.state.store, app.state.partners))
     received = Counter("ecm_gateway_submissions_received", "Submissions received by this "
                        "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
@@ -209,6 +214,13 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if document_id is None:
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
+
+    @app.get("/referrals/overdue", tags=["mailbox"])
+    def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
+        """ECM referrals past their authorization deadline without a decision (a Task of
+        the referral in a deciding status): a provider's own, or those routed to a plan."""
+        found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
+        return {"overdue": [vars(o) for o in found]}
 
     @app.get("/mailbox", tags=["mailbox"])
     def mailbox(partner: Partner = Depends(partner_of)) -> dict:

@@ -662,6 +662,17 @@ class Store:
                                 .order_by(c.created_at.desc(), c.id).limit(limit)).mappings()
             return [_submission_dict(r) for r in rows]
 
+    def routed_fhir_submissions(self, since: datetime) -> list[dict]:
+        """FHIR submissions received since ``since`` whose run routed something (routed or
+        delivered), oldest first, with their summaries (the referrals' deadlines)."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = conn.execute(_select_submissions().where(
+                c.kind == "fhir", c.status.in_(("routed", "delivered")),
+                c.run_state == "done", c.created_at >= _utc(since))
+                .order_by(c.created_at, c.id)).mappings()
+            return [_submission_dict(r) for r in rows]
+
     def counts_by_status(self) -> dict[tuple[str, str], int]:
         """``(kind, status) -> number of submissions`` (for the Prometheus gauges)."""
         c = submissions.c
