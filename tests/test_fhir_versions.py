@@ -302,3 +302,23 @@ def test_search_by_patient_reference(gateway):
         found = gateway.client.get(f"/fhir/Task?{query}", headers=h).json()
         assert [e["resource"]["id"] for e in found["entry"]] == [made["id"]], query
     assert gateway.client.get("/fhir/Task?patient=p-2", headers=h).json()["total"] == 0
+
+
+def test_an_update_in_xml_is_answered_in_xml(gateway):
+    from gateway.fhir.parse import to_xml_bytes
+
+    created = gateway.post("harbor", requested_task()).json()
+    changed = moved(created, "accepted", "08")
+    answer = gateway.client.put(f"/fhir/Task/{created['id']}", content=to_xml_bytes(changed),
+                                headers={**gateway.auth["harbor"], "If-Match": 'W/"1"',
+                                         "Content-Type": "application/fhir+xml",
+                                         "Accept": "application/fhir+xml"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/fhir+xml; charset=utf-8"
+    assert b'<versionId value="2"/>' in answer.content
+    assert answer.headers["etag"] == 'W/"2"'
+    stale = gateway.client.put(f"/fhir/Task/{created['id']}", content=to_xml_bytes(changed),
+                               headers={**gateway.auth["harbor"], "If-Match": 'W/"1"',
+                                        "Content-Type": "application/fhir+xml",
+                                        "Accept": "application/fhir+xml"})
+    assert stale.status_code == 412 and b"FHIR-API-010" in stale.content
