@@ -9,7 +9,7 @@ gets an access token for the FHIR API, and which interactions a token allows.
   ``client_assertion`` (a JWT the client signed with one of the keys in its partner entry's
   ``smart.jwks``: ``iss`` = ``sub`` = its client id, ``aud`` = this endpoint's URL, ``exp`` at
   most five minutes ahead, a ``jti`` never used before) and ``scope``. The answer is an opaque
-  bearer token valid :data:`TOKEN_SECONDS` seconds with the granted scopes: those asked for that
+  bearer token valid ``access_token_seconds`` (setting, 300) with the granted scopes: those asked for that
   the partner's ``smart.scopes`` cover. Errors are OAuth 2.0 error bodies (RFC 6749 §5.2):
   ``invalid_client`` (401) for a bad assertion, ``invalid_scope``, ``invalid_request``,
   ``unsupported_grant_type`` (400); nothing about the failure is issued.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -42,9 +41,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from gateway.pipeline.partners import Partner, token_hash
+from gateway.settings import current as settings
 
 TOKEN_PATH = "/auth/token"
-TOKEN_SECONDS = 300  # access tokens live five minutes
 ASSERTION_MAX_SECONDS = 300  # SMART: the assertion's exp at most five minutes ahead
 ALGORITHMS = ("RS384", "ES384")
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -55,9 +54,9 @@ INTERACTIONS = {"read": "r", "vread": "r", "history": "r", "search": "s", "creat
 
 
 def public_base(request: Request) -> str:
-    """The server's public URL (``ECM_GATEWAY_PUBLIC_URL``, e.g. behind a proxy; else as the
+    """The server's public URL (the ``public_url`` setting, e.g. behind a proxy; else as the
     request reached it), without a trailing slash."""
-    configured = os.environ.get("ECM_GATEWAY_PUBLIC_URL", "").rstrip("/")
+    configured = settings().public_url.rstrip("/")
     return configured or str(request.base_url).rstrip("/")
 
 
@@ -185,10 +184,11 @@ def issue_token(store, partners, form: dict[str, str], token_url: str,
         raise OAuthError(400, "invalid_scope", "none of the requested scopes is granted to "
                                                "this client")
     access = secrets.token_urlsafe(32)
+    lifetime = settings().access_token_seconds
     store.add_access_token(token_hash(access), partner.id, " ".join(scopes),
-                           now + timedelta(seconds=TOKEN_SECONDS), now)
+                           now + timedelta(seconds=lifetime), now)
     store.audit(actor=partner.id, action="token", target=client_id, detail=" ".join(scopes))
-    return {"access_token": access, "token_type": "bearer", "expires_in": TOKEN_SECONDS,
+    return {"access_token": access, "token_type": "bearer", "expires_in": lifetime,
             "scope": " ".join(scopes)}
 
 

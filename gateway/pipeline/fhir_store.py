@@ -29,11 +29,8 @@ from datetime import UTC, datetime
 
 from gateway.fhir.closed_loop import closed_loop
 from gateway.fhir.intake import (
-    find_resource,
     member_identifiers,
     own_identifiers,
-    pending_resources,
-    stored_resources,
     submission_name,
     submission_of,
     token_matches,
@@ -41,6 +38,7 @@ from gateway.fhir.intake import (
 from gateway.fhir.parse import to_json_bytes
 from gateway.fhir.validate import check_payload
 from gateway.findings import Finding
+from gateway.pipeline.fhir_resources import find_resource, pending_resources, stored_resources
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import submit
 from gateway.pipeline.store import Store, VersionConflict

@@ -12,8 +12,8 @@ is still active (its latest version), is *overdue*:
   to it);
 * counted by the Prometheus gauge ``ecm_gateway_referrals_overdue`` (per plan and priority);
 * its plan is sent one notice (a JSON document, role ``referral-overdue``, in the plan's
-  mailbox) by :func:`notify_overdue`, which the server runs every
-  ``ECM_GATEWAY_OVERDUE_SECONDS`` (default 300) seconds. The notice names the referral, its sender, priority and
+  mailbox) by :func:`notify_overdue`, which the server runs every ``overdue_seconds``
+  (setting ``ECM_GATEWAY_OVERDUE_SECONDS``, default 300). The notice names the referral, its sender, priority and
   deadline: no member data beyond what the plan's referral record already holds.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,11 +30,11 @@ from prometheus_client.core import GaugeMetricFamily
 from gateway.fhir.closed_loop import closed_loop
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.store import Store
+from gateway.settings import current as settings
 
 log = logging.getLogger("gateway.pipeline.referral_deadlines")
 NOTICE_ROLE = "referral-overdue"
 LOOKBACK = timedelta(days=120)  # referrals received longer ago are no longer tracked
-INTERVAL_SECONDS = float(os.environ.get("ECM_GATEWAY_OVERDUE_SECONDS", "300"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def overdue_referrals(store: Store, partners: Partners, now: datetime | None = N
                       viewer: Partner | None = None) -> list[Overdue]:
     """Referrals past their authorization deadline and not decided, oldest deadline first;
     ``viewer``: only a provider's own, or a plan's."""
-    from gateway.fhir.intake import find_resource
+    from gateway.pipeline.fhir_resources import find_resource
 
     now = now or datetime.now(UTC)
     seen: set[str] = set()
@@ -126,9 +125,10 @@ def notify_overdue(store: Store, partners: Partners, now: datetime | None = None
 
 
 def watch_overdue(store: Store, partners: Partners, stop: threading.Event,
-                  interval: float = INTERVAL_SECONDS) -> None:
-    """Run :func:`notify_overdue` every ``interval`` seconds until ``stop`` is set."""
-    while not stop.wait(interval):
+                  interval: float | None = None) -> None:
+    """Run :func:`notify_overdue` every ``interval`` seconds (the ``overdue_seconds``
+    setting) until ``stop`` is set."""
+    while not stop.wait(interval or settings().overdue_seconds):
         try:
             notify_overdue(store, partners)
         except Exception as exc:  # noqa: BLE001 - a watcher keeps watching
