@@ -35,6 +35,12 @@ class Finding(BaseModel):
     # X12 acknowledgment details (segment id, position in the transaction set, loop id, element
     # position, data element number); not part of the public JSON.
     context: dict | None = Field(default=None, exclude=True, repr=False)
+    # minimum necessary: when a finding about a member is told to a submitter the member is not
+    # assigned to, ``rule``/``message`` are the submitter's form (the rule pack's
+    # ``to_submitter``) and these keep the plan's full reason (stored; never in the public
+    # JSON, the 277CA or a row report)
+    plan_rule: str | None = Field(default=None, repr=False)
+    plan_message: str | None = Field(default=None, repr=False)
 
     @property
     def is_error(self) -> bool:
@@ -50,6 +56,13 @@ class Finding(BaseModel):
         }
         if self.segment is not None:
             data["segment"] = self.segment
+        return data
+
+    def for_plan(self) -> dict:
+        """:meth:`as_dict` with the plan's full reason (what the member's plan may see)."""
+        data = self.as_dict()
+        if self.plan_rule:
+            data.update(rule=self.plan_rule, message=self.plan_message or self.message)
         return data
 
 

@@ -193,7 +193,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                      and found["run_state"] == "done"]  # an unfinished run may be redone
         return {**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in found.items()},
-                "findings": store.findings(submission_id), "documents": documents}
+                "findings": store.findings(submission_id, view="plan" if partner.role in (
+                    "plan", "state") else "submitter"), "documents": documents}
 
     @app.post("/extracts/history", tags=["mailbox"], status_code=201)
     def history_extract(format: Literal["csv", "fhir"] = "csv",  # noqa: A002 - the API word

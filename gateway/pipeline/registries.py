@@ -137,12 +137,14 @@ def _engine(url: str) -> Engine:
 def server_rules(registry: Registry, catalogue=None):
     """The ECM rule engine when any registry is loaded (the code-set rules, and the rules of
     each loaded registry; the others are skipped with an ``ECM-REG-001`` note), else None —
-    as the command line does with ``--members/--providers/--history``."""
+    as the command line does with ``--members/--providers/--history``. Its findings go back to
+    submitters, so a finding about a member not assigned to the submitter is told in the
+    rule's ``to_submitter`` form (minimum necessary; the plan's full reason is kept)."""
     from gateway.ecm.rules import EncounterRules
 
     if not any(registry.loaded().values()):
         return None
-    return EncounterRules(registry, catalogue=catalogue)
+    return EncounterRules(registry, catalogue=catalogue, audience="submitter")
 
 
 # -- sources -------------------------------------------------------------------------------------

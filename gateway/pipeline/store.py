@@ -165,6 +165,10 @@ findings_table = Table(
     Column("message", Text, nullable=False),
     Column("source", Text, nullable=False),
     Column("segment", Integer),
+    # minimum necessary: the plan's full reason when the submitter was told less (see
+    # gateway.rules RuleCatalogue.finding); never shown to the submitter
+    Column("plan_rule", String(160)),
+    Column("plan_message", Text),
     Index("ix_findings_submission", "submission_id", "id"),
 )
 documents_table = Table(
@@ -620,19 +624,27 @@ class Store:
             if rows:
                 conn.execute(insert(findings_table), rows)
 
-    def findings(self, submission_id: str) -> list[dict]:
+    def findings(self, submission_id: str, view: str = "submitter") -> list[dict]:
         """The findings in the order they were added, as :meth:`Finding.as_dict` gives them
-        (``Finding(**d)`` rebuilds one)."""
+        (``Finding(**d)`` rebuilds one). ``view``: ``"submitter"`` what the submitter was
+        told; ``"plan"`` the full reasons (rule and message) instead; ``"both"`` the
+        submitter's form plus ``plan_rule``/``plan_message`` where they differ (to rebuild
+        findings whole)."""
         c = findings_table.c
         with self._read() as conn:
             rows = conn.execute(select(c.rule, c.severity, c.location, c.message, c.source,
-                                       c.segment).where(c.submission_id == submission_id)
+                                       c.segment, c.plan_rule, c.plan_message)
+                                .where(c.submission_id == submission_id)
                                 .order_by(c.id)).mappings().all()
         out = []
         for r in rows:
             data = {k: r[k] for k in ("rule", "severity", "location", "message", "source")}
             if r["segment"] is not None:
                 data["segment"] = r["segment"]
+            if r["plan_rule"] and view == "plan":
+                data.update(rule=r["plan_rule"], message=r["plan_message"] or data["message"])
+            elif r["plan_rule"] and view == "both":
+                data.update(plan_rule=r["plan_rule"], plan_message=r["plan_message"])
             out.append(data)
         return out
 
@@ -897,7 +909,8 @@ def _finding_rows(submission_id: str, findings: list[Finding]) -> list[dict]:
         rows.append({"submission_id": submission_id, "rule": data["rule"],
                      "severity": data["severity"], "location": data["location"],
                      "message": data["message"], "source": data["source"],
-                     "segment": data.get("segment")})
+                     "segment": data.get("segment"), "plan_rule": finding.plan_rule,
+                     "plan_message": finding.plan_message})
     return rows
 
 
@@ -1010,6 +1023,11 @@ def _adopt_legacy_counters(conn: Connection) -> None:
 def _add_missing_columns(conn: Connection) -> None:
     """Bring a store made by an earlier version up to date (new nullable columns only; a
     submission of an old store counts as done unless still ``received``)."""
+    present = {col["name"] for col in inspect(conn).get_columns("submission_findings")}
+    for col in findings_table.columns:
+        if col.name not in present:
+            kind = col.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE submission_findings ADD COLUMN {col.name} {kind}")
     present = {col["name"] for col in inspect(conn).get_columns("submissions")}
     missing = [col for col in submissions.columns if col.name not in present]
     for col in missing:
