@@ -389,8 +389,13 @@ def cmd_serve(args) -> int:
         print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
-    app = create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
-                     workers=args.workers)
+    from gateway.pipeline.filedrop import UnsafeDropFolder
+
+    try:
+        app = create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
+                         workers=args.workers)
+    except UnsafeDropFolder as exc:
+        raise UsageError(f"--drop {drop}: {exc}") from None
     if args.demo:
         from gateway.pipeline.registries import load_demo_registries
 

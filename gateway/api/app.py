@@ -56,9 +56,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         watcher = None
         app.state.queue.start()  # resumes whatever a previous run left unfinished
         if drop is not None:
-            folders = DropFolders(Path(drop))
             watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
-                                       args=(folders, app.state.store, app.state.partners,
+                                       args=(app.state.drop, app.state.store,
+                                             app.state.partners,
                                              stop),
                                        kwargs={"queue": app.state.queue})
             watcher.start()
@@ -81,6 +81,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         app.state.partners = Partners.load(Path(partners))
     else:
         app.state.partners = Partners(partners={}, routes=[])
+    app.state.drop = None
+    if drop is not None:  # refused at start-up when a drop folder is a symbolic link
+        app.state.drop = DropFolders(Path(drop))
+        app.state.drop.check(app.state.partners)
     app.state.queue = make_queue(queue, app.state.store, app.state.partners, workers=workers)
     registry = CollectorRegistry()
     registry.register(_StoreMetrics(app.state.store))
