@@ -401,7 +401,9 @@ def cmd_serve(args) -> int:
 
         loaded = load_demo_registries(app.state.store, app.state.partners)
         print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
+    # uvicorn's own would print every URL with its query string
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return EXIT_OK
 
 

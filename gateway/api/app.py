@@ -27,6 +27,8 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
+from gateway.api.guard import AccessLog, BodyGuard
+from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
 from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
@@ -37,6 +39,7 @@ from gateway.pipeline.store import LATENCY_BUCKETS, Store
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
+MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
 UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
@@ -92,7 +95,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                        "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
 
-    async def partner_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    async def partner_of(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
                          ) -> Partner:
         # async: a hash and a look-up, so no hop to the thread pool on every request
         partner = app.state.partners.authenticate(credentials.credentials) \
@@ -100,9 +104,16 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if partner is None:
             raise HTTPException(401, "a valid bearer token of a trading partner is required",
                                 headers={"WWW-Authenticate": "Bearer"})
+        request.state.partner_id = partner.id  # for the access log
         return partner
 
     install_fhir(app, partner_of)
+    # outermost: the token and the size of a body are checked before it is read, and every
+    # request is logged by its route template (no query string, no ids)
+    app.add_middleware(BodyGuard, partners=lambda: app.state.partners, limits=(
+        ("/x12", MAX_X12_BYTES), ("/files", MAX_FILE_BYTES + MULTIPART_SLACK),
+        ("/fhir", MAX_FHIR_BYTES)))
+    app.add_middleware(AccessLog)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
