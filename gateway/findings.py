@@ -8,6 +8,7 @@ free text scattered through the code.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +65,17 @@ class Finding(BaseModel):
         if self.plan_rule:
             data.update(rule=self.plan_rule, message=self.plan_message or self.message)
         return data
+
+
+# an absolute path under a server folder (not a URL path such as /fhir/CarePlan/1)
+_SERVER_PATH = re.compile(r"(?<![\w.#])/(?:tmp|var|home|usr|work|root|opt|srv|etc|mnt|data|"
+                          r"private|run|proc|dev|Users)(?:/[\w.\-]+)*/(?=[\w.\-])")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path reduced to its base name: a message never shows a
+    server folder (a temporary upload folder, the store's location)."""
+    return _SERVER_PATH.sub("", text)
 
 
 def has_errors(findings) -> bool:

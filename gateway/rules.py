@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.findings import Finding, Severity
+from gateway.findings import Finding, Severity, without_paths
 from gateway.paths import PROFILES
 
 
@@ -98,12 +98,12 @@ class RuleCatalogue:
         rule = self._rules[rule_id]
         if not rule.enabled:
             return None
-        message = _FORMATTER.vformat(rule.message, (), _Blank(values))
+        message = without_paths(_FORMATTER.vformat(rule.message, (), _Blank(values)))
         if audience == "submitter" and rule.to_submitter:
             public = self._rules[rule.to_submitter]
             return Finding(
                 rule=public.id, severity=rule.severity, location=location,
-                message=_FORMATTER.vformat(public.message, (), _Blank(values)),
+                message=without_paths(_FORMATTER.vformat(public.message, (), _Blank(values))),
                 source=public.source, segment=ordinal, plan_rule=rule.id,
                 plan_message=message)
         return Finding(

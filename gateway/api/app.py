@@ -28,13 +28,14 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from gateway import __version__
 from gateway.api.fhir import install_fhir
 from gateway.api.guard import AccessLog, BodyGuard
+from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
 from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
-from gateway.pipeline.store import LATENCY_BUCKETS, Store
+from gateway.pipeline.store import LATENCY_BUCKETS, IdempotencyConflict, Store
 
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
@@ -114,6 +115,18 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         ("/x12", MAX_X12_BYTES), ("/files", MAX_FILE_BYTES + MULTIPART_SLACK),
         ("/fhir", MAX_FHIR_BYTES)))
     app.add_middleware(AccessLog)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> Response:
+        path = request.url.path
+        if path == "/fhir" or path.startswith("/fhir/"):
+            from gateway.api.fhir import outcome_response
+            from gateway.rules import default_catalogue
+
+            finding = default_catalogue().finding("GATEWAY-IDEM-001", "Idempotency-Key",
+                                                  problem=str(exc))
+            return outcome_response(request, 422, [finding])
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -206,7 +219,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                       "href": f"/mailbox/{d['id']}"}
                      for d in store.documents(submission_id) if d.get("recipient") == partner.id
                      and found["run_state"] == "done"]  # an unfinished run may be redone
-        return {**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+        return {**{k: (v.isoformat() if hasattr(v, "isoformat") else
+                       without_paths(v) if k == "error" and v else v)
                    for k, v in found.items()},
                 "findings": store.findings(submission_id, view="plan" if partner.role in (
                     "plan", "state") else "submitter"), "documents": documents}

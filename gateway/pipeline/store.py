@@ -216,6 +216,16 @@ _DOCUMENT_FIELDS = ("id", "submission_id", "role", "name", "media_type", "recipi
                     "created_at", "delivered_at", "parent_document")
 
 
+class IdempotencyConflict(ValueError):
+    """An ``Idempotency-Key`` the partner used before, now with a different body (answered
+    422 naming the key: the original is not silently returned for another payload)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = "".join(c for c in key if c.isprintable())[:100]
+        super().__init__(f"Idempotency-Key {self.key!r} was used before with a different "
+                         "body; send a new key with a new body")
+
+
 @dataclass(frozen=True)
 class Received:
     """What :meth:`Store.receive` did: ``submission_id`` is the new submission, or, for a
@@ -306,6 +316,12 @@ class Store:
             if parent_id is None:
                 original = _find_original(conn, partner, digest, idempotency_key, x12_key,
                                           now - window)
+                if original is not None and idempotency_key is not None:
+                    sha, key = conn.execute(select(submissions.c.sha256,
+                                                   submissions.c.idempotency_key)
+                                            .where(submissions.c.id == original)).one()
+                    if key == idempotency_key and sha != digest:
+                        raise IdempotencyConflict(idempotency_key)
                 if original is not None:
                     _audit_entry(conn, audit, original, now)
                     return Received(original, original)
