@@ -161,6 +161,9 @@ class EncounterRules:
                     member_known: bool) -> None:
         day = line.service_date
         shown_day = day.isoformat()
+        if line.service_date_end is not None and line.service_date_end < day:
+            self._add(out, "ECM-DATE-001", where, ordinal, day=shown_day,
+                      end=line.service_date_end.isoformat())
         code = line.procedure_code
         matches = self.codes.services_for(code, line.modifiers, day)
         service = self._check_codes(out, line, matches, where, ordinal, shown_day)
