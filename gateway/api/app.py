@@ -30,7 +30,13 @@ from gateway.api.fhir import install_fhir
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
-from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
+from gateway.pipeline.extract import (
+    ExtractError,
+    HistorySchedule,
+    extract_history,
+    interval_seconds,
+)
+from gateway.pipeline.retention import DEFAULT_SCHEDULE, PurgeSchedule, Retention
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
@@ -66,6 +72,15 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                              stop),
                                        kwargs={"queue": app.state.queue})
             watcher.start()
+        purge_every = app.state.partners.schedules.get("purge", DEFAULT_SCHEDULE)
+        if purge_every not in ("never", "off"):  # retention: the purge, on a schedule
+            threading.Thread(target=PurgeSchedule(
+                app.state.store, Retention.from_mapping(app.state.partners.retention),
+                interval_seconds(purge_every)).run, name="retention", daemon=True,
+                args=(stop,)).start()
+        if partners_file is not None:  # `ecm-gateway partners …` takes effect in seconds
+            threading.Thread(target=_follow_partners, name="partners-file", daemon=True,
+                             args=(partners_file, app.state.partners, stop)).start()
         schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
@@ -79,6 +94,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,
                   description="Data exchange for Medi-Cal Enhanced Care Management")
     app.state.store = Store(store)
+    partners_file = Path(partners) if partners is not None and \
+        not isinstance(partners, Partners) else None
     if isinstance(partners, Partners):
         app.state.partners = partners
     elif partners is not None:
@@ -253,12 +270,40 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if found is None or found.get("recipient") != partner.id or \
                 store.submission(found["submission_id"])["run_state"] != "done":
             raise HTTPException(404, "no such document")
+        if found.get("purged_at"):
+            raise HTTPException(410, "the document was removed under the retention period")
         store.mark_delivered(document_id)
         store.audit(actor=partner.id, action="download", target=document_id)
         return Response(found["content"], media_type=found["media_type"],
                         headers={"Content-Disposition": f'attachment; filename="{found["name"]}"'})
 
     return app
+
+
+def _follow_partners(path: Path, partners: Partners, stop: threading.Event,
+                     every: float = 2.0) -> None:
+    """Re-read the partners file when it changes (a token rotated, a partner added or
+    disabled) and update ``partners`` in place; a broken file is logged and ignored."""
+    from gateway.pipeline.partners import PartnerConfigError
+
+    def stamp():
+        try:
+            info = path.stat()
+            return info.st_mtime_ns, info.st_size, info.st_ino
+        except OSError:
+            return None
+
+    seen = stamp()
+    while not stop.wait(every):
+        now = stamp()
+        if now is None or now == seen:
+            continue
+        seen = now
+        try:
+            partners.refresh_from(Partners.load(path))
+            log.info("partners file re-read")
+        except PartnerConfigError as exc:
+            log.error("partners file not re-read: %s", exc.__class__.__name__)
 
 
 def _body(submission_id: str, status: str, duplicate: bool = False, **extra) -> dict:

@@ -114,6 +114,8 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
     now = time.time() if now is None else now
     taken = []
     for partner in partners.partners.values():
+        if partner.disabled:
+            continue
         try:
             folders = drop.folders(partner.id)
         except UnsafeDropFolder as exc:
