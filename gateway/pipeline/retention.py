@@ -61,7 +61,7 @@ def purge(store, retention: Retention, now: datetime | None = None,
           actor: str = "retention") -> dict[str, int]:
     """Remove what is past its retention period; one audit entry with the counts."""
     now = now or datetime.now(UTC)
-    counts = {kind: store.purge(kind, cutoff, now=now)
+    counts = {kind: store.expire(kind, cutoff, now=now)
               for kind, cutoff in retention.cutoffs(now).items()}
     detail = ", ".join(f"{kind} {counts[kind]} (older than {retention.days[kind]} days)"
                        for kind in KINDS)

@@ -414,7 +414,7 @@ class Store:
         return bytes(content)
 
     # -- retention (the policy is gateway.pipeline.retention) ------------------------------------
-    def purge(self, kind: str, before: datetime, now: datetime | None = None,
+    def expire(self, kind: str, before: datetime, now: datetime | None = None,
               batch: int = 500) -> int:
         """Remove the ``kind`` of data (``payloads``, ``documents``, ``findings``) of finished
         submissions received before ``before``; returns how many were removed. The audit
