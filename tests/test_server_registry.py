@@ -106,6 +106,7 @@ def test_provider_837p_is_checked_against_the_server_registries(tmp_path):
     told = [(f["rule"], f["location"]) for f in world.store.findings(sid)
             if f["rule"].startswith("ECM-MEM") or f["rule"].startswith("ECM-PRV")]
     assert told == [  # harbor's view: only "not assigned to you"
+        ("ECM-MEM-010", "ISA#1/GS#1/ST#3/2010BA[1]/NM109"),  # (a POF remark, elsewhere)
         ("ECM-MEM-010", "ISA#1/GS#1/ST#5/2010BA[1]/NM109"),
         ("ECM-MEM-010", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),
         ("ECM-MEM-010", "ISA#1/GS#1/ST#7/2400[1]/SV101-2")]

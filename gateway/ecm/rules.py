@@ -50,12 +50,17 @@ class EncounterRules:
 
     def __init__(self, registry: Registry | None = None,
                  catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
-                 audience: str = "plan") -> None:
+                 audience: str = "plan",
+                 submitter: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> None:
         """``audience="submitter"``: the findings go back to the submitter (the server's
         acknowledgments, status and row reports), so a finding about a member who is not
         assigned to the claim's provider on the date is told in the rule's ``to_submitter``
-        form (minimum necessary); ``"plan"`` (the operator's command line): full reasons."""
+        form (minimum necessary); ``"plan"`` (the operator's command line): full reasons.
+        ``submitter``: the submitting partner's ``(NPIs, TINs)``; a member is the submitter's
+        when assigned to one of them (not merely to the provider a claim names); None: the
+        claim's billing or rendering provider stands for the submitter."""
         self.audience = audience
+        self.submitter = submitter
         self.registry = registry
         self.catalogue = catalogue or default_catalogue()
         self.codes = codesets or load_codesets()
@@ -117,10 +122,14 @@ class EncounterRules:
                     return
         out.append(finding)
 
-    @staticmethod
-    def _assigned_here(e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
-        """Is the member assigned, on ``day``, to the claim's billing or rendering provider
-        (the submitter)?"""
+    def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
+        """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
+        claim's billing or rendering provider)?"""
+        if self.submitter is not None:
+            npis, tins = self.submitter
+            return any(a.covers(day) and (a.provider_npi in npis or (
+                a.provider_tin and a.provider_tin in tins))
+                for a in snap.assignments.get(e.member.cin, ()))
         billing = e.billing_provider
         rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
         return any(a.covers(day) and (a.provider_npi in rendering | {billing.npi} or (

@@ -192,7 +192,7 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
         # an earlier run's lines must not make this run's claims duplicates of themselves
         clear_history(registry, source)
     try:
-        result = validate_x12(payload, keep_encounters=True, rules=server_rules(registry))
+        result = validate_x12(payload, keep_encounters=True, rules=server_rules(registry, submitter=partner))
     except NotX12Error as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         store.add_findings(submission_id, [finding])
@@ -308,7 +308,7 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
             if kind not in ("csv", "xlsx"):
                 raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
             if sniff_table(path) == "invoice":
-                report = validate_invoice(path, rules=server_rules(registry),
+                report = validate_invoice(path, rules=server_rules(registry, submitter=partner),
                                           settings_name=settings.name, received=now.date(),
                                           on_encounter=writers.write)
             else:
