@@ -214,6 +214,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                 partner: Partner = Depends(partner_of)) -> JSONResponse:
         """Process a submission's stored raw payload again, as a new linked submission."""
         found = await asyncio.to_thread(own_submission, submission_id, partner)
+        if found.get("payload_purged_at"):
+            raise HTTPException(410, "the submission's payload was removed under the retention "
+                                     "period; it cannot be replayed")
         new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
                                          submission_id, actor=partner.id,
                                          queue=app.state.queue)
