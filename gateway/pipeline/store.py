@@ -655,7 +655,7 @@ class Store:
             rows = conn.execute(select(c.kind, func.count(), func.sum(value), *columns)
                                 .where(c.run_state == "done", value.is_not(None))
                                 .group_by(c.kind)).all()
-        return {kind: ([int(n or 0) for n in counts], (total or 0) / 1000.0, count)
+        return {kind: ([int(n or 0) for n in counts], float(total or 0) / 1000.0, count)
                 for kind, count, total, *counts in rows}
 
     def finding_count(self, submission_id: str) -> int:
