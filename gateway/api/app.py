@@ -30,17 +30,14 @@ from gateway.api.fhir import install_fhir
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
-from gateway.pipeline.extract import (
-    ExtractError,
-    HistorySchedule,
-    extract_history,
-    interval_seconds,
-)
+from gateway.pipeline.history_extracts import HistorySchedule, extract_history, interval_seconds
 from gateway.pipeline.retention import DEFAULT_SCHEDULE, PurgeSchedule, Retention
+from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
+from gateway.pipeline.status import Status
 from gateway.pipeline.store import LATENCY_BUCKETS, IdempotencyConflict, Store
 
 log = logging.getLogger("gateway.api")
@@ -335,7 +332,7 @@ class _StoreMetrics:
         dead = 0
         for (kind, status), count in sorted(self.store.counts_by_status().items()):
             by_status.add_metric([kind, status], count)
-            dead += count if status == "dead_letter" else 0
+            dead += count if status == Status.DEAD_LETTER else 0
         yield by_status
         depth = GaugeMetricFamily("ecm_gateway_queue_depth",
                                   "Submissions waiting (queued) or being processed (running)",
