@@ -207,6 +207,16 @@ def smart_configuration(base: str) -> dict:
     }
 
 
+def fhir_token_partner(store, partners, token: str) -> Client | None:
+    """The client an unexpired SMART access token was issued to (None: no such token, or its
+    partner is gone or disabled)."""
+    found = store.access_token(token_hash(token))
+    partner = partners.partners.get(found["partner"]) if found else None
+    if partner is None or partner.disabled:
+        return None
+    return Client(partner, tuple(found["scope"].split()))
+
+
 def install_smart(app: FastAPI):
     """Add the SMART configuration and token endpoint; return the FHIR API's dependency that
     yields the calling :class:`Client` (401 without a valid static or access token)."""
@@ -234,18 +244,21 @@ def install_smart(app: FastAPI):
 
     bearer = HTTPBearer(auto_error=False)
 
-    async def client_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    async def client_of(request: Request,
+                        credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
                         ) -> Client:
+        client = None
         if credentials is not None:
             partner = app.state.partners.authenticate(credentials.credentials)
             if partner is not None:
-                return Client(partner)
-            found = await asyncio.to_thread(app.state.store.access_token,
-                                            token_hash(credentials.credentials))
-            partner = app.state.partners.partners.get(found["partner"]) if found else None
-            if partner is not None:
-                return Client(partner, tuple(found["scope"].split()))
-        raise HTTPException(401, "a valid bearer token is required",
-                            headers={"WWW-Authenticate": "Bearer"})
+                client = Client(partner)
+            else:
+                client = await asyncio.to_thread(fhir_token_partner, app.state.store,
+                                                 app.state.partners, credentials.credentials)
+        if client is None:
+            raise HTTPException(401, "a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        request.state.partner_id = client.partner.id  # for the access log
+        return client
 
     return client_of
