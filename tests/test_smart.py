@@ -217,3 +217,17 @@ def test_the_partner_file_refuses_private_keys_and_keys_without_kid(tmp_path):
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(base))
     with pytest.raises(PartnerConfigError, match="kid"):
         Partners.load(tmp_path / "p.yaml")
+
+
+def test_a_disabled_partner_gets_no_token_and_its_tokens_stop(gateway, tmp_path):
+    client, _, app = gateway
+    scoped = bearer(token_request(client, assertion()))
+    assert client.post("/fhir/Task", json=task(), headers=scoped).status_code == 201
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    next(p for p in data["partners"] if p["id"] == "harbor")["disabled"] = True
+    (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+    app.state.partners = Partners.load(tmp_path / "partners.yaml")
+    assert client.post("/fhir/Task", json=task(), headers=scoped).status_code == 401
+    assert client.get("/fhir/Task", headers=scoped).status_code == 401
+    refused = token_request(client, assertion())
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
