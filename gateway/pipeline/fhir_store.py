@@ -117,7 +117,7 @@ def latest_update(store: Store, partner: Partner, resource_type: str, resource_i
     """The latest version an update made of a resource, as :func:`find_resource` answers
     (resource, submission); None when it was never updated or is another partner's."""
     rows = store.resource_versions(resource_type, resource_id)
-    if not rows or rows[0]["partner"] != partner.id:
+    if not rows or rows[0]["partner"] != partner.id or not rows[0]["content"]:
         return None
     row = rows[0]
     return json.loads(row["content"]), store.submission(row["submission_id"])
@@ -131,7 +131,8 @@ def history(store: Store, partner: Partner, resource_type: str, resource_id: str
         return None
     versions = [Version(json.loads(r["content"]), r["version"], r["last_updated"],
                         store.submission(r["submission_id"]))
-                for r in store.resource_versions(resource_type, resource_id)]
+                for r in store.resource_versions(resource_type, resource_id)
+                if r["content"]]  # retention empties the content of old versions
     sid = submission_of(resource_id)
     first = find_resource(store, partner, resource_type, resource_id, original=True) \
         if sid else None
@@ -348,13 +349,13 @@ def search(store: Store, partner: Partner, resource_type: str,
         if rid in seen or submission_of(rid) != doc["submission_id"]:
             continue  # seen, or the stored copy of an update (its latest is taken below)
         found = store.document(doc["id"])
-        if found is not None:
+        if found is not None and found["content"]:  # (retention empties purged ones)
             seen[rid] = stamped(store, json.loads(found["content"]),
                                 store.submission(doc["submission_id"]))
     matches = []
     for rid, version in seen.items():
         row = updated.get(rid)
-        if row is not None:
+        if row is not None and row["content"]:
             version = Version(json.loads(row["content"]), row["version"], row["last_updated"],
                               version.submission)
         if _matches(version.resource, version.last_updated, filters):

@@ -511,6 +511,12 @@ class Store:
                         conn.execute(update(documents_table).where(d.id == row.id).values(
                             content=b"", purged_at=now,
                             sha256=hashlib.sha256(bytes(row.content)).hexdigest()))
+                    # FHIR resource versions made by updates are documents too (member data)
+                    v = fhir_versions.c
+                    conn.execute(update(fhir_versions).where(
+                        v.submission_id.in_(select(c.id).where(done)),
+                        v.last_updated < before, func.length(v.content) > 0).values(
+                        content=b""))
                 else:
                     raise ValueError(f"unknown kind of data {kind!r}")
             total += len(ids)
