@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 from gateway.fhir.closed_loop import closed_loop
 from gateway.fhir.intake import (
+    ROLE,
     member_identifiers,
     own_identifiers,
     submission_name,
@@ -38,7 +39,7 @@ from gateway.fhir.intake import (
 from gateway.fhir.parse import to_json_bytes
 from gateway.fhir.validate import check_payload
 from gateway.findings import Finding
-from gateway.pipeline.fhir_resources import find_resource, pending_resources, stored_resources
+from gateway.pipeline.fhir_resources import find_resource, pending_resources
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import submit
 from gateway.pipeline.store import Store, VersionConflict
@@ -344,14 +345,14 @@ def search(store: Store, partner: Partner, resource_type: str,
         if resource["id"] not in seen:
             submission = store.submission(submission_of(resource["id"]))
             seen[resource["id"]] = stamped(store, resource, submission)
-    for doc in stored_resources(store, partner, resource_type):
-        rid = doc["name"].partition("/")[2]
-        if rid in seen or submission_of(rid) != doc["submission_id"]:
-            continue  # seen, or the stored copy of an update (its latest is taken below)
-        found = store.document(doc["id"])
-        if found is not None and found["content"]:  # (retention empties purged ones)
-            seen[rid] = stamped(store, json.loads(found["content"]),
-                                store.submission(doc["submission_id"]))
+    for row in store.stored_resources(partner.id, ROLE, resource_type):
+        rid = row["name"].partition("/")[2]
+        if rid in seen or not row["content"]:
+            continue
+        # as stored by its create: version 1, made when the create was received
+        submission = {"id": row["submission_id"], "created_at": row["created_at"]}
+        seen[rid] = Version(with_meta(json.loads(row["content"]), 1, row["created_at"]), 1,
+                            row["created_at"], submission)
     matches = []
     for rid, version in seen.items():
         row = updated.get(rid)

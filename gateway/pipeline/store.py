@@ -909,6 +909,22 @@ class Store:
                 c.submission_id == submission_id)).mappings().first()
         return {**row, "content": bytes(row["content"])} if row else None
 
+    def stored_resources(self, partner: str, role: str, resource_type: str) -> list[dict]:
+        """The partner's stored FHIR resources of a type as their creates stored them, in one
+        query: name, content, the creating submission's id and time (version 1's
+        ``lastUpdated``); documents of finished runs addressed to the partner, not purged, not
+        those of update submissions (their versions are :meth:`latest_versions`)."""
+        c, s, v = documents_table.c, submissions.c, fhir_versions.c
+        with self._read() as conn:
+            rows = conn.execute(select(
+                c.name, c.content, c.submission_id, s.created_at).join(
+                submissions, s.id == c.submission_id).where(
+                c.recipient == partner, c.role == role, c.name.like(f"{resource_type}/%"),
+                s.run_state == "done", s.channel != SPLIT_CHANNEL, c.purged_at.is_(None),
+                ~select(v.submission_id).where(v.submission_id == s.id).exists())
+                .order_by(s.created_at, c.name)).mappings()
+            return [{**r, "content": bytes(r["content"])} for r in rows]
+
     # -- SMART Backend Services --------------------------------------------------------------------
     def remember_assertion(self, client_id: str, jti: str, expires_at: datetime,
                            now: datetime | None = None) -> bool:
