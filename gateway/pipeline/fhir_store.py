@@ -333,10 +333,10 @@ def check_search_params(resource_type: str, params: list[tuple[str, str]]
 
 
 def search(store: Store, partner: Partner, resource_type: str,
-           params: list[tuple[str, str]], limit: int) -> list[Version]:
+           params: list[tuple[str, str]], limit: int | None = None) -> list[Version]:
     """The partner's resources of ``resource_type`` (their latest versions) matching every
     parameter (:func:`check_search_params`), oldest first (the order of their creates, so a
-    client paging through sees each once), at most ``limit``. Resources whose queued run has
+    client paging through sees each once), at most ``limit`` (None: all). Resources whose queued run has
     not stored them yet are read from the kept payload."""
     filters = check_search_params(resource_type, params)
     updated = store.latest_versions(partner.id, resource_type)
@@ -362,4 +362,4 @@ def search(store: Store, partner: Partner, resource_type: str,
         if _matches(version.resource, version.last_updated, filters):
             matches.append(version)
     matches.sort(key=lambda v: (v.submission["created_at"], v.resource["id"]))
-    return matches[:limit]
+    return matches if limit is None else matches[:limit]

@@ -58,13 +58,13 @@ def _open_undecided(store: Store, partner: Partner) -> set[str]:
 
     decided = set(closed_loop().decided)
     closed = set()
-    for version in search(store, partner, "Task", [], limit=10**9):
+    for version in search(store, partner, "Task", []):
         focus = version.resource.get("focus")
         reference = focus.get("reference") if isinstance(focus, dict) else None
         if isinstance(reference, str) and version.resource.get("status") in decided:
             closed.add(reference)
     return {f"ServiceRequest/{v.resource['id']}"
-            for v in search(store, partner, "ServiceRequest", [], limit=10**9)
+            for v in search(store, partner, "ServiceRequest", [])
             if v.resource.get("status") in OPEN_STATUSES} - closed
 
 
