@@ -63,7 +63,8 @@ def test_an_in_memory_store_shares_its_engine_with_its_registries():
 
 
 def test_a_registry_still_opens_its_own_database():
-    assert Registry().loaded() == {"members": False, "providers": False, "history": False}
+    assert Registry().loaded() == {"members": False, "providers": False, "history": False,
+                                 "cs_authorizations": False}
 
 
 def test_demo_registries_load_once_however_often_they_are_loaded(tmp_path):
