@@ -121,17 +121,20 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
                        help="encounter history: an accepted 837P, an encounter-lines CSV, or "
                             "a folder of them")
+    group.add_argument("--cs-authorizations", type=Path, action="append", default=[],
+                       metavar="FILE", help="Community Supports authorization file (CSV or XLSX)")
     group.add_argument("--received", type=date.fromisoformat, default=None, metavar="DATE",
                        help="invoices: the date the invoice was received (YYYY-MM-DD, default "
                             "today), for the future-date and timely-filing checks")
     group.add_argument("--partner", default=None, metavar="ID",
                        help="apply this trading partner's rule overrides "
-                            "(profiles/rules/overrides/ID.yaml)")
+                            "(profiles/rules/overrides/ID.yaml) and, for a plan, its ECM "
+                            "settings (profiles/plans/ID.yaml: presumptive authorization)")
 
 
 def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     """The ECM rule engine and the reports on the registry files, when registries are given."""
-    if not (args.members or args.providers or args.history):
+    if not (args.members or args.providers or args.history or args.cs_authorizations):
         if args.partner:
             raise UsageError("--partner applies the ECM rules: give --members, --providers "
                              "or --history too")
@@ -140,10 +143,14 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.registry.load import load_registries
     from gateway.registry.store import Registry
 
+    from gateway.ecm.plans import presumptive_of
+
     catalogue = partner_catalogue(args.partner)
     registry = Registry()
-    reports = load_registries(registry, args.members, args.providers, args.history)
-    return EncounterRules(registry, catalogue=catalogue), reports
+    reports = load_registries(registry, args.members, args.providers, args.history,
+                              args.cs_authorizations)
+    return EncounterRules(registry, catalogue=catalogue,
+                          presumptive=presumptive_of(args.partner)), reports
 
 
 # -- validate -----------------------------------------------------------------------------------

@@ -82,7 +82,9 @@ class EncounterRules:
 
     def __init__(self, registry: Registry | None = None,
                  catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
-                 presumptive: Presumptive | None = None) -> None:
+                 presumptive: Presumptive | dict | None = None) -> None:
+        """``presumptive``: the plan's arrangement, or payer id → arrangement (a server
+        serving several plans)."""
         self.registry = registry
         self.catalogue = catalogue or default_catalogue()
         self.codes = codesets or load_codesets()
@@ -288,16 +290,18 @@ class EncounterRules:
         """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
         ECM-MEM-005 after it) when the plan's setting names the billing provider."""
         npi = e.billing_provider.npi
-        if self.presumptive is None or npi not in self.presumptive.providers:
+        arrangement = self.presumptive.get(e.payer.id) if isinstance(self.presumptive, dict) \
+            else self.presumptive
+        if arrangement is None or npi not in arrangement.providers:
             return "ECM-MEM-002", {}
         key = (e.member.cin, npi)
         firsts = [d for d in (snap.first_ecm_line.get(key), self._first_presumptive.get(key),
                               line.service_date) if d is not None]
         first = min(firsts)
         self._first_presumptive[key] = first
-        last = first + timedelta(days=self.presumptive.days - 1)
+        last = first + timedelta(days=arrangement.days - 1)
         values = {"npi": npi, "first": first.isoformat(), "last": last.isoformat(),
-                  "days": self.presumptive.days}
+                  "days": arrangement.days}
         if line.service_date <= last:
             return "ECM-MEM-004", values
         return "ECM-MEM-005", values
