@@ -98,6 +98,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="worker threads of the embedded queue (default 1)")
 
+    report = sub.add_parser("report", help="make a report from files (outreach tracking)")
+    reports = report.add_subparsers(dest="report", required=True)
+    outreach = reports.add_parser(
+        "outreach", help="the quarterly ECM outreach tracking report (ECM Policy Guide "
+                         "002:1885-1912) from OTF and MIF files")
+    outreach.add_argument("--quarter", action="append", required=True, metavar="YYYYQn",
+                          help="the quarter, e.g. 2026Q3 (repeat for several)")
+    outreach.add_argument("--otf", type=Path, action="append", default=[], metavar="FILE",
+                          help="outreach tracker file (CSV or XLSX); repeat for several")
+    outreach.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
+                          help="member information file (the members targeted)")
+    outreach.add_argument("--plan", default="all", metavar="ID",
+                          help="the plan the report is for (its label)")
+    outreach.add_argument("--format", choices=("csv", "xlsx"), default=None,
+                          help="default: by the --output suffix, else csv")
+    outreach.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                          help="write the report here (default: standard output, CSV only)")
+
     worker = sub.add_parser("worker", help="run a Celery worker for a scale-out deployment")
     worker.add_argument("--store", required=True, metavar="URL",
                         help="the store every worker and the API share (postgresql+psycopg://…)")
@@ -456,9 +474,40 @@ def cmd_template(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from gateway.ecm.outreach import Quarter, QuarterError, outreach_from_files, report_csv, \
+        report_xlsx
+
+    try:
+        quarters = [Quarter.parse(q) for q in args.quarter]
+    except QuarterError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.otf:
+        raise UsageError("report outreach needs at least one --otf file")
+    fmt = args.format or ("xlsx" if args.output and args.output.suffix.lower() == ".xlsx"
+                          else "csv")
+    if fmt == "xlsx" and args.output is None:
+        raise UsageError("an XLSX report needs --output FILE")
+    rows, files = outreach_from_files(args.otf, args.mif, args.plan, quarters)
+    for report in files:
+        if report.findings:
+            print(_text_report(report), file=sys.stderr)
+    if rows is None:
+        print("ecm-gateway: no report: fix the errors above (a report is made from whole "
+              "files only)", file=sys.stderr)
+        return EXIT_FINDINGS
+    content = report_xlsx(rows) if fmt == "xlsx" else report_csv(rows)
+    if args.output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        args.output.write_bytes(content)
+        print(args.output)
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
             "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay,
-            "worker": cmd_worker}
+            "worker": cmd_worker, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
