@@ -189,7 +189,8 @@ def capability_statement() -> dict:
     resources = []
     for rtype in ACCEPTED:
         resources.append({
-            "type": rtype, "profile": ECM_PROFILES[rtype], "interaction": interactions,
+            "type": rtype, "interaction": interactions,
+            "profile": ECM_PROFILES.get(rtype, f"http://hl7.org/fhir/StructureDefinition/{rtype}"),
             "versioning": "no-version", "readHistory": False, "updateCreate": False,
             "searchParam": [
                 {"name": "identifier", "type": "token",

@@ -97,6 +97,7 @@ class _PlanOutput:
     """What one plan receives from a submission: RTF rows and encounters (one file each)."""
     rtf_rows: list[dict] = field(default_factory=list)
     encounters: list = field(default_factory=list)
+    consent_rows: list[dict] = field(default_factory=list)  # data-sharing layout
 
 
 class Router:
@@ -130,7 +131,8 @@ class Router:
         use it, so a CarePlan's claim ids and a referral's id are the EHR's own, the same
         however often it is sent); the summary names the resource by the gateway's id."""
         handler = {"ServiceRequest": self._referral, "Task": self._task,
-                   "CarePlan": self._careplan}.get(resource.get("resourceType"))
+                   "CarePlan": self._careplan,
+                   "Consent": self._consent}.get(resource.get("resourceType"))
         if handler is None:
             return
         label = f"{resource['resourceType']}/{resource.get('id')}"
@@ -191,6 +193,34 @@ class Router:
                                    fill=self._fill(cin, target))
         self.findings.extend(found)
         self._rtf_row(rows[0] if rows else None, found, target, label, "Task.owner", entry)
+
+    def _consent(self, resource: dict, label: str) -> None:
+        """The member's data-sharing authorization → an RTF row of the data-sharing layout for
+        the member's plan (ECM Policy Guide 002:1598-1599)."""
+        from gateway.fhir.mapping.rtf import consents_to_rtf
+
+        entry: dict = {"resource": label}
+        self.entries.append(entry)
+        cin = self._cin(resource)
+        target = self._plan(cin, None) if cin else None
+        entry["plan"] = target.id if target else None
+        rows, found = consents_to_rtf(resource, today=self.today, catalogue=self.catalogue,
+                                      fill=self._fill(cin, target))
+        self.findings.extend(found)
+        if cin is None:
+            return self._note("FHIR-ROUTE-003", label)
+        row = rows[0] if rows else None
+        if row is None or any(f.is_error for f in found):
+            return self._note("FHIR-ROUTE-002", label, what="data-sharing RTF row")
+        npi = row.get("ECM Provider NPI", "")
+        if self.partner.role == "provider" and npi and npi not in self.partner.npis:
+            self._finding("GATEWAY-AUTH-002", "Consent.organization", npi=npi,
+                          partner=self.partner.id)
+            return
+        if target is None:
+            return self._note("FHIR-ROUTE-001", label, what="data-sharing RTF row")
+        self._output(target.id).consent_rows.append(row)
+        entry.setdefault("documents", {})["rtf"] = target.id
 
     def _careplan(self, resource: dict, label: str) -> None:
         from gateway.fhir.mapping.careplan import careplan_to_encounters
@@ -262,6 +292,12 @@ class Router:
                 text = io.StringIO()
                 write_rtf_csv(output.rtf_rows, text)
                 self._deliver(plan_id, RTF_ROLE, f"{self.submission_id}{middle}.rtf.csv",
+                              text.getvalue().encode("utf-8"), CSV_MEDIA)
+            if output.consent_rows:
+                text = io.StringIO()
+                write_rtf_csv(output.consent_rows, text, layout="data-sharing")
+                self._deliver(plan_id, RTF_ROLE,
+                              f"{self.submission_id}{middle}.data-sharing.rtf.csv",
                               text.getvalue().encode("utf-8"), CSV_MEDIA)
             if output.encounters:
                 settings = envelope_settings(self.partners.partners[plan_id].envelope)
