@@ -76,7 +76,7 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
     kept = [f for f in reader.findings][:MAX_FINDINGS]
     result.findings = kept + result.findings
     if result.errors:
-        finding = catalogue.finding("ECM-HIST-002", "file", None, errors=result.errors,
+        finding = catalogue.finding("ECM-REG-002", "file", None, errors=result.errors,
                                     rows=result.rows)
         if finding:
             result.findings.append(finding)

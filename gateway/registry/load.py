@@ -22,9 +22,9 @@ def _file_problem(path: Path, kind: str, message: str) -> FileReport:
 
 
 def not_applied(table) -> list:
-    """The ECM-HIST-002 finding when a registry file has errors (then nothing is loaded)."""
+    """The ECM-REG-002 finding when a registry file has errors (then nothing is loaded)."""
     errors = sum(1 for f in table.findings if f.is_error)
-    finding = default_catalogue().finding("ECM-HIST-002", "file", None, errors=errors,
+    finding = default_catalogue().finding("ECM-REG-002", "file", None, errors=errors,
                                           rows=table.rows_total)
     return [finding] if finding else []
 
