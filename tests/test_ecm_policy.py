@@ -317,3 +317,45 @@ def test_only_the_assignment_covering_the_date_counts():
     assert rules(encounter(npi=ECM_NPI, day=date(2026, 3, 1)), reg) == ["ECM-PRV-001"]
     assert rules(encounter(npi=OTHER_NPI, day=date(2026, 3, 1)), reg) == []
     assert rules(encounter(npi=OTHER_NPI, day=date(2026, 2, 28)), reg) == ["ECM-PRV-001"]
+
+
+# -- MIF checks: county go-live, CS columns ------------------------------------------------------
+def _mif_with_cs(tmp_path, county, auth, cs_service="MEALS"):
+    import csv as _csv
+    from gateway.tabular import load_layout
+    headers = [c.headers[0] for c in load_layout("mif", "with-cs").columns]
+    row = dict.fromkeys(headers, "")
+    row.update({"Member CIN": "97777777G", "Member Last Name": "Oakhaven",
+                "Member First Name": "Rue", "Member Date of Birth": "1960-01-01",
+                "Member POF": "HOMELESS", "ECM Authorization Date": auth,
+                "ECM Benefit Start Date": auth, "ECM Provider Name": "Harbor",
+                "ECM Provider NPI": "1234500001", "ECM Provider TIN": "941200000",
+                "MIF Reporting Period": "2022-06", "Member County": county,
+                "Community Supports Service": cs_service,
+                "Community Supports Provider NPI": "1234737579",
+                "Community Supports Authorization Start Date": "2022-06-01"})
+    path = tmp_path / "mif.csv"
+    with open(path, "w", newline="") as out:
+        writer = _csv.DictWriter(out, fieldnames=headers)
+        writer.writeheader()
+        writer.writerow(row)
+    return path
+
+
+@pytest.mark.parametrize("county, auth, expected", [
+    ("Fresno", "2022-06-30", ["ECM-MIF-003"]),   # a 7/1/22 county (Appendix A)
+    ("Fresno", "2022-07-01", []),
+    ("Kern", "2022-01-03", []),                  # a 1/1/22 county
+])
+def test_county_go_live(tmp_path, county, auth, expected):
+    from gateway.ecm.tables import read_checked_table
+    table = read_checked_table(_mif_with_cs(tmp_path, county, auth), "mif")
+    assert table.layout == "with-cs"
+    assert [f.rule for f in table.findings] == expected
+
+
+def test_mif_cs_columns_are_checked_against_the_cs_code_set(tmp_path):
+    from gateway.ecm.tables import read_checked_table
+    table = read_checked_table(_mif_with_cs(tmp_path, "Kern", "2022-01-03", "SPA_DAY"), "mif")
+    assert [(f.rule, f.location) for f in table.findings] == [
+        ("ROW-006", "row 2, column Community Supports Service")]

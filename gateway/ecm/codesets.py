@@ -109,6 +109,13 @@ class CodeSets:
                        for row in _rows(folder / "places-of-service.csv")}
         self.program_rules = self._programs(folder / "programs.csv")
         self.county_rules = self._county_overrides(folder / "program-county-overrides.csv")
+        self.county_go_live: dict[tuple[str, str], date] = {}
+        if (folder / "ecm-go-live-by-county.csv").is_file():
+            for row in _rows(folder / "ecm-go-live-by-county.csv"):
+                for pof in (row.get("pof_codes") or "").split(";"):
+                    if pof:
+                        self.county_go_live[(row["county"].strip().upper(), pof)] = \
+                            date.fromisoformat(row["go_live"])
         self.pof_ages = {row["code"]: PofAges(
             row["code"], int(row["age_from"]) if row.get("age_from") else None,
             int(row["age_below"]) if row.get("age_below") else None)

@@ -76,6 +76,16 @@ def mif_findings(table, catalogue: RuleCatalogue, codes: CodeSets) -> list[Findi
                                             ages=ages.shown())
                 if finding:
                     found.append(finding)
+        county = (row.get("member_county") or "").strip().upper()
+        for pof in (row.get("pof_codes") or ()) if county and auth else ():
+            go_live = codes.county_go_live.get((county, pof))
+            if go_live is not None and auth < go_live:
+                finding = catalogue.finding(
+                    "ECM-MIF-003", f"row {number}, column {_header(table, 'authorization_date')}",
+                    None, day=auth.isoformat(), pof=pof, county=county,
+                    go_live=go_live.isoformat())
+                if finding:
+                    found.append(finding)
         if row.get("ecm_benefit_start"):
             periods.setdefault(row["member_cin"], []).append((number, row))
     for rows in periods.values():
