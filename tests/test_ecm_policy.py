@@ -359,3 +359,34 @@ def test_mif_cs_columns_are_checked_against_the_cs_code_set(tmp_path):
     table = read_checked_table(_mif_with_cs(tmp_path, "Kern", "2022-01-03", "SPA_DAY"), "mif")
     assert [(f.rule, f.location) for f in table.findings] == [
         ("ROW-006", "row 2, column Community Supports Service")]
+
+
+# -- a claims extract is applied whole or not at all -------------------------------------------
+def test_claims_extract_with_a_bad_row_leaves_the_registry_as_it_was(tmp_path):
+    from sqlalchemy import func, select
+
+    from gateway.registry.claims import load_claims_extract
+    from gateway.registry.store import history
+    from tests.conftest import FIXTURES
+
+    good = FIXTURES / "ecm-policy" / "claims-history.csv"
+    reg = Registry()
+    first = load_claims_extract(reg, good, "plan:p:claims:h.csv")
+    assert (first.loaded, first.errors, first.findings) == (8, 0, [])
+    bad = tmp_path / "h.csv"
+    lines = good.read_text().splitlines()
+    lines[2] = lines[2].replace("2025-01-11", "2025-02-30")        # impossible date
+    lines[3] = lines[3].replace(",I50.9", ",NOTADX")                 # unknown diagnosis
+    lines.append("94100009Z,X1,1,P,2025-03-01,,99213,,1,11,1999999992,,Z59.0")  # fine
+    bad.write_text("\n".join(lines) + "\n")
+    second = load_claims_extract(reg, bad, "plan:p:claims:h.csv")
+    assert [(f.rule, f.location) for f in second.findings] == [
+        ("ROW-002", "row 3, column Service Date"),
+        ("ECM-HIST-001", "row 4, column Diagnosis Codes"),
+        ("ECM-REG-002", "file")]
+    assert second.loaded == 0
+    with reg.engine.connect() as conn:
+        kept = conn.execute(select(func.count()).select_from(history)).scalar()
+        dx = conn.execute(select(history.c.diagnoses).where(
+            history.c.claim_id == "ED-7")).scalar()
+    assert kept == 8 and dx == "F209"  # the first file's lines, diagnoses without the dot

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.findings import Finding
-from gateway.registry.store import Registry, diagnosis_key, modifier_key
+from gateway.registry.store import Registry, diagnosis_key, modifier_key, units_text
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.tabular import load_layout, open_table
 
@@ -44,9 +44,22 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
     column = load_layout("claims", reader.layout_name).column("diagnosis_codes")
     dx_header = column.headers[0] if column is not None else "Diagnosis Codes"
 
+    good: set[str] = set()  # diagnosis codes seen valid (a file repeats them)
+    keys: dict[tuple, str] = {}  # diagnoses / modifiers as stored, by their list
+
+    def stored(codes: list, make) -> str:
+        key = tuple(codes)
+        found = keys.get(key)
+        if found is None:
+            if len(keys) > 100_000:  # bounded memory on a file of all-different lists
+                keys.clear()
+            found = keys[key] = make(codes)
+        return found
+
     def rows():
         for number, row in reader:
-            bad = [c for c in row["diagnosis_codes"] if not ICD10.fullmatch(c.upper())]
+            codes = row["diagnosis_codes"]
+            bad = [c for c in codes if c not in good and not _icd(c, good)]
             if bad:
                 finding = catalogue.finding("ECM-HIST-001", f"row {number}, column {dx_header}",
                                             None, codes=", ".join(bad[:5]))
@@ -54,15 +67,11 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
                 if finding and len(result.findings) < MAX_FINDINGS:
                     result.findings.append(finding)
                 continue
-            yield {"cin": row["member_cin"], "billing_npi": row["billing_npi"],
-                   "rendering_npi": row.get("rendering_npi") or None,
-                   "service_date": row["service_date"],
-                   "procedure_code": row.get("procedure_code") or None,
-                   "modifiers": modifier_key(row.get("modifiers") or ()),
-                   "units": row.get("units"),
-                   "place_of_service": row.get("place_of_service") or None,
-                   "claim_id": row["claim_id"], "line_number": row["line_number"],
-                   "diagnoses": diagnosis_key(row["diagnosis_codes"])}
+            yield (row["member_cin"], row["billing_npi"], row.get("rendering_npi") or None,
+                   row["service_date"], row.get("procedure_code") or None,
+                   stored(row.get("modifiers") or [], modifier_key),
+                   units_text(row.get("units")), row.get("place_of_service") or None,
+                   row["claim_id"], row["line_number"], stored(codes, diagnosis_key))
         table_errors = [f for f in reader.findings if f.is_error]
         result.rows = reader.rows_total
         result.errors += len(table_errors)
@@ -70,7 +79,7 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
             raise _Rejected
 
     try:
-        result.loaded = registry.load_history(rows(), source=source)
+        result.loaded = registry.load_history_tuples(rows(), source=source)
     except _Rejected:
         result.loaded = 0
     kept = [f for f in reader.findings][:MAX_FINDINGS]
@@ -81,3 +90,11 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
         if finding:
             result.findings.append(finding)
     return result
+
+
+def _icd(code: str, good: set[str]) -> bool:
+    if ICD10.fullmatch(code.upper()):
+        if len(good) < 100_000:
+            good.add(code)
+        return True
+    return False

@@ -252,6 +252,46 @@ class Registry:
             "active_from": r.get("active_from"), "active_to": r.get("active_to"),
             "source": source} for r in rows), source)
 
+    HISTORY_COLUMNS = ("cin", "billing_npi", "rendering_npi", "service_date", "procedure_code",
+                       "modifiers", "units", "place_of_service", "claim_id", "line_number",
+                       "diagnoses")
+
+    def load_history_tuples(self, rows: Iterable[tuple], source: str) -> int:
+        """History lines as tuples in :attr:`HISTORY_COLUMNS` order (units already as
+        :func:`units_text`), replacing ``source``: the bulk path (a plan's claims extract of
+        millions of lines) - the driver's executemany, in one transaction, batches of 10,000
+        (bounded memory). An exception raised by ``rows`` rolls everything back."""
+        dialect = self.engine.dialect
+        columns = (*self.HISTORY_COLUMNS, "source")
+        marks = {"qmark": "?", "numeric": ":{n}", "named": ":{name}", "format": "%s",
+                 "pyformat": "%s"}[dialect.paramstyle]
+        values = ", ".join(marks.format(n=i + 1, name=c) for i, c in enumerate(columns))
+        sql = f"INSERT INTO {history.name} ({', '.join(columns)}) VALUES ({values})"
+        convert = [history.c[c].type.bind_processor(dialect) for c in columns]
+        convert = [(i, f) for i, f in enumerate(convert) if f is not None]
+        if dialect.paramstyle == "named":
+            def shape(row):
+                return dict(zip(columns, row, strict=True))
+        else:
+            shape = tuple
+        count = 0
+        with self.engine.begin() as conn:
+            conn.execute(delete(history).where(history.c.source == source))
+            batch = []
+            for row in rows:
+                row = [*row, source]
+                for i, f in convert:
+                    row[i] = f(row[i])
+                batch.append(shape(row))
+                if len(batch) >= 10000:
+                    conn.exec_driver_sql(sql, batch)
+                    count += len(batch)
+                    batch = []
+            if batch:
+                conn.exec_driver_sql(sql, batch)
+                count += len(batch)
+        return count
+
     def load_history(self, rows: Iterable[dict], source: str) -> int:
         """Rows with keys of the ``encounter_history`` table (modifiers as modifier_key)."""
         return self._load(history, ({**r, "units": units_text(r.get("units")),
