@@ -165,10 +165,10 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
 
     catalogue = partner_catalogue(args.partner)
     registry = Registry()
+    presumptive = presumptive_of(args.partner)
     reports = load_registries(registry, args.members, args.providers, args.history,
-                              args.cs_authorizations)
-    return EncounterRules(registry, catalogue=catalogue,
-                          presumptive=presumptive_of(args.partner)), reports
+                              args.cs_authorizations, presumptive=presumptive)
+    return EncounterRules(registry, catalogue=catalogue, presumptive=presumptive), reports
 
 
 # -- validate -----------------------------------------------------------------------------------

@@ -390,3 +390,25 @@ def test_claims_extract_with_a_bad_row_leaves_the_registry_as_it_was(tmp_path):
         dx = conn.execute(select(history.c.diagnoses).where(
             history.c.claim_id == "ED-7")).scalar()
     assert kept == 8 and dx == "F209"  # the first file's lines, diagnoses without the dot
+
+
+def test_presumptive_lines_are_rechecked_when_the_mif_arrives(tmp_path):
+    from gateway.ecm.presumptive import recheck
+
+    reg = reg_with(history=[{
+        "cin": NEW, "billing_npi": ECM_NPI, "service_date": date(2026, 3, 1) + __import__(
+            "datetime").timedelta(days=d), "procedure_code": "G9008", "modifiers": "U1",
+        "units": Decimal(1), "place_of_service": "11", "claim_id": f"P{d}", "line_number": 1}
+        for d in (0, 9)])
+    same = [(2, member(cin=NEW, npi=ECM_NPI, start=date(2026, 3, 1)))]
+    assert recheck(reg, same, PRESUMPTIVE) == []
+    later = [(2, member(cin=NEW, npi=ECM_NPI, start=date(2026, 3, 2)))]
+    other = [(5, member(cin=NEW, npi=OTHER_NPI, start=date(2026, 3, 1)))]
+    assert [(f.rule, f.location, f.message) for f in recheck(reg, later + other, PRESUMPTIVE)
+            ] == [("ECM-MEM-006", "row 2, column Member CIN",
+                   "ECM lines of provider NPI 1000000004 from 2026-03-01 to 2026-03-10 were "
+                   "accepted under presumptive authorization, but this MIF starts the member's "
+                   "ECM benefit on 2026-03-02, after them")]
+    assert [f.message.split("but this MIF ")[1] for f in recheck(reg, other, PRESUMPTIVE)] == [
+        "assigns the member to provider NPI 1000000012"]
+    assert recheck(reg, other, None) == []  # no arrangement: nothing to re-check

@@ -30,11 +30,15 @@ def not_applied(table) -> list:
 
 
 def load_registries(registry: Registry, members: list[Path] = (), providers: list[Path] = (),
-                    history: list[Path] = (), cs_authorizations: list[Path] = ()
-                    ) -> list[FileReport]:
+                    history: list[Path] = (), cs_authorizations: list[Path] = (),
+                    presumptive=None) -> list[FileReport]:
+    """``presumptive``: the plan's arrangement; a MIF is then re-checked against the lines its
+    providers billed under it (the history is loaded first)."""
+    from gateway.ecm.presumptive import recheck
     from gateway.ecm.tables import read_checked_table
 
     reports: list[FileReport] = []
+    history_reports = _load_history(registry, history)  # first: the MIF re-check reads it
     for kind, paths, load in (("mif", members, registry.load_members),
                               ("roster", providers, registry.load_providers),
                               ("cs-auth", cs_authorizations, registry.load_cs_authorizations)):
@@ -45,6 +49,8 @@ def load_registries(registry: Registry, members: list[Path] = (), providers: lis
                 reports.append(_file_problem(path, kind, str(exc)))
                 continue
             findings = list(table.findings)
+            if kind == "mif":
+                findings += recheck(registry, table.rows, presumptive)
             rows = [row for _, row in table.rows]
             if table.valid:
                 loaded = load(rows, source=str(Path(path).resolve()))
@@ -55,6 +61,11 @@ def load_registries(registry: Registry, members: list[Path] = (), providers: lis
                                       stats={"rows": table.rows_total, "loaded": len(rows),
                                              "rejected_rows": table.rows_rejected,
                                              "records": loaded}))
+    return reports + history_reports
+
+
+def _load_history(registry: Registry, history: list[Path]) -> list[FileReport]:
+    reports: list[FileReport] = []
     for given in history:
         given = Path(given)
         files = sorted(p for p in given.iterdir() if p.is_file()) if given.is_dir() else [given]
