@@ -102,9 +102,6 @@ def test_partner_overrides_change_severity_and_turn_rules_off():
     assert ("ECM-CODE-004", "error") in rules(plan)
     assert any(r == "ECM-POF-001" for r, _ in rules(base))
     assert not any(r == "ECM-POF-001" for r, _ in rules(plan))
-    # MIX-D-WARN now rejected; the unknown member's ECM line from Harbor is accepted under
-    # the demo plan's presumptive authorization (profiles/plans/demo-plan.yaml)
-    assert ("ECM-MEM-004", "warning") in rules(plan) and ("ECM-MEM-002", "error") in rules(base)
-    assert plan["files"][-1]["stats"]["rejected_claims"] == 6
+    assert plan["files"][-1]["stats"]["rejected_claims"] == 7  # MIX-D-WARN now rejected
     done = run("validate", MIXED, *REGISTRIES, "--partner", "nobody")
     assert done.returncode == 2 and "no rule overrides for partner 'nobody'" in done.stderr

@@ -134,15 +134,19 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def server_rules(registry: Registry, catalogue=None):
+def server_rules(registry: Registry, catalogue=None, partners=None):
     """The ECM rule engine when any registry is loaded (the code-set rules, and the rules of
     each loaded registry; the others are skipped with an ``ECM-REG-001`` note), else None —
-    as the command line does with ``--members/--providers/--history``."""
+    as the command line does with ``--members/--providers/--history``. ``partners``: the
+    plans' presumptive-authorization settings (``profiles/plans/<plan>.yaml``) apply to the
+    claims whose payer id names that plan."""
+    from gateway.ecm.plans import presumptive_by_payer
     from gateway.ecm.rules import EncounterRules
 
     if not any(registry.loaded().values()):
         return None
-    return EncounterRules(registry, catalogue=catalogue)
+    presumptive = presumptive_by_payer(partners) if partners is not None else None
+    return EncounterRules(registry, catalogue=catalogue, presumptive=presumptive or None)
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -223,24 +227,6 @@ def plans_of_members(registry: Registry, cins: Iterable[str]) -> dict[str, list[
                 if plan and plan not in out.setdefault(cin, []):
                     out[cin].append(plan)
     return out
-
-
-def route_to_members_plan(partners, sender, kind: str, cin: str, payer_id: str,
-                          member_plans: dict[str, list[str]]):
-    """Who receives a member's document of ``kind`` from ``sender`` (the ONE lookup for every
-    member-level routing: a provider's 837P, invoice claims, FHIR referrals, care plans and
-    Tasks): the plan whose MIF assigns the member (when several do, the one ``payer_id``
-    names), else the plan ``payer_id`` names, else the only plan — as the route of ``kind``
-    resolves it (a plan's 837P goes to the state). ``member_plans`` is
-    :func:`plans_of_members` for the members at hand. None: no route leads to another
-    partner."""
-    plans = member_plans.get(cin, [])
-    payer_plan = {pid: p.id for p in partners.partners.values() if p.role == "plan"
-                  for pid in p.payer_ids}
-    named = payer_plan.get(payer_id, "")
-    plan_id = named if named in plans else (plans[0] if plans else "")
-    target = partners.route(kind, sender, payer_id, plan_id=plan_id)
-    return None if target is None or target.id == sender.id else target
 
 
 def member_assignment(registry: Registry, cin: str, plan_id: str | None = None) -> dict | None:
