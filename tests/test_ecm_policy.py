@@ -303,9 +303,9 @@ def test_presumptive_only_for_trusted_providers():
     assert rules(encounter(cin=NEW), reg) == ["ECM-MEM-002"]  # no setting: no presumption
     found = findings(encounter(cin=NEW), reg, presumptive=PRESUMPTIVE)
     assert found[0].message == (
-        "the member is not yet in a member information file: ECM lines of provider NPI "
-        "1000000004 are accepted under the plan's presumptive authorization (30 days, "
-        "2026-02-10 to 2026-03-11) and are re-checked when the plan's MIF arrives")
+        "ECM lines of provider NPI 1000000004 are accepted provisionally for this member from "
+        "2026-02-10 to 2026-03-11, pending the plan's decision; the plan's member file will "
+        "settle them")
     assert found[0].severity.value == "warning"
 
 

@@ -81,15 +81,18 @@ def test_presumptive_authorization_per_plan_setting(tmp_path, monkeypatch):
     (tmp_path / "b").mkdir()
     world = make_world(tmp_path / "a")
     base = world.send("harbor", MIXED)
-    rules = [f["rule"] for f in world.store.findings(base.submission_id)]
+    rules = [f["rule"] for f in world.store.findings(base.submission_id, view="plan")]
     assert "ECM-MEM-002" in rules and "ECM-MEM-004" not in rules
     setting = {"presumptive_authorization": {"providers": ["1234500001"], "days": 60}}
     monkeypatch.setattr(plans, "plan_settings",
                         lambda plan: setting if plan == "demo-plan" else {})
     world = make_world(tmp_path / "b")
     again = world.send("harbor", MIXED)
-    found = {f["rule"]: f for f in world.store.findings(again.submission_id)}
+    found = {f["rule"]: f for f in world.store.findings(again.submission_id, view="plan")}
     assert "ECM-MEM-002" not in found
     assert found["ECM-MEM-004"]["severity"] == "warning"
     summary = world.store.submission(again.submission_id)["summary"]
     assert summary["accepted_claims"] == 2  # the presumptive claim joins MIX-A-GOOD
+    # the trusted provider itself is told the provisional acceptance (its own arrangement)
+    told = [f["rule"] for f in world.store.findings(again.submission_id)]
+    assert "ECM-MEM-004" in told

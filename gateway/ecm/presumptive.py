@@ -45,7 +45,8 @@ def recheck(registry: Registry, rows: list[tuple[int, dict]], arrangement,
                     continue
                 number = by_cin[cin][0][0]
                 finding = catalogue.finding("ECM-MEM-006", f"row {number}, column {header}",
-                                            None, npi=npi, first=first.isoformat(),
+                                            None, npi=npi, day=first.isoformat(),
+                                            first=first.isoformat(),
                                             last=last.isoformat(), why=why)
                 if finding:
                     found.append(finding)

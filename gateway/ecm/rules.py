@@ -68,8 +68,9 @@ class _ClaimState:
 
 
 def covering_assignment(assignments, day: date):
-    """The ONE assignment covering ``day``: a member has one assigned ECM provider at a time,
-    so when periods overlap the newest (latest benefit start, then authorization) wins."""
+    """The ONE assignment covering ``day``: a member has one assigned ECM provider at a time
+    (ECM Policy Guide 002:1544-1545, 002:1602-1604), so when periods overlap the newest
+    (latest benefit start, then authorization) wins."""
     covering = [a for a in assignments if a.covers(day)]
     if not covering:
         return None
@@ -82,9 +83,19 @@ class EncounterRules:
 
     def __init__(self, registry: Registry | None = None,
                  catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
+                 audience: str = "plan",
+                 submitter: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
                  presumptive: Presumptive | dict | None = None) -> None:
-        """``presumptive``: the plan's arrangement, or payer id → arrangement (a server
-        serving several plans)."""
+        """``audience="submitter"``: the findings go back to the submitter (the server's
+        acknowledgments, status and row reports), so a finding about a member who is not
+        assigned to the claim's provider on the date is told in the rule's ``to_submitter``
+        form (minimum necessary); ``"plan"`` (the operator's command line): full reasons.
+        ``submitter``: the submitting partner's ``(NPIs, TINs)``; a member is the submitter's
+        when assigned to one of them (not merely to the provider a claim names); None: the
+        claim's billing or rendering provider stands for the submitter. ``presumptive``: the
+        plan's arrangement, or payer id → arrangement (a server serving several plans)."""
+        self.audience = audience
+        self.submitter = submitter
         self.registry = registry
         self.catalogue = catalogue or default_catalogue()
         self.codes = codesets or load_codesets()
@@ -137,10 +148,37 @@ class EncounterRules:
 
     # -- one encounter --------------------------------------------------------------------------
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
-             **values) -> None:
-        finding = self.catalogue.finding(rule_id, where, ordinal, **values)
-        if finding is not None:
-            out.append(finding)
+             restricted: bool = False, anywhere: bool = False, **values) -> None:
+        audience = "submitter" if restricted and self.audience == "submitter" else "plan"
+        finding = self.catalogue.finding(rule_id, where, ordinal, audience, **values)
+        if finding is None:
+            return
+        if finding.plan_rule:
+            # one submitter-form finding per place: how many member rules fired is itself
+            # something the submitter may not learn; the plan keeps every reason
+            # (``anywhere``: a member-level remark joins the claim's first such finding)
+            for i, other in enumerate(out):
+                if other.plan_rule and (anywhere or (other.rule, other.location, other.message)
+                                        == (finding.rule, finding.location, finding.message)):
+                    out[i] = other.model_copy(update={"plan_message": (
+                        f"{other.plan_message}; also {finding.plan_rule}: "
+                        f"{finding.plan_message}")})
+                    return
+        out.append(finding)
+
+    def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
+        """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
+        claim's billing or rendering provider)?"""
+        a = covering_assignment(snap.assignments.get(e.member.cin, ()), day)
+        if a is None:
+            return False
+        if self.submitter is not None:
+            npis, tins = self.submitter
+            return a.provider_npi in npis or bool(a.provider_tin and a.provider_tin in tins)
+        billing = e.billing_provider
+        rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
+        return a.provider_npi in rendering | {billing.npi} or bool(
+            a.provider_tin and a.provider_tin == billing.tin)
 
     def _check_one(self, e: Encounter, place: ClaimPlace, snap: Snapshot) -> list[Finding]:
         out: list[Finding] = []
@@ -148,6 +186,12 @@ class EncounterRules:
         if not cin_is_valid(cin):
             self._add(out, "ECM-MEM-001", place.member, place.ordinal)
         member_known = bool(snap.assignments.get(cin))
+        # a member not assigned to the submitter on any date of the claim: member-level
+        # findings in their submitter form
+        stranger = not any(self._assigned_here(e, line, snap, line.service_date)
+                           for line in e.claim.lines)
+        first_day = min((line.service_date for line in e.claim.lines), default=None)
+        shown_first = first_day.isoformat() if first_day else ""
         claim = _ClaimState()
         for index, line in enumerate(e.claim.lines):
             where = place.lines[index] if index < len(place.lines) else place.claim
@@ -156,9 +200,11 @@ class EncounterRules:
             self._check_line(out, e, line, where, ordinal, place, snap, member_known, claim)
         if claim.unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = claim.unassigned
-            self._add(out, rule, place.member, place.ordinal, **values)
+            # ECM-MEM-004/005 go to the trusted provider itself: told as they are
+            self._add(out, rule, place.member, place.ordinal, stranger,
+                      **{"day": shown_first, **values})
         if claim.ecm_days and member_known:
-            self._check_ages(out, cin, claim.ecm_days, place, snap)
+            self._check_ages(out, cin, claim.ecm_days, place, snap, stranger)
         if claim.ecm_days and self.loaded["history"] and member_known \
                 and cin not in self._pof_checked:
             self._pof_checked.add(cin)
@@ -166,11 +212,12 @@ class EncounterRules:
                                       self.codes.utilization,
                                       (self.codes.event_by_place, self.codes.event_by_code),
                                       latest=self.latest_history):
-                self._add(out, "ECM-POF-001", place.member, place.ordinal, **gap)
+                self._add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
+                          anywhere=True, **{"day": shown_first, **gap})
         return out
 
     def _check_ages(self, out, cin: str, days: list[date], place: ClaimPlace,
-                    snap: Snapshot) -> None:
+                    snap: Snapshot, stranger: bool) -> None:
         """The member's age on each ECM date fits every POF of the assignment covering it
         (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
         reported = set()
@@ -184,14 +231,19 @@ class EncounterRules:
                 if ages is None or ages.fits(age) or pof in reported:
                     continue
                 reported.add(pof)
-                self._add(out, "ECM-AGE-001", place.member, place.ordinal, age=age,
-                          day=day.isoformat(), pof=pof, ages=ages.shown())
+                self._add(out, "ECM-AGE-001", place.member, place.ordinal, stranger,
+                          anywhere=True, age=age, day=day.isoformat(), pof=pof,
+                          ages=ages.shown())
 
     def _check_line(self, out, e: Encounter, line: ServiceLine, where: str,
                     ordinal: int | None, place: ClaimPlace, snap: Snapshot,
-                    member_known: bool, claim: _ClaimState) -> None:
+                    member_known: bool, claim: _ClaimState | None = None) -> None:
+        claim = claim if claim is not None else _ClaimState()
         day = line.service_date
         shown_day = day.isoformat()
+        if line.service_date_end is not None and line.service_date_end < day:
+            self._add(out, "ECM-DATE-001", where, ordinal, day=shown_day,
+                      end=line.service_date_end.isoformat())
         code = line.procedure_code
         matches = self.codes.services_for(code, line.modifiers, day)
         service = self._check_codes(out, line, matches, where, ordinal, shown_day)
@@ -202,17 +254,18 @@ class EncounterRules:
         self._check_duplicates(out, e, line, where, ordinal, place, snap)
         if service is None:
             return
+        stranger = not self._assigned_here(e, line, snap, day)
         if service.program == "ECM":
             claim.ecm_days.append(day)
             if member_known:
-                self._check_assignment(out, e, line, where, ordinal, snap, day)
-                self._check_programs(out, e.member.cin, where, ordinal, snap, day)
+                self._check_assignment(out, e, line, where, ordinal, snap, day, stranger)
+                self._check_programs(out, e.member.cin, where, ordinal, snap, day, stranger)
             elif self.loaded["members"] and cin_is_valid(e.member.cin) \
                     and claim.unassigned is None:
                 claim.unassigned = self._unassigned(e, line, snap)
             self._check_provider(out, e, "ECM", None, where, ordinal, snap, day)
         else:  # Community Supports: its own benefit, never checked against ECM assignment
-            self._check_cs_authorization(out, e, service, where, ordinal, snap, day)
+            self._check_cs_authorization(out, e, service, where, ordinal, snap, day, stranger)
             self._check_provider(out, e, "CS", service.service, where, ordinal, snap, day)
 
     def _check_codes(self, out, line: ServiceLine, matches: list[ServiceCode], where: str,
@@ -270,10 +323,11 @@ class EncounterRules:
                       line=old.line_number)
 
     def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
-                          ordinal: int | None, snap: Snapshot, day: date) -> None:
+                          ordinal: int | None, snap: Snapshot, day: date,
+                          stranger: bool = False) -> None:
         assignment = covering_assignment(snap.assignments[e.member.cin], day)
         if assignment is None:
-            self._add(out, "ECM-MEM-003", where, ordinal, day=day.isoformat())
+            self._add(out, "ECM-MEM-003", where, ordinal, stranger, day=day.isoformat())
             return
         billing = e.billing_provider
         rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
@@ -282,7 +336,7 @@ class EncounterRules:
         if assignment.provider_npi in rendering | {billing.npi} or (
                 assignment.provider_tin and assignment.provider_tin == billing.tin):
             return
-        self._add(out, "ECM-PRV-001", where, ordinal, day=day.isoformat(),
+        self._add(out, "ECM-PRV-001", where, ordinal, stranger, day=day.isoformat(),
                   assigned=assignment.provider_npi or "unknown")
 
     def _unassigned(self, e: Encounter, line: ServiceLine, snap: Snapshot
@@ -300,14 +354,14 @@ class EncounterRules:
         first = min(firsts)
         self._first_presumptive[key] = first
         last = first + timedelta(days=arrangement.days - 1)
-        values = {"npi": npi, "first": first.isoformat(), "last": last.isoformat(),
-                  "days": arrangement.days}
+        values = {"npi": npi, "day": first.isoformat(), "end": last.isoformat()}
         if line.service_date <= last:
             return "ECM-MEM-004", values
         return "ECM-MEM-005", values
 
     def _check_cs_authorization(self, out, e: Encounter, service: ServiceCode, where: str,
-                                ordinal: int | None, snap: Snapshot, day: date) -> None:
+                                ordinal: int | None, snap: Snapshot, day: date,
+                                stranger: bool) -> None:
         if not self.loaded.get("cs_authorizations") or not cin_is_valid(e.member.cin):
             return
         npi = e.billing_provider.npi
@@ -315,11 +369,13 @@ class EncounterRules:
             if auth.service == service.service and auth.covers(day) and \
                     auth.provider_npi in ("", npi):
                 return
-        self._add(out, "ECM-CS-002", where, ordinal, service=service.service,
+        # told to the submitter as "not eligible": other providers' authorizations are the
+        # plan's to know
+        self._add(out, "ECM-CS-002", where, ordinal, stranger, service=service.service,
                   day=day.isoformat(), npi=npi)
 
     def _check_programs(self, out, cin: str, where: str, ordinal: int | None,
-                        snap: Snapshot, day: date) -> None:
+                        snap: Snapshot, day: date, stranger: bool = False) -> None:
         enrolments = snap.enrolments.get(cin, ())
         programs_on_record = {e.program for e in enrolments}
         for enrolment in enrolments:
@@ -333,7 +389,7 @@ class EncounterRules:
             rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
                     "wrap": "ECM-PGM-003"}.get(rule_row.approach)
             if rule:
-                self._add(out, rule, where, ordinal, day=day.isoformat(),
+                self._add(out, rule, where, ordinal, stranger, day=day.isoformat(),
                           program=enrolment.program)
 
     def _check_provider(self, out, e: Encounter, program: str, service: str | None,

@@ -37,7 +37,7 @@ def diagnosis_findings(table, catalogue: RuleCatalogue) -> list[Finding]:
         bad = [c for c in row.get("diagnosis_codes") or () if not ICD10.fullmatch(c.upper())]
         if bad:
             finding = catalogue.finding("ECM-HIST-001", f"row {number}, column {header}", None,
-                                        codes=", ".join(bad[:5]))
+                                        code=", ".join(bad[:5]))
             if finding:
                 out.append(finding)
     return out
@@ -111,7 +111,7 @@ def _overlaps(rows: list[tuple[int, dict]], catalogue: RuleCatalogue,
             reported.add(number)
             finding = catalogue.finding(
                 "ECM-MIF-002", f"row {number}, column {header}", None,
-                npi=row.get("ecm_provider_npi") or "", start=_shown(row["ecm_benefit_start"]),
+                day=_shown(row["ecm_benefit_start"]), npi=row.get("ecm_provider_npi") or "", start=_shown(row["ecm_benefit_start"]),
                 end=_shown(row.get("ecm_benefit_end")), other=other_number,
                 other_npi=other.get("ecm_provider_npi") or "",
                 other_start=_shown(other["ecm_benefit_start"]), other_end=_shown(end))

@@ -62,7 +62,7 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
             bad = [c for c in codes if c not in good and not _icd(c, good)]
             if bad:
                 finding = catalogue.finding("ECM-HIST-001", f"row {number}, column {dx_header}",
-                                            None, codes=", ".join(bad[:5]))
+                                            None, code=", ".join(bad[:5]))
                 result.errors += 1
                 if finding and len(result.findings) < MAX_FINDINGS:
                     result.findings.append(finding)
