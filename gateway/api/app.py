@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -269,6 +269,33 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         the referral in a deciding status): a provider's own, or those routed to a plan."""
         found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
         return {"overdue": [vars(o) for o in found]}
+
+    @app.get("/reports/outreach", tags=["reports"])
+    def outreach_report(quarter: list[str] = Query(..., description="e.g. 2026Q3; repeat"),
+                        format: Literal["csv", "xlsx"] = "csv",  # noqa: A002 - the API word
+                        partner: Partner = Depends(partner_of)) -> Response:
+        """A plan's quarterly ECM outreach tracking report (ECM Policy Guide 002:1885-1912)
+        from the OTF rows its providers sent and its MIF assignments."""
+        from gateway.ecm.outreach import Quarter, QuarterError, report_csv, report_xlsx
+        from gateway.pipeline.reports import ReportError, outreach_for_plan
+
+        try:
+            quarters = [Quarter.parse(q) for q in quarter]
+        except QuarterError as exc:
+            raise HTTPException(422, str(exc)) from None
+        try:
+            rows = outreach_for_plan(app.state.store, partner, quarters)
+        except ReportError as exc:
+            raise HTTPException(403, str(exc)) from None
+        app.state.store.audit(actor=partner.id, action="report-outreach",
+                              target=",".join(str(q) for q in quarters))
+        name = f"outreach-{partner.id}-{'-'.join(str(q) for q in quarters)}.{format}"
+        if format == "xlsx":
+            return Response(report_xlsx(rows), media_type="application/vnd.openxmlformats-"
+                            "officedocument.spreadsheetml.sheet",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(report_csv(rows), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/mailbox", tags=["mailbox"])
     def mailbox(partner: Partner = Depends(partner_of)) -> dict:
