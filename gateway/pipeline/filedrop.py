@@ -76,6 +76,8 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
     now = time.time() if now is None else now
     taken = []
     for partner in partners.partners.values():
+        if partner.operator:  # operators read and replay; they do not submit
+            continue
         folders = drop.folders(partner.id)
         for path in drop.complete_files(folders["inbox"], settle_seconds, now):
             payload = path.read_bytes()
@@ -94,6 +96,8 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
             if not done.duplicate:
                 taken.append(done.submission_id)
     for partner in partners.partners.values():  # after all inboxes: routed copies included
+        if partner.operator:
+            continue
         deliver_outbox(store, partner.id, drop.folders(partner.id)["outbox"])
     return taken
 

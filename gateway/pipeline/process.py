@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.search import keys_of
 from gateway.pipeline.steps import STEPS, Outcome
 from gateway.pipeline.store import Run, Store
 
@@ -302,7 +303,8 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str,
     kept = store.receive(partner=found["partner"], channel="replay", kind=found["kind"],
                          filename=found.get("filename"),
                          payload=store.raw_payload(submission_id), parent_id=submission_id,
-                         claimed_by=worker, lease=LEASE)
+                         claimed_by=worker, lease=LEASE,
+                         keys=store.search_keys_of(submission_id))
     store.audit(actor=actor, action="replay", target=submission_id,
                 detail=f"new submission {kept.submission_id}")
     if queue is not None:
@@ -331,6 +333,7 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
                          payload=payload, idempotency_key=idempotency_key,
                          x12_key=_x12_key(payload) if kind == "x12" else None,
                          claimed_by=worker, lease=LEASE,
+                         keys=keys_of(kind, filename, payload),
                          audit={"actor": partner.id, "action": "submit",
                                 "detail": f"{kind} via {channel}"})
     details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,
