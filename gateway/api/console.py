@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Form, HTTPException, Request
+from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -123,7 +123,6 @@ def install_console(app: FastAPI) -> None:
     env.filters["when"] = _when
     env.filters["size"] = _size
     attempts = _Attempts()
-    router = APIRouter(prefix="/console", include_in_schema=False)
 
     def store() -> Store:
         return app.state.store
@@ -175,7 +174,7 @@ def install_console(app: FastAPI) -> None:
             **context)
         return HTMLResponse(html, status_code=status_code)
 
-    @router.get("/signin")
+    @app.get("/console/signin", include_in_schema=False)
     def signin_form(request: Request, next: str = "") -> HTMLResponse:  # noqa: A002
         pre = secrets.token_urlsafe(24)
         response = page(request, "signin.html", None, None, pre=pre, next=_local(next),
@@ -183,7 +182,7 @@ def install_console(app: FastAPI) -> None:
         _set_cookie(request, response, PRE_COOKIE, pre, 600)
         return response
 
-    @router.post("/signin")
+    @app.post("/console/signin", include_in_schema=False)
     def signin(request: Request, token: str = Form(""), csrf: str = Form(""),
                next: str = Form("")) -> Response:  # noqa: A002
         client = request.client.host if request.client else "?"
@@ -217,7 +216,7 @@ def install_console(app: FastAPI) -> None:
         response.delete_cookie(PRE_COOKIE, path="/console")
         return response
 
-    @router.post("/signout")
+    @app.post("/console/signout", include_in_schema=False)
     def signout(request: Request, csrf: str = Form("")) -> Response:
         partner, session = session_of(request)
         check_csrf(session, csrf)
@@ -228,7 +227,7 @@ def install_console(app: FastAPI) -> None:
         return response
 
     # -- pages ------------------------------------------------------------------------------
-    @router.get("/")
+    @app.get("/console/", include_in_schema=False)
     def dashboard(request: Request) -> HTMLResponse:
         viewer, session = session_of(request)
         now = datetime.now(UTC)
@@ -242,7 +241,7 @@ def install_console(app: FastAPI) -> None:
                     day=_table(day), week=_table(week), chart=Markup(_chart(daily)),
                     daily=daily, depth=depth, dead=dead)
 
-    @router.get("/submissions")
+    @app.get("/console/submissions", include_in_schema=False)
     def submissions(request: Request, partner: str = "", kind: str = "", status: str = "",
                     since: str = "", until: str = "", q: str = "", cursor: str = "",
                     limit: int = views.DEFAULT_PAGE) -> HTMLResponse:
@@ -265,7 +264,7 @@ def install_console(app: FastAPI) -> None:
                     partner_ids=sorted(p.id for p in partners().partners.values()
                                        if not p.operator))
 
-    @router.get("/submissions/{submission_id}")
+    @app.get("/console/submissions/{submission_id}", include_in_schema=False)
     def submission(request: Request, submission_id: str, rule: str = "", cursor: str = ""
                    ) -> HTMLResponse:
         viewer, session = session_of(request)
@@ -295,7 +294,7 @@ def install_console(app: FastAPI) -> None:
                     replays=store().replays_of(submission_id),
                     keys=store().search_keys_of(submission_id))
 
-    @router.get("/submissions/{submission_id}/raw")
+    @app.get("/console/submissions/{submission_id}/raw", include_in_schema=False)
     def raw(request: Request, submission_id: str) -> Response:
         viewer, _ = session_of(request)
         found = views.visible_submission(store(), viewer, submission_id)
@@ -306,14 +305,14 @@ def install_console(app: FastAPI) -> None:
                         media_type="application/octet-stream",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-    @router.get("/submissions/{submission_id}/replay")
+    @app.get("/console/submissions/{submission_id}/replay", include_in_schema=False)
     def replay_confirm(request: Request, submission_id: str) -> HTMLResponse:
         viewer, session = session_of(request)
         found = views.visible_submission(store(), viewer, submission_id)
         return page(request, "replay.html", viewer, session, s=found,
                     replays=store().replays_of(submission_id))
 
-    @router.post("/submissions/{submission_id}/replay")
+    @app.post("/console/submissions/{submission_id}/replay", include_in_schema=False)
     def replay_submission(request: Request, submission_id: str, csrf: str = Form("")
                           ) -> Response:
         from gateway.pipeline.process import replay
@@ -326,7 +325,7 @@ def install_console(app: FastAPI) -> None:
         new_id = new_id if isinstance(new_id, str) else new_id.submission_id
         return RedirectResponse(f"/console/submissions/{new_id}", status_code=303)
 
-    @router.get("/documents/{document_id}")
+    @app.get("/console/documents/{document_id}", include_in_schema=False)
     def document(request: Request, document_id: str) -> Response:
         viewer, _ = session_of(request)
         found = store().document(document_id) if document_id.isalnum() else None
@@ -341,7 +340,7 @@ def install_console(app: FastAPI) -> None:
         return Response(found["content"], media_type=found["media_type"],
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-    @router.get("/mailbox")
+    @app.get("/console/mailbox", include_in_schema=False)
     def mailbox(request: Request, cursor: str = "") -> HTMLResponse:
         viewer, session = session_of(request)
         error = None
@@ -368,7 +367,6 @@ def install_console(app: FastAPI) -> None:
             return await earlier(request, exc)
         return await http_exception_handler(request, exc)
 
-    app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.get("/console", include_in_schema=False)
