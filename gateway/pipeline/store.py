@@ -146,6 +146,7 @@ submissions = Table(
     # the console's listing (keyset paging newest first) and its file-name search
     Index("ix_submissions_created", "created_at", "id"),
     Index("ix_submissions_kind", "kind", "created_at", "id"),
+    Index("ix_submissions_partner_status", "partner", "status", "created_at", "id"),
     Index("ix_submissions_filename", "filename"),
 )
 # what a submission can be found by besides its id and file name (see gateway.pipeline.search):
