@@ -44,7 +44,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.api import views
 from gateway.pipeline.partners import Partner, Partners, token_hash
-from gateway.pipeline.store import STATUSES, Store
+from gateway.pipeline.status import STATUSES
+from gateway.pipeline.store import Store
 from gateway.x12.ackview import view as ack_view
 
 HERE = Path(__file__).parent
