@@ -157,7 +157,8 @@ def install_console(app: FastAPI) -> None:
             raise _NotSignedIn()
         found = store().session(_sha(cookie))
         partner = partners().partners.get(found["partner"]) if found else None
-        if partner is None or not partner.token_sha256 or not hmac.compare_digest(
+        if partner is None or partner.disabled or not partner.token_sha256 or \
+                not hmac.compare_digest(
                 partner.token_sha256, found["token_sha256"]):
             raise _NotSignedIn()  # expired, signed out, or the token was rotated or removed
         return partner, found
@@ -271,8 +272,10 @@ def install_console(app: FastAPI) -> None:
         viewer, session = session_of(request)
         found = views.visible_submission(store(), viewer, submission_id)
         store().audit(actor=viewer.id, action="console-read", target=submission_id)
-        findings = views.findings(store(), submission_id, cursor or None, 100, rule or None)
-        counts = store().finding_counts(submission_id)
+        view = views.finding_view(viewer)
+        findings = views.findings(store(), submission_id, cursor or None, 100, rule or None,
+                                  view=view)
+        counts = store().finding_counts(submission_id, view=view)
         documents = [d for d in store().documents(submission_id)
                      if found["run_state"] == "done"
                      and (viewer.operator or d.get("recipient") == viewer.id)]
@@ -299,6 +302,8 @@ def install_console(app: FastAPI) -> None:
     def raw(request: Request, submission_id: str) -> Response:
         viewer, _ = session_of(request)
         found = views.visible_submission(store(), viewer, submission_id)
+        if found.get("payload_purged_at"):
+            raise HTTPException(404, "the raw input was removed under the retention period")
         store().audit(actor=viewer.id, action="console-download-raw", target=submission_id)
         name = _attachment_name(found.get("filename"), f"{submission_id}.x12"
                                 if found["kind"] == "x12" else f"{submission_id}.dat")
@@ -320,7 +325,10 @@ def install_console(app: FastAPI) -> None:
 
         viewer, session = session_of(request)
         check_csrf(session, csrf)
-        views.visible_submission(store(), viewer, submission_id)
+        found = views.visible_submission(store(), viewer, submission_id)
+        if found.get("payload_purged_at"):
+            raise HTTPException(400, "the raw input was removed under the retention period; "
+                                     "it cannot be replayed")
         new_id = replay(store(), partners(), submission_id, actor=viewer.id,
                         queue=app.state.queue)
         new_id = new_id if isinstance(new_id, str) else new_id.submission_id
@@ -331,8 +339,9 @@ def install_console(app: FastAPI) -> None:
         viewer, _ = session_of(request)
         found = store().document(document_id) if document_id.isalnum() else None
         owner = store().submission(found["submission_id"]) if found else None
-        if found is None or owner is None or owner["run_state"] != "done" or not (
-                viewer.operator or found.get("recipient") == viewer.id):
+        if found is None or owner is None or owner["run_state"] != "done" or \
+                found.get("purged_at") or not (viewer.operator
+                                               or found.get("recipient") == viewer.id):
             raise HTTPException(404, "no such document")
         if found.get("recipient") == viewer.id:
             store().mark_delivered(document_id)

@@ -70,11 +70,19 @@ def list_submissions(store: Store, viewer: Partner, filters: Filters, cursor: st
     return Page(rows, next_cursor)
 
 
+def finding_view(viewer: Partner) -> str:
+    """How findings read to ``viewer`` (minimum necessary, see Store.findings): a plan, the
+    state and the plan's operations staff get the full reasons; a submitter what it was
+    told."""
+    return "plan" if viewer.role in ("plan", "state", "operator") else "submitter"
+
+
 def findings(store: Store, submission_id: str, cursor: str | None,
-             limit: int = DEFAULT_FINDINGS_PAGE, rule: str | None = None) -> Page:
+             limit: int = DEFAULT_FINDINGS_PAGE, rule: str | None = None,
+             view: str = "submitter") -> Page:
     limit = max(1, min(int(limit), MAX_FINDINGS_PAGE))
     rows = store.findings_page(submission_id, rule=rule or None,
-                               after=paging.decode_number(cursor), limit=limit + 1)
+                               after=paging.decode_number(cursor), limit=limit + 1, view=view)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = paging.encode(rows[-1]["id"]) if more else None
