@@ -131,17 +131,7 @@ def install_console(app: FastAPI) -> None:
     def partners() -> Partners:
         return app.state.partners
 
-    @app.middleware("http")
-    async def console_headers(request: Request, call_next):
-        response = await call_next(request)
-        if request.url.path.startswith("/console"):
-            response.headers["Content-Security-Policy"] = CSP
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            response.headers["X-Frame-Options"] = "DENY"
-            response.headers["Referrer-Policy"] = "no-referrer"
-            if not request.url.path.startswith("/console/static"):
-                response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(ConsoleHeaders)
 
     @app.exception_handler(_NotSignedIn)
     async def not_signed_in(request: Request, exc: _NotSignedIn) -> Response:
@@ -382,6 +372,41 @@ def install_console(app: FastAPI) -> None:
     @app.get("/console", include_in_schema=False)
     def console_root() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=307)
+
+
+class ConsoleHeaders:
+    """Pure ASGI middleware: the console's security headers on every /console answer; every
+    other request passes through untouched (a BaseHTTPMiddleware would wrap the exceptions the
+    body guard raises while a request body is read)."""
+
+    HEADERS = ((b"content-security-policy", CSP.encode()),
+               (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"no-referrer"))
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not path.startswith("/console"):
+            await self.app(scope, receive, send)
+            return
+        static = path.startswith("/console/static")
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                names = {b"content-security-policy", b"x-content-type-options",
+                         b"x-frame-options", b"referrer-policy", b"cache-control"}
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() not in names or (static and k.lower() ==
+                                                         b"cache-control")]
+                headers += list(self.HEADERS)
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str,
