@@ -27,7 +27,7 @@ from gateway.rules import UnknownPartner, partner_catalogue
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
-from gateway.x12.validate import validate_x12
+from gateway.x12.validate import DEFAULT_ENGINE, ENGINES, validate_x12
 from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--kind", choices=KINDS, default="auto")
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                          help="X12 implementation-guide engine: native (default) or pyx12 "
+                               "(the reference implementation, much slower)")
     _registry_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file to another format")
@@ -169,7 +172,8 @@ def _text_report(report: FileReport) -> str:
 def cmd_validate(args) -> int:
     rules, reports = _ecm_rules(args)
     for path in args.files:
-        reports.append(validate_file(path, args.kind, rules=rules, received=args.received))
+        reports.append(validate_file(path, args.kind, rules=rules, received=args.received,
+                                     engine=args.engine))
     if args.format == "json":
         json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")

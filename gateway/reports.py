@@ -126,7 +126,7 @@ def _validate_fhir(path: Path) -> FileReport:
 
 
 def validate_file(path: Path, kind: str = "auto", rules=None,
-                  received: date | None = None) -> FileReport:
+                  received: date | None = None, engine: str = "native") -> FileReport:
     """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2).
     ``rules`` (an :class:`~gateway.ecm.rules.EncounterRules`) adds the ECM rules to 837P."""
     if kind == "fhir":  # even a body that does not parse is reported as FHIR findings
@@ -144,7 +144,7 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
     if found in ("csv", "xlsx"):
         return validate_table(path, found, kind, rules, received)
     try:
-        result = validate_x12(str(path), rules=rules)
+        result = validate_x12(str(path), rules=rules, engine=engine)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
     findings = list(result.findings)

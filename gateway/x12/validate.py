@@ -12,8 +12,25 @@ from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import ClaimCollector, ClaimRecord
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile
-from gateway.x12.ig import GuideValidator
 from gateway.x12.reader import Delimiters, X12Reader
+
+ENGINES = ("native", "pyx12")
+DEFAULT_ENGINE = "native"
+
+
+def guide_validator(engine: str, delimiters: Delimiters, envelope: EnvelopeChecker,
+                    catalogue: RuleCatalogue):
+    """The implementation-guide validator: our native engine (default) or the pyx12 adapter
+    (the test oracle, ``--engine pyx12``). pyx12 is imported only when asked for."""
+    if engine == "pyx12":
+        from gateway.x12.ig import GuideValidator
+
+        return GuideValidator(delimiters, envelope, catalogue)
+    if engine != "native":
+        raise ValueError(f"unknown X12 engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    from gateway.x12.engine import NativeGuideValidator
+
+    return NativeGuideValidator(delimiters, envelope, catalogue)
 
 
 RULE_BATCH = 1000  # claims per registry look-up batch
@@ -75,6 +92,7 @@ def validate_x12(
     keep_encounters: bool = False,
     on_claim: Callable[[ClaimRecord], None] | None = None,
     rules: EncounterRules | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> X12Result:
     """Validate an interchange. Raises :class:`~gateway.x12.reader.NotX12Error` when the
     input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
@@ -109,7 +127,7 @@ def validate_x12(
 
     with X12Reader(source) as reader:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
-        guide = GuideValidator(reader.delimiters, envelope, catalogue)
+        guide = guide_validator(engine, reader.delimiters, envelope, catalogue)
         collector = ClaimCollector(reader.delimiters, take,
                                    keep_encounters=keep_encounters or rules is not None)
         last = 0

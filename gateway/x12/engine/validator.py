@@ -1,0 +1,364 @@
+"""The native implementation-guide validator: same interface and findings as the pyx12 adapter
+(:class:`gateway.x12.ig.GuideValidator`), driven by compiled maps.
+
+Per segment: one cached *plan* look-up and replay for the structure (:mod:`.walker`), one
+compiled pattern for the elements (:mod:`.elements`); the detailed checks run only for a
+segment whose text the pattern rejects. Nothing is kept per segment or per claim: memory is
+the compiled maps plus the findings.
+
+Differences from pyx12, on purpose (each one a pyx12 defect, see README "X12 engine"):
+
+- look-alike segments sharing a position (837P 2400 ``PWK``: DME CMN indicator vs line
+  supplemental information) are resolved by trying every candidate: the first one whose
+  elements are clean wins;
+- repeat counts are per map node, not per path string (pyx12 counts the 999's Segment Context
+  ``CTX`` and Business Unit ``CTX`` together and reports "exceeded max count");
+- a composite with too many components is reported (pyx12 raises ``IndexError``);
+- a segment marked "Not Used" is reported at itself, not at the segment before it;
+- ISA12 ``00401`` and ``00405`` interchanges are read (pyx12 refuses ``00405``).
+"""
+
+from __future__ import annotations
+
+from gateway.findings import Finding
+from gateway.rules import RuleCatalogue, default_catalogue
+from gateway.x12.engine import elements as el
+from gateway.x12.engine.maps import Root, load
+from gateway.x12.engine.walker import Counters, is_match, qualifier, trace
+from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
+from gateway.x12.reader import Delimiters, Segment
+
+SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
+MAX_QUOTED_CODE = 2
+PLAN_CACHE_SIZE = 50_000
+CLEAN_CACHE_SIZE = 100_000
+_TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
+
+
+def guide_map(guide: dict, st01: str) -> str | None:
+    """The map file of a guide for one transaction set (``map`` may be a dict by ST01)."""
+    found = guide.get("map")
+    if isinstance(found, dict):
+        return found.get(st01)
+    return found
+
+
+def guide_transactions(guide: dict) -> tuple[str, ...]:
+    found = guide.get("transaction", ())
+    return (found,) if isinstance(found, str) else tuple(found)
+
+
+class NativeGuideValidator:
+    """Validates the segments of the transaction sets whose GS08 names a supported guide."""
+
+    engine = "native"
+
+    def __init__(self, delimiters: Delimiters, envelope: EnvelopeChecker,
+                 catalogue: RuleCatalogue | None = None) -> None:
+        self.delimiters = delimiters
+        self.envelope = envelope
+        self.catalogue = catalogue or default_catalogue()
+        self.findings: list[Finding] = []
+        self._guide: dict | None = None
+        self._guide_id = ""
+        self._root: Root | None = None
+        self._icvn = "00501"
+        self._node = None
+        self._counters: Counters | None = None
+        self._active = False
+        self._in_ts = False
+        self._plans: dict = {}
+        self._clean: set = set()
+        self._loop_counts: dict[str, int] = {}
+        self._hl_count = 0
+        self._hl_stack: list[int] = []
+        self._lx_count = 0
+        self._check_lx = False
+        self._position = 0
+        self._segment: Segment | None = None
+        self._path = ""
+        self._sep = delimiters.element
+        self._comp = delimiters.component
+
+    # -- feeding ---------------------------------------------------------------------------
+    def feed(self, seg: Segment) -> None:
+        seg_id = seg.fields[0]
+        if seg_id == "GS":
+            self._on_gs(seg)
+            return
+        if not self._active:
+            return
+        if seg_id == "ST":
+            self._on_st(seg)
+            return
+        if not self._in_ts:
+            if seg_id == "GE":
+                self._active = False
+            return
+        self._segment = seg
+        if seg_id in CONTROL_SEGMENTS:  # SE, GE (and a stray ISA/IEA): structure only
+            # required segments and loops never seen are reported when SE closes the set
+            # (the pyx12 adapter drops these: it ignores every walk error at SE)
+            self._walk(seg, seg.fields, report=seg_id == "SE" and "missing")
+            if seg_id == "SE":
+                self._in_ts = False
+            elif seg_id == "GE":
+                self._active = False
+            return
+        try:
+            self._data_segment(seg)
+        except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
+            shown = shown_segment_id(seg_id)
+            context = {"segment_id": shown, "position": self._position, "loop": ""}
+            self._add("X12-IG-ENGINE", f"{self._path}/{shown}", context,
+                      segment=shown, detail=exc.__class__.__name__)
+
+    def _on_gs(self, seg: Segment) -> None:
+        guide = self.envelope.profile.guides.get(seg.get(8))
+        ic = self.envelope.interchange
+        self._active = guide is not None and ic is not None and \
+            ic.field(12) in SUPPORTED_VERSIONS
+        self._in_ts = False
+        if self._active:
+            self._guide = guide
+            self._guide_id = seg.get(8)
+            self._icvn = ic.field(12)
+
+    def _on_st(self, seg: Segment) -> None:
+        self._in_ts = False
+        st01 = seg.get(1)
+        if st01 not in guide_transactions(self._guide):
+            return
+        name = guide_map(self._guide, st01)
+        if not name:
+            return
+        root = load(name)
+        if root is not self._root:
+            self._root = root
+            self._counters = Counters(root)
+            self._plans = {}
+            self._clean = set()
+        self._in_ts = True
+        self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
+        self._check_lx = st01 == "837"
+        self._icvn = root.icvn or self._icvn
+        self._loop_counts = {}
+        self._hl_count = 0
+        self._hl_stack = []
+        self._lx_count = 0
+        self._position = 1
+        self._segment = seg
+        # every transaction set starts afresh below GS_LOOP (pyx12: forced to the loop start)
+        gs_loop = root.nodes[0]
+        for node in root.nodes:
+            if node.is_loop and node.id == "GS_LOOP":
+                gs_loop = node
+                break
+        self._counters.counts = [0] * len(root.nodes)
+        self._node = gs_loop.first if gs_loop.first is not None else gs_loop
+        self._walk(seg, seg.fields, report=False)
+
+    def _data_segment(self, seg: Segment) -> None:
+        fields = seg.fields
+        text = seg.raw
+        if text.endswith(self._sep):
+            self._reader_error("SEG1", seg)
+        self._position += 1
+        reader_errors = self._reader_checks(seg, fields)
+        node = self._walk(seg, fields, report=True)
+        for code in reader_errors:
+            self._reader_error(code, seg)
+        if node is not None:
+            self._check_elements(node, fields, text)
+
+    def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
+        """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
+        found = []
+        seg_id = fields[0]
+        if len(fields) == 1 or not any(fields[1:]):
+            found.append("8")
+        if not (2 <= len(seg_id) <= 3 and seg_id[0].isupper() and seg_id.isascii() and
+                all(c.isupper() or c.isdigit() for c in seg_id)):
+            found.append("1")
+        if seg_id == "HL":
+            self._hl_count += 1
+            if self._hl_count != _int(seg.get(1)):
+                found.append("HL1")
+            if seg.get(2) != "":
+                parent = _int(seg.get(2))
+                if parent not in self._hl_stack:
+                    found.append("HL2")
+                while self._hl_stack and parent != self._hl_stack[-1]:
+                    del self._hl_stack[-1]
+            self._hl_stack.append(self._hl_count)
+        elif self._check_lx and seg_id == "CLM":
+            self._lx_count = 0
+        elif self._check_lx and seg_id == "LX":
+            self._lx_count += 1
+            if seg.get(1) != str(self._lx_count):
+                found.append("LX")
+        return found
+
+    # -- structure -------------------------------------------------------------------------
+    def _walk(self, seg: Segment, fields: list[str], report: bool):
+        start = self._node
+        if start is None:
+            return None
+        seg_id = fields[0]
+        positions = self._root.seg_keys.get(seg_id, ())
+        if positions:
+            values = tuple(qualifier(fields, p, self._comp) for p in positions)
+            key = (start.index, seg_id, values)
+        else:
+            values = ()
+            key = (start.index, seg_id)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = trace(start, seg_id, dict(zip(positions, values)))
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        node = plan.node
+        chosen = None
+        if node is not None and node.twins and report is True:
+            chosen = self._best_twin(node, fields, dict(zip(positions, values)))
+        errors: list = []
+        self._counters.replay(plan, chosen, errors)
+        for loop in plan.pushes:
+            self._loop_counts[loop.id] = self._loop_counts.get(loop.id, 0) + 1
+        if report:
+            for code, where_node, subject in errors:
+                if report == "missing" and code != "3":
+                    continue
+                self._walk_finding(code, where_node, subject, seg)
+        if node is None:
+            return None
+        self._node = chosen or node
+        return self._node
+
+    def _best_twin(self, node, fields: list[str], values: dict):
+        """Look-alike segments at one position: the first candidate whose elements are clean."""
+        candidates = [node] + [t for t in node.twins if is_match(t, fields[0], values)]
+        if len(candidates) == 1:
+            return None
+        for candidate in candidates:
+            if not el.check(candidate, fields, self._icvn, self._comp):
+                return None if candidate is node else candidate
+        return None
+
+    # -- elements --------------------------------------------------------------------------
+    def _check_elements(self, node, fields: list[str], text: str) -> None:
+        key = (node.index, text)
+        if key in self._clean:
+            return
+        pattern = el.fast_pattern(node, self._icvn, self._sep, self._comp,
+                                  self.delimiters.segment)
+        if pattern is not None and pattern.fullmatch(text) and (
+                not node.post or el.post_ok(node, fields, self._comp)):
+            clean = True
+        else:
+            errors = el.check(node, fields, self._icvn, self._comp)
+            for code, element, value in errors:
+                if element is None:
+                    self._segment_finding("8", node, shown_segment_id(fields[0]))
+                else:
+                    self._element_finding(code, node, element, value, fields)
+            clean = not errors
+        if clean:
+            if len(self._clean) >= CLEAN_CACHE_SIZE:
+                self._clean.clear()
+            self._clean.add(key)
+
+    # -- findings --------------------------------------------------------------------------
+    @staticmethod
+    def _loop_id(map_node) -> str:
+        loop = map_node.parent if map_node is not None else None
+        loop_id = getattr(loop, "id", None) or ""
+        return "" if loop_id in _TABLE_LEVELS else loop_id
+
+    def _where(self, map_node, tail: str) -> str:
+        parts = [self._path]
+        loop_id = self._loop_id(map_node)
+        if loop_id:
+            parts.append(f"{loop_id}[{self._loop_counts.get(loop_id, 1)}]")
+        parts.append(tail)
+        return "/".join(p for p in parts if p)
+
+    def _add(self, rule_id: str, where: str, context: dict, **values) -> None:
+        if rule_id not in self.catalogue:
+            rule_id = "X12-IG-OTHER"
+        finding = self.catalogue.finding(rule_id, where, self._segment.ordinal, **values)
+        if finding is not None:
+            self.findings.append(finding.model_copy(update={"context": context}))
+
+    def _walk_finding(self, code: str, node, subject, seg: Segment) -> None:
+        shown = shown_segment_id(seg.fields[0])
+        if code == "3":  # a missing segment (or the first segment of a missing loop)
+            self._segment_finding(code, node, node.id)
+        elif code == "2":  # "Not Used" segment or loop, reported at the segment itself
+            self._segment_finding(code, subject, shown)
+        else:
+            self._segment_finding(code, node, shown)
+
+    def _segment_finding(self, code: str, node, seg_id: str) -> None:
+        name = getattr(node, "name", "") or ""
+        detail = f' ("{name}")' if name else ""
+        context = {"segment_id": seg_id, "position": self._position,
+                   "loop": self._loop_id(node)}
+        self._add(f"X12-IG-SEG-{code}", self._where(node, seg_id), context, segment=seg_id,
+                  detail=detail)
+
+    def _element_finding(self, code: str, seg_node, element, bad_value, fields) -> None:
+        seg_id = shown_segment_id(fields[0])
+        parent = element.parent
+        if parent.is_composite():
+            position, component = parent.seq, element.seq
+            label = f"{seg_id}{position:02d}-{component}"
+        else:
+            position, component = element.seq, None
+            label = f"{seg_id}{position:02d}"
+        value = bad_value or ""
+        is_code = bool(element.valid_codes or element.external)
+        # a bad code is quoted only when it is code-sized (never a name or a member id)
+        shown = is_code and 0 < len(value) <= MAX_QUOTED_CODE and code in ("7", "I6")
+        detail = f" (found {value!r})" if shown else ""
+        context = {"segment_id": fields[0][:3], "position": self._position,
+                   "loop": self._loop_id(seg_node), "element": position,
+                   "component": component, "data_element": element.data_ele or ""}
+        self._add(f"X12-IG-ELE-{code}", self._where(seg_node, label), context, element=label,
+                  name=element.name, detail=detail)
+
+    def _reader_error(self, code: str, seg: Segment) -> None:
+        path = self._path
+        if code in ("HL1", "HL2"):
+            first = code == "HL1"
+            context = {"segment_id": "HL", "position": self._position, "loop": "",
+                       "element": 1 if first else 2, "component": None,
+                       "data_element": "628" if first else "734"}
+            self._add("X12-IG-HL-1" if first else "X12-IG-HL-2",
+                      f"{path}/HL{1 if first else 2:02d}", context,
+                      found=seg.get(1 if first else 2),
+                      expected=str(self._hl_count) if first else "")
+        elif code == "LX":
+            context = {"segment_id": "LX", "position": self._position, "loop": "2400",
+                       "element": 1, "component": None, "data_element": "554"}
+            self._add("X12-IG-LX-1", f"{path}/2400/LX01", context, found=seg.get(1),
+                      expected=self._lx_count)
+        else:
+            seg_id = shown_segment_id(seg.fields[0])
+            context = {"segment_id": seg.fields[0][:3], "position": self._position,
+                       "loop": ""}
+            detail = " (the segment ends with an element separator)" if code == "SEG1" else ""
+            code = "8" if code == "SEG1" else code
+            self._add(f"X12-IG-SEG-{code}", f"{path}/{seg_id}", context, segment=seg_id,
+                      detail=detail)
+
+    def finish(self) -> list[Finding]:
+        return self.findings
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
