@@ -19,7 +19,7 @@ DEFAULT_ENGINE = "native"
 
 
 def guide_validator(engine: str, delimiters: Delimiters, envelope: EnvelopeChecker,
-                    catalogue: RuleCatalogue):
+                    catalogue: RuleCatalogue, snip: bool = True):
     """The implementation-guide validator: our native engine (default) or the pyx12 adapter
     (the test oracle, ``--engine pyx12``). pyx12 is imported only when asked for."""
     if engine == "pyx12":
@@ -30,7 +30,7 @@ def guide_validator(engine: str, delimiters: Delimiters, envelope: EnvelopeCheck
         raise ValueError(f"unknown X12 engine {engine!r}; expected one of {', '.join(ENGINES)}")
     from gateway.x12.engine import NativeGuideValidator
 
-    return NativeGuideValidator(delimiters, envelope, catalogue)
+    return NativeGuideValidator(delimiters, envelope, catalogue, snip=snip)
 
 
 RULE_BATCH = 1000  # claims per registry look-up batch
@@ -93,10 +93,12 @@ def validate_x12(
     on_claim: Callable[[ClaimRecord], None] | None = None,
     rules: EncounterRules | None = None,
     engine: str = DEFAULT_ENGINE,
+    snip: bool = True,
 ) -> X12Result:
     """Validate an interchange. Raises :class:`~gateway.x12.reader.NotX12Error` when the
     input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
-    them (streaming use: bounded memory for any file size)."""
+    them (streaming use: bounded memory for any file size). ``engine``: "native" (default) or
+    "pyx12" (the reference; SNIP 1-2 only). ``snip``: run the SNIP 3-7 rule packs (native)."""
     catalogue = catalogue or default_catalogue()
     claims: list[ClaimRecord] = []
     unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
@@ -127,7 +129,7 @@ def validate_x12(
 
     with X12Reader(source) as reader:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
-        guide = guide_validator(engine, reader.delimiters, envelope, catalogue)
+        guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(reader.delimiters, take,
                                    keep_encounters=keep_encounters or rules is not None)
         last = 0

@@ -20,11 +20,13 @@ Differences from pyx12, on purpose (each one a pyx12 defect, see README "X12 eng
 
 from __future__ import annotations
 
+import re
+
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.engine import elements as el
 from gateway.x12.engine.maps import Root, load
-from gateway.x12.engine.walker import Counters, is_match, qualifier, trace
+from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
 from gateway.x12.reader import Delimiters, Segment
 
@@ -32,6 +34,8 @@ SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
 CLEAN_CACHE_SIZE = 100_000
+_SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
+_GOOD_IDS: set[str] = set()
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
 
 
@@ -54,7 +58,9 @@ class NativeGuideValidator:
     engine = "native"
 
     def __init__(self, delimiters: Delimiters, envelope: EnvelopeChecker,
-                 catalogue: RuleCatalogue | None = None) -> None:
+                 catalogue: RuleCatalogue | None = None, snip: bool = True) -> None:
+        self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
+        self._snip = None
         self.delimiters = delimiters
         self.envelope = envelope
         self.catalogue = catalogue or default_catalogue()
@@ -102,6 +108,8 @@ class NativeGuideValidator:
             self._walk(seg, seg.fields, report=seg_id == "SE" and "missing")
             if seg_id == "SE":
                 self._in_ts = False
+                if self._snip is not None:
+                    self._snip.end_transaction()
             elif seg_id == "GE":
                 self._active = False
             return
@@ -139,6 +147,13 @@ class NativeGuideValidator:
             self._plans = {}
             self._clean = set()
         self._in_ts = True
+        self._snip = None
+        if self.snip:
+            from gateway.x12.snip import SnipChecker
+
+            checker = SnipChecker(self._snip_report, self._guide_id,
+                                  self.envelope.interchange.field(8).strip(), self._comp)
+            self._snip = checker if checker.enabled else None
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
@@ -170,16 +185,22 @@ class NativeGuideValidator:
             self._reader_error(code, seg)
         if node is not None:
             self._check_elements(node, fields, text)
+            if self._snip is not None:
+                self._snip.segment(fields, node, seg.ordinal, self._position,
+                                   self._loop_counts.get("2300", 0))
 
     def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
         """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
         found = []
         seg_id = fields[0]
-        if len(fields) == 1 or not any(fields[1:]):
+        if len(fields) == 1 or (not fields[1] and not any(fields[2:])):
             found.append("8")
-        if not (2 <= len(seg_id) <= 3 and seg_id[0].isupper() and seg_id.isascii() and
-                all(c.isupper() or c.isdigit() for c in seg_id)):
-            found.append("1")
+        if seg_id not in _GOOD_IDS:
+            if _SEG_ID.fullmatch(seg_id):
+                if len(_GOOD_IDS) < 1000:
+                    _GOOD_IDS.add(seg_id)
+            else:
+                found.append("1")
         if seg_id == "HL":
             self._hl_count += 1
             if self._hl_count != _int(seg.get(1)):
@@ -200,33 +221,38 @@ class NativeGuideValidator:
         return found
 
     # -- structure -------------------------------------------------------------------------
-    def _walk(self, seg: Segment, fields: list[str], report: bool):
+    def _walk(self, seg: Segment, fields: list[str], report):
         start = self._node
         if start is None:
             return None
         seg_id = fields[0]
         positions = self._root.seg_keys.get(seg_id, ())
-        if positions:
-            values = tuple(qualifier(fields, p, self._comp) for p in positions)
-            key = (start.index, seg_id, values)
-        else:
-            values = ()
+        if not positions:
             key = (start.index, seg_id)
+        elif len(positions) == 1 and not positions[0][1]:
+            element = positions[0][0]
+            key = (start.index, seg_id, fields[element] if element < len(fields) else None)
+        else:
+            key = (start.index, seg_id,
+                   tuple(qualifier(fields, p, self._comp) for p in positions))
         plan = self._plans.get(key)
         if plan is None:
-            plan = trace(start, seg_id, dict(zip(positions, values)))
+            values = {p: qualifier(fields, p, self._comp) for p in positions}
+            plan = trace(start, seg_id, values)
             if len(self._plans) >= PLAN_CACHE_SIZE:
                 self._plans.clear()
             self._plans[key] = plan
         node = plan.node
         chosen = None
-        if node is not None and node.twins and report is True:
-            chosen = self._best_twin(node, fields, dict(zip(positions, values)))
+        if plan.candidates and report is True:
+            chosen = self._best_candidate(plan.candidates, fields, seg.raw)
         errors: list = []
         self._counters.replay(plan, chosen, errors)
-        for loop in plan.pushes:
-            self._loop_counts[loop.id] = self._loop_counts.get(loop.id, 0) + 1
-        if report:
+        if plan.pushes:
+            counts = self._loop_counts
+            for loop in plan.pushes:
+                counts[loop.id] = counts.get(loop.id, 0) + 1
+        if errors and report:
             for code, where_node, subject in errors:
                 if report == "missing" and code != "3":
                     continue
@@ -236,25 +262,27 @@ class NativeGuideValidator:
         self._node = chosen or node
         return self._node
 
-    def _best_twin(self, node, fields: list[str], values: dict):
-        """Look-alike segments at one position: the first candidate whose elements are clean."""
-        candidates = [node] + [t for t in node.twins if is_match(t, fields[0], values)]
-        if len(candidates) == 1:
-            return None
+    def _best_candidate(self, candidates, fields: list[str], text: str):
+        """Look-alike segments at one position: the first candidate whose elements are clean
+        (pyx12 takes the first that matches the qualifier and reports its errors)."""
         for candidate in candidates:
-            if not el.check(candidate, fields, self._icvn, self._comp):
-                return None if candidate is node else candidate
+            if self._is_clean(candidate, fields, text) or \
+                    not el.check(candidate, fields, self._icvn, self._comp):
+                return None if candidate is candidates[0] else candidate
         return None
 
     # -- elements --------------------------------------------------------------------------
+    def _is_clean(self, node, fields: list[str], text: str) -> bool:
+        pattern = el.fast_pattern(node, self._icvn, self._sep, self._comp,
+                                  self.delimiters.segment)
+        return pattern is not None and pattern.fullmatch(text) is not None and (
+            not node.post or el.post_ok(node, fields, self._comp))
+
     def _check_elements(self, node, fields: list[str], text: str) -> None:
         key = (node.index, text)
         if key in self._clean:
             return
-        pattern = el.fast_pattern(node, self._icvn, self._sep, self._comp,
-                                  self.delimiters.segment)
-        if pattern is not None and pattern.fullmatch(text) and (
-                not node.post or el.post_ok(node, fields, self._comp)):
+        if self._is_clean(node, fields, text):
             clean = True
         else:
             errors = el.check(node, fields, self._icvn, self._comp)
@@ -290,6 +318,21 @@ class NativeGuideValidator:
         finding = self.catalogue.finding(rule_id, where, self._segment.ordinal, **values)
         if finding is not None:
             self.findings.append(finding.model_copy(update={"context": context}))
+
+    def _snip_report(self, rule_id: str, where, label: str, ordinal: int, context: dict,
+                     **values) -> None:
+        """A SNIP 3-7 finding (from :mod:`gateway.x12.snip`) with the IG findings' context."""
+        if isinstance(where, tuple):  # (loop id, occurrence): a claim-level rule
+            loop_id, count = where
+        else:
+            loop_id = self._loop_id(where)
+            count = self._loop_counts.get(loop_id, 1)
+        location = "/".join(p for p in (self._path, f"{loop_id}[{count}]" if loop_id else "",
+                                         label) if p)
+        finding = self.catalogue.finding(rule_id, location, ordinal, **values)
+        if finding is not None:
+            self.findings.append(finding.model_copy(update={"context": {**context,
+                                                                       "loop": loop_id}}))
 
     def _walk_finding(self, code: str, node, subject, seg: Segment) -> None:
         shown = shown_segment_id(seg.fields[0])

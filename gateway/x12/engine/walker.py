@@ -127,21 +127,27 @@ class _Tracer:
 
 
 class Plan:
-    __slots__ = ("node", "pops", "pushes", "ops", "simple")
+    __slots__ = ("node", "pops", "pushes", "ops", "simple", "candidates")
 
-    def __init__(self, node, pops, pushes, ops) -> None:
+    def __init__(self, node, pops, pushes, ops, candidates=()) -> None:
         self.node = node
         self.pops = tuple(pops)
         self.pushes = tuple(pushes)
         self.ops = tuple(ops)
         # the common case: one matched segment, nothing skipped
         self.simple = len(ops) == 1 and ops[0][0] == SEG
+        # look-alike segments at the matched position that fit the same key (tried in order)
+        self.candidates = tuple(candidates)
 
 
 def trace(start, seg_id: str, values: dict) -> Plan:
     tracer = _Tracer(seg_id, values)
     node, pops, pushes = tracer.walk(start)
-    return Plan(node, pops, pushes, tracer.ops)
+    candidates = ()
+    if node is not None and node.twins and tracer.ops and tracer.ops[-1][0] == SEG:
+        found = [node] + [t for t in node.twins if is_match(t, seg_id, values)]
+        candidates = found if len(found) > 1 else ()
+    return Plan(node, pops, pushes, tracer.ops, candidates)
 
 
 class Counters:
