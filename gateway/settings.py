@@ -31,6 +31,7 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``fhir_threads``           threads validating FHIR requests     2
 ``api_workers``            API processes of ``serve``           1
 ``debug``                  tracebacks on the command line       false
+``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
 """
@@ -105,6 +106,7 @@ class Settings(BaseSettings):
     fhir_threads: int = 2
     api_workers: int = 1
     debug: bool = False
+    x12_map_cache: str | None = None
     test_slow_writes: float = 0.0
 
     @classmethod

@@ -19,7 +19,6 @@ from functools import lru_cache
 import yaml
 
 from gateway.paths import PROFILES
-from gateway.tabular.validate import luhn_npi_ok
 
 SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
 _TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
@@ -138,12 +137,20 @@ class SnipChecker:
         self.created = ""
         self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
         self.claim: _Claim | None = None
+        self.found = 0  # element findings so far
+        self._clean: set[tuple[int, str]] = set()
 
     # -- feeding -----------------------------------------------------------------------------
     def segment(self, fields: list[str], node, ordinal: int, position: int,
-                loop_count: int) -> None:
+                loop_count: int, text: str = "") -> None:
         seg_id = fields[0]
         rules = self.by_segment.get(seg_id)
+        if rules and text:
+            key = (node.index, text)
+            if key in self._clean:  # the same segment text at the same node passed before
+                rules = None
+            else:
+                before = self.found
         if seg_id not in _TRACKED and not rules:
             return
         loop = node.parent.id if node.parent is not None else ""
@@ -177,6 +184,8 @@ class SnipChecker:
         if rules:
             for rule in rules:
                 self._element_rule(rule, fields, node, ordinal, position, loop)
+            if text and self.found == before and len(self._clean) < 100_000:
+                self._clean.add(key)
 
     def end_transaction(self) -> None:
         if self.claim is not None:
@@ -210,6 +219,8 @@ class SnipChecker:
         if not value:
             return  # a missing element is the implementation guide's business (SNIP 2)
         if rule.check == "npi":
+            from gateway.tabular.validate import luhn_npi_ok  # the one NPI check digit
+
             ok = len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
         elif rule.check == "pattern":
             ok = rule.pattern.fullmatch(value) is not None
@@ -230,6 +241,7 @@ class SnipChecker:
                 data_element = element.data_ele or ""
         context = {"segment_id": seg_id, "position": position, "element": index,
                    "component": component or None, "data_element": data_element}
+        self.found += 1
         self.report(rule.id, node, label, ordinal, context, element=label, **values)
 
     # -- claim rules -------------------------------------------------------------------------

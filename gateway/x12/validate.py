@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from gateway.ecm.rules import ClaimPlace, EncounterRules
+from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import ClaimCollector, ClaimRecord
@@ -37,8 +37,14 @@ def guide_validator(engine: str, delimiters: Delimiters, envelope: EnvelopeCheck
 RULE_BATCH = 1000  # claims per registry look-up batch
 
 
-def claim_place(claim: ClaimRecord) -> ClaimPlace:
+if TYPE_CHECKING:  # the ECM rules (and the registry store behind them) load only when used
+    from gateway.ecm.rules import ClaimPlace, EncounterRules
+
+
+def claim_place(claim: ClaimRecord) -> "ClaimPlace":
     """Where an 837P claim's parts are, in the location scheme of the X12 findings."""
+    from gateway.ecm.rules import ClaimPlace
+
     i, g, t = claim.transaction
     ts = f"ISA#{i}/GS#{g}/ST#{t}"
     return ClaimPlace(
@@ -92,7 +98,7 @@ def validate_x12(
     catalogue: RuleCatalogue | None = None,
     keep_encounters: bool = False,
     on_claim: Callable[[ClaimRecord], None] | None = None,
-    rules: EncounterRules | None = None,
+    rules: "EncounterRules | None" = None,
     engine: str = DEFAULT_ENGINE,
     snip: bool = True,
     jobs: int = 1,

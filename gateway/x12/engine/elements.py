@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.x12.engine.maps import Composite, Element, Segment, code_sets
+from gateway.x12.engine.nodes import Composite, Element, Segment, code_sets
 
 # pyx12's character sets (validation.py): basic, extended, extended for 00501
 _EXT = r"""A-Z0-9!"&'()*+,\-./:;?= a-z%~@\[\]_{}\\|<>#$"""

@@ -22,7 +22,6 @@ pays only an unpickle.
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import os
 import pickle
 import re
@@ -31,19 +30,17 @@ from functools import lru_cache
 from pathlib import Path
 from threading import Lock
 
-from gateway.paths import PROFILES
+from gateway.x12.engine.elements import compile_fast
+from gateway.x12.engine.nodes import (
+    MAXINT, OUR_MAPS, Composite, Element, Loop, Root, Segment, code_sets, data_elements,
+    pyx12_map_dir,
+)
 
 ENGINE_VERSION = "1"  # bump when the compiled form changes (invalidates the disk cache)
-OUR_MAPS = PROFILES / "x12"
-MAXINT = 2**31 - 1
 
 
 class MapError(ValueError):
     """A map cannot be found, does not validate against map.xsd, or cannot be compiled."""
-
-
-def pyx12_map_dir() -> Path:
-    return Path(str(importlib.resources.files("pyx12").joinpath("map")))
 
 
 def find_map(name: str) -> Path:
@@ -56,94 +53,6 @@ def find_map(name: str) -> Path:
         if path.exists():
             return path
     raise MapError(f"implementation-guide map {name!r} not found in profiles/x12/ or pyx12")
-
-
-# -- nodes ------------------------------------------------------------------------------------
-class Node:
-    __slots__ = ("id", "name", "usage", "pos", "parent", "index", "end", "max_repeat")
-
-    is_loop = False
-    is_segment = False
-    is_root = False
-
-    def get_parent(self):
-        return self.parent
-
-    def is_composite(self) -> bool:
-        return False
-
-
-class Loop(Node):
-    __slots__ = ("groups", "children", "first", "wrapper")
-    is_loop = True
-
-    def __repr__(self) -> str:
-        return f"<Loop {self.id}>"
-
-
-class Root(Loop):
-    __slots__ = ("icvn", "transaction", "nodes", "seg_keys", "file", "digest")
-    is_root = True
-    is_loop = False
-
-
-class Element:
-    """A simple data element (or a component of a composite)."""
-
-    __slots__ = ("refdes", "name", "usage", "seq", "data_ele", "data_type", "min_len",
-                 "max_len", "codes", "valid_codes", "external", "regex", "parent")
-
-    def is_composite(self) -> bool:
-        return False
-
-    @property
-    def external_codes(self):  # the attribute name the finding code reads (pyx12's)
-        return self.external
-
-
-class Composite:
-    __slots__ = ("refdes", "name", "usage", "seq", "data_ele", "children", "parent")
-    is_segment = False
-
-    def is_composite(self) -> bool:
-        return True
-
-
-class Segment(Node):
-    __slots__ = ("elements", "syntax", "key", "fast", "post", "has_1250", "twins")
-    is_segment = True
-
-    def __repr__(self) -> str:
-        return f"<Segment {self.id} pos {self.pos}>"
-
-
-# -- data element dictionary and code sets ----------------------------------------------------
-@lru_cache(maxsize=1)
-def data_elements() -> dict[str, tuple[str, int, int, str]]:
-    from lxml import etree
-
-    found: dict[str, tuple[str, int, int, str]] = {}
-    for path in (pyx12_map_dir() / "dataele.xml", OUR_MAPS / "dataele.xml"):
-        if not path.exists():
-            continue
-        for e in etree.parse(str(path)).getroot().iter("data_ele"):
-            found[e.get("ele_num")] = (e.get("data_type"), int(e.get("min_len")),
-                                       int(e.get("max_len")), e.get("name") or "")
-    return found
-
-
-@lru_cache(maxsize=1)
-def code_sets() -> dict[str, frozenset[str]]:
-    from lxml import etree
-
-    found: dict[str, frozenset[str]] = {}
-    for path in (pyx12_map_dir() / "codes.xml", OUR_MAPS / "codes.xml"):
-        if not path.exists():
-            continue
-        for cs in etree.parse(str(path)).getroot().iter("codeset"):
-            codes = frozenset(c.text or "" for c in cs.iterfind("version/code"))
-            found[cs.findtext("id")] = found.get(cs.findtext("id"), frozenset()) | codes
-    return found
 
 
 @lru_cache(maxsize=1)
@@ -324,8 +233,6 @@ def _compile_file(path: Path) -> Root:
         if node.is_segment:
             keys.setdefault(node.id, set()).add(node.key[:2] if node.key else None)
     root.seg_keys = {k: tuple(sorted(p for p in v if p)) for k, v in keys.items()}
-    from gateway.x12.engine.elements import compile_fast
-
     for node in comp.nodes:
         if node.is_segment:
             compile_fast(node, icvn)
@@ -343,13 +250,17 @@ def _digest(path: Path) -> str:
 
 
 def cache_dir() -> Path | None:
-    configured = os.environ.get("ECM_X12_MAP_CACHE")
+    """Where compiled maps are cached: the ``x12_map_cache`` setting (``off`` disables the
+    cache), by default ``<var>/cache/x12-maps``."""
+    from gateway.settings import current
+
+    settings = current()
+    configured = settings.x12_map_cache
     if configured == "off":
         return None
     if configured:
         return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ecm-gateway" / "x12-maps"
+    return Path(settings.var) / "cache" / "x12-maps"
 
 
 _LOCK = Lock()

@@ -24,7 +24,8 @@ import re
 
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
-from gateway.x12.engine import elements as el
+from gateway.x12.engine.elements import check as check_elements
+from gateway.x12.engine.elements import fast_pattern, post_ok
 from gateway.x12.engine.maps import Root, load
 from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
@@ -35,6 +36,14 @@ MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
 CLEAN_CACHE_SIZE = 100_000
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
+# valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
+_PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1", "SV2", "HI",
+                                    "DMG", "SBR", "PRV", "PAT", "AMT", "NTE", "PWK", "CAS",
+                                    "BHT", "K3", "CN1", "CR1", "CRC", "QTY", "MEA", "PS1",
+                                    "SVD", "LIN", "CTP", "OI", "MOA", "MIA", "HCP", "TRN",
+                                    "STC", "N1", "N2", "BPR", "CLP", "SVC", "PLB", "TS3",
+                                    "TS2", "LQ", "IK3", "IK4", "IK5", "AK1", "AK2", "AK9",
+                                    "CTX", "IK3"))
 _GOOD_IDS: set[str] = set()
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
 
@@ -176,18 +185,49 @@ class NativeGuideValidator:
     def _data_segment(self, seg: Segment) -> None:
         fields = seg.fields
         text = seg.raw
-        if text.endswith(self._sep):
+        if text[-1:] == self._sep:
             self._reader_error("SEG1", seg)
         self._position += 1
-        reader_errors = self._reader_checks(seg, fields)
-        node = self._walk(seg, fields, report=True)
-        for code in reader_errors:
-            self._reader_error(code, seg)
+        seg_id = fields[0]
+        if seg_id in _PLAIN_IDS and len(fields) > 1 and fields[1]:
+            reader_errors = None  # the common case: a known id, not empty, no numbering
+        else:
+            reader_errors = self._reader_checks(seg, fields)
+        # the structure: a cached plan; the common case (one segment matched, nothing skipped)
+        # is replayed inline
+        start = self._node
+        if start is None:
+            node = None
+        else:
+            positions = self._root.seg_keys.get(seg_id, ())
+            if len(positions) == 1 and not positions[0][1]:
+                element = positions[0][0]
+                plan = self._plans.get((start.index, seg_id, fields[element]
+                                        if element < len(fields) else None))
+            elif not positions:
+                plan = self._plans.get((start.index, seg_id))
+            else:
+                plan = None
+            if plan is not None and plan.simple and not plan.candidates and not plan.pushes:
+                node = plan.node
+                counts = self._counters.counts
+                counts[node.index] += 1
+                if node.usage == "N" or counts[node.index] > node.max_repeat:
+                    counts[node.index] -= 1  # let the general path count and report it
+                    node = self._walk(seg, fields, report=True)
+                else:
+                    self._node = node
+            else:
+                node = self._walk(seg, fields, report=True)
+        if reader_errors:
+            for code in reader_errors:
+                self._reader_error(code, seg)
         if node is not None:
-            self._check_elements(node, fields, text)
+            if (node.index, text) not in self._clean:
+                self._check_elements(node, fields, text)
             if self._snip is not None:
                 self._snip.segment(fields, node, seg.ordinal, self._position,
-                                   self._loop_counts.get("2300", 0))
+                                   self._loop_counts.get("2300", 0), text)
 
     def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
         """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
@@ -267,16 +307,16 @@ class NativeGuideValidator:
         (pyx12 takes the first that matches the qualifier and reports its errors)."""
         for candidate in candidates:
             if self._is_clean(candidate, fields, text) or \
-                    not el.check(candidate, fields, self._icvn, self._comp):
+                    not check_elements(candidate, fields, self._icvn, self._comp):
                 return None if candidate is candidates[0] else candidate
         return None
 
     # -- elements --------------------------------------------------------------------------
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
-        pattern = el.fast_pattern(node, self._icvn, self._sep, self._comp,
+        pattern = fast_pattern(node, self._icvn, self._sep, self._comp,
                                   self.delimiters.segment)
         return pattern is not None and pattern.fullmatch(text) is not None and (
-            not node.post or el.post_ok(node, fields, self._comp))
+            not node.post or post_ok(node, fields, self._comp))
 
     def _check_elements(self, node, fields: list[str], text: str) -> None:
         key = (node.index, text)
@@ -285,7 +325,7 @@ class NativeGuideValidator:
         if self._is_clean(node, fields, text):
             clean = True
         else:
-            errors = el.check(node, fields, self._icvn, self._comp)
+            errors = check_elements(node, fields, self._icvn, self._comp)
             for code, element, value in errors:
                 if element is None:
                     self._segment_finding("8", node, shown_segment_id(fields[0]))
