@@ -199,7 +199,7 @@ class EnvelopeChecker:
             # codes, dates and control numbers are shown; credentials and free ids are not
             if not value:
                 found = "nothing"
-            elif spec.get("show", True) and len(value) <= 15:
+            elif spec.get("show", True) and _showable(value, spec):
                 found = repr(value)
             else:
                 found = f"a value of {len(value)} characters"
@@ -409,6 +409,15 @@ class EnvelopeChecker:
     def finish(self, last_ordinal: int) -> list[Finding]:
         self._close_interchange(last_ordinal, missing_trailer=True)
         return self.findings
+
+
+def _showable(value: str, spec: dict) -> bool:
+    """Whether a bad value may be quoted back: a code-sized value, or digits (dates, times,
+    control numbers) up to 15. In a garbled ISA any position can hold a member's name or CIN,
+    which must never be echoed."""
+    if len(value) <= 2:  # code-sized (as the implementation-guide findings quote codes)
+        return True
+    return len(value) <= 15 and value.replace(" ", "").isdigit()
 
 
 def _parses(text: str, fmt: str) -> bool:
