@@ -352,8 +352,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     @app.get("/referrals/overdue", tags=["mailbox"])
     def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
         """ECM referrals past their authorization deadline without a decision (a Task of
-        the referral in a deciding status): a provider's own, or those routed to a plan."""
-        found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
+        the referral in a deciding status): a provider's own, those routed to a plan, every
+        one for an operator."""
+        found = overdue_referrals(app.state.store, app.state.partners,
+                                  viewer=None if partner.operator else partner)
         return {"overdue": [vars(o) for o in found]}
 
     @app.get("/reports/outreach", tags=["reports"])
