@@ -30,6 +30,10 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``split_transactions``     transactions per part                50
 ``fhir_threads``           threads validating FHIR requests     2
 ``api_workers``            API processes of ``serve``           1
+``retention_payload_days``   raw payloads kept (then purged)      90
+``retention_document_days``  documents kept (acks, routed, …)     90
+``retention_finding_days``   findings kept                        365
+``purge_schedule``         how often ``serve`` purges           ``daily`` (``never``: off)
 ``debug``                  tracebacks on the command line       false
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
@@ -104,6 +108,11 @@ class Settings(BaseSettings):
     split_transactions: int = 50
     fhir_threads: int = 2
     api_workers: int = 1
+    # retention (gateway.pipeline.retention): days after receipt, per kind of data
+    retention_payload_days: int = Field(default=90, ge=1)
+    retention_document_days: int = Field(default=90, ge=1)
+    retention_finding_days: int = Field(default=365, ge=1)
+    purge_schedule: str = "daily"
     debug: bool = False
     test_slow_writes: float = 0.0
 
