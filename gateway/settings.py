@@ -30,6 +30,10 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``split_transactions``     transactions per part                50
 ``fhir_threads``           threads validating FHIR requests     2
 ``api_workers``            API processes of ``serve``           1
+``public_url``             the server's public base URL (SMART  as requests arrive
+                           ``aud``, absolute links)
+``access_token_seconds``   SMART access token lifetime          300
+``overdue_seconds``        overdue-referral check interval      300
 ``retention_payload_days``   raw payloads kept (then purged)      90
 ``retention_document_days``  documents kept (acks, routed, …)     90
 ``retention_finding_days``   findings kept                        365
@@ -108,6 +112,9 @@ class Settings(BaseSettings):
     split_transactions: int = 50
     fhir_threads: int = 2
     api_workers: int = 1
+    public_url: str = ""
+    access_token_seconds: int = 300
+    overdue_seconds: float = 300.0
     # retention (gateway.pipeline.retention): days after receipt, per kind of data
     retention_payload_days: int = Field(default=90, ge=1)
     retention_document_days: int = Field(default=90, ge=1)

@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
+from gateway.api.smart import fhir_token_partner, install_smart
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
@@ -38,6 +39,7 @@ from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
+from gateway.pipeline.referral_deadlines import OverdueMetric, overdue_referrals, watch_overdue
 from gateway.pipeline.status import Status
 from gateway.pipeline.store import LATENCY_BUCKETS, IdempotencyConflict, Store
 
@@ -82,6 +84,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
                              args=(stop,)).start()
+        # overdue referrals: each plan is sent one notice per referral past its deadline
+        threading.Thread(target=watch_overdue, name="overdue-referrals", daemon=True,
+                         args=(app.state.store, app.state.partners, stop)).start()
         yield
         stop.set()
         if watcher is not None:
@@ -106,6 +111,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     app.state.queue = make_queue(queue, app.state.store, app.state.partners, workers=workers)
     registry = CollectorRegistry()
     registry.register(_StoreMetrics(app.state.store))
+    registry.register(OverdueMetric(app.state.store, app.state.partners))
     received = Counter("ecm_gateway_submissions_received", "Submissions received by this "
                        "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
@@ -122,12 +128,13 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         request.state.partner_id = partner.id  # for the access log
         return partner
 
-    install_fhir(app, partner_of)
+    install_fhir(app, install_smart(app))  # FHIR: static tokens or SMART access tokens
     # outermost: the token and the size of a body are checked before it is read, and every
     # request is logged by its route template (no query string, no ids)
     app.add_middleware(BodyGuard, partners=lambda: app.state.partners, limits=(
         ("/x12", MAX_X12_BYTES), ("/files", MAX_FILE_BYTES + MULTIPART_SLACK),
-        ("/fhir", MAX_FHIR_BYTES)))
+        ("/fhir", MAX_FHIR_BYTES)), access_token=lambda token: fhir_token_partner(
+            app.state.store, app.state.partners, token) is not None)
     app.add_middleware(AccessLog)
 
     @app.exception_handler(IdempotencyConflict)
@@ -255,6 +262,13 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if document_id is None:
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
+
+    @app.get("/referrals/overdue", tags=["mailbox"])
+    def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
+        """ECM referrals past their authorization deadline without a decision (a Task of
+        the referral in a deciding status): a provider's own, or those routed to a plan."""
+        found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
+        return {"overdue": [vars(o) for o in found]}
 
     @app.get("/mailbox", tags=["mailbox"])
     def mailbox(partner: Partner = Depends(partner_of)) -> dict:

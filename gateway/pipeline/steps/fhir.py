@@ -347,6 +347,9 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
                           "resource_type": checked.resource_type}
         return result.reject("the FHIR payload has errors")
     resources, sent_ids = accepted_resources(checked, submission_id)
+    update = store.version_of_submission(submission_id)
+    if update is not None:  # an update (PUT): the new version of the resource it names
+        resources = [json.loads(update["content"])]
     stored = []
     for resource in resources:
         result.add_document(role=ROLE, name=f"{resource['resourceType']}/{resource['id']}",
