@@ -39,6 +39,7 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``retention_finding_days``   findings kept                        365
 ``purge_schedule``         how often ``serve`` purges           ``daily`` (``never``: off)
 ``debug``                  tracebacks on the command line       false
+``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
 """
@@ -121,6 +122,7 @@ class Settings(BaseSettings):
     retention_finding_days: int = Field(default=365, ge=1)
     purge_schedule: str = "daily"
     debug: bool = False
+    x12_map_cache: str | None = None
     test_slow_writes: float = 0.0
 
     @classmethod

@@ -85,7 +85,8 @@ def test_metadata_is_an_honest_capability_statement_without_a_token(gateway):
     [rest] = body["rest"]
     assert [(r["type"], r["profile"]) for r in rest["resource"]] == [
         (t, ECM_PROFILES[t]) for t in ("ServiceRequest", "CarePlan", "Task", "Patient",
-                                       "Coverage")]
+                                       "Coverage")] + [
+        ("Consent", "http://hl7.org/fhir/StructureDefinition/Consent")]  # no ECM profile
     assert [i["code"] for i in rest["resource"][0]["interaction"]] == [
         "create", "read", "vread", "history-instance", "search-type", "update"]
     assert [i["code"] for i in rest["resource"][3]["interaction"]] == [  # Patient

@@ -227,7 +227,8 @@ def capability_statement(base: str = "") -> dict:
         codes = ["create", "read", "vread", "history-instance", "search-type"] \
             + (["update"] if updatable else [])
         resources.append({
-            "type": rtype, "profile": ECM_PROFILES[rtype],
+            "type": rtype,
+            "profile": ECM_PROFILES.get(rtype, f"http://hl7.org/fhir/StructureDefinition/{rtype}"),
             "interaction": [{"code": c} for c in codes],
             "versioning": "versioned-update" if updatable else "versioned",
             "readHistory": True, "updateCreate": False,

@@ -48,8 +48,9 @@ UPDATABLE = ("ServiceRequest", "CarePlan", "Task")
 # the search parameters of each type (besides _id, _lastUpdated, identifier and the paging
 # and summary ones): FHIR R4's names and what they look at
 MEMBER_REFERENCES = {"ServiceRequest": ("subject",), "CarePlan": ("subject",),
-                     "Task": ("for",), "Coverage": ("beneficiary",), "Patient": ()}
-HAS_STATUS = ("ServiceRequest", "CarePlan", "Task", "Coverage")
+                     "Task": ("for",), "Coverage": ("beneficiary",), "Patient": (),
+                     "Consent": ("patient",)}
+HAS_STATUS = ("ServiceRequest", "CarePlan", "Task", "Coverage", "Consent")
 
 
 class Refused(Exception):
@@ -253,7 +254,7 @@ def search_parameters(resource_type: str) -> list[tuple[str, str, str]]:
     params.append(("patient.identifier", "token", "the member's identifier, e.g. the "
                                                   "Medi-Cal CIN (system|value)"))
     if MEMBER_REFERENCES.get(resource_type):
-        if resource_type != "Coverage":
+        if resource_type not in ("Coverage", "Consent"):
             params += [("subject", "reference", "the member (as patient)"),
                        ("subject.identifier", "token", "the member's identifier (as "
                                                        "patient.identifier)")]

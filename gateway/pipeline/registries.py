@@ -134,22 +134,27 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def server_rules(registry: Registry, catalogue=None, submitter=None):
+def server_rules(registry: Registry, catalogue=None, submitter=None, partners=None):
     """The ECM rule engine when any registry is loaded (the code-set rules, and the rules of
     each loaded registry; the others are skipped with an ``ECM-REG-001`` note), else None —
     as the command line does with ``--members/--providers/--history``. Its findings go back to
     submitters: for a provider (``submitter``, a Partner; None: anyone), a finding about a
     member not assigned to one of its NPIs/TINs is told in the rule's ``to_submitter`` form
     (minimum necessary; the plan's full reason is kept). A plan or the state gets full
-    reasons."""
+    reasons. ``partners``: the plans' presumptive-authorization settings
+    (``profiles/plans/<plan>.yaml``) apply to the claims whose payer id names that plan."""
+    from gateway.ecm.plans import presumptive_by_payer
     from gateway.ecm.rules import EncounterRules
 
     if not any(registry.loaded().values()):
         return None
+    presumptive = (presumptive_by_payer(partners) if partners is not None else None) or None
     if submitter is not None and submitter.role != "provider":
-        return EncounterRules(registry, catalogue=catalogue, audience="plan")
+        return EncounterRules(registry, catalogue=catalogue, audience="plan",
+                              presumptive=presumptive)
     return EncounterRules(registry, catalogue=catalogue, audience="submitter",
-                          submitter=(submitter.npis, submitter.tins) if submitter else ((), ()))
+                          submitter=(submitter.npis, submitter.tins) if submitter else ((), ()),
+                          presumptive=presumptive)
 
 
 # -- sources -------------------------------------------------------------------------------------
@@ -390,9 +395,12 @@ def remove_denied_history(registry: Registry, source: str, claim_id: str,
 
 
 # -- demo ----------------------------------------------------------------------------------------
-def load_demo_registries(store, partners) -> dict[str, int]:
-    """``serve --demo``: the fixtures' MIF and roster as the demo plan's, and the fixtures'
-    history. Idempotent (each source is replaced). Returns rows loaded per registry."""
+def load_demo_registries(store, partners, *, mif: Path | None = None,
+                         roster: Path | None = None,
+                         history: list[Path] | None = None) -> dict[str, int]:
+    """``serve --demo``: a MIF and roster as the demo plan's, and an encounter history — the
+    fixtures' unless given (``serve --demo`` gives them moved to today, see gateway.demo).
+    Idempotent (each source is replaced). Returns rows loaded per registry."""
     from gateway.paths import HOME
     from gateway.registry.history import _csv_rows
     from gateway.tabular import read_table
@@ -404,14 +412,15 @@ def load_demo_registries(store, partners) -> dict[str, int]:
     registry = server_registry(store)
     fixtures = Path(HOME) / "fixtures"
     counts = {"members": 0, "providers": 0, "history": 0}
-    mif, roster = fixtures / "mif" / "mif-clean.csv", fixtures / "roster" / "providers.csv"
+    mif = mif or fixtures / "mif" / "mif-clean.csv"
+    roster = roster or fixtures / "roster" / "providers.csv"
     if mif.is_file():  # an installed image may ship without the fixtures
         rows = [row for _, row in read_table(mif, "mif").rows]
         counts["members"] = sum(load_plan_members(registry, plan.id, rows).values())
     if roster.is_file():
         rows = [row for _, row in read_table(roster, "roster").rows]
         counts["providers"] = load_plan_providers(registry, plan.id, rows)
-    for path in sorted((fixtures / "history").glob("*.csv")):
+    for path in history if history is not None else sorted((fixtures / "history").glob("*.csv")):
         counts["history"] += registry.load_history(_csv_rows(path),
                                                    source=f"demo:history:{path.name}")
     return counts
