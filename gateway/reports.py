@@ -16,7 +16,7 @@ from gateway.x12.validate import validate_x12
 
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
-TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice")
+TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "directory")
 NOT_YET = {"274", "json"}
 
 
