@@ -17,7 +17,7 @@ from gateway.x12.validate import validate_x12
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
 TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "directory")
-NOT_YET = {"274", "json"}
+NOT_YET = {"json"}
 
 
 class UnsupportedKind(ValueError):
@@ -117,6 +117,23 @@ def validate_state_response(path: Path) -> FileReport:
         "denied_encounters": sum(e.denied for e in encounters)})
 
 
+def validate_274(path: Path, found: str) -> FileReport:
+    """The X12 274 provider directory (004050X109): read through gateway/directory, every
+    problem a located finding; ``stats`` counts groups, sites and providers."""
+    from gateway.directory.x274 import Directory274Reader
+
+    if found != "274":
+        raise UnsupportedKind(f"{path}: not a 274 provider directory (found {found})")
+    try:
+        reader = Directory274Reader(path)
+        for _group in reader:
+            pass
+    except NotX12Error as exc:
+        raise UnknownKind(str(exc)) from exc
+    return FileReport(path=str(path), kind="274", findings=reader.findings,
+                      stats=dict(reader.stats))
+
+
 def _validate_fhir(path: Path) -> FileReport:
     from gateway.fhir.report import (
         validate_fhir_file,  # imports this module's FileReport
@@ -138,6 +155,8 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
         return _validate_fhir(path)
     if found == "state-response":
         return validate_state_response(path)
+    if found == "274" or kind == "274":
+        return validate_274(path, found)
     if found in NOT_YET or (kind != "auto" and kind in NOT_YET):
         shown = kind if kind != "auto" else found
         raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")

@@ -94,13 +94,17 @@ class PlanNetBundleWriter:
                 "roles": site.roles, "specialties": site.specialties,
                 "gender": site.gender, "ages": _ages(site)})
             for p in site.providers:
+                # one Practitioner per NPI; should one NPI come with other details (the Plan-Net
+                # examples reuse one NPI), each version is kept as its own Practitioner
+                person = f"{p.npi}|{p.last_name}|{p.first_name}|{p.middle_name}|" \
+                         f"{','.join(p.degrees)}|{','.join(p.languages)}"
                 practitioners.append({
-                    "npi": p.npi, "last_name": p.last_name, "first_name": p.first_name,
-                    "middle_name": p.middle_name, "degrees": p.degrees,
-                    "languages": p.languages})
+                    "key": person, "npi": p.npi, "last_name": p.last_name,
+                    "first_name": p.first_name, "middle_name": p.middle_name,
+                    "degrees": p.degrees, "languages": p.languages})
                 roles.append({
                     "key": f"{site_key}|{p.npi}",
-                    "practitioner_ref": stable_uuid("Practitioner", f"practitioner|{p.npi}"),
+                    "practitioner_ref": stable_uuid("Practitioner", f"practitioner|{person}"),
                     "location_ref": location_ref, "service_ref": service_ref,
                     "phone": site.phone,
                     "taxonomies": p.taxonomies, "roles": p.roles,

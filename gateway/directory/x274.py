@@ -296,6 +296,7 @@ class Directory274Reader:
                     if group is not None:
                         yield self._finish_group(group)
                         group = site = provider = None
+                    self._hl_loop = ""
                     if seg.get(1) != str(st_segments):
                         self._find("DIR-274-009", seg, self._where(element="SE01"),
                                    found=seg.get(1) or "(empty)", counted=st_segments)
