@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
+from gateway.pipeline.directory import DirectoryError, DirectorySchedule, monthly_274
 from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
@@ -37,7 +38,7 @@ from gateway.pipeline.store import LATENCY_BUCKETS, Store
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
-UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml", ".json", ".x12", ".274", ".edi")
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
@@ -65,6 +66,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
+                             args=(stop,)).start()
+        monthly = DirectorySchedule.from_partners(app.state.store, app.state.partners)
+        if monthly is not None:  # the partner file's schedules.directory_274
+            threading.Thread(target=monthly.run, name="directory-274", daemon=True,
                              args=(stop,)).start()
         yield
         stop.set()
@@ -151,7 +156,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     @app.post("/files", tags=["submissions"])
     async def submit_file(request: Request, file: UploadFile = File(...),
                           partner: Partner = Depends(partner_of)) -> JSONResponse:
-        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), as multipart/form-data."""
+        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), or a plan's provider directory
+        (directory roster, X12 274 or FHIR Plan-Net Bundle), as multipart/form-data."""
         name = Path(file.filename or "upload").name  # never a path from the client
         suffix = Path(name).suffix.lower()
         if suffix not in UPLOAD_SUFFIXES:
@@ -208,6 +214,24 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if document_id is None:
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
+
+    @app.post("/directory/274", tags=["mailbox"], status_code=201)
+    def directory_274(month: str | None = None, plan: str | None = None,
+                      partner: Partner = Depends(partner_of)) -> dict:
+        """The monthly 274 provider files to the state, one per county, made now from the
+        plan's newest uploaded directory (a plan asks for its own; an operator names
+        ``plan``). The files go to the state on its ``274`` route."""
+        plan_id = plan or partner.id
+        if partner.role != "operator" and plan_id != partner.id:
+            raise HTTPException(403, "a plan asks for its own 274 only")
+        try:
+            documents = monthly_274(app.state.store, app.state.partners, plan_id, month)
+        except DirectoryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if not documents:
+            raise HTTPException(404, "no 274 was made: the plan has sent no directory, or no "
+                                     "274 route leads to the state")
+        return {"documents": documents}
 
     @app.get("/mailbox", tags=["mailbox"])
     def mailbox(partner: Partner = Depends(partner_of)) -> dict:

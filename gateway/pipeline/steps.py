@@ -184,6 +184,8 @@ def process_x12(store: Store, partners: Partners, partner: Partner, submission_i
     encounter history (replacing what an earlier run of the same submission put there)."""
     now = now or datetime.now(UTC)
     payload = store.raw_payload(submission_id)
+    if _is_274(payload):  # a plan's provider directory (gateway/pipeline/directory.py)
+        return _directory_upload(store, partners, partner, submission_id, payload, "274")
     store.attempt(submission_id)
     registry = server_registry(store)
     forget_routed(registry, submission_id)
@@ -348,6 +350,32 @@ def process_file(store: Store, partners: Partners, partner: Partner, submission_
     return Outcome(submission_id, status, report.valid, None, len(report.findings))
 
 
+def _is_274(payload: bytes) -> bool:
+    head = payload[:4096]
+    return b"004050X109" in head and b"GS" in head
+
+
+def _directory_upload(store: Store, partners: Partners, partner: Partner, submission_id: str,
+                      payload: bytes, kind: str) -> Outcome:
+    import tempfile
+    from pathlib import Path
+
+    from gateway.pipeline.directory import SUFFIX, process_directory_upload
+
+    store.attempt(submission_id)
+    with tempfile.TemporaryDirectory(prefix="ecm-directory-") as folder:
+        path = Path(folder) / f"directory{SUFFIX[kind]}"
+        path.write_bytes(payload)
+        return process_directory_upload(store, partners, partner, submission_id, path, kind)
+
+
+def _process_monthly_274(store, partners: Partners, partner: Partner, submission_id: str,
+                         now: datetime | None = None) -> Outcome:
+    from gateway.pipeline.directory import process_monthly_274
+
+    return process_monthly_274(store, partners, partner, submission_id, now)
+
+
 def _reject_file(store: Store, submission_id: str, problem: str) -> Outcome:
     finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=problem)
     store.add_findings(submission_id, [finding])
@@ -372,6 +400,12 @@ def _member_file(store: Store, partners: Partners, partner: Partner, submission_
 
         return process_state_response(store, partners, partner, submission_id,
                                       path.read_bytes(), now)
+    from gateway.pipeline.directory import directory_kind, process_directory_upload
+
+    directory = directory_kind(path)
+    if directory is not None:  # a plan's provider directory (refused from anyone else)
+        return process_directory_upload(store, partners, partner, submission_id, path,
+                                        directory)
     if kind not in ("csv", "xlsx"):
         return None
     table_kind = sniff_table(path)
@@ -479,4 +513,4 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
 
 
 STEPS = {"x12": process_x12, "file": process_file, "history-extract": process_history_extract,
-         "fhir": process_fhir}
+         "fhir": process_fhir, "directory-274": _process_monthly_274}
