@@ -169,10 +169,10 @@ if queue == "none":
 uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False)
 """
 # the Celery worker of the scale-out mode; it imports the FHIR step, which the worker module
-# does not register by itself (see the report: STEPS in gateway/pipeline/steps.py)
+# does not register by itself (STEPS in gateway/pipeline/steps/__init__.py)
 WORKER = """
 import sys
-import gateway.fhir.intake
+import gateway.pipeline.steps.fhir
 from gateway.cli import main
 sys.exit(main(sys.argv[1:]))
 """

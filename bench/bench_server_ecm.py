@@ -59,7 +59,7 @@ def main() -> None:
     from bench_rules import member_rows, roster_rows
     from synth837 import encounters, write_file
 
-    from gateway.pipeline.extract import history_rows
+    from gateway.pipeline.steps.extract import history_rows
     from gateway.pipeline.registries import (
         load_plan_members,
         load_plan_providers,

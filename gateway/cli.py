@@ -21,14 +21,15 @@ from gateway.conversion import (
     x12_to_file,
 )
 from gateway.findings import Finding, Severity
-from gateway.pipeline.counters import next_numbers
 from gateway.reports import KINDS, FileReport, UnsupportedKind, validate_file
 from gateway.rules import UnknownPartner, partner_catalogue
+from gateway.settings import current as gateway_settings
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
 from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
+from gateway.pipeline.status import Status
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--report", type=Path, default=None,
                          help="invoices: write the row-level results report here (.csv or "
                               ".xlsx)")
+    _store_option(convert)
     _registry_options(convert)
 
     replay = sub.add_parser("replay", help="process a stored submission again (operator)")
@@ -79,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     ack = sub.add_parser("ack", help="write TA1 / 999 / 277CA for an inbound interchange")
     ack.add_argument("file", type=Path, metavar="FILE")
     ack.add_argument("-o", "--output-dir", type=Path, default=Path("."))
+    _store_option(ack)
     _registry_options(ack)
 
     serve = sub.add_parser("serve", help="run the HTTP API")
@@ -109,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="worker processes (default 1)")
     worker.add_argument("--name", default=None, help="Celery node name (default: by pid)")
     return parser
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, metavar="URL",
+                        help="the store whose control-number counters outgoing envelopes use "
+                             "(default: the same SQLite store under ./var as `serve`)")
 
 
 def _registry_options(parser: argparse.ArgumentParser) -> None:
@@ -233,7 +242,7 @@ def cmd_convert(args) -> int:
     settings = envelope_settings(args.envelope)
     encounters = read_canonical(args.file)
     with _output(args.output) as out:
-        canonical_to_837p(encounters, out, settings, _control_numbers(settings), datetime.now())
+        canonical_to_837p(encounters, out, settings, _control_numbers(args, settings), datetime.now())
     return EXIT_OK
 
 
@@ -263,7 +272,8 @@ def _convert_directory(args, kind: str) -> int:
         raise UsageError(f"{args.file}: {exc}") from exc
     with _output(args.output) as out:
         if args.to == "274":
-            write_274(source, out, settings, _control_numbers(settings), datetime.now())
+            write_274(source, out, settings, _control_numbers(args, settings),
+                      datetime.now())
         elif args.to == "fhir":
             write_plannet(source, out)
         else:
@@ -274,10 +284,24 @@ def _convert_directory(args, kind: str) -> int:
     return _summarise(source.findings)
 
 
-def _control_numbers(settings) -> ControlNumbers:
-    """The next ISA13 and GS06 of the envelope profile (persistent counters under var/)."""
-    return ControlNumbers(*(next_numbers(f"{name}:{settings.name}")[0]
-                            for name in ("isa13", "gs06")))
+def _store(args):
+    """The store whose counters the command line draws from: ``--store``, else the same
+    ``./var`` store as ``serve`` (so the CLI and the server never hand out the same ISA13)."""
+    from gateway.pipeline.store import Store
+
+    return Store(getattr(args, "store", None) or gateway_settings().store_url())
+
+
+def _control_numbers(args, settings) -> ControlNumbers:
+    """The next ISA13 and GS06 of the envelope profile, from the one counter store
+    (:func:`gateway.pipeline.delivery.envelope_numbers`)."""
+    from gateway.pipeline.delivery import envelope_numbers
+
+    store = _store(args)
+    try:
+        return envelope_numbers(store, settings.name)
+    finally:
+        store.close()
 
 
 def _convert_fhir(args, kind: str) -> int:
@@ -292,7 +316,7 @@ def _convert_fhir(args, kind: str) -> int:
     try:
         with _output(args.output) as out:
             done = convert_fhir(args.file, args.to, out, settings=settings,
-                                controls=_control_numbers(settings), when=datetime.now(),
+                                controls=_control_numbers(args, settings), when=datetime.now(),
                                 rules=rules)
     except FhirConversionUsageError as exc:
         raise UsageError(str(exc)) from exc
@@ -339,7 +363,7 @@ def _convert_invoice(args) -> int:
     result = None
     try:
         with _output(args.output) as out:
-            writer = Encounter837Writer(out, settings, _control_numbers(settings), datetime.now())
+            writer = Encounter837Writer(out, settings, _control_numbers(args, settings), datetime.now())
             with _progress(f"reading {args.file.name}") as progress:
                 report = validate_invoice(args.file, rules, args.envelope, progress=progress,
                                           received=args.received, on_encounter=writer.write)
@@ -367,7 +391,7 @@ def _split(args) -> int:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
     with _output(args.output) as out:
-        done = split_837p(args.file, out, settings, _control_numbers(settings), datetime.now(),
+        done = split_837p(args.file, out, settings, _control_numbers(args, settings), datetime.now(),
                           rules=rules)
     print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
           file=sys.stderr)
@@ -388,7 +412,13 @@ def cmd_ack(args) -> int:
         result = validate_x12(str(args.file), rules=rules)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
-    isa, gs = next_numbers("isa13:acks", 3), next_numbers("gs06:acks", 8)
+    from gateway.pipeline.delivery import ack_numbers
+
+    store = _store(args)
+    try:
+        isa, gs = ack_numbers(store)
+    finally:
+        store.close()
     acks = acknowledge(result, controls=AckControls(isa[0], gs[0]), when=datetime.now(),
                        sender=AckParty())
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -474,7 +504,7 @@ def cmd_replay(args) -> int:
     outcome = replay(store, partners, args.submission_id, actor="operator")
     print(json.dumps({"submission_id": outcome.submission_id,
                       "replay_of": args.submission_id, "status": outcome.status}))
-    return EXIT_OK if outcome.status not in ("dead_letter", "failed") else EXIT_FINDINGS
+    return EXIT_OK if outcome.status not in (Status.DEAD_LETTER, Status.FAILED) else EXIT_FINDINGS
 
 
 def cmd_template(args) -> int:
@@ -511,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     except Exception:  # noqa: BLE001 - a defect of ours: say so, keep the trace out of sight
-        if os.environ.get("ECM_GATEWAY_DEBUG"):
+        if gateway_settings().debug:
             raise
         print("ecm-gateway: internal error; run with ECM_GATEWAY_DEBUG=1 for details",
               file=sys.stderr)

@@ -8,6 +8,7 @@ free text scattered through the code.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,3 +56,21 @@ class Finding(BaseModel):
 
 def has_errors(findings) -> bool:
     return any(f.severity is Severity.ERROR for f in findings)
+
+
+@dataclass
+class FileReport:
+    """The findings (and counts) of one checked file, whatever its kind."""
+
+    path: str
+    kind: str
+    findings: list[Finding]
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not any(f.severity is Severity.ERROR for f in self.findings)
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "valid": self.valid,
+                "findings": [f.as_dict() for f in self.findings], "stats": self.stats}

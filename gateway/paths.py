@@ -1,16 +1,18 @@
-"""Where the data folders live. ``profiles/`` and ``mappings/`` sit beside the package in the
-checkout; ``ECM_GATEWAY_HOME`` points elsewhere (e.g. in a container image)."""
+"""Where the data folders live, from the settings (:mod:`gateway.settings`): ``profiles/`` and
+``mappings/`` sit beside the package in the checkout; the ``home`` setting
+(``ECM_GATEWAY_HOME``) points elsewhere (e.g. in a container image)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-HOME = Path(os.environ.get("ECM_GATEWAY_HOME", Path(__file__).resolve().parent.parent))
+from gateway.settings import current
+
+HOME = Path(current().home)
 PROFILES = HOME / "profiles"
 MAPPINGS = HOME / "mappings"
 
 
 def var_dir() -> Path:
-    """The embedded store's folder (``./var`` unless ``ECM_GATEWAY_VAR`` says otherwise)."""
-    return Path(os.environ.get("ECM_GATEWAY_VAR", "var"))
+    """The embedded store's folder (``./var`` unless the ``var`` setting says otherwise)."""
+    return Path(current().var)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from gateway.findings import Finding, Severity
+from gateway.findings import FileReport, Finding, Severity
 from gateway.rules import default_catalogue
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import judge
@@ -22,22 +22,6 @@ NOT_YET = {"json"}
 
 class UnsupportedKind(ValueError):
     """A known kind this version cannot validate yet (usage error, exit 2)."""
-
-
-@dataclass
-class FileReport:
-    path: str
-    kind: str
-    findings: list[Finding]
-    stats: dict = field(default_factory=dict)
-
-    @property
-    def valid(self) -> bool:
-        return not any(f.severity is Severity.ERROR for f in self.findings)
-
-    def as_dict(self) -> dict:
-        return {"path": self.path, "kind": self.kind, "valid": self.valid,
-                "findings": [f.as_dict() for f in self.findings], "stats": self.stats}
 
 
 def _closest_layout_error(path: Path) -> str:
@@ -136,7 +120,7 @@ def validate_274(path: Path, found: str) -> FileReport:
 
 def _validate_fhir(path: Path) -> FileReport:
     from gateway.fhir.report import (
-        validate_fhir_file,  # imports this module's FileReport
+        validate_fhir_file,
     )
 
     return validate_fhir_file(path)

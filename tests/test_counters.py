@@ -1,8 +1,8 @@
 """Control numbers (ISA13, GS06) of the server live in the store's database
 (:meth:`Store.next_numbers`), so every API process and Celery worker on the store draws from one
 counter: two stores, threads or processes on one database never get the same number, on SQLite
-and on PostgreSQL. The command line (no store) keeps its counter file (counters.py); both wrap
-the same way."""
+and on PostgreSQL. The command line draws from the same store (``--store``, default the
+``./var`` store of ``serve``), so the CLI and the server never hand out the same ISA13."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import servers
 from conftest import FIXTURES
 from sqlalchemy import update
 
-from gateway.pipeline import counters
 from gateway.pipeline.partners import Partners
 from gateway.pipeline.process import process
 from gateway.pipeline.store import MAX_CONTROL, Store, control_counters
@@ -47,23 +46,25 @@ def test_numbers_start_at_one_and_follow_on_per_counter(tmp_path):
         reopened.close()
 
 
-def test_wrap_around_is_the_same_as_the_command_lines_counter(tmp_path):
+def test_counters_wrap_within_nine_digits(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
-    folder = tmp_path / "cli"
     try:
-        for start, count in ((MAX_CONTROL - 2, 5), (MAX_CONTROL - 1, 1), (MAX_CONTROL, 2)):
-            name = f"c{start}"
-            set_counter(store, name, start)
-            counters.next_numbers(name, folder=folder)
-            with sqlite3.connect(folder / "counters.sqlite") as db:
-                db.execute("UPDATE counters SET value = ? WHERE name = ?", (start, name))
-            expected = counters.next_numbers(name, count, folder=folder)
-            assert store.next_numbers(name, count) == expected
-            assert store.next_numbers(name) == counters.next_numbers(name, folder=folder)
         set_counter(store, "x", MAX_CONTROL - 1)
         assert store.next_numbers("x", 3) == [MAX_CONTROL, 1, 2]
+        set_counter(store, "y", MAX_CONTROL)
+        assert store.next_numbers("y") == [1]
     finally:
         store.close()
+
+
+def _legacy_counter_file(folder: Path, values: dict[str, int]) -> None:
+    """The counter file an earlier version of the server kept under var/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(folder / "counters.sqlite") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
+        for name, value in values.items():
+            db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                       "DO UPDATE SET value = excluded.value", (name, value))
 
 
 def _draw_in_threads(stores: list[Store]) -> list[int]:
@@ -143,8 +144,7 @@ def test_two_stores_and_two_processes_on_one_postgresql_never_share_a_number(pg_
 def test_a_new_store_continues_the_former_counter_file(tmp_path, monkeypatch):
     var = tmp_path / "var"
     monkeypatch.setenv("ECM_GATEWAY_VAR", str(var))
-    counters.next_numbers("isa13:acks", 41, folder=var)
-    counters.next_numbers("gs06:acks", 7, folder=var)
+    _legacy_counter_file(var, {"isa13:acks": 41, "gs06:acks": 7})
     store = Store(f"sqlite:///{tmp_path / 'new.sqlite'}")
     try:
         assert store.next_numbers("isa13:acks") == [42]
@@ -153,7 +153,7 @@ def test_a_new_store_continues_the_former_counter_file(tmp_path, monkeypatch):
     finally:
         store.close()
     # only an empty store adopts the file: later changes to the file are not read again
-    counters.next_numbers("isa13:acks", 100, folder=var)
+    _legacy_counter_file(var, {"isa13:acks": 141})
     again = Store(f"sqlite:///{tmp_path / 'new.sqlite'}")
     try:
         assert again.next_numbers("isa13:acks") == [43]
@@ -189,6 +189,26 @@ def test_the_server_takes_acknowledgment_and_envelope_numbers_from_the_store(tmp
         store.close()
 
 
-def test_the_command_line_keeps_its_counter_file(tmp_path):
-    assert counters.next_numbers("n", 2, folder=tmp_path) == [1, 2]
-    assert Path(tmp_path / "counters.sqlite").is_file()
+def test_the_command_line_and_the_server_share_one_counter_store(tmp_path, monkeypatch):
+    """``ecm-gateway ack`` and ``convert --to 837p`` draw from the store of ``--store`` (default:
+    the ``./var`` store of ``serve``): after the server took ISA13 500, the CLI's next
+    acknowledgment is 501, and the server's next one after that 504 (the CLI took three)."""
+    from gateway.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ECM_GATEWAY_VAR", raising=False)
+    store = Store(None)  # the default: ./var/gateway.sqlite
+    try:
+        set_counter(store, "isa13:acks", 500)
+        assert main(["ack", str(FIXTURES / "837p" / "ecm-clean.x12"), "-o", "acks"]) == 0
+        ack = (tmp_path / "acks" / "ecm-clean.999.x12").read_text()
+        assert ack.split("*")[13] == "000000501"
+        assert store.next_numbers("isa13:acks") == [504]
+        other = tmp_path / "other.sqlite"
+        assert main(["ack", str(FIXTURES / "837p" / "ecm-clean.x12"), "-o", "acks2",
+                     "--store", f"sqlite:///{other}"]) == 0
+        assert (tmp_path / "acks2" / "ecm-clean.999.x12").read_text().split("*")[13] == \
+            "000000001"
+        assert not (tmp_path / "var" / "counters.sqlite").exists()
+    finally:
+        store.close()

@@ -7,8 +7,8 @@ import pytest
 from conftest import FIXTURES
 from server_world import MIXED, make_world
 
-from gateway.pipeline.extract import (
-    ExtractError,
+from gateway.pipeline.steps.extract import ExtractError
+from gateway.pipeline.history_extracts import (
     HistorySchedule,
     extract_all,
     extract_history,
@@ -16,7 +16,7 @@ from gateway.pipeline.extract import (
 )
 from gateway.pipeline.partners import Partners
 from gateway.pipeline.registries import load_plan_members
-from gateway.pipeline.steps import STEPS
+from gateway.pipeline.process import run_step
 from gateway.tabular import read_table
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -92,7 +92,7 @@ def test_rerunning_the_extract_step_writes_the_same_csv(world):
     document_id = extract_history(world.store, world.partners, "harbor", NOW)
     sid = world.store.document(document_id)["submission_id"]
     harbor = world.partners.partners["harbor"]
-    STEPS["history-extract"](world.store, world.partners, harbor, sid)
+    run_step(world.store, world.partners, sid)
     contents = {world.store.document(d["id"])["content"]
                 for d in world.store.documents(sid) if d["role"] == "history-extract"}
     assert len(contents) == 1

@@ -22,9 +22,11 @@ from sqlalchemy import select
 
 from gateway.api.app import create_app
 from gateway.fhir import CIN_SYSTEM
-from gateway.fhir.intake import process_fhir, referral_routing
+from gateway.pipeline.fhir_resources import referral_routing
+from gateway.pipeline.steps.fhir import process_fhir
+from gateway.pipeline.store import Run
 from gateway.fhir.validate import check_payload
-from gateway.pipeline.extract import extract_history
+from gateway.pipeline.history_extracts import extract_history
 from gateway.pipeline.partners import issue_demo_tokens, token_hash
 from gateway.pipeline.process import process, submit
 from gateway.pipeline.registries import (
@@ -519,7 +521,9 @@ def test_a_run_redone_after_a_crash_routes_once(gateway):
                          filename="CarePlan.json", payload=payload, claimed_by="crashed",
                          lease=timedelta(0))
     sid = kept.submission_id
-    process_fhir(store, partners, harbor, sid)  # the crashed worker's run, never finished
+    run = Run(store, sid)  # the crashed worker's run wrote its outputs, never finished
+    run.write_result(process_fhir(run, partners, harbor, sid))
+    run.flush()
     assert len(store.documents(sid)) == 3  # the resource, the RTF, the 837P
     assert gateway.routed("demo-plan") == []  # nothing of an unfinished run is handed out
     outcome = process(store, partners, sid, worker="second")
@@ -619,7 +623,8 @@ def test_the_history_extract_as_a_fhir_bundle_holds_the_providers_members_only(g
 
 
 def test_the_extract_in_both_formats_and_as_the_route_asks(gateway, tmp_path):
-    from gateway.pipeline.extract import extract_all, history_formats
+    from gateway.pipeline.history_extracts import extract_all
+    from gateway.pipeline.steps.extract import history_formats
     from gateway.pipeline.partners import Partners
 
     store, partners = gateway.store, gateway.app.state.partners
@@ -656,22 +661,3 @@ def test_a_referral_sent_as_xml_is_routed_the_same(gateway):
     record = json.loads(gateway.fetch("demo-plan", document))
     assert (record["member_cin"], record["priority"], record["authorization_deadline"]) == (
         HARBOR_MEMBER, "expedited", "2026-10-08T09:30:00-07:00")
-
-
-def test_route_resource_routes_one_stored_resource_of_a_submission(gateway):
-    """The per-resource entry point: what the step does for each resource, on its own."""
-    from gateway.fhir.intake import route_resource
-
-    store, partners = gateway.store, gateway.app.state.partners
-    sid = store.receive(partner="harbor", channel="api", kind="fhir", filename="Task.json",
-                        payload=json.dumps(task()).encode()).submission_id
-    resource = {**task(), "id": "task-1"}
-    assert route_resource(store, partners, partners.partners["harbor"], sid, resource) == \
-        "routed"
-    assert store.submission(sid)["summary"] == {
-        "routing": [{"resource": "Task/task-1", "plan": "demo-plan",
-                     "documents": {"rtf": "demo-plan"}}], "routed": {"demo-plan": 1}}
-    [document] = store.documents(sid)
-    assert (document["role"], document["recipient"]) == ("routed-rtf", "demo-plan")
-    assert csv_rows(store.document(document["id"])["content"])[0]["Referral Status"] == \
-        "DECLINED"

@@ -307,7 +307,7 @@ def test_an_embedded_worker_defers_routing_while_fhir_requests_are_answered(setu
     one is answered (up to DEFER_SECONDS), but at once when a client waits for a run (X12)."""
     from gateway.pipeline import queue as queue_module
 
-    monkeypatch.setattr(queue_module, "DEFER_SECONDS", 60.0)
+    monkeypatch.setenv("ECM_GATEWAY_DEFER_SECONDS", "60")
     store, partners, _ = setup
     sid = store.receive(partner="harbor", channel="api", kind="x12", filename=None,
                         payload=MIXED).submission_id

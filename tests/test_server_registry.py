@@ -21,7 +21,7 @@ from gateway.pipeline.registries import (
     server_registry,
     server_rules,
 )
-from gateway.pipeline.steps import STEPS
+from gateway.pipeline.process import run_step
 from gateway.pipeline.store import Store
 from gateway.registry.store import Registry, assignments
 from gateway.tabular import read_table
@@ -171,7 +171,7 @@ def test_rerunning_the_837p_step_does_not_duplicate_routing_records(tmp_path):
                                 .where(routed_claims.c.submission_id == sid)).all()
 
     before = records()
-    STEPS["x12"](world.store, world.partners, harbor, sid)
+    run_step(world.store, world.partners, sid)
     assert records() == before == [("MIX-A-GOOD", "demo-plan")]
 
 
@@ -184,7 +184,7 @@ def test_a_plans_encounters_to_the_state_become_history_once(tmp_path):
         "MIX-A-GOOD", "MIX-B-CS-GOOD", "MIX-C-GOOD", "MIX-D-WARN"]
     assert registry_counts(world.registry)["history"] == 2 + 4
     plan = world.partners.partners["demo-plan"]
-    again = STEPS["x12"](world.store, world.partners, plan, sid)  # a re-run after a crash
+    again = run_step(world.store, world.partners, sid)  # a re-run after a crash
     assert again.status == "routed"
     assert registry_counts(world.registry)["history"] == 6
     # a replay is a new submission of the same chain: it replaces, too (and its claims are
@@ -232,7 +232,7 @@ def test_a_new_mif_of_the_same_period_replaces_the_plans_earlier_one(tmp_path):
     assert second.submission_id != first.submission_id
     assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29}
     plan = world.partners.partners["demo-plan"]
-    STEPS["file"](world.store, world.partners, plan, second.submission_id)  # re-run
+    run_step(world.store, world.partners, second.submission_id)  # re-run
     assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29}
     next_period = shorter.replace(",2025-06\n", ",2025-07\n")
     world.upload("demo-plan", MIF, payload=next_period.encode())
@@ -260,7 +260,7 @@ def test_a_plans_roster_loads_its_provider_directory(tmp_path):
     assert done.status == "validated"
     assert world.store.submission(done.submission_id)["summary"]["providers_loaded"] == 8
     plan = world.partners.partners["demo-plan"]
-    STEPS["file"](world.store, world.partners, plan, done.submission_id)
+    run_step(world.store, world.partners, done.submission_id)
     assert registry_counts(world.registry)["providers"] == 8
     assert all(world.box(p) == [] for p in world.partners.partners)
 

@@ -33,7 +33,7 @@ def normalised(text: str) -> str:
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    monkeypatch.setattr(split, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setenv("ECM_GATEWAY_SPLIT_BYTES", "0")
     partners_file, _ = write_partners(tmp_path)
     stores = [Store(f"sqlite:///{tmp_path / name}.sqlite") for name in ("whole", "split")]
     yield stores, Partners.load(partners_file)

@@ -11,7 +11,7 @@ from server_world import MIXED, make_world
 from sqlalchemy import select
 
 from gateway.pipeline.registries import registry_counts, state_status
-from gateway.pipeline.steps import STEPS
+from gateway.pipeline.process import run_step
 from gateway.registry.store import history
 from gateway.state.response import (
     EncounterResult,
@@ -164,7 +164,7 @@ def test_rerunning_a_state_response_changes_nothing_more(sent):
     before = registry_counts(world.registry)
     with world.registry.engine.connect() as conn:
         rows_before = conn.execute(select(state_status.c.claim_id)).all()
-    again = STEPS["file"](world.store, world.partners, state, sid)
+    again = run_step(world.store, world.partners, sid)
     assert again.status == "routed"
     assert registry_counts(world.registry) == before
     with world.registry.engine.connect() as conn:

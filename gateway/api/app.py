@@ -28,12 +28,14 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from gateway import __version__
 from gateway.api.fhir import install_fhir
 from gateway.pipeline.directory import DirectoryError, DirectorySchedule, monthly_274
-from gateway.pipeline.extract import ExtractError, HistorySchedule, extract_history
+from gateway.pipeline.history_extracts import HistorySchedule, extract_history
+from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
 from gateway.pipeline.store import LATENCY_BUCKETS, Store
+from gateway.pipeline.status import Status
 
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
@@ -281,7 +283,7 @@ class _StoreMetrics:
         dead = 0
         for (kind, status), count in sorted(self.store.counts_by_status().items()):
             by_status.add_metric([kind, status], count)
-            dead += count if status == "dead_letter" else 0
+            dead += count if status == Status.DEAD_LETTER else 0
         yield by_status
         depth = GaugeMetricFamily("ecm_gateway_queue_depth",
                                   "Submissions waiting (queued) or being processed (running)",

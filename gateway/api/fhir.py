@@ -7,7 +7,7 @@
   the resource under its gateway id (:func:`gateway.fhir.intake.resource_id`), its
   ``Location`` and ``X-Submission-Id``; or 400 (unreadable) / 422 (invalid) with an
   OperationOutcome (the submission recorded as rejected). The queued run
-  (:func:`gateway.fhir.intake.process_fhir`) stores the resource and routes it; until then a
+  (:func:`gateway.pipeline.steps.fhir.process_fhir`) stores the resource and routes it; until then a
   read or search finds it from the kept payload;
 * ``POST /fhir`` — a Bundle of type ``batch`` (each entry on its own: batch-response) or
   ``transaction`` (all or nothing: transaction-response, or 422 with every entry's issues);
@@ -29,7 +29,6 @@ import asyncio
 import functools
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,15 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.fhir import ECM_PROFILES, FHIR_VERSION, JSON_MEDIA, RULE_SYSTEM, XML_MEDIA
-from gateway.fhir.intake import (
-    accepted_resources,
-    check_stored_payload,
-    find_resource,
-    routing_of,
-    search_resources,
-    submission_name,
-    submission_resources,
-)
+from gateway.fhir.intake import accepted_resources, submission_name
 from gateway.fhir.outcome import operation_outcome
 from gateway.fhir.parse import (
     MAX_BODY_BYTES,
@@ -62,16 +53,24 @@ from gateway.fhir.parse import (
 )
 from gateway.fhir.validate import ACCEPTED, check_payload
 from gateway.findings import Finding
+from gateway.pipeline.fhir_resources import (
+    check_stored_payload,
+    find_resource,
+    routing_of,
+    search_resources,
+    submission_resources,
+)
 from gateway.pipeline.partners import Partner
 from gateway.pipeline.process import submit
 from gateway.pipeline.queue import API_LOAD
 from gateway.rules import default_catalogue
+from gateway.settings import current as settings
+from gateway.pipeline.status import Status
 
 log = logging.getLogger("gateway.api.fhir")
 PREFIX = "/fhir"
 SEARCH_PARAMS = ("identifier", "patient.identifier", "subject.identifier", "patient:identifier")
 MAX_SEARCH_RESULTS = 1000
-FHIR_THREADS = int(os.environ.get("ECM_GATEWAY_FHIR_THREADS", "2"))
 
 
 class FhirError(Exception):
@@ -309,7 +308,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
     # the CPU work of creates and validations runs on a few threads of its own, first come
     # first served: many threads taking turns at the GIL leave some requests waiting far
     # longer than others (see bench/bench_fhir.py)
-    executor = ThreadPoolExecutor(max_workers=FHIR_THREADS, thread_name_prefix="fhir")
+    executor = ThreadPoolExecutor(max_workers=settings().fhir_threads, thread_name_prefix="fhir")
 
     async def in_fhir_threads(function, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(
@@ -360,7 +359,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         store = store_of()
         found = store.submission(submission_id)
         checked = check_stored_payload(store, submission_id, found)
-        if found["status"] == "rejected" or not checked.valid or not checked.entries:
+        if found["status"] == Status.REJECTED or not checked.valid or not checked.entries:
             findings = [Finding(**f) for f in store.findings(submission_id)] \
                 or checked.findings
             status = 400 if _fatal(findings) else 422

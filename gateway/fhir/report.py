@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.fhir.parse import MAX_BODY_BYTES, Collector, format_of
 from gateway.fhir.validate import check_payload
-from gateway.reports import FileReport
+from gateway.findings import FileReport
 
 
 def looks_like_fhir(head: bytes) -> bool:

@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.steps import STEPS, Outcome
+from gateway.pipeline.status import Status
+from gateway.pipeline.steps import STEPS, Outcome, StepResult
 from gateway.pipeline.store import Run, Store
+from gateway.settings import current as settings
 
 RETRIES = 3
+RUNS_ENDED_CHANNEL = "ecm-gateway:runs-ended"  # Redis pub/sub: a Celery worker's run of <id> ended
 BACKOFF_SECONDS = 0.5
 log = logging.getLogger("gateway.pipeline")
 
@@ -46,9 +49,15 @@ def _x12_key(payload: bytes) -> str | None:
     return f"{fields[6].strip()}:{fields[13]}:{gs06}"
 
 
-LEASE = timedelta(seconds=float(os.environ.get("ECM_GATEWAY_LEASE_SECONDS", "60")))
+def lease_length() -> timedelta:
+    """A run's lease (setting ``lease_seconds``)."""
+    return timedelta(seconds=settings().lease_seconds)
+
+
+LEASE = timedelta(seconds=60)  # the default lease (the setting ``lease_seconds`` rules)
 # FOR TESTS ONLY (the crash test): sleep this many seconds at every write a step makes (into its
-# Run), so a kill lands in the middle of a run. Never set it in a deployment.
+# Run), so a kill lands in the middle of a run (setting ``test_slow_writes``). Never set it in
+# a deployment.
 TEST_SLOW_WRITES = "ECM_GATEWAY_TEST_SLOW_WRITES"
 _BOOT = uuid.uuid4().hex[:8]
 
@@ -226,10 +235,11 @@ def current_outcome(store: Store, submission_id: str) -> Outcome:
 
 
 def process(store: Store, partners: Partners, submission_id: str, sleep=None,
-            worker: str | None = None, lease: timedelta = LEASE) -> Outcome:
+            worker: str | None = None, lease: timedelta | None = None) -> Outcome:
     """Claim a stored submission and run it (:func:`run_claimed`). When another worker holds
     it, or it is already done, nothing runs and its current state is returned."""
     worker = worker or worker_id()
+    lease = lease or lease_length()
     state = store.claim(submission_id, worker, lease)
     if state == "missing":
         raise KeyError(submission_id)
@@ -239,20 +249,23 @@ def process(store: Store, partners: Partners, submission_id: str, sleep=None,
 
 
 def run_claimed(store: Store, partners: Partners, submission_id: str, worker: str, sleep=None,
-                lease: timedelta = LEASE, work=None) -> Outcome:
+                lease: timedelta | None = None, work=None) -> Outcome:
     """Run a submission ``worker`` has claimed through its pipeline, retrying a failing run
     with backoff (each retry starts from a clean slate); a run that keeps failing leaves the
     submission in ``dead_letter`` with the error (the raw payload stays, for replay). The run
     ends with :meth:`Store.finish`, which makes its outputs deliverable. ``work(store,
     partners, submission_id)`` replaces the pipeline (the merge of a split file)."""
     sleep = sleep or time.sleep
-    delay = float(os.environ.get(TEST_SLOW_WRITES) or 0)
+    lease = lease or lease_length()
+    delay = settings().test_slow_writes
     with _Heartbeat(store, submission_id, worker, lease):
         found = store.submission(submission_id)
         run = Run(store, submission_id, attempts=found["attempts"] if found else 0,
                   delay=delay)
         if work is not None:
-            outcome = work(run, partners, submission_id)
+            result = work(run, partners, submission_id)
+            run.write_result(result)
+            outcome = result.outcome()
         else:
             outcome = _run(store, run, partners, found, sleep)
     finished = store.finish(submission_id, worker, run=run)
@@ -264,30 +277,47 @@ def run_claimed(store: Store, partners: Partners, submission_id: str, worker: st
 
 
 def _run(store: Store, run: Run, partners: Partners, found: dict, sleep) -> Outcome:
-    """The step of the submission's kind, retried; its outputs are kept in ``run`` (written
-    when the run finishes). ``failed`` between retries is written at once, for whoever looks."""
+    """The step of the submission's kind, retried; the :class:`StepResult` it returns is held
+    in ``run`` (written in one transaction when the run finishes). ``failed`` between retries
+    is written at once, for whoever looks."""
     submission_id = found["id"]
     partner = partners.partners.get(found["partner"])
     if partner is None:
-        run.set_status(submission_id, "dead_letter", error="unknown partner")
-        return Outcome(submission_id, "dead_letter", False, None, 0)
+        run.set_status(submission_id, Status.DEAD_LETTER, error="unknown partner")
+        return Outcome(submission_id, Status.DEAD_LETTER.value, False, None, 0)
     step = STEPS[found["kind"]]
     for attempt in range(1, RETRIES + 1):
         if attempt > 1:
             run.restart()
         try:
-            return step(run, partners, partner, submission_id)
+            run.attempt(submission_id)
+            result: StepResult = step(run, partners, partner, submission_id)
+            run.write_result(result)
+            return result.outcome()
         except Exception as exc:  # noqa: BLE001 - recorded, retried, then dead-lettered
             error = f"{exc.__class__.__name__} on attempt {attempt}"
             log.warning("processing failed: %s", error,
-                        extra={"submission_id": submission_id, "status": "failed"})
+                        extra={"submission_id": submission_id, "status": Status.FAILED.value})
             if attempt == RETRIES:
                 run.restart()
-                run.set_status(submission_id, "dead_letter", error=error)
-                return Outcome(submission_id, "dead_letter", False, None, 0)
-            store.set_status(submission_id, "failed", error=error)
+                run.set_status(submission_id, Status.DEAD_LETTER, error=error)
+                return Outcome(submission_id, Status.DEAD_LETTER.value, False, None, 0)
+            store.set_status(submission_id, Status.FAILED, error=error)
             sleep(BACKOFF_SECONDS * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
+
+
+def run_step(store: Store, partners: Partners, submission_id: str) -> Outcome:
+    """Run a stored submission's step once, here, outside the queue and its leases, and write
+    its result at once (tools and tests that re-run a step; the queue uses
+    :func:`run_claimed`)."""
+    found = store.submission(submission_id)
+    run = Run(store, submission_id)
+    result = STEPS[found["kind"]](run, partners, partners.partners[found["partner"]],
+                                  submission_id)
+    run.write_result(result)
+    run.flush()
+    return result.outcome()
 
 
 def replay(store: Store, partners: Partners, submission_id: str, actor: str,
@@ -302,7 +332,7 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str,
     kept = store.receive(partner=found["partner"], channel="replay", kind=found["kind"],
                          filename=found.get("filename"),
                          payload=store.raw_payload(submission_id), parent_id=submission_id,
-                         claimed_by=worker, lease=LEASE)
+                         claimed_by=worker, lease=lease_length())
     store.audit(actor=actor, action="replay", target=submission_id,
                 detail=f"new submission {kept.submission_id}")
     if queue is not None:
@@ -330,7 +360,7 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
     kept = store.receive(partner=partner.id, channel=channel, kind=kind, filename=filename,
                          payload=payload, idempotency_key=idempotency_key,
                          x12_key=_x12_key(payload) if kind == "x12" else None,
-                         claimed_by=worker, lease=LEASE,
+                         claimed_by=worker, lease=lease_length(),
                          audit={"actor": partner.id, "action": "submit",
                                 "detail": f"{kind} via {channel}"})
     details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,
@@ -343,7 +373,7 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
     log.info("submission stored", extra=details)
     if queue is not None:
         queue.enqueue(kept.submission_id)
-        return Submitted(kept.submission_id, False, "received")
+        return Submitted(kept.submission_id, False, Status.RECEIVED.value)
     outcome = run_claimed(store, partners, kept.submission_id, worker)
     log.info("submission processed", extra={**details, "status": outcome.status,
                                             "findings": outcome.findings})

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
@@ -28,21 +27,21 @@ from datetime import timedelta
 
 from gateway.pipeline.partners import Partners
 from gateway.pipeline.process import (
-    LEASE,
+    RUNS_ENDED_CHANNEL,
     RUNS_ENDED,
+    lease_length,
     owner_alive,
     run_claimed,
     worker_id,
 )
 from gateway.pipeline.store import Store
+from gateway.settings import current as settings
 
 log = logging.getLogger("gateway.queue")
 IDLE_POLL_SECONDS = 0.5
 REDELIVER_AFTER = timedelta(minutes=5)
-SWEEP_SECONDS = float(os.environ.get("ECM_GATEWAY_SWEEP_SECONDS", "5"))
-RUNS_ENDED_CHANNEL = "ecm-gateway:runs-ended"  # Redis pub/sub: a worker's run of <id> ended
-# an embedded worker defers claiming while the API answers FHIR requests, at most this long
-DEFER_SECONDS = float(os.environ.get("ECM_GATEWAY_DEFER_SECONDS", "5"))
+# an embedded worker defers claiming while the API answers FHIR requests, at most the setting
+# ``defer_seconds``; the Celery sweeper looks every ``sweep_seconds`` (gateway.settings)
 QUIET_SECONDS = 0.005  # and claims only once the API stayed idle this long
 
 
@@ -112,8 +111,8 @@ class EmbeddedQueue:
     engine = "embedded"
 
     def __init__(self, store: Store, partners: Partners, workers: int = 1,
-                 lease: timedelta = LEASE) -> None:
-        self.store, self.partners, self.lease = store, partners, lease
+                 lease: timedelta | None = None) -> None:
+        self.store, self.partners, self.lease = store, partners, lease or lease_length()
         self.count = max(1, workers)
         self._wake = threading.Condition()
         self._pending = 0
@@ -159,7 +158,7 @@ class EmbeddedQueue:
                 # the GIL is the API's while it answers FHIR requests: routing waits
                 if deferred_since is None:
                     deferred_since = time.monotonic()
-                draining = not API_LOAD.wait_quiet(deferred_since + DEFER_SECONDS,
+                draining = not API_LOAD.wait_quiet(deferred_since + settings().defer_seconds,
                                                    self._stop)
                 if not draining:  # a client's next request may be a moment away
                     self._stop.wait(QUIET_SECONDS)
@@ -189,12 +188,13 @@ class CeleryQueue:
     engine = "celery"
 
     def __init__(self, store: Store, url: str, redeliver_after: timedelta = REDELIVER_AFTER,
-                 sweep_seconds: float = SWEEP_SECONDS) -> None:
+                 sweep_seconds: float | None = None) -> None:
         from gateway.pipeline.worker import celery_app
 
         self.store, self.url = store, url
         self.app = celery_app(url)
-        self.redeliver_after, self.sweep_seconds = redeliver_after, sweep_seconds
+        self.redeliver_after = redeliver_after
+        self.sweep_seconds = sweep_seconds if sweep_seconds is not None else settings().sweep_seconds
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._listener: threading.Thread | None = None

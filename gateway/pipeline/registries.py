@@ -225,24 +225,6 @@ def plans_of_members(registry: Registry, cins: Iterable[str]) -> dict[str, list[
     return out
 
 
-def route_to_members_plan(partners, sender, kind: str, cin: str, payer_id: str,
-                          member_plans: dict[str, list[str]]):
-    """Who receives a member's document of ``kind`` from ``sender`` (the ONE lookup for every
-    member-level routing: a provider's 837P, invoice claims, FHIR referrals, care plans and
-    Tasks): the plan whose MIF assigns the member (when several do, the one ``payer_id``
-    names), else the plan ``payer_id`` names, else the only plan — as the route of ``kind``
-    resolves it (a plan's 837P goes to the state). ``member_plans`` is
-    :func:`plans_of_members` for the members at hand. None: no route leads to another
-    partner."""
-    plans = member_plans.get(cin, [])
-    payer_plan = {pid: p.id for p in partners.partners.values() if p.role == "plan"
-                  for pid in p.payer_ids}
-    named = payer_plan.get(payer_id, "")
-    plan_id = named if named in plans else (plans[0] if plans else "")
-    target = partners.route(kind, sender, payer_id, plan_id=plan_id)
-    return None if target is None or target.id == sender.id else target
-
-
 def member_assignment(registry: Registry, cin: str, plan_id: str | None = None) -> dict | None:
     """The member's newest MIF assignment (of ``plan_id``'s MIFs when given): name, birth
     date, benefit period, assigned provider."""

@@ -1,9 +1,9 @@
 """Large X12 files split by transaction set, the parts processed in parallel by the Celery
 workers, the results merged back into the original submission.
 
-When a worker takes an X12 submission of at least :data:`SPLIT_MIN_BYTES` whose single
-functional group holds more than :data:`PER_PART` transaction sets, it cuts the file into parts
-of :data:`PER_PART` sets each: the original ISA and GS, the part's ST…SE segments unchanged, a
+When a worker takes an X12 submission of at least the setting ``split_bytes`` whose single
+functional group holds more than ``split_transactions`` (a setting) transaction sets, it cuts the file into parts
+of that many sets each: the original ISA and GS, the part's ST…SE segments unchanged, a
 GE/IEA with the part's counts. Each part becomes a child submission (channel ``split``, linked
 by ``parent_id``, never shown in a mailbox) queued like any other; the original waits
 (``run_state = waiting``). The worker that finishes the last part merges:
@@ -25,19 +25,24 @@ transaction sets of one file (duplicate service lines inside the file) see only 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 
 from gateway.findings import Finding
 from gateway.pipeline.partners import Partners
-from gateway.pipeline.registries import reindex_routed
-from gateway.pipeline.steps import X12_MEDIA, Outcome
+from gateway.pipeline.registries import (
+    forget_routed,
+    history_source,
+    record_routed,
+    server_registry,
+)
+from gateway.pipeline.delivery import X12_MEDIA
+from gateway.pipeline.status import Status
+from gateway.pipeline.steps.result import StepResult
 from gateway.pipeline.store import SPLIT_CHANNEL, Store
+from gateway.settings import current as settings
 
 log = logging.getLogger("gateway.split")
-SPLIT_MIN_BYTES = int(os.environ.get("ECM_GATEWAY_SPLIT_BYTES", str(5 * 1024 * 1024)))
-PER_PART = int(os.environ.get("ECM_GATEWAY_SPLIT_TRANSACTIONS", "50"))
 _PART_LOCATION = re.compile(r"^ISA#1/GS#1(?:/ST#(\d+))?")
 
 
@@ -102,8 +107,9 @@ class Part:
     payload: bytes
 
 
-def plan_parts(payload: bytes, per_part: int = PER_PART) -> list[Part] | None:
+def plan_parts(payload: bytes, per_part: int | None = None) -> list[Part] | None:
     """The parts of a splittable file (None: process it whole)."""
+    per_part = per_part or settings().split_transactions
     found = parse_single_group(payload)
     if found is None or len(found.transactions) <= per_part:
         return None
@@ -121,13 +127,13 @@ def plan_parts(payload: bytes, per_part: int = PER_PART) -> list[Part] | None:
 
 
 def split_submission(store: Store, submission_id: str, worker: str,
-                     per_part: int = PER_PART) -> list[str] | None:
+                     per_part: int | None = None) -> list[str] | None:
     """Cut a large claimed X12 submission into parts (child submissions, queued) and leave it
     waiting for them; returns the part ids, or None when it is to be processed whole. Safe to
     run again after a crash: parts made before are reused, not made twice."""
     found = store.submission(submission_id)
     if found["kind"] != "x12" or found["channel"] == SPLIT_CHANNEL or \
-            found["size"] < SPLIT_MIN_BYTES:
+            found["size"] < settings().split_bytes:
         return None
     parts = plan_parts(store.raw_payload(submission_id), per_part)
     if parts is None:
@@ -150,16 +156,17 @@ def split_submission(store: Store, submission_id: str, worker: str,
 
 
 # -- the merge -------------------------------------------------------------------------------------
-def merge_parts(store: Store, partners: Partners, submission_id: str) -> Outcome:
+def merge_parts(store: Store, partners: Partners, submission_id: str) -> StepResult:
     """Merge the finished parts' results into the (claimed) original submission."""
+    result = StepResult(submission_id)
     found = store.submission(submission_id)
     plan = found["summary"].get("parts", [])
     parts = [store.submission(p["id"]) for p in plan]
-    failed = [n for n, p in enumerate(parts, start=1) if p["status"] == "dead_letter"]
+    failed = [n for n, p in enumerate(parts, start=1) if p["status"] == Status.DEAD_LETTER]
     if failed:
-        store.set_status(submission_id, "dead_letter",
-                         error=f"part {failed[0]} of {len(parts)} dead-lettered; replay it")
-        return Outcome(submission_id, "dead_letter", False, None, 0)
+        result.status, result.valid = Status.DEAD_LETTER, False
+        result.error = f"part {failed[0]} of {len(parts)} dead-lettered; replay it"
+        return result
     findings = []
     documents: dict[str, list[tuple[dict, bytes, int]]] = {}
     claims_before = 0
@@ -169,11 +176,11 @@ def merge_parts(store: Store, partners: Partners, submission_id: str) -> Outcome
             content = store.document(doc["id"])["content"]
             documents.setdefault(doc["role"], []).append((doc, content, claims_before))
         claims_before += int(part["summary"].get("claims", 0))
-    store.add_findings(submission_id, findings)
+    result.add_findings(findings)
     summary = _merge_summaries([p["summary"] for p in parts])
-    store.set_summary(submission_id, {**summary, "parts": plan})
+    result.summary = {**summary, "parts": plan}
+    result.valid = bool(summary.get("valid"))
     partner = found["partner"]
-    ack999 = None
     for role, kind in (("ack-ta1", "ta1"), ("ack-999", "999"), ("ack-277ca", "277ca")):
         texts = [c.decode("latin-1") for _, c, _ in documents.get(role, [])]
         if not texts:
@@ -182,29 +189,31 @@ def merge_parts(store: Store, partners: Partners, submission_id: str) -> Outcome
             merged = merge_277ca(texts, [before for _, _, before in documents[role]])
         else:
             merged = texts[0] if kind == "ta1" else merge_999(texts)
-        ack999 = merged if kind == "999" else ack999
-        store.add_document(submission_id, role=role, name=f"{submission_id}.{kind}.x12",
-                           content=merged.encode("latin-1"), media_type=X12_MEDIA,
-                           recipient=partner)
-    store.set_status(submission_id, "validated")
+        result.ack999 = merged if kind == "999" else result.ack999
+        result.add_document(role=role, name=f"{submission_id}.{kind}.x12",
+                            content=merged.encode("latin-1"), media_type=X12_MEDIA,
+                            recipient=partner)
     routed: dict[str, list[str]] = {}
     for doc, content, _ in documents.get("routed-837p", []):
         routed.setdefault(doc["recipient"], []).append(content.decode("latin-1"))
-    status = "validated"
     if routed:
-        store.set_status(submission_id, "converted")
+        # the state answers the merged documents' control numbers: index them afresh
+        registry = server_registry(store)
+        forget_routed(registry, submission_id)
         for recipient, texts in routed.items():
-            store.add_document(submission_id, role="routed-837p",
-                               name=f"{submission_id}.837p.x12",
-                               content=merge_transactions(texts).encode("latin-1"),
-                               media_type=X12_MEDIA, recipient=recipient)
-        reindex_routed(store, partners, submission_id)  # the state answers these documents
-        status = "routed"
-    elif all(p["status"] == "rejected" for p in parts):
-        status = "rejected"
-    if status != "validated":
-        store.set_status(submission_id, status)
-    return Outcome(submission_id, status, bool(summary.get("valid")), ack999, len(findings))
+            content = merge_transactions(texts).encode("latin-1")
+            document = result.route(role="routed-837p", name=f"{submission_id}.837p.x12",
+                                    content=content, media_type=X12_MEDIA,
+                                    recipient=recipient, converted=True)
+            target = partners.partners.get(recipient)
+            to_state = target is not None and target.role == "state"
+            record_routed(registry, submission_id=submission_id, sender=partner,
+                          recipient=recipient, document_id=document, x12=content,
+                          history_source=history_source(store, submission_id)
+                          if to_state else None)
+    elif all(p["status"] == Status.REJECTED for p in parts):
+        result.status, result.read = Status.REJECTED, True
+    return result
 
 
 def _map_finding(data: dict, place: dict) -> Finding:

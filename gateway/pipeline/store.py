@@ -77,9 +77,8 @@ from sqlalchemy.types import TypeDecorator
 
 from gateway.findings import Finding
 from gateway.paths import var_dir
+from gateway.pipeline.status import STATUSES, Status  # the one status enum
 
-STATUSES = ("received", "validated", "converted", "routed", "delivered", "rejected", "failed",
-            "dead_letter")
 BUSY_TIMEOUT_MS = 30_000
 MAX_CONTROL = 999_999_999  # ISA13 is 9 digits; numbers wrap within 1..MAX_CONTROL
 DEFAULT_WINDOW = timedelta(days=30)
@@ -312,14 +311,14 @@ class Store:
             conn.execute(insert(submissions), dict(
                 id=submission_id, partner=partner, channel=channel, kind=kind, filename=filename,
                 sha256=digest, size=len(payload), idempotency_key=idempotency_key,
-                x12_key=x12_key, parent_id=parent_id, status="received", error=None, attempts=0,
+                x12_key=x12_key, parent_id=parent_id, status=Status.RECEIVED.value, error=None, attempts=0,
                 summary={}, created_at=now, updated_at=now,
                 run_state="running" if claimed_by else "queued", lease_owner=claimed_by,
                 lease_until=now + lease if claimed_by else None,
                 started_at=now if claimed_by else None))
             conn.execute(insert(payloads), dict(submission_id=submission_id, content=payload))
             conn.execute(insert(status_history), dict(
-                submission_id=submission_id, status="received", at=now, error=None))
+                submission_id=submission_id, status=Status.RECEIVED.value, at=now, error=None))
             _audit_entry(conn, audit, submission_id, now)
         return Received(submission_id, None)
 
@@ -329,6 +328,7 @@ class Store:
         history. ``error`` becomes the submission's current error (``None`` clears it)."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
+        status = Status(status).value
         now = _utc(now)
         with self._write() as conn:
             result = conn.execute(update(submissions).where(submissions.c.id == submission_id)
@@ -642,7 +642,7 @@ class Store:
                      parent_document: str | None = None, now: datetime | None = None) -> str:
         """Store a document made from a submission (ack, converted file, report, routed copy;
         a routed copy names the document it copies in ``parent_document``)."""
-        row = _document_row(submission_id, role=role, name=name, content=content,
+        row = document_row(submission_id, role=role, name=name, content=content,
                             media_type=media_type, recipient=recipient,
                             parent_document=parent_document, now=now)
         with self._write() as conn:
@@ -703,11 +703,11 @@ class Store:
                 d.submission_id == submission_id, d.role.like("routed%"),
                 d.delivered_at.is_(None))).scalar()
             if pending == 0 and conn.execute(update(submissions).where(
-                    c.id == submission_id, c.status == "routed",
-                    c.run_state == "done").values(status="delivered", updated_at=now)
+                    c.id == submission_id, c.status == Status.ROUTED.value,
+                    c.run_state == "done").values(status=Status.DELIVERED.value, updated_at=now)
             ).rowcount:
                 conn.execute(insert(status_history).values(
-                    submission_id=submission_id, status="delivered", at=now, error=None))
+                    submission_id=submission_id, status=Status.DELIVERED.value, at=now, error=None))
 
     # -- control numbers ---------------------------------------------------------------------------
     def next_numbers(self, name: str, count: int = 1) -> list[int]:
@@ -807,7 +807,7 @@ class Run:
             return self.store.set_status(submission_id, status, error=error, now=now)
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r} (expected one of {', '.join(STATUSES)})")
-        self._statuses.append({"submission_id": submission_id, "status": status,
+        self._statuses.append({"submission_id": submission_id, "status": Status(status).value,
                               "at": _utc(now), "error": error})
 
     def set_summary(self, submission_id: str, summary: dict) -> None:
@@ -832,11 +832,27 @@ class Run:
                 all(d["id"] != parent_document for d in self._documents) and \
                 self.store.document(parent_document) is None:
             raise KeyError(f"unknown parent document {parent_document}")
-        row = _document_row(submission_id, role=role, name=name, content=content,
+        row = document_row(submission_id, role=role, name=name, content=content,
                             media_type=media_type, recipient=recipient,
                             parent_document=parent_document, now=now)
         self._documents.append(row)
         return row["id"]
+
+    def write_result(self, result, now: datetime | None = None) -> None:
+        """Hold a step's :class:`~gateway.pipeline.steps.result.StepResult`: its status path,
+        findings, documents and summary (written with the end of the run)."""
+        from gateway.pipeline.status import path
+
+        at = _utc(now)
+        sid = self.submission_id
+        for status in path(result.status, read=result.read, converted=result.converted):
+            error = result.error if status == result.status else None
+            self._statuses.append({"submission_id": sid, "status": status.value, "at": at,
+                                   "error": error})
+        self._findings.extend(_finding_rows(sid, result.findings))
+        self._documents.extend(result.documents)
+        if result.summary is not None:
+            self._summary = dict(result.summary)
 
     # -- the run's own bookkeeping -------------------------------------------------------------
     def flush(self) -> None:
@@ -901,7 +917,7 @@ def _finding_rows(submission_id: str, findings: list[Finding]) -> list[dict]:
     return rows
 
 
-def _document_row(submission_id: str, *, role: str, name: str, content: bytes,
+def document_row(submission_id: str, *, role: str, name: str, content: bytes,
                   media_type: str, recipient: str | None, parent_document: str | None,
                   now: datetime | None) -> dict:
     content = bytes(content)
@@ -1017,7 +1033,7 @@ def _add_missing_columns(conn: Connection) -> None:
         default = " NOT NULL DEFAULT 'done'" if col.name == "run_state" else ""
         conn.exec_driver_sql(f"ALTER TABLE submissions ADD COLUMN {col.name} {kind}{default}")
     if any(col.name == "run_state" for col in missing):
-        conn.execute(update(submissions).where(submissions.c.status == "received")
+        conn.execute(update(submissions).where(submissions.c.status == Status.RECEIVED.value)
                      .values(run_state="queued"))
 
 

@@ -18,7 +18,10 @@ from pathlib import Path
 
 from celery import Celery
 
+from gateway.settings import current as settings
+
 log = logging.getLogger("gateway.worker")
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 TASK = "gateway.process_submission"
 _apps: dict[str, Celery] = {}
 _context: dict[str, object] = {}
@@ -26,7 +29,7 @@ _context: dict[str, object] = {}
 
 def celery_app(broker: str | None = None) -> Celery:
     """The Celery application for ``broker`` (default ``ECM_GATEWAY_QUEUE``); one per URL."""
-    broker = broker or os.environ.get("ECM_GATEWAY_QUEUE") or "redis://127.0.0.1:6379/0"
+    broker = broker or settings().queue or DEFAULT_BROKER
     if broker in _apps:
         return _apps[broker]
     app = Celery("ecm_gateway", broker=broker, set_as_current=False)
@@ -47,8 +50,11 @@ def _store_and_partners():
         from gateway.pipeline.partners import Partners
         from gateway.pipeline.store import Store
 
-        _context.update(pid=pid, store=Store(os.environ.get("ECM_GATEWAY_STORE") or None),
-                        partners=Partners.load(Path(os.environ["ECM_GATEWAY_PARTNERS"])))
+        found = settings()
+        if found.partners is None:
+            raise RuntimeError("the worker needs the partners setting (ECM_GATEWAY_PARTNERS)")
+        _context.update(pid=pid, store=Store(found.store or None),
+                        partners=Partners.load(Path(found.partners)))
     return _context["store"], _context["partners"]
 
 
@@ -56,16 +62,17 @@ def process_submission(task, submission_id: str) -> str:
     """Claim and run one submission; returns its state after the attempt. A large X12 file is
     split into parts instead (:mod:`gateway.pipeline.split`), each sent as a task of its own;
     the task of a part that finishes asks for the merge of its file, which the last one gets."""
-    from gateway.pipeline.process import LEASE, run_claimed, worker_id
+    from gateway.pipeline.process import lease_length, run_claimed, worker_id
     from gateway.pipeline.split import merge_parts, split_submission
 
     store, partners = _store_and_partners()
     worker = worker_id()
-    state = store.claim(submission_id, worker, LEASE)
+    lease = lease_length()
+    state = store.claim(submission_id, worker, lease)
     if state == "busy":  # another worker's live lease: look again when it would have expired
-        raise task.retry(countdown=LEASE.total_seconds() + 1)
+        raise task.retry(countdown=lease.total_seconds() + 1)
     if state == "waiting":
-        if not store.claim_merge(submission_id, worker, LEASE):
+        if not store.claim_merge(submission_id, worker, lease):
             return "waiting"  # parts still running: the last one asks again
         outcome = run_claimed(store, partners, submission_id, worker, work=merge_parts)
         _announce_end(submission_id)
@@ -95,15 +102,15 @@ def process_submission(task, submission_id: str) -> str:
 def _announce_end(submission_id: str) -> None:
     """Tell the API processes a run ended (they answer a waiting client at once instead of at
     their next look at the store); best effort."""
-    from gateway.pipeline.queue import RUNS_ENDED_CHANNEL
-
     pid = os.getpid()
     try:
         if _context.get("redis_pid") != pid:
             import redis
 
             _context.update(redis_pid=pid, redis=redis.Redis.from_url(
-                os.environ.get("ECM_GATEWAY_QUEUE") or "redis://127.0.0.1:6379/0"))
+                settings().queue or DEFAULT_BROKER))
+        from gateway.pipeline.process import RUNS_ENDED_CHANNEL
+
         _context["redis"].publish(RUNS_ENDED_CHANNEL, submission_id)
     except Exception as exc:  # noqa: BLE001 - the API still sees the run in the store
         log.warning("could not announce the end of a run: %s", exc.__class__.__name__,
@@ -112,8 +119,8 @@ def _announce_end(submission_id: str) -> None:
 
 def run_worker(store: str | None, queue: str, partners: Path, concurrency: int = 1,
                name: str | None = None) -> None:
-    """Run a Celery worker for the gateway (blocks). The configuration goes through the
-    environment so the pool's child processes inherit it."""
+    """Run a Celery worker for the gateway (blocks). The settings (queue, partners, store) go
+    through the environment so the pool's child processes read the same settings object."""
     os.environ["ECM_GATEWAY_QUEUE"] = queue
     os.environ["ECM_GATEWAY_PARTNERS"] = str(Path(partners).resolve())
     if store:

@@ -1,4 +1,7 @@
-"""Processing a state encounter response: each Encounter is linked back to the 837P the gateway
+"""Step ``state response`` (an upload of the state's response XML): each Encounter is linked back to the 837P the gateway
+routed to the state.
+
+Processing a state encounter response: each Encounter is linked back to the 837P the gateway
 routed to the state (ISA13 + GS06/ST02 + claim id), its status and the state's reasons are kept
 (``state_encounter_status``), denied encounters and lines leave the encounter history, and a
 readable CSV summary goes to the plan that sent the encounters — and, for denied encounters, to
@@ -26,6 +29,7 @@ from gateway.pipeline.registries import (
     replace_state_statuses,
     server_registry,
 )
+from gateway.pipeline.steps.result import StepResult
 from gateway.rules import default_catalogue
 from gateway.state.response import (
     StateResponseError,
@@ -55,26 +59,22 @@ def _cell(value) -> str:
 
 
 def process_state_response(store, partners: Partners, partner: Partner, submission_id: str,
-                           payload: bytes, now: datetime):
-    from gateway.pipeline.steps import Outcome
-
+                           payload: bytes, now: datetime) -> StepResult:
+    """Link the response's encounters to the 837Ps routed to the state, keep the state's
+    verdicts, take denied lines out of the history and send the summaries."""
+    result = StepResult(submission_id)
     catalogue = default_catalogue()
     if partner.role not in ("state", "plan"):
         finding = catalogue.finding("STATE-XML-001", "file", None,
                                     problem="only the state (or a plan forwarding it) sends "
                                             "state responses")
-        store.add_findings(submission_id, [finding])
-        store.set_status(submission_id, "rejected", error="not the state")
-        return Outcome(submission_id, "rejected", False, None, 1)
+        return result.reject("not the state", [finding])
     try:
         response = parse_state_response(payload)
     except StateResponseError as exc:
         finding = catalogue.finding("STATE-XML-001", "file", None, problem=str(exc))
-        store.add_findings(submission_id, [finding])
-        store.set_status(submission_id, "rejected", error="unreadable state response")
-        store.set_summary(submission_id, {"kind": "state-response", "valid": False})
-        return Outcome(submission_id, "rejected", False, None, 1)
-    store.set_status(submission_id, "validated")
+        result.summary = {"kind": "state-response", "valid": False}
+        return result.reject("unreadable state response", [finding])
     registry = server_registry(store)
     findings = []
     statuses: list[dict] = []
@@ -127,33 +127,24 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
     # keyed by the first submission of a replay chain: a replay replaces, never adds
     root = history_source(store, submission_id).split(":", 1)[1]
     replace_state_statuses(registry, root, statuses)
-    status = "validated"
     for plan_id, rows in to_plan.items():
         # routed as the state's document, also when a plan forwards the state's file itself
         target = partners.route("state-response", "state", plan_id=plan_id)
         if target is None or target.id != plan_id:
             continue
-        store.add_document(submission_id, role="state-response-summary",
-                           name=f"{submission_id}.state-response.csv", content=summary_csv(rows),
-                           media_type=CSV_MEDIA, recipient=plan_id)
-        status = "routed"
+        result.route(role="state-response-summary", name=f"{submission_id}.state-response.csv",
+                     content=summary_csv(rows), media_type=CSV_MEDIA, recipient=plan_id)
     for provider_id, rows in to_provider.items():
         if partners.route("state-response-denied", "state",
                           npi=partners.partners[provider_id].npis[0]
                           if partners.partners[provider_id].npis else "") is None:
             continue
-        store.add_document(submission_id, role="state-response-denied",
-                           name=f"{submission_id}.denied-encounters.csv",
-                           content=summary_csv(rows), media_type=CSV_MEDIA,
-                           recipient=provider_id)
-        status = "routed"
-    if status == "routed":
-        store.set_status(submission_id, "routed")
-    store.add_findings(submission_id, findings)
-    store.set_summary(submission_id, {"kind": "state-response", "file_status": response.status,
-                                      "transactions": len(response.transactions), **counts,
-                                      "valid": True})
-    return Outcome(submission_id, status, True, None, len(findings))
+        result.route(role="state-response-denied", name=f"{submission_id}.denied-encounters.csv",
+                     content=summary_csv(rows), media_type=CSV_MEDIA, recipient=provider_id)
+    result.add_findings(findings)
+    result.summary = {"kind": "state-response", "file_status": response.status,
+                      "transactions": len(response.transactions), **counts, "valid": True}
+    return result
 
 
 def _status_row(routed: dict, encounter, line_number, status: str, part) -> dict:

@@ -1,0 +1,185 @@
+"""Delivery: the decisions every channel (X12, invoice, FHIR, RTF/OTF, API, file drop) takes
+the same way, in ONE place.
+
+* :func:`authorise_sender` — may this partner send a claim or row billed by / naming this
+  provider (NPI, TIN)? The one sender check.
+* :func:`resolve_plan` — which plan receives a member's document. The one plan resolution.
+* :func:`envelope_numbers` / :func:`take_numbers` — outgoing control numbers (ISA13, GS06),
+  from the ONE counter store: the store's ``control_counters`` table, shared by the server, its
+  workers and the command line (``--store``, default the same ``./var`` store as ``serve``).
+* :class:`PlanDocuments` — the per-recipient 837P documents made from a submission's
+  accepted encounters (one envelope per receiving partner, in its envelope profile).
+
+A step asks these; it does not decide them itself.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from datetime import datetime
+
+from gateway.findings import Finding
+from gateway.pipeline.partners import Partner, Partners
+from gateway.rules import default_catalogue
+from gateway.x12.writer import ControlNumbers, envelope_settings
+
+X12_MEDIA = "application/edi-x12"
+
+
+# -- sender authorisation ------------------------------------------------------------------------
+def authorise_sender(partner: Partner, npi: str | None, tin: str | None = None) -> bool:
+    """May ``partner`` send a claim (or row) whose billing / ECM provider is NPI ``npi`` and TIN
+    ``tin``? Plans and the state may (they forward their providers' data). A provider may
+    only send as itself: the NPI is one of its NPIs or the TIN one of its TINs."""
+    if partner.role != "provider":
+        return True
+    npi, tin = (npi or "").strip(), (tin or "").strip()
+    return bool((npi and npi in partner.npis) or (tin and tin in partner.tins))
+
+
+def sender_finding(partner: Partner, npi: str | None, tin: str | None, location: str,
+                   segment=None, rule: str = "GATEWAY-AUTH-001") -> Finding | None:
+    """The finding for a claim or row ``partner`` may not send (None when it may)."""
+    if authorise_sender(partner, npi, tin):
+        return None
+    return default_catalogue().finding(rule, location, segment, npi=npi or "",
+                                       partner=partner.id)
+
+
+# -- plan resolution -----------------------------------------------------------------------------
+def resolve_plan(partners: Partners, sender: Partner, kind: str, cin: str, payer_id: str,
+                 member_plans: dict[str, list[str]]) -> Partner | None:
+    """Who receives a member's document of ``kind`` from ``sender`` (the ONE lookup for every
+    member-level routing: a provider's 837P, invoice claims, FHIR referrals, care plans and
+    Tasks, RTF/OTF rows): the plan whose MIF assigns the member (when several do, the one
+    ``payer_id`` names — a payer id or plan code), else the plan ``payer_id`` names, else the
+    only plan — as the route of ``kind`` resolves it (a plan's 837P goes to the state).
+    ``member_plans`` is :func:`gateway.pipeline.registries.plans_of_members` for the members at
+    hand. None: no route leads to another partner."""
+    plans = member_plans.get(cin, [])
+    named = plan_named(partners, payer_id)
+    plan_id = named if named in plans else (plans[0] if plans else named)
+    target = partners.route(kind, sender, payer_id, plan_id=plan_id)
+    return None if target is None or target.id == sender.id else target
+
+
+def plan_named(partners: Partners, code: str | None) -> str:
+    """The plan partner a payer id or plan code names ("" when none)."""
+    code = str(code or "")
+    if not code:
+        return ""
+    for p in partners.partners.values():
+        if p.role == "plan" and (code in p.payer_ids or (p.plan_code and code == p.plan_code)):
+            return p.id
+    return ""
+
+
+def claim_targets(partners: Partners, registry, partner: Partner, encounters: list,
+                  kind: str = "837p") -> tuple[dict[str, list], list]:
+    """Accepted encounters grouped by receiving partner (in file order), and those no route
+    leads anywhere (:func:`resolve_plan` per encounter; a plan's encounters go to the
+    state)."""
+    from gateway.pipeline.registries import plans_of_members
+
+    member_plans = plans_of_members(registry, {e.member.cin for e in encounters}) \
+        if partner.role == "provider" else {}
+    groups: dict[str, list] = {}
+    nowhere = []
+    for encounter in encounters:
+        target = resolve_plan(partners, partner, kind, encounter.member.cin,
+                              encounter.payer.id, member_plans)
+        if target is None:
+            nowhere.append(encounter)
+        else:
+            groups.setdefault(target.id, []).append(encounter)
+    return groups, nowhere
+
+
+# -- control numbers (the one counter store) -----------------------------------------------------
+def take_numbers(store, wanted: dict[str, int]) -> dict[str, list[int]]:
+    """Numbers from the store's counters (``isa13:<profile>``, ``gs06:<profile>``), in one
+    transaction; every process on the store (API, workers, the command line) draws from the
+    same sequences."""
+    return store.take_numbers(wanted)
+
+
+def envelope_numbers(store, profile: str) -> ControlNumbers:
+    """The next ISA13 and GS06 of envelope profile ``profile``, in one transaction."""
+    names = (f"isa13:{profile}", f"gs06:{profile}")
+    taken = take_numbers(store, {name: 1 for name in names})
+    return ControlNumbers(*(taken[name][0] for name in names))
+
+
+def ack_numbers(store, interchanges: int = 3, groups: int = 8) -> tuple[list[int], list[int]]:
+    """ISA13s and GS06s for acknowledgments (TA1/999/277CA), from the one counter store."""
+    taken = take_numbers(store, {"isa13:acks": interchanges, "gs06:acks": groups})
+    return taken["isa13:acks"], taken["gs06:acks"]
+
+
+def ack_recipient(partners: Partners, partner: Partner) -> str:
+    """Who receives the acknowledgments of ``partner``'s submission (route ``ack``)."""
+    found = partners.route("ack", partner)
+    return found.id if found is not None else partner.id
+
+
+# -- per-recipient documents ---------------------------------------------------------------------
+class PlanDocuments:
+    """837P writers per receiving partner, opened as the first encounter for each arrives, so
+    a streamed file (an invoice) is split per member's plan without holding its claims."""
+
+    def __init__(self, store, partners: Partners, registry, partner: Partner, kind: str,
+                 now: datetime) -> None:
+        from gateway.x12.write837 import Encounter837Writer
+
+        self._writer_class = Encounter837Writer
+        self.store = store
+        self.partners, self.registry, self.partner = partners, registry, partner
+        self.kind, self.now = kind, now.replace(tzinfo=None)
+        self.writers: dict[str, tuple] = {}
+        self.unrouted: list[str] = []
+        self._plans: dict[tuple[str, str], Partner | None] = {}
+
+    def target(self, encounter) -> Partner | None:
+        key = (encounter.member.cin, encounter.payer.id)
+        if key not in self._plans:
+            groups, _ = claim_targets(self.partners, self.registry, self.partner, [encounter],
+                                      kind=self.kind)
+            self._plans[key] = self.partners.partners[next(iter(groups))] if groups else None
+        return self._plans[key]
+
+    def write(self, encounter) -> None:
+        target = self.target(encounter)
+        if target is None:
+            self.unrouted.append(encounter.claim.id)
+            return
+        if target.id not in self.writers:
+            settings = envelope_settings(target.envelope)
+            out = io.StringIO()
+            self.writers[target.id] = (out, self._writer_class(
+                out, settings, envelope_numbers(self.store, settings.name), self.now))
+        self.writers[target.id][1].write(encounter)
+
+    def unrouted_findings(self) -> list[Finding]:
+        catalogue = default_catalogue()
+        found = [catalogue.finding("GATEWAY-ROUTE-001", "file", None, claim=claim)
+                 for claim in self.unrouted]
+        return [f for f in found if f]
+
+    def close(self, submission_id: str) -> list[tuple[str, str, bytes]]:
+        """``(recipient, document name, 837P)`` per receiving partner."""
+        out = []
+        for recipient, (text, writer) in self.writers.items():
+            writer.close()
+            name = f"{submission_id}.837p.x12" if len(self.writers) == 1 \
+                else f"{submission_id}.{recipient}.837p.x12"
+            out.append((recipient, name, text.getvalue().encode()))
+        return out
+
+
+def recipients_of(documents: Iterable[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for doc in documents:
+        if doc["recipient"]:
+            out[doc["recipient"]] = out.get(doc["recipient"], 0) + 1
+    return out

@@ -1,0 +1,159 @@
+"""Stored FHIR resources (the store side of FHIR intake): a FHIR create (``POST /fhir/{type}``)
+or transaction Bundle is one submission: the raw payload is the submission (kept by
+:meth:`Store.receive`), its findings are the submission's findings, and every accepted resource
+is a document of the submission with role ``fhir-resource``, name ``{type}/{id}``, the
+resource's JSON as content and the submitting partner as recipient (so only that partner can
+read or search it). The submission's filename is ``{expected type}.{json|xml}``: what the step
+needs to run the payload again (replay).
+
+A resource's gateway id is made from its submission's id and its position
+(:func:`gateway.fhir.intake.resource_id`), so the API answers with it before the run, a re-run
+stores the same ids, and a read or search before the run finds the resource from the kept
+payload (:func:`find_resource`, :func:`pending_resources`)."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.fhir.intake import (
+    ROLE,
+    _expected_and_format,
+    accepted_resources,
+    member_identifiers,
+    own_identifiers,
+    submission_of,
+    token_matches,
+)
+from gateway.fhir.validate import Checked, check_payload
+from gateway.pipeline.partners import Partner
+from gateway.pipeline.store import Store
+from gateway.pipeline.status import Status
+
+
+def check_stored_payload(store: Store, submission_id: str, found: dict | None = None
+                         ) -> Checked:
+    """Validate a FHIR submission's raw payload again, as its run does."""
+    found = found or store.submission(submission_id)
+    expected, fmt = _expected_and_format(found.get("filename"))
+    return check_payload(store.raw_payload(submission_id), fmt,
+                         expected=None if expected == "Resource" else expected)
+
+
+def referral_routing(store: Store, partner: Partner, resource_type: str, resource_id: str
+                     ) -> dict | None:
+    """How one of the partner's stored resources was routed: its submission (id, status) and
+    its routing entry (for a ServiceRequest: priority, authorization deadline and rule, the
+    plan and the documents; only ``resource`` while its routing has not run). None for an
+    unknown resource or another partner's."""
+    found = find_resource(store, partner, resource_type, resource_id)
+    if found is None:
+        return None
+    return routing_of(found[1], f"{resource_type}/{resource_id}")
+
+
+def routing_of(submission: dict, name: str) -> dict:
+    """The submission (id, status) and its routing entry for the resource ``name``."""
+    routing = (submission.get("summary") or {}).get("routing", []) \
+        if submission.get("run_state") == "done" else []
+    entry = next((e for e in routing if e.get("resource") == name), {"resource": name})
+    return {"submission_id": submission["id"], "status": submission.get("status"), **entry}
+
+
+
+
+def stored_resources(store: Store, partner: Partner, resource_type: str | None = None
+                     ) -> list[dict]:
+    """The partner's stored FHIR resources (documents, newest first, without content)."""
+    prefix = f"{resource_type}/" if resource_type else ""
+    return [d for d in store.mailbox(partner.id)
+            if d["role"] == ROLE and d["name"].startswith(prefix)]
+
+
+def pending_resources(store: Store, partner: Partner, resource_type: str,
+                      latest: int = 100) -> list[dict]:
+    """The partner's accepted resources of ``resource_type`` that their queued run has not
+    stored yet (read from the kept payloads; among its ``latest`` submissions, newest
+    first), so a search right after a create finds what was created."""
+    found = []
+    for submission in store.submissions_for(partner.id, limit=latest):
+        if submission["kind"] != "fhir" or submission["run_state"] == "done":
+            continue
+        checked = check_stored_payload(store, submission["id"], submission)
+        if checked.valid:
+            found.extend(r for r in accepted_resources(checked, submission["id"])[0]
+                         if r["resourceType"] == resource_type)
+    return found
+
+
+def read_resource(store: Store, partner: Partner, resource_type: str, resource_id: str
+                  ) -> dict | None:
+    """One of the partner's resources, or None (also for another partner's)."""
+    found = find_resource(store, partner, resource_type, resource_id)
+    return found[0] if found is not None else None
+
+
+def find_resource(store: Store, partner: Partner, resource_type: str, resource_id: str
+                  ) -> tuple[dict, dict] | None:
+    """One of the partner's resources and its submission, or None (also for another
+    partner's). A resource accepted by the API whose submission's run has not stored it yet
+    (queued, running, or dead-lettered) is read from the submission's raw payload, so a read
+    right after a create finds it."""
+    name = f"{resource_type}/{resource_id}"
+    sid = submission_of(resource_id)
+    submission = store.submission(sid) if sid else None
+    if submission is None:  # an id from before ids named their submission: look them up
+        for doc in stored_resources(store, partner, resource_type):
+            if doc["name"] == name:
+                found = store.document(doc["id"])
+                return (json.loads(found["content"]), store.submission(doc["submission_id"])
+                        ) if found else None
+        return None
+    if submission["partner"] != partner.id or submission["kind"] != "fhir" \
+            or submission["status"] == Status.REJECTED:
+        return None
+    if submission["run_state"] == "done":
+        for doc in store.documents(sid):
+            if doc["role"] == ROLE and doc["name"] == name and doc["recipient"] == partner.id:
+                found = store.document(doc["id"])
+                return (json.loads(found["content"]), submission) if found else None
+        if submission["status"] != Status.DEAD_LETTER:  # stored by its run: not this one
+            return None
+    checked = check_stored_payload(store, sid, submission)
+    if not checked.valid:
+        return None
+    resources, _ = accepted_resources(checked, sid)
+    return next(((r, submission) for r in resources
+                 if f"{r['resourceType']}/{r['id']}" == name), None)
+
+
+def submission_resources(store: Store, submission_id: str) -> list[dict]:
+    return [json.loads(store.document(d["id"])["content"])
+            for d in store.documents(submission_id) if d["role"] == ROLE]
+
+
+def search_resources(store: Store, partner: Partner, resource_type: str, params: dict[str, str],
+                     limit: int) -> list[dict]:
+    """The partner's resources of ``resource_type`` whose identifiers match every search
+    parameter (``identifier``: the resource's own; the others: its member's), at most
+    ``limit``. Resources not yet stored by their runs are read from the kept payload first: one
+    whose run finishes meanwhile is then among the stored ones (and skipped), never in neither."""
+
+    def candidates():
+        yield from pending_resources(store, partner, resource_type)
+        for doc in stored_resources(store, partner, resource_type):
+            found = store.document(doc["id"])
+            if found is not None:
+                yield json.loads(found["content"])
+
+    matches, seen = [], set()
+    for resource in candidates():
+        if resource["id"] in seen:
+            continue
+        seen.add(resource["id"])
+        if all(token_matches(token, own_identifiers(resource) if key == "identifier"
+                             else member_identifiers(resource))
+               for key, token in params.items()):
+            matches.append(resource)
+            if len(matches) >= limit:
+                break
+    return matches

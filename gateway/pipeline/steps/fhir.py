@@ -1,0 +1,370 @@
+"""Step ``fhir``: a provider's FHIR resources (kind ``fhir``).
+
+resources.
+
+A FHIR create (``POST /fhir/{type}``) or transaction Bundle is one submission: the raw payload
+is the submission (kept by :meth:`Store.receive`), its findings are the submission's findings,
+and every accepted resource is a document of the submission with role ``fhir-resource``, name
+``{type}/{id}``, the resource's JSON as content and the submitting partner as recipient (so
+only that partner can read or search it). The submission's filename is
+``{expected type}.{json|xml}``: what the step needs to run the payload again (replay).
+
+The API validates in the request, keeps the payload and queues the submission; the queued
+step (:func:`process_fhir`) validates the kept payload again (about a millisecond per
+resource), stores the resources and routes them, all written in one transaction when the run
+ends (the store's :class:`~gateway.pipeline.store.Run`). A resource's gateway id is made from
+its submission's id and its position (:func:`resource_id`), so the API answers with it before
+the run, a re-run stores the same ids, and a read or search before the run finds the resource
+from the kept payload (:func:`find_resource`, :func:`pending_resources`). The request does not
+store the resource documents itself: the claim of a run discards whatever the submission holds
+from before (so a re-run never duplicates), and mailboxes show documents of finished runs only.
+
+Routing (:class:`Router`, route ``fhir`` of the partner file): every accepted resource goes
+through the FHIR mappings (``mappings/fhir/``) to the member's plan — the plan whose MIF
+assigns the member, else the plan the resource names as payer, else the only plan (the one
+lookup of :func:`gateway.pipeline.delivery.resolve_plan`):
+
+* an ECM referral ServiceRequest → its referral record (JSON, role ``routed-referral``); the
+  priority and the authorization deadline (72 hours expedited, 5 working days routine) are in
+  the submission summary (``routing``);
+* a Task (referral status) → an RTF row (default layout);
+* a CarePlan → an RTF row, and its completed ECM/CS activities → encounters checked with the
+  ECM rules against the server's registries → an 837P in the plan's envelope.
+
+A submission's RTF rows go to each plan as one CSV (role ``routed-rtf``), its encounters as one
+837P (role ``routed-837p``, indexed for state responses). The sender fills what the resource
+leaves empty in an RTF row (ECM provider name, NPI, TIN; the member's name from the plan's
+MIF), but may not speak for another provider (``GATEWAY-AUTH-001``/``-002``). Mapping findings
+(``FHIR-MAP-*``) are the submission's findings; whatever is not routed stays stored and a
+``FHIR-ROUTE-*`` finding says why. Documents are written only through the store inside the
+step, so the queue's clean-up of an unfinished run leaves nothing routed twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from gateway.fhir import CIN_SYSTEM, JSON_MEDIA
+from gateway.fhir.intake import ROLE, ROUTE_KIND, accepted_resources, member_identifiers
+from gateway.fhir.parse import to_json_bytes
+from gateway.findings import Finding
+from gateway.pipeline.delivery import X12_MEDIA, sender_finding
+from gateway.pipeline.fhir_resources import (
+    check_stored_payload,
+    read_resource,
+)
+from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.steps.result import StepResult
+from gateway.rules import default_catalogue
+
+REFERRAL_ROLE, RTF_ROLE, X12_ROLE = "routed-referral", "routed-rtf", "routed-837p"
+REFERRAL_MEDIA, CSV_MEDIA = "application/json", "text/csv"
+
+
+@dataclass
+class _PlanOutput:
+    """What one plan receives from a submission: RTF rows and encounters (one file each)."""
+    rtf_rows: list[dict] = field(default_factory=list)
+    encounters: list = field(default_factory=list)
+
+
+class Router:
+    """Routes the resources of one FHIR submission to the members' plans. :meth:`add` each
+    resource (a referral is written at once; RTF rows and encounters are gathered per plan),
+    then :meth:`finish` writes one RTF CSV and one 837P per plan. ``findings`` and
+    ``entries`` (one per routed-or-not resource, for the summary) are the caller's to
+    store."""
+
+    def __init__(self, store, partners: Partners, partner: Partner, result: StepResult,
+                 now: datetime | None = None) -> None:
+        from gateway.pipeline.registries import server_registry, server_rules
+
+        self.store, self.partners, self.partner = store, partners, partner
+        self.result = result
+        self.submission_id = result.submission_id
+        self.now = now or datetime.now(UTC)
+        self.today: date = self.now.date()
+        self.registry = server_registry(store)
+        self.rules = server_rules(self.registry)
+        self.catalogue = default_catalogue()
+        self.findings: list[Finding] = []
+        self.entries: list[dict] = []
+        self.routed: dict[str, int] = {}  # recipient -> documents
+        self._outputs: dict[str, _PlanOutput] = {}
+        self._own: dict[str, dict] | None = None
+
+    # -- per resource ------------------------------------------------------------------------
+    def add(self, resource: dict, sent_id: str | None = None) -> None:
+        """Route one stored resource. ``sent_id``: the id the sender gave it (the mappings
+        use it, so a CarePlan's claim ids and a referral's id are the EHR's own, the same
+        however often it is sent); the summary names the resource by the gateway's id."""
+        handler = {"ServiceRequest": self._referral, "Task": self._task,
+                   "CarePlan": self._careplan}.get(resource.get("resourceType"))
+        if handler is None:
+            return
+        label = f"{resource['resourceType']}/{resource.get('id')}"
+        handler({**resource, "id": sent_id} if sent_id else resource, label)
+
+    def _referral(self, resource: dict, label: str) -> None:
+        from gateway.fhir.mapping.referral import servicerequest_to_referral
+
+        referral, found = servicerequest_to_referral(resource, self.catalogue)
+        self.findings.extend(found)
+        entry: dict = {"resource": label}
+        self.entries.append(entry)
+        if referral is not None:
+            record = referral.as_json()
+            entry.update({k: record[k] for k in ("priority", "fhir_priority",
+                                                 "authorization_deadline", "deadline_rule")})
+        cin = (referral.member_cin if referral else None) or self._cin(resource)
+        if cin is None:
+            return self._note("FHIR-ROUTE-003", label)
+        target = self._plan(cin, referral.payer_id if referral else None)
+        entry["plan"] = target.id if target else None
+        if referral is None or any(f.is_error for f in found):
+            return self._note("FHIR-ROUTE-002", label, what="referral record")
+        if target is None:
+            return self._note("FHIR-ROUTE-001", label, what="referral record")
+        record = {**referral.as_json(), "resource": label, "sender": self.partner.id,
+                  "submission_id": self.submission_id, "plan": target.id}
+        name = f"{self.submission_id}.{label.replace('/', '-')}.referral.json"
+        self._deliver(target.id, REFERRAL_ROLE, name,
+                      (json.dumps(record, indent=2) + "\n").encode(), REFERRAL_MEDIA)
+        entry["documents"] = {"referral": target.id}
+
+    def _task(self, resource: dict, label: str) -> None:
+        from gateway.fhir.mapping.rtf import tasks_to_rtf
+
+        entry: dict = {"resource": label}
+        self.entries.append(entry)
+        cin, payer = self._cin(resource), None
+        focus = self._focus_request(resource)
+        if focus is not None:
+            from gateway.fhir.mapping.referral import servicerequest_to_referral
+
+            referral, _ = servicerequest_to_referral(focus, self.catalogue)
+            payer = referral.payer_id if referral else None
+            if cin is None:
+                cin = (referral.member_cin if referral else None) or self._cin(focus)
+                if cin is not None:  # the Task names its member through its referral
+                    resource = {**resource,
+                                "for": {"identifier": {"system": CIN_SYSTEM, "value": cin}}}
+        if cin is None:
+            self.findings.extend(tasks_to_rtf(resource, today=self.today,
+                                              catalogue=self.catalogue,
+                                              fill=self._fill(None, None))[1])
+            return self._note("FHIR-ROUTE-003", label)
+        target = self._plan(cin, payer)
+        entry["plan"] = target.id if target else None
+        rows, found = tasks_to_rtf(resource, today=self.today, catalogue=self.catalogue,
+                                   fill=self._fill(cin, target))
+        self.findings.extend(found)
+        self._rtf_row(rows[0] if rows else None, found, target, label, "Task.owner", entry)
+
+    def _careplan(self, resource: dict, label: str) -> None:
+        from gateway.fhir.mapping.careplan import careplan_to_encounters
+        from gateway.fhir.mapping.rtf import careplans_to_rtf
+        from gateway.x12.writer import envelope_settings
+
+        entry: dict = {"resource": label}
+        self.entries.append(entry)
+        cin = self._cin(resource)
+        target = self._plan(cin, None) if cin else None
+        entry["plan"] = target.id if target else None
+        settings = envelope_settings(target.envelope if target else "plan-default")
+        rows, found = careplans_to_rtf(resource, today=self.today, settings=settings,
+                                       catalogue=self.catalogue,
+                                       fill=self._fill(cin, target))
+        self.findings.extend(found)
+        encounters, made = careplan_to_encounters(resource, settings=settings, rules=self.rules,
+                                                  catalogue=self.catalogue)
+        self.findings.extend(made)
+        if cin is None:
+            return self._note("FHIR-ROUTE-003", label)
+        self._rtf_row(rows[0] if rows else None, found, target, label, "CarePlan.author",
+                      entry)
+        mine = []
+        for encounter in encounters:
+            billing = encounter.billing_provider
+            refused = sender_finding(self.partner, billing.npi, billing.tin, "CarePlan.author")
+            if refused is not None:
+                self.findings.append(refused)
+                continue
+            mine.append(encounter)
+        if not mine:
+            if any(f.is_error for f in made) or len(mine) < len(encounters):
+                self._note("FHIR-ROUTE-002", label, what="encounters (837P)")
+            return
+        if target is None:
+            return self._note("FHIR-ROUTE-001", label, what="encounters (837P)")
+        self._output(target.id).encounters.extend(mine)
+        entry.setdefault("documents", {})["837p"] = target.id
+        entry["claims"] = [e.claim.id for e in mine]
+
+    def _rtf_row(self, row: dict | None, found: list[Finding], target: Partner | None,
+                 label: str, where: str, entry: dict) -> None:
+        if row is None or any(f.is_error for f in found):
+            return self._note("FHIR-ROUTE-002", label, what="RTF row")
+        npi, tin = row.get("ECM Provider NPI", ""), row.get("ECM Provider TIN", "")
+        refused = sender_finding(self.partner, npi, tin, where, rule="GATEWAY-AUTH-002") \
+            if npi else None
+        if refused is not None:
+            self.findings.append(refused)
+            return
+        if target is None:
+            return self._note("FHIR-ROUTE-001", label, what="RTF row")
+        self._output(target.id).rtf_rows.append(row)
+        entry.setdefault("documents", {})["rtf"] = target.id
+
+    # -- per submission ----------------------------------------------------------------------
+    def finish(self) -> None:
+        """Write each plan's RTF CSV and 837P (into the step's result)."""
+        from gateway.conversion import canonical_to_837p
+        from gateway.fhir.mapping.rtf import write_rtf_csv
+        from gateway.pipeline.registries import record_routed
+        from gateway.pipeline.delivery import envelope_numbers
+        from gateway.x12.writer import envelope_settings
+
+        several = len(self._outputs) > 1
+        for plan_id, output in self._outputs.items():
+            middle = f".{plan_id}" if several else ""
+            if output.rtf_rows:
+                text = io.StringIO()
+                write_rtf_csv(output.rtf_rows, text)
+                self._deliver(plan_id, RTF_ROLE, f"{self.submission_id}{middle}.rtf.csv",
+                              text.getvalue().encode("utf-8"), CSV_MEDIA)
+            if output.encounters:
+                settings = envelope_settings(self.partners.partners[plan_id].envelope)
+                text = io.StringIO()
+                canonical_to_837p(output.encounters, text, settings,
+                                  envelope_numbers(self.store, settings.name),
+                                  self.now.replace(tzinfo=None))
+                content = text.getvalue().encode()
+                document = self._deliver(plan_id, X12_ROLE,
+                                         f"{self.submission_id}{middle}.837p.x12", content,
+                                         X12_MEDIA)
+                record_routed(self.registry, submission_id=self.submission_id,
+                              sender=self.partner.id, recipient=plan_id, document_id=document,
+                              x12=content)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _deliver(self, recipient: str, role: str, name: str, content: bytes,
+                 media_type: str) -> str:
+        document = self.result.route(role=role, name=name, content=content,
+                                     media_type=media_type, recipient=recipient, converted=True)
+        self.routed[recipient] = self.routed.get(recipient, 0) + 1
+        return document
+
+    def _output(self, plan_id: str) -> _PlanOutput:
+        return self._outputs.setdefault(plan_id, _PlanOutput())
+
+    def _plan(self, cin: str, payer_id: str | None) -> Partner | None:
+        from gateway.pipeline.delivery import resolve_plan
+        from gateway.pipeline.registries import plans_of_members
+
+        return resolve_plan(self.partners, self.partner, ROUTE_KIND, cin, payer_id or "",
+                            plans_of_members(self.registry, [cin]))
+
+    def _fill(self, cin: str | None, target: Partner | None) -> dict:
+        """RTF values the gateway knows when the resource leaves them empty: the sending
+        provider, the member's name from the plan's MIF, the plan."""
+        from gateway.pipeline.registries import member_assignment
+        from gateway.x12.writer import envelope_settings
+
+        fill: dict = {}
+        if self.partner.role == "provider":
+            fill.update(ecm_provider_name=self.partner.name,
+                        ecm_provider_npi=self.partner.npis[0] if self.partner.npis else None,
+                        ecm_provider_tin=self.partner.tins[0] if self.partner.tins else None)
+        if target is not None:
+            receiver = envelope_settings(target.envelope).receiver
+            fill.update(mcp_identifier=receiver.id, mcp_name=receiver.name)
+            assigned = member_assignment(self.registry, cin, target.id) if cin else None
+            if assigned:
+                fill.update(member_last_name=assigned.get("last_name"),
+                            member_first_name=assigned.get("first_name"))
+        return fill
+
+    def _cin(self, resource: dict) -> str | None:
+        """The member's CIN: the resource's own member identifiers, else those of the Patient
+        its subject / for reference names (in this submission or stored before)."""
+        for system, value in sorted(member_identifiers(resource), key=str):
+            if system == CIN_SYSTEM:
+                return value
+        for key in ("subject", "for"):
+            ref = resource.get(key)
+            if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
+                patient = self._lookup(ref["reference"])
+                if patient is not None:
+                    return next((v for s, v in sorted(member_identifiers(patient), key=str)
+                                 if s == CIN_SYSTEM), None)
+        return None
+
+    def _focus_request(self, task: dict) -> dict | None:
+        ref = task.get("focus")
+        reference = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(reference, str) and reference.startswith("ServiceRequest/"):
+            return self._lookup(reference)
+        return None
+
+    def _lookup(self, reference: str) -> dict | None:
+        """A resource by ``Type/id``: one of this submission's, else one the partner stored
+        before (never another partner's)."""
+        if self._own is None:
+            self._own = {d["name"]: json.loads(d["content"]) for d in self.result.documents
+                         if d["role"] == ROLE}
+        if reference in self._own:
+            return self._own[reference]
+        rtype, _, rid = reference.partition("/")
+        return read_resource(self.store, self.partner, rtype, rid) if rid else None
+
+    def _finding(self, rule: str, location: str, **values) -> None:
+        found = self.catalogue.finding(rule, location, None, **values)
+        if found:
+            self.findings.append(found)
+
+    def _note(self, rule: str, label: str, **values) -> None:
+        """A routing finding located at the resource (its type, as FHIRPath), naming it."""
+        self._finding(rule, label.split("/")[0], resource=label, **values)
+
+
+def process_fhir(store, partners: Partners, partner: Partner, submission_id: str,
+                 now: datetime | None = None) -> StepResult:
+    """Validate a stored FHIR payload; when it has no error, store its resources (a resource,
+    or every entry of a transaction Bundle) with gateway-assigned ids and route them
+    (:class:`Router`). Status ``routed`` when something went to a plan, else ``validated``;
+    ``rejected`` when the payload has errors."""
+    from gateway.pipeline.registries import forget_routed
+
+    result = StepResult(submission_id)
+    checked = check_stored_payload(store, submission_id)
+    result.add_findings(checked.findings)
+    if not checked.valid or not checked.entries:
+        result.summary = {"kind": "fhir", "valid": False,
+                          "resource_type": checked.resource_type}
+        return result.reject("the FHIR payload has errors")
+    resources, sent_ids = accepted_resources(checked, submission_id)
+    stored = []
+    for resource in resources:
+        result.add_document(role=ROLE, name=f"{resource['resourceType']}/{resource['id']}",
+                            content=to_json_bytes(resource), media_type=JSON_MEDIA,
+                            recipient=partner.id)
+        stored.append(f"{resource['resourceType']}/{resource['id']}")
+    # a re-run (crash recovery) indexes its own 837P claims afresh
+    router = Router(store, partners, partner, result, now)
+    forget_routed(router.registry, submission_id)
+    for resource, sent_id in zip(resources, sent_ids):
+        router.add(resource, sent_id)
+    router.finish()
+    result.add_findings(router.findings)
+    summary = {"kind": "fhir", "valid": True, "resource_type": checked.resource_type,
+               "resources": stored}
+    if router.entries:
+        summary["routing"] = router.entries
+    if router.routed:
+        summary["routed"] = router.routed
+    result.summary = summary
+    return result

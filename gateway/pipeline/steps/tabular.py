@@ -1,0 +1,121 @@
+"""Step ``tabular``: the member-level tables that feed the registries or go on to another
+partner — a plan's MIF (loaded as that plan's, replacing its MIF of the same reporting period,
+and each assigned provider partner gets the rows of its own members in the layout received) or
+roster (the plan's provider directory); a provider's RTF/OTF (rows routed to the member's plan,
+:func:`gateway.pipeline.delivery.resolve_plan`; a row naming another provider is refused,
+:func:`gateway.pipeline.delivery.authorise_sender`, ``GATEWAY-AUTH-002``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.pipeline.delivery import plan_named, resolve_plan, sender_finding
+from gateway.pipeline.forward import table_subset
+from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.registries import (
+    load_plan_members,
+    load_plan_providers,
+    plans_of_members,
+    server_registry,
+)
+from gateway.pipeline.status import Status
+from gateway.pipeline.steps.result import StepResult
+from gateway.rules import default_catalogue
+
+TABLES = {"plan": ("mif", "roster"), "provider": ("rtf", "otf")}
+
+
+def is_member_table(partner: Partner, table_kind: str) -> bool:
+    """A table this step handles for this sender (others are invoices or validated only)."""
+    return table_kind in TABLES.get(partner.role, ())
+
+
+def process_table(store, partners: Partners, partner: Partner, submission_id: str, path,
+                  table_kind: str, now: datetime) -> StepResult:
+    from gateway.tabular import LayoutError, read_table
+
+    result = StepResult(submission_id)
+    try:
+        table = read_table(path, table_kind)
+    except LayoutError as exc:
+        finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None,
+                                              problem=str(exc))
+        return result.reject("not a known table", [finding])
+    registry = server_registry(store)
+    rows = [row for _, row in table.rows]
+    summary = {"kind": table_kind, "rows": table.rows_total,
+               "accepted_rows": table.rows_accepted, "rejected_rows": table.rows_rejected,
+               "layout": table.layout, "valid": table.valid}
+    findings = list(table.findings)
+    if table_kind == "roster":
+        summary["providers_loaded"] = load_plan_providers(registry, partner.id, rows)
+        forwarded: dict[str, list[int]] = {}
+    elif table_kind == "mif":
+        loaded = load_plan_members(registry, partner.id, rows)
+        summary["members_loaded"] = sum(loaded.values())
+        forwarded = _mif_recipients(partners, partner, table, findings)
+    else:
+        forwarded = _plan_recipients(partners, registry, partner, table, findings)
+    for recipient, numbers in forwarded.items():
+        content, media, suffix = table_subset(path, table, numbers)
+        result.route(role=f"routed-{table_kind}",
+                     name=f"{submission_id}.{recipient}.{table_kind}{suffix}",
+                     content=content, media_type=media, recipient=recipient)
+    if forwarded:
+        summary["forwarded_rows"] = {r: len(n) for r, n in forwarded.items()}
+    result.add_findings(findings)
+    valid = not any(f.is_error for f in findings)
+    summary["valid"] = result.valid = valid
+    result.summary = summary
+    used = rows if table_kind in ("mif", "roster") else forwarded
+    if not used and not valid:  # nothing loaded or forwarded, and errors say why
+        result.status, result.read = Status.REJECTED, True
+    return result
+
+
+def _mif_recipients(partners: Partners, plan: Partner, table, findings: list) -> dict:
+    """Row numbers of the MIF per assigned provider partner (by NPI, then TIN); rows whose
+    provider is not a partner become a warning naming only the row."""
+    catalogue = default_catalogue()
+    out: dict[str, list[int]] = {}
+    for number, row in table.rows:
+        npi, tin = row.get("ecm_provider_npi") or "", row.get("ecm_provider_tin") or ""
+        target = partners.route("mif", plan, npi=npi, tin=tin)
+        if target is None or target.role != "provider":
+            finding = catalogue.finding("GATEWAY-MIF-001", f"row {number}", None, npi=npi)
+            if finding:
+                findings.append(finding)
+            continue
+        out.setdefault(target.id, []).append(number)
+    return out
+
+
+def _plan_recipients(partners: Partners, registry, provider: Partner, table,
+                     findings: list) -> dict:
+    """Row numbers of an RTF/OTF per plan (:func:`resolve_plan`; the row's MCP identifier —
+    payer id or plan code — names a plan). Rows naming another ECM provider than the
+    submitting partner are refused."""
+    catalogue = default_catalogue()
+    member_plans = plans_of_members(registry, {row["member_cin"] for _, row in table.rows})
+    kind = table.kind
+    out: dict[str, list[int]] = {}
+    for number, row in table.rows:
+        npi, tin = row.get("ecm_provider_npi") or "", row.get("ecm_provider_tin") or ""
+        if npi or tin:  # a row naming no provider is the sender's own
+            refused = sender_finding(provider, npi, tin, f"row {number}",
+                                     rule="GATEWAY-AUTH-002")
+            if refused is not None:
+                findings.append(refused)
+                continue
+        code = str(row.get("mcp_identifier") or "")
+        named = plan_named(partners, code)
+        target = resolve_plan(partners, provider, kind, row["member_cin"], code,
+                              {row["member_cin"]: [named]} if named
+                              else member_plans)
+        if target is None:
+            finding = catalogue.finding("GATEWAY-ROUTE-002", f"row {number}", None)
+            if finding:
+                findings.append(finding)
+            continue
+        out.setdefault(target.id, []).append(number)
+    return out

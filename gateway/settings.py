@@ -1,0 +1,166 @@
+"""The gateway's settings: ONE object (:class:`Settings`, pydantic-settings) read from the
+environment (``ECM_GATEWAY_*``) and, optionally, a YAML settings file, and handed to the modules
+that need it — nothing else in ``gateway/`` reads the environment.
+
+Where a value comes from, first wins: the constructor's arguments (the command line's options),
+the environment, the settings file (``ECM_GATEWAY_SETTINGS`` or ``serve --settings FILE``), the
+defaults below. The file uses the field names without the prefix::
+
+    store: postgresql+psycopg://gateway@db/gateway
+    partners: /etc/ecm-gateway/partners.yaml
+    lease_seconds: 60
+
+:func:`current` is the process's settings (from the environment and file, read again when an
+``ECM_GATEWAY_*`` variable changes; :func:`configure` fixes them, e.g. from the command line's
+options). Modules read ``current()`` when they act, or receive it, never at import time (the
+data folders of :mod:`gateway.paths` aside, fixed when the package loads).
+
+=========================  ===================================  ===========================
+setting (env ``ECM_GATEWAY_``)  meaning                        default
+=========================  ===================================  ===========================
+``home``                   folder holding profiles/, mappings/   the checkout
+``var``                    the embedded store's folder          ``var``
+``store``                  store URL                            SQLite under ``var``
+``partners``               trading-partner file                 none (``serve`` needs one)
+``queue``                  Redis broker URL (scale-out)         none: embedded worker threads
+``lease_seconds``          a run's lease                        60
+``sweep_seconds``          Celery re-send sweep interval        5
+``defer_seconds``          embedded routing defers to FHIR API  5
+``split_bytes``            X12 files split across workers above 5 MiB
+``split_transactions``     transactions per part                50
+``fhir_threads``           threads validating FHIR requests     2
+``api_workers``            API processes of ``serve``           1
+``debug``                  tracebacks on the command line       false
+``test_slow_writes``       TESTS ONLY: sleep per run write      0
+=========================  ===================================  ===========================
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "ECM_GATEWAY_"
+SETTINGS_FILE_ENV = "ECM_GATEWAY_SETTINGS"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+class _YamlFile(PydanticBaseSettingsSource):
+    """The settings file (YAML, field names without the prefix); absent: nothing."""
+
+    def __init__(self, settings_cls, path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            data = yaml.safe_load(Path(self.path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"settings file {self.path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"settings file {self.path}: expected a mapping")
+        known = set(self.settings_cls.model_fields)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"settings file {self.path}: unknown setting(s) "
+                                f"{', '.join(unknown)}")
+        return data
+
+
+class SettingsError(ValueError):
+    """The settings file cannot be used (named, with the reason)."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway (see the module docstring for the table)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore",
+                                      validate_default=True)
+
+    home: Path = Field(default=_CHECKOUT)
+    var: Path = Path("var")
+    store: str | None = None
+    partners: Path | None = None
+    queue: str | None = None
+    lease_seconds: float = 60.0
+    sweep_seconds: float = 5.0
+    defer_seconds: float = 5.0
+    split_bytes: int = 5 * 1024 * 1024
+    split_transactions: int = 50
+    fhir_threads: int = 2
+    api_workers: int = 1
+    debug: bool = False
+    test_slow_writes: float = 0.0
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        path = os.environ.get(SETTINGS_FILE_ENV) or None
+        return (init_settings, env_settings, _YamlFile(settings_cls, Path(path) if path else None))
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def profiles(self) -> Path:
+        return self.home / "profiles"
+
+    @property
+    def mappings(self) -> Path:
+        return self.home / "mappings"
+
+    def store_url(self) -> str | None:
+        return self.store or None
+
+
+_lock = threading.Lock()
+_current: Settings | None = None
+_configured = False
+_snapshot: tuple = ()
+
+
+def _environment() -> tuple:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+
+
+def current() -> Settings:
+    """The process's settings: those :func:`configure` set, else the environment's and the
+    settings file's (read again when an ``ECM_GATEWAY_*`` variable changed)."""
+    global _current, _snapshot
+    with _lock:
+        if _configured and _current is not None:
+            return _current
+        snapshot = _environment()
+        if _current is None or snapshot != _snapshot:
+            _current, _snapshot = Settings(), snapshot
+        return _current
+
+
+def configure(settings: Settings | None = None, **overrides) -> Settings:
+    """Make ``settings`` (or the environment's, with ``overrides``) the process's settings."""
+    global _current, _configured
+    with _lock:
+        base = settings or Settings()
+        _current = base.model_copy(update=overrides) if overrides else base
+        _configured = True
+        return _current
+
+
+def reset() -> None:
+    """Forget the process's settings (read again from the environment on next use)."""
+    global _current, _configured
+    with _lock:
+        _current, _configured = None, False
