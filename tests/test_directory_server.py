@@ -123,6 +123,10 @@ def test_the_api_upload_and_the_274_on_request(tmp_path):
             answer = client.post("/files", headers=headers["demo-plan"],
                                  files={"file": ("directory.json", handle, "application/json")})
         assert answer.status_code in (200, 201, 202), answer.text
+        with open(DIRECTORY / "roster.274", "rb") as handle:
+            answer = client.post("/files", headers=headers["demo-plan"],
+                                 files={"file": ("directory.274", handle, "text/plain")})
+        assert answer.status_code in (200, 201, 202), answer.text
         made = client.post("/directory/274?month=2026-12", headers=headers["demo-plan"])
         assert made.status_code == 201, made.text
         names = [d["name"] for d in made.json()["documents"]]

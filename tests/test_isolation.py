@@ -48,7 +48,8 @@ def test_every_authenticated_route_is_in_the_table(made):
     listed = {(m, r) for m, r, _, _ in CASES} | {  # calls that touch only the caller's own data
         ("POST", "/x12"), ("POST", "/files"), ("GET", "/mailbox"), ("POST", "/fhir"),
         ("POST", "/fhir/{resource_type}"), ("POST", "/fhir/{resource_type}/$validate"),
-        ("GET", "/fhir/{resource_type}")}
+        ("GET", "/fhir/{resource_type}"),
+        ("POST", "/directory/274")}  # a plan's own 274 (another's: 403, test_directory_server)
     catch_all = {(m, "/fhir/{rest:path}") for m in ("GET", "POST", "PUT", "DELETE", "PATCH")}
     assert routes - catch_all == listed
 

@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from gateway import __version__
 from gateway.api.fhir import install_fhir
 from gateway.pipeline.directory import DirectoryError, DirectorySchedule, monthly_274
+from gateway.pipeline.steps.directory import is_274
 from gateway.pipeline.history_extracts import HistorySchedule, extract_history
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
@@ -40,7 +41,8 @@ from gateway.pipeline.status import Status
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
-UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml", ".json", ".x12", ".274", ".edi")
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml", ".json")
+DIRECTORY_X12_SUFFIXES = (".x12", ".274", ".edi")  # a plan's 274 may come as an upload too
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
@@ -162,10 +164,13 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         (directory roster, X12 274 or FHIR Plan-Net Bundle), as multipart/form-data."""
         name = Path(file.filename or "upload").name  # never a path from the client
         suffix = Path(name).suffix.lower()
-        if suffix not in UPLOAD_SUFFIXES:
+        if suffix not in UPLOAD_SUFFIXES + DIRECTORY_X12_SUFFIXES:
             raise HTTPException(415, f"upload a CSV or XLSX file (got {suffix or 'no suffix'});"
                                      " X12 goes to /x12")
         payload = await file.read(MAX_FILE_BYTES + 1)
+        if suffix in DIRECTORY_X12_SUFFIXES and not is_274(payload):
+            raise HTTPException(415, "X12 goes to /x12 (only a 274 provider directory is "
+                                     "uploaded here)")
         if len(payload) > MAX_FILE_BYTES:
             raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
         if not payload.strip():
