@@ -102,20 +102,18 @@ def validate_state_response(path: Path) -> FileReport:
 
 
 def validate_274(path: Path, found: str) -> FileReport:
-    """The X12 274 provider directory (004050X109): read through gateway/directory, every
-    problem a located finding; ``stats`` counts groups, sites and providers."""
-    from gateway.directory.x274 import Directory274Reader
+    """The X12 274 provider directory (004050X109): the X12 engine's findings once the guide is
+    registered, and the directory reader's (:mod:`gateway.directory.validate`); ``stats``
+    counts groups, sites and providers."""
+    from gateway.directory.validate import validate_274_file
 
     if found != "274":
         raise UnsupportedKind(f"{path}: not a 274 provider directory (found {found})")
     try:
-        reader = Directory274Reader(path)
-        for _group in reader:
-            pass
+        findings, stats = validate_274_file(path)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
-    return FileReport(path=str(path), kind="274", findings=reader.findings,
-                      stats=dict(reader.stats))
+    return FileReport(path=str(path), kind="274", findings=findings, stats=stats)
 
 
 def _validate_fhir(path: Path) -> FileReport:

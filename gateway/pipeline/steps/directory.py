@@ -106,6 +106,11 @@ def process_directory_upload(store, partners: Partners, partner: Partner, submis
     except (LayoutError, NotX12Error, PlanNetError) as exc:
         return _refuse(result, str(exc))
     findings = list(source.findings)
+    if kind == "274":  # the X12 engine's findings too, once it knows the guide
+        from gateway.directory.validate import engine_knows_274, validate_274_file
+
+        if engine_knows_274():
+            findings, _stats = validate_274_file(path)
     valid = not any(f.is_error for f in findings)
     summary = {"kind": UPLOAD_KIND, "format": kind, **source.stats,
                "counties": sorted(c for c in counties if c), "valid": valid}
