@@ -44,6 +44,7 @@ class Partner:
     npis: tuple[str, ...] = ()
     tins: tuple[str, ...] = ()
     x12_sender_ids: tuple[str, ...] = ()
+    disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Partners:
     partners: dict[str, Partner]
     routes: list[Route] = field(default_factory=list)
     schedules: dict[str, str] = field(default_factory=dict)  # e.g. history_extract: daily
+    retention: dict = field(default_factory=dict)  # days per kind (gateway.pipeline.retention)
 
     @classmethod
     def load(cls, path: Path) -> Partners:
@@ -80,7 +82,8 @@ class Partners:
                 payer_ids=tuple(str(x) for x in ids.get("payer_ids", [])),
                 npis=tuple(str(x) for x in ids.get("npis", [])),
                 tins=tuple(str(x) for x in ids.get("tins", [])),
-                x12_sender_ids=tuple(str(x) for x in ids.get("x12_sender_ids", [])))
+                x12_sender_ids=tuple(str(x) for x in ids.get("x12_sender_ids", [])),
+                disabled=bool(raw.get("disabled", False)))
             if partner.id in partners:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r} defined twice")
             partners[partner.id] = partner
@@ -103,16 +106,32 @@ class Partners:
         schedules = data.get("schedules") or {}
         if not isinstance(schedules, dict):
             raise PartnerConfigError(f"{path}: schedules must be a mapping")
+        from gateway.pipeline.retention import Retention, RetentionError
+
+        retention = data.get("retention") or {}
+        try:
+            Retention.from_mapping(retention)
+        except RetentionError as exc:
+            raise PartnerConfigError(f"{path}: {exc}") from None
         return cls(partners=partners, routes=routes,
-                   schedules={str(k): str(v) for k, v in schedules.items()})
+                   schedules={str(k): str(v) for k, v in schedules.items()},
+                   retention=dict(retention))
 
     def authenticate(self, token: str) -> Partner | None:
         """The partner whose token this is (constant-time comparison of the hashes)."""
         digest = token_hash(token)
-        for partner in self.partners.values():
-            if partner.token_sha256 and hmac.compare_digest(partner.token_sha256, digest):
-                return partner
-        return None
+        found = None
+        for partner in self.partners.values():  # every hash compared: no early exit
+            if partner.token_sha256 and hmac.compare_digest(partner.token_sha256, digest) \
+                    and not partner.disabled:
+                found = partner
+        return found
+
+    def refresh_from(self, other: Partners) -> None:
+        """Take ``other``'s content in place (the server re-reads the file after
+        ``ecm-gateway partners …``; every holder of this object sees the change)."""
+        self.partners, self.routes = other.partners, other.routes
+        self.schedules, self.retention = other.schedules, other.retention
 
     def route(self, kind: str, source: Partner | str, payer_id: str = "", *,
               plan_id: str = "", npi: str = "", tin: str = "") -> Partner | None:

@@ -39,7 +39,8 @@ def process_invoice(store, partners: Partners, partner: Partner, submission_id: 
         if kind not in ("csv", "xlsx"):
             raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
         if sniff_table(path) == "invoice":
-            report = validate_invoice(path, rules=server_rules(registry),
+            report = validate_invoice(path,
+                                      rules=server_rules(registry, submitter=partner),
                                       settings_name=settings.name, received=now.date(),
                                       on_encounter=writers.write)
         else:
