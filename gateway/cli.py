@@ -134,6 +134,24 @@ def _parser() -> argparse.ArgumentParser:
                        help="the partners file whose retention: section sets the periods "
                             "(default: var/partners.yaml when present, else the defaults)")
 
+    report = sub.add_parser("report", help="make a report from files (outreach tracking)")
+    reports = report.add_subparsers(dest="report", required=True)
+    outreach = reports.add_parser(
+        "outreach", help="the quarterly ECM outreach tracking report (ECM Policy Guide "
+                         "002:1885-1912) from OTF and MIF files")
+    outreach.add_argument("--quarter", action="append", required=True, metavar="YYYYQn",
+                          help="the quarter, e.g. 2026Q3 (repeat for several)")
+    outreach.add_argument("--otf", type=Path, action="append", default=[], metavar="FILE",
+                          help="outreach tracker file (CSV or XLSX); repeat for several")
+    outreach.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
+                          help="member information file (the members targeted)")
+    outreach.add_argument("--plan", default="all", metavar="ID",
+                          help="the plan the report is for (its label)")
+    outreach.add_argument("--format", choices=("csv", "xlsx"), default=None,
+                          help="default: by the --output suffix, else csv")
+    outreach.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                          help="write the report here (default: standard output, CSV only)")
+
     worker = sub.add_parser("worker", help="run a Celery worker for a scale-out deployment")
     worker.add_argument("--store", required=True, metavar="URL",
                         help="the store every worker and the API share (postgresql+psycopg://…)")
@@ -163,17 +181,20 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
                        help="encounter history: an accepted 837P, an encounter-lines CSV, or "
                             "a folder of them")
+    group.add_argument("--cs-authorizations", type=Path, action="append", default=[],
+                       metavar="FILE", help="Community Supports authorization file (CSV or XLSX)")
     group.add_argument("--received", type=date.fromisoformat, default=None, metavar="DATE",
                        help="invoices: the date the invoice was received (YYYY-MM-DD, default "
                             "today), for the future-date and timely-filing checks")
     group.add_argument("--partner", default=None, metavar="ID",
                        help="apply this trading partner's rule overrides "
-                            "(profiles/rules/overrides/ID.yaml)")
+                            "(profiles/rules/overrides/ID.yaml) and, for a plan, its ECM "
+                            "settings (profiles/plans/ID.yaml: presumptive authorization)")
 
 
 def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     """The ECM rule engine and the reports on the registry files, when registries are given."""
-    if not (args.members or args.providers or args.history):
+    if not (args.members or args.providers or args.history or args.cs_authorizations):
         if args.partner:
             raise UsageError("--partner applies the ECM rules: give --members, --providers "
                              "or --history too")
@@ -182,10 +203,14 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.registry.load import load_registries
     from gateway.registry.store import Registry
 
+    from gateway.ecm.plans import presumptive_of
+
     catalogue = partner_catalogue(args.partner)
     registry = Registry()
-    reports = load_registries(registry, args.members, args.providers, args.history)
-    return EncounterRules(registry, catalogue=catalogue), reports
+    presumptive = presumptive_of(args.partner)
+    reports = load_registries(registry, args.members, args.providers, args.history,
+                              args.cs_authorizations, presumptive=presumptive)
+    return EncounterRules(registry, catalogue=catalogue, presumptive=presumptive), reports
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -612,12 +637,43 @@ def cmd_purge(args) -> int:
     retention = Retention.from_mapping(settings)
     counts = purge(Store(args.store), retention, actor="operator")
     print(json.dumps({"purged": counts, "retention_days": retention.days}))
+
+
+def cmd_report(args) -> int:
+    from gateway.ecm.outreach import Quarter, QuarterError, outreach_from_files, report_csv, \
+        report_xlsx
+
+    try:
+        quarters = [Quarter.parse(q) for q in args.quarter]
+    except QuarterError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.otf:
+        raise UsageError("report outreach needs at least one --otf file")
+    fmt = args.format or ("xlsx" if args.output and args.output.suffix.lower() == ".xlsx"
+                          else "csv")
+    if fmt == "xlsx" and args.output is None:
+        raise UsageError("an XLSX report needs --output FILE")
+    rows, files = outreach_from_files(args.otf, args.mif, args.plan, quarters)
+    for report in files:
+        if report.findings:
+            print(_text_report(report), file=sys.stderr)
+    if rows is None:
+        print("ecm-gateway: no report: fix the errors above (a report is made from whole "
+              "files only)", file=sys.stderr)
+        return EXIT_FINDINGS
+    content = report_xlsx(rows) if fmt == "xlsx" else report_csv(rows)
+    if args.output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        args.output.write_bytes(content)
+        print(args.output)
     return EXIT_OK
 
 
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
             "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay,
-            "worker": cmd_worker, "partners": cmd_partners, "purge": cmd_purge}
+            "worker": cmd_worker, "partners": cmd_partners, "purge": cmd_purge,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,9 @@ from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
 
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
-KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
-TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "directory")
+KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir",
+         "cs-auth", "claims")
+TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "cs-auth", "claims", "directory")
 NOT_YET = {"json"}
 
 
@@ -66,7 +67,7 @@ def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default"
 def validate_table(path: Path, found: str, kind: str, rules=None,
                    received: date | None = None) -> FileReport:
     """MIF, RTF, OTF and provider rosters (CSV or XLSX) against their column layouts."""
-    from gateway.tabular import LayoutError, read_table, sniff_table
+    from gateway.tabular import LayoutError, sniff_table
 
     table_kind = kind if kind in TABLE_KINDS else sniff_table(path)
     if table_kind is None:
@@ -74,8 +75,10 @@ def validate_table(path: Path, found: str, kind: str, rules=None,
                           f"layout; the closest: {_closest_layout_error(path)}")
     if table_kind == "invoice":
         return validate_invoice(path, rules, received=received)
+    from gateway.ecm.tables import read_checked_table
+
     try:
-        table = read_table(path, table_kind)
+        table = read_checked_table(path, table_kind)
     except LayoutError as exc:
         raise UnknownKind(f"{path}: {exc}") from exc
     return FileReport(path=str(path), kind=table_kind, findings=table.findings,

@@ -30,6 +30,10 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``split_transactions``     transactions per part                50
 ``fhir_threads``           threads validating FHIR requests     2
 ``api_workers``            API processes of ``serve``           1
+``public_url``             the server's public base URL (SMART  as requests arrive
+                           ``aud``, absolute links)
+``access_token_seconds``   SMART access token lifetime          300
+``overdue_seconds``        overdue-referral check interval      300
 ``debug``                  tracebacks on the command line       false
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
@@ -104,6 +108,9 @@ class Settings(BaseSettings):
     split_transactions: int = 50
     fhir_threads: int = 2
     api_workers: int = 1
+    public_url: str = ""
+    access_token_seconds: int = 300
+    overdue_seconds: float = 300.0
     debug: bool = False
     test_slow_writes: float = 0.0
 

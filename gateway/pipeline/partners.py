@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,11 @@ class Partner:
     npis: tuple[str, ...] = ()
     tins: tuple[str, ...] = ()
     x12_sender_ids: tuple[str, ...] = ()
+    # SMART Backend Services (gateway/api/smart.py): the client id the EHR signs its
+    # assertions with, its public keys (a JWKS, as JSON text) and the scopes it may be granted
+    client_id: str = ""
+    jwks: str = ""
+    smart_scopes: tuple[str, ...] = ()
     disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
 
 
@@ -83,7 +89,8 @@ class Partners:
                 npis=tuple(str(x) for x in ids.get("npis", [])),
                 tins=tuple(str(x) for x in ids.get("tins", [])),
                 x12_sender_ids=tuple(str(x) for x in ids.get("x12_sender_ids", [])),
-                disabled=bool(raw.get("disabled", False)))
+                disabled=bool(raw.get("disabled", False)),
+                **_smart(path, raw))
             if partner.id in partners:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r} defined twice")
             partners[partner.id] = partner
@@ -116,6 +123,12 @@ class Partners:
         return cls(partners=partners, routes=routes,
                    schedules={str(k): str(v) for k, v in schedules.items()},
                    retention=dict(retention))
+
+    def smart_client(self, client_id: str) -> Partner | None:
+        """The partner registered for SMART Backend Services under ``client_id``."""
+        return next((p for p in self.partners.values()
+                     if p.client_id and p.jwks and p.client_id == client_id
+                     and not p.disabled), None)
 
     def authenticate(self, token: str) -> Partner | None:
         """The partner whose token this is (constant-time comparison of the hashes)."""
@@ -187,6 +200,37 @@ class Partners:
             if tin and tin in partner.tins:
                 return partner
         return None
+
+
+def _smart(path: Path, raw: dict) -> dict:
+    """A partner entry's ``smart`` block: ``client_id`` (default: the partner id), ``jwks``
+    (``{"keys": [...]}``, public keys only, each with a ``kid``) and ``scopes``."""
+    smart = raw.get("smart")
+    if not smart:
+        return {}
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    where = f"{path}: partner {raw.get('id')!r}: smart"
+    jwks = smart.get("jwks") if isinstance(smart, dict) else None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise PartnerConfigError(f"{where}: jwks must be a JWK Set with keys")
+    for key in jwks["keys"]:
+        if not isinstance(key, dict) or not key.get("kid"):
+            raise PartnerConfigError(f"{where}: every key of jwks needs a kid")
+        if any(part in key for part in ("d", "p", "q", "dp", "dq", "qi")):
+            raise PartnerConfigError(f"{where}: jwks holds a private key; register the "
+                                     "public key only")
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise PartnerConfigError(f"{where}: jwks cannot be read ({exc.__class__.__name__})"
+                                 ) from None
+    scopes = smart.get("scopes") or []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise PartnerConfigError(f"{where}: scopes must be a list of system/ scopes")
+    return {"client_id": str(smart.get("client_id") or raw["id"]),
+            "jwks": json.dumps(jwks, sort_keys=True), "smart_scopes": tuple(scopes)}
 
 
 def issue_demo_tokens(template: Path, target: Path) -> dict[str, str]:

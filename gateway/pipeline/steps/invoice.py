@@ -40,7 +40,8 @@ def process_invoice(store, partners: Partners, partner: Partner, submission_id: 
             raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
         if sniff_table(path) == "invoice":
             report = validate_invoice(path,
-                                      rules=server_rules(registry, submitter=partner),
+                                      rules=server_rules(registry, submitter=partner,
+                                                        partners=partners),
                                       settings_name=settings.name, received=now.date(),
                                       on_encounter=writers.write)
         else:
