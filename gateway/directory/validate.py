@@ -11,9 +11,10 @@ from gateway.directory.x274 import GUIDE, Directory274Reader
 from gateway.findings import Finding
 
 # what the directory reader reports that the engine's SNIP checks already cover (structure:
-# unknown or misplaced segments and loops, envelope, SE01)
-STRUCTURE_RULES = frozenset({"DIR-274-001", "DIR-274-002", "DIR-274-003", "DIR-274-004",
-                             "DIR-274-009"})
+# unknown segments and HL codes, envelope, SE01); a reader finding on a segment the engine
+# already reported is left out too. The HL parent check (DIR-274-003) stays: the map does not
+# express which level may sit under which.
+STRUCTURE_RULES = frozenset({"DIR-274-001", "DIR-274-002", "DIR-274-004", "DIR-274-009"})
 
 
 def engine_knows_274() -> bool:
@@ -33,7 +34,9 @@ def validate_274_file(path: Path) -> tuple[list[Finding], dict]:
         from gateway.x12.validate import validate_x12
 
         result = validate_x12(str(path))
-        findings = list(result.findings) + [f for f in findings
-                                            if f.rule not in STRUCTURE_RULES]
+        reported = {f.segment for f in result.findings if f.segment is not None}
+        findings = list(result.findings) + [
+            f for f in findings if f.rule not in STRUCTURE_RULES
+            and (f.segment not in reported or f.rule == "DIR-274-003")]
         stats["segments"] = result.segments
     return findings, stats
