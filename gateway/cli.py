@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from gateway.settings import current as gateway_settings
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
-from gateway.x12.validate import validate_x12
+from gateway.x12.validate import DEFAULT_ENGINE, ENGINES, validate_x12
 from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
 from gateway.pipeline.status import Status
 
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--kind", choices=KINDS, default="auto")
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                          help="X12 implementation-guide engine: native (default) or pyx12 "
+                               "(the reference implementation, much slower)")
+    validate.add_argument("--jobs", type=int, default=1, metavar="N",
+                          help="share the X12 validation among N processes (split at "
+                               "transaction-set boundaries; same output as one)")
     _registry_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file to another format")
@@ -235,14 +242,42 @@ def _text_report(report: FileReport) -> str:
 
 def cmd_validate(args) -> int:
     rules, reports = _ecm_rules(args)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     for path in args.files:
-        reports.append(validate_file(path, args.kind, rules=rules, received=args.received))
+        with _progress_bar(path) as progress:
+            reports.append(validate_file(path, args.kind, rules=rules, received=args.received,
+                                         engine=args.engine, jobs=args.jobs,
+                                         progress=progress))
     if args.format == "json":
         json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print("\n".join(_text_report(r) for r in reports))
     return EXIT_OK if all(r.valid for r in reports) else EXIT_FINDINGS
+
+
+PROGRESS_MIN_BYTES = 5 * 1024 * 1024
+
+
+@contextmanager
+def _progress_bar(path: Path):
+    """A rich progress bar on stderr for a large file on a terminal; nothing when piped."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0
+    if size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from rich.console import Console
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(Path(path).name, total=size)
+        yield lambda done: bar.update(task, completed=done)
 
 
 # -- convert ------------------------------------------------------------------------------------
@@ -503,17 +538,11 @@ def cmd_serve(args) -> int:
 
     partners = args.partners
     drop = args.drop
+    tokens: dict[str, str] = {}
     if args.demo:
         drop = drop or var_dir() / "drop"
         partners = var_dir() / "partners.yaml"
         tokens = issue_demo_tokens(HOME / "config" / "demo" / "partners.yaml", partners)
-        base = f"http://{args.host}:{args.port}"
-        print("Demo trading partners and their tokens (valid until the next start):")
-        for partner, token in tokens.items():
-            print(f"  {partner:<14} {token}")
-        print(f"Try: curl -s -H 'Authorization: Bearer {tokens.get('harbor', '')}' "
-              f"--data-binary @fixtures/837p/ecm-mixed.x12 {base}/x12")
-        print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
     from gateway.pipeline.filedrop import UnsafeDropFolder
@@ -523,14 +552,39 @@ def cmd_serve(args) -> int:
                          workers=args.workers)
     except UnsafeDropFolder as exc:
         raise UsageError(f"--drop {drop}: {exc}") from None
-    if args.demo:
-        from gateway.pipeline.registries import load_demo_registries
-
-        loaded = load_demo_registries(app.state.store, app.state.partners)
-        print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
     # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
     # uvicorn's own would print every URL with its query string
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=args.host, port=args.port,
+                            log_level="warning" if args.demo else "info", access_log=False)
+    server = uvicorn.Server(config)
+    if args.demo:
+        import threading
+
+        from gateway import demo
+
+        folder = var_dir() / "demo"
+        files = demo.write_files(folder, date.today())
+        # the demo's terminal shows the banner; the JSON logs go to a file beside the files
+        log_file = open(folder / "gateway.log", "a", encoding="utf-8")  # noqa: SIM115
+        for handler in logging.getLogger("gateway").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(log_file)
+        demo.load_registries(app.state.store, app.state.partners, folder)
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        base = f"http://{host}:{args.port}"
+
+        def tell_the_story() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.1)
+            if server.should_exit:
+                return
+            rows = demo.send(base, tokens, files)
+            demo.wait_until_settled(app.state.store)
+            print(demo.banner(base, tokens, rows, drop, folder) +
+                  f"Logs: {folder / 'gateway.log'} · stop with Ctrl-C\n", flush=True)
+
+        threading.Thread(target=tell_the_story, name="demo", daemon=True).start()
+    server.run()
     return EXIT_OK
 
 
