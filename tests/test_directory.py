@@ -510,3 +510,36 @@ def test_cli_usage_errors(tmp_path, capsys):
     not_json.write_text('{"resourceType": "Bundle", "entry": [ {"resource": ')
     assert main(["convert", str(not_json), "--to", "274"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- validation through the X12 engine (issue 11) with the 274 map ---------------------------
+@pytest.mark.parametrize("old, new, expected", [
+    ("NM1*QV*2*SUNRISE", "NM1*QX*2*SUNRISE", [
+        ("X12-IG-SEG-1", "ISA#1/GS#1/ST#1/2000C[1]/NM1", 12),
+        ("X12-IG-SEG-1", "ISA#1/GS#1/ST#1/2000C[1]/REF", 13),
+        ("X12-IG-SEG-1", "ISA#1/GS#1/ST#1/2000C[1]/DTP", 14),
+        ("X12-IG-SEG-1", "ISA#1/GS#1/ST#1/2000C[1]/DTP", 15),
+        ("X12-IG-SEG-1", "ISA#1/GS#1/ST#1/2000C[1]/LQ", 16),
+        ("X12-IG-SEG-3", "ISA#1/GS#1/ST#1/2100CA[1]/NM1", 17)]),
+    ("WS*TUE*0800*1700~\n", "XYZ*TUE~\n", [
+        ("X12-IG-SEG-1", "ISA#1/GS#1/ST#1/2100DA[1]/(unrecognised id)", 24)]),
+    ("HL*6*4*19*0", "HL*6*3*19*0", [("DIR-274-003", "ISA#1/GS#1/ST#1/2000E[2]/HL02", 40)]),
+    ("DTP*092*D8*20250101", "DTP*092*D8*2025010", [
+        ("X12-IG-ELE-8", "ISA#1/GS#1/ST#1/2100CA[1]/DTP03", 14)]),
+    ("BHT*0028*27", "BHT*0028*11", [("X12-IG-ELE-7", "ISA#1/GS#1/ST#1/BHT02", 4)]),
+    ("XX*1234568156", "XX*1234568157", [
+        ("X12-SNIP5-NPI", "ISA#1/GS#1/ST#1/2100EA[5]/NM109", 94)]),
+    ("ISA*03*", "ISA*00*", [("DIR-274-012", "ISA#1/ISA01", 1)]),
+    ("SE*99*0001", "SE*98*0001", [("X12-ENV-012", "ISA#1/GS#1/ST#1/SE01", 101)]),
+])
+def test_defects_injected_into_a_274_are_found_by_the_engine_with_the_map(tmp_path, old, new,
+                                                                          expected):
+    from gateway.reports import validate_file
+
+    clean = validate_file(FIX / "roster.274")
+    assert (clean.kind, clean.findings, clean.stats["segments"]) == ("274", [], 103)
+    path = tmp_path / "bad.274"
+    path.write_bytes(_defect((FIX / "roster.274").read_text(), old, new))
+    report = validate_file(path)
+    assert [(f.rule, f.location, f.segment) for f in report.findings] == expected
+    assert not report.valid

@@ -33,6 +33,7 @@ from gateway.x12.reader import NotX12Error, Segment, X12Reader
 from gateway.x12.writer import ControlNumbers, EnvelopeSettings, X12Writer
 
 GUIDE = "004050X109"
+DHCS_RECEIVER = "DHCS-PROVNETWK"  # ISA08 and GS03 [DHCS 274 companion guide]
 TAXONOMY_QUALIFIER = "PXC"  # LQ01 of the NUCC taxonomy (assumed, README A4)
 LANGUAGE_QUALIFIER = "LE"  # LUI01 ISO 639 (assumed)
 SITE_ID_QUALIFIER = "ZZ"  # NM108 of the site (assumed)
@@ -267,10 +268,17 @@ class Directory274Reader:
                 if sid == "ISA":
                     self._isa += 1
                     self._gs = 0
+                    for pos, want in ((1, "03"), (8, DHCS_RECEIVER)):
+                        if seg.get(pos).strip() != want:
+                            self._find("DIR-274-012", seg, f"ISA#{self._isa}/ISA{pos:02d}",
+                                       element=f"ISA{pos:02d}", expected=want)
                     continue
                 if sid == "GS":
                     self._gs += 1
                     self._st = 0
+                    if seg.get(3) != DHCS_RECEIVER:
+                        self._find("DIR-274-012", seg, self._where(element="GS03"),
+                                   element="GS03", expected=DHCS_RECEIVER)
                     if seg.get(8) != GUIDE or seg.get(1) != "PW":
                         self._find("DIR-274-001", seg, self._where(element="GS08"),
                                    found=f"GS01 {seg.get(1) or '(empty)'}, GS08 "
