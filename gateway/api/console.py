@@ -319,8 +319,11 @@ def install_console(app: FastAPI) -> None:
         if found.get("payload_purged_at"):
             raise HTTPException(400, "the raw input was removed under the retention period; "
                                      "it cannot be replayed")
-        new_id = replay(store(), partners(), submission_id, actor=viewer.id,
-                        queue=app.state.queue)
+        try:
+            new_id = replay(store(), partners(), submission_id, actor=viewer.id,
+                            queue=app.state.queue)
+        except (ValueError, PermissionError) as exc:  # the replay rules refuse it: say why
+            raise HTTPException(409, str(exc)) from None
         new_id = new_id if isinstance(new_id, str) else new_id.submission_id
         return RedirectResponse(f"/console/submissions/{new_id}", status_code=303)
 
@@ -358,7 +361,7 @@ def install_console(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if request.url.path.startswith("/console") and exc.status_code in (400, 403, 404, 405):
+        if request.url.path.startswith("/console") and exc.status_code in (400, 403, 404, 405, 409, 410):
             html = env.get_template("error.html").render(
                 viewer=None, csrf="", version=__version__, path=request.url.path,
                 status=exc.status_code, detail=exc.detail, partner_names={})
