@@ -543,3 +543,24 @@ def test_defects_injected_into_a_274_are_found_by_the_engine_with_the_map(tmp_pa
     report = validate_file(path)
     assert [(f.rule, f.location, f.segment) for f in report.findings] == expected
     assert not report.valid
+
+
+def test_an_xlsx_directory_roster_converts_like_the_csv(tmp_path, capsys):
+    import csv as csv_module
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    with open(FIX / "roster.csv", newline="") as handle:
+        for row in csv_module.reader(handle):
+            sheet.append(row)
+    path = tmp_path / "directory.xlsx"
+    book.save(path)
+    assert main(["validate", str(path), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)["files"][0]
+    assert (report["kind"], report["stats"]["rows"]) == ("directory", 5)
+    out = tmp_path / "from-xlsx.274"
+    assert main(["convert", str(path), "--to", "274", "-o", str(out)]) == 0
+    _d, groups, findings = read_274(out.read_bytes())
+    assert findings == [] and groups == _roster_groups()
