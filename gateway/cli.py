@@ -135,10 +135,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "(payloads, documents, findings), keeping the audit "
                                          "trail")
     purge.add_argument("--store", default=None, metavar="URL",
-                       help="store URL (default: SQLite under ./var)")
-    purge.add_argument("--partners", type=Path, default=None, metavar="FILE",
-                       help="the partners file whose retention: section sets the periods "
-                            "(default: var/partners.yaml when present, else the defaults)")
+                       help="store URL (default: the settings' store, else SQLite under "
+                            "./var); the periods are the retention_*_days settings")
 
     report = sub.add_parser("report", help="make a report from files (outreach tracking)")
     reports = report.add_subparsers(dest="report", required=True)
@@ -624,7 +622,7 @@ def cmd_partners(args) -> int:
             detail = "token removed; the partner can no longer sign in"
     except onboarding.OnboardingError as exc:
         raise UsageError(str(exc)) from None
-    Store(args.store).audit(actor="operator", action=f"partner-{args.action}",
+    _store(args).audit(actor="operator", action=f"partner-{args.action}",
                             target=args.partner_id, detail=detail)
     if token is not None:
         print(f"token for {args.partner_id} (shown once; only its SHA-256 is kept):")
@@ -635,20 +633,10 @@ def cmd_partners(args) -> int:
 
 
 def cmd_purge(args) -> int:
-    from gateway.paths import var_dir
-    from gateway.pipeline.partners import PartnerConfigError, Partners
     from gateway.pipeline.retention import Retention, purge
-    from gateway.pipeline.store import Store
 
-    path = args.partners or var_dir() / "partners.yaml"
-    settings = {}
-    if args.partners is not None or path.exists():
-        try:
-            settings = Partners.load(path).retention
-        except PartnerConfigError as exc:
-            raise UsageError(str(exc)) from None
-    retention = Retention.from_mapping(settings)
-    counts = purge(Store(args.store), retention, actor="operator")
+    retention = Retention.from_settings()
+    counts = purge(_store(args), retention, actor="operator")
     print(json.dumps({"purged": counts, "retention_days": retention.days}))
 
 

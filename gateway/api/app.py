@@ -40,7 +40,8 @@ from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
 from gateway.pipeline.history_extracts import HistorySchedule, extract_history, interval_seconds
-from gateway.pipeline.retention import DEFAULT_SCHEDULE, PurgeSchedule, Retention
+from gateway.pipeline.retention import PurgeSchedule, Retention
+from gateway.settings import current as gateway_settings
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
@@ -79,12 +80,11 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                              stop),
                                        kwargs={"queue": app.state.queue})
             watcher.start()
-        purge_every = app.state.partners.schedules.get("purge", DEFAULT_SCHEDULE)
+        purge_every = gateway_settings().purge_schedule
         if purge_every not in ("never", "off"):  # retention: the purge, on a schedule
             threading.Thread(target=PurgeSchedule(
-                app.state.store, Retention.from_mapping(app.state.partners.retention),
-                interval_seconds(purge_every)).run, name="retention", daemon=True,
-                args=(stop,)).start()
+                app.state.store, Retention.from_settings(), interval_seconds(purge_every)).run,
+                name="retention", daemon=True, args=(stop,)).start()
         if partners_file is not None:  # `ecm-gateway partners …` takes effect in seconds
             threading.Thread(target=_follow_partners, name="partners-file", daemon=True,
                              args=(partners_file, app.state.partners, stop)).start()

@@ -84,7 +84,6 @@ class Partners:
     partners: dict[str, Partner]
     routes: list[Route] = field(default_factory=list)
     schedules: dict[str, str] = field(default_factory=dict)  # e.g. history_extract: daily
-    retention: dict = field(default_factory=dict)  # days per kind (gateway.pipeline.retention)
 
     @classmethod
     def load(cls, path: Path) -> Partners:
@@ -131,16 +130,8 @@ class Partners:
         schedules = data.get("schedules") or {}
         if not isinstance(schedules, dict):
             raise PartnerConfigError(f"{path}: schedules must be a mapping")
-        from gateway.pipeline.retention import Retention, RetentionError
-
-        retention = data.get("retention") or {}
-        try:
-            Retention.from_mapping(retention)
-        except RetentionError as exc:
-            raise PartnerConfigError(f"{path}: {exc}") from None
         return cls(partners=partners, routes=routes,
-                   schedules={str(k): str(v) for k, v in schedules.items()},
-                   retention=dict(retention))
+                   schedules={str(k): str(v) for k, v in schedules.items()})
 
     def smart_client(self, client_id: str) -> Partner | None:
         """The partner registered for SMART Backend Services under ``client_id``."""
@@ -162,7 +153,7 @@ class Partners:
         """Take ``other``'s content in place (the server re-reads the file after
         ``ecm-gateway partners …``; every holder of this object sees the change)."""
         self.partners, self.routes = other.partners, other.routes
-        self.schedules, self.retention = other.schedules, other.retention
+        self.schedules = other.schedules
 
     def route(self, kind: str, source: Partner | str, payer_id: str = "", *,
               plan_id: str = "", npi: str = "", tin: str = "") -> Partner | None:
