@@ -39,8 +39,10 @@ from gateway.api.smart import fhir_token_partner, install_smart
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
+from gateway.pipeline.directory import DirectoryError, DirectorySchedule, monthly_274
 from gateway.pipeline.history_extracts import HistorySchedule, extract_history, interval_seconds
 from gateway.pipeline.retention import PurgeSchedule, Retention
+from gateway.pipeline.steps.directory import is_274
 from gateway.settings import current as gateway_settings
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
@@ -55,7 +57,8 @@ log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
-UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml", ".json")
+DIRECTORY_X12_SUFFIXES = (".x12", ".274", ".edi")  # a plan's 274 may come as an upload too
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
@@ -91,6 +94,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
+                             args=(stop,)).start()
+        monthly = DirectorySchedule.from_partners(app.state.store, app.state.partners)
+        if monthly is not None:  # the partner file's schedules.directory_274
+            threading.Thread(target=monthly.run, name="directory-274", daemon=True,
                              args=(stop,)).start()
         # overdue referrals: each plan is sent one notice per referral past its deadline
         threading.Thread(target=watch_overdue, name="overdue-referrals", daemon=True,
@@ -243,14 +250,18 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                           prefer: str | None = Header(
                               None, description="respond-async: answer 202 at once")
                           ) -> JSONResponse:
-        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), as multipart/form-data."""
+        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), or a plan's provider directory
+        (directory roster, X12 274 or FHIR Plan-Net Bundle), as multipart/form-data."""
         sender(partner)
         name = Path(file.filename or "upload").name  # never a path from the client
         suffix = Path(name).suffix.lower()
-        if suffix not in UPLOAD_SUFFIXES:
+        if suffix not in UPLOAD_SUFFIXES + DIRECTORY_X12_SUFFIXES:
             raise HTTPException(415, f"upload a CSV or XLSX file (got {suffix or 'no suffix'});"
                                      " X12 goes to /x12")
         payload = await file.read(MAX_FILE_BYTES + 1)
+        if suffix in DIRECTORY_X12_SUFFIXES and not is_274(payload):
+            raise HTTPException(415, "X12 goes to /x12 (only a 274 provider directory is "
+                                     "uploaded here)")
         if len(payload) > MAX_FILE_BYTES:
             raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
         if not payload.strip():
@@ -349,6 +360,23 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
 
+    @app.post("/directory/274", tags=["mailbox"], status_code=201)
+    def directory_274(month: str | None = None, plan: str | None = None,
+                      partner: Partner = Depends(partner_of)) -> dict:
+        """The monthly 274 provider files to the state, one per county, made now from the
+        plan's newest uploaded directory (a plan asks for its own; an operator names
+        ``plan``). The files go to the state on its ``274`` route."""
+        plan_id = plan or partner.id
+        if partner.role != "operator" and plan_id != partner.id:
+            raise HTTPException(403, "a plan asks for its own 274 only")
+        try:
+            documents = monthly_274(app.state.store, app.state.partners, plan_id, month)
+        except DirectoryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if not documents:
+            raise HTTPException(404, "no 274 was made: the plan has sent no directory, or no "
+                                     "274 route leads to the state")
+        return {"documents": documents}
     @app.get("/referrals/overdue", tags=["mailbox"])
     def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
         """ECM referrals past their authorization deadline without a decision (a Task of
