@@ -340,3 +340,22 @@ def test_a_resource_purged_under_retention_is_gone_not_an_error(gateway):
     assert found.status_code == 200 and found.json()["total"] == 0
     again = put(gateway, "harbor", moved(created, "in-progress", "09"))
     assert again.status_code == 404
+
+
+def test_a_replayed_update_routes_the_same_version_again_and_makes_no_resource(gateway):
+    from gateway.pipeline.process import replay
+
+    created = gateway.post("harbor", requested_task()).json()
+    answer = put(gateway, "harbor", moved(created, "accepted", "08"), 'W/"1"')
+    sid = answer.headers["x-submission-id"]
+    gateway.settled(sid)
+    before = len(gateway.box("demo-plan", "routed-rtf"))
+    outcome = replay(gateway.store, gateway.app.state.partners, sid, actor="harbor")
+    new_id = outcome.submission_id if hasattr(outcome, "submission_id") else outcome
+    gateway.settled(new_id)
+    assert len(gateway.box("demo-plan", "routed-rtf")) == before + 1  # sent again
+    h = gateway.auth["harbor"]
+    read = gateway.client.get(f"/fhir/Task/{created['id']}", headers=h)
+    assert (read.json()["status"], read.headers["etag"]) == ("accepted", 'W/"2"')
+    assert gateway.client.get(f"/fhir/Task/{new_id}-0", headers=h).status_code == 404
+    assert gateway.client.get("/fhir/Task", headers=h).json()["total"] == 1

@@ -1105,12 +1105,22 @@ class Store:
             return {r["resource_id"]: {**r, "content": bytes(r["content"])} for r in rows}
 
     def version_of_submission(self, submission_id: str) -> dict | None:
-        """The resource version an update submission made (None: not an update)."""
+        """The resource version an update submission made — or, for a replay of one, the
+        version the replayed update made (a replay routes it again, it makes no resource of
+        its own); None: not an update."""
         c = fhir_versions.c
         with self._read() as conn:
-            row = conn.execute(select(fhir_versions).where(
-                c.submission_id == submission_id)).mappings().first()
-        return {**row, "content": bytes(row["content"])} if row else None
+            sid = submission_id
+            for _ in range(16):  # replays of replays
+                row = conn.execute(select(fhir_versions).where(
+                    c.submission_id == sid)).mappings().first()
+                if row is not None:
+                    return {**row, "content": bytes(row["content"])}
+                sid = conn.execute(select(submissions.c.parent_id).where(
+                    submissions.c.id == sid)).scalar()
+                if sid is None:
+                    return None
+        return None
 
     def stored_resources(self, partner: str, role: str, resource_type: str) -> list[dict]:
         """The partner's stored FHIR resources of a type as their creates stored them, in one
