@@ -466,10 +466,12 @@ def test_a_provider_cannot_send_another_providers_care_plan(gateway):
     auth = [(f["rule"], f["location"], f["message"]) for f in found["findings"]
             if f["rule"].startswith("GATEWAY-AUTH")]
     assert auth == [
-        ("GATEWAY-AUTH-002", "CarePlan.author", ("the row's ECM provider NPI 1234500001 does "
-         "not belong to the submitting partner golden-table: the row was not forwarded"))] + [
-        ("GATEWAY-AUTH-001", "CarePlan.author", ("billing provider NPI 1234500001 does not "
-         "belong to the submitting partner golden-table"))] * 4
+        ("GATEWAY-AUTH-002", "CarePlan.author", ("the row's ECM provider NPI 1234500001 / TIN "
+         "941200000 is not the submitting partner golden-table's: the row was not forwarded"))
+    ] + [
+        ("GATEWAY-AUTH-001", "CarePlan.author", ("billing provider NPI 1234500001 / TIN "
+         "941200000 is not the submitting partner golden-table's: a provider submits only "
+         "under its own NPI and TIN; nothing of this claim was routed"))] * 4
     assert gateway.routed("demo-plan") == []
 
 

@@ -286,9 +286,9 @@ def test_a_provider_cannot_send_another_providers_rtf(tmp_path):
     findings = world.store.findings(done.submission_id)
     assert [f["location"] for f in findings if f["rule"] == "GATEWAY-AUTH-002"] == [
         f"row {n}" for n in range(2, 11)]
-    assert findings[0]["message"] == ("the row's ECM provider NPI 1234500001 does not belong to "
-                                      "the submitting partner golden-table: the row was not "
-                                      "forwarded")
+    assert findings[0]["message"] == ("the row's ECM provider NPI 1234500001 / TIN 941200000 "
+                                      "is not the submitting partner golden-table's: the row "
+                                      "was not forwarded")
     assert world.box("demo-plan") == []
 
 
@@ -319,9 +319,12 @@ def test_an_invoice_is_checked_with_the_registries_and_split_per_members_plan(tm
     assert demo["name"] == f"{sid}.demo-plan.837p.x12"
     members = [s.split("*")[-1] for s in world.content(demo).decode().split("~")
                if s.strip().startswith("NM1*IL*")]
-    assert members == ["91230000A", "91253605F"]
+    assert members == ["91230000A"]  # Golden Table's claim is not Harbor's to send
     assert "*MI*91272489K~" in world.content(valley).decode()
     assert "*MI*91230000A~" not in world.content(valley).decode()
     # the server's registries were applied: the member no MIF knows is rejected
     assert [(f["rule"], f["location"]) for f in world.store.findings(sid)
-            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN")]
+            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN"),
+                                              ("GATEWAY-AUTH-001",
+                                               "row 6, column Billing Provider NPI"),
+                                              ("INV-003", "row 7")]

@@ -28,23 +28,33 @@ X12_MEDIA = "application/edi-x12"
 
 
 # -- sender authorisation ------------------------------------------------------------------------
-def authorise_sender(partner: Partner, npi: str | None, tin: str | None = None) -> bool:
+def authorise_sender(partner: Partner, npi: str | None, tin: str | None = None, *,
+                     npi_required: bool = True) -> bool:
     """May ``partner`` send a claim (or row) whose billing / ECM provider is NPI ``npi`` and TIN
     ``tin``? Plans and the state may (they forward their providers' data). A provider may
-    only send as itself: the NPI is one of its NPIs or the TIN one of its TINs."""
+    only send as itself: the NPI must be one of its NPIs AND, when a TIN is given, the TIN
+    one of its TINs — another provider's NPI with one's own TIN is refused, and so is one's
+    own NPI with another's TIN. ``npi_required=False`` (a row that leaves the NPI empty, for
+    the gateway to fill with the sender's): a missing NPI passes, a given one is checked."""
     if partner.role != "provider":
         return True
     npi, tin = (npi or "").strip(), (tin or "").strip()
-    return bool((npi and npi in partner.npis) or (tin and tin in partner.tins))
+    if npi:
+        if npi not in partner.npis:
+            return False
+    elif npi_required:
+        return False
+    return not tin or tin in partner.tins
 
 
 def sender_finding(partner: Partner, npi: str | None, tin: str | None, location: str,
-                   segment=None, rule: str = "GATEWAY-AUTH-001") -> Finding | None:
+                   segment=None, rule: str = "GATEWAY-AUTH-001", *,
+                   npi_required: bool = True) -> Finding | None:
     """The finding for a claim or row ``partner`` may not send (None when it may)."""
-    if authorise_sender(partner, npi, tin):
+    if authorise_sender(partner, npi, tin, npi_required=npi_required):
         return None
-    return default_catalogue().finding(rule, location, segment, npi=npi or "",
-                                       partner=partner.id)
+    return default_catalogue().finding(rule, location, segment, npi=npi or "none",
+                                       tin=tin or "none", partner=partner.id)
 
 
 # -- plan resolution -----------------------------------------------------------------------------

@@ -209,8 +209,8 @@ class Router:
         if row is None or any(f.is_error for f in found):
             return self._note("FHIR-ROUTE-002", label, what="RTF row")
         npi, tin = row.get("ECM Provider NPI", ""), row.get("ECM Provider TIN", "")
-        refused = sender_finding(self.partner, npi, tin, where, rule="GATEWAY-AUTH-002") \
-            if npi else None
+        refused = sender_finding(self.partner, npi, tin, where, rule="GATEWAY-AUTH-002",
+                                 npi_required=False) if (npi or tin) else None
         if refused is not None:
             self.findings.append(refused)
             return

