@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="process a stored submission again (operator)")
     replay.add_argument("submission_id", metavar="ID")
+    replay.add_argument("--force", action="store_true",
+                        help="replay a submission already routed or delivered (documents "
+                             "identical to ones delivered before are not delivered again)")
     replay.add_argument("--store", default=None, help="store URL (default: SQLite under ./var)")
     replay.add_argument("--partners", type=Path, default=None,
                         help="trading partners (default: var/partners.yaml)")
@@ -449,7 +452,7 @@ def cmd_worker(args) -> int:
 def cmd_replay(args) -> int:
     from gateway.paths import var_dir
     from gateway.pipeline.partners import PartnerConfigError, Partners
-    from gateway.pipeline.process import replay
+    from gateway.pipeline.process import ReplayRefused, replay
     from gateway.pipeline.store import Store
 
     path = args.partners or var_dir() / "partners.yaml"
@@ -460,7 +463,11 @@ def cmd_replay(args) -> int:
     store = Store(args.store)
     if store.submission(args.submission_id) is None:
         raise UsageError(f"no submission {args.submission_id}")
-    outcome = replay(store, partners, args.submission_id, actor="operator")
+    try:
+        outcome = replay(store, partners, args.submission_id, actor="operator",
+                         force=args.force)
+    except ReplayRefused as exc:
+        raise UsageError(str(exc)) from exc
     print(json.dumps({"submission_id": outcome.submission_id,
                       "replay_of": args.submission_id, "status": outcome.status}))
     return EXIT_OK if outcome.status not in (Status.DEAD_LETTER, Status.FAILED) else EXIT_FINDINGS

@@ -191,7 +191,7 @@ def test_a_plans_encounters_to_the_state_become_history_once(tmp_path):
     # not duplicates of the lines the first run put into the history)
     from gateway.pipeline.process import replay
 
-    replayed = replay(world.store, world.partners, sid, actor="operator")
+    replayed = replay(world.store, world.partners, sid, actor="operator", force=True)
     assert world.store.submission(replayed.submission_id)["summary"]["accepted_claims"] == 4
     assert registry_counts(world.registry)["history"] == 6
 

@@ -185,3 +185,162 @@ def test_an_rtf_row_naming_another_providers_tin_is_not_forwarded(channel):
     forwarded = b"".join(channel.documents("demo-plan").values())
     assert b"91230000A" not in forwarded  # row 2's member
     assert b"91258326G" in forwarded  # the other rows went on
+
+
+# -- control numbers --------------------------------------------------------------------------------
+def _with_isa13(payload: bytes, isa13: bytes, gs06: bytes | None = None) -> bytes:
+    """MIXED with another ISA13 (and GS06), same length so nothing else moves."""
+    out = payload.replace(b"*000000501*", b"*" + isa13 + b"*").replace(
+        b"IEA*1*000000501", b"IEA*1*" + isa13)
+    if gs06 is not None:
+        out = out.replace(b"*1400*501*X*", b"*1400*" + gs06 + b"*X*").replace(
+            b"GE*7*501", b"GE*7*" + gs06)
+    return out
+
+
+def test_the_same_bytes_again_get_the_earlier_answer(channel):
+    first = channel.send("harbor", "claims.x12", MIXED)
+    again = channel.send("harbor", "claims-again.x12", MIXED)
+    if channel.kind == "api":
+        assert again["duplicate"] is True
+        assert again["submission_id"] == first["submission_id"]
+    else:  # archived, not processed again: no second set of acknowledgments
+        assert again["submission_id"] is None
+    acks = [k for k in channel.documents("harbor") if k.endswith(".999.x12")]
+    assert len(acks) == 1
+
+
+def test_a_different_interchange_reusing_an_isa13_gets_a_ta1_025(channel):
+    """Never another file's id: the second file (other content, same ISA13 and GS06 of the
+    same sender) is a submission of its own, rejected with a TA1 whose TA105 is 025 and a
+    message naming the earlier submission and its date; nothing of it is routed."""
+    first = channel.send("harbor", "claims.x12", MIXED)
+    routed_before = channel.documents("demo-plan")
+    other = MIXED.replace(b"MIX-A-GOOD", b"MIX-A-GOOO")  # different content, same numbers
+    second = channel.send("harbor", "other.x12", other)
+    sid = second["submission_id"]
+    assert sid and sid != first["submission_id"]
+    found = channel.store.submission(sid)
+    assert found["status"] == "rejected"
+    day = channel.store.submission(first["submission_id"])["created_at"].date().isoformat()
+    expected = (f"ISA13 interchange control number 000000501 of sender ECMGATEWAY was already "
+                f"used by submission {first['submission_id']}, received {day}; this is a "
+                f"different interchange: send it with a new ISA13")
+    assert found["error"] == expected
+    assert ("X12-ENV-026", "ISA#1/ISA13") in channel.findings(sid)
+    docs = channel.documents("harbor")
+    [ta1] = [v for k, v in docs.items() if k.startswith(sid) and k.endswith(".ta1.x12")]
+    assert b"TA1*000000501*250630*1400*R*025~" in ta1
+    assert not [k for k in docs if k.startswith(sid) and k.endswith((".999.x12", ".277ca.x12"))]
+    if channel.kind == "api":
+        assert second["status"] == "rejected" and second["error"] == expected
+        assert "TA1*000000501*250630*1400*R*025~" in second["ack_ta1"]
+    else:
+        note = docs[f"{sid}.rejected.txt"].decode()
+        assert first["submission_id"] in note and day in note
+    assert channel.documents("demo-plan") == routed_before
+
+
+def test_a_reused_gs06_is_answered_in_the_999(channel):
+    channel.send("harbor", "claims.x12", MIXED)
+    other = _with_isa13(MIXED.replace(b"MIX-A-GOOD", b"MIX-A-GOOO"), b"000000502")
+    sid = channel.send("harbor", "other.x12", other)["submission_id"]
+    assert ("X12-ENV-027", "ISA#1/GS#1/GS06") in channel.findings(sid)
+    [ack] = [v for k, v in channel.documents("harbor").items()
+             if k.startswith(sid) and k.endswith(".999.x12")]
+    assert b"AK9*R*7*7*0*19~" in ack.replace(b"\n", b"")
+    # new ISA13 and GS06: a new interchange, processed
+    fresh = _with_isa13(MIXED.replace(b"MIX-A-GOOD", b"MIX-A-GOOO"), b"000000503", b"503")
+    assert channel.send("harbor", "fresh.x12", fresh)["status"] in ("routed", "delivered")
+
+
+def test_a_partner_may_choose_to_process_reused_control_numbers(tmp_path):
+    import yaml
+
+    from gateway.pipeline.partners import Partners
+    from server_world import make_world
+
+    world = make_world(tmp_path)
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    for entry in data["partners"]:
+        if entry["id"] == "harbor":
+            entry["duplicate_control_numbers"] = "process"
+    (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+    world.partners = Partners.load(tmp_path / "partners.yaml")
+    world.send("harbor", MIXED)
+    second = world.send("harbor", MIXED.replace(b"MIX-A-GOOD", b"MIX-A-GOOO"))
+    assert second.status == "routed"
+    assert [f["rule"] for f in world.store.findings(second.submission_id)
+            if f["rule"].startswith("X12-ENV-02")] == ["X12-ENV-028", "X12-ENV-028"]
+
+
+def test_a_replay_is_not_a_reuse_of_its_own_control_numbers(channel):
+    from gateway.pipeline.process import replay
+
+    first = channel.send("harbor", "claims.x12", MIXED)
+    store, partners = channel.store, channel.app.state.partners
+    again = replay(store, partners, first["submission_id"], actor="operator", force=True)
+    assert again.status == "validated"  # processed (not a TA1), nothing new to deliver
+    assert not [r for r, _ in channel.findings(again.submission_id) if r.startswith("X12-ENV")]
+
+
+# -- replay -----------------------------------------------------------------------------------------
+def _replay(channel, submission_id: str, force: bool):
+    if channel.kind == "api":
+        partner = channel.store.submission(submission_id)["partner"]
+        answer = channel.client.post(f"/submissions/{submission_id}/replay"
+                                     + ("?force=true" if force else ""),
+                                     headers=channel.auth[partner])
+        return answer.status_code, answer.json()
+    from gateway.cli import main
+
+    url = str(channel.store.url)
+    partners_file = Path(channel.store.url.split("///", 1)[1]).parent / "partners.yaml"
+    code = main(["replay", submission_id, "--store", url, "--partners", str(partners_file)]
+                + (["--force"] if force else []))
+    return code, None
+
+
+def test_replaying_a_delivered_submission_never_delivers_twice(channel):
+    """Replay needs force once something went onward; the same 837P is not delivered again;
+    after the plan's registry changed, the changed 837P is delivered as a replacement linked
+    to the one it replaces."""
+    first = channel.send("harbor", "claims.x12", MIXED)
+    sid = first["submission_id"]
+    delivered = channel.documents("demo-plan")
+    assert len(delivered) == 1
+    code, body = _replay(channel, sid, force=False)
+    assert code in (409, 2)  # API: conflict; CLI: usage error naming --force
+    code, body = _replay(channel, sid, force=True)
+    assert code in (200, 0)
+    assert channel.documents("demo-plan") == delivered  # identical: not delivered again
+    replays = [s for s in channel.store.submissions_for("harbor") if s["parent_id"] == sid]
+    assert [s["status"] for s in replays] == ["validated"]
+    assert "GATEWAY-REPLAY-001" in [r for r, _ in channel.findings(replays[0]["id"])]
+    # the plan's envelope profile is corrected (another 1000B receiver): the 837P differs
+    import dataclasses
+
+    partners = channel.app.state.partners
+    partners.partners["demo-plan"] = dataclasses.replace(partners.partners["demo-plan"],
+                                                         envelope="dhcs-encounters")
+    if channel.kind == "filedrop":  # the CLI reads the partner file
+        import yaml
+
+        path = Path(channel.store.url.split("///", 1)[1]).parent / "partners.yaml"
+        data = yaml.safe_load(path.read_text())
+        for entry in data["partners"]:
+            if entry["id"] == "demo-plan":
+                entry["envelope"] = "dhcs-encounters"
+        path.write_text(yaml.safe_dump(data))
+    code, body = _replay(channel, sid, force=True)
+    now = channel.documents("demo-plan")
+    [new_name] = set(now) - set(delivered)
+    replays = [s for s in channel.store.submissions_for("harbor") if s["parent_id"] == sid]
+    latest = max(replays, key=lambda s: s["created_at"])
+    [doc] = [d for d in channel.store.documents(latest["id"]) if d["role"] == "routed-837p"]
+    [original] = [d for d in channel.store.documents(sid) if d["role"] == "routed-837p"]
+    assert doc["parent_document"] == original["id"]  # the replacement names what it replaces
+    assert channel.store.submission(latest["id"])["summary"]["replaces"] == {
+        doc["id"]: original["id"]}
+    assert claims_in(now[new_name]) == claims_in(delivered[next(iter(delivered))])
+    assert b"CALIFORNIA-DHCS" in now[new_name]

@@ -31,7 +31,7 @@ from gateway.pipeline.history_extracts import HistorySchedule, extract_history
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.process import current_outcome, replay, submit
+from gateway.pipeline.process import ReplayRefused, current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
 from gateway.pipeline.store import LATENCY_BUCKETS, Store
 from gateway.pipeline.status import Status
@@ -146,6 +146,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             body.update(valid=outcome.valid, findings=outcome.findings)
             if outcome.ack999 and len(outcome.ack999) <= SYNC_ACK_BYTES:
                 body["ack_999"] = outcome.ack999
+            if outcome.ack_ta1:  # a rejected interchange: the TA1 and why (TA105 025: which
+                body["ack_ta1"] = outcome.ack_ta1  # earlier submission used its ISA13, when)
+            if outcome.status == Status.REJECTED and outcome.error:
+                body["error"] = outcome.error
             return JSONResponse(body)
         found = await asyncio.to_thread(store.submission, submission_id)
         return JSONResponse(_body(submission_id, found["status"], **extra), status_code=202)
@@ -169,11 +173,17 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     @app.post("/submissions/{submission_id}/replay", tags=["submissions"])
     async def replay_submission(submission_id: str, request: Request,
                                 partner: Partner = Depends(partner_of)) -> JSONResponse:
-        """Process a submission's stored raw payload again, as a new linked submission."""
+        """Process a submission's stored raw payload again, as a new linked submission. A
+        submission already routed or delivered needs ``?force=true`` (409 without); documents
+        identical to ones delivered before are not delivered again."""
         found = await asyncio.to_thread(own_submission, submission_id, partner)
-        new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
-                                         submission_id, actor=partner.id,
-                                         queue=app.state.queue)
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        try:
+            new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
+                                             submission_id, actor=partner.id,
+                                             queue=app.state.queue, force=force)
+        except ReplayRefused as exc:
+            raise HTTPException(409, str(exc)) from exc
         return await finished_or_accepted(new_id, found["size"] <= SYNC_BYTES
                                           and not _respond_async(request),
                                           replay_of=submission_id)

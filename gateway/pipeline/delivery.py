@@ -193,3 +193,92 @@ def recipients_of(documents: Iterable[dict]) -> dict[str, int]:
         if doc["recipient"]:
             out[doc["recipient"]] = out.get(doc["recipient"], 0) + 1
     return out
+
+
+# -- replays: never deliver the same document twice ------------------------------------------------
+ONWARD_ROLES = ("routed", "state-response")  # documents for partners other than the sender
+ENVELOPE_SEGMENTS = ("ISA", "IEA", "GS", "GE", "ST", "SE", "BHT")
+
+
+def onward(role: str) -> bool:
+    return role.startswith(ONWARD_ROLES)
+
+
+def fingerprint(content: bytes, media_type: str, submission_ids: Iterable[str]) -> bytes:
+    """What a routed document says, without what differs on every run: an X12's envelope
+    (ISA/GS/ST/BHT control numbers, dates and times); the submission ids in names and
+    records."""
+    if media_type == X12_MEDIA:
+        text = content.decode("latin-1").replace("\r", "").replace("\n", "")
+        element = text[3:4] if text.startswith("ISA") else "*"
+        terminator = text[105:106] if text.startswith("ISA") and len(text) > 105 else "~"
+        kept = [seg for seg in text.split(terminator)
+                if seg and seg.split(element, 1)[0] not in ENVELOPE_SEGMENTS]
+        return terminator.join(kept).encode("latin-1")
+    for sid in submission_ids:
+        content = content.replace(sid.encode(), b"")
+    return content
+
+
+def replay_chain(store, submission: dict) -> list[dict]:
+    """The submissions a replay repeats, oldest first (its parent, the parent's parent…)."""
+    chain, seen = [], set()
+    parent = submission.get("parent_id")
+    while parent and parent not in seen:
+        seen.add(parent)
+        found = store.submission(parent)
+        if found is None:
+            break
+        chain.insert(0, found)
+        parent = found.get("parent_id")
+    return chain
+
+
+def settle_redelivery(store, submission: dict, result) -> None:
+    """A replay's onward documents against what its chain already delivered: one identical
+    to a document already routed to the same partner (same role) is not delivered again
+    (``GATEWAY-REPLAY-001``); a changed one is delivered as a replacement linked to the one it
+    replaces (``parent_document``, ``GATEWAY-REPLAY-002``, the summary's ``replaces``)."""
+    chain = replay_chain(store, submission)
+    if not chain:
+        return
+    ids = [s["id"] for s in chain] + [result.submission_id]
+    earlier: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+    for found in chain:
+        for doc in store.documents(found["id"]):
+            if onward(doc["role"]) and doc["recipient"] != found["partner"]:
+                content = store.document(doc["id"])["content"]
+                earlier.setdefault((doc["recipient"], doc["role"]), []).append(
+                    (doc["id"], fingerprint(content, doc["media_type"], ids)))
+    catalogue = default_catalogue()
+    kept, dropped, replaces = [], [], {}
+    for row in result.documents:
+        prior = earlier.get((row["recipient"], row["role"])) if onward(row["role"]) else None
+        if not prior:
+            kept.append(row)
+            continue
+        mine = fingerprint(row["content"], row["media_type"], ids)
+        same = next((doc_id for doc_id, fp in prior if fp == mine), None)
+        if same is not None:
+            dropped.append(row["id"])
+            result.add_findings([catalogue.finding("GATEWAY-REPLAY-001", "file", None,
+                                                   document=same, recipient=row["recipient"])])
+            continue
+        row["parent_document"] = prior[-1][0]
+        replaces[row["id"]] = prior[-1][0]
+        result.add_findings([catalogue.finding("GATEWAY-REPLAY-002", "file", None,
+                                               document=prior[-1][0],
+                                               recipient=row["recipient"])])
+        kept.append(row)
+    if dropped:
+        from gateway.pipeline.registries import forget_routed_documents, server_registry
+
+        forget_routed_documents(server_registry(store), dropped)
+    result.documents = kept
+    if result.summary is not None and (dropped or replaces):
+        result.summary = {**result.summary, "not_redelivered": len(dropped),
+                          **({"replaces": replaces} if replaces else {})}
+    if result.routed and not any(onward(d["role"]) for d in kept):
+        from gateway.pipeline.status import Status
+
+        result.status, result.converted = Status.VALIDATED, False

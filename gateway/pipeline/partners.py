@@ -44,6 +44,17 @@ class Partner:
     npis: tuple[str, ...] = ()
     tins: tuple[str, ...] = ()
     x12_sender_ids: tuple[str, ...] = ()
+    county_code: str = ""  # a plan's 3-digit county code (its state sender id: plan code + it)
+    test_mode: bool = False  # a plan onboarding with the state: its 837Ps go with ISA15 T
+    # a different interchange reusing this partner's ISA13/GS06: reject (TA1 025) or process
+    duplicate_control_numbers: str = "reject"
+    # how the state's responses link to this plan's encounters: strict (ISA13 + GS06 + ST02 +
+    # claim id) or claim-id (a claim id alone, when the rest does not match; each link warned)
+    state_link: str = "strict"
+
+
+DUPLICATE_POLICIES = ("reject", "process")
+STATE_LINKS = ("strict", "claim-id")
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,18 @@ class Partners:
                 payer_ids=tuple(str(x) for x in ids.get("payer_ids", [])),
                 npis=tuple(str(x) for x in ids.get("npis", [])),
                 tins=tuple(str(x) for x in ids.get("tins", [])),
-                x12_sender_ids=tuple(str(x) for x in ids.get("x12_sender_ids", [])))
+                x12_sender_ids=tuple(str(x) for x in ids.get("x12_sender_ids", [])),
+                county_code=str(ids.get("county_code", "")),
+                test_mode=bool(raw.get("test_mode", False)),
+                duplicate_control_numbers=str(raw.get("duplicate_control_numbers", "reject")),
+                state_link=str(raw.get("state_link", "strict")))
+            if partner.duplicate_control_numbers not in DUPLICATE_POLICIES:
+                raise PartnerConfigError(f"{path}: partner {partner.id!r}: "
+                                         f"duplicate_control_numbers must be one of "
+                                         f"{', '.join(DUPLICATE_POLICIES)}")
+            if partner.state_link not in STATE_LINKS:
+                raise PartnerConfigError(f"{path}: partner {partner.id!r}: state_link must be "
+                                         f"one of {', '.join(STATE_LINKS)}")
             if partner.id in partners:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r} defined twice")
             partners[partner.id] = partner

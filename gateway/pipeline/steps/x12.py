@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from gateway.conversion import canonical_to_837p
 from gateway.findings import Finding, Severity
+from gateway.pipeline.controls import check_control_numbers
 from gateway.pipeline.delivery import (
     X12_MEDIA,
     ack_recipient,
@@ -81,6 +82,8 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         return result.reject(str(exc), [finding])
     checked.findings.extend(sender_findings(checked.claims, partner))
+    reused = check_control_numbers(store, registry, partner, submission_id, checked, now)
+    checked.findings.extend(reused)
     checked.findings.sort(key=lambda f: f.segment or 0)
     # where the accepted claims go, first, so the control numbers of the acknowledgments and
     # of the routed 837Ps are drawn together (one transaction)
@@ -141,4 +144,11 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
     result.ack999 = acks.ack999
     if not accepted and errors:
         result.status, result.read = Status.REJECTED, True
+        duplicate = next((f for f in reused if f.rule == "X12-ENV-026"), None)
+        if duplicate is not None:  # the answer says why, naming the earlier submission —
+            result.error = duplicate.message  # also beside the TA1 in a file-drop outbox
+            result.add_document(role="report", name=f"{submission_id}.rejected.txt",
+                                content=f"{duplicate.rule} at {duplicate.location}: "
+                                        f"{duplicate.message}\n".encode(),
+                                media_type="text/plain", recipient=ack_to)
     return result
