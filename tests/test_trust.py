@@ -344,3 +344,62 @@ def test_replaying_a_delivered_submission_never_delivers_twice(channel):
         doc["id"]: original["id"]}
     assert claims_in(now[new_name]) == claims_in(delivered[next(iter(delivered))])
     assert b"CALIFORNIA-DHCS" in now[new_name]
+
+
+# -- the state envelope per sending plan ------------------------------------------------------------
+def _second_plan_world(tmp_path, test_mode: bool):
+    """The demo partners plus a second plan (its own plan code, county code and test mode)."""
+    import yaml
+
+    from conftest import ROOT
+
+    from gateway.pipeline.partners import Partners, issue_demo_tokens
+    from server_world import World
+    from gateway.pipeline.store import Store
+
+    tokens = issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml",
+                               tmp_path / "partners.yaml")
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    data["partners"].append({"id": "valley-plan", "name": "Valley Health Plan", "role": "plan",
+                             "identifiers": {"plan_code": "VALLEYHP1", "county_code": "019",
+                                             "payer_ids": ["VHP01"]},
+                             "test_mode": test_mode})
+    (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+    del tokens
+    return World(Store(f"sqlite:///{tmp_path / 'g.sqlite'}"),
+                 Partners.load(tmp_path / "partners.yaml"))
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_each_plan_sends_to_the_state_under_its_own_ids(tmp_path, test_mode):
+    world = _second_plan_world(tmp_path, test_mode)
+    demo = world.send("demo-plan", MIXED)
+    valley = world.send("valley-plan", (FIXTURES / "837p" / "ecm-clean.x12").read_bytes())
+    texts = {}
+    for name, sent in (("demo", demo), ("valley", valley)):
+        [doc] = [d for d in world.box("dhcs", sent.submission_id) if d["role"] == "routed-837p"]
+        texts[name] = world.content(doc).decode()
+    demo_isa, valley_isa = (t.split("~")[0].split("*") for t in (texts["demo"],
+                                                                   texts["valley"]))
+    assert (demo_isa[6].strip(), demo_isa[15]) == ("DEMOPLAN001", "P")
+    assert (valley_isa[6].strip(), valley_isa[15]) == ("VALLEYHP1019", "T" if test_mode else "P")
+    assert "GS*HC*VALLEYHP1019*CALIFORNIA-DHCS*" in texts["valley"]
+    assert "NM1*41*2*VALLEY HEALTH PLAN*****46*VALLEYHP1019~" in texts["valley"]
+    assert "PLANCODE1001" not in texts["demo"] + texts["valley"]
+
+
+def test_a_plan_without_a_county_code_sends_nothing_to_the_state(tmp_path):
+    import yaml
+
+    world = _second_plan_world(tmp_path, False)
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    del data["partners"][-1]["identifiers"]["county_code"]
+    (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+    from gateway.pipeline.partners import Partners
+
+    world.partners = Partners.load(tmp_path / "partners.yaml")
+    sent = world.send("valley-plan", (FIXTURES / "837p" / "ecm-clean.x12").read_bytes())
+    assert world.box("dhcs", sent.submission_id) == []
+    [finding] = [f for f in world.store.findings(sent.submission_id)
+                 if f["rule"] == "GATEWAY-ENV-001"]
+    assert "partner valley-plan has no county_code" in finding["message"]

@@ -106,6 +106,31 @@ def claim_targets(partners: Partners, registry, partner: Partner, encounters: li
     return groups, nowhere
 
 
+# -- envelopes -----------------------------------------------------------------------------------
+def envelope_for(sender: Partner, target: Partner):
+    """The envelope of an 837P ``sender``'s encounters get on their way to ``target``: the
+    target's profile (profiles/envelopes/), and — to the state — the SENDING plan's own ids
+    from its partner entry: ISA06/GS02/1000A = plan code + county code, ISA15 ``T`` while the
+    plan is in ``test_mode`` (onboarding), else ``P``. Returns ``(settings, problem)``;
+    ``problem`` names what the plan's entry lacks (nothing is sent to the state then)."""
+    settings = envelope_settings(target.envelope)
+    if target.role != "state" or sender.role != "plan":
+        return settings, None
+    if not sender.plan_code or not sender.county_code:
+        return settings, (f"partner {sender.id} has no "
+                          + " and no ".join(n for n, v in (("plan_code", sender.plan_code),
+                                                          ("county_code", sender.county_code))
+                                            if not v)
+                          + " in its identifiers: the state's sender id is plan code + "
+                            "county code")
+    sender_id = f"{sender.plan_code}{sender.county_code}"
+    return settings.model_copy(update={
+        "sender_id": sender_id, "application_sender": sender_id,
+        "usage": "T" if sender.test_mode else "P",
+        "submitter": settings.submitter.model_copy(update={"id": sender_id,
+                                                           "name": sender.name.upper()})}), None
+
+
 # -- control numbers (the one counter store) -----------------------------------------------------
 def take_numbers(store, wanted: dict[str, int]) -> dict[str, list[int]]:
     """Numbers from the store's counters (``isa13:<profile>``, ``gs06:<profile>``), in one

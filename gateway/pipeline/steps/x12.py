@@ -23,6 +23,7 @@ from gateway.pipeline.delivery import (
     X12_MEDIA,
     ack_recipient,
     claim_targets,
+    envelope_for,
     sender_finding,
 )
 from gateway.pipeline.partners import Partner, Partners
@@ -43,7 +44,7 @@ from gateway.x12.acks import AckControls, acknowledge, judge
 from gateway.x12.claims837 import ClaimRecord
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
-from gateway.x12.writer import ControlNumbers, envelope_settings
+from gateway.x12.writer import ControlNumbers
 
 
 def sender_findings(claims: list[ClaimRecord], partner: Partner) -> list[Finding]:
@@ -91,7 +92,15 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
     groups, nowhere = claim_targets(partners, registry, partner, accepted) \
         if checked.kind == "837p" and accepted else ({}, [])
     wanted = {"isa13:acks": 3, "gs06:acks": 8}
-    profiles = {t: envelope_settings(partners.partners[t].envelope) for t in groups}
+    profiles = {}
+    for target_id in list(groups):
+        settings, problem = envelope_for(partner, partners.partners[target_id])
+        if problem is not None:  # the plan's entry cannot envelope for the state
+            checked.findings += [f for f in (default_catalogue().finding(
+                "GATEWAY-ENV-001", "file", None, problem=problem),) if f]
+            nowhere += groups.pop(target_id)
+            continue
+        profiles[target_id] = settings
     for settings in profiles.values():
         for counter in (f"isa13:{settings.name}", f"gs06:{settings.name}"):
             wanted[counter] = wanted.get(counter, 0) + 1
