@@ -393,9 +393,32 @@ def cmd_ack(args) -> int:
     return EXIT_OK if result.valid else EXIT_FINDINGS
 
 
+def _partners_file(given: Path | None) -> Path:
+    """The trading-partner file of ``serve``: ``--partners``, else the ``partners`` setting
+    (``ECM_GATEWAY_PARTNERS``, or ``partners:`` in the settings file; the container image sets
+    it to /config/partners.yaml). A clear usage error naming the path when it is missing."""
+    from gateway.pipeline.partners import PartnerConfigError, Partners
+
+    where = "--partners" if given is not None else "ECM_GATEWAY_PARTNERS"
+    path = given if given is not None else gateway_settings().partners
+    if path is None:
+        raise UsageError("no trading partners: give --partners FILE, set ECM_GATEWAY_PARTNERS "
+                         "(or `partners:` in the ECM_GATEWAY_SETTINGS file), or use --demo")
+    if not Path(path).is_file():
+        raise UsageError(f"no trading-partner file at {path} ({where}): mount or write it "
+                         f"there (deploy/config/partners.yaml is a sample; "
+                         f"config/demo/partners.yaml documents the format), or use --demo")
+    try:
+        Partners.load(Path(path))
+    except PartnerConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    return Path(path)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
+    args.queue = args.queue or gateway_settings().queue
     if args.queue and not args.queue.startswith(("redis://", "rediss://")):
         raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
 
@@ -419,10 +442,10 @@ def cmd_serve(args) -> int:
         print(f"Try: curl -s -H 'Authorization: Bearer {tokens.get('harbor', '')}' "
               f"--data-binary @fixtures/837p/ecm-mixed.x12 {base}/x12")
         print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
-    elif partners is None:
-        raise UsageError("give --partners FILE (or --demo for demo partners)")
-    app = create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
-                     workers=args.workers)
+    else:
+        partners = _partners_file(partners)
+    app = create_app(store=args.store or gateway_settings().store_url(), partners=partners,
+                     drop=drop, queue=args.queue, workers=args.workers)
     if args.demo:
         from gateway.pipeline.registries import load_demo_registries
 
