@@ -104,6 +104,38 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="worker threads of the embedded queue (default 1)")
 
+    partners = sub.add_parser("partners", help="onboard trading partners: add, rotate-token, "
+                                                "disable, list (tokens shown once, stored hashed)")
+    partners.add_argument("--partners", type=Path, default=None, metavar="FILE",
+                          help="the partners file (default: var/partners.yaml)")
+    partners.add_argument("--store", default=None, metavar="URL",
+                          help="the store whose audit log records the change (default: SQLite "
+                               "under ./var)")
+    actions = partners.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a partner and print its token once")
+    add.add_argument("partner_id", metavar="ID")
+    add.add_argument("--role", required=True, choices=("plan", "provider", "state"))
+    add.add_argument("--name", default="")
+    add.add_argument("--envelope", default=None, help="envelope profile for 837P sent to it")
+    add.add_argument("--plan-code", default="")
+    for option in ("--payer-id", "--npi", "--tin", "--x12-sender-id"):
+        add.add_argument(option, action="append", default=[], help="may be repeated")
+    rotate = actions.add_parser("rotate-token", help="a new token (printed once); the old one "
+                                                     "stops working")
+    rotate.add_argument("partner_id", metavar="ID")
+    disable = actions.add_parser("disable", help="the partner's token stops working")
+    disable.add_argument("partner_id", metavar="ID")
+    actions.add_parser("list", help="partners, roles and whether they can sign in")
+
+    purge = sub.add_parser("purge", help="remove member data past its retention period "
+                                         "(payloads, documents, findings), keeping the audit "
+                                         "trail")
+    purge.add_argument("--store", default=None, metavar="URL",
+                       help="store URL (default: SQLite under ./var)")
+    purge.add_argument("--partners", type=Path, default=None, metavar="FILE",
+                       help="the partners file whose retention: section sets the periods "
+                            "(default: var/partners.yaml when present, else the defaults)")
+
     worker = sub.add_parser("worker", help="run a Celery worker for a scale-out deployment")
     worker.add_argument("--store", required=True, metavar="URL",
                         help="the store every worker and the API share (postgresql+psycopg://…)")
@@ -444,14 +476,21 @@ def cmd_serve(args) -> int:
         print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     else:
         partners = _partners_file(partners)
-    app = create_app(store=args.store or gateway_settings().store_url(), partners=partners,
-                     drop=drop, queue=args.queue, workers=args.workers)
+    from gateway.pipeline.filedrop import UnsafeDropFolder
+
+    try:
+        app = create_app(store=args.store or gateway_settings().store_url(),
+                         partners=partners, drop=drop, queue=args.queue, workers=args.workers)
+    except UnsafeDropFolder as exc:
+        raise UsageError(f"--drop {drop}: {exc}") from None
     if args.demo:
         from gateway.pipeline.registries import load_demo_registries
 
         loaded = load_demo_registries(app.state.store, app.state.partners)
         print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
+    # uvicorn's own would print every URL with its query string
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return EXIT_OK
 
 
@@ -508,9 +547,66 @@ def cmd_template(args) -> int:
     return EXIT_OK
 
 
+def cmd_partners(args) -> int:
+    from gateway.paths import var_dir
+    from gateway.pipeline import onboarding
+    from gateway.pipeline.store import Store
+
+    path = args.partners or var_dir() / "partners.yaml"
+    try:
+        if args.action == "list":
+            print(json.dumps(onboarding.listing(path), indent=2))
+            return EXIT_OK
+        token = None
+        if args.action == "add":
+            identifiers = {"plan_code": args.plan_code, "payer_ids": args.payer_id,
+                           "npis": args.npi, "tins": args.tin,
+                           "x12_sender_ids": args.x12_sender_id}
+            token = onboarding.add(path, args.partner_id, args.name, args.role, identifiers,
+                                   args.envelope)
+            detail = f"role {args.role}; " + "; ".join(
+                f"{k} {','.join(v) if isinstance(v, list) else v}"
+                for k, v in identifiers.items() if v)
+        elif args.action == "rotate-token":
+            token = onboarding.rotate_token(path, args.partner_id)
+            detail = "new token issued; the old one no longer works"
+        else:
+            onboarding.disable(path, args.partner_id)
+            detail = "token removed; the partner can no longer sign in"
+    except onboarding.OnboardingError as exc:
+        raise UsageError(str(exc)) from None
+    Store(args.store).audit(actor="operator", action=f"partner-{args.action}",
+                            target=args.partner_id, detail=detail)
+    if token is not None:
+        print(f"token for {args.partner_id} (shown once; only its SHA-256 is kept):")
+        print(token)
+    else:
+        print(f"{args.partner_id}: disabled")
+    return EXIT_OK
+
+
+def cmd_purge(args) -> int:
+    from gateway.paths import var_dir
+    from gateway.pipeline.partners import PartnerConfigError, Partners
+    from gateway.pipeline.retention import Retention, purge
+    from gateway.pipeline.store import Store
+
+    path = args.partners or var_dir() / "partners.yaml"
+    settings = {}
+    if args.partners is not None or path.exists():
+        try:
+            settings = Partners.load(path).retention
+        except PartnerConfigError as exc:
+            raise UsageError(str(exc)) from None
+    retention = Retention.from_mapping(settings)
+    counts = purge(Store(args.store), retention, actor="operator")
+    print(json.dumps({"purged": counts, "retention_days": retention.days}))
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
             "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay,
-            "worker": cmd_worker}
+            "worker": cmd_worker, "partners": cmd_partners, "purge": cmd_purge}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gateway.findings import Finding
 from gateway.model.encounter import Encounter
 from gateway.paths import MAPPINGS
+from gateway.tabular.cells import neutral_row
 from gateway.x12.claims837 import ClaimRecord
 from gateway.x12.acks import judge
 from gateway.x12.claims837 import ClaimCollector
@@ -73,7 +74,7 @@ def x12_to_file(source: Path, target: str, out: TextIO) -> Converted:
     columns = csv_columns()
     writer = csv.writer(out, lineterminator="\n") if target == "csv" else None
     if writer is not None:
-        writer.writerow([c["header"] for c in columns])
+        writer.writerow(neutral_row(c["header"] for c in columns))
     else:
         out.write('{"encounters": [')
 
@@ -83,7 +84,7 @@ def x12_to_file(source: Path, target: str, out: TextIO) -> Converted:
             skipped += 1
             return
         if writer is not None:
-            writer.writerows(encounter_rows(claim.encounter, columns))
+            writer.writerows(neutral_row(r) for r in encounter_rows(claim.encounter, columns))
         else:
             out.write(("\n  " if count == 0 else ",\n  ") + claim.encounter.model_dump_json())
         count += 1

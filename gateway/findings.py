@@ -8,6 +8,7 @@ free text scattered through the code.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -36,6 +37,12 @@ class Finding(BaseModel):
     # X12 acknowledgment details (segment id, position in the transaction set, loop id, element
     # position, data element number); not part of the public JSON.
     context: dict | None = Field(default=None, exclude=True, repr=False)
+    # minimum necessary: when a finding about a member is told to a submitter the member is not
+    # assigned to, ``rule``/``message`` are the submitter's form (the rule pack's
+    # ``to_submitter``) and these keep the plan's full reason (stored; never in the public
+    # JSON, the 277CA or a row report)
+    plan_rule: str | None = Field(default=None, repr=False)
+    plan_message: str | None = Field(default=None, repr=False)
 
     @property
     def is_error(self) -> bool:
@@ -52,6 +59,24 @@ class Finding(BaseModel):
         if self.segment is not None:
             data["segment"] = self.segment
         return data
+
+    def for_plan(self) -> dict:
+        """:meth:`as_dict` with the plan's full reason (what the member's plan may see)."""
+        data = self.as_dict()
+        if self.plan_rule:
+            data.update(rule=self.plan_rule, message=self.plan_message or self.message)
+        return data
+
+
+# an absolute path under a server folder (not a URL path such as /fhir/CarePlan/1)
+_SERVER_PATH = re.compile(r"(?<![\w.#])/(?:tmp|var|home|usr|work|root|opt|srv|etc|mnt|data|"
+                          r"private|run|proc|dev|Users)(?:/[\w.\-]+)*/(?=[\w.\-])")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path reduced to its base name: a message never shows a
+    server folder (a temporary upload folder, the store's location)."""
+    return _SERVER_PATH.sub("", text)
 
 
 def has_errors(findings) -> bool:

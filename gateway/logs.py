@@ -9,7 +9,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
-FIELDS = ("submission_id", "partner", "kind", "channel", "status", "size", "findings")
+FIELDS = ("submission_id", "partner", "kind", "channel", "status", "size", "findings", "method",
+          "route", "duration_ms")
 
 
 class JsonFormatter(logging.Formatter):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway.findings import Finding, Severity
+from gateway.findings import Finding, Severity, without_paths
 from gateway.paths import PROFILES
 
 
@@ -24,6 +24,10 @@ class Rule:
     source: str
     ack: dict = field(default_factory=dict)
     enabled: bool = True
+    # minimum necessary: the id of the rule whose message a submitter gets instead of this one
+    # when the finding is about a member not assigned to it (``to_submitter`` in the pack);
+    # None: this message is fit for any submitter
+    to_submitter: str | None = None
 
 
 class _Blank(dict):
@@ -53,7 +57,12 @@ class RuleCatalogue:
                     source=entry["source"],
                     ack=dict(entry.get("ack") or {}),
                     enabled=entry.get("enabled", True),
+                    to_submitter=entry.get("to_submitter") or None,
                 )
+        for rule in rules.values():
+            if rule.to_submitter is not None and rule.to_submitter not in rules:
+                raise ValueError(f"rule {rule.id}: to_submitter names unknown rule "
+                                 f"{rule.to_submitter}")
         return cls(rules)
 
     def __contains__(self, rule_id: str) -> bool:
@@ -75,14 +84,28 @@ class RuleCatalogue:
             rules[rule_id] = rule
         return RuleCatalogue(rules)
 
+    def rules(self) -> list[Rule]:
+        return list(self._rules.values())
+
     def finding(
-        self, rule_id: str, location: str, ordinal: int | None = None, **values: object
+        self, rule_id: str, location: str, ordinal: int | None = None,
+        audience: str = "plan", **values: object
     ) -> Finding | None:
-        """The finding for ``rule_id`` at ``location``; None when the rule is turned off."""
+        """The finding for ``rule_id`` at ``location``; None when the rule is turned off.
+        ``audience="submitter"``: the finding is about a member not assigned to the submitter,
+        so a rule with a ``to_submitter`` form is told in that form (its rule id, message and
+        acknowledgment codes), the full reason kept in ``plan_rule``/``plan_message``."""
         rule = self._rules[rule_id]
         if not rule.enabled:
             return None
-        message = _FORMATTER.vformat(rule.message, (), _Blank(values))
+        message = without_paths(_FORMATTER.vformat(rule.message, (), _Blank(values)))
+        if audience == "submitter" and rule.to_submitter:
+            public = self._rules[rule.to_submitter]
+            return Finding(
+                rule=public.id, severity=rule.severity, location=location,
+                message=without_paths(_FORMATTER.vformat(public.message, (), _Blank(values))),
+                source=public.source, segment=ordinal, plan_rule=rule.id,
+                plan_message=message)
         return Finding(
             rule=rule.id,
             severity=rule.severity,

@@ -47,6 +47,10 @@ def demo_gateway(folder: Path, registries: bool = False):
     return app, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}
 
 
+# the security suite's servers, both deployment modes (tests/security/)
+from security_world import served  # noqa: E402,F401
+
+
 @pytest.fixture
 def pg_url():
     """A throwaway PostgreSQL on loopback (tests/servers.py); skips, saying why, where its

@@ -81,10 +81,14 @@ def test_resubmission_is_answered_with_the_original(gateway):
     keyed = {**auth["harbor"], "Idempotency-Key": "batch-7"}
     one = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
                       headers=keyed).json()
-    two = client.post("/x12", content=MIXED.replace(b"000000501", b"000000503"),
+    two = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
                       headers=keyed).json()
     assert one["duplicate"] is False and two["duplicate"] is True
     assert two["submission_id"] == one["submission_id"]
+    # the key again with another body: refused, naming the key (not the original silently)
+    three = client.post("/x12", content=MIXED.replace(b"000000501", b"000000503"),
+                        headers=keyed)
+    assert three.status_code == 422 and "'batch-7'" in three.json()["detail"]
     # the same file from another partner is that partner's own submission
     other = client.post("/x12", content=MIXED, headers=auth["golden-table"]).json()
     assert other["duplicate"] is False

@@ -86,28 +86,38 @@ def test_provider_837p_is_checked_against_the_server_registries(tmp_path):
     summary = world.store.submission(sid)["summary"]
     assert summary == {"kind": "837p", "claims": 10, "accepted_claims": 1,
                        "rejected_claims": 9, "valid": False, "routed": {"demo-plan": 1}}
-    errors = [(f["rule"], f["location"]) for f in world.store.findings(sid)
+    errors = [(f["rule"], f["location"]) for f in world.store.findings(sid, view="plan")
               if f["severity"] == "error"]
-    assert errors == [
+    assert errors == [  # the plan's view: every reason (ST#6's hospice beside its dates)
         ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#2/2010AA/NM109"),
         ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#3/2010AA/NM109"),
         ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#4/2010AA/NM109"),
         ("ECM-MEM-002", "ISA#1/GS#1/ST#5/2010BA[1]/NM109"),
         ("GATEWAY-AUTH-001", "ISA#1/GS#1/ST#6/2010AA/NM109"),
         ("ECM-MEM-003", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),
-        ("ECM-PGM-001", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),
         ("ECM-PRV-001", "ISA#1/GS#1/ST#7/2400[1]/SV101-2"),
         ("ECM-DUP-001", "ISA#1/GS#1/ST#7/2400[2]/SV101-2"),
         ("ECM-DUP-002", "ISA#1/GS#1/ST#7/2400[3]/SV101-2"),
         ("ECM-CODE-001", "ISA#1/GS#1/ST#7/2400[4]/SV101-2"),
     ]
+    st6 = next(f for f in world.store.findings(sid, view="plan")
+               if f["location"] == "ISA#1/GS#1/ST#6/2400[1]/SV101-2")
+    assert "also ECM-PGM-001" in st6["message"]
+    told = [(f["rule"], f["location"]) for f in world.store.findings(sid)
+            if f["rule"].startswith("ECM-MEM") or f["rule"].startswith("ECM-PRV")]
+    assert told == [  # harbor's view: only "not assigned to you"
+        ("ECM-MEM-010", "ISA#1/GS#1/ST#3/2010BA[1]/NM109"),  # (a POF remark, elsewhere)
+        ("ECM-MEM-010", "ISA#1/GS#1/ST#5/2010BA[1]/NM109"),
+        ("ECM-MEM-010", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),
+        ("ECM-MEM-010", "ISA#1/GS#1/ST#7/2400[1]/SV101-2")]
     plan_box = world.box("demo-plan")
     assert [(d["role"], d["name"]) for d in plan_box] == [("routed-837p", f"{sid}.837p.x12")]
     assert claim_ids(world.content(plan_box[0])) == ["MIX-A-GOOD"]
     harbor_box = world.box("harbor")
     assert sorted(d["role"] for d in harbor_box) == ["ack-277ca", "ack-999"]
     ack = world.content(next(d for d in harbor_box if d["role"] == "ack-277ca")).decode()
-    assert "STC*A7:97:85" in ack and "ECM-PRV-001" in ack  # the ECM reason reaches the sender
+    assert "STC*A7:97:85" in ack and "ECM-MEM-010" in ack  # the ECM reason reaches the sender
+    assert "ECM-PRV-001" not in ack and "assigned NPI" not in ack  # ... what it may know
     for other in ("golden-table", "dhcs"):
         assert world.box(other) == []
 
@@ -323,8 +333,11 @@ def test_an_invoice_is_checked_with_the_registries_and_split_per_members_plan(tm
     assert "*MI*91272489K~" in world.content(valley).decode()
     assert "*MI*91230000A~" not in world.content(valley).decode()
     # the server's registries were applied: the member no MIF knows is rejected
-    assert [(f["rule"], f["location"]) for f in world.store.findings(sid)
-            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN"),
-                                              ("GATEWAY-AUTH-001",
-                                               "row 6, column Billing Provider NPI"),
-                                              ("INV-003", "row 7")]
+    # (and Golden Table's claim is not Harbor's to send: GATEWAY-AUTH-001, its row 7 with it)
+    refused = [("GATEWAY-AUTH-001", "row 6, column Billing Provider NPI"), ("INV-003", "row 7")]
+    assert [(f["rule"], f["location"]) for f in world.store.findings(sid, view="plan")
+            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN")] + \
+        refused
+    assert [(f["rule"], f["location"]) for f in world.store.findings(sid)  # harbor's view
+            if f["severity"] == "error"] == [("ECM-MEM-010", "row 4, column Member CIN")] + \
+        refused

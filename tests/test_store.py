@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.findings import Finding, Severity
-from gateway.pipeline.store import STATUSES, Received, Run, Store
+from gateway.pipeline.store import STATUSES, IdempotencyConflict, Received, Run, Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -65,8 +65,10 @@ def test_raw_payload_is_persisted_byte_exact(store):
 
 def test_duplicate_by_idempotency_key_any_age_and_per_partner(store):
     first = receive(store, b"one", idempotency_key="k-1", now=T0)
-    again = receive(store, b"two", idempotency_key="k-1", now=T0 + timedelta(days=400))
+    again = receive(store, b"one", idempotency_key="k-1", now=T0 + timedelta(days=400))
     assert again == Received(first.submission_id, first.submission_id)
+    with pytest.raises(IdempotencyConflict, match="'k-1' was used before with a different"):
+        receive(store, b"two", idempotency_key="k-1", now=T0 + timedelta(days=400))
     other = receive(store, b"one", partner="globex", idempotency_key="k-1", now=T0)
     assert other.duplicate_of is None and other.submission_id != first.submission_id
     assert len(store.submissions_for("acme")) == 1
@@ -417,7 +419,7 @@ def test_two_stores_on_one_sqlite_file_see_each_others_writes(tmp_path):
         sid = receive(one, b"from one", idempotency_key="k").submission_id
         assert two.claim(sid, "w", LEASE) == "claimed"
         assert two.raw_payload(sid) == b"from one"
-        assert receive(two, b"other", idempotency_key="k").duplicate_of == sid
+        assert receive(two, b"from one", idempotency_key="k").duplicate_of == sid
         two.set_status(sid, "validated")
         assert one.submission(sid)["status"] == "validated"
         doc = two.add_document(sid, role="ack", name="a", content=b"x", media_type="text/plain",
@@ -477,7 +479,7 @@ def test_concurrent_same_key_yields_one_original(tmp_path):
 
     def work(n: int) -> None:
         for i in range(10):
-            results.append(receive(stores[n], f"{n}-{i}".encode(), idempotency_key="same"))
+            results.append(receive(stores[n], b"the same body", idempotency_key="same"))
 
     try:
         assert _run_threads(work) == []
@@ -497,7 +499,9 @@ def test_postgresql_store(pg_url):
         payload = bytes(range(256))
         first = receive(s, payload, idempotency_key="k", x12_key="S:1:1", now=T0)
         assert s.raw_payload(first.submission_id) == payload
-        assert receive(s, b"x", idempotency_key="k").duplicate_of == first.submission_id
+        assert receive(s, payload, idempotency_key="k").duplicate_of == first.submission_id
+        with pytest.raises(IdempotencyConflict):
+            receive(s, b"x", idempotency_key="k")
         assert receive(s, b"y", x12_key="S:1:1", now=T0 + timedelta(days=1)).duplicate_of \
             is None
         assert receive(s, payload, now=T0 + timedelta(days=31)).duplicate_of is None
@@ -526,7 +530,7 @@ def test_postgresql_store(pg_url):
 
         def work(n: int) -> None:
             for i in range(25):
-                results.append(receive(stores[n], f"{n}:{i}".encode(), partner="race",
+                results.append(receive(stores[n], f"body {i % 5}".encode(), partner="race",
                                        idempotency_key=f"key-{i % 5}"))
 
         try:

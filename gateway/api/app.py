@@ -27,18 +27,23 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
-from gateway.pipeline.history_extracts import HistorySchedule, extract_history
+from gateway.api.guard import AccessLog, BodyGuard
+from gateway.findings import without_paths
+from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
+from gateway.pipeline.history_extracts import HistorySchedule, extract_history, interval_seconds
+from gateway.pipeline.retention import DEFAULT_SCHEDULE, PurgeSchedule, Retention
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import ReplayRefused, current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
-from gateway.pipeline.store import LATENCY_BUCKETS, Store
 from gateway.pipeline.status import Status
+from gateway.pipeline.store import LATENCY_BUCKETS, IdempotencyConflict, Store
 
 log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
+MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
 UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
@@ -58,12 +63,21 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         watcher = None
         app.state.queue.start()  # resumes whatever a previous run left unfinished
         if drop is not None:
-            folders = DropFolders(Path(drop))
             watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
-                                       args=(folders, app.state.store, app.state.partners,
+                                       args=(app.state.drop, app.state.store,
+                                             app.state.partners,
                                              stop),
                                        kwargs={"queue": app.state.queue})
             watcher.start()
+        purge_every = app.state.partners.schedules.get("purge", DEFAULT_SCHEDULE)
+        if purge_every not in ("never", "off"):  # retention: the purge, on a schedule
+            threading.Thread(target=PurgeSchedule(
+                app.state.store, Retention.from_mapping(app.state.partners.retention),
+                interval_seconds(purge_every)).run, name="retention", daemon=True,
+                args=(stop,)).start()
+        if partners_file is not None:  # `ecm-gateway partners …` takes effect in seconds
+            threading.Thread(target=_follow_partners, name="partners-file", daemon=True,
+                             args=(partners_file, app.state.partners, stop)).start()
         schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
@@ -77,12 +91,18 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,
                   description="Data exchange for Medi-Cal Enhanced Care Management")
     app.state.store = Store(store)
+    partners_file = Path(partners) if partners is not None and \
+        not isinstance(partners, Partners) else None
     if isinstance(partners, Partners):
         app.state.partners = partners
     elif partners is not None:
         app.state.partners = Partners.load(Path(partners))
     else:
         app.state.partners = Partners(partners={}, routes=[])
+    app.state.drop = None
+    if drop is not None:  # refused at start-up when a drop folder is a symbolic link
+        app.state.drop = DropFolders(Path(drop))
+        app.state.drop.check(app.state.partners)
     app.state.queue = make_queue(queue, app.state.store, app.state.partners, workers=workers)
     registry = CollectorRegistry()
     registry.register(_StoreMetrics(app.state.store))
@@ -90,7 +110,8 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                        "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
 
-    async def partner_of(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    async def partner_of(request: Request,
+                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
                          ) -> Partner:
         # async: a hash and a look-up, so no hop to the thread pool on every request
         partner = app.state.partners.authenticate(credentials.credentials) \
@@ -98,9 +119,28 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if partner is None:
             raise HTTPException(401, "a valid bearer token of a trading partner is required",
                                 headers={"WWW-Authenticate": "Bearer"})
+        request.state.partner_id = partner.id  # for the access log
         return partner
 
     install_fhir(app, partner_of)
+    # outermost: the token and the size of a body are checked before it is read, and every
+    # request is logged by its route template (no query string, no ids)
+    app.add_middleware(BodyGuard, partners=lambda: app.state.partners, limits=(
+        ("/x12", MAX_X12_BYTES), ("/files", MAX_FILE_BYTES + MULTIPART_SLACK),
+        ("/fhir", MAX_FHIR_BYTES)))
+    app.add_middleware(AccessLog)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> Response:
+        path = request.url.path
+        if path == "/fhir" or path.startswith("/fhir/"):
+            from gateway.api.fhir import outcome_response
+            from gateway.rules import default_catalogue
+
+            finding = default_catalogue().finding("GATEWAY-IDEM-001", "Idempotency-Key",
+                                                  problem=str(exc))
+            return outcome_response(request, 422, [finding])
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -177,6 +217,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         submission already routed or delivered needs ``?force=true`` (409 without); documents
         identical to ones delivered before are not delivered again."""
         found = await asyncio.to_thread(own_submission, submission_id, partner)
+        if found.get("payload_purged_at"):
+            raise HTTPException(410, "the submission's payload was removed under the retention "
+                                     "period; it cannot be replayed")
         force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
         try:
             new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
@@ -203,9 +246,11 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                       "href": f"/mailbox/{d['id']}"}
                      for d in store.documents(submission_id) if d.get("recipient") == partner.id
                      and found["run_state"] == "done"]  # an unfinished run may be redone
-        return {**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+        return {**{k: (v.isoformat() if hasattr(v, "isoformat") else
+                       without_paths(v) if k == "error" and v else v)
                    for k, v in found.items()},
-                "findings": store.findings(submission_id), "documents": documents}
+                "findings": store.findings(submission_id, view="plan" if partner.role in (
+                    "plan", "state") else "submitter"), "documents": documents}
 
     @app.post("/extracts/history", tags=["mailbox"], status_code=201)
     def history_extract(format: Literal["csv", "fhir"] = "csv",  # noqa: A002 - the API word
@@ -235,12 +280,40 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if found is None or found.get("recipient") != partner.id or \
                 store.submission(found["submission_id"])["run_state"] != "done":
             raise HTTPException(404, "no such document")
+        if found.get("purged_at"):
+            raise HTTPException(410, "the document was removed under the retention period")
         store.mark_delivered(document_id)
         store.audit(actor=partner.id, action="download", target=document_id)
         return Response(found["content"], media_type=found["media_type"],
                         headers={"Content-Disposition": f'attachment; filename="{found["name"]}"'})
 
     return app
+
+
+def _follow_partners(path: Path, partners: Partners, stop: threading.Event,
+                     every: float = 2.0) -> None:
+    """Re-read the partners file when it changes (a token rotated, a partner added or
+    disabled) and update ``partners`` in place; a broken file is logged and ignored."""
+    from gateway.pipeline.partners import PartnerConfigError
+
+    def stamp():
+        try:
+            info = path.stat()
+            return info.st_mtime_ns, info.st_size, info.st_ino
+        except OSError:
+            return None
+
+    seen = stamp()
+    while not stop.wait(every):
+        now = stamp()
+        if now is None or now == seen:
+            continue
+        seen = now
+        try:
+            partners.refresh_from(Partners.load(path))
+            log.info("partners file re-read")
+        except PartnerConfigError as exc:
+            log.error("partners file not re-read: %s", exc.__class__.__name__)
 
 
 def _body(submission_id: str, status: str, duplicate: bool = False, **extra) -> dict:

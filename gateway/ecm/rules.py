@@ -49,8 +49,18 @@ class EncounterRules:
     """Apply the ECM rules; keeps within-file duplicate state across batches."""
 
     def __init__(self, registry: Registry | None = None,
-                 catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None
-                 ) -> None:
+                 catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
+                 audience: str = "plan",
+                 submitter: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> None:
+        """``audience="submitter"``: the findings go back to the submitter (the server's
+        acknowledgments, status and row reports), so a finding about a member who is not
+        assigned to the claim's provider on the date is told in the rule's ``to_submitter``
+        form (minimum necessary); ``"plan"`` (the operator's command line): full reasons.
+        ``submitter``: the submitting partner's ``(NPIs, TINs)``; a member is the submitter's
+        when assigned to one of them (not merely to the provider a claim names); None: the
+        claim's billing or rendering provider stands for the submitter."""
+        self.audience = audience
+        self.submitter = submitter
         self.registry = registry
         self.catalogue = catalogue or default_catalogue()
         self.codes = codesets or load_codesets()
@@ -94,10 +104,37 @@ class EncounterRules:
 
     # -- one encounter --------------------------------------------------------------------------
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
-             **values) -> None:
-        finding = self.catalogue.finding(rule_id, where, ordinal, **values)
-        if finding is not None:
-            out.append(finding)
+             restricted: bool = False, anywhere: bool = False, **values) -> None:
+        audience = "submitter" if restricted and self.audience == "submitter" else "plan"
+        finding = self.catalogue.finding(rule_id, where, ordinal, audience, **values)
+        if finding is None:
+            return
+        if finding.plan_rule:
+            # one submitter-form finding per place: how many member rules fired is itself
+            # something the submitter may not learn; the plan keeps every reason
+            # (``anywhere``: a member-level remark joins the claim's first such finding)
+            for i, other in enumerate(out):
+                if other.plan_rule and (anywhere or (other.rule, other.location, other.message)
+                                        == (finding.rule, finding.location, finding.message)):
+                    out[i] = other.model_copy(update={"plan_message": (
+                        f"{other.plan_message}; also {finding.plan_rule}: "
+                        f"{finding.plan_message}")})
+                    return
+        out.append(finding)
+
+    def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
+        """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
+        claim's billing or rendering provider)?"""
+        if self.submitter is not None:
+            npis, tins = self.submitter
+            return any(a.covers(day) and (a.provider_npi in npis or (
+                a.provider_tin and a.provider_tin in tins))
+                for a in snap.assignments.get(e.member.cin, ()))
+        billing = e.billing_provider
+        rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
+        return any(a.covers(day) and (a.provider_npi in rendering | {billing.npi} or (
+            a.provider_tin and a.provider_tin == billing.tin))
+            for a in snap.assignments.get(e.member.cin, ()))
 
     def _check_one(self, e: Encounter, place: ClaimPlace, snap: Snapshot) -> list[Finding]:
         out: list[Finding] = []
@@ -105,8 +142,15 @@ class EncounterRules:
         if not cin_is_valid(cin):
             self._add(out, "ECM-MEM-001", place.member, place.ordinal)
         member_known = bool(snap.assignments.get(cin))
+        # a member not assigned to the submitter on any date of the claim: member-level
+        # findings in their submitter form
+        stranger = not any(self._assigned_here(e, line, snap, line.service_date)
+                           for line in e.claim.lines)
+        first_day = min((line.service_date for line in e.claim.lines), default=None)
+        shown_first = first_day.isoformat() if first_day else ""
         if self.loaded["members"] and cin_is_valid(cin) and not member_known:
-            self._add(out, "ECM-MEM-002", place.member, place.ordinal)
+            self._add(out, "ECM-MEM-002", place.member, place.ordinal, stranger,
+                      day=shown_first)
         for index, line in enumerate(e.claim.lines):
             where = place.lines[index] if index < len(place.lines) else place.claim
             ordinal = place.line_ordinals[index] if index < len(place.line_ordinals) \
@@ -117,7 +161,8 @@ class EncounterRules:
             for gap in pof_shortfalls(snap.assignments[cin], snap.history.get(cin, []),
                                       self.codes.utilization,
                                       (self.codes.event_by_place, self.codes.event_by_code)):
-                self._add(out, "ECM-POF-001", place.member, place.ordinal, **gap)
+                self._add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
+                          anywhere=True, **{"day": shown_first, **gap})
         return out
 
     def _check_line(self, out, e: Encounter, line: ServiceLine, where: str,
@@ -125,6 +170,9 @@ class EncounterRules:
                     member_known: bool) -> None:
         day = line.service_date
         shown_day = day.isoformat()
+        if line.service_date_end is not None and line.service_date_end < day:
+            self._add(out, "ECM-DATE-001", where, ordinal, day=shown_day,
+                      end=line.service_date_end.isoformat())
         code = line.procedure_code
         matches = self.codes.services_for(code, line.modifiers, day)
         service = self._check_codes(out, line, matches, where, ordinal, shown_day)
@@ -137,8 +185,9 @@ class EncounterRules:
             return
         if service.program == "ECM":
             if member_known:
-                self._check_assignment(out, e, line, where, ordinal, snap, day)
-                self._check_programs(out, e.member.cin, where, ordinal, snap, day)
+                stranger = not self._assigned_here(e, line, snap, day)
+                self._check_assignment(out, e, line, where, ordinal, snap, day, stranger)
+                self._check_programs(out, e.member.cin, where, ordinal, snap, day, stranger)
             self._check_provider(out, e, "ECM", None, where, ordinal, snap, day)
         else:
             self._check_provider(out, e, "CS", service.service, where, ordinal, snap, day)
@@ -198,10 +247,11 @@ class EncounterRules:
                       line=old.line_number)
 
     def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
-                          ordinal: int | None, snap: Snapshot, day: date) -> None:
+                          ordinal: int | None, snap: Snapshot, day: date,
+                          stranger: bool = False) -> None:
         covering = [a for a in snap.assignments[e.member.cin] if a.covers(day)]
         if not covering:
-            self._add(out, "ECM-MEM-003", where, ordinal, day=day.isoformat())
+            self._add(out, "ECM-MEM-003", where, ordinal, stranger, day=day.isoformat())
             return
         billing = e.billing_provider
         rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
@@ -209,11 +259,11 @@ class EncounterRules:
             if assignment.provider_npi in rendering | {billing.npi} or (
                     assignment.provider_tin and assignment.provider_tin == billing.tin):
                 return
-        self._add(out, "ECM-PRV-001", where, ordinal, day=day.isoformat(),
+        self._add(out, "ECM-PRV-001", where, ordinal, stranger, day=day.isoformat(),
                   assigned=covering[0].provider_npi or "unknown")
 
     def _check_programs(self, out, cin: str, where: str, ordinal: int | None,
-                        snap: Snapshot, day: date) -> None:
+                        snap: Snapshot, day: date, stranger: bool = False) -> None:
         for enrolment in snap.enrolments.get(cin, ()):
             if not enrolment.covers(day):
                 continue
@@ -221,7 +271,7 @@ class EncounterRules:
             rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
                     "wrap": "ECM-PGM-003"}.get(approach)
             if rule:
-                self._add(out, rule, where, ordinal, day=day.isoformat(),
+                self._add(out, rule, where, ordinal, stranger, day=day.isoformat(),
                           program=enrolment.program)
 
     def _check_provider(self, out, e: Encounter, program: str, service: str | None,

@@ -39,6 +39,12 @@ from gateway.rules import RuleCatalogue, default_catalogue
 MAX_BODY_BYTES = 32 * 1024 * 1024  # one request or file; a 10,000-CarePlan Bundle is ≈ 40 MB XML
 MAX_BUNDLE_ENTRIES = 20_000
 MAX_DEPTH = 64  # nesting of JSON objects / XML elements
+# bounded cost (a hostile body must not pin the FHIR threads): members of one object, items of
+# one array (Bundle.entry has MAX_BUNDLE_ENTRIES), issues reported per resource
+MAX_MEMBERS = 1000
+MAX_ARRAY = 10_000
+MAX_ISSUES = 100
+MAX_COLLECTED = 1000  # issues one reading of a body adds (a Bundle's entries: 1000 in all)
 
 
 class UnknownType(ValueError):
@@ -78,8 +84,17 @@ class Collector:
 
     catalogue: RuleCatalogue = field(default_factory=default_catalogue)
     findings: list[Finding] = field(default_factory=list)
+    added: int = 0
 
     def add(self, rule: str, location: str, **values) -> None:
+        """Add a finding; after :data:`MAX_COLLECTED` of them one more says the check
+        stopped there, and the rest are dropped (bounded cost)."""
+        self.added += 1
+        if self.added > MAX_COLLECTED:
+            if self.added == MAX_COLLECTED + 1:
+                rule, values = "FHIR-PARSE-014", {"limit": MAX_COLLECTED}
+            else:
+                return
         found = self.catalogue.finding(rule, location, None, **values)
         if found is not None:
             self.findings.append(found)
@@ -116,9 +131,35 @@ def decode(payload: bytes, fmt: str, col: Collector, expected: str | None = None
     if not payload.strip():
         col.add("FHIR-PARSE-008", root)
         return None
-    if fmt == "xml":
-        return _decode_xml(payload, col, root)
-    return _decode_json(payload, col, root)
+    data = _decode_xml(payload, col, root) if fmt == "xml" else \
+        _decode_json(payload, col, root)
+    if data is not None:
+        problem = _too_costly(data)
+        if problem is not None:
+            col.add("FHIR-PARSE-013", root, problem=problem[0], limit=problem[1])
+            return None
+    return data
+
+
+def _too_costly(data) -> tuple[str, int] | None:
+    """Why the shape of ``data`` is too costly to validate (an object with more than
+    :data:`MAX_MEMBERS` members, an array longer than :data:`MAX_ARRAY` — a Bundle's entries
+    have their own limit), or None. One pass, no model: microseconds per node."""
+    stack = [(data, False)]
+    while stack:
+        item, is_entries = stack.pop()
+        if isinstance(item, dict):
+            if len(item) > MAX_MEMBERS:
+                return f"an object has {len(item)} members", MAX_MEMBERS
+            for key, value in item.items():
+                if isinstance(value, (dict, list)):
+                    stack.append((value, key == "entry" and item is data
+                                  and data.get("resourceType") == "Bundle"))
+        elif isinstance(item, list):
+            if len(item) > MAX_ARRAY and not is_entries:
+                return f"an array has {len(item)} items", MAX_ARRAY
+            stack.extend((v, False) for v in item if isinstance(v, (dict, list)))
+    return None
 
 
 def _no_constants(name: str):
@@ -397,6 +438,9 @@ def _missing_required(data: dict, klass, path: str, found: list[str], depth: int
 def _structure_findings(exc: ValidationError, prefix: str, col: Collector,
                         data: dict | None = None, klass=None) -> None:
     errors = exc.errors(include_url=False, include_input=False)
+    if len(errors) > MAX_ISSUES:  # bounded cost: the first issues, and a finding saying so
+        errors = errors[:MAX_ISSUES]
+        col.add("FHIR-PARSE-014", prefix, limit=MAX_ISSUES)
     reported = set()
     for error in errors:
         where = fhirpath_of(prefix, error.get("loc", ()))

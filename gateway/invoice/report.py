@@ -12,15 +12,12 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.invoice.convert import InvoiceResult
+from gateway.tabular.cells import neutralise, xlsx_row
+
+__all__ = ["neutralise", "report_rows", "write_csv", "write_xlsx", "write_report"]
 
 COLUMNS = ["Row", "Status", "Claim ID", "Invoice Number", "Service Date", "HCPCS Code",
            "Charge", "Reasons"]
-_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: object) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_DANGEROUS) else text
 
 
 def report_rows(result: InvoiceResult) -> list[list[str]]:
@@ -49,7 +46,7 @@ def write_xlsx(result: InvoiceResult, path: Path) -> None:
     sheet = book.create_sheet("Results")
     sheet.append(COLUMNS)
     for row in report_rows(result):
-        sheet.append(row)
+        sheet.append(xlsx_row(sheet, row))
     book.save(path)
 
 

@@ -1,7 +1,9 @@
 """Forwarding part of a member-level table (MIF, RTF, OTF) to another partner: the header row and
 the chosen data rows, in the layout the file came in (same columns in the same order, same
 delimiter; CSV stays CSV, XLSX stays XLSX). Title blocks above the header row and other sheets
-are not forwarded; values are copied as read (XLSX dates stay dates)."""
+are not forwarded; values are copied as read (XLSX dates stay dates), except that no cell
+becomes a live formula (:mod:`gateway.tabular.cells`: a partner's ``=HYPERLINK(...)`` reaches
+the other partner as text); the file as received stays in the store."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import io
 from collections.abc import Collection
 from pathlib import Path
 
+from gateway.tabular.cells import neutral_row, xlsx_row
 from gateway.tabular.reader import open_source
 from gateway.tabular.table import TableResult
 
@@ -42,8 +45,8 @@ def table_subset(path: Path, table: TableResult, rows: Collection[int]) -> tuple
 def _csv(header: tuple, rows: list[tuple], delimiter: str, encoding: str) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow(neutral_row(header))
+    writer.writerows(neutral_row(row) for row in rows)
     return out.getvalue().encode(encoding if encoding in ("utf-8", "utf-8-sig", "utf-16")
                                  else "utf-8")
 
@@ -53,9 +56,9 @@ def _xlsx(header: tuple, rows: list[tuple], sheet: str) -> bytes:
 
     book = Workbook(write_only=True)
     ws = book.create_sheet(title=sheet[:31])
-    ws.append(list(header))
+    ws.append(xlsx_row(ws, header))
     for row in rows:
-        ws.append(list(row))
+        ws.append(xlsx_row(ws, row))
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

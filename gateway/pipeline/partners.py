@@ -51,6 +51,7 @@ class Partner:
     # how the state's responses link to this plan's encounters: strict (ISA13 + GS06 + ST02 +
     # claim id) or claim-id (a claim id alone, when the rest does not match; each link warned)
     state_link: str = "strict"
+    disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
 
 
 DUPLICATE_POLICIES = ("reject", "process")
@@ -70,6 +71,7 @@ class Partners:
     partners: dict[str, Partner]
     routes: list[Route] = field(default_factory=list)
     schedules: dict[str, str] = field(default_factory=dict)  # e.g. history_extract: daily
+    retention: dict = field(default_factory=dict)  # days per kind (gateway.pipeline.retention)
 
     @classmethod
     def load(cls, path: Path) -> Partners:
@@ -95,7 +97,8 @@ class Partners:
                 county_code=str(ids.get("county_code", "")),
                 test_mode=bool(raw.get("test_mode", False)),
                 duplicate_control_numbers=str(raw.get("duplicate_control_numbers", "reject")),
-                state_link=str(raw.get("state_link", "strict")))
+                state_link=str(raw.get("state_link", "strict")),
+                disabled=bool(raw.get("disabled", False)))
             if partner.duplicate_control_numbers not in DUPLICATE_POLICIES:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r}: "
                                          f"duplicate_control_numbers must be one of "
@@ -125,16 +128,32 @@ class Partners:
         schedules = data.get("schedules") or {}
         if not isinstance(schedules, dict):
             raise PartnerConfigError(f"{path}: schedules must be a mapping")
+        from gateway.pipeline.retention import Retention, RetentionError
+
+        retention = data.get("retention") or {}
+        try:
+            Retention.from_mapping(retention)
+        except RetentionError as exc:
+            raise PartnerConfigError(f"{path}: {exc}") from None
         return cls(partners=partners, routes=routes,
-                   schedules={str(k): str(v) for k, v in schedules.items()})
+                   schedules={str(k): str(v) for k, v in schedules.items()},
+                   retention=dict(retention))
 
     def authenticate(self, token: str) -> Partner | None:
         """The partner whose token this is (constant-time comparison of the hashes)."""
         digest = token_hash(token)
-        for partner in self.partners.values():
-            if partner.token_sha256 and hmac.compare_digest(partner.token_sha256, digest):
-                return partner
-        return None
+        found = None
+        for partner in self.partners.values():  # every hash compared: no early exit
+            if partner.token_sha256 and hmac.compare_digest(partner.token_sha256, digest) \
+                    and not partner.disabled:
+                found = partner
+        return found
+
+    def refresh_from(self, other: Partners) -> None:
+        """Take ``other``'s content in place (the server re-reads the file after
+        ``ecm-gateway partners …``; every holder of this object sees the change)."""
+        self.partners, self.routes = other.partners, other.routes
+        self.schedules, self.retention = other.schedules, other.retention
 
     def route(self, kind: str, source: Partner | str, payer_id: str = "", *,
               plan_id: str = "", npi: str = "", tin: str = "") -> Partner | None:

@@ -171,7 +171,7 @@ def merge_parts(store: Store, partners: Partners, submission_id: str) -> StepRes
     documents: dict[str, list[tuple[dict, bytes, int]]] = {}
     claims_before = 0
     for place, part in zip(plan, parts):
-        findings += [_map_finding(f, place) for f in store.findings(part["id"])]
+        findings += [_map_finding(f, place) for f in store.findings(part["id"], view="both")]
         for doc in store.documents(part["id"]):
             content = store.document(doc["id"])["content"]
             documents.setdefault(doc["role"], []).append((doc, content, claims_before))

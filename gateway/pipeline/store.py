@@ -132,6 +132,10 @@ submissions = Table(
     Column("finished_at", UTCDateTime),
     Column("run_ms", BigInteger),
     Column("latency_ms", BigInteger),
+    # retention (gateway.pipeline.retention): when the raw payload / the findings were purged;
+    # the row itself (id, hash, size, dates, status, summary counts) is the audit trail
+    Column("payload_purged_at", UTCDateTime),
+    Column("findings_purged_at", UTCDateTime),
     Index("ix_submissions_partner_sha256", "partner", "sha256", "created_at"),
     Index("ix_submissions_partner_idempotency", "partner", "idempotency_key"),
     Index("ix_submissions_partner_x12", "partner", "x12_key", "created_at"),
@@ -164,6 +168,10 @@ findings_table = Table(
     Column("message", Text, nullable=False),
     Column("source", Text, nullable=False),
     Column("segment", Integer),
+    # minimum necessary: the plan's full reason when the submitter was told less (see
+    # gateway.rules RuleCatalogue.finding); never shown to the submitter
+    Column("plan_rule", String(160)),
+    Column("plan_message", Text),
     Index("ix_findings_submission", "submission_id", "id"),
 )
 documents_table = Table(
@@ -179,6 +187,9 @@ documents_table = Table(
     Column("content", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
+    # retention: the content is emptied, its SHA-256 kept here, and when
+    Column("sha256", String(64)),
+    Column("purged_at", UTCDateTime),
     Index("ix_documents_submission", "submission_id", "created_at"),
     Index("ix_documents_recipient", "recipient", "created_at"),
     Index("ix_documents_parent", "parent_document"),
@@ -203,12 +214,22 @@ audit_table = Table(
 _SUBMISSION_FIELDS = ("id", "partner", "channel", "kind", "filename", "status", "error", "sha256",
                       "size", "idempotency_key", "x12_key", "created_at", "updated_at",
                       "parent_id", "attempts", "summary", "run_state", "started_at",
-                      "finished_at")
+                      "finished_at", "payload_purged_at", "findings_purged_at")
 RUN_STATES = ("queued", "running", "waiting", "done")
 SPLIT_CHANNEL = "split"  # the parts of a large file (see gateway.pipeline.split)
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _DOCUMENT_FIELDS = ("id", "submission_id", "role", "name", "media_type", "recipient", "size",
-                    "created_at", "delivered_at", "parent_document")
+                    "created_at", "delivered_at", "parent_document", "purged_at")
+
+
+class IdempotencyConflict(ValueError):
+    """An ``Idempotency-Key`` the partner used before, now with a different body (answered
+    422 naming the key: the original is not silently returned for another payload)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = "".join(c for c in key if c.isprintable())[:100]
+        super().__init__(f"Idempotency-Key {self.key!r} was used before with a different "
+                         "body; send a new key with a new body")
 
 
 @dataclass(frozen=True)
@@ -301,6 +322,12 @@ class Store:
             if parent_id is None:
                 original = _find_original(conn, partner, digest, idempotency_key, x12_key,
                                           now - window)
+                if original is not None and idempotency_key is not None:
+                    sha, key = conn.execute(select(submissions.c.sha256,
+                                                   submissions.c.idempotency_key)
+                                            .where(submissions.c.id == original)).one()
+                    if key == idempotency_key and sha != digest:
+                        raise IdempotencyConflict(idempotency_key)
                 if original is not None:
                     _audit_entry(conn, audit, original, now)
                     return Received(original, original)
@@ -382,8 +409,52 @@ class Store:
             content = conn.execute(select(payloads.c.content).where(
                 payloads.c.submission_id == submission_id)).scalar()
         if content is None:
-            raise KeyError(f"unknown submission {submission_id}")
+            raise KeyError(f"unknown submission {submission_id} (or its payload was purged "
+                           "under the retention period)")
         return bytes(content)
+
+    # -- retention (the policy is gateway.pipeline.retention) ------------------------------------
+    def expire(self, kind: str, before: datetime, now: datetime | None = None,
+              batch: int = 500) -> int:
+        """Remove the ``kind`` of data (``payloads``, ``documents``, ``findings``) of finished
+        submissions received before ``before``; returns how many were removed. The audit
+        trail stays: the submission row (id, SHA-256, size, dates, status, summary counts), a
+        document's row with its SHA-256 (its content emptied), and the time of the purge."""
+        before, now = _utc(before), _utc(now)
+        c, d = submissions.c, documents_table.c
+        done = (c.run_state == "done") & (c.created_at < before)
+        total = 0
+        while True:
+            with self._write() as conn:
+                if kind == "payloads":
+                    ids = list(conn.execute(select(c.id).where(
+                        done, c.payload_purged_at.is_(None)).limit(batch)).scalars())
+                    if ids:
+                        conn.execute(payloads.delete().where(payloads.c.submission_id.in_(ids)))
+                        conn.execute(update(submissions).where(c.id.in_(ids))
+                                     .values(payload_purged_at=now))
+                elif kind == "findings":
+                    ids = list(conn.execute(select(c.id).where(
+                        done, c.findings_purged_at.is_(None)).limit(batch)).scalars())
+                    if ids:
+                        conn.execute(findings_table.delete().where(
+                            findings_table.c.submission_id.in_(ids)))
+                        conn.execute(update(submissions).where(c.id.in_(ids))
+                                     .values(findings_purged_at=now))
+                elif kind == "documents":
+                    rows = conn.execute(select(d.id, d.content).join(
+                        submissions, c.id == d.submission_id).where(
+                        done, d.created_at < before, d.purged_at.is_(None)).limit(batch)).all()
+                    ids = [row.id for row in rows]
+                    for row in rows:
+                        conn.execute(update(documents_table).where(d.id == row.id).values(
+                            content=b"", purged_at=now,
+                            sha256=hashlib.sha256(bytes(row.content)).hexdigest()))
+                else:
+                    raise ValueError(f"unknown kind of data {kind!r}")
+            total += len(ids)
+            if len(ids) < batch:
+                return total
 
     def attempt(self, submission_id: str) -> int:
         """Count one more processing attempt; returns the new count."""
@@ -584,7 +655,7 @@ class Store:
             rows = conn.execute(select(c.kind, func.count(), func.sum(value), *columns)
                                 .where(c.run_state == "done", value.is_not(None))
                                 .group_by(c.kind)).all()
-        return {kind: ([int(n or 0) for n in counts], (total or 0) / 1000.0, count)
+        return {kind: ([int(n or 0) for n in counts], float(total or 0) / 1000.0, count)
                 for kind, count, total, *counts in rows}
 
     def finding_count(self, submission_id: str) -> int:
@@ -620,19 +691,27 @@ class Store:
             if rows:
                 conn.execute(insert(findings_table), rows)
 
-    def findings(self, submission_id: str) -> list[dict]:
+    def findings(self, submission_id: str, view: str = "submitter") -> list[dict]:
         """The findings in the order they were added, as :meth:`Finding.as_dict` gives them
-        (``Finding(**d)`` rebuilds one)."""
+        (``Finding(**d)`` rebuilds one). ``view``: ``"submitter"`` what the submitter was
+        told; ``"plan"`` the full reasons (rule and message) instead; ``"both"`` the
+        submitter's form plus ``plan_rule``/``plan_message`` where they differ (to rebuild
+        findings whole)."""
         c = findings_table.c
         with self._read() as conn:
             rows = conn.execute(select(c.rule, c.severity, c.location, c.message, c.source,
-                                       c.segment).where(c.submission_id == submission_id)
+                                       c.segment, c.plan_rule, c.plan_message)
+                                .where(c.submission_id == submission_id)
                                 .order_by(c.id)).mappings().all()
         out = []
         for r in rows:
             data = {k: r[k] for k in ("rule", "severity", "location", "message", "source")}
             if r["segment"] is not None:
                 data["segment"] = r["segment"]
+            if r["plan_rule"] and view == "plan":
+                data.update(rule=r["plan_rule"], message=r["plan_message"] or data["message"])
+            elif r["plan_rule"] and view == "both":
+                data.update(plan_rule=r["plan_rule"], plan_message=r["plan_message"])
             out.append(data)
         return out
 
@@ -682,7 +761,7 @@ class Store:
             rows = conn.execute(_select_documents().join(
                 submissions, submissions.c.id == c.submission_id)
                 .where(c.recipient == partner, submissions.c.run_state == "done",
-                       submissions.c.channel != SPLIT_CHANNEL)
+                       submissions.c.channel != SPLIT_CHANNEL, c.purged_at.is_(None))
                 .order_by(c.created_at.desc(), c.id)).mappings()
             return [dict(r) for r in rows]
 
@@ -913,7 +992,8 @@ def _finding_rows(submission_id: str, findings: list[Finding]) -> list[dict]:
         rows.append({"submission_id": submission_id, "rule": data["rule"],
                      "severity": data["severity"], "location": data["location"],
                      "message": data["message"], "source": data["source"],
-                     "segment": data.get("segment")})
+                     "segment": data.get("segment"), "plan_rule": finding.plan_rule,
+                     "plan_message": finding.plan_message})
     return rows
 
 
@@ -1026,6 +1106,12 @@ def _adopt_legacy_counters(conn: Connection) -> None:
 def _add_missing_columns(conn: Connection) -> None:
     """Bring a store made by an earlier version up to date (new nullable columns only; a
     submission of an old store counts as done unless still ``received``)."""
+    for table in (findings_table, documents_table):
+        present = {col["name"] for col in inspect(conn).get_columns(table.name)}
+        for col in table.columns:
+            if col.name not in present:
+                kind = col.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {col.name} {kind}")
     present = {col["name"] for col in inspect(conn).get_columns("submissions")}
     missing = [col for col in submissions.columns if col.name not in present]
     for col in missing:

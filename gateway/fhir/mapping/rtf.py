@@ -19,6 +19,7 @@ from gateway.fhir.mapping.engine import (
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.tabular import Layout, load_layout
+from gateway.tabular.cells import neutralise
 from gateway.x12.writer import EnvelopeSettings, envelope_settings
 
 
@@ -64,7 +65,7 @@ def write_rtf_csv(rows: list[dict[str, str]], out: TextIO, layout: str = "defaul
     headers = [c.headers[0] for c in load_layout("rtf", layout).columns if c.type != "flags"]
     writer = csv.DictWriter(out, fieldnames=headers, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: neutralise(v) for k, v in row.items()} for row in rows)
 
 
 def _rows(data: dict, resource_type: str, spec_name: str, extra: dict, layout: str,

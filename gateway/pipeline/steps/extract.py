@@ -27,6 +27,8 @@ from functools import lru_cache
 import yaml
 from sqlalchemy import and_, or_, select
 
+from gateway.tabular.cells import neutral_row
+
 from gateway.paths import MAPPINGS
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import plan_of_source, server_registry
@@ -93,9 +95,9 @@ def history_csv(rows: list[dict]) -> bytes:
     columns = extract_columns()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([c["header"] for c in columns])
+    writer.writerow(neutral_row(c["header"] for c in columns))
     for row in rows:
-        writer.writerow([row.get(c["field"], "") for c in columns])
+        writer.writerow(neutral_row(row.get(c["field"], "") for c in columns))
     return out.getvalue().encode("utf-8")
 
 

@@ -88,7 +88,7 @@ class Router:
         self.now = now or datetime.now(UTC)
         self.today: date = self.now.date()
         self.registry = server_registry(store)
-        self.rules = server_rules(self.registry)
+        self.rules = server_rules(self.registry, submitter=partner)
         self.catalogue = default_catalogue()
         self.findings: list[Finding] = []
         self.entries: list[dict] = []

@@ -19,6 +19,7 @@ import csv
 import io
 from datetime import datetime
 
+from gateway.tabular.cells import neutral_row
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
     find_routed,
@@ -46,17 +47,10 @@ def summary_csv(rows: list[dict]) -> bytes:
     columns = load_layout()["summary_columns"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([c["header"] for c in columns])
-    for row in rows:
-        writer.writerow([_cell(row.get(c["field"], "")) for c in columns])
+    writer.writerow(neutral_row(c["header"] for c in columns))
+    for row in rows:  # the state's descriptions are free text: no live formulas
+        writer.writerow(neutral_row(row.get(c["field"], "") for c in columns))
     return out.getvalue().encode("utf-8")
-
-
-def _cell(value) -> str:
-    """Text a spreadsheet would run as a formula is neutralised (the state's descriptions are
-    free text)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def process_state_response(store, partners: Partners, partner: Partner, submission_id: str,

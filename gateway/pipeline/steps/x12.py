@@ -78,7 +78,8 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
         # an earlier run's lines must not make this run's claims duplicates of themselves
         clear_history(registry, source)
     try:
-        checked = validate_x12(payload, keep_encounters=True, rules=server_rules(registry))
+        checked = validate_x12(payload, keep_encounters=True,
+                               rules=server_rules(registry, submitter=partner))
     except NotX12Error as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         return result.reject(str(exc), [finding])
