@@ -71,9 +71,10 @@ def test_demo_registries_load_once_however_often_they_are_loaded(tmp_path):
     assert server_rules(world.registry) is None  # nothing loaded: no ECM rules, as the CLI
     first = load_demo_registries(world.store, world.partners)
     again = load_demo_registries(world.store, world.partners)
-    assert first == again == {"members": 30, "providers": 8, "history": 2}
-    assert registry_counts(world.registry) == {"members": 30, "providers": 8, "history": 2}
-    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 30}
+    assert first == again == {"members": 32, "providers": 8, "history": 2}
+    assert registry_counts(world.registry) == {"members": 32, "providers": 8, "history": 2}
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 30,
+                                       "plan:demo-plan:mif:2026-09": 2}
     assert server_rules(world.registry) is not None
 
 
@@ -156,6 +157,7 @@ def two_plan_interchange() -> bytes:
 def test_claims_for_members_of_different_plans_are_split_per_plan(tmp_path):
     world = _with_valley_plan(tmp_path)
     assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29,
+                                       "plan:demo-plan:mif:2026-09": 2,
                                        "plan:valley-plan:mif:2025-06": 1}
     done = world.send("harbor", two_plan_interchange())
     sid = done.submission_id

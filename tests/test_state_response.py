@@ -244,7 +244,7 @@ def test_the_same_flow_on_postgresql(tmp_path):
         issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "p.yaml")
         world = World(Store(url), Partners.load(tmp_path / "p.yaml"))
         assert load_demo_registries(world.store, world.partners) == {
-            "members": 30, "providers": 8, "history": 2}
+            "members": 32, "providers": 8, "history": 2}
         world.send("harbor", MIXED)
         world.send("demo-plan", MIXED)
         sid = world.upload("dhcs", STATE / "response-mixed.xml").submission_id

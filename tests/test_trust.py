@@ -403,3 +403,62 @@ def test_a_plan_without_a_county_code_sends_nothing_to_the_state(tmp_path):
     [finding] = [f for f in world.store.findings(sent.submission_id)
                  if f["rule"] == "GATEWAY-ENV-001"]
     assert "partner valley-plan has no county_code" in finding["message"]
+
+
+# -- FHIR create tells the truth --------------------------------------------------------------------
+@pytest.fixture
+def api(tmp_path):
+    app, auth = demo_gateway(tmp_path, registries=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Channel("api", client, auth, DropFolders(tmp_path / "drop"))
+
+
+def _settled(channel, sid, timeout=20.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while channel.store.submission(sid)["run_state"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return channel.store.submission(sid)
+
+
+@pytest.mark.parametrize("name", ["careplan-ecm.json", "task-ecm.json"])
+def test_the_sample_resources_named_by_identifier_route_end_to_end(api, name):
+    """careplan-ecm.json and task-ecm.json name their member by CIN only (and the CarePlan
+    names no billing provider): the gateway fills in the member's name from the plan's MIF
+    and the billing provider from Harbor's partner entry, so they are routed — 201 is true."""
+    import json as json_module
+
+    resource = json_module.loads((FIXTURES / "fhir" / "resources" / name).read_text())
+    answer = api.client.post(f"/fhir/{resource['resourceType']}", json=resource,
+                             headers=api.auth["harbor"])
+    assert answer.status_code == 201, answer.text
+    found = _settled(api, answer.headers["x-submission-id"])
+    assert found["status"] == "routed"
+    docs = api.documents("demo-plan")
+    [rtf] = [v for k, v in docs.items() if k.endswith(".rtf.csv")]
+    row = next(csv.DictReader(io.StringIO(rtf.decode("utf-8-sig"))))
+    assert (row["Member Last Name"], row["ECM Provider NPI"]) == (
+        {"careplan-ecm.json": "Okafor", "task-ecm.json": "Lindqvist"}[name], "1234500001")
+    if name == "careplan-ecm.json":  # its completed ECM activity became a billable line
+        [x12] = [v for k, v in docs.items() if k.endswith(".837p.x12")]
+        assert b"NM1*IL*1*OKAFOR*ADAEZE****MI*91000001A~" in x12
+        assert b"NM1*85*2*HARBOR COMMUNITY HEALTH CENTER*****XX*1234500001~" in x12
+        assert b"SV1*HC:G9008:U1*" in x12
+
+
+def test_a_resource_that_cannot_be_routed_is_a_422_not_a_201(api):
+    """A member no MIF knows: the gateway cannot know the member's name, so the CarePlan
+    cannot be routed — 422 with the mapping's findings, nothing stored as created."""
+    import json as json_module
+
+    resource = json_module.loads(
+        (FIXTURES / "fhir" / "resources" / "careplan-ecm.json").read_text())
+    resource["subject"]["identifier"]["value"] = "99999999Z"
+    answer = api.client.post("/fhir/CarePlan", json=resource, headers=api.auth["harbor"])
+    assert answer.status_code == 422
+    codes = [i["details"]["coding"][0]["code"] for i in answer.json()["issue"]]
+    assert "FHIR-MAP-001" in codes  # member last name: no value, nothing to fill it from
+    assert api.store.submission(answer.headers["x-submission-id"])["status"] == "rejected"
+    assert api.documents("demo-plan") == {}

@@ -28,6 +28,16 @@ class PartnerConfigError(ValueError):
     """The partner file is wrong (named, with the reason)."""
 
 
+def _address(raw, path, partner_id) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    keys = ("line1", "city", "state", "postal_code")
+    if not isinstance(raw, dict) or any(not raw.get(k) for k in keys):
+        raise PartnerConfigError(f"{path}: partner {partner_id!r}: identifiers.address needs "
+                                 f"{', '.join(keys)}")
+    return tuple(str(raw[k]) for k in keys)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -52,6 +62,9 @@ class Partner:
     # claim id) or claim-id (a claim id alone, when the rest does not match; each link warned)
     state_link: str = "strict"
     disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
+    # a provider's billing address (line1, city, state, ZIP): the gateway fills it into the 837P
+    # of a FHIR CarePlan that names its billing provider by identifier only
+    address: tuple[str, ...] = ()
 
 
 DUPLICATE_POLICIES = ("reject", "process")
@@ -98,7 +111,8 @@ class Partners:
                 test_mode=bool(raw.get("test_mode", False)),
                 duplicate_control_numbers=str(raw.get("duplicate_control_numbers", "reject")),
                 state_link=str(raw.get("state_link", "strict")),
-                disabled=bool(raw.get("disabled", False)))
+                disabled=bool(raw.get("disabled", False)),
+                address=_address(ids.get("address"), path, raw.get("id")))
             if partner.duplicate_control_numbers not in DUPLICATE_POLICIES:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r}: "
                                          f"duplicate_control_numbers must be one of "

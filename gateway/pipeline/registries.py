@@ -436,9 +436,12 @@ def load_demo_registries(store, partners) -> dict[str, int]:
     fixtures = Path(HOME) / "fixtures"
     counts = {"members": 0, "providers": 0, "history": 0}
     mif, roster = fixtures / "mif" / "mif-clean.csv", fixtures / "roster" / "providers.csv"
-    if mif.is_file():  # an installed image may ship without the fixtures
-        rows = [row for _, row in read_table(mif, "mif").rows]
-        counts["members"] = sum(load_plan_members(registry, plan.id, rows).values())
+    # mif-fhir-members: the members of the FHIR sample resources (fixtures/fhir/resources/),
+    # another reporting period of the same plan, so the samples route in the demo
+    for path in (mif, fixtures / "mif" / "mif-fhir-members.csv"):
+        if path.is_file():  # an installed image may ship without the fixtures
+            rows = [row for _, row in read_table(path, "mif").rows]
+            counts["members"] += sum(load_plan_members(registry, plan.id, rows).values())
     if roster.is_file():
         rows = [row for _, row in read_table(roster, "roster").rows]
         counts["providers"] = load_plan_providers(registry, plan.id, rows)
