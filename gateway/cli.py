@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
                             "(`ecm-gateway worker`); default: worker threads in this process")
     serve.add_argument("--workers", type=int, default=1,
                        help="worker threads of the embedded queue (default 1)")
+    serve.add_argument("--api-workers", type=int, default=None, metavar="N",
+                       help="N API processes over the same store (uvicorn workers; default "
+                            "the api_workers setting, 1). One of them (the leader) also "
+                            "watches the file drop and runs the schedules")
 
     partners = sub.add_parser("partners", help="onboard trading partners: add, rotate-token, "
                                                 "disable, list (tokens shown once, stored hashed)")
@@ -478,9 +482,11 @@ def cmd_serve(args) -> int:
         partners = _partners_file(partners)
     from gateway.pipeline.filedrop import UnsafeDropFolder
 
+    store_url = args.store or gateway_settings().store_url()
+    api_workers = args.api_workers or gateway_settings().api_workers
     try:
-        app = create_app(store=args.store or gateway_settings().store_url(),
-                         partners=partners, drop=drop, queue=args.queue, workers=args.workers)
+        app = create_app(store=store_url, partners=partners, drop=drop, queue=args.queue,
+                         workers=args.workers)
     except UnsafeDropFolder as exc:
         raise UsageError(f"--drop {drop}: {exc}") from None
     if args.demo:
@@ -490,6 +496,21 @@ def cmd_serve(args) -> int:
         print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
     # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
     # uvicorn's own would print every URL with its query string
+    if api_workers > 1:
+        # N processes, each building its app from the settings (the same store, partners,
+        # queue and drop as this one): they share everything through the store
+        settings = gateway_settings().model_copy(update=dict(
+            store=app.state.store.url, partners=Path(partners).resolve(), queue=args.queue,
+            drop=Path(drop).resolve() if drop else None, workers=args.workers,
+            api_workers=api_workers))
+        for name in ("store", "partners", "queue", "drop", "workers", "api_workers"):
+            value = getattr(settings, name)
+            if value is not None:
+                os.environ[f"ECM_GATEWAY_{name.upper()}"] = str(value)
+        uvicorn.run("gateway.api.app:app_from_settings", factory=True, host=args.host,
+                    port=args.port, log_level="info", access_log=False, workers=api_workers,
+                    timeout_worker_healthcheck=60)  # a busy machine starts slowly
+        return EXIT_OK
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return EXIT_OK
 

@@ -30,6 +30,8 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``split_transactions``     transactions per part                50
 ``fhir_threads``           threads validating FHIR requests     2
 ``api_workers``            API processes of ``serve``           1
+``workers``                embedded worker threads per process  1
+``drop``                   root of the file-drop folders        none
 ``debug``                  tracebacks on the command line       false
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
@@ -104,6 +106,8 @@ class Settings(BaseSettings):
     split_transactions: int = 50
     fhir_threads: int = 2
     api_workers: int = 1
+    workers: int = 1  # embedded worker threads per API process
+    drop: Path | None = None  # root of the file-drop folders
     debug: bool = False
     test_slow_writes: float = 0.0
 

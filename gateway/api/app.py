@@ -50,6 +50,42 @@ SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
 
 
+def app_from_settings() -> FastAPI:
+    """The app of one of ``serve --api-workers N``'s processes, from the settings (the
+    environment ``serve`` set for them: store, partners, queue, drop, workers)."""
+    from gateway.settings import current
+
+    settings = current()
+    return create_app(store=settings.store_url(), partners=settings.partners,
+                      drop=settings.drop, queue=settings.queue, workers=settings.workers)
+
+
+def _leader(store_url: str):
+    """Of several API processes (``serve --api-workers N``), the one holding the leader lock
+    runs the file-drop watcher and the schedules (so no file is taken twice, no extract sent
+    twice); returns the open lock file (kept for the process's life) or None. A single
+    process is always the leader."""
+    from gateway.settings import current
+
+    if current().api_workers <= 1:
+        return True
+    import fcntl
+    import hashlib
+
+    from gateway.paths import var_dir
+
+    folder = var_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    handle = open(folder / f"leader-{name}.lock", "w")  # noqa: SIM115 - held for life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 def create_app(store: str | None = None, partners: Path | Partners | None = None,
                drop: Path | None = None, queue: str | None = None, workers: int = 1
                ) -> FastAPI:
@@ -62,6 +98,11 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         stop = threading.Event()
         watcher = None
         app.state.queue.start()  # resumes whatever a previous run left unfinished
+        app.state.leader = _leader(app.state.store.url)
+        if not app.state.leader:  # another API process watches the drop and schedules
+            yield
+            app.state.queue.stop()
+            return
         if drop is not None:
             watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
                                        args=(app.state.drop, app.state.store,
