@@ -5,7 +5,7 @@ import calendar
 from datetime import date, timedelta
 
 import pytest
-from conftest import FIXTURES, ROOT, demo_gateway
+from conftest import FIXTURES, ROOT, demo_gateway, renumber
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -79,14 +79,14 @@ def test_resubmission_is_answered_with_the_original(gateway):
     assert again == {"submission_id": first["submission_id"], "duplicate": True,
                      "status": "routed", "links": {"self": f"/submissions/{first['submission_id']}"}}
     keyed = {**auth["harbor"], "Idempotency-Key": "batch-7"}
-    one = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
+    one = client.post("/x12", content=renumber(MIXED, 502),
                       headers=keyed).json()
-    two = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
+    two = client.post("/x12", content=renumber(MIXED, 502),
                       headers=keyed).json()
     assert one["duplicate"] is False and two["duplicate"] is True
     assert two["submission_id"] == one["submission_id"]
     # the key again with another body: refused, naming the key (not the original silently)
-    three = client.post("/x12", content=MIXED.replace(b"000000501", b"000000503"),
+    three = client.post("/x12", content=renumber(MIXED, 503),
                         headers=keyed)
     assert three.status_code == 422 and "'batch-7'" in three.json()["detail"]
     # the same file from another partner is that partner's own submission

@@ -8,7 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, renumber
 from fastapi.testclient import TestClient
 
 from gateway.api import app as app_module
@@ -237,7 +237,7 @@ def test_the_api_answers_202_when_asked_or_when_the_wait_runs_out(setup, monkeyp
         assert answer.json() == {"submission_id": sid, "duplicate": False, "status": "received",
                                  "links": {"self": f"/submissions/{sid}"}}
         monkeypatch.setattr(app_module, "SYNC_WAIT_SECONDS", 0.2)
-        other = client.post("/x12", content=MIXED.replace(b"000000501", b"000000777"),
+        other = client.post("/x12", content=renumber(MIXED, 777),
                             headers=auth)
         assert other.status_code == 202 and "ack_999" not in other.json()
         # nothing of an unfinished run is handed out
