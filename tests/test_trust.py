@@ -462,3 +462,44 @@ def test_a_resource_that_cannot_be_routed_is_a_422_not_a_201(api):
     assert "FHIR-MAP-001" in codes  # member last name: no value, nothing to fill it from
     assert api.store.submission(answer.headers["x-submission-id"])["status"] == "rejected"
     assert api.documents("demo-plan") == {}
+
+
+# -- the same in both modes: embedded (SQLite, threads) and scale-out (PostgreSQL + Celery) -------
+def _post_and_wait(served, partner: str, payload: bytes) -> dict:
+    answer = served.client.post("/x12", content=payload,
+                                headers=served.auth(partner, Prefer="respond-async"))
+    assert answer.status_code in (200, 202), answer.text
+    return served.wait_done(answer.json()["submission_id"])
+
+
+def _mailbox(served, partner: str, submission_id: str) -> dict[str, str]:
+    box = served.client.get("/mailbox", headers=served.auth(partner)).json()["documents"]
+    return {d["role"]: served.client.get(d["href"], headers=served.auth(partner)).text
+            for d in box if d["submission_id"] == submission_id}
+
+
+def test_both_modes_answer_a_reused_isa13_with_a_ta1_025(served):
+    from conftest import renumber
+
+    first = _post_and_wait(served, "harbor", renumber(MIXED, 6001))
+    other = _post_and_wait(served, "harbor",
+                           renumber(MIXED.replace(b"MIX-A-GOOD", b"MIX-A-GOOO"), 6001))
+    assert other["id"] != first["id"] and other["status"] == "rejected"
+    assert f"already used by submission {first['id']}" in other["error"]
+    docs = _mailbox(served, "harbor", other["id"])
+    assert "TA1*000006001*250630*1400*R*025~" in docs["ack-ta1"]
+    assert "ack-999" not in docs
+    assert _mailbox(served, "demo-plan", other["id"]) == {}
+
+
+def test_both_modes_refuse_a_claim_billed_as_another_provider(served):
+    from conftest import renumber
+
+    faked = MIXED.replace(HARBOR_BILLING, HARBOR_BILLING.replace(b"1234500001", GOLDEN_NPI))
+    found = _post_and_wait(served, "harbor", renumber(faked, 6002))
+    docs = _mailbox(served, "harbor", found["id"])
+    verdicts = status_of_claims(docs["ack-277ca"].encode())
+    for claim in _harbor_claims_of(faked):
+        assert verdicts[claim].startswith("A7"), claim
+    routed = "".join(_mailbox(served, "demo-plan", found["id"]).values()).encode()
+    assert not set(_harbor_claims_of(faked)) & set(claims_in(routed))
