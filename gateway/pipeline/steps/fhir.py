@@ -384,6 +384,9 @@ def routing_problems(store, partners: Partners, partner: Partner, resources: lis
     nothing is written. The API answers a create with these as a 422 OperationOutcome; the
     step rejects such a submission the same way."""
     router = Router(store, partners, partner, StepResult("check"), now)
+    # the ECM rules give verdicts on claims, not on routability (CLAIM_VERDICT is not a
+    # problem): the dry run checks the code sets only, sparing the registries' look-ups
+    router.rules = None
     for resource, sent_id in zip(resources, sent_ids):
         if resource.get("resourceType") in ROUTED_TYPES:
             router.add(resource, sent_id)
