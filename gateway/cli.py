@@ -27,7 +27,7 @@ from gateway.settings import current as gateway_settings
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
-from gateway.x12.validate import validate_x12
+from gateway.x12.validate import DEFAULT_ENGINE, ENGINES, validate_x12
 from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
 from gateway.pipeline.status import Status
 
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--kind", choices=KINDS, default="auto")
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                          help="X12 implementation-guide engine: native (default) or pyx12 "
+                               "(the reference implementation, much slower)")
+    validate.add_argument("--jobs", type=int, default=1, metavar="N",
+                          help="share the X12 validation among N processes (split at "
+                               "transaction-set boundaries; same output as one)")
     _registry_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file to another format")
@@ -140,6 +146,24 @@ def _parser() -> argparse.ArgumentParser:
                        help="the partners file whose retention: section sets the periods "
                             "(default: var/partners.yaml when present, else the defaults)")
 
+    report = sub.add_parser("report", help="make a report from files (outreach tracking)")
+    reports = report.add_subparsers(dest="report", required=True)
+    outreach = reports.add_parser(
+        "outreach", help="the quarterly ECM outreach tracking report (ECM Policy Guide "
+                         "002:1885-1912) from OTF and MIF files")
+    outreach.add_argument("--quarter", action="append", required=True, metavar="YYYYQn",
+                          help="the quarter, e.g. 2026Q3 (repeat for several)")
+    outreach.add_argument("--otf", type=Path, action="append", default=[], metavar="FILE",
+                          help="outreach tracker file (CSV or XLSX); repeat for several")
+    outreach.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
+                          help="member information file (the members targeted)")
+    outreach.add_argument("--plan", default="all", metavar="ID",
+                          help="the plan the report is for (its label)")
+    outreach.add_argument("--format", choices=("csv", "xlsx"), default=None,
+                          help="default: by the --output suffix, else csv")
+    outreach.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                          help="write the report here (default: standard output, CSV only)")
+
     worker = sub.add_parser("worker", help="run a Celery worker for a scale-out deployment")
     worker.add_argument("--store", required=True, metavar="URL",
                         help="the store every worker and the API share (postgresql+psycopg://…)")
@@ -169,17 +193,20 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
                        help="encounter history: an accepted 837P, an encounter-lines CSV, or "
                             "a folder of them")
+    group.add_argument("--cs-authorizations", type=Path, action="append", default=[],
+                       metavar="FILE", help="Community Supports authorization file (CSV or XLSX)")
     group.add_argument("--received", type=date.fromisoformat, default=None, metavar="DATE",
                        help="invoices: the date the invoice was received (YYYY-MM-DD, default "
                             "today), for the future-date and timely-filing checks")
     group.add_argument("--partner", default=None, metavar="ID",
                        help="apply this trading partner's rule overrides "
-                            "(profiles/rules/overrides/ID.yaml)")
+                            "(profiles/rules/overrides/ID.yaml) and, for a plan, its ECM "
+                            "settings (profiles/plans/ID.yaml: presumptive authorization)")
 
 
 def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     """The ECM rule engine and the reports on the registry files, when registries are given."""
-    if not (args.members or args.providers or args.history):
+    if not (args.members or args.providers or args.history or args.cs_authorizations):
         if args.partner:
             raise UsageError("--partner applies the ECM rules: give --members, --providers "
                              "or --history too")
@@ -188,10 +215,14 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.registry.load import load_registries
     from gateway.registry.store import Registry
 
+    from gateway.ecm.plans import presumptive_of
+
     catalogue = partner_catalogue(args.partner)
     registry = Registry()
-    reports = load_registries(registry, args.members, args.providers, args.history)
-    return EncounterRules(registry, catalogue=catalogue), reports
+    presumptive = presumptive_of(args.partner)
+    reports = load_registries(registry, args.members, args.providers, args.history,
+                              args.cs_authorizations, presumptive=presumptive)
+    return EncounterRules(registry, catalogue=catalogue, presumptive=presumptive), reports
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -216,14 +247,42 @@ def _text_report(report: FileReport) -> str:
 
 def cmd_validate(args) -> int:
     rules, reports = _ecm_rules(args)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     for path in args.files:
-        reports.append(validate_file(path, args.kind, rules=rules, received=args.received))
+        with _progress_bar(path) as progress:
+            reports.append(validate_file(path, args.kind, rules=rules, received=args.received,
+                                         engine=args.engine, jobs=args.jobs,
+                                         progress=progress))
     if args.format == "json":
         json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print("\n".join(_text_report(r) for r in reports))
     return EXIT_OK if all(r.valid for r in reports) else EXIT_FINDINGS
+
+
+PROGRESS_MIN_BYTES = 5 * 1024 * 1024
+
+
+@contextmanager
+def _progress_bar(path: Path):
+    """A rich progress bar on stderr for a large file on a terminal; nothing when piped."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0
+    if size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from rich.console import Console
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(Path(path).name, total=size)
+        yield lambda done: bar.update(task, completed=done)
 
 
 # -- convert ------------------------------------------------------------------------------------
@@ -622,12 +681,43 @@ def cmd_purge(args) -> int:
     retention = Retention.from_mapping(settings)
     counts = purge(Store(args.store), retention, actor="operator")
     print(json.dumps({"purged": counts, "retention_days": retention.days}))
+
+
+def cmd_report(args) -> int:
+    from gateway.ecm.outreach import Quarter, QuarterError, outreach_from_files, report_csv, \
+        report_xlsx
+
+    try:
+        quarters = [Quarter.parse(q) for q in args.quarter]
+    except QuarterError as exc:
+        raise UsageError(str(exc)) from None
+    if not args.otf:
+        raise UsageError("report outreach needs at least one --otf file")
+    fmt = args.format or ("xlsx" if args.output and args.output.suffix.lower() == ".xlsx"
+                          else "csv")
+    if fmt == "xlsx" and args.output is None:
+        raise UsageError("an XLSX report needs --output FILE")
+    rows, files = outreach_from_files(args.otf, args.mif, args.plan, quarters)
+    for report in files:
+        if report.findings:
+            print(_text_report(report), file=sys.stderr)
+    if rows is None:
+        print("ecm-gateway: no report: fix the errors above (a report is made from whole "
+              "files only)", file=sys.stderr)
+        return EXIT_FINDINGS
+    content = report_xlsx(rows) if fmt == "xlsx" else report_csv(rows)
+    if args.output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        args.output.write_bytes(content)
+        print(args.output)
     return EXIT_OK
 
 
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
             "serve": cmd_serve, "template": cmd_template, "replay": cmd_replay,
-            "worker": cmd_worker, "partners": cmd_partners, "purge": cmd_purge}
+            "worker": cmd_worker, "partners": cmd_partners, "purge": cmd_purge,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,13 +10,14 @@ from pathlib import Path
 from gateway.findings import FileReport, Finding, Severity
 from gateway.rules import default_catalogue
 from gateway.sniff import UnknownKind, sniff
-from gateway.x12.acks import judge
+from gateway.x12.acks import ClaimSpans, verdict_counts
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
 
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
-KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir")
-TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice")
+KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir",
+         "cs-auth", "claims")
+TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "cs-auth", "claims")
 NOT_YET = {"274", "json"}
 
 
@@ -68,7 +69,7 @@ def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default"
 def validate_table(path: Path, found: str, kind: str, rules=None,
                    received: date | None = None) -> FileReport:
     """MIF, RTF, OTF and provider rosters (CSV or XLSX) against their column layouts."""
-    from gateway.tabular import LayoutError, read_table, sniff_table
+    from gateway.tabular import LayoutError, sniff_table
 
     table_kind = kind if kind in TABLE_KINDS else sniff_table(path)
     if table_kind is None:
@@ -76,8 +77,10 @@ def validate_table(path: Path, found: str, kind: str, rules=None,
                           f"layout; the closest: {_closest_layout_error(path)}")
     if table_kind == "invoice":
         return validate_invoice(path, rules, received=received)
+    from gateway.ecm.tables import read_checked_table
+
     try:
-        table = read_table(path, table_kind)
+        table = read_checked_table(path, table_kind)
     except LayoutError as exc:
         raise UnknownKind(f"{path}: {exc}") from exc
     return FileReport(path=str(path), kind=table_kind, findings=table.findings,
@@ -112,7 +115,8 @@ def _validate_fhir(path: Path) -> FileReport:
 
 
 def validate_file(path: Path, kind: str = "auto", rules=None,
-                  received: date | None = None) -> FileReport:
+                  received: date | None = None, engine: str = "native", jobs: int = 1,
+                  progress=None) -> FileReport:
     """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2).
     ``rules`` (an :class:`~gateway.ecm.rules.EncounterRules`) adds the ECM rules to 837P."""
     if kind == "fhir":  # even a body that does not parse is reported as FHIR findings
@@ -130,7 +134,9 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
     if found in ("csv", "xlsx"):
         return validate_table(path, found, kind, rules, received)
     try:
-        result = validate_x12(str(path), rules=rules)
+        spans = ClaimSpans()  # claims counted, not kept: bounded memory for any file size
+        result = validate_x12(str(path), rules=rules, engine=engine, jobs=jobs,
+                              progress=progress, on_claim=spans.add)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
     findings = list(result.findings)
@@ -139,11 +145,10 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
                                               expected=kind, found=result.kind)
         if finding is not None:
             findings.insert(0, finding)
-    verdict = judge(result)
+    accepted, rejected = verdict_counts(result, spans)
     transactions = sum(len(g.transactions) for i in result.interchanges for g in i.groups)
     stats = {"transactions": transactions, "segments": result.segments}
     if result.kind in ("837p", "837i"):
-        stats.update(claims=len(result.claims), lines=result.lines,
-                     accepted_claims=len(verdict.accepted_claims),
-                     rejected_claims=len(result.claims) - len(verdict.accepted_claims))
+        stats.update(claims=len(spans), lines=result.lines, accepted_claims=accepted,
+                     rejected_claims=rejected)
     return FileReport(path=str(path), kind=result.kind, findings=findings, stats=stats)

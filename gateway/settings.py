@@ -32,7 +32,12 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``api_workers``            API processes of ``serve``           1
 ``workers``                embedded worker threads per process  1
 ``drop``                   root of the file-drop folders        none
+``public_url``             the server's public base URL (SMART  as requests arrive
+                           ``aud``, absolute links)
+``access_token_seconds``   SMART access token lifetime          300
+``overdue_seconds``        overdue-referral check interval      300
 ``debug``                  tracebacks on the command line       false
+``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
 """
@@ -108,7 +113,11 @@ class Settings(BaseSettings):
     api_workers: int = 1
     workers: int = 1  # embedded worker threads per API process
     drop: Path | None = None  # root of the file-drop folders
+    public_url: str = ""
+    access_token_seconds: int = 300
+    overdue_seconds: float = 300.0
     debug: bool = False
+    x12_map_cache: str | None = None
     test_slow_writes: float = 0.0
 
     @classmethod

@@ -196,7 +196,12 @@ def test_pof_evidence_for_high_utilizer():
     engine = EncounterRules(registry(history=four))
     found = engine.check([(encounter(cin=cin, day=date(2026, 3, 10)), place())])[0]
     assert [f.rule for f in found] == ["ECM-POF-001"]
-    assert "shows 4 qualifying events in the 6 months" in found[0].message
+    assert found[0].message == (
+        "the member is assigned under HIGH_UTILIZER but encounter history from 2025-05-01 to "
+        "2025-10-13 shows none of the utilization alternatives of the adult high utilizer "
+        "criterion: five or more ED visits (4 found); three or more unplanned hospital and/or "
+        "short-term SNF stays (0 found); other criteria may qualify the member: the plan may "
+        "also authorize other very high utilizers (002:423-429)")
     five = four + [_visit(cin, date(2025, 10, 20))]
     assert rules_of(encounter(cin=cin, day=date(2026, 3, 10)), registry(history=five)) == []
 
@@ -215,7 +220,7 @@ def test_ed_visit_leading_to_admission_counts_once():
 def test_missing_registries_are_noted_and_their_rules_skipped():
     engine = EncounterRules(Registry())
     assert rules_of(encounter(npi=OTHER_NPI, cin="99999999Z"), engine=engine) == []
-    assert [f.rule for f in engine.notes()] == ["ECM-REG-001"] * 3
+    assert [f.rule for f in engine.notes()] == ["ECM-REG-001"] * 4
 
 
 def test_rule_overrides_per_partner():

@@ -21,7 +21,8 @@ from gateway.tabular import read_table
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 HEADER = ["member_cin", "plan", "service_date", "procedure_code", "modifiers", "units",
-          "place_of_service", "billing_npi", "rendering_npi", "claim_id", "line_number"]
+          "place_of_service", "billing_npi", "rendering_npi", "claim_id", "line_number",
+          "diagnoses", "period"]
 
 
 @pytest.fixture
@@ -42,11 +43,11 @@ def test_a_provider_gets_the_history_of_its_assigned_members_only(world):
     assert world.rows(document) == [
         HEADER,
         ["91230000A", "demo-plan", "2025-05-21", "G9008", "U1", "1", "11", "1234500001", "",
-         "HIST-0002", "1"],
+         "HIST-0002", "1", "", "during"],
         ["91230000A", "demo-plan", "2025-06-03", "G9008", "U1", "1", "11", "1234500001", "",
-         "MIX-A-GOOD", "1"],
+         "MIX-A-GOOD", "1", "Z5900", "during"],
         ["91258326G", "demo-plan", "2025-05-20", "G9012", "U8", "1", "11", "1234500001", "",
-         "HIST-0001", "1"],
+         "HIST-0001", "1", "", "during"],
     ]
     assert world.box("golden-table") == []
     assert all(d["role"] != "history-extract" for d in world.box("demo-plan"))
@@ -64,7 +65,7 @@ def test_another_provider_sees_none_of_it(world):
     [document] = world.box("golden-table")
     assert world.rows(document) == [HEADER, [
         "91253605F", "demo-plan", "2025-06-04", "S5170", "U6", "1", "11", "1234737579", "",
-        "MIX-B-CS-GOOD", "1"]]
+        "MIX-B-CS-GOOD", "1", "Z5900", "during"]]
     harbor = world.rows(world.store.document(
         extract_history(world.store, world.partners, "harbor", NOW)))
     assert "91253605F" not in {row[0] for row in harbor}

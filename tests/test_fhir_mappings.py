@@ -629,7 +629,7 @@ def test_pairs_that_make_no_sense_are_usage_errors(name, target, message):
 @pytest.mark.parametrize("content,message", [
     ('{"resourceType": "Patient", "id": "x"}',
      "cannot convert Patient to rtf; FHIR conversions take: CarePlan → rtf/837p, "
-     "ServiceRequest → json, Task → rtf, mif → fhir, 837p → fhir, json → fhir"),
+     "ServiceRequest → json, Task → rtf, Consent → rtf, mif → fhir, 837p → fhir, json → fhir"),
     ('{"resourceType": "CarePlan", "status": 7}', "the FHIR resource does not parse as R4: "),
     ('{"resourceType": "NoSuchThing"}', "the file is not a readable FHIR resource"),
     ('<CarePlan xmlns="http://hl7.org/fhir"><status value="active"', "the file is not a "
@@ -648,8 +648,8 @@ def test_bad_fhir_input_is_a_usage_error_without_a_traceback(tmp_path, content, 
 
 def test_the_target_table_is_what_the_cli_documents():
     assert FHIR_TARGETS == {"CarePlan": ("rtf", "837p"), "ServiceRequest": ("json",),
-                            "Task": ("rtf",), "mif": ("fhir",), "837p": ("fhir",),
-                            "json": ("fhir",)}
+                            "Task": ("rtf",), "Consent": ("rtf",), "mif": ("fhir",),
+                            "837p": ("fhir",), "json": ("fhir",)}
 
 
 # -- the engine ----------------------------------------------------------------------------------

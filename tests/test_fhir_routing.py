@@ -614,6 +614,8 @@ def test_the_history_extract_as_a_fhir_bundle_holds_the_providers_members_only(g
         "insurer": {"reference": plan}, "provider": {"reference": billing},
         "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/"
                                            "processpriority", "code": "normal"}]},
+        "diagnosis": [{"sequence": 1, "diagnosisCodeableConcept": {"coding": [{
+            "system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "Z59.00"}]}}],
         "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": coverage}}],
         "item": [{
             "sequence": 1,

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
 from gateway.api.fhir import install_fhir
+from gateway.api.smart import fhir_token_partner, install_smart
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
@@ -37,6 +38,7 @@ from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import ReplayRefused, current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
+from gateway.pipeline.referral_deadlines import OverdueMetric, overdue_referrals, watch_overdue
 from gateway.pipeline.status import Status
 from gateway.pipeline.store import LATENCY_BUCKETS, IdempotencyConflict, Store
 
@@ -123,6 +125,9 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
                              args=(stop,)).start()
+        # overdue referrals: each plan is sent one notice per referral past its deadline
+        threading.Thread(target=watch_overdue, name="overdue-referrals", daemon=True,
+                         args=(app.state.store, app.state.partners, stop)).start()
         yield
         stop.set()
         if watcher is not None:
@@ -147,6 +152,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     app.state.queue = make_queue(queue, app.state.store, app.state.partners, workers=workers)
     registry = CollectorRegistry()
     registry.register(_StoreMetrics(app.state.store))
+    registry.register(OverdueMetric(app.state.store, app.state.partners))
     received = Counter("ecm_gateway_submissions_received", "Submissions received by this "
                        "API process", ["channel"], registry=registry)
     bearer = HTTPBearer(auto_error=False)
@@ -163,12 +169,13 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         request.state.partner_id = partner.id  # for the access log
         return partner
 
-    install_fhir(app, partner_of)
+    install_fhir(app, install_smart(app))  # FHIR: static tokens or SMART access tokens
     # outermost: the token and the size of a body are checked before it is read, and every
     # request is logged by its route template (no query string, no ids)
     app.add_middleware(BodyGuard, partners=lambda: app.state.partners, limits=(
         ("/x12", MAX_X12_BYTES), ("/files", MAX_FILE_BYTES + MULTIPART_SLACK),
-        ("/fhir", MAX_FHIR_BYTES)))
+        ("/fhir", MAX_FHIR_BYTES)), access_token=lambda token: fhir_token_partner(
+            app.state.store, app.state.partners, token) is not None)
     app.add_middleware(AccessLog)
 
     @app.exception_handler(IdempotencyConflict)
@@ -306,6 +313,40 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if document_id is None:
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
+
+    @app.get("/referrals/overdue", tags=["mailbox"])
+    def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
+        """ECM referrals past their authorization deadline without a decision (a Task of
+        the referral in a deciding status): a provider's own, or those routed to a plan."""
+        found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
+        return {"overdue": [vars(o) for o in found]}
+
+    @app.get("/reports/outreach", tags=["reports"])
+    def outreach_report(quarter: list[str] = Query(..., description="e.g. 2026Q3; repeat"),
+                        format: Literal["csv", "xlsx"] = "csv",  # noqa: A002 - the API word
+                        partner: Partner = Depends(partner_of)) -> Response:
+        """A plan's quarterly ECM outreach tracking report (ECM Policy Guide 002:1885-1912)
+        from the OTF rows its providers sent and its MIF assignments."""
+        from gateway.ecm.outreach import Quarter, QuarterError, report_csv, report_xlsx
+        from gateway.pipeline.reports import ReportError, outreach_for_plan
+
+        try:
+            quarters = [Quarter.parse(q) for q in quarter]
+        except QuarterError as exc:
+            raise HTTPException(422, str(exc)) from None
+        try:
+            rows = outreach_for_plan(app.state.store, partner, quarters)
+        except ReportError as exc:
+            raise HTTPException(403, str(exc)) from None
+        app.state.store.audit(actor=partner.id, action="report-outreach",
+                              target=",".join(str(q) for q in quarters))
+        name = f"outreach-{partner.id}-{'-'.join(str(q) for q in quarters)}.{format}"
+        if format == "xlsx":
+            return Response(report_xlsx(rows), media_type="application/vnd.openxmlformats-"
+                            "officedocument.spreadsheetml.sheet",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(report_csv(rows), media_type="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/mailbox", tags=["mailbox"])
     def mailbox(partner: Partner = Depends(partner_of)) -> dict:

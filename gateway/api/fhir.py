@@ -31,6 +31,8 @@ import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from email.utils import format_datetime
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import (
@@ -53,13 +55,14 @@ from gateway.fhir.parse import (
 )
 from gateway.fhir.validate import ACCEPTED, check_payload
 from gateway.findings import Finding
+from gateway.api.smart import TOKEN_PATH, Client, needed, public_base
+from gateway.pipeline import fhir_store
 from gateway.pipeline.fhir_resources import (
     check_stored_payload,
-    find_resource,
     routing_of,
-    search_resources,
     submission_resources,
 )
+from gateway.pipeline.fhir_store import UPDATABLE, Refused, Version
 from gateway.pipeline.partners import Partner
 from gateway.pipeline.steps.fhir import routing_problems
 from gateway.pipeline.process import submit
@@ -70,8 +73,8 @@ from gateway.pipeline.status import Status
 
 log = logging.getLogger("gateway.api.fhir")
 PREFIX = "/fhir"
-SEARCH_PARAMS = ("identifier", "patient.identifier", "subject.identifier", "patient:identifier")
 MAX_SEARCH_RESULTS = 1000
+DEFAULT_PAGE = 50  # search results per page without _count
 
 
 class FhirError(Exception):
@@ -171,6 +174,37 @@ def created_outcome(findings: list[Finding], location: str, submission_id: str) 
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+def _number(value: str | None, name: str, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise FhirError(400, _finding("FHIR-API-004", "", problem=f"{name} must be a number "
+                                      "(0 or more)"))
+    return int(value)
+
+
+def search_links(base: str, request: Request, resource_type: str,
+                 params: list[tuple[str, str]], offset: int, count: int, total: int
+                 ) -> list[dict]:
+    """``self``, ``first``, ``previous`` and ``next`` of a search page (absolute URLs with the
+    same parameters, ``_count`` and ``_offset``)."""
+    kept = [(k, v) for k, v in params if k not in ("_count", "_offset")]
+    fmt = request.query_params.get("_format")
+    if fmt:
+        kept.append(("_format", fmt))
+
+    def url(at: int) -> str:
+        query = urlencode(kept + [("_count", str(count)), ("_offset", str(at))])
+        return f"{base}{PREFIX}/{resource_type}?{query}"
+
+    links = [{"relation": "self", "url": url(offset)}, {"relation": "first", "url": url(0)}]
+    if offset > 0:
+        links.append({"relation": "previous", "url": url(max(0, offset - count))})
+    if offset + count < total:
+        links.append({"relation": "next", "url": url(offset + count)})
+    return links
+
+
 def _fatal(findings: list[Finding]) -> bool:
     catalogue = default_catalogue()
     return any(catalogue.rule(f.rule).ack.get("fhir_severity") == "fatal"
@@ -184,36 +218,58 @@ def _accepted_type(resource_type: str) -> None:
                                       found=_safe(resource_type), accepted=", ".join(ACCEPTED)))
 
 
-def capability_statement() -> dict:
-    interactions = [{"code": "create"}, {"code": "read"}, {"code": "search-type"}]
+def capability_statement(base: str = "") -> dict:
+    """What the API supports, exactly: per type its interactions, versioning, conditional
+    update and search parameters (:func:`gateway.pipeline.fhir_store.search_parameters`, plus
+    ``_count``, ``_offset`` and ``_summary=count``), and SMART Backend Services security."""
     resources = []
     for rtype in ACCEPTED:
+        updatable = rtype in UPDATABLE
+        codes = ["create", "read", "vread", "history-instance", "search-type"] \
+            + (["update"] if updatable else [])
         resources.append({
-            "type": rtype, "profile": ECM_PROFILES[rtype], "interaction": interactions,
-            "versioning": "no-version", "readHistory": False, "updateCreate": False,
-            "searchParam": [
-                {"name": "identifier", "type": "token",
-                 "documentation": "the resource's own identifier (system|value)"},
-                {"name": "patient.identifier", "type": "token",
-                 "documentation": "the member's identifier, e.g. the Medi-Cal CIN "
-                                  "(system|value)"}],
+            "type": rtype,
+            "profile": ECM_PROFILES.get(rtype, f"http://hl7.org/fhir/StructureDefinition/{rtype}"),
+            "interaction": [{"code": c} for c in codes],
+            "versioning": "versioned-update" if updatable else "versioned",
+            "readHistory": True, "updateCreate": False,
+            "conditionalCreate": False, "conditionalUpdate": updatable,
+            "conditionalDelete": "not-supported",
+            "searchParam": [{"name": name, "type": kind, "documentation": text}
+                            for name, kind, text in fhir_store.search_parameters(rtype)],
             "operation": [{"name": "validate",
                            "definition": "http://hl7.org/fhir/OperationDefinition/"
                                          "Resource-validate"}]})
+    security = {"cors": False, "service": [{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+        "code": "SMART-on-FHIR"}]}],
+        "description": "SMART Backend Services (client_credentials with a private_key_jwt "
+                       "assertion, RS384 or ES384; system/ scopes; see "
+                       ".well-known/smart-configuration), or a partner's static bearer token"}
+    if base:
+        security["extension"] = [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [{"url": "token", "valueUri": base + TOKEN_PATH}]}]
     return {
-        "resourceType": "CapabilityStatement", "status": "active", "date": "2026-11-01",
+        "resourceType": "CapabilityStatement", "status": "active", "date": "2026-12-04",
         "publisher": "ECM Gateway", "kind": "instance",
         "software": {"name": "ECM Gateway", "version": __version__},
         "implementation": {"description": "ECM Gateway FHIR API (ECM referrals, care plans, "
-                                          "referral status)"},
+                                          "referral status)",
+                           **({"url": base + PREFIX} if base else {})},
         "fhirVersion": FHIR_VERSION, "format": [JSON_MEDIA, XML_MEDIA, "json", "xml"],
         "rest": [{
             "mode": "server",
-            "documentation": "Every interaction but metadata needs the bearer token of a "
-                             "trading partner; a partner reads and searches only what it "
-                             "submitted. Bodies are limited to "
-                             f"{MAX_BODY_BYTES} bytes.",
-            "security": {"cors": False, "description": "Authorization: Bearer <token>"},
+            "documentation": "Every interaction but metadata needs an access token (SMART "
+                             "Backend Services) or the static bearer token of a trading "
+                             "partner; a partner reads, updates and searches only what it "
+                             "submitted. Search pages with _count (default "
+                             f"{DEFAULT_PAGE}, at most {MAX_SEARCH_RESULTS}) and Bundle.link "
+                             "next/previous; _summary=count answers the total only "
+                             "(Bundle.total is always counted, so _total and _totalMethod "
+                             "change nothing). Bodies are "
+                             f"limited to {MAX_BODY_BYTES} bytes.",
+            "security": security,
             "resource": resources,
             "interaction": [{"code": "batch"}, {"code": "transaction"}]}]}
 
@@ -261,9 +317,31 @@ class FhirInternalErrors:
             await send({"type": "http.response.body", "body": body})
 
 
-def install_fhir(app: FastAPI, partner_of: Callable) -> None:
+def allowed(client: Client, resource_type: str, interaction: str) -> Partner:
+    """The calling partner, when the client's scopes allow ``interaction`` on the type (403
+    with the scope it needs otherwise)."""
+    if not client.allows(resource_type, interaction):
+        raise FhirError(403, _finding("FHIR-API-012", "", interaction=interaction,
+                                      resource_type=resource_type,
+                                      needed=needed(resource_type, interaction)))
+    return client.partner
+
+
+def version_headers(version: Version, base: str, submission: dict | None = None) -> dict:
+    """ETag, Last-Modified and the absolute Location of a resource version."""
+    resource = version.resource
+    return {"ETag": version.etag,
+            "Last-Modified": format_datetime(version.last_updated, usegmt=True),
+            "Location": f"{base}{PREFIX}/{resource['resourceType']}/{resource['id']}"
+                        f"/_history/{version.version}",
+            **resource_headers(submission or version.submission,
+                               f"{resource['resourceType']}/{resource['id']}")}
+
+
+def install_fhir(app: FastAPI, client_of: Callable) -> None:
     """Add the ``/fhir`` routes and their OperationOutcome error handling to ``app``;
-    ``partner_of`` is the bearer-token dependency that yields the calling Partner."""
+    ``client_of`` is the dependency that yields the calling :class:`Client` (partner and
+    scopes: :mod:`gateway.api.smart`)."""
 
     app.add_middleware(FhirInternalErrors)
 
@@ -273,6 +351,10 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
+        return outcome_response(request, exc.status, exc.findings, exc.headers)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
         return outcome_response(request, exc.status, exc.findings, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -317,14 +399,16 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
 
     @app.get(PREFIX + "/metadata", tags=["fhir"])
     def metadata(request: Request) -> Response:
-        return fhir_response(capability_statement(), 200, answer_format(request))
+        return fhir_response(capability_statement(public_base(request)), 200,
+                             answer_format(request))
 
     @app.post(PREFIX + "/{resource_type}/$validate", tags=["fhir"])
     async def validate(resource_type: str, request: Request,
-                       partner: Partner = Depends(partner_of)) -> Response:
+                       client: Client = Depends(client_of)) -> Response:
         """Validate a resource against its ECM profile; nothing is stored."""
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
+        allowed(client, resource_type, "validate")
         payload, fmt = await read_body(request)
         checked = await in_fhir_threads(check_payload, payload, fmt,
                                         expected=resource_type, keep=False)
@@ -332,7 +416,8 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         return fhir_response(operation_outcome(checked.findings), status, fmt_out)
 
     def create(partner: Partner, resource_type: str, payload: bytes, fmt: str,
-               fmt_out: str, idempotency_key: str | None, prefer: str = "") -> Response:
+               fmt_out: str, idempotency_key: str | None, prefer: str = "", base: str = ""
+               ) -> Response:
         """Validate, then keep the payload as a submission and answer: 201 with the resource
         (its gateway id is known before its run, see :func:`resource_id`), or 200 with the
         original for a resubmission; with ``Prefer: return=OperationOutcome`` the validation
@@ -350,7 +435,7 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
                       idempotency_key=idempotency_key,
                       queue=app.state.queue if routable else None)
         if done.duplicate:
-            return resubmission(done.submission_id, fmt_out, prefer)
+            return resubmission(done.submission_id, fmt_out, prefer, base)
         if not valid:
             status = 400 if _fatal(checked.findings) else 422
             return fhir_response(operation_outcome(checked.findings), status, fmt_out,
@@ -360,10 +445,11 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
             return fhir_response(operation_outcome(findings), 422, fmt_out,
                                  {"X-Submission-Id": done.submission_id})
         resources, _ = accepted_resources(checked, done.submission_id)
-        return created(resources[0], {"id": done.submission_id}, checked.findings, 201,
-                       fmt_out, prefer)
+        return created(resources[0], store.submission(done.submission_id), checked.findings,
+                       201, fmt_out, prefer, base)
 
-    def resubmission(submission_id: str, fmt_out: str, prefer: str) -> Response:
+    def resubmission(submission_id: str, fmt_out: str, prefer: str, base: str = ""
+                     ) -> Response:
         """The answer for a resubmission: the original's resource and routing (once run)."""
         store = store_of()
         found = store.submission(submission_id)
@@ -379,79 +465,215 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
         resources = (submission_resources(store, submission_id)
                      if found["run_state"] == "done" else []) \
             or accepted_resources(checked, submission_id)[0]
-        return created(resources[0], found, checked.findings, 200, fmt_out, prefer)
+        return created(resources[0], found, checked.findings, 200, fmt_out, prefer, base)
 
     def created(resource: dict, submission: dict, findings: list[Finding], status: int,
-                fmt_out: str, prefer: str) -> Response:
+                fmt_out: str, prefer: str, base: str = "") -> Response:
+        version = fhir_store.stamped(store_of(), resource, submission)
+        headers = version_headers(version, base)
         location = f"{PREFIX}/{resource['resourceType']}/{resource['id']}"
-        headers = {"Location": location,
-                   **resource_headers(submission, f"{resource['resourceType']}/"
-                                                  f"{resource['id']}")}
+        return answer_version(version, headers, findings, status, fmt_out, prefer,
+                              created_outcome(findings, location, submission["id"]))
+
+    def answer_version(version: Version, headers: dict, findings: list[Finding],
+                       status: int, fmt_out: str, prefer: str, outcome: dict | None = None
+                       ) -> Response:
+        """A resource version as ``Prefer`` asks: the resource (default), nothing
+        (``return=minimal``) or the OperationOutcome (``return=OperationOutcome``)."""
         if prefer == "return=OperationOutcome":
-            return fhir_response(created_outcome(findings, location, submission["id"]),
-                                 status, fmt_out, headers)
+            return fhir_response(outcome or operation_outcome(findings), status, fmt_out,
+                                 headers)
         if prefer == "return=minimal":
             return Response(status_code=status, headers=headers)
-        return fhir_response(resource, status, fmt_out, headers)
+        return fhir_response(version.resource, status, fmt_out, headers)
 
     @app.post(PREFIX + "/{resource_type}", tags=["fhir"])
     async def create_resource(resource_type: str, request: Request,
-                              partner: Partner = Depends(partner_of)) -> Response:
+                              client: Client = Depends(client_of)) -> Response:
         """Create an ECM resource (validated, kept as a submission of kind fhir)."""
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
+        partner = allowed(client, resource_type, "create")
         payload, fmt = await read_body(request)
         return await in_fhir_threads(create, partner, resource_type, payload, fmt, fmt_out,
                                        request.headers.get("Idempotency-Key"),
-                                       request.headers.get("Prefer", "").replace(" ", ""))
+                                       request.headers.get("Prefer", "").replace(" ", ""),
+                                       public_base(request))
+
+    def updatable(resource_type: str) -> None:
+        _accepted_type(resource_type)
+        if resource_type not in UPDATABLE:
+            raise FhirError(405, _finding("FHIR-API-003", "", method="PUT"))
+
+    def update(partner: Partner, resource_type: str, resource_id: str, payload: bytes,
+               fmt: str, fmt_out: str, if_match: str | None, prefer: str, base: str,
+               conditional: bool = False) -> Response:
+        done = fhir_store.update(store_of(), app.state.partners, partner, resource_type,
+                                 resource_id, payload, fmt, if_match, app.state.queue,
+                                 conditional=conditional)
+        headers = version_headers(done.version, base)
+        return answer_version(done.version, headers, done.findings, 200, fmt_out, prefer)
+
+    @app.put(PREFIX + "/{resource_type}/{resource_id}", tags=["fhir"])
+    async def update_resource(resource_type: str, resource_id: str, request: Request,
+                              client: Client = Depends(client_of)) -> Response:
+        """Update a Task, CarePlan or ServiceRequest: a new version (If-Match: its ETag)."""
+        fmt_out = answer_format(request)
+        updatable(resource_type)
+        partner = allowed(client, resource_type, "update")
+        payload, fmt = await read_body(request)
+        return await in_fhir_threads(update, partner, resource_type, resource_id, payload,
+                                       fmt, fmt_out, request.headers.get("If-Match"),
+                                       request.headers.get("Prefer", "").replace(" ", ""),
+                                       public_base(request))
+
+    @app.put(PREFIX + "/{resource_type}", tags=["fhir"])
+    async def conditional_update(resource_type: str, request: Request,
+                                 client: Client = Depends(client_of)) -> Response:
+        """Conditional update by search (``?identifier=system|value``): one match is
+        updated, none is a create, several are 412."""
+        fmt_out = answer_format(request)
+        updatable(resource_type)
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+        if not params:
+            raise FhirError(400, _finding("FHIR-API-004", "", problem="a conditional update "
+                                          "needs search parameters, e.g. ?identifier="))
+        partner = allowed(client, resource_type, "update")
+        allowed(client, resource_type, "search")
+        payload, fmt = await read_body(request)
+        prefer = request.headers.get("Prefer", "").replace(" ", "")
+        base = public_base(request)
+        store = store_of()
+        matches = await in_fhir_threads(fhir_store.search, store, partner, resource_type,
+                                          params, 2)
+        if len(matches) > 1:
+            raise FhirError(412, _finding("FHIR-API-013", "", count="several"))
+        if not matches:
+            allowed(client, resource_type, "create")
+            return await in_fhir_threads(create, partner, resource_type, payload, fmt,
+                                           fmt_out, request.headers.get("Idempotency-Key"),
+                                           prefer, base)
+        return await in_fhir_threads(update, partner, resource_type,
+                                       matches[0].resource["id"], payload, fmt, fmt_out,
+                                       request.headers.get("If-Match"), prefer, base, True)
+
+    @app.get(PREFIX + "/{resource_type}/{resource_id}/_history", tags=["fhir"])
+    def instance_history(resource_type: str, resource_id: str, request: Request,
+                         client: Client = Depends(client_of)) -> Response:
+        """Every version of a resource, newest first (a Bundle of type history)."""
+        fmt_out = answer_format(request)
+        _accepted_type(resource_type)
+        partner = allowed(client, resource_type, "history")
+        store = store_of()
+        versions = fhir_store.history(store, partner, resource_type, resource_id)
+        if versions is None:
+            raise FhirError(404, _finding("FHIR-API-002", "",
+                                          what=f"{resource_type}/{_safe(resource_id)}"))
+        store.audit(actor=partner.id, action="history",
+                    target=f"{resource_type}/{resource_id}", detail=f"{len(versions)} versions")
+        base = public_base(request)
+        bundle = {"resourceType": "Bundle", "type": "history", "total": len(versions),
+                  "link": [{"relation": "self", "url": str(request.url)}],
+                  "entry": [{"fullUrl": f"{base}{PREFIX}/{resource_type}/{resource_id}",
+                             "resource": v.resource,
+                             "request": {"method": "POST" if v.version == 1 else "PUT",
+                                         "url": resource_type if v.version == 1
+                                         else f"{resource_type}/{resource_id}"},
+                             "response": {"status": "201 Created" if v.version == 1
+                                          else "200 OK", "etag": v.etag,
+                                          "lastModified": v.resource["meta"]["lastUpdated"]}}
+                            for v in versions]}
+        return fhir_response(bundle, 200, fmt_out)
+
+    @app.get(PREFIX + "/{resource_type}/{resource_id}/_history/{version_id}", tags=["fhir"])
+    def vread(resource_type: str, resource_id: str, version_id: str, request: Request,
+              client: Client = Depends(client_of)) -> Response:
+        """One version of a resource."""
+        fmt_out = answer_format(request)
+        _accepted_type(resource_type)
+        partner = allowed(client, resource_type, "vread")
+        store = store_of()
+        found = fhir_store.vread(store, partner, resource_type, resource_id, version_id)
+        if found is None:
+            raise FhirError(404, _finding("FHIR-API-002", "", what=f"{resource_type}/"
+                                          f"{_safe(resource_id)}/_history/{_safe(version_id)}"))
+        store.audit(actor=partner.id, action="read",
+                    target=f"{resource_type}/{resource_id}/_history/{found.version}")
+        return fhir_response(found.resource, 200, fmt_out,
+                             version_headers(found, public_base(request)))
 
     @app.get(PREFIX + "/{resource_type}/{resource_id}", tags=["fhir"])
     def read(resource_type: str, resource_id: str, request: Request,
-             partner: Partner = Depends(partner_of)) -> Response:
+             client: Client = Depends(client_of)) -> Response:
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
+        partner = allowed(client, resource_type, "read")
         store = store_of()
-        found = find_resource(store, partner, resource_type, resource_id)
+        found = fhir_store.current(store, partner, resource_type, resource_id)
         if found is None:
             raise FhirError(404, _finding("FHIR-API-002", "",
                                           what=f"{resource_type}/{_safe(resource_id)}"))
-        resource, submission = found
         store.audit(actor=partner.id, action="read", target=f"{resource_type}/{resource_id}")
-        return fhir_response(resource, 200, fmt_out, resource_headers(
-            submission, f"{resource_type}/{resource_id}"))
+        headers = version_headers(found, public_base(request), referral_submission(
+            store, partner, found, resource_type, resource_id))
+        return fhir_response(found.resource, 200, fmt_out, headers)
+
+    def referral_submission(store, partner, found: Version, resource_type: str,
+                            resource_id: str) -> dict:
+        """The submission whose routing answers for a referral's deadline: the create's (an
+        update of a referral is routed again, but the deadline is the first one's)."""
+        if found.version == 1 or resource_type != "ServiceRequest":
+            return found.submission
+        first = fhir_store.find_resource(store, partner, resource_type, resource_id,
+                                         original=True)
+        return first[1] if first else found.submission
 
     @app.get(PREFIX + "/{resource_type}", tags=["fhir"])
     def search(resource_type: str, request: Request,
-               partner: Partner = Depends(partner_of)) -> Response:
+               client: Client = Depends(client_of)) -> Response:
+        """Search the partner's resources (latest versions); pages of ``_count`` with
+        ``Bundle.link`` next/previous (``_offset``); ``_summary=count``: the total only."""
         fmt_out = answer_format(request)
         _accepted_type(resource_type)
-        params = {k: v for k, v in request.query_params.multi_items() if k != "_format"}
-        unknown = [k for k in params if k not in SEARCH_PARAMS]
-        if unknown:
-            raise FhirError(400, _finding("FHIR-API-004", "", problem="unknown search "
-                                          f"parameter {_safe(unknown[0])}; supported: "
-                                          + ", ".join(SEARCH_PARAMS)))
+        partner = allowed(client, resource_type, "search")
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+        paging = dict(p for p in params if p[0] in ("_count", "_offset", "_summary"))
+        count = _number(paging.get("_count"), "_count", DEFAULT_PAGE)
+        count = min(count, MAX_SEARCH_RESULTS)
+        offset = _number(paging.get("_offset"), "_offset", 0)
+        summary = paging.get("_summary")
+        if summary not in (None, "count", "false"):
+            raise FhirError(400, _finding("FHIR-API-004", "", problem="_summary may be count "
+                                          "or false"))
         store = store_of()
-        matches = search_resources(store, partner, resource_type, params, MAX_SEARCH_RESULTS)
+        matches = fhir_store.search(store, partner, resource_type, params, MAX_SEARCH_RESULTS)
         store.audit(actor=partner.id, action="search", target=resource_type,
                     detail=f"{len(matches)} found")
-        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches),
-                  "entry": [{"fullUrl": f"{PREFIX}/{r['resourceType']}/{r['id']}",
-                             "resource": r, "search": {"mode": "match"}} for r in matches]}
-        if not matches:
-            bundle.pop("entry")
+        bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches)}
+        if summary == "count" or count == 0:
+            return fhir_response(bundle, 200, fmt_out)
+        base = public_base(request)
+        page = matches[offset:offset + count]
+        bundle["link"] = search_links(base, request, resource_type, params, offset, count,
+                                      len(matches))
+        if page:
+            bundle["entry"] = [{"fullUrl": f"{base}{PREFIX}/{v.resource['resourceType']}/"
+                                           f"{v.resource['id']}",
+                                "resource": v.resource, "search": {"mode": "match"}}
+                               for v in page]
         return fhir_response(bundle, 200, fmt_out)
 
     @app.post(PREFIX, tags=["fhir"])
-    async def bundle(request: Request, partner: Partner = Depends(partner_of)) -> Response:
+    async def bundle(request: Request, client: Client = Depends(client_of)) -> Response:
         """A batch or transaction Bundle of creates (POST entries)."""
         fmt_out = answer_format(request)
         payload, fmt = await read_body(request)
-        return await in_fhir_threads(bundle_answer, partner, payload, fmt, fmt_out,
+        return await in_fhir_threads(bundle_answer, client, payload, fmt, fmt_out,
                                        request.headers.get("Idempotency-Key"))
 
-    def bundle_answer(partner: Partner, payload: bytes, fmt: str, fmt_out: str,
+    def bundle_answer(client: Client, payload: bytes, fmt: str, fmt_out: str,
                       idempotency_key: str | None) -> Response:
+        partner = client.partner
         checked = check_payload(payload, fmt, expected="Bundle")
         data = checked.data
         if data is None or _fatal(checked.findings) or data.get("resourceType") != "Bundle":
@@ -476,6 +698,10 @@ def install_fhir(app: FastAPI, partner_of: Callable) -> None:
                 problems += _finding("FHIR-API-008", f"Bundle.entry[{i}].request", entry=i,
                                      problem="only POST (create) of " + ", ".join(ACCEPTED)
                                      + " with request.url = the resource type")
+            elif not client.allows(rtype, "create"):
+                problems += _finding("FHIR-API-012", f"Bundle.entry[{i}]",
+                                     interaction="create", resource_type=rtype,
+                                     needed=needed(rtype, "create"))
             if problems:
                 entry_problems[i] = problems
         if kind == "transaction":

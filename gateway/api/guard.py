@@ -17,6 +17,7 @@ status, duration, body size and the partner id (never its token).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -52,10 +53,13 @@ class BodyGuard:
     counts)."""
 
     def __init__(self, app, partners: Callable[[], Partners],
-                 limits: tuple[tuple[str, int], ...]) -> None:
+                 limits: tuple[tuple[str, int], ...],
+                 access_token: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.partners = partners
         self.limits = limits
+        # under /fhir a SMART access token opens too (gateway/api/smart.py): a store look-up
+        self.access_token = access_token
 
     def limit_of(self, path: str) -> int:
         for prefix, limit in self.limits:
@@ -71,7 +75,7 @@ class BodyGuard:
         limit = self.limit_of(path)
         headers = {k.lower(): v for k, v in scope.get("headers") or ()}
         if any(_under(path, p) for p in GUARDED) and \
-                self._partner(headers.get(b"authorization", b"")) is None:
+                not await self._authorised(headers.get(b"authorization", b""), path):
             await self._refuse(scope, send, 401)
             return
         declared = headers.get(b"content-length")
@@ -95,6 +99,16 @@ class BodyGuard:
             return message
 
         await self.app(scope, counted, send)
+
+    async def _authorised(self, header: bytes, path: str) -> bool:
+        if self._partner(header) is not None:
+            return True
+        if self.access_token is None or not _under(path, "/fhir"):
+            return False
+        scheme, _, token = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        return await asyncio.to_thread(self.access_token, token.strip())
 
     def _partner(self, header: bytes):
         scheme, _, token = header.decode("latin-1").partition(" ")

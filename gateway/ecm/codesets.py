@@ -42,6 +42,43 @@ class ServiceCode:
 
 
 @dataclass(frozen=True)
+class ProgramRule:
+    """How ECM meets another program on the days of ``effective``: excluded, either_or, wrap
+    or eligible; ``exceptions``: programs whose enrolment lifts an exclusion (the HHP/WPC
+    dual-eligible exception, 002:1159-1160); ``county``: a county-level override."""
+
+    code: str
+    approach: str
+    exceptions: frozenset[str]
+    effective: Effective
+    county: str = ""
+
+
+@dataclass(frozen=True)
+class PofAges:
+    """The ages a Population of Focus is for: ``age_from <= age < age_below``."""
+
+    code: str
+    age_from: int | None
+    age_below: int | None
+
+    def fits(self, age: int) -> bool:
+        return (self.age_from is None or age >= self.age_from) and (
+            self.age_below is None or age < self.age_below)
+
+    def shown(self) -> str:
+        if self.age_from is not None and self.age_below is not None:
+            return f"ages {self.age_from} to {self.age_below - 1}"
+        if self.age_from is not None:
+            return f"age {self.age_from} and over"
+        return f"under age {self.age_below}"
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+@dataclass(frozen=True)
 class Modifier:
     modifier: str
     role: str  # program, outreach, delivery, fee_for_service_telehealth
@@ -70,20 +107,58 @@ class CodeSets:
         self.places = {row["code"]: Effective(_day(row["effective_from"]),
                                               _day(row["effective_to"]))
                        for row in _rows(folder / "places-of-service.csv")}
-        self.programs = self._programs(folder / "programs.csv")
+        self.program_rules = self._programs(folder / "programs.csv")
+        self.county_rules = self._county_overrides(folder / "program-county-overrides.csv")
+        self.county_go_live: dict[tuple[str, str], date] = {}
+        if (folder / "ecm-go-live-by-county.csv").is_file():
+            for row in _rows(folder / "ecm-go-live-by-county.csv"):
+                for pof in (row.get("pof_codes") or "").split(";"):
+                    if pof:
+                        self.county_go_live[(row["county"].strip().upper(), pof)] = \
+                            date.fromisoformat(row["go_live"])
+        self.pof_ages = {row["code"]: PofAges(
+            row["code"], int(row["age_from"]) if row.get("age_from") else None,
+            int(row["age_below"]) if row.get("age_below") else None)
+            for row in _rows(folder / "pof.csv")}
         self.utilization = yaml.safe_load((folder / "utilization.yaml").read_text("utf-8"))
         self.event_by_place, self.event_by_code = event_index(self.utilization)
 
     @staticmethod
-    def _programs(path: Path) -> dict[str, str]:
-        """Program code → overlap approach (excluded, either_or, wrap)."""
+    def _programs(path: Path) -> dict[str, list[ProgramRule]]:
+        """Program code → its effective-dated overlap rows."""
+        found: dict[str, list[ProgramRule]] = defaultdict(list)
         if not path.is_file():
-            return {}
-        found = {}
+            return found
         for row in _rows(path):
-            approach = row.get("approach") or row.get("overlap") or row.get("overlap_approach")
-            found[row["code"]] = (approach or "").strip()
+            found[row["code"]].append(ProgramRule(
+                row["code"], (row.get("approach") or "").strip(),
+                frozenset(p for p in (row.get("exception_programs") or "").split(";") if p),
+                Effective(_day(row.get("effective_from")), _day(row.get("effective_to")))))
         return found
+
+    @staticmethod
+    def _county_overrides(path: Path) -> dict[tuple[str, str], list[ProgramRule]]:
+        """(program, county) → effective-dated approach in that county (e.g. a comprehensive
+        county TCM is either/or there: 002:1014-1016)."""
+        found: dict[tuple[str, str], list[ProgramRule]] = defaultdict(list)
+        if not path.is_file():
+            return found
+        for row in _rows(path):
+            county = (row.get("county") or "").strip().upper()
+            found[(row["program"], county)].append(ProgramRule(
+                row["program"], row["approach"].strip(), frozenset(),
+                Effective(_day(row.get("effective_from")), _day(row.get("effective_to"))),
+                county))
+        return found
+
+    def program_rule(self, program: str, day: date, county: str = "") -> ProgramRule | None:
+        """The overlap rule of ``program`` on ``day`` (a county override first)."""
+        if county:
+            for rule in self.county_rules.get((program, county.strip().upper()), ()):
+                if rule.effective.covers(day):
+                    return rule
+        return next((r for r in self.program_rules.get(program, ())
+                     if r.effective.covers(day)), None)
 
     def services_for(self, code: str, modifiers: list[str], day: date) -> list[ServiceCode]:
         """The code-set rows this line matches on ``day`` (program modifier in any position)."""

@@ -1,19 +1,45 @@
-"""Population-of-Focus evidence from encounter history: the high-utilizer and SMI/SUD
-utilization criteria of the ECM Policy Guide, with the event code lists and thresholds kept in
-``profiles/codesets/utilization.yaml``. History is often incomplete, so a shortfall is a
-warning, never a rejection."""
+"""Population-of-Focus evidence from encounter history: the utilization alternatives of the
+high-utilizer and SMI/SUD criteria of the ECM Policy Guide (002:411-443, 002:474-482), with
+event code lists, diagnosis sets, thresholds and the lookback anchor kept in
+``profiles/codesets/utilization.yaml``.
+
+* A stay is an admission: stay lines of one member and kind on contiguous days (or of one
+  claim) are one stay, not one per day; an ED visit that leads to an inpatient stay counts once,
+  as the stay (002:443).
+* Alternatives are never summed across event kinds unless the data says ``sum_kinds: true``.
+* An alternative with ``diagnoses`` counts only events carrying such a diagnosis (SMI/SUD).
+* History is often incomplete and a POF has criteria claims cannot show, so a shortfall is a
+  warning naming each alternative, never a rejection.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import EVENT_PRIORITY, event_index
 from gateway.registry.store import Assignment, HistoryLine
 
+STAY_KINDS = ("inpatient_stay", "snf_stay")
 
-def _months_before(day: date, months: int) -> date:
+
+@dataclass
+class Event:
+    kind: str
+    start: date
+    end: date
+    claims: set[str] = field(default_factory=set)
+    diagnoses: set[str] = field(default_factory=set)
+
+
+def months_back(day: date, months: int) -> date:
     year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
     return date(year, month + 1, min(day.day, 28))
+
+
+def month_start(day: date, months_before: int = 0) -> date:
+    year, month = divmod(day.year * 12 + day.month - 1 - months_before, 12)
+    return date(year, month + 1, 1)
 
 
 def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
@@ -27,55 +53,114 @@ def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
 
 
 def events(history: list[HistoryLine], spec: dict,
-           index: tuple[dict, dict] | None = None) -> list[tuple[date, str]]:
-    """One event per member-day and kind; an ED visit that leads to an admission counts once,
-    as the stay."""
+           index: tuple[dict, dict] | None = None) -> list[Event]:
+    """The member's utilization events: stays as admissions, ED visits once a day, an ED
+    visit leading to an inpatient stay folded into the stay."""
     index = index or event_index(spec)
-    found = sorted({(line.service_date, kind) for line in history
-                    if (kind := classify(line, index)) is not None})
+    gap = timedelta(days=int(spec.get("stay_gap_days", 1)))
+    by_kind: dict[str, list[HistoryLine]] = {}
+    for line in history:
+        kind = classify(line, index)
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(line)
+    found: list[Event] = []
+    for kind in STAY_KINDS:
+        current: Event | None = None
+        for line in sorted(by_kind.get(kind, ()), key=lambda x: x.service_date):
+            day = line.service_date
+            if current is not None and (day <= current.end + gap or line.claim_id
+                                        and line.claim_id in current.claims):
+                current.end = max(current.end, day)
+            else:
+                current = Event(kind, day, day)
+                found.append(current)
+            if line.claim_id:
+                current.claims.add(line.claim_id)
+            current.diagnoses.update(line.diagnoses)
     window = timedelta(days=int(spec.get("ed_admission_window_days", 1)))
-    admissions = [day for day, kind in found if kind == "inpatient_stay"]
-    kept = []
-    for day, kind in found:
-        if kind == "ed_visit" and any(day <= a <= day + window for a in admissions):
+    admissions = [e for e in found if e.kind == "inpatient_stay"]
+    visits: dict[date, Event] = {}
+    for line in by_kind.get("ed_visit", ()):
+        day = line.service_date
+        stay = next((a for a in admissions if a.start - window <= day <= a.end), None)
+        if stay is not None:  # the ED visit that led to the admission is the stay
+            stay.diagnoses.update(line.diagnoses)
             continue
-        kept.append((day, kind))
-    return kept
+        visit = visits.setdefault(day, Event("ed_visit", day, day))
+        visit.diagnoses.update(line.diagnoses)
+    found.extend(visits.values())
+    return sorted(found, key=lambda e: (e.start, e.kind))
+
+
+def diagnosis_matcher(spec: dict, name: str):
+    """A predicate on a set of diagnosis codes: any code inside one of the set's ranges."""
+    ranges = [(str(low).upper(), str(high).upper())
+              for low, high in (spec.get("diagnosis_sets", {}).get(name, {}).get("ranges") or ())]
+
+    def matches(codes) -> bool:
+        return any(low <= code[:len(low)] and code[:len(high)] <= high
+                   for code in codes for low, high in ranges)
+    return matches
+
+
+def window(spec: dict, criterion: dict, assignment: Assignment,
+           latest: date | None) -> tuple[date, date] | None:
+    """The lookback window of a criterion for an assignment (see ``lookback_anchor``)."""
+    auth = assignment.authorization_date or assignment.benefit_start
+    if auth is None:
+        return None
+    months = int(criterion["window_months"])
+    if spec.get("lookback_anchor", "latest_claims_month") == "authorization_date":
+        return months_back(auth, months), auth
+    end = min(auth, latest) if latest else auth
+    return month_start(end, months - 1), end
 
 
 def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
-                   spec: dict, index: tuple[dict, dict] | None = None) -> list[dict]:
-    """For each utilization POF a member is assigned under without enough history before the
-    authorization: the values of the ECM-POF-001 message."""
+                   spec: dict, index: tuple[dict, dict] | None = None,
+                   latest: date | None = None) -> list[dict]:
+    """For each utilization POF a member is assigned under whose tested alternatives all lack
+    evidence in the lookback: the values of the ECM-POF-001 message."""
     gaps = []
     seen: set[str] = set()
     evts = None
     for assignment in assignments:
-        anchor = assignment.authorization_date or assignment.benefit_start
-        if anchor is None:
-            continue
         for criterion in spec.get("criteria", []):
             codes = criterion["pof"] if isinstance(criterion["pof"], list) else [criterion["pof"]]
             pof = next((c for c in assignment.pof_codes if c in codes), None)
             if pof is None or pof in seen:
                 continue
+            tested = [o for o in criterion["any_of"] if o.get("at_least") is not None]
+            span = window(spec, criterion, assignment, latest)
+            if not tested or span is None:
+                continue
             seen.add(pof)
             if evts is None:
                 evts = events(history, spec, index)
-            start = _months_before(anchor, int(criterion["window_months"]))
-            best = 0
-            needed = 0
-            for option in criterion["any_of"]:
-                count = sum(1 for day, kind in evts
-                            if kind in option["events"] and start <= day <= anchor)
-                if count >= option["at_least"]:
-                    best = None
+            start, end = span
+            lacking = []
+            for option in tested:
+                count = _count(option, [e for e in evts if start <= e.start <= end], spec)
+                if count >= int(option["at_least"]):
+                    lacking = None
                     break
-                best = max(best, count)
-                needed = needed or option["at_least"]
-            if best is not None:
-                gaps.append({"pof": pof, "found": best, "months": criterion["window_months"],
-                             "needed": " or ".join(
-                                 f"{o['at_least']} {'/'.join(o['events'])}"
-                                 for o in criterion["any_of"])})
+                lacking.append(f"{option['name']} ({count} found)")
+            if lacking:
+                other = criterion.get("other_criteria")
+                gaps.append({"pof": pof, "criterion": criterion.get("name", pof),
+                             "start": start.isoformat(), "end": end.isoformat(),
+                             "lacking": "; ".join(lacking),
+                             "other": f"; other criteria may qualify the member: {other}"
+                             if other else ""})
     return gaps
+
+
+def _count(option: dict, evts: list[Event], spec: dict) -> int:
+    kinds = option["events"]
+    wanted = [e for e in evts if e.kind in kinds]
+    if option.get("diagnoses"):
+        matches = diagnosis_matcher(spec, option["diagnoses"])
+        wanted = [e for e in wanted if matches(e.diagnoses)]
+    if option.get("sum_kinds"):
+        return len(wanted)
+    return max((sum(1 for e in wanted if e.kind == k) for k in kinds), default=0)

@@ -11,9 +11,9 @@ messages and 277CA codes are in ``profiles/rules/ecm.yaml``; code sets in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
-from gateway.ecm.codesets import CodeSets, ServiceCode, load_codesets
+from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
 from gateway.ecm.pof import pof_shortfalls
 from gateway.findings import Finding
 from gateway.model.encounter import Encounter, ServiceLine
@@ -45,30 +45,71 @@ class _Seen:
     label: str
 
 
+@dataclass(frozen=True)
+class Presumptive:
+    """A plan's presumptive-authorization arrangement (ECM Policy Guide 002:1536-1542; 003:117):
+    the trusted providers (NPIs) whose ECM lines for a member not yet in a MIF are accepted with
+    a warning for ``days`` days from the member's first such line."""
+
+    providers: frozenset[str]
+    days: int
+
+    @classmethod
+    def from_setting(cls, setting: dict | None) -> Presumptive | None:
+        if not setting or not setting.get("providers"):
+            return None
+        return cls(frozenset(str(n) for n in setting["providers"]), int(setting.get("days", 0)))
+
+
+@dataclass
+class _ClaimState:
+    ecm_days: list[date] = field(default_factory=list)
+    unassigned: tuple[str, dict] | None = None
+
+
+def covering_assignment(assignments, day: date):
+    """The ONE assignment covering ``day``: a member has one assigned ECM provider at a time
+    (ECM Policy Guide 002:1544-1545, 002:1602-1604), so when periods overlap the newest
+    (latest benefit start, then authorization) wins."""
+    covering = [a for a in assignments if a.covers(day)]
+    if not covering:
+        return None
+    return max(covering, key=lambda a: (a.benefit_start or date.min,
+                                        a.authorization_date or date.min))
+
+
 class EncounterRules:
     """Apply the ECM rules; keeps within-file duplicate state across batches."""
 
     def __init__(self, registry: Registry | None = None,
                  catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
                  audience: str = "plan",
-                 submitter: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> None:
+                 submitter: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+                 presumptive: Presumptive | dict | None = None) -> None:
         """``audience="submitter"``: the findings go back to the submitter (the server's
         acknowledgments, status and row reports), so a finding about a member who is not
         assigned to the claim's provider on the date is told in the rule's ``to_submitter``
         form (minimum necessary); ``"plan"`` (the operator's command line): full reasons.
         ``submitter``: the submitting partner's ``(NPIs, TINs)``; a member is the submitter's
         when assigned to one of them (not merely to the provider a claim names); None: the
-        claim's billing or rendering provider stands for the submitter."""
+        claim's billing or rendering provider stands for the submitter. ``presumptive``: the
+        plan's arrangement, or payer id → arrangement (a server serving several plans)."""
         self.audience = audience
         self.submitter = submitter
         self.registry = registry
         self.catalogue = catalogue or default_catalogue()
         self.codes = codesets or load_codesets()
-        self.loaded = registry.loaded() if registry else {"members": False,
-                                                          "providers": False, "history": False}
+        self.presumptive = presumptive
+        self.loaded = registry.loaded() if registry else {
+            "members": False, "providers": False, "history": False, "cs_authorizations": False}
+        self.latest_history = registry.latest_history_day() \
+            if registry is not None and self.loaded["history"] else None
+        self._ecm_codes = frozenset(c for c, rows in self.codes.services.items()
+                                    if any(r.program == "ECM" for r in rows))
         self._seen_lines = {}  # line key -> label; any mapping with get / item assignment
         self._units_per_day: dict[tuple, float] = {}
         self._pof_checked: set[str] = set()
+        self._first_presumptive: dict[tuple[str, str], date] = {}
 
     def use_seen_index(self, index) -> None:
         """Keep the file-wide duplicate index elsewhere (e.g. on disk for a huge invoice):
@@ -79,10 +120,12 @@ class EncounterRules:
         """Info findings naming the rule groups that could not run."""
         missing = [("member rules (assignment, programs, POF)", "member information file",
                     "members"), ("provider rules", "provider roster", "providers"),
-                   ("duplicate check against history", "encounter history", "history")]
+                   ("duplicate check against history", "encounter history", "history"),
+                   ("Community Supports authorization rules", "CS authorization file or MIF CS "
+                    "columns", "cs_authorizations")]
         found = []
         for rules, registry, key in missing:
-            if not self.loaded[key]:
+            if not self.loaded.get(key):
                 finding = self.catalogue.finding("ECM-REG-001", "file", None, rules=rules,
                                                  registry=registry)
                 if finding:
@@ -99,7 +142,8 @@ class EncounterRules:
             days = [line.service_date for e, _ in batch for line in e.claim.lines]
             snapshot = self.registry.snapshot(
                 cins, npis, days=(min(days), max(days)),
-                events=(frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code)))
+                events=(frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code)),
+                ecm_codes=self._ecm_codes if self.presumptive else frozenset())
         return [self._check_one(e, place, snapshot) for e, place in batch]
 
     # -- one encounter --------------------------------------------------------------------------
@@ -125,16 +169,16 @@ class EncounterRules:
     def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
         """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
         claim's billing or rendering provider)?"""
+        a = covering_assignment(snap.assignments.get(e.member.cin, ()), day)
+        if a is None:
+            return False
         if self.submitter is not None:
             npis, tins = self.submitter
-            return any(a.covers(day) and (a.provider_npi in npis or (
-                a.provider_tin and a.provider_tin in tins))
-                for a in snap.assignments.get(e.member.cin, ()))
+            return a.provider_npi in npis or bool(a.provider_tin and a.provider_tin in tins)
         billing = e.billing_provider
         rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
-        return any(a.covers(day) and (a.provider_npi in rendering | {billing.npi} or (
-            a.provider_tin and a.provider_tin == billing.tin))
-            for a in snap.assignments.get(e.member.cin, ()))
+        return a.provider_npi in rendering | {billing.npi} or bool(
+            a.provider_tin and a.provider_tin == billing.tin)
 
     def _check_one(self, e: Encounter, place: ClaimPlace, snap: Snapshot) -> list[Finding]:
         out: list[Finding] = []
@@ -148,26 +192,53 @@ class EncounterRules:
                            for line in e.claim.lines)
         first_day = min((line.service_date for line in e.claim.lines), default=None)
         shown_first = first_day.isoformat() if first_day else ""
-        if self.loaded["members"] and cin_is_valid(cin) and not member_known:
-            self._add(out, "ECM-MEM-002", place.member, place.ordinal, stranger,
-                      day=shown_first)
+        claim = _ClaimState()
         for index, line in enumerate(e.claim.lines):
             where = place.lines[index] if index < len(place.lines) else place.claim
             ordinal = place.line_ordinals[index] if index < len(place.line_ordinals) \
                 else place.ordinal
-            self._check_line(out, e, line, where, ordinal, place, snap, member_known)
-        if self.loaded["history"] and member_known and cin not in self._pof_checked:
+            self._check_line(out, e, line, where, ordinal, place, snap, member_known, claim)
+        if claim.unassigned is not None:  # ECM lines for a member with no ECM assignment
+            rule, values = claim.unassigned
+            # ECM-MEM-004/005 go to the trusted provider itself: told as they are
+            self._add(out, rule, place.member, place.ordinal, stranger,
+                      **{"day": shown_first, **values})
+        if claim.ecm_days and member_known:
+            self._check_ages(out, cin, claim.ecm_days, place, snap, stranger)
+        if claim.ecm_days and self.loaded["history"] and member_known \
+                and cin not in self._pof_checked:
             self._pof_checked.add(cin)
             for gap in pof_shortfalls(snap.assignments[cin], snap.history.get(cin, []),
                                       self.codes.utilization,
-                                      (self.codes.event_by_place, self.codes.event_by_code)):
+                                      (self.codes.event_by_place, self.codes.event_by_code),
+                                      latest=self.latest_history):
                 self._add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
                           anywhere=True, **{"day": shown_first, **gap})
         return out
 
+    def _check_ages(self, out, cin: str, days: list[date], place: ClaimPlace,
+                    snap: Snapshot, stranger: bool) -> None:
+        """The member's age on each ECM date fits every POF of the assignment covering it
+        (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
+        reported = set()
+        for day in days:
+            assignment = covering_assignment(snap.assignments[cin], day)
+            if assignment is None or assignment.birth_date is None:
+                continue
+            age = age_on(assignment.birth_date, day)
+            for pof in assignment.pof_codes:
+                ages = self.codes.pof_ages.get(pof)
+                if ages is None or ages.fits(age) or pof in reported:
+                    continue
+                reported.add(pof)
+                self._add(out, "ECM-AGE-001", place.member, place.ordinal, stranger,
+                          anywhere=True, age=age, day=day.isoformat(), pof=pof,
+                          ages=ages.shown())
+
     def _check_line(self, out, e: Encounter, line: ServiceLine, where: str,
                     ordinal: int | None, place: ClaimPlace, snap: Snapshot,
-                    member_known: bool) -> None:
+                    member_known: bool, claim: _ClaimState | None = None) -> None:
+        claim = claim if claim is not None else _ClaimState()
         day = line.service_date
         shown_day = day.isoformat()
         if line.service_date_end is not None and line.service_date_end < day:
@@ -183,13 +254,18 @@ class EncounterRules:
         self._check_duplicates(out, e, line, where, ordinal, place, snap)
         if service is None:
             return
+        stranger = not self._assigned_here(e, line, snap, day)
         if service.program == "ECM":
+            claim.ecm_days.append(day)
             if member_known:
-                stranger = not self._assigned_here(e, line, snap, day)
                 self._check_assignment(out, e, line, where, ordinal, snap, day, stranger)
                 self._check_programs(out, e.member.cin, where, ordinal, snap, day, stranger)
+            elif self.loaded["members"] and cin_is_valid(e.member.cin) \
+                    and claim.unassigned is None:
+                claim.unassigned = self._unassigned(e, line, snap)
             self._check_provider(out, e, "ECM", None, where, ordinal, snap, day)
-        else:
+        else:  # Community Supports: its own benefit, never checked against ECM assignment
+            self._check_cs_authorization(out, e, service, where, ordinal, snap, day, stranger)
             self._check_provider(out, e, "CS", service.service, where, ordinal, snap, day)
 
     def _check_codes(self, out, line: ServiceLine, matches: list[ServiceCode], where: str,
@@ -249,27 +325,69 @@ class EncounterRules:
     def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
                           ordinal: int | None, snap: Snapshot, day: date,
                           stranger: bool = False) -> None:
-        covering = [a for a in snap.assignments[e.member.cin] if a.covers(day)]
-        if not covering:
+        assignment = covering_assignment(snap.assignments[e.member.cin], day)
+        if assignment is None:
             self._add(out, "ECM-MEM-003", where, ordinal, stranger, day=day.isoformat())
             return
         billing = e.billing_provider
         rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
-        for assignment in covering:
-            if assignment.provider_npi in rendering | {billing.npi} or (
-                    assignment.provider_tin and assignment.provider_tin == billing.tin):
-                return
+        # one assigned ECM provider at a time (002:1545, 002:1602-1604): only the assignment
+        # covering the date counts, never an older overlapping one
+        if assignment.provider_npi in rendering | {billing.npi} or (
+                assignment.provider_tin and assignment.provider_tin == billing.tin):
+            return
         self._add(out, "ECM-PRV-001", where, ordinal, stranger, day=day.isoformat(),
-                  assigned=covering[0].provider_npi or "unknown")
+                  assigned=assignment.provider_npi or "unknown")
+
+    def _unassigned(self, e: Encounter, line: ServiceLine, snap: Snapshot
+                    ) -> tuple[str, dict]:
+        """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
+        ECM-MEM-005 after it) when the plan's setting names the billing provider."""
+        npi = e.billing_provider.npi
+        arrangement = self.presumptive.get(e.payer.id) if isinstance(self.presumptive, dict) \
+            else self.presumptive
+        if arrangement is None or npi not in arrangement.providers:
+            return "ECM-MEM-002", {}
+        key = (e.member.cin, npi)
+        firsts = [d for d in (snap.first_ecm_line.get(key), self._first_presumptive.get(key),
+                              line.service_date) if d is not None]
+        first = min(firsts)
+        self._first_presumptive[key] = first
+        last = first + timedelta(days=arrangement.days - 1)
+        values = {"npi": npi, "day": first.isoformat(), "end": last.isoformat()}
+        if line.service_date <= last:
+            return "ECM-MEM-004", values
+        return "ECM-MEM-005", values
+
+    def _check_cs_authorization(self, out, e: Encounter, service: ServiceCode, where: str,
+                                ordinal: int | None, snap: Snapshot, day: date,
+                                stranger: bool) -> None:
+        if not self.loaded.get("cs_authorizations") or not cin_is_valid(e.member.cin):
+            return
+        npi = e.billing_provider.npi
+        for auth in snap.cs_authorizations.get(e.member.cin, ()):
+            if auth.service == service.service and auth.covers(day) and \
+                    auth.provider_npi in ("", npi):
+                return
+        # told to the submitter as "not eligible": other providers' authorizations are the
+        # plan's to know
+        self._add(out, "ECM-CS-002", where, ordinal, stranger, service=service.service,
+                  day=day.isoformat(), npi=npi)
 
     def _check_programs(self, out, cin: str, where: str, ordinal: int | None,
                         snap: Snapshot, day: date, stranger: bool = False) -> None:
-        for enrolment in snap.enrolments.get(cin, ()):
+        enrolments = snap.enrolments.get(cin, ())
+        programs_on_record = {e.program for e in enrolments}
+        for enrolment in enrolments:
             if not enrolment.covers(day):
                 continue
-            approach = self.codes.programs.get(enrolment.program, "")
+            rule_row = self.codes.program_rule(enrolment.program, day, enrolment.county)
+            if rule_row is None:
+                continue
+            if rule_row.approach == "excluded" and rule_row.exceptions & programs_on_record:
+                continue  # dual-eligible HHP/WPC members transition to ECM (002:1159-1160)
             rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
-                    "wrap": "ECM-PGM-003"}.get(approach)
+                    "wrap": "ECM-PGM-003"}.get(rule_row.approach)
             if rule:
                 self._add(out, rule, where, ordinal, stranger, day=day.isoformat(),
                           program=enrolment.program)

@@ -12,7 +12,7 @@ from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 
 # the resource types the gateway accepts (POST /fhir/{type}); others are structure-checked only
-ACCEPTED = ("ServiceRequest", "CarePlan", "Task", "Patient", "Coverage")
+ACCEPTED = ("ServiceRequest", "CarePlan", "Task", "Patient", "Coverage", "Consent")
 
 
 @dataclass

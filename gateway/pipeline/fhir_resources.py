@@ -19,10 +19,7 @@ from gateway.fhir.intake import (
     ROLE,
     _expected_and_format,
     accepted_resources,
-    member_identifiers,
-    own_identifiers,
     submission_of,
-    token_matches,
 )
 from gateway.fhir.validate import Checked, check_payload
 from gateway.pipeline.partners import Partner
@@ -76,8 +73,9 @@ def pending_resources(store: Store, partner: Partner, resource_type: str,
     first), so a search right after a create finds what was created."""
     found = []
     for submission in store.submissions_for(partner.id, limit=latest):
-        if submission["kind"] != "fhir" or submission["run_state"] == "done":
-            continue
+        if submission["kind"] != "fhir" or submission["run_state"] == "done" \
+                or store.version_of_submission(submission["id"]) is not None:
+            continue  # stored by its run, or an update (a version of another resource)
         checked = check_stored_payload(store, submission["id"], submission)
         if checked.valid:
             found.extend(r for r in accepted_resources(checked, submission["id"])[0]
@@ -92,15 +90,25 @@ def read_resource(store: Store, partner: Partner, resource_type: str, resource_i
     return found[0] if found is not None else None
 
 
-def find_resource(store: Store, partner: Partner, resource_type: str, resource_id: str
-                  ) -> tuple[dict, dict] | None:
-    """One of the partner's resources and its submission, or None (also for another
-    partner's). A resource accepted by the API whose submission's run has not stored it yet
-    (queued, running, or dead-lettered) is read from the submission's raw payload, so a read
-    right after a create finds it."""
+def find_resource(store: Store, partner: Partner, resource_type: str, resource_id: str,
+                  original: bool = False) -> tuple[dict, dict] | None:
+    """One of the partner's resources (its latest version: an update's, see
+    :mod:`gateway.pipeline.fhir_store`; ``original``: its create) and the submission that made
+    it, or None (also for another partner's). A resource accepted by the API whose submission's
+    run has not stored it yet (queued, running, or dead-lettered) is read from the submission's
+    raw payload, so a read right after a create finds it."""
     name = f"{resource_type}/{resource_id}"
+    if not original:
+        versions = store.resource_versions(resource_type, resource_id)
+        if versions:
+            if versions[0]["partner"] != partner.id:
+                return None
+            return (json.loads(versions[0]["content"]),
+                    store.submission(versions[0]["submission_id"]))
     sid = submission_of(resource_id)
     submission = store.submission(sid) if sid else None
+    if submission is not None and store.version_of_submission(sid) is not None:
+        return None  # an update's submission names no resource of its own
     if submission is None:  # an id from before ids named their submission: look them up
         for doc in stored_resources(store, partner, resource_type):
             if doc["name"] == name:
@@ -129,31 +137,3 @@ def find_resource(store: Store, partner: Partner, resource_type: str, resource_i
 def submission_resources(store: Store, submission_id: str) -> list[dict]:
     return [json.loads(store.document(d["id"])["content"])
             for d in store.documents(submission_id) if d["role"] == ROLE]
-
-
-def search_resources(store: Store, partner: Partner, resource_type: str, params: dict[str, str],
-                     limit: int) -> list[dict]:
-    """The partner's resources of ``resource_type`` whose identifiers match every search
-    parameter (``identifier``: the resource's own; the others: its member's), at most
-    ``limit``. Resources not yet stored by their runs are read from the kept payload first: one
-    whose run finishes meanwhile is then among the stored ones (and skipped), never in neither."""
-
-    def candidates():
-        yield from pending_resources(store, partner, resource_type)
-        for doc in stored_resources(store, partner, resource_type):
-            found = store.document(doc["id"])
-            if found is not None:
-                yield json.loads(found["content"])
-
-    matches, seen = [], set()
-    for resource in candidates():
-        if resource["id"] in seen:
-            continue
-        seen.add(resource["id"])
-        if all(token_matches(token, own_identifiers(resource) if key == "identifier"
-                             else member_identifiers(resource))
-               for key, token in params.items()):
-            matches.append(resource)
-            if len(matches) >= limit:
-                break
-    return matches

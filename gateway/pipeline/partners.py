@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,11 @@ class Partner:
     # how the state's responses link to this plan's encounters: strict (ISA13 + GS06 + ST02 +
     # claim id) or claim-id (a claim id alone, when the rest does not match; each link warned)
     state_link: str = "strict"
+    # SMART Backend Services (gateway/api/smart.py): the client id the EHR signs its
+    # assertions with, its public keys (a JWKS, as JSON text) and the scopes it may be granted
+    client_id: str = ""
+    jwks: str = ""
+    smart_scopes: tuple[str, ...] = ()
     disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
     # a provider's billing address (line1, city, state, ZIP): the gateway fills it into the 837P
     # of a FHIR CarePlan that names its billing provider by identifier only
@@ -112,7 +118,8 @@ class Partners:
                 duplicate_control_numbers=str(raw.get("duplicate_control_numbers", "reject")),
                 state_link=str(raw.get("state_link", "strict")),
                 disabled=bool(raw.get("disabled", False)),
-                address=_address(ids.get("address"), path, raw.get("id")))
+                address=_address(ids.get("address"), path, raw.get("id")),
+                **_smart(path, raw))
             if partner.duplicate_control_numbers not in DUPLICATE_POLICIES:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r}: "
                                          f"duplicate_control_numbers must be one of "
@@ -152,6 +159,12 @@ class Partners:
         return cls(partners=partners, routes=routes,
                    schedules={str(k): str(v) for k, v in schedules.items()},
                    retention=dict(retention))
+
+    def smart_client(self, client_id: str) -> Partner | None:
+        """The partner registered for SMART Backend Services under ``client_id``."""
+        return next((p for p in self.partners.values()
+                     if p.client_id and p.jwks and p.client_id == client_id
+                     and not p.disabled), None)
 
     def authenticate(self, token: str) -> Partner | None:
         """The partner whose token this is (constant-time comparison of the hashes)."""
@@ -223,6 +236,37 @@ class Partners:
             if tin and tin in partner.tins:
                 return partner
         return None
+
+
+def _smart(path: Path, raw: dict) -> dict:
+    """A partner entry's ``smart`` block: ``client_id`` (default: the partner id), ``jwks``
+    (``{"keys": [...]}``, public keys only, each with a ``kid``) and ``scopes``."""
+    smart = raw.get("smart")
+    if not smart:
+        return {}
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    where = f"{path}: partner {raw.get('id')!r}: smart"
+    jwks = smart.get("jwks") if isinstance(smart, dict) else None
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise PartnerConfigError(f"{where}: jwks must be a JWK Set with keys")
+    for key in jwks["keys"]:
+        if not isinstance(key, dict) or not key.get("kid"):
+            raise PartnerConfigError(f"{where}: every key of jwks needs a kid")
+        if any(part in key for part in ("d", "p", "q", "dp", "dq", "qi")):
+            raise PartnerConfigError(f"{where}: jwks holds a private key; register the "
+                                     "public key only")
+    try:
+        KeySet.import_key_set(jwks)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise PartnerConfigError(f"{where}: jwks cannot be read ({exc.__class__.__name__})"
+                                 ) from None
+    scopes = smart.get("scopes") or []
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise PartnerConfigError(f"{where}: scopes must be a list of system/ scopes")
+    return {"client_id": str(smart.get("client_id") or raw["id"]),
+            "jwks": json.dumps(jwks, sort_keys=True), "smart_scopes": tuple(scopes)}
 
 
 def issue_demo_tokens(template: Path, target: Path) -> dict[str, str]:

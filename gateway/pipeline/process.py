@@ -372,16 +372,17 @@ class Submitted:
 
 def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, kind: str,
            filename: str | None, payload: bytes, idempotency_key: str | None = None,
-           queue=None) -> Submitted:
+           queue=None, version: dict | None = None) -> Submitted:
     """The one way in, for every channel: store the raw payload (before any answer), detect a
     resubmission, audit, then hand the submission to ``queue`` (:mod:`gateway.pipeline.queue`;
     the answer's status is then ``received``) or, without a queue, process it here. A
-    resubmission is answered with the original."""
+    resubmission is answered with the original. ``version``: the submission is an update of
+    a FHIR resource (see :meth:`Store.receive`; may raise :class:`VersionConflict`)."""
     worker = None if queue is not None else worker_id()  # processed here: born claimed
     kept = store.receive(partner=partner.id, channel=channel, kind=kind, filename=filename,
                          payload=payload, idempotency_key=idempotency_key,
                          x12_key=_x12_key(payload) if kind == "x12" else None,
-                         claimed_by=worker, lease=lease_length(),
+                         claimed_by=worker, lease=lease_length(), version=version,
                          audit={"actor": partner.id, "action": "submit",
                                 "detail": f"{kind} via {channel}"})
     details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,

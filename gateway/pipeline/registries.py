@@ -147,22 +147,27 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def server_rules(registry: Registry, catalogue=None, submitter=None):
+def server_rules(registry: Registry, catalogue=None, submitter=None, partners=None):
     """The ECM rule engine when any registry is loaded (the code-set rules, and the rules of
     each loaded registry; the others are skipped with an ``ECM-REG-001`` note), else None —
     as the command line does with ``--members/--providers/--history``. Its findings go back to
     submitters: for a provider (``submitter``, a Partner; None: anyone), a finding about a
     member not assigned to one of its NPIs/TINs is told in the rule's ``to_submitter`` form
     (minimum necessary; the plan's full reason is kept). A plan or the state gets full
-    reasons."""
+    reasons. ``partners``: the plans' presumptive-authorization settings
+    (``profiles/plans/<plan>.yaml``) apply to the claims whose payer id names that plan."""
+    from gateway.ecm.plans import presumptive_by_payer
     from gateway.ecm.rules import EncounterRules
 
     if not any(registry.loaded().values()):
         return None
+    presumptive = (presumptive_by_payer(partners) if partners is not None else None) or None
     if submitter is not None and submitter.role != "provider":
-        return EncounterRules(registry, catalogue=catalogue, audience="plan")
+        return EncounterRules(registry, catalogue=catalogue, audience="plan",
+                              presumptive=presumptive)
     return EncounterRules(registry, catalogue=catalogue, audience="submitter",
-                          submitter=(submitter.npis, submitter.tins) if submitter else ((), ()))
+                          submitter=(submitter.npis, submitter.tins) if submitter else ((), ()),
+                          presumptive=presumptive)
 
 
 # -- sources -------------------------------------------------------------------------------------

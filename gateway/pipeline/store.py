@@ -211,6 +211,49 @@ audit_table = Table(
     Column("detail", Text, nullable=False, default=""),
 )
 
+# FHIR resource versions made by updates (PUT): version 1 of a resource is its create (the
+# submission its id names); each update is a submission of its own and a row here, written in
+# the same transaction as that submission (see Store.receive ``version``)
+fhir_versions = Table(
+    "fhir_versions", metadata,
+    Column("resource_type", String(40), primary_key=True),
+    Column("resource_id", String(80), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("partner", String(120), nullable=False),
+    Column("submission_id", String(32), ForeignKey("submissions.id"), nullable=False),
+    Column("status", String(40)),
+    Column("last_updated", UTCDateTime, nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Index("ix_fhir_versions_submission", "submission_id"),
+    Index("ix_fhir_versions_partner", "partner", "resource_type"),
+)
+# SMART Backend Services: short-lived access tokens (kept as their SHA-256) and the ``jti`` of
+# every client assertion seen until it expires (replay protection across processes)
+access_tokens = Table(
+    "access_tokens", metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("partner", String(120), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_access_tokens_expires", "expires_at"),
+)
+assertion_ids = Table(
+    "client_assertion_ids", metadata,
+    Column("client_id", String(120), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_client_assertion_ids_expires", "expires_at"),
+)
+
+
+class VersionConflict(Exception):
+    """An update named a version that is no longer the resource's latest."""
+
+    def __init__(self, latest: int) -> None:
+        super().__init__(latest)
+        self.latest = latest
+
+
 _SUBMISSION_FIELDS = ("id", "partner", "channel", "kind", "filename", "status", "error", "sha256",
                       "size", "idempotency_key", "x12_key", "created_at", "updated_at",
                       "parent_id", "attempts", "summary", "run_state", "started_at",
@@ -306,7 +349,8 @@ class Store:
                 parent_id: str | None = None, now: datetime | None = None,
                 window: timedelta = DEFAULT_WINDOW, claimed_by: str | None = None,
                 lease: timedelta = timedelta(minutes=1),
-                audit: dict[str, str] | None = None) -> Received:
+                audit: dict[str, str] | None = None,
+                version: dict | None = None) -> Received:
         """Persist an inbound payload (raw, with its SHA-256) as a new submission in status
         ``received``, unless it duplicates one of the partner's earlier submissions: same
         ``idempotency_key`` (any age), or same payload hash within
@@ -314,12 +358,21 @@ class Store:
         ``claimed_by``: the new submission is born claimed by that worker (under ``lease``),
         for a caller that processes it at once, so no queue worker takes it in between.
         ``audit`` (``actor``, ``action``, optional ``detail``): an audit entry whose target is
-        the answer's submission id, written in the same transaction."""
+        the answer's submission id, written in the same transaction. ``version`` (an update
+        of a FHIR resource: ``resource_type``, ``resource_id``, ``version``, ``status``,
+        ``content``): the new version's row, written in the same transaction, only when
+        ``version - 1`` is still the resource's latest (else :class:`VersionConflict`, and
+        nothing is written); an update is never a duplicate."""
         now = _utc(now)
         payload = bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
         with self._write(f"receive:{partner}") as conn:
-            if parent_id is None:
+            if version is not None:
+                latest = _latest_version(conn, version["resource_type"],
+                                         version["resource_id"])
+                if latest != version["version"] - 1:
+                    raise VersionConflict(latest)
+            elif parent_id is None:
                 original = _find_original(conn, partner, digest, idempotency_key, x12_key,
                                           now - window)
                 if original is not None and idempotency_key is not None:
@@ -346,6 +399,14 @@ class Store:
             conn.execute(insert(payloads), dict(submission_id=submission_id, content=payload))
             conn.execute(insert(status_history), dict(
                 submission_id=submission_id, status=Status.RECEIVED.value, at=now, error=None))
+            if version is not None:
+                content = version["content"]
+                conn.execute(insert(fhir_versions), dict(
+                    resource_type=version["resource_type"],
+                    resource_id=version["resource_id"], version=version["version"],
+                    partner=partner, submission_id=submission_id,
+                    status=version.get("status"), last_updated=now,
+                    content=content(now) if callable(content) else content))
             _audit_entry(conn, audit, submission_id, now)
         return Received(submission_id, None)
 
@@ -672,6 +733,17 @@ class Store:
                                 .order_by(c.created_at.desc(), c.id).limit(limit)).mappings()
             return [_submission_dict(r) for r in rows]
 
+    def routed_fhir_submissions(self, since: datetime) -> list[dict]:
+        """FHIR submissions received since ``since`` whose run routed something (routed or
+        delivered), oldest first, with their summaries (the referrals' deadlines)."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = conn.execute(_select_submissions().where(
+                c.kind == "fhir", c.status.in_((Status.ROUTED.value, Status.DELIVERED.value)),
+                c.run_state == "done", c.created_at >= _utc(since))
+                .order_by(c.created_at, c.id)).mappings()
+            return [_submission_dict(r) for r in rows]
+
     def counts_by_status(self) -> dict[tuple[str, str], int]:
         """``(kind, status) -> number of submissions`` (for the Prometheus gauges)."""
         c = submissions.c
@@ -800,6 +872,68 @@ class Store:
         and GS06 together)."""
         with self._write() as conn:
             return {name: _take_numbers(conn, name, count) for name, count in wanted.items()}
+
+    # -- FHIR versions ---------------------------------------------------------------------------
+    def resource_versions(self, resource_type: str, resource_id: str) -> list[dict]:
+        """The versions an update made of a resource (2, 3, ...), newest first, with content."""
+        c = fhir_versions.c
+        with self._read() as conn:
+            rows = conn.execute(select(fhir_versions).where(
+                c.resource_type == resource_type, c.resource_id == resource_id)
+                .order_by(c.version.desc())).mappings()
+            return [{**r, "content": bytes(r["content"])} for r in rows]
+
+    def latest_versions(self, partner: str, resource_type: str) -> dict[str, dict]:
+        """The latest updated version of each of the partner's resources of a type, by id."""
+        c = fhir_versions.c
+        latest = select(c.resource_id, func.max(c.version).label("v")).where(
+            c.partner == partner, c.resource_type == resource_type).group_by(
+            c.resource_id).subquery()
+        with self._read() as conn:
+            rows = conn.execute(select(fhir_versions).join(latest, (
+                c.resource_id == latest.c.resource_id) & (c.version == latest.c.v)).where(
+                c.resource_type == resource_type)).mappings()
+            return {r["resource_id"]: {**r, "content": bytes(r["content"])} for r in rows}
+
+    def version_of_submission(self, submission_id: str) -> dict | None:
+        """The resource version an update submission made (None: not an update)."""
+        c = fhir_versions.c
+        with self._read() as conn:
+            row = conn.execute(select(fhir_versions).where(
+                c.submission_id == submission_id)).mappings().first()
+        return {**row, "content": bytes(row["content"])} if row else None
+
+    # -- SMART Backend Services --------------------------------------------------------------------
+    def remember_assertion(self, client_id: str, jti: str, expires_at: datetime,
+                           now: datetime | None = None) -> bool:
+        """Record a client assertion's ``jti`` until it expires; False when it was seen
+        before (a replay). Expired ones are forgotten on the way."""
+        now = _utc(now)
+        c = assertion_ids.c
+        with self._write(f"jti:{client_id}") as conn:
+            conn.execute(assertion_ids.delete().where(c.expires_at < now))
+            if conn.execute(select(c.jti).where(c.client_id == client_id, c.jti == jti)
+                            ).first() is not None:
+                return False
+            conn.execute(insert(assertion_ids), dict(client_id=client_id, jti=jti,
+                                                     expires_at=_utc(expires_at)))
+        return True
+
+    def add_access_token(self, token_sha256: str, partner: str, scope: str,
+                         expires_at: datetime, now: datetime | None = None) -> None:
+        c = access_tokens.c
+        with self._write() as conn:
+            conn.execute(access_tokens.delete().where(c.expires_at < _utc(now)))
+            conn.execute(insert(access_tokens), dict(token_sha256=token_sha256, partner=partner,
+                                                     scope=scope, expires_at=_utc(expires_at)))
+
+    def access_token(self, token_sha256: str, now: datetime | None = None) -> dict | None:
+        """An unexpired access token's partner and scope."""
+        c = access_tokens.c
+        with self._read() as conn:
+            row = conn.execute(select(access_tokens).where(
+                c.token_sha256 == token_sha256, c.expires_at > _utc(now))).mappings().first()
+        return dict(row) if row else None
 
     # -- audit (append-only: no update or delete here, by design) --------------------------------
     def audit(self, *, actor: str, action: str, target: str, detail: str = "",
@@ -1121,6 +1255,14 @@ def _add_missing_columns(conn: Connection) -> None:
     if any(col.name == "run_state" for col in missing):
         conn.execute(update(submissions).where(submissions.c.status == Status.RECEIVED.value)
                      .values(run_state="queued"))
+
+
+def _latest_version(conn: Connection, resource_type: str, resource_id: str) -> int:
+    """The latest version of a FHIR resource: 1 (its create) unless updates made more."""
+    c = fhir_versions.c
+    found = conn.execute(select(func.max(c.version)).where(
+        c.resource_type == resource_type, c.resource_id == resource_id)).scalar()
+    return found or 1
 
 
 def _exists(conn: Connection, table: Table, row_id: str) -> bool:

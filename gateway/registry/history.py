@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gateway.conversion import csv_columns
 from gateway.model.encounter import Encounter
-from gateway.registry.store import Registry, modifier_key
+from gateway.registry.store import Registry, diagnosis_key, modifier_key
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.validate import validate_x12
 
@@ -31,6 +31,7 @@ def encounter_history_rows(encounter: Encounter) -> Iterator[dict]:
             "modifiers": modifier_key(line.modifiers), "units": line.units,
             "place_of_service": line.place_of_service or encounter.claim.place_of_service,
             "claim_id": encounter.claim.id, "line_number": line.line_number,
+            "diagnoses": diagnosis_key(encounter.claim.diagnosis_codes),
         }
 
 

@@ -41,6 +41,19 @@ programs = Table(
     Column("cin", String(9), nullable=False, index=True),
     Column("program", String(40), nullable=False),
     Column("start", Date), Column("end", Date),
+    Column("county", String(40)),  # the member's county (county-level overlap overrides)
+    Column("source", String(200)),
+)
+# Community Supports authorizations: a benefit of its own (ECM Policy Guide 002:30-31 "some
+# Medi-Cal Members will qualify for only ECM or only ILOS"), from a MIF's CS columns or a CS
+# authorization file (mappings/layouts/cs-auth/).
+cs_authorizations = Table(
+    "cs_authorizations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("service", String(40), nullable=False),
+    Column("provider_npi", String(10)),
+    Column("start", Date), Column("end", Date),
     Column("source", String(200)),
 )
 providers = Table(
@@ -64,6 +77,7 @@ history = Table(
     Column("units", String(12)),  # normalised text ("1", "2.5"): compared as the line's
     Column("place_of_service", String(2)),
     Column("claim_id", String(38)), Column("line_number", Integer),
+    Column("diagnoses", String(200)),  # ICD-10-CM codes without the dot, ";"-separated
     Column("source", String(200)),
     Index("ix_history_member_day", "cin", "service_date"),
 )
@@ -83,6 +97,7 @@ class Assignment:
     provider_tin: str
     pof_codes: tuple[str, ...]
     authorization_date: date | None
+    birth_date: date | None = None
 
     def covers(self, day: date) -> bool:
         return within(day, self.benefit_start, self.benefit_end)
@@ -91,6 +106,18 @@ class Assignment:
 @dataclass(frozen=True)
 class Enrolment:
     program: str
+    start: date | None
+    end: date | None
+    county: str = ""
+
+    def covers(self, day: date) -> bool:
+        return within(day, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class CsAuthorization:
+    service: str
+    provider_npi: str
     start: date | None
     end: date | None
 
@@ -114,10 +141,10 @@ class ProviderPeriod:
 
 class HistoryLine:
     __slots__ = ("cin", "billing_npi", "service_date", "procedure_code", "modifiers", "units",
-                 "place_of_service", "claim_id", "line_number")
+                 "place_of_service", "claim_id", "line_number", "diagnoses")
 
     def __init__(self, cin, billing_npi, service_date, procedure_code, modifiers, units,
-                 place_of_service, claim_id, line_number) -> None:
+                 place_of_service, claim_id, line_number, diagnoses=None) -> None:
         self.cin = cin
         self.billing_npi = billing_npi or ""
         self.service_date = service_date
@@ -127,6 +154,7 @@ class HistoryLine:
         self.place_of_service = place_of_service or ""
         self.claim_id = claim_id or ""
         self.line_number = line_number or 0
+        self.diagnoses = tuple(d for d in (diagnoses or "").split(";") if d)
 
     @property
     def key(self) -> tuple:
@@ -144,6 +172,10 @@ class Snapshot:
     providers: dict[str, list[ProviderPeriod]] = field(default_factory=lambda: defaultdict(list))
     history: dict[str, list[HistoryLine]] = field(default_factory=lambda: defaultdict(list))
     history_keys: dict[tuple, HistoryLine] = field(default_factory=dict)
+    cs_authorizations: dict[str, list[CsAuthorization]] = field(
+        default_factory=lambda: defaultdict(list))
+    # (cin, billing NPI) -> the first ECM line in the history (presumptive authorization)
+    first_ecm_line: dict[tuple[str, str], date] = field(default_factory=dict)
 
 
 class Registry:
@@ -176,7 +208,7 @@ class Registry:
 
     def load_members(self, rows: Iterable[dict], source: str) -> int:
         """Typed MIF rows (canonical field names of ``mappings/layouts/mif``)."""
-        member_rows, program_rows = [], []
+        member_rows, program_rows, cs_rows = [], [], []
         for row in rows:
             member_rows.append({
                 "cin": row["member_cin"], "last_name": row.get("member_last_name"),
@@ -195,11 +227,22 @@ class Registry:
             if row.get("other_program"):
                 program_rows.append({"cin": row["member_cin"], "program": row["other_program"],
                                      "start": row.get("other_program_start"),
-                                     "end": row.get("other_program_end"), "source": source})
+                                     "end": row.get("other_program_end"),
+                                     "county": row.get("member_county") or None,
+                                     "source": source})
+            if row.get("cs_service"):
+                cs_rows.append(cs_row(row, source))
         # a member with two programs has two MIF rows: keep one assignment per period
         unique = {(r["cin"], r["benefit_start"], r["provider_npi"]): r for r in member_rows}
         self._load(programs, program_rows, source)
-        return self._load(assignments, unique.values(), source)
+        unique_cs = {(r["cin"], r["service"], r["start"], r["provider_npi"]): r for r in cs_rows}
+        self._load(cs_authorizations, unique_cs.values(), source)
+        return self._load(assignments, (r for r in unique.values()
+                                        if r["benefit_start"] or r["provider_npi"]), source)
+
+    def load_cs_authorizations(self, rows: Iterable[dict], source: str) -> int:
+        """Typed rows of a CS authorization file (``mappings/layouts/cs-auth``)."""
+        return self._load(cs_authorizations, (cs_row(r, source) for r in rows), source)
 
     def load_providers(self, rows: Iterable[dict], source: str) -> int:
         return self._load(providers, ({
@@ -209,6 +252,46 @@ class Registry:
             "active_from": r.get("active_from"), "active_to": r.get("active_to"),
             "source": source} for r in rows), source)
 
+    HISTORY_COLUMNS = ("cin", "billing_npi", "rendering_npi", "service_date", "procedure_code",
+                       "modifiers", "units", "place_of_service", "claim_id", "line_number",
+                       "diagnoses")
+
+    def load_history_tuples(self, rows: Iterable[tuple], source: str) -> int:
+        """History lines as tuples in :attr:`HISTORY_COLUMNS` order (units already as
+        :func:`units_text`), replacing ``source``: the bulk path (a plan's claims extract of
+        millions of lines) - the driver's executemany, in one transaction, batches of 10,000
+        (bounded memory). An exception raised by ``rows`` rolls everything back."""
+        dialect = self.engine.dialect
+        columns = (*self.HISTORY_COLUMNS, "source")
+        marks = {"qmark": "?", "numeric": ":{n}", "named": ":{name}", "format": "%s",
+                 "pyformat": "%s"}[dialect.paramstyle]
+        values = ", ".join(marks.format(n=i + 1, name=c) for i, c in enumerate(columns))
+        sql = f"INSERT INTO {history.name} ({', '.join(columns)}) VALUES ({values})"
+        convert = [history.c[c].type.bind_processor(dialect) for c in columns]
+        convert = [(i, f) for i, f in enumerate(convert) if f is not None]
+        if dialect.paramstyle == "named":
+            def shape(row):
+                return dict(zip(columns, row, strict=True))
+        else:
+            shape = tuple
+        count = 0
+        with self.engine.begin() as conn:
+            conn.execute(delete(history).where(history.c.source == source))
+            batch = []
+            for row in rows:
+                row = [*row, source]
+                for i, f in convert:
+                    row[i] = f(row[i])
+                batch.append(shape(row))
+                if len(batch) >= 10000:
+                    conn.exec_driver_sql(sql, batch)
+                    count += len(batch)
+                    batch = []
+            if batch:
+                conn.exec_driver_sql(sql, batch)
+                count += len(batch)
+        return count
+
     def load_history(self, rows: Iterable[dict], source: str) -> int:
         """Rows with keys of the ``encounter_history`` table (modifiers as modifier_key)."""
         return self._load(history, ({**r, "units": units_text(r.get("units")),
@@ -216,7 +299,8 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------------
     def snapshot(self, cins: set[str], npis: set[str], days: tuple[date, date] | None = None,
-                 events: tuple[frozenset, frozenset] = (frozenset(), frozenset())) -> Snapshot:
+                 events: tuple[frozenset, frozenset] = (frozenset(), frozenset()),
+                 ecm_codes: frozenset[str] = frozenset()) -> Snapshot:
         """Registry rows for a batch. History is narrowed to what the rules compare: lines on
         the batch's service dates ``days`` (duplicates) and utilization events (places of
         service / procedure codes in ``events``) for the POF evidence."""
@@ -228,10 +312,18 @@ class Registry:
                         cin=r.cin, benefit_start=r.benefit_start, benefit_end=r.benefit_end,
                         provider_npi=r.provider_npi or "", provider_tin=r.provider_tin or "",
                         pof_codes=tuple(c for c in (r.pof_codes or "").split(";") if c),
-                        authorization_date=r.authorization_date))
+                        authorization_date=r.authorization_date, birth_date=r.birth_date))
                 for r in conn.execute(select(programs).where(programs.c.cin.in_(chunk))):
-                    snap.enrolments[r.cin].append(Enrolment(r.program, r.start, r.end))
+                    snap.enrolments[r.cin].append(Enrolment(r.program, r.start, r.end,
+                                                            r.county or ""))
+                for r in conn.execute(select(cs_authorizations)
+                                      .where(cs_authorizations.c.cin.in_(chunk))):
+                    snap.cs_authorizations[r.cin].append(CsAuthorization(
+                        r.service, r.provider_npi or "", r.start, r.end))
                 self._read_history(conn, chunk, days, events, snap)
+                unassigned = [c for c in chunk if c not in snap.assignments]
+                if ecm_codes and unassigned:
+                    self._first_ecm_lines(conn, unassigned, ecm_codes, snap)
             for chunk in _chunks(sorted(npis)):
                 for r in conn.execute(select(providers).where(providers.c.npi.in_(chunk))):
                     snap.providers[r.npi].append(ProviderPeriod(
@@ -244,8 +336,30 @@ class Registry:
         with self.engine.connect() as conn:
             return {name: conn.execute(select(table.c.id).limit(1)).first() is not None
                     for name, table in (("members", assignments), ("providers", providers),
-                                        ("history", history))}
+                                        ("history", history),
+                                        ("cs_authorizations", cs_authorizations))}
 
+    def latest_history_day(self) -> date | None:
+        """The most recent service date in the history (the latest month of adjudicated
+        claims the POF lookback is anchored on)."""
+        from sqlalchemy import func
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.max(history.c.service_date))).scalar()
+
+
+    @staticmethod
+    def _first_ecm_lines(conn, cins: list[str], codes: frozenset[str], snap: Snapshot) -> None:
+        """The first ECM line (procedure code in ``codes``) per member and billing provider,
+        for members without an assignment (the start of a presumptive period)."""
+        from sqlalchemy import func
+
+        c = history.c
+        query = (select(c.cin, c.billing_npi, func.min(c.service_date))
+                 .where(c.cin.in_(cins), c.procedure_code.in_(sorted(codes)))
+                 .group_by(c.cin, c.billing_npi))
+        for cin, npi, first in conn.execute(query):
+            snap.first_ecm_line[(cin, npi or "")] = first
 
     @staticmethod
     def _read_history(conn, chunk: list[str], days, events, snap: Snapshot) -> None:
@@ -259,7 +373,7 @@ class Registry:
         if codes:
             wanted.append(c.procedure_code.in_(sorted(codes)))
         query = select(c.cin, c.billing_npi, c.service_date, c.procedure_code, c.modifiers,
-                       c.units, c.place_of_service, c.claim_id, c.line_number
+                       c.units, c.place_of_service, c.claim_id, c.line_number, c.diagnoses
                        ).where(c.cin.in_(chunk))
         if wanted:
             query = query.where(or_(*wanted))
@@ -267,6 +381,20 @@ class Registry:
             line = HistoryLine(*row)
             snap.history[line.cin].append(line)
             snap.history_keys.setdefault(line.key, line)
+
+
+def cs_row(row: dict, source: str) -> dict:
+    """A CS authorization row of the registry from typed MIF / CS-authorization columns."""
+    return {"cin": row["member_cin"], "service": row["cs_service"],
+            "provider_npi": row.get("cs_provider_npi") or None,
+            "start": row.get("cs_authorization_start"), "end": row.get("cs_authorization_end"),
+            "source": source}
+
+
+def diagnosis_key(codes: Iterable[str]) -> str:
+    """Diagnoses as stored: ICD-10-CM without the dot, upper case, ";"-separated."""
+    return ";".join(dict.fromkeys(c.replace(".", "").strip().upper() for c in codes
+                                  if c and c.strip()))[:200]
 
 
 def units_text(value) -> str:

@@ -92,7 +92,9 @@ def test_findings_277ca_and_status_hide_members_assigned_elsewhere(served):
     served.wait_done(sid)
     status = served.client.get(f"/submissions/{sid}", headers=served.auth("harbor")).json()
     told = [f for f in status["findings"] if f["rule"] == "ECM-MEM-010"]
-    assert len(told) == 4 and {f["message"][:36] for f in told} == {
+    # 3: the child of ST#3 (CY_HIGH_UTILIZER) has no POF remark since issue 14 (children's
+    # thresholds unpublished); the other three members are assigned elsewhere or to no one
+    assert len(told) == 3 and {f["message"][:36] for f in told} == {
         "the member is not assigned to you on"}
     assert _leaks(str(status)) == []
     ack = _mailbox_text(served, "harbor", sid, "ack-277ca")

@@ -28,7 +28,8 @@ from gateway.fhir.mapping.careplan import careplan_to_encounters
 from gateway.fhir.mapping.encounters import write_encounter_bundle, x12_to_bundle
 from gateway.fhir.mapping.mif import mif_file_to_bundle
 from gateway.fhir.mapping.referral import servicerequests_to_referrals
-from gateway.fhir.mapping.rtf import careplans_to_rtf, tasks_to_rtf, write_rtf_csv
+from gateway.fhir.mapping.rtf import careplans_to_rtf, consents_to_rtf, tasks_to_rtf, \
+    write_rtf_csv
 from gateway.findings import Finding
 from gateway.x12.writer import ControlNumbers, EnvelopeSettings, envelope_settings
 
@@ -39,6 +40,7 @@ FHIR_TARGETS: dict[str, tuple[str, ...]] = {
     "CarePlan": ("rtf", "837p"),
     "ServiceRequest": ("json",),
     "Task": ("rtf",),
+    "Consent": ("rtf",),
     "mif": ("fhir",),
     "837p": ("fhir",),
     "json": ("fhir",),
@@ -97,7 +99,7 @@ def _fhir_kind(data: dict) -> str:
         return kind
     inside = [e["resource"].get("resourceType") for e in data.get("entry") or []
               if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
-    mapped = ("CarePlan", "Task", "ServiceRequest")
+    mapped = ("CarePlan", "Task", "ServiceRequest", "Consent")
     if inside and inside[0] in mapped:
         return inside[0]
     return next((k for k in mapped if k in inside), kind)
@@ -144,6 +146,10 @@ def convert_fhir(source: Path, target: str, out: TextIO, *, today: date | None =
     if kind == "Task":
         rows, findings = tasks_to_rtf(data, today=today)
         write_rtf_csv(rows, out)
+        return FhirConverted(kind, target, len(rows), findings)
+    if kind == "Consent":
+        rows, findings = consents_to_rtf(data, today=today)
+        write_rtf_csv(rows, out, layout="data-sharing")
         return FhirConverted(kind, target, len(rows), findings)
     if kind == "CarePlan":
         from gateway.conversion import canonical_to_837p

@@ -109,6 +109,17 @@ def task_to_rtf(resource: dict, today: date | None = None, layout: str = "defaul
     return (rows[0] if rows else {}), findings
 
 
+def consents_to_rtf(data: dict, today: date | None = None, layout: str = "data-sharing",
+                    catalogue: RuleCatalogue | None = None, fill: dict | None = None
+                    ) -> tuple[list[dict[str, str]], list[Finding]]:
+    """Every Consent of ``data`` (the member's written authorization to share data, ECM Policy
+    Guide 002:1589-1599) as an RTF row of the data-sharing layout
+    (``mappings/fhir/consent-to-rtf.yaml``); ``fill`` as for :func:`tasks_to_rtf`."""
+    extra = {**(fill or {}), "rtf_production_date": today or date.today()}
+    return _rows(data, "Consent", "consent-to-rtf", extra, layout,
+                 catalogue or default_catalogue())
+
+
 def careplans_to_rtf(data: dict, today: date | None = None,
                      settings: EnvelopeSettings | None = None, layout: str = "default",
                      catalogue: RuleCatalogue | None = None, fill: dict | None = None

@@ -3,8 +3,9 @@ the command line), for every provider at once (:func:`extract_all`) and on a sch
 (:class:`HistorySchedule`, interval from the partner file's ``schedules: {history_extract: ...}``).
 
 A provider receives only the history of ITS assigned members (assignments whose ECM provider
-NPI or TIN is the provider's), and of each member only the lines inside the assignment's
-benefit period; columns are data (``mappings/history-extract/layout.yaml``).
+NPI or TIN is the provider's): of each member the lines from a configurable lookback before the
+benefit start (per plan, ``profiles/plans/<plan>.yaml``) through the benefit period, every kind
+of claim with its diagnoses; columns are data (``mappings/history-extract/layout.yaml``).
 
 An extract is a submission of kind ``history-extract`` in the provider's name (channel
 ``schedule`` or ``api``), processed like any other (so it is queued, retried, finished and
@@ -54,8 +55,15 @@ def extract_columns() -> list[dict]:
 
 
 def history_rows(registry: Registry, provider: Partner) -> list[dict]:
-    """The history lines of the provider's assigned members, within each assignment's
-    benefit period (deduplicated, sorted)."""
+    """The history lines of the provider's assigned members: HISTORICAL lines from a
+    lookback before the benefit start (``history_extract.lookback_months`` of the assigning
+    plan's settings, profiles/plans/) through the benefit period (ECM Policy Guide 002:1695
+    "Historical encounters/claims data for assigned Members"), with their diagnoses
+    (002:1696-1700). A plan's claims extract reaches only the providers of that plan's
+    members (deduplicated, sorted)."""
+    from gateway.ecm.plans import lookback_months
+    from gateway.ecm.pof import months_back
+
     a, h = assignments.c, history.c
     mine = []
     if provider.npis:
@@ -65,19 +73,29 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
     if not mine:
         return []
     within = and_(h.cin == a.cin,
-                  or_(a.benefit_start.is_(None), h.service_date >= a.benefit_start),
                   or_(a.benefit_end.is_(None), h.service_date <= a.benefit_end))
-    query = (select(a.source, h.cin, h.service_date, h.procedure_code, h.modifiers, h.units,
-                    h.place_of_service, h.billing_npi, h.rendering_npi, h.claim_id,
-                    h.line_number, a.last_name, a.first_name, a.birth_date)
+    query = (select(a.source, a.benefit_start, h.cin, h.service_date, h.procedure_code,
+                    h.modifiers, h.units, h.place_of_service, h.billing_npi, h.rendering_npi,
+                    h.claim_id, h.line_number, h.diagnoses, h.source.label("history_source"),
+                    a.last_name, a.first_name, a.birth_date)
              .select_from(assignments.join(history, within)).where(or_(*mine)))
     rows: dict[tuple, dict] = {}
+    lookbacks: dict[str | None, int] = {}
     with registry.engine.connect() as conn:
         for line in conn.execute(query).mappings():
+            plan = plan_of_source(line["source"])
+            line_plan = plan_of_source(line["history_source"])
+            if line_plan is not None and line_plan != plan:
+                continue  # another plan's claims
+            if plan not in lookbacks:
+                lookbacks[plan] = lookback_months(plan)
+            start = line["benefit_start"]
+            if start is not None and line["service_date"] < months_back(start, lookbacks[plan]):
+                continue
             key = (line["cin"], line["service_date"], line["claim_id"], line["line_number"],
                    line["billing_npi"], line["procedure_code"])
             rows.setdefault(key, {
-                "member_cin": line["cin"], "plan": plan_of_source(line["source"]) or "",
+                "member_cin": line["cin"], "plan": plan or "",
                 "service_date": line["service_date"].isoformat(),
                 "procedure_code": line["procedure_code"] or "",
                 "modifiers": line["modifiers"] or "", "units": line["units"] or "",
@@ -85,6 +103,9 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
                 "billing_npi": line["billing_npi"] or "",
                 "rendering_npi": line["rendering_npi"] or "",
                 "claim_id": line["claim_id"] or "", "line_number": line["line_number"] or "",
+                "diagnoses": line["diagnoses"] or "",
+                "period": "before" if start is not None and line["service_date"] < start
+                else "during",
                 # not extract columns: the member's name for the FHIR form
                 "member_last_name": line["last_name"], "member_first_name": line["first_name"],
                 "member_birth_date": line["birth_date"]})
@@ -159,6 +180,11 @@ def _claim_view(lines: list[dict], position: int, partners: Partners) -> dict:
         "service_from": days[0], "service_to": days[-1],
         "procedure_codes": list(dict.fromkeys(line["procedure_code"] for line in lines
                                               if line["procedure_code"])),
+        # ICD-10-CM as FHIR writes it: with the dot after the third character
+        "diagnoses": list(dict.fromkeys(code if len(code) <= 3 else f"{code[:3]}.{code[3:]}"
+                                        for line in lines
+                                        for code in (line.get("diagnoses") or "").split(";")
+                                        if code)),
         "lines": items, "sys": systems(),
     }
 

@@ -74,6 +74,7 @@ class _PlanOutput:
     """What one plan receives from a submission: RTF rows and encounters (one file each)."""
     rtf_rows: list[dict] = field(default_factory=list)
     encounters: list = field(default_factory=list)
+    consent_rows: list[dict] = field(default_factory=list)  # RTF data-sharing layout
 
 
 class Router:
@@ -93,7 +94,7 @@ class Router:
         self.now = now or datetime.now(UTC)
         self.today: date = self.now.date()
         self.registry = server_registry(store)
-        self.rules = server_rules(self.registry, submitter=partner)
+        self.rules = server_rules(self.registry, submitter=partner, partners=partners)
         self.catalogue = default_catalogue()
         self.findings: list[Finding] = []
         self.entries: list[dict] = []
@@ -107,7 +108,8 @@ class Router:
         use it, so a CarePlan's claim ids and a referral's id are the EHR's own, the same
         however often it is sent); the summary names the resource by the gateway's id."""
         handler = {"ServiceRequest": self._referral, "Task": self._task,
-                   "CarePlan": self._careplan}.get(resource.get("resourceType"))
+                   "CarePlan": self._careplan,
+                   "Consent": self._consent}.get(resource.get("resourceType"))
         if handler is None:
             return
         label = f"{resource['resourceType']}/{resource.get('id')}"
@@ -169,6 +171,24 @@ class Router:
         self.findings.extend(found)
         self._rtf_row(rows[0] if rows else None, found, target, label, "Task.owner", entry)
 
+    def _consent(self, resource: dict, label: str) -> None:
+        """The member's data-sharing authorization → an RTF row of the data-sharing layout for
+        the member's plan (ECM Policy Guide 002:1598-1599)."""
+        from gateway.fhir.mapping.rtf import consents_to_rtf
+
+        entry: dict = {"resource": label}
+        self.entries.append(entry)
+        cin = self._cin(resource)
+        target = self._plan(cin, None) if cin else None
+        entry["plan"] = target.id if target else None
+        rows, found = consents_to_rtf(resource, today=self.today, catalogue=self.catalogue,
+                                      fill=self._fill(cin, target))
+        self.findings.extend(found)
+        if cin is None:
+            return self._note("FHIR-ROUTE-003", label)
+        self._rtf_row(rows[0] if rows else None, found, target, label, "Consent.organization",
+                      entry, into="consent_rows", what="data-sharing RTF row")
+
     def _careplan(self, resource: dict, label: str) -> None:
         from gateway.fhir.mapping.careplan import careplan_to_encounters
         from gateway.fhir.mapping.rtf import careplans_to_rtf
@@ -211,9 +231,10 @@ class Router:
         entry["claims"] = [e.claim.id for e in mine]
 
     def _rtf_row(self, row: dict | None, found: list[Finding], target: Partner | None,
-                 label: str, where: str, entry: dict) -> None:
+                 label: str, where: str, entry: dict, into: str = "rtf_rows",
+                 what: str = "RTF row") -> None:
         if row is None or any(f.is_error for f in found):
-            return self._note("FHIR-ROUTE-002", label, what="RTF row")
+            return self._note("FHIR-ROUTE-002", label, what=what)
         npi, tin = row.get("ECM Provider NPI", ""), row.get("ECM Provider TIN", "")
         refused = sender_finding(self.partner, npi, tin, where, rule="GATEWAY-AUTH-002",
                                  npi_required=False) if (npi or tin) else None
@@ -221,8 +242,8 @@ class Router:
             self.findings.append(refused)
             return
         if target is None:
-            return self._note("FHIR-ROUTE-001", label, what="RTF row")
-        self._output(target.id).rtf_rows.append(row)
+            return self._note("FHIR-ROUTE-001", label, what=what)
+        getattr(self._output(target.id), into).append(row)
         entry.setdefault("documents", {})["rtf"] = target.id
 
     # -- per submission ----------------------------------------------------------------------
@@ -241,6 +262,12 @@ class Router:
                 text = io.StringIO()
                 write_rtf_csv(output.rtf_rows, text)
                 self._deliver(plan_id, RTF_ROLE, f"{self.submission_id}{middle}.rtf.csv",
+                              text.getvalue().encode("utf-8"), CSV_MEDIA)
+            if output.consent_rows:
+                text = io.StringIO()
+                write_rtf_csv(output.consent_rows, text, layout="data-sharing")
+                self._deliver(plan_id, RTF_ROLE,
+                              f"{self.submission_id}{middle}.data-sharing.rtf.csv",
                               text.getvalue().encode("utf-8"), CSV_MEDIA)
             if output.encounters:
                 settings = envelope_settings(self.partners.partners[plan_id].envelope)
@@ -410,7 +437,11 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
                           "resource_type": checked.resource_type}
         return result.reject("the FHIR payload has errors")
     resources, sent_ids = accepted_resources(checked, submission_id)
-    if checked.resource_type in ROUTED_TYPES and len(resources) == 1:  # a create
+    update = store.version_of_submission(submission_id)
+    if update is not None:  # an update (PUT): the new version of the resource it names
+        resources = [json.loads(update["content"])]
+    if update is None and checked.resource_type in ROUTED_TYPES and len(resources) == 1:
+        # a create: one that cannot be routed is refused (the API answered 422)
         problems = routing_problems(store, partners, partner, resources, sent_ids, now)
         if problems:
             result.summary = {"kind": "fhir", "valid": False,

@@ -40,7 +40,7 @@ def process_invoice(store, partners: Partners, partner: Partner, submission_id: 
             raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
         if sniff_table(path) == "invoice":
             report = validate_invoice(
-                path, rules=server_rules(registry, submitter=partner),
+                path, rules=server_rules(registry, submitter=partner, partners=partners),
                 settings_name=settings.name, received=now.date(), on_encounter=writers.write,
                 authorise=lambda encounter, where: sender_finding(
                     partner, encounter.billing_provider.npi, encounter.billing_provider.tin,

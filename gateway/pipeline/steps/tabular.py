@@ -22,7 +22,8 @@ from gateway.pipeline.status import Status
 from gateway.pipeline.steps.result import StepResult
 from gateway.rules import default_catalogue
 
-TABLES = {"plan": ("mif", "roster"), "provider": ("rtf", "otf")}
+TABLES = {"plan": ("mif", "roster", "cs-auth", "claims"), "provider": ("rtf", "otf")}
+REGISTRY_TABLES = ("mif", "roster", "cs-auth")  # applied whole or not at all
 
 
 def is_member_table(partner: Partner, table_kind: str) -> bool:
@@ -32,11 +33,14 @@ def is_member_table(partner: Partner, table_kind: str) -> bool:
 
 def process_table(store, partners: Partners, partner: Partner, submission_id: str, path,
                   table_kind: str, now: datetime) -> StepResult:
-    from gateway.tabular import LayoutError, read_table
+    from gateway.ecm.tables import read_checked_table
+    from gateway.tabular import LayoutError
 
     result = StepResult(submission_id)
+    if table_kind == "claims":
+        return _claims(store, partner, submission_id, path, result)
     try:
-        table = read_table(path, table_kind)
+        table = read_checked_table(path, table_kind)
     except LayoutError as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None,
                                               problem=str(exc))
@@ -47,11 +51,25 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
                "accepted_rows": table.rows_accepted, "rejected_rows": table.rows_rejected,
                "layout": table.layout, "valid": table.valid}
     findings = list(table.findings)
+    if table_kind == "mif":
+        from gateway.ecm.plans import presumptive_of
+        from gateway.ecm.presumptive import recheck
+
+        findings += recheck(registry, table.rows, presumptive_of(partner.id))
+    applied = table_kind not in REGISTRY_TABLES or table.valid
+    if not applied:  # a registry file is applied whole or not at all
+        from gateway.registry.load import not_applied
+
+        findings += not_applied(table)
+    forwarded: dict[str, list[int]] = {}
     if table_kind == "roster":
-        summary["providers_loaded"] = load_plan_providers(registry, partner.id, rows)
-        forwarded: dict[str, list[int]] = {}
+        summary["providers_loaded"] = load_plan_providers(registry, partner.id, rows) \
+            if applied else 0
+    elif table_kind == "cs-auth":
+        summary["cs_authorizations_loaded"] = registry.load_cs_authorizations(
+            rows, source=f"plan:{partner.id}:cs-auth") if applied else 0
     elif table_kind == "mif":
-        loaded = load_plan_members(registry, partner.id, rows)
+        loaded = load_plan_members(registry, partner.id, rows) if applied else {}
         summary["members_loaded"] = sum(loaded.values())
         forwarded = _mif_recipients(partners, partner, table, findings)
     else:
@@ -67,8 +85,35 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
     valid = not any(f.is_error for f in findings)
     summary["valid"] = result.valid = valid
     result.summary = summary
-    used = rows if table_kind in ("mif", "roster") else forwarded
+    used = (rows if applied else []) if table_kind in REGISTRY_TABLES else forwarded
     if not used and not valid:  # nothing loaded or forwarded, and errors say why
+        result.status, result.read = Status.REJECTED, True
+    return result
+
+
+def _claims(store, partner: Partner, submission_id: str, path, result: StepResult
+            ) -> StepResult:
+    """A plan's claims extract: its lines become the plan's history (source
+    ``plan:<plan>:claims:<file name>``: the same file sent again replaces its lines), streamed,
+    applied whole or not at all."""
+    from pathlib import Path
+
+    from gateway.registry.claims import load_claims_extract
+    from gateway.tabular import LayoutError
+
+    name = (store.submission(submission_id) or {}).get("filename") or Path(path).name
+    try:
+        outcome = load_claims_extract(server_registry(store), Path(path),
+                                      f"plan:{partner.id}:claims:{Path(name).name}")
+    except LayoutError as exc:
+        finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None,
+                                              problem=str(exc))
+        return result.reject("not a known table", [finding])
+    result.add_findings(outcome.findings)
+    result.valid = outcome.applied
+    result.summary = {"kind": "claims", "rows": outcome.rows, "history_lines_loaded":
+                      outcome.loaded, "valid": outcome.applied}
+    if not outcome.applied:
         result.status, result.read = Status.REJECTED, True
     return result
 

@@ -79,7 +79,8 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
         clear_history(registry, source)
     try:
         checked = validate_x12(payload, keep_encounters=True,
-                               rules=server_rules(registry, submitter=partner))
+                               rules=server_rules(registry, submitter=partner,
+                                                  partners=partners))
     except NotX12Error as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         return result.reject(str(exc), [finding])

@@ -1,0 +1,53 @@
+"""Per-plan ECM settings (``profiles/plans/<plan id>.yaml``): presumptive authorization and the
+history-extract lookback. The one place these are read."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import yaml
+
+from gateway.paths import PROFILES
+
+DEFAULT_LOOKBACK_MONTHS = 12
+
+
+class PlanSettingsError(ValueError):
+    """A plan settings file that cannot be used."""
+
+
+@lru_cache(maxsize=64)
+def plan_settings(plan_id: str | None) -> dict:
+    if not plan_id or "/" in plan_id or "\\" in plan_id or plan_id.startswith("."):
+        return {}
+    path = PROFILES / "plans" / f"{plan_id}.yaml"
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise PlanSettingsError(f"{path.name}: expected a mapping")
+    return data
+
+
+def presumptive_of(plan_id: str | None):
+    from gateway.ecm.rules import Presumptive
+
+    return Presumptive.from_setting(plan_settings(plan_id).get("presumptive_authorization"))
+
+
+def presumptive_by_payer(partners) -> dict:
+    """Payer id → the presumptive arrangement of the plan that payer id names (server)."""
+    out = {}
+    for partner in partners.partners.values():
+        if partner.role != "plan":
+            continue
+        arrangement = presumptive_of(partner.id)
+        if arrangement is not None:
+            for payer in partner.payer_ids:
+                out[payer] = arrangement
+    return out
+
+
+def lookback_months(plan_id: str | None) -> int:
+    setting = plan_settings(plan_id).get("history_extract") or {}
+    return int(setting.get("lookback_months", DEFAULT_LOOKBACK_MONTHS))

@@ -1,0 +1,414 @@
+"""The ECM rules against the ECM Policy Guide (issue 14): each contradiction the domain review
+found has a firing and a non-firing case, on boundary dates and ages (engine level)."""
+
+import shutil
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from gateway.ecm.codesets import CodeSets
+from gateway.ecm.rules import EncounterRules, Presumptive
+from gateway.paths import PROFILES
+from gateway.registry.store import Registry
+from tests.test_ecm_rules import CS_NPI, ECM_NPI, OTHER_NPI, encounter, place
+
+CIN = "91234567A"
+
+
+def reg_with(members=(), cs=(), history=(), providers=True) -> Registry:
+    reg = Registry()
+    if members:
+        reg.load_members(list(members), source="mif")
+    if cs:
+        reg.load_cs_authorizations(list(cs), source="cs")
+    if history:
+        reg.load_history(list(history), source="history")
+    if providers:
+        reg.load_providers([
+            {"provider_npi": ECM_NPI, "provider_tin": "940000000", "ecm": True, "cs": False,
+             "active_from": date(2020, 1, 1)},
+            {"provider_npi": OTHER_NPI, "ecm": True, "cs": False, "active_from": date(2020, 1, 1)},
+            {"provider_npi": CS_NPI, "ecm": False, "cs": True,
+             "cs_services": ["HOUSING_NAVIGATION", "MEALS"], "active_from": date(2020, 1, 1)},
+        ], source="roster")
+    return reg
+
+
+def member(cin=CIN, pof=("HOMELESS",), start=date(2026, 1, 1), end=None, npi=ECM_NPI,
+           auth=None, birth=None, **extra) -> dict:
+    return {"member_cin": cin, "pof_codes": list(pof), "authorization_date": auth or start,
+            "ecm_benefit_start": start, "ecm_benefit_end": end, "ecm_provider_npi": npi,
+            "member_birth_date": birth, **extra}
+
+
+def rules(e, reg, **kw) -> list[str]:
+    return [f.rule for f in EncounterRules(reg, **kw).check([(e, place(len(e.claim.lines)))])[0]]
+
+
+def findings(e, reg, **kw):
+    return EncounterRules(reg, **kw).check([(e, place(len(e.claim.lines)))])[0]
+
+
+# -- 1. Community Supports are their own benefit (002:30-31) ------------------------------------
+def test_cs_only_member_is_not_rejected_for_no_ecm_assignment():
+    reg = reg_with(members=[member(cin="92222222B")])  # CIN has no ECM assignment
+    cs_line = encounter(code="H0043", modifiers=("U6",), npi=CS_NPI)
+    assert rules(cs_line, reg) == []
+    ecm_line = encounter(npi=ECM_NPI)  # the same member's ECM line still needs one
+    assert rules(ecm_line, reg) == ["ECM-MEM-002"]
+
+
+@pytest.mark.parametrize("day, expected", [
+    (date(2026, 2, 28), ["ECM-CS-002"]),   # the day before the CS authorization
+    (date(2026, 3, 1), []),                # first day
+    (date(2026, 5, 31), []),               # last day
+    (date(2026, 6, 1), ["ECM-CS-002"]),    # the day after
+])
+def test_cs_lines_are_checked_against_cs_authorizations(day, expected):
+    reg = reg_with(cs=[{"member_cin": CIN, "cs_service": "HOUSING_NAVIGATION",
+                        "cs_provider_npi": CS_NPI, "cs_authorization_start": date(2026, 3, 1),
+                        "cs_authorization_end": date(2026, 5, 31)}])
+    assert rules(encounter(code="H0043", modifiers=("U6",), npi=CS_NPI, day=day), reg) == expected
+
+
+def test_cs_authorization_is_per_service_and_provider():
+    reg = reg_with(cs=[{"member_cin": CIN, "cs_service": "HOUSING_NAVIGATION",
+                        "cs_provider_npi": CS_NPI, "cs_authorization_start": date(2026, 1, 1)}])
+    found = findings(encounter(code="S5170", modifiers=("U6",), npi=CS_NPI), reg)
+    assert [(f.rule, f.message) for f in found] == [(
+        "ECM-CS-002", "no Community Supports authorization for MEALS covers 2026-02-10 for "
+                      "this member and provider NPI 1000000020")]
+
+
+def test_cs_columns_of_the_mif_load_cs_authorizations():
+    reg = reg_with(members=[member(cs_service="MEALS", cs_provider_npi=CS_NPI,
+                                   cs_authorization_start=date(2026, 2, 1))])
+    assert rules(encounter(code="S5170", modifiers=("U6",), npi=CS_NPI), reg) == []
+    assert rules(encounter(code="S5170", modifiers=("U6",), npi=CS_NPI,
+                           day=date(2026, 1, 31)), reg) == ["ECM-CS-002"]
+
+
+# -- 2. POF evidence as the guide defines it (002:411-443, 002:474-482) -------------------------
+def line(cin, day, pos="23", code="99284", dx="Z590", claim=None):
+    return {"cin": cin, "billing_npi": "1999999992", "service_date": day,
+            "procedure_code": code, "modifiers": "", "units": Decimal(1),
+            "place_of_service": pos, "claim_id": claim or f"H{day}", "line_number": 1,
+            "diagnoses": dx}
+
+
+def stay(cin, first: date, days: int, claim=None, dx="Z590", pos="21"):
+    from datetime import timedelta
+    return [line(cin, first + timedelta(days=n), pos=pos, code="99222", dx=dx,
+                 claim=claim or f"S{first}") for n in range(days)]
+
+
+HU = "93333333C"
+
+
+def hu_reg(history):
+    return reg_with(members=[member(cin=HU, pof=("HIGH_UTILIZER",), start=date(2026, 3, 1))],
+                    history=history)
+
+
+def test_one_three_day_admission_is_one_stay_not_three():
+    # each day billed on its own claim: contiguous days are still one admission
+    history = [dict(x, claim_id=f"D{n}") for n, x in enumerate(stay(HU, date(2026, 1, 10), 3))]
+    found = findings(encounter(cin=HU, day=date(2026, 3, 10)), hu_reg(history))
+    assert [f.rule for f in found] == ["ECM-POF-001"]
+    assert "three or more unplanned hospital and/or short-term SNF stays (1 found)" \
+        in found[0].message
+
+
+def test_three_separate_admissions_meet_the_stay_alternative():
+    history = stay(HU, date(2026, 1, 2), 2) + stay(HU, date(2026, 1, 10), 3) \
+        + stay(HU, date(2026, 2, 1), 1, pos="31")  # a short-term SNF stay counts with them
+    assert rules(encounter(cin=HU, day=date(2026, 3, 10)), hu_reg(history)) == []
+
+
+def test_stays_a_day_apart_are_two_admissions():
+    # Jan 10-11 and Jan 13: a one-day gap (Jan 12) separates them; plus one more stay
+    history = stay(HU, date(2026, 1, 10), 2) + stay(HU, date(2026, 1, 13), 1) \
+        + stay(HU, date(2026, 2, 1), 1)
+    assert rules(encounter(cin=HU, day=date(2026, 3, 10)), hu_reg(history)) == []
+    joined = stay(HU, date(2026, 1, 10), 2) + stay(HU, date(2026, 1, 12), 1) \
+        + stay(HU, date(2026, 2, 1), 1)  # Jan 12 continues the Jan 10-11 stay
+    assert rules(encounter(cin=HU, day=date(2026, 3, 10)), hu_reg(joined)) == ["ECM-POF-001"]
+
+
+SMI = "94444444D"
+
+
+def smi_reg(history):
+    return reg_with(members=[member(cin=SMI, pof=("SMI_SUD",), start=date(2026, 3, 1))],
+                    history=history)
+
+
+def test_smi_sud_one_ed_visit_and_one_stay_do_not_add_up():
+    history = [line(SMI, date(2025, 9, 1), dx="F200")] + stay(SMI, date(2025, 12, 1), 2,
+                                                               dx="F1020")
+    found = findings(encounter(cin=SMI, day=date(2026, 3, 10)), smi_reg(history))
+    assert [(f.rule, f.message) for f in found] == [(
+        "ECM-POF-001",
+        "the member is assigned under SMI_SUD but encounter history from 2025-01-01 to "
+        "2025-12-02 shows none of the utilization alternatives of the adult SMI/SUD utilization "
+        "(one of four alternatives of part 3) criterion: two or more ED visits due to SMI or "
+        "SUD (1 found); two or more hospitalizations due to SMI or SUD (1 found); other "
+        "criteria may qualify the member: high risk, crisis/ED as sole source of care, or "
+        "pregnancy/post-partum (002:475-480) may qualify the member instead")]
+
+
+def test_smi_sud_needs_an_smi_sud_diagnosis():
+    with_dx = [line(SMI, date(2025, 9, 1), dx="F200"), line(SMI, date(2025, 10, 1), dx="F329")]
+    assert rules(encounter(cin=SMI, day=date(2026, 3, 10)), smi_reg(with_dx)) == []
+    without = [line(SMI, date(2025, 9, 1), dx="J449"), line(SMI, date(2025, 10, 1), dx="F200")]
+    assert rules(encounter(cin=SMI, day=date(2026, 3, 10)), smi_reg(without)) == ["ECM-POF-001"]
+
+
+def test_ed_visit_leading_to_an_admission_is_the_stay():
+    # ED on the day before the admission: counted as the stay only (and its diagnosis with it)
+    history = [line(SMI, date(2025, 9, 1), dx="F200")] + stay(SMI, date(2025, 9, 2), 1, dx="Z590")
+    history += stay(SMI, date(2025, 11, 5), 1, dx="F10")
+    assert rules(encounter(cin=SMI, day=date(2026, 3, 10)), smi_reg(history)) == []
+    # ED two days before the admission: a visit of its own
+    apart = [line(SMI, date(2025, 8, 31), dx="F200")] + stay(SMI, date(2025, 9, 2), 1, dx="Z590")
+    apart += stay(SMI, date(2025, 11, 5), 1, dx="F10")
+    assert rules(encounter(cin=SMI, day=date(2026, 3, 10)), smi_reg(apart)) == ["ECM-POF-001"]
+
+
+@pytest.mark.parametrize("anchor, day, expected", [
+    # latest claims month (default): the history ends 2025-12; the window is Jul-Dec 2025
+    ("latest_claims_month", date(2025, 7, 1), []),
+    ("latest_claims_month", date(2025, 6, 30), ["ECM-POF-001"]),
+    # authorization date 2026-03-01: the window is 2025-09-01 .. 2026-03-01
+    ("authorization_date", date(2025, 9, 1), []),
+    ("authorization_date", date(2025, 8, 31), ["ECM-POF-001"]),
+])
+def test_lookback_anchor_is_configurable(tmp_path, anchor, day, expected):
+    folder = tmp_path / "codesets"
+    shutil.copytree(PROFILES / "codesets", folder)
+    text = (folder / "utilization.yaml").read_text()
+    (folder / "utilization.yaml").write_text(
+        text.replace("lookback_anchor: latest_claims_month", f"lookback_anchor: {anchor}"))
+    history = stay(HU, day, 1) + stay(HU, date(2025, 11, 1), 1) + stay(HU, date(2025, 12, 30), 1)
+    assert rules(encounter(cin=HU, day=date(2026, 3, 10)), hu_reg(history),
+                 codesets=CodeSets(folder)) == expected
+
+
+CHILD = "95555555E"
+
+
+def test_children_thresholds_are_unpublished_so_not_tested(tmp_path):
+    reg = reg_with(members=[member(cin=CHILD, pof=("CY_HIGH_UTILIZER",),
+                                   birth=date(2015, 1, 1))],
+                   history=[line(CHILD, date(2025, 12, 1))])
+    assert rules(encounter(cin=CHILD), reg) == []  # no adult numbers borrowed
+    folder = tmp_path / "codesets"
+    shutil.copytree(PROFILES / "codesets", folder)
+    text = (folder / "utilization.yaml").read_text()
+    (folder / "utilization.yaml").write_text(text.replace(
+        "events: [ed_visit], at_least: null", "events: [ed_visit], at_least: 2"))
+    assert rules(encounter(cin=CHILD), reg, codesets=CodeSets(folder)) == ["ECM-POF-001"]
+
+
+# -- 3. Ages (002:317, 002:326-327, 002:413) -------------------------------------------------------
+@pytest.mark.parametrize("pof, birth, day, expected", [
+    ("HIGH_UTILIZER", date(2005, 2, 11), date(2026, 2, 10), ["ECM-AGE-001"]),  # 20, a day short
+    ("HIGH_UTILIZER", date(2005, 2, 10), date(2026, 2, 10), []),              # 21st birthday
+    ("CY_SED_CHR", date(2005, 2, 11), date(2026, 2, 10), []),                 # 20
+    ("CY_SED_CHR", date(2005, 2, 10), date(2026, 2, 10), ["ECM-AGE-001"]),    # 21
+    ("CY_CHILD_WELFARE", date(2000, 2, 11), date(2026, 2, 10), []),           # 25
+    ("CY_CHILD_WELFARE", date(2000, 2, 10), date(2026, 2, 10), ["ECM-AGE-001"]),  # 26
+])
+def test_age_must_fit_every_assigned_pof(pof, birth, day, expected):
+    reg = reg_with(members=[member(pof=(pof,), birth=birth)])
+    assert rules(encounter(day=day), reg) == expected
+
+
+def test_age_finding_names_the_range():
+    reg = reg_with(members=[member(pof=("HIGH_UTILIZER", "SMI_SUD"), birth=date(2018, 5, 1))])
+    found = findings(encounter(), reg)
+    assert [f.message for f in found] == [
+        "on 2026-02-10 the member is 7, but Population of Focus HIGH_UTILIZER is for age 21 "
+        "and over",
+        "on 2026-02-10 the member is 7, but Population of Focus SMI_SUD is for age 21 and over"]
+
+
+# -- 4. Effective-dated program overlaps -------------------------------------------------------
+def with_program(program, start=date(2022, 1, 1), end=None, county=None, extra=()):
+    rows = [member(start=date(2022, 1, 1), other_program=program, other_program_start=start,
+                   other_program_end=end, member_county=county)]
+    rows += [member(start=date(2022, 1, 1), other_program=p, other_program_start=s,
+                    other_program_end=e, member_county=county) for p, s, e in extra]
+    return reg_with(members=rows)
+
+
+@pytest.mark.parametrize("program, day, expected", [
+    ("CMC", date(2022, 12, 31), ["ECM-PGM-001"]),      # Figure 5 is "in 2022" (002:1170)
+    ("CMC", date(2023, 1, 1), []),
+    ("FIDE_SNP", date(2022, 12, 31), ["ECM-PGM-001"]),
+    ("FIDE_SNP", date(2023, 1, 1), []),                # D-SNP members eligible from 2023
+    ("D_SNP", date(2022, 6, 1), []),
+    ("D_SNP", date(2023, 1, 1), []),
+    ("SMHS_FSP", date(2023, 1, 1), ["ECM-PGM-003"]),   # 002:1039-1042
+    ("ICC", date(2024, 1, 1), ["ECM-PGM-003"]),        # 003:198-202
+    ("HCPCFC", date(2024, 1, 1), ["ECM-PGM-003"]),     # 003:198-212
+])
+def test_program_overlaps_follow_their_dates(program, day, expected):
+    assert rules(encounter(day=day), with_program(program)) == expected
+
+
+def test_hhp_wpc_dual_exception():
+    excluded = with_program("CMC")
+    assert rules(encounter(day=date(2022, 3, 1)), excluded) == ["ECM-PGM-001"]
+    transitioned = with_program("CMC", extra=[("WPC", date(2020, 1, 1), date(2021, 12, 31))])
+    assert rules(encounter(day=date(2022, 3, 1)), transitioned) == []
+
+
+def test_county_tcm_either_or_override(tmp_path):
+    folder = tmp_path / "codesets"
+    shutil.copytree(PROFILES / "codesets", folder)
+    with open(folder / "program-county-overrides.csv", "a") as handle:
+        handle.write("COUNTY_TCM,Alpine,either_or,2024-01-01,,plan determination (002:1014-1016),no\n")
+    codes = CodeSets(folder)
+    in_alpine = with_program("COUNTY_TCM", county="ALPINE")
+    assert rules(encounter(day=date(2024, 1, 1)), in_alpine, codesets=codes) == ["ECM-PGM-002"]
+    assert rules(encounter(day=date(2023, 12, 31)), in_alpine, codesets=codes) == ["ECM-PGM-003"]
+    elsewhere = with_program("COUNTY_TCM", county="Sierra")
+    assert rules(encounter(day=date(2024, 1, 1)), elsewhere, codesets=codes) == ["ECM-PGM-003"]
+
+
+# -- 5. Presumptive authorization (002:1536-1542; 003:117) ------------------------------------
+PRESUMPTIVE = Presumptive(frozenset({ECM_NPI}), 30)
+NEW = "96666666F"
+
+
+@pytest.mark.parametrize("day, expected", [
+    (date(2026, 3, 1), ["ECM-MEM-004"]),   # the first presumptive line
+    (date(2026, 3, 30), ["ECM-MEM-004"]),  # day 30
+    (date(2026, 3, 31), ["ECM-MEM-005"]),  # day 31: the period is over
+])
+def test_presumptive_authorization_period(day, expected):
+    reg = reg_with(members=[member()], history=[{
+        "cin": NEW, "billing_npi": ECM_NPI, "service_date": date(2026, 3, 1),
+        "procedure_code": "G9008", "modifiers": "U8", "units": Decimal(1),
+        "place_of_service": "11", "claim_id": "P1", "line_number": 1}])
+    assert rules(encounter(cin=NEW, day=day), reg, presumptive=PRESUMPTIVE) == expected
+
+
+def test_presumptive_only_for_trusted_providers():
+    reg = reg_with(members=[member()])
+    assert rules(encounter(cin=NEW, npi=OTHER_NPI), reg,
+                 presumptive=PRESUMPTIVE) == ["ECM-MEM-002"]
+    assert rules(encounter(cin=NEW), reg) == ["ECM-MEM-002"]  # no setting: no presumption
+    found = findings(encounter(cin=NEW), reg, presumptive=PRESUMPTIVE)
+    assert found[0].message == (
+        "ECM lines of provider NPI 1000000004 are accepted provisionally for this member from "
+        "2026-02-10 to 2026-03-11, pending the plan's decision; the plan's member file will "
+        "settle them")
+    assert found[0].severity.value == "warning"
+
+
+# -- 6. One ECM provider at a time (002:1545, 002:1602-1604) ------------------------------------
+def test_only_the_assignment_covering_the_date_counts():
+    reg = reg_with(members=[member(npi=ECM_NPI, start=date(2026, 1, 1)),
+                            member(npi=OTHER_NPI, start=date(2026, 3, 1))])
+    assert rules(encounter(npi=ECM_NPI, day=date(2026, 2, 28)), reg) == []
+    assert rules(encounter(npi=ECM_NPI, day=date(2026, 3, 1)), reg) == ["ECM-PRV-001"]
+    assert rules(encounter(npi=OTHER_NPI, day=date(2026, 3, 1)), reg) == []
+    assert rules(encounter(npi=OTHER_NPI, day=date(2026, 2, 28)), reg) == ["ECM-PRV-001"]
+
+
+# -- MIF checks: county go-live, CS columns ------------------------------------------------------
+def _mif_with_cs(tmp_path, county, auth, cs_service="MEALS"):
+    import csv as _csv
+    from gateway.tabular import load_layout
+    headers = [c.headers[0] for c in load_layout("mif", "with-cs").columns]
+    row = dict.fromkeys(headers, "")
+    row.update({"Member CIN": "97777777G", "Member Last Name": "Oakhaven",
+                "Member First Name": "Rue", "Member Date of Birth": "1960-01-01",
+                "Member POF": "HOMELESS", "ECM Authorization Date": auth,
+                "ECM Benefit Start Date": auth, "ECM Provider Name": "Harbor",
+                "ECM Provider NPI": "1234500001", "ECM Provider TIN": "941200000",
+                "MIF Reporting Period": "2022-06", "Member County": county,
+                "Community Supports Service": cs_service,
+                "Community Supports Provider NPI": "1234737579",
+                "Community Supports Authorization Start Date": "2022-06-01"})
+    path = tmp_path / "mif.csv"
+    with open(path, "w", newline="") as out:
+        writer = _csv.DictWriter(out, fieldnames=headers)
+        writer.writeheader()
+        writer.writerow(row)
+    return path
+
+
+@pytest.mark.parametrize("county, auth, expected", [
+    ("Fresno", "2022-06-30", ["ECM-MIF-003"]),   # a 7/1/22 county (Appendix A)
+    ("Fresno", "2022-07-01", []),
+    ("Kern", "2022-01-03", []),                  # a 1/1/22 county
+])
+def test_county_go_live(tmp_path, county, auth, expected):
+    from gateway.ecm.tables import read_checked_table
+    table = read_checked_table(_mif_with_cs(tmp_path, county, auth), "mif")
+    assert table.layout == "with-cs"
+    assert [f.rule for f in table.findings] == expected
+
+
+def test_mif_cs_columns_are_checked_against_the_cs_code_set(tmp_path):
+    from gateway.ecm.tables import read_checked_table
+    table = read_checked_table(_mif_with_cs(tmp_path, "Kern", "2022-01-03", "SPA_DAY"), "mif")
+    assert [(f.rule, f.location) for f in table.findings] == [
+        ("ROW-006", "row 2, column Community Supports Service")]
+
+
+# -- a claims extract is applied whole or not at all -------------------------------------------
+def test_claims_extract_with_a_bad_row_leaves_the_registry_as_it_was(tmp_path):
+    from sqlalchemy import func, select
+
+    from gateway.registry.claims import load_claims_extract
+    from gateway.registry.store import history
+    from tests.conftest import FIXTURES
+
+    good = FIXTURES / "ecm-policy" / "claims-history.csv"
+    reg = Registry()
+    first = load_claims_extract(reg, good, "plan:p:claims:h.csv")
+    assert (first.loaded, first.errors, first.findings) == (8, 0, [])
+    bad = tmp_path / "h.csv"
+    lines = good.read_text().splitlines()
+    lines[2] = lines[2].replace("2025-01-11", "2025-02-30")        # impossible date
+    lines[3] = lines[3].replace(",I50.9", ",NOTADX")                 # unknown diagnosis
+    lines.append("94100009Z,X1,1,P,2025-03-01,,99213,,1,11,1999999992,,Z59.0")  # fine
+    bad.write_text("\n".join(lines) + "\n")
+    second = load_claims_extract(reg, bad, "plan:p:claims:h.csv")
+    assert [(f.rule, f.location) for f in second.findings] == [
+        ("ROW-002", "row 3, column Service Date"),
+        ("ECM-HIST-001", "row 4, column Diagnosis Codes"),
+        ("ECM-REG-002", "file")]
+    assert second.loaded == 0
+    with reg.engine.connect() as conn:
+        kept = conn.execute(select(func.count()).select_from(history)).scalar()
+        dx = conn.execute(select(history.c.diagnoses).where(
+            history.c.claim_id == "ED-7")).scalar()
+    assert kept == 8 and dx == "F209"  # the first file's lines, diagnoses without the dot
+
+
+def test_presumptive_lines_are_rechecked_when_the_mif_arrives(tmp_path):
+    from gateway.ecm.presumptive import recheck
+
+    reg = reg_with(history=[{
+        "cin": NEW, "billing_npi": ECM_NPI, "service_date": date(2026, 3, 1) + __import__(
+            "datetime").timedelta(days=d), "procedure_code": "G9008", "modifiers": "U1",
+        "units": Decimal(1), "place_of_service": "11", "claim_id": f"P{d}", "line_number": 1}
+        for d in (0, 9)])
+    same = [(2, member(cin=NEW, npi=ECM_NPI, start=date(2026, 3, 1)))]
+    assert recheck(reg, same, PRESUMPTIVE) == []
+    later = [(2, member(cin=NEW, npi=ECM_NPI, start=date(2026, 3, 2)))]
+    other = [(5, member(cin=NEW, npi=OTHER_NPI, start=date(2026, 3, 1)))]
+    assert [(f.rule, f.location, f.message) for f in recheck(reg, later + other, PRESUMPTIVE)
+            ] == [("ECM-MEM-006", "row 2, column Member CIN",
+                   "ECM lines of provider NPI 1000000004 from 2026-03-01 to 2026-03-10 were "
+                   "accepted under presumptive authorization, but this MIF starts the member's "
+                   "ECM benefit on 2026-03-02, after them")]
+    assert [f.message.split("but this MIF ")[1] for f in recheck(reg, other, PRESUMPTIVE)] == [
+        "assigns the member to provider NPI 1000000012"]
+    assert recheck(reg, other, None) == []  # no arrangement: nothing to re-check
