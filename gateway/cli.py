@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -141,10 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "(payloads, documents, findings), keeping the audit "
                                          "trail")
     purge.add_argument("--store", default=None, metavar="URL",
-                       help="store URL (default: SQLite under ./var)")
-    purge.add_argument("--partners", type=Path, default=None, metavar="FILE",
-                       help="the partners file whose retention: section sets the periods "
-                            "(default: var/partners.yaml when present, else the defaults)")
+                       help="store URL (default: the settings' store, else SQLite under "
+                            "./var); the periods are the retention_*_days settings")
 
     report = sub.add_parser("report", help="make a report from files (outreach tracking)")
     reports = report.add_subparsers(dest="report", required=True)
@@ -526,17 +525,11 @@ def cmd_serve(args) -> int:
 
     partners = args.partners
     drop = args.drop
+    tokens: dict[str, str] = {}
     if args.demo:
         drop = drop or var_dir() / "drop"
         partners = var_dir() / "partners.yaml"
         tokens = issue_demo_tokens(HOME / "config" / "demo" / "partners.yaml", partners)
-        base = f"http://{args.host}:{args.port}"
-        print("Demo trading partners and their tokens (valid until the next start):")
-        for partner, token in tokens.items():
-            print(f"  {partner:<14} {token}")
-        print(f"Try: curl -s -H 'Authorization: Bearer {tokens.get('harbor', '')}' "
-              f"--data-binary @fixtures/837p/ecm-mixed.x12 {base}/x12")
-        print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     else:
         partners = _partners_file(partners)
     from gateway.pipeline.filedrop import UnsafeDropFolder
@@ -548,11 +541,6 @@ def cmd_serve(args) -> int:
                          workers=args.workers)
     except UnsafeDropFolder as exc:
         raise UsageError(f"--drop {drop}: {exc}") from None
-    if args.demo:
-        from gateway.pipeline.registries import load_demo_registries
-
-        loaded = load_demo_registries(app.state.store, app.state.partners)
-        print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
     # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
     # uvicorn's own would print every URL with its query string
     if api_workers > 1:
@@ -570,7 +558,37 @@ def cmd_serve(args) -> int:
                     port=args.port, log_level="info", access_log=False, workers=api_workers,
                     timeout_worker_healthcheck=60)  # a busy machine starts slowly
         return EXIT_OK
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=args.host, port=args.port,
+                            log_level="warning" if args.demo else "info", access_log=False)
+    server = uvicorn.Server(config)
+    if args.demo:
+        import threading
+
+        from gateway import demo
+
+        folder = var_dir() / "demo"
+        files = demo.write_files(folder, date.today())
+        # the demo's terminal shows the banner; the JSON logs go to a file beside the files
+        log_file = open(folder / "gateway.log", "a", encoding="utf-8")  # noqa: SIM115
+        for handler in logging.getLogger("gateway").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(log_file)
+        demo.load_registries(app.state.store, app.state.partners, folder)
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        base = f"http://{host}:{args.port}"
+
+        def tell_the_story() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.1)
+            if server.should_exit:
+                return
+            rows = demo.send(base, tokens, files)
+            demo.wait_until_settled(app.state.store)
+            print(demo.banner(base, tokens, rows, drop, folder) +
+                  f"Logs: {folder / 'gateway.log'} · stop with Ctrl-C\n", flush=True)
+
+        threading.Thread(target=tell_the_story, name="demo", daemon=True).start()
+    server.run()
     return EXIT_OK
 
 
@@ -655,7 +673,7 @@ def cmd_partners(args) -> int:
             detail = "token removed; the partner can no longer sign in"
     except onboarding.OnboardingError as exc:
         raise UsageError(str(exc)) from None
-    Store(args.store).audit(actor="operator", action=f"partner-{args.action}",
+    _store(args).audit(actor="operator", action=f"partner-{args.action}",
                             target=args.partner_id, detail=detail)
     if token is not None:
         print(f"token for {args.partner_id} (shown once; only its SHA-256 is kept):")
@@ -666,20 +684,10 @@ def cmd_partners(args) -> int:
 
 
 def cmd_purge(args) -> int:
-    from gateway.paths import var_dir
-    from gateway.pipeline.partners import PartnerConfigError, Partners
     from gateway.pipeline.retention import Retention, purge
-    from gateway.pipeline.store import Store
 
-    path = args.partners or var_dir() / "partners.yaml"
-    settings = {}
-    if args.partners is not None or path.exists():
-        try:
-            settings = Partners.load(path).retention
-        except PartnerConfigError as exc:
-            raise UsageError(str(exc)) from None
-    retention = Retention.from_mapping(settings)
-    counts = purge(Store(args.store), retention, actor="operator")
+    retention = Retention.from_settings()
+    counts = purge(_store(args), retention, actor="operator")
     print(json.dumps({"purged": counts, "retention_days": retention.days}))
 
 
