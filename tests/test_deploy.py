@@ -58,10 +58,11 @@ def test_with_the_sample_mounted_the_image_serves(tmp_path, monkeypatch):
     shutil.copy(ROOT / "deploy" / "config" / "partners.yaml", target)
     started = {}
 
-    def run(app, **kwargs):
-        started.update(app=app, **kwargs)
+    def run(server, *args, **kwargs):  # uvicorn.Server.run: the app is not served here
+        started.update(app=server.config.app, host=server.config.host,
+                       port=server.config.port)
 
-    monkeypatch.setattr("uvicorn.run", run)
+    monkeypatch.setattr("uvicorn.Server.run", run)
     assert main(args) == 0
     assert (started["host"], started["port"]) == ("0.0.0.0", 8080)
     with TestClient(started["app"]) as client:

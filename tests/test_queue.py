@@ -141,7 +141,7 @@ def test_long_runs_keep_their_leases_and_nobody_else_takes_them(setup, monkeypat
     renews both, so no other worker can claim them meanwhile and both finish."""
     store, partners, _ = setup
     ids = [store.receive(partner="harbor", channel="api", kind="x12", filename=None,
-                         payload=MIXED + bytes(n)).submission_id for n in range(2)]
+                         payload=renumber(MIXED, 7100 + n)).submission_id for n in range(2)]
     lease = timedelta(seconds=0.6)
     real = pipeline.STEPS["x12"]
     stolen = []
