@@ -433,3 +433,20 @@ def test_every_assumption_is_data_in_its_file_and_in_the_readme_table():
     methods = {r["code"]: r for r in _csv.DictReader(
         open(PROFILES / "codesets" / "outreach-methods.csv"))}
     assert methods["MAIL"]["counts_as_attempt"] == "no" and methods["TEXT"]["attempt_confirmed"] == "no"
+
+
+def test_overlapping_cs_authorizations_are_a_row_finding_and_the_file_is_not_applied(tmp_path):
+    from gateway.registry.load import load_registries
+    from tests.conftest import FIXTURES
+
+    text = (FIXTURES / "ecm-policy" / "cs-authorizations.csv").read_text()
+    path = tmp_path / "cs.csv"
+    path.write_text(text + "94100001A,Vantongeren,Ezekiel,HOUSING_NAVIGATION,,2025-10-31,\n")
+    reg = Registry()
+    [report] = load_registries(reg, cs_authorizations=[path])
+    assert [(f.rule, f.location) for f in report.findings] == [
+        ("ECM-CS-003", "row 3, column Authorization Start Date"), ("ECM-REG-002", "file")]
+    assert report.stats["loaded"] == 0 and not reg.loaded()["cs_authorizations"]
+    path.write_text(text + "94100001A,Vantongeren,Ezekiel,HOUSING_NAVIGATION,,2025-11-01,\n")
+    [report] = load_registries(reg, cs_authorizations=[path])
+    assert report.findings == [] and reg.loaded()["cs_authorizations"]
