@@ -1,39 +1,37 @@
-"""Benchmark: our X12 validator against bare pyx12 on synthetic 837P files.
+"""Benchmark: our X12 engine against bare pyx12 and a bare ``str.split`` pass, same files,
+one run.
 
-What is measured, per file size (claims) and per engine, each run in a *fresh* Python
-process so that the peak resident set size is that engine's alone:
+Per file size (claims) and per engine, each run in a *fresh* Python process so the peak
+resident set size is that engine's alone:
 
-* ``ours``  -- ``gateway.x12.validate.validate_x12(path, on_claim=...)``: envelope checks,
-  implementation-guide validation through pyx12 and claim collection, in one streaming
-  pass. Claims go to a counting callback and are not accumulated (bounded memory).
-* ``pyx12`` -- bare ``pyx12.x12n_document.x12n_document`` over the same file (999 and
-  JSON error output into ``io.StringIO``), which is what the guide validation costs when
-  pyx12 is driven the ordinary way.
+* ``pyx12``   -- bare ``pyx12.x12n_document.x12n_document`` (999 and JSON error output into
+  ``io.StringIO``): the reference implementation;
+* ``ours-j1`` -- ``gateway.reports.validate_file(path)``, what ``ecm-gateway validate`` runs:
+  envelope, native implementation-guide engine (SNIP 1-2), SNIP 3-7 rule packs, claim reading
+  and claim verdicts, streaming (claims counted, not kept);
+* ``ours-j2`` -- the same with ``jobs=2`` (``validate --jobs 2``);
+* ``split``   -- read the file in chunks and split it into segments and elements with
+  ``str.split``: the ceiling for any pure-Python reader.
 
-Reported: wall seconds of the validation call (imports excluded), its CPU seconds (less
-sensitive to other load on the machine), claims per second (wall), peak RSS in MB
-(``ru_maxrss`` of the worker process, so it includes the interpreter and imports), and the
-verdict. For every size the ratio ours claims/s / pyx12 claims/s.
+Reported: wall seconds, CPU seconds (all processes, less sensitive to other load on the
+machine), claims/s (on wall and on CPU), peak RSS in MB (the worker and its children), and for
+every size the ratios ours-j1/pyx12, ours-j1/split and ours-j2/ours-j1. Also the CLI start-up:
+``ecm-gateway validate`` on a 10-claim file in a fresh process (imports + compiled maps +
+work), best of 5.
 
-By default each worker is a cold process: both engines load the pyx12 maps once, inside the
-timed call. ``--warm`` first validates a 10-claim file (untimed) in the same worker, as a
-long-lived server would have done: ours then reuses its cached maps, bare pyx12 re-reads them
-on every call. ``--repeat N`` reports the fastest of N fresh-process runs.
-
-Targets:
-
-* ratio >= 1.0 against bare pyx12 -- we do more work per file than pyx12 alone, and make up
-  for it by caching the loaded pyx12 maps instead of re-reading them;
-* peak RSS < 150 MB for ours at 50k claims (streaming, nothing kept per claim).
+Targets (issue 11): ours-j1 >= 30x pyx12 on one core; ours-j1 >= 20% of the split ceiling;
+peak RSS < 100 MB (for a 1M-claim file: ``--sizes 1000000 --engines ours-j1``); near-linear
+gain with --jobs 2; CLI start-up < 0.3 s.
 
 Usage::
 
-    python bench/bench_validate.py                     # sizes 1000,10000,50000
-    python bench/bench_validate.py --sizes 200,1000    # quick run
-    python bench/bench_validate.py --sizes 1000,10000 --warm --repeat 3
+    python bench/bench_validate.py                          # sizes 10000,100000
+    python bench/bench_validate.py --sizes 1000 --pyx12-max 1000   # quick run
+    python bench/bench_validate.py --sizes 1000000 --engines ours-j1 --reuse   # RSS at 1M
 
-Files are written to ``bench/out/`` (git-ignored). The 50k run with bare pyx12 takes a
-few minutes.
+pyx12 runs only up to ``--pyx12-max`` claims (default 10000: at ~450 claims/s the 100k file
+takes minutes); the ratios at a larger size use the pyx12 claims/s measured at the largest size
+it ran. Files are written to ``bench/out/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -53,11 +51,12 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-ENGINES = ("ours", "pyx12")
+ENGINES = ("pyx12", "ours-j1", "ours-j2", "split")
 RESULT_MARK = "BENCH-RESULT "
-RSS_TARGET_MB = 150.0
-RSS_TARGET_SIZE = 50000
-RATIO_TARGET = 1.0
+RSS_TARGET_MB = 100.0
+RATIO_TARGET = 30.0
+SPLIT_TARGET = 0.20
+STARTUP_TARGET = 0.3
 
 
 def peak_rss_mb() -> float:
@@ -93,25 +92,50 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def work_ours(path: str, warm: str | None) -> dict:
-    from gateway.findings import Severity
-    from gateway.x12.validate import validate_x12
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def work_ours(path: str, warm: str | None, jobs: int = 1) -> dict:
+    from gateway.reports import validate_file
 
     if warm:  # a long-lived process: maps and profiles already loaded
-        validate_x12(warm, on_claim=lambda c: None)
-    seen = [0]
+        validate_file(Path(warm), jobs=jobs)
+    start_rss = peak_rss_mb()
+    c0, k0, t0 = cpu_seconds(), children_cpu(), time.perf_counter()
+    report = validate_file(Path(path), jobs=jobs)
+    seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0 + children_cpu() - k0
+    errors = sum(1 for f in report.findings if f.severity.value == "error")
+    verdict = "valid" if report.valid else f"INVALID ({errors} errors)"
+    return {"seconds": seconds, "cpu": cpu, "claims": report.stats.get("claims", 0),
+            "verdict": verdict, "findings": len(report.findings), "start_rss_mb": start_rss}
 
-    def on_claim(_claim) -> None:
-        seen[0] += 1
 
+def work_split(path: str, warm: str | None) -> dict:
     start_rss = peak_rss_mb()
     c0, t0 = cpu_seconds(), time.perf_counter()
-    result = validate_x12(path, on_claim=on_claim)
+    claims = segments = 0
+    with open(path, "rb") as fh:
+        head = fh.read(106).decode("latin-1")
+        element, terminator = head[3], head[105]
+        fh.seek(0)
+        carry = ""
+        while True:
+            block = fh.read(1 << 16)
+            if not block:
+                break
+            pieces = (carry + block.decode("utf-8")).split(terminator)
+            carry = pieces.pop()
+            for piece in pieces:
+                fields = piece.strip("\r\n").split(element)
+                segments += 1
+                if fields[0] == "CLM":
+                    claims += 1
     seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
-    verdict = "valid" if result.valid else f"INVALID ({errors} errors)"
-    return {"seconds": seconds, "cpu": cpu, "claims": seen[0], "verdict": verdict,
-            "findings": len(result.findings), "start_rss_mb": start_rss}
+    return {"seconds": seconds, "cpu": cpu, "claims": claims, "verdict": f"{segments:,} segments",
+            "start_rss_mb": start_rss}
 
 
 def work_pyx12(path: str, warm: str | None) -> dict:
@@ -145,8 +169,14 @@ def work_pyx12(path: str, warm: str | None) -> dict:
 
 
 def worker(engine: str, path: str, warm: str | None) -> None:
-    result = (work_ours if engine == "ours" else work_pyx12)(path, warm)
-    result["peak_rss_mb"] = peak_rss_mb()
+    if engine.startswith("ours-j"):
+        result = work_ours(path, warm, int(engine[len("ours-j"):]))
+    elif engine == "split":
+        result = work_split(path, warm)
+    else:
+        result = work_pyx12(path, warm)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result["peak_rss_mb"] = max(peak_rss_mb(), children)
     sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")
     sys.stdout.flush()
 
@@ -206,37 +236,46 @@ def best_of(runs: list[dict]) -> dict:
 
 
 def rate(r: dict, key: str = "seconds") -> float | None:
-    if "error" in r or not r.get(key):
+    if not r or "error" in r or not r.get(key):
         return None
     return r["claims"] / r[key]
 
 
-def ratio_of(by_engine: dict[str, dict], key: str = "seconds") -> float | None:
-    ours, ref = rate(by_engine.get("ours", {"error": ""}), key), \
-        rate(by_engine.get("pyx12", {"error": ""}), key)
-    return ours / ref if ours and ref else None
+def pyx12_rate(results: dict[int, dict[str, dict]], size: int, key: str) -> float | None:
+    """pyx12 claims/s at this size, else at the largest size it ran (it is linear)."""
+    found = rate(results[size].get("pyx12", {}), key)
+    if found:
+        return found
+    ran = [s for s in results if rate(results[s].get("pyx12", {}), key)]
+    return rate(results[max(ran)]["pyx12"], key) if ran else None
 
 
-RIGHT = {0, 2, 3, 4, 5, 7}
+def ratios(results: dict[int, dict[str, dict]], size: int, key: str = "seconds") -> dict:
+    by = results[size]
+    j1, j2, split = (rate(by.get(e, {}), key) for e in ("ours-j1", "ours-j2", "split"))
+    ref = pyx12_rate(results, size, key)
+    return {"pyx12": j1 / ref if j1 and ref else None,
+            "split": j1 / split if j1 and split else None,
+            "jobs2": j2 / j1 if j1 and j2 else None}
+
+
+RIGHT = {0, 2, 3, 4, 5, 6}
 
 
 def table_rows(results: dict[int, dict[str, dict]],
                engines: list[str]) -> tuple[list[str], list[list[str]]]:
-    header = ["size", "engine", "seconds", "cpu s", "claims/s", "peak RSS MB", "verdict",
-              "ratio ours/pyx12"]
+    header = ["size", "engine", "seconds", "cpu s", "claims/s", "claims/s cpu",
+              "peak RSS MB", "verdict"]
     rows = []
     for size, by_engine in results.items():
-        ratio = ratio_of(by_engine)
-        for i, engine in enumerate(engines):
+        for engine in engines:
             r = by_engine.get(engine, {"error": "not run"})
-            ratio_cell = (f"{ratio:.2f}x" if ratio is not None else "-") if i == 0 else ""
             if "error" in r:
-                rows.append([f"{size:,}", engine, "-", "-", "-", "-", f"ERROR: {r['error']}",
-                             ratio_cell])
+                rows.append([f"{size:,}", engine, "-", "-", "-", "-", "-", r["error"]])
                 continue
             rows.append([f"{size:,}", engine, f"{r['seconds']:.2f}", f"{r['cpu']:.2f}",
-                         f"{rate(r):,.0f}", f"{r['peak_rss_mb']:.1f}",
-                         f"{r['verdict']} ({r['claims']:,} claims)", ratio_cell])
+                         f"{rate(r):,.0f}", f"{rate(r, 'cpu'):,.0f}", f"{r['peak_rss_mb']:.1f}",
+                         f"{r['verdict']} ({r['claims']:,} claims)"])
     return header, rows
 
 
@@ -272,20 +311,43 @@ def print_table(header: list[str], rows: list[list[str]], title: str,
     Console(width=width).print(table)
 
 
-def print_targets(results: dict[int, dict[str, dict]]) -> None:
+def print_targets(results: dict[int, dict[str, dict]], startup: float | None) -> None:
     print()
-    for size, by_engine in results.items():
-        ratio, cpu_ratio = ratio_of(by_engine), ratio_of(by_engine, "cpu")
-        if ratio is not None:
-            mark = "ok" if ratio >= RATIO_TARGET else "MISS"
-            print(f"target ratio >= {RATIO_TARGET:.1f} at {size:,} claims: {ratio:.2f}x  [{mark}]"
-                  f"   (on CPU time: {cpu_ratio:.2f}x)")
-    for size, by_engine in results.items():
-        ours = by_engine.get("ours", {})
-        if size >= RSS_TARGET_SIZE and "peak_rss_mb" in ours:
-            mark = "ok" if ours["peak_rss_mb"] < RSS_TARGET_MB else "MISS"
-            print(f"target ours peak RSS < {RSS_TARGET_MB:.0f} MB at {size:,} claims: "
-                  f"{ours['peak_rss_mb']:.1f} MB  [{mark}]")
+
+    def show(value, target, fmt, better="higher"):
+        if value is None:
+            return "-"
+        ok = value >= target if better == "higher" else value < target
+        return f"{fmt.format(value)}  [{'ok' if ok else 'MISS'}]"
+
+    for size in results:
+        wall, cpu = ratios(results, size), ratios(results, size, "cpu")
+        gain = f"{wall['jobs2']:.2f}x" if wall["jobs2"] else "-"
+        gain_cpu = f"{cpu['jobs2']:.2f}x" if cpu["jobs2"] else "-"
+        print(f"{size:,} claims: ours-j1/pyx12 {show(wall['pyx12'], RATIO_TARGET, '{:.1f}x')}"
+              f" (cpu {show(cpu['pyx12'], RATIO_TARGET, '{:.1f}x')}, target >= "
+              f"{RATIO_TARGET:.0f}x); ours-j1/split {show(wall['split'], SPLIT_TARGET, '{:.0%}')}"
+              f" (cpu {show(cpu['split'], SPLIT_TARGET, '{:.0%}')}, target >= "
+              f"{SPLIT_TARGET:.0%}); --jobs 2 gain on wall {gain} (cpu used {gain_cpu})")
+        for engine in ("ours-j1", "ours-j2"):
+            r = results[size].get(engine, {})
+            if "peak_rss_mb" in r:
+                print(f"  {engine} peak RSS {show(r['peak_rss_mb'], RSS_TARGET_MB, '{:.1f} MB', 'lower')}"
+                      f" (target < {RSS_TARGET_MB:.0f} MB)")
+    if startup is not None:
+        print(f"CLI start-up (ecm-gateway validate, 10 claims, fresh process): "
+              f"{show(startup, STARTUP_TARGET, '{:.3f} s', 'lower')} (target < {STARTUP_TARGET} s)")
+
+
+def measure_startup(path: Path, runs: int = 5) -> float:
+    best = None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "gateway.cli", "validate", str(path)],
+                       capture_output=True, cwd=ROOT, check=False)
+        elapsed = time.perf_counter() - t0
+        best = elapsed if best is None else min(best, elapsed)
+    return best
 
 
 # --------------------------------------------------------------------------- main
@@ -296,7 +358,7 @@ def show(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,50000",
+    parser.add_argument("--sizes", default="10000,100000",
                         help="comma-separated claim counts (default: %(default)s)")
     parser.add_argument("--engines", default=",".join(ENGINES),
                         help="comma-separated subset of: " + ", ".join(ENGINES))
@@ -313,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="reuse an existing generated file of the same size and seed")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds allowed per worker run (default: no limit)")
+    parser.add_argument("--pyx12-max", type=int, default=10000,
+                        help="largest size pyx12 runs at (default: %(default)s)")
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--warm-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -351,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"in {time.perf_counter() - t0:.1f}s", flush=True)
         results[size] = {}
         for engine in engines:
+            if engine == "pyx12" and size > args.pyx12_max:
+                continue
             runs = []
             for _ in range(args.repeat):
                 r = run_worker(engine, path, args.timeout, warm)
@@ -358,17 +425,23 @@ def main(argv: list[str] | None = None) -> int:
                 done = (f"{r['seconds']:.2f}s wall, {r['cpu']:.2f}s cpu, "
                         f"{r['peak_rss_mb']:.1f} MB, {r['verdict']}"
                         if "error" not in r else f"ERROR {r['error']}")
-                print(f"  {size:>7,} {engine:<6} {done}", flush=True)
+                print(f"  {size:>9,} {engine:<7} {done}", flush=True)
             results[size][engine] = best_of(runs)
 
     print()
     print(machine())
     print(load_average())
-    title = "validate: ours vs bare pyx12" + (" (warm process)" if warm else " (cold process)")
+    startup = None
+    if not args.no_startup:
+        tiny = args.out / f"synth837-10-s{args.seed}.x12"
+        write_file(tiny, 10, args.seed)
+        startup = measure_startup(tiny)
+    title = "validate: ours vs bare pyx12 and str.split" + (
+        " (warm process)" if warm else " (cold process)")
     if args.repeat > 1:
         title += f", best of {args.repeat}"
     print_table(*table_rows(results, engines), title=title)
-    print_targets(results)
+    print_targets(results, startup)
     return 0
 
 

@@ -27,7 +27,7 @@ from gateway.settings import current as gateway_settings
 from gateway.sniff import UnknownKind, sniff
 from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
-from gateway.x12.validate import validate_x12
+from gateway.x12.validate import DEFAULT_ENGINE, ENGINES, validate_x12
 from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
 from gateway.pipeline.status import Status
 
@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     validate.add_argument("--kind", choices=KINDS, default="auto")
     validate.add_argument("--format", choices=("text", "json"), default="text")
+    validate.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                          help="X12 implementation-guide engine: native (default) or pyx12 "
+                               "(the reference implementation, much slower)")
+    validate.add_argument("--jobs", type=int, default=1, metavar="N",
+                          help="share the X12 validation among N processes (split at "
+                               "transaction-set boundaries; same output as one)")
     _registry_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file to another format")
@@ -234,14 +240,42 @@ def _text_report(report: FileReport) -> str:
 
 def cmd_validate(args) -> int:
     rules, reports = _ecm_rules(args)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     for path in args.files:
-        reports.append(validate_file(path, args.kind, rules=rules, received=args.received))
+        with _progress_bar(path) as progress:
+            reports.append(validate_file(path, args.kind, rules=rules, received=args.received,
+                                         engine=args.engine, jobs=args.jobs,
+                                         progress=progress))
     if args.format == "json":
         json.dump({"files": [r.as_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         print("\n".join(_text_report(r) for r in reports))
     return EXIT_OK if all(r.valid for r in reports) else EXIT_FINDINGS
+
+
+PROGRESS_MIN_BYTES = 5 * 1024 * 1024
+
+
+@contextmanager
+def _progress_bar(path: Path):
+    """A rich progress bar on stderr for a large file on a terminal; nothing when piped."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0
+    if size < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from rich.console import Console
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(Path(path).name, total=size)
+        yield lambda done: bar.update(task, completed=done)
 
 
 # -- convert ------------------------------------------------------------------------------------

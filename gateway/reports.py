@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway.findings import FileReport, Finding, Severity
 from gateway.rules import default_catalogue
 from gateway.sniff import UnknownKind, sniff
-from gateway.x12.acks import judge
+from gateway.x12.acks import ClaimSpans, verdict_counts
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
 
@@ -113,7 +113,8 @@ def _validate_fhir(path: Path) -> FileReport:
 
 
 def validate_file(path: Path, kind: str = "auto", rules=None,
-                  received: date | None = None) -> FileReport:
+                  received: date | None = None, engine: str = "native", jobs: int = 1,
+                  progress=None) -> FileReport:
     """Raises :class:`UnknownKind` / :class:`UnsupportedKind` for usage errors (exit 2).
     ``rules`` (an :class:`~gateway.ecm.rules.EncounterRules`) adds the ECM rules to 837P."""
     if kind == "fhir":  # even a body that does not parse is reported as FHIR findings
@@ -131,7 +132,9 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
     if found in ("csv", "xlsx"):
         return validate_table(path, found, kind, rules, received)
     try:
-        result = validate_x12(str(path), rules=rules)
+        spans = ClaimSpans()  # claims counted, not kept: bounded memory for any file size
+        result = validate_x12(str(path), rules=rules, engine=engine, jobs=jobs,
+                              progress=progress, on_claim=spans.add)
     except NotX12Error as exc:
         raise UnknownKind(str(exc)) from exc
     findings = list(result.findings)
@@ -140,11 +143,10 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
                                               expected=kind, found=result.kind)
         if finding is not None:
             findings.insert(0, finding)
-    verdict = judge(result)
+    accepted, rejected = verdict_counts(result, spans)
     transactions = sum(len(g.transactions) for i in result.interchanges for g in i.groups)
     stats = {"transactions": transactions, "segments": result.segments}
     if result.kind in ("837p", "837i"):
-        stats.update(claims=len(result.claims), lines=result.lines,
-                     accepted_claims=len(verdict.accepted_claims),
-                     rejected_claims=len(result.claims) - len(verdict.accepted_claims))
+        stats.update(claims=len(spans), lines=result.lines, accepted_claims=accepted,
+                     rejected_claims=rejected)
     return FileReport(path=str(path), kind=result.kind, findings=findings, stats=stats)

@@ -35,6 +35,7 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``access_token_seconds``   SMART access token lifetime          300
 ``overdue_seconds``        overdue-referral check interval      300
 ``debug``                  tracebacks on the command line       false
+``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
 """
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
     access_token_seconds: int = 300
     overdue_seconds: float = 300.0
     debug: bool = False
+    x12_map_cache: str | None = None
     test_slow_writes: float = 0.0
 
     @classmethod

@@ -100,3 +100,21 @@ def test_ta1_on_request_when_clean(clean_837):
     acks = acks_for(join(parts))
     assert "TA1*000000003*261005*0930*A*000~" in acks.ta1
     assert acks.ack999 is not None
+
+
+def test_a_rejected_set_still_lists_its_claim_level_errors():
+    """A wrong SE01 rejects the set (IK5 R 4); the 999 also lists the claim errors found in it,
+    so the submitter fixes everything in one round trip."""
+    import re
+
+    text = (FIXTURES / "837p" / "ecm-claim-defects.x12").read_text()
+    bad = re.sub(r"(~\s*SE\*)(\d+)", lambda m: m.group(1) + str(int(m.group(2)) + 1), text,
+                 count=1)
+    assert bad != text
+    acks = acks_for(bad.encode())
+    lines = acks.ack999.splitlines()
+    assert "IK5*R*4~" in lines
+    assert "IK3*SV1*46*2400*8~" in lines and "IK4*3*355*7~" in lines
+    assert "IK3*CLM*90*2300*8~" in lines and "IK4*5:1*1331*7~" in lines
+    assert lines.index("IK3*SV1*46*2400*8~") < lines.index("IK3*CLM*90*2300*8~")  # file order
+    assert acks.ack277ca is None  # nothing of a rejected set is answered claim by claim

@@ -80,7 +80,10 @@ def corpus() -> Path:
 def _validate(corpus: Path, rel: str):
     if rel == _MISSING:
         pytest.fail(f"no corpus files found for this test under {corpus}")
-    return validate_x12(str(corpus / rel))
+    # the verdicts below are SNIP 1-2 (syntax and the implementation guide), which is what
+    # the corpus labels mean; its identifiers are placeholders that SNIP 5 rejects (see
+    # test_snip5_finds_the_placeholder_identifiers)
+    return validate_x12(str(corpus / rel), snip=False)
 
 
 def _describe(result) -> str:
@@ -208,3 +211,18 @@ def test_history_fail_files_are_rejected(corpus, rel):
     result = _validate(corpus, rel)
     assert not result.valid, f"{rel} accepted:\n{_describe(result)}"
     assert len(_errors(result)) >= 1
+
+
+@pytest.mark.parametrize("rel", _files("837p-X222A1/pass"))
+def test_snip5_finds_the_placeholder_identifiers(corpus, rel):
+    """With SNIP 3-7 on, the only new errors in the 837P pass files are SNIP 5 external code
+    set edits on their invented identifiers (NPIs without a valid check digit, 8-digit TINs,
+    4-digit ZIPs, made-up taxonomy codes); claims balance and dates are in order."""
+    snip_only = [f for f in _errors(validate_x12(str(corpus / rel)))
+                 if f.rule.startswith("X12-SNIP")]
+    assert {f.rule for f in snip_only} <= {"X12-SNIP5-NPI", "X12-SNIP5-TIN", "X12-SNIP5-ZIP",
+                                           "X12-SNIP5-TAXONOMY"}, _describe_list(snip_only)
+
+
+def _describe_list(findings) -> str:
+    return "\n".join(f"  {f.rule} {f.location}: {f.message}" for f in findings)

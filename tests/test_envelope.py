@@ -40,7 +40,7 @@ def test_clean_file_has_no_findings(clean_837):
     ("ISA", 9, "261399", "X12-ENV-003", "ISA#1/ISA09"),
     ("ISA", 13, "00000000A", "X12-ENV-003", "ISA#1/ISA13"),
     ("ISA", 15, "X", "X12-ENV-003", "ISA#1/ISA15"),
-    ("ISA", 12, "00401", "X12-ENV-017", "ISA#1/ISA12"),
+    ("ISA", 12, "00402", "X12-ENV-017", "ISA#1/ISA12"),
 ])
 def test_envelope_rule(clean_837, seg_id, position, value, rule, location):
     data = mutate(clean_837, seg_id, position, value)

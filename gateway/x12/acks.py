@@ -32,6 +32,9 @@ from gateway.x12.validate import X12Result
 from gateway.x12.writer import X12Writer, amount
 
 ACK_999 = "005010X231A1"
+# IK3 loops written per transaction set: every locatable error up to this cap (the 999 TR3
+# allows more, but a submitter gets the first thousand in file order and fixes those first)
+MAX_IK3_PER_SET = 1000
 ACK_277CA = "005010X214"
 DEFAULT_CLAIM_STATUS = "21"  # Missing or invalid information
 
@@ -114,10 +117,11 @@ def judge(result: X12Result, catalogue: RuleCatalogue | None = None) -> Acknowle
                 claim_errors.setdefault(position, []).append(finding)
         else:
             outside_claims.append(finding)
+    catalogue = catalogue or default_catalogue()
     for ic in result.interchanges:
         for group in ic.groups:
             for ts in group.transactions:
-                acks.verdicts.append(_judge_ts(ts, outside_claims))
+                acks.verdicts.append(_judge_ts(ts, outside_claims, catalogue))
     rejected_ts = {id(v.ts) for v in acks.verdicts if v.code == "R"}
     for ic in result.interchanges:  # a rejected interchange or group takes its sets along
         for group in ic.groups:
@@ -137,14 +141,97 @@ def judge(result: X12Result, catalogue: RuleCatalogue | None = None) -> Acknowle
     return acks
 
 
-def _judge_ts(ts: TransactionSet, outside_claims: list[Finding]) -> TransactionVerdict:
+def in_999(finding: Finding, catalogue: RuleCatalogue) -> bool:
+    """Listed in the 999 (IK3/IK4): implementation-guide errors and the SNIP rules that name an
+    IK3 code; other business rules are answered in the 277CA only."""
+    return finding.rule.startswith("X12-IG-") or (
+        finding.rule in catalogue and "ik3" in catalogue.rule(finding.rule).ack)
+
+
+def _judge_ts(ts: TransactionSet, outside_claims: list[Finding],
+              catalogue: RuleCatalogue) -> TransactionVerdict:
     ts_errors = _in(outside_claims, ts.start, ts.end)
     codes = list(dict.fromkeys(ts.rejected_codes))
-    ig = [f for f in ts_errors if f.rule.startswith("X12-IG-")]
+    ig = [f for f in ts_errors if in_999(f, catalogue)]
     if ig and "5" not in codes:
         codes.append("5")
     code = "R" if codes else "A"
     return TransactionVerdict(ts=ts, code=code, syntax_codes=codes[:5], segment_findings=ig)
+
+
+class ClaimSpans:
+    """The few numbers per claim :func:`verdict_counts` needs, in flat arrays (about 32 bytes a
+    claim), so a report of a million-claim file does not keep a million claim records. Pass
+    :meth:`add` as ``validate_x12(on_claim=...)``."""
+
+    def __init__(self) -> None:
+        from array import array
+
+        self.ranges = array("i")  # per claim: start, end, then two scope ranges (lo, hi)
+        self.transactions = array("i")  # index into self.keys
+        self.problems = bytearray()
+        self.keys: list[tuple[int, int, int]] = []
+        self._key_index: dict[tuple[int, int, int], int] = {}
+
+    def add(self, claim: ClaimRecord) -> None:
+        scope = (list(claim.scope) + [(0, -1), (0, -1)])[:2]
+        self.ranges.extend((claim.start, claim.end, scope[0][0], scope[0][1], scope[1][0],
+                            scope[1][1]))
+        index = self._key_index.get(claim.transaction)
+        if index is None:
+            index = self._key_index[claim.transaction] = len(self.keys)
+            self.keys.append(claim.transaction)
+        self.transactions.append(index)
+        self.problems.append(1 if claim.problem else 0)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+
+def verdict_counts(result: X12Result, spans: ClaimSpans,
+                   catalogue: RuleCatalogue | None = None) -> tuple[int, int]:
+    """(accepted, rejected) claims, the same decision as :func:`judge` makes (a claim is
+    accepted when its set is accepted, no error lies in it or in the levels above it, and it
+    could be read), computed from :class:`ClaimSpans` in bounded memory."""
+    from bisect import bisect_left, bisect_right
+
+    catalogue = catalogue or default_catalogue()
+    errors = sorted((f for f in _errors(result.findings) if f.segment),
+                    key=lambda f: f.segment)
+    inner = [f for f in errors if not f.rule.startswith("X12-ENV-")]
+    ordinals = [f.segment for f in inner]
+    covered = bytearray(len(inner))
+    errored = bytearray(len(spans))
+    r = spans.ranges
+    for claim in range(len(spans)):
+        base = claim * 6
+        for lo, hi in ((r[base], r[base + 1]), (r[base + 2], r[base + 3]),
+                       (r[base + 4], r[base + 5])):
+            if hi < lo:
+                continue
+            first, last = bisect_left(ordinals, lo), bisect_right(ordinals, hi)
+            if first < last:
+                errored[claim] = 1
+                covered[first:last] = b"\x01" * (last - first)
+    outside = [f for f in errors if f.rule.startswith("X12-ENV-")] + \
+        [f for f, c in zip(inner, covered) if not c]
+    rejected_ts: set[tuple[int, int, int]] = set()
+    for ic in result.interchanges:
+        for group in ic.groups:
+            for ts in group.transactions:
+                key = (ic.index, group.index, ts.index)
+                if ic.ta1_codes or group.error_codes or \
+                        _judge_ts(ts, outside, catalogue).code == "R":
+                    rejected_ts.add(key)
+    rejected_index = {i for i, key in enumerate(spans.keys) if key in rejected_ts}
+    known = {i for i, key in enumerate(spans.keys)
+             if any((ic.index, g.index, t.index) == key for ic in result.interchanges
+                    for g in ic.groups for t in g.transactions)}
+    accepted = sum(1 for claim in range(len(spans))
+                   if spans.transactions[claim] in known and
+                   spans.transactions[claim] not in rejected_index and
+                   not errored[claim] and not spans.problems[claim])
+    return accepted, len(spans) - accepted
 
 
 # -- TA1 ---------------------------------------------------------------------------------------
@@ -178,20 +265,24 @@ def write_999_group(out: X12Writer, interchange: int, group: Group,
     for verdict in verdicts:
         ts = verdict.ts
         out.segment("AK2", ts.st01, ts.st02, ts.st03)
-        for finding in verdict.segment_findings:
-            _write_ik3(out, finding, catalogue, None)
         key = (interchange, group.index, ts.index)
-        claims_in_ts = [(p, c) for p, c in enumerate(result.claims) if c.transaction == key]
-        noted = False
-        if verdict.code != "R":
-            seen: set[int] = set()
-            for position, claim in claims_in_ts:
-                for finding in claim_errors.get(position, []):
-                    if id(finding) in seen or not finding.rule.startswith("X12-IG-"):
-                        continue  # business rules are answered in the 277CA, not the 999
-                    seen.add(id(finding))
-                    _write_ik3(out, finding, catalogue, claim.claim_id)
-                    noted = True
+        # every locatable error of the set in file order, whatever the verdict (a rejected set
+        # still lists its claim-level errors, so one round trip fixes them all)
+        listed: list[tuple[int, int, Finding, str | None]] = [
+            (f.segment or 0, 0, f, None) for f in verdict.segment_findings]
+        seen: set[int] = set()
+        for position, claim in enumerate(result.claims):
+            if claim.transaction != key:
+                continue
+            for finding in claim_errors.get(position, []):
+                if id(finding) in seen or not in_999(finding, catalogue):
+                    continue  # business rules are answered in the 277CA, not the 999
+                seen.add(id(finding))
+                listed.append((finding.segment or 0, 1, finding, claim.claim_id))
+        listed.sort(key=lambda item: (item[0], item[1]))
+        for _, _, finding, claim_id in listed[:MAX_IK3_PER_SET]:
+            _write_ik3(out, finding, catalogue, claim_id)
+        noted = any(claim_id is not None for _, _, _, claim_id in listed)
         if verdict.code == "A" and noted:
             verdict.code = "E"
             verdict.syntax_codes = ["5"]

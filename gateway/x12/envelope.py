@@ -44,8 +44,14 @@ def envelope_profile() -> EnvelopeProfile:
         gs=data["gs"],
         known_versions=frozenset(data["known_versions"]),
         functional_groups={str(k): v for k, v in data["functional_groups"].items()},
-        guides={str(k): v for k, v in data["guides"].items()},
+        guides={str(k): _guide(v) for k, v in data["guides"].items()},
     )
+
+
+def _guide(entry: dict) -> dict:
+    """A guide entry with ``transactions``: its ST01 values as a tuple."""
+    found = entry.get("transaction", ())
+    return {**entry, "transactions": (found,) if isinstance(found, str) else tuple(found)}
 
 
 @lru_cache(maxsize=1)
@@ -175,7 +181,11 @@ class EnvelopeChecker:
 
     # -- element rules -----------------------------------------------------------------------
     def _check_elements(self, seg: Segment, specs: list[dict], rule_id: str, scope) -> None:
+        version = self.interchange.field(12) if self.interchange is not None else ""
         for spec in specs:
+            if version in spec.get("by_version", {}):
+                spec = {**spec, **spec["by_version"][version]}
+                spec.pop("pattern", None) if "codes" in spec["by_version"][version] else None
             pos = spec["pos"]
             value = seg.get(pos)
             expected = self._violation(spec, value)
@@ -189,7 +199,7 @@ class EnvelopeChecker:
             # codes, dates and control numbers are shown; credentials and free ids are not
             if not value:
                 found = "nothing"
-            elif spec.get("show", True) and len(value) <= 15:
+            elif spec.get("show", True) and _showable(value, spec):
                 found = repr(value)
             else:
                 found = f"a value of {len(value)} characters"
@@ -296,11 +306,11 @@ class EnvelopeChecker:
             self._report("X12-ENV-009", f"{where}/ST01", seg.ordinal, ts, found=ts.st01,
                          group=group.functional_id or "(blank)", expected=expected_group)
         elif expected_group is None or (
-                guide_for_group and guide_for_group["transaction"] != ts.st01):
+                guide_for_group and ts.st01 not in guide_for_group["transactions"]):
             self._report("X12-ENV-018", f"{where}/ST01", seg.ordinal, ts,
                          what="transaction set ST01", found=ts.st01 or "(blank)",
-                         expected=", ".join(sorted({g["transaction"] for g in
-                                                    self.profile.guides.values()})))
+                         expected=", ".join(sorted({t for g in self.profile.guides.values()
+                                                    for t in g["transactions"]})))
         guide = self.profile.guides.get(group.version, {})
         if ts.st03 != group.version and (ts.st03 or guide.get("st03", True)):
             self._report("X12-ENV-010", f"{where}/ST03", seg.ordinal, ts,
@@ -399,6 +409,15 @@ class EnvelopeChecker:
     def finish(self, last_ordinal: int) -> list[Finding]:
         self._close_interchange(last_ordinal, missing_trailer=True)
         return self.findings
+
+
+def _showable(value: str, spec: dict) -> bool:
+    """Whether a bad value may be quoted back: a code-sized value, or digits (dates, times,
+    control numbers) up to 15. In a garbled ISA any position can hold a member's name or CIN,
+    which must never be echoed."""
+    if len(value) <= 2:  # code-sized (as the implementation-guide findings quote codes)
+        return True
+    return len(value) <= 15 and value.replace(" ", "").isdigit()
 
 
 def _parses(text: str, fmt: str) -> bool:

@@ -260,14 +260,14 @@ class GuideValidator:
         if seg_id == "GS":
             guide = self.envelope.profile.guides.get(seg.get(8))
             self._active = guide is not None and self.envelope.interchange is not None and \
-                self.envelope.interchange.field(12) == "00501"
+                self.envelope.interchange.field(12) == "00501" and isinstance(guide["map"], str)
             if self._active:
                 self._guide = seg.get(8)
                 self._map = load_map(guide["map"])
                 self._feed.check_837_lx = guide["transaction"] == "837"
         if seg_id == "ST" and self._active:
             guide = self.envelope.profile.guides[self._guide]
-            self._in_guide_ts = seg.get(1) == guide["transaction"]
+            self._in_guide_ts = seg.get(1) in guide["transactions"]
         if not self._active or not self._in_guide_ts:
             if seg_id == "SE":
                 self._in_guide_ts = True

@@ -116,7 +116,9 @@ def parse_isa_delimiters(text: str) -> tuple[Delimiters, int]:
     component = text[position + 1]
     segment = text[position + 2]
     fields = text[: position + 1].split(element)
-    repetition = fields[11] if len(fields) > 11 and len(fields[11]) == 1 else ""
+    # ISA11 is the repetition separator from 00402 on; before, the standards identifier "U"
+    repetition = fields[11] if len(fields) > 11 and len(fields[11]) == 1 and \
+        not fields[11].isalnum() else ""
     if segment in "\r\n" and text[position + 2 : position + 4] == "\r\n":
         segment = "\n"  # CRLF-terminated segments: treat LF as terminator, strip the CR
     return Delimiters(element, component, repetition, segment), position + 3

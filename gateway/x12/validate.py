@@ -3,24 +3,48 @@ and (for 837) the claims, all fed from the same streaming reader."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from gateway.ecm.rules import ClaimPlace, EncounterRules
+from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import ClaimCollector, ClaimRecord
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile
-from gateway.x12.ig import GuideValidator
 from gateway.x12.reader import Delimiters, X12Reader
+
+ENGINES = ("native", "pyx12")
+DEFAULT_ENGINE = "native"
+
+
+def guide_validator(engine: str, delimiters: Delimiters, envelope: EnvelopeChecker,
+                    catalogue: RuleCatalogue, snip: bool = True):
+    """The implementation-guide validator: our native engine (default) or the pyx12 adapter
+    (the test oracle, ``--engine pyx12``). pyx12 is imported only when asked for."""
+    if engine == "pyx12":
+        from gateway.x12.ig import GuideValidator
+
+        return GuideValidator(delimiters, envelope, catalogue)
+    if engine != "native":
+        raise ValueError(f"unknown X12 engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    from gateway.x12.engine import NativeGuideValidator
+
+    return NativeGuideValidator(delimiters, envelope, catalogue, snip=snip)
 
 
 RULE_BATCH = 1000  # claims per registry look-up batch
 
 
-def claim_place(claim: ClaimRecord) -> ClaimPlace:
+if TYPE_CHECKING:  # the ECM rules (and the registry store behind them) load only when used
+    from gateway.ecm.rules import ClaimPlace, EncounterRules
+
+
+def claim_place(claim: ClaimRecord) -> "ClaimPlace":
     """Where an 837P claim's parts are, in the location scheme of the X12 findings."""
+    from gateway.ecm.rules import ClaimPlace
+
     i, g, t = claim.transaction
     ts = f"ISA#{i}/GS#{g}/ST#{t}"
     return ClaimPlace(
@@ -74,11 +98,19 @@ def validate_x12(
     catalogue: RuleCatalogue | None = None,
     keep_encounters: bool = False,
     on_claim: Callable[[ClaimRecord], None] | None = None,
-    rules: EncounterRules | None = None,
+    rules: "EncounterRules | None" = None,
+    engine: str = DEFAULT_ENGINE,
+    snip: bool = True,
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
 ) -> X12Result:
     """Validate an interchange. Raises :class:`~gateway.x12.reader.NotX12Error` when the
     input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
-    them (streaming use: bounded memory for any file size)."""
+    them (streaming use: bounded memory for any file size). ``engine``: "native" (default) or
+    "pyx12" (the reference; SNIP 1-2 only). ``snip``: run the SNIP 3-7 rule packs (native).
+    ``jobs`` > 1 (a file path only): the implementation-guide validation of the transaction
+    sets is shared among that many processes (split at ST/SE boundaries); the result is the
+    same as with one. ``progress(bytes_read)`` is called as the file is read."""
     catalogue = catalogue or default_catalogue()
     claims: list[ClaimRecord] = []
     unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
@@ -107,9 +139,14 @@ def validate_x12(
         if len(pending) >= RULE_BATCH:
             run_rules()
 
+    parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
+    shares = _start_shares(str(source), jobs, engine, snip, catalogue) if parallel else None
+    if progress is not None and isinstance(source, (str, os.PathLike)):
+        source = _Counting(open(source, "rb"), progress)  # noqa: SIM115 - the reader closes it
     with X12Reader(source) as reader:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
-        guide = GuideValidator(reader.delimiters, envelope, catalogue)
+        guide = _NoGuide() if parallel else guide_validator(
+            engine, reader.delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(reader.delimiters, take,
                                    keep_encounters=keep_encounters or rules is not None)
         last = 0
@@ -125,7 +162,8 @@ def validate_x12(
         if rules is not None:
             run_rules()
             rule_findings[:0] = rules.notes()
-        findings = envelope.finish(last) + guide.finish() + rule_findings
+        guide_findings = _join_shares(shares) if parallel else guide.finish()
+        findings = envelope.finish(last) + guide_findings + rule_findings
     for claim in unreadable:
         # say why a claim cannot become an encounter, unless a finding inside it already does
         if not any(f.is_error and f.segment and claim.start <= f.segment <= claim.end
@@ -139,3 +177,87 @@ def validate_x12(
     return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
                      findings=findings, interchanges=envelope.interchanges, claims=claims,
                      segments=last, lines=lines, submitters=collector.submitters)
+
+
+# -- --jobs N: the guide validation of the transaction sets shared among processes ----------------
+class _NoGuide:
+    def feed(self, seg) -> None:
+        pass
+
+    def finish(self) -> list[Finding]:
+        return []
+
+
+class _Counting:
+    """A binary file that reports how many bytes were read (for a progress bar)."""
+
+    def __init__(self, raw, report: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._report = report
+        self._done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._done += len(data)
+        self._report(self._done)
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _guide_share(path: str, share: int, jobs: int, engine: str, snip: bool,
+                 catalogue: RuleCatalogue) -> list[tuple[int, list[Finding]]]:
+    """One worker: reads the whole file (the envelope is needed for every path and guide) and
+    validates the transaction sets ``share``, ``share + jobs``, ... against their guide.
+    Returns their findings per transaction set (global ST order)."""
+    with X12Reader(path) as reader:
+        envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
+        guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
+        starts: list[tuple[int, int]] = []  # (ST ordinal, global ST index) of our sets
+        st_index = -1
+        mine = False
+        for seg in reader:
+            envelope.feed(seg)
+            seg_id = seg.fields[0]
+            if seg_id == "ST":
+                st_index += 1
+                mine = st_index % jobs == share
+                if mine:
+                    starts.append((seg.ordinal, st_index))
+            if mine or seg_id in ("ISA", "GS", "GE", "IEA"):
+                guide.feed(seg)
+            if seg_id == "SE":
+                mine = False
+        findings = guide.finish()
+    out: dict[int, list[Finding]] = {}
+    ordinals = [s for s, _ in starts]
+    from bisect import bisect_right
+
+    for finding in findings:
+        position = bisect_right(ordinals, finding.segment or 0) - 1
+        out.setdefault(starts[max(position, 0)][1], []).append(finding)
+    return sorted(out.items())
+
+
+def _start_shares(path: str, jobs: int, engine: str, snip: bool, catalogue: RuleCatalogue):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
+    futures = [pool.submit(_guide_share, path, share, jobs, engine, snip, catalogue)
+               for share in range(jobs)]
+    return pool, futures
+
+
+def _join_shares(shares) -> list[Finding]:
+    pool, futures = shares
+    try:
+        per_ts: list[tuple[int, list[Finding]]] = []
+        for future in futures:
+            per_ts.extend(future.result())
+    finally:
+        pool.shutdown()
+    per_ts.sort(key=lambda item: item[0])
+    return [f for _, findings in per_ts for f in findings]

@@ -1,0 +1,105 @@
+"""Compiled map nodes, the data element dictionary and the external code sets (shared by the
+map compiler and the element checks)."""
+
+from __future__ import annotations
+
+import importlib.resources
+from functools import lru_cache
+from pathlib import Path
+
+from gateway.paths import PROFILES
+
+OUR_MAPS = PROFILES / "x12"
+MAXINT = 2**31 - 1
+
+
+def pyx12_map_dir() -> Path:
+    return Path(str(importlib.resources.files("pyx12").joinpath("map")))
+
+
+# -- nodes ------------------------------------------------------------------------------------
+class Node:
+    __slots__ = ("id", "name", "usage", "pos", "parent", "index", "end", "max_repeat")
+
+    is_loop = False
+    is_segment = False
+    is_root = False
+
+    def get_parent(self):
+        return self.parent
+
+    def is_composite(self) -> bool:
+        return False
+
+
+class Loop(Node):
+    __slots__ = ("groups", "children", "first", "wrapper")
+    is_loop = True
+
+    def __repr__(self) -> str:
+        return f"<Loop {self.id}>"
+
+
+class Root(Loop):
+    __slots__ = ("icvn", "transaction", "nodes", "seg_keys", "file", "digest")
+    is_root = True
+    is_loop = False
+
+
+class Element:
+    """A simple data element (or a component of a composite)."""
+
+    __slots__ = ("refdes", "name", "usage", "seq", "data_ele", "data_type", "min_len",
+                 "max_len", "codes", "valid_codes", "external", "regex", "parent")
+
+    def is_composite(self) -> bool:
+        return False
+
+    @property
+    def external_codes(self):  # the attribute name the finding code reads (pyx12's)
+        return self.external
+
+
+class Composite:
+    __slots__ = ("refdes", "name", "usage", "seq", "data_ele", "children", "parent")
+    is_segment = False
+
+    def is_composite(self) -> bool:
+        return True
+
+
+class Segment(Node):
+    __slots__ = ("elements", "syntax", "key", "fast", "post", "has_1250", "twins")
+    is_segment = True
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.id} pos {self.pos}>"
+
+
+# -- data element dictionary and code sets ----------------------------------------------------
+@lru_cache(maxsize=1)
+def data_elements() -> dict[str, tuple[str, int, int, str]]:
+    from lxml import etree
+
+    found: dict[str, tuple[str, int, int, str]] = {}
+    for path in (pyx12_map_dir() / "dataele.xml", OUR_MAPS / "dataele.xml"):
+        if not path.exists():
+            continue
+        for e in etree.parse(str(path)).getroot().iter("data_ele"):
+            found[e.get("ele_num")] = (e.get("data_type"), int(e.get("min_len")),
+                                       int(e.get("max_len")), e.get("name") or "")
+    return found
+
+
+@lru_cache(maxsize=1)
+def code_sets() -> dict[str, frozenset[str]]:
+    from lxml import etree
+
+    found: dict[str, frozenset[str]] = {}
+    for path in (pyx12_map_dir() / "codes.xml", OUR_MAPS / "codes.xml"):
+        if not path.exists():
+            continue
+        for cs in etree.parse(str(path)).getroot().iter("codeset"):
+            codes = frozenset(c.text or "" for c in cs.iterfind("version/code"))
+            found[cs.findtext("id")] = found.get(cs.findtext("id"), frozenset()) | codes
+    return found

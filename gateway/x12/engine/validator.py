@@ -1,0 +1,447 @@
+"""The native implementation-guide validator: same interface and findings as the pyx12 adapter
+(:class:`gateway.x12.ig.GuideValidator`), driven by compiled maps.
+
+Per segment: one cached *plan* look-up and replay for the structure (:mod:`.walker`), one
+compiled pattern for the elements (:mod:`.elements`); the detailed checks run only for a
+segment whose text the pattern rejects. Nothing is kept per segment or per claim: memory is
+the compiled maps plus the findings.
+
+Differences from pyx12, on purpose (each one a pyx12 defect, see README "X12 engine"):
+
+- look-alike segments sharing a position (837P 2400 ``PWK``: DME CMN indicator vs line
+  supplemental information) are resolved by trying every candidate: the first one whose
+  elements are clean wins;
+- repeat counts are per map node, not per path string (pyx12 counts the 999's Segment Context
+  ``CTX`` and Business Unit ``CTX`` together and reports "exceeded max count");
+- a composite with too many components is reported (pyx12 raises ``IndexError``);
+- a segment marked "Not Used" is reported at itself, not at the segment before it;
+- ISA12 ``00401`` and ``00405`` interchanges are read (pyx12 refuses ``00405``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.findings import Finding
+from gateway.rules import RuleCatalogue, default_catalogue
+from gateway.x12.engine.elements import check as check_elements
+from gateway.x12.engine.elements import fast_pattern, post_ok
+from gateway.x12.engine.maps import Root, load
+from gateway.x12.engine.walker import Counters, qualifier, trace
+from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
+from gateway.x12.reader import Delimiters, Segment
+
+SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
+MAX_QUOTED_CODE = 2
+PLAN_CACHE_SIZE = 50_000
+CLEAN_CACHE_SIZE = 100_000
+_SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
+# valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
+_PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1", "SV2", "HI",
+                                    "DMG", "SBR", "PRV", "PAT", "AMT", "NTE", "PWK", "CAS",
+                                    "BHT", "K3", "CN1", "CR1", "CRC", "QTY", "MEA", "PS1",
+                                    "SVD", "LIN", "CTP", "OI", "MOA", "MIA", "HCP", "TRN",
+                                    "STC", "N1", "N2", "BPR", "CLP", "SVC", "PLB", "TS3",
+                                    "TS2", "LQ", "IK3", "IK4", "IK5", "AK1", "AK2", "AK9",
+                                    "CTX", "IK3"))
+_GOOD_IDS: set[str] = set()
+_TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
+
+
+def guide_map(guide: dict, st01: str) -> str | None:
+    """The map file of a guide for one transaction set (``map`` may be a dict by ST01)."""
+    found = guide.get("map")
+    if isinstance(found, dict):
+        return found.get(st01)
+    return found
+
+
+def guide_transactions(guide: dict) -> tuple[str, ...]:
+    found = guide.get("transaction", ())
+    return (found,) if isinstance(found, str) else tuple(found)
+
+
+class NativeGuideValidator:
+    """Validates the segments of the transaction sets whose GS08 names a supported guide."""
+
+    engine = "native"
+
+    def __init__(self, delimiters: Delimiters, envelope: EnvelopeChecker,
+                 catalogue: RuleCatalogue | None = None, snip: bool = True) -> None:
+        self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
+        self._snip = None
+        self.delimiters = delimiters
+        self.envelope = envelope
+        self.catalogue = catalogue or default_catalogue()
+        self.findings: list[Finding] = []
+        self._guide: dict | None = None
+        self._guide_id = ""
+        self._root: Root | None = None
+        self._icvn = "00501"
+        self._node = None
+        self._counters: Counters | None = None
+        self._active = False
+        self._in_ts = False
+        self._plans: dict = {}
+        self._clean: set = set()
+        self._loop_counts: dict[str, int] = {}
+        self._hl_count = 0
+        self._hl_stack: list[int] = []
+        self._lx_count = 0
+        self._check_lx = False
+        self._position = 0
+        self._segment: Segment | None = None
+        self._path = ""
+        self._sep = delimiters.element
+        self._comp = delimiters.component
+
+    # -- feeding ---------------------------------------------------------------------------
+    def feed(self, seg: Segment) -> None:
+        seg_id = seg.fields[0]
+        if seg_id == "GS":
+            self._on_gs(seg)
+            return
+        if not self._active:
+            return
+        if seg_id == "ST":
+            self._on_st(seg)
+            return
+        if not self._in_ts:
+            if seg_id == "GE":
+                self._active = False
+            return
+        self._segment = seg
+        if seg_id in CONTROL_SEGMENTS:  # SE, GE (and a stray ISA/IEA): structure only
+            # required segments and loops never seen are reported when SE closes the set
+            # (the pyx12 adapter drops these: it ignores every walk error at SE)
+            self._walk(seg, seg.fields, report=seg_id == "SE" and "missing")
+            if seg_id == "SE":
+                self._in_ts = False
+                if self._snip is not None:
+                    self._snip.end_transaction()
+            elif seg_id == "GE":
+                self._active = False
+            return
+        try:
+            self._data_segment(seg)
+        except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
+            shown = shown_segment_id(seg_id)
+            context = {"segment_id": shown, "position": self._position, "loop": ""}
+            self._add("X12-IG-ENGINE", f"{self._path}/{shown}", context,
+                      segment=shown, detail=exc.__class__.__name__)
+
+    def _on_gs(self, seg: Segment) -> None:
+        guide = self.envelope.profile.guides.get(seg.get(8))
+        ic = self.envelope.interchange
+        self._active = guide is not None and ic is not None and \
+            ic.field(12) in SUPPORTED_VERSIONS
+        self._in_ts = False
+        if self._active:
+            self._guide = guide
+            self._guide_id = seg.get(8)
+            self._icvn = ic.field(12)
+
+    def _on_st(self, seg: Segment) -> None:
+        self._in_ts = False
+        st01 = seg.get(1)
+        if st01 not in guide_transactions(self._guide):
+            return
+        name = guide_map(self._guide, st01)
+        if not name:
+            return
+        root = load(name)
+        if root is not self._root:
+            self._root = root
+            self._counters = Counters(root)
+            self._plans = {}
+            self._clean = set()
+        self._in_ts = True
+        self._snip = None
+        if self.snip:
+            from gateway.x12.snip import SnipChecker
+
+            checker = SnipChecker(self._snip_report, self._guide_id,
+                                  self.envelope.interchange.field(8).strip(), self._comp)
+            self._snip = checker if checker.enabled else None
+        self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
+        self._check_lx = st01 == "837"
+        self._icvn = root.icvn or self._icvn
+        self._loop_counts = {}
+        self._hl_count = 0
+        self._hl_stack = []
+        self._lx_count = 0
+        self._position = 1
+        self._segment = seg
+        # every transaction set starts afresh below GS_LOOP (pyx12: forced to the loop start)
+        gs_loop = root.nodes[0]
+        for node in root.nodes:
+            if node.is_loop and node.id == "GS_LOOP":
+                gs_loop = node
+                break
+        self._counters.counts = [0] * len(root.nodes)
+        self._node = gs_loop.first if gs_loop.first is not None else gs_loop
+        self._walk(seg, seg.fields, report=False)
+
+    def _data_segment(self, seg: Segment) -> None:
+        fields = seg.fields
+        text = seg.raw
+        if text[-1:] == self._sep:
+            self._reader_error("SEG1", seg)
+        self._position += 1
+        seg_id = fields[0]
+        if seg_id in _PLAIN_IDS and len(fields) > 1 and fields[1]:
+            reader_errors = None  # the common case: a known id, not empty, no numbering
+        else:
+            reader_errors = self._reader_checks(seg, fields)
+        # the structure: a cached plan; the common case (one segment matched, nothing skipped)
+        # is replayed inline
+        start = self._node
+        if start is None:
+            node = None
+        else:
+            positions = self._root.seg_keys.get(seg_id, ())
+            if len(positions) == 1 and not positions[0][1]:
+                element = positions[0][0]
+                plan = self._plans.get((start.index, seg_id, fields[element]
+                                        if element < len(fields) else None))
+            elif not positions:
+                plan = self._plans.get((start.index, seg_id))
+            else:
+                plan = None
+            if plan is not None and plan.simple and not plan.candidates and not plan.pushes:
+                node = plan.node
+                counts = self._counters.counts
+                counts[node.index] += 1
+                if node.usage == "N" or counts[node.index] > node.max_repeat:
+                    counts[node.index] -= 1  # let the general path count and report it
+                    node = self._walk(seg, fields, report=True)
+                else:
+                    self._node = node
+            else:
+                node = self._walk(seg, fields, report=True)
+        if reader_errors:
+            for code in reader_errors:
+                self._reader_error(code, seg)
+        if node is not None:
+            if (node.index, text) not in self._clean:
+                self._check_elements(node, fields, text)
+            if self._snip is not None:
+                self._snip.segment(fields, node, seg.ordinal, self._position,
+                                   self._loop_counts.get("2300", 0), text)
+
+    def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
+        """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
+        found = []
+        seg_id = fields[0]
+        if len(fields) == 1 or (not fields[1] and not any(fields[2:])):
+            found.append("8")
+        if seg_id not in _GOOD_IDS:
+            if _SEG_ID.fullmatch(seg_id):
+                if len(_GOOD_IDS) < 1000:
+                    _GOOD_IDS.add(seg_id)
+            else:
+                found.append("1")
+        if seg_id == "HL":
+            self._hl_count += 1
+            if self._hl_count != _int(seg.get(1)):
+                found.append("HL1")
+            if seg.get(2) != "":
+                parent = _int(seg.get(2))
+                if parent not in self._hl_stack:
+                    found.append("HL2")
+                while self._hl_stack and parent != self._hl_stack[-1]:
+                    del self._hl_stack[-1]
+            self._hl_stack.append(self._hl_count)
+        elif self._check_lx and seg_id == "CLM":
+            self._lx_count = 0
+        elif self._check_lx and seg_id == "LX":
+            self._lx_count += 1
+            if seg.get(1) != str(self._lx_count):
+                found.append("LX")
+        return found
+
+    # -- structure -------------------------------------------------------------------------
+    def _walk(self, seg: Segment, fields: list[str], report):
+        start = self._node
+        if start is None:
+            return None
+        seg_id = fields[0]
+        positions = self._root.seg_keys.get(seg_id, ())
+        if not positions:
+            key = (start.index, seg_id)
+        elif len(positions) == 1 and not positions[0][1]:
+            element = positions[0][0]
+            key = (start.index, seg_id, fields[element] if element < len(fields) else None)
+        else:
+            key = (start.index, seg_id,
+                   tuple(qualifier(fields, p, self._comp) for p in positions))
+        plan = self._plans.get(key)
+        if plan is None:
+            values = {p: qualifier(fields, p, self._comp) for p in positions}
+            plan = trace(start, seg_id, values)
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        node = plan.node
+        chosen = None
+        if plan.candidates and report is True:
+            chosen = self._best_candidate(plan.candidates, fields, seg.raw)
+        errors: list = []
+        self._counters.replay(plan, chosen, errors)
+        if plan.pushes:
+            counts = self._loop_counts
+            for loop in plan.pushes:
+                counts[loop.id] = counts.get(loop.id, 0) + 1
+        if errors and report:
+            for code, where_node, subject in errors:
+                if report == "missing" and code != "3":
+                    continue
+                self._walk_finding(code, where_node, subject, seg)
+        if node is None:
+            return None
+        self._node = chosen or node
+        return self._node
+
+    def _best_candidate(self, candidates, fields: list[str], text: str):
+        """Look-alike segments at one position: the first candidate whose elements are clean
+        (pyx12 takes the first that matches the qualifier and reports its errors)."""
+        for candidate in candidates:
+            if self._is_clean(candidate, fields, text) or \
+                    not check_elements(candidate, fields, self._icvn, self._comp):
+                return None if candidate is candidates[0] else candidate
+        return None
+
+    # -- elements --------------------------------------------------------------------------
+    def _is_clean(self, node, fields: list[str], text: str) -> bool:
+        pattern = fast_pattern(node, self._icvn, self._sep, self._comp,
+                                  self.delimiters.segment)
+        return pattern is not None and pattern.fullmatch(text) is not None and (
+            not node.post or post_ok(node, fields, self._comp))
+
+    def _check_elements(self, node, fields: list[str], text: str) -> None:
+        key = (node.index, text)
+        if key in self._clean:
+            return
+        if self._is_clean(node, fields, text):
+            clean = True
+        else:
+            errors = check_elements(node, fields, self._icvn, self._comp)
+            for code, element, value in errors:
+                if element is None:
+                    self._segment_finding("8", node, shown_segment_id(fields[0]))
+                else:
+                    self._element_finding(code, node, element, value, fields)
+            clean = not errors
+        if clean:
+            if len(self._clean) >= CLEAN_CACHE_SIZE:
+                self._clean.clear()
+            self._clean.add(key)
+
+    # -- findings --------------------------------------------------------------------------
+    @staticmethod
+    def _loop_id(map_node) -> str:
+        loop = map_node.parent if map_node is not None else None
+        loop_id = getattr(loop, "id", None) or ""
+        return "" if loop_id in _TABLE_LEVELS else loop_id
+
+    def _where(self, map_node, tail: str) -> str:
+        parts = [self._path]
+        loop_id = self._loop_id(map_node)
+        if loop_id:
+            parts.append(f"{loop_id}[{self._loop_counts.get(loop_id, 1)}]")
+        parts.append(tail)
+        return "/".join(p for p in parts if p)
+
+    def _add(self, rule_id: str, where: str, context: dict, **values) -> None:
+        if rule_id not in self.catalogue:
+            rule_id = "X12-IG-OTHER"
+        finding = self.catalogue.finding(rule_id, where, self._segment.ordinal, **values)
+        if finding is not None:
+            self.findings.append(finding.model_copy(update={"context": context}))
+
+    def _snip_report(self, rule_id: str, where, label: str, ordinal: int, context: dict,
+                     **values) -> None:
+        """A SNIP 3-7 finding (from :mod:`gateway.x12.snip`) with the IG findings' context."""
+        if isinstance(where, tuple):  # (loop id, occurrence): a claim-level rule
+            loop_id, count = where
+        else:
+            loop_id = self._loop_id(where)
+            count = self._loop_counts.get(loop_id, 1)
+        location = "/".join(p for p in (self._path, f"{loop_id}[{count}]" if loop_id else "",
+                                         label) if p)
+        finding = self.catalogue.finding(rule_id, location, ordinal, **values)
+        if finding is not None:
+            self.findings.append(finding.model_copy(update={"context": {**context,
+                                                                       "loop": loop_id}}))
+
+    def _walk_finding(self, code: str, node, subject, seg: Segment) -> None:
+        shown = shown_segment_id(seg.fields[0])
+        if code == "3":  # a missing segment (or the first segment of a missing loop)
+            self._segment_finding(code, node, node.id)
+        elif code == "2":  # "Not Used" segment or loop, reported at the segment itself
+            self._segment_finding(code, subject, shown)
+        else:
+            self._segment_finding(code, node, shown)
+
+    def _segment_finding(self, code: str, node, seg_id: str) -> None:
+        name = getattr(node, "name", "") or ""
+        detail = f' ("{name}")' if name else ""
+        context = {"segment_id": seg_id, "position": self._position,
+                   "loop": self._loop_id(node)}
+        self._add(f"X12-IG-SEG-{code}", self._where(node, seg_id), context, segment=seg_id,
+                  detail=detail)
+
+    def _element_finding(self, code: str, seg_node, element, bad_value, fields) -> None:
+        seg_id = shown_segment_id(fields[0])
+        parent = element.parent
+        if parent.is_composite():
+            position, component = parent.seq, element.seq
+            label = f"{seg_id}{position:02d}-{component}"
+        else:
+            position, component = element.seq, None
+            label = f"{seg_id}{position:02d}"
+        value = bad_value or ""
+        is_code = bool(element.valid_codes or element.external)
+        # a bad code is quoted only when it is code-sized (never a name or a member id)
+        shown = is_code and 0 < len(value) <= MAX_QUOTED_CODE and code in ("7", "I6")
+        detail = f" (found {value!r})" if shown else ""
+        context = {"segment_id": fields[0][:3], "position": self._position,
+                   "loop": self._loop_id(seg_node), "element": position,
+                   "component": component, "data_element": element.data_ele or ""}
+        self._add(f"X12-IG-ELE-{code}", self._where(seg_node, label), context, element=label,
+                  name=element.name, detail=detail)
+
+    def _reader_error(self, code: str, seg: Segment) -> None:
+        path = self._path
+        if code in ("HL1", "HL2"):
+            first = code == "HL1"
+            context = {"segment_id": "HL", "position": self._position, "loop": "",
+                       "element": 1 if first else 2, "component": None,
+                       "data_element": "628" if first else "734"}
+            self._add("X12-IG-HL-1" if first else "X12-IG-HL-2",
+                      f"{path}/HL{1 if first else 2:02d}", context,
+                      found=seg.get(1 if first else 2),
+                      expected=str(self._hl_count) if first else "")
+        elif code == "LX":
+            context = {"segment_id": "LX", "position": self._position, "loop": "2400",
+                       "element": 1, "component": None, "data_element": "554"}
+            self._add("X12-IG-LX-1", f"{path}/2400/LX01", context, found=seg.get(1),
+                      expected=self._lx_count)
+        else:
+            seg_id = shown_segment_id(seg.fields[0])
+            context = {"segment_id": seg.fields[0][:3], "position": self._position,
+                       "loop": ""}
+            detail = " (the segment ends with an element separator)" if code == "SEG1" else ""
+            code = "8" if code == "SEG1" else code
+            self._add(f"X12-IG-SEG-{code}", f"{path}/{seg_id}", context, segment=seg_id,
+                      detail=detail)
+
+    def finish(self) -> list[Finding]:
+        return self.findings
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None

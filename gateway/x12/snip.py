@@ -1,0 +1,296 @@
+"""SNIP 3-7 edits for 837 claims, as data: ``profiles/rules/x12-snip.yaml``.
+
+The native engine calls :meth:`SnipChecker.segment` with each segment and the map node it
+matched, so every check knows its loop without re-parsing the structure. Element checks
+(SNIP 5, 7) run on the segment; claim checks (SNIP 3, 4, 6) collect what they need while the
+claim's segments pass and run when the claim ends (next claim, next HL, SE) — nothing is kept
+after that, so memory stays flat. Findings carry the same context as the implementation-guide
+findings (segment id, position, loop, element), so the 999 can list them as IK3/IK4, and sit
+on a segment inside the claim, so the 277CA rejects that claim with the rule's status code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+import yaml
+
+from gateway.paths import PROFILES
+
+SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
+_TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
+_ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z]{1,5}")
+
+
+def _ref(segment: str, text: str) -> tuple[int, int]:
+    position, _, component = text[len(segment):].partition("-")
+    return int(position or 0), int(component or 0)
+
+
+@dataclass(frozen=True)
+class SnipRule:
+    id: str
+    snip: int
+    check: str
+    spec: dict
+    element: tuple[int, int]  # (element, component) the rule checks
+    when: tuple  # ((element, component, value), ...) that must hold
+    unless: tuple  # ((element, component, value or "*"), ...) that must not
+    pattern: re.Pattern | None
+
+
+@lru_cache(maxsize=1)
+def snip_rules() -> tuple[SnipRule, ...]:
+    data = yaml.safe_load(SNIP_PACK.read_text(encoding="utf-8"))
+    rules = []
+    for r in data["rules"]:
+        seg = r.get("segment", "")
+        rules.append(SnipRule(
+            id=r["id"], snip=int(r["snip"]), check=r["check"], spec=r,
+            element=_ref(seg, r.get("element", "")),
+            when=tuple((*_ref(seg, k), str(v)) for k, v in (r.get("when") or {}).items()
+                       if seg),
+            unless=tuple((*_ref(seg, k), str(v)) for k, v in (r.get("unless") or {}).items()),
+            pattern=re.compile(r["pattern"]) if "pattern" in r else None))
+    return tuple(rules)
+
+
+@lru_cache(maxsize=8)
+def _partner_receiver(partner: str) -> str:
+    from gateway.x12.writer import envelope_settings
+
+    return envelope_settings(partner).receiver_id.strip()
+
+
+def _value(fields: list[str], position: int, component: int, comp_sep: str) -> str:
+    value = fields[position] if position < len(fields) else ""
+    if component:
+        parts = value.split(comp_sep)
+        return parts[component - 1] if component <= len(parts) else ""
+    return value
+
+
+def _conditions_hold(rule: SnipRule, fields: list[str], comp_sep: str) -> bool:
+    for position, component, wanted in rule.when:
+        if _value(fields, position, component, comp_sep) != wanted:
+            return False
+    for position, component, unwanted in rule.unless:
+        found = _value(fields, position, component, comp_sep)
+        if found and (unwanted == "*" or found == unwanted):
+            return False
+    return True
+
+
+def _money(text: str) -> Decimal | None:
+    try:
+        return Decimal(text)
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _dates(qualifier: str, value: str) -> tuple[str, str] | None:
+    if qualifier == "D8" and len(value) == 8 and value.isdigit():
+        return value, value
+    if qualifier == "RD8" and len(value) == 17 and value[8] == "-":
+        return value[:8], value[9:]
+    return None
+
+
+@dataclass
+class _Claim:
+    ordinal: int
+    position: int
+    loop_count: int
+    charge: str
+    frequency: str
+    lines: list[str] = field(default_factory=list)
+    refs: set[str] = field(default_factory=set)
+    service_dates: list[str] = field(default_factory=list)
+
+
+class SnipChecker:
+    """Feed it (segment, map node, position, where) for one transaction set's guide."""
+
+    def __init__(self, report, guide: str, receiver: str, comp_sep: str) -> None:
+        self.report = report  # report(rule_id, node, tail, ordinal, position, context, **values)
+        self.comp = comp_sep
+        rules = []
+        for rule in snip_rules():
+            guides = rule.spec.get("guides")
+            if guides and guide not in guides:
+                continue
+            partner = rule.spec.get("partner")
+            if partner and receiver != _partner_receiver(partner):
+                continue
+            rules.append(rule)
+        self.by_segment: dict[str, list[SnipRule]] = {}
+        self.claim_rules = [r for r in rules if r.check in (
+            "claim_balance", "claim_requires", "service_not_after_creation",
+            "born_before_service")]
+        for rule in rules:
+            if "segment" in rule.spec:
+                self.by_segment.setdefault(rule.spec["segment"], []).append(rule)
+        self.enabled = bool(rules)
+        self.created = ""
+        self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
+        self.claim: _Claim | None = None
+        self.found = 0  # element findings so far
+        self._clean: set[tuple[int, str]] = set()
+
+    # -- feeding -----------------------------------------------------------------------------
+    def segment(self, fields: list[str], node, ordinal: int, position: int,
+                loop_count: int, text: str = "") -> None:
+        seg_id = fields[0]
+        rules = self.by_segment.get(seg_id)
+        if rules and text:
+            key = (node.index, text)
+            if key in self._clean:  # the same segment text at the same node passed before
+                rules = None
+            else:
+                before = self.found
+        if seg_id not in _TRACKED and not rules:
+            return
+        loop = node.parent.id if node.parent is not None else ""
+        if seg_id in ("CLM", "HL") and self.claim is not None:
+            self._end_claim()
+        if seg_id == "BHT":
+            self.created = fields[4] if len(fields) > 4 else ""
+        elif seg_id == "HL":
+            level = fields[3] if len(fields) > 3 else ""
+            if level in ("20", "22"):
+                self.birth = {}
+            elif level == "23":
+                self.birth.pop("2010CA", None)
+        elif seg_id == "DMG" and loop in ("2010BA", "2010CA"):
+            if len(fields) > 2 and fields[1] == "D8":
+                self.birth[loop] = fields[2]
+        elif seg_id == "CLM":
+            charge = fields[2] if len(fields) > 2 else ""
+            self.claim = _Claim(ordinal, position, loop_count, charge,
+                                _value(fields, 5, 3, self.comp))
+        elif self.claim is not None:
+            if seg_id in ("SV1", "SV2") and loop == "2400":
+                self.claim.lines.append(_value(fields, 2 if seg_id == "SV1" else 3, 0,
+                                               self.comp))
+            elif seg_id == "REF" and loop == "2300" and len(fields) > 1:
+                self.claim.refs.add(fields[1])
+            elif seg_id == "DTP" and len(fields) > 3 and fields[1] == "472":
+                span = _dates(fields[2], fields[3])
+                if span:
+                    self.claim.service_dates.extend(span)
+        if rules:
+            for rule in rules:
+                self._element_rule(rule, fields, node, ordinal, position, loop)
+            if text and self.found == before and len(self._clean) < 100_000:
+                self._clean.add(key)
+
+    def end_transaction(self) -> None:
+        if self.claim is not None:
+            self._end_claim()
+        self.birth = {}
+        self.created = ""
+
+    # -- element rules ----------------------------------------------------------------------
+    def _element_rule(self, rule: SnipRule, fields, node, ordinal, position, loop) -> None:
+        spec = rule.spec
+        if spec.get("loop") and spec["loop"] != loop:
+            return
+        if not _conditions_hold(rule, fields, self.comp):
+            return
+        if rule.check == "icd10cm":
+            for index in range(1, len(fields)):
+                parts = fields[index].split(self.comp)
+                if len(parts) < 2 or parts[0] not in spec["qualifiers"] or not parts[1]:
+                    continue
+                code = parts[1]
+                why = None
+                if "." in code:
+                    why = "sent with its decimal point"
+                elif not _ICD10.fullmatch(code):
+                    why = "not the shape letter, digit, 1 to 5 letters or digits"
+                if why:
+                    self._report(rule, node, ordinal, position, index, 2, why=why)
+            return
+        index, component = rule.element
+        value = _value(fields, index, component, self.comp)
+        if not value:
+            return  # a missing element is the implementation guide's business (SNIP 2)
+        if rule.check == "npi":
+            from gateway.tabular.validate import luhn_npi_ok  # the one NPI check digit
+
+            ok = len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+        elif rule.check == "pattern":
+            ok = rule.pattern.fullmatch(value) is not None
+        else:
+            return
+        if not ok:
+            self._report(rule, node, ordinal, position, index, component)
+
+    def _report(self, rule, node, ordinal, position, index, component, **values) -> None:
+        seg_id = node.id
+        label = f"{seg_id}{index:02d}" + (f"-{component}" if component else "")
+        element = node.elements[index - 1] if index - 1 < len(node.elements) else None
+        data_element = ""
+        if element is not None:
+            if component and element.is_composite() and component <= len(element.children):
+                data_element = element.children[component - 1].data_ele or ""
+            else:
+                data_element = element.data_ele or ""
+        context = {"segment_id": seg_id, "position": position, "element": index,
+                   "component": component or None, "data_element": data_element}
+        self.found += 1
+        self.report(rule.id, node, label, ordinal, context, element=label, **values)
+
+    # -- claim rules -------------------------------------------------------------------------
+    def _end_claim(self) -> None:
+        claim = self.claim
+        self.claim = None
+        for rule in self.claim_rules:
+            getattr(self, "_" + rule.check)(rule, claim)
+
+    def _claim_report(self, rule, claim: _Claim, element: int, component: int | None,
+                      data_element: str, **values) -> None:
+        label = f"CLM{element:02d}" + (f"-{component}" if component else "")
+        context = {"segment_id": "CLM", "position": claim.position, "element": element,
+                   "component": component, "data_element": data_element}
+        self.report(rule.id, ("2300", claim.loop_count), label, claim.ordinal, context,
+                    element=label, **values)
+
+    def _claim_balance(self, rule, claim: _Claim) -> None:
+        total = _money(claim.charge)
+        lines = [_money(v) for v in claim.lines]
+        if total is None or not lines or any(v is None for v in lines):
+            return  # unreadable amounts are SNIP 2 findings already
+        expected = sum(lines, Decimal(0))
+        if total != expected:
+            self._claim_report(rule, claim, 2, None, "782", found=claim.charge,
+                               expected=_plain(expected))
+
+    def _claim_requires(self, rule, claim: _Claim) -> None:
+        if claim.frequency in rule.spec["when"]["values"] and \
+                rule.spec["requires"]["qualifier"] not in claim.refs:
+            self._claim_report(rule, claim, 5, 3, "1325", found=claim.frequency)
+
+    def _service_not_after_creation(self, rule, claim: _Claim) -> None:
+        if len(self.created) != 8:
+            return
+        late = [d for d in claim.service_dates if d > self.created]
+        if late:
+            self._claim_report(rule, claim, 1, None, "1028", found=max(late),
+                               expected=self.created)
+
+    def _born_before_service(self, rule, claim: _Claim) -> None:
+        birth = self.birth.get("2010CA") or self.birth.get("2010BA")
+        if not birth or len(birth) != 8 or not claim.service_dates:
+            return
+        first = min(claim.service_dates)
+        if birth > first:
+            self._claim_report(rule, claim, 1, None, "1028", found=birth, expected=first)
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,134 @@
+"""SNIP 3-7 rule packs (profiles/rules/x12-snip.yaml): every SNIP type fires on the defect it
+names, stays silent on a clean claim, and reaches the 999 (IK3/IK4) and the 277CA."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.findings import Severity
+from gateway.rules import default_catalogue
+from gateway.x12.acks import AckControls, acknowledge
+from gateway.x12.validate import validate_x12
+
+CLEAN = (Path(__file__).resolve().parent.parent / "fixtures" / "837p" /
+         "ecm-clean.x12").read_text()
+STATE_ISA08 = "CALIFORNIA-DHCS"  # profiles/envelopes/dhcs-encounters.yaml receiver_id
+
+
+def fix_counts(text: str) -> str:
+    """SE01 recounted after a mutation that adds or removes segments."""
+    out, count = [], 0
+    for seg in text.split("~"):
+        body = seg.strip()
+        if body.startswith("ST*"):
+            count = 1
+        elif body.startswith("SE*"):
+            count += 1
+            parts = body.split("*")
+            parts[1] = str(count)
+            seg = seg.replace(body, "*".join(parts))
+        elif count and body:
+            count += 1
+        out.append(seg)
+    return "~".join(out)
+
+
+def mutate(*pairs: tuple[str, str], text: str = CLEAN) -> bytes:
+    for old, new in pairs:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return fix_counts(text).encode()
+
+
+def snip(data: bytes, catalogue=None) -> list[tuple[str, str]]:
+    result = validate_x12(data, catalogue=catalogue)
+    return [(f.rule, f.location) for f in result.findings if "SNIP" in f.rule]
+
+
+def test_a_clean_file_passes_every_snip_rule():
+    assert snip(CLEAN.encode()) == []
+
+
+TS = "ISA#1/GS#1/ST#1"
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    # SNIP 3: claim total is not the sum of its lines (100 + 50 + 100)
+    ([("CLM*ECM0300000001*250*", "CLM*ECM0300000001*260*")],
+     [("X12-SNIP3-001", f"{TS}/2300[1]/CLM02")]),
+    # SNIP 4: replacement claim without the original's REF*F8
+    ([("99:B:1*Y*A*Y*Y~", "99:B:7*Y*A*Y*Y~")], [("X12-SNIP4-001", f"{TS}/2300[1]/CLM05-3")]),
+    # SNIP 5: NPI check digit, TIN, ZIP, ICD-10 with its dot, HCPCS shape, taxonomy
+    ([("XX*1000000004", "XX*1000000005")], [("X12-SNIP5-NPI", f"{TS}/2010AA[1]/NM109")]),
+    ([("REF*EI*940000000", "REF*EI*94000000")], [("X12-SNIP5-TIN", f"{TS}/2010AA[1]/REF02")]),
+    ([("N4*OAKLAND*CA*94612", "N4*OAKLAND*CA*9461")],
+     [("X12-SNIP5-ZIP", f"{TS}/2010BA[1]/N403")]),
+    ([("HI*ABK:E119", "HI*ABK:E11.9")], [("X12-SNIP5-ICD10", f"{TS}/2300[1]/HI01-2")]),
+    ([("SV1*HC:G9012:U8:GQ", "SV1*HC:G901:U8:GQ")],
+     [("X12-SNIP5-HCPCS", f"{TS}/2400[2]/SV101-2")]),
+    ([("PRV*PE*PXC*171M00000X", "PRV*PE*PXC*171M00000")],
+     [("X12-SNIP5-TAXONOMY", f"{TS}/2310B[1]/PRV03")]),
+    # SNIP 6: a service date after the file was created; a member born after the service
+    ([("DTP*472*D8*20260908", "DTP*472*D8*20261230")],
+     [("X12-SNIP6-001", f"{TS}/2300[1]/CLM01")]),
+    ([("DMG*D8*20040501", "DMG*D8*20260908")], [("X12-SNIP6-002", f"{TS}/2300[1]/CLM01")]),
+])
+def test_each_snip_type_fires(pairs, expected):
+    assert snip(mutate(*pairs)) == expected
+
+
+def test_a_replacement_with_its_original_claim_number_passes():
+    assert snip(mutate(("99:B:1*Y*A*Y*Y~", "99:B:7*Y*A*Y*Y~REF*F8*ORIG0001~"))) == []
+
+
+def test_an_icd10_code_of_the_wrong_shape_says_why():
+    result = validate_x12(mutate(("HI*ABK:E119", "HI*ABK:119")))
+    [finding] = [f for f in result.findings if f.rule == "X12-SNIP5-ICD10"]
+    assert "not the shape" in finding.message
+
+
+def to_state(*pairs: tuple[str, str]) -> bytes:
+    return mutate(("*ZZ*DEMOPLAN       *", f"*ZZ*{STATE_ISA08}*"), *pairs)
+
+
+def test_snip7_state_rules_apply_only_to_files_for_the_state():
+    assert snip(to_state()) == []  # BHT06 RP and CIN-shaped ids: clean
+    assert snip(to_state(("*0930*RP~", "*0930*CH~"))) == [("X12-SNIP7-BHT06", f"{TS}/BHT06")]
+    assert snip(to_state(("MI*90000010L", "MI*9000001X0"))) == [
+        ("X12-SNIP7-CIN", f"{TS}/2010BA[1]/NM109")]
+    # the same defects in a file to a plan are no SNIP 7 business
+    assert snip(mutate(("*0930*RP~", "*0930*CH~"), ("MI*90000010L", "MI*9000001X0"))) == []
+
+
+def test_severity_is_configurable_per_partner():
+    relaxed = default_catalogue().with_overrides({"X12-SNIP5-NPI": {"severity": "warning"}})
+    result = validate_x12(mutate(("XX*1000000004", "XX*1000000005")), catalogue=relaxed)
+    [finding] = [f for f in result.findings if f.rule == "X12-SNIP5-NPI"]
+    assert finding.severity is Severity.WARNING
+    off = default_catalogue().with_overrides({"X12-SNIP5-NPI": {"enabled": False}})
+    assert snip(mutate(("XX*1000000004", "XX*1000000005")), catalogue=off) == []
+
+
+def test_every_snip_rule_names_its_type_and_ack_codes():
+    import yaml
+
+    from gateway.x12.snip import SNIP_PACK
+
+    rules = yaml.safe_load(SNIP_PACK.read_text())["rules"]
+    assert {r["snip"] for r in rules} == {3, 4, 5, 6, 7}
+    for rule in rules:
+        assert rule["ack"].get("claim_status") and rule["ack"].get("ik3"), rule["id"]
+        assert rule["id"] in default_catalogue()
+
+
+def test_a_claim_level_snip_error_rejects_the_claim_in_the_277ca_and_shows_in_the_999():
+    result = validate_x12(mutate(("CLM*ECM0300000001*250*", "CLM*ECM0300000001*260*")))
+    acks = acknowledge(result, controls=AckControls(interchange=5, group=5),
+                       when=datetime(2026, 10, 6, 12, 0))
+    assert "IK3*CLM*" in acks.ack999 and "IK4*2*782*I12" in acks.ack999
+    assert "IK5*E*5" in acks.ack999
+    assert "STC*A7:178" in acks.ack277ca
+    assert len(acks.rejected_claims) == 1
