@@ -5,32 +5,52 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install install-dev servers bench bench-load clean
+.PHONY: run test install install-dev servers bench bench-load clean fhir-packages
 
-# The stamp files make re-installation happen only when pyproject.toml changes.
+# The stamp files make re-installation happen only when pyproject.toml changes. Installs are
+# quiet (their output goes to .venv/install.log, shown only when they fail), so the demo's
+# banner is what `make run` leaves on screen.
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-warn-script-location
+
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 2; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e .
-	touch $@
+	@echo "installing the gateway into $(VENV) (log: $(VENV)/install.log)"
+	@$(PIP) -e . >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
 
 $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(VENV)/.installed $@
+	@echo "installing the gateway and its test tools into $(VENV) (log: $(VENV)/install.log)"
+	@$(PIP) -e '.[dev]' >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(BIN)/ecm-gateway serve --demo --host $(HOST) --port $(PORT)
+	@$(BIN)/ecm-gateway serve --demo --host $(HOST) --port $(PORT)
 
-test: install-dev servers
+test: install-dev servers fhir-packages
 	$(BIN)/python -m pytest
 
-# PostgreSQL and redis-server for the scale-out tests, installed when missing (root or sudo).
+# FHIR IG packages from the npm registry, unpacked under build/fhir-packages/<name>#<version>/
+# (never fetched at run time): the Da Vinci PDex Plan-Net profiles and examples that the
+# provider-directory conversions are checked against (gateway/fhir/plannet.py).
+PLANNET_PKG := build/fhir-packages/hl7.fhir.us.davinci-pdex-plan-net\#1.2.0
+fhir-packages: $(PLANNET_PKG)/package/package.json
+
+$(PLANNET_PKG)/package/package.json:
+	@command -v npm >/dev/null 2>&1 || { echo "need npm on PATH for the FHIR IG packages"; exit 2; }
+	mkdir -p "$(PLANNET_PKG)"
+	cd "$(PLANNET_PKG)" && npm pack --silent hl7.fhir.us.davinci-pdex-plan-net@1.2.0 >/dev/null \
+	  && tar xzf hl7.fhir.us.davinci-pdex-plan-net-1.2.0.tgz && rm -f hl7.fhir.us.davinci-pdex-plan-net-1.2.0.tgz
+	touch "$@"
+
+# PostgreSQL and redis-server for the scale-out tests, and Debian's chromium for the console's
+# browser tests, installed when missing (root or sudo).
 servers:
 	@.ci/install-servers
 
@@ -41,4 +61,4 @@ bench-load: install-dev servers
 	$(BIN)/python bench/bench_load.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache test-artifacts

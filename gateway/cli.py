@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -63,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="output file (default: standard output)")
     convert.add_argument("--envelope", default="plan-default",
                          help="envelope profile in profiles/envelopes/ for 837P output "
-                              "(e.g. dhcs-encounters)")
+                              "(e.g. dhcs-encounters); 274 output uses dhcs-274 unless "
+                              "another is named")
     convert.add_argument("--report", type=Path, default=None,
                          help="invoices: write the row-level results report here (.csv or "
                               ".xlsx)")
@@ -134,10 +136,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "(payloads, documents, findings), keeping the audit "
                                          "trail")
     purge.add_argument("--store", default=None, metavar="URL",
-                       help="store URL (default: SQLite under ./var)")
-    purge.add_argument("--partners", type=Path, default=None, metavar="FILE",
-                       help="the partners file whose retention: section sets the periods "
-                            "(default: var/partners.yaml when present, else the defaults)")
+                       help="store URL (default: the settings' store, else SQLite under "
+                            "./var); the periods are the retention_*_days settings")
 
     report = sub.add_parser("report", help="make a report from files (outreach tracking)")
     reports = report.add_subparsers(dest="report", required=True)
@@ -308,6 +308,8 @@ def cmd_convert(args) -> int:
         kind = sniff_table(args.file) or kind
     if args.report and kind != "invoice":
         raise UsageError("--report goes with invoices")
+    if kind in ("directory", "274") or (kind == "fhir" and args.to == "274"):
+        return _convert_directory(args, "plannet" if kind == "fhir" else kind)
     if kind == "invoice" and args.to == "837p":
         return _convert_invoice(args)
     if kind == "fhir" or (args.to == "fhir" and kind in ("mif", "837p", "json")):
@@ -332,6 +334,44 @@ def cmd_convert(args) -> int:
     with _output(args.output) as out:
         canonical_to_837p(encounters, out, settings, _control_numbers(args, settings), datetime.now())
     return EXIT_OK
+
+
+def _convert_directory(args, kind: str) -> int:
+    """Provider directory: roster (CSV/XLSX) → 274 or Plan-Net; 274 → Plan-Net, roster CSV or a
+    clean 274; Plan-Net Bundle → 274 or roster CSV (gateway/directory)."""
+    from gateway.directory.convert import (
+        TARGETS, open_directory, write_274, write_plannet, write_roster,
+    )
+    from gateway.directory.plannet import PlanNetError
+    from gateway.tabular import LayoutError
+
+    allowed = TARGETS[kind]
+    shown = {"directory": "directory roster", "274": "274", "plannet": "FHIR Plan-Net"}[kind]
+    if args.to not in allowed:
+        raise UsageError(f"cannot convert {shown} → {args.to}; from a {shown} this version "
+                         f"converts to: {', '.join(allowed)}")
+    name = "dhcs-274" if args.envelope == "plan-default" else args.envelope
+    settings = envelope_settings(name)
+    try:
+        source = open_directory(args.file, kind, settings)
+    except LayoutError as exc:
+        raise UsageError(str(exc)) from exc
+    except NotX12Error as exc:
+        raise UnknownKind(str(exc)) from exc
+    except PlanNetError as exc:
+        raise UsageError(f"{args.file}: {exc}") from exc
+    with _output(args.output) as out:
+        if args.to == "274":
+            write_274(source, out, settings, _control_numbers(args, settings),
+                      datetime.now())
+        elif args.to == "fhir":
+            write_plannet(source, out)
+        else:
+            write_roster(source, out)
+    stats = source.stats
+    print(f"{stats.get('groups', 0)} group(s), {stats.get('sites', 0)} site(s), "
+          f"{stats.get('providers', 0)} provider(s) converted", file=sys.stderr)
+    return _summarise(source.findings)
 
 
 def _store(args):
@@ -496,17 +536,11 @@ def cmd_serve(args) -> int:
 
     partners = args.partners
     drop = args.drop
+    tokens: dict[str, str] = {}
     if args.demo:
         drop = drop or var_dir() / "drop"
         partners = var_dir() / "partners.yaml"
         tokens = issue_demo_tokens(HOME / "config" / "demo" / "partners.yaml", partners)
-        base = f"http://{args.host}:{args.port}"
-        print("Demo trading partners and their tokens (valid until the next start):")
-        for partner, token in tokens.items():
-            print(f"  {partner:<14} {token}")
-        print(f"Try: curl -s -H 'Authorization: Bearer {tokens.get('harbor', '')}' "
-              f"--data-binary @fixtures/837p/ecm-mixed.x12 {base}/x12")
-        print(f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/")
     elif partners is None:
         raise UsageError("give --partners FILE (or --demo for demo partners)")
     from gateway.pipeline.filedrop import UnsafeDropFolder
@@ -516,14 +550,39 @@ def cmd_serve(args) -> int:
                          workers=args.workers)
     except UnsafeDropFolder as exc:
         raise UsageError(f"--drop {drop}: {exc}") from None
-    if args.demo:
-        from gateway.pipeline.registries import load_demo_registries
-
-        loaded = load_demo_registries(app.state.store, app.state.partners)
-        print("Demo registries loaded: " + ", ".join(f"{n} {k}" for k, n in loaded.items()))
     # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
     # uvicorn's own would print every URL with its query string
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=args.host, port=args.port,
+                            log_level="warning" if args.demo else "info", access_log=False)
+    server = uvicorn.Server(config)
+    if args.demo:
+        import threading
+
+        from gateway import demo
+
+        folder = var_dir() / "demo"
+        files = demo.write_files(folder, date.today())
+        # the demo's terminal shows the banner; the JSON logs go to a file beside the files
+        log_file = open(folder / "gateway.log", "a", encoding="utf-8")  # noqa: SIM115
+        for handler in logging.getLogger("gateway").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(log_file)
+        demo.load_registries(app.state.store, app.state.partners, folder)
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        base = f"http://{host}:{args.port}"
+
+        def tell_the_story() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.1)
+            if server.should_exit:
+                return
+            rows = demo.send(base, tokens, files)
+            demo.wait_until_settled(app.state.store)
+            print(demo.banner(base, tokens, rows, drop, folder) +
+                  f"Logs: {folder / 'gateway.log'} · stop with Ctrl-C\n", flush=True)
+
+        threading.Thread(target=tell_the_story, name="demo", daemon=True).start()
+    server.run()
     return EXIT_OK
 
 
@@ -604,7 +663,7 @@ def cmd_partners(args) -> int:
             detail = "token removed; the partner can no longer sign in"
     except onboarding.OnboardingError as exc:
         raise UsageError(str(exc)) from None
-    Store(args.store).audit(actor="operator", action=f"partner-{args.action}",
+    _store(args).audit(actor="operator", action=f"partner-{args.action}",
                             target=args.partner_id, detail=detail)
     if token is not None:
         print(f"token for {args.partner_id} (shown once; only its SHA-256 is kept):")
@@ -615,20 +674,10 @@ def cmd_partners(args) -> int:
 
 
 def cmd_purge(args) -> int:
-    from gateway.paths import var_dir
-    from gateway.pipeline.partners import PartnerConfigError, Partners
     from gateway.pipeline.retention import Retention, purge
-    from gateway.pipeline.store import Store
 
-    path = args.partners or var_dir() / "partners.yaml"
-    settings = {}
-    if args.partners is not None or path.exists():
-        try:
-            settings = Partners.load(path).retention
-        except PartnerConfigError as exc:
-            raise UsageError(str(exc)) from None
-    retention = Retention.from_mapping(settings)
-    counts = purge(Store(args.store), retention, actor="operator")
+    retention = Retention.from_settings()
+    counts = purge(_store(args), retention, actor="operator")
     print(json.dumps({"purged": counts, "retention_days": retention.days}))
 
 

@@ -34,6 +34,10 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
                            ``aud``, absolute links)
 ``access_token_seconds``   SMART access token lifetime          300
 ``overdue_seconds``        overdue-referral check interval      300
+``retention_payload_days``   raw payloads kept (then purged)      90
+``retention_document_days``  documents kept (acks, routed, …)     90
+``retention_finding_days``   findings kept                        365
+``purge_schedule``         how often ``serve`` purges           ``daily`` (``never``: off)
 ``debug``                  tracebacks on the command line       false
 ``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
@@ -112,6 +116,11 @@ class Settings(BaseSettings):
     public_url: str = ""
     access_token_seconds: int = 300
     overdue_seconds: float = 300.0
+    # retention (gateway.pipeline.retention): days after receipt, per kind of data
+    retention_payload_days: int = Field(default=90, ge=1)
+    retention_document_days: int = Field(default=90, ge=1)
+    retention_finding_days: int = Field(default=365, ge=1)
+    purge_schedule: str = "daily"
     debug: bool = False
     x12_map_cache: str | None = None
     test_slow_writes: float = 0.0

@@ -19,20 +19,31 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi import Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from gateway import __version__
+from gateway.api import models, views
+from gateway.api.console import install_console
 from gateway.api.fhir import install_fhir
 from gateway.api.smart import fhir_token_partner, install_smart
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
+from gateway.pipeline.directory import DirectoryError, DirectorySchedule, monthly_274
 from gateway.pipeline.history_extracts import HistorySchedule, extract_history, interval_seconds
-from gateway.pipeline.retention import DEFAULT_SCHEDULE, PurgeSchedule, Retention
+from gateway.pipeline.retention import PurgeSchedule, Retention
+from gateway.pipeline.steps.directory import is_274
+from gateway.settings import current as gateway_settings
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
@@ -46,7 +57,8 @@ log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
-UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml", ".json")
+DIRECTORY_X12_SUFFIXES = (".x12", ".274", ".edi")  # a plan's 274 may come as an upload too
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
@@ -71,18 +83,21 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                              stop),
                                        kwargs={"queue": app.state.queue})
             watcher.start()
-        purge_every = app.state.partners.schedules.get("purge", DEFAULT_SCHEDULE)
+        purge_every = gateway_settings().purge_schedule
         if purge_every not in ("never", "off"):  # retention: the purge, on a schedule
             threading.Thread(target=PurgeSchedule(
-                app.state.store, Retention.from_mapping(app.state.partners.retention),
-                interval_seconds(purge_every)).run, name="retention", daemon=True,
-                args=(stop,)).start()
+                app.state.store, Retention.from_settings(), interval_seconds(purge_every)).run,
+                name="retention", daemon=True, args=(stop,)).start()
         if partners_file is not None:  # `ecm-gateway partners …` takes effect in seconds
             threading.Thread(target=_follow_partners, name="partners-file", daemon=True,
                              args=(partners_file, app.state.partners, stop)).start()
         schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
+                             args=(stop,)).start()
+        monthly = DirectorySchedule.from_partners(app.state.store, app.state.partners)
+        if monthly is not None:  # the partner file's schedules.directory_274
+            threading.Thread(target=monthly.run, name="directory-274", daemon=True,
                              args=(stop,)).start()
         # overdue referrals: each plan is sent one notice per referral past its deadline
         threading.Thread(target=watch_overdue, name="overdue-referrals", daemon=True,
@@ -94,7 +109,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         app.state.queue.stop()
 
     app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,
-                  description="Data exchange for Medi-Cal Enhanced Care Management")
+                  description="Data exchange for Medi-Cal Enhanced Care Management. Every "
+                              "call but /healthz, /metrics and these pages needs a partner's "
+                              "bearer token; the operator console is at /console.",
+                  docs_url=None, redoc_url=None)
     app.state.store = Store(store)
     partners_file = Path(partners) if partners is not None and \
         not isinstance(partners, Partners) else None
@@ -129,6 +147,14 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         return partner
 
     install_fhir(app, install_smart(app))  # FHIR: static tokens or SMART access tokens
+    install_docs(app)
+    install_console(app)
+
+    def sender(partner: Partner) -> Partner:
+        if partner.operator:
+            raise HTTPException(403, "an operator reads and replays submissions; it does not "
+                                     "submit them")
+        return partner
     # outermost: the token and the size of a body are checked before it is read, and every
     # request is logged by its route template (no query string, no ids)
     app.add_middleware(BodyGuard, partners=lambda: app.state.partners, limits=(
@@ -163,9 +189,27 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/x12", tags=["submissions"])
-    async def submit_x12(request: Request, partner: Partner = Depends(partner_of)
+    @app.post("/x12", tags=["submissions"], response_model=models.SubmitAnswer,
+              responses={202: {"model": models.SubmitAnswer,
+                               "description": "stored and queued: follow links.self"},
+                         400: models.ERRORS[400], 401: models.ERRORS[401],
+                         413: {"model": models.Problem, "description": "body too large"}},
+              openapi_extra={"requestBody": {"required": True, "description": "One X12 "
+                             "interchange (ISA…IEA), e.g. an 837P, as sent.", "content": {
+                                 "application/edi-x12": {"schema": {"type": "string"}},
+                                 "text/plain": {"schema": {"type": "string"}}}}})
+    async def submit_x12(request: Request, partner: Partner = Depends(partner_of),
+                         idempotency_key: str | None = Header(
+                             None, alias="Idempotency-Key", max_length=255,
+                             description="the same key again answers with the first "
+                                         "submission (duplicate: true)"),
+                         prefer: str | None = Header(
+                             None, description="respond-async: answer 202 at once, do not "
+                                               "wait for the run (RFC 7240)")
                          ) -> JSONResponse:
+        """Submit an X12 interchange: stored, then processed; a small one is answered with
+        its 999 when its run ends within a few seconds."""
+        sender(partner)
         payload = await _read_limited(request, MAX_X12_BYTES)
         if not payload.strip():
             raise HTTPException(400, "the body is empty: send an X12 interchange")
@@ -197,27 +241,44 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         found = await asyncio.to_thread(store.submission, submission_id)
         return JSONResponse(_body(submission_id, found["status"], **extra), status_code=202)
 
-    @app.post("/files", tags=["submissions"])
+    @app.post("/files", tags=["submissions"], response_model=models.SubmitAnswer,
+              responses={202: {"model": models.SubmitAnswer}, 400: models.ERRORS[400],
+                         401: models.ERRORS[401], 413: {"model": models.Problem},
+                         415: {"model": models.Problem}})
     async def submit_file(request: Request, file: UploadFile = File(...),
-                          partner: Partner = Depends(partner_of)) -> JSONResponse:
-        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), as multipart/form-data."""
+                          partner: Partner = Depends(partner_of),
+                          prefer: str | None = Header(
+                              None, description="respond-async: answer 202 at once")
+                          ) -> JSONResponse:
+        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), or a plan's provider directory
+        (directory roster, X12 274 or FHIR Plan-Net Bundle), as multipart/form-data."""
+        sender(partner)
         name = Path(file.filename or "upload").name  # never a path from the client
         suffix = Path(name).suffix.lower()
-        if suffix not in UPLOAD_SUFFIXES:
+        if suffix not in UPLOAD_SUFFIXES + DIRECTORY_X12_SUFFIXES:
             raise HTTPException(415, f"upload a CSV or XLSX file (got {suffix or 'no suffix'});"
                                      " X12 goes to /x12")
         payload = await file.read(MAX_FILE_BYTES + 1)
+        if suffix in DIRECTORY_X12_SUFFIXES and not is_274(payload):
+            raise HTTPException(415, "X12 goes to /x12 (only a 274 provider directory is "
+                                     "uploaded here)")
         if len(payload) > MAX_FILE_BYTES:
             raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
         if not payload.strip():
             raise HTTPException(400, "the file is empty")
         return await answer(request, partner, "file", name, payload)
 
-    @app.post("/submissions/{submission_id}/replay", tags=["submissions"])
+    @app.post("/submissions/{submission_id}/replay", tags=["submissions"],
+              response_model=models.SubmitAnswer,
+              responses={202: {"model": models.SubmitAnswer}, **models.ERRORS})
     async def replay_submission(submission_id: str, request: Request,
-                                partner: Partner = Depends(partner_of)) -> JSONResponse:
+                                partner: Partner = Depends(partner_of),
+                                prefer: str | None = Header(
+                                    None, description="respond-async: answer 202 at once")
+                                ) -> JSONResponse:
         """Process a submission's stored raw payload again, as a new linked submission."""
-        found = await asyncio.to_thread(own_submission, submission_id, partner)
+        found = await asyncio.to_thread(views.visible_submission, app.state.store, partner,
+                                        submission_id)
         if found.get("payload_purged_at"):
             raise HTTPException(410, "the submission's payload was removed under the retention "
                                      "period; it cannot be replayed")
@@ -228,26 +289,62 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                           and not _respond_async(request),
                                           replay_of=submission_id)
 
-    def own_submission(submission_id: str, partner: Partner) -> dict:
-        found = app.state.store.submission(submission_id)
-        if found is None or found["partner"] != partner.id:
-            raise HTTPException(404, "no such submission")
-        return found
+    @app.get("/submissions", tags=["submissions"], response_model=models.SubmissionList,
+             responses={400: models.ERRORS[400], 401: models.ERRORS[401]})
+    def list_submissions(
+            partner: Partner = Depends(partner_of),
+            partner_id: str | None = Query(None, alias="partner",
+                                           description="(operators) one partner's only"),
+            kind: str | None = Query(None, description="x12, file, fhir, …"),
+            status: str | None = Query(None, description="e.g. rejected"),
+            since: str | None = Query(None, description="received on or after (YYYY-MM-DD "
+                                                        "or ISO date-time)"),
+            until: str | None = Query(None, description="received before the end of this "
+                                                        "day (or before this date-time)"),
+            q: str | None = Query(None, description="a submission id, file name (or its "
+                                                    "start), ISA13, GS06 or claim id"),
+            cursor: str | None = Query(None, description="next_cursor of the previous page"),
+            limit: int = Query(views.DEFAULT_PAGE, ge=1, le=views.MAX_PAGE)) -> JSONResponse:
+        """The caller's submissions (an operator's: everyone's), newest first, one page."""
+        page = views.list_submissions(app.state.store, partner, views.Filters(
+            partner=partner_id, kind=kind, status=status, since=since, until=until, q=q),
+            cursor, limit)
+        body: dict = {"submissions": [
+            {**{k: views.plain(r)[k] for k in models.SubmissionSummary.model_fields
+                if k != "href"}, "href": f"/submissions/{r['id']}"} for r in page.items]}
+        if page.next_cursor:
+            body["next_cursor"] = page.next_cursor
+        return JSONResponse(body)
 
-    @app.get("/submissions/{submission_id}", tags=["submissions"])
-    def submission(submission_id: str, partner: Partner = Depends(partner_of)) -> dict:
-        found = own_submission(submission_id, partner)
+    @app.get("/submissions/{submission_id}", tags=["submissions"],
+             response_model=models.SubmissionDetail, responses=models.ERRORS)
+    def submission(submission_id: str, partner: Partner = Depends(partner_of),
+                   cursor: str | None = Query(None, description="findings_next_cursor of "
+                                                                "the previous page"),
+                   limit: int = Query(views.DEFAULT_FINDINGS_PAGE, ge=1,
+                                      le=views.MAX_FINDINGS_PAGE,
+                                      description="findings per page"),
+                   rule: str | None = Query(None, description="only this rule's findings")
+                   ) -> JSONResponse:
+        found = views.visible_submission(app.state.store, partner, submission_id)
         store: Store = app.state.store
         store.audit(actor=partner.id, action="read", target=submission_id)
         documents = [{**{k: d[k] for k in ("id", "role", "name", "media_type", "size")},
                       "href": f"/mailbox/{d['id']}"}
-                     for d in store.documents(submission_id) if d.get("recipient") == partner.id
+                     for d in store.documents(submission_id)
+                     if (d.get("recipient") == partner.id or partner.operator)
                      and found["run_state"] == "done"]  # an unfinished run may be redone
-        return {**{k: (v.isoformat() if hasattr(v, "isoformat") else
+        page = views.findings(store, submission_id, cursor, limit, rule,
+                              view=views.finding_view(partner))
+        body = {**{k: (v.isoformat() if hasattr(v, "isoformat") else
                        without_paths(v) if k == "error" and v else v)
-                   for k, v in found.items()},
-                "findings": store.findings(submission_id, view="plan" if partner.role in (
-                    "plan", "state") else "submitter"), "documents": documents}
+                   for k, v in found.items()}, "findings": page.items}
+        if page.next_cursor:
+            body["findings_next_cursor"] = page.next_cursor
+        body["finding_counts"] = store.finding_counts(submission_id,
+                                                      view=views.finding_view(partner))
+        body["documents"] = documents
+        return JSONResponse(body)
 
     @app.post("/extracts/history", tags=["mailbox"], status_code=201)
     def history_extract(format: Literal["csv", "fhir"] = "csv",  # noqa: A002 - the API word
@@ -263,6 +360,23 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
 
+    @app.post("/directory/274", tags=["mailbox"], status_code=201)
+    def directory_274(month: str | None = None, plan: str | None = None,
+                      partner: Partner = Depends(partner_of)) -> dict:
+        """The monthly 274 provider files to the state, one per county, made now from the
+        plan's newest uploaded directory (a plan asks for its own; an operator names
+        ``plan``). The files go to the state on its ``274`` route."""
+        plan_id = plan or partner.id
+        if partner.role != "operator" and plan_id != partner.id:
+            raise HTTPException(403, "a plan asks for its own 274 only")
+        try:
+            documents = monthly_274(app.state.store, app.state.partners, plan_id, month)
+        except DirectoryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if not documents:
+            raise HTTPException(404, "no 274 was made: the plan has sent no directory, or no "
+                                     "274 route leads to the state")
+        return {"documents": documents}
     @app.get("/referrals/overdue", tags=["mailbox"])
     def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
         """ECM referrals past their authorization deadline without a decision (a Task of
@@ -297,28 +411,75 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         return Response(report_csv(rows), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
-    @app.get("/mailbox", tags=["mailbox"])
-    def mailbox(partner: Partner = Depends(partner_of)) -> dict:
-        items = app.state.store.mailbox(partner.id)
-        return {"documents": [{**{k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                  for k, v in d.items()}, "href": f"/mailbox/{d['id']}"}
-                              for d in items]}
+    @app.get("/mailbox", tags=["mailbox"], response_model=models.Mailbox,
+             responses={400: models.ERRORS[400], 401: models.ERRORS[401]})
+    def mailbox(partner: Partner = Depends(partner_of),
+                cursor: str | None = Query(None, description="next_cursor of the previous "
+                                                             "page"),
+                limit: int = Query(views.DEFAULT_MAILBOX_PAGE, ge=1, le=views.MAX_PAGE)
+                ) -> JSONResponse:
+        """Documents addressed to the caller, newest first, one page."""
+        page = views.mailbox(app.state.store, partner, cursor, limit)
+        body: dict = {"documents": [{**views.plain(d), "href": f"/mailbox/{d['id']}"}
+                                    for d in page.items]}
+        if page.next_cursor:
+            body["next_cursor"] = page.next_cursor
+        return JSONResponse(body)
 
-    @app.get("/mailbox/{document_id}", tags=["mailbox"])
+    @app.get("/mailbox/{document_id}", tags=["mailbox"],
+             responses={200: {"description": "the document, as an attachment",
+                              "content": {"application/edi-x12": {}, "text/csv": {},
+                                          "application/json": {}}}, **models.ERRORS})
     def mailbox_document(document_id: str, partner: Partner = Depends(partner_of)) -> Response:
+        """Download a document addressed to the caller (it then counts as delivered). An
+        operator may download any finished run's document; that is not a delivery."""
         store: Store = app.state.store
-        found = store.document(document_id)
-        if found is None or found.get("recipient") != partner.id or \
-                store.submission(found["submission_id"])["run_state"] != "done":
+        found = store.document(document_id) if document_id.isalnum() else None
+        if found is None or not (found.get("recipient") == partner.id or partner.operator) \
+                or store.submission(found["submission_id"])["run_state"] != "done":
             raise HTTPException(404, "no such document")
         if found.get("purged_at"):
             raise HTTPException(410, "the document was removed under the retention period")
-        store.mark_delivered(document_id)
+        if found.get("recipient") == partner.id:
+            store.mark_delivered(document_id)
         store.audit(actor=partner.id, action="download", target=document_id)
         return Response(found["content"], media_type=found["media_type"],
                         headers={"Content-Disposition": f'attachment; filename="{found["name"]}"'})
 
     return app
+
+
+DOCS_STATIC = "/static/docs"
+
+
+def install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc with their scripts and styles served by the
+    gateway itself (the pinned ``fastapi-offline`` package ships them), so the pages work on a
+    closed network."""
+    import fastapi_offline
+
+    static = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(DOCS_STATIC, StaticFiles(directory=static), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
+            swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png")
+
+    @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
+    def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+                              redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
+                              with_google_fonts=False)
 
 
 def _follow_partners(path: Path, partners: Partners, stop: threading.Event,

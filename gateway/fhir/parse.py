@@ -44,6 +44,7 @@ MAX_DEPTH = 64  # nesting of JSON objects / XML elements
 MAX_MEMBERS = 1000
 MAX_ARRAY = 10_000
 MAX_ISSUES = 100
+MAX_RESOURCE_MEMBERS = 20_000  # members (XML: elements) of one resource that is not a Bundle
 MAX_COLLECTED = 1000  # issues one reading of a body adds (a Bundle's entries: 1000 in all)
 
 
@@ -131,35 +132,8 @@ def decode(payload: bytes, fmt: str, col: Collector, expected: str | None = None
     if not payload.strip():
         col.add("FHIR-PARSE-008", root)
         return None
-    data = _decode_xml(payload, col, root) if fmt == "xml" else \
+    return _decode_xml(payload, col, root) if fmt == "xml" else \
         _decode_json(payload, col, root)
-    if data is not None:
-        problem = _too_costly(data)
-        if problem is not None:
-            col.add("FHIR-PARSE-013", root, problem=problem[0], limit=problem[1])
-            return None
-    return data
-
-
-def _too_costly(data) -> tuple[str, int] | None:
-    """Why the shape of ``data`` is too costly to validate (an object with more than
-    :data:`MAX_MEMBERS` members, an array longer than :data:`MAX_ARRAY` — a Bundle's entries
-    have their own limit), or None. One pass, no model: microseconds per node."""
-    stack = [(data, False)]
-    while stack:
-        item, is_entries = stack.pop()
-        if isinstance(item, dict):
-            if len(item) > MAX_MEMBERS:
-                return f"an object has {len(item)} members", MAX_MEMBERS
-            for key, value in item.items():
-                if isinstance(value, (dict, list)):
-                    stack.append((value, key == "entry" and item is data
-                                  and data.get("resourceType") == "Bundle"))
-        elif isinstance(item, list):
-            if len(item) > MAX_ARRAY and not is_entries:
-                return f"an array has {len(item)} items", MAX_ARRAY
-            stack.extend((v, False) for v in item if isinstance(v, (dict, list)))
-    return None
 
 
 def _no_constants(name: str):
@@ -185,23 +159,46 @@ def _decode_json(payload: bytes, col: Collector, root: str) -> dict | None:
     if not isinstance(data, dict):
         col.add("FHIR-PARSE-009", root, found=type(data).__name__)
         return None
-    if _too_deep(data):
+    problem = _shape(data)
+    if problem == "deep":
         col.add("FHIR-PARSE-001", root, problem=f"nested deeper than {MAX_DEPTH} levels")
+        return None
+    if problem is not None:
+        col.add("FHIR-PARSE-013", root, problem=problem[0], limit=problem[1])
         return None
     return data
 
 
-def _too_deep(data) -> bool:
+def _shape(data: dict):
+    """One pass over the JSON form, stopping at the first problem: ``"deep"`` (nested deeper
+    than :data:`MAX_DEPTH`), or ``(why, limit)`` when it is too costly to validate — an object
+    of more than :data:`MAX_MEMBERS` members, an array of more than :data:`MAX_ARRAY` items
+    (a Bundle's entries have their own limit), a resource (not a Bundle) of more than
+    :data:`MAX_RESOURCE_MEMBERS` members; None when fine. Containers are checked before their
+    children are visited, so a huge one costs nothing."""
+    bundle = data.get("resourceType") == "Bundle"
+    total = 0
     stack = [(data, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return True
+            return "deep"
         if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
-    return False
+            if len(item) > MAX_MEMBERS:
+                return f"an object has {len(item)} members", MAX_MEMBERS
+            total += len(item)
+            children = item.values()
+        else:
+            if len(item) > MAX_ARRAY and not (bundle and depth == 2 and item is data.get(
+                    "entry")):
+                return f"an array has {len(item)} items", MAX_ARRAY
+            total += len(item)
+            children = item
+        if total > MAX_RESOURCE_MEMBERS and not bundle:
+            return f"the resource has more than {MAX_RESOURCE_MEMBERS} members", \
+                MAX_RESOURCE_MEMBERS
+        stack.extend((v, depth + 1) for v in children if isinstance(v, (dict, list)))
+    return None
 
 
 def _xml_parser() -> etree.XMLParser:
@@ -237,6 +234,16 @@ def _decode_xml(payload: bytes, col: Collector, root_path: str) -> dict | None:
     if not is_resource_type(name):
         col.add("FHIR-PARSE-005", root_path, found=_shown(name))
         return None
+    limit = None if name == "Bundle" else MAX_RESOURCE_MEMBERS
+    for count, element in enumerate(root.iter(), start=1):  # lxml, C speed
+        if limit is not None and count > limit:
+            col.add("FHIR-PARSE-013", root_path, problem=f"the resource has more than {limit} "
+                    "elements", limit=limit)
+            return None
+        if len(element) > MAX_MEMBERS and not (element is root and limit is None):
+            col.add("FHIR-PARSE-013", root_path, problem=f"an element has {len(element)} "
+                    "children", limit=MAX_MEMBERS)
+            return None
     return XmlReader(col).resource(root, name, 1)
 
 

@@ -114,8 +114,8 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
     now = time.time() if now is None else now
     taken = []
     for partner in partners.partners.values():
-        if partner.disabled:
-            continue
+        if partner.disabled or partner.operator:  # operators read and replay; they do not
+            continue                               # submit
         try:
             folders = drop.folders(partner.id)
         except UnsafeDropFolder as exc:
@@ -148,6 +148,8 @@ def scan_once(drop: DropFolders, store: Store, partners: Partners,
             if not done.duplicate:
                 taken.append(done.submission_id)
     for partner in partners.partners.values():  # after all inboxes: routed copies included
+        if partner.operator:
+            continue
         try:
             outbox = drop.folders(partner.id)["outbox"]
         except UnsafeDropFolder:

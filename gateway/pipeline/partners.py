@@ -1,7 +1,9 @@
 """Trading partners and routes, as data (YAML; the format is documented at the top of
 ``config/demo/partners.yaml``).
 
-A partner has an id, a role (plan, provider, state), identifiers (plan code, payer ids, NPIs,
+A partner has an id, a role (plan, provider, state, or ``operator`` — the plan operations staff
+who read every partner's submissions in the console and replay them, and never submit),
+identifiers (plan code, payer ids, NPIs,
 TINs, X12 sender ids), a bearer token kept only as its SHA-256, and the envelope profile used
 for 837P files sent to it. Routes say which kind of document from which sender (a role, the
 gateway itself, or anyone) goes to whom: a partner id, the member's plan, the state, the
@@ -20,8 +22,9 @@ from pathlib import Path
 
 import yaml
 
-ROLES = ("plan", "provider", "state")
-ROUTE_SOURCES = (*ROLES, "gateway", "*")  # `gateway`: documents the gateway makes itself
+TRADING_ROLES = ("plan", "provider", "state")
+ROLES = (*TRADING_ROLES, "operator")
+ROUTE_SOURCES = (*TRADING_ROLES, "gateway", "*")  # `gateway`: documents the gateway makes itself
 ROUTE_TARGETS = ("plan", "state", "provider", "sender")
 
 
@@ -52,6 +55,21 @@ class Partner:
     smart_scopes: tuple[str, ...] = ()
     disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
 
+    @property
+    def operator(self) -> bool:
+        return self.role == "operator"
+
+    def sees(self, owner: str) -> bool:
+        """May this partner read (and replay) a submission of partner ``owner``? Its own; an
+        operator every partner's. The one place the answer is decided."""
+        return self.operator or owner == self.id
+
+    @property
+    def sees_partner(self) -> str | None:
+        """The partner filter of a listing: its own id, or None (every partner) for an
+        operator."""
+        return None if self.operator else self.id
+
 
 @dataclass(frozen=True)
 class Route:
@@ -66,7 +84,6 @@ class Partners:
     partners: dict[str, Partner]
     routes: list[Route] = field(default_factory=list)
     schedules: dict[str, str] = field(default_factory=dict)  # e.g. history_extract: daily
-    retention: dict = field(default_factory=dict)  # days per kind (gateway.pipeline.retention)
 
     @classmethod
     def load(cls, path: Path) -> Partners:
@@ -113,16 +130,8 @@ class Partners:
         schedules = data.get("schedules") or {}
         if not isinstance(schedules, dict):
             raise PartnerConfigError(f"{path}: schedules must be a mapping")
-        from gateway.pipeline.retention import Retention, RetentionError
-
-        retention = data.get("retention") or {}
-        try:
-            Retention.from_mapping(retention)
-        except RetentionError as exc:
-            raise PartnerConfigError(f"{path}: {exc}") from None
         return cls(partners=partners, routes=routes,
-                   schedules={str(k): str(v) for k, v in schedules.items()},
-                   retention=dict(retention))
+                   schedules={str(k): str(v) for k, v in schedules.items()})
 
     def smart_client(self, client_id: str) -> Partner | None:
         """The partner registered for SMART Backend Services under ``client_id``."""
@@ -144,7 +153,7 @@ class Partners:
         """Take ``other``'s content in place (the server re-reads the file after
         ``ecm-gateway partners …``; every holder of this object sees the change)."""
         self.partners, self.routes = other.partners, other.routes
-        self.schedules, self.retention = other.schedules, other.retention
+        self.schedules = other.schedules
 
     def route(self, kind: str, source: Partner | str, payer_id: str = "", *,
               plan_id: str = "", npi: str = "", tin: str = "") -> Partner | None:

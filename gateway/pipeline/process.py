@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.search import keys_of
 from gateway.pipeline.status import Status
 from gateway.pipeline.steps import STEPS, Outcome, StepResult
 from gateway.pipeline.store import Run, Store
@@ -332,7 +333,8 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str,
     kept = store.receive(partner=found["partner"], channel="replay", kind=found["kind"],
                          filename=found.get("filename"),
                          payload=store.raw_payload(submission_id), parent_id=submission_id,
-                         claimed_by=worker, lease=lease_length())
+                         claimed_by=worker, lease=lease_length(),
+                         keys=store.search_keys_of(submission_id))
     store.audit(actor=actor, action="replay", target=submission_id,
                 detail=f"new submission {kept.submission_id}")
     if queue is not None:
@@ -362,6 +364,7 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
                          payload=payload, idempotency_key=idempotency_key,
                          x12_key=_x12_key(payload) if kind == "x12" else None,
                          claimed_by=worker, lease=lease_length(), version=version,
+                         keys=keys_of(kind, filename, payload),
                          audit={"actor": partner.id, "action": "submit",
                                 "detail": f"{kind} via {channel}"})
     details = {"submission_id": kept.submission_id, "partner": partner.id, "kind": kind,

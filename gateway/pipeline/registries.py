@@ -395,9 +395,12 @@ def remove_denied_history(registry: Registry, source: str, claim_id: str,
 
 
 # -- demo ----------------------------------------------------------------------------------------
-def load_demo_registries(store, partners) -> dict[str, int]:
-    """``serve --demo``: the fixtures' MIF and roster as the demo plan's, and the fixtures'
-    history. Idempotent (each source is replaced). Returns rows loaded per registry."""
+def load_demo_registries(store, partners, *, mif: Path | None = None,
+                         roster: Path | None = None,
+                         history: list[Path] | None = None) -> dict[str, int]:
+    """``serve --demo``: a MIF and roster as the demo plan's, and an encounter history — the
+    fixtures' unless given (``serve --demo`` gives them moved to today, see gateway.demo).
+    Idempotent (each source is replaced). Returns rows loaded per registry."""
     from gateway.paths import HOME
     from gateway.registry.history import _csv_rows
     from gateway.tabular import read_table
@@ -409,14 +412,15 @@ def load_demo_registries(store, partners) -> dict[str, int]:
     registry = server_registry(store)
     fixtures = Path(HOME) / "fixtures"
     counts = {"members": 0, "providers": 0, "history": 0}
-    mif, roster = fixtures / "mif" / "mif-clean.csv", fixtures / "roster" / "providers.csv"
+    mif = mif or fixtures / "mif" / "mif-clean.csv"
+    roster = roster or fixtures / "roster" / "providers.csv"
     if mif.is_file():  # an installed image may ship without the fixtures
         rows = [row for _, row in read_table(mif, "mif").rows]
         counts["members"] = sum(load_plan_members(registry, plan.id, rows).values())
     if roster.is_file():
         rows = [row for _, row in read_table(roster, "roster").rows]
         counts["providers"] = load_plan_providers(registry, plan.id, rows)
-    for path in sorted((fixtures / "history").glob("*.csv")):
+    for path in history if history is not None else sorted((fixtures / "history").glob("*.csv")):
         counts["history"] += registry.load_history(_csv_rows(path),
                                                    source=f"demo:history:{path.name}")
     return counts

@@ -10,10 +10,10 @@ Kinds (days after a submission was received; its run must be finished):
 What is kept forever is the audit trail, which holds no member data: the submission row (id,
 partner, kind, SHA-256 and size of the payload, dates, statuses and their history, summary
 counts), each document's row with the SHA-256 of its content, the audit log, and one audit
-entry per purge run with its counts. Defaults are :data:`DEFAULT_DAYS` (gateway policy,
-unconfirmed by the sources: a plan sets its own under ``retention:`` in the partners file,
-e.g. ``retention: {payloads: 30, documents: 30, findings: 180}``; ``schedules.purge`` sets
-how often the server purges, ``daily`` by default). ``ecm-gateway purge`` runs it once.
+entry per purge run with its counts. The periods are settings (:mod:`gateway.settings`:
+``retention_payload_days`` 90, ``retention_document_days`` 90, ``retention_finding_days`` 365 —
+gateway policy, unconfirmed by the sources; a plan sets its own) and ``purge_schedule``
+(``daily``; ``never`` turns the server's purge off). ``ecm-gateway purge`` runs it once.
 """
 
 from __future__ import annotations
@@ -25,12 +25,6 @@ from datetime import UTC, datetime, timedelta
 
 log = logging.getLogger("gateway.retention")
 KINDS = ("payloads", "documents", "findings")
-DEFAULT_DAYS = {"payloads": 90, "documents": 90, "findings": 365}
-DEFAULT_SCHEDULE = "daily"
-
-
-class RetentionError(ValueError):
-    """A retention setting is wrong (named, with the reason)."""
 
 
 @dataclass(frozen=True)
@@ -38,20 +32,15 @@ class Retention:
     days: dict
 
     @classmethod
-    def from_mapping(cls, raw: dict | None) -> Retention:
-        days = dict(DEFAULT_DAYS)
-        for kind, value in (raw or {}).items():
-            if kind not in KINDS:
-                raise RetentionError(f"retention: unknown kind of data {kind!r}; known: "
-                                     f"{', '.join(KINDS)}")
-            try:
-                number = int(value)
-            except (TypeError, ValueError):
-                raise RetentionError(f"retention.{kind}: a number of days") from None
-            if number < 1:
-                raise RetentionError(f"retention.{kind}: at least 1 day")
-            days[kind] = number
-        return cls(days)
+    def from_settings(cls, settings=None) -> Retention:
+        """The periods of :class:`gateway.settings.Settings` (the process's by default)."""
+        if settings is None:
+            from gateway.settings import current
+
+            settings = current()
+        return cls({"payloads": settings.retention_payload_days,
+                    "documents": settings.retention_document_days,
+                    "findings": settings.retention_finding_days})
 
     def cutoffs(self, now: datetime) -> dict[str, datetime]:
         return {kind: now - timedelta(days=self.days[kind]) for kind in KINDS}

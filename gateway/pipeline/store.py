@@ -69,6 +69,9 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    and_,
+    or_,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -143,6 +146,33 @@ submissions = Table(
     Index("ix_submissions_status", "status", "created_at"),
     Index("ix_submissions_parent", "parent_id"),
     Index("ix_submissions_run_state", "run_state", "created_at"),
+    # the console's listing (keyset paging newest first) and its file-name search
+    Index("ix_submissions_created", "created_at", "id"),
+    Index("ix_submissions_kind", "kind", "created_at", "id"),
+    Index("ix_submissions_partner_status", "partner", "status", "created_at", "id"),
+    Index("ix_submissions_filename", "filename"),
+)
+# what a submission can be found by besides its id and file name (see gateway.pipeline.search):
+# ``field`` isa13, gs06 or claim, ``value`` as sent
+search_keys = Table(
+    "submission_keys", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("submission_id", String(32), ForeignKey("submissions.id"), nullable=False),
+    Column("field", String(20), nullable=False),
+    Column("value", String(80), nullable=False),
+    Index("ix_submission_keys_value", "value", "submission_id"),
+    Index("ix_submission_keys_submission", "submission_id"),
+)
+# console sign-ins: the SHA-256 of the session cookie, never the cookie itself
+console_sessions = Table(
+    "console_sessions", metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("partner", String(120), nullable=False),
+    Column("token_sha256", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_console_sessions_expires", "expires_at"),
 )
 payloads = Table(
     "submission_payloads", metadata,
@@ -350,7 +380,8 @@ class Store:
                 window: timedelta = DEFAULT_WINDOW, claimed_by: str | None = None,
                 lease: timedelta = timedelta(minutes=1),
                 audit: dict[str, str] | None = None,
-                version: dict | None = None) -> Received:
+                version: dict | None = None,
+                keys: list[tuple[str, str]] | None = None) -> Received:
         """Persist an inbound payload (raw, with its SHA-256) as a new submission in status
         ``received``, unless it duplicates one of the partner's earlier submissions: same
         ``idempotency_key`` (any age), or same ``x12_key`` or same payload hash within
@@ -362,7 +393,9 @@ class Store:
         of a FHIR resource: ``resource_type``, ``resource_id``, ``version``, ``status``,
         ``content``): the new version's row, written in the same transaction, only when
         ``version - 1`` is still the resource's latest (else :class:`VersionConflict`, and
-        nothing is written); an update is never a duplicate."""
+        nothing is written); an update is never a duplicate. ``keys``:
+        what the submission can be searched by (``(field, value)``, see
+        :mod:`gateway.pipeline.search`)."""
         now = _utc(now)
         payload = bytes(payload)
         digest = hashlib.sha256(payload).hexdigest()
@@ -399,6 +432,10 @@ class Store:
             conn.execute(insert(payloads), dict(submission_id=submission_id, content=payload))
             conn.execute(insert(status_history), dict(
                 submission_id=submission_id, status=Status.RECEIVED.value, at=now, error=None))
+            if keys:
+                conn.execute(insert(search_keys), [
+                    {"submission_id": submission_id, "field": f, "value": v[:80]}
+                    for f, v in dict.fromkeys(keys)])
             if version is not None:
                 content = version["content"]
                 conn.execute(insert(fhir_versions), dict(
@@ -752,6 +789,98 @@ class Store:
                                 .group_by(c.kind, c.status))
             return {(kind, status): count for kind, status, count in rows}
 
+    # -- the listing (console and GET /submissions) ---------------------------------------------
+    def list_submissions(self, *, partner: str | None = None, kind: str | None = None,
+                         status: str | None = None, since: datetime | None = None,
+                         until: datetime | None = None, search: str | None = None,
+                         after: tuple[datetime, str] | None = None, limit: int = 50,
+                         include_parts: bool = False) -> list[dict]:
+        """Submissions newest first (``created_at``, then ``id``, both descending), at most
+        ``limit``, filtered: ``partner`` (None: every partner's, for an operator), ``kind``,
+        ``status``, ``since`` <= created_at < ``until``; ``search`` is a submission id, a file
+        name (or the start of one), or a search key's value (ISA13, GS06, claim id). ``after``:
+        the ``(created_at, id)`` of the last row of the previous page (keyset paging, so a page
+        deep in 100k submissions costs what the first does). The parts of a split file are left
+        out unless ``include_parts``."""
+        c = submissions.c
+        where = []
+        if partner is not None:
+            where.append(c.partner == partner)
+        if kind:
+            where.append(c.kind == kind)
+        if status:
+            where.append(c.status == status)
+        if since is not None:
+            where.append(c.created_at >= _utc(since))
+        if until is not None:
+            where.append(c.created_at < _utc(until))
+        if not include_parts:
+            where.append(c.channel != SPLIT_CHANNEL)
+        if search:
+            search = search.strip()
+            k = search_keys.c
+            by_key = select(k.submission_id).where(k.value == search[:80])
+            where.append(or_(c.id == search.lower(), c.id.in_(by_key),
+                             and_(c.filename >= search, c.filename < search + "\U0010ffff")))
+        if after is not None:
+            created, last_id = after
+            where.append(tuple_(c.created_at, c.id) < tuple_(
+                bindparam("after_at", _utc(created), type_=UTCDateTime), last_id))
+        statement = _select_submissions().where(*where).order_by(
+            c.created_at.desc(), c.id.desc()).limit(max(1, min(int(limit), 1000)))
+        with self._read() as conn:
+            return [_submission_dict(r) for r in conn.execute(statement).mappings()]
+
+    def replays_of(self, submission_id: str) -> list[dict]:
+        """The submissions that replayed this one (channel ``replay``), oldest first."""
+        c = submissions.c
+        with self._read() as conn:
+            rows = conn.execute(_select_submissions().where(
+                c.parent_id == submission_id, c.channel != SPLIT_CHANNEL)
+                .order_by(c.created_at, c.id)).mappings()
+            return [_submission_dict(r) for r in rows]
+
+    def search_keys_of(self, submission_id: str) -> list[tuple[str, str]]:
+        k = search_keys.c
+        with self._read() as conn:
+            return [(f, v) for f, v in conn.execute(
+                select(k.field, k.value).where(k.submission_id == submission_id)
+                .order_by(k.id))]
+
+    def counts_since(self, since: datetime, partner: str | None = None
+                     ) -> dict[tuple[str, str], int]:
+        """``(kind, status) -> number`` of submissions received since ``since``."""
+        c = submissions.c
+        where = [c.created_at >= _utc(since), c.channel != SPLIT_CHANNEL]
+        if partner is not None:
+            where.append(c.partner == partner)
+        with self._read() as conn:
+            rows = conn.execute(select(c.kind, c.status, func.count()).where(*where)
+                                .group_by(c.kind, c.status))
+            return {(kind, status): count for kind, status, count in rows}
+
+    def daily_counts(self, days: int, partner: str | None = None,
+                     now: datetime | None = None) -> list[tuple[str, int, int]]:
+        """The last ``days`` days (UTC), oldest first: ``(YYYY-MM-DD, received, rejected)``."""
+        now = _utc(now)
+        start = datetime(now.year, now.month, now.day, tzinfo=UTC) - timedelta(days=days - 1)
+        c = submissions.c
+        day = func.substr(func.cast(c.created_at, String), 1, 10) \
+            if self.dialect == "sqlite" else func.to_char(c.created_at, "YYYY-MM-DD")
+        where = [c.created_at >= start, c.channel != SPLIT_CHANNEL]
+        if partner is not None:
+            where.append(c.partner == partner)
+        with self._read() as conn:
+            rows = conn.execute(select(day, func.count(),
+                                       func.sum(case((c.status == "rejected", 1), else_=0)))
+                                .where(*where).group_by(day)).all()
+        found = {d: (int(n), int(r or 0)) for d, n, r in rows}
+        out = []
+        for i in range(days):
+            key = (start + timedelta(days=i)).strftime("%Y-%m-%d")
+            out.append((key, *found.get(key, (0, 0))))
+        return out
+
     # -- findings --------------------------------------------------------------------------------
     def add_findings(self, submission_id: str, findings: list[Finding]) -> None:
         """Append findings (their public fields, :meth:`Finding.as_dict`; ``context`` is not
@@ -786,6 +915,49 @@ class Store:
                 data.update(plan_rule=r["plan_rule"], plan_message=r["plan_message"])
             out.append(data)
         return out
+
+    def findings_page(self, submission_id: str, *, rule: str | None = None,
+                      after: int | None = None, limit: int = 100,
+                      view: str = "submitter") -> list[dict]:
+        """One page of the findings in the order they were added: each with its ``id`` (the
+        cursor of the next page is the last one's); ``rule``: only that rule's (as ``view``
+        names it); ``view`` as in :meth:`findings`."""
+        c = findings_table.c
+        shown_rule = func.coalesce(c.plan_rule, c.rule) if view == "plan" else c.rule
+        where = [c.submission_id == submission_id]
+        if rule:
+            where.append(shown_rule == rule)
+        if after is not None:
+            where.append(c.id > int(after))
+        with self._read() as conn:
+            rows = conn.execute(select(c.id, c.rule, c.severity, c.location, c.message,
+                                       c.source, c.segment, c.plan_rule, c.plan_message)
+                                .where(*where).order_by(c.id)
+                                .limit(max(1, min(int(limit), 5000)))).mappings().all()
+        out = []
+        for r in rows:
+            data = {k: r[k] for k in ("id", "rule", "severity", "location", "message",
+                                      "source")}
+            if r["segment"] is not None:
+                data["segment"] = r["segment"]
+            if r["plan_rule"] and view == "plan":
+                data.update(rule=r["plan_rule"], message=r["plan_message"] or data["message"])
+            out.append(data)
+        return out
+
+    def finding_counts(self, submission_id: str, view: str = "submitter") -> list[dict]:
+        """Per rule (most frequent first; the rule as ``view`` names it, see
+        :meth:`findings`): ``rule``, ``severity`` (the worst seen) and ``count``."""
+        c = findings_table.c
+        shown_rule = func.coalesce(c.plan_rule, c.rule) if view == "plan" else c.rule
+        worst = func.min(case((c.severity == "error", 0), (c.severity == "warning", 1),
+                              else_=2))
+        with self._read() as conn:
+            rows = conn.execute(select(shown_rule, worst, func.count()).where(
+                c.submission_id == submission_id).group_by(shown_rule)
+                .order_by(func.count().desc(), shown_rule)).all()
+        return [{"rule": rule, "severity": ("error", "warning", "info")[w], "count": n}
+                for rule, w, n in rows]
 
     # -- documents -------------------------------------------------------------------------------
     def add_document(self, submission_id: str, *, role: str, name: str, content: bytes,
@@ -824,18 +996,25 @@ class Store:
         data["content"] = bytes(data["content"])
         return data
 
-    def mailbox(self, partner: str) -> list[dict]:
+    def mailbox(self, partner: str, *, after: tuple[datetime, str] | None = None,
+                limit: int | None = None) -> list[dict]:
         """Documents addressed to ``partner``, newest first (without content); only those of
         finished runs (``done``), so nothing of a run that may still be redone is handed out,
-        and not those of the parts of a split file (their merge is)."""
+        and not those of the parts of a split file (their merge is). ``after``: the
+        ``(created_at, id)`` of the last document of the previous page; ``limit``: a page."""
         c = documents_table.c
+        where = [c.recipient == partner, submissions.c.run_state == "done",
+                 submissions.c.channel != SPLIT_CHANNEL, c.purged_at.is_(None)]
+        if after is not None:
+            where.append(tuple_(c.created_at, c.id) < tuple_(
+                bindparam("after_at", _utc(after[0]), type_=UTCDateTime), after[1]))
+        statement = _select_documents().join(
+            submissions, submissions.c.id == c.submission_id).where(*where) \
+            .order_by(c.created_at.desc(), c.id.desc())
+        if limit is not None:
+            statement = statement.limit(max(1, min(int(limit), 1000)))
         with self._read() as conn:
-            rows = conn.execute(_select_documents().join(
-                submissions, submissions.c.id == c.submission_id)
-                .where(c.recipient == partner, submissions.c.run_state == "done",
-                       submissions.c.channel != SPLIT_CHANNEL, c.purged_at.is_(None))
-                .order_by(c.created_at.desc(), c.id)).mappings()
-            return [dict(r) for r in rows]
+            return [dict(r) for r in conn.execute(statement).mappings()]
 
     def mark_delivered(self, document_id: str, now: datetime | None = None) -> None:
         """The recipient has the document (downloaded, or written to its outbox). When every
@@ -859,6 +1038,30 @@ class Store:
             ).rowcount:
                 conn.execute(insert(status_history).values(
                     submission_id=submission_id, status=Status.DELIVERED.value, at=now, error=None))
+
+    # -- console sessions ----------------------------------------------------------------------------
+    def create_session(self, *, session_sha256: str, partner: str, token_sha256: str,
+                       csrf: str, expires_at: datetime, now: datetime | None = None) -> None:
+        now = _utc(now)
+        with self._write() as conn:
+            conn.execute(console_sessions.delete().where(
+                console_sessions.c.expires_at < now))  # sweep the expired ones
+            conn.execute(insert(console_sessions), {
+                "id_sha256": session_sha256, "partner": partner, "token_sha256": token_sha256,
+                "csrf": csrf, "created_at": now, "expires_at": _utc(expires_at)})
+
+    def session(self, session_sha256: str, now: datetime | None = None) -> dict | None:
+        """The live session with this hash (None: unknown or expired)."""
+        c = console_sessions.c
+        with self._read() as conn:
+            row = conn.execute(select(console_sessions).where(
+                c.id_sha256 == session_sha256, c.expires_at > _utc(now))).mappings().first()
+        return dict(row) if row is not None else None
+
+    def end_session(self, session_sha256: str) -> None:
+        with self._write() as conn:
+            conn.execute(console_sessions.delete().where(
+                console_sessions.c.id_sha256 == session_sha256))
 
     # -- control numbers ---------------------------------------------------------------------------
     def next_numbers(self, name: str, count: int = 1) -> list[int]:

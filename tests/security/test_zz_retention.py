@@ -20,11 +20,14 @@ MIXED = (ROOT / "fixtures" / "837p" / "ecm-mixed.x12").read_bytes()
 
 
 def test_purge_keeps_the_audit_trail_only(served):
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "purge", "--store", served.url,
-                           "--partners", str(served.partners_file)], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **served.env}, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "purge", "--store", served.url],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **served.env,
+                               "ECM_GATEWAY_RETENTION_FINDING_DAYS": "30"}, cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["purged"] == {"payloads": 0, "documents": 0, "findings": 0}
+    assert json.loads(done.stdout) == {
+        "purged": {"payloads": 0, "documents": 0, "findings": 0},
+        "retention_days": {"payloads": 90, "documents": 90, "findings": 30}}
     payload = MIXED.replace(b"000000501", b"000009001")
     answer = served.client.post("/x12", content=payload,
                                 headers=served.auth("harbor", Prefer="respond-async"))
@@ -34,7 +37,7 @@ def test_purge_keeps_the_audit_trail_only(served):
         "documents"] if d["submission_id"] == sid and d["role"] == "ack-999"]
     ack_bytes = served.client.get(ack["href"], headers=served.auth("harbor")).content
     later = datetime.now(UTC) + timedelta(days=400)
-    counts = purge(served.store, Retention.from_mapping({}), now=later)
+    counts = purge(served.store, Retention.from_settings(), now=later)
     assert counts["payloads"] >= 1 and counts["documents"] >= 2 and counts["findings"] >= 1
     kept = served.store.submission(sid)
     assert kept["sha256"] == hashlib.sha256(payload).hexdigest() and kept["size"] == len(payload)
