@@ -380,8 +380,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
     @app.get("/referrals/overdue", tags=["mailbox"])
     def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
         """ECM referrals past their authorization deadline without a decision (a Task of
-        the referral in a deciding status): a provider's own, or those routed to a plan."""
-        found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
+        the referral in a deciding status): a provider's own, those routed to a plan, every
+        one for an operator."""
+        found = overdue_referrals(app.state.store, app.state.partners,
+                                  viewer=None if partner.operator else partner)
         return {"overdue": [vars(o) for o in found]}
 
     @app.get("/reports/outreach", tags=["reports"])
@@ -461,14 +463,20 @@ def install_docs(app: FastAPI) -> None:
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount(DOCS_STATIC, StaticFiles(directory=static), name="docs-static")
 
+    # the pages' own inline start-up scripts need 'unsafe-inline'; nothing may come from
+    # elsewhere (ReDoc's bundle would fetch its logo from its CDN)
+    csp = {"Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline' "
+           "blob:; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+           "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"}
+
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(
+        return _with_headers(csp, get_swagger_ui_html(
             openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
             swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png")
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png"))
 
     @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
     def swagger_redirect() -> HTMLResponse:
@@ -476,10 +484,15 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
-                              redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
-                              with_google_fonts=False)
+        return _with_headers(csp, get_redoc_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png", with_google_fonts=False))
+
+
+def _with_headers(headers: dict[str, str], response: HTMLResponse) -> HTMLResponse:
+    response.headers.update(headers)
+    return response
 
 
 def _follow_partners(path: Path, partners: Partners, stop: threading.Event,
