@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install install-dev servers bench bench-load clean
+.PHONY: run test install install-dev servers bench bench-load clean fhir-packages
 
 # The stamp files make re-installation happen only when pyproject.toml changes. Installs are
 # quiet (their output goes to .venv/install.log, shown only when they fail), so the demo's
@@ -33,8 +33,21 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	@$(BIN)/ecm-gateway serve --demo --host $(HOST) --port $(PORT)
 
-test: install-dev servers
+test: install-dev servers fhir-packages
 	$(BIN)/python -m pytest
+
+# FHIR IG packages from the npm registry, unpacked under build/fhir-packages/<name>#<version>/
+# (never fetched at run time): the Da Vinci PDex Plan-Net profiles and examples that the
+# provider-directory conversions are checked against (gateway/fhir/plannet.py).
+PLANNET_PKG := build/fhir-packages/hl7.fhir.us.davinci-pdex-plan-net\#1.2.0
+fhir-packages: $(PLANNET_PKG)/package/package.json
+
+$(PLANNET_PKG)/package/package.json:
+	@command -v npm >/dev/null 2>&1 || { echo "need npm on PATH for the FHIR IG packages"; exit 2; }
+	mkdir -p "$(PLANNET_PKG)"
+	cd "$(PLANNET_PKG)" && npm pack --silent hl7.fhir.us.davinci-pdex-plan-net@1.2.0 >/dev/null \
+	  && tar xzf hl7.fhir.us.davinci-pdex-plan-net-1.2.0.tgz && rm -f hl7.fhir.us.davinci-pdex-plan-net-1.2.0.tgz
+	touch "$@"
 
 # PostgreSQL and redis-server for the scale-out tests, and Debian's chromium for the console's
 # browser tests, installed when missing (root or sudo).

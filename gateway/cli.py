@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="output file (default: standard output)")
     convert.add_argument("--envelope", default="plan-default",
                          help="envelope profile in profiles/envelopes/ for 837P output "
-                              "(e.g. dhcs-encounters)")
+                              "(e.g. dhcs-encounters); 274 output uses dhcs-274 unless "
+                              "another is named")
     convert.add_argument("--report", type=Path, default=None,
                          help="invoices: write the row-level results report here (.csv or "
                               ".xlsx)")
@@ -314,6 +315,8 @@ def cmd_convert(args) -> int:
         kind = sniff_table(args.file) or kind
     if args.report and kind != "invoice":
         raise UsageError("--report goes with invoices")
+    if kind in ("directory", "274") or (kind == "fhir" and args.to == "274"):
+        return _convert_directory(args, "plannet" if kind == "fhir" else kind)
     if kind == "invoice" and args.to == "837p":
         return _convert_invoice(args)
     if kind == "fhir" or (args.to == "fhir" and kind in ("mif", "837p", "json")):
@@ -338,6 +341,44 @@ def cmd_convert(args) -> int:
     with _output(args.output) as out:
         canonical_to_837p(encounters, out, settings, _control_numbers(args, settings), datetime.now())
     return EXIT_OK
+
+
+def _convert_directory(args, kind: str) -> int:
+    """Provider directory: roster (CSV/XLSX) → 274 or Plan-Net; 274 → Plan-Net, roster CSV or a
+    clean 274; Plan-Net Bundle → 274 or roster CSV (gateway/directory)."""
+    from gateway.directory.convert import (
+        TARGETS, open_directory, write_274, write_plannet, write_roster,
+    )
+    from gateway.directory.plannet import PlanNetError
+    from gateway.tabular import LayoutError
+
+    allowed = TARGETS[kind]
+    shown = {"directory": "directory roster", "274": "274", "plannet": "FHIR Plan-Net"}[kind]
+    if args.to not in allowed:
+        raise UsageError(f"cannot convert {shown} → {args.to}; from a {shown} this version "
+                         f"converts to: {', '.join(allowed)}")
+    name = "dhcs-274" if args.envelope == "plan-default" else args.envelope
+    settings = envelope_settings(name)
+    try:
+        source = open_directory(args.file, kind, settings)
+    except LayoutError as exc:
+        raise UsageError(str(exc)) from exc
+    except NotX12Error as exc:
+        raise UnknownKind(str(exc)) from exc
+    except PlanNetError as exc:
+        raise UsageError(f"{args.file}: {exc}") from exc
+    with _output(args.output) as out:
+        if args.to == "274":
+            write_274(source, out, settings, _control_numbers(args, settings),
+                      datetime.now())
+        elif args.to == "fhir":
+            write_plannet(source, out)
+        else:
+            write_roster(source, out)
+    stats = source.stats
+    print(f"{stats.get('groups', 0)} group(s), {stats.get('sites', 0)} site(s), "
+          f"{stats.get('providers', 0)} provider(s) converted", file=sys.stderr)
+    return _summarise(source.findings)
 
 
 def _store(args):

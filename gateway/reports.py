@@ -17,8 +17,8 @@ from gateway.x12.validate import validate_x12
 X12_KINDS = ("837p", "837i", "999", "277ca", "835", "x12")
 KINDS = ("auto", "837p", "837i", "999", "277ca", "274", "invoice", "mif", "rtf", "otf", "fhir",
          "cs-auth", "claims")
-TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "cs-auth", "claims")
-NOT_YET = {"274", "json"}
+TABLE_KINDS = ("mif", "rtf", "otf", "roster", "invoice", "cs-auth", "claims", "directory")
+NOT_YET = {"json"}
 
 
 class UnsupportedKind(ValueError):
@@ -106,6 +106,21 @@ def validate_state_response(path: Path) -> FileReport:
         "denied_encounters": sum(e.denied for e in encounters)})
 
 
+def validate_274(path: Path, found: str) -> FileReport:
+    """The X12 274 provider directory (004050X109): the X12 engine's findings once the guide is
+    registered, and the directory reader's (:mod:`gateway.directory.validate`); ``stats``
+    counts groups, sites and providers."""
+    from gateway.directory.validate import validate_274_file
+
+    if found != "274":
+        raise UnsupportedKind(f"{path}: not a 274 provider directory (found {found})")
+    try:
+        findings, stats = validate_274_file(path)
+    except NotX12Error as exc:
+        raise UnknownKind(str(exc)) from exc
+    return FileReport(path=str(path), kind="274", findings=findings, stats=stats)
+
+
 def _validate_fhir(path: Path) -> FileReport:
     from gateway.fhir.report import (
         validate_fhir_file,
@@ -128,6 +143,8 @@ def validate_file(path: Path, kind: str = "auto", rules=None,
         return _validate_fhir(path)
     if found == "state-response":
         return validate_state_response(path)
+    if found == "274" or kind == "274":
+        return validate_274(path, found)
     if found in NOT_YET or (kind != "auto" and kind in NOT_YET):
         shown = kind if kind != "auto" else found
         raise UnsupportedKind(f"{path}: {shown} files cannot be validated by this version yet")

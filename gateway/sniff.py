@@ -56,6 +56,8 @@ def _x12_kind(head: bytes) -> str:
         guide = envelope_profile().guides.get(match.group(2))
         if guide:
             return guide["kind"]
+        if match.group(2) == "004050X109":  # the 274 provider directory (gateway/directory)
+            return "274"
     if re.search(r"ST.837", text):
         return "837p"
     return "x12"

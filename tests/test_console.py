@@ -198,3 +198,20 @@ def test_the_submission_page_shows_the_999_overview(gateway):
     assert "transaction sets received 1, accepted" in html
     assert "Segment has data element errors" in html and "Findings (" in html
     assert "Download the 999" in html and "Download the raw input" in html
+
+
+def test_a_replay_the_rules_refuse_says_why(gateway, monkeypatch):
+    client, auth, app = gateway
+    sid = client.post("/x12", content=DEFECTS, headers=auth["harbor"]).json()["submission_id"]
+    session = sign_in(client, token_of(auth, "harbor"))
+    from gateway.pipeline import process
+
+    def refuse(*args, **kwargs):
+        raise ValueError("a submission still running cannot be replayed")
+
+    monkeypatch.setattr(process, "replay", refuse)
+    answer = client.post(f"/console/submissions/{sid}/replay", data={"csrf": session["csrf"]},
+                         headers=session["headers"], follow_redirects=False)
+    assert answer.status_code == 409
+    assert "a submission still running cannot be replayed" in answer.text
+    assert app.state.store.replays_of(sid) == []

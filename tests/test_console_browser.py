@@ -175,3 +175,18 @@ def test_an_operator_sees_every_partner_and_the_keyboard_reaches_the_content(liv
     assert page.goto("/console/submissions").url.endswith("/console/signin?next=%2Fconsole%2F"
                                                           "submissions")
     assert page.problems == []
+
+
+def test_the_api_docs_render_from_the_gateways_own_assets(live):
+    base, _, _, chromium, _ = live
+    page = new_page(chromium, base)
+    requested = []  # what was fetched (the pages' CSP blocks anything from elsewhere)
+    page.on("response", lambda r: requested.append(r.url))
+    page.goto("/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+    assert "ECM Gateway" in page.locator(".swagger-ui .info .title").inner_text()
+    page.goto("/redoc")
+    page.wait_for_selector("redoc h1, [role=main] h1, h1", timeout=30_000)
+    shot(page, "10-redoc")
+    outside = [u for u in requested if not u.startswith((base, "data:", f"blob:{base}"))]
+    assert outside == [], outside  # nothing fetched from anywhere but the gateway

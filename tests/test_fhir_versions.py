@@ -322,3 +322,21 @@ def test_an_update_in_xml_is_answered_in_xml(gateway):
                                         "Content-Type": "application/fhir+xml",
                                         "Accept": "application/fhir+xml"})
     assert stale.status_code == 412 and b"FHIR-API-010" in stale.content
+
+
+def test_a_resource_purged_under_retention_is_gone_not_an_error(gateway):
+    created = gateway.post("harbor", requested_task()).json()
+    answer = put(gateway, "harbor", moved(created, "accepted", "08"), 'W/"1"')
+    gateway.settled(answer.headers["x-submission-id"])
+    later = datetime.now(UTC) + timedelta(days=1)
+    for kind in ("payloads", "documents", "findings"):
+        gateway.store.expire(kind, later)
+    assert all(not r["content"] for r in gateway.store.resource_versions("Task", created["id"]))
+    h = gateway.auth["harbor"]
+    for path in (f"/fhir/Task/{created['id']}", f"/fhir/Task/{created['id']}/_history",
+                 f"/fhir/Task/{created['id']}/_history/1"):
+        assert gateway.client.get(path, headers=h).status_code == 404, path
+    found = gateway.client.get("/fhir/Task", headers=h)
+    assert found.status_code == 200 and found.json()["total"] == 0
+    again = put(gateway, "harbor", moved(created, "in-progress", "09"))
+    assert again.status_code == 404

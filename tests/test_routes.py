@@ -21,7 +21,7 @@ def test_the_demo_file_routes_what_the_issue_lists(partners):
         ("837p", "plan", "state"), ("274", "plan", "state"), ("mif", "plan", "provider"),
         ("history", "gateway", "provider"), ("state-response", "state", "plan"),
         ("state-response-denied", "state", "provider"), ("ack", "*", "sender")]
-    assert partners.schedules == {"history_extract": "daily"}
+    assert partners.schedules == {"history_extract": "daily", "directory_274": "monthly"}
 
 
 def test_each_route_resolves_to_the_right_partner(partners):

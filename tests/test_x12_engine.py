@@ -165,3 +165,41 @@ def test_streamed_verdict_counts_equal_judge():
             spans.add(claim)
         accepted = len(judge(result).accepted_claims)
         assert verdict_counts(result, spans) == (accepted, len(result.claims) - accepted)
+
+
+def _three_sets() -> bytes:
+    """ecm-claim-defects with its transaction set three times (ST02 0001-0003)."""
+    text = (ROOT / "fixtures" / "837p" / "ecm-claim-defects.x12").read_text()
+    start = text.index("ST*837*")
+    end = text.index("GE*")
+    body = text[start:end]
+    sets = "".join(body.replace("*0001*", f"*000{n}*").replace("*0001~", f"*000{n}~")
+                   for n in (1, 2, 3))
+    tail = text[end:].replace("GE*1*", "GE*3*", 1)
+    return (text[:start] + sets + tail).encode()
+
+
+def test_jobs_give_the_same_findings_in_the_same_order(tmp_path):
+    path = tmp_path / "three.x12"
+    path.write_bytes(_three_sets())
+    one = validate_x12(str(path))
+    assert len([ts for ic in one.interchanges for g in ic.groups for ts in g.transactions]) == 3
+    assert any(f.rule.startswith("X12-IG-") for f in one.findings)
+    for jobs in (2, 3):
+        many = validate_x12(str(path), jobs=jobs)
+        assert [(f.rule, f.location, f.segment, f.message, f.context) for f in many.findings] \
+            == [(f.rule, f.location, f.segment, f.message, f.context) for f in one.findings]
+
+
+def test_cli_jobs_output_is_identical(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "three.x12"
+    path.write_bytes(_three_sets())
+    runs = [subprocess.run([sys.executable, "-m", "gateway.cli", "validate", "--format", "json",
+                            "--jobs", jobs, str(path)], capture_output=True, text=True)
+            for jobs in ("1", "2")]
+    assert runs[0].returncode == runs[1].returncode == 1
+    assert runs[0].stdout == runs[1].stdout
+    assert runs[0].stderr == runs[1].stderr == ""  # no progress bar when not on a terminal

@@ -39,8 +39,10 @@ from gateway.api.smart import fhir_token_partner, install_smart
 from gateway.api.guard import AccessLog, BodyGuard
 from gateway.findings import without_paths
 from gateway.fhir.parse import MAX_BODY_BYTES as MAX_FHIR_BYTES
+from gateway.pipeline.directory import DirectoryError, DirectorySchedule, monthly_274
 from gateway.pipeline.history_extracts import HistorySchedule, extract_history, interval_seconds
 from gateway.pipeline.retention import PurgeSchedule, Retention
+from gateway.pipeline.steps.directory import is_274
 from gateway.settings import current as gateway_settings
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
@@ -55,7 +57,8 @@ log = logging.getLogger("gateway.api")
 MAX_X12_BYTES = 50 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MULTIPART_SLACK = 64 * 1024  # the multipart envelope around the file
-UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml")
+UPLOAD_SUFFIXES = (".csv", ".xlsx", ".txt", ".xml", ".json")
+DIRECTORY_X12_SUFFIXES = (".x12", ".274", ".edi")  # a plan's 274 may come as an upload too
 SYNC_ACK_BYTES = 1024 * 1024  # a 999 up to this size is returned in the response
 SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
@@ -132,6 +135,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         schedule = HistorySchedule.from_partners(app.state.store, app.state.partners)
         if schedule is not None:  # the partner file's schedules.history_extract
             threading.Thread(target=schedule.run, name="history-extracts", daemon=True,
+                             args=(stop,)).start()
+        monthly = DirectorySchedule.from_partners(app.state.store, app.state.partners)
+        if monthly is not None:  # the partner file's schedules.directory_274
+            threading.Thread(target=monthly.run, name="directory-274", daemon=True,
                              args=(stop,)).start()
         # overdue referrals: each plan is sent one notice per referral past its deadline
         threading.Thread(target=watch_overdue, name="overdue-referrals", daemon=True,
@@ -288,14 +295,18 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                           prefer: str | None = Header(
                               None, description="respond-async: answer 202 at once")
                           ) -> JSONResponse:
-        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), as multipart/form-data."""
+        """An invoice, MIF, RTF, OTF or roster (CSV or XLSX), or a plan's provider directory
+        (directory roster, X12 274 or FHIR Plan-Net Bundle), as multipart/form-data."""
         sender(partner)
         name = Path(file.filename or "upload").name  # never a path from the client
         suffix = Path(name).suffix.lower()
-        if suffix not in UPLOAD_SUFFIXES:
+        if suffix not in UPLOAD_SUFFIXES + DIRECTORY_X12_SUFFIXES:
             raise HTTPException(415, f"upload a CSV or XLSX file (got {suffix or 'no suffix'});"
                                      " X12 goes to /x12")
         payload = await file.read(MAX_FILE_BYTES + 1)
+        if suffix in DIRECTORY_X12_SUFFIXES and not is_274(payload):
+            raise HTTPException(415, "X12 goes to /x12 (only a 274 provider directory is "
+                                     "uploaded here)")
         if len(payload) > MAX_FILE_BYTES:
             raise HTTPException(413, f"the file is larger than {MAX_FILE_BYTES} bytes")
         if not payload.strip():
@@ -400,11 +411,30 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             raise HTTPException(404, "no history route leads to this partner")
         return {"document_id": document_id, "href": f"/mailbox/{document_id}"}
 
+    @app.post("/directory/274", tags=["mailbox"], status_code=201)
+    def directory_274(month: str | None = None, plan: str | None = None,
+                      partner: Partner = Depends(partner_of)) -> dict:
+        """The monthly 274 provider files to the state, one per county, made now from the
+        plan's newest uploaded directory (a plan asks for its own; an operator names
+        ``plan``). The files go to the state on its ``274`` route."""
+        plan_id = plan or partner.id
+        if partner.role != "operator" and plan_id != partner.id:
+            raise HTTPException(403, "a plan asks for its own 274 only")
+        try:
+            documents = monthly_274(app.state.store, app.state.partners, plan_id, month)
+        except DirectoryError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if not documents:
+            raise HTTPException(404, "no 274 was made: the plan has sent no directory, or no "
+                                     "274 route leads to the state")
+        return {"documents": documents}
     @app.get("/referrals/overdue", tags=["mailbox"])
     def referrals_overdue(partner: Partner = Depends(partner_of)) -> dict:
         """ECM referrals past their authorization deadline without a decision (a Task of
-        the referral in a deciding status): a provider's own, or those routed to a plan."""
-        found = overdue_referrals(app.state.store, app.state.partners, viewer=partner)
+        the referral in a deciding status): a provider's own, those routed to a plan, every
+        one for an operator."""
+        found = overdue_referrals(app.state.store, app.state.partners,
+                                  viewer=None if partner.operator else partner)
         return {"overdue": [vars(o) for o in found]}
 
     @app.get("/reports/outreach", tags=["reports"])
@@ -484,14 +514,20 @@ def install_docs(app: FastAPI) -> None:
     static = Path(fastapi_offline.__file__).parent / "static"
     app.mount(DOCS_STATIC, StaticFiles(directory=static), name="docs-static")
 
+    # the pages' own inline start-up scripts need 'unsafe-inline'; nothing may come from
+    # elsewhere (ReDoc's bundle would fetch its logo from its CDN)
+    csp = {"Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline' "
+           "blob:; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+           "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"}
+
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:
-        return get_swagger_ui_html(
+        return _with_headers(csp, get_swagger_ui_html(
             openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
             swagger_js_url=f"{DOCS_STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png")
+            swagger_favicon_url=f"{DOCS_STATIC}/favicon.png"))
 
     @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
     def swagger_redirect() -> HTMLResponse:
@@ -499,10 +535,15 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
-                              redoc_favicon_url=f"{DOCS_STATIC}/favicon.png",
-                              with_google_fonts=False)
+        return _with_headers(csp, get_redoc_html(
+            openapi_url=app.openapi_url, title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_STATIC}/favicon.png", with_google_fonts=False))
+
+
+def _with_headers(headers: dict[str, str], response: HTMLResponse) -> HTMLResponse:
+    response.headers.update(headers)
+    return response
 
 
 def _follow_partners(path: Path, partners: Partners, stop: threading.Event,

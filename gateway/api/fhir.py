@@ -73,7 +73,7 @@ from gateway.pipeline.status import Status
 
 log = logging.getLogger("gateway.api.fhir")
 PREFIX = "/fhir"
-MAX_SEARCH_RESULTS = 1000
+MAX_SEARCH_RESULTS = 1000  # the largest page (_count)
 DEFAULT_PAGE = 50  # search results per page without _count
 
 
@@ -646,7 +646,7 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
             raise FhirError(400, _finding("FHIR-API-004", "", problem="_summary may be count "
                                           "or false"))
         store = store_of()
-        matches = fhir_store.search(store, partner, resource_type, params, MAX_SEARCH_RESULTS)
+        matches = fhir_store.search(store, partner, resource_type, params)  # all: the total
         store.audit(actor=partner.id, action="search", target=resource_type,
                     detail=f"{len(matches)} found")
         bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(matches)}

@@ -103,8 +103,9 @@ def find_resource(store: Store, partner: Partner, resource_type: str, resource_i
         if versions:
             if versions[0]["partner"] != partner.id:
                 return None
-            return (json.loads(versions[0]["content"]),
-                    store.submission(versions[0]["submission_id"]))
+            resource = loaded(versions[0]["content"])
+            return (resource, store.submission(versions[0]["submission_id"])) \
+                if resource is not None else None
     sid = submission_of(resource_id)
     submission = store.submission(sid) if sid else None
     if submission is not None and store.version_of_submission(sid) is not None:
@@ -113,8 +114,9 @@ def find_resource(store: Store, partner: Partner, resource_type: str, resource_i
         for doc in stored_resources(store, partner, resource_type):
             if doc["name"] == name:
                 found = store.document(doc["id"])
-                return (json.loads(found["content"]), store.submission(doc["submission_id"])
-                        ) if found else None
+                resource = loaded(found["content"]) if found else None
+                return (resource, store.submission(doc["submission_id"])) \
+                    if resource is not None else None
         return None
     if submission["partner"] != partner.id or submission["kind"] != "fhir" \
             or submission["status"] == Status.REJECTED:
@@ -123,10 +125,14 @@ def find_resource(store: Store, partner: Partner, resource_type: str, resource_i
         for doc in store.documents(sid):
             if doc["role"] == ROLE and doc["name"] == name and doc["recipient"] == partner.id:
                 found = store.document(doc["id"])
-                return (json.loads(found["content"]), submission) if found else None
+                resource = loaded(found["content"]) if found else None
+                return (resource, submission) if resource is not None else None
         if submission["status"] != Status.DEAD_LETTER:  # stored by its run: not this one
             return None
-    checked = check_stored_payload(store, sid, submission)
+    try:
+        checked = check_stored_payload(store, sid, submission)
+    except KeyError:  # its payload was purged (retention)
+        return None
     if not checked.valid:
         return None
     resources, _ = accepted_resources(checked, sid)
@@ -135,5 +141,11 @@ def find_resource(store: Store, partner: Partner, resource_type: str, resource_i
 
 
 def submission_resources(store: Store, submission_id: str) -> list[dict]:
-    return [json.loads(store.document(d["id"])["content"])
-            for d in store.documents(submission_id) if d["role"] == ROLE]
+    found = (loaded(store.document(d["id"])["content"])
+             for d in store.documents(submission_id) if d["role"] == ROLE)
+    return [r for r in found if r is not None]
+
+
+def loaded(content: bytes) -> dict | None:
+    """A stored resource's JSON; None once retention purged it (its content emptied)."""
+    return json.loads(content) if content else None

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 from gateway.fhir.closed_loop import closed_loop
 from gateway.fhir.intake import (
+    ROLE,
     member_identifiers,
     own_identifiers,
     submission_name,
@@ -38,7 +39,7 @@ from gateway.fhir.intake import (
 from gateway.fhir.parse import to_json_bytes
 from gateway.fhir.validate import check_payload
 from gateway.findings import Finding
-from gateway.pipeline.fhir_resources import find_resource, pending_resources, stored_resources
+from gateway.pipeline.fhir_resources import find_resource, pending_resources
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import submit
 from gateway.pipeline.store import Store, VersionConflict
@@ -118,7 +119,7 @@ def latest_update(store: Store, partner: Partner, resource_type: str, resource_i
     """The latest version an update made of a resource, as :func:`find_resource` answers
     (resource, submission); None when it was never updated or is another partner's."""
     rows = store.resource_versions(resource_type, resource_id)
-    if not rows or rows[0]["partner"] != partner.id:
+    if not rows or rows[0]["partner"] != partner.id or not rows[0]["content"]:
         return None
     row = rows[0]
     return json.loads(row["content"]), store.submission(row["submission_id"])
@@ -132,7 +133,8 @@ def history(store: Store, partner: Partner, resource_type: str, resource_id: str
         return None
     versions = [Version(json.loads(r["content"]), r["version"], r["last_updated"],
                         store.submission(r["submission_id"]))
-                for r in store.resource_versions(resource_type, resource_id)]
+                for r in store.resource_versions(resource_type, resource_id)
+                if r["content"]]  # retention empties the content of old versions
     sid = submission_of(resource_id)
     first = find_resource(store, partner, resource_type, resource_id, original=True) \
         if sid else None
@@ -332,10 +334,10 @@ def check_search_params(resource_type: str, params: list[tuple[str, str]]
 
 
 def search(store: Store, partner: Partner, resource_type: str,
-           params: list[tuple[str, str]], limit: int) -> list[Version]:
+           params: list[tuple[str, str]], limit: int | None = None) -> list[Version]:
     """The partner's resources of ``resource_type`` (their latest versions) matching every
     parameter (:func:`check_search_params`), oldest first (the order of their creates, so a
-    client paging through sees each once), at most ``limit``. Resources whose queued run has
+    client paging through sees each once), at most ``limit`` (None: all). Resources whose queued run has
     not stored them yet are read from the kept payload."""
     filters = check_search_params(resource_type, params)
     updated = store.latest_versions(partner.id, resource_type)
@@ -344,21 +346,21 @@ def search(store: Store, partner: Partner, resource_type: str,
         if resource["id"] not in seen:
             submission = store.submission(submission_of(resource["id"]))
             seen[resource["id"]] = stamped(store, resource, submission)
-    for doc in stored_resources(store, partner, resource_type):
-        rid = doc["name"].partition("/")[2]
-        if rid in seen or submission_of(rid) != doc["submission_id"]:
-            continue  # seen, or the stored copy of an update (its latest is taken below)
-        found = store.document(doc["id"])
-        if found is not None:
-            seen[rid] = stamped(store, json.loads(found["content"]),
-                                store.submission(doc["submission_id"]))
+    for row in store.stored_resources(partner.id, ROLE, resource_type):
+        rid = row["name"].partition("/")[2]
+        if rid in seen or not row["content"]:
+            continue
+        # as stored by its create: version 1, made when the create was received
+        submission = {"id": row["submission_id"], "created_at": row["created_at"]}
+        seen[rid] = Version(with_meta(json.loads(row["content"]), 1, row["created_at"]), 1,
+                            row["created_at"], submission)
     matches = []
     for rid, version in seen.items():
         row = updated.get(rid)
-        if row is not None:
+        if row is not None and row["content"]:
             version = Version(json.loads(row["content"]), row["version"], row["last_updated"],
                               version.submission)
         if _matches(version.resource, version.last_updated, filters):
             matches.append(version)
     matches.sort(key=lambda v: (v.submission["created_at"], v.resource["id"]))
-    return matches[:limit]
+    return matches if limit is None else matches[:limit]

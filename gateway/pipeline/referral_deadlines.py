@@ -48,29 +48,33 @@ class Overdue:
     submission_id: str
 
 
-def _decided_referrals(store: Store, partner: Partner) -> set[str]:
-    """The referrals (``ServiceRequest/<id>``) a Task of the partner has decided."""
+OPEN_STATUSES = ("active", "draft", "on-hold")  # a referral still waiting for its decision
+
+
+def _open_undecided(store: Store, partner: Partner) -> set[str]:
+    """The partner's referrals (``ServiceRequest/<id>``) still open (their latest version) that
+    none of its Tasks has decided: two searches, whatever the number of referrals."""
     from gateway.pipeline.fhir_store import search
 
     decided = set(closed_loop().decided)
-    found = set()
-    for version in search(store, partner, "Task", [], limit=100_000):
+    closed = set()
+    for version in search(store, partner, "Task", []):
         focus = version.resource.get("focus")
         reference = focus.get("reference") if isinstance(focus, dict) else None
         if isinstance(reference, str) and version.resource.get("status") in decided:
-            found.add(reference)
-    return found
+            closed.add(reference)
+    return {f"ServiceRequest/{v.resource['id']}"
+            for v in search(store, partner, "ServiceRequest", [])
+            if v.resource.get("status") in OPEN_STATUSES} - closed
 
 
 def overdue_referrals(store: Store, partners: Partners, now: datetime | None = None,
                       viewer: Partner | None = None) -> list[Overdue]:
     """Referrals past their authorization deadline and not decided, oldest deadline first;
     ``viewer``: only a provider's own, or a plan's."""
-    from gateway.pipeline.fhir_resources import find_resource
-
     now = now or datetime.now(UTC)
     seen: set[str] = set()
-    decided: dict[str, set[str]] = {}
+    waiting: dict[str, set[str]] = {}
     found = []
     for submission in store.routed_fhir_submissions(now - LOOKBACK):
         sender = partners.partners.get(submission["partner"])
@@ -89,14 +93,10 @@ def overdue_referrals(store: Store, partners: Partners, now: datetime | None = N
                 deadline = deadline.replace(tzinfo=UTC)
             if deadline > now:
                 continue
-            latest = find_resource(store, sender, "ServiceRequest", label.partition("/")[2])
-            if latest is None or latest[0].get("status") not in ("active", "draft",
-                                                                 "on-hold"):
-                continue  # revoked, completed, entered in error: nothing to decide
-            if sender.id not in decided:
-                decided[sender.id] = _decided_referrals(store, sender)
-            if label in decided[sender.id]:
-                continue
+            if sender.id not in waiting:
+                waiting[sender.id] = _open_undecided(store, sender)
+            if label not in waiting[sender.id]:
+                continue  # decided, or revoked / completed / entered in error
             found.append(Overdue(label, sender.id, entry["plan"], str(entry.get("priority")),
                                  entry["authorization_deadline"],
                                  int((now - deadline).total_seconds() // 3600),

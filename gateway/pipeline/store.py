@@ -548,6 +548,12 @@ class Store:
                         conn.execute(update(documents_table).where(d.id == row.id).values(
                             content=b"", purged_at=now,
                             sha256=hashlib.sha256(bytes(row.content)).hexdigest()))
+                    # FHIR resource versions made by updates are documents too (member data)
+                    v = fhir_versions.c
+                    conn.execute(update(fhir_versions).where(
+                        v.submission_id.in_(select(c.id).where(done)),
+                        v.last_updated < before, func.length(v.content) > 0).values(
+                        content=b""))
                 else:
                     raise ValueError(f"unknown kind of data {kind!r}")
             total += len(ids)
@@ -1105,6 +1111,22 @@ class Store:
             row = conn.execute(select(fhir_versions).where(
                 c.submission_id == submission_id)).mappings().first()
         return {**row, "content": bytes(row["content"])} if row else None
+
+    def stored_resources(self, partner: str, role: str, resource_type: str) -> list[dict]:
+        """The partner's stored FHIR resources of a type as their creates stored them, in one
+        query: name, content, the creating submission's id and time (version 1's
+        ``lastUpdated``); documents of finished runs addressed to the partner, not purged, not
+        those of update submissions (their versions are :meth:`latest_versions`)."""
+        c, s, v = documents_table.c, submissions.c, fhir_versions.c
+        with self._read() as conn:
+            rows = conn.execute(select(
+                c.name, c.content, c.submission_id, s.created_at).join(
+                submissions, s.id == c.submission_id).where(
+                c.recipient == partner, c.role == role, c.name.like(f"{resource_type}/%"),
+                s.run_state == "done", s.channel != SPLIT_CHANNEL, c.purged_at.is_(None),
+                ~select(v.submission_id).where(v.submission_id == s.id).exists())
+                .order_by(s.created_at, c.name)).mappings()
+            return [{**r, "content": bytes(r["content"])} for r in rows]
 
     # -- SMART Backend Services --------------------------------------------------------------------
     def remember_assertion(self, client_id: str, jti: str, expires_at: datetime,

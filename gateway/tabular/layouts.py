@@ -36,7 +36,7 @@ import yaml
 from gateway.paths import MAPPINGS, PROFILES
 from gateway.periods import within
 
-KINDS = ("mif", "rtf", "otf", "roster", "invoice", "cs-auth", "claims")
+KINDS = ("mif", "rtf", "otf", "roster", "invoice", "cs-auth", "claims", "directory")
 # Where a kind's layouts live, under mappings/ (default: layouts/<kind>).
 KIND_FOLDERS = {"invoice": Path("invoice") / "layouts"}
 

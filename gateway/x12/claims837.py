@@ -103,7 +103,7 @@ class ClaimCollector:
 
     def feed(self, seg: Segment) -> None:
         seg_id = seg.id
-        handler = getattr(self, "_on_" + seg_id, None) if seg_id.isalnum() else None
+        handler = _HANDLERS.get(seg_id)
         if seg_id == "ISA":
             self._flush_claim()
             self._tx = (self._tx[0] + 1, 0, 0)
@@ -146,7 +146,7 @@ class ClaimCollector:
                     break
         if handler is not None:
             try:
-                handler(seg)
+                handler(self, seg)
             except (ValueError, IndexError) as exc:
                 target = self._claim
                 if target is not None and target.get("problem") is None:
@@ -405,6 +405,11 @@ class ClaimCollector:
 def _rendering(name: dict) -> dict:
     return dict(last_name=name["last"], first_name=name["first"], is_person=name["person"],
                 npi=name["id"], taxonomy=name.get("taxonomy"))
+
+
+# segment id -> ClaimCollector._on_<id>, looked up once
+_HANDLERS = {name[len("_on_"):]: function for name, function in vars(ClaimCollector).items()
+             if name.startswith("_on_")}
 
 
 def _describe(exc: Exception) -> str:

@@ -134,6 +134,9 @@ class SnipChecker:
             if "segment" in rule.spec:
                 self.by_segment.setdefault(rule.spec["segment"], []).append(rule)
         self.enabled = bool(rules)
+        # the segment ids this checker looks at (the validator skips calling it for others)
+        self.interesting = frozenset(self.by_segment) | (_TRACKED if self.claim_rules else
+                                                         frozenset())
         self.created = ""
         self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
         self.claim: _Claim | None = None

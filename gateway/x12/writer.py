@@ -45,6 +45,11 @@ class EnvelopeSettings(BaseModel):
     receiver: PartyProfile
     claims_per_transaction: int = 5000
     line_break: bool = True
+    # ISA01/ISA02 and ISA12: 00 / blank / 00501 unless a receiver asks otherwise (the DHCS 274:
+    # ISA01 03, ISA12 00405 — profiles/envelopes/dhcs-274.yaml)
+    authorization_qualifier: str = "00"
+    authorization: str = ""
+    interchange_version: str = "00501"
 
     def parties(self):
         """The 837P submitter (1000A) and receiver (1000B) of encounters made for this
@@ -117,11 +122,13 @@ class X12Writer:
     # envelopes ------------------------------------------------------------------------------
     def isa(self, *, sender_qualifier: str, sender_id: str, receiver_qualifier: str,
             receiver_id: str, when: datetime, control: int, usage: str,
-            ack_requested: str = "0") -> None:
+            ack_requested: str = "0", authorization_qualifier: str = "00",
+            authorization: str = "", version: str = "00501") -> None:
         self._isa13 = f"{control:09d}"
-        fields = ["00", " " * 10, "00", " " * 10, fixed(sender_qualifier, 2),
+        fields = [authorization_qualifier, fixed(authorization, 10), "00", " " * 10,
+                  fixed(sender_qualifier, 2),
                   fixed(sender_id, 15), fixed(receiver_qualifier, 2), fixed(receiver_id, 15),
-                  when.strftime("%y%m%d"), when.strftime("%H%M"), self.d.repetition, "00501",
+                  when.strftime("%y%m%d"), when.strftime("%H%M"), self.d.repetition, version,
                   self._isa13, ack_requested, usage, self.d.component]
         self.out.write(self.d.element.join(["ISA", *fields]) + self.terminator)
         self.total_segments += 1

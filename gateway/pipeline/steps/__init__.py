@@ -7,7 +7,9 @@ store kept (so a run can be replayed, or re-run after a crash, at any time):
   providers), a provider's RTF/OTF (rows to the member's plan);
 * :mod:`.state_response` — the state's response XML (linked to the 837Ps sent to the state);
 * :mod:`.fhir` — a provider's FHIR resources (referral records, RTF rows, 837P);
-* :mod:`.extract` — a provider's encounter-history extract.
+* :mod:`.extract` — a provider's encounter-history extract;
+* :mod:`.directory` — a plan's provider directory (roster, 274, Plan-Net) and the monthly 274
+  to the state per county.
 
 Every step has the signature ``step(store, partners, partner, submission_id) ->``
 :class:`~gateway.pipeline.steps.result.StepResult`: it decides (through
@@ -28,6 +30,15 @@ from pathlib import Path
 
 from gateway.pipeline.delivery import X12_MEDIA
 from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.steps.directory import (
+    SUFFIX as DIRECTORY_SUFFIX,
+)
+from gateway.pipeline.steps.directory import (
+    directory_kind,
+    is_274,
+    process_directory_upload,
+    process_monthly_274,
+)
 from gateway.pipeline.steps.extract import process_history_extract
 from gateway.pipeline.steps.fhir import process_fhir
 from gateway.pipeline.steps.invoice import process_invoice
@@ -60,6 +71,10 @@ def process_file(store, partners: Partners, partner: Partner, submission_id: str
         if kind == "state-response":
             return process_state_response(store, partners, partner, submission_id,
                                           path.read_bytes(), now)
+        directory = directory_kind(path)
+        if directory is not None:  # a plan's provider directory (refused from anyone else)
+            return process_directory_upload(store, partners, partner, submission_id, path,
+                                            directory)
         if kind in ("csv", "xlsx"):
             table_kind = sniff_table(path)
             if is_member_table(partner, table_kind):
@@ -68,5 +83,19 @@ def process_file(store, partners: Partners, partner: Partner, submission_id: str
         return process_invoice(store, partners, partner, submission_id, path, now)
 
 
-STEPS = {"x12": process_x12, "file": process_file, "history-extract": process_history_extract,
-         "fhir": process_fhir}
+def process_interchange(store, partners: Partners, partner: Partner, submission_id: str,
+                        now: datetime | None = None) -> StepResult:
+    """An X12 submission: a 274 provider directory (:mod:`.directory`), else :mod:`.x12`."""
+    payload = store.raw_payload(submission_id)
+    if is_274(payload):
+        with tempfile.TemporaryDirectory(prefix="ecm-directory-") as folder:
+            path = Path(folder) / f"directory{DIRECTORY_SUFFIX['274']}"
+            path.write_bytes(payload)
+            return process_directory_upload(store, partners, partner, submission_id, path,
+                                            "274")
+    return process_x12(store, partners, partner, submission_id, now)
+
+
+STEPS = {"x12": process_interchange, "file": process_file,
+         "history-extract": process_history_extract, "fhir": process_fhir,
+         "directory-274": process_monthly_274}

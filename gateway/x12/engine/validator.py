@@ -92,6 +92,8 @@ class NativeGuideValidator:
         self._position = 0
         self._segment: Segment | None = None
         self._path = ""
+        self._patterns: dict = {}
+        self._pattern_key: tuple = ()
         self._sep = delimiters.element
         self._comp = delimiters.component
 
@@ -166,6 +168,10 @@ class NativeGuideValidator:
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
+        if self._pattern_key != (id(root), self._icvn):  # patterns depend on the charset
+            self._pattern_key = (id(root), self._icvn)
+            self._patterns = {}
+            self._clean = set()
         self._loop_counts = {}
         self._hl_count = 0
         self._hl_stack = []
@@ -193,8 +199,7 @@ class NativeGuideValidator:
             reader_errors = None  # the common case: a known id, not empty, no numbering
         else:
             reader_errors = self._reader_checks(seg, fields)
-        # the structure: a cached plan; the common case (one segment matched, nothing skipped)
-        # is replayed inline
+        # the structure: a cached plan replayed on the counters
         start = self._node
         if start is None:
             node = None
@@ -208,14 +213,17 @@ class NativeGuideValidator:
                 plan = self._plans.get((start.index, seg_id))
             else:
                 plan = None
-            if plan is not None and plan.simple and not plan.candidates and not plan.pushes:
+            if plan is not None and not plan.candidates:
+                errors: list = []
+                self._counters.replay(plan, None, errors)
+                if plan.pushes:
+                    counts = self._loop_counts
+                    for loop in plan.pushes:
+                        counts[loop.id] = counts.get(loop.id, 0) + 1
+                for code, where_node, subject in errors:
+                    self._walk_finding(code, where_node, subject, seg)
                 node = plan.node
-                counts = self._counters.counts
-                counts[node.index] += 1
-                if node.usage == "N" or counts[node.index] > node.max_repeat:
-                    counts[node.index] -= 1  # let the general path count and report it
-                    node = self._walk(seg, fields, report=True)
-                else:
+                if node is not None:
                     self._node = node
             else:
                 node = self._walk(seg, fields, report=True)
@@ -225,7 +233,7 @@ class NativeGuideValidator:
         if node is not None:
             if (node.index, text) not in self._clean:
                 self._check_elements(node, fields, text)
-            if self._snip is not None:
+            if self._snip is not None and seg_id in self._snip.interesting:
                 self._snip.segment(fields, node, seg.ordinal, self._position,
                                    self._loop_counts.get("2300", 0), text)
 
@@ -313,8 +321,10 @@ class NativeGuideValidator:
 
     # -- elements --------------------------------------------------------------------------
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
-        pattern = fast_pattern(node, self._icvn, self._sep, self._comp,
-                                  self.delimiters.segment)
+        pattern = self._patterns.get(node.index, False)
+        if pattern is False:
+            pattern = self._patterns[node.index] = fast_pattern(
+                node, self._icvn, self._sep, self._comp, self.delimiters.segment)
         return pattern is not None and pattern.fullmatch(text) is not None and (
             not node.post or post_ok(node, fields, self._comp))
 

@@ -127,7 +127,7 @@ class _Tracer:
 
 
 class Plan:
-    __slots__ = ("node", "pops", "pushes", "ops", "simple", "candidates")
+    __slots__ = ("node", "pops", "pushes", "ops", "simple", "candidates", "checks", "final")
 
     def __init__(self, node, pops, pushes, ops, candidates=()) -> None:
         self.node = node
@@ -136,6 +136,16 @@ class Plan:
         self.ops = tuple(ops)
         # the common case: one matched segment, nothing skipped
         self.simple = len(ops) == 1 and ops[0][0] == SEG
+        # every skip check comes before the one final SEG/ENTER op: when each required node
+        # skipped was already seen (``checks``: their counter indexes), only ``final`` acts
+        last = ops[-1] if ops else None
+        if last is not None and last[0] in (SEG, ENTER) and all(
+                op[0] in (MISS_SEG, MISS_LOOP) for op in ops[:-1]):
+            self.final = last
+            self.checks = tuple(op[1].index for op in ops[:-1])
+        else:
+            self.final = None
+            self.checks = ()
         # look-alike segments at the matched position that fit the same key (tried in order)
         self.candidates = tuple(candidates)
 
@@ -169,14 +179,32 @@ class Counters:
         """Apply a plan; append (code, node or None) errors in pyx12's order. ``chosen``
         replaces the plan's matched segment when a look-alike fitted better."""
         counts = self.counts
-        if plan.simple:
-            node = chosen or plan.ops[0][1]
-            counts[node.index] += 1
-            if node.usage == "N":
-                errors.append(("2", None, node))
-            elif counts[node.index] > node.max_repeat:
-                errors.append(("5", node, node))
-            return
+        final = plan.final
+        if final is not None:
+            for index in plan.checks:
+                if counts[index] < 1:
+                    break
+            else:  # nothing required was skipped: only the final op acts
+                if final[0] == SEG:
+                    node = chosen or final[1]
+                    counts[node.index] += 1
+                    if node.usage == "N":
+                        errors.append(("2", None, node))
+                    elif counts[node.index] > node.max_repeat:
+                        errors.append(("5", node, node))
+                    return
+                loop, first = final[1], final[2]
+                if loop.usage == "N":
+                    errors.append(("2", None, loop))
+                else:
+                    lo, hi = loop.index + 1, loop.end + 1
+                    if hi > lo:
+                        counts[lo:hi] = self.zeros[lo:hi]
+                    counts[loop.index] += 1
+                    if counts[loop.index] > loop.max_repeat:
+                        errors.append(("4", loop, loop))
+                counts[first.index] += 1
+                return
         missing: list = []
         for op in plan.ops:
             kind = op[0]
