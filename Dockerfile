@@ -6,11 +6,16 @@
 # database: /data is per container, workers need not share it.
 FROM python:3.11-slim
 
+# The trading partners are read from /config/partners.yaml (ECM_GATEWAY_PARTNERS): mount your
+# partner file there (deploy/config/partners.yaml is a sample; the format is documented in
+# config/demo/partners.yaml). Without it the gateway exits at once, naming that path; run
+# `docker run -p 8080:8080 IMAGE serve --host 0.0.0.0 --demo` for the demo partners instead.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     ECM_GATEWAY_HOME=/app \
-    ECM_GATEWAY_VAR=/data
+    ECM_GATEWAY_VAR=/data \
+    ECM_GATEWAY_PARTNERS=/config/partners.yaml
 
 WORKDIR /app
 # lxml ships manylinux wheels; no compiler needed on the slim image.
@@ -24,8 +29,9 @@ COPY config ./config
 
 RUN useradd --system --uid 10001 --home-dir /data --create-home gateway
 USER gateway
-VOLUME ["/data"]
+VOLUME ["/data", "/config"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz').status == 200 else 1)"
 ENTRYPOINT ["ecm-gateway"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
+# the API and the file drop (under /data/drop) with the embedded store under /data
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--drop", "/data/drop"]

@@ -178,9 +178,40 @@ sys.exit(main(sys.argv[1:]))
 """
 MODES = {
     "embedded": "ecm-gateway serve: the routing on the API process's worker thread",
+    "api-workers": "ecm-gateway serve --api-workers 2: two API processes over the same store, "
+                   "each with an embedded worker thread",
     "scale-out": "ecm-gateway serve --queue redis:// + one ecm-gateway worker process",
     "api-only": "the request path alone: submissions kept queued, never routed",
 }
+
+
+WARM_OFFSET = 8_000_000
+
+
+def load_members(store: str, folder: Path, numbers: list[int]) -> None:
+    """A MIF of the demo plan naming the members of ``careplan(i)`` for each ``i``."""
+    import csv
+
+    from gateway.pipeline.registries import load_plan_members, server_registry
+    from gateway.pipeline.store import Store
+    from gateway.tabular import read_table
+
+    sample = ROOT / "fixtures" / "mif" / "mif-fhir-members.csv"
+    with sample.open(newline="") as f:
+        header, template = next(csv.reader(f)), None
+        template = next(csv.reader(f))
+    path = folder / "members.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for i in sorted(set(numbers)):
+            writer.writerow([f"{91000000 + i:08d}A", *template[1:]])
+    rows = [row for _, row in read_table(path, "mif").rows]
+    opened = Store(store)
+    try:
+        load_plan_members(server_registry(opened), "demo-plan", rows)
+    finally:
+        opened.close()
 
 
 def free_port() -> int:
@@ -269,7 +300,12 @@ def latency(clients: int, requests: int, mode: str = "embedded"
     env = {**os.environ, "ECM_GATEWAY_VAR": str(folder)}
     store = f"sqlite:///{folder / 'gateway.sqlite'}"
     helpers: list[subprocess.Popen] = []  # redis and the worker (scale-out)
-    queue = {"embedded": "embedded", "api-only": "none"}.get(mode)
+    queue = {"embedded": "embedded", "api-only": "none", "api-workers": "embedded"}.get(mode)
+    # the plan's MIF knows every member the CarePlans name (the gateway fills in their names;
+    # a CarePlan whose member no MIF knows cannot be routed and is answered 422)
+    load_members(store, folder, [*range(WARM_OFFSET, WARM_OFFSET + 20),
+                                 *range(clients * requests),
+                                 *range(1_000_000, 1_000_000 + max(requests, 100))])
     if mode == "scale-out":
         redis_port = free_port()
         helpers.append(subprocess.Popen(
@@ -280,9 +316,15 @@ def latency(clients: int, requests: int, mode: str = "embedded"
             [sys.executable, "-c", WORKER, "worker", "--store", store, "--queue", queue,
              "--partners", str(folder / "partners.yaml")], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, store, str(folder / "partners.yaml"), str(port),
-         queue], cwd=ROOT, env=env)
+    if mode == "api-workers":
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--store", store, "--partners",
+             str(folder / "partners.yaml"), "--port", str(port), "--api-workers", "2"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, store, str(folder / "partners.yaml"), str(port),
+             queue], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -297,7 +339,7 @@ def latency(clients: int, requests: int, mode: str = "embedded"
             print("the server did not start")
             return None
         database = folder / "gateway.sqlite"
-        warm = run_clients(base, tokens["harbor"], "/fhir/CarePlan", 4, 5, 10_000_000)
+        warm = run_clients(base, tokens["harbor"], "/fhir/CarePlan", 4, 5, WARM_OFFSET)
         if mode != "api-only":
             drained(database, warm[3])
         rows, routing = [], []

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="process a stored submission again (operator)")
     replay.add_argument("submission_id", metavar="ID")
+    replay.add_argument("--force", action="store_true",
+                        help="replay a submission already routed or delivered (documents "
+                             "identical to ones delivered before are not delivered again)")
     replay.add_argument("--store", default=None, help="store URL (default: SQLite under ./var)")
     replay.add_argument("--partners", type=Path, default=None,
                         help="trading partners (default: var/partners.yaml)")
@@ -108,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
                             "(`ecm-gateway worker`); default: worker threads in this process")
     serve.add_argument("--workers", type=int, default=1,
                        help="worker threads of the embedded queue (default 1)")
+    serve.add_argument("--api-workers", type=int, default=None, metavar="N",
+                       help="N API processes over the same store (uvicorn workers; default "
+                            "the api_workers setting, 1). One of them (the leader) also "
+                            "watches the file drop and runs the schedules")
 
     partners = sub.add_parser("partners", help="onboard trading partners: add, rotate-token, "
                                                 "disable, list (tokens shown once, stored hashed)")
@@ -521,9 +528,32 @@ def cmd_ack(args) -> int:
     return EXIT_OK if result.valid else EXIT_FINDINGS
 
 
+def _partners_file(given: Path | None) -> Path:
+    """The trading-partner file of ``serve``: ``--partners``, else the ``partners`` setting
+    (``ECM_GATEWAY_PARTNERS``, or ``partners:`` in the settings file; the container image sets
+    it to /config/partners.yaml). A clear usage error naming the path when it is missing."""
+    from gateway.pipeline.partners import PartnerConfigError, Partners
+
+    where = "--partners" if given is not None else "ECM_GATEWAY_PARTNERS"
+    path = given if given is not None else gateway_settings().partners
+    if path is None:
+        raise UsageError("no trading partners: give --partners FILE, set ECM_GATEWAY_PARTNERS "
+                         "(or `partners:` in the ECM_GATEWAY_SETTINGS file), or use --demo")
+    if not Path(path).is_file():
+        raise UsageError(f"no trading-partner file at {path} ({where}): mount or write it "
+                         f"there (deploy/config/partners.yaml is a sample; "
+                         f"config/demo/partners.yaml documents the format), or use --demo")
+    try:
+        Partners.load(Path(path))
+    except PartnerConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    return Path(path)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
+    args.queue = args.queue or gateway_settings().queue
     if args.queue and not args.queue.startswith(("redis://", "rediss://")):
         raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
 
@@ -541,17 +571,34 @@ def cmd_serve(args) -> int:
         drop = drop or var_dir() / "drop"
         partners = var_dir() / "partners.yaml"
         tokens = issue_demo_tokens(HOME / "config" / "demo" / "partners.yaml", partners)
-    elif partners is None:
-        raise UsageError("give --partners FILE (or --demo for demo partners)")
+    else:
+        partners = _partners_file(partners)
     from gateway.pipeline.filedrop import UnsafeDropFolder
 
+    store_url = args.store or gateway_settings().store_url()
+    api_workers = args.api_workers or gateway_settings().api_workers
     try:
-        app = create_app(store=args.store, partners=partners, drop=drop, queue=args.queue,
+        app = create_app(store=store_url, partners=partners, drop=drop, queue=args.queue,
                          workers=args.workers)
     except UnsafeDropFolder as exc:
         raise UsageError(f"--drop {drop}: {exc}") from None
     # the access log is gateway.access (JSON, route templates only: no query strings, no ids);
     # uvicorn's own would print every URL with its query string
+    if api_workers > 1:
+        # N processes, each building its app from the settings (the same store, partners,
+        # queue and drop as this one): they share everything through the store
+        settings = gateway_settings().model_copy(update=dict(
+            store=app.state.store.url, partners=Path(partners).resolve(), queue=args.queue,
+            drop=Path(drop).resolve() if drop else None, workers=args.workers,
+            api_workers=api_workers))
+        for name in ("store", "partners", "queue", "drop", "workers", "api_workers"):
+            value = getattr(settings, name)
+            if value is not None:
+                os.environ[f"ECM_GATEWAY_{name.upper()}"] = str(value)
+        uvicorn.run("gateway.api.app:app_from_settings", factory=True, host=args.host,
+                    port=args.port, log_level="info", access_log=False, workers=api_workers,
+                    timeout_worker_healthcheck=60)  # a busy machine starts slowly
+        return EXIT_OK
     config = uvicorn.Config(app, host=args.host, port=args.port,
                             log_level="warning" if args.demo else "info", access_log=False)
     server = uvicorn.Server(config)
@@ -606,7 +653,7 @@ def cmd_worker(args) -> int:
 def cmd_replay(args) -> int:
     from gateway.paths import var_dir
     from gateway.pipeline.partners import PartnerConfigError, Partners
-    from gateway.pipeline.process import replay
+    from gateway.pipeline.process import ReplayRefused, replay
     from gateway.pipeline.store import Store
 
     path = args.partners or var_dir() / "partners.yaml"
@@ -617,7 +664,11 @@ def cmd_replay(args) -> int:
     store = Store(args.store)
     if store.submission(args.submission_id) is None:
         raise UsageError(f"no submission {args.submission_id}")
-    outcome = replay(store, partners, args.submission_id, actor="operator")
+    try:
+        outcome = replay(store, partners, args.submission_id, actor="operator",
+                         force=args.force)
+    except ReplayRefused as exc:
+        raise UsageError(str(exc)) from exc
     print(json.dumps({"submission_id": outcome.submission_id,
                       "replay_of": args.submission_id, "status": outcome.status}))
     return EXIT_OK if outcome.status not in (Status.DEAD_LETTER, Status.FAILED) else EXIT_FINDINGS

@@ -103,11 +103,15 @@ def write_files(folder: Path, today: date) -> list[DemoFile]:
     stamp = (ANCHOR + timedelta(days=days)).strftime("%Y%m%d")
     files: list[DemoFile] = []
 
-    def put(partner: str, name: str, source: Path, kind: str, story: str, shift: int) -> None:
+    def put(partner: str, name: str, source: Path, kind: str, story: str, shift: int,
+            only: str | None = None) -> None:
         target = folder / partner / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(shift_text(source.read_text(encoding="utf-8"), shift),
-                          encoding="utf-8", newline="")
+        text = source.read_text(encoding="utf-8")
+        if only is not None:  # the header and the rows naming ``only`` (a provider's own)
+            lines = text.splitlines(keepends=True)
+            text = "".join([lines[0], *(line for line in lines[1:] if only in line)])
+        target.write_text(shift_text(text, shift), encoding="utf-8", newline="")
         files.append(DemoFile(partner, target, kind, story))
 
     registries = folder / "registries"
@@ -131,7 +135,8 @@ def write_files(folder: Path, today: date) -> list[DemoFile]:
         "x12", "provider 837P billed under another provider's NPI, with coding defects: "
                "rejected; the 999 and 277CA name each error", days)
     put("harbor", f"invoice-{stamp}.csv", FIXTURES / "invoice" / "invoice-clean.csv", "file",
-        "provider invoice: converted to an 837P and routed to the plan", days)
+        "provider invoice: converted to an 837P and routed to the plan", days,
+        only=",1234500001,941200000,")  # Harbor's own rows: a provider bills only as itself
     put("harbor", f"invoice-errors-{stamp}.csv", FIXTURES / "invoice" / "invoice-mixed.csv",
         "file", "provider invoice with errors: a row report says what to fix", days)
     put("harbor", "careplan.json", FIXTURES / "fhir" / "resources" / "careplan-ecm.json",
@@ -211,7 +216,8 @@ def _answering(base: str, tokens: dict[str, str], response: bytes, timeout: floa
         return response
     sep = text[3]
     isa13 = text[:106].split(sep)[13]
-    gs06 = text.split(f"{text[105]}GS{sep}", 1)[-1].split(sep)[5] if "GS" in text else "1"
+    gs06 = next((seg.split(sep)[6] for seg in re.split(rf"\{text[105]}\s*", text)
+                 if seg.startswith(f"GS{sep}") and len(seg.split(sep)) > 6), "1")
     st02 = re.search(rf"ST\{sep}837\{sep}(\d+)", text)
     out = response.decode("utf-8")
     out = re.sub(r"<ISA13>\d+</ISA13>", f"<ISA13>{isa13}</ISA13>", out)

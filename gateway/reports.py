@@ -43,7 +43,8 @@ def _closest_layout_error(path: Path) -> str:
 
 
 def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default",
-                     progress=None, received: date | None = None, on_encounter=None):
+                     progress=None, received: date | None = None, on_encounter=None,
+                     authorise=None):
     """An invoice: rows validated, grouped into claims and checked against the ECM rules.
     Returns the report and the :class:`~gateway.invoice.convert.InvoiceResult`."""
     from gateway.invoice.convert import read_invoice
@@ -53,7 +54,8 @@ def validate_invoice(path: Path, rules=None, settings_name: str = "plan-default"
     try:
         result = read_invoice(path, envelope_settings(settings_name),
                               received or date.today(), rules=rules, progress=progress,
-                              on_encounter=on_encounter or (lambda encounter: None))
+                              on_encounter=on_encounter or (lambda encounter: None),
+                              authorise=authorise)
     except LayoutError as exc:
         raise UnknownKind(f"{path}: {exc}") from exc
     report = FileReport(path=str(path), kind="invoice", findings=result.findings,

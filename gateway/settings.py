@@ -30,6 +30,8 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``split_transactions``     transactions per part                50
 ``fhir_threads``           threads validating FHIR requests     2
 ``api_workers``            API processes of ``serve``           1
+``workers``                embedded worker threads per process  1
+``drop``                   root of the file-drop folders        none
 ``public_url``             the server's public base URL (SMART  as requests arrive
                            ``aud``, absolute links)
 ``access_token_seconds``   SMART access token lifetime          300
@@ -113,6 +115,8 @@ class Settings(BaseSettings):
     split_transactions: int = 50
     fhir_threads: int = 2
     api_workers: int = 1
+    workers: int = 1  # embedded worker threads per API process
+    drop: Path | None = None  # root of the file-drop folders
     public_url: str = ""
     access_token_seconds: int = 300
     overdue_seconds: float = 300.0

@@ -62,3 +62,11 @@ def pg_url():
             yield url
     except servers.Unavailable as exc:
         pytest.skip(str(exc))
+
+
+def renumber(payload: bytes, number: int) -> bytes:
+    """An interchange of ecm-mixed.x12 (ISA13 000000501, GS06 501) under new control numbers:
+    ISA13/IEA02 and GS06/GE02 both ``number``. A different interchange must not reuse a
+    sender's ISA13 (TA1 025) nor its GS06 (999): see gateway.pipeline.controls."""
+    return payload.replace(b"000000501", b"%09d" % number).replace(
+        b"*1400*501*X*", b"*1400*%d*X*" % number).replace(b"GE*7*501", b"GE*7*%d" % number)

@@ -40,8 +40,8 @@ def free_port() -> int:
 
 
 def x12_variant(number: int, base: bytes = CLEAN_837) -> bytes:
-    """``base`` with ISA13/IEA02 set to ``number``: a distinct interchange (not a resubmission)
-    with the same claims."""
+    """``base`` with ISA13/IEA02 and GS06/GE02 set to ``number``: a distinct interchange (not a
+    resubmission) with the same claims."""
     text = base.decode("latin-1")
     sep = text[3]
     isa_end = text.index("~")
@@ -50,7 +50,17 @@ def x12_variant(number: int, base: bytes = CLEAN_837) -> bytes:
     fields[13] = f"{number:09d}"
     text = sep.join(fields) + text[isa_end:]
     text = text.replace(f"IEA{sep}1{sep}{old}~", f"IEA{sep}1{sep}{number:09d}~")
-    return text.encode("latin-1")
+    # and GS06/GE02: a different interchange must not reuse a sender's GS06 either (999)
+    segments = text.split("~")
+    for i, segment in enumerate(segments):
+        parts = segment.split(sep)
+        tag = parts[0].strip()
+        if tag == "GS" and len(parts) > 6:
+            parts[6] = str(number)
+        elif tag == "GE" and len(parts) > 2:
+            parts[2] = str(number)
+        segments[i] = sep.join(parts)
+    return "~".join(segments).encode("latin-1")
 
 
 def _first_claim_only(base: bytes) -> bytes:

@@ -67,7 +67,7 @@ def test_claim_errors_are_reported_per_claim():
 def test_envelope_error_gives_a_rejecting_ta1_and_nothing_else():
     acks = acks_for((FIXTURES / "837p" / "ecm-envelope-defects.x12").read_bytes())
     assert acks.ta1 == golden("ecm-envelope-defects.ta1.x12")
-    assert "TA1*000000003*261005*0930*R*001~" in acks.ta1
+    assert "TA1*000000005*261005*0930*R*001~" in acks.ta1
     assert acks.ack999 is None and acks.ack277ca is None
 
 

@@ -5,7 +5,7 @@ import calendar
 from datetime import date, timedelta
 
 import pytest
-from conftest import FIXTURES, ROOT, demo_gateway
+from conftest import FIXTURES, ROOT, demo_gateway, renumber
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -79,14 +79,14 @@ def test_resubmission_is_answered_with_the_original(gateway):
     assert again == {"submission_id": first["submission_id"], "duplicate": True,
                      "status": "routed", "links": {"self": f"/submissions/{first['submission_id']}"}}
     keyed = {**auth["harbor"], "Idempotency-Key": "batch-7"}
-    one = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
+    one = client.post("/x12", content=renumber(MIXED, 502),
                       headers=keyed).json()
-    two = client.post("/x12", content=MIXED.replace(b"000000501", b"000000502"),
+    two = client.post("/x12", content=renumber(MIXED, 502),
                       headers=keyed).json()
     assert one["duplicate"] is False and two["duplicate"] is True
     assert two["submission_id"] == one["submission_id"]
     # the key again with another body: refused, naming the key (not the original silently)
-    three = client.post("/x12", content=MIXED.replace(b"000000501", b"000000503"),
+    three = client.post("/x12", content=renumber(MIXED, 503),
                         headers=keyed)
     assert three.status_code == 422 and "'batch-7'" in three.json()["detail"]
     # the same file from another partner is that partner's own submission
@@ -146,10 +146,15 @@ def test_upload_refuses_what_is_not_a_table(gateway):
 def test_replay_runs_the_stored_payload_again_linked_to_the_original(gateway):
     client, auth = gateway
     first = client.post("/x12", content=MIXED, headers=auth["harbor"]).json()
-    again = client.post(f"/submissions/{first['submission_id']}/replay",
+    refused = client.post(f"/submissions/{first['submission_id']}/replay",
+                          headers=auth["harbor"])
+    assert refused.status_code == 409 and "force" in refused.json()["detail"]
+    again = client.post(f"/submissions/{first['submission_id']}/replay?force=true",
                         headers=auth["harbor"]).json()
     assert again["replay_of"] == first["submission_id"]
-    assert again["submission_id"] != first["submission_id"] and again["status"] == "routed"
+    # the same 837P as before: not delivered to the plan a second time
+    assert again["submission_id"] != first["submission_id"] and again["status"] == "validated"
+    assert len(client.get("/mailbox", headers=auth["demo-plan"]).json()["documents"]) == 1
     status = client.get(f"/submissions/{again['submission_id']}", headers=auth["harbor"]).json()
     assert status["parent_id"] == first["submission_id"]
     other = client.post(f"/submissions/{first['submission_id']}/replay",
@@ -183,7 +188,7 @@ def test_a_failing_step_is_retried_then_dead_lettered(tmp_path, monkeypatch):
     assert store.raw_payload(kept.submission_id) == MIXED  # nothing lost: replayable
     monkeypatch.undo()
     replayed = pipeline.replay(store, partners, kept.submission_id, actor="operator")
-    assert replayed.status == "routed"
+    assert replayed.status == "routed"  # a dead letter is replayed without force
 
 
 @settings(max_examples=40, deadline=None,

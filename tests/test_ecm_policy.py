@@ -412,3 +412,41 @@ def test_presumptive_lines_are_rechecked_when_the_mif_arrives(tmp_path):
     assert [f.message.split("but this MIF ")[1] for f in recheck(reg, other, PRESUMPTIVE)] == [
         "assigns the member to provider NPI 1000000012"]
     assert recheck(reg, other, None) == []  # no arrangement: nothing to re-check
+
+
+def test_every_assumption_is_data_in_its_file_and_in_the_readme_table():
+    import yaml
+
+    from gateway.paths import HOME
+
+    register = yaml.safe_load((PROFILES / "assumptions.yaml").read_text())["assumptions"]
+    readme = (HOME / "README.md").read_text()
+    table = readme[readme.index("#### Assumptions"):readme.index("## Configuration as data")]
+    for entry in register:
+        assert entry["confirmed"] is False, entry["id"]  # YAML "no"
+        assert (HOME / entry["where"]).exists(), entry["where"]
+        assert entry["where"].rsplit("/", 1)[-1] in table, entry["id"]
+    # the code-set rows of those assumptions say so themselves
+    import csv as _csv
+    rows = {r["code"]: r for r in _csv.DictReader(open(PROFILES / "codesets" / "pof.csv"))}
+    assert rows["INCARCERATION"]["confirmed"] == "no" and rows["HOMELESS"]["age_confirmed"] == "no"
+    methods = {r["code"]: r for r in _csv.DictReader(
+        open(PROFILES / "codesets" / "outreach-methods.csv"))}
+    assert methods["MAIL"]["counts_as_attempt"] == "no" and methods["TEXT"]["attempt_confirmed"] == "no"
+
+
+def test_overlapping_cs_authorizations_are_a_row_finding_and_the_file_is_not_applied(tmp_path):
+    from gateway.registry.load import load_registries
+    from tests.conftest import FIXTURES
+
+    text = (FIXTURES / "ecm-policy" / "cs-authorizations.csv").read_text()
+    path = tmp_path / "cs.csv"
+    path.write_text(text + "94100001A,Vantongeren,Ezekiel,HOUSING_NAVIGATION,,2025-10-31,\n")
+    reg = Registry()
+    [report] = load_registries(reg, cs_authorizations=[path])
+    assert [(f.rule, f.location) for f in report.findings] == [
+        ("ECM-CS-003", "row 3, column Authorization Start Date"), ("ECM-REG-002", "file")]
+    assert report.stats["loaded"] == 0 and not reg.loaded()["cs_authorizations"]
+    path.write_text(text + "94100001A,Vantongeren,Ezekiel,HOUSING_NAVIGATION,,2025-11-01,\n")
+    [report] = load_registries(reg, cs_authorizations=[path])
+    assert report.findings == [] and reg.loaded()["cs_authorizations"]

@@ -14,6 +14,7 @@ from gateway.api.app import create_app
 from gateway.fhir import CIN_SYSTEM, ECM_PROFILES, RULE_SYSTEM
 from gateway.fhir.parse import Collector, decode, model_class, normalise, to_xml_bytes
 from gateway.pipeline.partners import issue_demo_tokens
+from gateway.pipeline.registries import load_demo_registries
 from gateway.pipeline.process import process
 
 RESOURCES = FIXTURES / "fhir" / "resources"
@@ -30,6 +31,8 @@ def gateway(tmp_path):
                                tmp_path / "partners.yaml")
     app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
                      partners=tmp_path / "partners.yaml")
+    # the demo plan's MIF: the gateway fills in the members' names, so the samples route
+    load_demo_registries(app.state.store, app.state.partners)
     client = TestClient(app, raise_server_exceptions=False)
     yield client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}, app
     app.state.queue.stop()
@@ -131,9 +134,10 @@ def test_create_and_read_back_in_json(gateway, resource_type):
     submission = settled(app, sid)
     again = client.get(answer.headers["location"], headers=auth["harbor"])
     assert again.status_code == 200 and again.json() == created
-    # the referral goes on to the only plan; the Task and CarePlan fixtures lack the member's
-    # name (no MIF loaded here), so their RTF rows stay (tests/test_fhir_routing.py)
-    routed = resource_type == "ServiceRequest"
+    # every ECM sample routes to the only plan (the gateway fills in the member's name from
+    # the plan's MIF and the billing provider from Harbor's partner entry); a Patient or a
+    # Coverage is kept only
+    routed = resource_type in ("ServiceRequest", "Task", "CarePlan")
     assert (submission["kind"], submission["status"]) == ("fhir",
                                                           "routed" if routed else "validated")
     assert submission["summary"]["resources"] == [f"{resource_type}/{created['id']}"]
@@ -390,14 +394,12 @@ def test_prefer_operation_outcome_returns_the_validation_issues(gateway):
     assert read(answer)["issue"][1]["details"]["text"] == (
         f"created /fhir/Task/{sid}-0; routed to the member's plan next: see "
         f"/submissions/{sid}")
-    # why the Task's RTF row did not go on (no MIF names the member here) is in the
-    # submission once its run is done
+    # the Task's RTF row went on (the member's name from the plan's MIF)
     settled(app, sid)
     status = client.get(f"/submissions/{sid}", headers=auth["harbor"]).json()
     assert [(f["rule"], f["severity"], f["location"]) for f in status["findings"]] == [
-        ("FHIR-PROFILE-006", "info", "Task.owner"), ("FHIR-MAP-007", "error", "Task"),
-        ("FHIR-MAP-007", "error", "Task"), ("FHIR-ROUTE-002", "warning", "Task")]
-    assert status["status"] == "validated"
+        ("FHIR-PROFILE-006", "info", "Task.owner")]
+    assert status["status"] == "routed"
     none = client.post("/fhir/Patient", json=fixture("patient-ecm.json"),
                        headers={**auth["harbor"], "Prefer": "return=OperationOutcome"})
     assert none.status_code == 201

@@ -41,6 +41,15 @@ def server(tmp_path_factory):
                        "jwks": {"keys": [KEY.as_dict(private=False)]},
                        "scopes": ["system/Task.cruds", "system/ServiceRequest.cruds"]}
     (folder / "partners.yaml").write_text(yaml.safe_dump(data))
+    # the demo plan's MIF names the Tasks' member: the gateway can route them (a create of a
+    # resource that cannot be routed is a 422)
+    from gateway.pipeline.partners import Partners
+    from gateway.pipeline.registries import load_demo_registries
+    from gateway.pipeline.store import Store
+
+    store = Store(f"sqlite:///{folder / 'gateway.sqlite'}")
+    load_demo_registries(store, Partners.load(folder / "partners.yaml"))
+    store.close()
     gateway = Gateway(f"sqlite:///{folder / 'gateway.sqlite'}", folder / "partners.yaml",
                       folder / "server.log", env={"ECM_GATEWAY_VAR": str(folder / "var")})
     yield gateway, tokens

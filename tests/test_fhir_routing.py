@@ -64,6 +64,20 @@ class Gateway:
         self.settled(answer.headers["x-submission-id"])
         return answer
 
+    def refused(self, partner: str, resource: dict) -> tuple[object, list[tuple]]:
+        """Create a resource that cannot be routed: 422 with an OperationOutcome carrying the
+        mapping's findings (code, severity, expression), the submission kept as rejected."""
+        answer = self.client.post(f"/fhir/{resource['resourceType']}", json=resource,
+                                  headers=self.auth[partner])
+        assert answer.status_code == 422, answer.text
+        outcome = answer.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        sid = answer.headers["x-submission-id"]
+        assert self.store.submission(sid)["status"] == "rejected"
+        return answer, [(i["details"]["coding"][0]["code"], i["severity"],
+                         (i.get("expression") or [""])[0], i["details"]["text"])
+                        for i in outcome["issue"]]
+
     def settled(self, submission_id: str, timeout: float = 20.0) -> dict:
         deadline = time.monotonic() + timeout
         while (found := self.store.submission(submission_id))["run_state"] != "done":
@@ -319,26 +333,24 @@ def test_another_plans_member_goes_to_that_plan(two_plans):
     assert two_plans.routed("demo-plan") == []
 
 
-def test_a_member_no_plan_can_be_found_for_is_kept_with_a_finding(two_plans):
-    answer = two_plans.post("harbor", referral(UNKNOWN_MEMBER))
-    resource_id = answer.json()["id"]
-    found = two_plans.submission("harbor", answer)
-    assert found["status"] == "validated"
-    assert found["summary"]["routing"][0]["plan"] is None
-    assert "routed" not in found["summary"]
-    assert [(f["rule"], f["severity"], f["location"], f["message"])
-            for f in found["findings"]][1:] == [
-        ("FHIR-ROUTE-001", "warning", "ServiceRequest",
-         (f"ServiceRequest/{resource_id} is stored but its referral record was not routed: no "
-         "plan could be found for the member (no plan's MIF assigns the member, no payer is "
-         "named, and there is more than one plan), or no route leads to one"))]
-    assert UNKNOWN_MEMBER not in json.dumps(found["findings"])
+def test_a_member_no_plan_can_be_found_for_is_refused_with_a_422(two_plans):
+    """No plan's MIF assigns the member, no payer is named, two plans: nothing can be routed,
+    so the create is answered 422 (not 201) with the routing finding; nothing reaches
+    anyone, and the member's CIN is not echoed."""
+    answer, issues = two_plans.refused("harbor", referral(UNKNOWN_MEMBER))
+    sid = answer.headers["x-submission-id"]
+    assert [(code, severity, where) for code, severity, where, _ in issues][-1:] == [
+        ("FHIR-ROUTE-001", "warning", "ServiceRequest")]
+    assert issues[-1][3] == (
+        f"ServiceRequest/{sid}-0 is stored but its referral record was not routed: no "
+        "plan could be found for the member (no plan's MIF assigns the member, no payer is "
+        "named, and there is more than one plan), or no route leads to one")
+    assert UNKNOWN_MEMBER not in answer.text
     for partner in ("demo-plan", "valley-plan", "dhcs", "golden-table"):
         assert two_plans.routed(partner) == []
-    again = two_plans.client.get(f"/fhir/ServiceRequest/{resource_id}",
-                                 headers=two_plans.auth["harbor"])
-    assert again.status_code == 200 and again.json()["subject"]["identifier"]["value"] == \
-        UNKNOWN_MEMBER
+    gone = two_plans.client.get(f"/fhir/ServiceRequest/{sid}-0",
+                                headers=two_plans.auth["harbor"])
+    assert gone.status_code == 404  # a refused create creates nothing
 
 
 # -- Task ------------------------------------------------------------------------------------------
@@ -377,17 +389,15 @@ def test_a_task_finds_its_member_through_the_referral_it_is_about(gateway):
     assert csv_rows(gateway.fetch("demo-plan", rtf))[0]["Member CIN"] == HARBOR_MEMBER
 
 
-def test_a_task_without_a_member_is_kept_with_a_finding(gateway):
-    answer = gateway.post("harbor", task(cin=None))
-    found = gateway.submission("harbor", answer)
-    assert found["status"] == "validated"
-    assert rules(found) == [("FHIR-PROFILE-006", "info", "Task.for"),
-                            ("FHIR-PROFILE-006", "info", "Task.owner"),
-                            ("FHIR-MAP-001", "error", "Task.for"),
-                            # Member CIN, Last Name, First Name (no MIF row without a CIN)
-                            ("FHIR-MAP-007", "error", "Task"), ("FHIR-MAP-007", "error", "Task"),
-                            ("FHIR-MAP-007", "error", "Task"),
-                            ("FHIR-ROUTE-003", "warning", "Task")]
+def test_a_task_without_a_member_is_refused_with_the_mapping_findings(gateway):
+    _, issues = gateway.refused("harbor", task(cin=None))
+    assert [(code, severity, where) for code, severity, where, _ in issues] == [
+        ("FHIR-PROFILE-006", "information", "Task.for"),
+        ("FHIR-PROFILE-006", "information", "Task.owner"),
+        ("FHIR-MAP-001", "error", "Task.for"),
+        # Member CIN, Last Name, First Name (no MIF row without a CIN)
+        ("FHIR-MAP-007", "error", "Task"), ("FHIR-MAP-007", "error", "Task"),
+        ("FHIR-MAP-007", "error", "Task"), ("FHIR-ROUTE-003", "warning", "Task")]
     assert gateway.routed("demo-plan") == []
 
 
@@ -443,33 +453,32 @@ def test_a_careplan_becomes_an_rtf_row_and_an_837p_for_the_plan(gateway):
                                           for c in found["summary"]["routing"][0]["claims"]]
 
 
-def test_a_careplan_without_a_billing_provider_still_sends_its_rtf_row(gateway):
+def test_a_careplan_naming_no_billing_provider_is_billed_as_its_sender(gateway):
+    """No author: the billing provider is the sending provider (its partner entry's name, NPI,
+    TIN and address), so the billable lines are routed, not silently dropped."""
     data = fixture(MAPPINGS, "careplan-ecm.json")
     data.pop("author")
     answer = gateway.post("harbor", data)
     found = gateway.submission("harbor", answer)
     assert found["status"] == "routed"
-    errors = [r for r in rules(found) if r[1] == "error"]
-    assert {r[0] for r in errors} == {"FHIR-MAP-001"}
-    assert rules(found)[-1] == ("FHIR-ROUTE-002", "warning", "CarePlan")
-    assert "encounters (837P)" in found["findings"][-1]["message"]
-    assert [d["role"] for d in gateway.routed("demo-plan")] == ["routed-rtf"]
-    resource_id = answer.json()["id"]
-    assert gateway.client.get(f"/fhir/CarePlan/{resource_id}",
-                              headers=gateway.auth["harbor"]).status_code == 200
-
+    assert not [r for r in rules(found) if r[0].startswith("FHIR-MAP-001")]
+    assert sorted(d["role"] for d in gateway.routed("demo-plan")) == ["routed-837p",
+                                                                      "routed-rtf"]
+    [x12] = [gateway.fetch("demo-plan", d) for d in gateway.routed("demo-plan")
+             if d["role"] == "routed-837p"]
+    assert b"NM1*85*2*HARBOR COMMUNITY HEALTH CENTER*****XX*1234500001~" in x12
+    assert b"REF*EI*941200000~" in x12 and b"N3*100 MAIN ST~" in x12
 
 def test_a_provider_cannot_send_another_providers_care_plan(gateway):
-    answer = gateway.post("golden-table", fixture(MAPPINGS, "careplan-ecm.json"))
-    found = gateway.submission("golden-table", answer)
-    assert found["status"] == "validated"
-    auth = [(f["rule"], f["location"], f["message"]) for f in found["findings"]
-            if f["rule"].startswith("GATEWAY-AUTH")]
+    _, issues = gateway.refused("golden-table", fixture(MAPPINGS, "careplan-ecm.json"))
+    auth = [(code, where, text) for code, _, where, text in issues
+            if code.startswith("GATEWAY-AUTH")]
     assert auth == [
-        ("GATEWAY-AUTH-002", "CarePlan.author", ("the row's ECM provider NPI 1234500001 does "
-         "not belong to the submitting partner golden-table: the row was not forwarded"))] + [
-        ("GATEWAY-AUTH-001", "CarePlan.author", ("billing provider NPI 1234500001 does not "
-         "belong to the submitting partner golden-table"))] * 4
+        ("GATEWAY-AUTH-002", "CarePlan.author", ("the row's ECM provider NPI 1234500001 / TIN "
+         "941200000 is not the submitting partner golden-table's: the row was not forwarded"))
+    ] + [
+        ("GATEWAY-AUTH-001", "CarePlan.author", ("billing provider NPI 1234500001 / TIN "
+         "941200000 is not the submitting partner golden-table's"))] * 4
     assert gateway.routed("demo-plan") == []
 
 

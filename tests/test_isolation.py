@@ -37,7 +37,8 @@ def made(tmp_path_factory):
 
 CASES = [  # (method, route, concrete path, expected status for the outsider)
     ("GET", "/submissions/{submission_id}", "/submissions/{submission}", 404),
-    ("POST", "/submissions/{submission_id}/replay", "/submissions/{submission}/replay", 404),
+    ("POST", "/submissions/{submission_id}/replay",
+     "/submissions/{submission}/replay?force=true", 404),
     ("GET", "/mailbox/{document_id}", "/mailbox/{document}", 404),
     ("GET", "/fhir/{resource_type}/{resource_id}", "/fhir/CarePlan/{careplan}", 404),
     ("GET", "/fhir/{resource_type}/{resource_id}/_history",

@@ -194,7 +194,7 @@ def test_an_operator_reads_and_replays_but_does_not_submit(world):
 
 
 def test_search_keys_of_files():
-    assert keys_of("x12", None, DEFECTS)[:3] == [("isa13", "000000003"), ("gs06", "3"),
+    assert keys_of("x12", None, DEFECTS)[:3] == [("isa13", "000000004"), ("gs06", "4"),
                                                   ("claim", "ECM0300000001")]
     invoice = (FIXTURES / "invoice" / "invoice-clean.csv").read_bytes()
     assert keys_of("file", "invoice-clean.csv", invoice) == [("claim", "INV-2001"),

@@ -8,7 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, renumber
 from fastapi.testclient import TestClient
 
 from gateway.api import app as app_module
@@ -141,7 +141,7 @@ def test_long_runs_keep_their_leases_and_nobody_else_takes_them(setup, monkeypat
     renews both, so no other worker can claim them meanwhile and both finish."""
     store, partners, _ = setup
     ids = [store.receive(partner="harbor", channel="api", kind="x12", filename=None,
-                         payload=MIXED + bytes(n)).submission_id for n in range(2)]
+                         payload=renumber(MIXED, 7100 + n)).submission_id for n in range(2)]
     lease = timedelta(seconds=0.6)
     real = pipeline.STEPS["x12"]
     stolen = []
@@ -237,7 +237,7 @@ def test_the_api_answers_202_when_asked_or_when_the_wait_runs_out(setup, monkeyp
         assert answer.json() == {"submission_id": sid, "duplicate": False, "status": "received",
                                  "links": {"self": f"/submissions/{sid}"}}
         monkeypatch.setattr(app_module, "SYNC_WAIT_SECONDS", 0.2)
-        other = client.post("/x12", content=MIXED.replace(b"000000501", b"000000777"),
+        other = client.post("/x12", content=renumber(MIXED, 777),
                             headers=auth)
         assert other.status_code == 202 and "ack_999" not in other.json()
         # nothing of an unfinished run is handed out

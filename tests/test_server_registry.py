@@ -72,9 +72,10 @@ def test_demo_registries_load_once_however_often_they_are_loaded(tmp_path):
     assert server_rules(world.registry) is None  # nothing loaded: no ECM rules, as the CLI
     first = load_demo_registries(world.store, world.partners)
     again = load_demo_registries(world.store, world.partners)
-    assert first == again == {"members": 30, "providers": 8, "history": 2}
-    assert registry_counts(world.registry) == {"members": 30, "providers": 8, "history": 2}
-    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 30}
+    assert first == again == {"members": 32, "providers": 8, "history": 2}
+    assert registry_counts(world.registry) == {"members": 32, "providers": 8, "history": 2}
+    assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 30,
+                                       "plan:demo-plan:mif:2026-09": 2}
     assert server_rules(world.registry) is not None
 
 
@@ -158,6 +159,7 @@ def two_plan_interchange() -> bytes:
 def test_claims_for_members_of_different_plans_are_split_per_plan(tmp_path):
     world = _with_valley_plan(tmp_path)
     assert sources(world.registry) == {"plan:demo-plan:mif:2025-06": 29,
+                                       "plan:demo-plan:mif:2026-09": 2,
                                        "plan:valley-plan:mif:2025-06": 1}
     done = world.send("harbor", two_plan_interchange())
     sid = done.submission_id
@@ -203,7 +205,7 @@ def test_a_plans_encounters_to_the_state_become_history_once(tmp_path):
     # not duplicates of the lines the first run put into the history)
     from gateway.pipeline.process import replay
 
-    replayed = replay(world.store, world.partners, sid, actor="operator")
+    replayed = replay(world.store, world.partners, sid, actor="operator", force=True)
     assert world.store.submission(replayed.submission_id)["summary"]["accepted_claims"] == 4
     assert registry_counts(world.registry)["history"] == 6
 
@@ -298,9 +300,9 @@ def test_a_provider_cannot_send_another_providers_rtf(tmp_path):
     findings = world.store.findings(done.submission_id)
     assert [f["location"] for f in findings if f["rule"] == "GATEWAY-AUTH-002"] == [
         f"row {n}" for n in range(2, 11)]
-    assert findings[0]["message"] == ("the row's ECM provider NPI 1234500001 does not belong to "
-                                      "the submitting partner golden-table: the row was not "
-                                      "forwarded")
+    assert findings[0]["message"] == ("the row's ECM provider NPI 1234500001 / TIN 941200000 "
+                                      "is not the submitting partner golden-table's: the row "
+                                      "was not forwarded")
     assert world.box("demo-plan") == []
 
 
@@ -331,11 +333,15 @@ def test_an_invoice_is_checked_with_the_registries_and_split_per_members_plan(tm
     assert demo["name"] == f"{sid}.demo-plan.837p.x12"
     members = [s.split("*")[-1] for s in world.content(demo).decode().split("~")
                if s.strip().startswith("NM1*IL*")]
-    assert members == ["91230000A", "91253605F"]
+    assert members == ["91230000A"]  # Golden Table's claim is not Harbor's to send
     assert "*MI*91272489K~" in world.content(valley).decode()
     assert "*MI*91230000A~" not in world.content(valley).decode()
     # the server's registries were applied: the member no MIF knows is rejected
+    # (and Golden Table's claim is not Harbor's to send: GATEWAY-AUTH-001, its row 7 with it)
+    refused = [("GATEWAY-AUTH-001", "row 6, column Billing Provider NPI"), ("INV-003", "row 7")]
     assert [(f["rule"], f["location"]) for f in world.store.findings(sid, view="plan")
-            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN")]
+            if f["severity"] == "error"] == [("ECM-MEM-002", "row 4, column Member CIN")] + \
+        refused
     assert [(f["rule"], f["location"]) for f in world.store.findings(sid)  # harbor's view
-            if f["severity"] == "error"] == [("ECM-MEM-010", "row 4, column Member CIN")]
+            if f["severity"] == "error"] == [("ECM-MEM-010", "row 4, column Member CIN")] + \
+        refused

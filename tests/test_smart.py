@@ -39,6 +39,11 @@ def gateway(tmp_path):
     (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
     app = create_app(store=f"sqlite:///{tmp_path / 'gateway.sqlite'}",
                      partners=tmp_path / "partners.yaml")
+    # the demo plan's MIF names the Task's member: the gateway can route it (a create of a
+    # resource that cannot be routed is a 422)
+    from gateway.pipeline.registries import load_demo_registries
+
+    load_demo_registries(app.state.store, app.state.partners)
     client = TestClient(app, raise_server_exceptions=False)
     yield client, {p: {"Authorization": f"Bearer {t}"} for p, t in tokens.items()}, app
     app.state.queue.stop()

@@ -38,6 +38,10 @@ PLAN_ROWS = DENIED_ROWS + [
      "EDS-W-0107: Billing provider taxonomy not on the provider master file"],
     ["MIX-D-WARN", "accepted", "E2026110000004", "1", "Informational",
      "EDS-I-0009: Modifier 95 noted on an ECM line [SNIP]"],
+    # the encounter the gateway never sent is listed, linked to nothing, changing nothing
+    ["NOT-SENT-9", "not linked", "E2026110000005", "", "Warning",
+     "STATE-LINK-001: encounter NOT-SENT-9 of ISA13 000000001 / GS06 1 / ST02 0001 matches "
+     "no 837P sent to the state through the gateway: nothing was changed for it"],
 ]
 
 
@@ -139,9 +143,10 @@ def test_a_state_response_updates_history_and_reaches_plan_and_provider(sent):
     [finding] = world.store.findings(sid)
     assert finding == {
         "rule": "STATE-LINK-001", "severity": "warning", "location": "Encounter[5]",
-        "message": "encounter NOT-SENT-9 of transaction ISA13 000000001 / ST02 0001 matches "
-                   "no 837P this plan sent to the state through the gateway",
-        "source": "gateway policy (a state response answers an 837P the gateway sent)"}
+        "message": "encounter NOT-SENT-9 of ISA13 000000001 / GS06 1 / ST02 0001 matches no "
+                   "837P sent to the state through the gateway: nothing was changed for it",
+        "source": "gateway policy: a state response answers an 837P the gateway sent, named "
+                  "by ISA13 + GS06 + ST02 + claim id"}
     # the denied encounter left the history; the accepted ones stay
     with world.registry.engine.connect() as conn:
         claims = sorted(conn.execute(select(history.c.claim_id)).scalars())
@@ -239,7 +244,7 @@ def test_the_same_flow_on_postgresql(tmp_path):
         issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", tmp_path / "p.yaml")
         world = World(Store(url), Partners.load(tmp_path / "p.yaml"))
         assert load_demo_registries(world.store, world.partners) == {
-            "members": 30, "providers": 8, "history": 2}
+            "members": 32, "providers": 8, "history": 2}
         world.send("harbor", MIXED)
         world.send("demo-plan", MIXED)
         sid = world.upload("dhcs", STATE / "response-mixed.xml").submission_id
@@ -257,8 +262,9 @@ def test_a_replayed_response_replaces_its_statuses(sent):
 
     world, _ = sent
     sid = world.upload("dhcs", STATE / "response-mixed.xml").submission_id
-    again = replay(world.store, world.partners, sid, actor="operator")
-    assert again.status == "routed"
+    again = replay(world.store, world.partners, sid, actor="operator", force=True)
+    assert again.status == "validated"  # the same summaries: not delivered twice
+    assert world.box("demo-plan", again.submission_id) == []
     with world.registry.engine.connect() as conn:
         keys = conn.execute(select(state_status.c.response_submission).distinct()).scalars()
         assert list(keys) == [sid]
@@ -306,23 +312,54 @@ def test_a_merged_document_is_reindexed(sent):
     assert found["history_source"] == f"submission:{plan_sid}"
 
 
-def test_an_unknown_isa13_links_only_claims_sent_once(sent):
-    world, _ = sent
+def test_an_unknown_isa13_links_nothing_and_changes_nothing(sent):
+    """A response naming an ISA13 the gateway never sent: every encounter is STATE-LINK-001,
+    listed in the plan's summary, and no status, history line or provider file changes — no
+    claim-id guess applies a verdict to another interchange's encounters."""
+    world, plan_sid = sent
+    before = registry_counts(world.registry)
+    other = RESPONSE.replace(b"<ISA13>000000001</ISA13>", b"<ISA13>000000999</ISA13>")
+    done = world.upload("dhcs", STATE / "response-mixed.xml", payload=other)
+    summary = world.store.submission(done.submission_id)["summary"]
+    assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (0, 0, 5)
+    assert [f["rule"] for f in world.store.findings(done.submission_id)] == \
+        ["STATE-LINK-001"] * 5
+    assert registry_counts(world.registry) == before  # MIX-A-GOOD stays in the history
+    with world.registry.engine.connect() as conn:
+        assert conn.execute(select(state_status.c.id)).all() == []
+    assert world.box("harbor", done.submission_id) == []  # no "denied" file to the provider
+    # the plan's summary lists them (the only plan: the ISA13 names none)
+    [plan_doc] = world.box("demo-plan", done.submission_id)
+    rows = world.rows(plan_doc)[1:]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("MIX-A-GOOD", "not linked"), ("MIX-B-CS-GOOD", "not linked"),
+        ("MIX-C-GOOD", "not linked"), ("MIX-D-WARN", "not linked"),
+        ("NOT-SENT-9", "not linked")]
+    assert all(r[5].startswith("STATE-LINK-001: ") for r in rows)
+
+
+def test_a_plan_may_ask_for_claim_id_links_and_each_is_warned(tmp_path):
+    """``state_link: claim-id`` in the plan's entry: an encounter whose control numbers match
+    nothing is linked by its claim id alone, each link with STATE-LINK-003."""
+    import yaml
+
+    world = make_world(tmp_path)
+    data = yaml.safe_load((tmp_path / "partners.yaml").read_text())
+    for entry in data["partners"]:
+        if entry["id"] == "demo-plan":
+            entry["state_link"] = "claim-id"
+    (tmp_path / "partners.yaml").write_text(yaml.safe_dump(data))
+    from gateway.pipeline.partners import Partners
+
+    world.partners = Partners.load(tmp_path / "partners.yaml")
+    world.send("harbor", MIXED)
+    world.send("demo-plan", MIXED)
     other = RESPONSE.replace(b"<ISA13>000000001</ISA13>", b"<ISA13>000000999</ISA13>")
     done = world.upload("dhcs", STATE / "response-mixed.xml", payload=other)
     summary = world.store.submission(done.submission_id)["summary"]
     assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (3, 1, 1)
-    # the plan sends the file again: MIX-A-GOOD (denied, so out of the history) goes to the
-    # state a second time, the others are now duplicates of the history and stay behind
-    resent = world.send("demo-plan", MIXED.replace(b"000000501", b"000000502"))
-    assert world.store.submission(resent.submission_id)["summary"]["routed"] == {"dhcs": 1}
-    again = world.upload("dhcs", STATE / "response-mixed.xml",
-                         payload=other.replace(b"E2026", b"F2026"))
-    summary = world.store.submission(again.submission_id)["summary"]
-    # MIX-A-GOOD was sent twice: no guessing which one is meant
-    assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (3, 0, 2)
-
-
+    rules = [f["rule"] for f in world.store.findings(done.submission_id)]
+    assert rules == ["STATE-LINK-003"] * 4 + ["STATE-LINK-001"]
 def test_the_command_line_validates_a_state_response():
     from test_cli import run
 

@@ -47,7 +47,7 @@ from gateway.settings import current as gateway_settings
 from gateway.pipeline.steps.extract import ExtractError
 from gateway.pipeline.filedrop import DropFolders, watch
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.process import current_outcome, replay, submit
+from gateway.pipeline.process import ReplayRefused, current_outcome, replay, submit
 from gateway.pipeline.queue import make_queue, wait_until_done
 from gateway.pipeline.referral_deadlines import OverdueMetric, overdue_referrals, watch_overdue
 from gateway.pipeline.status import Status
@@ -64,6 +64,42 @@ SYNC_BYTES = 1024 * 1024  # a submission up to this size is waited for ...
 SYNC_WAIT_SECONDS = 10.0  # ... this long before the answer is 202 (still processing)
 
 
+def app_from_settings() -> FastAPI:
+    """The app of one of ``serve --api-workers N``'s processes, from the settings (the
+    environment ``serve`` set for them: store, partners, queue, drop, workers)."""
+    from gateway.settings import current
+
+    settings = current()
+    return create_app(store=settings.store_url(), partners=settings.partners,
+                      drop=settings.drop, queue=settings.queue, workers=settings.workers)
+
+
+def _leader(store_url: str):
+    """Of several API processes (``serve --api-workers N``), the one holding the leader lock
+    runs the file-drop watcher and the schedules (so no file is taken twice, no extract sent
+    twice); returns the open lock file (kept for the process's life) or None. A single
+    process is always the leader."""
+    from gateway.settings import current
+
+    if current().api_workers <= 1:
+        return True
+    import fcntl
+    import hashlib
+
+    from gateway.paths import var_dir
+
+    folder = var_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    handle = open(folder / f"leader-{name}.lock", "w")  # noqa: SIM115 - held for life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 def create_app(store: str | None = None, partners: Path | Partners | None = None,
                drop: Path | None = None, queue: str | None = None, workers: int = 1
                ) -> FastAPI:
@@ -76,6 +112,11 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         stop = threading.Event()
         watcher = None
         app.state.queue.start()  # resumes whatever a previous run left unfinished
+        app.state.leader = _leader(app.state.store.url)
+        if not app.state.leader:  # another API process watches the drop and schedules
+            yield
+            app.state.queue.stop()
+            return
         if drop is not None:
             watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
                                        args=(app.state.drop, app.state.store,
@@ -237,6 +278,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
             body.update(valid=outcome.valid, findings=outcome.findings)
             if outcome.ack999 and len(outcome.ack999) <= SYNC_ACK_BYTES:
                 body["ack_999"] = outcome.ack999
+            if outcome.ack_ta1:  # a rejected interchange: the TA1 and why (TA105 025: which
+                body["ack_ta1"] = outcome.ack_ta1  # earlier submission used its ISA13, when)
+            if outcome.status == Status.REJECTED and outcome.error:
+                body["error"] = outcome.error
             return JSONResponse(body)
         found = await asyncio.to_thread(store.submission, submission_id)
         return JSONResponse(_body(submission_id, found["status"], **extra), status_code=202)
@@ -276,15 +321,21 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                 prefer: str | None = Header(
                                     None, description="respond-async: answer 202 at once")
                                 ) -> JSONResponse:
-        """Process a submission's stored raw payload again, as a new linked submission."""
+        """Process a submission's stored raw payload again, as a new linked submission. A
+        submission already routed or delivered needs ``?force=true`` (409 without); documents
+        identical to ones delivered before are not delivered again."""
         found = await asyncio.to_thread(views.visible_submission, app.state.store, partner,
                                         submission_id)
         if found.get("payload_purged_at"):
             raise HTTPException(410, "the submission's payload was removed under the retention "
                                      "period; it cannot be replayed")
-        new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
-                                         submission_id, actor=partner.id,
-                                         queue=app.state.queue)
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        try:
+            new_id = await asyncio.to_thread(replay, app.state.store, app.state.partners,
+                                             submission_id, actor=partner.id,
+                                             queue=app.state.queue, force=force)
+        except ReplayRefused as exc:
+            raise HTTPException(409, str(exc)) from exc
         return await finished_or_accepted(new_id, found["size"] <= SYNC_BYTES
                                           and not _respond_async(request),
                                           replay_of=submission_id)

@@ -321,7 +321,8 @@ def install_console(app: FastAPI) -> None:
                                      "it cannot be replayed")
         try:
             new_id = replay(store(), partners(), submission_id, actor=viewer.id,
-                            queue=app.state.queue)
+                            queue=app.state.queue, force=True)  # the console's explicit
+            # action; documents identical to ones delivered before are still not re-sent
         except (ValueError, PermissionError) as exc:  # the replay rules refuse it: say why
             raise HTTPException(409, str(exc)) from None
         new_id = new_id if isinstance(new_id, str) else new_id.submission_id

@@ -64,6 +64,7 @@ from gateway.pipeline.fhir_resources import (
 )
 from gateway.pipeline.fhir_store import UPDATABLE, Refused, Version
 from gateway.pipeline.partners import Partner
+from gateway.pipeline.steps.fhir import routing_problems
 from gateway.pipeline.process import submit
 from gateway.pipeline.queue import API_LOAD
 from gateway.rules import default_catalogue
@@ -425,15 +426,23 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
         store = store_of()
         checked = check_payload(payload, fmt, expected=resource_type)
         valid = checked.valid and bool(checked.entries)
+        # what the profiles accept must also route (one definition: routing_problems); one
+        # that cannot is kept, rejected by its run here at once, and answered 422
+        routable = valid and not routing_problems(
+            store, app.state.partners, partner, *accepted_resources(checked, "check"))
         done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                       filename=submission_name(resource_type, fmt), payload=payload,
                       idempotency_key=idempotency_key,
-                      queue=app.state.queue if valid else None)
+                      queue=app.state.queue if routable else None)
         if done.duplicate:
             return resubmission(done.submission_id, fmt_out, prefer, base)
         if not valid:
             status = 400 if _fatal(checked.findings) else 422
             return fhir_response(operation_outcome(checked.findings), status, fmt_out,
+                                 {"X-Submission-Id": done.submission_id})
+        if not routable:
+            findings = [Finding(**f) for f in store.findings(done.submission_id)]
+            return fhir_response(operation_outcome(findings), 422, fmt_out,
                                  {"X-Submission-Id": done.submission_id})
         resources, _ = accepted_resources(checked, done.submission_id)
         return created(resources[0], store.submission(done.submission_id), checked.findings,

@@ -14,6 +14,7 @@ event code lists, diagnosis sets, thresholds and the lookback anchor kept in
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -139,8 +140,9 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                 evts = events(history, spec, index)
             start, end = span
             lacking = []
+            inside = [e for e in evts if start <= e.start <= end]
             for option in tested:
-                count = _count(option, [e for e in evts if start <= e.start <= end], spec)
+                count = _count(option, inside, spec)
                 if count >= int(option["at_least"]):
                     lacking = None
                     break
@@ -159,8 +161,21 @@ def _count(option: dict, evts: list[Event], spec: dict) -> int:
     kinds = option["events"]
     wanted = [e for e in evts if e.kind in kinds]
     if option.get("diagnoses"):
-        matches = diagnosis_matcher(spec, option["diagnoses"])
+        matches = _matcher(spec, option["diagnoses"])
         wanted = [e for e in wanted if matches(e.diagnoses)]
     if option.get("sum_kinds"):
         return len(wanted)
-    return max((sum(1 for e in wanted if e.kind == k) for k in kinds), default=0)
+    per_kind = Counter(e.kind for e in wanted)
+    return max((per_kind[k] for k in kinds), default=0)
+
+
+_matchers: dict[tuple[int, str], object] = {}
+
+
+def _matcher(spec: dict, name: str):
+    """:func:`diagnosis_matcher`, made once per spec and set."""
+    key = (id(spec), name)
+    found = _matchers.get(key)
+    if found is None:
+        found = _matchers[key] = diagnosis_matcher(spec, name)
+    return found

@@ -166,10 +166,19 @@ class EncounterRules:
                     return
         out.append(finding)
 
+    @staticmethod
+    def _covering(snap: Snapshot, cin: str, day: date):
+        """:func:`covering_assignment`, memoised on the batch's snapshot."""
+        memo = snap.__dict__.setdefault("_covering", {})
+        key = (cin, day)
+        if key not in memo:
+            memo[key] = covering_assignment(snap.assignments.get(cin, ()), day)
+        return memo[key]
+
     def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
         """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
         claim's billing or rendering provider)?"""
-        a = covering_assignment(snap.assignments.get(e.member.cin, ()), day)
+        a = self._covering(snap, e.member.cin, day)
         if a is None:
             return False
         if self.submitter is not None:
@@ -222,7 +231,7 @@ class EncounterRules:
         (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
         reported = set()
         for day in days:
-            assignment = covering_assignment(snap.assignments[cin], day)
+            assignment = self._covering(snap, cin, day)
             if assignment is None or assignment.birth_date is None:
                 continue
             age = age_on(assignment.birth_date, day)
@@ -325,7 +334,7 @@ class EncounterRules:
     def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
                           ordinal: int | None, snap: Snapshot, day: date,
                           stranger: bool = False) -> None:
-        assignment = covering_assignment(snap.assignments[e.member.cin], day)
+        assignment = self._covering(snap, e.member.cin, day)
         if assignment is None:
             self._add(out, "ECM-MEM-003", where, ordinal, stranger, day=day.isoformat())
             return

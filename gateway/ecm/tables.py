@@ -25,7 +25,31 @@ def read_checked_table(path: Path, kind: str, *, catalogue: RuleCatalogue | None
         table.findings.extend(mif_findings(table, catalogue, codesets or load_codesets()))
     elif kind == "claims":
         table.findings.extend(diagnosis_findings(table, catalogue))
+    elif kind == "cs-auth":
+        table.findings.extend(cs_overlaps(table, catalogue))
     return table
+
+
+def cs_overlaps(table, catalogue: RuleCatalogue) -> list[Finding]:
+    """Two authorizations of one member for one Community Supports service whose periods
+    overlap (which one counts would be a guess)."""
+    header = _header(table, "cs_authorization_start")
+    by_key: dict[tuple, list[tuple[int, dict]]] = {}
+    for number, row in table.rows:
+        by_key.setdefault((row["member_cin"], row["cs_service"]), []).append((number, row))
+    out = []
+    for rows in by_key.values():
+        rows.sort(key=lambda r: r[1]["cs_authorization_start"])
+        for (first_number, first), (number, row) in zip(rows, rows[1:]):
+            end = first.get("cs_authorization_end")
+            if end is None or end >= row["cs_authorization_start"]:
+                finding = catalogue.finding(
+                    "ECM-CS-003", f"row {number}, column {header}", None,
+                    day=row["cs_authorization_start"].isoformat(), other=first_number,
+                    service=row["cs_service"])
+                if finding:
+                    out.append(finding)
+    return out
 
 
 def diagnosis_findings(table, catalogue: RuleCatalogue) -> list[Finding]:

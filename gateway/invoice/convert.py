@@ -279,18 +279,19 @@ def _headers(layout_name: str | None) -> dict[str, str]:
 
 def read_invoice(path: Path, settings: EnvelopeSettings, today: date,
                  rules: EncounterRules | None = None, catalogue: RuleCatalogue | None = None,
-                 layout: str | None = None, progress=None, on_encounter=None) -> InvoiceResult:
+                 layout: str | None = None, progress=None, on_encounter=None,
+                 authorise=None) -> InvoiceResult:
     """Validate an invoice and build its encounters. ``rules`` (ECM rules, with registries)
     default to the code-set rules alone; ``progress(rows)`` is called as rows are read;
     ``on_encounter(encounter)`` takes each accepted claim as soon as it is settled (streaming
     output) instead of collecting them."""
     with collector_paused():
         return _read_invoice(path, settings, today, rules, catalogue, layout, progress,
-                             on_encounter)
+                             on_encounter, authorise)
 
 
 def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
-                  on_encounter) -> InvoiceResult:
+                  on_encounter, authorise=None) -> InvoiceResult:
     catalogue = catalogue or default_catalogue()
     rules = rules or EncounterRules(None, catalogue=catalogue)
     mapping = invoice_mapping()
@@ -323,7 +324,7 @@ def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
             rows.add(number, finding)
     encounters: list[Encounter] = []
     settled = _build_claims(claims, rows, settings, defaults, mapping, rules, headers,
-                            catalogue, on_encounter or encounters.append)
+                            catalogue, on_encounter or encounters.append, authorise)
     rows.flush()
     return InvoiceResult(path=str(path), layout=table.layout_name, rows=rows,
                          encounters=encounters, file_findings=file_findings, claims=settled)
@@ -390,9 +391,10 @@ def _encounter(grouped: list[tuple[int, tuple]], claim_id: str, settings: Envelo
 
 def _build_claims(claims, rows: RowBook, settings, defaults, mapping,
                   rules: EncounterRules, headers: dict, catalogue: RuleCatalogue,
-                  deliver) -> int:
+                  deliver, authorise=None) -> int:
     """Check the claims in batches and hand each accepted one to ``deliver``; returns how many
-    were accepted."""
+    were accepted. ``authorise(encounter, location)``: the caller's sender check (a finding
+    rejects the claim, None lets it pass; the format code decides nothing about senders)."""
     accepted = 0
     numbers: dict[str, int] = {}
     batch: list[tuple[Encounter, ClaimPlace, list[tuple[int, dict]]]] = []
@@ -400,6 +402,12 @@ def _build_claims(claims, rows: RowBook, settings, defaults, mapping,
     def flush() -> None:
         nonlocal accepted
         found = rules.check([(e, place) for e, place, _ in batch])
+        if authorise is not None:
+            for (encounter, _place, members), findings in zip(batch, found):
+                refused = authorise(encounter, f"row {members[0][0]}, column "
+                                               f"{headers.get('billing_npi', 'billing_npi')}")
+                if refused is not None:
+                    findings.append(refused)
         for (encounter, _place, members), findings in zip(batch, found):
             if _settle(encounter, members, findings, rows, catalogue):
                 deliver(encounter)

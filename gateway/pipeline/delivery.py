@@ -28,23 +28,33 @@ X12_MEDIA = "application/edi-x12"
 
 
 # -- sender authorisation ------------------------------------------------------------------------
-def authorise_sender(partner: Partner, npi: str | None, tin: str | None = None) -> bool:
+def authorise_sender(partner: Partner, npi: str | None, tin: str | None = None, *,
+                     npi_required: bool = True) -> bool:
     """May ``partner`` send a claim (or row) whose billing / ECM provider is NPI ``npi`` and TIN
     ``tin``? Plans and the state may (they forward their providers' data). A provider may
-    only send as itself: the NPI is one of its NPIs or the TIN one of its TINs."""
+    only send as itself: the NPI must be one of its NPIs AND, when a TIN is given, the TIN
+    one of its TINs — another provider's NPI with one's own TIN is refused, and so is one's
+    own NPI with another's TIN. ``npi_required=False`` (a row that leaves the NPI empty, for
+    the gateway to fill with the sender's): a missing NPI passes, a given one is checked."""
     if partner.role != "provider":
         return True
     npi, tin = (npi or "").strip(), (tin or "").strip()
-    return bool((npi and npi in partner.npis) or (tin and tin in partner.tins))
+    if npi:
+        if npi not in partner.npis:
+            return False
+    elif npi_required:
+        return False
+    return not tin or tin in partner.tins
 
 
 def sender_finding(partner: Partner, npi: str | None, tin: str | None, location: str,
-                   segment=None, rule: str = "GATEWAY-AUTH-001") -> Finding | None:
+                   segment=None, rule: str = "GATEWAY-AUTH-001", *,
+                   npi_required: bool = True) -> Finding | None:
     """The finding for a claim or row ``partner`` may not send (None when it may)."""
-    if authorise_sender(partner, npi, tin):
+    if authorise_sender(partner, npi, tin, npi_required=npi_required):
         return None
-    return default_catalogue().finding(rule, location, segment, npi=npi or "",
-                                       partner=partner.id)
+    return default_catalogue().finding(rule, location, segment, npi=npi or "none",
+                                       tin=tin or "none", partner=partner.id)
 
 
 # -- plan resolution -----------------------------------------------------------------------------
@@ -94,6 +104,31 @@ def claim_targets(partners: Partners, registry, partner: Partner, encounters: li
         else:
             groups.setdefault(target.id, []).append(encounter)
     return groups, nowhere
+
+
+# -- envelopes -----------------------------------------------------------------------------------
+def envelope_for(sender: Partner, target: Partner):
+    """The envelope of an 837P ``sender``'s encounters get on their way to ``target``: the
+    target's profile (profiles/envelopes/), and — to the state — the SENDING plan's own ids
+    from its partner entry: ISA06/GS02/1000A = plan code + county code, ISA15 ``T`` while the
+    plan is in ``test_mode`` (onboarding), else ``P``. Returns ``(settings, problem)``;
+    ``problem`` names what the plan's entry lacks (nothing is sent to the state then)."""
+    settings = envelope_settings(target.envelope)
+    if target.role != "state" or sender.role != "plan":
+        return settings, None
+    if not sender.plan_code or not sender.county_code:
+        return settings, (f"partner {sender.id} has no "
+                          + " and no ".join(n for n, v in (("plan_code", sender.plan_code),
+                                                          ("county_code", sender.county_code))
+                                            if not v)
+                          + " in its identifiers: the state's sender id is plan code + "
+                            "county code")
+    sender_id = f"{sender.plan_code}{sender.county_code}"
+    return settings.model_copy(update={
+        "sender_id": sender_id, "application_sender": sender_id,
+        "usage": "T" if sender.test_mode else "P",
+        "submitter": settings.submitter.model_copy(update={"id": sender_id,
+                                                           "name": sender.name.upper()})}), None
 
 
 # -- control numbers (the one counter store) -----------------------------------------------------
@@ -183,3 +218,92 @@ def recipients_of(documents: Iterable[dict]) -> dict[str, int]:
         if doc["recipient"]:
             out[doc["recipient"]] = out.get(doc["recipient"], 0) + 1
     return out
+
+
+# -- replays: never deliver the same document twice ------------------------------------------------
+ONWARD_ROLES = ("routed", "state-response")  # documents for partners other than the sender
+ENVELOPE_SEGMENTS = ("ISA", "IEA", "GS", "GE", "ST", "SE", "BHT")
+
+
+def onward(role: str) -> bool:
+    return role.startswith(ONWARD_ROLES)
+
+
+def fingerprint(content: bytes, media_type: str, submission_ids: Iterable[str]) -> bytes:
+    """What a routed document says, without what differs on every run: an X12's envelope
+    (ISA/GS/ST/BHT control numbers, dates and times); the submission ids in names and
+    records."""
+    if media_type == X12_MEDIA:
+        text = content.decode("latin-1").replace("\r", "").replace("\n", "")
+        element = text[3:4] if text.startswith("ISA") else "*"
+        terminator = text[105:106] if text.startswith("ISA") and len(text) > 105 else "~"
+        kept = [seg for seg in text.split(terminator)
+                if seg and seg.split(element, 1)[0] not in ENVELOPE_SEGMENTS]
+        return terminator.join(kept).encode("latin-1")
+    for sid in submission_ids:
+        content = content.replace(sid.encode(), b"")
+    return content
+
+
+def replay_chain(store, submission: dict) -> list[dict]:
+    """The submissions a replay repeats, oldest first (its parent, the parent's parent…)."""
+    chain, seen = [], set()
+    parent = submission.get("parent_id")
+    while parent and parent not in seen:
+        seen.add(parent)
+        found = store.submission(parent)
+        if found is None:
+            break
+        chain.insert(0, found)
+        parent = found.get("parent_id")
+    return chain
+
+
+def settle_redelivery(store, submission: dict, result) -> None:
+    """A replay's onward documents against what its chain already delivered: one identical
+    to a document already routed to the same partner (same role) is not delivered again
+    (``GATEWAY-REPLAY-001``); a changed one is delivered as a replacement linked to the one it
+    replaces (``parent_document``, ``GATEWAY-REPLAY-002``, the summary's ``replaces``)."""
+    chain = replay_chain(store, submission)
+    if not chain:
+        return
+    ids = [s["id"] for s in chain] + [result.submission_id]
+    earlier: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+    for found in chain:
+        for doc in store.documents(found["id"]):
+            if onward(doc["role"]) and doc["recipient"] != found["partner"]:
+                content = store.document(doc["id"])["content"]
+                earlier.setdefault((doc["recipient"], doc["role"]), []).append(
+                    (doc["id"], fingerprint(content, doc["media_type"], ids)))
+    catalogue = default_catalogue()
+    kept, dropped, replaces = [], [], {}
+    for row in result.documents:
+        prior = earlier.get((row["recipient"], row["role"])) if onward(row["role"]) else None
+        if not prior:
+            kept.append(row)
+            continue
+        mine = fingerprint(row["content"], row["media_type"], ids)
+        same = next((doc_id for doc_id, fp in prior if fp == mine), None)
+        if same is not None:
+            dropped.append(row["id"])
+            result.add_findings([catalogue.finding("GATEWAY-REPLAY-001", "file", None,
+                                                   document=same, recipient=row["recipient"])])
+            continue
+        row["parent_document"] = prior[-1][0]
+        replaces[row["id"]] = prior[-1][0]
+        result.add_findings([catalogue.finding("GATEWAY-REPLAY-002", "file", None,
+                                               document=prior[-1][0],
+                                               recipient=row["recipient"])])
+        kept.append(row)
+    if dropped:
+        from gateway.pipeline.registries import forget_routed_documents, server_registry
+
+        forget_routed_documents(server_registry(store), dropped)
+    result.documents = kept
+    if result.summary is not None and (dropped or replaces):
+        result.summary = {**result.summary, "not_redelivered": len(dropped),
+                          **({"replaces": replaces} if replaces else {})}
+    if result.routed and not any(onward(d["role"]) for d in kept):
+        from gateway.pipeline.status import Status
+
+        result.status, result.converted = Status.VALIDATED, False

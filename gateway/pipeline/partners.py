@@ -32,6 +32,16 @@ class PartnerConfigError(ValueError):
     """The partner file is wrong (named, with the reason)."""
 
 
+def _address(raw, path, partner_id) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    keys = ("line1", "city", "state", "postal_code")
+    if not isinstance(raw, dict) or any(not raw.get(k) for k in keys):
+        raise PartnerConfigError(f"{path}: partner {partner_id!r}: identifiers.address needs "
+                                 f"{', '.join(keys)}")
+    return tuple(str(raw[k]) for k in keys)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -48,12 +58,23 @@ class Partner:
     npis: tuple[str, ...] = ()
     tins: tuple[str, ...] = ()
     x12_sender_ids: tuple[str, ...] = ()
+    county_code: str = ""  # a plan's 3-digit county code (its state sender id: plan code + it)
+    test_mode: bool = False  # a plan onboarding with the state: its 837Ps go with ISA15 T
+    # a different interchange reusing this partner's ISA13/GS06: reject (TA1 025) or process
+    duplicate_control_numbers: str = "reject"
+    # how the state's responses link to this plan's encounters: strict (ISA13 + GS06 + ST02 +
+    # claim id) or claim-id (a claim id alone, when the rest does not match; each link warned)
+    state_link: str = "strict"
     # SMART Backend Services (gateway/api/smart.py): the client id the EHR signs its
     # assertions with, its public keys (a JWKS, as JSON text) and the scopes it may be granted
     client_id: str = ""
     jwks: str = ""
     smart_scopes: tuple[str, ...] = ()
     disabled: bool = False  # `ecm-gateway partners disable`: its token no longer opens anything
+    # a provider's billing address (line1, city, state, ZIP): the gateway fills it into the 837P
+    # of a FHIR CarePlan that names its billing provider by identifier only
+    address: tuple[str, ...] = ()
+
 
     @property
     def operator(self) -> bool:
@@ -69,6 +90,10 @@ class Partner:
         """The partner filter of a listing: its own id, or None (every partner) for an
         operator."""
         return None if self.operator else self.id
+
+
+DUPLICATE_POLICIES = ("reject", "process")
+STATE_LINKS = ("strict", "claim-id")
 
 
 @dataclass(frozen=True)
@@ -106,8 +131,20 @@ class Partners:
                 npis=tuple(str(x) for x in ids.get("npis", [])),
                 tins=tuple(str(x) for x in ids.get("tins", [])),
                 x12_sender_ids=tuple(str(x) for x in ids.get("x12_sender_ids", [])),
+                county_code=str(ids.get("county_code", "")),
+                test_mode=bool(raw.get("test_mode", False)),
+                duplicate_control_numbers=str(raw.get("duplicate_control_numbers", "reject")),
+                state_link=str(raw.get("state_link", "strict")),
                 disabled=bool(raw.get("disabled", False)),
+                address=_address(ids.get("address"), path, raw.get("id")),
                 **_smart(path, raw))
+            if partner.duplicate_control_numbers not in DUPLICATE_POLICIES:
+                raise PartnerConfigError(f"{path}: partner {partner.id!r}: "
+                                         f"duplicate_control_numbers must be one of "
+                                         f"{', '.join(DUPLICATE_POLICIES)}")
+            if partner.state_link not in STATE_LINKS:
+                raise PartnerConfigError(f"{path}: partner {partner.id!r}: state_link must be "
+                                         f"one of {', '.join(STATE_LINKS)}")
             if partner.id in partners:
                 raise PartnerConfigError(f"{path}: partner {partner.id!r} defined twice")
             partners[partner.id] = partner

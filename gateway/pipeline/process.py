@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from gateway.pipeline.delivery import settle_redelivery
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.search import keys_of
 from gateway.pipeline.status import Status
@@ -231,8 +232,13 @@ class _Heartbeat:
 def current_outcome(store: Store, submission_id: str) -> Outcome:
     """What a finished (or still running) submission looks like, from the store."""
     found, ack, findings = store.answer(submission_id, "ack-999")
+    ta1 = None
+    if found["status"] == Status.REJECTED and found["kind"] == "x12":
+        ta1 = store.answer(submission_id, "ack-ta1")[1]
     return Outcome(submission_id, found["status"], bool((found["summary"] or {}).get("valid")),
-                   ack.decode("latin-1") if ack is not None else None, findings)
+                   ack.decode("latin-1") if ack is not None else None, findings,
+                   ack_ta1=ta1.decode("latin-1") if ta1 is not None else None,
+                   error=found.get("error"))
 
 
 def process(store: Store, partners: Partners, submission_id: str, sleep=None,
@@ -293,6 +299,8 @@ def _run(store: Store, run: Run, partners: Partners, found: dict, sleep) -> Outc
         try:
             run.attempt(submission_id)
             result: StepResult = step(run, partners, partner, submission_id)
+            if found.get("channel") == "replay":  # never deliver the same document twice
+                settle_redelivery(run, found, result)
             run.write_result(result)
             return result.outcome()
         except Exception as exc:  # noqa: BLE001 - recorded, retried, then dead-lettered
@@ -321,14 +329,26 @@ def run_step(store: Store, partners: Partners, submission_id: str) -> Outcome:
     return result.outcome()
 
 
+class ReplayRefused(ValueError):
+    """A delivered submission is replayed only with ``force`` (named, with the reason)."""
+
+
 def replay(store: Store, partners: Partners, submission_id: str, actor: str,
-           queue=None) -> Outcome | str:
+           queue=None, force: bool = False) -> Outcome | str:
     """Process the stored raw payload of ``submission_id`` again, as a new submission linked to
-    it (``parent_id``). With a ``queue`` the new submission is handed to it and its id is
-    returned; without, it runs here and its :class:`Outcome` is returned."""
+    it (``parent_id``). A failed, dead-lettered or rejected submission is simply run again;
+    one that already went onward (``routed``/``delivered``) only with ``force`` — and then a
+    routed document identical to one its chain delivered is not delivered again, a changed one
+    goes as a replacement (:func:`gateway.pipeline.delivery.settle_redelivery`). With a
+    ``queue`` the new submission is handed to it and its id is returned; without, it runs here
+    and its :class:`Outcome` is returned."""
     found = store.submission(submission_id)
     if found is None:
         raise KeyError(submission_id)
+    if found["status"] in (Status.ROUTED, Status.DELIVERED) and not force:
+        raise ReplayRefused(f"submission {submission_id} is {found['status']}: its documents "
+                            f"went onward already; replay it with force to run it again "
+                            f"(identical documents are not delivered twice)")
     worker = None if queue is not None else worker_id()
     kept = store.receive(partner=found["partner"], channel="replay", kind=found["kind"],
                          filename=found.get("filename"),
@@ -336,7 +356,8 @@ def replay(store: Store, partners: Partners, submission_id: str, actor: str,
                          claimed_by=worker, lease=lease_length(),
                          keys=store.search_keys_of(submission_id))
     store.audit(actor=actor, action="replay", target=submission_id,
-                detail=f"new submission {kept.submission_id}")
+                detail=f"new submission {kept.submission_id}"
+                       + (" (forced)" if force else ""))
     if queue is not None:
         queue.enqueue(kept.submission_id)
         return kept.submission_id

@@ -62,6 +62,19 @@ routed_claims = Table(
     Index("ix_routed_claims_control", "isa13", "claim_id"),
     Index("ix_routed_claims_claim", "claim_id", "billing_npi"),
 )
+inbound_controls = Table(  # the control numbers each sender used (gateway.pipeline.controls)
+    "inbound_controls", gateway_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("partner", String(120), nullable=False),
+    Column("root", String(32), nullable=False),  # first submission of the replay chain
+    Column("submission_id", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),  # isa13 | gs06
+    Column("sender_id", String(35), nullable=False),  # ISA06 / GS02, trimmed
+    Column("number", String(9), nullable=False),  # compared by value (leading zeros dropped)
+    Column("received_at", String(32), nullable=False),  # ISO-8601 UTC
+    Index("ix_inbound_controls_number", "partner", "kind", "sender_id", "number"),
+    Index("ix_inbound_controls_root", "root"),
+)
 state_status = Table(
     "state_encounter_status", gateway_metadata,
     Column("id", Integer, primary_key=True),
@@ -257,6 +270,13 @@ def forget_routed(registry: Registry, submission_id: str) -> None:
         conn.execute(delete(routed_claims).where(routed_claims.c.submission_id == submission_id))
 
 
+def forget_routed_documents(registry: Registry, document_ids: list[str]) -> None:
+    """Drop the routing records of documents that are not delivered (a replay's documents
+    identical to ones already delivered)."""
+    with registry.engine.begin() as conn:
+        conn.execute(delete(routed_claims).where(routed_claims.c.document_id.in_(document_ids)))
+
+
 def record_routed(registry: Registry, *, submission_id: str, sender: str, recipient: str,
                   document_id: str, x12: bytes, history_source: str | None = None) -> int:
     """Index the claims of a routed 837P by ISA13/GS06/ST02 and claim id."""
@@ -297,9 +317,9 @@ def claims_in(x12: bytes) -> list[dict]:
 def find_routed(registry: Registry, *, isa13: str, claim_id: str, gs06: str = "",
                 st02: str = "", recipients: Iterable[str] | None = None,
                 sender: str | None = None) -> dict | None:
-    """The routed claim a state response names: ISA13 + claim id, narrowed by GS06/ST02 when
-    the response gives them, among documents sent to ``recipients`` (the state) and, when
-    given, by ``sender`` (the plan)."""
+    """The routed claim a state response names: ISA13 + GS06 + ST02 + claim id (the caller
+    links only when the response gives all four), among documents sent to ``recipients`` (the
+    state) and, when given, by ``sender`` (the plan)."""
     c = routed_claims.c
     query = select(routed_claims).where(c.claim_id == claim_id, c.isa13 == _control(isa13))
     if recipients is not None:
@@ -317,9 +337,9 @@ def find_routed(registry: Registry, *, isa13: str, claim_id: str, gs06: str = ""
 
 def find_routed_by_claim(registry: Registry, *, claim_id: str, recipients: Iterable[str],
                          sender: str | None = None) -> dict | None:
-    """When no routed document carries the response's ISA13 (e.g. a file whose parts were
-    merged into one document by a process that did not re-index it): the claim, if exactly one
-    routed 837P sent it to the state."""
+    """The claim, if exactly one routed 837P sent it to the state — used to link a state
+    response's encounter ONLY for a plan whose partner entry asks for it
+    (``state_link: claim-id``), each such link warned (``STATE-LINK-003``)."""
     c = routed_claims.c
     query = select(routed_claims).where(c.claim_id == claim_id,
                                         c.recipient.in_(list(recipients)))
@@ -328,6 +348,17 @@ def find_routed_by_claim(registry: Registry, *, claim_id: str, recipients: Itera
     with registry.engine.connect() as conn:
         rows = conn.execute(query.order_by(c.id.desc()).limit(2)).mappings().all()
     return dict(rows[0]) if len(rows) == 1 else None
+
+
+def plan_of_interchange(registry: Registry, isa13: str, recipients: Iterable[str]
+                        ) -> str | None:
+    """The plan whose 837P to the state carried ISA13 ``isa13`` (None: none, or several)."""
+    c = routed_claims.c
+    query = select(c.sender).where(c.isa13 == _control(isa13),
+                                   c.recipient.in_(list(recipients))).distinct().limit(2)
+    with registry.engine.connect() as conn:
+        found = conn.execute(query).scalars().all()
+    return found[0] if len(found) == 1 else None
 
 
 def reindex_routed(store, partners, submission_id: str) -> int:
@@ -414,9 +445,12 @@ def load_demo_registries(store, partners, *, mif: Path | None = None,
     counts = {"members": 0, "providers": 0, "history": 0}
     mif = mif or fixtures / "mif" / "mif-clean.csv"
     roster = roster or fixtures / "roster" / "providers.csv"
-    if mif.is_file():  # an installed image may ship without the fixtures
-        rows = [row for _, row in read_table(mif, "mif").rows]
-        counts["members"] = sum(load_plan_members(registry, plan.id, rows).values())
+    # mif-fhir-members: the members of the FHIR sample resources (fixtures/fhir/resources/),
+    # another reporting period of the same plan, so the samples route in the demo
+    for path in (mif, fixtures / "mif" / "mif-fhir-members.csv"):
+        if path.is_file():  # an installed image may ship without the fixtures
+            rows = [row for _, row in read_table(path, "mif").rows]
+            counts["members"] += sum(load_plan_members(registry, plan.id, rows).values())
     if roster.is_file():
         rows = [row for _, row in read_table(roster, "roster").rows]
         counts["providers"] = load_plan_providers(registry, plan.id, rows)

@@ -384,7 +384,7 @@ class Store:
                 keys: list[tuple[str, str]] | None = None) -> Received:
         """Persist an inbound payload (raw, with its SHA-256) as a new submission in status
         ``received``, unless it duplicates one of the partner's earlier submissions: same
-        ``idempotency_key`` (any age), or same ``x12_key`` or same payload hash within
+        ``idempotency_key`` (any age), or same payload hash within
         ``window`` before ``now``. A replay (``parent_id`` set) is never a duplicate.
         ``claimed_by``: the new submission is born claimed by that worker (under ``lease``),
         for a caller that processes it at once, so no queue worker takes it in between.
@@ -1509,8 +1509,8 @@ def _find_original(conn: Connection, partner: str, digest: str, idempotency_key:
     checks = []
     if idempotency_key is not None:
         checks.append((_ORIGINAL_BY["idempotency_key"], {"key": idempotency_key}))
-    if x12_key is not None:
-        checks.append((_ORIGINAL_BY["x12_key"], {"key": x12_key, "since": since}))
+    # (x12_key is kept for information only: a different interchange reusing a sender's ISA13
+    # is not the same submission — gateway.pipeline.controls answers it with a TA1 025)
     checks.append((_ORIGINAL_BY["sha256"], {"key": digest, "since": since}))
     for statement, values in checks:
         found = conn.execute(statement, {"partner": partner, **values}).scalar()

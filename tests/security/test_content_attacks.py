@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+from conftest import renumber
 from servers import ROOT
 
 FIXTURES = ROOT / "fixtures"
@@ -111,13 +112,13 @@ def test_a_hostile_careplan_is_refused_with_an_outcome(served):
 
 def test_an_idempotency_key_reused_with_another_body_is_422_naming_it(served):
     key = {"Idempotency-Key": f"sec-{served.mode}-1"}
-    first = served.client.post("/x12", content=MIXED.replace(b"000000501", b"000008001"),
+    first = served.client.post("/x12", content=renumber(MIXED, 8001),
                                headers=served.auth("harbor", **key))
     assert first.status_code in (200, 202)
-    same = served.client.post("/x12", content=MIXED.replace(b"000000501", b"000008001"),
+    same = served.client.post("/x12", content=renumber(MIXED, 8001),
                               headers=served.auth("harbor", **key))
     assert same.json()["duplicate"] is True
-    other = served.client.post("/x12", content=MIXED.replace(b"000000501", b"000008002"),
+    other = served.client.post("/x12", content=renumber(MIXED, 8002),
                                headers=served.auth("harbor", **key))
     assert other.status_code == 422 and f"'sec-{served.mode}-1'" in other.json()["detail"]
     fhir_key = {"Idempotency-Key": f"sec-{served.mode}-2",
@@ -146,7 +147,7 @@ def test_no_server_path_in_a_rejected_upload(served):
 
 
 def test_a_backwards_date_range_is_refused(served):
-    backwards = MIXED.replace(b"000000501", b"000008101").replace(
+    backwards = renumber(MIXED, 8101).replace(
         b"DTP*472*D8*20250603~", b"DTP*472*RD8*20250603-20250601~", 1)
     answer = served.client.post("/x12", content=backwards, headers=served.auth(
         "harbor", Prefer="respond-async"))

@@ -14,6 +14,7 @@ import string
 
 import pytest
 import yaml
+from conftest import renumber
 from servers import ROOT
 
 from gateway.rules import default_catalogue
@@ -85,7 +86,7 @@ def _leaks(text: str) -> list[str]:
 
 
 def test_findings_277ca_and_status_hide_members_assigned_elsewhere(served):
-    answer = served.client.post("/x12", content=MIXED.replace(b"000000501", b"000007001"),
+    answer = served.client.post("/x12", content=renumber(MIXED, 7001),
                                 headers=served.auth("harbor", Prefer="respond-async"))
     sid = answer.json()["submission_id"]
     served.wait_done(sid)

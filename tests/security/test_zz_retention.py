@@ -12,6 +12,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import renumber
 from servers import ROOT
 
 from gateway.pipeline.retention import Retention, purge
@@ -28,7 +29,7 @@ def test_purge_keeps_the_audit_trail_only(served):
     assert json.loads(done.stdout) == {
         "purged": {"payloads": 0, "documents": 0, "findings": 0},
         "retention_days": {"payloads": 90, "documents": 90, "findings": 30}}
-    payload = MIXED.replace(b"000000501", b"000009001")
+    payload = renumber(MIXED, 9001)
     answer = served.client.post("/x12", content=payload,
                                 headers=served.auth("harbor", Prefer="respond-async"))
     sid = answer.json()["submission_id"]

@@ -50,11 +50,13 @@ def claim_id(template: str, **values: str) -> str:
 
 def careplan_to_encounters(resource: dict, settings: EnvelopeSettings | None = None,
                            rules: EncounterRules | None = None,
-                           catalogue: RuleCatalogue | None = None
+                           catalogue: RuleCatalogue | None = None, fill: dict | None = None
                            ) -> tuple[list[Encounter], list[Finding]]:
     """The encounters of a CarePlan (or of every CarePlan in a Bundle) that pass the ECM rules,
     and the findings. ``settings`` give the submitter and the plan (payer); ``rules`` default
-    to the code-set rules alone (pass one with registries for assignment checks)."""
+    to the code-set rules alone (pass one with registries for assignment checks); ``fill``
+    (claim field → value) what the caller knows when the CarePlan names its member or billing
+    provider by identifier only (member name, billing provider name, NPI, TIN, address)."""
     catalogue = catalogue or default_catalogue()
     settings = settings or envelope_settings("plan-default")
     rules = rules or EncounterRules(None, catalogue=catalogue)
@@ -66,21 +68,21 @@ def careplan_to_encounters(resource: dict, settings: EnvelopeSettings | None = N
     findings: list[Finding] = []
     for source in sources:
         base = entry_base(resource, source)
-        made, found = _one_careplan(source, base, settings, rules, catalogue)
+        made, found = _one_careplan(source, base, settings, rules, catalogue, fill)
         encounters.extend(made)
         findings.extend(found)
     return encounters, findings
 
 
 def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
-                  rules: EncounterRules, catalogue: RuleCatalogue
+                  rules: EncounterRules, catalogue: RuleCatalogue, fill: dict | None = None
                   ) -> tuple[list[Encounter], list[Finding]]:
     spec = load_spec(SPEC)
     mapper = Mapper(spec, catalogue)
     codes = load_codesets()
     findings: list[Finding] = []
     header = mapper.values(field_specs(spec, "claim", SPEC), source.resource, source, base,
-                           findings, roots=spec.get("roots"))
+                           findings, roots=spec.get("roots"), fill=fill)
     header_ok = not any(f.is_error for f in findings)
     line_specs = field_specs(spec, "line", SPEC)
     date_spec = next(s for s in line_specs if s.target == "service_date")

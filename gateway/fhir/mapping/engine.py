@@ -30,6 +30,8 @@ values, dicts and lists are left out, so optional data simply disappears.
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextvars
 import re
 import uuid
@@ -360,12 +362,19 @@ class Mapper:
             out.append(found)
 
     def values(self, specs: list[FieldSpec], root: Any, source: Source, base: str,
-               out: list[Finding], roots: dict[str, str] | None = None) -> dict[str, Any]:
+               out: list[Finding], roots: dict[str, str] | None = None,
+               fill: dict[str, Any] | None = None) -> dict[str, Any]:
         """Every field's value. ``roots`` (name → FHIRPath) are evaluated once on ``root``;
-        a field with ``from: name`` is evaluated on that collection."""
+        a field with ``from: name`` is evaluated on that collection. ``fill`` (target →
+        value): what the caller knows for a field the resource leaves empty (the member's name
+        from the plan's MIF, the sending provider's identifiers) — such a field is not missing;
+        a value the resource gives wins."""
+        fill = {k: v for k, v in (fill or {}).items() if v not in (None, "")}
         named: dict[str, tuple[list, str]] = {}
         result = {}
         for spec in specs:
+            if spec.target in fill:
+                spec = dataclasses.replace(spec, required=False, default=None)
             if spec.root:
                 if spec.root not in (roots or {}):
                     raise MappingSpecError(f"field {spec.target} names an unknown root "
@@ -383,6 +392,8 @@ class Mapper:
                 result[spec.target] = self.value(spec, items, source, where, out)
             else:
                 result[spec.target] = self.value(spec, root, source, base, out)
+            if spec.target in fill and result[spec.target] in (None, "", []):
+                result[spec.target] = [fill[spec.target]] if spec.many else fill[spec.target]
         return result
 
     def value(self, spec: FieldSpec, root: Any, source: Source, base: str,

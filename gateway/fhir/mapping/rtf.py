@@ -83,7 +83,7 @@ def _rows(data: dict, resource_type: str, spec_name: str, extra: dict, layout: s
         base = entry_base(data, source)
         found: list[Finding] = []
         values = mapper.values(specs, source.resource, source, base, found,
-                               roots=spec.get("roots"))
+                               roots=spec.get("roots"), fill=extra)
         values.update({k: v for k, v in extra.items() if values.get(k) in (None, "")})
         row, missing = layout_row(values, target, base, catalogue)
         findings.extend(found)

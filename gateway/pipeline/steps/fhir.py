@@ -61,6 +61,11 @@ from gateway.pipeline.steps.result import StepResult
 from gateway.rules import default_catalogue
 
 REFERRAL_ROLE, RTF_ROLE, X12_ROLE = "routed-referral", "routed-rtf", "routed-837p"
+ROUTED_TYPES = ("ServiceRequest", "Task", "CarePlan")  # what the mappings route
+# what makes a resource unroutable (the rest — an ECM rule denying one claim — is a verdict
+# on a claim, reported, while the resource is routed)
+UNROUTABLE = ("FHIR-MAP-", "FHIR-ROUTE-001", "FHIR-ROUTE-003", "GATEWAY-AUTH-")
+CLAIM_VERDICT = "FHIR-MAP-008"  # a claim the ECM rules deny: not the resource's fault
 REFERRAL_MEDIA, CSV_MEDIA = "application/json", "text/csv"
 
 
@@ -200,7 +205,8 @@ class Router:
                                        fill=self._fill(cin, target))
         self.findings.extend(found)
         encounters, made = careplan_to_encounters(resource, settings=settings, rules=self.rules,
-                                                  catalogue=self.catalogue)
+                                                  catalogue=self.catalogue,
+                                                  fill=self._claim_fill(cin, target))
         self.findings.extend(made)
         if cin is None:
             return self._note("FHIR-ROUTE-003", label)
@@ -230,8 +236,8 @@ class Router:
         if row is None or any(f.is_error for f in found):
             return self._note("FHIR-ROUTE-002", label, what=what)
         npi, tin = row.get("ECM Provider NPI", ""), row.get("ECM Provider TIN", "")
-        refused = sender_finding(self.partner, npi, tin, where, rule="GATEWAY-AUTH-002") \
-            if npi else None
+        refused = sender_finding(self.partner, npi, tin, where, rule="GATEWAY-AUTH-002",
+                                 npi_required=False) if (npi or tin) else None
         if refused is not None:
             self.findings.append(refused)
             return
@@ -315,6 +321,42 @@ class Router:
                             member_first_name=assigned.get("first_name"))
         return fill
 
+    def _claim_fill(self, cin: str | None, target: Partner | None) -> dict:
+        """837P values the gateway knows when a CarePlan names its member or billing provider
+        by identifier only: the member's name and birth date from the plan's MIF; the sending
+        provider's name, NPI, TIN (when it has exactly one of each) and billing address from its
+        partner entry (its name as the plan's roster has it, when it does)."""
+        from gateway.pipeline.registries import member_assignment
+
+        fill: dict = {}
+        partner = self.partner
+        if partner.role == "provider":
+            npi = partner.npis[0] if len(partner.npis) == 1 else None
+            fill.update(billing_name=self._roster_name(npi) or partner.name, billing_npi=npi,
+                        billing_tin=partner.tins[0] if len(partner.tins) == 1 else None)
+            if partner.address:
+                line1, city, state, postal = partner.address
+                fill.update(billing_address_line1=line1, billing_city=city,
+                            billing_state=state, billing_zip=postal)
+        assigned = member_assignment(self.registry, cin, target.id if target else None) \
+            if cin else None
+        if assigned:
+            fill.update(member_last_name=assigned.get("last_name"),
+                        member_first_name=assigned.get("first_name"),
+                        member_birth_date=assigned.get("birth_date"))
+        return fill
+
+    def _roster_name(self, npi: str | None) -> str | None:
+        from sqlalchemy import select
+
+        from gateway.registry.store import providers
+
+        if not npi:
+            return None
+        with self.registry.engine.connect() as conn:
+            return conn.execute(select(providers.c.name).where(providers.c.npi == npi)
+                                .limit(1)).scalar()
+
     def _cin(self, resource: dict) -> str | None:
         """The member's CIN: the resource's own member identifiers, else those of the Patient
         its subject / for reference names (in this submission or stored before)."""
@@ -358,6 +400,27 @@ class Router:
         self._finding(rule, label.split("/")[0], resource=label, **values)
 
 
+def routing_problems(store, partners: Partners, partner: Partner, resources: list[dict],
+                     sent_ids: list, now: datetime | None = None) -> list[Finding]:
+    """THE definition of a routable ECM CarePlan / Task / ServiceRequest: what the FHIR
+    profiles accept AND the mappings can route once the gateway filled in what it knows (the
+    member's name from the plan's MIF, the billing provider from the sender's partner entry).
+    Returns the findings that keep one from being routed — a mapping error (``FHIR-MAP-*``),
+    no member or no plan (``FHIR-ROUTE-003``/``-001``), another provider's data
+    (``GATEWAY-AUTH-*``) — empty when every resource routes. A dry run of :class:`Router`:
+    nothing is written. The API answers a create with these as a 422 OperationOutcome; the
+    step rejects such a submission the same way."""
+    router = Router(store, partners, partner, StepResult("check"), now)
+    # the ECM rules give verdicts on claims, not on routability (CLAIM_VERDICT is not a
+    # problem): the dry run checks the code sets only, sparing the registries' look-ups
+    router.rules = None
+    for resource, sent_id in zip(resources, sent_ids):
+        if resource.get("resourceType") in ROUTED_TYPES:
+            router.add(resource, sent_id)
+    return [f for f in router.findings if f.rule.startswith(UNROUTABLE)
+            and f.rule != CLAIM_VERDICT and (f.is_error or f.rule.startswith("FHIR-ROUTE-"))]
+
+
 def process_fhir(store, partners: Partners, partner: Partner, submission_id: str,
                  now: datetime | None = None) -> StepResult:
     """Validate a stored FHIR payload; when it has no error, store its resources (a resource,
@@ -377,6 +440,13 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
     update = store.version_of_submission(submission_id)
     if update is not None:  # an update (PUT): the new version of the resource it names
         resources = [json.loads(update["content"])]
+    if update is None and checked.resource_type in ROUTED_TYPES and len(resources) == 1:
+        # a create: one that cannot be routed is refused (the API answered 422)
+        problems = routing_problems(store, partners, partner, resources, sent_ids, now)
+        if problems:
+            result.summary = {"kind": "fhir", "valid": False,
+                              "resource_type": checked.resource_type}
+            return result.reject("the resource cannot be routed", problems, read=True)
     stored = []
     for resource in resources:
         result.add_document(role=ROLE, name=f"{resource['resourceType']}/{resource['id']}",

@@ -10,7 +10,7 @@ import io
 from datetime import datetime
 from pathlib import Path
 
-from gateway.pipeline.delivery import X12_MEDIA, PlanDocuments
+from gateway.pipeline.delivery import X12_MEDIA, PlanDocuments, sender_finding
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import server_registry, server_rules
 from gateway.pipeline.status import Status
@@ -39,11 +39,12 @@ def process_invoice(store, partners: Partners, partner: Partner, submission_id: 
         if kind not in ("csv", "xlsx"):
             raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
         if sniff_table(path) == "invoice":
-            report = validate_invoice(path,
-                                      rules=server_rules(registry, submitter=partner,
-                                                        partners=partners),
-                                      settings_name=settings.name, received=now.date(),
-                                      on_encounter=writers.write)
+            report = validate_invoice(
+                path, rules=server_rules(registry, submitter=partner, partners=partners),
+                settings_name=settings.name, received=now.date(), on_encounter=writers.write,
+                authorise=lambda encounter, where: sender_finding(
+                    partner, encounter.billing_provider.npi, encounter.billing_provider.tin,
+                    where))
         else:
             report = validate_table(path, kind, "auto")
     except (UnknownKind, UnsupportedKind) as exc:

@@ -25,6 +25,8 @@ class Outcome:
     valid: bool
     ack999: str | None
     findings: int
+    ack_ta1: str | None = None  # a rejected interchange's TA1 (e.g. TA105 025)
+    error: str | None = None  # why the submission was rejected (e.g. the earlier submission)
 
 
 @dataclass
@@ -77,5 +79,8 @@ class StepResult:
         return self.status is Status.ROUTED
 
     def outcome(self) -> Outcome:
+        ta1 = next((d["content"].decode("latin-1") for d in self.documents
+                     if d["role"] == "ack-ta1"), None)
         return Outcome(self.submission_id, str(self.status), self.valid, self.ack999,
-                       len(self.findings) + self.extra_findings)
+                       len(self.findings) + self.extra_findings, ack_ta1=ta1,
+                       error=self.error)

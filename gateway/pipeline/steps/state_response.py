@@ -24,6 +24,7 @@ from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
     find_routed,
     find_routed_by_claim,
+    plan_of_interchange,
     history_source,
     origin_of,
     remove_denied_history,
@@ -78,21 +79,24 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
               "history_lines_removed": 0}
     sender = partner.id if partner.role == "plan" else None
     states = [p.id for p in partners.partners.values() if p.role == "state"]
+    plans = [p.id for p in partners.partners.values() if p.role == "plan"]
+    only_plan = plans[0] if len(plans) == 1 else None
     for t_number, (transaction, encounter) in enumerate(response.encounters, start=1):
         counts["encounters"] += 1
-        routed = find_routed(registry, isa13=transaction.isa13, gs06=transaction.gs06,
-                             st02=transaction.st02, claim_id=encounter.claim_id, sender=sender,
-                             recipients=states)
-        if routed is None:
-            routed = find_routed_by_claim(registry, claim_id=encounter.claim_id,
-                                          recipients=states, sender=sender)
-        if routed is None:
+        where = f"Encounter[{t_number}]"
+        routed, link_findings = link_encounter(registry, partners, transaction, encounter,
+                                               where, sender, states)
+        findings.extend(link_findings)
+        if routed is None:  # nothing changes for it; its plan's summary lists it
             counts["unmatched"] += 1
-            finding = catalogue.finding("STATE-LINK-001", f"Encounter[{t_number}]", None,
-                                        claim=encounter.claim_id, isa13=transaction.isa13,
-                                        st02=transaction.st02)
-            if finding:
-                findings.append(finding)
+            plan_id = sender or plan_of_interchange(registry, transaction.isa13, states) \
+                or only_plan
+            if plan_id:
+                reason = "; ".join(f"{f.rule}: {f.message}" for f in link_findings)
+                to_plan.setdefault(plan_id, []).append({
+                    "claim_id": encounter.claim_id, "status": "not linked",
+                    "dhcs_encounter_id": encounter.dhcs_encounter_id, "line": "",
+                    "severity": "Warning", "reason": reason})
             continue
         counts["denied" if encounter.denied else "accepted"] += 1
         statuses.append(_status_row(routed, encounter, None, encounter.status, encounter))
@@ -139,6 +143,35 @@ def process_state_response(store, partners: Partners, partner: Partner, submissi
     result.summary = {"kind": "state-response", "file_status": response.status,
                       "transactions": len(response.transactions), **counts, "valid": True}
     return result
+
+
+def link_encounter(registry, partners: Partners, transaction, encounter, where: str,
+                   sender: str | None, states: list[str]):
+    """The routed claim a response's encounter answers, and the findings of its linking: ONLY
+    by ISA13 + GS06 + ST02 + claim id of an 837P the gateway sent to the state. Else
+    ``STATE-LINK-001`` (no such 837P) or ``-002`` (the response leaves a control number out),
+    and nothing changes for it — unless the plan that sent that claim to the state asks for a
+    claim-id link in its partner entry (``state_link: claim-id``): then the one routed claim
+    with that id is linked, with the warning ``STATE-LINK-003``."""
+    catalogue = default_catalogue()
+    values = dict(claim=encounter.claim_id, isa13=transaction.isa13 or "none",
+                  gs06=transaction.gs06 or "none", st02=transaction.st02 or "none")
+    complete = all((transaction.isa13, transaction.gs06, transaction.st02, encounter.claim_id))
+    routed = find_routed(registry, isa13=transaction.isa13, gs06=transaction.gs06,
+                         st02=transaction.st02, claim_id=encounter.claim_id, sender=sender,
+                         recipients=states) if complete else None
+    if routed is not None:
+        return routed, []
+    found = [catalogue.finding("STATE-LINK-001" if complete else "STATE-LINK-002", where,
+                               None, **values)]
+    by_claim = find_routed_by_claim(registry, claim_id=encounter.claim_id, recipients=states,
+                                    sender=sender) if encounter.claim_id else None
+    plan = partners.partners.get(by_claim["sender"]) if by_claim else None
+    if plan is not None and plan.state_link == "claim-id":
+        warned = catalogue.finding("STATE-LINK-003", where, None, plan=plan.id,
+                                   routed=by_claim["submission_id"], **values)
+        return by_claim, [f for f in (warned,) if f]
+    return None, [f for f in found if f]
 
 
 def _status_row(routed: dict, encounter, line_number, status: str, part) -> dict:

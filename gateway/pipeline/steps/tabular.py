@@ -148,7 +148,7 @@ def _plan_recipients(partners: Partners, registry, provider: Partner, table,
         npi, tin = row.get("ecm_provider_npi") or "", row.get("ecm_provider_tin") or ""
         if npi or tin:  # a row naming no provider is the sender's own
             refused = sender_finding(provider, npi, tin, f"row {number}",
-                                     rule="GATEWAY-AUTH-002")
+                                     rule="GATEWAY-AUTH-002", npi_required=False)
             if refused is not None:
                 findings.append(refused)
                 continue

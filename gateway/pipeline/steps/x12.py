@@ -18,10 +18,12 @@ from datetime import UTC, datetime
 
 from gateway.conversion import canonical_to_837p
 from gateway.findings import Finding, Severity
+from gateway.pipeline.controls import check_control_numbers
 from gateway.pipeline.delivery import (
     X12_MEDIA,
     ack_recipient,
     claim_targets,
+    envelope_for,
     sender_finding,
 )
 from gateway.pipeline.partners import Partner, Partners
@@ -42,7 +44,7 @@ from gateway.x12.acks import AckControls, acknowledge, judge
 from gateway.x12.claims837 import ClaimRecord
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import validate_x12
-from gateway.x12.writer import ControlNumbers, envelope_settings
+from gateway.x12.writer import ControlNumbers
 
 
 def sender_findings(claims: list[ClaimRecord], partner: Partner) -> list[Finding]:
@@ -83,6 +85,8 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         return result.reject(str(exc), [finding])
     checked.findings.extend(sender_findings(checked.claims, partner))
+    reused = check_control_numbers(store, registry, partner, submission_id, checked, now)
+    checked.findings.extend(reused)
     checked.findings.sort(key=lambda f: f.segment or 0)
     # where the accepted claims go, first, so the control numbers of the acknowledgments and
     # of the routed 837Ps are drawn together (one transaction)
@@ -90,7 +94,15 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
     groups, nowhere = claim_targets(partners, registry, partner, accepted) \
         if checked.kind == "837p" and accepted else ({}, [])
     wanted = {"isa13:acks": 3, "gs06:acks": 8}
-    profiles = {t: envelope_settings(partners.partners[t].envelope) for t in groups}
+    profiles = {}
+    for target_id in list(groups):
+        settings, problem = envelope_for(partner, partners.partners[target_id])
+        if problem is not None:  # the plan's entry cannot envelope for the state
+            checked.findings += [f for f in (default_catalogue().finding(
+                "GATEWAY-ENV-001", "file", None, problem=problem),) if f]
+            nowhere += groups.pop(target_id)
+            continue
+        profiles[target_id] = settings
     for settings in profiles.values():
         for counter in (f"isa13:{settings.name}", f"gs06:{settings.name}"):
             wanted[counter] = wanted.get(counter, 0) + 1
@@ -143,4 +155,11 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
     result.ack999 = acks.ack999
     if not accepted and errors:
         result.status, result.read = Status.REJECTED, True
+        duplicate = next((f for f in reused if f.rule == "X12-ENV-026"), None)
+        if duplicate is not None:  # the answer says why, naming the earlier submission —
+            result.error = duplicate.message  # also beside the TA1 in a file-drop outbox
+            result.add_document(role="report", name=f"{submission_id}.rejected.txt",
+                                content=f"{duplicate.rule} at {duplicate.location}: "
+                                        f"{duplicate.message}\n".encode(),
+                                media_type="text/plain", recipient=ack_to)
     return result
