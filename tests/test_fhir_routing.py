@@ -672,3 +672,38 @@ def test_a_referral_sent_as_xml_is_routed_the_same(gateway):
     record = json.loads(gateway.fetch("demo-plan", document))
     assert (record["member_cin"], record["priority"], record["authorization_deadline"]) == (
         HARBOR_MEMBER, "expedited", "2026-10-08T09:30:00-07:00")
+
+
+def test_an_update_that_could_not_be_routed_is_refused_with_a_422(two_plans):
+    """What a create must be, an update must stay: a referral updated to name a member no
+    plan's MIF assigns (two plans, no payer) is answered 422 with the routing finding, as the
+    create would be; no version, no submission, nothing routed; the resource stays at
+    version 1."""
+    from sqlalchemy import func, select
+
+    from gateway.pipeline.store import fhir_versions, submissions
+
+    def counts():
+        with two_plans.store.engine.connect() as conn:
+            return (conn.execute(select(func.count()).select_from(submissions)).scalar(),
+                    conn.execute(select(func.count()).select_from(fhir_versions)).scalar())
+
+    sent = two_plans.post("harbor", referral()).json()
+    before, routed = counts(), len(two_plans.routed("demo-plan"))
+    moved = {**sent, "subject": {**sent["subject"], "identifier": {
+        **sent["subject"]["identifier"], "value": UNKNOWN_MEMBER}}}
+    answer = two_plans.client.put(f"/fhir/ServiceRequest/{sent['id']}", json=moved,
+                                  headers={**two_plans.auth["harbor"], "If-Match": 'W/"1"'})
+    assert answer.status_code == 422, answer.text
+    outcome = answer.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert [i["details"]["coding"][0]["code"] for i in outcome["issue"]][-1:] == [
+        "FHIR-ROUTE-001"]
+    assert UNKNOWN_MEMBER not in answer.text
+    assert counts() == before
+    assert len(two_plans.routed("demo-plan")) == routed
+    for partner in ("valley-plan", "dhcs"):
+        assert two_plans.routed(partner) == []
+    read = two_plans.client.get(f"/fhir/ServiceRequest/{sent['id']}",
+                                headers=two_plans.auth["harbor"])
+    assert read.headers["etag"] == 'W/"1"'

@@ -42,6 +42,7 @@ from gateway.findings import Finding
 from gateway.pipeline.fhir_resources import find_resource, pending_resources
 from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.process import submit
+from gateway.pipeline.steps.fhir import routing_problems
 from gateway.pipeline.store import Store, VersionConflict
 from gateway.rules import default_catalogue
 
@@ -183,7 +184,8 @@ def update(store: Store, partners: Partners, partner: Partner, resource_type: st
     """Update one of the partner's resources (see the module's doc). Refused (nothing stored,
     nothing routed): an unreadable or invalid body (400 / 422), a body whose id is not the
     URL's (400), an unknown resource or another partner's (404), a stale ``If-Match`` (412), a
-    Task status change the closed loop does not allow (422)."""
+    Task status change the closed loop does not allow (422), a version that could not be
+    routed (422, the routing findings, as a create)."""
     version_wanted = parse_if_match(if_match)
     checked = check_payload(payload, fmt, expected=resource_type)
     if not checked.valid or not checked.entries:
@@ -213,6 +215,11 @@ def update(store: Store, partners: Partners, partner: Partner, resource_type: st
     if _same_content(latest.resource, new):
         return Updated(latest, False, checked.findings + _finding(
             "FHIR-API-014", "", version=latest.version))
+    # what a create must be, an update must stay: routable (one definition, as for a create:
+    # routing_problems); a version that could not be routed is refused, nothing stored
+    problems = routing_problems(store, partners, partner, [new], [sent_id])
+    if problems:
+        raise Refused(422, problems)
     number = latest.version + 1
 
     def content(now: datetime) -> bytes:

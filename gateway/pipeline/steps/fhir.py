@@ -440,8 +440,8 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
     update = store.version_of_submission(submission_id)
     if update is not None:  # an update (PUT): the new version of the resource it names
         resources = [json.loads(update["content"])]
-    if update is None and checked.resource_type in ROUTED_TYPES and len(resources) == 1:
-        # a create: one that cannot be routed is refused (the API answered 422)
+    if checked.resource_type in ROUTED_TYPES and len(resources) == 1:
+        # a create or an update: one that cannot be routed is refused (the API answered 422)
         problems = routing_problems(store, partners, partner, resources, sent_ids, now)
         if problems:
             result.summary = {"kind": "fhir", "valid": False,
