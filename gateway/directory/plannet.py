@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.directory.model import Directory, Group, Hours, Provider, Site
-from gateway.fhir.mapping.engine import TemplateEntries, load_spec, stable_uuid, systems
+from gateway.fhir.mapping.engine import CollectionBundleWriter, TemplateEntries, load_spec, stable_uuid, systems
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.tabular.validate import luhn_npi_ok
@@ -61,16 +61,13 @@ def _ages(site: Site) -> str:
 
 
 # -- out ----------------------------------------------------------------------------------------
-class PlanNetBundleWriter:
+class PlanNetBundleWriter(CollectionBundleWriter):
     """Writes the Bundle entry by entry, one line per entry; :meth:`write` takes a group."""
 
     def __init__(self, out: TextIO, directory: Directory) -> None:
-        self.out = out
-        self.count = 0
         self.directory = directory
-        self._entries = TemplateEntries(SPEC_OUT, self._view)
         self._sys = systems()
-        out.write('{"resourceType": "Bundle", "type": "collection", "entry": [')
+        super().__init__(out, TemplateEntries(SPEC_OUT, self._view))
 
     def _view(self, group: Group, position: int) -> dict:
         d = self.directory
@@ -123,15 +120,6 @@ class PlanNetBundleWriter:
                 "sites": sites, "roles": roles, "practitioners": practitioners,
                 "sys": self._sys}
 
-    def write(self, group: Group) -> None:
-        for entry in self._entries.of(group):
-            self.out.write(("\n" if self.count == 0 else ",\n")
-                           + json.dumps(entry, ensure_ascii=False))
-            self.count += 1
-
-    def close(self) -> int:
-        self.out.write("\n]}\n")
-        return self.count
 
 
 # -- reading entries one at a time ------------------------------------------------------------

@@ -5,12 +5,11 @@ Patient / Organization / Coverage / Practitioner entries already written are kep
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from gateway.fhir.mapping.engine import TemplateEntries, systems
+from gateway.fhir.mapping.engine import CollectionBundleWriter, TemplateEntries, systems
 from gateway.model.encounter import Encounter
 
 SPEC = "encounters-to-bundle"
@@ -73,24 +72,11 @@ def encounters_to_bundle(encounters: Iterable[Encounter]) -> dict:
             "entry": list(encounter_entries(encounters))}
 
 
-class EncounterBundleWriter:
+class EncounterBundleWriter(CollectionBundleWriter):
     """Writes a Bundle (type collection) entry by entry, one line per entry."""
 
     def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.count = 0
-        self._entries = TemplateEntries(SPEC, _view)
-        out.write('{"resourceType": "Bundle", "type": "collection", "entry": [')
-
-    def write(self, encounter: Encounter) -> None:
-        for entry in self._entries.of(encounter):
-            self.out.write(("\n" if self.count == 0 else ",\n")
-                           + json.dumps(entry, ensure_ascii=False))
-            self.count += 1
-
-    def close(self) -> int:
-        self.out.write("\n]}\n")
-        return self.count
+        super().__init__(out, TemplateEntries(SPEC, _view))
 
 
 def write_encounter_bundle(encounters: Iterable[Encounter], out: TextIO) -> int:

@@ -31,6 +31,7 @@ values, dicts and lists are left out, so optional data simply disappears.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import contextvars
 import re
@@ -616,3 +617,25 @@ class TemplateEntries:
                 self.written.add(url)
             yield {"fullUrl": url, "resource": render(resource["resource"],
                                                       {**scope, "ref": refs})}
+
+
+class CollectionBundleWriter:
+    """Writes a Bundle (type collection) entry by entry, one line per entry, so a large one
+    streams: :meth:`write` adds the entries a mapping's :class:`TemplateEntries` makes of one
+    item (shared resources once), :meth:`close` ends the Bundle and says how many entries."""
+
+    def __init__(self, out, entries: TemplateEntries) -> None:
+        self.out = out
+        self.count = 0
+        self._entries = entries
+        out.write('{"resourceType": "Bundle", "type": "collection", "entry": [')
+
+    def write(self, item) -> None:
+        for entry in self._entries.of(item):
+            self.out.write(("\n" if self.count == 0 else ",\n")
+                           + json.dumps(entry, ensure_ascii=False))
+            self.count += 1
+
+    def close(self) -> int:
+        self.out.write("\n]}\n")
+        return self.count
