@@ -52,7 +52,8 @@ class DocumentOut(BaseModel):
     href: str
 
 
-class SubmissionSummary(BaseModel):
+class _Submission(BaseModel):
+    """What the list and the detail both say of a submission."""
     id: str
     partner: str
     channel: str
@@ -65,6 +66,9 @@ class SubmissionSummary(BaseModel):
     created_at: datetime
     updated_at: datetime
     run_state: str
+
+
+class SubmissionSummary(_Submission):
     href: str
 
 
@@ -74,22 +78,10 @@ class SubmissionList(BaseModel):
                                                       "(absent on the last page)")
 
 
-class SubmissionDetail(BaseModel):
-    id: str
-    partner: str
-    channel: str
-    kind: str
-    filename: str | None
-    status: str
-    error: str | None
+class SubmissionDetail(_Submission):
     sha256: str
-    size: int
-    created_at: datetime
-    updated_at: datetime
-    parent_id: str | None
     attempts: int
     summary: dict[str, Any]
-    run_state: str
     findings: list[FindingOut] = Field(description="one page, in the order found")
     findings_next_cursor: str | None = Field(None, description="?cursor= for the next page of "
                                                                "findings")
