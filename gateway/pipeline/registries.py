@@ -8,9 +8,18 @@ Whose data is which, by the ``source`` column of each registry row:
 * ``plan:<plan id>:mif:<reporting period>`` — the assignments (and other programs) of one MIF
   reporting period of one plan; a new MIF of the same plan and period replaces them;
 * ``plan:<plan id>:roster`` — a plan's provider directory (a new roster replaces it);
-* ``submission:<id>`` — the accepted lines of a plan's 837P sent to the state, keyed by the
-  first submission of a replay chain, so a re-run or a replay replaces instead of duplicating;
-* ``demo:history:<file>`` — history loaded by ``serve --demo``.
+* ``plan:<plan id>:cs-auth`` — a plan's Community Supports authorizations;
+* ``plan:<plan id>:claims:<file name>`` — a plan's claims / encounter extract (encounter history
+  of every kind; the same file name sent again replaces its lines);
+* ``plan:<plan id>:submission:<id>`` — the accepted lines of a plan's 837P sent to the state
+  (:func:`plan_history_source`), keyed by the first submission of a replay chain, so a re-run or
+  a replay replaces instead of duplicating;
+* ``plan:<plan id>:data-sharing:<sender>:<id>`` — members' data-sharing authorizations a
+  provider sent the plan (RTF rows, FHIR Consent), keyed by the first submission of the chain;
+* ``plan:<plan id>:demo-history:<file>`` — history loaded by ``serve --demo``.
+
+Encounter history is kept per plan: a provider's history extract gives its assigned members'
+lines of the assigning plan only (a member can move between plans).
 
 Two gateway tables live here too: ``routed_claims`` (which claim went to whom in which routed
 837P, with its ISA13/GS06/ST02, so a state response finds its way back to the plan and to the
@@ -204,13 +213,24 @@ def history_source(store, submission_id: str) -> str:
         found = store.submission(root)
 
 
+def plan_history_source(store, submission_id: str) -> str:
+    """Where a plan's 837P to the state keeps its lines in the encounter history:
+    ``plan:<the submitting plan>:`` + :func:`history_source` (history is kept per plan)."""
+    found = store.submission(submission_id) or {}
+    return f"{PLAN_PREFIX}{found.get('partner') or ''}:{history_source(store, submission_id)}"
+
+
 def clear_history(registry: Registry, source: str) -> int:
     """Remove what an earlier run put into the history under ``source`` — including, for a
-    whole file, the lines its parts put there when it was once processed split."""
+    whole file, the lines its parts put there when it was once processed split, and lines an
+    earlier version kept under the source without its ``plan:<id>:`` prefix."""
     c = history.c
+    sources = [source]
+    if source.startswith(PLAN_PREFIX) and ":submission:" in source:
+        sources.append(source.split(":", 2)[2])  # ``submission:<id>`` (before per-plan)
     with registry.engine.begin() as conn:
-        return conn.execute(delete(history).where(
-            (c.source == source) | c.source.like(f"{source}:part-%"))).rowcount
+        return sum(conn.execute(delete(history).where(
+            (c.source == one) | c.source.like(f"{one}:part-%"))).rowcount for one in sources)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -379,7 +399,7 @@ def reindex_routed(store, partners, submission_id: str) -> int:
             registry, submission_id=submission_id, sender=found["partner"],
             recipient=document["recipient"], document_id=document["id"],
             x12=store.document(document["id"])["content"],
-            history_source=history_source(store, submission_id) if to_state else None)
+            history_source=plan_history_source(store, submission_id) if to_state else None)
     return count
 
 
@@ -455,8 +475,8 @@ def load_demo_registries(store, partners, *, mif: Path | None = None,
         rows = [row for _, row in read_table(roster, "roster").rows]
         counts["providers"] = load_plan_providers(registry, plan.id, rows)
     for path in history if history is not None else sorted((fixtures / "history").glob("*.csv")):
-        counts["history"] += registry.load_history(_csv_rows(path),
-                                                   source=f"demo:history:{path.name}")
+        counts["history"] += registry.load_history(
+            _csv_rows(path), source=f"{PLAN_PREFIX}{plan.id}:demo-history:{path.name}")
     return counts
 
 
