@@ -252,6 +252,41 @@ def replace_history(registry: Registry, source: str, rows: Iterable[dict]) -> in
     return registry.load_history(rows, source=source)
 
 
+def data_sharing_source(store, plan_id: str, sender_id: str, submission_id: str) -> str:
+    """``plan:<plan>:data-sharing:<sender>:<first submission of the replay chain>``: a re-run
+    or replay of what a provider sent replaces its authorizations instead of doubling them."""
+    root = history_source(store, submission_id).split(":")[1]
+    return f"{PLAN_PREFIX}{plan_id}:data-sharing:{sender_id}:{root}"
+
+
+def record_data_sharing(store, registry: Registry, plan_id: str, sender_id: str,
+                        submission_id: str, rows: Iterable[dict]) -> int:
+    """The data-sharing authorizations among typed RTF rows (the RTF's data-sharing columns, a
+    FHIR Consent's row) a provider sent, as the plan's (ECM Policy Guide 002:1598-1599)."""
+    return registry.load_data_sharing(
+        rows, source=data_sharing_source(store, plan_id, sender_id, submission_id))
+
+
+def record_consents(store, registry: Registry, plan_id: str, sender_id: str,
+                    submission_id: str, rows: list[dict[str, str]]) -> int:
+    """:func:`record_data_sharing` for FHIR Consents, given as the rows of the data-sharing
+    RTF layout they were routed as (``mappings/fhir/consent-to-rtf.yaml``)."""
+    from gateway.fhir.mapping.rtf import typed_row
+    from gateway.tabular import load_layout
+
+    layout = load_layout("rtf", "data-sharing")
+    return record_data_sharing(store, registry, plan_id, sender_id, submission_id,
+                               [typed_row(row, layout) for row in rows])
+
+
+def plan_data_sharing(registry: Registry, plan_id: str | None, cins: Iterable[str] | None = None
+                      ) -> list:
+    """The data-sharing authorizations reported to ``plan_id`` (every plan's when None),
+    newest first per member (:meth:`Registry.data_sharing`)."""
+    prefix = f"{PLAN_PREFIX}{plan_id}:data-sharing:" if plan_id else PLAN_PREFIX
+    return registry.data_sharing(cins, source_prefix=prefix)
+
+
 def plans_of_members(registry: Registry, cins: Iterable[str]) -> dict[str, list[str]]:
     """The plans whose MIF assigns each member (newest reporting period first)."""
     out: dict[str, list[str]] = {}

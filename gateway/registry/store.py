@@ -1,6 +1,8 @@
 """The registries the ECM rules read: member assignments (from MIF files), program enrolments,
-ECM/CS providers (from a roster) and encounter history. Kept in the store (SQLAlchemy: SQLite by
-default, PostgreSQL by URL) with indexes, so checking a claim costs O(lines), not O(registry).
+ECM/CS providers (from a roster), Community Supports authorizations and encounter history - and
+the members' data-sharing authorizations providers report back to the plan. Kept in the store
+(SQLAlchemy: SQLite by default, PostgreSQL by URL) with indexes, so checking a claim costs
+O(lines), not O(registry).
 
 Reads are batched: :meth:`Registry.snapshot` fetches everything a batch of claims needs in a
 handful of ``IN (...)`` queries.
@@ -55,6 +57,23 @@ cs_authorizations = Table(
     Column("provider_npi", String(10)),
     Column("start", Date), Column("end", Date),
     Column("source", String(200)),
+)
+# Members' written authorizations to share data, as providers communicate them back to the
+# plan (ECM Policy Guide 002:1589-1599 "Communicate Member-level record of written authorization
+# to allow data sharing (once obtained) back to the MCP"): from the data-sharing columns of an
+# RTF (mappings/layouts/rtf/) and from FHIR Consent (mappings/fhir/consent-to-rtf.yaml), kept
+# per plan by source (plan:<plan>:data-sharing:<sender>:<submission>).
+data_sharing = Table(
+    "data_sharing_authorizations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("authorized", Boolean, nullable=False),  # N: refused, withdrawn or inactive
+    Column("authorization_date", Date), Column("scope", String(200)),  # codes, ";"-separated
+    Column("expiry", Date),
+    Column("provider_npi", String(10)), Column("provider_tin", String(9)),
+    Column("provider_name", String(120)),
+    Column("reported_on", Date),  # the RTF production date
+    Column("source", String(200), index=True),
 )
 providers = Table(
     "providers", metadata,
@@ -123,6 +142,32 @@ class CsAuthorization:
 
     def covers(self, day: date) -> bool:
         return within(day, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class DataSharingAuthorization:
+    """One member's data-sharing authorization as a provider reported it to a plan."""
+    cin: str
+    authorized: bool
+    authorization_date: date | None
+    scope: tuple[str, ...]
+    expiry: date | None
+    provider_npi: str
+    provider_tin: str
+    provider_name: str
+    reported_on: date | None
+    source: str
+
+    def status(self, day: date) -> str:
+        """``active`` (authorized, dated on or before ``day``, not expired), ``expired``,
+        ``not-yet-effective`` or ``not-authorized`` (refused, withdrawn, inactive)."""
+        if not self.authorized:
+            return "not-authorized"
+        if self.authorization_date is not None and day < self.authorization_date:
+            return "not-yet-effective"
+        if self.expiry is not None and day > self.expiry:
+            return "expired"
+        return "active"
 
 
 @dataclass(frozen=True)
@@ -243,6 +288,39 @@ class Registry:
     def load_cs_authorizations(self, rows: Iterable[dict], source: str) -> int:
         """Typed rows of a CS authorization file (``mappings/layouts/cs-auth``)."""
         return self._load(cs_authorizations, (cs_row(r, source) for r in rows), source)
+
+    def load_data_sharing(self, rows: Iterable[dict], source: str) -> int:
+        """Typed RTF rows (canonical names of ``mappings/layouts/rtf``) carrying a data-sharing
+        authorization (``data_sharing_authorization`` given), replacing ``source``; rows
+        without one are not authorizations and are skipped."""
+        return self._load(data_sharing, (data_sharing_row(r, source) for r in rows
+                                         if r.get("data_sharing_authorization") is not None),
+                          source)
+
+    def data_sharing(self, cins: Iterable[str] | None = None, source_prefix: str | None = None
+                     ) -> list[DataSharingAuthorization]:
+        """The data-sharing authorizations of ``cins`` (all when None) under sources starting
+        with ``source_prefix`` (e.g. one plan's), newest authorization first per member."""
+        c = data_sharing.c
+        query = select(data_sharing)
+        if source_prefix is not None:
+            query = query.where(c.source.like(f"{source_prefix}%"))
+        found: list[DataSharingAuthorization] = []
+        with self.engine.connect() as conn:
+            wanted = None if cins is None else sorted(set(cins))
+            for chunk in [None] if wanted is None else _chunks(wanted):
+                q = query if chunk is None else query.where(c.cin.in_(chunk))
+                for r in conn.execute(q):
+                    found.append(DataSharingAuthorization(
+                        cin=r.cin, authorized=bool(r.authorized),
+                        authorization_date=r.authorization_date,
+                        scope=tuple(x for x in (r.scope or "").split(";") if x),
+                        expiry=r.expiry, provider_npi=r.provider_npi or "",
+                        provider_tin=r.provider_tin or "", provider_name=r.provider_name or "",
+                        reported_on=r.reported_on, source=r.source or ""))
+        found.sort(key=lambda a: (a.cin, -(a.authorization_date or date.min).toordinal(),
+                                  -(a.reported_on or date.min).toordinal(), a.source))
+        return found
 
     def load_providers(self, rows: Iterable[dict], source: str) -> int:
         return self._load(providers, ({
@@ -389,6 +467,19 @@ def cs_row(row: dict, source: str) -> dict:
             "provider_npi": row.get("cs_provider_npi") or None,
             "start": row.get("cs_authorization_start"), "end": row.get("cs_authorization_end"),
             "source": source}
+
+
+def data_sharing_row(row: dict, source: str) -> dict:
+    """A data-sharing authorization row of the registry from typed RTF columns."""
+    scope = row.get("data_sharing_scope") or []
+    return {"cin": row["member_cin"], "authorized": bool(row["data_sharing_authorization"]),
+            "authorization_date": row.get("data_sharing_authorization_date"),
+            "scope": ";".join(scope if isinstance(scope, (list, tuple)) else [scope])[:200],
+            "expiry": row.get("data_sharing_expiry"),
+            "provider_npi": row.get("ecm_provider_npi") or None,
+            "provider_tin": row.get("ecm_provider_tin") or None,
+            "provider_name": row.get("ecm_provider_name") or None,
+            "reported_on": row.get("rtf_production_date"), "source": source}
 
 
 def diagnosis_key(codes: Iterable[str]) -> str:
