@@ -89,7 +89,7 @@ providers = Table(
 history = Table(
     "encounter_history", metadata,
     Column("id", Integer, primary_key=True),
-    Column("cin", String(9), nullable=False, index=True),
+    Column("cin", String(9), nullable=False),  # ix_history_member_day serves cin lookups
     Column("billing_npi", String(10)), Column("rendering_npi", String(10)),
     Column("service_date", Date, nullable=False),
     Column("procedure_code", String(5)), Column("modifiers", String(11)),
@@ -334,11 +334,29 @@ class Registry:
                        "modifiers", "units", "place_of_service", "claim_id", "line_number",
                        "diagnoses")
 
+    BULK_BATCH = 10_000  # rows per executemany; also the size that makes a load "bulk"
+    REBUILD_BELOW = 2_000_000  # SQLite: rebuild indexes after a bulk load into fewer rows
+
     def load_history_tuples(self, rows: Iterable[tuple], source: str) -> int:
         """History lines as tuples in :attr:`HISTORY_COLUMNS` order (units already as
         :func:`units_text`), replacing ``source``: the bulk path (a plan's claims extract of
-        millions of lines) - the driver's executemany, in one transaction, batches of 10,000
-        (bounded memory). An exception raised by ``rows`` rolls everything back."""
+        millions of lines), in one transaction, in bounded memory. An exception raised by
+        ``rows`` rolls everything back (the registry stays as it was).
+
+        PostgreSQL: ``COPY ... FROM STDIN``. SQLite: executemany of one prepared INSERT in
+        batches of :attr:`BULK_BATCH`, with a large page cache for the load; when the load is
+        bulk (more than one batch) and the table holds fewer than :attr:`REBUILD_BELOW` other
+        lines, the history indexes are dropped and built once after the insert (a sort,
+        instead of millions of random index inserts) - inside the same transaction, so a
+        rollback brings them back too."""
+        rows = iter(rows)
+        with self.engine.begin() as conn:
+            conn.execute(delete(history).where(history.c.source == source))
+            if self.engine.dialect.name == "postgresql":
+                return _copy_history(conn, rows, source)
+            return self._insert_history(conn, rows, source)
+
+    def _insert_history(self, conn, rows, source: str) -> int:
         dialect = self.engine.dialect
         columns = (*self.HISTORY_COLUMNS, "source")
         marks = {"qmark": "?", "numeric": ":{n}", "named": ":{name}", "format": "%s",
@@ -352,22 +370,33 @@ class Registry:
                 return dict(zip(columns, row, strict=True))
         else:
             shape = tuple
+        sqlite = dialect.name == "sqlite"
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar() if sqlite else None
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size = -262144")  # 256 MB for this load
+        dropped: list[Index] = []
         count = 0
-        with self.engine.begin() as conn:
-            conn.execute(delete(history).where(history.c.source == source))
+        try:
             batch = []
             for row in rows:
                 row = [*row, source]
                 for i, f in convert:
                     row[i] = f(row[i])
                 batch.append(shape(row))
-                if len(batch) >= 10000:
+                if len(batch) >= self.BULK_BATCH:
+                    if count == 0 and sqlite:
+                        dropped = _drop_history_indexes(conn, self.REBUILD_BELOW)
                     conn.exec_driver_sql(sql, batch)
                     count += len(batch)
                     batch = []
             if batch:
                 conn.exec_driver_sql(sql, batch)
                 count += len(batch)
+            for index in dropped:
+                index.create(conn)
+        finally:
+            if sqlite:
+                conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
         return count
 
     def load_history(self, rows: Iterable[dict], source: str) -> int:
@@ -459,6 +488,34 @@ class Registry:
             line = HistoryLine(*row)
             snap.history[line.cin].append(line)
             snap.history_keys.setdefault(line.key, line)
+
+
+def _drop_history_indexes(conn, below: int) -> list[Index]:
+    """SQLite, at the start of a bulk load: drop the history table's indexes when it holds
+    fewer than ``below`` lines (they are rebuilt after the insert); returns the indexes to
+    build again (the table's, as declared)."""
+    if conn.execute(select(history.c.id).limit(1).offset(below)).first() is not None:
+        return []
+    names = [name for (name,) in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+        "AND sql IS NOT NULL", (history.name,))]
+    for name in names:
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    return sorted(history.indexes, key=lambda i: i.name)
+
+
+def _copy_history(conn, rows, source: str) -> int:
+    """PostgreSQL: the rows through ``COPY ... FROM STDIN`` on the transaction's connection
+    (psycopg 3), streamed."""
+    columns = (*Registry.HISTORY_COLUMNS, "source")
+    raw = conn.connection.driver_connection
+    count = 0
+    with raw.cursor() as cursor, cursor.copy(
+            f"COPY {history.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row((*row, source))
+            count += 1
+    return count
 
 
 def cs_row(row: dict, source: str) -> dict:
