@@ -89,7 +89,7 @@ providers = Table(
 history = Table(
     "encounter_history", metadata,
     Column("id", Integer, primary_key=True),
-    Column("cin", String(9), nullable=False),  # ix_history_member_day serves cin lookups
+    Column("cin", String(9), nullable=False),  # ix_history_member_day_event serves cin look-ups
     Column("billing_npi", String(10)), Column("rendering_npi", String(10)),
     Column("service_date", Date, nullable=False),
     Column("procedure_code", String(5)), Column("modifiers", String(11)),
@@ -98,7 +98,11 @@ history = Table(
     Column("claim_id", String(38)), Column("line_number", Integer),
     Column("diagnoses", String(200)),  # ICD-10-CM codes without the dot, ";"-separated
     Column("source", String(200)),
-    Index("ix_history_member_day", "cin", "service_date"),
+    # a member's lines by day; with place of service and procedure code in the index, the
+    # rules' look-ups (a batch's dates, utilization events) filter in the index and read only
+    # the lines they keep
+    Index("ix_history_member_day_event", "cin", "service_date", "place_of_service",
+          "procedure_code"),
 )
 
 
@@ -445,6 +449,56 @@ class Registry:
                     for name, table in (("members", assignments), ("providers", providers),
                                         ("history", history),
                                         ("cs_authorizations", cs_authorizations))}
+
+    def assignments_of(self, cins: Iterable[str] | None = None) -> dict[str, list[Assignment]]:
+        """The assignments of ``cins`` (every member's when None), by member."""
+        out: dict[str, list[Assignment]] = defaultdict(list)
+        a = assignments.c
+        query = select(a.cin, a.benefit_start, a.benefit_end, a.provider_npi, a.provider_tin,
+                       a.pof_codes, a.authorization_date, a.birth_date)
+        wanted = None if cins is None else sorted(set(cins))
+        with self.engine.connect() as conn:
+            for chunk in [None] if wanted is None else _chunks(wanted, 5000):
+                q = query if chunk is None else query.where(a.cin.in_(chunk))
+                for cin, start, end, npi, tin, pofs, auth, birth in conn.execute(q):
+                    out[cin].append(Assignment(
+                        cin=cin, benefit_start=start, benefit_end=end, provider_npi=npi or "",
+                        provider_tin=tin or "",
+                        pof_codes=tuple(c for c in (pofs or "").split(";") if c),
+                        authorization_date=auth, birth_date=birth))
+        return out
+
+    def utilization_lines(self, events: tuple[frozenset, frozenset]):
+        """Every history line that is a utilization event (place of service or procedure code
+        in ``events``), grouped by member: ``(cin, [HistoryLine, ...])`` in CIN order, in one
+        pass over the table (read in storage order and sorted by the database, not looked up
+        member by member), streamed - one member's lines in memory at a time."""
+        places, codes = events
+        c = history.c
+        wanted = []
+        if places:
+            wanted.append(c.place_of_service.in_(sorted(places)))
+        if codes:
+            wanted.append(c.procedure_code.in_(sorted(codes)))
+        if not wanted:
+            return
+        query = (select(c.cin, c.billing_npi, c.service_date, c.procedure_code, c.modifiers,
+                        c.units, c.place_of_service, c.claim_id, c.line_number, c.diagnoses)
+                 .where(or_(*wanted))
+                 # ``cin || ''``: sorted as a whole, not walked through the member index
+                 .order_by(c.cin.concat("")))
+        current, lines = None, []
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=10_000) \
+                .execute(query)
+            for row in result:
+                if row[0] != current:
+                    if current is not None:
+                        yield current, lines
+                    current, lines = row[0], []
+                lines.append(HistoryLine(*row))
+        if current is not None:
+            yield current, lines
 
     def latest_history_day(self) -> date | None:
         """The most recent service date in the history (the latest month of adjudicated
