@@ -85,3 +85,8 @@ def test_postgresql_loads_through_copy_whole_or_not_at_all(pg_url):
     [line] = snap.history["91230000A"]
     assert (line.service_date, line.claim_id, line.diagnoses) == (
         date(2025, 1, 2), "C1", ("Z5900",))
+    # the one-pass read of utilization lines (POF evidence) works on PostgreSQL too
+    registry.load_history_tuples(lines(3, cin="91230001B"), "plan:b:claims:y.csv")
+    grouped = [(cin, len(found)) for cin, found in
+               registry.utilization_lines((frozenset({"11"}), frozenset()))]
+    assert grouped == [("91230000A", 25), ("91230001B", 3)]
