@@ -492,8 +492,12 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                                      "and operators")
         found = plan_data_sharing(server_registry(app.state.store), plan_id, cin)
         if partner.role == "provider" and not partner.operator:
-            found = [a for a in found if (a.provider_npi and a.provider_npi in partner.npis)
-                     or (a.provider_tin and a.provider_tin in partner.tins)]
+            from gateway.pipeline.delivery import authorise_sender
+
+            # those it reported: rows it could have sent (gateway.pipeline.delivery)
+            found = [a for a in found if (a.provider_npi or a.provider_tin) and
+                     authorise_sender(partner, a.provider_npi, a.provider_tin,
+                                      npi_required=False)]
         rows = authorization_rows(found, as_of or datetime.now(UTC).date())
         app.state.store.audit(actor=partner.id, action="read-data-sharing",
                               target=plan_id or "all", detail=f"{len(rows)} authorizations")
