@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 
-import yaml
+from gateway import yamlio
 
 from gateway.findings import Finding
 from gateway.paths import PROFILES
@@ -38,7 +38,7 @@ class EnvelopeProfile:
 
 @lru_cache(maxsize=1)
 def envelope_profile() -> EnvelopeProfile:
-    data = yaml.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
+    data = yamlio.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
     return EnvelopeProfile(
         isa=data["isa"],
         gs=data["gs"],
