@@ -209,6 +209,6 @@ def test_skimming_counts_segments_as_the_reader_does(tmp_path, terminator):
         for share in range(shares):
             with X12Reader(str(path)) as reader:
                 seen.extend((s.ordinal, s.fields, s.raw, owner)
-                            for s, owner, _ in _skim(reader, _Owners(shares), share))
+                            for s, owner, _, _ in _skim(reader, _Owners(shares), share))
         mine = sorted({(o, tuple(f), r) for o, f, r, owner in seen})
         assert mine == sorted({(o, tuple(f), r) for o, f, r in expected})

@@ -233,6 +233,15 @@ class EnvelopeChecker:
             return
         self._ts.segment_count += 1
 
+    def count_data(self) -> bool:
+        """What :meth:`feed` does with a data segment (not ISA/GS/ST/SE/GE/IEA) inside an open
+        transaction set, without the segment (``validate --jobs``: one another process
+        validates). False when no set is open: then :meth:`feed` it."""
+        if self._ts is None:
+            return False
+        self._ts.segment_count += 1
+        return True
+
     def _out_of_place(self, seg: Segment, why: str) -> None:
         scope = self.interchange
         shown = shown_segment_id(seg.id)

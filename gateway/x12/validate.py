@@ -309,11 +309,11 @@ class _Share:
         self.flush()
 
 
-def _skim(reader: X12Reader, owners: _Owners, share: int):
-    """The segments of ``reader`` this share needs, as (segment, owner, set index): the control
-    segments and the segments of its own sets. The other segments are only counted, so their
-    ordinals stay right (the same rules as :meth:`X12Reader.__iter__`, which
-    tests/test_x12_jobs.py holds this to)."""
+def _skim(reader: X12Reader, owners: _Owners, share: int | None, other=None):
+    """The segments of ``reader`` this share needs, as (segment, owner, set index, is a control
+    segment): the control segments and the data segments of its own sets. The others are only
+    counted, so the ordinals stay right (the same rules as :meth:`X12Reader.__iter__`, which
+    tests/test_x12_jobs.py holds this to); ``other(text, ordinal)`` is told of each."""
     from gateway.x12.reader import Segment
 
     delims = reader.delimiters
@@ -335,20 +335,24 @@ def _skim(reader: X12Reader, owners: _Owners, share: int):
                 seg_id = text.split(sep, 1)[0]
                 if seg_id in _CONTROL:
                     owner = owners.control(seg_id)
-                    mine = owners.data() == share
-                    yield Segment(ordinal, text.split(sep), text), owner, owners.sets
+                    mine = owners.open and owners.owner == share
+                    yield Segment(ordinal, text.split(sep), text), owner, owners.sets, True
                     continue
             if mine:
-                yield Segment(ordinal, text.split(sep), text), share, owners.sets
+                yield Segment(ordinal, text.split(sep), text), share, owners.sets, False
+            elif other is not None:
+                other(text, ordinal)
     text = carry.strip(strip_chars)
-    if text.strip():
+    if text.strip():  # a trailing fragment with no terminator
         ordinal += 1
         seg_id = text.split(sep, 1)[0]
         if seg_id in _CONTROL:
             owner = owners.control(seg_id)
-            yield Segment(ordinal, text.split(sep), text), owner, owners.sets
+            yield Segment(ordinal, text.split(sep), text), owner, owners.sets, True
         elif mine:
-            yield Segment(ordinal, text.split(sep), text), share, owners.sets
+            yield Segment(ordinal, text.split(sep), text), share, owners.sets, False
+        elif other is not None:
+            other(text, ordinal)
 
 
 def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
@@ -365,9 +369,14 @@ def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
             envelope = EnvelopeChecker(reader.delimiters, None, catalogue)  # paths only
             work = _Share(share, reader.delimiters, envelope, engine, snip, catalogue, claims,
                           done)
-            for seg, owner, set_index in _skim(reader, _Owners(shares), share):
-                if seg.fields[0] in _CONTROL:  # (data segments only add to its counts)
-                    envelope.feed(seg)
+            guide, collector = work.guide, work.collector
+            for seg, owner, set_index, control in _skim(reader, _Owners(shares), share):
+                if not control:  # one of this share's data segments (the common case)
+                    guide.feed(seg)
+                    if collector is not None:
+                        collector.feed(seg)
+                    continue
+                envelope.feed(seg)  # (data segments would only add to its counts)
                 work.feed(seg, owner, set_index)
             work.finish()
             submitters = work.collector.submitters if work.collector is not None else {}
@@ -488,8 +497,11 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
     """``validate --jobs N``: this process reads every segment (the envelope checks, the line
     count) and validates its share; N-1 other processes validate theirs. Returns (last
     ordinal, LX lines, implementation-guide findings in set order, submitters)."""
+    import gc
     import multiprocessing
     import queue as queues
+
+    from gateway.x12.reader import Segment
 
     claims_shared = not keep  # encounters and ECM rules stay in this process
     shares = jobs if claims_shared else jobs - 1
@@ -501,8 +513,12 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                               args=(path, share, shares, engine, snip, catalogue,
                                     claims_shared, results))
               for share in range(shares) if share != mine]
-    for process in others:
-        process.start()
+    gc.freeze()  # the children's collector leaves the inherited objects (and their pages) alone
+    try:
+        for process in others:
+            process.start()
+    finally:
+        gc.unfreeze()
     order = _InOrder(take)
     submitters: dict = {}
     running = len(others)
@@ -520,39 +536,68 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
 
     try:
         delimiters = reader.delimiters
-        work = None
+        work = guide = collector = None
         if mine is not None:
             work = _Share(mine, delimiters, envelope, engine, snip, catalogue, True,
                           lambda set_index, findings, claims: order.done(set_index, findings,
                                                                          claims))
+            guide, collector = work.guide, work.collector
         everything = None if claims_shared else ClaimCollector(delimiters, take,
                                                                keep_encounters=keep)
         owners = _Owners(shares)
         last = lines = 0
         countdown = POLL_EVERY
-        for seg in reader:
-            envelope.feed(seg)
-            seg_id = seg.fields[0]
-            if seg_id in _CONTROL:
-                owner = owners.control(seg_id)
-                if work is not None:
-                    work.feed(seg, owner, owners.sets)
-            else:
-                if seg_id == "LX":
+        sep = delimiters.element
+        lx = ("LX", "LX" + sep)
+
+        def poll() -> None:
+            while True:
+                try:
+                    receive(results.get_nowait())
+                except queues.Empty:
+                    return
+
+        if everything is None:  # the other shares' segments are only counted here
+            def other(text: str, ordinal: int) -> None:
+                nonlocal lines, countdown, last
+                if not envelope.count_data():
+                    envelope.feed(Segment(ordinal, text.split(sep), text))
+                if text[:3] in lx:
                     lines += 1
-                if work is not None and owners.open and owners.owner == mine:
-                    work.feed(seg, mine, owners.sets)
-            if everything is not None:
-                everything.feed(seg)  # every claim is read here (for the ECM rules)
-            last = seg.ordinal
-            countdown -= 1
-            if not countdown:
-                countdown = POLL_EVERY
-                while True:
-                    try:
-                        receive(results.get_nowait())
-                    except queues.Empty:
-                        break
+                last = ordinal
+                countdown -= 1
+                if not countdown:
+                    countdown = POLL_EVERY
+                    poll()
+
+            for seg, owner, set_index, control in _skim(reader, owners, mine, other):
+                envelope.feed(seg)
+                last = seg.ordinal
+                if control:
+                    work.feed(seg, owner, set_index)
+                    continue
+                if seg.fields[0] == "LX":
+                    lines += 1
+                guide.feed(seg)
+                collector.feed(seg)
+                countdown -= 1
+                if not countdown:
+                    countdown = POLL_EVERY
+                    poll()
+        else:  # this process reads every claim (for the ECM rules)
+            for seg in reader:
+                envelope.feed(seg)
+                seg_id = seg.fields[0]
+                if seg_id in _CONTROL:
+                    owners.control(seg_id)
+                elif seg_id == "LX":
+                    lines += 1
+                everything.feed(seg)
+                last = seg.ordinal
+                countdown -= 1
+                if not countdown:
+                    countdown = POLL_EVERY
+                    poll()
         if work is not None:
             work.finish()
             submitters.update(work.collector.submitters)
