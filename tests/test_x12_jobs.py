@@ -165,15 +165,17 @@ def test_claims_waiting_their_turn_go_to_a_temporary_file(tmp_path, monkeypatch)
 
     def put(self, key, blob):
         original(self, key, blob)
-        written.append(bool(self.on_disk))
+        written.append(self.on_disk())
 
     monkeypatch.setattr(validate_module, "SPOOL_MEMORY", 0)
+    monkeypatch.setattr(validate_module, "CLAIM_BATCH", 1)  # claims go on one by one
     monkeypatch.setattr(validate_module._Spool, "put", put)
-    path = tmp_path / "in.x12"
-    path.write_bytes(CASES["two groups, two interchanges"])
-    one = _outcome(path, 1)
-    assert _outcome(path, 2) == one
-    assert _outcome(path, 3) == one
+    for name in ("two groups, two interchanges", "a set without SE"):
+        path = tmp_path / "in.x12"
+        path.write_bytes(CASES[name])
+        one = _outcome(path, 1)
+        assert _outcome(path, 2) == one
+        assert _outcome(path, 3) == one
     assert written and all(written)  # whatever waited, waited on disk
 
 

@@ -108,9 +108,10 @@ def validate_x12(
     input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
     them (streaming use: bounded memory for any file size). ``engine``: "native" (default) or
     "pyx12" (the reference; SNIP 1-2 only). ``snip``: run the SNIP 3-7 rule packs (native).
-    ``jobs`` > 1 (a file path only): the implementation-guide validation of the transaction
-    sets is shared among that many processes (split at ST/SE boundaries); the result is the
-    same as with one. ``progress(bytes_read)`` is called as the file is read."""
+    ``jobs`` > 1 (a file path only): the transaction sets are shared among that many processes
+    (split at ST/SE boundaries; each validates its sets against the guide and, without ECM
+    rules, reads their claims); the result, and the order ``on_claim`` gets the claims in, is
+    the same as with one. ``progress(bytes_read)`` is called as the file is read."""
     catalogue = catalogue or default_catalogue()
     claims: list[ClaimRecord] = []
     unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
@@ -221,6 +222,7 @@ _CONTROL = frozenset(("ISA", "GS", "ST", "SE", "GE", "IEA"))
 _CONTROL_HEADS = frozenset(("IS", "IE", "GS", "ST", "SE", "GE"))
 SPOOL_MEMORY = 32 * 1024 * 1024  # claims waiting in memory before they go to a temporary file
 POLL_EVERY = 4096  # segments between two looks at the other processes' results
+CLAIM_BATCH = 1000  # claims sent on together
 
 
 class _Owners:
@@ -264,19 +266,24 @@ class _Share:
 
     def __init__(self, share: int | None, delimiters: Delimiters, envelope: EnvelopeChecker,
                  engine: str, snip: bool, catalogue: RuleCatalogue, claims: bool,
-                 done: Callable[[int, list[Finding], list[ClaimRecord]], None]) -> None:
+                 done: Callable[[int, list[Finding], list[ClaimRecord]], None],
+                 part: Callable[[int, list[ClaimRecord]], None]) -> None:
         self.share = share
         self.guide = guide_validator(engine, delimiters, envelope, catalogue, snip=snip) \
             if share is not None else None
         self.collector = ClaimCollector(delimiters, self._claim, keep_encounters=False) \
             if claims else None
-        self.done = done
+        self.done = done  # (set, its findings, its last claims): the set is done
+        self.part = part  # (set, claims): a batch of a set's claims, the set goes on
         self.current: int | None = None  # global index of the set being validated here
         self.claims: list[ClaimRecord] = []
         self.mark = 0  # guide findings already assigned to a set
 
     def _claim(self, claim: ClaimRecord) -> None:
         self.claims.append(claim)
+        if len(self.claims) >= CLAIM_BATCH:  # a big set's claims go on in batches
+            claims, self.claims = self.claims, []
+            self.part(self.current if self.current is not None else -1, claims)
 
     def feed(self, seg, owner: int | None, set_index: int) -> None:
         """``owner``: the share of ``seg`` (None for ISA/GS/GE/IEA and stray segments)."""
@@ -364,11 +371,15 @@ def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
         blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL) if records else b""
         results.put(("set", share, set_index, findings, blob))
 
+    def part(set_index: int, records: list[ClaimRecord]) -> None:
+        results.put(("part", share, set_index,
+                     pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+
     try:
         with X12Reader(path) as reader:
             envelope = EnvelopeChecker(reader.delimiters, None, catalogue)  # paths only
             work = _Share(share, reader.delimiters, envelope, engine, snip, catalogue, claims,
-                          done)
+                          done, part)
             guide, collector = work.guide, work.collector
             for seg, owner, set_index, control in _skim(reader, _Owners(shares), share):
                 if not control:  # one of this share's data segments (the common case)
@@ -386,18 +397,18 @@ def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
 
 
 class _Spool:
-    """Pickled claim batches waiting for their turn: in memory up to SPOOL_MEMORY bytes, then
-    in a temporary file (so memory stays bounded however far one process gets ahead)."""
+    """Pickled claim batches waiting for their turn, per set and in order: in memory up to
+    SPOOL_MEMORY bytes, then in a temporary file (memory stays bounded however far one process
+    gets ahead of another)."""
 
     def __init__(self) -> None:
-        self.memory: dict[int, bytes] = {}
-        self.on_disk: dict[int, tuple[int, int]] = {}
+        self.waiting: dict[int, list[bytes | tuple[int, int]]] = {}
         self.size = 0
         self.file = None
 
     def put(self, key: int, blob: bytes) -> None:
         if self.size + len(blob) <= SPOOL_MEMORY:
-            self.memory[key] = blob
+            self.waiting.setdefault(key, []).append(blob)
             self.size += len(blob)
             return
         if self.file is None:
@@ -405,17 +416,22 @@ class _Spool:
 
             self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self.file.seek(0, 2)
-        self.on_disk[key] = (self.file.tell(), len(blob))
+        self.waiting.setdefault(key, []).append((self.file.tell(), len(blob)))
         self.file.write(blob)
 
-    def take(self, key: int) -> bytes:
-        if key in self.memory:
-            blob = self.memory.pop(key)
-            self.size -= len(blob)
-            return blob
-        offset, size = self.on_disk.pop(key)
-        self.file.seek(offset)
-        return self.file.read(size)
+    def on_disk(self) -> bool:
+        return any(isinstance(e, tuple) for entries in self.waiting.values() for e in entries)
+
+    def take(self, key: int):
+        """The batches waiting for ``key``, in the order they came."""
+        for entry in self.waiting.pop(key, ()):
+            if isinstance(entry, tuple):
+                offset, size = entry
+                self.file.seek(offset)
+                yield self.file.read(size)
+            else:
+                self.size -= len(entry)
+                yield entry
 
     def close(self) -> None:
         if self.file is not None:
@@ -424,59 +440,57 @@ class _Spool:
 
 class _InOrder:
     """Hands the claims to ``take`` and collects the guide findings in transaction-set order,
-    whichever process finishes a set first."""
+    whichever process gets there first."""
 
     def __init__(self, take: Callable[[ClaimRecord], None]) -> None:
         self.take = take
-        self.next = 0  # the first set not handed on yet
-        self.ready: dict[int, list[Finding]] = {}  # set -> findings, for sets done
+        self.next = 0  # the first set not done yet: its claims are handed on as they come
+        self.ready: dict[int, list[Finding]] = {}  # later sets done: their findings
         self.spool = _Spool()
         self.findings: list[Finding] = []
         self.stray: list[Finding] = []  # findings outside any set (none expected)
         self.stray_claims: list[ClaimRecord] = []
 
-    def done(self, set_index: int, findings: list[Finding], claims, blob: bytes = b"") -> None:
-        """Set ``set_index`` is done; ``claims`` (records) or ``blob`` (pickled records)."""
+    def part(self, set_index: int, claims, blob: bytes = b"") -> None:
+        """A batch of set ``set_index``'s claims: ``claims`` (records) or ``blob`` (pickled)."""
         if set_index < 0:
-            self.stray.extend(findings)
             self.stray_claims.extend(claims or _unpickle(blob))
-            return
-        if set_index == self.next:
-            self.findings.extend(findings)
+        elif set_index == self.next:
             for claim in claims or _unpickle(blob):
                 self.take(claim)
-            self.next += 1
-            self.advance()
-            return
-        if claims:
-            import pickle
+        elif claims or blob:
+            if claims:
+                import pickle
 
-            blob = pickle.dumps(claims, protocol=pickle.HIGHEST_PROTOCOL)
-        if blob:
+                blob = pickle.dumps(claims, protocol=pickle.HIGHEST_PROTOCOL)
             self.spool.put(set_index, blob)
+
+    def done(self, set_index: int, findings: list[Finding], claims, blob: bytes = b"") -> None:
+        """Set ``set_index`` is done, with its findings and last claims."""
+        self.part(set_index, claims, blob)
+        if set_index < 0:
+            self.stray.extend(findings)
+            return
         self.ready[set_index] = findings
+        self.advance()
 
     def advance(self) -> None:
-        while self.next in self.ready:
+        while True:
+            for batch in self.spool.take(self.next):  # (the next set's claims that waited)
+                for claim in _unpickle(batch):
+                    self.take(claim)
+            if self.next not in self.ready:
+                return
             self.findings.extend(self.ready.pop(self.next))
-            if self.next in self.spool.memory or self.next in self.spool.on_disk:
-                for claim in _unpickle(self.spool.take(self.next)):
-                    self.take(claim)
             self.next += 1
 
-    def skip_to(self, sets: int) -> None:
-        """Sets nobody reported (none of their segments reached a guide): nothing to hand on."""
-        while self.next < sets and self.next not in self.ready:
-            self.next += 1
+    def finish(self, sets: int) -> list[Finding]:
+        """After every share is done: ``sets`` sets in the file (each reported by its share)."""
+        while self.next < sets or any(k >= self.next for k in self.ready):
+            self.ready.setdefault(self.next, [])  # (a set nobody reported: nothing to add)
             self.advance()
-
-    def finish(self) -> list[Finding]:
-        self.advance()
-        for set_index in sorted(self.ready):  # (none: every set is reported by its share)
+        for set_index in sorted(self.ready):  # (never: a set reported twice)
             self.findings.extend(self.ready.pop(set_index))
-            if set_index in self.spool.memory or set_index in self.spool.on_disk:
-                for claim in _unpickle(self.spool.take(set_index)):
-                    self.take(claim)
         for claim in self.stray_claims:
             self.take(claim)
         self.spool.close()
@@ -525,7 +539,10 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
 
     def receive(message) -> None:
         nonlocal running
-        if message[0] == "set":
+        if message[0] == "part":
+            _, _, set_index, blob = message
+            order.part(set_index, None, blob)
+        elif message[0] == "set":
             _, _, set_index, findings, blob = message
             order.done(set_index, findings, None, blob)
         elif message[0] == "done":
@@ -540,7 +557,8 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
         if mine is not None:
             work = _Share(mine, delimiters, envelope, engine, snip, catalogue, True,
                           lambda set_index, findings, claims: order.done(set_index, findings,
-                                                                         claims))
+                                                                         claims),
+                          lambda set_index, claims: order.part(set_index, claims))
             guide, collector = work.guide, work.collector
         everything = None if claims_shared else ClaimCollector(delimiters, take,
                                                                keep_encounters=keep)
@@ -610,8 +628,7 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
             except queues.Empty:
                 if not any(p.is_alive() for p in others) and results.empty():
                     raise RuntimeError("validate --jobs: a share stopped without a result")
-        order.skip_to(owners.sets + 1)
-        guide_findings = order.finish()
+        guide_findings = order.finish(owners.sets + 1)
     finally:
         for process in others:
             if process.is_alive():
