@@ -393,15 +393,11 @@ def _skim(reader: X12Reader, owners: _Owners, share: int | None,
 def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
                    catalogue: RuleCatalogue, claims: bool, results) -> None:
     """Another process's share: validates its sets and sends each set's results."""
-    import pickle
-
     def done(set_index: int, findings: list[Finding], records: list[ClaimRecord]) -> None:
-        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL) if records else b""
-        results.put(("set", share, set_index, findings, blob))
+        results.put(("set", share, set_index, findings, _pickle(records) if records else b""))
 
     def part(set_index: int, records: list[ClaimRecord]) -> None:
-        results.put(("part", share, set_index,
-                     pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+        results.put(("part", share, set_index, _pickle(records)))
 
     try:
         with X12Reader(path) as reader:
@@ -488,9 +484,7 @@ class _InOrder:
                 self.take(claim)
         elif claims or blob:
             if claims:
-                import pickle
-
-                blob = pickle.dumps(claims, protocol=pickle.HIGHEST_PROTOCOL)
+                blob = _pickle(claims)
             self.spool.put(set_index, blob)
 
     def done(self, set_index: int, findings: list[Finding], claims, blob: bytes = b"") -> None:
@@ -525,12 +519,29 @@ class _InOrder:
         return self.findings + self.stray
 
 
+_CLAIM_FIELDS: tuple[str, ...] = ()
+
+
+def _pickle(claims: list[ClaimRecord]) -> bytes:
+    """Claims as pickled tuples of their fields (smaller and about a third quicker to read
+    back than pickled records; the encounters are not among them: None here)."""
+    import dataclasses
+    import pickle
+
+    global _CLAIM_FIELDS
+    if not _CLAIM_FIELDS:
+        _CLAIM_FIELDS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
+    names = _CLAIM_FIELDS
+    return pickle.dumps([tuple([getattr(c, n) for n in names]) for c in claims],
+                        protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _unpickle(blob: bytes) -> list[ClaimRecord]:
     if not blob:
         return []
     import pickle
 
-    return pickle.loads(blob)
+    return [ClaimRecord(*values) for values in pickle.loads(blob)]
 
 
 def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecker,
