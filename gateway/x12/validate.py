@@ -227,9 +227,8 @@ CLAIM_BATCH = 1000  # claims sent on together
 
 class _Owners:
     """Which share validates each transaction set: round robin over the sets, except that a set
-    opened while the one before is still open (no SE) goes to the same share, as do segments
-    after a set's SE until the next control segment (nobody's). Every process applies the same
-    rule to the same control segments, so all agree without talking."""
+    opened while the one before is still open (no SE) goes to the same share. Every process
+    applies the same rule to the same control segments, so all agree without talking."""
 
     __slots__ = ("shares", "sets", "fresh", "open", "owner")
 
@@ -256,8 +255,11 @@ class _Owners:
         self.open = False  # ISA, GS, GE, IEA: an open set ends here (as the guide sees it)
         return None
 
-    def data(self) -> int | None:
-        return self.owner if self.open else None
+    def data(self) -> int:
+        """The share of a data segment: the open set's; outside a set, the last set's (the
+        first share before any), whose guide sees it as one process's would (pyx12 reports a
+        segment between two sets; the native engine ignores it there)."""
+        return self.owner if self.owner is not None else 0
 
 
 class _Share:
@@ -354,7 +356,7 @@ def _skim(reader: X12Reader, owners: _Owners, share: int | None,
                 seg_id = text.split(sep, 1)[0]
                 if seg_id in _CONTROL:
                     owner = owners.control(seg_id)
-                    mine = owners.open and owners.owner == share
+                    mine = owners.data() == share
                     yield Segment(ordinal, text.split(sep), text), owner, owners.sets, \
                         _CONTROL_SEGMENT
                     # (after the caller fed it: the envelope's state is current)
