@@ -230,3 +230,23 @@ def test_jobs_with_the_pyx12_engine(name, tmp_path):
     if name == "envelope defects":
         assert [f for f in one["findings"] if f[0].startswith("X12-IG-") and f[2].endswith("/NTE")]
     assert _outcome(path, 2, engine="pyx12") == one
+
+
+def test_a_share_that_fails_stops_the_run(tmp_path, monkeypatch):
+    import multiprocessing
+    import os
+
+    parent = os.getpid()
+    real = validate_module.guide_validator
+
+    def failing(*args, **kwargs):
+        if os.getpid() != parent:
+            raise MemoryError("no room")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate_module, "guide_validator", failing)
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    with pytest.raises(RuntimeError, match="share 1 failed: MemoryError"):
+        validate_x12(str(path), jobs=2)
+    assert multiprocessing.active_children() == []
