@@ -566,12 +566,21 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                               args=(path, share, shares, engine, snip, catalogue,
                                     claims_shared, results))
               for share in range(shares) if share != mine]
-    gc.freeze()  # the children's collector leaves the inherited objects (and their pages) alone
-    try:
-        for process in others:
-            process.start()
-    finally:
-        gc.unfreeze()
+    started = False
+
+    def start() -> None:
+        """Start the other processes: once this one has loaded what they also need (the
+        compiled map and rule packs at its first ST, the encounter model for an 837), so that
+        they inherit it instead of loading it again."""
+        nonlocal started
+        started = True
+        gc.freeze()  # their collector leaves the inherited objects (and so their pages) alone
+        try:
+            for process in others:
+                process.start()
+        finally:
+            gc.unfreeze()
+
     order = _InOrder(take)
     submitters: dict = {}
     running = len(others)
@@ -629,7 +638,12 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                 envelope.feed(seg)
                 if kind == _CONTROL_SEGMENT:
                     work.feed(seg, owner, set_index)
-                    poll()
+                    if started:
+                        poll()
+                    elif seg.fields[0] == "ST":  # (set 0 is this process's: its map is loaded)
+                        if seg.get(1) == "837":
+                            import gateway.model.encounter  # noqa: F401 - the claims' model
+                        start()
                     continue
                 if seg.fields[0] == "LX":  # (a data segment outside a set)
                     lines += 1
@@ -641,6 +655,7 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
             lines += tally[1]
             last = tally[2]
         else:  # this process reads every claim (for the ECM rules)
+            start()
             for seg in reader:
                 envelope.feed(seg)
                 seg_id = seg.fields[0]
@@ -654,6 +669,8 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                 if not countdown:
                     countdown = POLL_EVERY
                     poll()
+        if not started:  # no transaction set at all: the others have nothing to do
+            start()
         if work is not None:
             work.finish()
             submitters.update(work.collector.submitters)
@@ -671,6 +688,7 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
         for process in others:
             if process.is_alive():
                 process.terminate()
-            process.join()
+            if process.pid is not None:
+                process.join()
         results.close()
     return last, lines, guide_findings, submitters
