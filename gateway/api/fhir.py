@@ -205,6 +205,14 @@ def search_links(base: str, request: Request, resource_type: str,
     return links
 
 
+def _entry_of(location: str) -> int | None:
+    """The Bundle entry a finding's location is in (``Bundle.entry[3]...`` → 3)."""
+    if not location.startswith("Bundle.entry["):
+        return None
+    number = location[len("Bundle.entry["):].partition("]")[0]
+    return int(number) if number.isdigit() else None
+
+
 def _fatal(findings: list[Finding]) -> bool:
     catalogue = default_catalogue()
     return any(catalogue.rule(f.rule).ack.get("fhir_severity") == "fatal"
@@ -714,18 +722,28 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
                 raise FhirError(422, _finding("FHIR-API-006", "Bundle", entry=first)
                                 + all_problems)
             store = store_of()
+            # gated like a create (routing_problems): a transaction with an entry that cannot
+            # be routed is kept, rejected by its run here at once, and answered 422 -- all or
+            # nothing, with every such entry's findings located in it
+            problems = routing_problems(store, app.state.partners, partner,
+                                        *accepted_resources(checked, "check"),
+                                        entries=[e.index for e in checked.entries])
             done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                           filename=submission_name("Bundle", fmt), payload=payload,
-                          idempotency_key=idempotency_key, queue=app.state.queue)
+                          idempotency_key=idempotency_key,
+                          queue=None if problems else app.state.queue)
             if done.duplicate:  # the original's payload (the same, unless only the key is)
                 checked = check_stored_payload(store, done.submission_id)
             stored, _ = accepted_resources(checked, done.submission_id) \
                 if checked.valid else ([], [])
-            if len(stored) != len(entries):
+            found = store.submission(done.submission_id)
+            if len(stored) != len(entries) or found["status"] == Status.REJECTED:
                 findings = [Finding(**f) for f in store.findings(done.submission_id)]
-                raise FhirError(422, findings or _finding(
-                    "FHIR-API-006", "Bundle", entry=0),
-                    {"X-Submission-Id": done.submission_id})
+                first = min((_entry_of(f.location) for f in findings
+                             if _entry_of(f.location) is not None), default=0)
+                raise FhirError(422, _finding("FHIR-API-006", "Bundle", entry=first)
+                                + [f for f in findings if f.is_error],
+                                {"X-Submission-Id": done.submission_id})
             response = {"resourceType": "Bundle", "type": "transaction-response",
                         "entry": [{"response": {
                             "status": "200 OK" if done.duplicate else "201 Created",
