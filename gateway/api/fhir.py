@@ -738,12 +738,14 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
                 if checked.valid else ([], [])
             found = store.submission(done.submission_id)
             if len(stored) != len(entries) or found["status"] == Status.REJECTED:
+                # as a refused create: every finding of the run; the first entry named is
+                # the first one that could not be routed (or that has an error)
                 findings = [Finding(**f) for f in store.findings(done.submission_id)]
-                first = min((_entry_of(f.location) for f in findings
-                             if _entry_of(f.location) is not None), default=0)
+                first = min((_entry_of(f.location) for f in problems or findings
+                             if (problems or f.is_error) and _entry_of(f.location) is not None),
+                            default=0)
                 raise FhirError(422, _finding("FHIR-API-006", "Bundle", entry=first)
-                                + [f for f in findings if f.is_error],
-                                {"X-Submission-Id": done.submission_id})
+                                + findings, {"X-Submission-Id": done.submission_id})
             response = {"resourceType": "Bundle", "type": "transaction-response",
                         "entry": [{"response": {
                             "status": "200 OK" if done.duplicate else "201 Created",
