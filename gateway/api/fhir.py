@@ -454,7 +454,7 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
                                  {"X-Submission-Id": done.submission_id})
         resources, _ = accepted_resources(checked, done.submission_id)
         return created(resources[0], store.submission(done.submission_id), checked.findings,
-                       201, fmt_out, prefer, base)
+                       201, fmt_out, prefer, base, new=True)
 
     def resubmission(submission_id: str, fmt_out: str, prefer: str, base: str = ""
                      ) -> Response:
@@ -476,8 +476,10 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
         return created(resources[0], found, checked.findings, 200, fmt_out, prefer, base)
 
     def created(resource: dict, submission: dict, findings: list[Finding], status: int,
-                fmt_out: str, prefer: str, base: str = "") -> Response:
-        version = fhir_store.stamped(store_of(), resource, submission)
+                fmt_out: str, prefer: str, base: str = "", new: bool = False) -> Response:
+        # a create just received is version 1 (no look for the version an update made)
+        version = fhir_store.created_version(resource, submission) if new \
+            else fhir_store.stamped(store_of(), resource, submission)
         headers = version_headers(version, base)
         location = f"{PREFIX}/{resource['resourceType']}/{resource['id']}"
         return answer_version(version, headers, findings, status, fmt_out, prefer,
