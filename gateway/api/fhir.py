@@ -59,6 +59,7 @@ from gateway.api.smart import TOKEN_PATH, Client, needed, public_base
 from gateway.pipeline import fhir_store
 from gateway.pipeline.fhir_resources import (
     check_stored_payload,
+    remember_checked,
     routing_of,
     submission_resources,
 )
@@ -438,6 +439,8 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
         # that cannot is kept, rejected by its run here at once, and answered 422
         routable = valid and not routing_problems(
             store, app.state.partners, partner, *accepted_resources(checked, "check"))
+        if routable:  # its queued run takes this check instead of parsing the payload again
+            remember_checked(payload, fmt, resource_type, checked)
         done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                       filename=submission_name(resource_type, fmt), payload=payload,
                       idempotency_key=idempotency_key,
