@@ -164,15 +164,16 @@ def server_rules(registry: Registry, catalogue=None, submitter=None, partners=No
     from gateway.ecm.plans import presumptive_by_payer
     from gateway.ecm.rules import EncounterRules
 
-    if not any(registry.loaded().values()):
-        return None
     presumptive = (presumptive_by_payer(partners) if partners is not None else None) or None
     if submitter is not None and submitter.role != "provider":
-        return EncounterRules(registry, catalogue=catalogue, audience="plan",
-                              presumptive=presumptive)
-    return EncounterRules(registry, catalogue=catalogue, audience="submitter",
-                          submitter=(submitter.npis, submitter.tins) if submitter else ((), ()),
-                          presumptive=presumptive)
+        rules = EncounterRules(registry, catalogue=catalogue, audience="plan",
+                               presumptive=presumptive)
+    else:
+        rules = EncounterRules(registry, catalogue=catalogue, audience="submitter",
+                               submitter=(submitter.npis, submitter.tins) if submitter
+                               else ((), ()), presumptive=presumptive)
+    # which registries are loaded is looked at once (the rules know: rules.loaded)
+    return rules if any(rules.loaded.values()) else None
 
 
 # -- sources -------------------------------------------------------------------------------------
