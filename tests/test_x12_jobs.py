@@ -80,6 +80,10 @@ def _cases() -> dict[str, bytes]:
     broken = [s.replace("ST*837*0003", "ST*837*0002").replace("SE*" , "SE*", 1) for s in broken]
     broken[-2] = "GE*9*1"
     cases["envelope defects"] = _file(broken)
+    # sets outside any group (no GS): the envelope reports every segment of the first
+    nogroup = _interchange([[defects, clean], [bodies[2], defects]])
+    first_gs = next(i for i, seg in enumerate(nogroup) if seg.startswith("GS*"))
+    cases["sets outside a group"] = _file(nogroup[:first_gs] + nogroup[first_gs + 1:])
     cases["CRLF and blank segments"] = _file(_interchange([[defects, clean, defects]]),
                                              terminator="~\r\n\r\n")
     cases["one set"] = DEFECTS.read_bytes()
