@@ -568,6 +568,8 @@ def _partners_file(given: Path | None) -> Path:
 def cmd_serve(args) -> int:
     import uvicorn
 
+    from gateway.api.http import NoDelayH11Protocol
+
     args.queue = args.queue or gateway_settings().queue
     if args.queue and not args.queue.startswith(("redis://", "rediss://")):
         raise UsageError(f"--queue {args.queue}: give a redis://host:port/db URL")
@@ -612,9 +614,10 @@ def cmd_serve(args) -> int:
                 os.environ[f"ECM_GATEWAY_{name.upper()}"] = str(value)
         uvicorn.run("gateway.api.app:app_from_settings", factory=True, host=args.host,
                     port=args.port, log_level="info", access_log=False, workers=api_workers,
+                    http=NoDelayH11Protocol,  # TCP_NODELAY on the shared socket's connections
                     timeout_worker_healthcheck=60)  # a busy machine starts slowly
         return EXIT_OK
-    config = uvicorn.Config(app, host=args.host, port=args.port,
+    config = uvicorn.Config(app, host=args.host, port=args.port, http=NoDelayH11Protocol,
                             log_level="warning" if args.demo else "info", access_log=False)
     server = uvicorn.Server(config)
     if args.demo:
