@@ -88,10 +88,13 @@ def _leader(store_url: str):
     import hashlib
 
     from gateway.paths import var_dir
+    from gateway.pipeline.queue import API_LOAD
 
     folder = var_dir()
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    # the embedded workers of every API process defer to the FHIR requests of them all
+    API_LOAD.share(folder / f"api-load-{name}.bin")
     handle = open(folder / f"leader-{name}.lock", "w")  # noqa: SIM115 - held for life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

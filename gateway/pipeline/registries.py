@@ -44,6 +44,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     insert,
@@ -71,18 +72,22 @@ routed_claims = Table(
     Index("ix_routed_claims_control", "isa13", "claim_id"),
     Index("ix_routed_claims_claim", "claim_id", "billing_npi"),
 )
-inbound_controls = Table(  # the control numbers each sender used (gateway.pipeline.controls)
-    "inbound_controls", gateway_metadata,
+# who holds each sender's control number: ONE row per (partner, kind, sender, number), so two
+# different files claiming the same ISA13 at the same instant (two API processes, the API and
+# the file drop, two Celery workers) cannot both pass -- the database's unique key decides
+# (gateway.pipeline.controls.claim)
+inbound_claims = Table(
+    "inbound_control_claims", gateway_metadata,
     Column("id", Integer, primary_key=True),
     Column("partner", String(120), nullable=False),
-    Column("root", String(32), nullable=False),  # first submission of the replay chain
-    Column("submission_id", String(32), nullable=False),
-    Column("kind", String(8), nullable=False),  # isa13 | gs06
-    Column("sender_id", String(35), nullable=False),  # ISA06 / GS02, trimmed
-    Column("number", String(9), nullable=False),  # compared by value (leading zeros dropped)
+    Column("kind", String(8), nullable=False),
+    Column("sender_id", String(35), nullable=False),
+    Column("number", String(9), nullable=False),
+    Column("root", String(32), nullable=False),  # the holder's replay chain
+    Column("submission_id", String(32), nullable=False),  # the holder
     Column("received_at", String(32), nullable=False),  # ISO-8601 UTC
-    Index("ix_inbound_controls_number", "partner", "kind", "sender_id", "number"),
-    Index("ix_inbound_controls_root", "root"),
+    UniqueConstraint("partner", "kind", "sender_id", "number",
+                     name="uq_inbound_control_claims"),
 )
 state_status = Table(
     "state_encounter_status", gateway_metadata,
@@ -168,15 +173,16 @@ def server_rules(registry: Registry, catalogue=None, submitter=None, partners=No
     from gateway.ecm.plans import presumptive_by_payer
     from gateway.ecm.rules import EncounterRules
 
-    if not any(registry.loaded().values()):
-        return None
     presumptive = (presumptive_by_payer(partners) if partners is not None else None) or None
     if submitter is not None and submitter.role != "provider":
-        return EncounterRules(registry, catalogue=catalogue, audience="plan",
-                              presumptive=presumptive)
-    return EncounterRules(registry, catalogue=catalogue, audience="submitter",
-                          submitter=(submitter.npis, submitter.tins) if submitter else ((), ()),
-                          presumptive=presumptive)
+        rules = EncounterRules(registry, catalogue=catalogue, audience="plan",
+                               presumptive=presumptive)
+    else:
+        rules = EncounterRules(registry, catalogue=catalogue, audience="submitter",
+                               submitter=(submitter.npis, submitter.tins) if submitter
+                               else ((), ()), presumptive=presumptive)
+    # which registries are loaded is looked at once (the rules know: rules.loaded)
+    return rules if any(rules.loaded.values()) else None
 
 
 # -- sources -------------------------------------------------------------------------------------

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from gateway.model.encounter import (
-    Address, BillingProvider, Claim, Encounter, Envelope, Member, Party, RenderingProvider,
-    ServiceLine,
-)
 from gateway.x12.reader import Delimiters, Segment
+
+if TYPE_CHECKING:  # the model (pydantic) loads with the first claim: not for other X12 kinds
+    from gateway.model.encounter import Encounter
 
 
 @dataclass(slots=True, eq=False)  # identity, not field equality: claims are compared by id
@@ -341,7 +340,7 @@ class ClaimCollector:
                 encounter = self._build(claim, sub, billing)
                 if self.keep:
                     record.encounter = encounter
-            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # ValidationError: a ValueError
                 record.problem = _describe(exc)
         self.on_claim(record)
 
@@ -349,6 +348,8 @@ class ClaimCollector:
         """The canonical encounter, validated in one pass (one nested model_validate call:
         pydantic-core checks the whole tree at once, several times faster than building
         each sub-model on its own)."""
+        from gateway.model.encounter import Encounter
+
         header = self._header
         name = billing["name"]
         member = sub["member"]
@@ -414,6 +415,8 @@ _HANDLERS = {name[len("_on_"):]: function for name, function in vars(ClaimCollec
 
 def _describe(exc: Exception) -> str:
     """Which field failed, without the value (it may be member data)."""
+    from pydantic import ValidationError
+
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

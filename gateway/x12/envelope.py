@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 
-import yaml
+from gateway import yamlio
 
 from gateway.findings import Finding
 from gateway.paths import PROFILES
@@ -38,7 +38,7 @@ class EnvelopeProfile:
 
 @lru_cache(maxsize=1)
 def envelope_profile() -> EnvelopeProfile:
-    data = yaml.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
+    data = yamlio.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
     return EnvelopeProfile(
         isa=data["isa"],
         gs=data["gs"],
@@ -232,6 +232,17 @@ class EnvelopeChecker:
             self._out_of_place(seg, "data segments belong inside a transaction set (ST...SE)")
             return
         self._ts.segment_count += 1
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction set is open (its data segments are counted, not checked)."""
+        return self._ts is not None
+
+    def count_data(self, count: int) -> None:
+        """What :meth:`feed` does with ``count`` data segments (not ISA/GS/ST/SE/GE/IEA) while
+        :attr:`in_transaction`, without the segments (``validate --jobs``: segments the
+        envelope need not see one by one)."""
+        self._ts.segment_count += count
 
     def _out_of_place(self, seg: Segment, why: str) -> None:
         scope = self.interchange
