@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import threading
 import time
@@ -45,6 +46,7 @@ REDELIVER_AFTER = timedelta(minutes=5)
 # ``defer_seconds``; the Celery sweeper looks every ``sweep_seconds`` (gateway.settings)
 QUIET_SECONDS = 0.005  # and claims only once the API stayed idle this long
 SHARED_LOOK_SECONDS = 0.002  # how often the other API processes' load is looked at
+CORES = os.cpu_count() or 1
 
 
 class _ApiLoad:
@@ -53,7 +55,7 @@ class _ApiLoad:
     for it) and waits for a run's end (an X12 client waiting for its 999, which must not wait
     for anybody's politeness). With several API processes (``serve --api-workers N``) the
     requests of them all count (:meth:`share`): a worker routing in one process would take a
-    core from the requests another one answers."""
+    core from the requests the others answer, once they keep every core busy."""
 
     SLOTS = 64  # API processes sharing one load file
 
@@ -70,7 +72,6 @@ class _ApiLoad:
         free (then this process counts its own requests only)."""
         import fcntl
         import mmap
-        import os
         from pathlib import Path
 
         if self._shared is not None:
@@ -134,8 +135,10 @@ class _ApiLoad:
                 self._waits -= 1
 
     def polite(self) -> bool:
-        """Claiming now would slow FHIR requests, and nobody waits for a run."""
-        return self._waits == 0 and (self._requests > 0 or self._others() > 0)
+        """Claiming now would slow FHIR requests, and nobody waits for a run: a request of
+        this process (they share its GIL), or as many requests in the other API processes
+        as the machine has cores (fewer leave a core idle for routing)."""
+        return self._waits == 0 and (self._requests > 0 or self._others() >= CORES)
 
     def wait_quiet(self, until: float, stop: threading.Event) -> bool:
         """Wait until claiming is no longer impolite or the monotonic time ``until``;
