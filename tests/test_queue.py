@@ -350,6 +350,7 @@ print("answering", flush=True)
 if sys.stdin.readline().strip() == "answered":
     for request in requests:
         request.__exit__(None, None, None)
+    load.queued()  # it queued a submission: the other processes' idle workers look
     print("done", flush=True)
     sys.stdin.readline()
 """
@@ -386,6 +387,7 @@ def test_the_workers_defer_to_the_fhir_requests_of_every_api_process(tmp_path):
             fewer.kill()
             fewer.wait()
     child = other()
+    queued = here.queued_anywhere()
     try:
         assert here.polite()  # the others keep every core busy: routing waits
         stop = threading.Event()
@@ -394,6 +396,7 @@ def test_the_workers_defer_to_the_fhir_requests_of_every_api_process(tmp_path):
         child.stdin.flush()
         assert child.stdout.readline().strip() == "done"
         assert not here.polite()
+        assert here.queued_anywhere() != queued
         with here.waiting():  # a client waits for a run: no politeness, whoever is busy
             assert not here.polite()
     finally:
