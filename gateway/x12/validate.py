@@ -227,9 +227,8 @@ CLAIM_BATCH = 1000  # claims sent on together
 
 class _Owners:
     """Which share validates each transaction set: round robin over the sets, except that a set
-    opened while the one before is still open (no SE) goes to the same share, as do segments
-    after a set's SE until the next control segment (nobody's). Every process applies the same
-    rule to the same control segments, so all agree without talking."""
+    opened while the one before is still open (no SE) goes to the same share. Every process
+    applies the same rule to the same control segments, so all agree without talking."""
 
     __slots__ = ("shares", "sets", "fresh", "open", "owner")
 
@@ -256,8 +255,11 @@ class _Owners:
         self.open = False  # ISA, GS, GE, IEA: an open set ends here (as the guide sees it)
         return None
 
-    def data(self) -> int | None:
-        return self.owner if self.open else None
+    def data(self) -> int:
+        """The share of a data segment: the open set's; outside a set, the last set's (the
+        first share before any), whose guide sees it as one process's would (pyx12 reports a
+        segment between two sets; the native engine ignores it there)."""
+        return self.owner if self.owner is not None else 0
 
 
 class _Share:
@@ -354,7 +356,7 @@ def _skim(reader: X12Reader, owners: _Owners, share: int | None,
                 seg_id = text.split(sep, 1)[0]
                 if seg_id in _CONTROL:
                     owner = owners.control(seg_id)
-                    mine = owners.open and owners.owner == share
+                    mine = owners.data() == share
                     yield Segment(ordinal, text.split(sep), text), owner, owners.sets, \
                         _CONTROL_SEGMENT
                     # (after the caller fed it: the envelope's state is current)
@@ -564,12 +566,21 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                               args=(path, share, shares, engine, snip, catalogue,
                                     claims_shared, results))
               for share in range(shares) if share != mine]
-    gc.freeze()  # the children's collector leaves the inherited objects (and their pages) alone
-    try:
-        for process in others:
-            process.start()
-    finally:
-        gc.unfreeze()
+    started = False
+
+    def start() -> None:
+        """Start the other processes: once this one has loaded what they also need (the
+        compiled map and rule packs at its first ST, the encounter model for an 837), so that
+        they inherit it instead of loading it again."""
+        nonlocal started
+        started = True
+        gc.freeze()  # their collector leaves the inherited objects (and so their pages) alone
+        try:
+            for process in others:
+                process.start()
+        finally:
+            gc.unfreeze()
+
     order = _InOrder(take)
     submitters: dict = {}
     running = len(others)
@@ -627,7 +638,12 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                 envelope.feed(seg)
                 if kind == _CONTROL_SEGMENT:
                     work.feed(seg, owner, set_index)
-                    poll()
+                    if started:
+                        poll()
+                    elif seg.fields[0] == "ST":  # (set 0 is this process's: its map is loaded)
+                        if seg.get(1) == "837":
+                            import gateway.model.encounter  # noqa: F401 - the claims' model
+                        start()
                     continue
                 if seg.fields[0] == "LX":  # (a data segment outside a set)
                     lines += 1
@@ -639,6 +655,7 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
             lines += tally[1]
             last = tally[2]
         else:  # this process reads every claim (for the ECM rules)
+            start()
             for seg in reader:
                 envelope.feed(seg)
                 seg_id = seg.fields[0]
@@ -652,6 +669,8 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                 if not countdown:
                     countdown = POLL_EVERY
                     poll()
+        if not started:  # no transaction set at all: the others have nothing to do
+            start()
         if work is not None:
             work.finish()
             submitters.update(work.collector.submitters)
@@ -669,6 +688,7 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
         for process in others:
             if process.is_alive():
                 process.terminate()
-            process.join()
+            if process.pid is not None:
+                process.join()
         results.close()
     return last, lines, guide_findings, submitters
