@@ -72,6 +72,7 @@ class NativeGuideValidator:
                  catalogue: RuleCatalogue | None = None, snip: bool = True) -> None:
         self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
         self._snip = None
+        self._snip_handlers: dict | None = None  # segment id -> SNIP 3-7 handler
         self.delimiters = delimiters
         self.envelope = envelope
         self.catalogue = catalogue or default_catalogue()
@@ -157,10 +158,12 @@ class NativeGuideValidator:
                 if reader_errors:
                     for code in reader_errors:
                         self._reader_error(code, seg)
-                snip = self._snip
-                if snip is not None and seg_id in snip.interesting:
-                    snip.segment(fields, node, seg.ordinal, self._position,
-                                 self._loop_counts.get("2300", 0), text)
+                snip = self._snip_handlers
+                if snip is not None:
+                    handler = snip.get(seg_id)
+                    if handler is not None:
+                        handler(fields, node, seg.ordinal, self._position,
+                                self._loop_counts.get("2300", 0), text)
             except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
                 shown = shown_segment_id(seg_id)
                 context = {"segment_id": shown, "position": self._position, "loop": ""}
@@ -227,12 +230,14 @@ class NativeGuideValidator:
             self._memo = {}
         self._in_ts = True
         self._snip = None
+        self._snip_handlers = None
         if self.snip:
             from gateway.x12.snip import SnipChecker
 
             checker = SnipChecker(self._snip_report, self._guide_id,
                                   self.envelope.interchange.field(8).strip(), self._comp)
             self._snip = checker if checker.enabled else None
+            self._snip_handlers = checker.handlers if checker.enabled else None
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
@@ -300,9 +305,11 @@ class NativeGuideValidator:
                 if len(self._memo) >= MEMO_SIZE:
                     self._memo.clear()
                 self._memo[(start.index, text)] = (plan, seg_id in _STATEFUL)
-            if self._snip is not None and seg_id in self._snip.interesting:
-                self._snip.segment(fields, node, seg.ordinal, self._position,
-                                   self._loop_counts.get("2300", 0), text)
+            if self._snip_handlers is not None:
+                handler = self._snip_handlers.get(seg_id)
+                if handler is not None:
+                    handler(fields, node, seg.ordinal, self._position,
+                            self._loop_counts.get("2300", 0), text)
 
     def _plan(self, start, seg_id: str, fields: list[str]):
         """The cached plan for a segment from ``start`` (traced on first use)."""
