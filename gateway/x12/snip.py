@@ -122,6 +122,8 @@ class SnipChecker:
         for rule in rules:
             if "segment" in rule.spec:
                 self.by_segment.setdefault(rule.spec["segment"], []).append(rule)
+        self._claim_checks = [(getattr(self, "_" + rule.check), rule)
+                              for rule in self.claim_rules]
         self.enabled = bool(rules)
         self.created = ""
         self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
@@ -148,6 +150,8 @@ class SnipChecker:
         track = getattr(self, "_track_" + seg_id) if tracked else None
         checks = tuple(self._rule_check(rule) for rule in rules)
         clean = self._clean
+        if not checks:
+            return track  # claim tracking only
 
         def handler(fields, node, ordinal, position, loop_count, text):
             if track is not None:
@@ -169,14 +173,14 @@ class SnipChecker:
         return handler
 
     # claim tracking, per segment id (only when a claim rule is on)
-    def _track_CLM(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_CLM(self, fields, node, ordinal, position, loop_count, text="") -> None:
         if self.claim is not None:
             self._end_claim()
         charge = fields[2] if len(fields) > 2 else ""
         self.claim = _Claim(ordinal, position, loop_count, charge,
                             _value(fields, 5, 3, self.comp))
 
-    def _track_HL(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_HL(self, fields, node, ordinal, position, loop_count, text="") -> None:
         if self.claim is not None:
             self._end_claim()
         level = fields[3] if len(fields) > 3 else ""
@@ -185,28 +189,28 @@ class SnipChecker:
         elif level == "23":
             self.birth.pop("2010CA", None)
 
-    def _track_BHT(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_BHT(self, fields, node, ordinal, position, loop_count, text="") -> None:
         self.created = fields[4] if len(fields) > 4 else ""
 
-    def _track_DMG(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_DMG(self, fields, node, ordinal, position, loop_count, text="") -> None:
         loop = node.parent.id if node.parent is not None else ""
         if loop in ("2010BA", "2010CA") and len(fields) > 2 and fields[1] == "D8":
             self.birth[loop] = fields[2]
 
-    def _track_SV1(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_SV1(self, fields, node, ordinal, position, loop_count, text="") -> None:
         if self.claim is not None and node.parent is not None and node.parent.id == "2400":
             self.claim.lines.append(_value(fields, 2, 0, self.comp))
 
-    def _track_SV2(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_SV2(self, fields, node, ordinal, position, loop_count, text="") -> None:
         if self.claim is not None and node.parent is not None and node.parent.id == "2400":
             self.claim.lines.append(_value(fields, 3, 0, self.comp))
 
-    def _track_REF(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_REF(self, fields, node, ordinal, position, loop_count, text="") -> None:
         if self.claim is not None and node.parent is not None and \
                 node.parent.id == "2300" and len(fields) > 1:
             self.claim.refs.add(fields[1])
 
-    def _track_DTP(self, fields, node, ordinal, position, loop_count) -> None:
+    def _track_DTP(self, fields, node, ordinal, position, loop_count, text="") -> None:
         if self.claim is not None and len(fields) > 3 and fields[1] == "472":
             span = _dates(fields[2], fields[3])
             if span:
@@ -302,8 +306,8 @@ class SnipChecker:
     def _end_claim(self) -> None:
         claim = self.claim
         self.claim = None
-        for rule in self.claim_rules:
-            getattr(self, "_" + rule.check)(rule, claim)
+        for check, rule in self._claim_checks:
+            check(rule, claim)
 
     def _claim_report(self, rule, claim: _Claim, element: int, component: int | None,
                       data_element: str, **values) -> None:

@@ -87,7 +87,8 @@ class NativeGuideValidator:
         self._in_ts = False
         self._plans: dict = {}
         self._clean: set = set()
-        self._memo: dict = {}
+        self._memo: list[dict] = []  # per start node: segment text -> (plan, stateful)
+        self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
         self._hl_count = 0
         self._hl_stack: list[int] = []
@@ -110,7 +111,7 @@ class NativeGuideValidator:
             try:
                 text = seg.raw
                 start = self._node
-                step = self._memo.get((start.index, text))
+                step = self._memo[start.index].get(text)
                 if step is None:
                     self._data_segment(seg, start, text)
                     return
@@ -140,8 +141,8 @@ class NativeGuideValidator:
                         counts[index] += 1
                         counts[node.index] += 1
                         loop_counts = self._loop_counts
-                        for loop in plan.pushes:
-                            loop_counts[loop.id] = loop_counts.get(loop.id, 0) + 1
+                        for pushed in plan.pushes:
+                            loop_counts[pushed.id] = loop_counts.get(pushed.id, 0) + 1
                         if counts[index] > loop.max_repeat:
                             self._walk_finding("4", loop, loop, seg)
                         plan = None
@@ -227,7 +228,7 @@ class NativeGuideValidator:
             self._counters = Counters(root)
             self._plans = {}
             self._clean = set()
-            self._memo = {}
+            self._new_memo()
         self._in_ts = True
         self._snip = None
         self._snip_handlers = None
@@ -245,7 +246,7 @@ class NativeGuideValidator:
             self._pattern_key = (id(root), self._icvn)
             self._patterns = {}
             self._clean = set()
-            self._memo = {}
+            self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
         self._hl_stack = []
@@ -302,14 +303,19 @@ class NativeGuideValidator:
         if node is not None:
             clean = self._check_elements(node, fields, text)
             if clean and memo:
-                if len(self._memo) >= MEMO_SIZE:
-                    self._memo.clear()
-                self._memo[(start.index, text)] = (plan, seg_id in _STATEFUL)
+                self._memo_size += 1
+                if self._memo_size > MEMO_SIZE:
+                    self._new_memo()
+                self._memo[start.index][text] = (plan, seg_id in _STATEFUL)
             if self._snip_handlers is not None:
                 handler = self._snip_handlers.get(seg_id)
                 if handler is not None:
                     handler(fields, node, seg.ordinal, self._position,
                             self._loop_counts.get("2300", 0), text)
+
+    def _new_memo(self) -> None:
+        self._memo = [{} for _ in self._root.nodes]
+        self._memo_size = 0
 
     def _plan(self, start, seg_id: str, fields: list[str]):
         """The cached plan for a segment from ``start`` (traced on first use)."""
