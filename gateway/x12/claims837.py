@@ -9,6 +9,7 @@ bad date) keeps its record with ``encounter = None`` and the reason; the validat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -362,14 +363,52 @@ class ClaimCollector:
         )
         if record.problem is None and self._professional:
             try:
-                data = self._encounter_data(claim, sub, billing)
                 if self.keep:
-                    record.encounter = Encounter.model_validate(data)
-                elif not surely_valid(data):  # only whether it could be read is wanted
-                    Encounter.model_validate(data)
+                    record.encounter = Encounter.model_validate(
+                        self._encounter_data(claim, sub, billing))
+                elif not self._surely_readable(claim, sub, billing):
+                    # only whether it can be read is wanted: the model decides the doubtful
+                    data = self._encounter_data(claim, sub, billing)
+                    if not surely_valid(data):
+                        Encounter.model_validate(data)
             except (ValidationError, ValueError, KeyError, TypeError) as exc:
                 record.problem = _describe(exc)
         self.on_claim(record)
+
+    def _surely_readable(self, claim: dict, sub: dict, billing: dict) -> bool:
+        """True when :meth:`_encounter_data` certainly succeeds and :class:`Encounter`
+        certainly accepts its result (checked on the collected parts, nothing built); False
+        when in doubt. Stricter than the model on purpose (plain amounts only, ...)."""
+        try:
+            header = self._header
+            if "submitter" not in header or "receiver" not in header or \
+                    "name" not in billing or "member" not in sub or "payer" not in sub or \
+                    billing["address"].keys() != _ADDRESS_KEYS or \
+                    ("address" in sub and sub["address"].keys() != _ADDRESS_KEYS):
+                return False
+            dob = sub.get("dmg", ("", ""))[0]
+            if dob:
+                _date(dob)
+            lines = claim["lines"]
+            if not 1 <= len(claim["diagnoses"]) <= MAX_DIAGNOSES or \
+                    not 1 <= len(lines) <= MAX_LINES or not _PLAIN_AMOUNT(claim["charge"]):
+                return False
+            for line in lines:
+                if "code" not in line or "date" not in line or \
+                        not _PLAIN_AMOUNT(line["charge"]) or \
+                        not _PLAIN_AMOUNT(line["units"]) or \
+                        len(line["modifiers"]) > MAX_MODIFIERS or \
+                        len(line["pointers"]) > MAX_POINTERS:
+                    return False
+                int(line["number"])
+                for pointer in line["pointers"]:
+                    int(pointer)
+                _date(line["date"])
+                if line.get("date_end"):
+                    _date(line["date_end"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return True
 
     def _encounter_data(self, claim: dict, sub: dict, billing: dict) -> dict:
         """The encounter as the nested dict :class:`Encounter` validates (amounts, dates and
@@ -433,6 +472,8 @@ class ClaimCollector:
 # new constraint there fails a test until it is reflected here.
 MAX_DIAGNOSES, MAX_LINES, MAX_MODIFIERS, MAX_POINTERS = 12, 50, 4, 4
 _ADDRESS_KEYS = frozenset({"line1", "line2", "city", "state", "postal_code"})
+# an amount Decimal reads as a finite number whatever the model's Decimal options
+_PLAIN_AMOUNT = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,6})?").fullmatch
 
 
 def surely_valid(data: dict) -> bool:
