@@ -87,7 +87,7 @@ class NativeGuideValidator:
         self._in_ts = False
         self._plans: dict = {}
         self._clean: set = set()
-        self._memo: list[dict] = []  # per start node: segment text -> (plan, stateful)
+        self._memo: list[dict] = []  # per start node: segment text -> plan
         self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
         self._hl_count = 0
@@ -111,15 +111,15 @@ class NativeGuideValidator:
             try:
                 text = seg.raw
                 start = self._node
-                step = self._memo[start.index].get(text)
-                if step is None:
+                plan = self._memo[start.index].get(text)
+                if plan is None:
                     self._data_segment(seg, start, text)
                     return
                 # seen before from this node with no reader or element error: only the
                 # structure counters (and the HL/LX numbering) can differ from last time
                 self._position += 1
-                plan, stateful = step
-                reader_errors = self._reader_checks(seg, fields) if stateful else None
+                reader_errors = self._reader_checks(seg, fields) if seg_id in _STATEFUL \
+                    else None
                 node = plan.node
                 counts = self._counters.counts
                 for index in plan.checks:
@@ -306,7 +306,7 @@ class NativeGuideValidator:
                 self._memo_size += 1
                 if self._memo_size > MEMO_SIZE:
                     self._new_memo()
-                self._memo[start.index][text] = (plan, seg_id in _STATEFUL)
+                self._memo[start.index][text] = plan
             if self._snip_handlers is not None:
                 handler = self._snip_handlers.get(seg_id)
                 if handler is not None:
