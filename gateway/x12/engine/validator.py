@@ -302,7 +302,7 @@ class NativeGuideValidator:
                 self._reader_error(code, seg)
         if node is not None:
             clean = self._check_elements(node, fields, text)
-            if clean and memo:
+            if clean and memo and MEMO_SIZE:
                 self._memo_size += 1
                 if self._memo_size > MEMO_SIZE:
                     self._new_memo()
