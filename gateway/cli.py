@@ -15,22 +15,22 @@ import time
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
-from gateway.conversion import (
-    TARGETS_BY_KIND, ConversionError, canonical_to_837p, read_canonical, split_837p,
-    x12_to_file,
-)
+# only what `validate` needs is imported here (start-up time: a small file is checked in well
+# under a second); each other command imports its own modules when it runs.
+# tests/test_cli_startup.py keeps pydantic, FastAPI, openpyxl, ... out of this path.
 from gateway.findings import Finding, Severity
 from gateway.reports import KINDS, FileReport, UnsupportedKind, validate_file
-from gateway.rules import UnknownPartner, partner_catalogue
+from gateway.rules import UnknownPartner
 from gateway.settings import current as gateway_settings
 from gateway.sniff import UnknownKind, sniff
-from gateway.x12.acks import AckControls, AckParty, acknowledge
 from gateway.x12.reader import NotX12Error
 from gateway.x12.validate import DEFAULT_ENGINE, ENGINES, validate_x12
-from gateway.x12.writer import ControlNumbers, UnknownProfile, envelope_settings
-from gateway.pipeline.status import Status
+
+if TYPE_CHECKING:
+    from gateway.x12.writer import ControlNumbers
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -216,6 +216,7 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.registry.store import Registry
 
     from gateway.ecm.plans import presumptive_of
+    from gateway.rules import partner_catalogue
 
     catalogue = partner_catalogue(args.partner)
     registry = Registry()
@@ -308,6 +309,9 @@ def _summarise(findings: list[Finding]) -> int:
 
 
 def cmd_convert(args) -> int:
+    from gateway.conversion import TARGETS_BY_KIND, canonical_to_837p, read_canonical, x12_to_file
+    from gateway.x12.writer import envelope_settings
+
     kind = sniff(args.file)
     if kind in ("csv", "xlsx"):
         from gateway.tabular import sniff_table
@@ -346,6 +350,8 @@ def cmd_convert(args) -> int:
 def _convert_directory(args, kind: str) -> int:
     """Provider directory: roster (CSV/XLSX) → 274 or Plan-Net; 274 → Plan-Net, roster CSV or a
     clean 274; Plan-Net Bundle → 274 or roster CSV (gateway/directory)."""
+    from gateway.x12.writer import envelope_settings
+
     from gateway.directory.convert import (
         TARGETS, open_directory, write_274, write_plannet, write_roster,
     )
@@ -404,6 +410,8 @@ def _control_numbers(args, settings) -> ControlNumbers:
 def _convert_fhir(args, kind: str) -> int:
     """FHIR in (CarePlan → rtf/837p, ServiceRequest → json, Task → rtf) or out (MIF, 837P or
     canonical JSON → a FHIR Bundle); the mappings are data in mappings/fhir/."""
+    from gateway.x12.writer import envelope_settings
+
     from gateway.fhir.mapping.convert import FhirConversionUsageError, convert_fhir
 
     rules, registry_reports = _ecm_rules(args)
@@ -445,6 +453,8 @@ class _NothingToWrite(Exception):
 def _convert_invoice(args) -> int:
     """Invoice → 837P of the valid claims, written as they are accepted (memory does not hold
     them all), and the row report (--report, CSV or XLSX)."""
+    from gateway.x12.writer import envelope_settings
+
     from gateway.invoice.report import write_report
     from gateway.reports import validate_invoice
     from gateway.x12.write837 import Encounter837Writer
@@ -483,6 +493,9 @@ def _convert_invoice(args) -> int:
 
 def _split(args) -> int:
     """837P → the accepted claims as a clean 837P for the receiving partner."""
+    from gateway.conversion import split_837p
+    from gateway.x12.writer import envelope_settings
+
     rules, registry_reports = _ecm_rules(args)
     for report in registry_reports:
         _summarise(report.findings)
@@ -505,6 +518,8 @@ def cmd_ack(args) -> int:
     rules, registry_reports = _ecm_rules(args)
     for report in registry_reports:
         _summarise(report.findings)
+    from gateway.x12.acks import AckControls, AckParty, acknowledge
+
     try:
         result = validate_x12(str(args.file), rules=rules)
     except NotX12Error as exc:
@@ -654,6 +669,7 @@ def cmd_replay(args) -> int:
     from gateway.paths import var_dir
     from gateway.pipeline.partners import PartnerConfigError, Partners
     from gateway.pipeline.process import ReplayRefused, replay
+    from gateway.pipeline.status import Status
     from gateway.pipeline.store import Store
 
     path = args.partners or var_dir() / "partners.yaml"
@@ -769,13 +785,25 @@ COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
             "report": cmd_report}
 
 
+# errors that are the user's to fix (exit 2, no traceback): module -> exception class
+_USAGE_ERRORS = {"gateway.sniff": "UnknownKind", "gateway.reports": "UnsupportedKind",
+                 "gateway.conversion": "ConversionError", "gateway.x12.writer": "UnknownProfile",
+                 "gateway.rules": "UnknownPartner"}
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The usage-error classes of the modules loaded so far (one that was not loaded cannot
+    have raised, so the command line does not import a module just to name its error)."""
+    return (UsageError, *(getattr(sys.modules[module], name)
+                          for module, name in _USAGE_ERRORS.items() if module in sys.modules))
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, UnknownKind, UnsupportedKind, ConversionError, UnknownProfile,
-            UnknownPartner) as exc:
+    except _usage_errors() as exc:
         print(f"ecm-gateway: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do

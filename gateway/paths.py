@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.settings import current
+from gateway.settings import early
 
-HOME = Path(current().home)
+HOME = Path(early("home"))
 PROFILES = HOME / "profiles"
 MAPPINGS = HOME / "mappings"
 
 
 def var_dir() -> Path:
     """The embedded store's folder (``./var`` unless the ``var`` setting says otherwise)."""
-    return Path(current().var)
+    return Path(early("var"))

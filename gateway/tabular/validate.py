@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Callable
 
+from gateway.checkdigits import luhn_npi_ok  # noqa: F401 - also imported from here
 from gateway.findings import Finding, Severity
 from gateway.tabular.layouts import Column, Layout, Slot, load_codeset, normalise_header
 
@@ -54,19 +55,6 @@ def describe_codes(bad: list[str]) -> str:
         quoted = ", ".join(f"'{code}'" for code in bad)
         return f"code {quoted}" if len(bad) == 1 else f"codes {quoted}"
     return "the value" if len(bad) == 1 else f"{len(bad)} of the values"
-
-
-def luhn_npi_ok(npi: str) -> bool:
-    """NPI check digit: Luhn over the constant prefix 80840 + the first nine digits."""
-    total = 0
-    for i, ch in enumerate(reversed("80840" + npi[:9])):
-        d = ord(ch) - 48
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return (10 - total % 10) % 10 == ord(npi[9]) - 48
 
 
 # --- dates -------------------------------------------------------------------------------------

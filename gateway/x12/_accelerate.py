@@ -15,11 +15,9 @@ differs. Standard library only: ``setup.py`` reads :data:`MODULES` from this fil
 
 from __future__ import annotations
 
-import hashlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -38,6 +36,8 @@ _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
 def source_digest(path: Path) -> str:
+    import hashlib
+
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -47,6 +47,8 @@ _manifest: dict[str, str] | None = None
 def _compiled_digests() -> dict[str, str]:
     global _manifest
     if _manifest is None:
+        import json
+
         try:
             _manifest = json.loads(MANIFEST.read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -23,13 +23,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from io import StringIO
+from typing import TYPE_CHECKING
 
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import ClaimRecord
 from gateway.x12.envelope import Group, Interchange, TransactionSet
 from gateway.x12.validate import X12Result
-from gateway.x12.writer import X12Writer, amount
+
+if TYPE_CHECKING:  # the writer (and pydantic, for its envelope settings) loads when writing
+    from gateway.x12.writer import X12Writer
 
 ACK_999 = "005010X231A1"
 # IK3 loops written per transaction set: every locatable error up to this cap (the 999 TR3
@@ -329,6 +332,8 @@ def write_277ca_transaction(out: X12Writer, ts: TransactionSet, claims: list[Cla
                             result: X12Result, catalogue: RuleCatalogue, sender: AckParty,
                             submitter: tuple[str, str], when: datetime, control: str,
                             received: datetime) -> None:
+    from gateway.x12.writer import amount
+
     out.st("277", control, ACK_277CA)
     day = when.strftime("%Y%m%d")
     out.segment("BHT", "0085", "08", f"{control}{ts.st02}"[:30], day, when.strftime("%H%M"),
@@ -432,6 +437,8 @@ def acknowledge(result: X12Result, *, controls: AckControls, when: datetime,
                 sender: AckParty = AckParty(), catalogue: RuleCatalogue | None = None,
                 received: datetime | None = None) -> Acknowledgments:
     """TA1 / 999 / 277CA texts for ``result`` (None where an acknowledgment does not apply)."""
+    from gateway.x12.writer import X12Writer
+
     catalogue = catalogue or default_catalogue()
     received = received or when
     acks = judge(result, catalogue)

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
-from gateway.model.encounter import (
-    Address, BillingProvider, Claim, Encounter, Envelope, Member, Party, RenderingProvider,
-    ServiceLine,
-)
 from gateway.x12.reader import Delimiters, Segment
+
+if TYPE_CHECKING:  # the model (pydantic) loads with the first claim: not for other X12 kinds
+    from gateway.model.encounter import Encounter
 
 
 @dataclass(slots=True, eq=False)  # identity, not field equality: claims are compared by id
@@ -364,14 +363,18 @@ class ClaimCollector:
         if record.problem is None and self._professional:
             try:
                 if self.keep:
+                    from gateway.model.encounter import Encounter
+
                     record.encounter = Encounter.model_validate(
                         self._encounter_data(claim, sub, billing))
                 elif not self._surely_readable(claim, sub, billing):
                     # only whether it can be read is wanted: the model decides the doubtful
                     data = self._encounter_data(claim, sub, billing)
                     if not surely_valid(data):
+                        from gateway.model.encounter import Encounter
+
                         Encounter.model_validate(data)
-            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError) as exc:  # ValidationError: a ValueError
                 record.problem = _describe(exc)
         self.on_claim(record)
 
@@ -517,6 +520,8 @@ _HANDLERS = {name[len("_on_"):]: function for name, function in vars(ClaimCollec
 
 def _describe(exc: Exception) -> str:
     """Which field failed, without the value (it may be member data)."""
+    from pydantic import ValidationError
+
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 
-import yaml
+from gateway import yamlio
 
 from gateway.findings import Finding
 from gateway.paths import PROFILES
@@ -38,7 +38,7 @@ class EnvelopeProfile:
 
 @lru_cache(maxsize=1)
 def envelope_profile() -> EnvelopeProfile:
-    data = yaml.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
+    data = yamlio.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
     return EnvelopeProfile(
         isa=data["isa"],
         gs=data["gs"],
@@ -232,6 +232,15 @@ class EnvelopeChecker:
             self._out_of_place(seg, "data segments belong inside a transaction set (ST...SE)")
             return
         self._ts.segment_count += 1
+
+    def count_data(self) -> bool:
+        """What :meth:`feed` does with a data segment (not ISA/GS/ST/SE/GE/IEA) inside an open
+        transaction set, without the segment (``validate --jobs``: one another process
+        validates). False when no set is open: then :meth:`feed` it."""
+        if self._ts is None:
+            return False
+        self._ts.segment_count += 1
+        return True
 
     def _out_of_place(self, seg: Segment, why: str) -> None:
         scope = self.interchange

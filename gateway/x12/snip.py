@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
-import yaml
+from gateway import yamlio
 
 from gateway.paths import PROFILES
 
@@ -44,7 +44,7 @@ class SnipRule:
 
 @lru_cache(maxsize=1)
 def snip_rules() -> tuple[SnipRule, ...]:
-    data = yaml.safe_load(SNIP_PACK.read_text(encoding="utf-8"))
+    data = yamlio.safe_load(SNIP_PACK.read_text(encoding="utf-8"))
     rules = []
     for r in data["rules"]:
         seg = r.get("segment", "")
@@ -263,7 +263,7 @@ class SnipChecker:
             return icd10
         index, component = rule.element
         if rule.check == "npi":
-            from gateway.tabular.validate import luhn_npi_ok  # the one NPI check digit
+            from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 
             def ok(value: str) -> bool:
                 return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)

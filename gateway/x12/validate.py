@@ -108,9 +108,10 @@ def validate_x12(
     input is not X12 at all. Claims are collected into the result unless ``on_claim`` takes
     them (streaming use: bounded memory for any file size). ``engine``: "native" (default) or
     "pyx12" (the reference; SNIP 1-2 only). ``snip``: run the SNIP 3-7 rule packs (native).
-    ``jobs`` > 1 (a file path only): the implementation-guide validation of the transaction
-    sets is shared among that many processes (split at ST/SE boundaries); the result is the
-    same as with one. ``progress(bytes_read)`` is called as the file is read."""
+    ``jobs`` > 1 (a file path only): the transaction sets are shared among that many processes
+    (split at ST/SE boundaries; each validates its sets against the guide and, without ECM
+    rules, reads their claims); the result, and the order ``on_claim`` gets the claims in, is
+    the same as with one. ``progress(bytes_read)`` is called as the file is read."""
     catalogue = catalogue or default_catalogue()
     claims: list[ClaimRecord] = []
     unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
@@ -140,29 +141,33 @@ def validate_x12(
             run_rules()
 
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
-    shares = _start_shares(str(source), jobs, engine, snip, catalogue) if parallel else None
+    path = str(source) if parallel else ""
     if progress is not None and isinstance(source, (str, os.PathLike)):
         source = _Counting(open(source, "rb"), progress)  # noqa: SIM115 - the reader closes it
     with X12Reader(source) as reader:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
-        guide = _NoGuide() if parallel else guide_validator(
-            engine, reader.delimiters, envelope, catalogue, snip=snip)
-        collector = ClaimCollector(reader.delimiters, take,
-                                   keep_encounters=keep_encounters or rules is not None)
-        last = 0
-        lines = 0
-        for seg in reader:
-            envelope.feed(seg)
-            guide.feed(seg)
-            collector.feed(seg)
-            if seg.fields[0] == "LX":
-                lines += 1
-            last = seg.ordinal
-        collector.finish()
+        keep = keep_encounters or rules is not None
+        if parallel:  # the transaction sets shared among processes (the --jobs section)
+            last, lines, guide_findings, submitters = _run_shared(
+                reader, path, jobs, envelope, engine, snip, catalogue, take, keep)
+        else:
+            guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
+            collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep)
+            last = 0
+            lines = 0
+            for seg in reader:
+                envelope.feed(seg)
+                guide.feed(seg)
+                collector.feed(seg)
+                if seg.fields[0] == "LX":
+                    lines += 1
+                last = seg.ordinal
+            collector.finish()
+            guide_findings = guide.finish()
+            submitters = collector.submitters
         if rules is not None:
             run_rules()
             rule_findings[:0] = rules.notes()
-        guide_findings = _join_shares(shares) if parallel else guide.finish()
         findings = envelope.finish(last) + guide_findings + rule_findings
     for claim in unreadable:
         # say why a claim cannot become an encounter, unless a finding inside it already does
@@ -176,16 +181,7 @@ def validate_x12(
     findings.sort(key=lambda f: (f.segment or 0))  # stable: same-segment order is kept
     return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
                      findings=findings, interchanges=envelope.interchanges, claims=claims,
-                     segments=last, lines=lines, submitters=collector.submitters)
-
-
-# -- --jobs N: the guide validation of the transaction sets shared among processes ----------------
-class _NoGuide:
-    def feed(self, seg) -> None:
-        pass
-
-    def finish(self) -> list[Finding]:
-        return []
+                     segments=last, lines=lines, submitters=submitters)
 
 
 class _Counting:
@@ -206,58 +202,437 @@ class _Counting:
         self._raw.close()
 
 
-def _guide_share(path: str, share: int, jobs: int, engine: str, snip: bool,
-                 catalogue: RuleCatalogue) -> list[tuple[int, list[Finding]]]:
-    """One worker: reads the whole file (the envelope is needed for every path and guide) and
-    validates the transaction sets ``share``, ``share + jobs``, ... against their guide.
-    Returns their findings per transaction set (global ST order)."""
-    with X12Reader(path) as reader:
-        envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
-        guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
-        starts: list[tuple[int, int]] = []  # (ST ordinal, global ST index) of our sets
-        st_index = -1
-        mine = False
-        for seg in reader:
-            envelope.feed(seg)
-            seg_id = seg.fields[0]
-            if seg_id == "ST":
-                st_index += 1
-                mine = st_index % jobs == share
-                if mine:
-                    starts.append((seg.ordinal, st_index))
-            if mine or seg_id in ("ISA", "GS", "GE", "IEA"):
-                guide.feed(seg)
-            if seg_id == "SE":
-                mine = False
-        findings = guide.finish()
-    out: dict[int, list[Finding]] = {}
-    ordinals = [s for s, _ in starts]
-    from bisect import bisect_right
 
-    for finding in findings:
-        position = bisect_right(ordinals, finding.segment or 0) - 1
-        out.setdefault(starts[max(position, 0)][1], []).append(finding)
-    return sorted(out.items())
+# -- --jobs N: the transaction sets shared among processes -----------------------------------
+#
+# Every process reads the file, but only the segments of its own transaction sets (and the
+# envelope segments) are turned into Segment objects and validated; the rest is skimmed (the
+# segment terminators counted). This process is one of the shares: it also runs the envelope
+# checks over every segment and hands the claims to ``take`` in file order. Another process's
+# results come back per transaction set (the implementation-guide findings, the claims in
+# compact pickled form) and are merged in transaction-set order, so the output is the same as
+# with one process. Claims that cannot be handed on yet (a set before them is still being
+# validated elsewhere) wait in a spool that goes to a temporary file past SPOOL_MEMORY bytes.
+#
+# Without ECM rules (which run on the encounters, in this process, with the registries) the
+# claims are read where their set is validated; with them, this process reads all the claims
+# and the other processes share the implementation-guide validation.
+
+_CONTROL = frozenset(("ISA", "GS", "ST", "SE", "GE", "IEA"))
+_CONTROL_HEADS = frozenset(("IS", "IE", "GS", "ST", "SE", "GE"))
+SPOOL_MEMORY = 32 * 1024 * 1024  # claims waiting in memory before they go to a temporary file
+POLL_EVERY = 4096  # segments between two looks at the other processes' results
+CLAIM_BATCH = 1000  # claims sent on together
 
 
-def _start_shares(path: str, jobs: int, engine: str, snip: bool, catalogue: RuleCatalogue):
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class _Owners:
+    """Which share validates each transaction set: round robin over the sets, except that a set
+    opened while the one before is still open (no SE) goes to the same share, as do segments
+    after a set's SE until the next control segment (nobody's). Every process applies the same
+    rule to the same control segments, so all agree without talking."""
 
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context(method))
-    futures = [pool.submit(_guide_share, path, share, jobs, engine, snip, catalogue)
-               for share in range(jobs)]
-    return pool, futures
+    __slots__ = ("shares", "sets", "fresh", "open", "owner")
+
+    def __init__(self, shares: int) -> None:
+        self.shares = shares
+        self.sets = -1  # global index of the last ST seen
+        self.fresh = -1
+        self.open = False
+        self.owner: int | None = None  # share of the open set (None: outside any set)
+
+    def control(self, seg_id: str) -> int | None:
+        """The share a control segment belongs to (None: every share's envelope needs it)."""
+        if seg_id == "ST":
+            self.sets += 1
+            if not self.open:
+                self.fresh += 1
+                self.owner = self.fresh % self.shares
+            self.open = True
+            return self.owner
+        if seg_id == "SE":
+            owner = self.owner if self.open else None
+            self.open = False
+            return owner
+        self.open = False  # ISA, GS, GE, IEA: an open set ends here (as the guide sees it)
+        return None
+
+    def data(self) -> int | None:
+        return self.owner if self.open else None
 
 
-def _join_shares(shares) -> list[Finding]:
-    pool, futures = shares
+class _Share:
+    """One share's validation: the implementation guide and (optionally) the claims of its
+    transaction sets, with findings and claims kept per set until the set is done."""
+
+    def __init__(self, share: int | None, delimiters: Delimiters, envelope: EnvelopeChecker,
+                 engine: str, snip: bool, catalogue: RuleCatalogue, claims: bool,
+                 done: Callable[[int, list[Finding], list[ClaimRecord]], None],
+                 part: Callable[[int, list[ClaimRecord]], None]) -> None:
+        self.share = share
+        self.guide = guide_validator(engine, delimiters, envelope, catalogue, snip=snip) \
+            if share is not None else None
+        self.collector = ClaimCollector(delimiters, self._claim, keep_encounters=False) \
+            if claims else None
+        self.done = done  # (set, its findings, its last claims): the set is done
+        self.part = part  # (set, claims): a batch of a set's claims, the set goes on
+        self.current: int | None = None  # global index of the set being validated here
+        self.claims: list[ClaimRecord] = []
+        self.mark = 0  # guide findings already assigned to a set
+
+    def _claim(self, claim: ClaimRecord) -> None:
+        self.claims.append(claim)
+        if len(self.claims) >= CLAIM_BATCH:  # a big set's claims go on in batches
+            claims, self.claims = self.claims, []
+            self.part(self.current if self.current is not None else -1, claims)
+
+    def feed(self, seg, owner: int | None, set_index: int) -> None:
+        """``owner``: the share of ``seg`` (None for ISA/GS/GE/IEA and stray segments)."""
+        mine = owner is not None and owner == self.share
+        seg_id = seg.fields[0]
+        if mine and seg_id == "ST" and set_index != self.current:
+            self.flush()
+            self.current = set_index
+        if self.guide is not None and (mine or seg_id in ("ISA", "GS", "GE", "IEA")):
+            self.guide.feed(seg)
+        if self.collector is not None and (mine or seg_id in _CONTROL):
+            self.collector.feed(seg)
+        if mine and seg_id == "SE":
+            self.flush()
+
+    def flush(self) -> None:
+        """The set being validated here is done: its findings and claims go on."""
+        findings = self.guide.findings if self.guide is not None else []
+        new = findings[self.mark:]
+        self.mark = len(findings)
+        if self.current is None and not new and not self.claims:
+            return
+        claims, self.claims = self.claims, []
+        self.done(self.current if self.current is not None else -1, new, claims)
+        self.current = None
+
+    def finish(self) -> None:
+        if self.collector is not None:
+            self.collector.finish()
+        self.flush()
+
+
+def _skim(reader: X12Reader, owners: _Owners, share: int | None, other=None):
+    """The segments of ``reader`` this share needs, as (segment, owner, set index, is a control
+    segment): the control segments and the data segments of its own sets. The others are only
+    counted, so the ordinals stay right (the same rules as :meth:`X12Reader.__iter__`, which
+    tests/test_x12_jobs.py holds this to); ``other(text, ordinal)`` is told of each."""
+    from gateway.x12.reader import Segment
+
+    delims = reader.delimiters
+    term, sep = delims.segment, delims.element
+    strip_chars = "\r\n" if term != "\n" else "\r"
+    heads = _CONTROL_HEADS
+    ordinal = 0
+    carry = ""
+    mine = False
+    for chunk in reader._chunks():
+        pieces = (carry + chunk).split(term)
+        carry = pieces.pop()
+        for piece in pieces:
+            text = piece.strip(strip_chars)
+            if not text.strip():
+                continue
+            ordinal += 1
+            if text[:2] in heads:
+                seg_id = text.split(sep, 1)[0]
+                if seg_id in _CONTROL:
+                    owner = owners.control(seg_id)
+                    mine = owners.open and owners.owner == share
+                    yield Segment(ordinal, text.split(sep), text), owner, owners.sets, True
+                    continue
+            if mine:
+                yield Segment(ordinal, text.split(sep), text), share, owners.sets, False
+            elif other is not None:
+                other(text, ordinal)
+    text = carry.strip(strip_chars)
+    if text.strip():  # a trailing fragment with no terminator
+        ordinal += 1
+        seg_id = text.split(sep, 1)[0]
+        if seg_id in _CONTROL:
+            owner = owners.control(seg_id)
+            yield Segment(ordinal, text.split(sep), text), owner, owners.sets, True
+        elif mine:
+            yield Segment(ordinal, text.split(sep), text), share, owners.sets, False
+        elif other is not None:
+            other(text, ordinal)
+
+
+def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
+                   catalogue: RuleCatalogue, claims: bool, results) -> None:
+    """Another process's share: validates its sets and sends each set's results."""
+    import pickle
+
+    def done(set_index: int, findings: list[Finding], records: list[ClaimRecord]) -> None:
+        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL) if records else b""
+        results.put(("set", share, set_index, findings, blob))
+
+    def part(set_index: int, records: list[ClaimRecord]) -> None:
+        results.put(("part", share, set_index,
+                     pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+
     try:
-        per_ts: list[tuple[int, list[Finding]]] = []
-        for future in futures:
-            per_ts.extend(future.result())
+        with X12Reader(path) as reader:
+            envelope = EnvelopeChecker(reader.delimiters, None, catalogue)  # paths only
+            work = _Share(share, reader.delimiters, envelope, engine, snip, catalogue, claims,
+                          done, part)
+            guide, collector = work.guide, work.collector
+            for seg, owner, set_index, control in _skim(reader, _Owners(shares), share):
+                if not control:  # one of this share's data segments (the common case)
+                    guide.feed(seg)
+                    if collector is not None:
+                        collector.feed(seg)
+                    continue
+                envelope.feed(seg)  # (data segments would only add to its counts)
+                work.feed(seg, owner, set_index)
+            work.finish()
+            submitters = work.collector.submitters if work.collector is not None else {}
+        results.put(("done", share, submitters))
+    except BaseException as exc:  # noqa: BLE001 - told to the parent, which stops
+        results.put(("error", share, f"{exc.__class__.__name__}: {exc}"))
+
+
+class _Spool:
+    """Pickled claim batches waiting for their turn, per set and in order: in memory up to
+    SPOOL_MEMORY bytes, then in a temporary file (memory stays bounded however far one process
+    gets ahead of another)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, list[bytes | tuple[int, int]]] = {}
+        self.size = 0
+        self.file = None
+
+    def put(self, key: int, blob: bytes) -> None:
+        if self.size + len(blob) <= SPOOL_MEMORY:
+            self.waiting.setdefault(key, []).append(blob)
+            self.size += len(blob)
+            return
+        if self.file is None:
+            import tempfile
+
+            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self.file.seek(0, 2)
+        self.waiting.setdefault(key, []).append((self.file.tell(), len(blob)))
+        self.file.write(blob)
+
+    def on_disk(self) -> bool:
+        return any(isinstance(e, tuple) for entries in self.waiting.values() for e in entries)
+
+    def take(self, key: int):
+        """The batches waiting for ``key``, in the order they came."""
+        for entry in self.waiting.pop(key, ()):
+            if isinstance(entry, tuple):
+                offset, size = entry
+                self.file.seek(offset)
+                yield self.file.read(size)
+            else:
+                self.size -= len(entry)
+                yield entry
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class _InOrder:
+    """Hands the claims to ``take`` and collects the guide findings in transaction-set order,
+    whichever process gets there first."""
+
+    def __init__(self, take: Callable[[ClaimRecord], None]) -> None:
+        self.take = take
+        self.next = 0  # the first set not done yet: its claims are handed on as they come
+        self.ready: dict[int, list[Finding]] = {}  # later sets done: their findings
+        self.spool = _Spool()
+        self.findings: list[Finding] = []
+        self.stray: list[Finding] = []  # findings outside any set (none expected)
+        self.stray_claims: list[ClaimRecord] = []
+
+    def part(self, set_index: int, claims, blob: bytes = b"") -> None:
+        """A batch of set ``set_index``'s claims: ``claims`` (records) or ``blob`` (pickled)."""
+        if set_index < 0:
+            self.stray_claims.extend(claims or _unpickle(blob))
+        elif set_index == self.next:
+            for claim in claims or _unpickle(blob):
+                self.take(claim)
+        elif claims or blob:
+            if claims:
+                import pickle
+
+                blob = pickle.dumps(claims, protocol=pickle.HIGHEST_PROTOCOL)
+            self.spool.put(set_index, blob)
+
+    def done(self, set_index: int, findings: list[Finding], claims, blob: bytes = b"") -> None:
+        """Set ``set_index`` is done, with its findings and last claims."""
+        self.part(set_index, claims, blob)
+        if set_index < 0:
+            self.stray.extend(findings)
+            return
+        self.ready[set_index] = findings
+        self.advance()
+
+    def advance(self) -> None:
+        while True:
+            for batch in self.spool.take(self.next):  # (the next set's claims that waited)
+                for claim in _unpickle(batch):
+                    self.take(claim)
+            if self.next not in self.ready:
+                return
+            self.findings.extend(self.ready.pop(self.next))
+            self.next += 1
+
+    def finish(self, sets: int) -> list[Finding]:
+        """After every share is done: ``sets`` sets in the file (each reported by its share)."""
+        while self.next < sets or any(k >= self.next for k in self.ready):
+            self.ready.setdefault(self.next, [])  # (a set nobody reported: nothing to add)
+            self.advance()
+        for set_index in sorted(self.ready):  # (never: a set reported twice)
+            self.findings.extend(self.ready.pop(set_index))
+        for claim in self.stray_claims:
+            self.take(claim)
+        self.spool.close()
+        return self.findings + self.stray
+
+
+def _unpickle(blob: bytes) -> list[ClaimRecord]:
+    if not blob:
+        return []
+    import pickle
+
+    return pickle.loads(blob)
+
+
+def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecker,
+                engine: str, snip: bool, catalogue: RuleCatalogue,
+                take: Callable[[ClaimRecord], None], keep: bool):
+    """``validate --jobs N``: this process reads every segment (the envelope checks, the line
+    count) and validates its share; N-1 other processes validate theirs. Returns (last
+    ordinal, LX lines, implementation-guide findings in set order, submitters)."""
+    import gc
+    import multiprocessing
+    import queue as queues
+
+    from gateway.x12.reader import Segment
+
+    claims_shared = not keep  # encounters and ECM rules stay in this process
+    shares = jobs if claims_shared else jobs - 1
+    mine = 0 if claims_shared else None  # without shared claims, this process only reads
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    results = context.Queue()
+    others = [context.Process(target=_share_process, daemon=True,
+                              args=(path, share, shares, engine, snip, catalogue,
+                                    claims_shared, results))
+              for share in range(shares) if share != mine]
+    gc.freeze()  # the children's collector leaves the inherited objects (and their pages) alone
+    try:
+        for process in others:
+            process.start()
     finally:
-        pool.shutdown()
-    per_ts.sort(key=lambda item: item[0])
-    return [f for _, findings in per_ts for f in findings]
+        gc.unfreeze()
+    order = _InOrder(take)
+    submitters: dict = {}
+    running = len(others)
+
+    def receive(message) -> None:
+        nonlocal running
+        if message[0] == "part":
+            _, _, set_index, blob = message
+            order.part(set_index, None, blob)
+        elif message[0] == "set":
+            _, _, set_index, findings, blob = message
+            order.done(set_index, findings, None, blob)
+        elif message[0] == "done":
+            submitters.update(message[2])
+            running -= 1
+        else:
+            raise RuntimeError(f"validate --jobs: share {message[1]} failed: {message[2]}")
+
+    try:
+        delimiters = reader.delimiters
+        work = guide = collector = None
+        if mine is not None:
+            work = _Share(mine, delimiters, envelope, engine, snip, catalogue, True,
+                          lambda set_index, findings, claims: order.done(set_index, findings,
+                                                                         claims),
+                          lambda set_index, claims: order.part(set_index, claims))
+            guide, collector = work.guide, work.collector
+        everything = None if claims_shared else ClaimCollector(delimiters, take,
+                                                               keep_encounters=keep)
+        owners = _Owners(shares)
+        last = lines = 0
+        countdown = POLL_EVERY
+        sep = delimiters.element
+        lx = ("LX", "LX" + sep)
+
+        def poll() -> None:
+            while True:
+                try:
+                    receive(results.get_nowait())
+                except queues.Empty:
+                    return
+
+        if everything is None:  # the other shares' segments are only counted here
+            def other(text: str, ordinal: int) -> None:
+                nonlocal lines, countdown, last
+                if not envelope.count_data():
+                    envelope.feed(Segment(ordinal, text.split(sep), text))
+                if text[:3] in lx:
+                    lines += 1
+                last = ordinal
+                countdown -= 1
+                if not countdown:
+                    countdown = POLL_EVERY
+                    poll()
+
+            for seg, owner, set_index, control in _skim(reader, owners, mine, other):
+                envelope.feed(seg)
+                last = seg.ordinal
+                if control:
+                    work.feed(seg, owner, set_index)
+                    continue
+                if seg.fields[0] == "LX":
+                    lines += 1
+                guide.feed(seg)
+                collector.feed(seg)
+                countdown -= 1
+                if not countdown:
+                    countdown = POLL_EVERY
+                    poll()
+        else:  # this process reads every claim (for the ECM rules)
+            for seg in reader:
+                envelope.feed(seg)
+                seg_id = seg.fields[0]
+                if seg_id in _CONTROL:
+                    owners.control(seg_id)
+                elif seg_id == "LX":
+                    lines += 1
+                everything.feed(seg)
+                last = seg.ordinal
+                countdown -= 1
+                if not countdown:
+                    countdown = POLL_EVERY
+                    poll()
+        if work is not None:
+            work.finish()
+            submitters.update(work.collector.submitters)
+        if everything is not None:
+            everything.finish()
+            submitters.update(everything.submitters)
+        while running:
+            try:
+                receive(results.get(timeout=1.0))
+            except queues.Empty:
+                if not any(p.is_alive() for p in others) and results.empty():
+                    raise RuntimeError("validate --jobs: a share stopped without a result")
+        guide_findings = order.finish(owners.sets + 1)
+    finally:
+        for process in others:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        results.close()
+    return last, lines, guide_findings, submitters

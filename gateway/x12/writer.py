@@ -10,7 +10,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TextIO
 
-import yaml
+from gateway import yamlio
 from pydantic import BaseModel, ConfigDict
 
 from gateway.paths import PROFILES
@@ -72,7 +72,7 @@ def envelope_settings(name: str) -> EnvelopeSettings:
     if "/" in name or "\\" in name or not path.is_file():
         known = sorted(p.stem for p in (PROFILES / "envelopes").glob("*.yaml"))
         raise UnknownProfile(f"no envelope profile {name!r}; known: {', '.join(known)}")
-    return EnvelopeSettings(**yaml.safe_load(path.read_text(encoding="utf-8")))
+    return EnvelopeSettings(**yamlio.safe_load(path.read_text(encoding="utf-8")))
 
 
 @dataclass(frozen=True)

@@ -252,15 +252,14 @@ def _digest(path: Path) -> str:
 def cache_dir() -> Path | None:
     """Where compiled maps are cached: the ``x12_map_cache`` setting (``off`` disables the
     cache), by default ``<var>/cache/x12-maps``."""
-    from gateway.settings import current
+    from gateway.settings import early  # (not current(): no pydantic on the fast path)
 
-    settings = current()
-    configured = settings.x12_map_cache
+    configured = early("x12_map_cache")
     if configured == "off":
         return None
     if configured:
         return Path(configured)
-    return Path(settings.var) / "cache" / "x12-maps"
+    return Path(early("var")) / "cache" / "x12-maps"
 
 
 _LOCK = Lock()
