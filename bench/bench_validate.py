@@ -11,7 +11,7 @@ resident set size is that engine's alone:
   and claim verdicts, streaming (claims counted, not kept);
   ours-j1 runs the compiled hot path when ``make install-dev`` built it (the verdict column
   says "compiled" or "pure Python"; see gateway/x12/_accelerate.py);
-* ``ours-py`` -- ours-j1 forced to pure Python (``ECM_X12_PURE=1``): the fallback's speed;
+* ``ours-py`` -- ours-j1 forced to pure Python (``ECM_GATEWAY_X12_PURE=1``): the fallback's speed;
 * ``ours-j2`` -- the same with ``jobs=2`` (``validate --jobs 2``);
 * ``split``   -- read the file in chunks and split it into segments and elements with
   ``str.split``: the ceiling for any pure-Python reader.
@@ -176,7 +176,7 @@ def work_pyx12(path: str, warm: str | None) -> dict:
 
 def worker(engine: str, path: str, warm: str | None) -> None:
     if engine == "ours-py":
-        os.environ["ECM_X12_PURE"] = "1"  # read when gateway.x12 is first imported
+        os.environ["ECM_GATEWAY_X12_PURE"] = "1"  # read when gateway.x12 is first imported
         result = work_ours(path, warm, 1)
     elif engine.startswith("ours-j"):
         result = work_ours(path, warm, int(engine[len("ours-j"):]))

@@ -82,13 +82,13 @@ def test_an_extension_older_than_its_source_is_not_used(monkeypatch):
         pytest.skip("the X12 hot path is not compiled here (no extension to judge)")
     path = [str(ROOT / "gateway" / "x12" / "engine")]
     source = ROOT / "gateway" / "x12" / "engine" / "walker.py"
-    monkeypatch.delenv(_accelerate.PURE_ENV, raising=False)
+    monkeypatch.setattr(_accelerate, "_pure", lambda: False)
     monkeypatch.setattr(_accelerate, "_manifest", {name: _accelerate.source_digest(source)})
     assert finder.find_spec(name, path) is None  # current: the ordinary import loads the .so
     monkeypatch.setattr(_accelerate, "_manifest", {name: "an older source"})
     assert finder.find_spec(name, path).origin == str(source)
     monkeypatch.setattr(_accelerate, "_manifest", {name: _accelerate.source_digest(source)})
-    monkeypatch.setenv(_accelerate.PURE_ENV, "1")
+    monkeypatch.setattr(_accelerate, "_pure", lambda: True)  # the x12_pure setting
     assert finder.find_spec(name, path).origin == str(source)
     assert finder.find_spec("gateway.x12.acks", [str(ROOT / "gateway" / "x12")]) is None
 

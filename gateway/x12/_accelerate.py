@@ -5,20 +5,19 @@ and records the SHA-256 of each source it compiled in ``_compiled.json`` beside 
 :func:`install` (called by ``gateway/x12/__init__.py``) puts a finder first on ``sys.meta_path``
 that imports a listed module from its ``.py`` source instead of the compiled extension when
 
-- the environment sets ``ECM_X12_PURE=1`` (the tests run both paths and compare findings), or
+- the setting ``x12_pure`` is on (``ECM_GATEWAY_X12_PURE=1``; the tests run both paths and
+  compare findings), or
 - the source changed since it was compiled (a stale extension never shadows an edit), or
 - nothing was compiled (no C compiler): then the ordinary import finds only the ``.py``.
 
 The compiled modules are the same source, so findings are identical either way; only speed
-differs. Standard library only: ``setup.py`` reads :data:`MODULES` from this file.
+differs. ``setup.py`` reads :data:`MODULES` from this file (run there outside the package:
+nothing at module level may import from ``gateway``).
 """
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
-import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ MODULES = (
     "gateway.x12.engine.walker",
     "gateway.x12.engine.validator",
 )
-PURE_ENV = "ECM_X12_PURE"
+PURE_ENV = "ECM_GATEWAY_X12_PURE"  # the x12_pure setting (gateway/settings.py)
 MANIFEST = Path(__file__).with_name("_compiled.json")
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
@@ -56,7 +55,9 @@ def _compiled_digests() -> dict[str, str]:
     return _manifest
 
 
-class _PureWhenStale(importlib.abc.MetaPathFinder):
+class _PureWhenStale:
+    """A ``sys.meta_path`` finder (importlib.abc is not imported: it costs start-up time)."""
+
     def find_spec(self, fullname, path, target=None):
         if fullname not in MODULES:
             return None
@@ -66,10 +67,17 @@ class _PureWhenStale(importlib.abc.MetaPathFinder):
         source = Path(spec.origin).with_name(fullname.rpartition(".")[2] + ".py")
         if not source.exists():
             return None
-        if os.environ.get(PURE_ENV) == "1" or \
-                _compiled_digests().get(fullname) != source_digest(source):
-            return importlib.util.spec_from_file_location(fullname, source)
+        if _pure() or _compiled_digests().get(fullname) != source_digest(source):
+            from importlib.util import spec_from_file_location
+
+            return spec_from_file_location(fullname, source)
         return None  # the compiled extension, built from this very source
+
+
+def _pure() -> bool:
+    from gateway.settings import early
+
+    return bool(early("x12_pure"))
 
 
 def install() -> None:
@@ -81,5 +89,7 @@ def compiled(module_name: str) -> bool:
     """Whether ``module_name`` (one of :data:`MODULES`) runs compiled in this process."""
     module = sys.modules.get(module_name)
     if module is None:
-        module = importlib.import_module(module_name)
+        from importlib import import_module
+
+        module = import_module(module_name)
     return (getattr(module, "__file__", "") or "").endswith(_EXTENSIONS)
