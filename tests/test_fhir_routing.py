@@ -353,6 +353,81 @@ def test_a_member_no_plan_can_be_found_for_is_refused_with_a_422(two_plans):
     assert gone.status_code == 404  # a refused create creates nothing
 
 
+def _bundle(kind: str, *resources: dict) -> dict:
+    return {"resourceType": "Bundle", "type": kind, "entry": [
+        {"fullUrl": f"urn:uuid:5f1c6a3e-0000-4000-8000-{i:012d}", "resource": resource,
+         "request": {"method": "POST", "url": resource["resourceType"]}}
+        for i, resource in enumerate(resources)]}
+
+
+def test_a_transaction_with_an_entry_that_cannot_be_routed_is_refused_whole(two_plans):
+    """POST /fhir gated like a create: a transaction whose second referral names a member no
+    plan can be found for is answered 422 -- FHIR-API-006 naming that entry, then its routing
+    finding located in it -- kept as rejected; nothing is stored or routed, not even the
+    routable first entry (all or nothing)."""
+    h = two_plans.auth["harbor"]
+    answer = two_plans.client.post("/fhir", json=_bundle(
+        "transaction", referral(HARBOR_MEMBER), referral(UNKNOWN_MEMBER)), headers=h)
+    assert answer.status_code == 422, answer.text
+    sid = answer.headers["x-submission-id"]
+    outcome = answer.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert [(i["details"]["coding"][0]["code"], i["severity"], i["expression"][0])
+            for i in outcome["issue"]] == [
+        ("FHIR-API-006", "error", "Bundle"),
+        ("FHIR-PROFILE-006", "information", "Bundle.entry[0].resource.performer"),
+        ("FHIR-PROFILE-006", "information", "Bundle.entry[1].resource.performer"),
+        ("FHIR-ROUTE-001", "warning", "Bundle.entry[1].resource")]
+    assert outcome["issue"][0]["details"]["text"] == \
+        "the transaction was not processed: entry 1 has errors"
+    assert UNKNOWN_MEMBER not in answer.text
+    found = two_plans.store.submission(sid)
+    assert found["status"] == "rejected"
+    for partner in ("demo-plan", "valley-plan", "dhcs"):
+        assert two_plans.routed(partner) == []
+    for index in (0, 1):  # a refused transaction creates nothing
+        gone = two_plans.client.get(f"/fhir/ServiceRequest/{sid}-{index}", headers=h)
+        assert gone.status_code == 404
+    # the same Bundle again: the same answer (the original submission, still rejected)
+    again = two_plans.client.post("/fhir", json=_bundle(
+        "transaction", referral(HARBOR_MEMBER), referral(UNKNOWN_MEMBER)), headers=h)
+    assert (again.status_code, again.headers["x-submission-id"]) == (422, sid)
+    # both routable: 200, and both referrals reach the members' plans
+    routable = two_plans.client.post("/fhir", json=_bundle(
+        "transaction", referral(HARBOR_MEMBER), referral(VALLEY_MEMBER)), headers=h)
+    assert routable.status_code == 200, routable.text
+    assert [e["response"]["status"] for e in routable.json()["entry"]] == ["201 Created"] * 2
+    done = two_plans.settled(routable.headers["x-submission-id"])
+    assert done["status"] == "routed"
+    assert len(two_plans.routed("demo-plan")) == len(two_plans.routed("valley-plan")) == 1
+
+
+def test_a_batch_entry_that_cannot_be_routed_is_a_422_entry(two_plans):
+    """In a batch each entry is a create of its own: the routable one is 201 and routed, the
+    one no plan can be found for is ``422`` with its routing finding in the entry's
+    OperationOutcome, as a create of it alone would be answered."""
+    h = two_plans.auth["harbor"]
+    answer = two_plans.client.post("/fhir", json=_bundle(
+        "batch", referral(UNKNOWN_MEMBER), referral(HARBOR_MEMBER)), headers=h)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["type"] == "batch-response"
+    refused, created = (e["response"] for e in body["entry"])
+    assert (refused["status"], created["status"]) == ("422 Unprocessable Entity",
+                                                      "201 Created")
+    assert [(i["details"]["coding"][0]["code"], i["severity"], i["expression"][0])
+            for i in refused["outcome"]["issue"]][-1:] == [
+        ("FHIR-ROUTE-001", "warning", "ServiceRequest")]
+    assert UNKNOWN_MEMBER not in answer.text
+    alone, issues = two_plans.refused("harbor", referral(UNKNOWN_MEMBER))
+    assert [i[:3] for i in issues] == [
+        (i["details"]["coding"][0]["code"], i["severity"], i["expression"][0])
+        for i in refused["outcome"]["issue"]]
+    sid = two_plans.client.get(created["location"], headers=h).headers["x-submission-id"]
+    assert two_plans.settled(sid)["status"] == "routed"
+    assert len(two_plans.routed("demo-plan")) == 1 and two_plans.routed("valley-plan") == []
+
+
 # -- Task ------------------------------------------------------------------------------------------
 HARBOR_FILL = {"Primary Payer (MCP) Identifier": "DEMOPLAN", "MCP Name": "DEMO HEALTH PLAN",
                "Member CIN": HARBOR_MEMBER, "Member Last Name": "Alvarez",

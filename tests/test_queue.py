@@ -336,3 +336,69 @@ def test_an_embedded_worker_defers_routing_while_fhir_requests_are_answered(setu
         assert _wait(lambda: store.submission(later)["run_state"] == "done")
     finally:
         queue.stop()
+
+
+_OTHER_API_PROCESS = """
+import sys
+from gateway.pipeline.queue import _ApiLoad
+load = _ApiLoad()
+assert load.share(sys.argv[1])
+request = load.request()
+request.__enter__()
+print("answering", flush=True)
+if sys.stdin.readline().strip() == "answered":
+    request.__exit__(None, None, None)
+    print("done", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_the_workers_defer_to_the_fhir_requests_of_every_api_process(tmp_path):
+    """serve --api-workers N: a worker routing in one API process would take a core from the
+    requests another one answers, so each process writes its count of FHIR requests in its
+    slot of a shared load file and the workers read them all; the slot of a process that died
+    answering is cleared by the next process that takes it."""
+    import subprocess
+    import sys
+
+    from gateway.pipeline.queue import _ApiLoad
+
+    path = tmp_path / "api-load.bin"
+    here = _ApiLoad()
+    assert here.share(path)
+    assert not here.polite()
+
+    def other():
+        child = subprocess.Popen([sys.executable, "-c", _OTHER_API_PROCESS, str(path)],
+                                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True)
+        assert child.stdout.readline().strip() == "answering"
+        return child
+
+    child = other()
+    try:
+        assert here.polite()  # the other process answers a FHIR request: routing waits
+        stop = threading.Event()
+        assert not here.wait_quiet(__import__("time").monotonic() + 0.05, stop)
+        child.stdin.write("answered\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        assert not here.polite()
+        with here.waiting():  # a client waits for a run: no politeness, whoever is busy
+            assert not here.polite()
+    finally:
+        child.kill()
+        child.wait()
+    dead = other()  # killed while answering: its count stays in its slot ...
+    dead.kill()
+    dead.wait()
+    assert here.polite()
+    again = other()  # ... until the next process takes the slot
+    try:
+        again.stdin.write("answered\n")
+        again.stdin.flush()
+        assert again.stdout.readline().strip() == "done"
+        assert not here.polite()
+    finally:
+        again.kill()
+        again.wait()

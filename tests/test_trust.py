@@ -8,6 +8,10 @@ partner met becomes a regression test, through the API AND the file drop, on the
 * a state response naming an unknown ISA13 (``STATE-LINK-*``, nothing changed);
 * replay of a delivered submission (nothing delivered twice);
 * a FHIR resource naming its member and provider only by identifier (routed, or 422).
+
+The end of the file runs every one of them again against real servers in both deployment
+modes (``served``: embedded SQLite + worker thread, and scale-out PostgreSQL + Redis + a
+Celery worker), through the API and the file drop.
 """
 
 from __future__ import annotations
@@ -503,3 +507,163 @@ def test_both_modes_refuse_a_claim_billed_as_another_provider(served):
         assert verdicts[claim].startswith("A7"), claim
     routed = "".join(_mailbox(served, "demo-plan", found["id"]).values()).encode()
     assert not set(_harbor_claims_of(faked)) & set(claims_in(routed))
+
+
+# -- every "Bad input" scenario of issue 10 in both modes (API and file drop) ----------------------
+def _upload_and_wait(served, partner: str, name: str, payload: bytes) -> dict:
+    answer = served.client.post("/files", files={"file": (name, payload)},
+                                headers=served.auth(partner, Prefer="respond-async"))
+    assert answer.status_code in (200, 202), answer.text
+    return served.wait_done(answer.json()["submission_id"])
+
+
+def _documents(served, partner: str, submission_id: str) -> dict[str, bytes]:
+    """name → content of what reached ``partner`` from ``submission_id`` (its mailbox)."""
+    box = served.client.get("/mailbox", headers=served.auth(partner)).json()["documents"]
+    return {d["name"]: served.client.get(d["href"], headers=served.auth(partner)).content
+            for d in box if d["submission_id"] == submission_id}
+
+
+def test_both_modes_refuse_a_claim_billed_under_another_providers_tin(served):
+    from conftest import renumber
+
+    faked = MIXED.replace(b"REF*EI*" + HARBOR_TIN, b"REF*EI*" + GOLDEN_TIN)
+    found = _post_and_wait(served, "harbor", renumber(faked, 6003))
+    docs = _mailbox(served, "harbor", found["id"])
+    verdicts = status_of_claims(docs["ack-277ca"].encode())
+    assert _harbor_claims_of(faked)
+    for claim in _harbor_claims_of(faked):
+        assert verdicts[claim].startswith("A7"), claim
+    assert "GATEWAY-AUTH-001" in docs["ack-277ca"]
+    routed = "".join(_mailbox(served, "demo-plan", found["id"]).values()).encode()
+    assert not set(_harbor_claims_of(faked)) & set(claims_in(routed))
+
+
+@pytest.mark.parametrize("npi, tin", [(GOLDEN_NPI, HARBOR_TIN), (b"1234500001", GOLDEN_TIN)])
+def test_both_modes_refuse_an_invoice_billed_as_another_provider(served, npi, tin):
+    found = _upload_and_wait(served, "harbor", "invoice.csv", _invoice_as_harbor_with(npi, tin))
+    [report] = [v for k, v in _documents(served, "harbor", found["id"]).items()
+                if k.endswith(".report.csv")]
+    rows = {r["Row"]: r for r in csv.DictReader(io.StringIO(report.decode("utf-8-sig")))}
+    for number in ("2", "3", "4", "5"):
+        assert rows[number]["Status"] == "rejected"
+    for number in ("2", "4", "5"):
+        assert "GATEWAY-AUTH-001: billing provider NPI " in rows[number]["Reasons"]
+    assert not [k for k in _documents(served, "demo-plan", found["id"]) if k.endswith(".x12")]
+
+
+def test_both_modes_do_not_forward_an_rtf_row_naming_another_providers_tin(served):
+    rtf = (FIXTURES / "rtf" / "rtf-clean.csv").read_bytes()
+    first, rest = rtf.split(b"\n", 1)
+    row2, others = rest.split(b"\n", 1)
+    payload = first + b"\n" + row2.replace(b",1234500001,941200000,",
+                                           b",1234500001," + GOLDEN_TIN + b",") + b"\n" + others
+    found = _upload_and_wait(served, "harbor", "rtf.csv", payload)
+    assert ("GATEWAY-AUTH-002", "row 2") in [(f["rule"], f["location"])
+                                             for f in served.store.findings(found["id"])]
+    forwarded = b"".join(_documents(served, "demo-plan", found["id"]).values())
+    assert b"91230000A" not in forwarded  # row 2's member
+    assert b"91258326G" in forwarded  # the other rows went on
+
+
+def test_both_modes_link_nothing_of_a_state_response_naming_an_unknown_isa13(served):
+    response = (FIXTURES / "state" / "response-mixed.xml").read_bytes().replace(
+        b"<ISA13>000000001</ISA13>", b"<ISA13>987654321</ISA13>")
+    found = _upload_and_wait(served, "dhcs", "response.xml", response)
+    summary = found["summary"]
+    assert (summary["accepted"], summary["denied"], summary["unmatched"]) == (0, 0, 5)
+    assert [f["rule"] for f in served.store.findings(found["id"])] == ["STATE-LINK-001"] * 5
+    assert _documents(served, "harbor", found["id"]) == {}  # no "denied" file to a provider
+    [summary_csv] = _documents(served, "demo-plan", found["id"]).values()
+    rows = list(csv.reader(io.StringIO(summary_csv.decode("utf-8"))))[1:]
+    assert {r[1] for r in rows} == {"not linked"} and len(rows) == 5
+
+
+def test_both_modes_never_deliver_a_replayed_delivered_submission_twice(served):
+    from conftest import renumber
+
+    first = _post_and_wait(served, "harbor", renumber(MIXED, 6005))
+    delivered = _documents(served, "demo-plan", first["id"])
+    assert [k for k in delivered if k.endswith(".x12")]
+    refused = served.client.post(f"/submissions/{first['id']}/replay",
+                                 headers=served.auth("harbor"))
+    assert refused.status_code == 409 and "force" in refused.json()["detail"]
+    forced = served.client.post(f"/submissions/{first['id']}/replay?force=true",
+                                headers=served.auth("harbor", Prefer="respond-async"))
+    assert forced.status_code in (200, 202), forced.text
+    again = served.wait_done(forced.json()["submission_id"])
+    assert again["status"] == "validated"  # processed, nothing new to deliver
+    assert _documents(served, "demo-plan", again["id"]) == {}
+    assert "GATEWAY-REPLAY-001" in [f["rule"] for f in served.store.findings(again["id"])]
+
+
+def test_both_modes_route_a_careplan_naming_member_and_provider_by_identifier_only(served):
+    import json as json_module
+
+    resource = json_module.loads(
+        (FIXTURES / "fhir" / "resources" / "careplan-ecm.json").read_text())
+    resource["id"] = f"trust-{served.mode}"  # its own claim ids in the shared session
+    answer = served.client.post("/fhir/CarePlan", json=resource, headers=served.auth("harbor"))
+    assert answer.status_code == 201, answer.text
+    found = served.wait_done(answer.headers["x-submission-id"])
+    assert found["status"] in ("routed", "delivered")
+    docs = _documents(served, "demo-plan", found["id"])
+    [rtf] = [v for k, v in docs.items() if k.endswith(".rtf.csv")]
+    row = next(csv.DictReader(io.StringIO(rtf.decode("utf-8-sig"))))
+    assert (row["Member Last Name"], row["ECM Provider NPI"]) == ("Okafor", "1234500001")
+    [x12] = [v for k, v in docs.items() if k.endswith(".837p.x12")]
+    assert b"NM1*IL*1*OKAFOR*ADAEZE****MI*91000001A~" in x12
+    assert b"NM1*85*2*HARBOR COMMUNITY HEALTH CENTER*****XX*1234500001~" in x12
+    # a member no MIF knows: not routable, so 422 (not 201), nothing to the plan
+    resource["id"] = f"trust-unknown-{served.mode}"
+    resource["subject"]["identifier"]["value"] = "99999999Z"
+    refused = served.client.post("/fhir/CarePlan", json=resource, headers=served.auth("harbor"))
+    assert refused.status_code == 422, refused.text
+    assert "FHIR-MAP-001" in [i["details"]["coding"][0]["code"]
+                              for i in refused.json()["issue"]]
+    sid = refused.headers["x-submission-id"]
+    assert served.store.submission(sid)["status"] == "rejected"
+    assert _documents(served, "demo-plan", sid) == {}
+
+
+def _outbox_file(served, partner: str, ending: str, needle: bytes) -> bytes | None:
+    outbox = served.drop / partner / "outbox"
+    for path in sorted(outbox.iterdir()) if outbox.is_dir() else ():
+        if path.name.endswith(ending) and needle in path.read_bytes():
+            return path.read_bytes()
+    return None
+
+
+def _outbox_277(served) -> bytes | None:
+    """The 277CA in the outbox answering trust-faked.x12 (its 999 names GS06 6007)."""
+    outbox = served.drop / "harbor" / "outbox"
+    for path in sorted(outbox.iterdir()):
+        if path.name.endswith(".999.x12") and b"AK1*HC*6007*" in path.read_bytes():
+            answer = outbox / path.name.replace(".999.x12", ".277ca.x12")
+            return answer.read_bytes() if answer.exists() else None
+    return None
+
+
+def test_both_modes_through_the_file_drop_reused_isa13_and_impersonation(served):
+    """The file drop in both modes: a different file reusing an ISA13 gets its TA1 025 in the
+    outbox, and a file billing under another provider's NPI gets its claims rejected in the
+    277CA in the outbox, none of them routed."""
+    import servers
+    from conftest import renumber
+
+    inbox = served.drop / "harbor" / "inbox"
+    (inbox / "trust-first.x12").write_bytes(renumber(MIXED, 6006))
+    assert servers.wait_for(lambda: _outbox_file(served, "harbor", ".999.x12",
+                                                 b"AK1*HC*6006*"), 60)
+    (inbox / "trust-other.x12").write_bytes(
+        renumber(MIXED.replace(b"MIX-A-GOOD", b"MIX-A-GOOO"), 6006))
+    ta1 = servers.wait_for(lambda: _outbox_file(served, "harbor", ".ta1.x12",
+                                                b"TA1*000006006*"), 60)
+    assert ta1 and b"TA1*000006006*250630*1400*R*025~" in ta1
+    faked = MIXED.replace(HARBOR_BILLING, HARBOR_BILLING.replace(b"1234500001", GOLDEN_NPI))
+    (inbox / "trust-faked.x12").write_bytes(renumber(faked, 6007))
+    ack = servers.wait_for(lambda: _outbox_277(served), 60)
+    assert ack, "no 277CA in the outbox"
+    verdicts = status_of_claims(ack)
+    for claim in _harbor_claims_of(faked):
+        assert verdicts[claim].startswith("A7"), claim

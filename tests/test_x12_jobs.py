@@ -80,6 +80,10 @@ def _cases() -> dict[str, bytes]:
     broken = [s.replace("ST*837*0003", "ST*837*0002").replace("SE*" , "SE*", 1) for s in broken]
     broken[-2] = "GE*9*1"
     cases["envelope defects"] = _file(broken)
+    # sets outside any group (no GS): the envelope reports every segment of the first
+    nogroup = _interchange([[defects, clean], [bodies[2], defects]])
+    first_gs = next(i for i, seg in enumerate(nogroup) if seg.startswith("GS*"))
+    cases["sets outside a group"] = _file(nogroup[:first_gs] + nogroup[first_gs + 1:])
     cases["CRLF and blank segments"] = _file(_interchange([[defects, clean, defects]]),
                                              terminator="~\r\n\r\n")
     cases["one set"] = DEFECTS.read_bytes()
@@ -214,3 +218,35 @@ def test_skimming_counts_segments_as_the_reader_does(tmp_path, terminator):
                             for s, owner, _, _ in _skim(reader, _Owners(shares), share))
         mine = sorted({(o, tuple(f), r) for o, f, r, owner in seen})
         assert mine == sorted({(o, tuple(f), r) for o, f, r in expected})
+
+
+@pytest.mark.parametrize("name", ["envelope defects", "a set without SE"])
+def test_jobs_with_the_pyx12_engine(name, tmp_path):
+    """pyx12 (``--engine pyx12``) reports a data segment between two sets, which the native
+    engine leaves to the envelope: it reaches the guide of one process only."""
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES[name])
+    one = _outcome(path, 1, engine="pyx12")
+    if name == "envelope defects":
+        assert [f for f in one["findings"] if f[0].startswith("X12-IG-") and f[2].endswith("/NTE")]
+    assert _outcome(path, 2, engine="pyx12") == one
+
+
+def test_a_share_that_fails_stops_the_run(tmp_path, monkeypatch):
+    import multiprocessing
+    import os
+
+    parent = os.getpid()
+    real = validate_module.guide_validator
+
+    def failing(*args, **kwargs):
+        if os.getpid() != parent:
+            raise MemoryError("no room")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate_module, "guide_validator", failing)
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    with pytest.raises(RuntimeError, match="share 1 failed: MemoryError"):
+        validate_x12(str(path), jobs=2)
+    assert multiprocessing.active_children() == []

@@ -59,6 +59,7 @@ from gateway.api.smart import TOKEN_PATH, Client, needed, public_base
 from gateway.pipeline import fhir_store
 from gateway.pipeline.fhir_resources import (
     check_stored_payload,
+    remember_checked,
     routing_of,
     submission_resources,
 )
@@ -203,6 +204,14 @@ def search_links(base: str, request: Request, resource_type: str,
     if offset + count < total:
         links.append({"relation": "next", "url": url(offset + count)})
     return links
+
+
+def _entry_of(location: str) -> int | None:
+    """The Bundle entry a finding's location is in (``Bundle.entry[3]...`` → 3)."""
+    if not location.startswith("Bundle.entry["):
+        return None
+    number = location[len("Bundle.entry["):].partition("]")[0]
+    return int(number) if number.isdigit() else None
 
 
 def _fatal(findings: list[Finding]) -> bool:
@@ -430,6 +439,8 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
         # that cannot is kept, rejected by its run here at once, and answered 422
         routable = valid and not routing_problems(
             store, app.state.partners, partner, *accepted_resources(checked, "check"))
+        if routable:  # its queued run takes this check instead of parsing the payload again
+            remember_checked(payload, fmt, resource_type, checked)
         done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                       filename=submission_name(resource_type, fmt), payload=payload,
                       idempotency_key=idempotency_key,
@@ -446,7 +457,7 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
                                  {"X-Submission-Id": done.submission_id})
         resources, _ = accepted_resources(checked, done.submission_id)
         return created(resources[0], store.submission(done.submission_id), checked.findings,
-                       201, fmt_out, prefer, base)
+                       201, fmt_out, prefer, base, new=True)
 
     def resubmission(submission_id: str, fmt_out: str, prefer: str, base: str = ""
                      ) -> Response:
@@ -468,8 +479,10 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
         return created(resources[0], found, checked.findings, 200, fmt_out, prefer, base)
 
     def created(resource: dict, submission: dict, findings: list[Finding], status: int,
-                fmt_out: str, prefer: str, base: str = "") -> Response:
-        version = fhir_store.stamped(store_of(), resource, submission)
+                fmt_out: str, prefer: str, base: str = "", new: bool = False) -> Response:
+        # a create just received is version 1 (no look for the version an update made)
+        version = fhir_store.created_version(resource, submission) if new \
+            else fhir_store.stamped(store_of(), resource, submission)
         headers = version_headers(version, base)
         location = f"{PREFIX}/{resource['resourceType']}/{resource['id']}"
         return answer_version(version, headers, findings, status, fmt_out, prefer,
@@ -714,18 +727,30 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
                 raise FhirError(422, _finding("FHIR-API-006", "Bundle", entry=first)
                                 + all_problems)
             store = store_of()
+            # gated like a create (routing_problems): a transaction with an entry that cannot
+            # be routed is kept, rejected by its run here at once, and answered 422 -- all or
+            # nothing, with every such entry's findings located in it
+            problems = routing_problems(store, app.state.partners, partner,
+                                        *accepted_resources(checked, "check"),
+                                        entries=[e.index for e in checked.entries])
             done = submit(store, app.state.partners, partner, channel="api", kind="fhir",
                           filename=submission_name("Bundle", fmt), payload=payload,
-                          idempotency_key=idempotency_key, queue=app.state.queue)
+                          idempotency_key=idempotency_key,
+                          queue=None if problems else app.state.queue)
             if done.duplicate:  # the original's payload (the same, unless only the key is)
                 checked = check_stored_payload(store, done.submission_id)
             stored, _ = accepted_resources(checked, done.submission_id) \
                 if checked.valid else ([], [])
-            if len(stored) != len(entries):
+            found = store.submission(done.submission_id)
+            if len(stored) != len(entries) or found["status"] == Status.REJECTED:
+                # as a refused create: every finding of the run; the first entry named is
+                # the first one that could not be routed (or that has an error)
                 findings = [Finding(**f) for f in store.findings(done.submission_id)]
-                raise FhirError(422, findings or _finding(
-                    "FHIR-API-006", "Bundle", entry=0),
-                    {"X-Submission-Id": done.submission_id})
+                first = min((_entry_of(f.location) for f in problems or findings
+                             if (problems or f.is_error) and _entry_of(f.location) is not None),
+                            default=0)
+                raise FhirError(422, _finding("FHIR-API-006", "Bundle", entry=first)
+                                + findings, {"X-Submission-Id": done.submission_id})
             response = {"resourceType": "Bundle", "type": "transaction-response",
                         "entry": [{"response": {
                             "status": "200 OK" if done.duplicate else "201 Created",

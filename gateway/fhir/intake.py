@@ -5,6 +5,8 @@ the processing step (validation, storage, routing) is :mod:`gateway.pipeline.ste
 
 from __future__ import annotations
 
+import copy
+
 from gateway.fhir import CIN_SYSTEM
 from gateway.fhir.validate import Checked
 
@@ -67,7 +69,9 @@ def accepted_resources(checked: Checked, submission_id: str
             full_url = bundle_entries[entry.index].get("fullUrl")
             if isinstance(full_url, str):
                 full_urls[full_url] = f"{resource['resourceType']}/{resource['id']}"
-    _resolve_references(resources, full_urls)
+    if full_urls:  # rewritten in copies: the checked payload stays as sent
+        resources = copy.deepcopy(resources)
+        _resolve_references(resources, full_urls)
     return resources, sent_ids
 
 

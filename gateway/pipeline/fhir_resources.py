@@ -13,7 +13,10 @@ payload (:func:`find_resource`, :func:`pending_resources`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 
 from gateway.fhir.intake import (
     ROLE,
@@ -27,13 +30,46 @@ from gateway.pipeline.store import Store
 from gateway.pipeline.status import Status
 
 
+# what the API's request found checking a payload, for its queued run in the same process
+# (embedded workers): the check is a pure function of the payload, its format and the expected
+# type, so the run takes the request's answer instead of parsing the payload again (the
+# fhir.resources models are the costly part of a create); a run in another process, or
+# later, checks again. Small payloads only; the latest few.
+_CHECKED: OrderedDict[tuple, Checked] = OrderedDict()
+_CHECKED_LOCK = threading.Lock()
+CHECKED_KEPT = 256
+CHECKED_MAX_BYTES = 256 * 1024
+
+
+def _checked_key(digest: str, fmt: str, expected: str | None) -> tuple:
+    return digest, fmt, expected or "Resource"
+
+
+def remember_checked(payload: bytes, fmt: str, expected: str | None, checked: Checked) -> None:
+    """Keep the request's check of ``payload`` for its run (:func:`check_stored_payload`)."""
+    if len(payload) > CHECKED_MAX_BYTES or not checked.entries:
+        return
+    key = _checked_key(hashlib.sha256(payload).hexdigest(), fmt, expected)
+    with _CHECKED_LOCK:
+        _CHECKED[key] = checked
+        _CHECKED.move_to_end(key)
+        while len(_CHECKED) > CHECKED_KEPT:
+            _CHECKED.popitem(last=False)
+
+
 def check_stored_payload(store: Store, submission_id: str, found: dict | None = None
                          ) -> Checked:
-    """Validate a FHIR submission's raw payload again, as its run does."""
+    """Validate a FHIR submission's raw payload again, as its run does (or take the answer
+    the request that received it found, :func:`remember_checked`)."""
     found = found or store.submission(submission_id)
     expected, fmt = _expected_and_format(found.get("filename"))
-    return check_payload(store.raw_payload(submission_id), fmt,
-                         expected=None if expected == "Resource" else expected)
+    expected = None if expected == "Resource" else expected
+    if found.get("sha256"):
+        with _CHECKED_LOCK:
+            kept = _CHECKED.get(_checked_key(found["sha256"], fmt, expected))
+        if kept is not None:
+            return kept
+    return check_payload(store.raw_payload(submission_id), fmt, expected=expected)
 
 
 def referral_routing(store: Store, partner: Partner, resource_type: str, resource_id: str

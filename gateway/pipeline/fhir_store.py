@@ -103,6 +103,11 @@ def stamped(store: Store, resource: dict, submission: dict) -> Version:
     if row is not None:
         return Version(with_meta(resource, row["version"], row["last_updated"]), row["version"],
                        row["last_updated"], submission)
+    return created_version(resource, submission)
+
+
+def created_version(resource: dict, submission: dict) -> Version:
+    """Version 1 of a resource its create made (received with its submission)."""
     return Version(with_meta(resource, 1, submission["created_at"]), 1,
                    submission["created_at"], submission)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import threading
 import time
 from contextlib import contextmanager
@@ -43,29 +44,80 @@ REDELIVER_AFTER = timedelta(minutes=5)
 # an embedded worker defers claiming while the API answers FHIR requests, at most the setting
 # ``defer_seconds``; the Celery sweeper looks every ``sweep_seconds`` (gateway.settings)
 QUIET_SECONDS = 0.005  # and claims only once the API stayed idle this long
+SHARED_LOOK_SECONDS = 0.002  # how often the other API processes' load is looked at
 
 
 class _ApiLoad:
-    """What the API of this process is busy with, for the embedded workers, which share its
-    GIL: FHIR requests being worked on (their validation and store write; routing them can
-    wait, nobody waits for it) and waits for a run's end (an X12 client waiting for its 999,
-    which must not wait for anybody's politeness)."""
+    """What the API is busy with, for the embedded workers, which share its CPU: FHIR requests
+    being worked on (their validation and store write; routing them can wait, nobody waits
+    for it) and waits for a run's end (an X12 client waiting for its 999, which must not wait
+    for anybody's politeness). With several API processes (``serve --api-workers N``) the
+    requests of them all count (:meth:`share`): a worker routing in one process would take a
+    core from the requests another one answers."""
+
+    SLOTS = 64  # API processes sharing one load file
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._requests = 0
         self._waits = 0
+        self._shared = None  # (mmap, this process's slot, the open file) once shared
+
+    def share(self, path) -> bool:
+        """Count the FHIR requests of every API process using the load file ``path``: each
+        process holds one slot of it (a byte-range lock, released when the process ends)
+        where it writes its own count; the workers read the sum. False when no slot was
+        free (then this process counts its own requests only)."""
+        import fcntl
+        import mmap
+        import os
+        from pathlib import Path
+
+        if self._shared is not None:
+            return True
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115 - held for the process's life
+        if os.fstat(handle.fileno()).st_size < 4 * self.SLOTS:
+            handle.truncate(4 * self.SLOTS)
+        for slot in range(self.SLOTS):
+            try:  # the lock is beyond the counts: writing them never touches it
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 4 * self.SLOTS + slot)
+            except OSError:
+                continue
+            shared = mmap.mmap(handle.fileno(), 4 * self.SLOTS)
+            struct.pack_into("i", shared, 4 * slot, 0)  # a dead predecessor's count
+            with self._changed:
+                self._shared = (shared, slot, handle)
+            return True
+        handle.close()
+        return False
+
+    def _publish(self) -> None:
+        if self._shared is not None:
+            shared, slot, _ = self._shared
+            struct.pack_into("i", shared, 4 * slot, self._requests)
+
+    def _others(self) -> int:
+        """FHIR requests in flight in the other API processes."""
+        if self._shared is None:
+            return 0
+        shared, slot, _ = self._shared
+        counts = struct.unpack_from(f"{self.SLOTS}i", shared)
+        return sum(c for i, c in enumerate(counts) if i != slot and c > 0)
 
     @contextmanager
     def request(self):
         """Around a FHIR create or validation, from its arrival to its answer."""
         with self._changed:
             self._requests += 1
+            self._publish()
         try:
             yield
         finally:
             with self._changed:
                 self._requests -= 1
+                self._publish()
                 if self._requests == 0:
                     self._changed.notify_all()
 
@@ -83,17 +135,19 @@ class _ApiLoad:
 
     def polite(self) -> bool:
         """Claiming now would slow FHIR requests, and nobody waits for a run."""
-        return self._requests > 0 and self._waits == 0
+        return self._waits == 0 and (self._requests > 0 or self._others() > 0)
 
     def wait_quiet(self, until: float, stop: threading.Event) -> bool:
         """Wait until claiming is no longer impolite or the monotonic time ``until``;
-        True when it became polite to claim (not merely late)."""
+        True when it became polite to claim (not merely late). Another process's requests
+        end without a notice here: then the count is looked at every few milliseconds."""
         with self._changed:
             while self.polite() and not stop.is_set():
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._changed.wait(remaining)
+                self._changed.wait(remaining if self._shared is None
+                                   else min(remaining, SHARED_LOOK_SECONDS))
         return True
 
     def wake_all(self) -> None:

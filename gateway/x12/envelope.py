@@ -233,14 +233,16 @@ class EnvelopeChecker:
             return
         self._ts.segment_count += 1
 
-    def count_data(self) -> bool:
-        """What :meth:`feed` does with a data segment (not ISA/GS/ST/SE/GE/IEA) inside an open
-        transaction set, without the segment (``validate --jobs``: one another process
-        validates). False when no set is open: then :meth:`feed` it."""
-        if self._ts is None:
-            return False
-        self._ts.segment_count += 1
-        return True
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction set is open (its data segments are counted, not checked)."""
+        return self._ts is not None
+
+    def count_data(self, count: int) -> None:
+        """What :meth:`feed` does with ``count`` data segments (not ISA/GS/ST/SE/GE/IEA) while
+        :attr:`in_transaction`, without the segments (``validate --jobs``: segments the
+        envelope need not see one by one)."""
+        self._ts.segment_count += count
 
     def _out_of_place(self, seg: Segment, why: str) -> None:
         scope = self.interchange

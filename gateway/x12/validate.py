@@ -227,9 +227,8 @@ CLAIM_BATCH = 1000  # claims sent on together
 
 class _Owners:
     """Which share validates each transaction set: round robin over the sets, except that a set
-    opened while the one before is still open (no SE) goes to the same share, as do segments
-    after a set's SE until the next control segment (nobody's). Every process applies the same
-    rule to the same control segments, so all agree without talking."""
+    opened while the one before is still open (no SE) goes to the same share. Every process
+    applies the same rule to the same control segments, so all agree without talking."""
 
     __slots__ = ("shares", "sets", "fresh", "open", "owner")
 
@@ -256,8 +255,11 @@ class _Owners:
         self.open = False  # ISA, GS, GE, IEA: an open set ends here (as the guide sees it)
         return None
 
-    def data(self) -> int | None:
-        return self.owner if self.open else None
+    def data(self) -> int:
+        """The share of a data segment: the open set's; outside a set, the last set's (the
+        first share before any), whose guide sees it as one process's would (pyx12 reports a
+        segment between two sets; the native engine ignores it there)."""
+        return self.owner if self.owner is not None else 0
 
 
 class _Share:
@@ -316,20 +318,32 @@ class _Share:
         self.flush()
 
 
-def _skim(reader: X12Reader, owners: _Owners, share: int | None, other=None):
-    """The segments of ``reader`` this share needs, as (segment, owner, set index, is a control
-    segment): the control segments and the data segments of its own sets. The others are only
-    counted, so the ordinals stay right (the same rules as :meth:`X12Reader.__iter__`, which
-    tests/test_x12_jobs.py holds this to); ``other(text, ordinal)`` is told of each."""
+_OWN, _CONTROL_SEGMENT, _STRAY = 0, 1, 2  # what _skim yields
+
+
+def _skim(reader: X12Reader, owners: _Owners, share: int | None,
+          envelope: EnvelopeChecker | None = None, tally: list[int] | None = None):
+    """The segments of ``reader`` this share needs, as (segment, owner, set index, kind): the
+    control segments (kind _CONTROL_SEGMENT) and the data segments of its own sets (_OWN). The
+    others are only counted, so the ordinals stay right (the same rules as
+    :meth:`X12Reader.__iter__`, which tests/test_x12_jobs.py holds this to).
+
+    With ``envelope`` and ``tally`` (the process that runs the envelope checks): the data
+    segments inside the envelope's open transaction set are counted into ``tally`` (segments,
+    LX segments) instead of being fed to it one by one; the data segments outside one are
+    yielded (_STRAY: the envelope reports them); ``tally[2]`` is the last ordinal at the end.
+    The caller hands ``tally[0]`` to the envelope before feeding it any other segment."""
     from gateway.x12.reader import Segment
 
     delims = reader.delimiters
     term, sep = delims.segment, delims.element
     strip_chars = "\r\n" if term != "\n" else "\r"
     heads = _CONTROL_HEADS
+    lx = ("LX", "LX" + sep)
+    counting = tally is not None
     ordinal = 0
     carry = ""
-    mine = False
+    mine = inside = False
     for chunk in reader._chunks():
         pieces = (carry + chunk).split(term)
         carry = pieces.pop()
@@ -342,38 +356,50 @@ def _skim(reader: X12Reader, owners: _Owners, share: int | None, other=None):
                 seg_id = text.split(sep, 1)[0]
                 if seg_id in _CONTROL:
                     owner = owners.control(seg_id)
-                    mine = owners.open and owners.owner == share
-                    yield Segment(ordinal, text.split(sep), text), owner, owners.sets, True
+                    mine = owners.data() == share
+                    yield Segment(ordinal, text.split(sep), text), owner, owners.sets, \
+                        _CONTROL_SEGMENT
+                    # (after the caller fed it: the envelope's state is current)
+                    inside = envelope.in_transaction if counting else owners.open
                     continue
+            if counting:
+                if not inside:
+                    yield Segment(ordinal, text.split(sep), text), \
+                        share if mine else None, owners.sets, _STRAY
+                    continue
+                tally[0] += 1
+                if text[:3] in lx:
+                    tally[1] += 1
             if mine:
-                yield Segment(ordinal, text.split(sep), text), share, owners.sets, False
-            elif other is not None:
-                other(text, ordinal)
+                yield Segment(ordinal, text.split(sep), text), share, owners.sets, _OWN
     text = carry.strip(strip_chars)
-    if text.strip():  # a trailing fragment with no terminator
+    if text.strip():  # a trailing fragment with no terminator: the reader's last segment
         ordinal += 1
         seg_id = text.split(sep, 1)[0]
         if seg_id in _CONTROL:
             owner = owners.control(seg_id)
-            yield Segment(ordinal, text.split(sep), text), owner, owners.sets, True
-        elif mine:
-            yield Segment(ordinal, text.split(sep), text), share, owners.sets, False
-        elif other is not None:
-            other(text, ordinal)
+            yield Segment(ordinal, text.split(sep), text), owner, owners.sets, _CONTROL_SEGMENT
+        elif counting and not inside:
+            yield Segment(ordinal, text.split(sep), text), share if mine else None, \
+                owners.sets, _STRAY
+        else:
+            if counting:
+                tally[0] += 1
+                tally[1] += text[:3] in lx
+            if mine:
+                yield Segment(ordinal, text.split(sep), text), share, owners.sets, _OWN
+    if counting:
+        tally[2] = ordinal
 
 
 def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
                    catalogue: RuleCatalogue, claims: bool, results) -> None:
     """Another process's share: validates its sets and sends each set's results."""
-    import pickle
-
     def done(set_index: int, findings: list[Finding], records: list[ClaimRecord]) -> None:
-        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL) if records else b""
-        results.put(("set", share, set_index, findings, blob))
+        results.put(("set", share, set_index, findings, _pickle(records) if records else b""))
 
     def part(set_index: int, records: list[ClaimRecord]) -> None:
-        results.put(("part", share, set_index,
-                     pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)))
+        results.put(("part", share, set_index, _pickle(records)))
 
     try:
         with X12Reader(path) as reader:
@@ -381,8 +407,8 @@ def _share_process(path: str, share: int, shares: int, engine: str, snip: bool,
             work = _Share(share, reader.delimiters, envelope, engine, snip, catalogue, claims,
                           done, part)
             guide, collector = work.guide, work.collector
-            for seg, owner, set_index, control in _skim(reader, _Owners(shares), share):
-                if not control:  # one of this share's data segments (the common case)
+            for seg, owner, set_index, kind in _skim(reader, _Owners(shares), share):
+                if kind == _OWN:  # one of this share's data segments (the common case)
                     guide.feed(seg)
                     if collector is not None:
                         collector.feed(seg)
@@ -460,9 +486,7 @@ class _InOrder:
                 self.take(claim)
         elif claims or blob:
             if claims:
-                import pickle
-
-                blob = pickle.dumps(claims, protocol=pickle.HIGHEST_PROTOCOL)
+                blob = _pickle(claims)
             self.spool.put(set_index, blob)
 
     def done(self, set_index: int, findings: list[Finding], claims, blob: bytes = b"") -> None:
@@ -497,12 +521,29 @@ class _InOrder:
         return self.findings + self.stray
 
 
+_CLAIM_FIELDS: tuple[str, ...] = ()
+
+
+def _pickle(claims: list[ClaimRecord]) -> bytes:
+    """Claims as pickled tuples of their fields (smaller and about a third quicker to read
+    back than pickled records; the encounters are not among them: None here)."""
+    import dataclasses
+    import pickle
+
+    global _CLAIM_FIELDS
+    if not _CLAIM_FIELDS:
+        _CLAIM_FIELDS = tuple(f.name for f in dataclasses.fields(ClaimRecord))
+    names = _CLAIM_FIELDS
+    return pickle.dumps([tuple([getattr(c, n) for n in names]) for c in claims],
+                        protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _unpickle(blob: bytes) -> list[ClaimRecord]:
     if not blob:
         return []
     import pickle
 
-    return pickle.loads(blob)
+    return [ClaimRecord(*values) for values in pickle.loads(blob)]
 
 
 def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecker,
@@ -515,8 +556,6 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
     import multiprocessing
     import queue as queues
 
-    from gateway.x12.reader import Segment
-
     claims_shared = not keep  # encounters and ECM rules stay in this process
     shares = jobs if claims_shared else jobs - 1
     mine = 0 if claims_shared else None  # without shared claims, this process only reads
@@ -527,12 +566,21 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                               args=(path, share, shares, engine, snip, catalogue,
                                     claims_shared, results))
               for share in range(shares) if share != mine]
-    gc.freeze()  # the children's collector leaves the inherited objects (and their pages) alone
-    try:
-        for process in others:
-            process.start()
-    finally:
-        gc.unfreeze()
+    started = False
+
+    def start() -> None:
+        """Start the other processes: once this one has loaded what they also need (the
+        compiled map and rule packs at its first ST, the encounter model for an 837), so that
+        they inherit it instead of loading it again."""
+        nonlocal started
+        started = True
+        gc.freeze()  # their collector leaves the inherited objects (and so their pages) alone
+        try:
+            for process in others:
+                process.start()
+        finally:
+            gc.unfreeze()
+
     order = _InOrder(take)
     submitters: dict = {}
     running = len(others)
@@ -565,8 +613,6 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
         owners = _Owners(shares)
         last = lines = 0
         countdown = POLL_EVERY
-        sep = delimiters.element
-        lx = ("LX", "LX" + sep)
 
         def poll() -> None:
             while True:
@@ -576,33 +622,40 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                     return
 
         if everything is None:  # the other shares' segments are only counted here
-            def other(text: str, ordinal: int) -> None:
-                nonlocal lines, countdown, last
-                if not envelope.count_data():
-                    envelope.feed(Segment(ordinal, text.split(sep), text))
-                if text[:3] in lx:
-                    lines += 1
-                last = ordinal
-                countdown -= 1
-                if not countdown:
-                    countdown = POLL_EVERY
-                    poll()
-
-            for seg, owner, set_index, control in _skim(reader, owners, mine, other):
-                envelope.feed(seg)
-                last = seg.ordinal
-                if control:
-                    work.feed(seg, owner, set_index)
+            tally = [0, 0, 0]  # data segments inside a set not yet told the envelope, LX, last
+            for seg, owner, set_index, kind in _skim(reader, owners, mine, envelope, tally):
+                if kind == _OWN:
+                    guide.feed(seg)
+                    collector.feed(seg)
+                    countdown -= 1
+                    if not countdown:
+                        countdown = POLL_EVERY
+                        poll()
                     continue
-                if seg.fields[0] == "LX":
+                if tally[0]:
+                    envelope.count_data(tally[0])
+                    tally[0] = 0
+                envelope.feed(seg)
+                if kind == _CONTROL_SEGMENT:
+                    work.feed(seg, owner, set_index)
+                    if started:
+                        poll()
+                    elif seg.fields[0] == "ST":  # (set 0 is this process's: its map is loaded)
+                        if seg.get(1) == "837":
+                            import gateway.model.encounter  # noqa: F401 - the claims' model
+                        start()
+                    continue
+                if seg.fields[0] == "LX":  # (a data segment outside a set)
                     lines += 1
-                guide.feed(seg)
-                collector.feed(seg)
-                countdown -= 1
-                if not countdown:
-                    countdown = POLL_EVERY
-                    poll()
+                if owner == mine:
+                    guide.feed(seg)
+                    collector.feed(seg)
+            if tally[0]:
+                envelope.count_data(tally[0])
+            lines += tally[1]
+            last = tally[2]
         else:  # this process reads every claim (for the ECM rules)
+            start()
             for seg in reader:
                 envelope.feed(seg)
                 seg_id = seg.fields[0]
@@ -616,6 +669,8 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                 if not countdown:
                     countdown = POLL_EVERY
                     poll()
+        if not started:  # no transaction set at all: the others have nothing to do
+            start()
         if work is not None:
             work.finish()
             submitters.update(work.collector.submitters)
@@ -633,6 +688,7 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
         for process in others:
             if process.is_alive():
                 process.terminate()
-            process.join()
+            if process.pid is not None:
+                process.join()
         results.close()
     return last, lines, guide_findings, submitters

@@ -57,6 +57,7 @@ from gateway.pipeline.fhir_resources import (
     read_resource,
 )
 from gateway.pipeline.partners import Partner, Partners
+from gateway.pipeline.status import Status
 from gateway.pipeline.steps.result import StepResult
 from gateway.rules import default_catalogue
 
@@ -85,7 +86,7 @@ class Router:
     store."""
 
     def __init__(self, store, partners: Partners, partner: Partner, result: StepResult,
-                 now: datetime | None = None) -> None:
+                 now: datetime | None = None, rules: bool = True) -> None:
         from gateway.pipeline.registries import server_registry, server_rules
 
         self.store, self.partners, self.partner = store, partners, partner
@@ -94,8 +95,13 @@ class Router:
         self.now = now or datetime.now(UTC)
         self.today: date = self.now.date()
         self.registry = server_registry(store)
-        self.rules = server_rules(self.registry, submitter=partner, partners=partners)
+        # ``rules=False``: the code-set rules alone (a dry run: no registry look-ups)
+        self.rules = server_rules(self.registry, submitter=partner, partners=partners) \
+            if rules else None
         self.catalogue = default_catalogue()
+        # the look-ups of one routing run, each made once (a CarePlan asks for its member's
+        # plan, MIF assignment and the sender's roster name from both of its mappings)
+        self._looked: dict[tuple, object] = {}
         self.findings: list[Finding] = []
         self.entries: list[dict] = []
         self.routed: dict[str, int] = {}  # recipient -> documents
@@ -251,7 +257,7 @@ class Router:
         """Write each plan's RTF CSV and 837P (into the step's result)."""
         from gateway.conversion import canonical_to_837p
         from gateway.fhir.mapping.rtf import write_rtf_csv
-        from gateway.pipeline.registries import record_routed
+        from gateway.pipeline.registries import record_consents, record_routed
         from gateway.pipeline.delivery import envelope_numbers
         from gateway.x12.writer import envelope_settings
 
@@ -269,6 +275,8 @@ class Router:
                 self._deliver(plan_id, RTF_ROLE,
                               f"{self.submission_id}{middle}.data-sharing.rtf.csv",
                               text.getvalue().encode("utf-8"), CSV_MEDIA)
+                record_consents(self.store, self.registry, plan_id, self.partner.id,
+                                self.submission_id, output.consent_rows)
             if output.encounters:
                 settings = envelope_settings(self.partners.partners[plan_id].envelope)
                 text = io.StringIO()
@@ -294,17 +302,29 @@ class Router:
     def _output(self, plan_id: str) -> _PlanOutput:
         return self._outputs.setdefault(plan_id, _PlanOutput())
 
+    def _once(self, key: tuple, look):
+        """``look()``, once per ``key`` in this run."""
+        if key not in self._looked:
+            self._looked[key] = look()
+        return self._looked[key]
+
     def _plan(self, cin: str, payer_id: str | None) -> Partner | None:
         from gateway.pipeline.delivery import resolve_plan
         from gateway.pipeline.registries import plans_of_members
 
+        assigned = self._once(("plans", cin), lambda: plans_of_members(self.registry, [cin]))
         return resolve_plan(self.partners, self.partner, ROUTE_KIND, cin, payer_id or "",
-                            plans_of_members(self.registry, [cin]))
+                            assigned)
+
+    def _assignment(self, cin: str, plan_id: str | None) -> dict | None:
+        from gateway.pipeline.registries import member_assignment
+
+        return self._once(("assignment", cin, plan_id),
+                          lambda: member_assignment(self.registry, cin, plan_id))
 
     def _fill(self, cin: str | None, target: Partner | None) -> dict:
         """RTF values the gateway knows when the resource leaves them empty: the sending
         provider, the member's name from the plan's MIF, the plan."""
-        from gateway.pipeline.registries import member_assignment
         from gateway.x12.writer import envelope_settings
 
         fill: dict = {}
@@ -315,7 +335,7 @@ class Router:
         if target is not None:
             receiver = envelope_settings(target.envelope).receiver
             fill.update(mcp_identifier=receiver.id, mcp_name=receiver.name)
-            assigned = member_assignment(self.registry, cin, target.id) if cin else None
+            assigned = self._assignment(cin, target.id) if cin else None
             if assigned:
                 fill.update(member_last_name=assigned.get("last_name"),
                             member_first_name=assigned.get("first_name"))
@@ -326,8 +346,6 @@ class Router:
         by identifier only: the member's name and birth date from the plan's MIF; the sending
         provider's name, NPI, TIN (when it has exactly one of each) and billing address from its
         partner entry (its name as the plan's roster has it, when it does)."""
-        from gateway.pipeline.registries import member_assignment
-
         fill: dict = {}
         partner = self.partner
         if partner.role == "provider":
@@ -338,8 +356,7 @@ class Router:
                 line1, city, state, postal = partner.address
                 fill.update(billing_address_line1=line1, billing_city=city,
                             billing_state=state, billing_zip=postal)
-        assigned = member_assignment(self.registry, cin, target.id if target else None) \
-            if cin else None
+        assigned = self._assignment(cin, target.id if target else None) if cin else None
         if assigned:
             fill.update(member_last_name=assigned.get("last_name"),
                         member_first_name=assigned.get("first_name"),
@@ -353,9 +370,13 @@ class Router:
 
         if not npi:
             return None
-        with self.registry.engine.connect() as conn:
-            return conn.execute(select(providers.c.name).where(providers.c.npi == npi)
-                                .limit(1)).scalar()
+
+        def look():
+            with self.registry.engine.connect() as conn:
+                return conn.execute(select(providers.c.name).where(providers.c.npi == npi)
+                                    .limit(1)).scalar()
+
+        return self._once(("roster", npi), look)
 
     def _cin(self, resource: dict) -> str | None:
         """The member's CIN: the resource's own member identifiers, else those of the Patient
@@ -401,23 +422,49 @@ class Router:
 
 
 def routing_problems(store, partners: Partners, partner: Partner, resources: list[dict],
-                     sent_ids: list, now: datetime | None = None) -> list[Finding]:
+                     sent_ids: list, now: datetime | None = None,
+                     entries: list[int | None] | None = None) -> list[Finding]:
     """THE definition of a routable ECM CarePlan / Task / ServiceRequest: what the FHIR
     profiles accept AND the mappings can route once the gateway filled in what it knows (the
     member's name from the plan's MIF, the billing provider from the sender's partner entry).
     Returns the findings that keep one from being routed — a mapping error (``FHIR-MAP-*``),
     no member or no plan (``FHIR-ROUTE-003``/``-001``), another provider's data
     (``GATEWAY-AUTH-*``) — empty when every resource routes. A dry run of :class:`Router`:
-    nothing is written. The API answers a create with these as a 422 OperationOutcome; the
-    step rejects such a submission the same way."""
-    router = Router(store, partners, partner, StepResult("check"), now)
+    nothing is written. The API answers a create, and a transaction Bundle, with these as a
+    422 OperationOutcome (a batch Bundle: per entry); the step rejects such a submission the
+    same way. ``entries``: each resource's entry in the Bundle it came in (a transaction),
+    where its findings are then located (``Bundle.entry[i].resource...``)."""
     # the ECM rules give verdicts on claims, not on routability (CLAIM_VERDICT is not a
     # problem): the dry run checks the code sets only, sparing the registries' look-ups
-    router.rules = None
-    for resource, sent_id in zip(resources, sent_ids):
-        if resource.get("resourceType") in ROUTED_TYPES:
-            router.add(resource, sent_id)
-    return [f for f in router.findings if f.rule.startswith(UNROUTABLE)
+    router = Router(store, partners, partner, StepResult("check"), now, rules=False)
+    # the resources see each other as the run will see them stored (a transaction's CarePlan
+    # naming its Patient entry)
+    router._own = {f"{r.get('resourceType')}/{r.get('id')}": r for r in resources}
+    problems: list[Finding] = []
+    for position, (resource, sent_id) in enumerate(zip(resources, sent_ids)):
+        if resource.get("resourceType") not in ROUTED_TYPES:
+            continue
+        before = len(router.findings)
+        router.add(resource, sent_id)
+        found = _problems(router.findings[before:])
+        entry = entries[position] if entries is not None else None
+        if entry is not None:
+            found = [_in_entry(f, str(resource["resourceType"]), entry) for f in found]
+        problems.extend(found)
+    return problems
+
+
+def _in_entry(finding: Finding, resource_type: str, entry: int) -> Finding:
+    """A finding located in a resource, located in its Bundle entry instead."""
+    head, dot, rest = finding.location.partition(".")
+    if head != resource_type:
+        return finding
+    return finding.model_copy(update={"location": f"Bundle.entry[{entry}].resource{dot}{rest}"})
+
+
+def _problems(findings: list[Finding]) -> list[Finding]:
+    """Of a routing run's findings, those that keep a resource from being routed."""
+    return [f for f in findings if f.rule.startswith(UNROUTABLE)
             and f.rule != CLAIM_VERDICT and (f.is_error or f.rule.startswith("FHIR-ROUTE-"))]
 
 
@@ -440,24 +487,36 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
     update = store.version_of_submission(submission_id)
     if update is not None:  # an update (PUT): the new version of the resource it names
         resources = [json.loads(update["content"])]
-    if checked.resource_type in ROUTED_TYPES and len(resources) == 1:
-        # a create or an update: one that cannot be routed is refused (the API answered 422)
-        problems = routing_problems(store, partners, partner, resources, sent_ids, now)
-        if problems:
-            result.summary = {"kind": "fhir", "valid": False,
-                              "resource_type": checked.resource_type}
-            return result.reject("the resource cannot be routed", problems, read=True)
     stored = []
     for resource in resources:
         result.add_document(role=ROLE, name=f"{resource['resourceType']}/{resource['id']}",
                             content=to_json_bytes(resource), media_type=JSON_MEDIA,
                             recipient=partner.id)
         stored.append(f"{resource['resourceType']}/{resource['id']}")
-    # a re-run (crash recovery) indexes its own 837P claims afresh
     router = Router(store, partners, partner, result, now)
-    forget_routed(router.registry, submission_id)
     for resource, sent_id in zip(resources, sent_ids):
         router.add(resource, sent_id)
+    # a create, an update or a transaction Bundle that cannot be routed is refused (the API
+    # answered 422). ONE routing run answers both questions (running the dry run of
+    # routing_problems first cost as much as the routing itself): its problems are the dry
+    # run's, unless the ECM rules denied a claim -- the dry run, which has no registries,
+    # then still sees that claim's billing provider, so only the dry run itself says for sure.
+    if checked.resource_type in ROUTED_TYPES and len(resources) == 1 \
+            or checked.resource_type == "Bundle":
+        problems = _problems(router.findings)
+        if problems or any(f.rule == CLAIM_VERDICT for f in router.findings):
+            problems = routing_problems(
+                store, partners, partner, resources, sent_ids, now,
+                [e.index for e in checked.entries] if checked.resource_type == "Bundle"
+                else None)
+        if problems:
+            result.documents.clear()  # nothing stored, nothing routed
+            result.status, result.converted = Status.VALIDATED, False
+            result.summary = {"kind": "fhir", "valid": False,
+                              "resource_type": checked.resource_type}
+            return result.reject("the resource cannot be routed", problems, read=True)
+    # a re-run (crash recovery) indexes its own 837P claims afresh
+    forget_routed(router.registry, submission_id)
     router.finish()
     result.add_findings(router.findings)
     summary = {"kind": "fhir", "valid": True, "resource_type": checked.resource_type,
