@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test install install-dev servers bench bench-load clean fhir-packages
+.PHONY: run test install install-dev servers bench bench-load clean fhir-packages compile
 
 # The stamp files make re-installation happen only when pyproject.toml changes. Installs are
 # quiet (their output goes to .venv/install.log, shown only when they fail), so the demo's
@@ -29,6 +29,11 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# Rebuild the compiled X12 hot path after editing one of its modules (gateway/x12/_accelerate.py
+# lists them; until then the edited module runs as pure Python, never a stale build).
+compile: install-dev
+	@$(BIN)/python setup.py -q build_ext --inplace >>$(VENV)/install.log 2>&1 || { tail -20 $(VENV)/install.log; exit 1; }
 
 run: install
 	@$(BIN)/ecm-gateway serve --demo --host $(HOST) --port $(PORT)

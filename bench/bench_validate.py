@@ -9,6 +9,9 @@ resident set size is that engine's alone:
 * ``ours-j1`` -- ``gateway.reports.validate_file(path)``, what ``ecm-gateway validate`` runs:
   envelope, native implementation-guide engine (SNIP 1-2), SNIP 3-7 rule packs, claim reading
   and claim verdicts, streaming (claims counted, not kept);
+  ours-j1 runs the compiled hot path when ``make install-dev`` built it (the verdict column
+  says "compiled" or "pure Python"; see gateway/x12/_accelerate.py);
+* ``ours-py`` -- ours-j1 forced to pure Python (``ECM_GATEWAY_X12_PURE=1``): the fallback's speed;
 * ``ours-j2`` -- the same with ``jobs=2`` (``validate --jobs 2``);
 * ``split``   -- read the file in chunks and split it into segments and elements with
   ``str.split``: the ceiling for any pure-Python reader.
@@ -51,7 +54,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-ENGINES = ("pyx12", "ours-j1", "ours-j2", "split")
+ENGINES = ("pyx12", "ours-j1", "ours-py", "ours-j2", "split")
 RESULT_MARK = "BENCH-RESULT "
 RSS_TARGET_MB = 100.0
 RATIO_TARGET = 30.0
@@ -109,6 +112,9 @@ def work_ours(path: str, warm: str | None, jobs: int = 1) -> dict:
     cpu = cpu_seconds() - c0 + children_cpu() - k0
     errors = sum(1 for f in report.findings if f.severity.value == "error")
     verdict = "valid" if report.valid else f"INVALID ({errors} errors)"
+    from gateway.x12._accelerate import compiled
+
+    verdict += ", compiled" if compiled("gateway.x12.engine.validator") else ", pure Python"
     return {"seconds": seconds, "cpu": cpu, "claims": report.stats.get("claims", 0),
             "verdict": verdict, "findings": len(report.findings), "start_rss_mb": start_rss}
 
@@ -169,7 +175,10 @@ def work_pyx12(path: str, warm: str | None) -> dict:
 
 
 def worker(engine: str, path: str, warm: str | None) -> None:
-    if engine.startswith("ours-j"):
+    if engine == "ours-py":
+        os.environ["ECM_GATEWAY_X12_PURE"] = "1"  # read when gateway.x12 is first imported
+        result = work_ours(path, warm, 1)
+    elif engine.startswith("ours-j"):
         result = work_ours(path, warm, int(engine[len("ours-j"):]))
     elif engine == "split":
         result = work_split(path, warm)
@@ -254,7 +263,9 @@ def ratios(results: dict[int, dict[str, dict]], size: int, key: str = "seconds")
     by = results[size]
     j1, j2, split = (rate(by.get(e, {}), key) for e in ("ours-j1", "ours-j2", "split"))
     ref = pyx12_rate(results, size, key)
+    py = rate(by.get("ours-py", {}), key)
     return {"pyx12": j1 / ref if j1 and ref else None,
+            "py": py / ref if py and ref else None,
             "split": j1 / split if j1 and split else None,
             "jobs2": j2 / j1 if j1 and j2 else None}
 
@@ -329,6 +340,8 @@ def print_targets(results: dict[int, dict[str, dict]], startup: float | None) ->
               f"{RATIO_TARGET:.0f}x); ours-j1/split {show(wall['split'], SPLIT_TARGET, '{:.0%}')}"
               f" (cpu {show(cpu['split'], SPLIT_TARGET, '{:.0%}')}, target >= "
               f"{SPLIT_TARGET:.0%}); --jobs 2 gain on wall {gain} (cpu used {gain_cpu})")
+        if wall["py"]:
+            print(f"  ours-py (pure Python)/pyx12 {wall['py']:.1f}x (cpu {cpu['py']:.1f}x)")
         for engine in ("ours-j1", "ours-j2"):
             r = results[size].get(engine, {})
             if "peak_rss_mb" in r:

@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="store URL (default: the settings' store, else SQLite under "
                             "./var); the periods are the retention_*_days settings")
 
-    report = sub.add_parser("report", help="make a report from files (outreach tracking)")
+    report = sub.add_parser("report", help="make a report from files (outreach tracking, "
+                                           "POF evidence, data-sharing authorizations)")
     reports = report.add_subparsers(dest="report", required=True)
     outreach = reports.add_parser(
         "outreach", help="the quarterly ECM outreach tracking report (ECM Policy Guide "
@@ -163,6 +164,28 @@ def _parser() -> argparse.ArgumentParser:
                           help="default: by the --output suffix, else csv")
     outreach.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                           help="write the report here (default: standard output, CSV only)")
+
+    evidence = reports.add_parser(
+        "pof-evidence", help="members whose utilization Population of Focus (high utilizer, "
+                             "SMI/SUD) lacks evidence in the claims history (ECM Policy Guide "
+                             "002:411-443, 002:474-482)")
+    evidence.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
+                          help="member information file (the members and their POFs); repeat")
+    evidence.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
+                          help="claims extract, accepted 837P or encounter-lines CSV, or a "
+                               "folder of them; repeat")
+    evidence.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                          help="write the CSV here (default: standard output)")
+    sharing = reports.add_parser(
+        "data-sharing", help="members' data-sharing authorizations (ECM Policy Guide "
+                             "002:1589-1599) from RTF files, with their status on a day")
+    sharing.add_argument("--rtf", type=Path, action="append", default=[], metavar="FILE",
+                         help="RTF with the data-sharing columns (CSV or XLSX); repeat")
+    sharing.add_argument("--plan", default="all", metavar="ID", help="the plan (its label)")
+    sharing.add_argument("--as-of", default=None, metavar="YYYY-MM-DD",
+                         help="the day the status is for (default: today)")
+    sharing.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                         help="write the CSV here (default: standard output)")
 
     worker = sub.add_parser("worker", help="run a Celery worker for a scale-out deployment")
     worker.add_argument("--store", required=True, metavar="URL",
@@ -752,6 +775,10 @@ def cmd_purge(args) -> int:
 
 
 def cmd_report(args) -> int:
+    if args.report == "data-sharing":
+        return _report_data_sharing(args)
+    if args.report == "pof-evidence":
+        return _report_pof_evidence(args)
     from gateway.ecm.outreach import Quarter, QuarterError, outreach_from_files, report_csv, \
         report_xlsx
 
@@ -774,6 +801,68 @@ def cmd_report(args) -> int:
               "files only)", file=sys.stderr)
         return EXIT_FINDINGS
     content = report_xlsx(rows) if fmt == "xlsx" else report_csv(rows)
+    if args.output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        args.output.write_bytes(content)
+        print(args.output)
+    return EXIT_OK
+
+
+def _report_pof_evidence(args) -> int:
+    """The MIF and history go into a registry in a temporary SQLite file (a plan's history of
+    millions of lines: bounded memory), then :func:`gateway.ecm.pof.pof_evidence` (one pass)."""
+    import tempfile
+
+    from gateway.ecm.codesets import load_codesets
+    from gateway.ecm.pof import evidence_report_csv, pof_evidence
+    from gateway.registry.load import load_registries
+    from gateway.registry.store import Registry
+
+    if not args.mif or not args.history:
+        raise UsageError("report pof-evidence needs --mif and --history files")
+    with tempfile.TemporaryDirectory(prefix="ecm-pof-") as folder:
+        registry = Registry(f"sqlite:///{Path(folder) / 'registry.sqlite'}")
+        files = load_registries(registry, members=args.mif, history=args.history)
+        for report in files:
+            if report.findings:
+                print(_text_report(report), file=sys.stderr)
+        if not all(r.valid for r in files):
+            print("ecm-gateway: no report: fix the errors above (a file is applied whole or "
+                  "not at all)", file=sys.stderr)
+            return EXIT_FINDINGS
+        codes = load_codesets()
+        content = evidence_report_csv(pof_evidence(
+            registry, codes.utilization, None, (codes.event_by_place, codes.event_by_code)))
+        registry.engine.dispose()
+    if args.output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        args.output.write_bytes(content)
+        print(args.output)
+    return EXIT_OK
+
+
+def _report_data_sharing(args) -> int:
+    from datetime import date
+
+    from gateway.ecm.data_sharing import data_sharing_from_files, report_csv
+
+    if not args.rtf:
+        raise UsageError("report data-sharing needs at least one --rtf file")
+    try:
+        as_of = date.fromisoformat(args.as_of) if args.as_of else date.today()
+    except ValueError:
+        raise UsageError(f"--as-of {args.as_of!r}: use YYYY-MM-DD") from None
+    rows, files = data_sharing_from_files(args.rtf, args.plan, as_of)
+    for report in files:
+        if report.findings:
+            print(_text_report(report), file=sys.stderr)
+    if rows is None:
+        print("ecm-gateway: no report: fix the errors above (a file is applied whole or not "
+              "at all)", file=sys.stderr)
+        return EXIT_FINDINGS
+    content = report_csv(rows)
     if args.output is None:
         sys.stdout.write(content.decode("utf-8"))
     else:

@@ -17,7 +17,7 @@ data folders of :mod:`gateway.paths` aside, fixed when the package loads).
 
 :class:`Settings` is built on pydantic-settings, which takes longer to import than the command
 line takes to validate a small file; so the class is made on first use, and :func:`early`
-reads the few settings the fast paths need (``home``, ``var``, ``x12_map_cache``) from the same
+reads the few settings the fast paths need (``home``, ``var``, ``x12_map_cache``, ``x12_pure``) from the same
 sources in the same order without it.
 
 =========================  ===================================  ===========================
@@ -47,6 +47,8 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``purge_schedule``         how often ``serve`` purges           ``daily`` (``never``: off)
 ``debug``                  tracebacks on the command line       false
 ``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
+``x12_pure``               X12 engine as pure Python, not its   false
+                           compiled build (read at import)
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
 """
@@ -143,6 +145,7 @@ def _settings_class():
         purge_schedule: str = "daily"
         debug: bool = False
         x12_map_cache: str | None = None
+        x12_pure: bool = False
         test_slow_writes: float = 0.0
 
         @classmethod
@@ -207,7 +210,13 @@ def configure(settings: Settings | None = None, **overrides) -> Settings:
 
 
 # the settings :func:`early` reads: name -> (type, default), the same as the fields of Settings
-_EARLY = {"home": (Path, _CHECKOUT), "var": (Path, Path("var")), "x12_map_cache": (str, None)}
+def _flag(raw: str) -> bool:
+    """An environment flag as pydantic reads a bool."""
+    return raw.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+
+
+_EARLY = {"home": (Path, _CHECKOUT), "var": (Path, Path("var")), "x12_map_cache": (str, None),
+          "x12_pure": (_flag, False)}
 
 
 def early(name: str):

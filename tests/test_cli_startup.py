@@ -2,7 +2,7 @@
 
 Issue 11 asks for a start-up under 0.3 s (bench/bench_validate.py measures it; no timing here).
 What keeps it there is structural and tested here: the validate path does not import pydantic
-(unless an 837P claim is built into the encounter model), pydantic-settings, FastAPI, openpyxl,
+(unless an 837P claim needs the encounter model to be judged), pydantic-settings, FastAPI, openpyxl,
 SQLAlchemy, the pipeline or the tabular readers. Each check runs in a fresh interpreter, since
 this test process has long imported everything."""
 
@@ -67,10 +67,25 @@ def test_validating_other_x12_never_imports_pydantic(fixture, tmp_path):
 
 @pytest.mark.parametrize("fixture", ["ecm-clean.x12", "ecm-claim-defects.x12",
                                      "ecm-envelope-defects.x12"])
-def test_validating_837p_loads_the_encounter_model_and_no_more(fixture, tmp_path):
+def test_validating_837p_loads_no_more(fixture, tmp_path):
     found = probe("validate", FIXTURES / "837p" / fixture, run=True, tmp_path=tmp_path)
     assert found["code"] == (0 if fixture == "ecm-clean.x12" else 1)
-    assert "gateway.model.encounter" in found["ran"]  # the claims become encounters
+    # claims that are certainly readable are judged without building the encounter model
+    # (gateway/x12/claims837.py ClaimCollector._surely_readable)
+    assert "gateway.model.encounter" not in found["ran"]
+    assert loaded(found["ran"], NEVER) == []
+
+
+def test_a_doubtful_claim_loads_the_encounter_model(tmp_path):
+    """A claim amount the shortcuts do not vouch for ("NaN") is judged by the model."""
+    text = (FIXTURES / "837p" / "ecm-clean.x12").read_text()
+    start = text.index("CLM*")
+    fields = text[start:text.index("~", start)].split("*")
+    doubtful = "*".join([fields[0], fields[1], "NaN", *fields[3:]])
+    path = tmp_path / "doubtful.x12"
+    path.write_text(text.replace("*".join(fields), doubtful, 1))
+    found = probe("validate", path, run=True, tmp_path=tmp_path)
+    assert "gateway.model.encounter" in found["ran"]
     assert loaded(found["ran"], NEVER) == []
 
 

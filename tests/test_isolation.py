@@ -69,6 +69,9 @@ def test_every_authenticated_route_is_in_the_table(made):
         ("POST", "/fhir/{resource_type}"), ("POST", "/fhir/{resource_type}/$validate"),
         ("GET", "/fhir/{resource_type}"), ("GET", "/referrals/overdue"),
         ("GET", "/reports/outreach"),  # a plan's report from its own mailbox and MIFs
+        # a plan's own authorizations, a provider's own reports (another plan's: 403, another
+        # provider's: none - tests/test_data_sharing_registry.py)
+        ("GET", "/registries/data-sharing"),
         # updates need a body: another partner's is 404 in tests/test_fhir_versions.py; a
         # conditional update searches the caller's own only
         ("PUT", "/fhir/{resource_type}/{resource_id}"), ("PUT", "/fhir/{resource_type}"),

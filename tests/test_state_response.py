@@ -274,7 +274,7 @@ def test_a_replayed_response_replaces_its_statuses(sent):
 
 # -- large files split across workers (gateway.pipeline.split) ------------------------------------
 def test_split_parts_keep_their_own_history_and_a_replay_replaces_them(sent):
-    from gateway.pipeline.registries import clear_history, history_source
+    from gateway.pipeline.registries import clear_history, history_source, plan_history_source
 
     world, plan_sid = sent
     store = world.store
@@ -290,10 +290,13 @@ def test_split_parts_keep_their_own_history_and_a_replay_replaces_them(sent):
                              payload=MIXED, parent_id=plan_sid).submission_id
     assert history_source(store, part(replayed, 2)) == f"submission:{plan_sid}:part-00002.x12"
     # processed whole again, the file clears what its parts once put into the history
+    # history is kept per plan: the plan's 837P lines sit under plan:<plan>:submission:<root>
+    assert plan_history_source(store, part(replayed, 3)) == \
+        f"plan:demo-plan:submission:{plan_sid}:part-00003.x12"
     world.registry.load_history([{"cin": "91230000A", "service_date": date(2025, 6, 20),
                                   "claim_id": "PART-CLAIM", "line_number": 1}],
-                                source=f"submission:{plan_sid}:part-00002.x12")
-    assert clear_history(world.registry, f"submission:{plan_sid}") == 4 + 1
+                                source=f"plan:demo-plan:submission:{plan_sid}:part-00002.x12")
+    assert clear_history(world.registry, f"plan:demo-plan:submission:{plan_sid}") == 4 + 1
 
 
 def test_a_merged_document_is_reindexed(sent):
@@ -309,7 +312,7 @@ def test_a_merged_document_is_reindexed(sent):
     assert reindex_routed(store, world.partners, plan_sid) == 8  # two documents, 4 claims each
     found = find_routed(world.registry, isa13="77", claim_id="MIX-C-GOOD", recipients=["dhcs"])
     assert found["submission_id"] == plan_sid
-    assert found["history_source"] == f"submission:{plan_sid}"
+    assert found["history_source"] == f"plan:demo-plan:submission:{plan_sid}"
 
 
 def test_an_unknown_isa13_links_nothing_and_changes_nothing(sent):

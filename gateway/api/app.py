@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -466,6 +467,46 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
         return Response(report_csv(rows), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/registries/data-sharing", tags=["reports"])
+    def data_sharing(cin: list[str] | None = Query(None, description="member CIN; repeat"),
+                     as_of: date | None = Query(None, description="status on this day "
+                                                                    "(default: today)"),
+                     plan: str | None = Query(None, description="operator: one plan's"),
+                     format: Literal["json", "csv"] = "json",  # noqa: A002 - the API word
+                     partner: Partner = Depends(partner_of)) -> Response:
+        """Members' data-sharing authorizations providers reported back to the plan (ECM
+        Policy Guide 002:1589-1599; RTF data-sharing columns and FHIR Consent), newest first
+        per member, with their status on ``as_of``. A plan reads its own, an operator any
+        plan's (``plan``), a provider those it reported."""
+        from gateway.ecm.data_sharing import authorization_rows, report_csv
+        from gateway.pipeline.registries import plan_data_sharing, server_registry
+
+        if partner.operator:
+            plan_id = plan
+        elif partner.role == "plan":
+            if plan not in (None, partner.id):
+                raise HTTPException(403, "a plan reads its own data-sharing authorizations")
+            plan_id = partner.id
+        elif partner.role == "provider":
+            plan_id = plan
+        else:
+            raise HTTPException(403, "data-sharing authorizations are for plans, providers "
+                                     "and operators")
+        found = plan_data_sharing(server_registry(app.state.store), plan_id, cin)
+        if partner.role == "provider" and not partner.operator:
+            from gateway.pipeline.delivery import authorise_sender
+
+            # those it reported: rows it could have sent (gateway.pipeline.delivery)
+            found = [a for a in found if (a.provider_npi or a.provider_tin) and
+                     authorise_sender(partner, a.provider_npi, a.provider_tin,
+                                      npi_required=False)]
+        rows = authorization_rows(found, as_of or datetime.now(UTC).date())
+        app.state.store.audit(actor=partner.id, action="read-data-sharing",
+                              target=plan_id or "all", detail=f"{len(rows)} authorizations")
+        if format == "csv":
+            return Response(report_csv(rows), media_type="text/csv")
+        return JSONResponse({"authorizations": rows})
 
     @app.get("/mailbox", tags=["mailbox"], response_model=models.Mailbox,
              responses={400: models.ERRORS[400], 401: models.ERRORS[401]})

@@ -157,6 +157,34 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
     return gaps
 
 
+def pof_evidence(registry, spec: dict, cins: list[str] | None = None,
+                 index: tuple[dict, dict] | None = None, latest: date | None = None):
+    """:func:`pof_shortfalls` for many members at once (a plan's whole MIF): their assignments
+    in one query, their utilization history in ONE streamed pass over the history
+    (:meth:`Registry.utilization_lines`), never a query per member. Yields ``(cin, gaps)`` for
+    every member of ``cins`` (all assigned members when None) whose gaps are not empty."""
+    index = index or event_index(spec)
+    events = (frozenset(index[0]), frozenset(index[1]))
+    assigned = registry.assignments_of(cins)
+    if latest is None:
+        latest = registry.latest_history_day()
+    pofs = {p for criterion in spec.get("criteria", ())
+            for p in (criterion["pof"] if isinstance(criterion["pof"], list)
+                      else [criterion["pof"]])}
+    pending = {cin for cin, found in assigned.items()
+               if any(p in pofs for a in found for p in a.pof_codes)}
+    for cin, lines in registry.utilization_lines(events):
+        if cin in pending:
+            pending.discard(cin)
+            gaps = pof_shortfalls(assigned[cin], lines, spec, index, latest)
+            if gaps:
+                yield cin, gaps
+    for cin in sorted(pending):  # no utilization event at all
+        gaps = pof_shortfalls(assigned[cin], [], spec, index, latest)
+        if gaps:
+            yield cin, gaps
+
+
 def _count(option: dict, evts: list[Event], spec: dict) -> int:
     kinds = option["events"]
     wanted = [e for e in evts if e.kind in kinds]
@@ -179,3 +207,28 @@ def _matcher(spec: dict, name: str):
     if found is None:
         found = _matchers[key] = diagnosis_matcher(spec, name)
     return found
+
+
+REPORT_COLUMNS = ["member_cin", "pof", "criterion", "window_start", "window_end", "lacking",
+                  "other_criteria"]
+
+
+def evidence_report_csv(found) -> bytes:
+    """``(cin, gaps)`` pairs of :func:`pof_evidence` as CSV, one row per POF lacking
+    evidence."""
+    import csv
+    import io
+
+    from gateway.tabular.cells import neutral_row
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(REPORT_COLUMNS)
+    for cin, gaps in found:
+        for gap in gaps:
+            writer.writerow(neutral_row([cin, gap["pof"], gap["criterion"], gap["start"],
+                                         gap["end"], gap["lacking"],
+                                         gap["other"].removeprefix(
+                                             "; other criteria may qualify the member: ")]))
+    return out.getvalue().encode("utf-8")
+

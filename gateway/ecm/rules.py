@@ -134,7 +134,16 @@ class EncounterRules:
 
     # -- public ---------------------------------------------------------------------------------
     def check(self, batch: list[tuple[Encounter, ClaimPlace]]) -> list[list[Finding]]:
-        """Findings for each encounter of the batch, in order."""
+        """Findings for each encounter of the batch, in order. The cyclic collector is
+        paused meanwhile: the batch's snapshot (thousands of small objects, alive for the whole
+        batch, freed by reference counting after it) would otherwise be promoted and re-scanned
+        with everything the caller holds."""
+        from gateway.tabular import collector_paused
+
+        with collector_paused():
+            return self._check(batch)
+
+    def _check(self, batch: list[tuple[Encounter, ClaimPlace]]) -> list[list[Finding]]:
         snapshot = Snapshot()
         if self.registry is not None and batch:
             cins = {e.member.cin for e, _ in batch}
@@ -178,7 +187,10 @@ class EncounterRules:
     def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
         """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
         claim's billing or rendering provider)?"""
-        a = self._covering(snap, e.member.cin, day)
+        return self._assigned_to(e, line, self._covering(snap, e.member.cin, day))
+
+    def _assigned_to(self, e: Encounter, line: ServiceLine, a) -> bool:
+        """:meth:`_assigned_here` for the assignment ``a`` covering the line's date."""
         if a is None:
             return False
         if self.submitter is not None:
@@ -195,18 +207,24 @@ class EncounterRules:
         if not cin_is_valid(cin):
             self._add(out, "ECM-MEM-001", place.member, place.ordinal)
         member_known = bool(snap.assignments.get(cin))
+        lines = e.claim.lines
+        # the assignment covering each line's date, and whether it is the submitter's: looked
+        # up once per line (every rule below reads them)
+        covering = [self._covering(snap, cin, line.service_date) for line in lines] \
+            if member_known else [None] * len(lines)
+        here = [self._assigned_to(e, line, a) for line, a in zip(lines, covering)]
         # a member not assigned to the submitter on any date of the claim: member-level
         # findings in their submitter form
-        stranger = not any(self._assigned_here(e, line, snap, line.service_date)
-                           for line in e.claim.lines)
-        first_day = min((line.service_date for line in e.claim.lines), default=None)
+        stranger = not any(here)
+        first_day = min((line.service_date for line in lines), default=None)
         shown_first = first_day.isoformat() if first_day else ""
         claim = _ClaimState()
-        for index, line in enumerate(e.claim.lines):
-            where = place.lines[index] if index < len(place.lines) else place.claim
-            ordinal = place.line_ordinals[index] if index < len(place.line_ordinals) \
-                else place.ordinal
-            self._check_line(out, e, line, where, ordinal, place, snap, member_known, claim)
+        n_places, n_ordinals = len(place.lines), len(place.line_ordinals)
+        for index, line in enumerate(lines):
+            where = place.lines[index] if index < n_places else place.claim
+            ordinal = place.line_ordinals[index] if index < n_ordinals else place.ordinal
+            self._check_line(out, e, line, where, ordinal, place, snap, member_known, claim,
+                             covering[index], here[index])
         if claim.unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = claim.unassigned
             # ECM-MEM-004/005 go to the trusted provider itself: told as they are
@@ -246,7 +264,10 @@ class EncounterRules:
 
     def _check_line(self, out, e: Encounter, line: ServiceLine, where: str,
                     ordinal: int | None, place: ClaimPlace, snap: Snapshot,
-                    member_known: bool, claim: _ClaimState | None = None) -> None:
+                    member_known: bool, claim: _ClaimState | None = None,
+                    assignment=False, here: bool | None = None) -> None:
+        """``assignment`` / ``here``: the assignment covering the line's date and whether it
+        is the submitter's, when the caller looked them up already."""
         claim = claim if claim is not None else _ClaimState()
         day = line.service_date
         shown_day = day.isoformat()
@@ -263,11 +284,14 @@ class EncounterRules:
         self._check_duplicates(out, e, line, where, ordinal, place, snap)
         if service is None:
             return
-        stranger = not self._assigned_here(e, line, snap, day)
+        if assignment is False:
+            assignment = self._covering(snap, e.member.cin, day)
+        stranger = not (here if here is not None else self._assigned_to(e, line, assignment))
         if service.program == "ECM":
             claim.ecm_days.append(day)
             if member_known:
-                self._check_assignment(out, e, line, where, ordinal, snap, day, stranger)
+                self._check_assignment(out, e, line, where, ordinal, snap, day, stranger,
+                                       assignment)
                 self._check_programs(out, e.member.cin, where, ordinal, snap, day, stranger)
             elif self.loaded["members"] and cin_is_valid(e.member.cin) \
                     and claim.unassigned is None:
@@ -333,8 +357,9 @@ class EncounterRules:
 
     def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
                           ordinal: int | None, snap: Snapshot, day: date,
-                          stranger: bool = False) -> None:
-        assignment = self._covering(snap, e.member.cin, day)
+                          stranger: bool = False, assignment=False) -> None:
+        if assignment is False:
+            assignment = self._covering(snap, e.member.cin, day)
         if assignment is None:
             self._add(out, "ECM-MEM-003", where, ordinal, stranger, day=day.isoformat())
             return

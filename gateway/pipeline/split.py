@@ -32,7 +32,7 @@ from gateway.findings import Finding
 from gateway.pipeline.partners import Partners
 from gateway.pipeline.registries import (
     forget_routed,
-    history_source,
+    plan_history_source,
     record_routed,
     server_registry,
 )
@@ -209,7 +209,7 @@ def merge_parts(store: Store, partners: Partners, submission_id: str) -> StepRes
             to_state = target is not None and target.role == "state"
             record_routed(registry, submission_id=submission_id, sender=partner,
                           recipient=recipient, document_id=document, x12=content,
-                          history_source=history_source(store, submission_id)
+                          history_source=plan_history_source(store, submission_id)
                           if to_state else None)
     elif all(p["status"] == Status.REJECTED for p in parts):
         result.status, result.read = Status.REJECTED, True

@@ -56,6 +56,16 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
             found = keys[key] = make(codes)
         return found
 
+    units_seen: dict = {}  # units as stored, by value (a file repeats a few values)
+
+    def units(value) -> str:
+        found = units_seen.get(value)
+        if found is None:
+            if len(units_seen) > 10_000:
+                units_seen.clear()
+            found = units_seen[value] = units_text(value)
+        return found
+
     def rows():
         for number, row in reader:
             codes = row["diagnosis_codes"]
@@ -70,7 +80,7 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
             yield (row["member_cin"], row["billing_npi"], row.get("rendering_npi") or None,
                    row["service_date"], row.get("procedure_code") or None,
                    stored(row.get("modifiers") or [], modifier_key),
-                   units_text(row.get("units")), row.get("place_of_service") or None,
+                   units(row.get("units")), row.get("place_of_service") or None,
                    row["claim_id"], row["line_number"], stored(codes, diagnosis_key))
         table_errors = [f for f in reader.findings if f.is_error]
         result.rows = reader.rows_total

@@ -1,6 +1,8 @@
 """The registries the ECM rules read: member assignments (from MIF files), program enrolments,
-ECM/CS providers (from a roster) and encounter history. Kept in the store (SQLAlchemy: SQLite by
-default, PostgreSQL by URL) with indexes, so checking a claim costs O(lines), not O(registry).
+ECM/CS providers (from a roster), Community Supports authorizations and encounter history - and
+the members' data-sharing authorizations providers report back to the plan. Kept in the store
+(SQLAlchemy: SQLite by default, PostgreSQL by URL) with indexes, so checking a claim costs
+O(lines), not O(registry).
 
 Reads are batched: :meth:`Registry.snapshot` fetches everything a batch of claims needs in a
 handful of ``IN (...)`` queries.
@@ -56,6 +58,23 @@ cs_authorizations = Table(
     Column("start", Date), Column("end", Date),
     Column("source", String(200)),
 )
+# Members' written authorizations to share data, as providers communicate them back to the
+# plan (ECM Policy Guide 002:1589-1599 "Communicate Member-level record of written authorization
+# to allow data sharing (once obtained) back to the MCP"): from the data-sharing columns of an
+# RTF (mappings/layouts/rtf/) and from FHIR Consent (mappings/fhir/consent-to-rtf.yaml), kept
+# per plan by source (plan:<plan>:data-sharing:<sender>:<submission>).
+data_sharing = Table(
+    "data_sharing_authorizations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("authorized", Boolean, nullable=False),  # N: refused, withdrawn or inactive
+    Column("authorization_date", Date), Column("scope", String(200)),  # codes, ";"-separated
+    Column("expiry", Date),
+    Column("provider_npi", String(10)), Column("provider_tin", String(9)),
+    Column("provider_name", String(120)),
+    Column("reported_on", Date),  # the RTF production date
+    Column("source", String(200), index=True),
+)
 providers = Table(
     "providers", metadata,
     Column("id", Integer, primary_key=True),
@@ -70,7 +89,7 @@ providers = Table(
 history = Table(
     "encounter_history", metadata,
     Column("id", Integer, primary_key=True),
-    Column("cin", String(9), nullable=False, index=True),
+    Column("cin", String(9), nullable=False),  # ix_history_member_day_event serves cin look-ups
     Column("billing_npi", String(10)), Column("rendering_npi", String(10)),
     Column("service_date", Date, nullable=False),
     Column("procedure_code", String(5)), Column("modifiers", String(11)),
@@ -79,7 +98,11 @@ history = Table(
     Column("claim_id", String(38)), Column("line_number", Integer),
     Column("diagnoses", String(200)),  # ICD-10-CM codes without the dot, ";"-separated
     Column("source", String(200)),
-    Index("ix_history_member_day", "cin", "service_date"),
+    # a member's lines by day; with place of service and procedure code in the index, the
+    # rules' look-ups (a batch's dates, utilization events) filter in the index and read only
+    # the lines they keep
+    Index("ix_history_member_day_event", "cin", "service_date", "place_of_service",
+          "procedure_code"),
 )
 
 
@@ -123,6 +146,32 @@ class CsAuthorization:
 
     def covers(self, day: date) -> bool:
         return within(day, self.start, self.end)
+
+
+@dataclass(frozen=True)
+class DataSharingAuthorization:
+    """One member's data-sharing authorization as a provider reported it to a plan."""
+    cin: str
+    authorized: bool
+    authorization_date: date | None
+    scope: tuple[str, ...]
+    expiry: date | None
+    provider_npi: str
+    provider_tin: str
+    provider_name: str
+    reported_on: date | None
+    source: str
+
+    def status(self, day: date) -> str:
+        """``active`` (authorized, dated on or before ``day``, not expired), ``expired``,
+        ``not-yet-effective`` or ``not-authorized`` (refused, withdrawn, inactive)."""
+        if not self.authorized:
+            return "not-authorized"
+        if self.authorization_date is not None and day < self.authorization_date:
+            return "not-yet-effective"
+        if self.expiry is not None and day > self.expiry:
+            return "expired"
+        return "active"
 
 
 @dataclass(frozen=True)
@@ -244,6 +293,39 @@ class Registry:
         """Typed rows of a CS authorization file (``mappings/layouts/cs-auth``)."""
         return self._load(cs_authorizations, (cs_row(r, source) for r in rows), source)
 
+    def load_data_sharing(self, rows: Iterable[dict], source: str) -> int:
+        """Typed RTF rows (canonical names of ``mappings/layouts/rtf``) carrying a data-sharing
+        authorization (``data_sharing_authorization`` given), replacing ``source``; rows
+        without one are not authorizations and are skipped."""
+        return self._load(data_sharing, (data_sharing_row(r, source) for r in rows
+                                         if r.get("data_sharing_authorization") is not None),
+                          source)
+
+    def data_sharing(self, cins: Iterable[str] | None = None, source_prefix: str | None = None
+                     ) -> list[DataSharingAuthorization]:
+        """The data-sharing authorizations of ``cins`` (all when None) under sources starting
+        with ``source_prefix`` (e.g. one plan's), newest authorization first per member."""
+        c = data_sharing.c
+        query = select(data_sharing)
+        if source_prefix is not None:
+            query = query.where(c.source.like(f"{source_prefix}%"))
+        found: list[DataSharingAuthorization] = []
+        with self.engine.connect() as conn:
+            wanted = None if cins is None else sorted(set(cins))
+            for chunk in [None] if wanted is None else _chunks(wanted):
+                q = query if chunk is None else query.where(c.cin.in_(chunk))
+                for r in conn.execute(q):
+                    found.append(DataSharingAuthorization(
+                        cin=r.cin, authorized=bool(r.authorized),
+                        authorization_date=r.authorization_date,
+                        scope=tuple(x for x in (r.scope or "").split(";") if x),
+                        expiry=r.expiry, provider_npi=r.provider_npi or "",
+                        provider_tin=r.provider_tin or "", provider_name=r.provider_name or "",
+                        reported_on=r.reported_on, source=r.source or ""))
+        found.sort(key=lambda a: (a.cin, -(a.authorization_date or date.min).toordinal(),
+                                  -(a.reported_on or date.min).toordinal(), a.source))
+        return found
+
     def load_providers(self, rows: Iterable[dict], source: str) -> int:
         return self._load(providers, ({
             "npi": r["provider_npi"], "tin": r.get("provider_tin") or "",
@@ -256,11 +338,29 @@ class Registry:
                        "modifiers", "units", "place_of_service", "claim_id", "line_number",
                        "diagnoses")
 
+    BULK_BATCH = 10_000  # rows per executemany; also the size that makes a load "bulk"
+    REBUILD_BELOW = 2_000_000  # SQLite: rebuild indexes after a bulk load into fewer rows
+
     def load_history_tuples(self, rows: Iterable[tuple], source: str) -> int:
         """History lines as tuples in :attr:`HISTORY_COLUMNS` order (units already as
         :func:`units_text`), replacing ``source``: the bulk path (a plan's claims extract of
-        millions of lines) - the driver's executemany, in one transaction, batches of 10,000
-        (bounded memory). An exception raised by ``rows`` rolls everything back."""
+        millions of lines), in one transaction, in bounded memory. An exception raised by
+        ``rows`` rolls everything back (the registry stays as it was).
+
+        PostgreSQL: ``COPY ... FROM STDIN``. SQLite: executemany of one prepared INSERT in
+        batches of :attr:`BULK_BATCH`, with a large page cache for the load; when the load is
+        bulk (more than one batch) and the table holds fewer than :attr:`REBUILD_BELOW` other
+        lines, the history indexes are dropped and built once after the insert (a sort,
+        instead of millions of random index inserts) - inside the same transaction, so a
+        rollback brings them back too."""
+        rows = iter(rows)
+        with self.engine.begin() as conn:
+            conn.execute(delete(history).where(history.c.source == source))
+            if self.engine.dialect.name == "postgresql":
+                return _copy_history(conn, rows, source)
+            return self._insert_history(conn, rows, source)
+
+    def _insert_history(self, conn, rows, source: str) -> int:
         dialect = self.engine.dialect
         columns = (*self.HISTORY_COLUMNS, "source")
         marks = {"qmark": "?", "numeric": ":{n}", "named": ":{name}", "format": "%s",
@@ -274,22 +374,33 @@ class Registry:
                 return dict(zip(columns, row, strict=True))
         else:
             shape = tuple
+        sqlite = dialect.name == "sqlite"
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar() if sqlite else None
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA cache_size = -262144")  # 256 MB for this load
+        dropped: list[Index] = []
         count = 0
-        with self.engine.begin() as conn:
-            conn.execute(delete(history).where(history.c.source == source))
+        try:
             batch = []
             for row in rows:
                 row = [*row, source]
                 for i, f in convert:
                     row[i] = f(row[i])
                 batch.append(shape(row))
-                if len(batch) >= 10000:
+                if len(batch) >= self.BULK_BATCH:
+                    if count == 0 and sqlite:
+                        dropped = _drop_history_indexes(conn, self.REBUILD_BELOW)
                     conn.exec_driver_sql(sql, batch)
                     count += len(batch)
                     batch = []
             if batch:
                 conn.exec_driver_sql(sql, batch)
                 count += len(batch)
+            for index in dropped:
+                index.create(conn)
+        finally:
+            if sqlite:
+                conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
         return count
 
     def load_history(self, rows: Iterable[dict], source: str) -> int:
@@ -339,6 +450,56 @@ class Registry:
                                         ("history", history),
                                         ("cs_authorizations", cs_authorizations))}
 
+    def assignments_of(self, cins: Iterable[str] | None = None) -> dict[str, list[Assignment]]:
+        """The assignments of ``cins`` (every member's when None), by member."""
+        out: dict[str, list[Assignment]] = defaultdict(list)
+        a = assignments.c
+        query = select(a.cin, a.benefit_start, a.benefit_end, a.provider_npi, a.provider_tin,
+                       a.pof_codes, a.authorization_date, a.birth_date)
+        wanted = None if cins is None else sorted(set(cins))
+        with self.engine.connect() as conn:
+            for chunk in [None] if wanted is None else _chunks(wanted, 5000):
+                q = query if chunk is None else query.where(a.cin.in_(chunk))
+                for cin, start, end, npi, tin, pofs, auth, birth in conn.execute(q):
+                    out[cin].append(Assignment(
+                        cin=cin, benefit_start=start, benefit_end=end, provider_npi=npi or "",
+                        provider_tin=tin or "",
+                        pof_codes=tuple(c for c in (pofs or "").split(";") if c),
+                        authorization_date=auth, birth_date=birth))
+        return out
+
+    def utilization_lines(self, events: tuple[frozenset, frozenset]):
+        """Every history line that is a utilization event (place of service or procedure code
+        in ``events``), grouped by member: ``(cin, [HistoryLine, ...])`` in CIN order, in one
+        pass over the table (read in storage order and sorted by the database, not looked up
+        member by member), streamed - one member's lines in memory at a time."""
+        places, codes = events
+        c = history.c
+        wanted = []
+        if places:
+            wanted.append(c.place_of_service.in_(sorted(places)))
+        if codes:
+            wanted.append(c.procedure_code.in_(sorted(codes)))
+        if not wanted:
+            return
+        query = (select(c.cin, c.billing_npi, c.service_date, c.procedure_code, c.modifiers,
+                        c.units, c.place_of_service, c.claim_id, c.line_number, c.diagnoses)
+                 .where(or_(*wanted))
+                 # ``cin || ''``: sorted as a whole, not walked through the member index
+                 .order_by(c.cin.concat("")))
+        current, lines = None, []
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=10_000) \
+                .execute(query)
+            for row in result:
+                if row[0] != current:
+                    if current is not None:
+                        yield current, lines
+                    current, lines = row[0], []
+                lines.append(HistoryLine(*row))
+        if current is not None:
+            yield current, lines
+
     def latest_history_day(self) -> date | None:
         """The most recent service date in the history (the latest month of adjudicated
         claims the POF lookback is anchored on)."""
@@ -383,12 +544,53 @@ class Registry:
             snap.history_keys.setdefault(line.key, line)
 
 
+def _drop_history_indexes(conn, below: int) -> list[Index]:
+    """SQLite, at the start of a bulk load: drop the history table's indexes when it holds
+    fewer than ``below`` lines (they are rebuilt after the insert); returns the indexes to
+    build again (the table's, as declared)."""
+    if conn.execute(select(history.c.id).limit(1).offset(below)).first() is not None:
+        return []
+    names = [name for (name,) in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+        "AND sql IS NOT NULL", (history.name,))]
+    for name in names:
+        conn.exec_driver_sql(f'DROP INDEX "{name}"')
+    return sorted(history.indexes, key=lambda i: i.name)
+
+
+def _copy_history(conn, rows, source: str) -> int:
+    """PostgreSQL: the rows through ``COPY ... FROM STDIN`` on the transaction's connection
+    (psycopg 3), streamed."""
+    columns = (*Registry.HISTORY_COLUMNS, "source")
+    raw = conn.connection.driver_connection
+    count = 0
+    with raw.cursor() as cursor, cursor.copy(
+            f"COPY {history.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row((*row, source))
+            count += 1
+    return count
+
+
 def cs_row(row: dict, source: str) -> dict:
     """A CS authorization row of the registry from typed MIF / CS-authorization columns."""
     return {"cin": row["member_cin"], "service": row["cs_service"],
             "provider_npi": row.get("cs_provider_npi") or None,
             "start": row.get("cs_authorization_start"), "end": row.get("cs_authorization_end"),
             "source": source}
+
+
+def data_sharing_row(row: dict, source: str) -> dict:
+    """A data-sharing authorization row of the registry from typed RTF columns."""
+    scope = row.get("data_sharing_scope") or []
+    return {"cin": row["member_cin"], "authorized": bool(row["data_sharing_authorization"]),
+            "authorization_date": row.get("data_sharing_authorization_date"),
+            "scope": ";".join(scope if isinstance(scope, (list, tuple)) else [scope])[:200],
+            "expiry": row.get("data_sharing_expiry"),
+            "provider_npi": row.get("ecm_provider_npi") or None,
+            "provider_tin": row.get("ecm_provider_tin") or None,
+            "provider_name": row.get("ecm_provider_name") or None,
+            "reported_on": row.get("rtf_production_date"), "source": source}
 
 
 def diagnosis_key(codes: Iterable[str]) -> str:

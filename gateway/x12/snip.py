@@ -73,17 +73,6 @@ def _value(fields: list[str], position: int, component: int, comp_sep: str) -> s
     return value
 
 
-def _conditions_hold(rule: SnipRule, fields: list[str], comp_sep: str) -> bool:
-    for position, component, wanted in rule.when:
-        if _value(fields, position, component, comp_sep) != wanted:
-            return False
-    for position, component, unwanted in rule.unless:
-        found = _value(fields, position, component, comp_sep)
-        if found and (unwanted == "*" or found == unwanted):
-            return False
-    return True
-
-
 def _money(text: str) -> Decimal | None:
     try:
         return Decimal(text)
@@ -133,62 +122,99 @@ class SnipChecker:
         for rule in rules:
             if "segment" in rule.spec:
                 self.by_segment.setdefault(rule.spec["segment"], []).append(rule)
+        self._claim_checks = [(getattr(self, "_" + rule.check), rule)
+                              for rule in self.claim_rules]
         self.enabled = bool(rules)
-        # the segment ids this checker looks at (the validator skips calling it for others)
-        self.interesting = frozenset(self.by_segment) | (_TRACKED if self.claim_rules else
-                                                         frozenset())
         self.created = ""
         self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
         self.claim: _Claim | None = None
         self.found = 0  # element findings so far
         self._clean: set[tuple[int, str]] = set()
+        # per segment id, the one function that does all this checker does with it (claim
+        # tracking, then the element rules): segment ids no rule needs cost nothing
+        tracked = _TRACKED if self.claim_rules else frozenset()
+        self.handlers = {seg_id: self._handler(seg_id, seg_id in tracked,
+                                               self.by_segment.get(seg_id, ()))
+                         for seg_id in frozenset(self.by_segment) | tracked}
+        # the segment ids this checker looks at (the validator skips calling it for others)
+        self.interesting = frozenset(self.handlers)
 
     # -- feeding -----------------------------------------------------------------------------
     def segment(self, fields: list[str], node, ordinal: int, position: int,
                 loop_count: int, text: str = "") -> None:
-        seg_id = fields[0]
-        rules = self.by_segment.get(seg_id)
-        if rules and text:
-            key = (node.index, text)
-            if key in self._clean:  # the same segment text at the same node passed before
-                rules = None
-            else:
-                before = self.found
-        if seg_id not in _TRACKED and not rules:
-            return
-        loop = node.parent.id if node.parent is not None else ""
-        if seg_id in ("CLM", "HL") and self.claim is not None:
+        handler = self.handlers.get(fields[0])
+        if handler is not None:
+            handler(fields, node, ordinal, position, loop_count, text)
+
+    def _handler(self, seg_id: str, tracked: bool, rules):
+        track = getattr(self, "_track_" + seg_id) if tracked else None
+        checks = tuple(self._rule_check(rule) for rule in rules)
+        clean = self._clean
+        if not checks:
+            return track  # claim tracking only
+
+        def handler(fields, node, ordinal, position, loop_count, text):
+            if track is not None:
+                track(fields, node, ordinal, position, loop_count)
+            if not checks:
+                return
+            if text:
+                key = (node.index, text)
+                if key in clean:  # the same segment text at the same node passed before
+                    return
+            before = self.found
+            parent = node.parent
+            loop = parent.id if parent is not None else ""
+            for check in checks:
+                check(fields, node, ordinal, position, loop)
+            if text and self.found == before and len(clean) < 100_000:
+                clean.add(key)
+
+        return handler
+
+    # claim tracking, per segment id (only when a claim rule is on)
+    def _track_CLM(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        if self.claim is not None:
             self._end_claim()
-        if seg_id == "BHT":
-            self.created = fields[4] if len(fields) > 4 else ""
-        elif seg_id == "HL":
-            level = fields[3] if len(fields) > 3 else ""
-            if level in ("20", "22"):
-                self.birth = {}
-            elif level == "23":
-                self.birth.pop("2010CA", None)
-        elif seg_id == "DMG" and loop in ("2010BA", "2010CA"):
-            if len(fields) > 2 and fields[1] == "D8":
-                self.birth[loop] = fields[2]
-        elif seg_id == "CLM":
-            charge = fields[2] if len(fields) > 2 else ""
-            self.claim = _Claim(ordinal, position, loop_count, charge,
-                                _value(fields, 5, 3, self.comp))
-        elif self.claim is not None:
-            if seg_id in ("SV1", "SV2") and loop == "2400":
-                self.claim.lines.append(_value(fields, 2 if seg_id == "SV1" else 3, 0,
-                                               self.comp))
-            elif seg_id == "REF" and loop == "2300" and len(fields) > 1:
-                self.claim.refs.add(fields[1])
-            elif seg_id == "DTP" and len(fields) > 3 and fields[1] == "472":
-                span = _dates(fields[2], fields[3])
-                if span:
-                    self.claim.service_dates.extend(span)
-        if rules:
-            for rule in rules:
-                self._element_rule(rule, fields, node, ordinal, position, loop)
-            if text and self.found == before and len(self._clean) < 100_000:
-                self._clean.add(key)
+        charge = fields[2] if len(fields) > 2 else ""
+        self.claim = _Claim(ordinal, position, loop_count, charge,
+                            _value(fields, 5, 3, self.comp))
+
+    def _track_HL(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        if self.claim is not None:
+            self._end_claim()
+        level = fields[3] if len(fields) > 3 else ""
+        if level in ("20", "22"):
+            self.birth = {}
+        elif level == "23":
+            self.birth.pop("2010CA", None)
+
+    def _track_BHT(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        self.created = fields[4] if len(fields) > 4 else ""
+
+    def _track_DMG(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        loop = node.parent.id if node.parent is not None else ""
+        if loop in ("2010BA", "2010CA") and len(fields) > 2 and fields[1] == "D8":
+            self.birth[loop] = fields[2]
+
+    def _track_SV1(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        if self.claim is not None and node.parent is not None and node.parent.id == "2400":
+            self.claim.lines.append(_value(fields, 2, 0, self.comp))
+
+    def _track_SV2(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        if self.claim is not None and node.parent is not None and node.parent.id == "2400":
+            self.claim.lines.append(_value(fields, 3, 0, self.comp))
+
+    def _track_REF(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        if self.claim is not None and node.parent is not None and \
+                node.parent.id == "2300" and len(fields) > 1:
+            self.claim.refs.add(fields[1])
+
+    def _track_DTP(self, fields, node, ordinal, position, loop_count, text="") -> None:
+        if self.claim is not None and len(fields) > 3 and fields[1] == "472":
+            span = _dates(fields[2], fields[3])
+            if span:
+                self.claim.service_dates.extend(span)
 
     def end_transaction(self) -> None:
         if self.claim is not None:
@@ -197,40 +223,69 @@ class SnipChecker:
         self.created = ""
 
     # -- element rules ----------------------------------------------------------------------
-    def _element_rule(self, rule: SnipRule, fields, node, ordinal, position, loop) -> None:
+    def _rule_check(self, rule: SnipRule):
+        """One element rule as a function (fields, node, ordinal, position, loop)."""
         spec = rule.spec
-        if spec.get("loop") and spec["loop"] != loop:
-            return
-        if not _conditions_hold(rule, fields, self.comp):
-            return
+        only_loop = spec.get("loop")
+        when, unless = rule.when, rule.unless
+        comp = self.comp
+        report = self._report
+
+        def conditions(fields) -> bool:
+            for position, component, wanted in when:
+                if _value(fields, position, component, comp) != wanted:
+                    return False
+            for position, component, unwanted in unless:
+                found = _value(fields, position, component, comp)
+                if found and (unwanted == "*" or found == unwanted):
+                    return False
+            return True
+
         if rule.check == "icd10cm":
-            for index in range(1, len(fields)):
-                parts = fields[index].split(self.comp)
-                if len(parts) < 2 or parts[0] not in spec["qualifiers"] or not parts[1]:
-                    continue
-                code = parts[1]
-                why = None
-                if "." in code:
-                    why = "sent with its decimal point"
-                elif not _ICD10.fullmatch(code):
-                    why = "not the shape letter, digit, 1 to 5 letters or digits"
-                if why:
-                    self._report(rule, node, ordinal, position, index, 2, why=why)
-            return
+            qualifiers = spec["qualifiers"]
+
+            def icd10(fields, node, ordinal, position, loop) -> None:
+                if only_loop and only_loop != loop or not conditions(fields):
+                    return
+                for index in range(1, len(fields)):
+                    parts = fields[index].split(comp)
+                    if len(parts) < 2 or parts[0] not in qualifiers or not parts[1]:
+                        continue
+                    code = parts[1]
+                    why = None
+                    if "." in code:
+                        why = "sent with its decimal point"
+                    elif not _ICD10.fullmatch(code):
+                        why = "not the shape letter, digit, 1 to 5 letters or digits"
+                    if why:
+                        report(rule, node, ordinal, position, index, 2, why=why)
+
+            return icd10
         index, component = rule.element
-        value = _value(fields, index, component, self.comp)
-        if not value:
-            return  # a missing element is the implementation guide's business (SNIP 2)
         if rule.check == "npi":
             from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 
-            ok = len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+            def ok(value: str) -> bool:
+                return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
         elif rule.check == "pattern":
-            ok = rule.pattern.fullmatch(value) is not None
+            ok = rule.pattern.fullmatch
         else:
-            return
-        if not ok:
-            self._report(rule, node, ordinal, position, index, component)
+            def ok(value: str) -> bool:
+                return True
+
+        def element(fields, node, ordinal, position, loop) -> None:
+            if only_loop and only_loop != loop or not conditions(fields):
+                return
+            if component:
+                value = _value(fields, index, component, comp)
+            else:
+                value = fields[index] if index < len(fields) else ""
+            if not value:
+                return  # a missing element is the implementation guide's business (SNIP 2)
+            if not ok(value):
+                report(rule, node, ordinal, position, index, component)
+
+        return element
 
     def _report(self, rule, node, ordinal, position, index, component, **values) -> None:
         seg_id = node.id
@@ -251,8 +306,8 @@ class SnipChecker:
     def _end_claim(self) -> None:
         claim = self.claim
         self.claim = None
-        for rule in self.claim_rules:
-            getattr(self, "_" + rule.check)(rule, claim)
+        for check, rule in self._claim_checks:
+            check(rule, claim)
 
     def _claim_report(self, rule, claim: _Claim, element: int, component: int | None,
                       data_element: str, **values) -> None:

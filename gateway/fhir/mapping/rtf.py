@@ -59,6 +59,30 @@ def layout_row(values: dict, layout: Layout, base: str, catalogue: RuleCatalogue
     return row, findings
 
 
+def typed_row(row: dict[str, str], layout: Layout) -> dict:
+    """The inverse of :func:`layout_row` for the values it writes: a row keyed by the layout's
+    headers back to field names with booleans, dates and lists typed (what a file read with
+    the layout gives), for the gateway's own registries."""
+    from datetime import datetime
+
+    values: dict = {}
+    for column in layout.columns:
+        if column.type == "flags":
+            continue
+        text = row.get(column.headers[0], "")
+        if text in ("", None):
+            values[column.field] = [] if column.type == "list" else None
+        elif column.type == "bool":
+            values[column.field] = text == "Y"
+        elif column.type == "date":
+            values[column.field] = datetime.strptime(text, layout.date_formats[0]).date()
+        elif column.type == "list":
+            values[column.field] = [v for v in text.split(";") if v]
+        else:
+            values[column.field] = text
+    return values
+
+
 def write_rtf_csv(rows: list[dict[str, str]], out: TextIO, layout: str = "default") -> None:
     """RTF rows (from :func:`task_to_rtf` / :func:`careplan_to_rtf`) as CSV with the header row
     of the layout."""

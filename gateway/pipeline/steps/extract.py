@@ -59,8 +59,10 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
     lookback before the benefit start (``history_extract.lookback_months`` of the assigning
     plan's settings, profiles/plans/) through the benefit period (ECM Policy Guide 002:1695
     "Historical encounters/claims data for assigned Members"), with their diagnoses
-    (002:1696-1700). A plan's claims extract reaches only the providers of that plan's
-    members (deduplicated, sorted)."""
+    (002:1696-1700). History is kept per plan (the plan's claims extracts and the 837Ps it sent
+    the state): an assignment of plan P gives the member's history of plan P only, so a member
+    who moved between plans shows each plan's providers that plan's lines (deduplicated,
+    sorted)."""
     from gateway.ecm.plans import lookback_months
     from gateway.ecm.pof import months_back
 
@@ -84,9 +86,8 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
     with registry.engine.connect() as conn:
         for line in conn.execute(query).mappings():
             plan = plan_of_source(line["source"])
-            line_plan = plan_of_source(line["history_source"])
-            if line_plan is not None and line_plan != plan:
-                continue  # another plan's claims
+            if plan is None or plan_of_source(line["history_source"]) != plan:
+                continue  # another plan's history (history is kept per plan)
             if plan not in lookbacks:
                 lookbacks[plan] = lookback_months(plan)
             start = line["benefit_start"]

@@ -257,7 +257,7 @@ class Router:
         """Write each plan's RTF CSV and 837P (into the step's result)."""
         from gateway.conversion import canonical_to_837p
         from gateway.fhir.mapping.rtf import write_rtf_csv
-        from gateway.pipeline.registries import record_routed
+        from gateway.pipeline.registries import record_consents, record_routed
         from gateway.pipeline.delivery import envelope_numbers
         from gateway.x12.writer import envelope_settings
 
@@ -275,6 +275,8 @@ class Router:
                 self._deliver(plan_id, RTF_ROLE,
                               f"{self.submission_id}{middle}.data-sharing.rtf.csv",
                               text.getvalue().encode("utf-8"), CSV_MEDIA)
+                record_consents(self.store, self.registry, plan_id, self.partner.id,
+                                self.submission_id, output.consent_rows)
             if output.encounters:
                 settings = envelope_settings(self.partners.partners[plan_id].envelope)
                 text = io.StringIO()

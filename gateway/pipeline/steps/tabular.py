@@ -74,6 +74,9 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
         forwarded = _mif_recipients(partners, partner, table, findings)
     else:
         forwarded = _plan_recipients(partners, registry, partner, table, findings)
+        if table_kind == "rtf":  # data-sharing authorizations: a registry per plan
+            summary["data_sharing_recorded"] = _data_sharing(store, registry, partner,
+                                                             submission_id, table, forwarded)
     for recipient, numbers in forwarded.items():
         content, media, suffix = table_subset(path, table, numbers)
         result.route(role=f"routed-{table_kind}",
@@ -116,6 +119,18 @@ def _claims(store, partner: Partner, submission_id: str, path, result: StepResul
     if not outcome.applied:
         result.status, result.read = Status.REJECTED, True
     return result
+
+
+def _data_sharing(store, registry, provider: Partner, submission_id: str, table,
+                  forwarded: dict[str, list[int]]) -> int:
+    """The RTF rows' data-sharing authorizations (ECM Policy Guide 002:1598-1599), recorded as
+    the plan's each row goes to (:func:`gateway.pipeline.registries.record_data_sharing`)."""
+    from gateway.pipeline.registries import record_data_sharing
+
+    by_number = dict(table.rows)
+    return sum(record_data_sharing(store, registry, plan_id, provider.id, submission_id,
+                                   (by_number[n] for n in numbers))
+               for plan_id, numbers in forwarded.items())
 
 
 def _mif_recipients(partners: Partners, plan: Partner, table, findings: list) -> dict:

@@ -6,8 +6,9 @@ whose registry is there, as the command line does). TA1/999/277CA go back to the
 ``ack``). A provider's accepted claims go to the member's plan
 (:func:`gateway.pipeline.delivery.resolve_plan`), one routed 837P per plan when the members
 belong to different plans. A plan's accepted encounters go to the state and into the encounter
-history (source ``submission:<first submission of the replay chain>``: a re-run or replay
-replaces its lines). A provider may submit only as itself
+history of that plan (source ``plan:<plan>:submission:<first submission of the replay
+chain>``, :func:`gateway.pipeline.registries.plan_history_source`: a re-run or replay replaces
+its lines). A provider may submit only as itself
 (:func:`gateway.pipeline.delivery.authorise_sender`, ``GATEWAY-AUTH-001``).
 """
 
@@ -30,7 +31,7 @@ from gateway.pipeline.partners import Partner, Partners
 from gateway.pipeline.registries import (
     clear_history,
     forget_routed,
-    history_source,
+    plan_history_source,
     record_routed,
     replace_history,
     server_registry,
@@ -73,7 +74,7 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
     payload = store.raw_payload(submission_id)
     registry = server_registry(store)
     forget_routed(registry, submission_id)
-    source = history_source(store, submission_id) if partner.role == "plan" else None
+    source = plan_history_source(store, submission_id) if partner.role == "plan" else None
     if source is not None:
         # an earlier run's lines must not make this run's claims duplicates of themselves
         clear_history(registry, source)

@@ -442,3 +442,62 @@ def post_ok(node: Segment, fields: list[str], comp_sep: str) -> bool:
         elif value not in check_[2]:
             return False
     return True
+
+
+def _has(p: int) -> str:
+    return f"(n > {p} and f[{p}] != '')"
+
+
+def _syntax_source(kind: str, positions: tuple) -> str:
+    """A Python expression (over ``f`` the fields and ``n`` their count) true when the syntax
+    note holds; the same decisions as :func:`syntax_ok`."""
+    if len(positions) < 2:
+        return "False"
+    has = [_has(p) for p in positions]
+    if kind == "P":
+        return f"(({' and '.join(has)}) or not ({' or '.join(has)}))"
+    if kind == "R":
+        return f"({' or '.join(has)})"
+    if kind == "E":
+        return f"(({' + '.join(has)}) <= 1)"
+    if kind == "C":
+        return f"(not {has[0]} or ({' and '.join(has[1:])}))"
+    if kind == "L":
+        return f"(not {has[0]} or ({' or '.join(has[1:])}))"
+    return "False"
+
+
+_POST_FUNCTIONS: dict[tuple[int, str], object] = {}
+
+
+def post_function(node: Segment, comp_sep: str):
+    """``node.post`` compiled into one Python function ``(fields) -> bool`` (memoised per node
+    and component separator): the same answer as :func:`post_ok`, without its loop and calls.
+    None when the node has no post-checks."""
+    key = (id(node), comp_sep)
+    found = _POST_FUNCTIONS.get(key, False)
+    if found is not False:
+        return found
+    if not node.post:
+        _POST_FUNCTIONS[key] = None
+        return None
+    lines = ["def post(f):", "    n = len(f)"]
+    env: dict = {}
+    for i, check_ in enumerate(node.post):
+        if check_[0] == "syntax":
+            lines.append(f"    if not {_syntax_source(check_[1], check_[2])}: return False")
+            continue
+        position, component = check_[1]
+        lines.append(f"    v = f[{position}] if n > {position} else ''")
+        if component:
+            lines.append(f"    p = v.split({comp_sep!r})")
+            lines.append(f"    v = p[{component - 1}] if len(p) >= {component} else ''")
+        env[f"c{i}"] = check_[2]
+        if check_[0] == "regex":
+            lines.append(f"    if v and not c{i}.search(v): return False")
+        else:
+            lines.append(f"    if v and v not in c{i}: return False")
+    lines.append("    return True")
+    exec("\n".join(lines), env)  # noqa: S102 - source built above from the compiled map
+    found = _POST_FUNCTIONS[key] = env["post"]
+    return found

@@ -25,7 +25,7 @@ import re
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.engine.elements import check as check_elements
-from gateway.x12.engine.elements import fast_pattern, post_ok
+from gateway.x12.engine.elements import fast_pattern, post_function
 from gateway.x12.engine.maps import Root, load
 from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
@@ -35,6 +35,8 @@ SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
 CLEAN_CACHE_SIZE = 100_000
+MEMO_SIZE = 100_000  # (node, segment text) steps known clean
+_STATEFUL = frozenset({"HL", "LX", "CLM"})  # reader checks that depend on counts
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
 # valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
 _PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1", "SV2", "HI",
@@ -70,6 +72,7 @@ class NativeGuideValidator:
                  catalogue: RuleCatalogue | None = None, snip: bool = True) -> None:
         self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
         self._snip = None
+        self._snip_handlers: dict | None = None  # segment id -> SNIP 3-7 handler
         self.delimiters = delimiters
         self.envelope = envelope
         self.catalogue = catalogue or default_catalogue()
@@ -84,6 +87,8 @@ class NativeGuideValidator:
         self._in_ts = False
         self._plans: dict = {}
         self._clean: set = set()
+        self._memo: list[dict] = []  # per start node: segment text -> plan
+        self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
         self._hl_count = 0
         self._hl_stack: list[int] = []
@@ -99,7 +104,73 @@ class NativeGuideValidator:
 
     # -- feeding ---------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
-        seg_id = seg.fields[0]
+        fields = seg.fields
+        seg_id = fields[0]
+        if self._in_ts and seg_id not in CONTROL_SEGMENTS:  # the common case: a data segment
+            self._segment = seg
+            try:
+                text = seg.raw
+                start = self._node
+                plan = self._memo[start.index].get(text)
+                if plan is None:
+                    self._data_segment(seg, start, text)
+                    return
+                # seen before from this node with no reader or element error: only the
+                # structure counters (and the HL/LX numbering) can differ from last time
+                self._position += 1
+                reader_errors = self._reader_checks(seg, fields) if seg_id in _STATEFUL \
+                    else None
+                node = plan.node
+                counts = self._counters.counts
+                for index in plan.checks:
+                    if counts[index] < 1:
+                        break
+                else:
+                    if plan.limit:  # a segment of the current loop, not "Not Used"
+                        index = node.index
+                        counts[index] += 1
+                        if counts[index] > plan.limit:
+                            self._walk_finding("5", node, node, seg)
+                        plan = None
+                    elif plan.entry:  # a loop entered by its first segment
+                        loop = plan.entry
+                        lo, hi = loop.index + 1, loop.end + 1
+                        if hi > lo:
+                            counts[lo:hi] = self._counters.zeros[lo:hi]
+                        index = loop.index
+                        counts[index] += 1
+                        counts[node.index] += 1
+                        loop_counts = self._loop_counts
+                        for pushed in plan.pushes:
+                            loop_counts[pushed.id] = loop_counts.get(pushed.id, 0) + 1
+                        if counts[index] > loop.max_repeat:
+                            self._walk_finding("4", loop, loop, seg)
+                        plan = None
+                if plan is not None:
+                    errors: list = []
+                    self._counters.replay(plan, None, errors)
+                    if plan.pushes:
+                        loop_counts = self._loop_counts
+                        for loop in plan.pushes:
+                            loop_counts[loop.id] = loop_counts.get(loop.id, 0) + 1
+                    for code, where_node, subject in errors:
+                        self._walk_finding(code, where_node, subject, seg)
+                self._node = node
+                if reader_errors:
+                    for code in reader_errors:
+                        self._reader_error(code, seg)
+                snip = self._snip_handlers
+                if snip is not None:
+                    handler = snip.get(seg_id)
+                    if handler is not None:
+                        handler(fields, node, seg.ordinal, self._position,
+                                self._loop_counts.get("2300", 0), text)
+            except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
+                shown = shown_segment_id(seg_id)
+                context = {"segment_id": shown, "position": self._position, "loop": ""}
+                self._add("X12-IG-ENGINE", f"{self._path}/{shown}", context,
+                          segment=shown, detail=exc.__class__.__name__)
+            return
         if seg_id == "GS":
             self._on_gs(seg)
             return
@@ -157,14 +228,17 @@ class NativeGuideValidator:
             self._counters = Counters(root)
             self._plans = {}
             self._clean = set()
+            self._new_memo()
         self._in_ts = True
         self._snip = None
+        self._snip_handlers = None
         if self.snip:
             from gateway.x12.snip import SnipChecker
 
             checker = SnipChecker(self._snip_report, self._guide_id,
                                   self.envelope.interchange.field(8).strip(), self._comp)
             self._snip = checker if checker.enabled else None
+            self._snip_handlers = checker.handlers if checker.enabled else None
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
@@ -172,6 +246,7 @@ class NativeGuideValidator:
             self._pattern_key = (id(root), self._icvn)
             self._patterns = {}
             self._clean = set()
+            self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
         self._hl_stack = []
@@ -188,54 +263,79 @@ class NativeGuideValidator:
         self._node = gs_loop.first if gs_loop.first is not None else gs_loop
         self._walk(seg, seg.fields, report=False)
 
-    def _data_segment(self, seg: Segment) -> None:
+    def _data_segment(self, seg: Segment, start, text: str) -> None:
         fields = seg.fields
-        text = seg.raw
+        memo = True  # nothing in the text itself is wrong (so far)
         if text[-1:] == self._sep:
             self._reader_error("SEG1", seg)
+            memo = False
         self._position += 1
         seg_id = fields[0]
         if seg_id in _PLAIN_IDS and len(fields) > 1 and fields[1]:
             reader_errors = None  # the common case: a known id, not empty, no numbering
         else:
             reader_errors = self._reader_checks(seg, fields)
+            if "8" in reader_errors or "1" in reader_errors:
+                memo = False
         # the structure: a cached plan replayed on the counters
-        start = self._node
         if start is None:
-            node = None
+            node = plan = None
         else:
-            positions = self._root.seg_keys.get(seg_id, ())
-            if len(positions) == 1 and not positions[0][1]:
-                element = positions[0][0]
-                plan = self._plans.get((start.index, seg_id, fields[element]
-                                        if element < len(fields) else None))
-            elif not positions:
-                plan = self._plans.get((start.index, seg_id))
-            else:
-                plan = None
-            if plan is not None and not plan.candidates:
-                errors: list = []
-                self._counters.replay(plan, None, errors)
-                if plan.pushes:
-                    counts = self._loop_counts
-                    for loop in plan.pushes:
-                        counts[loop.id] = counts.get(loop.id, 0) + 1
-                for code, where_node, subject in errors:
-                    self._walk_finding(code, where_node, subject, seg)
-                node = plan.node
-                if node is not None:
-                    self._node = node
-            else:
-                node = self._walk(seg, fields, report=True)
+            plan = self._plan(start, seg_id, fields)
+            chosen = None
+            if plan.candidates:
+                chosen = self._best_candidate(plan.candidates, fields, text)
+                memo = False
+            errors = []
+            self._counters.replay(plan, chosen, errors)
+            if plan.pushes:
+                counts = self._loop_counts
+                for loop in plan.pushes:
+                    counts[loop.id] = counts.get(loop.id, 0) + 1
+            for code, where_node, subject in errors:
+                self._walk_finding(code, where_node, subject, seg)
+            node = plan.node
+            if node is not None:
+                node = self._node = chosen or node
         if reader_errors:
             for code in reader_errors:
                 self._reader_error(code, seg)
         if node is not None:
-            if (node.index, text) not in self._clean:
-                self._check_elements(node, fields, text)
-            if self._snip is not None and seg_id in self._snip.interesting:
-                self._snip.segment(fields, node, seg.ordinal, self._position,
-                                   self._loop_counts.get("2300", 0), text)
+            clean = self._check_elements(node, fields, text)
+            if clean and memo and MEMO_SIZE:
+                self._memo_size += 1
+                if self._memo_size > MEMO_SIZE:
+                    self._new_memo()
+                self._memo[start.index][text] = plan
+            if self._snip_handlers is not None:
+                handler = self._snip_handlers.get(seg_id)
+                if handler is not None:
+                    handler(fields, node, seg.ordinal, self._position,
+                            self._loop_counts.get("2300", 0), text)
+
+    def _new_memo(self) -> None:
+        self._memo = [{} for _ in self._root.nodes]
+        self._memo_size = 0
+
+    def _plan(self, start, seg_id: str, fields: list[str]):
+        """The cached plan for a segment from ``start`` (traced on first use)."""
+        positions = self._root.seg_keys.get(seg_id, ())
+        if not positions:
+            key = (start.index, seg_id)
+        elif len(positions) == 1 and not positions[0][1]:
+            element = positions[0][0]
+            key = (start.index, seg_id, fields[element] if element < len(fields) else None)
+        else:
+            key = (start.index, seg_id,
+                   tuple(qualifier(fields, p, self._comp) for p in positions))
+        plan = self._plans.get(key)
+        if plan is None:
+            values = {p: qualifier(fields, p, self._comp) for p in positions}
+            plan = trace(start, seg_id, values)
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
         """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
@@ -273,23 +373,7 @@ class NativeGuideValidator:
         start = self._node
         if start is None:
             return None
-        seg_id = fields[0]
-        positions = self._root.seg_keys.get(seg_id, ())
-        if not positions:
-            key = (start.index, seg_id)
-        elif len(positions) == 1 and not positions[0][1]:
-            element = positions[0][0]
-            key = (start.index, seg_id, fields[element] if element < len(fields) else None)
-        else:
-            key = (start.index, seg_id,
-                   tuple(qualifier(fields, p, self._comp) for p in positions))
-        plan = self._plans.get(key)
-        if plan is None:
-            values = {p: qualifier(fields, p, self._comp) for p in positions}
-            plan = trace(start, seg_id, values)
-            if len(self._plans) >= PLAN_CACHE_SIZE:
-                self._plans.clear()
-            self._plans[key] = plan
+        plan = self._plan(start, fields[0], fields)
         node = plan.node
         chosen = None
         if plan.candidates and report is True:
@@ -321,17 +405,20 @@ class NativeGuideValidator:
 
     # -- elements --------------------------------------------------------------------------
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
-        pattern = self._patterns.get(node.index, False)
-        if pattern is False:
-            pattern = self._patterns[node.index] = fast_pattern(
-                node, self._icvn, self._sep, self._comp, self.delimiters.segment)
+        found = self._patterns.get(node.index)
+        if found is None:
+            found = self._patterns[node.index] = (
+                fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
+                post_function(node, self._comp))
+        pattern, post = found
         return pattern is not None and pattern.fullmatch(text) is not None and (
-            not node.post or post_ok(node, fields, self._comp))
+            post is None or post(fields))
 
-    def _check_elements(self, node, fields: list[str], text: str) -> None:
+    def _check_elements(self, node, fields: list[str], text: str) -> bool:
+        """Report the element errors of a segment; True when there are none."""
         key = (node.index, text)
         if key in self._clean:
-            return
+            return True
         if self._is_clean(node, fields, text):
             clean = True
         else:
@@ -346,6 +433,7 @@ class NativeGuideValidator:
             if len(self._clean) >= CLEAN_CACHE_SIZE:
                 self._clean.clear()
             self._clean.add(key)
+        return clean
 
     # -- findings --------------------------------------------------------------------------
     @staticmethod

@@ -127,7 +127,8 @@ class _Tracer:
 
 
 class Plan:
-    __slots__ = ("node", "pops", "pushes", "ops", "simple", "candidates", "checks", "final")
+    __slots__ = ("node", "pops", "pushes", "ops", "simple", "candidates", "checks", "final",
+                 "limit", "entry")
 
     def __init__(self, node, pops, pushes, ops, candidates=()) -> None:
         self.node = node
@@ -146,6 +147,18 @@ class Plan:
         else:
             self.final = None
             self.checks = ()
+        # what the validator's inline replay needs once every skipped required node was seen:
+        # ``limit`` the repeat limit of a matched segment (not "Not Used"), or ``entry`` the
+        # loop entered by its first segment (not "Not Used"); 0 / None otherwise
+        self.limit = 0
+        self.entry = None
+        final = self.final
+        if final is not None and final[0] == SEG and final[1] is node and \
+                final[1].usage != "N" and not self.pushes:
+            self.limit = node.max_repeat
+        elif final is not None and final[0] == ENTER and final[2] is node and \
+                final[1].usage != "N" and self.pushes and self.pushes[-1] is final[1]:
+            self.entry = final[1]
         # look-alike segments at the matched position that fit the same key (tried in order)
         self.candidates = tuple(candidates)
 

@@ -1,0 +1,87 @@
+"""Members' data-sharing authorizations as a plan sees them: "Communicate Member-level record of
+written authorization to allow data sharing (once obtained) back to the MCP" (ECM Policy Guide
+002:1598-1599). The registry is :data:`gateway.registry.store.data_sharing` (loaded from the
+data-sharing columns of RTF files, ``mappings/layouts/rtf/``, and from FHIR Consent); this
+module lists it as rows with each authorization's status on a day - for the command line
+(``ecm-gateway report data-sharing``, from RTF files) and the API (``GET
+/registries/data-sharing``, from the server's registry)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from pathlib import Path
+
+COLUMNS = ["plan", "member_cin", "authorized", "authorization_date", "scope", "expiry",
+           "status", "provider_npi", "provider_tin", "provider_name", "reported_on"]
+
+
+def plan_of(source: str) -> str:
+    return source.split(":", 2)[1] if source.startswith("plan:") else ""
+
+
+def authorization_rows(authorizations, as_of: date) -> list[dict]:
+    """One dict per authorization (newest first per member), with its status on ``as_of``:
+    ``active``, ``expired``, ``not-yet-effective`` or ``not-authorized``."""
+    return [{"plan": plan_of(a.source), "member_cin": a.cin,
+             "authorized": a.authorized,
+             "authorization_date": a.authorization_date.isoformat()
+             if a.authorization_date else None,
+             "scope": list(a.scope),
+             "expiry": a.expiry.isoformat() if a.expiry else None,
+             "status": a.status(as_of), "provider_npi": a.provider_npi,
+             "provider_tin": a.provider_tin, "provider_name": a.provider_name,
+             "reported_on": a.reported_on.isoformat() if a.reported_on else None}
+            for a in authorizations]
+
+
+def report_csv(rows: list[dict]) -> bytes:
+    from gateway.tabular.cells import neutral_row
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow(neutral_row(
+            ("Y" if row[c] else "N") if c == "authorized" else
+            ";".join(row[c]) if c == "scope" else (row[c] or "") for c in COLUMNS))
+    return out.getvalue().encode("utf-8")
+
+
+def data_sharing_from_files(rtf: list[Path], plan: str, as_of: date):
+    """RTF files (any RTF layout with the data-sharing columns) into an in-memory registry,
+    each file applied whole or not at all. Returns the rows (None when any file has an error)
+    and a FileReport per file."""
+    from gateway.ecm.tables import read_checked_table
+    from gateway.registry.load import not_applied
+    from gateway.registry.store import Registry
+    from gateway.reports import FileReport
+    from gateway.rules import default_catalogue
+    from gateway.tabular import LayoutError
+
+    registry = Registry()
+    files, ok = [], True
+    for path in rtf:
+        try:
+            table = read_checked_table(Path(path), "rtf")
+        except (LayoutError, OSError) as exc:
+            finding = default_catalogue().finding("REG-FILE-001", "file", None, kind="rtf",
+                                                  problem=str(exc))
+            files.append(FileReport(str(path), "rtf", [finding] if finding else []))
+            ok = False
+            continue
+        findings = list(table.findings)
+        loaded = 0
+        if table.valid:
+            loaded = registry.load_data_sharing(
+                (row for _, row in table.rows),
+                source=f"plan:{plan}:data-sharing:file:{Path(path).name}")
+        else:
+            findings += not_applied(table)
+            ok = False
+        files.append(FileReport(str(path), "rtf", findings,
+                                {"rows": table.rows_total, "authorizations": loaded}))
+    if not ok:
+        return None, files
+    return authorization_rows(registry.data_sharing(), as_of), files

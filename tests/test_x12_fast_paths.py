@@ -1,0 +1,166 @@
+"""The X12 engine's fast paths give exactly the findings of the detailed paths they shortcut:
+
+- the (node, segment text) memo that replays a clean segment's plan inline, vs. tracing and
+  checking every segment;
+- the compiled fast pattern per segment node, vs. the detailed element checks alone;
+- the post-checks compiled into one function per node, vs. :func:`post_ok`;
+- claim reading without building the model (:meth:`ClaimCollector._surely_readable`,
+  :func:`surely_valid`), vs. building and validating every encounter.
+
+Files are synthetic 837Ps with random defects (tests/x12_mutants.py) drawn by hypothesis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.model.encounter import Encounter
+from gateway.x12.engine import load
+from gateway.x12.engine import validator as validator_module
+from gateway.x12.engine.elements import post_function, post_ok
+from gateway.x12.validate import validate_x12
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from x12_mutants import _join, _mutate, _segments  # noqa: E402
+
+EXAMPLES = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> list[str]:
+    """The segments of a clean 120-claim synthetic 837P (bench/synth837.py)."""
+    from synth837 import write_file
+
+    path = tmp_path_factory.mktemp("synth") / "synth-120.x12"
+    write_file(path, 120, seed=3)
+    return _segments(path.read_text())[0]
+
+
+def mutated(segs: list[str], seed: int, defects: int) -> bytes:
+    rng = random.Random(seed)
+    segs = list(segs)
+    for _ in range(defects):
+        _mutate(rng, segs)
+    return _join(segs)
+
+
+def signature(result) -> list[tuple]:
+    return [(f.rule, f.location, f.message, f.segment, f.severity.value,
+             sorted((f.context or {}).items())) for f in result.findings]
+
+
+@EXAMPLES
+@given(seed=st.integers(0, 10**9), defects=st.sampled_from([1, 3, 10, 30]))
+def test_memo_replay_finds_what_the_detailed_walk_finds(synth, monkeypatch, seed, defects):
+    data = mutated(synth, seed, defects)
+    fast = signature(validate_x12(data))
+    with monkeypatch.context() as m:
+        m.setattr(validator_module, "MEMO_SIZE", 0)  # every segment traced and checked
+        slow = signature(validate_x12(data))
+    assert fast == slow
+
+
+@EXAMPLES
+@given(seed=st.integers(0, 10**9), defects=st.sampled_from([1, 5, 20]))
+def test_fast_patterns_find_what_the_detailed_checks_find(synth, monkeypatch, seed, defects):
+    data = mutated(synth, seed, defects)
+    fast = signature(validate_x12(data))
+    with monkeypatch.context() as m:
+        m.setattr(validator_module, "MEMO_SIZE", 0)
+        m.setattr(validator_module, "fast_pattern", lambda *a, **k: None)  # detailed only
+        slow = signature(validate_x12(data))
+    assert fast == slow
+
+
+def _post_nodes():
+    root = load("837.5010.X222.A1.xml")
+    return [n for n in root.nodes if n.is_segment and n.post]
+
+
+_VALUES = st.sampled_from(["", "X", "12", "ABK:I10", "HC:G9012:U1", "A:B:C:D", "0", "9Z"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, 10**6), values=st.lists(_VALUES, max_size=14))
+def test_compiled_post_checks_equal_post_ok(index, values):
+    nodes = _post_nodes()
+    node = nodes[index % len(nodes)]
+    fields = [node.id, *values]
+    assert post_function(node, ":")(fields) == post_ok(node, fields, ":")
+
+
+# -- claim reading without the model -----------------------------------------------------------
+_ODD = st.sampled_from(["", "0", "1", "25", "-3", "1.5", "1.", ".5", "1e3", "NaN", "Infinity",
+                        " 1", "+2", "1_0", "\u0661", "12345678901234567", "20260230",
+                        "20261301", "2026091", "20260912", "20260912-20260901", "ABC"])
+
+
+def _claim_defects(segs: list[str], rng: random.Random, draw) -> list[str]:
+    """Odd values in the elements the claim model converts: amounts, units, dates, line
+    numbers, pointers, diagnosis lists, addresses."""
+    segs = list(segs)
+    targets = [i for i, s in enumerate(segs) if s.split("*")[0] in (
+        "CLM", "SV1", "DTP", "LX", "HI", "N4", "DMG", "N3")]
+    for i in rng.sample(targets, min(len(targets), 6)):
+        fields = segs[i].split("*")
+        kind = fields[0]
+        if kind == "SV1" and rng.random() < 0.3:
+            fields[-1 if len(fields) <= 7 else 7] = ":".join(["1"] * rng.randint(1, 6))
+        elif kind == "HI" and rng.random() < 0.3:
+            fields[1:] = [f"ABF:Z{n:04d}" for n in range(rng.randint(0, 14))] or ["BAD"]
+        elif kind in ("N3", "N4") and rng.random() < 0.3:
+            segs[i] = "NTE*ADD*NOTE"
+            continue
+        else:
+            k = rng.randrange(1, len(fields))
+            fields[k] = draw
+        segs[i] = "*".join(fields)
+    return segs
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**9), value=_ODD)
+def test_claims_judged_without_the_model_get_the_models_verdict(synth, seed, value):
+    data = _join(_claim_defects(synth, random.Random(seed), value))
+    built = validate_x12(data, keep_encounters=True)  # every encounter built and validated
+    judged = validate_x12(data)  # the surely-readable shortcut
+    assert [(c.start, c.problem) for c in judged.claims] == \
+        [(c.start, c.problem) for c in built.claims]
+    assert signature(judged) == signature(built)
+
+
+def test_the_claim_model_is_the_one_the_shortcut_was_written_for():
+    """claims837.surely_valid / ClaimCollector._surely_readable encode which constraints of
+    gateway/model/encounter.py the collected data can break. When the model changes, re-check
+    them, then update this fingerprint."""
+    schema = json.dumps(Encounter.model_json_schema(), sort_keys=True).encode()
+    assert hashlib.sha256(schema).hexdigest()[:16] == "e0d84f790da4ec57"
+
+
+def test_repeats_counted_on_the_memo_path_are_reported(synth, monkeypatch):
+    """A segment over its maximum use and a loop over its maximum repeat, both reached by
+    replaying memoised plans (the same text from the same node)."""
+    segs = list(synth)
+    ref = next(i for i, s in enumerate(segs) if s.startswith("REF*G1*"))
+    segs[ref:ref + 1] = [segs[ref]] * 4  # 2300 REF*G1 max use 1
+    lx = next(i for i, s in enumerate(segs) if s.startswith("LX*"))
+    end = next(i for i in range(lx + 1, len(segs)) if segs[i].startswith(("LX*", "CLM*", "HL*")))
+    segs[lx:end] = segs[lx:end] * 52  # 2400 repeats at most 50 times
+    data = _join(segs)
+    fast = signature(validate_x12(data))
+    rules = {f[0] for f in fast}
+    assert {"X12-IG-SEG-5", "X12-IG-SEG-4"} <= rules, rules
+    with monkeypatch.context() as m:
+        m.setattr(validator_module, "MEMO_SIZE", 0)
+        assert signature(validate_x12(data)) == fast
