@@ -570,8 +570,8 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
 
     def start() -> None:
         """Start the other processes: once this one has loaded what they also need (the
-        compiled map and rule packs at its first ST, the encounter model for an 837), so that
-        they inherit it instead of loading it again."""
+        compiled map and rule packs, at its first ST), so that they inherit it instead of
+        loading it again."""
         nonlocal started
         started = True
         gc.freeze()  # their collector leaves the inherited objects (and so their pages) alone
@@ -641,8 +641,6 @@ def _run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeCheck
                     if started:
                         poll()
                     elif seg.fields[0] == "ST":  # (set 0 is this process's: its map is loaded)
-                        if seg.get(1) == "837":
-                            import gateway.model.encounter  # noqa: F401 - the claims' model
                         start()
                     continue
                 if seg.fields[0] == "LX":  # (a data segment outside a set)
