@@ -118,8 +118,18 @@ class NativeGuideValidator:
                 # seen before from this node with no reader or element error: only the
                 # structure counters (and the HL/LX numbering) can differ from last time
                 self._position += 1
-                reader_errors = self._reader_checks(seg, fields) if seg_id in _STATEFUL \
-                    else None
+                reader_errors = None
+                if seg_id in _STATEFUL:  # the numbering (the text itself passed before)
+                    if seg_id == "LX":
+                        if self._check_lx:
+                            self._lx_count += 1
+                            if fields[1] != str(self._lx_count):
+                                reader_errors = ["LX"]
+                    elif seg_id == "CLM":
+                        if self._check_lx:
+                            self._lx_count = 0
+                    else:
+                        reader_errors = self._reader_checks(seg, fields)
                 node = plan.node
                 counts = self._counters.counts
                 for index in plan.checks:
