@@ -141,10 +141,12 @@ class SnipChecker:
 
     # -- feeding -----------------------------------------------------------------------------
     def segment(self, fields: list[str], node, ordinal: int, position: int,
-                loop_count: int, text: str = "") -> None:
+                loop_counts: dict[str, int], text: str = "") -> None:
+        """One segment and the map node it matched; ``loop_counts``: occurrences of each loop
+        id so far in the transaction set (the claim rules number claims by their 2300)."""
         handler = self.handlers.get(fields[0])
         if handler is not None:
-            handler(fields, node, ordinal, position, loop_count, text)
+            handler(fields, node, ordinal, position, loop_counts, text)
 
     def _handler(self, seg_id: str, tracked: bool, rules):
         track = getattr(self, "_track_" + seg_id) if tracked else None
@@ -153,9 +155,9 @@ class SnipChecker:
         if not checks:
             return track  # claim tracking only
 
-        def handler(fields, node, ordinal, position, loop_count, text):
+        def handler(fields, node, ordinal, position, loop_counts, text):
             if track is not None:
-                track(fields, node, ordinal, position, loop_count)
+                track(fields, node, ordinal, position, loop_counts)
             if not checks:
                 return
             if text:
@@ -173,14 +175,14 @@ class SnipChecker:
         return handler
 
     # claim tracking, per segment id (only when a claim rule is on)
-    def _track_CLM(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:
             self._end_claim()
         charge = fields[2] if len(fields) > 2 else ""
-        self.claim = _Claim(ordinal, position, loop_count, charge,
+        self.claim = _Claim(ordinal, position, loop_counts.get("2300", 0), charge,
                             _value(fields, 5, 3, self.comp))
 
-    def _track_HL(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_HL(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:
             self._end_claim()
         level = fields[3] if len(fields) > 3 else ""
@@ -189,28 +191,28 @@ class SnipChecker:
         elif level == "23":
             self.birth.pop("2010CA", None)
 
-    def _track_BHT(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_BHT(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         self.created = fields[4] if len(fields) > 4 else ""
 
-    def _track_DMG(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_DMG(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         loop = node.parent.id if node.parent is not None else ""
         if loop in ("2010BA", "2010CA") and len(fields) > 2 and fields[1] == "D8":
             self.birth[loop] = fields[2]
 
-    def _track_SV1(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_SV1(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and node.parent.id == "2400":
             self.claim.lines.append(_value(fields, 2, 0, self.comp))
 
-    def _track_SV2(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_SV2(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and node.parent.id == "2400":
             self.claim.lines.append(_value(fields, 3, 0, self.comp))
 
-    def _track_REF(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_REF(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and \
                 node.parent.id == "2300" and len(fields) > 1:
             self.claim.refs.add(fields[1])
 
-    def _track_DTP(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_DTP(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and len(fields) > 3 and fields[1] == "472":
             span = _dates(fields[2], fields[3])
             if span:

@@ -174,7 +174,7 @@ class NativeGuideValidator:
                     handler = snip.get(seg_id)
                     if handler is not None:
                         handler(fields, node, seg.ordinal, self._position,
-                                self._loop_counts.get("2300", 0), text)
+                                self._loop_counts, text)
             except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
                 shown = shown_segment_id(seg_id)
                 context = {"segment_id": shown, "position": self._position, "loop": ""}
@@ -321,7 +321,7 @@ class NativeGuideValidator:
                 handler = self._snip_handlers.get(seg_id)
                 if handler is not None:
                     handler(fields, node, seg.ordinal, self._position,
-                            self._loop_counts.get("2300", 0), text)
+                            self._loop_counts, text)
 
     def _new_memo(self) -> None:
         self._memo = [{} for _ in self._root.nodes]
