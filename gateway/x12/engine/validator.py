@@ -34,7 +34,6 @@ from gateway.x12.reader import Delimiters, Segment
 SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
-CLEAN_CACHE_SIZE = 100_000
 MEMO_SIZE = 100_000  # (node, segment text) steps known clean
 _STATEFUL = frozenset({"HL", "LX", "CLM"})  # reader checks that depend on counts
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
@@ -86,7 +85,6 @@ class NativeGuideValidator:
         self._active = False
         self._in_ts = False
         self._plans: dict = {}
-        self._clean: set = set()
         self._memo: list[dict] = []  # per start node: segment text -> plan
         self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
@@ -237,7 +235,6 @@ class NativeGuideValidator:
             self._root = root
             self._counters = Counters(root)
             self._plans = {}
-            self._clean = set()
             self._new_memo()
         self._in_ts = True
         self._snip = None
@@ -255,7 +252,6 @@ class NativeGuideValidator:
         if self._pattern_key != (id(root), self._icvn):  # patterns depend on the charset
             self._pattern_key = (id(root), self._icvn)
             self._patterns = {}
-            self._clean = set()
             self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
@@ -311,7 +307,15 @@ class NativeGuideValidator:
             for code in reader_errors:
                 self._reader_error(code, seg)
         if node is not None:
-            clean = self._check_elements(node, fields, text)
+            found = self._patterns.get(node.index)
+            if found is None:
+                found = self._compile_node(node)
+            pattern, post = found
+            if pattern is not None and pattern.fullmatch(text) is not None and (
+                    post is None or post(fields)):
+                clean = True
+            else:
+                clean = self._check_elements(node, fields)
             if clean and memo and MEMO_SIZE:
                 self._memo_size += 1
                 if self._memo_size > MEMO_SIZE:
@@ -414,36 +418,31 @@ class NativeGuideValidator:
         return None
 
     # -- elements --------------------------------------------------------------------------
+    def _compile_node(self, node) -> tuple:
+        """(fast pattern or None, post-check function or None) for a node, for this file."""
+        found = self._patterns[node.index] = (
+            fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
+            post_function(node, self._comp))
+        return found
+
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
         found = self._patterns.get(node.index)
         if found is None:
-            found = self._patterns[node.index] = (
-                fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
-                post_function(node, self._comp))
+            found = self._compile_node(node)
         pattern, post = found
         return pattern is not None and pattern.fullmatch(text) is not None and (
             post is None or post(fields))
 
-    def _check_elements(self, node, fields: list[str], text: str) -> bool:
-        """Report the element errors of a segment; True when there are none."""
-        key = (node.index, text)
-        if key in self._clean:
-            return True
-        if self._is_clean(node, fields, text):
-            clean = True
-        else:
-            errors = check_elements(node, fields, self._icvn, self._comp)
-            for code, element, value in errors:
-                if element is None:
-                    self._segment_finding("8", node, shown_segment_id(fields[0]))
-                else:
-                    self._element_finding(code, node, element, value, fields)
-            clean = not errors
-        if clean:
-            if len(self._clean) >= CLEAN_CACHE_SIZE:
-                self._clean.clear()
-            self._clean.add(key)
-        return clean
+    def _check_elements(self, node, fields: list[str]) -> bool:
+        """The detailed element checks (the fast pattern rejected the segment): report what
+        they find; True when they find nothing."""
+        errors = check_elements(node, fields, self._icvn, self._comp)
+        for code, element, value in errors:
+            if element is None:
+                self._segment_finding("8", node, shown_segment_id(fields[0]))
+            else:
+                self._element_finding(code, node, element, value, fields)
+        return not errors
 
     # -- findings --------------------------------------------------------------------------
     @staticmethod
