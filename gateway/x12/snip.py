@@ -17,10 +17,12 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from gateway import yamlio
+from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 
 from gateway.paths import PROFILES
 
 SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
+CLEAN_CACHE_SIZE = 25_000  # (node, segment text) pairs known to pass the element rules
 _TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
 _ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z]{1,5}")
 
@@ -71,6 +73,26 @@ def _value(fields: list[str], position: int, component: int, comp_sep: str) -> s
         parts = value.split(comp_sep)
         return parts[component - 1] if component <= len(parts) else ""
     return value
+
+
+def _conditions(when: tuple, unless: tuple, fields: list[str], comp_sep: str) -> bool:
+    """A rule's ``when`` (element values that must hold) and ``unless`` (that must not)."""
+    for position, component, wanted in when:
+        if _value(fields, position, component, comp_sep) != wanted:
+            return False
+    for position, component, unwanted in unless:
+        found = _value(fields, position, component, comp_sep)
+        if found and (unwanted == "*" or found == unwanted):
+            return False
+    return True
+
+
+def _npi_ok(value: str) -> bool:
+    return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+
+
+def _always(value: str) -> bool:
+    return True
 
 
 def _money(text: str) -> Decimal | None:
@@ -169,7 +191,9 @@ class SnipChecker:
             loop = parent.id if parent is not None else ""
             for check in checks:
                 check(fields, node, ordinal, position, loop)
-            if text and self.found == before and len(clean) < 100_000:
+            if text and self.found == before and CLEAN_CACHE_SIZE:
+                if len(clean) >= CLEAN_CACHE_SIZE:
+                    clean.clear()  # start afresh: what repeats comes back at once
                 clean.add(key)
 
         return handler
@@ -218,11 +242,25 @@ class SnipChecker:
             if span:
                 self.claim.service_dates.extend(span)
 
+    def start_transaction(self) -> None:
+        """A new transaction set: nothing carried over (a claim of a set left without SE is
+        dropped, as it always was)."""
+        self.claim = None
+        self.birth = {}
+        self.created = ""
+
     def end_transaction(self) -> None:
         if self.claim is not None:
             self._end_claim()
         self.birth = {}
         self.created = ""
+
+    def close(self) -> None:
+        """Drop the handlers and the cache (they refer back to this checker: without this the
+        memory waits for the cyclic garbage collector)."""
+        self.handlers = {}
+        self._claim_checks = []
+        self._clean.clear()
 
     # -- element rules ----------------------------------------------------------------------
     def _rule_check(self, rule: SnipRule):
@@ -233,21 +271,12 @@ class SnipChecker:
         comp = self.comp
         report = self._report
 
-        def conditions(fields) -> bool:
-            for position, component, wanted in when:
-                if _value(fields, position, component, comp) != wanted:
-                    return False
-            for position, component, unwanted in unless:
-                found = _value(fields, position, component, comp)
-                if found and (unwanted == "*" or found == unwanted):
-                    return False
-            return True
-
         if rule.check == "icd10cm":
             qualifiers = spec["qualifiers"]
 
             def icd10(fields, node, ordinal, position, loop) -> None:
-                if only_loop and only_loop != loop or not conditions(fields):
+                if only_loop and only_loop != loop or \
+                        not _conditions(when, unless, fields, comp):
                     return
                 for index in range(1, len(fields)):
                     parts = fields[index].split(comp)
@@ -265,18 +294,15 @@ class SnipChecker:
             return icd10
         index, component = rule.element
         if rule.check == "npi":
-            from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
-
-            def ok(value: str) -> bool:
-                return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+            ok = _npi_ok
         elif rule.check == "pattern":
             ok = rule.pattern.fullmatch
         else:
-            def ok(value: str) -> bool:
-                return True
+            ok = _always
 
         def element(fields, node, ordinal, position, loop) -> None:
-            if only_loop and only_loop != loop or not conditions(fields):
+            if only_loop and only_loop != loop or \
+                    not _conditions(when, unless, fields, comp):
                 return
             if component:
                 value = _value(fields, index, component, comp)

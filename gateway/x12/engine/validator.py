@@ -34,7 +34,7 @@ from gateway.x12.reader import Delimiters, Segment
 SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
-MEMO_SIZE = 100_000  # (node, segment text) steps known clean
+MEMO_SIZE = 25_000  # (node, segment text) steps known clean (then the memo starts afresh)
 _STATEFUL = frozenset({"HL", "LX", "CLM"})  # reader checks that depend on counts
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
 # valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
@@ -72,6 +72,7 @@ class NativeGuideValidator:
         self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
         self._snip = None
         self._snip_handlers: dict | None = None  # segment id -> SNIP 3-7 handler
+        self._snip_key: tuple | None = None  # (guide, receiver) of self._snip
         self.delimiters = delimiters
         self.envelope = envelope
         self.catalogue = catalogue or default_catalogue()
@@ -237,15 +238,21 @@ class NativeGuideValidator:
             self._plans = {}
             self._new_memo()
         self._in_ts = True
-        self._snip = None
-        self._snip_handlers = None
         if self.snip:
-            from gateway.x12.snip import SnipChecker
+            # one checker per guide and receiver, kept from set to set (its cache of clean
+            # segments too); it starts each set afresh
+            key = (self._guide_id, self.envelope.interchange.field(8).strip())
+            if key != self._snip_key:
+                from gateway.x12.snip import SnipChecker
 
-            checker = SnipChecker(self._snip_report, self._guide_id,
-                                  self.envelope.interchange.field(8).strip(), self._comp)
-            self._snip = checker if checker.enabled else None
-            self._snip_handlers = checker.handlers if checker.enabled else None
+                if self._snip is not None:
+                    self._snip.close()
+                checker = SnipChecker(self._snip_report, key[0], key[1], self._comp)
+                self._snip_key = key
+                self._snip = checker if checker.enabled else None
+                self._snip_handlers = checker.handlers if checker.enabled else None
+            if self._snip is not None:
+                self._snip.start_transaction()
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
@@ -544,6 +551,9 @@ class NativeGuideValidator:
                       detail=detail)
 
     def finish(self) -> list[Finding]:
+        if self._snip is not None:  # its handlers refer back to it and to us: free them now
+            self._snip.close()
+            self._snip = self._snip_handlers = self._snip_key = None
         return self.findings
 
 
