@@ -21,7 +21,8 @@ profile and rule layers together cost less than bare parsing (``(profile + rules
 Part 2 -- ``POST /fhir/CarePlan`` latency: the gateway runs under uvicorn in a subprocess on
 a free loopback port with its own SQLite store (bench/out/), ``--clients`` (20) threads each
 send ``--requests`` CarePlans (each different, so none is a resubmission) over keep-alive
-httpx connections, after a warm-up (then 1 client alone, for the time of one request without
+connections (``--client``: stdlib ``http.client`` by default, a light load generator; or
+httpx, whose ~3 ms CPU per request is taken from the server's 2 cores), after a warm-up (then 1 client alone, for the time of one request without
 queueing behind the others). A create answers once the CarePlan is validated and its
 submission kept (one transaction) and queued; its run (the resource stored, the RTF row and
 837P routed) follows on the server's embedded worker thread, in the same process. Each step
@@ -259,10 +260,19 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+CLIENTS = ("stdlib", "httpx")
+
+
 def run_clients(base: str, token: str, path: str, clients: int, requests: int,
-                offset: int, method: str = "POST"
+                offset: int, method: str = "POST", kind: str = "stdlib"
                 ) -> tuple[list[float], float, list[int], list[str]]:
-    import httpx
+    """``clients`` threads released together, each sending ``requests`` requests back to back
+    over one keep-alive connection. ``kind``: ``stdlib`` (``http.client``, TCP_NODELAY as
+    browsers and HTTP libraries set it: a load generator of ~0.2 ms CPU per request, so the
+    clients take little of the 2 cores the server needs) or ``httpx`` (~3 ms CPU per request
+    here: the clients then compete with the server for the CPU and queue on their own GIL,
+    which inflates every latency)."""
+    from urllib.parse import urlsplit
 
     bodies = [[json.dumps(careplan(offset + c * requests + i)).encode()
                for i in range(requests)] for c in range(clients)]
@@ -271,21 +281,52 @@ def run_clients(base: str, token: str, path: str, clients: int, requests: int,
     submissions: list[str] = []
     lock = threading.Lock()
     start_gate = threading.Barrier(clients)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    where = urlsplit(base)
 
-    def client(index: int) -> None:
-        mine, codes, ids = [], [], []
-        with httpx.Client(base_url=base, timeout=30.0, headers={
-                "Authorization": f"Bearer {token}",
-                "Content-Type": "application/fhir+json"}) as http:
+    def stdlib(index: int, mine: list, codes: list, ids: list) -> None:
+        import http.client
+
+        http_ = http.client.HTTPConnection(where.hostname, where.port, timeout=30.0)
+        http_.connect()
+        http_.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
             start_gate.wait()
             for body in bodies[index]:
                 started = time.perf_counter()
-                answer = http.post(path, content=body) if method == "POST" \
-                    else http.get(path)
+                if method == "POST":
+                    http_.request("POST", path, body=body, headers=headers)
+                else:
+                    http_.request("GET", path, headers=headers)
+                answer = http_.getresponse()
+                answer.read()
+                mine.append(time.perf_counter() - started)
+                codes.append(answer.status)
+                submission = answer.getheader("x-submission-id")
+                if submission:
+                    ids.append(submission)
+        finally:
+            http_.close()
+
+    def with_httpx(index: int, mine: list, codes: list, ids: list) -> None:
+        import httpx
+
+        with httpx.Client(base_url=base, timeout=30.0, headers=headers) as http_:
+            start_gate.wait()
+            for body in bodies[index]:
+                started = time.perf_counter()
+                answer = http_.post(path, content=body) if method == "POST" \
+                    else http_.get(path)
                 mine.append(time.perf_counter() - started)
                 codes.append(answer.status_code)
                 if "x-submission-id" in answer.headers:
                     ids.append(answer.headers["x-submission-id"])
+
+    send = stdlib if kind == "stdlib" else with_httpx
+
+    def client(index: int) -> None:
+        mine, codes, ids = [], [], []
+        send(index, mine, codes, ids)
         with lock:
             latencies.extend(mine)
             statuses.extend(codes)
@@ -320,7 +361,7 @@ def drained(database: Path, submissions: list[str], timeout: float = 600.0
     return waited, routed
 
 
-def latency(clients: int, requests: int, mode: str = "embedded"
+def latency(clients: int, requests: int, mode: str = "embedded", kind: str = "stdlib"
             ) -> tuple[list[list[str]], list[list[str]]] | None:
     from gateway.pipeline.partners import issue_demo_tokens
 
@@ -372,7 +413,8 @@ def latency(clients: int, requests: int, mode: str = "embedded"
             print("the server did not start")
             return None
         database = folder / "gateway.sqlite"
-        warm = run_clients(base, tokens["harbor"], "/fhir/CarePlan", 4, 5, WARM_OFFSET)
+        warm = run_clients(base, tokens["harbor"], "/fhir/CarePlan", 4, 5, WARM_OFFSET,
+                           kind=kind)
         if mode != "api-only":
             drained(database, warm[3])
         rows, routing = [], []
@@ -388,7 +430,7 @@ def latency(clients: int, requests: int, mode: str = "embedded"
             server_before, client_before = tree_cpu(server.pid), time.process_time()
             values, seconds, statuses, submissions = run_clients(
                 base, tokens["harbor"], path, concurrency, count, offset,
-                method="GET" if path == "/healthz" else "POST")
+                method="GET" if path == "/healthz" else "POST", kind=kind)
             server_cpu = tree_cpu(server.pid) - server_before
             client_cpu = time.process_time() - client_before
             expected = 201 if path == "/fhir/CarePlan" else 200
@@ -423,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=25, help="per client")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--client", choices=CLIENTS, default="stdlib",
+                        help="the load generator: stdlib http.client (light, the default) or "
+                             "httpx (about 15x its CPU per request, taken from the server's "
+                             "cores)")
     parser.add_argument("--mode", choices=sorted(MODES), action="append",
                         help="how the server runs (repeatable; default embedded): "
                              + "; ".join(f"{k}: {v}" for k, v in MODES.items()))
@@ -443,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print()
     for mode in args.mode or ["embedded"]:
-        measured = latency(args.clients, args.requests, mode)
+        measured = latency(args.clients, args.requests, mode, args.client)
         if measured is None:
             return 1
         table, routing = measured
@@ -452,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(["request", "clients", "requests", "p50 ms", "p99 ms", "max ms", "req/s",
                      "not 2xx", "server CPU ms/req", "client CPU ms/req",
                      "p50 / in-process"], table,
-                    f"Latency on loopback, {mode} ({MODES[mode]}; SQLite store)",
+                    f"Latency on loopback, {mode} ({MODES[mode]}; SQLite store; "
+                    f"{args.client} clients)",
                     right={1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, plain=True)
         if routing:
             print_table(["creates", "clients", "submissions", "all routed after s",

@@ -111,3 +111,54 @@ def test_two_files_with_one_isa13_at_the_same_instant_one_gets_a_ta1_025(store_u
             assert f"already used by submission {yes['submission_id']}" in no["error"]
             assert no["submission_id"] != yes["submission_id"]
     app.state.queue.stop()
+
+
+_LEGACY_TABLE = """
+CREATE TABLE inbound_controls (
+    id INTEGER PRIMARY KEY, partner VARCHAR(120) NOT NULL, root VARCHAR(32) NOT NULL,
+    submission_id VARCHAR(32) NOT NULL, kind VARCHAR(8) NOT NULL,
+    sender_id VARCHAR(35) NOT NULL, number VARCHAR(9) NOT NULL,
+    received_at VARCHAR(32) NOT NULL)
+"""
+
+
+def test_control_numbers_received_before_the_upgrade_are_still_held(store_url):
+    """A store made before numbers were claimed atomically kept every use in
+    ``inbound_controls``; on start its latest use of each number becomes the holder, so a
+    different file reusing a number received before the upgrade still gets its TA1 025."""
+    from sqlalchemy import inspect, text
+
+    from gateway.pipeline.registries import _create_tables
+
+    store = Store(store_url)
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS inbound_controls"))
+            conn.execute(text(_LEGACY_TABLE))
+            rows = [  # two uses of ISA13 77 (a "process" partner), one GS06
+                (1, "legacy-plan", "rootold", "subold", "isa13", "LEGACYSENDER", "77",
+                 "2026-11-01T10:00:00+00:00"),
+                (2, "legacy-plan", "rootnew", "subnew", "isa13", "LEGACYSENDER", "77",
+                 "2026-11-20T10:00:00+00:00"),
+                (3, "legacy-plan", "rootnew", "subnew", "gs06", "LEGACYGS", "77",
+                 "2026-11-20T10:00:00+00:00"),
+            ]
+            for row in rows:
+                conn.execute(text(
+                    "INSERT INTO inbound_controls (id, partner, root, submission_id, kind,"
+                    " sender_id, number, received_at) VALUES (:i, :p, :r, :s, :k, :d, :n, :a)"),
+                    dict(zip("iprskdna", row)))
+        _create_tables(store.engine)
+        _create_tables(store.engine)  # a second start finds nothing left to carry
+        assert not inspect(store.engine).has_table("inbound_controls")
+        registry = server_registry(store)
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        assert claim(registry, "legacy-plan", "isa13", "LEGACYSENDER", "77", "rootx", "subx",
+                     now) == ("subnew", "2026-11-20T10:00:00+00:00")
+        assert claim(registry, "legacy-plan", "gs06", "LEGACYGS", "77", "rootx", "subx",
+                     now) == ("subnew", "2026-11-20T10:00:00+00:00")
+        # the chain that held it keeps it
+        assert claim(registry, "legacy-plan", "isa13", "LEGACYSENDER", "77", "rootnew",
+                     "subnew2", now) is None
+    finally:
+        store.close()

@@ -343,11 +343,14 @@ import sys
 from gateway.pipeline.queue import _ApiLoad
 load = _ApiLoad()
 assert load.share(sys.argv[1])
-request = load.request()
-request.__enter__()
+requests = [load.request() for _ in range(int(sys.argv[2]))]
+for request in requests:
+    request.__enter__()
 print("answering", flush=True)
 if sys.stdin.readline().strip() == "answered":
-    request.__exit__(None, None, None)
+    for request in requests:
+        request.__exit__(None, None, None)
+    load.queued()  # it queued a submission: the other processes' idle workers look
     print("done", flush=True)
     sys.stdin.readline()
 """
@@ -355,35 +358,45 @@ if sys.stdin.readline().strip() == "answered":
 
 def test_the_workers_defer_to_the_fhir_requests_of_every_api_process(tmp_path):
     """serve --api-workers N: a worker routing in one API process would take a core from the
-    requests another one answers, so each process writes its count of FHIR requests in its
-    slot of a shared load file and the workers read them all; the slot of a process that died
-    answering is cleared by the next process that takes it."""
+    requests the others answer once they keep every core busy, so each process writes its
+    count of FHIR requests in its slot of a shared load file and the workers read them all;
+    the slot of a process that died answering is cleared by the next process that takes
+    it."""
     import subprocess
     import sys
 
-    from gateway.pipeline.queue import _ApiLoad
+    from gateway.pipeline.queue import CORES, _ApiLoad
 
     path = tmp_path / "api-load.bin"
     here = _ApiLoad()
     assert here.share(path)
     assert not here.polite()
 
-    def other():
-        child = subprocess.Popen([sys.executable, "-c", _OTHER_API_PROCESS, str(path)],
-                                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 text=True)
+    def other(count: int = CORES):
+        child = subprocess.Popen([sys.executable, "-c", _OTHER_API_PROCESS, str(path),
+                                  str(count)], cwd=ROOT, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "answering"
         return child
 
+    if CORES > 1:  # fewer requests than cores: a core is idle, routing goes on
+        fewer = other(CORES - 1)
+        try:
+            assert not here.polite()
+        finally:
+            fewer.kill()
+            fewer.wait()
     child = other()
+    queued = here.queued_anywhere()
     try:
-        assert here.polite()  # the other process answers a FHIR request: routing waits
+        assert here.polite()  # the others keep every core busy: routing waits
         stop = threading.Event()
         assert not here.wait_quiet(__import__("time").monotonic() + 0.05, stop)
         child.stdin.write("answered\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "done"
         assert not here.polite()
+        assert here.queued_anywhere() != queued
         with here.waiting():  # a client waits for a run: no politeness, whoever is busy
             assert not here.polite()
     finally:

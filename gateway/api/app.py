@@ -94,7 +94,11 @@ def _leader(store_url: str):
     folder.mkdir(parents=True, exist_ok=True)
     name = hashlib.sha256(store_url.encode()).hexdigest()[:16]
     # the embedded workers of every API process defer to the FHIR requests of them all
-    API_LOAD.share(folder / f"api-load-{name}.bin")
+    try:
+        API_LOAD.share(folder / f"api-load-{name}.bin")
+    except OSError as exc:  # then each process defers to its own requests only
+        log.warning("the API processes' shared load file is not usable: %s",
+                    exc.__class__.__name__)
     handle = open(folder / f"leader-{name}.lock", "w")  # noqa: SIM115 - held for life
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

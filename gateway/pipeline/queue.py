@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 import threading
 import time
@@ -45,6 +46,8 @@ REDELIVER_AFTER = timedelta(minutes=5)
 # ``defer_seconds``; the Celery sweeper looks every ``sweep_seconds`` (gateway.settings)
 QUIET_SECONDS = 0.005  # and claims only once the API stayed idle this long
 SHARED_LOOK_SECONDS = 0.002  # how often the other API processes' load is looked at
+CORES = os.cpu_count() or 1
+SHARED_IDLE_LOOK_SECONDS = 0.02  # an idle worker's look for what other API processes queued
 
 
 class _ApiLoad:
@@ -53,7 +56,7 @@ class _ApiLoad:
     for it) and waits for a run's end (an X12 client waiting for its 999, which must not wait
     for anybody's politeness). With several API processes (``serve --api-workers N``) the
     requests of them all count (:meth:`share`): a worker routing in one process would take a
-    core from the requests another one answers."""
+    core from the requests the others answer, once they keep every core busy."""
 
     SLOTS = 64  # API processes sharing one load file
 
@@ -70,7 +73,6 @@ class _ApiLoad:
         free (then this process counts its own requests only)."""
         import fcntl
         import mmap
-        import os
         from pathlib import Path
 
         if self._shared is not None:
@@ -78,14 +80,15 @@ class _ApiLoad:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+b")  # noqa: SIM115 - held for the process's life
-        if os.fstat(handle.fileno()).st_size < 4 * self.SLOTS:
-            handle.truncate(4 * self.SLOTS)
+        size = 8 * self.SLOTS  # per slot: FHIR requests in flight, then submissions queued
+        if os.fstat(handle.fileno()).st_size < size:
+            handle.truncate(size)
         for slot in range(self.SLOTS):
             try:  # the lock is beyond the counts: writing them never touches it
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 4 * self.SLOTS + slot)
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, size + slot)
             except OSError:
                 continue
-            shared = mmap.mmap(handle.fileno(), 4 * self.SLOTS)
+            shared = mmap.mmap(handle.fileno(), size)
             struct.pack_into("i", shared, 4 * slot, 0)  # a dead predecessor's count
             with self._changed:
                 self._shared = (shared, slot, handle)
@@ -97,6 +100,22 @@ class _ApiLoad:
         if self._shared is not None:
             shared, slot, _ = self._shared
             struct.pack_into("i", shared, 4 * slot, self._requests)
+
+    def queued(self) -> None:
+        """This process queued a submission: the idle workers of the others look now (an
+        embedded worker is woken by its own process's queue only)."""
+        if self._shared is not None:
+            shared, slot, _ = self._shared
+            at = 4 * (self.SLOTS + slot)
+            struct.pack_into("i", shared, at,
+                             (struct.unpack_from("i", shared, at)[0] + 1) % 2 ** 31)
+
+    def queued_anywhere(self) -> tuple | None:
+        """What :meth:`queued` counted in every process (changes when any queued); None when
+        not shared."""
+        if self._shared is None:
+            return None
+        return struct.unpack_from(f"{self.SLOTS}i", self._shared[0], 4 * self.SLOTS)
 
     def _others(self) -> int:
         """FHIR requests in flight in the other API processes."""
@@ -134,8 +153,10 @@ class _ApiLoad:
                 self._waits -= 1
 
     def polite(self) -> bool:
-        """Claiming now would slow FHIR requests, and nobody waits for a run."""
-        return self._waits == 0 and (self._requests > 0 or self._others() > 0)
+        """Claiming now would slow FHIR requests, and nobody waits for a run: a request of
+        this process (they share its GIL), or as many requests in the other API processes
+        as the machine has cores (fewer leave a core idle for routing)."""
+        return self._waits == 0 and (self._requests > 0 or self._others() >= CORES)
 
     def wait_quiet(self, until: float, stop: threading.Event) -> bool:
         """Wait until claiming is no longer impolite or the monotonic time ``until``;
@@ -194,6 +215,7 @@ class EmbeddedQueue:
         with self._wake:
             self._pending += 1
             self._wake.notify()
+        API_LOAD.queued()  # and the workers of the other API processes, which may be free
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -227,12 +249,29 @@ class EmbeddedQueue:
                 continue
             if submission_id is None:
                 draining = False
-                with self._wake:
-                    if self._pending == 0 and not self._stop.is_set():
-                        self._wake.wait(IDLE_POLL_SECONDS)
-                    self._pending = 0
+                self._idle()
                 continue
             _run_logged(self.store, self.partners, submission_id, worker, self.lease)
+
+
+    def _idle(self) -> None:
+        """Nothing to claim: wait for this process's next submission, another API process's
+        (``serve --api-workers N``: looked at every :data:`SHARED_IDLE_LOOK_SECONDS`), or
+        :data:`IDLE_POLL_SECONDS` (a submission queued by another writer of the store)."""
+        seen = API_LOAD.queued_anywhere()
+        until = time.monotonic() + IDLE_POLL_SECONDS
+        with self._wake:
+            while self._pending == 0 and not self._stop.is_set():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                if seen is None:
+                    self._wake.wait(remaining)
+                    break
+                self._wake.wait(min(remaining, SHARED_IDLE_LOOK_SECONDS))
+                if API_LOAD.queued_anywhere() != seen:
+                    break
+            self._pending = 0
 
 
 class CeleryQueue:

@@ -143,11 +143,43 @@ def _create_tables(engine: Engine) -> None:
                                  {"key": _SCHEMA_LOCK})
                 registry_metadata.create_all(conn)
                 gateway_metadata.create_all(conn)
+                _carry_legacy_controls(conn)
             return
         except DBAPIError:
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+# Stores made before control numbers were claimed atomically kept every use of a number in
+# ``inbound_controls`` (several rows per number). On first start the latest use of each number
+# becomes its holder in ``inbound_control_claims`` -- so a number received before the upgrade is
+# still recognised when reused within the window -- and the old table is dropped (same
+# transaction as the schema: all or nothing, and done once).
+_CARRY_LEGACY_CONTROLS = """
+INSERT INTO inbound_control_claims
+    (partner, kind, sender_id, number, root, submission_id, received_at)
+SELECT o.partner, o.kind, o.sender_id, o.number, o.root, o.submission_id, o.received_at
+FROM inbound_controls o
+WHERE NOT EXISTS (
+    SELECT 1 FROM inbound_controls n
+    WHERE n.partner = o.partner AND n.kind = o.kind AND n.sender_id = o.sender_id
+      AND n.number = o.number
+      AND (n.received_at > o.received_at OR (n.received_at = o.received_at AND n.id > o.id)))
+  AND NOT EXISTS (
+    SELECT 1 FROM inbound_control_claims c
+    WHERE c.partner = o.partner AND c.kind = o.kind AND c.sender_id = o.sender_id
+      AND c.number = o.number)
+"""
+
+
+def _carry_legacy_controls(conn) -> None:
+    from sqlalchemy import inspect, text
+
+    if not inspect(conn).has_table("inbound_controls"):
+        return
+    conn.execute(text(_CARRY_LEGACY_CONTROLS))
+    conn.execute(text("DROP TABLE inbound_controls"))
 
 
 _SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"ecm-gateway:registry-schema").digest()[:8], "big",
