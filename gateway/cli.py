@@ -879,7 +879,8 @@ COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
 
 # errors that are the user's to fix (exit 2, no traceback): module -> exception class
 _USAGE_ERRORS = {"gateway.sniff": "UnknownKind", "gateway.reports": "UnsupportedKind",
-                 "gateway.conversion": "ConversionError", "gateway.x12.writer": "UnknownProfile",
+                 "gateway.conversion": "ConversionError",
+                 "gateway.x12.envelope_profiles": "UnknownProfile",
                  "gateway.rules": "UnknownPartner"}
 
 

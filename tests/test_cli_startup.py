@@ -73,7 +73,9 @@ def test_validating_837p_loads_no_more(fixture, tmp_path):
     # claims that are certainly readable are judged without building the encounter model
     # (gateway/x12/claims837.py ClaimCollector._surely_readable)
     assert "gateway.model.encounter" not in found["ran"]
-    assert loaded(found["ran"], NEVER) == []
+    # nor pydantic at all: the SNIP partner rules read the envelope profile's receiver id as
+    # data (gateway/x12/envelope_profiles.py), not through the writer's settings model
+    assert loaded(found["ran"], NEVER + PYDANTIC) == []
 
 
 def test_a_doubtful_claim_loads_the_encounter_model(tmp_path):
@@ -117,3 +119,17 @@ def test_settings_read_early_agree_with_the_settings_object(tmp_path, monkeypatc
             settings.early("var")
     finally:
         settings.reset()
+
+
+def test_usage_errors_of_lazily_loaded_modules_still_exit_2(tmp_path):
+    """The command line names its usage errors by module (gateway/cli.py _USAGE_ERRORS), since
+    it no longer imports every module up front: an unknown envelope profile is still exit 2."""
+    import subprocess
+
+    bin_ = os.path.join(os.path.dirname(sys.executable), "ecm-gateway")
+    source = FIXTURES / "837p" / "ecm-clean.x12"
+    done = subprocess.run([bin_, "convert", str(source), "--to", "837p", "--envelope", "nosuch",
+                           "-o", str(tmp_path / "out.x12")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "no envelope profile 'nosuch'" in done.stderr and "Traceback" not in done.stderr

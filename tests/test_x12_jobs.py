@@ -15,9 +15,11 @@ from conftest import FIXTURES, ROOT
 from x12_mutants import mutants
 
 from gateway.reports import validate_file
+from gateway.x12 import jobs as jobs_module
 from gateway.x12 import validate as validate_module
 from gateway.x12.reader import X12Reader
-from gateway.x12.validate import _Owners, _skim, validate_x12
+from gateway.x12.jobs import _Owners, _skim
+from gateway.x12.validate import validate_x12
 
 DEFECTS = FIXTURES / "837p" / "ecm-claim-defects.x12"
 
@@ -165,15 +167,15 @@ def test_jobs_with_ecm_rules_and_kept_encounters(tmp_path):
 def test_claims_waiting_their_turn_go_to_a_temporary_file(tmp_path, monkeypatch):
     """A process that finishes a later set first keeps its claims in a bounded spool."""
     written = []
-    original = validate_module._Spool.put
+    original = jobs_module._Spool.put
 
     def put(self, key, blob):
         original(self, key, blob)
         written.append(self.on_disk())
 
-    monkeypatch.setattr(validate_module, "SPOOL_MEMORY", 0)
-    monkeypatch.setattr(validate_module, "CLAIM_BATCH", 1)  # claims go on one by one
-    monkeypatch.setattr(validate_module._Spool, "put", put)
+    monkeypatch.setattr(jobs_module, "SPOOL_MEMORY", 0)
+    monkeypatch.setattr(jobs_module, "CLAIM_BATCH", 1)  # claims go on one by one
+    monkeypatch.setattr(jobs_module._Spool, "put", put)
     for name in ("two groups, two interchanges", "a set without SE"):
         path = tmp_path / "in.x12"
         path.write_bytes(CASES[name])

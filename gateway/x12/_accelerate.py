@@ -28,6 +28,7 @@ MODULES = (
     "gateway.x12.snip",
     "gateway.x12.engine.walker",
     "gateway.x12.engine.validator",
+    "gateway.x12.jobs",  # validate --jobs: its skimming loop reads every segment
 )
 PURE_ENV = "ECM_GATEWAY_X12_PURE"  # the x12_pure setting (gateway/settings.py)
 MANIFEST = Path(__file__).with_name("_compiled.json")

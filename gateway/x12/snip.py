@@ -62,9 +62,9 @@ def snip_rules() -> tuple[SnipRule, ...]:
 
 @lru_cache(maxsize=8)
 def _partner_receiver(partner: str) -> str:
-    from gateway.x12.writer import envelope_settings
+    from gateway.x12.envelope_profiles import envelope_profile_data  # (no pydantic model)
 
-    return envelope_settings(partner).receiver_id.strip()
+    return str(envelope_profile_data(partner)["receiver_id"]).strip()
 
 
 def _value(fields: list[str], position: int, component: int, comp_sep: str) -> str:

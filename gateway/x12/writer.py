@@ -10,10 +10,9 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TextIO
 
-from gateway import yamlio
 from pydantic import BaseModel, ConfigDict
 
-from gateway.paths import PROFILES
+from gateway.x12.envelope_profiles import UnknownProfile, envelope_profile_data  # noqa: F401
 from gateway.x12.reader import Delimiters
 
 DEFAULT_DELIMITERS = Delimiters(element="*", component=":", repetition="^", segment="~")
@@ -62,17 +61,11 @@ class EnvelopeSettings(BaseModel):
                 Party(name=self.receiver.name, id=self.receiver.id))
 
 
-class UnknownProfile(ValueError):
-    """No envelope profile of that name."""
-
-
 @lru_cache(maxsize=32)
 def envelope_settings(name: str) -> EnvelopeSettings:
-    path = PROFILES / "envelopes" / f"{name}.yaml"
-    if "/" in name or "\\" in name or not path.is_file():
-        known = sorted(p.stem for p in (PROFILES / "envelopes").glob("*.yaml"))
-        raise UnknownProfile(f"no envelope profile {name!r}; known: {', '.join(known)}")
-    return EnvelopeSettings(**yamlio.safe_load(path.read_text(encoding="utf-8")))
+    """The envelope profile ``name`` (``profiles/envelopes/<name>.yaml``); raises
+    :class:`UnknownProfile` when there is none."""
+    return EnvelopeSettings(**envelope_profile_data(name))
 
 
 @dataclass(frozen=True)
