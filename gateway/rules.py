@@ -5,7 +5,6 @@ through :meth:`RuleCatalogue.finding`, so a plan analyst changes wording, severi
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -31,11 +30,10 @@ class Rule:
 
 
 class _Blank(dict):
+    """A rule message's values for ``str.format_map``: a value not given reads as empty."""
+
     def __missing__(self, key: str) -> str:
         return ""
-
-
-_FORMATTER = string.Formatter()
 
 
 class RuleCatalogue:
@@ -98,12 +96,12 @@ class RuleCatalogue:
         rule = self._rules[rule_id]
         if not rule.enabled:
             return None
-        message = without_paths(_FORMATTER.vformat(rule.message, (), _Blank(values)))
+        message = without_paths(rule.message.format_map(_Blank(values)))
         if audience == "submitter" and rule.to_submitter:
             public = self._rules[rule.to_submitter]
             return Finding(
                 rule=public.id, severity=rule.severity, location=location,
-                message=without_paths(_FORMATTER.vformat(public.message, (), _Blank(values))),
+                message=without_paths(public.message.format_map(_Blank(values))),
                 source=public.source, segment=ordinal, plan_rule=rule.id,
                 plan_message=message)
         return Finding(
