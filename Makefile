@@ -67,3 +67,5 @@ bench-load: install-dev servers
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-artifacts
+	find gateway \( -name '*.so' -o -name '*.c' \) -delete  # the compiled X12 hot path
+	rm -f gateway/x12/_compiled.json

@@ -132,3 +132,49 @@ def test_a_claim_level_snip_error_rejects_the_claim_in_the_277ca_and_shows_in_th
     assert "IK5*E*5" in acks.ack999
     assert "STC*A7:178" in acks.ack277ca
     assert len(acks.rejected_claims) == 1
+
+
+def _two_sets(first_without_se: bool) -> bytes:
+    """ecm-clean's transaction set twice (the second with another ST02); the first set's last
+    claim total is off by one (a SNIP 3 defect) and, optionally, the first set has no SE."""
+    start, end = CLEAN.index("ST*837*"), CLEAN.index("GE*")
+    body = CLEAN[start:end]
+    first = body.replace("CLM*ECM0300000012*250*", "CLM*ECM0300000012*251*", 1)
+    if first_without_se:
+        first = first[:first.index("SE*")]
+    second = body.replace("*0001*", "*0002*")
+    return fix_counts(CLEAN[:start] + first + second + CLEAN[end:]).encode()
+
+
+def test_one_checker_serves_every_set_and_each_set_starts_afresh():
+    found = snip(_two_sets(first_without_se=False))
+    assert found == [("X12-SNIP3-001", "ISA#1/GS#1/ST#1/2300[12]/CLM02")]
+    # a set left without SE: its open claim is dropped, never judged with the next set's
+    # lines (the structure findings say what is wrong)
+    result = validate_x12(_two_sets(first_without_se=True))
+    rules = [f.rule for f in result.findings]
+    assert rules and not any("SNIP" in r for r in rules)
+
+
+def test_the_checker_is_freed_when_validation_ends(monkeypatch):
+    """Its handlers refer back to it: they are dropped at the end, so the memory of a long run
+    does not wait for the cyclic garbage collector."""
+    import gc
+    import weakref
+
+    from gateway.x12.snip import SnipChecker
+
+    made = []
+    init = SnipChecker.__init__
+
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(SnipChecker, "__init__", tracked)
+    gc.disable()
+    try:
+        validate_x12(_two_sets(first_without_se=False))
+    finally:
+        gc.enable()
+    assert len(made) == 1 and made[0]() is None

@@ -224,7 +224,7 @@ class EnvelopeChecker:
 
     # -- the state machine -------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
-        handler = _HANDLERS.get(seg.id)
+        handler = _HANDLERS.get(seg.fields[0])
         if handler is not None:
             handler(self, seg)
             return

@@ -14,7 +14,6 @@ from gateway.x12.claims837 import ClaimCollector, ClaimRecord
 from gateway.x12.envelope import EnvelopeChecker
 from gateway.x12.reader import Delimiters, X12Reader
 
-#
 # Every process reads the file, but only the segments of its own transaction sets (and the
 # envelope segments) are turned into Segment objects and validated; the rest is skimmed (the
 # segment terminators counted). This process is one of the shares: it also runs the envelope
@@ -205,6 +204,7 @@ def _skim(reader: X12Reader, owners: _Owners, share: int | None,
 def _share_process(path: str, share: int, shares: int, make_guide: Callable, snip: bool,
                    catalogue: RuleCatalogue, claims: bool, results) -> None:
     """Another process's share: validates its sets and sends each set's results."""
+
     def done(set_index: int, findings: list[Finding], records: list[ClaimRecord]) -> None:
         results.put(("set", share, set_index, findings, _pickle(records) if records else b""))
 
@@ -229,7 +229,8 @@ def _share_process(path: str, share: int, shares: int, make_guide: Callable, sni
             submitters = work.collector.submitters if work.collector is not None else {}
         results.put(("done", share, submitters))
     except BaseException as exc:  # noqa: BLE001 - told to the parent, which stops
-        results.put(("error", share, f"{exc.__class__.__name__}: {exc}"))
+        # the kind of failure only: a message may quote a value from the file (member data)
+        results.put(("error", share, exc.__class__.__name__))
 
 
 class _Spool:

@@ -199,7 +199,7 @@ class X12Reader:
             carry = pieces.pop()
             for piece in pieces:
                 text = piece.strip(strip_chars)
-                if not text.strip():
+                if not text or text.isspace():
                     continue
                 ordinal += 1
                 yield Segment(ordinal, text.split(sep), text)

@@ -17,10 +17,12 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from gateway import yamlio
+from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 
 from gateway.paths import PROFILES
 
 SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
+CLEAN_CACHE_SIZE = 25_000  # (node, segment text) pairs known to pass the element rules
 _TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
 _ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z]{1,5}")
 
@@ -71,6 +73,26 @@ def _value(fields: list[str], position: int, component: int, comp_sep: str) -> s
         parts = value.split(comp_sep)
         return parts[component - 1] if component <= len(parts) else ""
     return value
+
+
+def _conditions(when: tuple, unless: tuple, fields: list[str], comp_sep: str) -> bool:
+    """A rule's ``when`` (element values that must hold) and ``unless`` (that must not)."""
+    for position, component, wanted in when:
+        if _value(fields, position, component, comp_sep) != wanted:
+            return False
+    for position, component, unwanted in unless:
+        found = _value(fields, position, component, comp_sep)
+        if found and (unwanted == "*" or found == unwanted):
+            return False
+    return True
+
+
+def _npi_ok(value: str) -> bool:
+    return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+
+
+def _always(value: str) -> bool:
+    return True
 
 
 def _money(text: str) -> Decimal | None:
@@ -141,10 +163,12 @@ class SnipChecker:
 
     # -- feeding -----------------------------------------------------------------------------
     def segment(self, fields: list[str], node, ordinal: int, position: int,
-                loop_count: int, text: str = "") -> None:
+                loop_counts: dict[str, int], text: str = "") -> None:
+        """One segment and the map node it matched; ``loop_counts``: occurrences of each loop
+        id so far in the transaction set (the claim rules number claims by their 2300)."""
         handler = self.handlers.get(fields[0])
         if handler is not None:
-            handler(fields, node, ordinal, position, loop_count, text)
+            handler(fields, node, ordinal, position, loop_counts, text)
 
     def _handler(self, seg_id: str, tracked: bool, rules):
         track = getattr(self, "_track_" + seg_id) if tracked else None
@@ -153,9 +177,9 @@ class SnipChecker:
         if not checks:
             return track  # claim tracking only
 
-        def handler(fields, node, ordinal, position, loop_count, text):
+        def handler(fields, node, ordinal, position, loop_counts, text):
             if track is not None:
-                track(fields, node, ordinal, position, loop_count)
+                track(fields, node, ordinal, position, loop_counts)
             if not checks:
                 return
             if text:
@@ -167,20 +191,22 @@ class SnipChecker:
             loop = parent.id if parent is not None else ""
             for check in checks:
                 check(fields, node, ordinal, position, loop)
-            if text and self.found == before and len(clean) < 100_000:
+            if text and self.found == before and CLEAN_CACHE_SIZE:
+                if len(clean) >= CLEAN_CACHE_SIZE:
+                    clean.clear()  # start afresh: what repeats comes back at once
                 clean.add(key)
 
         return handler
 
     # claim tracking, per segment id (only when a claim rule is on)
-    def _track_CLM(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:
             self._end_claim()
         charge = fields[2] if len(fields) > 2 else ""
-        self.claim = _Claim(ordinal, position, loop_count, charge,
+        self.claim = _Claim(ordinal, position, loop_counts.get("2300", 0), charge,
                             _value(fields, 5, 3, self.comp))
 
-    def _track_HL(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_HL(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:
             self._end_claim()
         level = fields[3] if len(fields) > 3 else ""
@@ -189,38 +215,52 @@ class SnipChecker:
         elif level == "23":
             self.birth.pop("2010CA", None)
 
-    def _track_BHT(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_BHT(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         self.created = fields[4] if len(fields) > 4 else ""
 
-    def _track_DMG(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_DMG(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         loop = node.parent.id if node.parent is not None else ""
         if loop in ("2010BA", "2010CA") and len(fields) > 2 and fields[1] == "D8":
             self.birth[loop] = fields[2]
 
-    def _track_SV1(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_SV1(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and node.parent.id == "2400":
             self.claim.lines.append(_value(fields, 2, 0, self.comp))
 
-    def _track_SV2(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_SV2(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and node.parent.id == "2400":
             self.claim.lines.append(_value(fields, 3, 0, self.comp))
 
-    def _track_REF(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_REF(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and \
                 node.parent.id == "2300" and len(fields) > 1:
             self.claim.refs.add(fields[1])
 
-    def _track_DTP(self, fields, node, ordinal, position, loop_count, text="") -> None:
+    def _track_DTP(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and len(fields) > 3 and fields[1] == "472":
             span = _dates(fields[2], fields[3])
             if span:
                 self.claim.service_dates.extend(span)
+
+    def start_transaction(self) -> None:
+        """A new transaction set: nothing carried over (a claim of a set left without SE is
+        dropped, as it always was)."""
+        self.claim = None
+        self.birth = {}
+        self.created = ""
 
     def end_transaction(self) -> None:
         if self.claim is not None:
             self._end_claim()
         self.birth = {}
         self.created = ""
+
+    def close(self) -> None:
+        """Drop the handlers and the cache (they refer back to this checker: without this the
+        memory waits for the cyclic garbage collector)."""
+        self.handlers = {}
+        self._claim_checks = []
+        self._clean.clear()
 
     # -- element rules ----------------------------------------------------------------------
     def _rule_check(self, rule: SnipRule):
@@ -231,21 +271,12 @@ class SnipChecker:
         comp = self.comp
         report = self._report
 
-        def conditions(fields) -> bool:
-            for position, component, wanted in when:
-                if _value(fields, position, component, comp) != wanted:
-                    return False
-            for position, component, unwanted in unless:
-                found = _value(fields, position, component, comp)
-                if found and (unwanted == "*" or found == unwanted):
-                    return False
-            return True
-
         if rule.check == "icd10cm":
             qualifiers = spec["qualifiers"]
 
             def icd10(fields, node, ordinal, position, loop) -> None:
-                if only_loop and only_loop != loop or not conditions(fields):
+                if only_loop and only_loop != loop or \
+                        not _conditions(when, unless, fields, comp):
                     return
                 for index in range(1, len(fields)):
                     parts = fields[index].split(comp)
@@ -263,18 +294,15 @@ class SnipChecker:
             return icd10
         index, component = rule.element
         if rule.check == "npi":
-            from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
-
-            def ok(value: str) -> bool:
-                return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+            ok = _npi_ok
         elif rule.check == "pattern":
             ok = rule.pattern.fullmatch
         else:
-            def ok(value: str) -> bool:
-                return True
+            ok = _always
 
         def element(fields, node, ordinal, position, loop) -> None:
-            if only_loop and only_loop != loop or not conditions(fields):
+            if only_loop and only_loop != loop or \
+                    not _conditions(when, unless, fields, comp):
                 return
             if component:
                 value = _value(fields, index, component, comp)

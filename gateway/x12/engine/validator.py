@@ -34,8 +34,7 @@ from gateway.x12.reader import Delimiters, Segment
 SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
-CLEAN_CACHE_SIZE = 100_000
-MEMO_SIZE = 100_000  # (node, segment text) steps known clean
+MEMO_SIZE = 25_000  # (node, segment text) steps known clean (then the memo starts afresh)
 _STATEFUL = frozenset({"HL", "LX", "CLM"})  # reader checks that depend on counts
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
 # valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
@@ -73,6 +72,7 @@ class NativeGuideValidator:
         self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
         self._snip = None
         self._snip_handlers: dict | None = None  # segment id -> SNIP 3-7 handler
+        self._snip_key: tuple | None = None  # (guide, receiver) of self._snip
         self.delimiters = delimiters
         self.envelope = envelope
         self.catalogue = catalogue or default_catalogue()
@@ -86,7 +86,6 @@ class NativeGuideValidator:
         self._active = False
         self._in_ts = False
         self._plans: dict = {}
-        self._clean: set = set()
         self._memo: list[dict] = []  # per start node: segment text -> plan
         self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
@@ -118,8 +117,18 @@ class NativeGuideValidator:
                 # seen before from this node with no reader or element error: only the
                 # structure counters (and the HL/LX numbering) can differ from last time
                 self._position += 1
-                reader_errors = self._reader_checks(seg, fields) if seg_id in _STATEFUL \
-                    else None
+                reader_errors = None
+                if seg_id in _STATEFUL:  # the numbering (the text itself passed before)
+                    if seg_id == "LX":
+                        if self._check_lx:
+                            self._lx_count += 1
+                            if fields[1] != str(self._lx_count):
+                                reader_errors = ["LX"]
+                    elif seg_id == "CLM":
+                        if self._check_lx:
+                            self._lx_count = 0
+                    else:
+                        reader_errors = self._reader_checks(seg, fields)
                 node = plan.node
                 counts = self._counters.counts
                 for index in plan.checks:
@@ -164,7 +173,7 @@ class NativeGuideValidator:
                     handler = snip.get(seg_id)
                     if handler is not None:
                         handler(fields, node, seg.ordinal, self._position,
-                                self._loop_counts.get("2300", 0), text)
+                                self._loop_counts, text)
             except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
                 shown = shown_segment_id(seg_id)
                 context = {"segment_id": shown, "position": self._position, "loop": ""}
@@ -227,25 +236,29 @@ class NativeGuideValidator:
             self._root = root
             self._counters = Counters(root)
             self._plans = {}
-            self._clean = set()
             self._new_memo()
         self._in_ts = True
-        self._snip = None
-        self._snip_handlers = None
         if self.snip:
-            from gateway.x12.snip import SnipChecker
+            # one checker per guide and receiver, kept from set to set (its cache of clean
+            # segments too); it starts each set afresh
+            key = (self._guide_id, self.envelope.interchange.field(8).strip())
+            if key != self._snip_key:
+                from gateway.x12.snip import SnipChecker
 
-            checker = SnipChecker(self._snip_report, self._guide_id,
-                                  self.envelope.interchange.field(8).strip(), self._comp)
-            self._snip = checker if checker.enabled else None
-            self._snip_handlers = checker.handlers if checker.enabled else None
+                if self._snip is not None:
+                    self._snip.close()
+                checker = SnipChecker(self._snip_report, key[0], key[1], self._comp)
+                self._snip_key = key
+                self._snip = checker if checker.enabled else None
+                self._snip_handlers = checker.handlers if checker.enabled else None
+            if self._snip is not None:
+                self._snip.start_transaction()
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
         if self._pattern_key != (id(root), self._icvn):  # patterns depend on the charset
             self._pattern_key = (id(root), self._icvn)
             self._patterns = {}
-            self._clean = set()
             self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
@@ -301,7 +314,15 @@ class NativeGuideValidator:
             for code in reader_errors:
                 self._reader_error(code, seg)
         if node is not None:
-            clean = self._check_elements(node, fields, text)
+            found = self._patterns.get(node.index)
+            if found is None:
+                found = self._compile_node(node)
+            pattern, post = found
+            if pattern is not None and pattern.fullmatch(text) is not None and (
+                    post is None or post(fields)):
+                clean = True
+            else:
+                clean = self._check_elements(node, fields)
             if clean and memo and MEMO_SIZE:
                 self._memo_size += 1
                 if self._memo_size > MEMO_SIZE:
@@ -311,7 +332,7 @@ class NativeGuideValidator:
                 handler = self._snip_handlers.get(seg_id)
                 if handler is not None:
                     handler(fields, node, seg.ordinal, self._position,
-                            self._loop_counts.get("2300", 0), text)
+                            self._loop_counts, text)
 
     def _new_memo(self) -> None:
         self._memo = [{} for _ in self._root.nodes]
@@ -404,36 +425,31 @@ class NativeGuideValidator:
         return None
 
     # -- elements --------------------------------------------------------------------------
+    def _compile_node(self, node) -> tuple:
+        """(fast pattern or None, post-check function or None) for a node, for this file."""
+        found = self._patterns[node.index] = (
+            fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
+            post_function(node, self._comp))
+        return found
+
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
         found = self._patterns.get(node.index)
         if found is None:
-            found = self._patterns[node.index] = (
-                fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
-                post_function(node, self._comp))
+            found = self._compile_node(node)
         pattern, post = found
         return pattern is not None and pattern.fullmatch(text) is not None and (
             post is None or post(fields))
 
-    def _check_elements(self, node, fields: list[str], text: str) -> bool:
-        """Report the element errors of a segment; True when there are none."""
-        key = (node.index, text)
-        if key in self._clean:
-            return True
-        if self._is_clean(node, fields, text):
-            clean = True
-        else:
-            errors = check_elements(node, fields, self._icvn, self._comp)
-            for code, element, value in errors:
-                if element is None:
-                    self._segment_finding("8", node, shown_segment_id(fields[0]))
-                else:
-                    self._element_finding(code, node, element, value, fields)
-            clean = not errors
-        if clean:
-            if len(self._clean) >= CLEAN_CACHE_SIZE:
-                self._clean.clear()
-            self._clean.add(key)
-        return clean
+    def _check_elements(self, node, fields: list[str]) -> bool:
+        """The detailed element checks (the fast pattern rejected the segment): report what
+        they find; True when they find nothing."""
+        errors = check_elements(node, fields, self._icvn, self._comp)
+        for code, element, value in errors:
+            if element is None:
+                self._segment_finding("8", node, shown_segment_id(fields[0]))
+            else:
+                self._element_finding(code, node, element, value, fields)
+        return not errors
 
     # -- findings --------------------------------------------------------------------------
     @staticmethod
@@ -535,6 +551,9 @@ class NativeGuideValidator:
                       detail=detail)
 
     def finish(self) -> list[Finding]:
+        if self._snip is not None:  # its handlers refer back to it and to us: free them now
+            self._snip.close()
+            self._snip = self._snip_handlers = self._snip_key = None
         return self.findings
 
 
