@@ -203,3 +203,26 @@ def test_cli_jobs_output_is_identical(tmp_path):
     assert runs[0].returncode == runs[1].returncode == 1
     assert runs[0].stdout == runs[1].stdout
     assert runs[0].stderr == runs[1].stderr == ""  # no progress bar when not on a terminal
+
+
+@pytest.mark.parametrize("where", ["moved", "extra"])
+def test_a_set_after_its_interchange_ended_is_an_envelope_finding_not_a_crash(tmp_path, where):
+    """An IEA before the ST (moved there, or an extra one): the transaction set is outside any
+    interchange. The envelope reports the stray ST; the guide engine, which needs the
+    interchange's receiver for the SNIP partner rules, leaves that set alone (it used to raise
+    AttributeError, an internal error for the user)."""
+    data = (ROOT / "fixtures" / "837p" / "ecm-claim-defects.x12").read_text()
+    term = data[105]
+    segments = [s for s in data.split(term) if s.strip()]
+    iea = next(s for s in segments if s.strip().startswith("IEA"))
+    if where == "moved":
+        segments.remove(iea)
+    st = next(i for i, s in enumerate(segments) if s.strip().startswith("ST"))
+    segments.insert(st, iea)
+    path = tmp_path / "iea-first.x12"
+    path.write_text(term.join(segments) + term)
+    for jobs in (1, 2):
+        result = validate_x12(str(path), jobs=jobs)
+        stray = [f for f in result.findings if f.rule == "X12-ENV-019" and f.segment == st + 2]
+        assert [f.location for f in stray] == ["ISA#1/ST"]
+        assert not [f for f in result.findings if f.rule == "X12-IG-ENGINE"]

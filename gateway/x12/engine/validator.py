@@ -225,6 +225,8 @@ class NativeGuideValidator:
 
     def _on_st(self, seg: Segment) -> None:
         self._in_ts = False
+        if self.envelope.interchange is None:  # a set after its IEA (or before any ISA): the
+            return  # envelope checks report it; no guide applies outside an interchange
         st01 = seg.get(1)
         if st01 not in guide_transactions(self._guide):
             return
