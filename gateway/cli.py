@@ -591,7 +591,12 @@ def _partners_file(given: Path | None) -> Path:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from gateway.api.http import NoDelayH11Protocol
+    from gateway.api.http import (
+        NoDelayH11Protocol,
+        reuse_port_available,
+        reuse_port_sockets,
+        run_balanced,
+    )
 
     args.queue = args.queue or gateway_settings().queue
     if args.queue and not args.queue.startswith(("redis://", "rediss://")):
@@ -635,10 +640,31 @@ def cmd_serve(args) -> int:
             value = getattr(settings, name)
             if value is not None:
                 os.environ[f"ECM_GATEWAY_{name.upper()}"] = str(value)
-        uvicorn.run("gateway.api.app:app_from_settings", factory=True, host=args.host,
-                    port=args.port, log_level="info", access_log=False, workers=api_workers,
-                    http=NoDelayH11Protocol,  # TCP_NODELAY on the shared socket's connections
-                    timeout_worker_healthcheck=60)  # a busy machine starts slowly
+        options = dict(factory=True, host=args.host, port=args.port, log_level="info",
+                       access_log=False, workers=api_workers,
+                       http=NoDelayH11Protocol,  # TCP_NODELAY on every connection
+                       timeout_worker_healthcheck=60)  # a busy machine starts slowly
+        if not reuse_port_available():  # uvicorn's one shared socket
+            uvicorn.run("gateway.api.app:app_from_settings", **options)
+            return EXIT_OK
+        # one socket per API process (SO_REUSEPORT): connections spread over the processes
+        # instead of a burst going to whichever wakes first (gateway/api/http.py)
+        try:
+            sockets = reuse_port_sockets(args.host, args.port, api_workers)
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") \
+                from None
+        config = uvicorn.Config("gateway.api.app:app_from_settings", **options)
+        logging.getLogger("gateway").info(
+            "listening on %s:%d with %d API processes", args.host,
+            sockets[0].getsockname()[1], api_workers)
+        try:
+            run_balanced(config, sockets)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for sock in sockets:
+                sock.close()
         return EXIT_OK
     config = uvicorn.Config(app, host=args.host, port=args.port, http=NoDelayH11Protocol,
                             log_level="warning" if args.demo else "info", access_log=False)

@@ -6,8 +6,12 @@ response's body waits for the client's delayed ACK of its head (~40 ms per answe
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import uvicorn
@@ -77,13 +81,16 @@ def test_serve_runs_the_no_delay_protocol(workers, tmp_path, monkeypatch):
     monkeypatch.setenv("ECM_GATEWAY_VAR", str(tmp_path))
     used = {}
 
-    def run(*args, **kwargs):  # uvicorn.run (several processes): nothing is served here
-        used["http"] = kwargs.get("http")
+    def run(config, sockets):  # several processes: nothing is served here
+        used["http"] = config.http
+        used["sockets"] = len(sockets)
+        for sock in sockets:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
 
     def serve_one(server, *args, **kwargs):  # uvicorn.Server.run (one process)
         used["http"] = server.config.http
 
-    monkeypatch.setattr("uvicorn.run", run)
+    monkeypatch.setattr("gateway.api.http.run_balanced", run)
     monkeypatch.setattr("uvicorn.Server.run", serve_one)
     for name in ("STORE", "PARTNERS", "QUEUE", "DROP", "WORKERS", "API_WORKERS"):
         # serve hands its settings to its processes through the environment: undone after
@@ -92,3 +99,91 @@ def test_serve_runs_the_no_delay_protocol(workers, tmp_path, monkeypatch):
     assert main(["serve", "--store", f"sqlite:///{tmp_path / 'g.sqlite'}", "--partners",
                  str(partners), "--api-workers", workers]) == 0
     assert used["http"] is NoDelayH11Protocol
+    assert used.get("sockets", 1) == int(workers)  # one listening socket per API process
+
+
+def _established_by_process(pids: list[int], port: int) -> dict[int, int]:
+    """How many established TCP connections on local ``port`` each process holds (from
+    /proc: the process's socket inodes against /proc/net/tcp)."""
+    states = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                states[inode] = True
+    counts = {}
+    for pid in pids:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        counts[pid] = sum(1 for inode in inodes if inode in states)
+    return counts
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_api_processes_share_a_burst_of_connections(tmp_path):
+    """`serve --api-workers 2`: 40 keep-alive clients connecting at once are spread over both
+    API processes (each listens on a SO_REUSEPORT socket of its own). With uvicorn's one
+    shared socket, the process that woke first accepted the whole burst (19 of 20)."""
+    from gateway.pipeline.partners import issue_demo_tokens
+    from tests.conftest import ROOT
+
+    partners = tmp_path / "partners.yaml"
+    issue_demo_tokens(ROOT / "config" / "demo" / "partners.yaml", partners)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECM_GATEWAY_")}
+    env["ECM_GATEWAY_VAR"] = str(tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--store",
+         f"sqlite:///{tmp_path / 'g.sqlite'}", "--partners", str(partners), "--port",
+         str(port), "--api-workers", "2"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    connections = []
+    try:
+        deadline = time.monotonic() + 90
+        children: list[int] = []
+        while time.monotonic() < deadline:
+            children = [int(p) for p in open(
+                f"/proc/{server.pid}/task/{server.pid}/children").read().split()]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as check:
+                    check.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if check.recv(64).startswith(b"HTTP/1.1 200") and len(children) >= 2:
+                        # both processes up: every one of them answers
+                        break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        time.sleep(1.0)
+        for _ in range(40):
+            connections.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for conn in connections:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for conn in connections:
+            assert conn.recv(64).startswith(b"HTTP/1.1 200")
+        apis = [int(p) for p in open(
+            f"/proc/{server.pid}/task/{server.pid}/children").read().split()]
+        counts = _established_by_process(apis, port)
+        held = sorted(n for n in counts.values() if n)
+        assert sum(held) == 40, counts
+        assert len(held) == 2 and held[0] >= 8, counts  # binomial(40, 1/2) < 8: ~1e-5
+    finally:
+        for conn in connections:
+            conn.close()
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()

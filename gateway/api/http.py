@@ -37,3 +37,97 @@ class NoDelayH11Protocol(H11Protocol):
     def connection_made(self, transport) -> None:  # type: ignore[override]
         no_delay(transport)
         super().connection_made(transport)
+
+
+# -- serve --api-workers N: one listening socket per API process ------------------------------
+# uvicorn's supervisor (``workers > 1``) binds ONE socket that every process accepts from. Each
+# process's asyncio loop, woken by a new connection, accepts every connection waiting (up to
+# the backlog), so whichever process wakes first takes a whole burst: 20 keep-alive clients
+# connecting together ended 19 on one process and 1 on the other, and the second core stayed
+# idle while the clients queued on the first (measured with bench/bench_fhir.py and `ss`).
+# Here each process listens on a socket of its own, all bound to the same port with
+# SO_REUSEPORT: the kernel spreads new connections over them by a hash of the connection's
+# addresses, whichever process is awake. (Linux lets only sockets of the same user join a
+# port's group.) Where SO_REUSEPORT is missing, ``serve`` keeps uvicorn's shared socket.
+
+
+def reuse_port_available() -> bool:
+    return hasattr(socket, "SO_REUSEPORT")
+
+
+def reuse_port_sockets(host: str, port: int, count: int, backlog: int = 2048
+                       ) -> list[socket.socket]:
+    """``count`` listening TCP sockets on ``host:port`` (port 0: one free port for all), each
+    with SO_REUSEPORT, inheritable by the API processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(backlog)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def run_balanced(config, sockets: list[socket.socket]) -> None:
+    """uvicorn's multi-process supervisor (signals, health checks, a dead process replaced),
+    with process ``i`` -- and any replacement of it -- serving ``sockets[i]`` only. The two
+    methods that make processes are uvicorn 0.54's, with the slot's socket."""
+    import logging
+
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+    logger = logging.getLogger("uvicorn.error")
+
+    class Balanced(Multiprocess):
+        def init_processes(self) -> None:
+            for index in range(self.processes_num):
+                process = Process(self.config, [sockets[index]])
+                process.start()
+                self.processes.append(process)
+
+        def restart_all(self) -> None:  # SIGHUP: each slot replaced in turn
+            for index, old in enumerate(self.processes):
+                if self.should_exit.is_set():
+                    return
+                new = Process(self.config, [sockets[index]])
+                new.start()
+                if not new.wait_until_ready(self.config.timeout_worker_healthcheck,
+                                            self.should_exit):
+                    new.kill()
+                    new.join()
+                    return
+                old.terminate()
+                old.join()
+                self.processes[index] = new
+
+        def keep_subprocess_alive(self) -> None:
+            if self.should_exit.is_set():
+                return
+            for index, process in enumerate(self.processes):
+                if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                    continue
+                process.kill()
+                process.join()
+                if process.exitcode == STARTUP_FAILURE:
+                    logger.error("API process [%s] failed to start, stopping", process.pid)
+                    self.should_exit.set()
+                    return
+                if self.should_exit.is_set():
+                    return
+                logger.info("API process [%s] died; starting another", process.pid)
+                process = Process(self.config, [sockets[index]])
+                process.start()
+                self.processes[index] = process
+
+    Balanced(config, sockets=sockets).run()
