@@ -187,3 +187,25 @@ def test_api_processes_share_a_burst_of_connections(tmp_path):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_a_port_in_use_is_refused_not_shared():
+    """SO_REUSEPORT would let a second server (another gateway started by mistake) take half
+    the connections of a port: the API processes' sockets are bound only where a plain bind
+    would succeed."""
+    from gateway.api.http import reuse_port_sockets
+
+    first = reuse_port_sockets("127.0.0.1", 0, 2)
+    try:
+        port = first[0].getsockname()[1]
+        assert {s.getsockname()[1] for s in first} == {port}
+        with pytest.raises(OSError):
+            reuse_port_sockets("127.0.0.1", port, 2)  # a second gateway on the same port
+    finally:
+        for sock in first:
+            sock.close()
+    with socket.socket() as other:  # any other server listening there
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError):
+            reuse_port_sockets("127.0.0.1", other.getsockname()[1], 2)

@@ -60,6 +60,12 @@ def reuse_port_sockets(host: str, port: int, count: int, backlog: int = 2048
     """``count`` listening TCP sockets on ``host:port`` (port 0: one free port for all), each
     with SO_REUSEPORT, inheritable by the API processes."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        # a port another server (or a second gateway) already listens on is refused, as a
+        # plain bind refuses it -- not silently shared through SO_REUSEPORT
+        with socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
