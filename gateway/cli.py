@@ -800,6 +800,27 @@ def cmd_purge(args) -> int:
     print(json.dumps({"purged": counts, "retention_days": retention.days}))
 
 
+def _input_findings(files, made: bool, why: str) -> bool:
+    """Print each input file's findings (stderr); when no report could be ``made``, say so
+    and ``why`` (a report is made from whole files only). ``made``, returned."""
+    for report in files:
+        if report.findings:
+            print(_text_report(report), file=sys.stderr)
+    if not made:
+        print(f"ecm-gateway: no report: fix the errors above ({why})", file=sys.stderr)
+    return made
+
+
+def _write_report(content: bytes, output) -> int:
+    """A report to ``--output`` (its path printed) or to stdout."""
+    if output is None:
+        sys.stdout.write(content.decode("utf-8"))
+    else:
+        output.write_bytes(content)
+        print(output)
+    return EXIT_OK
+
+
 def cmd_report(args) -> int:
     if args.report == "data-sharing":
         return _report_data_sharing(args)
@@ -819,20 +840,9 @@ def cmd_report(args) -> int:
     if fmt == "xlsx" and args.output is None:
         raise UsageError("an XLSX report needs --output FILE")
     rows, files = outreach_from_files(args.otf, args.mif, args.plan, quarters)
-    for report in files:
-        if report.findings:
-            print(_text_report(report), file=sys.stderr)
-    if rows is None:
-        print("ecm-gateway: no report: fix the errors above (a report is made from whole "
-              "files only)", file=sys.stderr)
+    if not _input_findings(files, rows is not None, "a report is made from whole files only"):
         return EXIT_FINDINGS
-    content = report_xlsx(rows) if fmt == "xlsx" else report_csv(rows)
-    if args.output is None:
-        sys.stdout.write(content.decode("utf-8"))
-    else:
-        args.output.write_bytes(content)
-        print(args.output)
-    return EXIT_OK
+    return _write_report(report_xlsx(rows) if fmt == "xlsx" else report_csv(rows), args.output)
 
 
 def _report_pof_evidence(args) -> int:
@@ -850,23 +860,14 @@ def _report_pof_evidence(args) -> int:
     with tempfile.TemporaryDirectory(prefix="ecm-pof-") as folder:
         registry = Registry(f"sqlite:///{Path(folder) / 'registry.sqlite'}")
         files = load_registries(registry, members=args.mif, history=args.history)
-        for report in files:
-            if report.findings:
-                print(_text_report(report), file=sys.stderr)
-        if not all(r.valid for r in files):
-            print("ecm-gateway: no report: fix the errors above (a file is applied whole or "
-                  "not at all)", file=sys.stderr)
+        if not _input_findings(files, all(r.valid for r in files),
+                               "a file is applied whole or not at all"):
             return EXIT_FINDINGS
         codes = load_codesets()
         content = evidence_report_csv(pof_evidence(
             registry, codes.utilization, None, (codes.event_by_place, codes.event_by_code)))
         registry.engine.dispose()
-    if args.output is None:
-        sys.stdout.write(content.decode("utf-8"))
-    else:
-        args.output.write_bytes(content)
-        print(args.output)
-    return EXIT_OK
+    return _write_report(content, args.output)
 
 
 def _report_data_sharing(args) -> int:
@@ -881,20 +882,9 @@ def _report_data_sharing(args) -> int:
     except ValueError:
         raise UsageError(f"--as-of {args.as_of!r}: use YYYY-MM-DD") from None
     rows, files = data_sharing_from_files(args.rtf, args.plan, as_of)
-    for report in files:
-        if report.findings:
-            print(_text_report(report), file=sys.stderr)
-    if rows is None:
-        print("ecm-gateway: no report: fix the errors above (a file is applied whole or not "
-              "at all)", file=sys.stderr)
+    if not _input_findings(files, rows is not None, "a file is applied whole or not at all"):
         return EXIT_FINDINGS
-    content = report_csv(rows)
-    if args.output is None:
-        sys.stdout.write(content.decode("utf-8"))
-    else:
-        args.output.write_bytes(content)
-        print(args.output)
-    return EXIT_OK
+    return _write_report(report_csv(rows), args.output)
 
 
 COMMANDS = {"validate": cmd_validate, "convert": cmd_convert, "ack": cmd_ack,
