@@ -4,6 +4,18 @@
 # worker (deploy/compose.yaml). Not built in CI; see README "Deployment modes".
 # With --store postgresql://… every shared state (control-number counters included) is in the
 # database: /data is per container, workers need not share it.
+# Stage 1: wheels for the gateway and its dependencies, the X12 engine's hot modules compiled
+# with Cython (setup.py; it needs a C compiler, which the final image does not carry).
+FROM python:3.11-slim AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY gateway ./gateway
+# the postgres extra: psycopg for the scale-out store (Celery and redis are core dependencies)
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
+
 FROM python:3.11-slim
 
 # The trading partners are read from /config/partners.yaml (ECM_GATEWAY_PARTNERS): mount your
@@ -18,11 +30,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ECM_GATEWAY_PARTNERS=/config/partners.yaml
 
 WORKDIR /app
-# lxml ships manylinux wheels; no compiler needed on the slim image.
-COPY pyproject.toml README.md ./
-COPY gateway ./gateway
-# the postgres extra: psycopg for the scale-out store (Celery and redis are core dependencies)
-RUN pip install --no-cache-dir ".[postgres]"
+# every wheel stage 1 built (the gateway with its compiled modules, and its dependencies)
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
 COPY profiles ./profiles
 COPY mappings ./mappings
 COPY config ./config
