@@ -291,12 +291,22 @@ def banner(base: str, tokens: dict[str, str], rows: list[dict], drop: Path,
     for partner, token in tokens.items():
         lines.append(f"  export {names.get(partner, partner.upper().replace('-', '_') + '_TOKEN')}"
                      f"={token}")
-    lines += [f"  export GATEWAY={base}", "",
-              "Try (Harbor's rejected files, then Harbor's 837P with defects sent again):",
+    # the 837P with defects the demo sent (dated today), and the fixture it was made from: the
+    # same ISA13 with other bytes
+    sent = next((folder / "harbor" / row["file"] for row in rows
+                 if row["partner"] == "harbor" and row["file"].startswith("claims-errors-")),
+                None)
+    fixture = HOME / "fixtures" / "837p" / "ecm-claim-defects.x12"
+    curl = "  curl -s -H \"Authorization: Bearer $HARBOR_TOKEN\" --data-binary"
+    lines += [f"  export GATEWAY={base}", "", "Try:",
+              "  # Harbor's rejected files",
               "  curl -s -H \"Authorization: Bearer $HARBOR_TOKEN\" "
-              "\"$GATEWAY/submissions?status=rejected\"",
-              "  curl -s -H \"Authorization: Bearer $HARBOR_TOKEN\" --data-binary "
-              f"@{HOME / 'fixtures' / '837p' / 'ecm-claim-defects.x12'} $GATEWAY/x12",
+              "\"$GATEWAY/submissions?status=rejected\""]
+    if sent is not None:
+        lines += ["  # Harbor's 837P with defects sent again: the same bytes get the earlier answer",
+                  f"{curl} @{sent} $GATEWAY/x12"]
+    lines += ["  # another file reusing its ISA13 (the undated fixture): a TA1 with TA105 025",
+              f"{curl} @{fixture} $GATEWAY/x12",
               f"or drop a file into {drop}/harbor/inbox/ and read {drop}/harbor/outbox/",
               "=" * 78, ""]
     return "\n".join(lines)

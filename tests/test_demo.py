@@ -89,3 +89,34 @@ def test_the_banner_ends_with_ready_exports_and_the_console(told):
     assert f"export OPS_TOKEN={tokens['ops']}" in text
     assert f"{base}/console/" in text
     assert text.rstrip().endswith("=" * 78)
+
+
+def test_the_banners_x12_commands_answer_as_it_says(told):
+    """What the banner tells a newcomer to try: the demo's 837P with defects sent again gets
+    the earlier answer (same submission, 999 included); the undated fixture it was made from,
+    another interchange reusing its ISA13, gets a TA1 with TA105 025."""
+    import json
+    import re
+    import urllib.request
+
+    _, rows, base, tokens, folder = told
+    text = demo.banner(base, tokens, rows, folder / "drop", folder / "demo")
+    files = re.findall(r"--data-binary @(\S+) \$GATEWAY/x12", text)
+    assert len(files) == 2, text
+    earlier = next(r for r in rows if r["file"].startswith("claims-errors-"))
+
+    def post(path: str) -> dict:
+        request = urllib.request.Request(
+            base + "/x12", data=open(path, "rb").read(), method="POST",
+            headers={"Authorization": f"Bearer {tokens['harbor']}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:  # a rejection is a 4xx with the same body
+            return json.loads(error.read())
+
+    again = post(files[0])
+    assert again["duplicate"] is True and again["submission_id"] == earlier["submission_id"]
+    reused = post(files[1])
+    assert reused["duplicate"] is False and reused["submission_id"] != earlier["submission_id"]
+    assert "TA1*000000004*" in reused["ack_ta1"] and "*R*025~" in reused["ack_ta1"]
