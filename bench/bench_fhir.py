@@ -361,8 +361,8 @@ def drained(database: Path, submissions: list[str], timeout: float = 600.0
     return waited, routed
 
 
-def latency(clients: int, requests: int, mode: str = "embedded", kind: str = "stdlib"
-            ) -> tuple[list[list[str]], list[list[str]]] | None:
+def latency(clients: int, requests: int, mode: str = "embedded", kind: str = "stdlib",
+            api_workers: int = 2) -> tuple[list[list[str]], list[list[str]]] | None:
     from gateway.pipeline.partners import issue_demo_tokens
 
     out = HERE / "out"
@@ -393,7 +393,8 @@ def latency(clients: int, requests: int, mode: str = "embedded", kind: str = "st
     if mode == "api-workers":
         server = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--store", store, "--partners",
-             str(folder / "partners.yaml"), "--port", str(port), "--api-workers", "2"],
+             str(folder / "partners.yaml"), "--port", str(port), "--api-workers",
+             str(api_workers)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
         server = subprocess.Popen(
@@ -465,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=25, help="per client")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--api-workers", type=int, default=2, metavar="N",
+                        help="API processes of the api-workers mode (default 2)")
     parser.add_argument("--client", choices=CLIENTS, default="stdlib",
                         help="the load generator: stdlib http.client (light, the default) or "
                              "httpx (about 15x its CPU per request, taken from the server's "
@@ -489,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print()
     for mode in args.mode or ["embedded"]:
-        measured = latency(args.clients, args.requests, mode, args.client)
+        measured = latency(args.clients, args.requests, mode, args.client, args.api_workers)
         if measured is None:
             return 1
         table, routing = measured
