@@ -12,7 +12,8 @@ cdef class _Step:
 cdef class NativeGuideValidator:
     cdef public object snip, _snip, _snip_handlers, _snip_key, delimiters, envelope
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
-    cdef public list findings, _memo, _counts, _zeros, _hl_stack
+    cdef public list findings, _memo, _hl_stack
+    cdef long[:] _counts, _zeros  # array('l') in pure Python
     cdef public dict _seg_keys, _plans, _loop_counts, _patterns
     cdef public str _guide_id, _icvn, _path, _sep, _comp
     cdef public Py_ssize_t _node_index, _memo_size, _hl_count, _lx_count, _position
@@ -24,7 +25,7 @@ cdef class NativeGuideValidator:
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict)
     cdef _data(self, seg, list fields, str seg_id)
 
-    @cython.locals(counts=list, index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
+    @cython.locals(counts='long[:]', index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
                    loop_counts=dict, done=bint, errors=list)
     cdef _step(self, _Step step, chosen, seg)
 

@@ -21,6 +21,7 @@ Differences from pyx12, on purpose (each one a pyx12 defect, see README "X12 eng
 from __future__ import annotations
 
 import re
+from array import array
 
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
@@ -109,8 +110,8 @@ class NativeGuideValidator:
         self._node = None
         self._node_index = -1  # the index of self._node (-1: none yet)
         self._counters: Counters | None = None
-        self._counts: list = []  # self._counters.counts
-        self._zeros: list = []
+        self._counts = array("l")  # self._counters.counts
+        self._zeros = array("l")
         self._seg_keys: dict = {}
         self._active = False
         self._in_ts = False
@@ -309,7 +310,7 @@ class NativeGuideValidator:
             if node.is_loop and node.id == "GS_LOOP":
                 gs_loop = node
                 break
-        self._counts = self._counters.counts = [0] * len(root.nodes)
+        self._counts = self._counters.counts = array("l", [0]) * len(root.nodes)
         self._zeros = self._counters.zeros
         self._seg_keys = root.seg_keys
         self._node = gs_loop.first if gs_loop.first is not None else gs_loop
