@@ -371,6 +371,20 @@ def member_assignment(registry: Registry, cin: str, plan_id: str | None = None) 
     return dict(row) if row else None
 
 
+def member_plan_rows(registry: Registry, cin: str) -> list[dict]:
+    """Every plan MIF assignment of one member, newest first (reporting period, then row): in
+    one query what :func:`plans_of_members` (the plans, in this order) and
+    :func:`member_assignment` (the first row, of a plan's MIFs: the first whose
+    :func:`plan_of_source` is that plan) answer for it -- the FHIR routing asks both of every
+    member."""
+    c = assignments.c
+    with registry.engine.connect() as conn:
+        rows = conn.execute(select(assignments).where(c.cin == cin)
+                            .where(c.source.like(f"{PLAN_PREFIX}%"))
+                            .order_by(c.source.desc(), c.id.desc())).mappings().all()
+    return [dict(row) for row in rows]
+
+
 # -- routed claims -------------------------------------------------------------------------------
 def forget_routed(registry: Registry, submission_id: str) -> None:
     """Drop the routing records of an earlier run of the submission (a re-run writes its own)."""
