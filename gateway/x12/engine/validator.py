@@ -350,7 +350,7 @@ class NativeGuideValidator:
             for code in reader_errors:
                 self._reader_error(code, seg)
         if node is not None:
-            found = self._patterns.get(node.index)
+            found = self._patterns.get(self._node_index)  # node.index
             if found is None:
                 found = self._compile_node(node)
             pattern = found[0]
