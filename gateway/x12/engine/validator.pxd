@@ -34,5 +34,5 @@ cdef class NativeGuideValidator:
     @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint)
     cdef _data_segment(self, _Seg seg, list fields, str seg_id, str text)
 
-    @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step)
+    @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step, index=Py_ssize_t)
     cdef _Step _plan(self, start, str seg_id, list fields)
