@@ -408,10 +408,10 @@ class Registry:
         """Registry rows for a batch, in one query per table per chunk of members (plain
         DB-API cursors: the rows are read as tuples, not through SQLAlchemy's row objects).
         History is narrowed to what the rules compare: lines on the batch's service dates
-        ``days`` (duplicates, ``history_keys``) and utilization events (places of service /
-        procedure codes in ``events``) for the POF evidence (``history``) - the latter only
-        for the members ``event_members(cin, assignments)`` accepts, when given (e.g. those
-        whose POF evidence is still to be checked)."""
+        ``days`` (duplicates: ``history_keys``, and ``history``) and utilization events
+        (places of service / procedure codes in ``events``) for the POF evidence
+        (``history``) - the latter only for the members ``event_members(cin, assignments)``
+        accepts, when given (e.g. those whose POF evidence is still to be checked)."""
         snap = Snapshot()
         if not cins and not npis:
             return snap
@@ -475,8 +475,10 @@ class Registry:
                            f"({marks(len(chunk))}) AND service_date >= {marks(1, len(chunk))} "
                            f"AND service_date <= {marks(1, len(chunk) + 1)}",
                            marks.params([*chunk, day.text(days[0]), day.text(days[1])]))
+            history_of = snap.history
             for row in cursor.fetchall():
                 line = HistoryLine(row[0], row[1], day(row[2]), *row[3:])
+                history_of[line.cin].append(line)
                 keys.setdefault(line.key, line)
         places, codes = events
         if not wanted or not (places or codes):
@@ -495,9 +497,11 @@ class Registry:
         history_of = snap.history
         for row in cursor.fetchall():
             line = HistoryLine(row[0], row[1], day(row[2]), *row[3:])
-            history_of[line.cin].append(line)
             if days is None:
                 keys.setdefault(line.key, line)
+            elif days[0] <= line.service_date <= days[1]:
+                continue  # read with the batch's dates already
+            history_of[line.cin].append(line)
 
     def loaded(self) -> dict[str, bool]:
         with self.engine.connect() as conn:
