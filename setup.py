@@ -23,14 +23,16 @@ def _extensions():
         print("setup.py: Cython not available, the X12 engine runs as pure Python",
               file=sys.stderr)
         return []
-    sources = [str(Path(*name.split(".")).with_suffix(".py")) for name in MODULES]
-    try:
-        return cythonize(sources, compiler_directives={"language_level": 3}, quiet=True,
-                         nthreads=2)
-    except Exception as exc:  # noqa: BLE001 - optional speed-up
-        print(f"setup.py: Cython failed ({exc}); the X12 engine runs as pure Python",
-              file=sys.stderr)
-        return []
+    extensions = []
+    for name in MODULES:  # one at a time: a module Cython rejects stays pure, the rest do not
+        source = str(Path(*name.split(".")).with_suffix(".py"))
+        try:
+            extensions += cythonize([source], compiler_directives={"language_level": 3},
+                                    quiet=True)
+        except Exception as exc:  # noqa: BLE001 - optional speed-up
+            print(f"setup.py: Cython failed on {source} ({exc}); it runs as pure Python",
+                  file=sys.stderr)
+    return extensions
 
 
 class OptionalBuildExt(build_ext):

@@ -593,6 +593,7 @@ def cmd_serve(args) -> int:
 
     from gateway.api.http import (
         NoDelayH11Protocol,
+        prepare_process,
         reuse_port_available,
         reuse_port_sockets,
         run_balanced,
@@ -666,6 +667,7 @@ def cmd_serve(args) -> int:
             for sock in sockets:
                 sock.close()
         return EXIT_OK
+    prepare_process()  # the FHIR path loaded, the garbage collector set (gateway/api/http.py)
     config = uvicorn.Config(app, host=args.host, port=args.port, http=NoDelayH11Protocol,
                             log_level="warning" if args.demo else "info", access_log=False)
     server = uvicorn.Server(config)

@@ -70,9 +70,13 @@ def app_from_settings() -> FastAPI:
     environment ``serve`` set for them: store, partners, queue, drop, workers)."""
     from gateway.settings import current
 
+    from gateway.api.http import prepare_process
+
     settings = current()
-    return create_app(store=settings.store_url(), partners=settings.partners,
-                      drop=settings.drop, queue=settings.queue, workers=settings.workers)
+    app = create_app(store=settings.store_url(), partners=settings.partners,
+                     drop=settings.drop, queue=settings.queue, workers=settings.workers)
+    prepare_process()  # before its first request (gateway/api/http.py)
+    return app
 
 
 def _leader(store_url: str):

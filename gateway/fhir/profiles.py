@@ -9,8 +9,9 @@ A profile's differential elements are checked on the JSON form of the resource:
   extensible → warning. A ValueSet lists its codes, or names a code-set CSV of
   ``profiles/codesets/`` (extension ``.../StructureDefinition/codeset-file``; column ``code``);
 * ``mustSupport`` elements that are absent → information;
-* ``constraint`` invariants (FHIRPath, evaluated with fhirpathpy on each instance of the
-  element), compiled once when the profile set is loaded.
+* ``constraint`` invariants (FHIRPath on each instance of the element: on the JSON itself when
+  plain, see :func:`gateway.fhir.mapping.engine.plain_invariant`, else with fhirpathpy),
+  compiled once when the profile set is loaded.
 
 Plus the ECM rules on CarePlan activities (:func:`ecm_careplan_rules`): a completed activity
 coded with a HCPCS ECM/CS code must carry a modifier that makes it an ECM or Community Supports
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import fhirpathpy
 from fhirpathpy.models import models as fhirpath_models
+
+from gateway.fhir.mapping.engine import plain_invariant
 
 from gateway.fhir import (
     ECM_PROFILES,
@@ -142,7 +145,8 @@ class ProfileSet:
             for c in element.get("constraint", ()):
                 rule.invariants.append(Invariant(
                     c["key"], c.get("severity", "error"), c["human"], c["expression"],
-                    fhirpathpy.compile(c["expression"], model=model)))
+                    plain_invariant(c["expression"],
+                                    fhirpathpy.compile(c["expression"], model=model))))
             rules.append(rule)
         return Profile(data["url"], data.get("title", data["name"]), data["type"], rules)
 

@@ -38,6 +38,7 @@ with the rows that describe them. Very large payloads could move to object stora
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import uuid
@@ -80,6 +81,11 @@ from sqlalchemy.types import TypeDecorator
 
 from gateway.findings import Finding
 from gateway.paths import var_dir
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux/macOS: threads alone queue
+    fcntl = None
 from gateway.pipeline.status import STATUSES, Status  # the one status enum
 
 BUSY_TIMEOUT_MS = 30_000
@@ -1385,19 +1391,70 @@ def _utc(value: datetime | None) -> datetime:
     return value.astimezone(UTC)
 
 
-_FILE_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_WRITE_LOCKS: dict[str, "_WriteLock"] = {}
 _FILE_WRITE_LOCKS_GUARD = threading.Lock()
 
 
-def _file_write_lock(database: str) -> threading.RLock:
-    """One lock per SQLite file and process, taken before ``BEGIN IMMEDIATE``: the writers of
-    this process queue on it and start the moment the previous one commits, instead of
-    sleeping in SQLite's busy handler (1, 2, 5, 10… ms between tries), which made writes wait
-    far longer than the transactions ahead of them lasted. Other processes still meet at
-    SQLite's own lock."""
-    key = database if database.startswith("file:") else str(Path(database).expanduser().resolve())
+class _WriteLock:
+    """The writers of one SQLite file: a re-entrant lock of this process's threads, then an
+    exclusive ``flock`` of the file ``<database>.writelock`` shared with the other processes on
+    the store (``serve --api-workers N``, worker processes, the command line). A writer waits
+    in the kernel and starts the moment the one ahead of it lets go, instead of SQLite's busy
+    handler sleeping 1, 2, 5, 10… ms between tries: two API processes writing at once made
+    creates wait far longer than the transactions ahead of them lasted (measured with
+    bench/bench_fhir.py). Without ``fcntl`` (or for a ``file:`` URI) threads alone queue."""
+
+    def __init__(self, path: str | None) -> None:
+        self._threads = threading.RLock()
+        self._path = path
+        self._depth = 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._path is None or fcntl is None:
+            return None
+        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                self._path = None  # a read-only folder: SQLite's own lock then
+                return None
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> _WriteLock:
+        self._threads.acquire()
+        if self._depth == 0:
+            fd = self._file()
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    self._threads.release()
+                    raise
+        self._depth += 1
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._fd is not None and self._pid == os.getpid():
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+def _file_write_lock(database: str) -> _WriteLock:
+    """One lock per SQLite file and process, taken before ``BEGIN IMMEDIATE``
+    (:class:`_WriteLock`)."""
+    if database.startswith("file:"):
+        key, path = database, None
+    else:
+        key = str(Path(database).expanduser().resolve())
+        path = key + ".writelock"
     with _FILE_WRITE_LOCKS_GUARD:
-        return _FILE_WRITE_LOCKS.setdefault(key, threading.RLock())
+        return _FILE_WRITE_LOCKS.setdefault(key, _WriteLock(path))
 
 
 def _lock_key(name: str) -> int:

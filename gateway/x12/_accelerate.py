@@ -36,9 +36,15 @@ _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
 def source_digest(path: Path) -> str:
+    """SHA-256 of a module's source: the ``.py`` and, when there is one, the ``.pxd`` beside it
+    (Cython's type declarations for the compiled build; packaged with the sources)."""
     import hashlib
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(path.read_bytes())
+    declarations = path.with_suffix(".pxd")
+    if declarations.exists():
+        digest.update(declarations.read_bytes())
+    return digest.hexdigest()
 
 
 _manifest: dict[str, str] | None = None

@@ -206,19 +206,29 @@ def compiled(expression: str):
 # anything but text -- goes to fhirpathpy: at compile time (the expression is not plain) or
 # when met in the data (:class:`_NotPlain`).
 _TOKEN = re.compile(r"\s*(?:(?P<string>'[^'\\]*')|(?P<var>%[A-Za-z_][A-Za-z0-9_]*)|"
-                    r"(?P<ident>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>!=|[().,=|+{}]))")
+                    r"(?P<ident>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>!=|<=|>=|[().,=|+{}<>]))")
 _KEYWORDS = {"and", "or", "xor", "implies", "div", "mod", "in", "contains", "as", "is",
              "true", "false"}
 _FUNCTIONS_PLAIN = {"where": 1, "select": 1, "exists": 0, "first": 0, "empty": 0,
                     "not": 0, "resolve": 0, "iif": (2, 3)}
+# what the ECM profiles' invariants use besides (:func:`plain_invariant`): text functions with
+# a literal argument, all(), ofType() of a resource type, implies, and date comparisons
+_FUNCTIONS_INVARIANT = {"matches": 1, "startsWith": 1, "all": 1, "ofType": 1}
+_COMPARISONS = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# abstract types whose ofType() takes every resource below them: fhirpathpy's type rules
+_ABSTRACT = {"Resource", "DomainResource", "Element", "BackboneElement"}
 
 
 class _NotPlain(Exception):
     """Not for the plain evaluator: fhirpathpy answers."""
 
 
-def _plain(expression: str):
-    """The tree of a plain expression, or None when it is anything else."""
+def _plain(expression: str, invariant: bool = False):
+    """The tree of a plain expression, or None when it is anything else. ``invariant``: also
+    what the profiles' invariants use (:data:`_FUNCTIONS_INVARIANT`, ``implies``, ``<=``...)."""
     tokens, at = [], 0
     text = expression.strip()
     while at < len(text):
@@ -231,8 +241,8 @@ def _plain(expression: str):
         while at < len(text) and text[at].isspace():
             at += 1
     try:
-        parser = _Parser(tokens)
-        tree = parser.expression()
+        parser = _Parser(tokens, invariant)
+        tree = parser.implication() if invariant else parser.expression()
         if parser.at != len(tokens):
             return None
         return tree
@@ -244,8 +254,9 @@ class _Parser:
     """Recursive descent, FHIRPath's precedence: ``.`` > ``+`` > ``|`` > ``= !=`` > ``in``
     > ``and`` > ``or``."""
 
-    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+    def __init__(self, tokens: list[tuple[str, str]], invariant: bool = False) -> None:
         self.tokens, self.at = tokens, 0
+        self.invariant = invariant
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
@@ -260,6 +271,14 @@ class _Parser:
     def _is(self, *values: str) -> bool:
         token = self.peek()
         return token is not None and token[1] in values and token[0] in ("op", "ident")
+
+    def implication(self):
+        """``implies``, below ``or`` (an invariant's top level only)."""
+        node = self.expression()
+        while self._is("implies"):
+            self.take()
+            node = ("implies", node, self.expression())
+        return node
 
     def expression(self):
         node = self.conjunction()
@@ -283,10 +302,19 @@ class _Parser:
         return node
 
     def equality(self):
-        node = self.union()
+        node = self.comparison()
         if self._is("=", "!="):
             op = self.take()[1]
-            node = ("eq" if op == "=" else "ne", node, self.union())
+            node = ("eq" if op == "=" else "ne", node, self.comparison())
+        return node
+
+    def comparison(self):
+        node = self.union()
+        if self._is(*_COMPARISONS):
+            if not self.invariant:
+                raise _NotPlain
+            op = self.take()[1]
+            node = (_COMPARISONS[op], node, self.union())
         return node
 
     def union(self):
@@ -323,7 +351,7 @@ class _Parser:
             return ("var", value[1:])
         if value == "(":
             self.take()
-            node = self.expression()
+            node = self.implication() if self.invariant else self.expression()
             self.take(")")
             return node
         if value == "{":
@@ -344,6 +372,12 @@ class _Parser:
             return ("member", on, name)
         self.take("(")
         args = []
+        if self.invariant and name == "ofType":  # a type name: a resource type only
+            kind, type_name = self.take()
+            if kind != "ident" or not type_name[0].isupper() or type_name in _ABSTRACT:
+                raise _NotPlain
+            self.take(")")
+            return ("call", on, name, (("type", type_name),))
         if not self._is(")"):
             args.append(self.expression())
             while self._is(","):
@@ -351,6 +385,10 @@ class _Parser:
                 args.append(self.expression())
         self.take(")")
         wanted = _FUNCTIONS_PLAIN.get(name)
+        if wanted is None and self.invariant:
+            wanted = _FUNCTIONS_INVARIANT.get(name)
+            if name in ("matches", "startsWith") and (len(args) != 1 or args[0][0] != "text"):
+                raise _NotPlain  # a literal pattern or prefix only
         if wanted is None or len(args) not in (wanted if isinstance(wanted, tuple)
                                                else (wanted,)):
             raise _NotPlain
@@ -392,6 +430,24 @@ def _eval(node, focus: list, variables: dict) -> list:
         return []
     left = _eval(node[1], focus, variables)
     right = _eval(node[2], focus, variables)
+    if kind == "implies":
+        a, b = _truth(left), _truth(right)
+        if a is True:
+            return [] if b is None else [b]
+        if a is False:
+            return [True]
+        return [True] if b is True else []
+    if kind in ("lt", "le", "gt", "ge"):
+        if not left or not right:
+            return []
+        # dates of the same precision (YYYY-MM-DD) compare as text; a time, a partial date
+        # or anything else: fhirpathpy's rules
+        if len(left) > 1 or len(right) > 1 or not all(
+                isinstance(v, str) and _DATE.match(v) for v in (left[0], right[0])):
+            raise _NotPlain
+        a, b = left[0], right[0]
+        return [a < b if kind == "lt" else a <= b if kind == "le"
+                else a > b if kind == "gt" else a >= b]
     if kind in ("and", "or"):
         a, b = _truth(left), _truth(right)
         if kind == "and":
@@ -460,6 +516,34 @@ def _call(node, focus: list, variables: dict) -> list:
         for item in items:
             out.extend(_eval(args[0], [item], variables))
         return out
+    if name in ("matches", "startsWith"):
+        if not items:
+            if name == "matches":
+                return []
+            raise _NotPlain  # fhirpathpy fails on startsWith of nothing
+        if len(items) > 1 or not isinstance(items[0], str):
+            raise _NotPlain
+        text = args[0][1]
+        if name == "matches":
+            return [] if not text else [_regex(text).search(items[0]) is not None]
+        return [bool(items[0]) and items[0].startswith(text)]
+    if name == "all":
+        for item in items:
+            result = _eval(args[0], [item], variables)
+            if result and not (len(result) == 1 and isinstance(result[0], bool)):
+                raise _NotPlain
+            if result != [True]:
+                return [False]
+        return [True]
+    if name == "ofType":
+        wanted = args[0][1]
+        kept = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("resourceType"), str):
+                raise _NotPlain  # a data type, not a resource: fhirpathpy's type rules
+            if item["resourceType"] == wanted:
+                kept.append(item)
+        return kept
     if name == "iif":
         if len(items) > 1:
             raise _NotPlain
@@ -467,6 +551,30 @@ def _call(node, focus: list, variables: dict) -> list:
             return _eval(args[1], items, variables)
         return _eval(args[2], items, variables) if len(args) > 2 else []
     raise _NotPlain
+
+
+@lru_cache(maxsize=64)
+def _regex(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.DOTALL)  # as fhirpathpy's matches()
+
+
+def plain_invariant(expression: str, function):
+    """A profile invariant (``function``: fhirpathpy's compiled form) evaluated on the JSON
+    when the expression is plain (:func:`_plain` with ``invariant``), answering what
+    ``function`` answers (tests/test_fhir_plain_paths.py compares both on every invariant of
+    every profile and every fixture); ``function`` itself otherwise."""
+    tree = _plain(expression, invariant=True)
+    if tree is None:
+        return function
+
+    def plain(resource: Any) -> list:
+        try:
+            return _answer(_eval(tree, [resource], {}))
+        except _NotPlain:
+            return function(resource)
+
+    plain.tree = tree
+    return plain
 
 
 def _truth(values: list) -> bool | None:

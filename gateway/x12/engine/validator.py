@@ -21,6 +21,7 @@ Differences from pyx12, on purpose (each one a pyx12 defect, see README "X12 eng
 from __future__ import annotations
 
 import re
+from array import array
 
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
@@ -62,6 +63,31 @@ def guide_transactions(guide: dict) -> tuple[str, ...]:
     return (found,) if isinstance(found, str) else tuple(found)
 
 
+class _Step:
+    """A walker plan with what the per-segment path needs of it as plain fields."""
+
+    __slots__ = ("plan", "node", "index", "checks", "limit", "entry", "entry_index",
+                 "entry_lo", "entry_hi", "entry_max", "push_ids", "candidates")
+
+    def __init__(self, plan) -> None:
+        self.plan = plan
+        node = plan.node
+        self.node = node
+        self.index = node.index if node is not None else -1
+        self.candidates = plan.candidates
+        self.push_ids = tuple(loop.id for loop in plan.pushes)
+        # the inline replay (see walker.Plan): when every skipped required node was seen,
+        # ``limit`` > 0 a matched segment's repeat limit, or ``entry`` the loop entered
+        self.checks = plan.checks if plan.final is not None else ()
+        self.limit = plan.limit if plan.final is not None else 0
+        entry = plan.entry if plan.final is not None else None
+        self.entry = entry
+        self.entry_index = entry.index if entry is not None else 0
+        self.entry_lo = entry.index + 1 if entry is not None else 0
+        self.entry_hi = entry.end + 1 if entry is not None else 0
+        self.entry_max = entry.max_repeat if entry is not None else 0
+
+
 class NativeGuideValidator:
     """Validates the segments of the transaction sets whose GS08 names a supported guide."""
 
@@ -82,11 +108,15 @@ class NativeGuideValidator:
         self._root: Root | None = None
         self._icvn = "00501"
         self._node = None
+        self._node_index = -1  # the index of self._node (-1: none yet)
         self._counters: Counters | None = None
+        self._counts = array("l")  # self._counters.counts
+        self._zeros = array("l")
+        self._seg_keys: dict = {}
         self._active = False
         self._in_ts = False
         self._plans: dict = {}
-        self._memo: list[dict] = []  # per start node: segment text -> plan
+        self._memo: list[dict] = []  # per start node index: segment text -> _Step
         self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
         self._hl_count = 0
@@ -108,72 +138,7 @@ class NativeGuideValidator:
         if self._in_ts and seg_id not in CONTROL_SEGMENTS:  # the common case: a data segment
             self._segment = seg
             try:
-                text = seg.raw
-                start = self._node
-                plan = self._memo[start.index].get(text)
-                if plan is None:
-                    self._data_segment(seg, start, text)
-                    return
-                # seen before from this node with no reader or element error: only the
-                # structure counters (and the HL/LX numbering) can differ from last time
-                self._position += 1
-                reader_errors = None
-                if seg_id in _STATEFUL:  # the numbering (the text itself passed before)
-                    if seg_id == "LX":
-                        if self._check_lx:
-                            self._lx_count += 1
-                            if fields[1] != str(self._lx_count):
-                                reader_errors = ["LX"]
-                    elif seg_id == "CLM":
-                        if self._check_lx:
-                            self._lx_count = 0
-                    else:
-                        reader_errors = self._reader_checks(seg, fields)
-                node = plan.node
-                counts = self._counters.counts
-                for index in plan.checks:
-                    if counts[index] < 1:
-                        break
-                else:
-                    if plan.limit:  # a segment of the current loop, not "Not Used"
-                        index = node.index
-                        counts[index] += 1
-                        if counts[index] > plan.limit:
-                            self._walk_finding("5", node, node, seg)
-                        plan = None
-                    elif plan.entry:  # a loop entered by its first segment
-                        loop = plan.entry
-                        lo, hi = loop.index + 1, loop.end + 1
-                        if hi > lo:
-                            counts[lo:hi] = self._counters.zeros[lo:hi]
-                        index = loop.index
-                        counts[index] += 1
-                        counts[node.index] += 1
-                        loop_counts = self._loop_counts
-                        for pushed in plan.pushes:
-                            loop_counts[pushed.id] = loop_counts.get(pushed.id, 0) + 1
-                        if counts[index] > loop.max_repeat:
-                            self._walk_finding("4", loop, loop, seg)
-                        plan = None
-                if plan is not None:
-                    errors: list = []
-                    self._counters.replay(plan, None, errors)
-                    if plan.pushes:
-                        loop_counts = self._loop_counts
-                        for loop in plan.pushes:
-                            loop_counts[loop.id] = loop_counts.get(loop.id, 0) + 1
-                    for code, where_node, subject in errors:
-                        self._walk_finding(code, where_node, subject, seg)
-                self._node = node
-                if reader_errors:
-                    for code in reader_errors:
-                        self._reader_error(code, seg)
-                snip = self._snip_handlers
-                if snip is not None:
-                    handler = snip.get(seg_id)
-                    if handler is not None:
-                        handler(fields, node, seg.ordinal, self._position,
-                                self._loop_counts, text)
+                self._data(seg, fields, seg_id)
             except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
                 shown = shown_segment_id(seg_id)
                 context = {"segment_id": shown, "position": self._position, "loop": ""}
@@ -193,24 +158,95 @@ class NativeGuideValidator:
                 self._active = False
             return
         self._segment = seg
-        if seg_id in CONTROL_SEGMENTS:  # SE, GE (and a stray ISA/IEA): structure only
-            # required segments and loops never seen are reported when SE closes the set
-            # (the pyx12 adapter drops these: it ignores every walk error at SE)
-            self._walk(seg, seg.fields, report=seg_id == "SE" and "missing")
-            if seg_id == "SE":
-                self._in_ts = False
-                if self._snip is not None:
-                    self._snip.end_transaction()
-            elif seg_id == "GE":
-                self._active = False
+        # SE, GE (and a stray ISA/IEA): structure only; required segments and loops never
+        # seen are reported when SE closes the set (the pyx12 adapter drops these: it ignores
+        # every walk error at SE)
+        self._walk(seg, seg.fields, report=seg_id == "SE" and "missing")
+        if seg_id == "SE":
+            self._in_ts = False
+            if self._snip is not None:
+                self._snip.end_transaction()
+        elif seg_id == "GE":
+            self._active = False
+
+    def _data(self, seg: Segment, fields: list, seg_id: str) -> None:
+        """One data segment of a transaction set."""
+        text = seg.raw
+        start = self._node_index
+        step = self._memo[start].get(text) if start >= 0 else None
+        if step is None:
+            self._data_segment(seg, fields, seg_id, text)
             return
-        try:
-            self._data_segment(seg)
-        except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
-            shown = shown_segment_id(seg_id)
-            context = {"segment_id": shown, "position": self._position, "loop": ""}
-            self._add("X12-IG-ENGINE", f"{self._path}/{shown}", context,
-                      segment=shown, detail=exc.__class__.__name__)
+        # seen before from this node with no reader or element error: only the structure
+        # counters (and the HL/LX numbering) can differ from last time
+        self._position += 1
+        reader_errors = None
+        if seg_id in _STATEFUL:  # the numbering (the text itself passed before)
+            if seg_id == "LX":
+                if self._check_lx:
+                    self._lx_count += 1
+                    if fields[1] != str(self._lx_count):
+                        reader_errors = ["LX"]
+            elif seg_id == "CLM":
+                if self._check_lx:
+                    self._lx_count = 0
+            else:
+                reader_errors = self._reader_checks(seg, fields)
+        self._step(step, None, seg)
+        if reader_errors:
+            for code in reader_errors:
+                self._reader_error(code, seg)
+        snip = self._snip_handlers
+        if snip is not None:
+            handler = snip.get(seg_id)
+            if handler is not None:
+                handler(fields, step.node, seg.ordinal, self._position, self._loop_counts,
+                        text)
+
+    def _step(self, step: "_Step", chosen, seg: Segment) -> None:
+        """Replay a step's structure operations on the counters; report what they find;
+        move to the step's node (``chosen``: a look-alike that fitted better)."""
+        counts = self._counts
+        done = False
+        if chosen is None:
+            for index in step.checks:
+                if counts[index] < 1:
+                    break
+            else:
+                if step.limit:  # a segment of the current loop, not "Not Used"
+                    index = step.index
+                    counts[index] += 1
+                    if counts[index] > step.limit:
+                        self._walk_finding("5", step.node, step.node, seg)
+                    done = True
+                elif step.entry is not None:  # a loop entered by its first segment
+                    lo = step.entry_lo
+                    hi = step.entry_hi
+                    if hi > lo:
+                        counts[lo:hi] = self._zeros[lo:hi]
+                    index = step.entry_index
+                    counts[index] += 1
+                    counts[step.index] += 1
+                    loop_counts = self._loop_counts
+                    for loop_id in step.push_ids:
+                        loop_counts[loop_id] = loop_counts.get(loop_id, 0) + 1
+                    if counts[index] > step.entry_max:
+                        self._walk_finding("4", step.entry, step.entry, seg)
+                    done = True
+        if not done:
+            errors: list = []
+            self._counters.replay(step.plan, chosen, errors)
+            loop_counts = self._loop_counts
+            for loop_id in step.push_ids:
+                loop_counts[loop_id] = loop_counts.get(loop_id, 0) + 1
+            for code, where_node, subject in errors:
+                self._walk_finding(code, where_node, subject, seg)
+        if chosen is not None:
+            self._node = chosen
+            self._node_index = chosen.index
+        elif step.node is not None:
+            self._node = step.node
+            self._node_index = step.index
 
     def _on_gs(self, seg: Segment) -> None:
         guide = self.envelope.profile.guides.get(seg.get(8))
@@ -274,18 +310,20 @@ class NativeGuideValidator:
             if node.is_loop and node.id == "GS_LOOP":
                 gs_loop = node
                 break
-        self._counters.counts = [0] * len(root.nodes)
+        self._counts = self._counters.counts = array("l", [0]) * len(root.nodes)
+        self._zeros = self._counters.zeros
+        self._seg_keys = root.seg_keys
         self._node = gs_loop.first if gs_loop.first is not None else gs_loop
+        self._node_index = self._node.index
         self._walk(seg, seg.fields, report=False)
 
-    def _data_segment(self, seg: Segment, start, text: str) -> None:
-        fields = seg.fields
+    def _data_segment(self, seg: Segment, fields: list, seg_id: str, text: str) -> None:
+        """A data segment not in the memo of clean steps from the current node."""
         memo = True  # nothing in the text itself is wrong (so far)
         if text[-1:] == self._sep:
             self._reader_error("SEG1", seg)
             memo = False
         self._position += 1
-        seg_id = fields[0]
         if seg_id in _PLAIN_IDS and len(fields) > 1 and fields[1]:
             reader_errors = None  # the common case: a known id, not empty, no numbering
         else:
@@ -293,25 +331,18 @@ class NativeGuideValidator:
             if "8" in reader_errors or "1" in reader_errors:
                 memo = False
         # the structure: a cached plan replayed on the counters
-        if start is None:
-            node = plan = None
-        else:
-            plan = self._plan(start, seg_id, fields)
+        start = self._node_index
+        node = None
+        step = None
+        if start >= 0:
+            step = self._plan(self._node, seg_id, fields)
             chosen = None
-            if plan.candidates:
-                chosen = self._best_candidate(plan.candidates, fields, text)
+            if step.candidates:
+                chosen = self._best_candidate(step.candidates, fields, text)
                 memo = False
-            errors = []
-            self._counters.replay(plan, chosen, errors)
-            if plan.pushes:
-                counts = self._loop_counts
-                for loop in plan.pushes:
-                    counts[loop.id] = counts.get(loop.id, 0) + 1
-            for code, where_node, subject in errors:
-                self._walk_finding(code, where_node, subject, seg)
-            node = plan.node
-            if node is not None:
-                node = self._node = chosen or node
+            self._step(step, chosen, seg)
+            if step.node is not None:
+                node = self._node
         if reader_errors:
             for code in reader_errors:
                 self._reader_error(code, seg)
@@ -319,7 +350,8 @@ class NativeGuideValidator:
             found = self._patterns.get(node.index)
             if found is None:
                 found = self._compile_node(node)
-            pattern, post = found
+            pattern = found[0]
+            post = found[1]
             if pattern is not None and pattern.fullmatch(text) is not None and (
                     post is None or post(fields)):
                 clean = True
@@ -329,7 +361,7 @@ class NativeGuideValidator:
                 self._memo_size += 1
                 if self._memo_size > MEMO_SIZE:
                     self._new_memo()
-                self._memo[start.index][text] = plan
+                self._memo[start][text] = step
             if self._snip_handlers is not None:
                 handler = self._snip_handlers.get(seg_id)
                 if handler is not None:
@@ -340,9 +372,10 @@ class NativeGuideValidator:
         self._memo = [{} for _ in self._root.nodes]
         self._memo_size = 0
 
-    def _plan(self, start, seg_id: str, fields: list[str]):
-        """The cached plan for a segment from ``start`` (traced on first use)."""
-        positions = self._root.seg_keys.get(seg_id, ())
+    def _plan(self, start, seg_id: str, fields: list) -> "_Step":
+        """The cached step (a plan and what the hot path needs of it) for a segment from
+        ``start`` (traced on first use)."""
+        positions = self._seg_keys.get(seg_id, ())
         if not positions:
             key = (start.index, seg_id)
         elif len(positions) == 1 and not positions[0][1]:
@@ -350,15 +383,15 @@ class NativeGuideValidator:
             key = (start.index, seg_id, fields[element] if element < len(fields) else None)
         else:
             key = (start.index, seg_id,
-                   tuple(qualifier(fields, p, self._comp) for p in positions))
-        plan = self._plans.get(key)
-        if plan is None:
+                   tuple([qualifier(fields, p, self._comp) for p in positions]))
+        step = self._plans.get(key)
+        if step is None:
             values = {p: qualifier(fields, p, self._comp) for p in positions}
-            plan = trace(start, seg_id, values)
+            step = _Step(trace(start, seg_id, values))
             if len(self._plans) >= PLAN_CACHE_SIZE:
                 self._plans.clear()
-            self._plans[key] = plan
-        return plan
+            self._plans[key] = step
+        return step
 
     def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
         """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
@@ -396,17 +429,17 @@ class NativeGuideValidator:
         start = self._node
         if start is None:
             return None
-        plan = self._plan(start, fields[0], fields)
+        step = self._plan(start, fields[0], fields)
+        plan = step.plan
         node = plan.node
         chosen = None
         if plan.candidates and report is True:
             chosen = self._best_candidate(plan.candidates, fields, seg.raw)
         errors: list = []
         self._counters.replay(plan, chosen, errors)
-        if plan.pushes:
-            counts = self._loop_counts
-            for loop in plan.pushes:
-                counts[loop.id] = counts.get(loop.id, 0) + 1
+        loop_counts = self._loop_counts
+        for loop_id in step.push_ids:
+            loop_counts[loop_id] = loop_counts.get(loop_id, 0) + 1
         if errors and report:
             for code, where_node, subject in errors:
                 if report == "missing" and code != "3":
@@ -414,8 +447,10 @@ class NativeGuideValidator:
                 self._walk_finding(code, where_node, subject, seg)
         if node is None:
             return None
-        self._node = chosen or node
-        return self._node
+        node = chosen or node
+        self._node = node
+        self._node_index = node.index
+        return node
 
     def _best_candidate(self, candidates, fields: list[str], text: str):
         """Look-alike segments at one position: the first candidate whose elements are clean

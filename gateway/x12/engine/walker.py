@@ -13,6 +13,8 @@ per-node counters of the current transaction set. A plan replay costs a few list
 
 from __future__ import annotations
 
+from array import array
+
 from gateway.x12.engine.maps import Loop, Root, Segment
 
 # plan operations
@@ -175,13 +177,14 @@ def trace(start, seg_id: str, values: dict) -> Plan:
 
 class Counters:
     """Per-node occurrence counts within the current structure, pyx12's NodeCounter semantics
-    (a loop entry clears the counts of everything below it) on a flat list."""
+    (a loop entry clears the counts of everything below it) on a flat array of machine
+    integers (a loop entry's reset is one block copy)."""
 
     __slots__ = ("counts", "zeros")
 
     def __init__(self, root: Root) -> None:
-        self.counts = [0] * len(root.nodes)
-        self.zeros = [0] * len(root.nodes)
+        self.counts = array("l", [0]) * len(root.nodes)
+        self.zeros = array("l", [0]) * len(root.nodes)
 
     def reset_below(self, node) -> None:
         lo, hi = node.index + 1, node.end + 1

@@ -1,0 +1,36 @@
+# Cython declarations for validator.py (augmenting .pxd: the .py stays the pure-Python
+# fallback; `make compile` builds the typed extension). Keep in step with validator.py.
+cimport cython
+
+
+cdef class _Step:
+    cdef public object plan, node, entry
+    cdef public tuple checks, push_ids, candidates
+    cdef public Py_ssize_t index, limit, entry_index, entry_lo, entry_hi, entry_max
+
+
+cdef class NativeGuideValidator:
+    cdef public object snip, _snip, _snip_handlers, _snip_key, delimiters, envelope
+    cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
+    cdef public list findings, _memo, _hl_stack
+    cdef long[:] _counts, _zeros  # array('l') in pure Python
+    cdef public dict _seg_keys, _plans, _loop_counts, _patterns
+    cdef public str _guide_id, _icvn, _path, _sep, _comp
+    cdef public Py_ssize_t _node_index, _memo_size, _hl_count, _lx_count, _position
+    cdef public bint _active, _in_ts, _check_lx
+
+    @cython.locals(fields=list, seg_id=str)
+    cpdef feed(self, seg)
+
+    @cython.locals(start=Py_ssize_t, step=_Step, snip=dict)
+    cdef _data(self, seg, list fields, str seg_id)
+
+    @cython.locals(counts='long[:]', index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
+                   loop_counts=dict, done=bint, errors=list)
+    cdef _step(self, _Step step, chosen, seg)
+
+    @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint)
+    cdef _data_segment(self, seg, list fields, str seg_id, str text)
+
+    @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step)
+    cdef _Step _plan(self, start, str seg_id, list fields)
