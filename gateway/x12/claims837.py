@@ -45,6 +45,31 @@ class ClaimRecord:
     encounter: Encounter | None = None
     problem: str | None = None
 
+    # written out (same fields, order and defaults as declared above): the __init__ the
+    # dataclass would generate is exec'd Python, which the compiled build cannot speed up
+    def __init__(self, transaction, index, start, end, scope, claim_id, charge,
+                 member_last="", member_first="", member_id="", billing_name="",
+                 billing_npi="", service_from="", service_to="", subscriber_index=0,
+                 line_refs=None, encounter=None, problem=None) -> None:
+        self.transaction = transaction
+        self.index = index
+        self.start = start
+        self.end = end
+        self.scope = scope
+        self.claim_id = claim_id
+        self.charge = charge
+        self.member_last = member_last
+        self.member_first = member_first
+        self.member_id = member_id
+        self.billing_name = billing_name
+        self.billing_npi = billing_npi
+        self.service_from = service_from
+        self.service_to = service_to
+        self.subscriber_index = subscriber_index
+        self.line_refs = [] if line_refs is None else line_refs
+        self.encounter = encounter
+        self.problem = problem
+
     def covers(self, ordinal: int) -> bool:
         if self.start <= ordinal <= self.end:
             return True
@@ -122,15 +147,9 @@ class ClaimCollector:
             return
         if not self._in_837:
             return
-        ordinal = seg.ordinal
-        self._last = ordinal
-        claim = self._claim
-        if claim is not None:
-            claim["end"] = ordinal
-        elif self._subscriber is not None:
-            self._subscriber.end = ordinal
-        elif self._billing is not None:
-            self._billing.end = ordinal
+        # the open claim ends here so far (its record takes it when it is flushed); the open
+        # HL level's end is set where it stops growing (_level_ends), not on every segment
+        self._last = seg.ordinal
         handler = _HANDLERS.get(seg_id)
         if handler is not None:
             try:
@@ -173,18 +192,33 @@ class ClaimCollector:
             self._in_837 = False
 
     # -- header and HL levels ----------------------------------------------------------------
-    # (``f = seg.fields + _PAD``: element n is f[n], "" when absent, as Segment.get gives it)
+    # (``f``: the fields, padded with _PAD when shorter than the handler reads: element n is
+    # f[n], "" when absent, as Segment.get gives it)
     def _on_BHT(self, seg: Segment) -> None:
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 5:
+            f = f + _PAD
         self._envelope["reference"] = f[3]
         try:
             self._envelope["created"] = _date(f[4])
         except ValueError:
             self._envelope["created"] = None
 
+    def _level_ends(self, ordinal: int) -> None:
+        """The innermost open HL level (billing or subscriber) grows up to ``ordinal`` when no
+        claim is open: called by the two segments that stop it growing (HL, CLM). A level is
+        read only while a claim under it is open, so its end is always current then."""
+        if self._claim is None:
+            level = self._subscriber if self._subscriber is not None else self._billing
+            if level is not None:
+                level.end = ordinal
+
     def _on_HL(self, seg: Segment) -> None:
+        self._level_ends(seg.ordinal)
         self._flush_claim()
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 4:
+            f = f + _PAD
         level = _Level(f[3], seg.ordinal, seg.ordinal, {})
         code = level.code
         if code == "20":
@@ -199,7 +233,9 @@ class ClaimCollector:
         self._nm1_role = ""
 
     def _on_NM1(self, seg: Segment) -> None:
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 10:
+            f = f + _PAD
         role = f[1]
         self._nm1_role = role
         claim = self._claim
@@ -249,7 +285,9 @@ class ClaimCollector:
             target["address"].update(city=f[1], state=f[2], postal_code=f[3])
 
     def _on_PRV(self, seg: Segment) -> None:
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 4:
+            f = f + _PAD
         if f[1] == "BI" and self._billing is not None and self._claim is None:
             self._billing.data["taxonomy"] = f[3]
         elif f[1] == "PE" and self._claim is not None:
@@ -258,7 +296,9 @@ class ClaimCollector:
                 target["rendering"]["taxonomy"] = f[3]
 
     def _on_REF(self, seg: Segment) -> None:
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 3:
+            f = f + _PAD
         qualifier = f[1]
         if self._claim is None:
             if qualifier in ("EI", "SY") and self._billing is not None and \
@@ -287,12 +327,15 @@ class ClaimCollector:
 
     # -- claim and lines ---------------------------------------------------------------------
     def _on_CLM(self, seg: Segment) -> None:
+        self._level_ends(seg.ordinal)
         self._flush_claim()
         self._claim_index += 1
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 10:
+            f = f + _PAD
         facility = f[5].split(self.d.component)
         self._claim = {
-            "start": seg.ordinal, "end": seg.ordinal, "index": self._claim_index,
+            "start": seg.ordinal, "index": self._claim_index,
             "id": f[1], "charge": f[2],
             "pos": facility[0] if facility else "",
             "freq": facility[2] if len(facility) > 2 else "",
@@ -326,7 +369,9 @@ class ClaimCollector:
         line = self._line
         if line is None:
             return
-        f = seg.fields + _PAD
+        f = seg.fields
+        if len(f) < 8:
+            f = f + _PAD
         comp = self.d.component
         procedure = f[1].split(comp)
         line["ordinal"] = seg.ordinal
@@ -341,7 +386,9 @@ class ClaimCollector:
     def _on_DTP(self, seg: Segment) -> None:
         line = self._line
         if line is not None:
-            f = seg.fields + _PAD
+            f = seg.fields
+            if len(f) < 4:
+                f = f + _PAD
             if f[1] == "472":
                 value = f[3]
                 if f[2] == "RD8" and "-" in value:
@@ -364,16 +411,22 @@ class ClaimCollector:
         sub = self._subscriber.data if self._subscriber else {}
         member = sub.get("member") or {}
         billing = self._billing.data if self._billing else {}
-        dates = sorted(d for line in claim["lines"] for d in (line.get("date"),
-                                                              line.get("date_end")) if d)
+        first = last = ""  # the claim's first and last service date (sorted as text)
+        for line in claim["lines"]:
+            for d in (line.get("date"), line.get("date_end")):
+                if d:
+                    if not first or d < first:
+                        first = d
+                    if d > last:
+                        last = d
         record = ClaimRecord(
-            transaction=self._tx, index=claim["index"], start=claim["start"], end=claim["end"],
+            transaction=self._tx, index=claim["index"], start=claim["start"], end=self._last,
             scope=scope, claim_id=claim["id"], charge=claim["charge"],
             member_last=member.get("last", ""), member_first=member.get("first") or "",
             member_id=member.get("id", ""),
             billing_name=(billing.get("name") or {}).get("last", ""),
             billing_npi=(billing.get("name") or {}).get("id", ""),
-            service_from=dates[0] if dates else "", service_to=dates[-1] if dates else "",
+            service_from=first, service_to=last,
             problem=claim["problem"], subscriber_index=sub.get("index", 0),
             line_refs=[(line["ordinal"], line["st_index"]) for line in claim["lines"]],
         )

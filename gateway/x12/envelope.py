@@ -439,6 +439,36 @@ def _parses(text: str, fmt: str) -> bool:
     return True
 
 
+def feed_all(segments, envelope: EnvelopeChecker, feeds: tuple) -> tuple[int, int]:
+    """Feed every segment to ``envelope`` and then to each function of ``feeds``, in order:
+    what ``envelope.feed(seg)`` then ``feed(seg)`` for each does, with the data segments of an
+    open transaction set counted in bulk rather than one call each. Returns the ordinal of
+    the last segment and the number of ``LX`` segments."""
+    handlers = _HANDLERS
+    ts = envelope._ts
+    pending = 0  # data segments of ``ts`` not yet added to its count
+    last = 0
+    lines = 0
+    for seg in segments:
+        seg_id = seg.fields[0]
+        if ts is not None and seg_id not in handlers:
+            pending += 1
+        else:
+            if pending:
+                ts.segment_count += pending
+                pending = 0
+            envelope.feed(seg)
+            ts = envelope._ts
+        for feed in feeds:
+            feed(seg)
+        if seg_id == "LX":
+            lines += 1
+        last = seg.ordinal
+    if pending:
+        ts.segment_count += pending
+    return last, lines
+
+
 _HANDLERS = {
     "ISA": EnvelopeChecker._on_isa,
     "GS": EnvelopeChecker._on_gs,

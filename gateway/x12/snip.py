@@ -12,7 +12,7 @@ on a segment inside the claim, so the 277CA rejects that claim with the rule's s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
@@ -110,16 +110,53 @@ def _dates(qualifier: str, value: str) -> tuple[str, str] | None:
     return None
 
 
-@dataclass
+def _condition(when: tuple, unless: tuple, comp_sep: str):
+    """A rule's ``when``/``unless`` as one function of the fields (None: always holds), the
+    usual single plain-element condition without the general loop."""
+    if not when and not unless:
+        return None
+    if len(when) == 1 and not unless and not when[0][1]:
+        position, _, wanted = when[0]
+
+        def equals(fields: list[str]) -> bool:
+            return (fields[position] if position < len(fields) else "") == wanted
+
+        return equals
+    if len(unless) == 1 and not when and not unless[0][1]:
+        position, _, unwanted = unless[0]
+
+        def absent(fields: list[str]) -> bool:
+            found = fields[position] if position < len(fields) else ""
+            return not (found and (unwanted == "*" or found == unwanted))
+
+        return absent
+
+    def general(fields: list[str]) -> bool:
+        return _conditions(when, unless, fields, comp_sep)
+
+    return general
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 class _Claim:
-    ordinal: int
-    position: int
-    loop_count: int
-    charge: str
-    frequency: str
-    lines: list[str] = field(default_factory=list)
-    refs: set[str] = field(default_factory=set)
-    service_dates: list[str] = field(default_factory=list)
+    """What the claim rules need of the open claim, collected as its segments pass."""
+
+    __slots__ = ("ordinal", "position", "loop_count", "charge", "frequency", "lines", "refs",
+                 "first", "last")
+
+    def __init__(self, ordinal: int, position: int, loop_count: int, charge: str,
+                 frequency: str) -> None:
+        self.ordinal = ordinal
+        self.position = position
+        self.loop_count = loop_count
+        self.charge = charge
+        self.frequency = frequency
+        self.lines: list[str] = []  # the service lines' charges
+        self.refs: set[str] = set()  # the 2300 REF01 qualifiers
+        self.first = self.last = ""  # earliest and latest service date ("": none)
 
 
 class SnipChecker:
@@ -151,7 +188,7 @@ class SnipChecker:
         self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
         self.claim: _Claim | None = None
         self.found = 0  # element findings so far
-        self._clean: set[tuple[int, str]] = set()
+        self._clean: dict = {}
         # per segment id, the one function that does all this checker does with it (claim
         # tracking, then the element rules): segment ids no rule needs cost nothing
         tracked = _TRACKED if self.claim_rules else frozenset()
@@ -171,30 +208,33 @@ class SnipChecker:
             handler(fields, node, ordinal, position, loop_counts, text)
 
     def _handler(self, seg_id: str, tracked: bool, rules):
+        """The one function for ``seg_id``: claim tracking, then the element rules, skipped
+        for a segment text already seen clean at the same map node."""
         track = getattr(self, "_track_" + seg_id) if tracked else None
         checks = tuple(self._rule_check(rule) for rule in rules)
-        clean = self._clean
         if not checks:
             return track  # claim tracking only
+        clean = self._clean  # segment text -> the map node it last passed every rule at
+        by_loop = any(rule.spec.get("loop") for rule in rules)  # else no rule reads the loop
+        size = CLEAN_CACHE_SIZE
 
         def handler(fields, node, ordinal, position, loop_counts, text):
             if track is not None:
                 track(fields, node, ordinal, position, loop_counts)
-            if not checks:
-                return
-            if text:
-                key = (node.index, text)
-                if key in clean:  # the same segment text at the same node passed before
-                    return
-            before = self.found
-            parent = node.parent
-            loop = parent.id if parent is not None else ""
+            if text and clean.get(text) is node:
+                return  # the same segment text at the same node passed before
+            loop = ""
+            if by_loop:
+                parent = node.parent
+                loop = parent.id if parent is not None else ""
+            bad = False
             for check in checks:
-                check(fields, node, ordinal, position, loop)
-            if text and self.found == before and CLEAN_CACHE_SIZE:
-                if len(clean) >= CLEAN_CACHE_SIZE:
+                if check(fields, node, ordinal, position, loop):
+                    bad = True
+            if text and not bad and size:
+                if len(clean) >= size:
                     clean.clear()  # start afresh: what repeats comes back at once
-                clean.add(key)
+                clean[text] = node
 
         return handler
 
@@ -237,10 +277,15 @@ class SnipChecker:
             self.claim.refs.add(fields[1])
 
     def _track_DTP(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        if self.claim is not None and len(fields) > 3 and fields[1] == "472":
+        claim = self.claim
+        if claim is not None and len(fields) > 3 and fields[1] == "472":
             span = _dates(fields[2], fields[3])
             if span:
-                self.claim.service_dates.extend(span)
+                for day in span:
+                    if not claim.first or day < claim.first:
+                        claim.first = day
+                    if day > claim.last:
+                        claim.last = day
 
     def start_transaction(self) -> None:
         """A new transaction set: nothing carried over (a claim of a set left without SE is
@@ -264,20 +309,21 @@ class SnipChecker:
 
     # -- element rules ----------------------------------------------------------------------
     def _rule_check(self, rule: SnipRule):
-        """One element rule as a function (fields, node, ordinal, position, loop)."""
+        """One element rule as a function (fields, node, ordinal, position, loop) -> True
+        when it reported a finding."""
         spec = rule.spec
         only_loop = spec.get("loop")
-        when, unless = rule.when, rule.unless
+        holds = _condition(rule.when, rule.unless, self.comp)
         comp = self.comp
         report = self._report
 
         if rule.check == "icd10cm":
             qualifiers = spec["qualifiers"]
 
-            def icd10(fields, node, ordinal, position, loop) -> None:
-                if only_loop and only_loop != loop or \
-                        not _conditions(when, unless, fields, comp):
-                    return
+            def icd10(fields, node, ordinal, position, loop) -> bool:
+                if only_loop and only_loop != loop or holds is not None and not holds(fields):
+                    return False
+                bad = False
                 for index in range(1, len(fields)):
                     parts = fields[index].split(comp)
                     if len(parts) < 2 or parts[0] not in qualifiers or not parts[1]:
@@ -290,6 +336,8 @@ class SnipChecker:
                         why = "not the shape letter, digit, 1 to 5 letters or digits"
                     if why:
                         report(rule, node, ordinal, position, index, 2, why=why)
+                        bad = True
+                return bad
 
             return icd10
         index, component = rule.element
@@ -300,18 +348,19 @@ class SnipChecker:
         else:
             ok = _always
 
-        def element(fields, node, ordinal, position, loop) -> None:
-            if only_loop and only_loop != loop or \
-                    not _conditions(when, unless, fields, comp):
-                return
+        def element(fields, node, ordinal, position, loop) -> bool:
+            if only_loop and only_loop != loop or holds is not None and not holds(fields):
+                return False
             if component:
                 value = _value(fields, index, component, comp)
             else:
                 value = fields[index] if index < len(fields) else ""
             if not value:
-                return  # a missing element is the implementation guide's business (SNIP 2)
+                return False  # a missing element is the implementation guide's (SNIP 2)
             if not ok(value):
                 report(rule, node, ordinal, position, index, component)
+                return True
+            return False
 
         return element
 
@@ -346,6 +395,16 @@ class SnipChecker:
                     element=label, **values)
 
     def _claim_balance(self, rule, claim: _Claim) -> None:
+        lines = claim.lines
+        if lines and _digits(claim.charge):  # whole amounts (the usual): exact in int
+            rest = int(claim.charge)
+            for value in lines:
+                if not _digits(value):
+                    break
+                rest -= int(value)
+            else:
+                if rest == 0:
+                    return  # balanced (a difference is reported below, as always)
         total = _money(claim.charge)
         lines = [_money(v) for v in claim.lines]
         if total is None or not lines or any(v is None for v in lines):
@@ -363,16 +422,15 @@ class SnipChecker:
     def _service_not_after_creation(self, rule, claim: _Claim) -> None:
         if len(self.created) != 8:
             return
-        late = [d for d in claim.service_dates if d > self.created]
-        if late:
-            self._claim_report(rule, claim, 1, None, "1028", found=max(late),
+        if claim.last > self.created:  # (the latest of the dates after it)
+            self._claim_report(rule, claim, 1, None, "1028", found=claim.last,
                                expected=self.created)
 
     def _born_before_service(self, rule, claim: _Claim) -> None:
         birth = self.birth.get("2010CA") or self.birth.get("2010BA")
-        if not birth or len(birth) != 8 or not claim.service_dates:
+        first = claim.first
+        if not birth or len(birth) != 8 or not first:
             return
-        first = min(claim.service_dates)
         if birth > first:
             self._claim_report(rule, claim, 1, None, "1028", found=birth, expected=first)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import ClaimCollector, ClaimRecord
-from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile
+from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
 
 ENGINES = ("native", "pyx12")
@@ -187,15 +187,7 @@ def validate_x12(
         else:
             guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
             collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep)
-            last = 0
-            lines = 0
-            for seg in reader:
-                envelope.feed(seg)
-                guide.feed(seg)
-                collector.feed(seg)
-                if seg.fields[0] == "LX":
-                    lines += 1
-                last = seg.ordinal
+            last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
             collector.finish()
             guide_findings = guide.finish()
             submitters = collector.submitters

@@ -22,7 +22,7 @@ cdef class NativeGuideValidator:
     @cython.locals(fields=list, seg_id=str)
     cpdef feed(self, seg)
 
-    @cython.locals(start=Py_ssize_t, step=_Step, snip=dict)
+    @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
     cdef _data(self, seg, list fields, str seg_id)
 
     @cython.locals(counts='long[:]', index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,

@@ -173,7 +173,10 @@ class NativeGuideValidator:
         """One data segment of a transaction set."""
         text = seg.raw
         start = self._node_index
-        step = self._memo[start].get(text) if start >= 0 else None
+        step = None
+        if start >= 0:
+            memo = self._memo[start]
+            step = memo.get(text)
         if step is None:
             self._data_segment(seg, fields, seg_id, text)
             return

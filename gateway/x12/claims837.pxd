@@ -1,0 +1,10 @@
+# Cython declarations for the compiled build of claims837.py (an "augmenting" .pxd: the .py
+# stays the pure-Python source and fallback). ClaimCollector becomes an extension type whose
+# attributes are C struct fields instead of instance-dict entries (every segment reads several);
+# ``__dict__`` keeps any other attribute working as on a plain class.
+cdef class ClaimCollector:
+    cdef dict __dict__
+    cdef public object d, on_claim, keep, submitters
+    cdef public object _tx, _envelope, _header, _billing, _subscriber, _claim, _line
+    cdef public object _claim_index, _in_837, _last, _nm1_role, _professional
+    cdef public object _subscribers_in_st, _lines_in_st
