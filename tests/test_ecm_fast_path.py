@@ -323,3 +323,16 @@ def test_pof_shortfalls_match_the_reference():
             differing += found != expected
             assert found == expected
     assert compared == 3000 and not differing
+
+
+def test_without_paths_prefilter_changes_nothing():
+    """``without_paths`` skips its substitution when no server folder can match: the same text
+    as the substitution alone, over random texts built from path-like pieces."""
+    from gateway.findings import _SERVER_PATH, without_paths
+
+    rng = random.Random(77)
+    pieces = ["/", "tmp", "var", "work", "x", ".", "#", "-", " ", "and/or", "/tmp/", "/data",
+              "Users/", "a.b", "/fhir/CarePlan/1", "usr", "\u00e9", "/root/y/z.csv", "1"]
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
+        assert without_paths(text) == _SERVER_PATH.sub("", text), text

@@ -189,7 +189,7 @@ class EncounterRules:
             return self._check(batch)
 
     def _check(self, batch) -> list[list[Finding]]:
-        views = [e if e.__class__ is ClaimView else view_of(e) for e, _ in batch]
+        views = [e if e.__class__ is ClaimView else view_of(e) for e, _ in batch]  # tuples
         ctx = _Batch(self._snapshot(views))
         check_one = self._check_one
         return [check_one(view, place, ctx) for view, (_, place) in zip(views, batch)]
@@ -375,8 +375,8 @@ class EncounterRules:
             member_known = True
             only = assignments[0]
             start, end = only.benefit_start, only.benefit_end
-            covering = [only if (start is None or start <= line.day) and (
-                end is None or line.day <= end) else None for line in lines]
+            covering = [only if (start is None or start <= line[5]) and (
+                end is None or line[5] <= end) else None for line in lines]
         else:
             member_known = True
             covering = [self._covering(ctx, cin, line.day) for line in lines]
@@ -393,11 +393,11 @@ class EncounterRules:
         line_memo = self._line_memo
         claim_pos = v.pos
         for index, line in enumerate(lines):
-            day = line.day
-            if line.day_end is not None and line.day_end < day:
+            number, code, modifiers, units_raw, pos, day, day_end, rendering = line
+            if day_end is not None and day_end < day:
                 add(out, "ECM-DATE-001", *self._line_place(place, index), day=day.isoformat(),
-                    end=line.day_end.isoformat())
-            key = (line.code, line.modifiers, day, line.pos or claim_pos, line.units)
+                    end=day_end.isoformat())
+            key = (code, modifiers, day, pos or claim_pos, units_raw)
             info = line_memo.get(key)
             if info is None:
                 info = self._line_info(key)
@@ -407,12 +407,12 @@ class EncounterRules:
                 for rule_id, values in static:
                     add(out, rule_id, *where, **values)
             if positive and service is not None and service.unit_limit_per_day is not None:
-                per_day = (cin, line.code, day)
+                per_day = (cin, code, day)
                 total = self._units_per_day.get(per_day, 0) + amount
                 self._units_per_day[per_day] = total
                 if total > service.unit_limit_per_day:
                     add(out, "ECM-UNIT-002", *self._line_place(place, index),
-                        units=units_text(total), code=line.code, day=day.isoformat(),
+                        units=units_text(total), code=code, day=day.isoformat(),
                         limit=service.unit_limit_per_day)
             # duplicates: in the file, then against the history
             key = (cin, npi, *tail)
@@ -424,8 +424,8 @@ class EncounterRules:
             else:
                 if label is None:
                     label = place.label
-                seen[key] = (label, line.number) if own_index else \
-                    f"{label} line {line.number}".strip()
+                seen[key] = (label, number) if own_index else \
+                    f"{label} line {number}".strip()
             if history_keys:
                 old = history_keys.get(key)
                 if old is not None:
@@ -445,7 +445,7 @@ class EncounterRules:
                         # one assigned ECM provider at a time (002:1545, 002:1602-1604): only
                         # the assignment covering the date counts, never an older overlapping one
                         n = assignment.provider_npi
-                        if n != npi and n != line.rendering and n != claim_rendering and not (
+                        if n != npi and n != rendering and n != claim_rendering and not (
                                 assignment.provider_tin and assignment.provider_tin == tin):
                             add(out, "ECM-PRV-001", *self._line_place(place, index),
                                 line_stranger, day=day.isoformat(), assigned=n or "unknown")

@@ -202,7 +202,7 @@ class HistoryLine:
         self.place_of_service = place_of_service or ""
         self.claim_id = claim_id or ""
         self.line_number = line_number or 0
-        self.diagnoses = tuple(d for d in (diagnoses or "").split(";") if d)
+        self.diagnoses = _codes(diagnoses, tuple)
 
     @property
     def key(self) -> tuple:

@@ -509,7 +509,7 @@ class ClaimCollector:
         rendering = claim.get("rendering")
         return ClaimView(sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
                          rendering["id"] if rendering else None, sub["payer"]["id"],
-                         claim["pos"], lines)
+                         claim["pos"], tuple(lines))
 
     def _encounter_data(self, claim: dict, sub: dict, billing: dict) -> dict:
         """The encounter as the nested dict :class:`Encounter` validates (amounts, dates and
