@@ -493,23 +493,22 @@ class ClaimCollector:
         return True
 
     @staticmethod
-    def _claim_view(claim: dict, sub: dict, billing: dict):
-        """The :class:`~gateway.model.view.ClaimView` of a claim :meth:`_surely_readable`
-        accepted: the values :class:`Encounter` would hold, without building it."""
-        from gateway.model.view import ClaimView, LineView
-
+    def _claim_view(claim: dict, sub: dict, billing: dict) -> tuple:
+        """The view of a claim :meth:`_surely_readable` accepted (a plain tuple in the field
+        order of :class:`~gateway.model.view.ClaimView`, its lines in that of ``LineView``):
+        the values :class:`Encounter` would hold, without building it."""
         lines = []
         for line in claim["lines"]:
             rendering = line.get("rendering")
             end = line.get("date_end")
-            lines.append(LineView(
+            lines.append((
                 int(line["number"]), line["code"], tuple(line["modifiers"]), line["units"],
                 line["pos"], _day(line["date"]), _day(end) if end else None,
                 rendering["id"] if rendering else None))
         rendering = claim.get("rendering")
-        return ClaimView(sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
-                         rendering["id"] if rendering else None, sub["payer"]["id"],
-                         claim["pos"], tuple(lines))
+        return (sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
+                rendering["id"] if rendering else None, sub["payer"]["id"], claim["pos"],
+                tuple(lines))
 
     def _encounter_data(self, claim: dict, sub: dict, billing: dict) -> dict:
         """The encounter as the nested dict :class:`Encounter` validates (amounts, dates and

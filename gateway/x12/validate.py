@@ -146,6 +146,8 @@ def validate_x12(
     rule_findings: list[Finding] = []
     pending: list[ClaimRecord] = []
     sink = on_claim or claims.append
+    # the rule engine's own batch size when it has one (gateway/ecm/rules.py BATCH)
+    rule_batch = getattr(rules, "batch_size", RULE_BATCH)
 
     def run_rules() -> None:
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
@@ -165,7 +167,7 @@ def validate_x12(
             sink(claim)
             return
         pending.append(claim)
-        if len(pending) >= RULE_BATCH:
+        if len(pending) >= rule_batch:
             run_rules()
 
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
