@@ -98,6 +98,7 @@ class _Batch:
 
 
 _NO_FINDINGS: tuple = ()
+_MISSING = object()
 
 
 class EncounterRules:
@@ -238,21 +239,28 @@ class EncounterRules:
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
              restricted: bool = False, anywhere: bool = False, **values) -> None:
         audience = "submitter" if restricted and self.audience == "submitter" else "plan"
+        # a message is made once per rule, audience and values: a finding with the same ones
+        # copies it (its location and segment its own)
         key = (rule_id, audience, *values.items())
         try:
-            template = self._messages[key]
-        except KeyError:
-            if len(self._messages) > 50_000:
-                self._messages.clear()
-            template = self._messages[key] = self.catalogue.finding(
-                rule_id, "", None, audience, **values)
+            template = self._messages.get(key, _MISSING)
         except TypeError:  # a value that cannot be a key
-            template = self.catalogue.finding(rule_id, "", None, audience, **values)
-        if template is None:
+            key, template = None, _MISSING
+        if template is _MISSING:
+            finding = self.catalogue.finding(rule_id, where, ordinal, audience, **values)
+            if key is not None:
+                if len(self._messages) > 50_000:
+                    self._messages.clear()
+                self._messages[key] = finding
+            if finding is None:
+                return
+        elif template is None:
             return
-        finding = Finding(rule=template.rule, severity=template.severity, location=where,
-                          message=template.message, source=template.source, segment=ordinal,
-                          plan_rule=template.plan_rule, plan_message=template.plan_message)
+        else:
+            finding = Finding(rule=template.rule, severity=template.severity, location=where,
+                              message=template.message, source=template.source,
+                              segment=ordinal, plan_rule=template.plan_rule,
+                              plan_message=template.plan_message)
         if finding.plan_rule:
             # one submitter-form finding per place: how many member rules fired is itself
             # something the submitter may not learn; the plan keeps every reason
