@@ -35,8 +35,11 @@ figures to compare changes by on a busy machine -- and the p50 ratio to the in-p
 ``all`` time of one CarePlan; for creates also the server's CPU per create including its
 routing. Target: p99 <
 100 ms. ``--mode`` runs the server as deployed (``embedded``, the default), in the scale-out
-shape (Redis + one Celery worker process; needs ``redis-server`` on the PATH) or with its
-queue never run (``api-only``: the request path alone).
+shape (Redis + one Celery worker process; needs ``redis-server`` on the PATH), as
+``serve --api-workers N`` (``api-workers``: ``--api-workers`` API processes, default 2, each
+with its own listening socket and embedded worker) or with its queue never run (``api-only``:
+the request path alone). The server process is readied as ``serve`` readies it
+(``gateway.api.http.prepare_process``: the FHIR path loaded, the garbage collector set).
 
 Usage::
 
@@ -185,8 +188,8 @@ sys.exit(main(sys.argv[1:]))
 """
 MODES = {
     "embedded": "ecm-gateway serve: the routing on the API process's worker thread",
-    "api-workers": "ecm-gateway serve --api-workers 2: two API processes over the same store, "
-                   "each with an embedded worker thread",
+    "api-workers": "ecm-gateway serve --api-workers N (--api-workers, default 2): N API "
+                   "processes over the same store, each with an embedded worker thread",
     "scale-out": "ecm-gateway serve --queue redis:// + one ecm-gateway worker process",
     "api-only": "the request path alone: submissions kept queued, never routed",
 }

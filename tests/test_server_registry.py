@@ -345,3 +345,34 @@ def test_an_invoice_is_checked_with_the_registries_and_split_per_members_plan(tm
     assert [(f["rule"], f["location"]) for f in world.store.findings(sid)  # harbor's view
             if f["severity"] == "error"] == [("ECM-MEM-010", "row 4, column Member CIN")] + \
         refused
+
+
+def test_a_members_plan_rows_answer_what_plans_and_assignment_answer(tmp_path):
+    """The FHIR routing's one look-up per member (member_plan_rows) answers exactly what
+    plans_of_members and member_assignment answer: a member in two plans' MIFs, one of them
+    with two reporting periods, and a member of no plan."""
+    from gateway.pipeline.registries import (
+        member_assignment,
+        member_plan_rows,
+        plan_of_source,
+        plans_of_members,
+    )
+
+    world = _with_valley_plan(tmp_path)
+    registry = world.registry
+    row = next(r for _, r in read_table(MIF, "mif").rows if r["member_cin"] != "91272489K")
+    cin = row["member_cin"]
+    load_plan_members(registry, "valley-plan", [{**row, "member_last_name": "VALLEYNAME"}])
+    load_plan_members(registry, "demo-plan", [{**row, "reporting_period": "2031-01",
+                                               "member_last_name": "LATERNAME"}])
+    for member in (cin, "91272489K", "00000000Z"):
+        rows = member_plan_rows(registry, member)
+        plans = list(dict.fromkeys(p for p in map(plan_of_source,
+                                                   (r["source"] for r in rows)) if p))
+        assert plans == plans_of_members(registry, [member]).get(member, [])
+        for plan in (None, "demo-plan", "valley-plan", "no-plan"):
+            first = next((r for r in rows if plan is None
+                          or plan_of_source(r["source"]) == plan), None)
+            assert first == member_assignment(registry, member, plan), (member, plan)
+    assert len(plans_of_members(registry, [cin])[cin]) == 2
+    assert member_assignment(registry, cin, "demo-plan")["last_name"] == "LATERNAME"

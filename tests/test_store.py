@@ -542,3 +542,15 @@ def test_postgresql_store(pg_url):
         assert len(s.submissions_for("race")) == 5
     finally:
         s.close()
+
+
+def test_a_new_submission_comes_back_as_the_store_reads_it(store):
+    """receive() hands back the new submission's row exactly as submission() reads it (what
+    a FHIR create answers with, without a second look); a duplicate has none."""
+    kept = store.receive(partner="harbor", channel="api", kind="fhir", filename="CarePlan.json",
+                         payload=b'{"resourceType": "CarePlan"}', idempotency_key="k-1")
+    assert kept.row == store.submission(kept.submission_id)
+    assert kept.row["run_state"] == "queued" and kept.row["created_at"].tzinfo is not None
+    again = store.receive(partner="harbor", channel="api", kind="fhir",
+                          filename="CarePlan.json", payload=b'{"resourceType": "CarePlan"}')
+    assert again.duplicate and again.row is None

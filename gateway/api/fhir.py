@@ -456,8 +456,9 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
             return fhir_response(operation_outcome(findings), 422, fmt_out,
                                  {"X-Submission-Id": done.submission_id})
         resources, _ = accepted_resources(checked, done.submission_id)
-        return created(resources[0], store.submission(done.submission_id), checked.findings,
-                       201, fmt_out, prefer, base, new=True)
+        # as just stored and queued (the answer never waits for, nor looks at, its run)
+        return created(resources[0], done.submission or store.submission(done.submission_id),
+                       checked.findings, 201, fmt_out, prefer, base, new=True)
 
     def resubmission(submission_id: str, fmt_out: str, prefer: str, base: str = ""
                      ) -> Response:

@@ -370,6 +370,7 @@ class Submitted:
     duplicate: bool
     status: str
     outcome: Outcome | None = None
+    submission: dict | None = None  # queued: the submission as stored (Received.row)
 
 
 def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, kind: str,
@@ -398,7 +399,7 @@ def submit(store: Store, partners: Partners, partner: Partner, *, channel: str, 
     log.info("submission stored", extra=details)
     if queue is not None:
         queue.enqueue(kept.submission_id)
-        return Submitted(kept.submission_id, False, Status.RECEIVED.value)
+        return Submitted(kept.submission_id, False, Status.RECEIVED.value, submission=kept.row)
     outcome = run_claimed(store, partners, kept.submission_id, worker)
     log.info("submission processed", extra={**details, "status": outcome.status,
                                             "findings": outcome.findings})

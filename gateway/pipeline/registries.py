@@ -46,6 +46,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    event,
     delete,
     insert,
     select,
@@ -189,7 +190,21 @@ _SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"ecm-gateway:registry-schema").dig
 def _engine(url: str) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         # the store writes to the same file: wait for its write lock instead of failing
-        return create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _durability(dbapi_connection, _record) -> None:
+            # as the store's own connections (gateway/pipeline/store.py): in WAL mode a
+            # commit is durable at the next checkpoint, not fsynced one by one. SQLite's
+            # default (FULL) fsynced every registry commit -- 3 ms each here, two per routed
+            # FHIR create, every other writer of the file waiting meanwhile
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            finally:
+                cursor.close()
+
+        return engine
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -354,6 +369,20 @@ def member_assignment(registry: Registry, cin: str, plan_id: str | None = None) 
         row = conn.execute(query.order_by(c.source.desc(), c.id.desc()).limit(1)
                            ).mappings().first()
     return dict(row) if row else None
+
+
+def member_plan_rows(registry: Registry, cin: str) -> list[dict]:
+    """Every plan MIF assignment of one member, newest first (reporting period, then row): in
+    one query what :func:`plans_of_members` (the plans, in this order) and
+    :func:`member_assignment` (the first row, of a plan's MIFs: the first whose
+    :func:`plan_of_source` is that plan) answer for it -- the FHIR routing asks both of every
+    member."""
+    c = assignments.c
+    with registry.engine.connect() as conn:
+        rows = conn.execute(select(assignments).where(c.cin == cin)
+                            .where(c.source.like(f"{PLAN_PREFIX}%"))
+                            .order_by(c.source.desc(), c.id.desc())).mappings().all()
+    return [dict(row) for row in rows]
 
 
 # -- routed claims -------------------------------------------------------------------------------

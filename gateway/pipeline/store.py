@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -318,6 +318,9 @@ class Received:
 
     submission_id: str
     duplicate_of: str | None = None
+    # a new submission: its row as :meth:`Store.submission` would read it back (an answer that
+    # describes what it just stored needs no second look)
+    row: dict | None = field(default=None, compare=False)
 
     @property
     def duplicate(self) -> bool:
@@ -427,7 +430,7 @@ class Store:
                 raise KeyError(f"unknown parent submission {parent_id}")
             submission_id = uuid.uuid4().hex
             # plain insert() with the values as parameters: cheaper than .values() per call
-            conn.execute(insert(submissions), dict(
+            conn.execute(insert(submissions), values := dict(
                 id=submission_id, partner=partner, channel=channel, kind=kind, filename=filename,
                 sha256=digest, size=len(payload), idempotency_key=idempotency_key,
                 x12_key=x12_key, parent_id=parent_id, status=Status.RECEIVED.value, error=None, attempts=0,
@@ -451,7 +454,8 @@ class Store:
                     status=version.get("status"), last_updated=now,
                     content=content(now) if callable(content) else content))
             _audit_entry(conn, audit, submission_id, now)
-        return Received(submission_id, None)
+        return Received(submission_id, None, _submission_dict(
+            {name: values.get(name) for name in _SUBMISSION_FIELDS}))
 
     def set_status(self, submission_id: str, status: str, error: str | None = None,
                    now: datetime | None = None) -> None:

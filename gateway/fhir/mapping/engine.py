@@ -620,6 +620,7 @@ def _decimals(value: Any) -> Any:
 _FIRST_STEP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+@lru_cache(maxsize=8192)
 def location_of(base: str, expression: str) -> str:
     """A FHIRPath location for findings: the base and the expression's leading plain steps
     (``subject.resolve().identifier...`` → ``ServiceRequest.subject``)."""
@@ -665,8 +666,34 @@ class FieldSpec:
                    label=raw.get("label"), root=raw.get("from"))
 
 
+# the field specs of each loaded mapping spec, made once (a spec is reloaded, as a new dict,
+# when its file changes; the entry keeps the dict it was made from, so its id stays unique)
+_FIELD_SPECS: dict[tuple[int, str, str], tuple[dict, tuple[FieldSpec, ...]]] = {}
+
+
 def field_specs(spec: dict, key: str, spec_name: str) -> list[FieldSpec]:
-    return [FieldSpec.from_dict(raw, spec_name) for raw in spec.get(key) or []]
+    cache_key = (id(spec), key, spec_name)
+    kept = _FIELD_SPECS.get(cache_key)
+    if kept is None or kept[0] is not spec:
+        kept = (spec, tuple(FieldSpec.from_dict(raw, spec_name) for raw in spec.get(key) or []))
+        if len(_FIELD_SPECS) > 256:
+            _FIELD_SPECS.clear()
+        _FIELD_SPECS[cache_key] = kept
+    return list(kept[1])
+
+
+_UNREQUIRED: dict[int, tuple[FieldSpec, FieldSpec]] = {}
+
+
+def _unrequired(spec: FieldSpec) -> FieldSpec:
+    """``spec`` neither required nor defaulted (a field the caller fills), made once."""
+    kept = _UNREQUIRED.get(id(spec))
+    if kept is None or kept[0] is not spec:
+        kept = (spec, dataclasses.replace(spec, required=False, default=None))
+        if len(_UNREQUIRED) > 1024:
+            _UNREQUIRED.clear()
+        _UNREQUIRED[id(spec)] = kept
+    return kept[1]
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -810,7 +837,7 @@ class Mapper:
         result = {}
         for spec in specs:
             if spec.target in fill:
-                spec = dataclasses.replace(spec, required=False, default=None)
+                spec = _unrequired(spec)
             if spec.root:
                 if spec.root not in (roots or {}):
                     raise MappingSpecError(f"field {spec.target} names an unknown root "

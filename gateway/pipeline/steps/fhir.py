@@ -308,19 +308,30 @@ class Router:
             self._looked[key] = look()
         return self._looked[key]
 
+    def _member_rows(self, cin: str) -> list[dict]:
+        """The member's plan MIF rows, newest first (one query per member and run)."""
+        from gateway.pipeline.registries import member_plan_rows
+
+        return self._once(("member", cin), lambda: member_plan_rows(self.registry, cin))
+
     def _plan(self, cin: str, payer_id: str | None) -> Partner | None:
         from gateway.pipeline.delivery import resolve_plan
-        from gateway.pipeline.registries import plans_of_members
+        from gateway.pipeline.registries import plan_of_source
 
-        assigned = self._once(("plans", cin), lambda: plans_of_members(self.registry, [cin]))
+        plans: list[str] = []
+        for row in self._member_rows(cin):  # as plans_of_members answers
+            plan = plan_of_source(row["source"])
+            if plan and plan not in plans:
+                plans.append(plan)
         return resolve_plan(self.partners, self.partner, ROUTE_KIND, cin, payer_id or "",
-                            assigned)
+                            {cin: plans} if plans else {})
 
     def _assignment(self, cin: str, plan_id: str | None) -> dict | None:
-        from gateway.pipeline.registries import member_assignment
+        """As member_assignment answers: the newest row (of ``plan_id``'s MIFs)."""
+        from gateway.pipeline.registries import plan_of_source
 
-        return self._once(("assignment", cin, plan_id),
-                          lambda: member_assignment(self.registry, cin, plan_id))
+        return next((row for row in self._member_rows(cin)
+                     if plan_id is None or plan_of_source(row["source"]) == plan_id), None)
 
     def _fill(self, cin: str | None, target: Partner | None) -> dict:
         """RTF values the gateway knows when the resource leaves them empty: the sending
