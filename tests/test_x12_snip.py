@@ -178,3 +178,31 @@ def test_the_checker_is_freed_when_validation_ends(monkeypatch):
     finally:
         gc.enable()
     assert len(made) == 1 and made[0]() is None
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    # whole amounts are balanced in integers, the others as decimals: the same verdicts
+    ([("CLM*ECM0300000001*250*", "CLM*ECM0300000001*250.00*")], []),
+    ([("U8*100*UN*4***1~\nDTP*472*D8*20260907", "U8*100.50*UN*4***1~\nDTP*472*D8*20260907"),
+      ("U8*100*UN*4***1~\nDTP*472*D8*20260909", "U8*99.5*UN*4***1~\nDTP*472*D8*20260909")],
+     []),
+    ([("U8*100*UN*4***1~\nDTP*472*D8*20260907", "U8*100.50*UN*4***1~\nDTP*472*D8*20260907")],
+     [("X12-SNIP3-001", f"{TS}/2300[1]/CLM02")]),
+    ([("CLM*ECM0300000001*250*", "CLM*ECM0300000001*250.01*")],
+     [("X12-SNIP3-001", f"{TS}/2300[1]/CLM02")]),
+    ([("CLM*ECM0300000001*250*", "CLM*ECM0300000001*0250*")], []),
+])
+def test_claim_balance_with_whole_and_decimal_amounts(pairs, expected):
+    assert snip(mutate(*pairs)) == expected
+
+
+def test_a_repeated_defect_is_reported_every_time_in_every_run():
+    """The checker's caches (clean segment texts, NPIs already checked) never hide a repeat:
+    the same wrong NPI in two claims, validated twice in one process, is four findings."""
+    data = mutate(("NM1*82*1*KIM*ANA****XX*2000000317", "NM1*82*1*KIM*ANA****XX*2000000318"),
+                  ("NM1*82*1*MORALES*SAM****XX*2000000622",
+                   "NM1*82*1*MORALES*SAM****XX*2000000318"))
+    expected = [("X12-SNIP5-NPI", f"{TS}/2310B[1]/NM109"),
+                ("X12-SNIP5-NPI", f"{TS}/2310B[2]/NM109")]
+    assert snip(data) == expected
+    assert snip(data) == expected

@@ -87,8 +87,21 @@ def _conditions(when: tuple, unless: tuple, fields: list[str], comp_sep: str) ->
     return True
 
 
+_NPI_CHECKED: dict = {}  # NPI -> check digit right (a file repeats its providers')
+NPI_CACHE_SIZE = 4096
+
+
 def _npi_ok(value: str) -> bool:
-    return len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+    # (no element type on the cache's annotation: Cython would read its values as C ints,
+    # and the None of a miss as False)
+    known = _NPI_CHECKED.get(value)
+    if known is not None:
+        return known
+    ok = len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
+    if len(_NPI_CHECKED) >= NPI_CACHE_SIZE:
+        _NPI_CHECKED.clear()
+    _NPI_CHECKED[value] = ok
+    return ok
 
 
 def _always(value: str) -> bool:
