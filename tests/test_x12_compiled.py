@@ -98,3 +98,32 @@ def test_setup_compiles_the_modules_accelerate_lists():
     assert '_accelerate.py"' in text and 'ACCELERATE["MODULES"]' in text
     for name in _accelerate.MODULES:
         assert (ROOT / Path(*name.split(".")).with_suffix(".py")).exists(), name
+
+
+def test_a_module_runs_pure_while_a_module_it_cimports_from_is_stale(monkeypatch):
+    """validator.pxd cimports reader.Segment: a compiled validator beside a pure-Python reader
+    (its source edited since the build) would not get the extension type it was built
+    against, so it runs from its .py too."""
+    name = "gateway.x12.engine.validator"
+    assert "gateway.x12.reader" in _accelerate.CIMPORTS[name]
+    folder = ROOT / "gateway" / "x12" / "engine"
+    spec = importlib.machinery.PathFinder.find_spec(name, [str(folder)])
+    if not spec.origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        pytest.skip("the X12 hot path is not compiled here (no extension to judge)")
+    finder = _accelerate._PureWhenStale()
+    digests = {m: _accelerate.source_digest(ROOT / Path(*m.split(".")).with_suffix(".py"))
+               for m in _accelerate.MODULES}
+    monkeypatch.setattr(_accelerate, "_pure", lambda: False)
+    monkeypatch.setattr(_accelerate, "_manifest", digests)
+    assert finder.find_spec(name, [str(folder)]) is None  # all current: the extension
+    monkeypatch.setattr(_accelerate, "_manifest", {**digests, "gateway.x12.reader": "older"})
+    assert finder.find_spec(name, [str(folder)]).origin == str(folder / "validator.py")
+    assert finder.find_spec("gateway.x12.engine.walker", [str(folder)]) is None  # no cimport
+
+
+def test_a_declarations_file_is_part_of_the_source_digest(tmp_path):
+    source = tmp_path / "mod.py"
+    source.write_text("x = 1\n", encoding="utf-8")
+    alone = _accelerate.source_digest(source)
+    (tmp_path / "mod.pxd").write_text("cdef int y\n", encoding="utf-8")
+    assert _accelerate.source_digest(source) != alone

@@ -30,9 +30,17 @@ MODULES = (
     "gateway.x12.engine.validator",
     "gateway.x12.jobs",  # validate --jobs: its skimming loop reads every segment
 )
+# compiled modules that use another one's compiled types (a ``cimport`` in their ``.pxd``): each
+# runs compiled only while the modules it cimports from do (a pure-Python dependency would not
+# give it the extension type it was built against)
+CIMPORTS = {
+    "gateway.x12.envelope": ("gateway.x12.reader",),
+    "gateway.x12.engine.validator": ("gateway.x12.reader",),
+}
 PURE_ENV = "ECM_GATEWAY_X12_PURE"  # the x12_pure setting (gateway/settings.py)
 MANIFEST = Path(__file__).with_name("_compiled.json")
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+_TOP = Path(__file__).resolve().parents[2]  # the folder that holds the gateway package
 
 
 def source_digest(path: Path) -> str:
@@ -74,11 +82,24 @@ class _PureWhenStale:
         source = Path(spec.origin).with_name(fullname.rpartition(".")[2] + ".py")
         if not source.exists():
             return None
-        if _pure() or _compiled_digests().get(fullname) != source_digest(source):
+        if _pure() or not _current(fullname, source):
             from importlib.util import spec_from_file_location
 
             return spec_from_file_location(fullname, source)
         return None  # the compiled extension, built from this very source
+
+
+def _current(fullname: str, source: Path) -> bool:
+    """Whether the extension of ``fullname`` was built from ``source`` as it is now, and so
+    were those of the modules it cimports from."""
+    if _compiled_digests().get(fullname) != source_digest(source):
+        return False
+    for other in CIMPORTS.get(fullname, ()):
+        path = _TOP.joinpath(*other.split(".")).with_suffix(".py")
+        if not any(path.with_suffix(suffix).exists() for suffix in _EXTENSIONS) or \
+                not path.exists() or not _current(other, path):
+            return False
+    return True
 
 
 def _pure() -> bool:

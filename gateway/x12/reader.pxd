@@ -2,6 +2,6 @@
 # `make compile` builds the typed extension). Keep in step with reader.py.
 
 cdef class Segment:
-    cdef public Py_ssize_t ordinal
+    cdef public object ordinal  # an int made once, not boxed again at every read
     cdef public list fields
     cdef public str raw

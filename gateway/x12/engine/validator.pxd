@@ -2,6 +2,8 @@
 # fallback; `make compile` builds the typed extension). Keep in step with validator.py.
 cimport cython
 
+from gateway.x12.reader cimport Segment as _Seg  # see _accelerate.CIMPORTS
+
 
 cdef class _Step:
     cdef public object plan, node, entry
@@ -20,17 +22,17 @@ cdef class NativeGuideValidator:
     cdef public bint _active, _in_ts, _check_lx
 
     @cython.locals(fields=list, seg_id=str)
-    cpdef feed(self, seg)
+    cpdef feed(self, _Seg seg)
 
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
-    cdef _data(self, seg, list fields, str seg_id)
+    cdef _data(self, _Seg seg, list fields, str seg_id)
 
     @cython.locals(counts='long[:]', index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
                    loop_counts=dict, done=bint, errors=list)
     cdef _step(self, _Step step, chosen, seg)
 
     @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint)
-    cdef _data_segment(self, seg, list fields, str seg_id, str text)
+    cdef _data_segment(self, _Seg seg, list fields, str seg_id, str text)
 
-    @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step)
+    @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step, index=Py_ssize_t)
     cdef _Step _plan(self, start, str seg_id, list fields)

@@ -350,7 +350,7 @@ class NativeGuideValidator:
             for code in reader_errors:
                 self._reader_error(code, seg)
         if node is not None:
-            found = self._patterns.get(node.index)
+            found = self._patterns.get(self._node_index)  # node.index
             if found is None:
                 found = self._compile_node(node)
             pattern = found[0]
@@ -379,13 +379,14 @@ class NativeGuideValidator:
         """The cached step (a plan and what the hot path needs of it) for a segment from
         ``start`` (traced on first use)."""
         positions = self._seg_keys.get(seg_id, ())
+        index = self._node_index  # start.index (start is self._node)
         if not positions:
-            key = (start.index, seg_id)
+            key = (index, seg_id)
         elif len(positions) == 1 and not positions[0][1]:
             element = positions[0][0]
-            key = (start.index, seg_id, fields[element] if element < len(fields) else None)
+            key = (index, seg_id, fields[element] if element < len(fields) else None)
         else:
-            key = (start.index, seg_id,
+            key = (index, seg_id,
                    tuple([qualifier(fields, p, self._comp) for p in positions]))
         step = self._plans.get(key)
         if step is None:
