@@ -21,7 +21,7 @@ it includes the interpreter, the imports and the step's input, which is built un
    Both go into one SQLite file under ``bench/out/`` that the later workers open with
    ``Registry("sqlite:///...")``.
 3. ``rules``    -- ``EncounterRules(registry).check(batch)`` over all claims in batches of
-   ``gateway.ecm.rules.BATCH`` (1000), encounters from ``bench/synth837.encounters`` with
+   ``gateway.ecm.rules.BATCH`` (300), encounters from ``bench/synth837.encounters`` with
    ClaimPlaces shaped like ``validate.claim_place``; the time spent in
    ``Registry.snapshot`` is reported too.
 4. ``validate`` / ``validate+rules`` -- ``validate_x12(path, on_claim=count)`` and

@@ -60,6 +60,7 @@ from gateway.pipeline import fhir_store
 from gateway.pipeline.fhir_resources import (
     check_stored_payload,
     remember_checked,
+    remember_created,
     routing_of,
     submission_resources,
 )
@@ -447,6 +448,8 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
                       queue=app.state.queue if routable else None)
         if done.duplicate:
             return resubmission(done.submission_id, fmt_out, prefer, base)
+        if routable:  # and by its id: its run here skips the look-ups (fhir_resources)
+            remember_created(done.submission_id, checked)
         if not valid:
             status = 400 if _fatal(checked.findings) else 422
             return fhir_response(operation_outcome(checked.findings), status, fmt_out,

@@ -121,40 +121,177 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                    spec: dict, index: tuple[dict, dict] | None = None,
                    latest: date | None = None) -> list[dict]:
     """For each utilization POF a member is assigned under whose tested alternatives all lack
-    evidence in the lookback: the values of the ECM-POF-001 message."""
+    evidence in the lookback: the values of the ECM-POF-001 message.
+
+    Runs once per member with ECM lines in a validation (and per member in
+    :func:`pof_evidence`): it reads the spec compiled once (:func:`_compiled`) and the events
+    as small lists (:func:`_event_tuples`) - the same events and counts as :func:`events` and
+    :func:`_count`, without their objects."""
+    compiled = _compiled(spec, index)
     gaps = []
     seen: set[str] = set()
     evts = None
     for assignment in assignments:
-        for criterion in spec.get("criteria", []):
-            codes = criterion["pof"] if isinstance(criterion["pof"], list) else [criterion["pof"]]
-            pof = next((c for c in assignment.pof_codes if c in codes), None)
+        pof_codes = assignment.pof_codes
+        for codes, name, months, tested, other in compiled.criteria:
+            pof = next((c for c in pof_codes if c in codes), None)
             if pof is None or pof in seen:
                 continue
-            tested = [o for o in criterion["any_of"] if o.get("at_least") is not None]
-            span = window(spec, criterion, assignment, latest)
-            if not tested or span is None:
+            if not tested:
+                continue
+            span = compiled.window(assignment, months, latest)
+            if span is None:
                 continue
             seen.add(pof)
             if evts is None:
-                evts = events(history, spec, index)
+                evts = _event_tuples(history, compiled)
             start, end = span
+            inside = [e for e in evts if start <= e[1] <= end]
             lacking = []
-            inside = [e for e in evts if start <= e.start <= end]
-            for option in tested:
-                count = _count(option, inside, spec)
-                if count >= int(option["at_least"]):
+            for option_name, kinds, matches, sum_kinds, at_least in tested:
+                count = _count_tuples(inside, kinds, matches, sum_kinds)
+                if count >= at_least:
                     lacking = None
                     break
-                lacking.append(f"{option['name']} ({count} found)")
+                lacking.append(f"{option_name} ({count} found)")
             if lacking:
-                other = criterion.get("other_criteria")
-                gaps.append({"pof": pof, "criterion": criterion.get("name", pof),
+                gaps.append({"pof": pof, "criterion": pof if name is _NO_NAME else name,
                              "start": start.isoformat(), "end": end.isoformat(),
                              "lacking": "; ".join(lacking),
                              "other": f"; other criteria may qualify the member: {other}"
                              if other else ""})
     return gaps
+
+
+_NO_NAME = object()
+
+
+class _Compiled:
+    """A utilization spec read once: criteria as tuples, the event kind of each (place of
+    service, procedure code) pair memoised."""
+
+    def __init__(self, spec: dict, index: tuple[dict, dict] | None) -> None:
+        self.spec = spec
+        self.index = index or event_index(spec)
+        self.gap = timedelta(days=int(spec.get("stay_gap_days", 1)))
+        self.ed_window = timedelta(days=int(spec.get("ed_admission_window_days", 1)))
+        self.by_authorization = spec.get("lookback_anchor",
+                                         "latest_claims_month") == "authorization_date"
+        self.kind_of: dict[tuple[str, str], str | None] = {}
+        self.criteria = []
+        for criterion in spec.get("criteria", []):
+            codes = criterion["pof"] if isinstance(criterion["pof"], list) else [criterion["pof"]]
+            tested = tuple(
+                (o["name"], tuple(o["events"]),
+                 _matcher(spec, o["diagnoses"]) if o.get("diagnoses") else None,
+                 bool(o.get("sum_kinds")), int(o["at_least"]))
+                for o in criterion["any_of"] if o.get("at_least") is not None)
+            self.criteria.append((frozenset(codes), criterion.get("name", _NO_NAME),
+                                  criterion.get("window_months"), tested,
+                                  criterion.get("other_criteria")))
+
+    def window(self, assignment: Assignment, months, latest: date | None):
+        """:func:`window`."""
+        auth = assignment.authorization_date or assignment.benefit_start
+        if auth is None:
+            return None
+        months = int(months)
+        if self.by_authorization:
+            return months_back(auth, months), auth
+        end = min(auth, latest) if latest else auth
+        return month_start(end, months - 1), end
+
+
+_COMPILED: list = []  # [(spec, index, _Compiled)]: a handful of specs per process
+
+
+def _compiled(spec: dict, index: tuple[dict, dict] | None) -> _Compiled:
+    for known, known_index, compiled in _COMPILED:
+        if known is spec and (known_index is index or (
+                index is not None and known_index is not None and known_index == index)):
+            return compiled
+    compiled = _Compiled(spec, index)
+    _COMPILED.append((spec, index, compiled))
+    del _COMPILED[:-8]
+    return compiled
+
+
+def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
+    """:func:`events` as ``[kind, start, end, claims, diagnoses]`` lists (same merging of
+    stays, same folding of an ED visit into the stay it led to), in no particular order."""
+    kind_of = c.kind_of
+    by_kind: dict[str, list[HistoryLine]] = {}
+    for line in history:
+        key = (line.place_of_service, line.procedure_code)
+        try:
+            kind = kind_of[key]
+        except KeyError:
+            kind = kind_of[key] = classify(line, c.index)
+        if kind is not None:
+            found_kind = by_kind.get(kind)
+            if found_kind is None:
+                by_kind[kind] = [line]
+            else:
+                found_kind.append(line)
+    if not by_kind:
+        return []
+    gap = c.gap
+    found: list[list] = []
+    admissions: list[list] = []
+    for kind in STAY_KINDS:
+        lines = by_kind.get(kind)
+        if not lines:
+            continue
+        current = None
+        for line in sorted(lines, key=_service_date) if len(lines) > 1 else lines:
+            day = line.service_date
+            claim_id = line.claim_id
+            if current is not None and (day <= current[2] + gap or claim_id
+                                        and claim_id in current[3]):
+                if day > current[2]:
+                    current[2] = day
+            else:
+                current = [kind, day, day, set(), set()]
+                found.append(current)
+                if kind == "inpatient_stay":
+                    admissions.append(current)
+            if claim_id:
+                current[3].add(claim_id)
+            current[4].update(line.diagnoses)
+    visits = by_kind.get("ed_visit")
+    if visits:
+        window = c.ed_window
+        by_day: dict[date, list] = {}
+        for line in visits:
+            day = line.service_date
+            stay = next((a for a in admissions if a[1] - window <= day <= a[2]), None)
+            if stay is not None:  # the ED visit that led to the admission is the stay
+                stay[4].update(line.diagnoses)
+                continue
+            visit = by_day.get(day)
+            if visit is None:
+                visit = by_day[day] = ["ed_visit", day, day, None, set()]
+                found.append(visit)
+            visit[4].update(line.diagnoses)
+    return found
+
+
+def _service_date(line: HistoryLine) -> date:
+    return line.service_date
+
+
+def _count_tuples(evts: list[list], kinds: tuple[str, ...], matches, sum_kinds: bool) -> int:
+    """:func:`_count` over :func:`_event_tuples`."""
+    per_kind: dict[str, int] = {}
+    total = 0
+    for e in evts:
+        kind = e[0]
+        if kind in kinds and (matches is None or matches(e[4])):
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+            total += 1
+    if sum_kinds:
+        return total
+    return max((per_kind.get(k, 0) for k in kinds), default=0)
 
 
 def pof_evidence(registry, spec: dict, cins: list[str] | None = None,

@@ -12,16 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
 from gateway.ecm.pof import pof_shortfalls
 from gateway.findings import Finding
-from gateway.model.encounter import Encounter, ServiceLine
+from gateway.model.view import ClaimView, LineView, view_of
 from gateway.registry.store import Registry, Snapshot, modifier_key, units_text
 from gateway.rules import RuleCatalogue, default_catalogue
 
+if TYPE_CHECKING:  # the pydantic model is read through view_of, never imported here
+    from gateway.model.encounter import Encounter
+
 CIN_PATTERN_LENGTH = 9
-BATCH = 1000
+# claims per batch: one registry read per batch; a smaller batch keeps the claims waiting for
+# it from outliving the collector's young generations (300 measured best of 100-1000)
+BATCH = 300
 
 
 def cin_is_valid(cin: str) -> bool:
@@ -40,11 +47,6 @@ class ClaimPlace:
     label: str = ""  # how another finding names this claim ("claim X line 2")
 
 
-@dataclass
-class _Seen:
-    label: str
-
-
 @dataclass(frozen=True)
 class Presumptive:
     """A plan's presumptive-authorization arrangement (ECM Policy Guide 002:1536-1542; 003:117):
@@ -61,12 +63,6 @@ class Presumptive:
         return cls(frozenset(str(n) for n in setting["providers"]), int(setting.get("days", 0)))
 
 
-@dataclass
-class _ClaimState:
-    ecm_days: list[date] = field(default_factory=list)
-    unassigned: tuple[str, dict] | None = None
-
-
 def covering_assignment(assignments, day: date):
     """The ONE assignment covering ``day``: a member has one assigned ECM provider at a time
     (ECM Policy Guide 002:1544-1545, 002:1602-1604), so when periods overlap the newest
@@ -78,8 +74,43 @@ def covering_assignment(assignments, day: date):
                                         a.authorization_date or date.min))
 
 
+def _first_day(lines) -> str:
+    """The claim's first service date, as messages show it."""
+    first = min((line[5] for line in lines), default=None)
+    return first.isoformat() if first else ""
+
+
+class _Batch:
+    """What one batch of claims reads from the registries (a :class:`Snapshot`) and the
+    per-batch memo of the assignment covering a member's date."""
+
+    __slots__ = ("assignments", "enrolments", "cs", "history", "history_keys", "first_ecm",
+                 "covering")
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.assignments = snap.assignments
+        self.enrolments = snap.enrolments
+        self.cs = snap.cs_authorizations
+        self.history = snap.history
+        self.history_keys = snap.history_keys
+        self.first_ecm = snap.first_ecm_line
+        self.covering: dict[tuple[str, date], object] = {}
+
+
+_NO_FINDINGS: tuple = ()
+_MISSING = object()
+
+
 class EncounterRules:
-    """Apply the ECM rules; keeps within-file duplicate state across batches."""
+    """Apply the ECM rules; keeps within-file duplicate state across batches.
+
+    The hot path reads a light :class:`~gateway.model.view.ClaimView` of each claim (the 837P
+    reader builds it without the pydantic model; any other encounter is viewed through
+    :func:`~gateway.model.view.view_of`), memoises whatever depends only on codes and dates
+    (code-set matches, places of service, units, program rules, provider periods, messages)
+    for the whole run, and reads the registries once per batch (:meth:`Registry.snapshot`).
+    Each rule keeps its meaning, id, message and location (tests/test_ecm_fast_path.py
+    compares every finding with the reference engine)."""
 
     def __init__(self, registry: Registry | None = None,
                  catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
@@ -106,15 +137,39 @@ class EncounterRules:
             if registry is not None and self.loaded["history"] else None
         self._ecm_codes = frozenset(c for c, rows in self.codes.services.items()
                                     if any(r.program == "ECM" for r in rows))
+        self._events = (frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code))
+        spec = self.codes.utilization or {}
+        # the POFs whose evidence pof_shortfalls looks for (others never have a shortfall)
+        self._evidence_pofs = frozenset(
+            p for criterion in spec.get("criteria", ())
+            for p in (criterion["pof"] if isinstance(criterion["pof"], list)
+                      else [criterion["pof"]]))
         self._seen_lines = {}  # line key -> label; any mapping with get / item assignment
+        self._seen_own = True  # the index above is ours: values (label, line number)
         self._units_per_day: dict[tuple, float] = {}
         self._pof_checked: set[str] = set()
         self._first_presumptive: dict[tuple[str, str], date] = {}
+        # memos for the run: they depend on codes, dates and the registries, which do not
+        # change while the rules run
+        self._code_memo: dict[tuple, tuple] = {}
+        self._place_memo: dict[tuple, bool] = {}
+        self._units_memo: dict[str, tuple] = {}
+        self._modifier_memo: dict[tuple, str] = {}
+        self._provider_memo: dict[tuple, tuple] = {}
+        self._providers: dict[str, list] = {}
+        self._program_memo: dict[tuple, object] = {}
+        self._messages: dict[tuple, Finding | None] = {}
+        self._cin_memo: dict[str, bool] = {}
+        self._line_memo: dict[tuple, tuple] = {}
+        self._for_submitter = audience == "submitter"
+        self._age_ranges: dict[tuple[str, ...], tuple[float, float]] = {}
+        self.batch_size = BATCH  # claims per registry read (validate_x12 batches by it)
 
     def use_seen_index(self, index) -> None:
         """Keep the file-wide duplicate index elsewhere (e.g. on disk for a huge invoice):
         any object with ``get(key)`` and ``index[key] = label`` (``key`` a tuple)."""
         self._seen_lines = index
+        self._seen_own = False
 
     def notes(self) -> list[Finding]:
         """Info findings naming the rule groups that could not run."""
@@ -133,35 +188,79 @@ class EncounterRules:
         return found
 
     # -- public ---------------------------------------------------------------------------------
-    def check(self, batch: list[tuple[Encounter, ClaimPlace]]) -> list[list[Finding]]:
-        """Findings for each encounter of the batch, in order. The cyclic collector is
-        paused meanwhile: the batch's snapshot (thousands of small objects, alive for the whole
-        batch, freed by reference counting after it) would otherwise be promoted and re-scanned
-        with everything the caller holds."""
+    def check(self, batch: list[tuple[Encounter | ClaimView, ClaimPlace]]
+              ) -> list[list[Finding]]:
+        """Findings for each encounter (or claim view) of the batch, in order. The cyclic
+        collector is paused meanwhile: the batch's snapshot (thousands of small objects, alive
+        for the whole batch, freed by reference counting after it) would otherwise be promoted
+        and re-scanned with everything the caller holds."""
         from gateway.tabular import collector_paused
 
         with collector_paused():
             return self._check(batch)
 
-    def _check(self, batch: list[tuple[Encounter, ClaimPlace]]) -> list[list[Finding]]:
-        snapshot = Snapshot()
-        if self.registry is not None and batch:
-            cins = {e.member.cin for e, _ in batch}
-            npis = {e.billing_provider.npi for e, _ in batch}
-            days = [line.service_date for e, _ in batch for line in e.claim.lines]
-            snapshot = self.registry.snapshot(
-                cins, npis, days=(min(days), max(days)),
-                events=(frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code)),
-                ecm_codes=self._ecm_codes if self.presumptive else frozenset())
-        return [self._check_one(e, place, snapshot) for e, place in batch]
+    def _check(self, batch) -> list[list[Finding]]:
+        # claim views: plain tuples in ClaimView order (the 837P reader's, or an encounter's)
+        views = [e if isinstance(e, tuple) else view_of(e) for e, _ in batch]
+        ctx = _Batch(self._snapshot(views))
+        check_one = self._check_one
+        return [check_one(view, place, ctx) for view, (_, place) in zip(views, batch)]
 
-    # -- one encounter --------------------------------------------------------------------------
+    def _snapshot(self, views: list[tuple]) -> Snapshot:
+        if self.registry is None or not views:
+            return Snapshot()
+        cins = {v[0] for v in views}
+        npis = {v[1] for v in views if v[1] not in self._providers}
+        first = last = None
+        for v in views:
+            for line in v[6]:
+                day = line[5]
+                if first is None or day < first:
+                    first = day
+                if last is None or day > last:
+                    last = day
+        checked, pofs = self._pof_checked, self._evidence_pofs
+        need_history = self.loaded["history"] and self.loaded["members"]
+
+        def event_members(cin: str, assignments) -> bool:
+            # utilization history only for members whose POF evidence is still to be checked
+            return need_history and cin not in checked and any(
+                p in pofs for a in assignments for p in a.pof_codes)
+
+        snap = self.registry.snapshot(
+            cins, npis, days=(first, last) if first is not None else None, events=self._events,
+            ecm_codes=self._ecm_codes if self.presumptive else frozenset(),
+            event_members=event_members)
+        for npi in npis:
+            self._providers[npi] = snap.providers.get(npi, [])
+        return snap
+
+    # -- findings -------------------------------------------------------------------------------
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
              restricted: bool = False, anywhere: bool = False, **values) -> None:
         audience = "submitter" if restricted and self.audience == "submitter" else "plan"
-        finding = self.catalogue.finding(rule_id, where, ordinal, audience, **values)
-        if finding is None:
+        # a message is made once per rule, audience and values: a finding with the same ones
+        # copies it (its location and segment its own)
+        key = (rule_id, audience, *values.items())
+        try:
+            template = self._messages.get(key, _MISSING)
+        except TypeError:  # a value that cannot be a key
+            key, template = None, _MISSING
+        if template is _MISSING:
+            finding = self.catalogue.finding(rule_id, where, ordinal, audience, **values)
+            if key is not None:
+                if len(self._messages) > 50_000:
+                    self._messages.clear()
+                self._messages[key] = finding
+            if finding is None:
+                return
+        elif template is None:
             return
+        else:
+            finding = Finding(rule=template.rule, severity=template.severity, location=where,
+                              message=template.message, source=template.source,
+                              segment=ordinal, plan_rule=template.plan_rule,
+                              plan_message=template.plan_message)
         if finding.plan_rule:
             # one submitter-form finding per place: how many member rules fired is itself
             # something the submitter may not learn; the plan keeps every reason
@@ -176,85 +275,304 @@ class EncounterRules:
         out.append(finding)
 
     @staticmethod
-    def _covering(snap: Snapshot, cin: str, day: date):
-        """:func:`covering_assignment`, memoised on the batch's snapshot."""
-        memo = snap.__dict__.setdefault("_covering", {})
+    def _line_place(place: ClaimPlace, index: int) -> tuple[str, int | None]:
+        lines, ordinals = place.lines, place.line_ordinals
+        return (lines[index] if index < len(lines) else place.claim,
+                ordinals[index] if index < len(ordinals) else place.ordinal)
+
+    # -- memos ----------------------------------------------------------------------------------
+    def _code_outcome(self, code: str, modifiers: tuple, day: date) -> tuple:
+        """(the service the line is, the code-set findings as (rule, values) pairs)."""
+        key = (code, modifiers, day)
+        found = self._code_memo.get(key)
+        if found is not None:
+            return found
+        matches = self.codes.services_for(code, list(modifiers), day)
+        shown = "+".join(modifiers) or "none"
+        findings: list = []
+        service = None
+        if not matches:
+            findings.append(("ECM-CODE-001", {"code": code, "modifiers": shown,
+                                              "day": day.isoformat()}))
+        elif len(matches) > 1:
+            findings.append(("ECM-CODE-002", {
+                "code": code, "modifiers": shown,
+                "why": "more than one program or outreach modifier"}))
+        else:
+            service = matches[0]
+            for modifier in modifiers:
+                if modifier == service.modifier:
+                    continue
+                known = self.codes.modifiers.get(modifier)
+                if known is None or known.role in ("program", "outreach"):
+                    findings.append(("ECM-CODE-002", {
+                        "code": code, "modifiers": shown,
+                        "why": f"{modifier} is not allowed with {service.modifier}"}))
+                elif known.role == "fee_for_service_telehealth":
+                    findings.append(("ECM-CODE-004", {"modifier": modifier}))
+        found = self._code_memo[key] = (service, tuple(findings) or _NO_FINDINGS)
+        return found
+
+    def _units(self, text: str) -> tuple[bool, float, str]:
+        """(units > 0, as a float, as the duplicate check compares them)."""
+        found = self._units_memo.get(text)
+        if found is None:
+            value = Decimal(text)
+            found = self._units_memo[text] = (value > 0, float(value), units_text(value))
+        return found
+
+    def _provider(self, npi: str, day: date) -> tuple[bool, bool, frozenset]:
+        """(any period active on ``day``, any of them ECM, the CS services of the CS ones)."""
+        key = (npi, day)
+        found = self._provider_memo.get(key)
+        if found is None:
+            active = [p for p in self._providers.get(npi, ()) if p.active(day)]
+            found = self._provider_memo[key] = (
+                bool(active), any(p.ecm for p in active),
+                frozenset(s for p in active if p.cs for s in p.cs_services))
+        return found
+
+    def _program(self, program: str, day: date, county: str):
+        key = (program, day, county)
+        try:
+            return self._program_memo[key]
+        except KeyError:
+            found = self._program_memo[key] = self.codes.program_rule(program, day, county)
+            return found
+
+    @staticmethod
+    def _covering(ctx: _Batch, cin: str, day: date):
+        """:func:`covering_assignment`, memoised for the batch."""
         key = (cin, day)
-        if key not in memo:
-            memo[key] = covering_assignment(snap.assignments.get(cin, ()), day)
-        return memo[key]
+        try:
+            return ctx.covering[key]
+        except KeyError:
+            found = ctx.covering[key] = covering_assignment(ctx.assignments.get(cin, ()), day)
+            return found
 
-    def _assigned_here(self, e: Encounter, line: ServiceLine, snap: Snapshot, day: date) -> bool:
-        """Is the member assigned, on ``day``, to the submitter (its NPIs/TINs, else the
-        claim's billing or rendering provider)?"""
-        return self._assigned_to(e, line, self._covering(snap, e.member.cin, day))
+    # -- one claim ------------------------------------------------------------------------------
+    def _line_info(self, key: tuple) -> tuple:
+        """What a line's code, modifiers, date, place of service and units decide alone (memo
+        ``_line_memo``): (service, its program, the findings they make, in the rules' order,
+        as (rule, values) pairs, units > 0, units as a float, the tail of the duplicate key)."""
+        code, modifiers, day, pos, units_raw = key
+        service, code_findings = self._code_outcome(code, modifiers, day)
+        findings = list(code_findings)
+        if not self.codes.place_valid(pos, day):
+            findings.append(("ECM-CODE-003", {"pos": pos, "day": day.isoformat()}))
+        positive, amount, units = self._units(units_raw)
+        if not positive:
+            findings.append(("ECM-UNIT-001", {}))
+        modifier_text = modifier_key(modifiers)
+        if len(self._line_memo) > 100_000:
+            self._line_memo.clear()
+        found = self._line_memo[key] = (
+            service, service.program if service is not None else None,
+            tuple(findings) or _NO_FINDINGS, positive, amount,
+            (day, code, modifier_text, units))
+        return found
 
-    def _assigned_to(self, e: Encounter, line: ServiceLine, a) -> bool:
-        """:meth:`_assigned_here` for the assignment ``a`` covering the line's date."""
-        if a is None:
-            return False
-        if self.submitter is not None:
-            npis, tins = self.submitter
-            return a.provider_npi in npis or bool(a.provider_tin and a.provider_tin in tins)
-        billing = e.billing_provider
-        rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
-        return a.provider_npi in rendering | {billing.npi} or bool(
-            a.provider_tin and a.provider_tin == billing.tin)
-
-    def _check_one(self, e: Encounter, place: ClaimPlace, snap: Snapshot) -> list[Finding]:
+    def _check_one(self, v: tuple, place: ClaimPlace, ctx: _Batch) -> list[Finding]:
+        """The findings of one claim view (a plain tuple in :class:`ClaimView` order)."""
         out: list[Finding] = []
-        cin = e.member.cin
-        if not cin_is_valid(cin):
-            self._add(out, "ECM-MEM-001", place.member, place.ordinal)
-        member_known = bool(snap.assignments.get(cin))
-        lines = e.claim.lines
-        # the assignment covering each line's date, and whether it is the submitter's: looked
-        # up once per line (every rule below reads them)
-        covering = [self._covering(snap, cin, line.service_date) for line in lines] \
-            if member_known else [None] * len(lines)
-        here = [self._assigned_to(e, line, a) for line, a in zip(lines, covering)]
-        # a member not assigned to the submitter on any date of the claim: member-level
-        # findings in their submitter form
-        stranger = not any(here)
-        first_day = min((line.service_date for line in lines), default=None)
-        shown_first = first_day.isoformat() if first_day else ""
-        claim = _ClaimState()
-        n_places, n_ordinals = len(place.lines), len(place.line_ordinals)
+        add = self._add
+        cin, npi, tin, claim_rendering, _, claim_pos, lines = v
+        valid_cin = self._cin_memo.get(cin)
+        if valid_cin is None:
+            if len(self._cin_memo) > 100_000:
+                self._cin_memo.clear()
+            valid_cin = self._cin_memo[cin] = cin_is_valid(cin)
+        if not valid_cin:
+            add(out, "ECM-MEM-001", place.member, place.ordinal)
+        assignments = ctx.assignments.get(cin)
+        # the assignment covering each line's date (every rule below reads it)
+        if not assignments:
+            member_known = False
+            covering = None
+        elif len(assignments) == 1:
+            member_known = True
+            only = assignments[0]
+            start, end = only.benefit_start, only.benefit_end
+            covering = [only if (start is None or start <= line[5]) and (
+                end is None or line[5] <= end) else None for line in lines]
+        else:
+            member_known = True
+            covering = [self._covering(ctx, cin, line[5]) for line in lines]
+        # whether it is the submitter's: only a submitter audience is told less about a
+        # member not assigned to it (a plan gets every finding as it is)
+        here = self._here(v, covering) if self._for_submitter else None
+        ecm: list[tuple[date, object]] = []  # (date, covering assignment) of the ECM lines
+        unassigned = None
+        loaded = self.loaded
+        seen = self._seen_lines
+        own_index = self._seen_own
+        label = None
+        history_keys = ctx.history_keys
+        line_memo = self._line_memo
         for index, line in enumerate(lines):
-            where = place.lines[index] if index < n_places else place.claim
-            ordinal = place.line_ordinals[index] if index < n_ordinals else place.ordinal
-            self._check_line(out, e, line, where, ordinal, place, snap, member_known, claim,
-                             covering[index], here[index])
-        if claim.unassigned is not None:  # ECM lines for a member with no ECM assignment
-            rule, values = claim.unassigned
+            number, code, modifiers, units_raw, pos, day, day_end, rendering = line
+            if day_end is not None and day_end < day:
+                add(out, "ECM-DATE-001", *self._line_place(place, index), day=day.isoformat(),
+                    end=day_end.isoformat())
+            key = (code, modifiers, day, pos or claim_pos, units_raw)
+            info = line_memo.get(key)
+            if info is None:
+                info = self._line_info(key)
+            service, program, static, positive, amount, tail = info
+            if static:
+                where = self._line_place(place, index)
+                for rule_id, values in static:
+                    add(out, rule_id, *where, **values)
+            if positive and service is not None and service.unit_limit_per_day is not None:
+                per_day = (cin, code, day)
+                total = self._units_per_day.get(per_day, 0) + amount
+                self._units_per_day[per_day] = total
+                if total > service.unit_limit_per_day:
+                    add(out, "ECM-UNIT-002", *self._line_place(place, index),
+                        units=units_text(total), code=code, day=day.isoformat(),
+                        limit=service.unit_limit_per_day)
+            # duplicates: in the file, then against the history
+            key = (cin, npi, *tail)
+            first = seen.get(key)
+            if first is not None:
+                if own_index:
+                    first = f"{first[0]} line {first[1]}".strip()
+                add(out, "ECM-DUP-001", *self._line_place(place, index), other=first)
+            else:
+                if label is None:
+                    label = place.label
+                seen[key] = (label, number) if own_index else \
+                    f"{label} line {number}".strip()
+            if history_keys:
+                old = history_keys.get(key)
+                if old is not None:
+                    add(out, "ECM-DUP-002", *self._line_place(place, index),
+                        claim=old.claim_id, line=old.line_number)
+            if service is None:
+                continue
+            assignment = covering[index] if member_known else None
+            line_stranger = here is not None and not here[index]
+            if program == "ECM":
+                ecm.append((day, assignment))
+                if member_known:
+                    if assignment is None:
+                        add(out, "ECM-MEM-003", *self._line_place(place, index), line_stranger,
+                            day=day.isoformat())
+                    else:
+                        # one assigned ECM provider at a time (002:1545, 002:1602-1604): only
+                        # the assignment covering the date counts, never an older overlapping one
+                        n = assignment.provider_npi
+                        if n != npi and n != rendering and n != claim_rendering and not (
+                                assignment.provider_tin and assignment.provider_tin == tin):
+                            add(out, "ECM-PRV-001", *self._line_place(place, index),
+                                line_stranger, day=day.isoformat(), assigned=n or "unknown")
+                    enrolments = ctx.enrolments.get(cin)
+                    if enrolments:
+                        self._check_programs(out, enrolments, place, index, day, line_stranger)
+                elif loaded["members"] and valid_cin and unassigned is None:
+                    unassigned = self._unassigned(v, line, ctx)
+                if loaded["providers"]:
+                    active, is_ecm, _ = self._provider_memo.get((npi, day)) or \
+                        self._provider(npi, day)
+                    if not active:
+                        add(out, "ECM-PRV-002", *self._line_place(place, index), npi=npi,
+                            day=day.isoformat())
+                    elif not is_ecm:
+                        add(out, "ECM-PRV-003", *self._line_place(place, index), npi=npi,
+                            day=day.isoformat())
+            else:  # Community Supports: its own benefit, never checked against ECM assignment
+                if loaded["cs_authorizations"] and valid_cin:
+                    self._check_cs_authorization(out, v, service, place, index, ctx, day,
+                                                 line_stranger)
+                if loaded["providers"]:
+                    active, _, cs_services = self._provider_memo.get((npi, day)) or \
+                        self._provider(npi, day)
+                    if not active:
+                        add(out, "ECM-PRV-002", *self._line_place(place, index), npi=npi,
+                            day=day.isoformat())
+                    elif service.service not in cs_services:
+                        add(out, "ECM-CS-001", *self._line_place(place, index), npi=npi,
+                            service=service.service, day=day.isoformat())
+        if unassigned is None and not ecm:
+            return out
+        stranger = here is not None and not any(here)
+        if unassigned is not None:  # ECM lines for a member with no ECM assignment
+            rule, values = unassigned
             # ECM-MEM-004/005 go to the trusted provider itself: told as they are
-            self._add(out, rule, place.member, place.ordinal, stranger,
-                      **{"day": shown_first, **values})
-        if claim.ecm_days and member_known:
-            self._check_ages(out, cin, claim.ecm_days, place, snap, stranger)
-        if claim.ecm_days and self.loaded["history"] and member_known \
-                and cin not in self._pof_checked:
+            add(out, rule, place.member, place.ordinal, stranger,
+                **{"day": _first_day(lines), **values})
+        if ecm and member_known:
+            ranges = self._age_ranges
+            for day, assignment in ecm:
+                if assignment is None or assignment.birth_date is None:
+                    continue
+                low_high = ranges.get(assignment.pof_codes)
+                if low_high is None:
+                    low_high = self._age_range(assignment.pof_codes)
+                if not low_high[0] <= age_on(assignment.birth_date, day) < low_high[1]:
+                    # an age some POF does not fit: the findings, in the rules' order
+                    self._check_ages(out, ecm, place, stranger)
+                    break
+        if ecm and loaded["history"] and member_known and cin not in self._pof_checked:
             self._pof_checked.add(cin)
-            for gap in pof_shortfalls(snap.assignments[cin], snap.history.get(cin, []),
+            if any(p in self._evidence_pofs for a in assignments for p in a.pof_codes):
+                gaps = pof_shortfalls(assignments, ctx.history.get(cin, []),
                                       self.codes.utilization,
                                       (self.codes.event_by_place, self.codes.event_by_code),
-                                      latest=self.latest_history):
-                self._add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
-                          anywhere=True, **{"day": shown_first, **gap})
+                                      latest=self.latest_history)
+                if gaps:
+                    shown_first = _first_day(lines)
+                    for gap in gaps:
+                        add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
+                            anywhere=True, **{"day": shown_first, **gap})
         return out
 
-    def _check_ages(self, out, cin: str, days: list[date], place: ClaimPlace,
-                    snap: Snapshot, stranger: bool) -> None:
+    def _age_range(self, pofs: tuple[str, ...]) -> tuple[float, float]:
+        """The ages every POF of ``pofs`` fits: ``low <= age < high`` (memo)."""
+        low, high = float("-inf"), float("inf")
+        for pof in pofs:
+            ages = self.codes.pof_ages.get(pof)
+            if ages is None:
+                continue
+            if ages.age_from is not None:
+                low = max(low, ages.age_from)
+            if ages.age_below is not None:
+                high = min(high, ages.age_below)
+        found = self._age_ranges[pofs] = (low, high)
+        return found
+
+    def _here(self, view: tuple, covering: list | None) -> list[bool]:
+        """Per line: is the member assigned, on its date, to the submitter (its NPIs/TINs,
+        else the claim's billing or rendering provider)?"""
+        v = ClaimView._make(view)
+        if covering is None:
+            return [False] * len(v.lines)
+        submitter = self.submitter
+        here = []
+        for line, a in zip(map(LineView._make, v.lines), covering):
+            if a is None:
+                here.append(False)
+            elif submitter is not None:
+                here.append(a.provider_npi in submitter[0] or bool(
+                    a.provider_tin and a.provider_tin in submitter[1]))
+            else:
+                n = a.provider_npi
+                here.append(n == v.npi or n == line.rendering or n == v.rendering or bool(
+                    a.provider_tin and a.provider_tin == v.tin))
+        return here
+
+    def _check_ages(self, out, ecm: list[tuple[date, object]], place: ClaimPlace,
+                    stranger: bool) -> None:
         """The member's age on each ECM date fits every POF of the assignment covering it
         (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
         reported = set()
-        for day in days:
-            assignment = self._covering(snap, cin, day)
+        pof_ages = self.codes.pof_ages
+        for day, assignment in dict.fromkeys(ecm):  # a date seen again: the same outcome
             if assignment is None or assignment.birth_date is None:
                 continue
             age = age_on(assignment.birth_date, day)
             for pof in assignment.pof_codes:
-                ages = self.codes.pof_ages.get(pof)
+                ages = pof_ages.get(pof)
                 if ages is None or ages.fits(age) or pof in reported:
                     continue
                 reported.add(pof)
@@ -262,160 +580,46 @@ class EncounterRules:
                           anywhere=True, age=age, day=day.isoformat(), pof=pof,
                           ages=ages.shown())
 
-    def _check_line(self, out, e: Encounter, line: ServiceLine, where: str,
-                    ordinal: int | None, place: ClaimPlace, snap: Snapshot,
-                    member_known: bool, claim: _ClaimState | None = None,
-                    assignment=False, here: bool | None = None) -> None:
-        """``assignment`` / ``here``: the assignment covering the line's date and whether it
-        is the submitter's, when the caller looked them up already."""
-        claim = claim if claim is not None else _ClaimState()
-        day = line.service_date
-        shown_day = day.isoformat()
-        if line.service_date_end is not None and line.service_date_end < day:
-            self._add(out, "ECM-DATE-001", where, ordinal, day=shown_day,
-                      end=line.service_date_end.isoformat())
-        code = line.procedure_code
-        matches = self.codes.services_for(code, line.modifiers, day)
-        service = self._check_codes(out, line, matches, where, ordinal, shown_day)
-        pos = line.place_of_service or e.claim.place_of_service
-        if not self.codes.place_valid(pos, day):
-            self._add(out, "ECM-CODE-003", where, ordinal, pos=pos, day=shown_day)
-        self._check_units(out, e, line, service, where, ordinal, shown_day)
-        self._check_duplicates(out, e, line, where, ordinal, place, snap)
-        if service is None:
-            return
-        if assignment is False:
-            assignment = self._covering(snap, e.member.cin, day)
-        stranger = not (here if here is not None else self._assigned_to(e, line, assignment))
-        if service.program == "ECM":
-            claim.ecm_days.append(day)
-            if member_known:
-                self._check_assignment(out, e, line, where, ordinal, snap, day, stranger,
-                                       assignment)
-                self._check_programs(out, e.member.cin, where, ordinal, snap, day, stranger)
-            elif self.loaded["members"] and cin_is_valid(e.member.cin) \
-                    and claim.unassigned is None:
-                claim.unassigned = self._unassigned(e, line, snap)
-            self._check_provider(out, e, "ECM", None, where, ordinal, snap, day)
-        else:  # Community Supports: its own benefit, never checked against ECM assignment
-            self._check_cs_authorization(out, e, service, where, ordinal, snap, day, stranger)
-            self._check_provider(out, e, "CS", service.service, where, ordinal, snap, day)
-
-    def _check_codes(self, out, line: ServiceLine, matches: list[ServiceCode], where: str,
-                     ordinal: int | None, day: str) -> ServiceCode | None:
-        shown = "+".join(line.modifiers) or "none"
-        if not matches:
-            self._add(out, "ECM-CODE-001", where, ordinal, code=line.procedure_code,
-                      modifiers=shown, day=day)
-            return None
-        if len(matches) > 1:
-            self._add(out, "ECM-CODE-002", where, ordinal, code=line.procedure_code,
-                      modifiers=shown, why="more than one program or outreach modifier")
-            return None
-        service = matches[0]
-        for modifier in line.modifiers:
-            if modifier == service.modifier:
-                continue
-            known = self.codes.modifiers.get(modifier)
-            if known is None or known.role in ("program", "outreach"):
-                self._add(out, "ECM-CODE-002", where, ordinal, code=line.procedure_code,
-                          modifiers=shown,
-                          why=f"{modifier} is not allowed with {service.modifier}")
-            elif known.role == "fee_for_service_telehealth":
-                self._add(out, "ECM-CODE-004", where, ordinal, modifier=modifier)
-        return service
-
-    def _check_units(self, out, e: Encounter, line: ServiceLine, service: ServiceCode | None,
-                     where: str, ordinal: int | None, day: str) -> None:
-        if line.units <= 0:
-            self._add(out, "ECM-UNIT-001", where, ordinal)
-            return
-        if service is None or service.unit_limit_per_day is None:
-            return
-        key = (e.member.cin, line.procedure_code, line.service_date)
-        total = self._units_per_day.get(key, 0) + float(line.units)
-        self._units_per_day[key] = total
-        if total > service.unit_limit_per_day:
-            self._add(out, "ECM-UNIT-002", where, ordinal, units=units_text(total),
-                      code=line.procedure_code, day=day, limit=service.unit_limit_per_day)
-
-    def _check_duplicates(self, out, e: Encounter, line: ServiceLine, where: str,
-                          ordinal: int | None, place: ClaimPlace, snap: Snapshot) -> None:
-        modifiers = modifier_key(line.modifiers)
-        units = units_text(line.units)
-        key = (e.member.cin, e.billing_provider.npi, line.service_date, line.procedure_code,
-               modifiers, units)
-        first = self._seen_lines.get(key)
-        if first is not None:
-            self._add(out, "ECM-DUP-001", where, ordinal, other=first)
-        else:
-            self._seen_lines[key] = f"{place.label} line {line.line_number}".strip()
-        old = snap.history_keys.get(key)
-        if old is not None:
-            self._add(out, "ECM-DUP-002", where, ordinal, claim=old.claim_id,
-                      line=old.line_number)
-
-    def _check_assignment(self, out, e: Encounter, line: ServiceLine, where: str,
-                          ordinal: int | None, snap: Snapshot, day: date,
-                          stranger: bool = False, assignment=False) -> None:
-        if assignment is False:
-            assignment = self._covering(snap, e.member.cin, day)
-        if assignment is None:
-            self._add(out, "ECM-MEM-003", where, ordinal, stranger, day=day.isoformat())
-            return
-        billing = e.billing_provider
-        rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
-        # one assigned ECM provider at a time (002:1545, 002:1602-1604): only the assignment
-        # covering the date counts, never an older overlapping one
-        if assignment.provider_npi in rendering | {billing.npi} or (
-                assignment.provider_tin and assignment.provider_tin == billing.tin):
-            return
-        self._add(out, "ECM-PRV-001", where, ordinal, stranger, day=day.isoformat(),
-                  assigned=assignment.provider_npi or "unknown")
-
-    def _unassigned(self, e: Encounter, line: ServiceLine, snap: Snapshot
-                    ) -> tuple[str, dict]:
+    def _unassigned(self, view: tuple, line_view: tuple, ctx: _Batch) -> tuple[str, dict]:
         """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
         ECM-MEM-005 after it) when the plan's setting names the billing provider."""
-        npi = e.billing_provider.npi
-        arrangement = self.presumptive.get(e.payer.id) if isinstance(self.presumptive, dict) \
+        v, line = ClaimView._make(view), LineView._make(line_view)
+        npi = v.npi
+        arrangement = self.presumptive.get(v.payer) if isinstance(self.presumptive, dict) \
             else self.presumptive
         if arrangement is None or npi not in arrangement.providers:
             return "ECM-MEM-002", {}
-        key = (e.member.cin, npi)
-        firsts = [d for d in (snap.first_ecm_line.get(key), self._first_presumptive.get(key),
-                              line.service_date) if d is not None]
+        key = (v.cin, npi)
+        firsts = [d for d in (ctx.first_ecm.get(key), self._first_presumptive.get(key),
+                              line.day) if d is not None]
         first = min(firsts)
         self._first_presumptive[key] = first
         last = first + timedelta(days=arrangement.days - 1)
         values = {"npi": npi, "day": first.isoformat(), "end": last.isoformat()}
-        if line.service_date <= last:
+        if line.day <= last:
             return "ECM-MEM-004", values
         return "ECM-MEM-005", values
 
-    def _check_cs_authorization(self, out, e: Encounter, service: ServiceCode, where: str,
-                                ordinal: int | None, snap: Snapshot, day: date,
+    def _check_cs_authorization(self, out, v: tuple, service: ServiceCode,
+                                place: ClaimPlace, index: int, ctx: _Batch, day: date,
                                 stranger: bool) -> None:
-        if not self.loaded.get("cs_authorizations") or not cin_is_valid(e.member.cin):
-            return
-        npi = e.billing_provider.npi
-        for auth in snap.cs_authorizations.get(e.member.cin, ()):
+        cin, npi = v[0], v[1]
+        for auth in ctx.cs.get(cin, ()):
             if auth.service == service.service and auth.covers(day) and \
                     auth.provider_npi in ("", npi):
                 return
         # told to the submitter as "not eligible": other providers' authorizations are the
         # plan's to know
-        self._add(out, "ECM-CS-002", where, ordinal, stranger, service=service.service,
-                  day=day.isoformat(), npi=npi)
+        self._add(out, "ECM-CS-002", *self._line_place(place, index), stranger,
+                  service=service.service, day=day.isoformat(), npi=npi)
 
-    def _check_programs(self, out, cin: str, where: str, ordinal: int | None,
-                        snap: Snapshot, day: date, stranger: bool = False) -> None:
-        enrolments = snap.enrolments.get(cin, ())
+    def _check_programs(self, out, enrolments, place: ClaimPlace, index: int, day: date,
+                        stranger: bool = False) -> None:
         programs_on_record = {e.program for e in enrolments}
         for enrolment in enrolments:
             if not enrolment.covers(day):
                 continue
-            rule_row = self.codes.program_rule(enrolment.program, day, enrolment.county)
+            rule_row = self._program(enrolment.program, day, enrolment.county)
             if rule_row is None:
                 continue
             if rule_row.approach == "excluded" and rule_row.exceptions & programs_on_record:
@@ -423,19 +627,5 @@ class EncounterRules:
             rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
                     "wrap": "ECM-PGM-003"}.get(rule_row.approach)
             if rule:
-                self._add(out, rule, where, ordinal, stranger, day=day.isoformat(),
-                          program=enrolment.program)
-
-    def _check_provider(self, out, e: Encounter, program: str, service: str | None,
-                        where: str, ordinal: int | None, snap: Snapshot, day: date) -> None:
-        if not self.loaded["providers"]:
-            return
-        npi = e.billing_provider.npi
-        active = [p for p in snap.providers.get(npi, ()) if p.active(day)]
-        if not active:
-            self._add(out, "ECM-PRV-002", where, ordinal, npi=npi, day=day.isoformat())
-        elif program == "ECM" and not any(p.ecm for p in active):
-            self._add(out, "ECM-PRV-003", where, ordinal, npi=npi, day=day.isoformat())
-        elif program == "CS" and not any(p.cs and service in p.cs_services for p in active):
-            self._add(out, "ECM-CS-001", where, ordinal, npi=npi, service=service,
-                      day=day.isoformat())
+                self._add(out, rule, *self._line_place(place, index), stranger,
+                          day=day.isoformat(), program=enrolment.program)

@@ -57,6 +57,30 @@ def remember_checked(payload: bytes, fmt: str, expected: str | None, checked: Ch
             _CHECKED.popitem(last=False)
 
 
+# the same, by submission id, for the creates this process received: their run here needs
+# neither the submission's row (to find the check by its hash) nor a look for an update's
+# version (a create is no update)
+_CREATED: OrderedDict[str, Checked] = OrderedDict()
+
+
+def remember_created(submission_id: str, checked: Checked) -> None:
+    """The check of a create (``POST /fhir/{type}``) the API just stored as ``submission_id``,
+    for its run in this process (:func:`created_check`)."""
+    if not checked.entries:
+        return
+    with _CHECKED_LOCK:
+        _CREATED[submission_id] = checked
+        while len(_CREATED) > CHECKED_KEPT:
+            _CREATED.popitem(last=False)
+
+
+def created_check(submission_id: str) -> Checked | None:
+    """The check of a create received by this process (:func:`remember_created`), or None
+    (another process received it, long ago, or it is no create: validate it again)."""
+    with _CHECKED_LOCK:
+        return _CREATED.get(submission_id)
+
+
 def check_stored_payload(store: Store, submission_id: str, found: dict | None = None
                          ) -> Checked:
     """Validate a FHIR submission's raw payload again, as its run does (or take the answer

@@ -82,6 +82,19 @@ def _date(text: str) -> date:
     return date(int(text[:4]), int(text[4:6]), int(text[6:]))
 
 
+_DAYS: dict[str, date] = {}
+
+
+def _day(text: str) -> date:
+    """:func:`_date`, memoised (a claim file has few distinct service dates)."""
+    found = _DAYS.get(text)
+    if found is None:
+        if len(_DAYS) > 4096:
+            _DAYS.clear()
+        found = _DAYS[text] = _date(text)
+    return found
+
+
 def _amount(text: str) -> Decimal:
     try:
         return Decimal(text)
@@ -102,7 +115,11 @@ class _Level:
 class ClaimCollector:
     """Streaming 837P reader. Feed segments, collect :class:`ClaimRecord` via ``on_claim``."""
 
-    def __init__(self, delimiters: Delimiters, on_claim, keep_encounters: bool = True) -> None:
+    def __init__(self, delimiters: Delimiters, on_claim,
+                 keep_encounters: bool | str = True) -> None:
+        """``keep_encounters``: True, each readable claim's ``encounter`` is the canonical
+        model; ``"rules"``, a :class:`~gateway.model.view.ClaimView` (what the ECM rules read;
+        the model only for a claim in doubt); False, none (readability is still checked)."""
         self.d = delimiters
         self.on_claim = on_claim
         self.keep = keep_encounters
@@ -415,7 +432,16 @@ class ClaimCollector:
         )
         if record.problem is None and self._professional:
             try:
-                if self.keep:
+                if self.keep == "rules":
+                    # only the ECM rules read it: a light view, the model only when in doubt
+                    if self._surely_readable(claim, sub, billing):
+                        record.encounter = self._claim_view(claim, sub, billing)
+                    else:
+                        from gateway.model.encounter import Encounter
+
+                        record.encounter = Encounter.model_validate(
+                            self._encounter_data(claim, sub, billing))
+                elif self.keep:
                     from gateway.model.encounter import Encounter
 
                     record.encounter = Encounter.model_validate(
@@ -465,6 +491,24 @@ class ClaimCollector:
         except (ValueError, KeyError, TypeError, AttributeError):
             return False
         return True
+
+    @staticmethod
+    def _claim_view(claim: dict, sub: dict, billing: dict) -> tuple:
+        """The view of a claim :meth:`_surely_readable` accepted (a plain tuple in the field
+        order of :class:`~gateway.model.view.ClaimView`, its lines in that of ``LineView``):
+        the values :class:`Encounter` would hold, without building it."""
+        lines = []
+        for line in claim["lines"]:
+            rendering = line.get("rendering")
+            end = line.get("date_end")
+            lines.append((
+                int(line["number"]), line["code"], tuple(line["modifiers"]), line["units"],
+                line["pos"], _day(line["date"]), _day(end) if end else None,
+                rendering["id"] if rendering else None))
+        rendering = claim.get("rendering")
+        return (sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
+                rendering["id"] if rendering else None, sub["payer"]["id"], claim["pos"],
+                tuple(lines))
 
     def _encounter_data(self, claim: dict, sub: dict, billing: dict) -> dict:
         """The encounter as the nested dict :class:`Encounter` validates (amounts, dates and

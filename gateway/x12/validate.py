@@ -42,19 +42,47 @@ if TYPE_CHECKING:  # the ECM rules (and the registry store behind them) load onl
 
 
 def claim_place(claim: ClaimRecord) -> "ClaimPlace":
-    """Where an 837P claim's parts are, in the location scheme of the X12 findings."""
-    from gateway.ecm.rules import ClaimPlace
+    """Where an 837P claim's parts are, in the location scheme of the X12 findings (the paths
+    are formatted when a finding asks for them: most claims have none)."""
+    return _X12Place(claim)
 
-    i, g, t = claim.transaction
-    ts = f"ISA#{i}/GS#{g}/ST#{t}"
-    return ClaimPlace(
-        claim=f"{ts}/2300[{claim.index}]",
-        member=f"{ts}/2010BA[{claim.subscriber_index}]/NM109",
-        lines=[f"{ts}/2400[{number}]/SV101-2" for _, number in claim.line_refs],
-        ordinal=claim.start,
-        line_ordinals=[ordinal for ordinal, _ in claim.line_refs],
-        label=f"claim {claim.claim_id}",
-    )
+
+class _X12Place:
+    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use."""
+
+    __slots__ = ("_claim",)
+
+    def __init__(self, claim: ClaimRecord) -> None:
+        self._claim = claim
+
+    def _set(self) -> str:
+        i, g, t = self._claim.transaction
+        return f"ISA#{i}/GS#{g}/ST#{t}"
+
+    @property
+    def claim(self) -> str:
+        return f"{self._set()}/2300[{self._claim.index}]"
+
+    @property
+    def member(self) -> str:
+        return f"{self._set()}/2010BA[{self._claim.subscriber_index}]/NM109"
+
+    @property
+    def lines(self) -> list[str]:
+        ts = self._set()
+        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._claim.line_refs]
+
+    @property
+    def ordinal(self) -> int:
+        return self._claim.start
+
+    @property
+    def line_ordinals(self) -> list[int]:
+        return [ordinal for ordinal, _ in self._claim.line_refs]
+
+    @property
+    def label(self) -> str:
+        return f"claim {self._claim.claim_id}"
 
 
 @dataclass
@@ -118,6 +146,8 @@ def validate_x12(
     rule_findings: list[Finding] = []
     pending: list[ClaimRecord] = []
     sink = on_claim or claims.append
+    # the rule engine's own batch size when it has one (gateway/ecm/rules.py BATCH)
+    rule_batch = getattr(rules, "batch_size", RULE_BATCH)
 
     def run_rules() -> None:
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
@@ -137,7 +167,7 @@ def validate_x12(
             sink(claim)
             return
         pending.append(claim)
-        if len(pending) >= RULE_BATCH:
+        if len(pending) >= rule_batch:
             run_rules()
 
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
@@ -146,7 +176,8 @@ def validate_x12(
         source = _Counting(open(source, "rb"), progress)  # noqa: SIM115 - the reader closes it
     with X12Reader(source) as reader:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
-        keep = keep_encounters or rules is not None
+        # with rules only: the light view the rules read, not the model (claims837)
+        keep = keep_encounters or ("rules" if rules is not None else False)
         if parallel:  # the transaction sets shared among processes (gateway/x12/jobs.py)
             from functools import partial
 

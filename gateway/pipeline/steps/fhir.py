@@ -54,6 +54,7 @@ from gateway.findings import Finding
 from gateway.pipeline.delivery import X12_MEDIA, sender_finding
 from gateway.pipeline.fhir_resources import (
     check_stored_payload,
+    created_check,
     read_resource,
 )
 from gateway.pipeline.partners import Partner, Partners
@@ -488,14 +489,15 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
     from gateway.pipeline.registries import forget_routed
 
     result = StepResult(submission_id)
-    checked = check_stored_payload(store, submission_id)
+    created = created_check(submission_id)  # a create this process's API received
+    checked = created or check_stored_payload(store, submission_id)
     result.add_findings(checked.findings)
     if not checked.valid or not checked.entries:
         result.summary = {"kind": "fhir", "valid": False,
                           "resource_type": checked.resource_type}
         return result.reject("the FHIR payload has errors")
     resources, sent_ids = accepted_resources(checked, submission_id)
-    update = store.version_of_submission(submission_id)
+    update = store.version_of_submission(submission_id) if created is None else None
     if update is not None:  # an update (PUT): the new version of the resource it names
         resources = [json.loads(update["content"])]
     stored = []
