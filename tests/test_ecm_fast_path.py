@@ -335,3 +335,20 @@ def test_without_paths_prefilter_changes_nothing():
     for _ in range(20000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 12)))
         assert without_paths(text) == _SERVER_PATH.sub("", text), text
+
+
+def test_age_spans_agree_with_age_on():
+    """The fast path's age check compares dates with the day a member turns an age
+    (``_turns``); that day is where ``age_on`` changes, 29 February birthdays included."""
+    from gateway.ecm.codesets import age_on
+    from gateway.ecm.rules import _turns
+
+    rng = random.Random(2929)
+    births = [date(2004, 2, 29), date(2000, 2, 29), date(2005, 3, 1), date(2005, 2, 28),
+              date(1999, 12, 31), date(2006, 1, 1)]
+    births += [date(1950, 1, 1) + timedelta(days=rng.randrange(0, 27000)) for _ in range(300)]
+    for birth in births:
+        for age in (0, 1, 18, 21, 26, 65):
+            day = _turns(birth, age)
+            assert age_on(birth, day) >= age > age_on(birth, day - timedelta(days=1)), \
+                (birth, age, day)

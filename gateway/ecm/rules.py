@@ -74,6 +74,15 @@ def covering_assignment(assignments, day: date):
                                         a.authorization_date or date.min))
 
 
+def _turns(birth: date, age: int) -> date:
+    """The first day on which :func:`age_on` gives ``age`` or more (a 29 February birthday:
+    1 March in a common year)."""
+    try:
+        return birth.replace(year=birth.year + age)
+    except ValueError:
+        return date(birth.year + age, 3, 1)
+
+
 def _first_day(lines) -> str:
     """The claim's first service date, as messages show it."""
     first = min((line[5] for line in lines), default=None)
@@ -163,6 +172,8 @@ class EncounterRules:
         self._line_memo: dict[tuple, tuple] = {}
         self._for_submitter = audience == "submitter"
         self._age_ranges: dict[tuple[str, ...], tuple[float, float]] = {}
+        self._age_spans: dict[tuple, tuple] = {}
+        self._evidence_memo: dict[tuple[str, ...], bool] = {}
         self.batch_size = BATCH  # claims per registry read (validate_x12 batches by it)
 
     def use_seen_index(self, index) -> None:
@@ -225,7 +236,7 @@ class EncounterRules:
         def event_members(cin: str, assignments) -> bool:
             # utilization history only for members whose POF evidence is still to be checked
             return need_history and cin not in checked and any(
-                p in pofs for a in assignments for p in a.pof_codes)
+                self._has_evidence_pof(a.pof_codes) for a in assignments)
 
         snap = self.registry.snapshot(
             cins, npis, days=(first, last) if first is not None else None, events=self._events,
@@ -409,6 +420,8 @@ class EncounterRules:
         label = None
         history_keys = ctx.history_keys
         line_memo = self._line_memo
+        enrolments = ctx.enrolments.get(cin) if member_known else None
+        has_providers = loaded["providers"]
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
@@ -466,12 +479,11 @@ class EncounterRules:
                                 assignment.provider_tin and assignment.provider_tin == tin):
                             add(out, "ECM-PRV-001", *self._line_place(place, index),
                                 line_stranger, day=day.isoformat(), assigned=n or "unknown")
-                    enrolments = ctx.enrolments.get(cin)
                     if enrolments:
                         self._check_programs(out, enrolments, place, index, day, line_stranger)
                 elif loaded["members"] and valid_cin and unassigned is None:
                     unassigned = self._unassigned(v, line, ctx)
-                if loaded["providers"]:
+                if has_providers:
                     active, is_ecm, _ = self._provider_memo.get((npi, day)) or \
                         self._provider(npi, day)
                     if not active:
@@ -484,7 +496,7 @@ class EncounterRules:
                 if loaded["cs_authorizations"] and valid_cin:
                     self._check_cs_authorization(out, v, service, place, index, ctx, day,
                                                  line_stranger)
-                if loaded["providers"]:
+                if has_providers:
                     active, _, cs_services = self._provider_memo.get((npi, day)) or \
                         self._provider(npi, day)
                     if not active:
@@ -502,20 +514,22 @@ class EncounterRules:
             add(out, rule, place.member, place.ordinal, stranger,
                 **{"day": _first_day(lines), **values})
         if ecm and member_known:
-            ranges = self._age_ranges
+            spans = self._age_spans
             for day, assignment in ecm:
-                if assignment is None or assignment.birth_date is None:
+                birth = assignment.birth_date if assignment is not None else None
+                if birth is None:
                     continue
-                low_high = ranges.get(assignment.pof_codes)
-                if low_high is None:
-                    low_high = self._age_range(assignment.pof_codes)
-                if not low_high[0] <= age_on(assignment.birth_date, day) < low_high[1]:
+                span = spans.get((birth, assignment.pof_codes))
+                if span is None:
+                    span = self._age_span(birth, assignment.pof_codes)
+                start, end = span
+                if (start is not None and day < start) or (end is not None and day >= end):
                     # an age some POF does not fit: the findings, in the rules' order
                     self._check_ages(out, ecm, place, stranger)
                     break
         if ecm and loaded["history"] and member_known and cin not in self._pof_checked:
             self._pof_checked.add(cin)
-            if any(p in self._evidence_pofs for a in assignments for p in a.pof_codes):
+            if any(self._has_evidence_pof(a.pof_codes) for a in assignments):
                 gaps = pof_shortfalls(assignments, ctx.history.get(cin, []),
                                       self.codes.utilization,
                                       (self.codes.event_by_place, self.codes.event_by_code),
@@ -526,6 +540,24 @@ class EncounterRules:
                         add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
                             anywhere=True, **{"day": shown_first, **gap})
         return out
+
+    def _has_evidence_pof(self, pofs: tuple[str, ...]) -> bool:
+        """Whether one of ``pofs`` has utilization evidence to look for (memo)."""
+        found = self._evidence_memo.get(pofs)
+        if found is None:
+            found = self._evidence_memo[pofs] = any(p in self._evidence_pofs for p in pofs)
+        return found
+
+    def _age_span(self, birth: date, pofs: tuple[str, ...]) -> tuple[date | None, date | None]:
+        """The days on which a member born on ``birth`` has an age every POF of ``pofs``
+        fits: from the first (None: always) to before the second (None: for ever) (memo)."""
+        low, high = self._age_ranges.get(pofs) or self._age_range(pofs)
+        if len(self._age_spans) > 200_000:
+            self._age_spans.clear()
+        found = self._age_spans[(birth, pofs)] = (
+            None if low == float("-inf") else _turns(birth, int(low)),
+            None if high == float("inf") else _turns(birth, int(high)))
+        return found
 
     def _age_range(self, pofs: tuple[str, ...]) -> tuple[float, float]:
         """The ages every POF of ``pofs`` fits: ``low <= age < high`` (memo)."""

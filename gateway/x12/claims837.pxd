@@ -1,7 +1,10 @@
 # Cython declarations for the compiled build of claims837.py (an "augmenting" .pxd: the .py
 # stays the pure-Python source and fallback). ClaimCollector becomes an extension type whose
 # attributes are C struct fields instead of instance-dict entries (every segment reads several);
-# ``__dict__`` keeps any other attribute working as on a plain class.
+# ``__dict__`` keeps any other attribute working as on a plain class. Segment is reader.pxd's
+# extension type: the handlers' ``seg: Segment`` read its fields as struct members.
+from gateway.x12.reader cimport Segment
+
 cdef class ClaimCollector:
     cdef dict __dict__
     cdef public object d, on_claim, keep, submitters
