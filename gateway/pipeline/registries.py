@@ -399,16 +399,32 @@ def forget_routed_documents(registry: Registry, document_ids: list[str]) -> None
         conn.execute(delete(routed_claims).where(routed_claims.c.document_id.in_(document_ids)))
 
 
+def routed_rows(*, submission_id: str, sender: str, recipient: str, document_id: str,
+                x12: bytes, history_source: str | None = None) -> list[dict]:
+    """The routing records of a routed 837P's claims (:func:`record_routed` writes them)."""
+    return [{"submission_id": submission_id, "sender": sender, "recipient": recipient,
+             "document_id": document_id, "history_source": history_source, **claim}
+            for claim in claims_in(x12)]
+
+
 def record_routed(registry: Registry, *, submission_id: str, sender: str, recipient: str,
                   document_id: str, x12: bytes, history_source: str | None = None) -> int:
     """Index the claims of a routed 837P by ISA13/GS06/ST02 and claim id."""
-    rows = [{"submission_id": submission_id, "sender": sender, "recipient": recipient,
-             "document_id": document_id, "history_source": history_source, **claim}
-            for claim in claims_in(x12)]
+    rows = routed_rows(submission_id=submission_id, sender=sender, recipient=recipient,
+                       document_id=document_id, x12=x12, history_source=history_source)
     if rows:
         with registry.engine.begin() as conn:
             conn.execute(insert(routed_claims), rows)
     return len(rows)
+
+
+def replace_routed(registry: Registry, submission_id: str, rows: list[dict]) -> None:
+    """:func:`forget_routed` then the records ``rows`` (:func:`routed_rows`), in one
+    transaction: a run's routing records replace those of any earlier run of it."""
+    with registry.engine.begin() as conn:
+        conn.execute(delete(routed_claims).where(routed_claims.c.submission_id == submission_id))
+        if rows:
+            conn.execute(insert(routed_claims), rows)
 
 
 def claims_in(x12: bytes) -> list[dict]:

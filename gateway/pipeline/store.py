@@ -615,16 +615,19 @@ class Store:
         now = _utc(now)
         c = submissions.c
         with self._write() as conn:
-            found = select(c.id).where(_claimable(now)).order_by(c.created_at, c.id).limit(1)
+            found = select(c.id, c.started_at).where(_claimable(now)) \
+                .order_by(c.created_at, c.id).limit(1)
             if self.dialect == "postgresql":
                 found = found.with_for_update(skip_locked=True)
-            submission_id = conn.execute(found).scalar()
-            if submission_id is None:
+            row = conn.execute(found).first()
+            if row is None:
                 return None
+            submission_id, started = row
             conn.execute(update(submissions).where(c.id == submission_id)
                          .values(run_state="running", lease_owner=worker,
                                  lease_until=now + lease, started_at=now))
-            _discard_outputs(conn, submission_id)
+            if started is not None:  # a run began before (it had outputs only if it did)
+                _discard_outputs(conn, submission_id)
         return submission_id
 
     def extend_lease(self, submission_id: str, worker: str, lease: timedelta,
@@ -1493,6 +1496,9 @@ def _discard_outputs(conn: Connection, submission_id: str) -> None:
     conn.execute(findings_table.delete().where(findings_table.c.submission_id == submission_id))
 
 
+_TAKE_STATEMENTS: dict[str, object] = {}  # dialect name -> the upsert of _take_numbers
+
+
 def _take_numbers(conn: Connection, name: str, count: int) -> list[int]:
     """One statement (an upsert returning the new last number): the row lock it takes on
     PostgreSQL, and the write lock ``BEGIN IMMEDIATE`` holds on SQLite, make it atomic."""
@@ -1502,12 +1508,18 @@ def _take_numbers(conn: Connection, name: str, count: int) -> list[int]:
         from sqlalchemy.dialects.postgresql import insert as upsert
     else:
         from sqlalchemy.dialects.sqlite import insert as upsert
-    c = control_counters.c
-    statement = upsert(control_counters).values(name=name, value=(count - 1) % MAX_CONTROL + 1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[c.name], set_={"value": (c.value + count - 1) % MAX_CONTROL + 1}
-    ).returning(c.value)
-    last = conn.execute(statement).scalar_one()
+    statement = _TAKE_STATEMENTS.get(conn.dialect.name)
+    if statement is None:  # built once per dialect: building it cost more than running it
+        c = control_counters.c
+        statement = upsert(control_counters).values(name=bindparam("name"),
+                                                    value=bindparam("first"))
+        statement = statement.on_conflict_do_update(
+            index_elements=[c.name], set_={"value": (c.value + bindparam("step", type_=Integer))
+                                          % MAX_CONTROL + 1}
+        ).returning(c.value)
+        _TAKE_STATEMENTS[conn.dialect.name] = statement
+    last = conn.execute(statement, {"name": name, "first": (count - 1) % MAX_CONTROL + 1,
+                                    "step": count - 1}).scalar_one()
     # the numbers that end at ``last``: (previous last + i) wrapped, as counters.py gives them
     return [(last - 1 - (count - 1 - i)) % MAX_CONTROL + 1 for i in range(count)]
 

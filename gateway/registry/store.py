@@ -211,6 +211,12 @@ class HistoryLine:
                 self.modifiers, self.units)
 
 
+# which registries hold any row: one EXISTS per table, in one statement (Registry.loaded)
+_LOADED_NAMES = ("members", "providers", "history", "cs_authorizations")
+_LOADED = select(*(select(table.c.id).exists().label(name) for name, table in zip(
+    _LOADED_NAMES, (assignments, providers, history, cs_authorizations))))
+
+
 @dataclass
 class Snapshot:
     """What a batch of claims needs from the registries, keyed for O(1) lookups."""
@@ -504,11 +510,10 @@ class Registry:
             history_of[line.cin].append(line)
 
     def loaded(self) -> dict[str, bool]:
+        """Which registries hold any row (one statement: a routing run asks every time)."""
         with self.engine.connect() as conn:
-            return {name: conn.execute(select(table.c.id).limit(1)).first() is not None
-                    for name, table in (("members", assignments), ("providers", providers),
-                                        ("history", history),
-                                        ("cs_authorizations", cs_authorizations))}
+            row = conn.execute(_LOADED).one()
+        return {name: bool(value) for name, value in zip(_LOADED_NAMES, row)}
 
     def assignments_of(self, cins: Iterable[str] | None = None) -> dict[str, list[Assignment]]:
         """The assignments of ``cins`` (every member's when None), by member."""

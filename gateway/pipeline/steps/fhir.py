@@ -255,14 +255,17 @@ class Router:
 
     # -- per submission ----------------------------------------------------------------------
     def finish(self) -> None:
-        """Write each plan's RTF CSV and 837P (into the step's result)."""
+        """Write each plan's RTF CSV and 837P (into the step's result); the 837Ps' claims
+        replace the routing records of any earlier run of the submission (a re-run after a
+        crash indexes its own claims afresh), in one transaction."""
         from gateway.conversion import canonical_to_837p
         from gateway.fhir.mapping.rtf import write_rtf_csv
-        from gateway.pipeline.registries import record_consents, record_routed
+        from gateway.pipeline.registries import record_consents, replace_routed, routed_rows
         from gateway.pipeline.delivery import envelope_numbers
         from gateway.x12.writer import envelope_settings
 
         several = len(self._outputs) > 1
+        records: list[dict] = []
         for plan_id, output in self._outputs.items():
             middle = f".{plan_id}" if several else ""
             if output.rtf_rows:
@@ -288,9 +291,10 @@ class Router:
                 document = self._deliver(plan_id, X12_ROLE,
                                          f"{self.submission_id}{middle}.837p.x12", content,
                                          X12_MEDIA)
-                record_routed(self.registry, submission_id=self.submission_id,
-                              sender=self.partner.id, recipient=plan_id, document_id=document,
-                              x12=content)
+                records.extend(routed_rows(
+                    submission_id=self.submission_id, sender=self.partner.id,
+                    recipient=plan_id, document_id=document, x12=content))
+        replace_routed(self.registry, self.submission_id, records)
 
     # -- helpers -----------------------------------------------------------------------------
     def _deliver(self, recipient: str, role: str, name: str, content: bytes,
@@ -486,8 +490,6 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
     or every entry of a transaction Bundle) with gateway-assigned ids and route them
     (:class:`Router`). Status ``routed`` when something went to a plan, else ``validated``;
     ``rejected`` when the payload has errors."""
-    from gateway.pipeline.registries import forget_routed
-
     result = StepResult(submission_id)
     created = created_check(submission_id)  # a create this process's API received
     checked = created or check_stored_payload(store, submission_id)
@@ -528,9 +530,7 @@ def process_fhir(store, partners: Partners, partner: Partner, submission_id: str
             result.summary = {"kind": "fhir", "valid": False,
                               "resource_type": checked.resource_type}
             return result.reject("the resource cannot be routed", problems, read=True)
-    # a re-run (crash recovery) indexes its own 837P claims afresh
-    forget_routed(router.registry, submission_id)
-    router.finish()
+    router.finish()  # the routing records of an earlier run (crash recovery) replaced too
     result.add_findings(router.findings)
     summary = {"kind": "fhir", "valid": True, "resource_type": checked.resource_type,
                "resources": stored}
