@@ -120,6 +120,27 @@ def test_every_rtf_output_reads_back_in_the_default_rtf_layout(name):
 
 
 # -- CarePlan → encounters → 837P ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["careplan-ecm.json", "careplan-defects.json",
+                                  "careplan-variants.json"])
+def test_the_rules_on_a_careplans_claims_mapped_before_give_what_mapping_again_gives(name):
+    """careplan_to_encounters(claims=careplan_claims(...)) — the routing's queued run reusing
+    its create's dry-run mapping — answers exactly what mapping the CarePlan again does, with
+    the code-set rules and with a fill; the rules leave the mapped claims as they were."""
+    from gateway.fhir.mapping.careplan import careplan_claims
+
+    resource = load(name)
+    fill = {"member_last_name": "ALVAREZ", "member_first_name": "ROSA",
+            "billing_name": "HARBOR ECM", "billing_npi": "1234567893"}
+    for given_fill in (None, fill):
+        claims = careplan_claims(resource, None, None, given_fill)
+        before = copy.deepcopy(claims)
+        for _ in range(2):  # the dry run's rules, then the run's
+            assert careplan_to_encounters(resource, rules=EncounterRules(None),
+                                          claims=claims) == \
+                careplan_to_encounters(resource, rules=EncounterRules(None), fill=given_fill)
+        assert claims == before
+
+
 def test_careplan_completed_ecm_activities_become_one_claim_per_day():
     encounters, findings = careplan_to_encounters(load("careplan-ecm.json"))
     assert shown(findings) == [

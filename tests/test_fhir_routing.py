@@ -625,6 +625,45 @@ def test_a_run_redone_after_a_crash_routes_once(gateway):
     assert findings == ["FHIR-MAP-006", "ECM-POF-001"]
 
 
+def test_a_creates_run_takes_the_mapping_of_its_dry_run_and_routes_as_a_fresh_one(
+        gateway, monkeypatch):
+    """The create's dry run (routing_problems) keeps the CarePlan's mapping for the queued
+    run in this process, which takes it once; what it routes and finds is exactly what a run
+    that maps the CarePlan again routes and finds."""
+    from gateway.pipeline.steps import fhir as step
+
+    taken = []
+    take = step._take_mapping
+    monkeypatch.setattr(step, "_take_mapping", lambda key: taken.append(take(key)) or taken[-1])
+    step._MAPPED.clear()
+    answer = gateway.post("harbor", fixture(MAPPINGS, "careplan-ecm.json"))
+    assert len(taken) == 1 and taken[0] is not None  # the dry run's mapping, taken
+    assert not step._MAPPED  # once: nothing left behind
+    sid = answer.headers["x-submission-id"]
+    partners = gateway.app.state.partners
+    harbor = partners.partners["harbor"]
+    fresh = process_fhir(Run(gateway.store, sid), partners, harbor, sid)
+    assert taken[1:] == [None]  # mapped again
+    stored = gateway.store.documents(sid)
+
+    def content(role: str, documents: list[dict]) -> bytes:
+        return bytes(next(d["content"] for d in documents if d["role"] == role))
+
+    assert content("routed-rtf", fresh.documents) == gateway.fetch(
+        "demo-plan", next(d for d in gateway.routed("demo-plan") if d["role"] == "routed-rtf"))
+    assert claims_part(content("routed-837p", fresh.documents)) == claims_part(
+        gateway.fetch("demo-plan", next(d for d in gateway.routed("demo-plan")
+                                        if d["role"] == "routed-837p")))
+    assert [f.as_dict() for f in fresh.findings] == [
+        {k: f[k] for k in fresh.findings[0].as_dict()} for f in gateway.store.findings(sid)]
+    assert fresh.summary == gateway.store.submission(sid)["summary"]
+    assert len(stored) == 3
+    # a changed spec (a new object) is mapped again, not taken
+    step._keep_mapping(("key",), ("rows", "found", "claims"))
+    monkeypatch.setattr(step, "_mapping_specs", lambda: ({}, {}))
+    assert take(("key",)) is None and not step._MAPPED
+
+
 # -- the encounter history as FHIR -----------------------------------------------------------------
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 

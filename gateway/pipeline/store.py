@@ -475,8 +475,8 @@ class Store:
 
     def submission(self, submission_id: str) -> dict | None:
         with self._read() as conn:
-            row = conn.execute(_select_submissions().where(
-                submissions.c.id == submission_id)).mappings().first()
+            row = conn.execute(_SUBMISSION_BY_ID, {"submission_id": submission_id}
+                               ).mappings().first()
         return _submission_dict(row) if row is not None else None
 
     def answer(self, submission_id: str, ack_role: str = "ack-999"
@@ -692,11 +692,12 @@ class Store:
             if row is None:
                 return False
             created, started = (_utc(v) if v is not None else now for v in row)
-            conn.execute(update(submissions).where(c.id == submission_id).values(
-                run_state="done", lease_owner=None, lease_until=None, finished_at=now,
-                run_ms=_ms(now - started), latency_ms=_ms(now - created)))
-            if run is not None:
-                _write_outputs(conn, run)
+            done = dict(run_state="done", lease_owner=None, lease_until=None, finished_at=now,
+                        run_ms=_ms(now - started), latency_ms=_ms(now - created))
+            if run is not None:  # the run's status, summary and attempts in the same UPDATE
+                _write_outputs(conn, run, done)
+            else:
+                conn.execute(update(submissions).where(c.id == submission_id).values(**done))
         if run is not None:
             run.written()
         return True
@@ -1337,10 +1338,12 @@ class Run:
             self.written_before = False
 
 
-def _write_outputs(conn: Connection, run: Run) -> None:
+def _write_outputs(conn: Connection, run: Run, also: dict | None = None) -> None:
+    """Write what ``run`` holds; ``also``: more columns of the submission's row to set in
+    the same UPDATE (the end of the run, :meth:`Store.finish`)."""
     sid = run.submission_id
     c = submissions.c
-    values: dict = {}
+    values: dict = dict(also or {})
     if run._statuses:
         last = run._statuses[-1]
         values.update(status=last["status"], error=last["error"], updated_at=last["at"])
@@ -1609,6 +1612,10 @@ _ORIGINAL_BY = {"idempotency_key": _original_by("idempotency_key", False),
 
 def _select_submissions():
     return select(*(submissions.c[name] for name in _SUBMISSION_FIELDS))
+
+
+# a submission by id (Store.submission, asked for by every run): the statement built once
+_SUBMISSION_BY_ID = _select_submissions().where(submissions.c.id == bindparam("submission_id"))
 
 
 def _submission_dict(row) -> dict:

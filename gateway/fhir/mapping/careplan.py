@@ -50,33 +50,48 @@ def claim_id(template: str, **values: str) -> str:
 
 def careplan_to_encounters(resource: dict, settings: EnvelopeSettings | None = None,
                            rules: EncounterRules | None = None,
-                           catalogue: RuleCatalogue | None = None, fill: dict | None = None
+                           catalogue: RuleCatalogue | None = None, fill: dict | None = None,
+                           claims: list[tuple[list | None, list[Finding]]] | None = None
                            ) -> tuple[list[Encounter], list[Finding]]:
     """The encounters of a CarePlan (or of every CarePlan in a Bundle) that pass the ECM rules,
     and the findings. ``settings`` give the submitter and the plan (payer); ``rules`` default
     to the code-set rules alone (pass one with registries for assignment checks); ``fill``
     (claim field → value) what the caller knows when the CarePlan names its member or billing
-    provider by identifier only (member name, billing provider name, NPI, TIN, address)."""
+    provider by identifier only (member name, billing provider name, NPI, TIN, address).
+    ``claims``: :func:`careplan_claims` of the same resource, settings and fill, made before
+    (the mapping is not done again; only the rules run)."""
     catalogue = catalogue or default_catalogue()
-    settings = settings or envelope_settings("plan-default")
+    if claims is None:
+        claims = careplan_claims(resource, settings, catalogue, fill)
     rules = rules or EncounterRules(None, catalogue=catalogue)
-    sources = sources_of(resource, "CarePlan")
-    if not sources:
-        found = wrong_type(resource, "CarePlan", catalogue)
-        return [], [found] if found else []
     encounters: list[Encounter] = []
     findings: list[Finding] = []
-    for source in sources:
-        base = entry_base(resource, source)
-        made, found = _one_careplan(source, base, settings, rules, catalogue, fill)
-        encounters.extend(made)
+    for batch, found in claims:
         findings.extend(found)
+        if batch is not None:
+            encounters.extend(_checked(batch, rules, catalogue, findings))
     return encounters, findings
 
 
+def careplan_claims(resource: dict, settings: EnvelopeSettings | None = None,
+                    catalogue: RuleCatalogue | None = None, fill: dict | None = None
+                    ) -> list[tuple[list | None, list[Finding]]]:
+    """The mapping half of :func:`careplan_to_encounters`: per CarePlan of ``resource``, its
+    claims as ``(encounter, place)`` before the ECM rules (None: nothing to check) and the
+    mapping's findings. The same input gives the same answer, which the rules only read."""
+    catalogue = catalogue or default_catalogue()
+    settings = settings or envelope_settings("plan-default")
+    sources = sources_of(resource, "CarePlan")
+    if not sources:
+        found = wrong_type(resource, "CarePlan", catalogue)
+        return [(None, [found] if found else [])]
+    return [_one_careplan(source, entry_base(resource, source), settings, catalogue, fill)
+            for source in sources]
+
+
 def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
-                  rules: EncounterRules, catalogue: RuleCatalogue, fill: dict | None = None
-                  ) -> tuple[list[Encounter], list[Finding]]:
+                  catalogue: RuleCatalogue, fill: dict | None = None
+                  ) -> tuple[list | None, list[Finding]]:
     spec = load_spec(SPEC)
     mapper = Mapper(spec, catalogue)
     codes = load_codesets()
@@ -123,9 +138,9 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
     if not by_day:
         if header_ok and not any(f.is_error for f in findings):
             mapper.finding(findings, "FHIR-MAP-010", base)
-        return [], findings
+        return None, findings
     if not header_ok:
-        return [], findings
+        return None, findings
     defaults = spec.get("defaults") or {}
     batch = []
     for day in sorted(by_day):
@@ -147,6 +162,12 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
                 lines=[f"{base}.activity[{index}].detail.code" for index, _ in part],
                 label=f"claim {identifier}")
             batch.append((encounter, place))
+    return batch, findings
+
+
+def _checked(batch: list, rules: EncounterRules, catalogue: RuleCatalogue,
+             findings: list[Finding]) -> list[Encounter]:
+    """The encounters of ``batch`` the ECM rules accept; their findings go to ``findings``."""
     accepted = []
     for (encounter, place), found in zip(batch, rules.check(batch)):
         findings.extend(found)
@@ -159,7 +180,7 @@ def _one_careplan(source: Source, base: str, settings: EnvelopeSettings,
                 findings.append(finding)
             continue
         accepted.append(encounter)
-    return accepted, findings
+    return accepted
 
 
 def _member_address(header: dict) -> Address | None:

@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -69,6 +71,50 @@ ROUTED_TYPES = ("ServiceRequest", "Task", "CarePlan")  # what the mappings route
 UNROUTABLE = ("FHIR-MAP-", "FHIR-ROUTE-001", "FHIR-ROUTE-003", "GATEWAY-AUTH-")
 CLAIM_VERDICT = "FHIR-MAP-008"  # a claim the ECM rules deny: not the resource's fault
 REFERRAL_MEDIA, CSV_MEDIA = "application/json", "text/csv"
+
+
+# A CarePlan's mapping (its RTF rows, its claims before the ECM rules), as the dry run of a
+# create (routing_problems, in the API's request) made it, for the queued run of the same
+# create in this process: that run takes it instead of mapping the CarePlan again (the
+# mapping is half of what routing a CarePlan costs). Keyed by everything the mapping reads:
+# the resource's content, the day, the envelope profile, both fills (from the registries,
+# looked up again by the run: a MIF loaded in between is a different key) and the mapping
+# specs themselves (an edited spec is read again, a new object); taken once, then forgotten.
+MAPPED_KEPT = 256
+_MAPPED: OrderedDict[tuple, tuple] = OrderedDict()
+_MAPPED_LOCK = threading.Lock()
+
+
+def _mapping_key(resource: dict, today: date, settings, fill: dict, claim_fill: dict
+                 ) -> tuple:
+    return (json.dumps(resource, sort_keys=True, default=str), today, settings.name,
+            repr(sorted(fill.items())), repr(sorted(claim_fill.items())))
+
+
+def _mapping_specs() -> tuple:
+    from gateway.fhir.mapping.careplan import SPEC
+    from gateway.fhir.mapping.engine import load_spec
+
+    return load_spec("careplan-to-rtf"), load_spec(SPEC)
+
+
+def _keep_mapping(key: tuple, mapped: tuple) -> None:
+    with _MAPPED_LOCK:
+        _MAPPED[key] = (_mapping_specs(), mapped)
+        _MAPPED.move_to_end(key)
+        while len(_MAPPED) > MAPPED_KEPT:
+            _MAPPED.popitem(last=False)
+
+
+def _take_mapping(key: tuple) -> tuple | None:
+    with _MAPPED_LOCK:
+        kept = _MAPPED.pop(key, None)
+    if kept is None:
+        return None
+    specs, mapped = kept
+    if any(a is not b for a, b in zip(specs, _mapping_specs())):
+        return None  # a spec changed since: map again
+    return mapped
 
 
 @dataclass
@@ -99,6 +145,7 @@ class Router:
         # ``rules=False``: the code-set rules alone (a dry run: no registry look-ups)
         self.rules = server_rules(self.registry, submitter=partner, partners=partners) \
             if rules else None
+        self.rules_run = rules  # False: a dry run (routing_problems)
         self.catalogue = default_catalogue()
         # the look-ups of one routing run, each made once (a CarePlan asks for its member's
         # plan, MIF assignment and the sender's roster name from both of its mappings)
@@ -197,7 +244,7 @@ class Router:
                       entry, into="consent_rows", what="data-sharing RTF row")
 
     def _careplan(self, resource: dict, label: str) -> None:
-        from gateway.fhir.mapping.careplan import careplan_to_encounters
+        from gateway.fhir.mapping.careplan import careplan_claims, careplan_to_encounters
         from gateway.fhir.mapping.rtf import careplans_to_rtf
         from gateway.x12.writer import envelope_settings
 
@@ -207,13 +254,20 @@ class Router:
         target = self._plan(cin, None) if cin else None
         entry["plan"] = target.id if target else None
         settings = envelope_settings(target.envelope if target else "plan-default")
-        rows, found = careplans_to_rtf(resource, today=self.today, settings=settings,
-                                       catalogue=self.catalogue,
-                                       fill=self._fill(cin, target))
+        fill, claim_fill = self._fill(cin, target), self._claim_fill(cin, target)
+        key = _mapping_key(resource, self.today, settings, fill, claim_fill)
+        # the queued run takes the mapping its create's dry run made here (_MAPPED)
+        mapped = _take_mapping(key) if self.rules_run else None
+        if mapped is None:
+            mapped = (*careplans_to_rtf(resource, today=self.today, settings=settings,
+                                        catalogue=self.catalogue, fill=fill),
+                      careplan_claims(resource, settings, self.catalogue, claim_fill))
+            if not self.rules_run:  # a dry run (routing_problems): for the run to come
+                _keep_mapping(key, mapped)
+        rows, found, claims = mapped
         self.findings.extend(found)
-        encounters, made = careplan_to_encounters(resource, settings=settings, rules=self.rules,
-                                                  catalogue=self.catalogue,
-                                                  fill=self._claim_fill(cin, target))
+        encounters, made = careplan_to_encounters(resource, rules=self.rules,
+                                                  catalogue=self.catalogue, claims=claims)
         self.findings.extend(made)
         if cin is None:
             return self._note("FHIR-ROUTE-003", label)
