@@ -45,6 +45,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     delete,
@@ -377,12 +378,17 @@ def member_plan_rows(registry: Registry, cin: str) -> list[dict]:
     :func:`member_assignment` (the first row, of a plan's MIFs: the first whose
     :func:`plan_of_source` is that plan) answer for it -- the FHIR routing asks both of every
     member."""
-    c = assignments.c
+    global _MEMBER_PLAN_ROWS
+    if _MEMBER_PLAN_ROWS is None:  # built once: building it cost more than running it
+        c = assignments.c
+        _MEMBER_PLAN_ROWS = select(assignments).where(c.cin == bindparam("cin")).where(
+            c.source.like(f"{PLAN_PREFIX}%")).order_by(c.source.desc(), c.id.desc())
     with registry.engine.connect() as conn:
-        rows = conn.execute(select(assignments).where(c.cin == cin)
-                            .where(c.source.like(f"{PLAN_PREFIX}%"))
-                            .order_by(c.source.desc(), c.id.desc())).mappings().all()
+        rows = conn.execute(_MEMBER_PLAN_ROWS, {"cin": cin}).mappings().all()
     return [dict(row) for row in rows]
+
+
+_MEMBER_PLAN_ROWS = None
 
 
 # -- routed claims -------------------------------------------------------------------------------

@@ -613,19 +613,14 @@ class Store:
         """Take the oldest claimable submission for ``worker`` (``FOR UPDATE SKIP LOCKED`` on
         PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite); None when there is none."""
         now = _utc(now)
-        c = submissions.c
+        found = _CLAIM_NEXT_LOCKED if self.dialect == "postgresql" else _CLAIM_NEXT
         with self._write() as conn:
-            found = select(c.id, c.started_at).where(_claimable(now)) \
-                .order_by(c.created_at, c.id).limit(1)
-            if self.dialect == "postgresql":
-                found = found.with_for_update(skip_locked=True)
-            row = conn.execute(found).first()
+            row = conn.execute(found, {"now": now}).first()
             if row is None:
                 return None
             submission_id, started = row
-            conn.execute(update(submissions).where(c.id == submission_id)
-                         .values(run_state="running", lease_owner=worker,
-                                 lease_until=now + lease, started_at=now))
+            conn.execute(_CLAIM_ONE, {"submission_id": submission_id, "worker": worker,
+                                      "until": now + lease, "now": now})
             if started is not None:  # a run began before (it had outputs only if it did)
                 _discard_outputs(conn, submission_id)
         return submission_id
@@ -1614,7 +1609,18 @@ def _select_submissions():
     return select(*(submissions.c[name] for name in _SUBMISSION_FIELDS))
 
 
-# a submission by id (Store.submission, asked for by every run): the statement built once
+# the statements of every run, built once (building one cost more than running it):
+# claim_next's look for the oldest claimable submission (FOR UPDATE SKIP LOCKED on
+# PostgreSQL) and its claim
+_CLAIM_NEXT = select(submissions.c.id, submissions.c.started_at).where(
+    _claimable(bindparam("now", type_=UTCDateTime))).order_by(
+    submissions.c.created_at, submissions.c.id).limit(1)
+_CLAIM_NEXT_LOCKED = _CLAIM_NEXT.with_for_update(skip_locked=True)
+_CLAIM_ONE = update(submissions).where(submissions.c.id == bindparam("submission_id")).values(
+    run_state="running", lease_owner=bindparam("worker"),
+    lease_until=bindparam("until", type_=UTCDateTime),
+    started_at=bindparam("now", type_=UTCDateTime))
+# a submission by id (Store.submission, asked for by every run)
 _SUBMISSION_BY_ID = _select_submissions().where(submissions.c.id == bindparam("submission_id"))
 
 

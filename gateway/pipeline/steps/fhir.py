@@ -48,6 +48,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
 
 from gateway.fhir import CIN_SYSTEM, JSON_MEDIA
 from gateway.fhir.intake import ROLE, ROUTE_KIND, accepted_resources, member_identifiers
@@ -434,17 +435,12 @@ class Router:
         return fill
 
     def _roster_name(self, npi: str | None) -> str | None:
-        from sqlalchemy import select
-
-        from gateway.registry.store import providers
-
         if not npi:
             return None
 
         def look():
             with self.registry.engine.connect() as conn:
-                return conn.execute(select(providers.c.name).where(providers.c.npi == npi)
-                                    .limit(1)).scalar()
+                return conn.execute(_roster_query(), {"npi": npi}).scalar()
 
         return self._once(("roster", npi), look)
 
@@ -489,6 +485,16 @@ class Router:
     def _note(self, rule: str, label: str, **values) -> None:
         """A routing finding located at the resource (its type, as FHIRPath), naming it."""
         self._finding(rule, label.split("/")[0], resource=label, **values)
+
+
+@lru_cache(maxsize=1)
+def _roster_query():
+    """A provider's name in the plans' roster, by NPI (the statement built once)."""
+    from sqlalchemy import bindparam, select
+
+    from gateway.registry.store import providers
+
+    return select(providers.c.name).where(providers.c.npi == bindparam("npi")).limit(1)
 
 
 def routing_problems(store, partners: Partners, partner: Partner, resources: list[dict],
