@@ -679,11 +679,9 @@ class Store:
         same transaction. False (and nothing changes, nothing of ``run`` is written) when the
         worker had lost its lease."""
         now = _utc(now)
-        c = submissions.c
         with self._write() as conn:
-            row = conn.execute(select(c.created_at, c.started_at).where(
-                c.id == submission_id, c.run_state == "running", c.lease_owner == worker)
-            ).first()
+            row = conn.execute(_RUN_HELD, {"submission_id": submission_id, "worker": worker}
+                               ).first()
             if row is None:
                 return False
             created, started = (_utc(v) if v is not None else now for v in row)
@@ -692,7 +690,7 @@ class Store:
             if run is not None:  # the run's status, summary and attempts in the same UPDATE
                 _write_outputs(conn, run, done)
             else:
-                conn.execute(update(submissions).where(c.id == submission_id).values(**done))
+                _update_submission(conn, submission_id, done)
         if run is not None:
             run.written()
         return True
@@ -1337,7 +1335,6 @@ def _write_outputs(conn: Connection, run: Run, also: dict | None = None) -> None
     """Write what ``run`` holds; ``also``: more columns of the submission's row to set in
     the same UPDATE (the end of the run, :meth:`Store.finish`)."""
     sid = run.submission_id
-    c = submissions.c
     values: dict = dict(also or {})
     if run._statuses:
         last = run._statuses[-1]
@@ -1345,16 +1342,36 @@ def _write_outputs(conn: Connection, run: Run, also: dict | None = None) -> None
         conn.execute(insert(status_history), run._statuses)
     if run._summary is not None:
         values["summary"] = run._summary
-    if run.attempts:
-        values["attempts"] = c.attempts + run.attempts
-    if values:
-        result = conn.execute(update(submissions).where(c.id == sid).values(**values))
-        if result.rowcount == 0:
+    if values or run.attempts:
+        if _update_submission(conn, sid, values, run.attempts) == 0:
             raise KeyError(f"unknown submission {sid}")
     if run._findings:
         conn.execute(insert(findings_table), run._findings)
     if run._documents:  # in the order they were made: a routed copy after what it copies
         conn.execute(insert(documents_table), run._documents)
+
+
+_UPDATES: dict[tuple, object] = {}  # the columns an UPDATE of a submission sets -> it
+
+
+def _update_submission(conn: Connection, submission_id: str, values: dict,
+                       add_attempts: int = 0) -> int:
+    """Set ``values`` (column -> value) of a submission's row and add ``add_attempts`` to its
+    attempts; returns the rows changed. One statement per set of columns, built once (a run
+    sets the same few columns every time)."""
+    key = (*sorted(values), bool(add_attempts))
+    statement = _UPDATES.get(key)
+    if statement is None:
+        c = submissions.c
+        columns = {name: bindparam(f"set_{name}", type_=c[name].type) for name in key[:-1]}
+        if add_attempts:
+            columns["attempts"] = c.attempts + bindparam("add_attempts", type_=Integer)
+        statement = update(submissions).where(c.id == bindparam("submission_id")).values(
+            **columns)
+        _UPDATES[key] = statement
+    parameters = {f"set_{name}": value for name, value in values.items()}
+    parameters.update(submission_id=submission_id, add_attempts=add_attempts)
+    return conn.execute(statement, parameters).rowcount
 
 
 def _audit_entry(conn: Connection, entry: dict[str, str] | None, target: str,
@@ -1620,6 +1637,10 @@ _CLAIM_ONE = update(submissions).where(submissions.c.id == bindparam("submission
     run_state="running", lease_owner=bindparam("worker"),
     lease_until=bindparam("until", type_=UTCDateTime),
     started_at=bindparam("now", type_=UTCDateTime))
+# the run a worker holds (Store.finish)
+_RUN_HELD = select(submissions.c.created_at, submissions.c.started_at).where(
+    submissions.c.id == bindparam("submission_id"), submissions.c.run_state == "running",
+    submissions.c.lease_owner == bindparam("worker"))
 # a submission by id (Store.submission, asked for by every run)
 _SUBMISSION_BY_ID = _select_submissions().where(submissions.c.id == bindparam("submission_id"))
 
