@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
-from gateway.ecm.pof import STAY_KINDS, _matcher, month_start, months_back  # noqa: F401
-from gateway.ecm.codesets import EVENT_PRIORITY, event_index
+from gateway.ecm.pof import (STAY_KINDS, _matcher, classify, diagnosis_matcher,  # noqa: F401
+                             month_start, months_back)
+from gateway.ecm.codesets import event_index
 from gateway.registry.store import Assignment, HistoryLine
 from collections import Counter
 from gateway.findings import Finding
@@ -27,7 +28,8 @@ from gateway.model.encounter import Encounter, ServiceLine
 from gateway.registry.store import Registry, Snapshot, modifier_key, units_text
 from gateway.rules import RuleCatalogue, default_catalogue
 
-# -- gateway/ecm/pof.py as it was (events as objects, counted with Counter) ------------------
+# -- gateway/ecm/pof.py as it was (events as objects, counted with Counter); the helpers
+# that did not change (months_back, month_start, classify, diagnosis_matcher) are imported --
 @dataclass
 class Event:
     kind: str
@@ -35,26 +37,6 @@ class Event:
     end: date
     claims: set[str] = field(default_factory=set)
     diagnoses: set[str] = field(default_factory=set)
-
-
-def months_back(day: date, months: int) -> date:
-    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
-    return date(year, month + 1, min(day.day, 28))
-
-
-def month_start(day: date, months_before: int = 0) -> date:
-    year, month = divmod(day.year * 12 + day.month - 1 - months_before, 12)
-    return date(year, month + 1, 1)
-
-
-def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
-    """Which utilization event a history line is (ed_visit, inpatient_stay, snf_stay)."""
-    by_place, by_code = index
-    place = by_place.get(line.place_of_service)
-    code = by_code.get(line.procedure_code)
-    if place and code:  # the stronger of the two (a stay outranks a visit)
-        return place if EVENT_PRIORITY.index(place) <= EVENT_PRIORITY.index(code) else code
-    return place or code
 
 
 def events(history: list[HistoryLine], spec: dict,
@@ -95,17 +77,6 @@ def events(history: list[HistoryLine], spec: dict,
         visit.diagnoses.update(line.diagnoses)
     found.extend(visits.values())
     return sorted(found, key=lambda e: (e.start, e.kind))
-
-
-def diagnosis_matcher(spec: dict, name: str):
-    """A predicate on a set of diagnosis codes: any code inside one of the set's ranges."""
-    ranges = [(str(low).upper(), str(high).upper())
-              for low, high in (spec.get("diagnosis_sets", {}).get(name, {}).get("ranges") or ())]
-
-    def matches(codes) -> bool:
-        return any(low <= code[:len(low)] and code[:len(high)] <= high
-                   for code in codes for low, high in ranges)
-    return matches
 
 
 def window(spec: dict, criterion: dict, assignment: Assignment,
@@ -171,19 +142,6 @@ def _count(option: dict, evts: list[Event], spec: dict) -> int:
         return len(wanted)
     per_kind = Counter(e.kind for e in wanted)
     return max((per_kind[k] for k in kinds), default=0)
-
-
-_matchers: dict[tuple[int, str], object] = {}
-
-
-def _matcher(spec: dict, name: str):
-    """:func:`diagnosis_matcher`, made once per spec and set."""
-    key = (id(spec), name)
-    found = _matchers.get(key)
-    if found is None:
-        found = _matchers[key] = diagnosis_matcher(spec, name)
-    return found
-
 
 
 CIN_PATTERN_LENGTH = 9

@@ -14,23 +14,12 @@ event code lists, diagnosis sets, thresholds and the lookback anchor kept in
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import EVENT_PRIORITY, event_index
 from gateway.registry.store import Assignment, HistoryLine
 
 STAY_KINDS = ("inpatient_stay", "snf_stay")
-
-
-@dataclass
-class Event:
-    kind: str
-    start: date
-    end: date
-    claims: set[str] = field(default_factory=set)
-    diagnoses: set[str] = field(default_factory=set)
 
 
 def months_back(day: date, months: int) -> date:
@@ -53,46 +42,6 @@ def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
     return place or code
 
 
-def events(history: list[HistoryLine], spec: dict,
-           index: tuple[dict, dict] | None = None) -> list[Event]:
-    """The member's utilization events: stays as admissions, ED visits once a day, an ED
-    visit leading to an inpatient stay folded into the stay."""
-    index = index or event_index(spec)
-    gap = timedelta(days=int(spec.get("stay_gap_days", 1)))
-    by_kind: dict[str, list[HistoryLine]] = {}
-    for line in history:
-        kind = classify(line, index)
-        if kind is not None:
-            by_kind.setdefault(kind, []).append(line)
-    found: list[Event] = []
-    for kind in STAY_KINDS:
-        current: Event | None = None
-        for line in sorted(by_kind.get(kind, ()), key=lambda x: x.service_date):
-            day = line.service_date
-            if current is not None and (day <= current.end + gap or line.claim_id
-                                        and line.claim_id in current.claims):
-                current.end = max(current.end, day)
-            else:
-                current = Event(kind, day, day)
-                found.append(current)
-            if line.claim_id:
-                current.claims.add(line.claim_id)
-            current.diagnoses.update(line.diagnoses)
-    window = timedelta(days=int(spec.get("ed_admission_window_days", 1)))
-    admissions = [e for e in found if e.kind == "inpatient_stay"]
-    visits: dict[date, Event] = {}
-    for line in by_kind.get("ed_visit", ()):
-        day = line.service_date
-        stay = next((a for a in admissions if a.start - window <= day <= a.end), None)
-        if stay is not None:  # the ED visit that led to the admission is the stay
-            stay.diagnoses.update(line.diagnoses)
-            continue
-        visit = visits.setdefault(day, Event("ed_visit", day, day))
-        visit.diagnoses.update(line.diagnoses)
-    found.extend(visits.values())
-    return sorted(found, key=lambda e: (e.start, e.kind))
-
-
 def diagnosis_matcher(spec: dict, name: str):
     """A predicate on a set of diagnosis codes: any code inside one of the set's ranges."""
     ranges = [(str(low).upper(), str(high).upper())
@@ -104,19 +53,6 @@ def diagnosis_matcher(spec: dict, name: str):
     return matches
 
 
-def window(spec: dict, criterion: dict, assignment: Assignment,
-           latest: date | None) -> tuple[date, date] | None:
-    """The lookback window of a criterion for an assignment (see ``lookback_anchor``)."""
-    auth = assignment.authorization_date or assignment.benefit_start
-    if auth is None:
-        return None
-    months = int(criterion["window_months"])
-    if spec.get("lookback_anchor", "latest_claims_month") == "authorization_date":
-        return months_back(auth, months), auth
-    end = min(auth, latest) if latest else auth
-    return month_start(end, months - 1), end
-
-
 def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                    spec: dict, index: tuple[dict, dict] | None = None,
                    latest: date | None = None) -> list[dict]:
@@ -125,8 +61,9 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
 
     Runs once per member with ECM lines in a validation (and per member in
     :func:`pof_evidence`): it reads the spec compiled once (:func:`_compiled`) and the events
-    as small lists (:func:`_event_tuples`) - the same events and counts as :func:`events` and
-    :func:`_count`, without their objects."""
+    as small lists (:func:`_event_tuples`). tests/ecm_reference_rules.py keeps the earlier
+    object-per-event form of the same counting; tests/test_ecm_fast_path.py holds the two
+    equal."""
     compiled = _compiled(spec, index)
     gaps = []
     seen: set[str] = set()
@@ -191,7 +128,8 @@ class _Compiled:
                                   criterion.get("other_criteria")))
 
     def window(self, assignment: Assignment, months, latest: date | None):
-        """:func:`window`."""
+        """The lookback window of a criterion for an assignment (``lookback_anchor``:
+        ``authorization_date``, or the latest month of adjudicated claims, the default)."""
         auth = assignment.authorization_date or assignment.benefit_start
         if auth is None:
             return None
@@ -217,8 +155,10 @@ def _compiled(spec: dict, index: tuple[dict, dict] | None) -> _Compiled:
 
 
 def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
-    """:func:`events` as ``[kind, start, end, claims, diagnoses]`` lists (same merging of
-    stays, same folding of an ED visit into the stay it led to), in no particular order."""
+    """The member's utilization events as ``[kind, start, end, claims, diagnoses]`` lists, in
+    no particular order: stays as admissions (lines of one kind on days no more than
+    ``stay_gap_days`` apart, or of one claim, are one stay), ED visits once a day, an ED visit
+    within ``ed_admission_window_days`` before an inpatient stay folded into the stay."""
     kind_of = c.kind_of
     by_kind: dict[str, list[HistoryLine]] = {}
     for line in history:
@@ -281,7 +221,8 @@ def _service_date(line: HistoryLine) -> date:
 
 
 def _count_tuples(evts: list[list], kinds: tuple[str, ...], matches, sum_kinds: bool) -> int:
-    """:func:`_count` over :func:`_event_tuples`."""
+    """How many events of ``kinds`` (with a matching diagnosis when ``matches``) the
+    alternative has: the best single kind, or all kinds together when ``sum_kinds``."""
     per_kind: dict[str, int] = {}
     total = 0
     for e in evts:
@@ -320,18 +261,6 @@ def pof_evidence(registry, spec: dict, cins: list[str] | None = None,
         gaps = pof_shortfalls(assigned[cin], [], spec, index, latest)
         if gaps:
             yield cin, gaps
-
-
-def _count(option: dict, evts: list[Event], spec: dict) -> int:
-    kinds = option["events"]
-    wanted = [e for e in evts if e.kind in kinds]
-    if option.get("diagnoses"):
-        matches = _matcher(spec, option["diagnoses"])
-        wanted = [e for e in wanted if matches(e.diagnoses)]
-    if option.get("sum_kinds"):
-        return len(wanted)
-    per_kind = Counter(e.kind for e in wanted)
-    return max((per_kind[k] for k in kinds), default=0)
 
 
 _matchers: dict[tuple[int, str], object] = {}
