@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
@@ -150,6 +151,15 @@ def validate_x12(
     rule_batch = getattr(rules, "batch_size", RULE_BATCH)
 
     def run_rules() -> None:
+        if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
+            pipe.submit([(c.encounter, _place_key(c)) for c in pending
+                         if c.encounter is not None])
+            for claim in pending:
+                if not keep_encounters:
+                    claim.encounter = None
+                sink(claim)
+            pending.clear()
+            return
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
         found = rules.check([(e, claim_place(c)) for c, e in batch])
         for (claim, _), findings in zip(batch, found):
@@ -172,9 +182,11 @@ def validate_x12(
 
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
     path = str(source) if parallel else ""
+    size = _input_size(source) if rules is not None else None
+    pipe = None
     if progress is not None and isinstance(source, (str, os.PathLike)):
         source = _Counting(open(source, "rb"), progress)  # noqa: SIM115 - the reader closes it
-    with X12Reader(source) as reader:
+    with X12Reader(source) as reader, _rules_worker(rules, size) as pipe:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
         # with rules only: the light view the rules read, not the model (claims837)
         keep = keep_encounters or ("rules" if rules is not None else False)
@@ -195,6 +207,8 @@ def validate_x12(
             submitters = collector.submitters
         if rules is not None:
             run_rules()
+            if pipe is not None:
+                rule_findings.extend(pipe.finish())
             rule_findings[:0] = rules.notes()
         findings = envelope.finish(last) + guide_findings + rule_findings
     for claim in unreadable:
@@ -210,6 +224,51 @@ def validate_x12(
     return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
                      findings=findings, interchanges=envelope.interchanges, claims=claims,
                      segments=last, lines=lines, submitters=submitters)
+
+
+def _input_size(source) -> int | None:
+    """The size of an input in bytes, when known before reading it."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source)
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return os.path.getsize(source)
+        return os.fstat(source.fileno()).st_size
+    except (OSError, AttributeError, ValueError, TypeError):
+        return None
+
+
+def _place_key(claim: ClaimRecord) -> tuple:
+    """What :func:`_place_of` needs of a claim (shipped to the ECM rules' worker)."""
+    return (claim.transaction, claim.index, claim.subscriber_index, claim.start,
+            claim.claim_id, claim.line_refs)
+
+
+class _PlaceKey(NamedTuple):
+    transaction: tuple[int, int, int]
+    index: int
+    subscriber_index: int
+    start: int
+    claim_id: str
+    line_refs: list[tuple[int, int]]
+
+
+def _place_of(key: tuple) -> _X12Place:
+    """A claim's place from :func:`_place_key` (in the ECM rules' worker)."""
+    return _X12Place(_PlaceKey._make(key))
+
+
+@contextmanager
+def _rules_worker(rules, size: int | None):
+    """The ECM rules' worker process for this validation (the rules decide whether there is
+    one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
+    start = getattr(rules, "pipelined", None)
+    worker = start(size, _place_of) if start is not None else None
+    if worker is None:
+        yield None
+        return
+    with worker:
+        yield worker
 
 
 class _Counting:
