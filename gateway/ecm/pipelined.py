@@ -140,8 +140,8 @@ def _reopen(locator):
 def start(rules: EncounterRules, size: int | None,
           place_of: Callable[[tuple], object]) -> RulesWorker | None:
     """A worker running ``rules`` for one validation of ``size`` bytes, or None when
-    :func:`pipelining` says no. ``place_of(key)``: the :class:`~gateway.ecm.rules.ClaimPlace`
-    of a claim from the key the caller ships with its view (runs in the worker)."""
+    :func:`pipelining` says no. ``place_of(row)``: the :class:`~gateway.ecm.rules.ClaimPlace`
+    of a claim from the tuple the caller submits for it (runs in the worker)."""
     rules.reclaim()
     if not pipelining(rules, size):
         return None
@@ -203,7 +203,7 @@ def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends
             kind = message[:1]
             if kind == _BATCH:
                 batch = pickle.loads(memoryview(message)[1:])
-                found = rules.check([(view, place_of(key)) for view, key in batch])
+                found = rules.check([(row[0], place_of(row)) for row in batch])
                 outbox.send_bytes(_FINDINGS + _pack(
                     [_finding_row(f) for findings in found for f in findings]))
             elif kind == _END:
@@ -287,15 +287,18 @@ class RulesWorker:
         if kind is not None:
             self.close()
 
-    def submit(self, batch: list[tuple[object, tuple]]) -> None:
-        """One batch of (claim view or encounter, place key), in claim order."""
+    def submit(self, batch: list[tuple]) -> None:
+        """One batch of claims in claim order, each a tuple: its view (or encounter, viewed
+        here), then what ``place_of`` needs (the tuple is handed to it whole)."""
         from gateway.model.view import view_of
 
         if not batch:
             return
-        views = [(e if e.__class__ is tuple else view_of(e), key) for e, key in batch]
+        for i, row in enumerate(batch):
+            if row[0].__class__ is not tuple:  # an encounter (kept, or a claim in doubt)
+                batch[i] = (view_of(row[0]), *row[1:])
         self._take(block=False)
-        self._send(_BATCH + pickle.dumps(views, protocol=pickle.HIGHEST_PROTOCOL))
+        self._send(_BATCH + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
 
     def finish(self) -> list[Finding]:
         """Every finding of the run, in claim order. The worker then waits, holding the

@@ -180,9 +180,10 @@ class EncounterRules:
     # -- in a worker process (gateway/ecm/pipelined.py) ----------------------------------------
     def pipelined(self, size: int | None, place_of):
         """A worker process running these rules alongside a validation of ``size`` bytes
-        (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of (view, place key),
-        ``finish`` for the findings in order), or None: run them here with :meth:`check`.
-        ``place_of(key)`` makes a claim's :class:`ClaimPlace` from its key (in the worker).
+        (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of (view, what the
+        place needs...) tuples, ``finish`` for the findings in order), or None: run them here
+        with :meth:`check`. ``place_of(row)`` makes a claim's :class:`ClaimPlace` from its tuple
+        (in the worker).
         Whether to is decided by :func:`gateway.ecm.pipelined.pipelining`."""
         from gateway.ecm.pipelined import start
 

@@ -152,8 +152,8 @@ def validate_x12(
 
     def run_rules() -> None:
         if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
-            pipe.submit([(c.encounter, _place_key(c)) for c in pending
-                         if c.encounter is not None])
+            pipe.submit([(c.encounter, c.transaction, c.index, c.subscriber_index, c.start,
+                          c.claim_id, c.line_refs) for c in pending if c.encounter is not None])
             for claim in pending:
                 if not keep_encounters:
                     claim.encounter = None
@@ -238,13 +238,11 @@ def _input_size(source) -> int | None:
         return None
 
 
-def _place_key(claim: ClaimRecord) -> tuple:
-    """What :func:`_place_of` needs of a claim (shipped to the ECM rules' worker)."""
-    return (claim.transaction, claim.index, claim.subscriber_index, claim.start,
-            claim.claim_id, claim.line_refs)
+class _ClaimRow(NamedTuple):
+    """What the ECM rules' worker gets of a claim: its view (or encounter), then what
+    :class:`_X12Place` reads of the claim (one flat tuple: one object less to ship a claim)."""
 
-
-class _PlaceKey(NamedTuple):
+    encounter: object
     transaction: tuple[int, int, int]
     index: int
     subscriber_index: int
@@ -253,9 +251,9 @@ class _PlaceKey(NamedTuple):
     line_refs: list[tuple[int, int]]
 
 
-def _place_of(key: tuple) -> _X12Place:
-    """A claim's place from :func:`_place_key` (in the ECM rules' worker)."""
-    return _X12Place(_PlaceKey._make(key))
+def _place_of(row: tuple) -> _X12Place:
+    """A claim's place from its :class:`_ClaimRow` (in the ECM rules' worker)."""
+    return _X12Place(_ClaimRow._make(row))
 
 
 @contextmanager
