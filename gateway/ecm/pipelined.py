@@ -45,12 +45,8 @@ import pickle
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from gateway.findings import Finding, Severity
-
-if TYPE_CHECKING:
-    from gateway.ecm.rules import EncounterRules
 
 IMAGE_LIMIT = 512 * 1024 * 1024  # in-memory registries larger than this stay in-process
 DEFAULT_PIPELINE_BYTES = 1024 * 1024
