@@ -518,14 +518,15 @@ def profile_table(profiler, top: int = 18) -> dict:
     return {"total": total, "tottime": by_tot, "cumtime": ours}
 
 
-def memory_registry(db: str):
-    """The registry as the command line holds it: in memory (``Registry()``), here copied from
-    the SQLite file the load steps wrote (untimed)."""
+def memory_registry(db: str, plain: bool = False):
+    """The registry as the command line holds it: in memory (``Registry.in_memory_file()``;
+    ``plain``: ``Registry()``), here copied from the SQLite file the load steps wrote
+    (untimed)."""
     import sqlite3
 
     from gateway.registry.store import Registry
 
-    registry = Registry()
+    registry = Registry() if plain else Registry.in_memory_file()
     raw = registry.engine.raw_connection()
     try:
         source = sqlite3.connect(db)

@@ -242,7 +242,7 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.rules import partner_catalogue
 
     catalogue = partner_catalogue(args.partner)
-    registry = Registry()
+    registry = Registry.in_memory_file()  # (a rules worker process opens it too)
     presumptive = presumptive_of(args.partner)
     reports = load_registries(registry, args.members, args.providers, args.history,
                               args.cs_authorizations, presumptive=presumptive)

@@ -251,3 +251,28 @@ def test_cli_same_output_pipelined(monkeypatch):
         outputs.append(json.loads(done.stdout))
     assert outputs[0] == outputs[1]
     assert any(f["rule"].startswith("ECM-") for f in outputs[1]["files"][-2]["findings"])
+
+
+def test_registry_in_a_memory_file(pipelining, generated):
+    """The command line's registry (a SQLite file on the memory file system) is opened by the
+    worker by its path (no image), gives the same findings, and its folder goes with it."""
+    import gc
+    from pathlib import Path
+
+    path, source = generated
+    registry = Registry.in_memory_file()
+    folder = Path(registry.memory_file).parent
+    assert folder.is_dir() and oct(folder.stat().st_mode & 0o777) == "0o700"
+    raw = registry.engine.raw_connection()
+    image = source.engine.raw_connection()
+    try:
+        image.driver_connection.backup(raw.driver_connection)  # (a copy of the registry)
+    finally:
+        image.close()
+        raw.close()
+    assert pipelined._locator(registry)[0] == "memory-file"
+    here, there, worked = both_ways(path, registry)
+    assert worked and here == there and any(f[0] == "ECM-POF-001" for f in there)
+    del registry
+    gc.collect()
+    assert not folder.exists()

@@ -21,10 +21,12 @@ Where it applies (decided here and only here, :func:`pipelining`):
   pipeline: forking a multi-threaded process can deadlock the child on a lock another thread
   held. (``spawn`` is not used instead: a fresh interpreter importing the gateway costs more than
   the rules of a file of this size.)
-* registries the worker can open itself: a database by its URL (a SQLite file, PostgreSQL), or
-  an in-memory SQLite registry (the command line's) up to ``IMAGE_LIMIT`` bytes, handed over as
-  a serialized image (``sqlite3.Connection.serialize``). A connection is never used on both
-  sides of the fork.
+* registries the worker can open itself: a database by its URL (a SQLite file, PostgreSQL);
+  the command line's registry, a SQLite file on the memory file system
+  (:meth:`~gateway.registry.store.Registry.in_memory_file`), by its path; any other in-memory
+  SQLite registry (``Registry()``) up to ``IMAGE_LIMIT`` bytes, handed over as a serialized
+  image (``sqlite3.Connection.serialize``: a copy, paid by the caller). A connection is never
+  used on both sides of the fork.
 * an engine keeping its own within-file duplicate index (not ``use_seen_index``).
 
 The worker's state (the within-file duplicate index, units per member-day, members whose POF
@@ -90,9 +92,12 @@ def pipelining(rules: EncounterRules, size: int | None) -> bool:
 
 
 def _locator(registry, probe: bool = False):
-    """How the worker opens ``registry``: ("url", url), ("image", bytes) for an in-memory
-    SQLite database (None when larger than IMAGE_LIMIT); ``probe``: the image's size is checked,
-    the image not made."""
+    """How the worker opens ``registry``: ("url", url); ("memory-file", path) for
+    :meth:`~gateway.registry.store.Registry.in_memory_file` (the command line's);
+    ("image", bytes) for another in-memory SQLite database (None when
+    larger than IMAGE_LIMIT); ``probe``: the image's size is checked, the image not made."""
+    if getattr(registry, "memory_file", None):  # (the worker opens the same file)
+        return "memory-file", registry.memory_file
     engine = registry.engine
     url = engine.url
     if url.get_backend_name() != "sqlite":
@@ -125,6 +130,10 @@ def _reopen(locator):
     kind, value = locator
     if kind == "url":
         return Registry(value)
+    if kind == "memory-file":
+        from gateway.registry.store import memory_file_engine
+
+        return Registry(engine=memory_file_engine(value))
     import sqlite3
 
     connection = sqlite3.connect(":memory:", check_same_thread=False)
@@ -165,7 +174,24 @@ def start(rules: EncounterRules, size: int | None,
     locator.clear()
     inbox.close()
     outbox.close()
+    for connection in (to_worker, from_worker):
+        _widen(connection)
     return RulesWorker(rules, process, to_worker, from_worker)
+
+
+PIPE_BYTES = 1024 * 1024  # a pipe's buffer: a batch is written without waiting for the reader
+
+
+def _widen(connection) -> None:
+    """A larger buffer for the pipe behind ``connection`` (Linux; elsewhere as it is): the
+    caller's writes then rarely wait for the worker to be scheduled, and the worker's for the
+    caller."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(connection.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError:  # (above the system's pipe-max-size, or not a pipe)
+        pass
 
 
 # -- the worker ---------------------------------------------------------------------------------
