@@ -276,3 +276,17 @@ def test_registry_in_a_memory_file(pipelining, generated):
     del registry
     gc.collect()
     assert not folder.exists()
+
+
+def test_findings_come_back_whole():
+    """Every field of a finding crosses the pipe (a field added to Finding must be added to the
+    worker's rows too)."""
+    from gateway.findings import Finding, _FIELDS
+
+    finding = Finding(rule="ECM-MEM-003", severity="warning", location="ISA#1/GS#1/ST#1/2300[2]",
+                      message="m", source="s", segment=12, context={"segment": "CLM"},
+                      plan_rule="ECM-PRV-001", plan_message="p")
+    row = pipelined._finding_row(finding)
+    back = pipelined._finding(pipelined._unpack(pipelined._pack([row]))[0])
+    assert back == finding and len(row) == len(_FIELDS) == len(Finding.__slots__)
+    assert [getattr(back, name) for name in _FIELDS] == [getattr(finding, n) for n in _FIELDS]

@@ -242,10 +242,6 @@ def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends
             pass
 
 
-_FINDING_FIELDS = ("rule", "severity", "location", "message", "source", "segment", "context",
-                   "plan_rule", "plan_message")
-
-
 def _finding_row(f: Finding) -> tuple:
     return (f.rule, f.severity.value, f.location, f.message, f.source, f.segment, f.context,
             f.plan_rule, f.plan_message)
@@ -256,9 +252,16 @@ def _finding(row: tuple) -> Finding:
     them, without its keyword parsing: the findings of a file come back this way)."""
     finding = _new(Finding)
     put = _put
-    for name, value in zip(_FINDING_FIELDS, row):
-        put(finding, name, value)
-    put(finding, "severity", _SEVERITY[row[1]])
+    rule, severity, location, message, source, segment, context, plan_rule, plan_message = row
+    put(finding, "rule", rule)
+    put(finding, "severity", _SEVERITY[severity])
+    put(finding, "location", location)
+    put(finding, "message", message)
+    put(finding, "source", source)
+    put(finding, "segment", segment)
+    put(finding, "context", context)
+    put(finding, "plan_rule", plan_rule)
+    put(finding, "plan_message", plan_message)
     return finding
 
 
