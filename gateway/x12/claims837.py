@@ -138,6 +138,8 @@ class ClaimCollector:
         self._subscribers_in_st = 0
         self._lines_in_st = 0
         self.submitters: dict[tuple[int, int, int], tuple[str, str]] = {}
+        self._sv1: dict = {}  # SV1 text -> what _read_sv1 takes from it
+        self._hi: dict = {}  # HI text -> (qualifier, diagnosis codes)
 
     # -- helpers -----------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -358,13 +360,25 @@ class ClaimCollector:
         claim = self._claim
         if claim is None:
             return
-        comp = self.d.component
-        for value in seg.fields[1:]:
-            parts = value.split(comp)
-            if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
-                if parts[0] in ("ABK", "BK"):
-                    claim["dx_qualifier"] = parts[0]
-                claim["diagnoses"].append(parts[1])
+        # (qualifier of the principal diagnosis or "", codes), read once per HI text
+        found = self._hi.get(seg.raw)
+        if found is None:
+            comp = self.d.component
+            qualifier = ""
+            codes = []
+            for value in seg.fields[1:]:
+                parts = value.split(comp)
+                if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
+                    if parts[0] in ("ABK", "BK"):
+                        qualifier = parts[0]
+                    codes.append(parts[1])
+            found = (qualifier, codes)
+            if len(self._hi) >= SEGMENT_CACHE_SIZE:
+                self._hi.clear()
+            self._hi[seg.raw] = found
+        if found[0]:
+            claim["dx_qualifier"] = found[0]
+        claim["diagnoses"].extend(found[1])
 
     def _on_LX(self, seg: Segment) -> None:
         if self._claim is None:
@@ -379,19 +393,37 @@ class ClaimCollector:
         line = self._line
         if line is None:
             return
-        f = seg.fields
+        line["ordinal"] = seg.ordinal
+        # a file repeats its service lines: each SV1 text is read once
+        parsed = self._sv1.get(seg.raw)
+        if parsed is None:
+            parsed = self._read_sv1(seg.fields)
+            if len(self._sv1) >= SEGMENT_CACHE_SIZE:
+                self._sv1.clear()
+            self._sv1[seg.raw] = parsed
+        line.update(parsed)  # (its lists are shared, never changed: the model copies them)
+
+    def _read_sv1(self, f: list) -> dict:
+        """What a line takes from its SV1, and ``plain``: whether the readability check
+        (:meth:`_surely_readable`) can rely on it (amounts plain, few modifiers and pointers,
+        every pointer a number)."""
         if len(f) < 8:
             f = f + _PAD
         comp = self.d.component
         procedure = f[1].split(comp)
-        line["ordinal"] = seg.ordinal
-        line["code"] = procedure[1] if len(procedure) > 1 else ""
-        line["modifiers"] = [m for m in procedure[2:6] if m]
-        line["charge"] = f[2]
-        line["unit_type"] = f[3] or "UN"
-        line["units"] = f[4]
-        line["pos"] = f[5] or None
-        line["pointers"] = [p for p in f[7].split(comp) if p]
+        modifiers = [m for m in procedure[2:6] if m]
+        pointers = [p for p in f[7].split(comp) if p]
+        plain = _plain_amount(f[2]) and _plain_amount(f[4]) and \
+            len(modifiers) <= MAX_MODIFIERS and len(pointers) <= MAX_POINTERS
+        if plain:
+            try:
+                for pointer in pointers:
+                    int(pointer)
+            except ValueError:
+                plain = False
+        return {"code": procedure[1] if len(procedure) > 1 else "", "modifiers": modifiers,
+                "charge": f[2], "unit_type": f[3] or "UN", "units": f[4],
+                "pos": f[5] or None, "pointers": pointers, "plain": plain}
 
     def _on_DTP(self, seg: Segment) -> None:
         line = self._line
@@ -485,15 +517,10 @@ class ClaimCollector:
                     not 1 <= len(lines) <= MAX_LINES or not _plain_amount(claim["charge"]):
                 return False
             for line in lines:
-                if "code" not in line or "date" not in line or \
-                        not _plain_amount(line["charge"]) or \
-                        not _plain_amount(line["units"]) or \
-                        len(line["modifiers"]) > MAX_MODIFIERS or \
-                        len(line["pointers"]) > MAX_POINTERS:
+                # "plain": the line's SV1 was read and passes (_read_sv1)
+                if not line.get("plain") or "date" not in line:
                     return False
                 int(line["number"])
-                for pointer in line["pointers"]:
-                    int(pointer)
                 _day(line["date"])
                 end = line.get("date_end")
                 if end:
@@ -613,6 +640,7 @@ def surely_valid(data: dict) -> bool:
 
 
 _PAD = [""] * 16  # padding: every element a handler reads exists
+SEGMENT_CACHE_SIZE = 4096  # per collector: SV1 and HI texts read (then it starts afresh)
 _NO_NAME: dict = {}
 
 
