@@ -54,7 +54,7 @@ IMAGE_LIMIT = 512 * 1024 * 1024  # in-memory registries larger than this stay in
 DEFAULT_PIPELINE_BYTES = 1024 * 1024
 
 # messages: one byte of kind, then the body
-_BATCH, _END, _STATE = b"B", b"E", b"S"  # to the worker
+_BATCH, _END, _STATE, _QUIT = b"B", b"E", b"S", b"Q"  # to the worker
 _FINDINGS, _DONE, _ERROR = b"F", b"D", b"X"  # from it (and _STATE)
 _STATE_FIELDS = ("_seen_lines", "_units_per_day", "_pof_checked", "_first_presumptive")
 
@@ -220,7 +220,7 @@ def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends
         threading.Thread(target=read, daemon=True).start()
         while True:
             message = waiting.get()
-            if message is None:
+            if message is None or message == _QUIT:
                 return
             kind = message[:1]
             if kind == _BATCH:
@@ -309,7 +309,9 @@ class RulesWorker:
         return self
 
     def __exit__(self, kind, value, tb) -> None:
-        if kind is not None:
+        if kind is not None:  # the validation failed: the worker's work is of no use
+            if self.process.is_alive():
+                self.process.kill()
             self.close()
 
     def submit(self, batch: list[tuple]) -> None:
@@ -410,13 +412,17 @@ class RulesWorker:
 
 
 def _stop(process, to_worker, from_worker) -> None:
+    try:  # (not only the end of the pipe: a process forked meanwhile may hold its other end)
+        to_worker.send_bytes(_QUIT)
+    except (OSError, ValueError):
+        pass
     for connection in (to_worker, from_worker):
         try:
             connection.close()
         except OSError:
             pass
     if process.is_alive():
-        process.join(0.5)  # (it ends on the closed inbox)
+        process.join(0.5)  # (it ends on the message, or the closed pipe)
     if process.is_alive():
         process.kill()
     if process.pid is not None:

@@ -203,6 +203,8 @@ def validate_x12(
             collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep)
             last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
             collector.finish()
+            if pipe is not None:  # the last claims go to the rules' worker first
+                run_rules()
             guide_findings = guide.finish()
             submitters = collector.submitters
         if rules is not None:
