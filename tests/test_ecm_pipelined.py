@@ -34,6 +34,7 @@ def pipelining(monkeypatch):
     the fork-safety check is lifted here, and tested on its own below)."""
     monkeypatch.setattr(pipelined, "_threshold", lambda: 1)
     monkeypatch.setattr(pipelined, "fork_safe", lambda: True)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 2)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +200,7 @@ def test_pipelining_decision(monkeypatch, generated):
     registry = generated[1]
     rules = EncounterRules(registry)
     monkeypatch.setattr(pipelined, "fork_safe", lambda: True)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 2)
     monkeypatch.setattr(pipelined, "_threshold", lambda: 1000)
     assert pipelined.pipelining(rules, 1000)
     assert not pipelined.pipelining(rules, 999)
@@ -209,6 +211,9 @@ def test_pipelining_decision(monkeypatch, generated):
     monkeypatch.setattr(pipelined, "fork_safe", lambda: False)
     assert not pipelined.pipelining(rules, 10**9)
     monkeypatch.setattr(pipelined, "fork_safe", lambda: True)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 1)  # one CPU: the worker would take turns
+    assert not pipelined.pipelining(rules, 10**9)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 2)
     rules.use_seen_index({})  # an index kept elsewhere (e.g. on disk): stays here
     assert not pipelined.pipelining(rules, 10**9)
 

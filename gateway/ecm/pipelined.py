@@ -13,7 +13,7 @@ the two processes' times, plus the last batch.
 Where it applies (decided here and only here, :func:`pipelining`):
 
 * an input of at least ``rules_pipeline_bytes`` (setting, default 1 MiB; 0: never) - below that
-  the fork and set-up cost more than they save;
+  the fork and set-up cost more than they save - and a second CPU to run on;
 * a process that may fork safely: the ``fork`` start method exists, the caller is the main
   thread and the only thread, and the process is not a daemonic child (which may have none).
   In practice: the command line (``validate``, ``ack``, ``convert``, ``split``) and any other
@@ -69,6 +69,16 @@ def _threshold() -> int:
     return early("rules_pipeline_bytes")
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (one: a second process would only take turns)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def fork_safe() -> bool:
     """Whether this process may fork a worker: the ``fork`` start method exists, the caller is
     the main thread and the only thread (a fork copies no other thread, but whatever locks they
@@ -86,7 +96,7 @@ def pipelining(rules: EncounterRules, size: int | None) -> bool:
     threshold = _threshold()
     if not threshold or size is None or size < threshold:
         return False
-    if not rules._seen_own or not fork_safe():
+    if _cpus() < 2 or not rules._seen_own or not fork_safe():
         return False
     return rules.registry is None or _locator(rules.registry, probe=True) is not None
 
