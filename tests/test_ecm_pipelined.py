@@ -295,3 +295,24 @@ def test_findings_come_back_whole():
     back = pipelined._finding(pipelined._unpack(pipelined._pack([row]))[0])
     assert back == finding and len(row) == len(_FIELDS) == len(Finding.__slots__)
     assert [getattr(back, name) for name in _FIELDS] == [getattr(finding, n) for n in _FIELDS]
+
+
+def test_claim_in_doubt_read_by_the_model(pipelining, monkeypatch):
+    """A claim the light reader is unsure of (an amount in exponent form) is read by the model
+    and viewed before it goes to the worker; the input given as bytes."""
+    import gateway.model.view as view
+
+    viewed = []
+    real = view.view_of
+    monkeypatch.setattr(view, "view_of", lambda e: viewed.append(1) or real(e))
+    data = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes().replace(
+        b"CLM*MIX-A-GOOD*25*", b"CLM*MIX-A-GOOD*2.5E1*")
+    registry = fixture_registry("policy")
+    here = validate_x12(data, rules=EncounterRules(registry))
+    assert viewed == [1]  # (in-process: the rules view it)
+    rules = EncounterRules(registry)
+    there = validate_x12(data, rules=rules)
+    assert rules._worker is not None and viewed == [1, 1]
+    rules.close()
+    assert shown(here.findings) == shown(there.findings)
+    assert any(f.rule.startswith("ECM-") for f in there.findings)
