@@ -127,6 +127,40 @@ def _skim_patterns(delimiters: Delimiters, encoding: str):
     return quick, full, tuple(sorted({o[:2] for o in others}))
 
 
+def _regular_pattern(delimiters: Delimiters, encoding: str, lead: bytes):
+    """The quickest skim, for a file whose every terminator is followed by ``lead`` (say a
+    newline) and then by a character that starts a segment (not white space, not a
+    terminator): a regular expression with a literal prefix that matches a terminator followed
+    by a control segment (group 1: its id) or, group 1 None, by anything else than that
+    regular layout (from there the general expressions of :func:`_skim_patterns` go on)."""
+    term, sep = delimiters.segment, delimiters.element
+    t = re.escape(term.encode())
+    lead_class = "".join(c for c in _strip_chars(delimiters) if c != term)
+    lead_class = b"[" + b"".join(re.escape(c.encode()) for c in lead_class) + b"]"
+    starts = {c.encode() for c in _SPACES if c.isascii()} | {term.encode()}
+    for char in _SPACES:
+        if not char.isascii():
+            try:
+                starts.add(char.encode(encoding)[:1])
+            except UnicodeEncodeError:
+                continue
+    not_start = b"[^" + b"".join(re.escape(c) for c in sorted(starts)) + b"]"
+    lead = re.escape(lead)
+    return re.compile(t + lead + b"(ISA|IEA|GS|GE|ST|SE)(?=" + re.escape(sep.encode()) + b"|" +
+                      lead_class + b"*(?:" + t + b"|\\Z))|" + t + b"(?!" + lead + not_start +
+                      b")")
+
+
+def _matches(buf: bytes, limit: int, regular, general):
+    """The matches of the skim in ``buf`` up to ``limit``: ``regular``'s while the layout is
+    regular, then ``general``'s (group 1 None: a blank piece)."""
+    for match in regular.finditer(buf, 0, limit):
+        if match.group(1) is None:  # a terminator not followed as the others are
+            yield from general.finditer(buf, match.start(), limit)
+            return
+        yield match
+
+
 def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jobs: int,
                 first_weight: float = FIRST_WEIGHT) -> list[Cut]:
     """Where to cut the file at ``path`` (its ISA at byte ``start``) into at most ``jobs``
@@ -136,6 +170,8 @@ def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jo
     if patterns is None or jobs < 2:
         return []
     quick, full, wide = patterns
+    regular = None
+    leads = {c.encode() for c in _strip_chars(delimiters) if c != delimiters.segment}
     size = os.path.getsize(path)
     span = size - start
     total = first_weight + jobs - 1
@@ -166,10 +202,16 @@ def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jo
             else:
                 limit = len(buf)
             pos = 0
+            if regular is None:  # the lead after the ISA's terminator: the usual layout
+                after = buf.find(term, 1) + 1
+                lead = after
+                while after and lead < len(buf) and buf[lead:lead + 1] in leads:
+                    lead += 1
+                regular = _regular_pattern(delimiters, encoding, buf[after:lead])
             pattern = quick
             if not buf.isascii() and any(w in buf for w in wide):
                 pattern = full  # (it may hold a piece of non-ASCII white space alone)
-            for match in pattern.finditer(buf, 0, limit):
+            for match in _matches(buf, limit, regular, pattern):
                 at = match.start()
                 tcount += buf.count(term, pos, at + 1)
                 pos = at + 1
@@ -382,7 +424,7 @@ def _pickle(claims: list[ClaimRecord]) -> bytes:
     try:
         import marshal
 
-        return b"M" + marshal.dumps(rows)
+        return b"M" + marshal.dumps(rows, 2)  # (version 2: no references, quicker both ways)
     except ValueError:  # an unmarshallable value
         import pickle
 
