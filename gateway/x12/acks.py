@@ -177,9 +177,10 @@ class ClaimSpans:
         self._key_index: dict[tuple[int, int, int], int] = {}
 
     def add(self, claim: ClaimRecord) -> None:
-        scope = (list(claim.scope) + [(0, -1), (0, -1)])[:2]
-        self.ranges.extend((claim.start, claim.end, scope[0][0], scope[0][1], scope[1][0],
-                            scope[1][1]))
+        scope = claim.scope  # the first two ranges; (0, -1) for one that is not there
+        lo1, hi1 = scope[0] if scope else (0, -1)
+        lo2, hi2 = scope[1] if len(scope) > 1 else (0, -1)
+        self.ranges.extend((claim.start, claim.end, lo1, hi1, lo2, hi2))
         index = self._key_index.get(claim.transaction)
         if index is None:
             index = self._key_index[claim.transaction] = len(self.keys)

@@ -11,3 +11,4 @@ cdef class ClaimCollector:
     cdef public object _tx, _envelope, _header, _billing, _subscriber, _claim, _line
     cdef public object _claim_index, _in_837, _last, _nm1_role, _professional
     cdef public object _subscribers_in_st, _lines_in_st
+    cdef public object _sv1, _hi

@@ -138,6 +138,8 @@ class ClaimCollector:
         self._subscribers_in_st = 0
         self._lines_in_st = 0
         self.submitters: dict[tuple[int, int, int], tuple[str, str]] = {}
+        self._sv1: dict = {}  # SV1 text -> what _read_sv1 takes from it
+        self._hi: dict = {}  # HI text -> (qualifier, diagnosis codes)
 
     # -- helpers -----------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -258,7 +260,9 @@ class ClaimCollector:
 
     def _on_PER(self, seg: Segment) -> None:
         if self._nm1_role == "41" and "submitter" in self._header:
-            f = seg.fields + _PAD
+            f = seg.fields
+            if len(f) < 9:
+                f = f + _PAD
             self._header["submitter"]["contact_name"] = f[2] or None
             phone = next((f[i + 1] for i in (3, 5, 7) if f[i] == "TE"), None)
             self._header["submitter"]["contact_phone"] = phone
@@ -275,13 +279,17 @@ class ClaimCollector:
     def _on_N3(self, seg: Segment) -> None:
         target = self._address_target()
         if target is not None:
-            f = seg.fields + _PAD
+            f = seg.fields
+            if len(f) < 3:
+                f = f + _PAD
             target["address"] = {"line1": f[1], "line2": f[2] or None}
 
     def _on_N4(self, seg: Segment) -> None:
         target = self._address_target()
         if target is not None and "address" in target:
-            f = seg.fields + _PAD
+            f = seg.fields
+            if len(f) < 4:
+                f = f + _PAD
             target["address"].update(city=f[1], state=f[2], postal_code=f[3])
 
     def _on_PRV(self, seg: Segment) -> None:
@@ -317,12 +325,16 @@ class ClaimCollector:
         if self._claim is not None:
             self._claim["other_payer"] = True  # 2320: other subscriber information
         elif self._subscriber is not None:
-            f = seg.fields + _PAD
+            f = seg.fields
+            if len(f) < 10:
+                f = f + _PAD
             self._subscriber.data["sbr"] = (f[1], f[9])
 
     def _on_DMG(self, seg: Segment) -> None:
         if self._subscriber is not None and self._nm1_role == "IL":
-            f = seg.fields + _PAD
+            f = seg.fields
+            if len(f) < 4:
+                f = f + _PAD
             self._subscriber.data["dmg"] = (f[2], f[3])
 
     # -- claim and lines ---------------------------------------------------------------------
@@ -348,13 +360,25 @@ class ClaimCollector:
         claim = self._claim
         if claim is None:
             return
-        comp = self.d.component
-        for value in seg.fields[1:]:
-            parts = value.split(comp)
-            if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
-                if parts[0] in ("ABK", "BK"):
-                    claim["dx_qualifier"] = parts[0]
-                claim["diagnoses"].append(parts[1])
+        # (qualifier of the principal diagnosis or "", codes), read once per HI text
+        found = self._hi.get(seg.raw)
+        if found is None:
+            comp = self.d.component
+            qualifier = ""
+            codes = []
+            for value in seg.fields[1:]:
+                parts = value.split(comp)
+                if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
+                    if parts[0] in ("ABK", "BK"):
+                        qualifier = parts[0]
+                    codes.append(parts[1])
+            found = (qualifier, codes)
+            if len(self._hi) >= SEGMENT_CACHE_SIZE:
+                self._hi.clear()
+            self._hi[seg.raw] = found
+        if found[0]:
+            claim["dx_qualifier"] = found[0]
+        claim["diagnoses"].extend(found[1])
 
     def _on_LX(self, seg: Segment) -> None:
         if self._claim is None:
@@ -369,19 +393,37 @@ class ClaimCollector:
         line = self._line
         if line is None:
             return
-        f = seg.fields
+        line["ordinal"] = seg.ordinal
+        # a file repeats its service lines: each SV1 text is read once
+        parsed = self._sv1.get(seg.raw)
+        if parsed is None:
+            parsed = self._read_sv1(seg.fields)
+            if len(self._sv1) >= SEGMENT_CACHE_SIZE:
+                self._sv1.clear()
+            self._sv1[seg.raw] = parsed
+        line.update(parsed)  # (its lists are shared, never changed: the model copies them)
+
+    def _read_sv1(self, f: list) -> dict:
+        """What a line takes from its SV1, and ``plain``: whether the readability check
+        (:meth:`_surely_readable`) can rely on it (amounts plain, few modifiers and pointers,
+        every pointer a number)."""
         if len(f) < 8:
             f = f + _PAD
         comp = self.d.component
         procedure = f[1].split(comp)
-        line["ordinal"] = seg.ordinal
-        line["code"] = procedure[1] if len(procedure) > 1 else ""
-        line["modifiers"] = [m for m in procedure[2:6] if m]
-        line["charge"] = f[2]
-        line["unit_type"] = f[3] or "UN"
-        line["units"] = f[4]
-        line["pos"] = f[5] or None
-        line["pointers"] = [p for p in f[7].split(comp) if p]
+        modifiers = [m for m in procedure[2:6] if m]
+        pointers = [p for p in f[7].split(comp) if p]
+        plain = _plain_amount(f[2]) and _plain_amount(f[4]) and \
+            len(modifiers) <= MAX_MODIFIERS and len(pointers) <= MAX_POINTERS
+        if plain:
+            try:
+                for pointer in pointers:
+                    int(pointer)
+            except ValueError:
+                plain = False
+        return {"code": procedure[1] if len(procedure) > 1 else "", "modifiers": modifiers,
+                "charge": f[2], "unit_type": f[3] or "UN", "units": f[4],
+                "pos": f[5] or None, "pointers": pointers, "plain": plain}
 
     def _on_DTP(self, seg: Segment) -> None:
         line = self._line
@@ -419,16 +461,15 @@ class ClaimCollector:
                         first = d
                     if d > last:
                         last = d
+        name = billing.get("name") or _NO_NAME
+        # (positional: the order of ClaimRecord's fields)
         record = ClaimRecord(
-            transaction=self._tx, index=claim["index"], start=claim["start"], end=self._last,
-            scope=scope, claim_id=claim["id"], charge=claim["charge"],
-            member_last=member.get("last", ""), member_first=member.get("first") or "",
-            member_id=member.get("id", ""),
-            billing_name=(billing.get("name") or {}).get("last", ""),
-            billing_npi=(billing.get("name") or {}).get("id", ""),
-            service_from=first, service_to=last,
-            problem=claim["problem"], subscriber_index=sub.get("index", 0),
-            line_refs=[(line["ordinal"], line["st_index"]) for line in claim["lines"]],
+            self._tx, claim["index"], claim["start"], self._last, scope, claim["id"],
+            claim["charge"], member.get("last", ""), member.get("first") or "",
+            member.get("id", ""), name.get("last", ""), name.get("id", ""), first, last,
+            sub.get("index", 0),
+            [(line["ordinal"], line["st_index"]) for line in claim["lines"]],
+            None, claim["problem"],
         )
         if record.problem is None and self._professional:
             try:
@@ -470,24 +511,20 @@ class ClaimCollector:
                 return False
             dob = sub.get("dmg", ("", ""))[0]
             if dob:
-                _date(dob)
+                _day(dob)  # (memoised: a date parses the same every time)
             lines = claim["lines"]
             if not 1 <= len(claim["diagnoses"]) <= MAX_DIAGNOSES or \
-                    not 1 <= len(lines) <= MAX_LINES or not _PLAIN_AMOUNT(claim["charge"]):
+                    not 1 <= len(lines) <= MAX_LINES or not _plain_amount(claim["charge"]):
                 return False
             for line in lines:
-                if "code" not in line or "date" not in line or \
-                        not _PLAIN_AMOUNT(line["charge"]) or \
-                        not _PLAIN_AMOUNT(line["units"]) or \
-                        len(line["modifiers"]) > MAX_MODIFIERS or \
-                        len(line["pointers"]) > MAX_POINTERS:
+                # "plain": the line's SV1 was read and passes (_read_sv1)
+                if not line.get("plain") or "date" not in line:
                     return False
                 int(line["number"])
-                for pointer in line["pointers"]:
-                    int(pointer)
-                _date(line["date"])
-                if line.get("date_end"):
-                    _date(line["date_end"])
+                _day(line["date"])
+                end = line.get("date_end")
+                if end:
+                    _day(end)
         except (ValueError, KeyError, TypeError, AttributeError):
             return False
         return True
@@ -576,6 +613,13 @@ _ADDRESS_KEYS = frozenset({"line1", "line2", "city", "state", "postal_code"})
 _PLAIN_AMOUNT = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,6})?").fullmatch
 
 
+def _plain_amount(text: str) -> bool:
+    """:data:`_PLAIN_AMOUNT`, whole amounts (the usual) without the regular expression."""
+    if len(text) <= 15 and text.isdigit() and text.isascii():
+        return True
+    return _PLAIN_AMOUNT(text) is not None
+
+
 def surely_valid(data: dict) -> bool:
     """True when :class:`Encounter` certainly accepts ``data`` (built by ``_encounter_data``);
     False when it may not — then the model itself decides. Lets a validation that keeps no
@@ -596,6 +640,8 @@ def surely_valid(data: dict) -> bool:
 
 
 _PAD = [""] * 16  # padding: every element a handler reads exists
+SEGMENT_CACHE_SIZE = 4096  # per collector: SV1 and HI texts read (then it starts afresh)
+_NO_NAME: dict = {}
 
 
 def _name(f: list[str]) -> dict:

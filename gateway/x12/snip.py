@@ -208,6 +208,9 @@ class SnipChecker:
         self.handlers = {seg_id: self._handler(seg_id, seg_id in tracked,
                                                self.by_segment.get(seg_id, ()))
                          for seg_id in frozenset(self.by_segment) | tracked}
+        # per segment id, its claim tracking alone: what is left to do with a segment whose
+        # text already passed every element rule at the same map node (the validator's memo)
+        self.tracks = {seg_id: getattr(self, "_track_" + seg_id) for seg_id in tracked}
         # the segment ids this checker looks at (the validator skips calling it for others)
         self.interesting = frozenset(self.handlers)
 
@@ -222,7 +225,8 @@ class SnipChecker:
 
     def _handler(self, seg_id: str, tracked: bool, rules):
         """The one function for ``seg_id``: claim tracking, then the element rules, skipped
-        for a segment text already seen clean at the same map node."""
+        for a segment text already seen clean at the same map node. It returns True when an
+        element rule reported a finding."""
         track = getattr(self, "_track_" + seg_id) if tracked else None
         checks = tuple(self._rule_check(rule) for rule in rules)
         if not checks:
@@ -235,7 +239,7 @@ class SnipChecker:
             if track is not None:
                 track(fields, node, ordinal, position, loop_counts)
             if text and clean.get(text) is node:
-                return  # the same segment text at the same node passed before
+                return False  # the same segment text at the same node passed before
             loop = ""
             if by_loop:
                 parent = node.parent
@@ -248,6 +252,7 @@ class SnipChecker:
                 if len(clean) >= size:
                     clean.clear()  # start afresh: what repeats comes back at once
                 clean[text] = node
+            return bad
 
         return handler
 
@@ -277,12 +282,18 @@ class SnipChecker:
             self.birth[loop] = fields[2]
 
     def _track_SV1(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        if self.claim is not None and node.parent is not None and node.parent.id == "2400":
-            self.claim.lines.append(_value(fields, 2, 0, self.comp))
+        claim = self.claim
+        if claim is not None:
+            parent = node.parent
+            if parent is not None and parent.id == "2400":
+                claim.lines.append(fields[2] if len(fields) > 2 else "")
 
     def _track_SV2(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        if self.claim is not None and node.parent is not None and node.parent.id == "2400":
-            self.claim.lines.append(_value(fields, 3, 0, self.comp))
+        claim = self.claim
+        if claim is not None:
+            parent = node.parent
+            if parent is not None and parent.id == "2400":
+                claim.lines.append(fields[3] if len(fields) > 3 else "")
 
     def _track_REF(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None and node.parent is not None and \
@@ -317,6 +328,7 @@ class SnipChecker:
         """Drop the handlers and the cache (they refer back to this checker: without this the
         memory waits for the cyclic garbage collector)."""
         self.handlers = {}
+        self.tracks = {}
         self._claim_checks = []
         self._clean.clear()
 

@@ -12,7 +12,8 @@ cdef class _Step:
 
 
 cdef class NativeGuideValidator:
-    cdef public object snip, _snip, _snip_handlers, _snip_key, delimiters, envelope
+    cdef public object snip, _snip, _snip_handlers, _snip_tracks, _snip_key, delimiters
+    cdef public object envelope
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
     cdef public list findings, _memo, _hl_stack
     cdef long[:] _counts, _zeros  # array('l') in pure Python

@@ -47,6 +47,7 @@ _PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1"
                                     "TS2", "LQ", "IK3", "IK4", "IK5", "AK1", "AK2", "AK9",
                                     "CTX", "IK3"))
 _GOOD_IDS: set[str] = set()
+_UNIQUE = frozenset({"HL", "CLM"})  # segment texts not worth keeping in the memo
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
 
 
@@ -98,6 +99,7 @@ class NativeGuideValidator:
         self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
         self._snip = None
         self._snip_handlers: dict | None = None  # segment id -> SNIP 3-7 handler
+        self._snip_tracks: dict | None = None  # segment id -> its claim tracking alone
         self._snip_key: tuple | None = None  # (guide, receiver) of self._snip
         self.delimiters = delimiters
         self.envelope = envelope
@@ -199,12 +201,13 @@ class NativeGuideValidator:
         if reader_errors:
             for code in reader_errors:
                 self._reader_error(code, seg)
-        snip = self._snip_handlers
-        if snip is not None:
-            handler = snip.get(seg_id)
-            if handler is not None:
-                handler(fields, step.node, seg.ordinal, self._position, self._loop_counts,
-                        text)
+        # the memo holds only segments SNIP 3-7's element rules passed too (at this node,
+        # which decides them with the text): only the claim tracking is left to do
+        tracks = self._snip_tracks
+        if tracks is not None:
+            track = tracks.get(seg_id)
+            if track is not None:
+                track(fields, step.node, seg.ordinal, self._position, self._loop_counts)
 
     def _step(self, step: "_Step", chosen, seg: Segment) -> None:
         """Replay a step's structure operations on the counters; report what they find;
@@ -292,6 +295,8 @@ class NativeGuideValidator:
                 self._snip_key = key
                 self._snip = checker if checker.enabled else None
                 self._snip_handlers = checker.handlers if checker.enabled else None
+                self._snip_tracks = checker.tracks if checker.enabled else None
+                self._new_memo()  # its entries passed the previous checker's rules
             if self._snip is not None:
                 self._snip.start_transaction()
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
@@ -360,16 +365,17 @@ class NativeGuideValidator:
                 clean = True
             else:
                 clean = self._check_elements(node, fields)
-            if clean and memo and MEMO_SIZE:
+            if self._snip_handlers is not None:
+                handler = self._snip_handlers.get(seg_id)
+                if handler is not None and handler(fields, node, seg.ordinal, self._position,
+                                                   self._loop_counts, text):
+                    memo = False  # a SNIP 3-7 element finding: checked again next time
+            # (HL01 counts, CLM01 is the claim's own id: their texts never come back)
+            if clean and memo and MEMO_SIZE and seg_id not in _UNIQUE:
                 self._memo_size += 1
                 if self._memo_size > MEMO_SIZE:
                     self._new_memo()
                 self._memo[start][text] = step
-            if self._snip_handlers is not None:
-                handler = self._snip_handlers.get(seg_id)
-                if handler is not None:
-                    handler(fields, node, seg.ordinal, self._position,
-                            self._loop_counts, text)
 
     def _new_memo(self) -> None:
         self._memo = [{} for _ in self._root.nodes]
@@ -594,7 +600,7 @@ class NativeGuideValidator:
     def finish(self) -> list[Finding]:
         if self._snip is not None:  # its handlers refer back to it and to us: free them now
             self._snip.close()
-            self._snip = self._snip_handlers = self._snip_key = None
+            self._snip = self._snip_handlers = self._snip_key = self._snip_tracks = None
         return self.findings
 
 
