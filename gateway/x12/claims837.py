@@ -357,11 +357,11 @@ class ClaimCollector:
         self._line = None
 
     def _on_HI(self, seg: Segment) -> None:
-        claim = self._claim
+        claim: dict = self._claim
         if claim is None:
             return
         # (qualifier of the principal diagnosis or "", codes), read once per HI text
-        found = self._hi.get(seg.raw)
+        found: tuple = self._hi.get(seg.raw)
         if found is None:
             comp = self.d.component
             qualifier = ""
@@ -390,12 +390,12 @@ class ClaimCollector:
         self._claim["lines"].append(self._line)
 
     def _on_SV1(self, seg: Segment) -> None:
-        line = self._line
+        line: dict = self._line
         if line is None:
             return
         line["ordinal"] = seg.ordinal
         # a file repeats its service lines: each SV1 text is read once
-        parsed = self._sv1.get(seg.raw)
+        parsed: dict = self._sv1.get(seg.raw)
         if parsed is None:
             parsed = self._read_sv1(seg.fields)
             if len(self._sv1) >= SEGMENT_CACHE_SIZE:
@@ -426,7 +426,7 @@ class ClaimCollector:
                 "pos": f[5] or None, "pointers": pointers, "plain": plain}
 
     def _on_DTP(self, seg: Segment) -> None:
-        line = self._line
+        line: dict = self._line
         if line is not None:
             f = seg.fields
             if len(f) < 4:
@@ -445,14 +445,15 @@ class ClaimCollector:
 
     # -- building the record -----------------------------------------------------------------
     def _flush_claim(self) -> None:
-        claim = self._claim
+        claim: dict = self._claim
         if claim is None:
             return
         self._claim, self._line = None, None
         scope = [(lvl.start, lvl.end) for lvl in (self._billing, self._subscriber) if lvl]
-        sub = self._subscriber.data if self._subscriber else {}
-        member = sub.get("member") or {}
-        billing = self._billing.data if self._billing else {}
+        sub: dict = self._subscriber.data if self._subscriber else {}
+        member: dict = sub.get("member") or {}
+        billing: dict = self._billing.data if self._billing else {}
+        line: dict
         first = last = ""  # the claim's first and last service date (sorted as text)
         for line in claim["lines"]:
             for d in (line.get("date"), line.get("date_end")):
@@ -461,7 +462,7 @@ class ClaimCollector:
                         first = d
                     if d > last:
                         last = d
-        name = billing.get("name") or _NO_NAME
+        name: dict = billing.get("name") or _NO_NAME
         # (positional: the order of ClaimRecord's fields)
         record = ClaimRecord(
             self._tx, claim["index"], claim["start"], self._last, scope, claim["id"],
@@ -499,6 +500,7 @@ class ClaimCollector:
         self.on_claim(record)
 
     def _surely_readable(self, claim: dict, sub: dict, billing: dict) -> bool:
+        line: dict
         """True when :meth:`_encounter_data` certainly succeeds and :class:`Encounter`
         certainly accepts its result (checked on the collected parts, nothing built); False
         when in doubt. Stricter than the model on purpose (plain amounts only, ...)."""
