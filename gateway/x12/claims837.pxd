@@ -12,4 +12,4 @@ cdef class ClaimCollector:
     cdef public dict _envelope, _header, _claim, _line, _sv1, _hi
     cdef public object _tx, _billing, _subscriber
     cdef public object _claim_index, _in_837, _last, _nm1_role, _professional
-    cdef public object _subscribers_in_st, _lines_in_st
+    cdef public object _subscribers_in_st, _lines_in_st, _levels_known
