@@ -52,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="X12 implementation-guide engine: native (default) or pyx12 "
                                "(the reference implementation, much slower)")
     validate.add_argument("--jobs", type=int, default=1, metavar="N",
-                          help="share the X12 validation among N processes (split at "
-                               "transaction-set boundaries; same output as one)")
+                          help="share the X12 validation among N processes (the file cut "
+                               "into byte ranges at transaction-set boundaries; same output "
+                               "as one; a file with one transaction set uses one process)")
     _registry_options(validate)
 
     convert = sub.add_parser("convert", help="convert a file to another format")

@@ -18,7 +18,7 @@ from gateway.reports import validate_file
 from gateway.x12 import jobs as jobs_module
 from gateway.x12 import validate as validate_module
 from gateway.x12.reader import X12Reader
-from gateway.x12.jobs import _Owners, _skim
+from gateway.x12.jobs import data_start, plan_shares, range_segments
 from gateway.x12.validate import validate_x12
 
 DEFECTS = FIXTURES / "837p" / "ecm-claim-defects.x12"
@@ -89,6 +89,32 @@ def _cases() -> dict[str, bytes]:
     cases["CRLF and blank segments"] = _file(_interchange([[defects, clean, defects]]),
                                              terminator="~\r\n\r\n")
     cases["one set"] = DEFECTS.read_bytes()
+    # defects at the edges of the shares: every set has one (SE01 wrong too), and a stray
+    # segment and a blank piece sit before every ST, where a cut can fall
+    edges = _interchange([[defects, bodies[0], defects, bodies[1], defects, clean]])
+    edges = [("SE*9*" + s.split("*")[2]) if s.startswith("SE*") else s for s in edges]
+    for i in reversed([i for i, s in enumerate(edges) if s.startswith("ST*")][1:]):
+        edges[i:i] = ["REF*D9*STRAY", ""]
+    cases["defects at the share edges"] = _file(edges)
+    # odd delimiters: | between elements, newline alone between segments
+    odd = _file(_interchange([[defects, clean, bodies[2], defects]]), terminator="~")
+    odd = odd.replace(b"*", b"|").replace(b"~", b"\n")
+    cases["odd delimiters, newline terminated"] = odd
+    cases["CR between segments"] = _file(_interchange([[defects, clean, defects]]),
+                                         terminator="~\r")
+    # ISA12 00401 (the 4010 guide), and several interchanges and groups in one file
+    four = _interchange([[defects, clean], [bodies[3], defects]])
+    four[0] = four[0].replace("*^*00501*", "*U*00401*")
+    four = [s.replace("005010X222A1", "004010X098A1") for s in four]
+    cases["ISA12 00401"] = _file(four + _interchange([[clean, defects, bodies[4]]],
+                                                        isa13="000000102"))
+    # garbage: unknown segments, a blank piece of white space, bytes that are not UTF-8,
+    # names that are, and a piece of a non-breaking space alone
+    junk = _interchange([[defects, bodies[5], clean, defects]])
+    for at in (5, 40, len(junk) // 2, len(junk) - 20):
+        junk[at:at] = ["@@GARBAGE*\u00a0*x", " \t ", "\u00a0", "N\u00dcM*\u00f1"]
+    cases["garbage, UTF-8"] = _file(junk)
+    cases["garbage, not UTF-8 (cp1252)"] = _file(junk).replace(b"@@GARBAGE", b"\xff\xfe@")
     cases["envelope fixture"] = (FIXTURES / "837p" / "ecm-envelope-defects.x12").read_bytes()
     cases["999"] = (FIXTURES / "acks" / "ecm-claim-defects.999.x12").read_bytes()
     cases["277CA"] = (FIXTURES / "acks" / "ecm-claim-defects.277ca.x12").read_bytes()
@@ -164,25 +190,117 @@ def test_jobs_with_ecm_rules_and_kept_encounters(tmp_path):
         assert _outcome(path, jobs, rules=EncounterRules(None), keep_encounters=True) == one
 
 
-def test_claims_waiting_their_turn_go_to_a_temporary_file(tmp_path, monkeypatch):
-    """A process that finishes a later set first keeps its claims in a bounded spool."""
-    written = []
-    original = jobs_module._Spool.put
+def test_claims_come_back_in_batches_through_a_file(tmp_path, monkeypatch):
+    """Another process writes its claims to a temporary file in batches; they are handed on
+    in file order however small the batches, and the files are gone afterwards."""
+    import tempfile
 
-    def put(self, key, blob):
-        original(self, key, blob)
-        written.append(self.on_disk())
-
-    monkeypatch.setattr(jobs_module, "SPOOL_MEMORY", 0)
-    monkeypatch.setattr(jobs_module, "CLAIM_BATCH", 1)  # claims go on one by one
-    monkeypatch.setattr(jobs_module._Spool, "put", put)
+    monkeypatch.setattr(jobs_module, "CLAIM_BATCH", 1)  # claims written one by one
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     for name in ("two groups, two interchanges", "a set without SE"):
         path = tmp_path / "in.x12"
         path.write_bytes(CASES[name])
         one = _outcome(path, 1)
         assert _outcome(path, 2) == one
         assert _outcome(path, 3) == one
-    assert written and all(written)  # whatever waited, waited on disk
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_each_process_reads_only_its_own_bytes(tmp_path, monkeypatch):
+    """The other processes read their byte ranges only (whole transaction sets); this one
+    reads from the ISA to the first cut (and, with ECM rules, the claims of the rest)."""
+    import os
+
+    log = tmp_path / "ranges.log"
+    real = jobs_module.range_segments
+
+    def logged(path, start, end, ordinal, *args):
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()} {start} {end} {ordinal}\n")
+        return real(path, start, end, ordinal, *args)
+
+    monkeypatch.setattr(jobs_module, "range_segments", logged)
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    assert _outcome(path, 3) == _outcome(path, 1)
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert len(rows) == 2 and len({pid for pid, *_ in rows}) == 2
+    assert str(os.getpid()) not in {pid for pid, *_ in rows}
+    (_, start1, end1, ordinal1), (_, start2, end2, _) = sorted(rows, key=lambda r: int(r[1]))
+    assert 0 < int(start1) < int(end1) == int(start2) and end2 == "None"
+    data = path.read_bytes()
+    for start in (int(start1), int(start2)):  # just after a terminator, before an ST
+        assert data[start - 1:start] == b"~" and data[start:start + 4] == b"\nST*"
+    with X12Reader(str(path)) as reader:
+        st = next(s for s in reader if s.ordinal == int(ordinal1) + 1)
+    assert st.fields[0] == "ST"
+
+
+def _layouts() -> dict[str, bytes]:
+    body = _body(DEFECTS.read_bytes())
+    segs = _interchange([[body] * 5, [body] * 2])
+    found = {}
+    for name, term in [("tilde", "~"), ("tilde newline", "~\n"), ("CRLF", "~\r\n"),
+                       ("blank lines", "~\r\n\r\n"), ("CR", "~\r")]:
+        found[name] = _file(segs, term)
+    found["newline terminated"] = _file(segs, "~").replace(b"~", b"\n")
+    mixed = list(segs)
+    for i in reversed(range(3, len(mixed), 37)):
+        mixed[i:i] = ["", " ", "\r", "\u00a0", "\u2003\t", "N\u00c9*\u00e9"]
+    found["blank and white-space pieces"] = _file(mixed, "~")
+    found["mixed leads"] = "".join(s + ("~", "~\n", "~\r\n", "~\n\n")[i % 4]
+                                   for i, s in enumerate(segs)).encode()
+    # a segment with no elements named like a control one, a BOM, a preamble, a fragment
+    found["bare ids, BOM, preamble"] = b"\xef\xbb\xbfnoise before the ISA\n" + \
+        _file(segs[:40] + ["SE", "ST\r\n"] + segs[40:], "~\n") + b"GE*1"
+    found["cp1252"] = _file(mixed, "~").replace("\u00c9".encode(), b"\xc9\xa0")
+    return found
+
+
+LAYOUTS = _layouts()
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_cuts_and_ranges_read_as_the_reader_does(tmp_path, name):
+    """The skim's ordinals and contexts, and the segments of each byte range, are the reader's
+    (the other processes never read what comes before their range)."""
+    path = tmp_path / "in.x12"
+    path.write_bytes(LAYOUTS[name])
+    with X12Reader(str(path)) as reader:
+        expected = [(s.ordinal, s.fields, s.raw) for s in reader]
+        delimiters, notes = reader.delimiters, reader.notes
+    start = data_start(str(path), notes.preamble_chars)
+    assert LAYOUTS[name][start:start + 3] == b"ISA"
+    for jobs in (2, 3, 5, 8):
+        cuts = plan_shares(str(path), delimiters, notes.encoding, start, jobs)
+        assert 1 <= len(cuts) <= jobs - 1
+        assert [c.offset for c in cuts] == sorted({c.offset for c in cuts})
+        seen = [e for e in expected if e[0] < cuts[0].ordinal]
+        for cut, end in zip(cuts, [c.offset for c in cuts[1:]] + [None]):
+            assert expected[cut.ordinal - 1][1][0] == "ST"
+            isa, gs = expected[cut.isa[0] - 1], expected[cut.gs[0] - 1]
+            assert (isa[0], isa[2]) == cut.isa and (gs[0], gs[2]) == cut.gs
+            seen.extend((s.ordinal, s.fields, s.raw) for s in range_segments(
+                str(path), cut.offset, end, cut.ordinal - 1, delimiters, notes.encoding))
+        assert seen == expected, jobs
+
+
+def test_a_file_that_cannot_be_cut_is_one_process(tmp_path, monkeypatch):
+    """One transaction set (or delimiters that are not single bytes) cannot be cut: --jobs N
+    validates it in this process alone, with the same result."""
+    started = []
+    monkeypatch.setattr(jobs_module, "_share_process", lambda *a: started.append(a))
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["one set"])
+    assert _outcome(path, 4) == _outcome(path, 1)
+    odd = _file(_interchange([[_body(DEFECTS.read_bytes())] * 3]), "~")
+    path.write_bytes(odd.replace(b"~", "\u00a7".encode()))  # a terminator of two bytes
+    with X12Reader(str(path)) as reader:
+        assert reader.delimiters.segment == "\u00a7"
+    one = _outcome(path, 1)
+    assert one["counts"][1] > 100 and _outcome(path, 3) == one
+    assert started == []
 
 
 def test_the_report_and_the_cli_are_identical(tmp_path):
@@ -197,29 +315,6 @@ def test_the_report_and_the_cli_are_identical(tmp_path):
     assert [r.returncode for r in runs] == [1, 1, 1]
     assert runs[0].stdout == runs[1].stdout == runs[2].stdout
     assert json.loads(runs[0].stdout)["files"][0]["stats"]["claims"] > 0
-
-
-@pytest.mark.parametrize("terminator", ["~", "~\n", "~\r\n", "~\r\n\r\n", "\n"])
-def test_skimming_counts_segments_as_the_reader_does(tmp_path, terminator):
-    """Every process but one skims the segments of the others' sets; the ordinals and texts of
-    what it does read must be the reader's."""
-    segs = _interchange([[_body(DEFECTS.read_bytes())] * 3])
-    data = _file(segs, terminator if terminator != "\n" else "\n")
-    if terminator == "\n":  # newline as the segment terminator (ISA16 then the newline)
-        data = data.replace(b"~", b"")
-    data = b"\xef\xbb\xbfnoise before the ISA\n" + data + b"GE*1"  # BOM, preamble, fragment
-    path = tmp_path / "in.x12"
-    path.write_bytes(data)
-    with X12Reader(str(path)) as reader:
-        expected = [(s.ordinal, s.fields, s.raw) for s in reader]
-    for shares in (1, 2, 3):
-        seen: list = []
-        for share in range(shares):
-            with X12Reader(str(path)) as reader:
-                seen.extend((s.ordinal, s.fields, s.raw, owner)
-                            for s, owner, _, _ in _skim(reader, _Owners(shares), share))
-        mine = sorted({(o, tuple(f), r) for o, f, r, owner in seen})
-        assert mine == sorted({(o, tuple(f), r) for o, f, r in expected})
 
 
 @pytest.mark.parametrize("name", ["envelope defects", "a set without SE"])

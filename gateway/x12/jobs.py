@@ -1,335 +1,409 @@
-"""``validate --jobs N``: the transaction sets of one X12 file shared among N processes, with
-the same result as one process (:func:`gateway.x12.validate.validate_x12` calls
-:func:`run_shared`). Compiled with the X12 engine's hot modules when it can be
-(gateway/x12/_accelerate.py): the skimming loop runs over every segment of the file.
+"""``validate --jobs N``: one X12 file shared among N processes by byte ranges, with the same
+result as one process (:func:`gateway.x12.validate.validate_x12` calls :func:`run_shared`).
+Compiled with the X12 engine's hot modules when it can be (gateway/x12/_accelerate.py).
+
+How the file is shared
+----------------------
+1. :func:`plan_shares` skims the file's bytes in C (one regular expression that stops only at a
+   segment terminator, counting terminators with ``bytes.count``) for the control segments
+   (ISA, GS, ST, SE, GE, IEA) and the blank pieces the reader skips, so it knows the segment
+   ordinal of every control segment without reading the others. It picks the ``ST`` segments
+   where the file is cut: the ones nearest to equal shares of the bytes, among those that open
+   a transaction set cleanly (inside an open group, the set before closed by its SE), never the
+   first one. Each cut carries what a process starting there must know: its byte offset, the
+   ordinal of its ST, the ISA and GS it sits under, and how many interchanges, groups and sets
+   came before it (for the locations ``ISA#i/GS#g/ST#t`` and the claims' keys).
+2. This process validates the first share (from the ISA to the first cut) exactly as one
+   process would (the envelope checks, the implementation guide, the claims); every other
+   process reads ONLY its own byte range (whole transaction sets) and validates it against
+   the guide, reading its claims. It sends back, through a temporary file: its guide findings,
+   its claims (compact, marshalled, when this process hands them on), its control segments and
+   the segments outside a set (with their ordinals: the data segments between are only
+   counted), the number of LX segments and its last ordinal.
+3. This process then replays each later share's control segments into the one envelope
+   checker (so the envelope findings, GE01/IEA01/SE01 counts and duplicate control numbers are
+   those of one process), appends its guide findings and hands its claims on, share by share
+   in file order.
+
+A file that cannot be cut (one transaction set, or delimiters that are not ASCII) is validated
+by this process alone. With ECM rules (or encounters kept), this process reads the claims of
+the whole file itself (the rules need the encounters and the registries) and the other
+processes share the guide validation.
 """
 
 from __future__ import annotations
 
+import codecs
+import os
+import re
+import struct
 from collections.abc import Callable
+from itertools import islice
 
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue
 from gateway.x12.claims837 import ClaimCollector, ClaimRecord
-from gateway.x12.envelope import EnvelopeChecker
-from gateway.x12.reader import Delimiters, X12Reader
+from gateway.x12.envelope import EnvelopeChecker, Group, Interchange, TransactionSet, feed_all
+from gateway.x12.reader import Delimiters, Segment, X12Reader
 
-# Every process reads the file, but only the segments of its own transaction sets (and the
-# envelope segments) are turned into Segment objects and validated; the rest is skimmed (the
-# segment terminators counted). This process is one of the shares: it also runs the envelope
-# checks over every segment and hands the claims to ``take`` in file order. Another process's
-# results come back per transaction set (the implementation-guide findings, the claims in
-# compact pickled form) and are merged in transaction-set order, so the output is the same as
-# with one process. Claims that cannot be handed on yet (a set before them is still being
-# validated elsewhere) wait in a spool that goes to a temporary file past SPOOL_MEMORY bytes.
-#
-# Without ECM rules (which run on the encounters, in this process, with the registries) the
-# claims are read where their set is validated; with them, this process reads all the claims
-# and the other processes share the implementation-guide validation.
-
-_CONTROL = frozenset(("ISA", "GS", "ST", "SE", "GE", "IEA"))
-_CONTROL_HEADS = frozenset(("IS", "IE", "GS", "ST", "SE", "GE"))
-SPOOL_MEMORY = 32 * 1024 * 1024  # claims waiting in memory before they go to a temporary file
-POLL_EVERY = 4096  # segments between two looks at the other processes' results
-CLAIM_BATCH = 1000  # claims sent on together
+SKIM_BLOCK = 8 * 1024 * 1024  # bytes read at a time by the skim (memory stays bounded)
+RANGE_BLOCK = 1024 * 1024  # bytes read at a time by a share
+CLAIM_BATCH = 2000  # claims written to the share's result file together
+FIRST_WEIGHT = 0.9  # this process's share of the bytes, against 1.0 for each other process:
+# it also skims, replays the others' control segments and reads their claims back
+FIRST_WEIGHT_READING = 0.5  # the same when this process reads every claim (ECM rules)
+_BOM = b"\xef\xbb\xbf"
+# every character str.isspace() is true for: a piece of them alone is no segment
+_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + \
+    "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
 
 
-class _Owners:
-    """Which share validates each transaction set: round robin over the sets, except that a set
-    opened while the one before is still open (no SE) goes to the same share. Every process
-    applies the same rule to the same control segments, so all agree without talking."""
+class Cut:
+    """Where a share starts: the byte ``offset`` of the piece holding its first ST (just after
+    the terminator before it), that ST's ``ordinal``, the ``isa`` and ``gs`` segments above it
+    as (ordinal, text), how many ``interchanges`` (ISA included), ``groups`` in the interchange
+    (GS included) and ``sets`` in the group came before as the envelope counts them, and
+    ``tx``: the claims' (ISA, GS, ST) counters before the ST (as ClaimCollector counts)."""
 
-    __slots__ = ("shares", "sets", "fresh", "open", "owner")
+    __slots__ = ("offset", "ordinal", "isa", "gs", "interchanges", "groups", "sets", "tx")
 
-    def __init__(self, shares: int) -> None:
-        self.shares = shares
-        self.sets = -1  # global index of the last ST seen
-        self.fresh = -1
-        self.open = False
-        self.owner: int | None = None  # share of the open set (None: outside any set)
+    def __init__(self, offset, ordinal, isa, gs, interchanges, groups, sets, tx) -> None:
+        self.offset = offset
+        self.ordinal = ordinal
+        self.isa = isa
+        self.gs = gs
+        self.interchanges = interchanges
+        self.groups = groups
+        self.sets = sets
+        self.tx = tx
 
-    def control(self, seg_id: str) -> int | None:
-        """The share a control segment belongs to (None: every share's envelope needs it)."""
-        if seg_id == "ST":
-            self.sets += 1
-            if not self.open:
-                self.fresh += 1
-                self.owner = self.fresh % self.shares
-            self.open = True
-            return self.owner
-        if seg_id == "SE":
-            owner = self.owner if self.open else None
-            self.open = False
-            return owner
-        self.open = False  # ISA, GS, GE, IEA: an open set ends here (as the guide sees it)
+    def __reduce__(self):  # (the spawn start method sends it to the other process)
+        return Cut, (self.offset, self.ordinal, self.isa, self.gs, self.interchanges,
+                     self.groups, self.sets, self.tx)
+
+    def __repr__(self) -> str:
+        return f"<Cut at byte {self.offset}, segment {self.ordinal}>"
+
+
+def data_start(path: str, preamble: int) -> int:
+    """The byte offset of the ISA, as the reader found it (after a BOM and a preamble)."""
+    with open(path, "rb") as file:
+        head = file.read(len(_BOM))
+    return (len(_BOM) if head == _BOM else 0) + preamble
+
+
+def _strip_chars(delimiters: Delimiters) -> str:
+    return "\r\n" if delimiters.segment != "\n" else "\r"
+
+
+def _skim_patterns(delimiters: Delimiters, encoding: str):
+    """Regular expressions that match at a segment terminator followed by a control segment
+    (group 1: its id) or by a blank piece (nothing but white space up to the next terminator:
+    the reader skips it, so it has no ordinal): (one for ASCII white space, quick; one for any
+    white space in ``encoding``, for a block that may hold some; the byte sequences that start
+    a non-ASCII white space character). None when the delimiters cannot be found as single
+    bytes."""
+    term, sep = delimiters.segment, delimiters.element
+    if len(term) != 1 or len(sep) != 1 or not term.isascii() or not sep.isascii() or \
+            sep in "\r\n" or sep == term:
         return None
-
-    def data(self) -> int:
-        """The share of a data segment: the open set's; outside a set, the last set's (the
-        first share before any), whose guide sees it as one process's would (pyx12 reports a
-        segment between two sets; the native engine ignores it there)."""
-        return self.owner if self.owner is not None else 0
-
-
-class _Share:
-    """One share's validation: the implementation guide and (optionally) the claims of its
-    transaction sets, with findings and claims kept per set until the set is done."""
-
-    def __init__(self, share: int | None, delimiters: Delimiters, envelope: EnvelopeChecker,
-                 make_guide: Callable, snip: bool, catalogue: RuleCatalogue, claims: bool,
-                 done: Callable[[int, list[Finding], list[ClaimRecord]], None],
-                 part: Callable[[int, list[ClaimRecord]], None]) -> None:
-        self.share = share
-        self.guide = make_guide(delimiters, envelope, catalogue, snip=snip) \
-            if share is not None else None
-        self.collector = ClaimCollector(delimiters, self._claim, keep_encounters=False) \
-            if claims else None
-        self.done = done  # (set, its findings, its last claims): the set is done
-        self.part = part  # (set, claims): a batch of a set's claims, the set goes on
-        self.current: int | None = None  # global index of the set being validated here
-        self.claims: list[ClaimRecord] = []
-        self.mark = 0  # guide findings already assigned to a set
-
-    def _claim(self, claim: ClaimRecord) -> None:
-        self.claims.append(claim)
-        if len(self.claims) >= CLAIM_BATCH:  # a big set's claims go on in batches
-            claims, self.claims = self.claims, []
-            self.part(self.current if self.current is not None else -1, claims)
-
-    def feed(self, seg, owner: int | None, set_index: int) -> None:
-        """``owner``: the share of ``seg`` (None for ISA/GS/GE/IEA and stray segments)."""
-        mine = owner is not None and owner == self.share
-        seg_id = seg.fields[0]
-        if mine and seg_id == "ST" and set_index != self.current:
-            self.flush()
-            self.current = set_index
-        if self.guide is not None and (mine or seg_id in ("ISA", "GS", "GE", "IEA")):
-            self.guide.feed(seg)
-        if self.collector is not None and (mine or seg_id in _CONTROL):
-            self.collector.feed(seg)
-        if mine and seg_id == "SE":
-            self.flush()
-
-    def flush(self) -> None:
-        """The set being validated here is done: its findings and claims go on."""
-        findings = self.guide.findings if self.guide is not None else []
-        new = findings[self.mark:]
-        self.mark = len(findings)
-        if self.current is None and not new and not self.claims:
-            return
-        claims, self.claims = self.claims, []
-        self.done(self.current if self.current is not None else -1, new, claims)
-        self.current = None
-
-    def finish(self) -> None:
-        if self.collector is not None:
-            self.collector.finish()
-        self.flush()
-
-
-_OWN, _CONTROL_SEGMENT, _STRAY = 0, 1, 2  # what _skim yields
-
-
-def _skim(reader: X12Reader, owners: _Owners, share: int | None,
-          envelope: EnvelopeChecker | None = None, tally: list[int] | None = None):
-    """The segments of ``reader`` this share needs, as (segment, owner, set index, kind): the
-    control segments (kind _CONTROL_SEGMENT) and the data segments of its own sets (_OWN). The
-    others are only counted, so the ordinals stay right (the same rules as
-    :meth:`X12Reader.__iter__`, which tests/test_x12_jobs.py holds this to).
-
-    With ``envelope`` and ``tally`` (the process that runs the envelope checks): the data
-    segments inside the envelope's open transaction set are counted into ``tally`` (segments,
-    LX segments) instead of being fed to it one by one; the data segments outside one are
-    yielded (_STRAY: the envelope reports them); ``tally[2]`` is the last ordinal at the end.
-    The caller hands ``tally[0]`` to the envelope before feeding it any other segment."""
-    from gateway.x12.reader import Segment
-
-    delims = reader.delimiters
-    term, sep = delims.segment, delims.element
-    strip_chars = "\r\n" if term != "\n" else "\r"
-    heads = _CONTROL_HEADS
-    lx = ("LX", "LX" + sep)
-    counting = tally is not None
-    ordinal = 0
-    carry = ""
-    mine = inside = False
-    for chunk in reader._chunks():
-        pieces = (carry + chunk).split(term)
-        carry = pieces.pop()
-        for piece in pieces:
-            text = piece.strip(strip_chars)
-            if not text.strip():
+    t = re.escape(term.encode())
+    lead = "".join(c for c in _strip_chars(delimiters) if c != term)
+    lead = b"[" + b"".join(re.escape(c.encode()) for c in lead) + b"]"
+    ascii_spaces = b"[" + b"".join(re.escape(c.encode()) for c in _SPACES
+                                   if c.isascii() and c != term) + b"]"
+    others = []
+    for char in _SPACES:
+        if not char.isascii():
+            try:
+                others.append(char.encode(encoding))
+            except UnicodeEncodeError:
                 continue
-            ordinal += 1
-            if text[:2] in heads:
-                seg_id = text.split(sep, 1)[0]
-                if seg_id in _CONTROL:
-                    owner = owners.control(seg_id)
-                    mine = owners.data() == share
-                    yield Segment(ordinal, text.split(sep), text), owner, owners.sets, \
-                        _CONTROL_SEGMENT
-                    # (after the caller fed it: the envelope's state is current)
-                    inside = envelope.in_transaction if counting else owners.open
-                    continue
-            if counting:
-                if not inside:
-                    yield Segment(ordinal, text.split(sep), text), \
-                        share if mine else None, owners.sets, _STRAY
-                    continue
-                tally[0] += 1
-                if text[:3] in lx:
-                    tally[1] += 1
-            if mine:
-                yield Segment(ordinal, text.split(sep), text), share, owners.sets, _OWN
-    text = carry.strip(strip_chars)
-    if text.strip():  # a trailing fragment with no terminator: the reader's last segment
-        ordinal += 1
-        seg_id = text.split(sep, 1)[0]
-        if seg_id in _CONTROL:
-            owner = owners.control(seg_id)
-            yield Segment(ordinal, text.split(sep), text), owner, owners.sets, _CONTROL_SEGMENT
-        elif counting and not inside:
-            yield Segment(ordinal, text.split(sep), text), share if mine else None, \
-                owners.sets, _STRAY
-        else:
-            if counting:
-                tally[0] += 1
-                tally[1] += text[:3] in lx
-            if mine:
-                yield Segment(ordinal, text.split(sep), text), share, owners.sets, _OWN
-    if counting:
-        tally[2] = ordinal
+    control = t + b"(?:" + lead + b"*(ISA|IEA|GS|GE|ST|SE)(?=" + re.escape(sep.encode()) + \
+        b"|" + lead + b"*(?:" + t + b"|\\Z))|"
+    quick = re.compile(control + ascii_spaces + b"*(?=" + t + b"))")
+    space = b"(?:" + ascii_spaces + b"".join(b"|" + re.escape(o) for o in others) + b")"
+    full = re.compile(control + space + b"*(?=" + t + b"))")
+    return quick, full, tuple(sorted({o[:2] for o in others}))
 
 
-def _share_process(path: str, share: int, shares: int, make_guide: Callable, snip: bool,
-                   catalogue: RuleCatalogue, claims: bool, results) -> None:
-    """Another process's share: validates its sets and sends each set's results."""
-
-    def done(set_index: int, findings: list[Finding], records: list[ClaimRecord]) -> None:
-        results.put(("set", share, set_index, findings, _pickle(records) if records else b""))
-
-    def part(set_index: int, records: list[ClaimRecord]) -> None:
-        results.put(("part", share, set_index, _pickle(records)))
-
-    try:
-        with X12Reader(path) as reader:
-            envelope = EnvelopeChecker(reader.delimiters, None, catalogue)  # paths only
-            work = _Share(share, reader.delimiters, envelope, make_guide, snip, catalogue, claims,
-                          done, part)
-            guide, collector = work.guide, work.collector
-            for seg, owner, set_index, kind in _skim(reader, _Owners(shares), share):
-                if kind == _OWN:  # one of this share's data segments (the common case)
-                    guide.feed(seg)
-                    if collector is not None:
-                        collector.feed(seg)
-                    continue
-                envelope.feed(seg)  # (data segments would only add to its counts)
-                work.feed(seg, owner, set_index)
-            work.finish()
-            submitters = work.collector.submitters if work.collector is not None else {}
-        results.put(("done", share, submitters))
-    except BaseException as exc:  # noqa: BLE001 - told to the parent, which stops
-        # the kind of failure only: a message may quote a value from the file (member data)
-        results.put(("error", share, exc.__class__.__name__))
+def _regular_pattern(delimiters: Delimiters, encoding: str, lead: bytes):
+    """The quickest skim, for a file whose every terminator is followed by ``lead`` (say a
+    newline) and then by a character that starts a segment (not white space, not a
+    terminator): a regular expression with a literal prefix that matches a terminator followed
+    by a control segment (group 1: its id) or, group 1 None, by anything else than that
+    regular layout (from there the general expressions of :func:`_skim_patterns` go on)."""
+    term, sep = delimiters.segment, delimiters.element
+    t = re.escape(term.encode())
+    lead_class = "".join(c for c in _strip_chars(delimiters) if c != term)
+    lead_class = b"[" + b"".join(re.escape(c.encode()) for c in lead_class) + b"]"
+    starts = {c.encode() for c in _SPACES if c.isascii()} | {term.encode()}
+    for char in _SPACES:
+        if not char.isascii():
+            try:
+                starts.add(char.encode(encoding)[:1])
+            except UnicodeEncodeError:
+                continue
+    not_start = b"[^" + b"".join(re.escape(c) for c in sorted(starts)) + b"]"
+    lead = re.escape(lead)
+    return re.compile(t + lead + b"(ISA|IEA|GS|GE|ST|SE)(?=" + re.escape(sep.encode()) + b"|" +
+                      lead_class + b"*(?:" + t + b"|\\Z))|" + t + b"(?!" + lead + not_start +
+                      b")")
 
 
-class _Spool:
-    """Pickled claim batches waiting for their turn, per set and in order: in memory up to
-    SPOOL_MEMORY bytes, then in a temporary file (memory stays bounded however far one process
-    gets ahead of another)."""
-
-    def __init__(self) -> None:
-        self.waiting: dict[int, list[bytes | tuple[int, int]]] = {}
-        self.size = 0
-        self.file = None
-
-    def put(self, key: int, blob: bytes) -> None:
-        if self.size + len(blob) <= SPOOL_MEMORY:
-            self.waiting.setdefault(key, []).append(blob)
-            self.size += len(blob)
+def _matches(buf: bytes, limit: int, regular, general):
+    """The matches of the skim in ``buf`` up to ``limit``: ``regular``'s while the layout is
+    regular, then ``general``'s (group 1 None: a blank piece)."""
+    for match in regular.finditer(buf, 0, limit):
+        if match.group(1) is None:  # a terminator not followed as the others are
+            yield from general.finditer(buf, match.start(), limit)
             return
-        if self.file is None:
-            import tempfile
-
-            self.file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self.file.seek(0, 2)
-        self.waiting.setdefault(key, []).append((self.file.tell(), len(blob)))
-        self.file.write(blob)
-
-    def on_disk(self) -> bool:
-        return any(isinstance(e, tuple) for entries in self.waiting.values() for e in entries)
-
-    def take(self, key: int):
-        """The batches waiting for ``key``, in the order they came."""
-        for entry in self.waiting.pop(key, ()):
-            if isinstance(entry, tuple):
-                offset, size = entry
-                self.file.seek(offset)
-                yield self.file.read(size)
-            else:
-                self.size -= len(entry)
-                yield entry
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        yield match
 
 
-class _InOrder:
-    """Hands the claims to ``take`` and collects the guide findings in transaction-set order,
-    whichever process gets there first."""
-
-    def __init__(self, take: Callable[[ClaimRecord], None]) -> None:
-        self.take = take
-        self.next = 0  # the first set not done yet: its claims are handed on as they come
-        self.ready: dict[int, list[Finding]] = {}  # later sets done: their findings
-        self.spool = _Spool()
-        self.findings: list[Finding] = []
-        self.stray: list[Finding] = []  # findings outside any set (none expected)
-        self.stray_claims: list[ClaimRecord] = []
-
-    def part(self, set_index: int, claims, blob: bytes = b"") -> None:
-        """A batch of set ``set_index``'s claims: ``claims`` (records) or ``blob`` (pickled)."""
-        if set_index < 0:
-            self.stray_claims.extend(claims or _unpickle(blob))
-        elif set_index == self.next:
-            for claim in claims or _unpickle(blob):
-                self.take(claim)
-        elif claims or blob:
-            if claims:
-                blob = _pickle(claims)
-            self.spool.put(set_index, blob)
-
-    def done(self, set_index: int, findings: list[Finding], claims, blob: bytes = b"") -> None:
-        """Set ``set_index`` is done, with its findings and last claims."""
-        self.part(set_index, claims, blob)
-        if set_index < 0:
-            self.stray.extend(findings)
-            return
-        self.ready[set_index] = findings
-        self.advance()
-
-    def advance(self) -> None:
+def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jobs: int,
+                first_weight: float = FIRST_WEIGHT) -> list[Cut]:
+    """Where to cut the file at ``path`` (its ISA at byte ``start``) into at most ``jobs``
+    shares of about equal bytes (the first weighted by ``first_weight``): the cuts in order, or
+    [] when it cannot be cut (one transaction set, odd delimiters). Reads up to the last cut."""
+    patterns = _skim_patterns(delimiters, encoding)
+    if patterns is None or jobs < 2:
+        return []
+    quick, full, wide = patterns
+    regular = None
+    leads = {c.encode() for c in _strip_chars(delimiters) if c != delimiters.segment}
+    size = os.path.getsize(path)
+    span = size - start
+    total = first_weight + jobs - 1
+    targets = [start + span * (first_weight + k) / total for k in range(jobs - 1)]
+    term = delimiters.segment.encode()
+    strip_chars = _strip_chars(delimiters)
+    cuts: list[Cut] = []
+    # the envelope's view (gateway/x12/envelope.py): interchange, group, set open; counts
+    ic = group = ts = False
+    interchanges = groups = sets = 0
+    isa = gs = None
+    raw = [0, 0, 0]  # ClaimCollector's (ISA, GS, ST) counters
+    before: Cut | None = None  # the last clean ST before the next target
+    first = True  # the first clean ST is never a cut (the first share holds at least a set)
+    target = 0
+    tcount = -1  # terminators before the current position (the leading one is ours)
+    blanks = 0
+    with open(path, "rb") as file:
+        file.seek(start)
+        carry = term  # a terminator before the ISA: every control segment follows one
+        base = start - 1  # the file offset of carry[0]
         while True:
-            for batch in self.spool.take(self.next):  # (the next set's claims that waited)
-                for claim in _unpickle(batch):
-                    self.take(claim)
-            if self.next not in self.ready:
-                return
-            self.findings.extend(self.ready.pop(self.next))
-            self.next += 1
+            block = file.read(SKIM_BLOCK)
+            buf = carry + block if block else carry
+            if block:
+                last_t = buf.rfind(term)
+                limit = last_t + 1
+            else:
+                limit = len(buf)
+            pos = 0
+            if regular is None:  # the lead after the ISA's terminator: the usual layout
+                after = buf.find(term, 1) + 1
+                lead = after
+                while after and lead < len(buf) and buf[lead:lead + 1] in leads:
+                    lead += 1
+                regular = _regular_pattern(delimiters, encoding, buf[after:lead])
+            pattern = quick
+            if not buf.isascii() and any(w in buf for w in wide):
+                pattern = full  # (it may hold a piece of non-ASCII white space alone)
+            for match in _matches(buf, limit, regular, pattern):
+                at = match.start()
+                tcount += buf.count(term, pos, at + 1)
+                pos = at + 1
+                seg_id = match.group(1)
+                if seg_id is None:
+                    blanks += 1
+                    continue
+                ordinal = tcount - blanks + 1
+                if seg_id == b"ST":
+                    if group and not ts:  # a clean start: a place to cut
+                        here = base + at + 1
+                        cut = Cut(here, ordinal, isa, gs, interchanges, groups, sets,
+                                  tuple(raw))
+                        if first:
+                            first = False
+                        else:
+                            while target < len(targets) and here >= targets[target]:
+                                goal = targets[target]
+                                fit = [c for c in (before, cut) if c is not None and
+                                       (not cuts or c.offset > cuts[-1].offset)]
+                                if fit:  # the nearer of the two around the goal
+                                    cuts.append(min(fit, key=lambda c: abs(c.offset - goal)))
+                                target += 1
+                            if target == len(targets):
+                                return cuts
+                            before = cut
+                    raw[2] += 1
+                    if group:
+                        ts = True
+                        sets += 1
+                elif seg_id == b"SE":
+                    ts = False
+                elif seg_id in (b"ISA", b"GS"):
+                    text_at = match.start(1)
+                    end = buf.find(term, text_at)
+                    text = buf[text_at:end if end >= 0 else len(buf)].decode(
+                        encoding, "replace").strip(strip_chars)
+                    if seg_id == b"ISA":
+                        ic, group, ts = True, False, False
+                        interchanges += 1
+                        groups = 0
+                        isa = (ordinal, text)
+                        raw = [raw[0] + 1, 0, 0]
+                    else:
+                        raw = [raw[0], raw[1] + 1, 0]
+                        if ic:
+                            group, ts = True, False
+                            groups += 1
+                            sets = 0
+                            gs = (ordinal, text)
+                elif seg_id == b"GE":
+                    group = ts = False
+                else:  # IEA
+                    ic = group = ts = False
+            if not block:
+                break
+            tcount += buf.count(term, pos, last_t)
+            base += last_t
+            carry = buf[last_t:]
+    if before is not None and target < len(targets) and \
+            (not cuts or before.offset > cuts[-1].offset):
+        cuts.append(before)
+    return cuts
 
-    def finish(self, sets: int) -> list[Finding]:
-        """After every share is done: ``sets`` sets in the file (each reported by its share)."""
-        while self.next < sets or any(k >= self.next for k in self.ready):
-            self.ready.setdefault(self.next, [])  # (a set nobody reported: nothing to add)
-            self.advance()
-        for set_index in sorted(self.ready):  # (never: a set reported twice)
-            self.findings.extend(self.ready.pop(set_index))
-        for claim in self.stray_claims:
-            self.take(claim)
-        self.spool.close()
-        return self.findings + self.stray
+
+def range_segments(path: str, start: int, end: int | None, ordinal: int,
+                   delimiters: Delimiters, encoding: str):
+    """The segments of bytes ``start``..``end`` (None: the end of the file) of ``path``, the
+    first numbered ``ordinal`` + 1: what :meth:`X12Reader.__iter__` yields for them (the same
+    rules; tests/test_x12_jobs.py holds this to it). ``start`` follows a segment terminator."""
+    term, sep = delimiters.segment, delimiters.element
+    strip_chars = _strip_chars(delimiters)
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    carry = ""
+    with open(path, "rb") as file:
+        file.seek(start)
+        left = -1 if end is None else end - start
+        while True:
+            if left == 0:
+                block = b""
+            else:
+                block = file.read(RANGE_BLOCK if left < 0 else min(RANGE_BLOCK, left))
+                if left > 0:
+                    left -= len(block)
+            chunk = decoder.decode(block, final=not block)
+            pieces = (carry + chunk).split(term)
+            carry = pieces.pop()
+            for piece in pieces:
+                text = piece.strip(strip_chars)
+                if not text or text.isspace():
+                    continue
+                ordinal += 1
+                yield Segment(ordinal, text.split(sep), text)
+            if not block:
+                break
+    text = carry.strip(strip_chars)
+    if text.strip():
+        ordinal += 1
+        yield Segment(ordinal, text.split(sep), text)
+
+
+class _Recording(EnvelopeChecker):
+    """The envelope checker of a share after the first: it keeps the paths and the state the
+    guide reads (its findings are not used), and records every segment it is fed (the control
+    segments, and data segments outside a set) for the first process's envelope."""
+
+    def __init__(self, delimiters: Delimiters, catalogue: RuleCatalogue, cut: Cut) -> None:
+        super().__init__(delimiters, None, catalogue)
+        sep = delimiters.element
+        # as many interchanges, groups and sets before as the real envelope has seen
+        self.interchanges = [Interchange(index=i + 1, isa=["ISA"], start=0, end=0)
+                             for i in range(cut.interchanges - 1)]
+        ordinal, text = cut.isa
+        self.feed(Segment(ordinal, text.split(sep), text))
+        self.interchange.groups = [Group(index=g + 1, gs=["GS"], start=0, end=0)
+                                   for g in range(cut.groups - 1)]
+        ordinal, text = cut.gs
+        self.feed(Segment(ordinal, text.split(sep), text))
+        self._group.transactions = [TransactionSet(t + 1, "", "", "", 0, 0)
+                                    for t in range(cut.sets)]
+        self.events: list[tuple[int, str]] = []
+
+    def feed(self, seg: Segment) -> None:
+        events = getattr(self, "events", None)
+        if events is not None:
+            events.append((seg.ordinal, seg.raw))
+        super().feed(seg)
+
+
+def _frame(out, kind: bytes, payload: bytes) -> None:
+    out.write(kind + struct.pack("<Q", len(payload)))
+    out.write(payload)
+
+
+def _frames(path: str):
+    with open(path, "rb") as file:
+        while True:
+            head = file.read(9)
+            if len(head) < 9:
+                return
+            size = struct.unpack("<Q", head[1:])[0]
+            yield head[:1], file.read(size)
+
+
+def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
+                   encoding: str, make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
+                   claims: bool, out_path: str) -> None:
+    """A share after the first: validates bytes ``cut.offset``..``end`` and writes its results
+    to ``out_path`` (frames: C claims, E the rest; X the kind of failure)."""
+    import pickle
+
+    with open(out_path, "wb") as out:
+        try:
+            envelope = _Recording(delimiters, catalogue, cut)
+            guide = make_guide(delimiters, envelope, catalogue, snip=snip)
+            sep = delimiters.element
+            context = [Segment(o, t.split(sep), t) for o, t in (cut.isa, cut.gs)]
+            for seg in context:
+                guide.feed(seg)
+            mark = len(guide.findings)
+            feeds = (guide.feed,)
+            collector = None
+            if claims:
+                batch: list[ClaimRecord] = []
+
+                def keep(claim: ClaimRecord) -> None:
+                    batch.append(claim)
+                    if len(batch) >= CLAIM_BATCH:
+                        _frame(out, b"C", _pickle(batch))
+                        batch.clear()
+
+                collector = ClaimCollector(delimiters, keep, keep_encounters=False)
+                for seg in context:
+                    collector.feed(seg)
+                collector._tx = cut.tx
+                feeds = (guide.feed, collector.feed)
+            envelope.events = []
+            last, lines = feed_all(
+                range_segments(path, cut.offset, end, cut.ordinal - 1, delimiters, encoding),
+                envelope, feeds)
+            submitters = {}
+            if collector is not None:
+                collector.finish()
+                if batch:
+                    _frame(out, b"C", _pickle(batch))
+                submitters = collector.submitters
+            findings = guide.finish()[mark:]
+            _frame(out, b"E", pickle.dumps((findings, envelope.events, last, lines, submitters),
+                                           protocol=pickle.HIGHEST_PROTOCOL))
+        except BaseException as exc:  # noqa: BLE001 - told to the first process, which stops
+            # the kind of failure only: a message may quote a value from the file (member data)
+            _frame(out, b"X", exc.__class__.__name__.encode())
 
 
 _ROW = None  # operator.attrgetter of every ClaimRecord field, in order (made on first use)
@@ -338,9 +412,8 @@ _ROW = None  # operator.attrgetter of every ClaimRecord field, in order (made on
 def _pickle(claims: list[ClaimRecord]) -> bytes:
     """Claims as one blob of tuples of their fields (the encounters are not among them: None
     here). marshal, not pickle: it writes and reads back plain tuples, lists, str and int
-    several times quicker (the process that hands the claims on reads every other share's);
-    a field of another type (none today) makes it fall back to pickle. The first byte says
-    which."""
+    several times quicker (the first process reads every other share's); a field of another
+    type (none today) makes it fall back to pickle. The first byte says which."""
     global _ROW
     if _ROW is None:
         import dataclasses
@@ -351,7 +424,7 @@ def _pickle(claims: list[ClaimRecord]) -> bytes:
     try:
         import marshal
 
-        return b"M" + marshal.dumps(rows)
+        return b"M" + marshal.dumps(rows, 2)  # (version 2: no references, quicker both ways)
     except ValueError:  # an unmarshallable value
         import pickle
 
@@ -373,148 +446,119 @@ def _unpickle(blob: bytes) -> list[ClaimRecord]:
 
 
 def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecker,
-                make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
-                take: Callable[[ClaimRecord], None], keep: bool):
-    """``validate --jobs N``: this process reads every segment (the envelope checks, the line
-    count) and validates its share; N-1 other processes validate theirs. ``make_guide``
-    (delimiters, envelope, catalogue, snip=...) makes an implementation-guide validator (a
-    module-level function or a partial of one: it goes to the other processes). Returns (last
-    ordinal, LX lines, implementation-guide findings in set order, submitters)."""
+               make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
+               take: Callable[[ClaimRecord], None], keep,
+               progress: Callable[[int], None] | None = None):
+    """``validate --jobs N`` on the file at ``path`` (``reader`` open on it, not yet read):
+    returns (last ordinal, LX lines, implementation-guide findings in file order, submitters),
+    or None when the file cannot be shared (the caller validates it in one process).
+    ``make_guide`` (delimiters, envelope, catalogue, snip=...) makes an implementation-guide
+    validator (a module-level function or a partial of one: it goes to the other processes)."""
     import gc
     import multiprocessing
-    import queue as queues
+    import pickle
+    import tempfile
 
+    delimiters = reader.delimiters
+    encoding = reader.notes.encoding
+    start = data_start(path, reader.notes.preamble_chars)
     claims_shared = not keep  # encounters and ECM rules stay in this process
-    shares = jobs if claims_shared else jobs - 1
-    mine = 0 if claims_shared else None  # without shared claims, this process only reads
+    cuts = plan_shares(path, delimiters, encoding, start, jobs,
+                       FIRST_WEIGHT if claims_shared else FIRST_WEIGHT_READING)
+    if not cuts:
+        return None
+    ends = [c.offset for c in cuts[1:]] + [None]
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    results = context.Queue()
-    others = [context.Process(target=_share_process, daemon=True,
-                              args=(path, share, shares, make_guide, snip, catalogue,
-                                    claims_shared, results))
-              for share in range(shares) if share != mine]
-    started = False
-
-    def start() -> None:
-        """Start the other processes: once this one has loaded what they also need (the
-        compiled map and rule packs, at its first ST), so that they inherit it instead of
-        loading it again."""
-        nonlocal started
-        started = True
-        gc.freeze()  # their collector leaves the inherited objects (and so their pages) alone
+    outputs = []
+    others = []
+    try:
+        for share, (cut, end) in enumerate(zip(cuts, ends), 1):
+            handle, out_path = tempfile.mkstemp(prefix="ecm-jobs-", suffix=".bin")
+            os.close(handle)
+            outputs.append(out_path)
+            others.append(context.Process(
+                target=_share_process, daemon=True, name=f"validate-share-{share}",
+                args=(path, cut, end, delimiters, encoding, make_guide, snip, catalogue,
+                      claims_shared, out_path)))
+        guide = make_guide(delimiters, envelope, catalogue, snip=snip)
+        collector = ClaimCollector(delimiters, take, keep_encounters=keep)
+        feeds = (guide.feed, collector.feed)
+        segments = iter(reader)
+        mine = cuts[0].ordinal - 1  # this process's segments
+        # by hand up to the first ST (its guide then has the map and rule packs loaded, which
+        # the other processes inherit instead of loading them again), then in bulk
+        last = lines = 0
+        for seg in segments:
+            envelope.feed(seg)
+            for feed in feeds:
+                feed(seg)
+            lines += seg.fields[0] == "LX"
+            last = seg.ordinal
+            if seg.fields[0] == "ST" or last >= mine:
+                break
+        gc.freeze()  # their collector leaves the inherited objects (and their pages) alone
         try:
             for process in others:
                 process.start()
         finally:
             gc.unfreeze()
-
-    order = _InOrder(take)
-    submitters: dict = {}
-    running = len(others)
-
-    def receive(message) -> None:
-        nonlocal running
-        if message[0] == "part":
-            _, _, set_index, blob = message
-            order.part(set_index, None, blob)
-        elif message[0] == "set":
-            _, _, set_index, findings, blob = message
-            order.done(set_index, findings, None, blob)
-        elif message[0] == "done":
-            submitters.update(message[2])
-            running -= 1
-        else:
-            raise RuntimeError(f"validate --jobs: share {message[1]} failed: {message[2]}")
-
-    try:
-        delimiters = reader.delimiters
-        work = guide = collector = None
-        if mine is not None:
-            work = _Share(mine, delimiters, envelope, make_guide, snip, catalogue, True,
-                          lambda set_index, findings, claims: order.done(set_index, findings,
-                                                                         claims),
-                          lambda set_index, claims: order.part(set_index, claims))
-            guide, collector = work.guide, work.collector
-        everything = None if claims_shared else ClaimCollector(delimiters, take,
-                                                               keep_encounters=keep)
-        owners = _Owners(shares)
-        last = lines = 0
-        countdown = POLL_EVERY
-
-        def poll() -> None:
-            while True:
-                try:
-                    receive(results.get_nowait())
-                except queues.Empty:
-                    return
-
-        if everything is None:  # the other shares' segments are only counted here
-            tally = [0, 0, 0]  # data segments inside a set not yet told the envelope, LX, last
-            for seg, owner, set_index, kind in _skim(reader, owners, mine, envelope, tally):
-                if kind == _OWN:
-                    guide.feed(seg)
+        if last < mine:
+            done, more = feed_all(islice(segments, mine - last), envelope, feeds)
+            last = done or last
+            lines += more
+        guide_findings: list[Finding] = list(guide.findings)
+        if claims_shared:
+            collector.finish()
+        submitters = dict(collector.submitters)
+        sep = delimiters.element
+        for share, (cut, end, process, out_path) in enumerate(
+                zip(cuts, ends, others, outputs), 1):
+            if not claims_shared:  # this process reads the claims of the whole file
+                for seg in range_segments(path, cut.offset, end, cut.ordinal - 1, delimiters,
+                                          encoding):
                     collector.feed(seg)
-                    countdown -= 1
-                    if not countdown:
-                        countdown = POLL_EVERY
-                        poll()
-                    continue
-                if tally[0]:
-                    envelope.count_data(tally[0])
-                    tally[0] = 0
-                envelope.feed(seg)
-                if kind == _CONTROL_SEGMENT:
-                    work.feed(seg, owner, set_index)
-                    if started:
-                        poll()
-                    elif seg.fields[0] == "ST":  # (set 0 is this process's: its map is loaded)
-                        start()
-                    continue
-                if seg.fields[0] == "LX":  # (a data segment outside a set)
-                    lines += 1
-                if owner == mine:
-                    guide.feed(seg)
-                    collector.feed(seg)
-            if tally[0]:
-                envelope.count_data(tally[0])
-            lines += tally[1]
-            last = tally[2]
-        else:  # this process reads every claim (for the ECM rules)
-            start()
-            for seg in reader:
-                envelope.feed(seg)
-                seg_id = seg.fields[0]
-                if seg_id in _CONTROL:
-                    owners.control(seg_id)
-                elif seg_id == "LX":
-                    lines += 1
-                everything.feed(seg)
-                last = seg.ordinal
-                countdown -= 1
-                if not countdown:
-                    countdown = POLL_EVERY
-                    poll()
-        if not started:  # no transaction set at all: the others have nothing to do
-            start()
-        if work is not None:
-            work.finish()
-            submitters.update(work.collector.submitters)
-        if everything is not None:
-            everything.finish()
-            submitters.update(everything.submitters)
-        while running:
-            try:
-                receive(results.get(timeout=1.0))
-            except queues.Empty:
-                if not any(p.is_alive() for p in others) and results.empty():
-                    raise RuntimeError("validate --jobs: a share stopped without a result")
-        guide_findings = order.finish(owners.sets + 1)
+            process.join()
+            result = None
+            for kind, payload in _frames(out_path):
+                if kind == b"C":
+                    for claim in _unpickle(payload):
+                        take(claim)
+                elif kind == b"E":
+                    result = pickle.loads(payload)
+                elif kind == b"X":
+                    raise RuntimeError(f"validate --jobs: share {share} failed: "
+                                       f"{payload.decode()}")
+            if result is None:
+                raise RuntimeError(f"validate --jobs: share {share} stopped without a result")
+            findings, events, share_last, share_lines, share_submitters = result
+            previous = cut.ordinal - 1
+            for ordinal, text in events:  # the envelope sees what one process's would
+                if ordinal - previous > 1:
+                    envelope.count_data(ordinal - previous - 1)
+                envelope.feed(Segment(ordinal, text.split(sep), text))
+                previous = ordinal
+            if share_last > previous:
+                envelope.count_data(share_last - previous)
+            guide_findings.extend(findings)
+            submitters.update(share_submitters)
+            lines += share_lines
+            last = share_last
+            if progress is not None:
+                progress(end if end is not None else os.path.getsize(path))
+        collector.finish()
+        if not claims_shared:
+            submitters.update(collector.submitters)
+        guide.finish()
     finally:
         for process in others:
             if process.is_alive():
                 process.terminate()
             if process.pid is not None:
                 process.join()
-        results.close()
+        for out_path in outputs:
+            try:
+                os.unlink(out_path)
+            except OSError:
+                pass
     return last, lines, guide_findings, submitters

@@ -178,15 +178,17 @@ def validate_x12(
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
         # with rules only: the light view the rules read, not the model (claims837)
         keep = keep_encounters or ("rules" if rules is not None else False)
-        if parallel:  # the transaction sets shared among processes (gateway/x12/jobs.py)
+        shared = None
+        if parallel:  # the file shared among processes by byte ranges (gateway/x12/jobs.py)
             from functools import partial
 
             from gateway.x12.jobs import run_shared
 
-            last, lines, guide_findings, submitters = run_shared(
-                reader, path, jobs, envelope, partial(guide_validator, engine), snip, catalogue,
-                take, keep)
-        else:
+            shared = run_shared(reader, path, jobs, envelope, partial(guide_validator, engine),
+                                snip, catalogue, take, keep, progress)
+        if shared is not None:
+            last, lines, guide_findings, submitters = shared
+        else:  # one process (also a file that cannot be shared: a single transaction set)
             guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
             collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep)
             last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
