@@ -152,13 +152,7 @@ def validate_x12(
 
     def run_rules() -> None:
         if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
-            pipe.submit([(c.encounter, c.transaction, c.index, c.subscriber_index, c.start,
-                          c.claim_id, c.line_refs)  # a row, as _RowPlace reads it
-                         for c in pending if c.encounter is not None])
-            for claim in pending:
-                if not keep_encounters:
-                    claim.encounter = None
-                sink(claim)
+            pipe.submit(pending)  # (rows, see take)
             pending.clear()
             return
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
@@ -176,6 +170,21 @@ def validate_x12(
             unreadable.append(claim)
         if rules is None:
             sink(claim)
+            return
+        if pipe is not None:
+            # with the rules in a worker, a claim waits for its batch only as a row of plain
+            # values, as _RowPlace reads it (the claim itself goes on at once: kept waiting,
+            # claims are what the cyclic collector would scan again and again)
+            encounter = claim.encounter
+            if encounter is not None:
+                pending.append((encounter, claim.transaction, claim.index,
+                                claim.subscriber_index, claim.start, claim.claim_id,
+                                tuple(claim.line_refs)))
+                if not keep_encounters:
+                    claim.encounter = None
+            sink(claim)
+            if len(pending) >= rule_batch:
+                run_rules()
             return
         pending.append(claim)
         if len(pending) >= rule_batch:
