@@ -184,8 +184,14 @@ def validate_x12(
 
             from gateway.x12.jobs import run_shared
 
+            from gateway.x12.acks import ClaimSpans
+
+            # claims that only go to a report's counts: the other processes send those
+            spans = getattr(on_claim, "__self__", None)
+            if rules is not None or not isinstance(spans, ClaimSpans) or on_claim != spans.add:
+                spans = None
             shared = run_shared(reader, path, jobs, envelope, partial(guide_validator, engine),
-                                snip, catalogue, take, keep, progress)
+                                snip, catalogue, take, keep, progress, spans, unreadable.append)
         if shared is not None:
             last, lines, guide_findings, submitters = shared
         else:  # one process (also a file that cannot be shared: a single transaction set)
