@@ -358,11 +358,11 @@ def _frames(path: str):
 
 def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                    encoding: str, make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
-                   claims: bool, out_path: str, digest: bool = False) -> None:
+                   claims: bool, out_path: str, digest: type | None = None) -> None:
     """A share after the first: validates bytes ``cut.offset``..``end`` and writes its results
-    to ``out_path`` (frames: C claims, E the rest; X the kind of failure). ``digest``: the
-    claims as :class:`~gateway.x12.acks.ClaimSpans` (what the report counts) and the records
-    of the unreadable ones only, instead of every record."""
+    to ``out_path`` (frames: C claims, E the rest; X the kind of failure). ``digest`` (the
+    class :class:`~gateway.x12.acks.ClaimSpans`): the claims as spans (what a report counts)
+    and the records of the unreadable ones only, instead of every record."""
     import pickle
 
     with open(out_path, "wb") as out:
@@ -385,10 +385,8 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                         _frame(out, b"C", _pickle(batch))
                         batch.clear()
 
-                if digest:
-                    from gateway.x12.acks import ClaimSpans
-
-                    spans = ClaimSpans()
+                if digest is not None:
+                    spans = digest()
                     add = spans.add
 
                     def keep(claim: ClaimRecord) -> None:  # noqa: F811 - the digest instead
@@ -408,7 +406,7 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
             submitters = {}
             if collector is not None:
                 collector.finish()
-                if digest:
+                if digest is not None:
                     _frame(out, b"S", pickle.dumps((spans, _pickle(batch)),
                                                    protocol=pickle.HIGHEST_PROTOCOL))
                 elif batch:
@@ -459,6 +457,19 @@ def _unpickle(blob: bytes) -> list[ClaimRecord]:
 
         rows = pickle.loads(memoryview(blob)[1:])
     return [ClaimRecord(*values) for values in rows]
+
+
+def counted_only(on_claim) -> object | None:
+    """The :class:`~gateway.x12.acks.ClaimSpans` whose ``add`` ``on_claim`` is (a report that
+    only counts the claims), else None. (Looked up among the loaded modules: a caller with
+    such spans has loaded it, and this module does not import the acknowledgments.)"""
+    import sys
+
+    acks = sys.modules.get("gateway.x12.acks")
+    spans = getattr(on_claim, "__self__", None)
+    if acks is None or not isinstance(spans, acks.ClaimSpans) or on_claim != spans.add:
+        return None
+    return spans
 
 
 def merge_spans(into, other) -> None:
@@ -518,7 +529,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             others.append(context.Process(
                 target=_share_process, daemon=True, name=f"validate-share-{share}",
                 args=(path, cut, end, delimiters, encoding, make_guide, snip, catalogue,
-                      claims_shared, out_path, spans is not None)))
+                      claims_shared, out_path, type(spans) if spans is not None else None)))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep)
         feeds = (guide.feed, collector.feed)

@@ -182,14 +182,10 @@ def validate_x12(
         if parallel:  # the file shared among processes by byte ranges (gateway/x12/jobs.py)
             from functools import partial
 
-            from gateway.x12.jobs import run_shared
-
-            from gateway.x12.acks import ClaimSpans
+            from gateway.x12.jobs import counted_only, run_shared
 
             # claims that only go to a report's counts: the other processes send those
-            spans = getattr(on_claim, "__self__", None)
-            if rules is not None or not isinstance(spans, ClaimSpans) or on_claim != spans.add:
-                spans = None
+            spans = counted_only(on_claim) if rules is None else None
             shared = run_shared(reader, path, jobs, envelope, partial(guide_validator, engine),
                                 snip, catalogue, take, keep, progress, spans, unreadable.append)
         if shared is not None:
