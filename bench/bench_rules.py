@@ -24,11 +24,17 @@ it includes the interpreter, the imports and the step's input, which is built un
    ``gateway.ecm.rules.BATCH`` (300), encounters from ``bench/synth837.encounters`` with
    ClaimPlaces shaped like ``validate.claim_place``; the time spent in
    ``Registry.snapshot`` is reported too.
-4. ``validate`` / ``validate+rules`` -- ``validate_x12(path, on_claim=count)`` and
-   ``validate_x12(path, rules=EncounterRules(registry), on_claim=count)``; overhead ratio
-   = with / without - 1 (wall; the CPU-time ratio is printed as well). In between,
-   ``validate+encounters`` (``keep_encounters=True``, no rules) splits the overhead into
-   building the canonical encounters and the rules themselves.
+4. ``validate`` / ``validate+rules`` -- ``gateway.reports.validate_file(path)`` (what
+   ``ecm-gateway validate`` calls) without and with ``rules=EncounterRules(registry)``, the
+   registry held in memory as the command line holds it (copied from the SQLite file,
+   untimed). With rules the file is as the command line checks it: the rules run in a worker
+   process alongside the validation where the input is large enough (gateway/ecm/pipelined.py;
+   the registry goes to it as an image). ``validate+rules-in-process`` is the same call with
+   the rules in this process (``rules_pipeline_bytes`` 0): the A/B in the same run. Overhead
+   ratio = with / without - 1, on wall time (the target) and on CPU time (this process + its
+   children: the worker's CPU counts; pipelining saves wall time, not CPU). In between,
+   ``validate+encounters`` (``validate_x12`` with ``keep_encounters=True``, no rules) is the
+   cost of building the canonical encounters, which the rules do not need.
 
 The rules and validate workers first run the same call untimed on a 10-claim file (pyx12 maps,
 code sets, rule catalogue and compiled SQL loaded, as in a long-lived server; ``--cold`` turns
@@ -68,7 +74,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 from bench_validate import (  # noqa: E402
-    best_of, cpu_seconds, load_average, machine, peak_rss_mb, run_json, show,
+    best_of, children_cpu, cpu_seconds, load_average, machine, peak_rss_mb, run_json, show,
 )
 from bench_validate import print_table as show_table  # noqa: E402
 
@@ -81,7 +87,7 @@ DUP_RATE = 0.002  # share of claim lines already in the history
 PROGRAM_RATE = 0.05
 CLAIM_MEMBER_HISTORY_SHARE = 0.6
 STEPS = ("members", "history", "rules", "validate", "validate+encounters", "validate+rules",
-         "profile")
+         "validate+rules-in-process", "profile")
 
 POF = [("HOMELESS", 35), ("HIGH_UTILIZER", 25), ("SMI_SUD", 20), ("LTC_RISK", 8),
        ("INCARCERATION", 5), ("NF_TRANSITION", 4), ("BIRTH_EQUITY", 3)]
@@ -512,36 +518,78 @@ def profile_table(profiler, top: int = 18) -> dict:
     return {"total": total, "tottime": by_tot, "cumtime": ours}
 
 
-def work_validate(args: dict, with_rules: bool, keep_encounters: bool = False) -> dict:
+def memory_registry(db: str, plain: bool = False):
+    """The registry as the command line holds it: in memory (``Registry.in_memory_file()``;
+    ``plain``: ``Registry()``), here copied from the SQLite file the load steps wrote
+    (untimed)."""
+    import sqlite3
+
+    from gateway.registry.store import Registry
+
+    registry = Registry() if plain else Registry.in_memory_file()
+    raw = registry.engine.raw_connection()
+    try:
+        source = sqlite3.connect(db)
+        source.backup(raw.driver_connection)
+        source.close()
+    finally:
+        raw.close()
+    return registry
+
+
+def work_validate(args: dict, with_rules: bool, keep_encounters: bool = False,
+                  in_process: bool = False) -> dict:
+    """``validate_file`` (what ``ecm-gateway validate`` calls) with the command line's registry
+    (in memory) - or ``validate_x12`` with ``keep_encounters`` (no rules). ``in_process``: the
+    rules in this process (``rules_pipeline_bytes`` 0), else as the command line runs them
+    (in a worker process, gateway/ecm/pipelined.py, where the input is large enough). CPU is this
+    process's plus its children's (the worker, reaped before it is read)."""
+    import os
+
     from gateway.findings import Severity
     from gateway.x12.validate import validate_x12
+
+    if in_process:
+        os.environ["ECM_GATEWAY_RULES_PIPELINE_BYTES"] = "0"
+    from gateway.reports import validate_file
 
     rules, setup = None, 0.0
     if with_rules:
         from gateway.ecm.rules import EncounterRules
 
-        registry = registry_at(args["db"])
+        registry = memory_registry(args["db"])
         if args.get("warm"):
-            validate_x12(args["warm"], rules=EncounterRules(registry), on_claim=lambda c: None)
+            validate_file(Path(args["warm"]), rules=EncounterRules(registry))
         rules, setup, _ = timed(EncounterRules, registry)
     elif args.get("warm"):  # pyx12 maps and profiles loaded, as in a long-lived server
-        validate_x12(args["warm"], on_claim=lambda c: None, keep_encounters=keep_encounters)
+        if keep_encounters:
+            validate_x12(args["warm"], on_claim=lambda c: None, keep_encounters=True)
+        else:
+            validate_file(Path(args["warm"]))
     seen = [0]
 
     def on_claim(_claim) -> None:
         seen[0] += 1
 
     start_rss = peak_rss_mb()
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    result = validate_x12(args["x12"], rules=rules, on_claim=on_claim,
-                          keep_encounters=keep_encounters)
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    errors = sum(1 for f in result.findings if f.severity is Severity.ERROR)
-    ecm = Counter(f.rule for f in result.findings if f.rule.startswith("ECM-"))
-    return {"seconds": seconds, "cpu": cpu, "claims": seen[0], "setup": setup,
-            "verdict": "valid" if result.valid else f"INVALID ({errors} errors)",
-            "findings": len(result.findings), "ecm_findings": dict(ecm),
-            "start_rss_mb": start_rss}
+    c0, k0, t0 = cpu_seconds(), children_cpu(), time.perf_counter()
+    if keep_encounters:
+        result = validate_x12(args["x12"], on_claim=on_claim, keep_encounters=True)
+        findings, claims = result.findings, seen[0]
+    else:
+        report = validate_file(Path(args["x12"]), rules=rules)
+        findings, claims = report.findings, report.stats.get("claims", 0)
+    seconds = time.perf_counter() - t0
+    pipelined = rules is not None and rules._worker is not None
+    if rules is not None:
+        rules.close()  # (an idle worker holding the engine's state: reaped, its CPU counted)
+    parent, children = cpu_seconds() - c0, children_cpu() - k0
+    errors = sum(1 for f in findings if f.severity is Severity.ERROR)
+    ecm = Counter(f.rule for f in findings if f.rule.startswith("ECM-"))
+    return {"seconds": seconds, "cpu": parent + children, "parent_cpu": parent,
+            "worker_cpu": children, "pipelined": pipelined, "claims": claims, "setup": setup,
+            "verdict": "valid" if not errors else f"INVALID ({errors} errors)",
+            "findings": len(findings), "ecm_findings": dict(ecm), "start_rss_mb": start_rss}
 
 
 def worker(step: str, args: dict) -> None:
@@ -554,8 +602,9 @@ def worker(step: str, args: dict) -> None:
     elif step == "profile":
         result = work_rules(args, profile=True)
     else:
-        result = work_validate(args, with_rules=step == "validate+rules",
-                               keep_encounters=step == "validate+encounters")
+        result = work_validate(args, with_rules=step.startswith("validate+rules"),
+                               keep_encounters=step == "validate+encounters",
+                               in_process=step == "validate+rules-in-process")
     result["peak_rss_mb"] = peak_rss_mb()
     sys.stdout.write(RESULT_MARK + json.dumps(result, default=str) + "\n")
     sys.stdout.flush()
@@ -595,36 +644,44 @@ def load_table(loads: list[tuple[dict, float]]) -> tuple[list[str], list[list[st
 
 def rules_table(results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     header = ["step", "claims", "seconds", "cpu s", "claims/s", "peak RSS MB", "overhead",
-              "note"]
+              "cpu overhead", "note"]
     base = results.get("validate", {})
     rows = []
     for step, label in (("rules", "EncounterRules.check alone"),
-                        ("validate", "validate_x12 without rules"),
+                        ("validate", "validate_file without rules"),
                         ("validate+encounters", "validate_x12 keep_encounters, no rules"),
-                        ("validate+rules", "validate_x12 with rules")):
+                        ("validate+rules", "validate_file with rules (as the CLI)"),
+                        ("validate+rules-in-process", "validate_file with rules in-process")):
         r = results.get(step)
         if r is None:
             continue
         if "error" in r:
-            rows.append([label, "-", "-", "-", "-", "-", "-", f"ERROR: {r['error']}"])
+            rows.append([label, "-", "-", "-", "-", "-", "-", "-", f"ERROR: {r['error']}"])
             continue
-        overhead = "-"
-        if step in ("validate+rules", "validate+encounters") and "seconds" in base:
+        overhead = cpu_overhead = "-"
+        if step.startswith("validate+") and "seconds" in base:
             overhead = f"{r['seconds'] / base['seconds'] - 1:+.1%}"
+            cpu_overhead = f"{r['cpu'] / base['cpu'] - 1:+.1%}"
         elif step == "rules" and "seconds" in base:
             overhead = f"{r['seconds'] / base['seconds']:+.1%} *"
+            cpu_overhead = f"{r['cpu'] / base['cpu']:+.1%} *"
         if step == "rules":
             note = (f"{r['snapshot_seconds']:.2f}s in Registry.snapshot, "
                     f"{r['lines']:,} lines; {findings_text(r['findings'])}")
         else:
             note = r["verdict"]
-            if step == "validate+rules":
+            if step.startswith("validate+rules"):
                 note += f"; {findings_text(r['ecm_findings'])}"
+                if r.get("pipelined"):
+                    note += (f"; worker process: cpu {r['parent_cpu']:.2f}s here + "
+                             f"{r['worker_cpu']:.2f}s in the worker")
+                else:
+                    note += "; rules in this process"
         if r.get("runs", 1) > 1:
             note += f"; best of {r['runs']}"
         rows.append([label, f"{r['claims']:,}", f"{r['seconds']:.2f}", f"{r['cpu']:.2f}",
                      f"{r['claims'] / r['seconds']:,.0f}", f"{r['peak_rss_mb']:.1f}",
-                     overhead, note])
+                     overhead, cpu_overhead, note])
     return header, rows
 
 
@@ -741,7 +798,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  registry {show(db)}: {r['db_mb']:.1f} MB", flush=True)
 
     results: dict[str, dict] = {}
-    steps = ("rules", "validate", "validate+encounters", "validate+rules")
+    steps = ("rules", "validate", "validate+encounters", "validate+rules",
+             "validate+rules-in-process")
     runs: dict[str, list[dict]] = {step: [] for step in steps}
     for _ in range(args.repeat):  # interleaved, so drift in machine load hits every step
         for step in steps:
@@ -762,9 +820,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(*load_table(loads), title="registry load (SQLite file)",
                 right={1, 2, 3, 4, 5})
     print_table(*rules_table(results), title=f"ECM rules over {args.claims:,} claims",
-                right={1, 2, 3, 4, 5, 6})
-    print("  overhead = validate with rules / without - 1 (wall); "
-          "* rules alone as a share of validation without rules")
+                right={1, 2, 3, 4, 5, 6, 7})
+    print("  overhead = validate with rules / without - 1 (wall; cpu overhead: on CPU time, "
+          "this process and its children); * rules alone as a share of validation without "
+          "rules")
 
     base, ruled, alone = results.get("validate", {}), results.get("validate+rules", {}), \
         results.get("rules", {})
@@ -775,8 +834,14 @@ def main(argv: list[str] | None = None) -> int:
         missed = overhead >= OVERHEAD_TARGET
         print()
         print(f"target rules overhead < {OVERHEAD_TARGET:.0%} of validation: {overhead:+.1%}  "
-              f"[{'MISS' if missed else 'ok'}]   (on CPU time: {cpu_overhead:+.1%}; "
-              f"EncounterRules setup {ruled.get('setup', 0):.2f}s, untimed)")
+              f"[{'MISS' if missed else 'ok'}]   (on CPU time, this process + the rules "
+              f"worker: {cpu_overhead:+.1%}; EncounterRules setup "
+              f"{ruled.get('setup', 0):.2f}s, untimed)")
+        here = results.get("validate+rules-in-process", {})
+        if "seconds" in here:
+            print(f"  the rules in-process instead (same run): "
+                  f"{here['seconds'] / base['seconds'] - 1:+.1%} wall, "
+                  f"{here['cpu'] / base['cpu'] - 1:+.1%} CPU")
         built = results.get("validate+encounters", {})
         if "seconds" in built:
             print(f"  of which building encounters (keep_encounters=True): "

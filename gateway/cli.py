@@ -243,7 +243,7 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.rules import partner_catalogue
 
     catalogue = partner_catalogue(args.partner)
-    registry = Registry()
+    registry = Registry.in_memory_file()  # (a rules worker process opens it too)
     presumptive = presumptive_of(args.partner)
     reports = load_registries(registry, args.members, args.providers, args.history,
                               args.cs_authorizations, presumptive=presumptive)
@@ -304,10 +304,24 @@ def _progress_bar(path: Path):
 
     from rich.console import Console
 
+    import time
+
+    # refreshed from the callback, not by rich's refresh thread: the process stays
+    # single-threaded, so the ECM rules may run in a forked worker (gateway/ecm/pipelined.py)
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                  auto_refresh=False) as bar:
         task = bar.add_task(Path(path).name, total=size)
-        yield lambda done: bar.update(task, completed=done)
+        shown = [0.0]
+
+        def report(done: int) -> None:
+            now = time.monotonic()
+            due = now - shown[0] >= 0.1 or done >= size
+            if due:
+                shown[0] = now
+            bar.update(task, completed=done, refresh=due)
+
+        yield report
 
 
 # -- convert ------------------------------------------------------------------------------------

@@ -49,6 +49,10 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
 ``x12_pure``               X12 engine as pure Python, not its   false
                            compiled build (read at import)
+``rules_pipeline_bytes``   X12 inputs this large run the ECM    1048576 (1 MiB)
+                           rules in a second process, where
+                           safe (gateway/ecm/pipelined.py; 0:
+                           never)
 ``test_slow_writes``       TESTS ONLY: sleep per run write      0
 =========================  ===================================  ===========================
 """
@@ -146,6 +150,7 @@ def _settings_class():
         debug: bool = False
         x12_map_cache: str | None = None
         x12_pure: bool = False
+        rules_pipeline_bytes: int = Field(default=1024 * 1024, ge=0)
         test_slow_writes: float = 0.0
 
         @classmethod
@@ -216,7 +221,7 @@ def _flag(raw: str) -> bool:
 
 
 _EARLY = {"home": (Path, _CHECKOUT), "var": (Path, Path("var")), "x12_map_cache": (str, None),
-          "x12_pure": (_flag, False)}
+          "x12_pure": (_flag, False), "rules_pipeline_bytes": (int, 1024 * 1024)}
 
 
 def early(name: str):

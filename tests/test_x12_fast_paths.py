@@ -164,3 +164,28 @@ def test_repeats_counted_on_the_memo_path_are_reported(synth, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(validator_module, "MEMO_SIZE", 0)
         assert signature(validate_x12(data)) == fast
+
+
+def test_a_level_changed_after_its_first_claim_is_judged_again(synth):
+    """The readability of the billing and subscriber levels is decided once per pair of levels
+    (ClaimCollector._levels_readable); an HL 23 keeps the subscriber level open, and segments
+    after it may still change it (here a second N3 whose address then lacks its N4): the
+    next claim is judged on the level as it is then, as the model judges it."""
+    segs = list(synth)
+    second = claims = 0  # a claim that follows another one of the same subscriber
+    for i, text in enumerate(segs):
+        if text.startswith("HL*"):
+            claims = 0
+        elif text.startswith("CLM*"):
+            if claims:
+                second = i
+                break
+            claims += 1
+    segs[second:second] = ["HL*99*2*23*0", "PAT*19", "NM1*IL*1*DOE*JANE****MI*90000001A",
+                           "N3*1 ELM ST"]
+    data = _join(segs)
+    built = validate_x12(data, keep_encounters=True)
+    judged = validate_x12(data)
+    assert [(c.start, c.problem) for c in judged.claims] == \
+        [(c.start, c.problem) for c in built.claims]
+    assert any(c.problem for c in judged.claims)  # the changed level made a claim unreadable

@@ -175,10 +175,35 @@ class EncounterRules:
         self._age_spans: dict[tuple, tuple] = {}
         self._evidence_memo: dict[tuple[str, ...], bool] = {}
         self.batch_size = BATCH  # claims per registry read (validate_x12 batches by it)
+        self._worker = None  # a worker process holding this engine's state after a run
+
+    # -- in a worker process (gateway/ecm/pipelined.py) ----------------------------------------
+    def pipelined(self, size: int | None, place_of):
+        """A worker process running these rules alongside a validation of ``size`` bytes
+        (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of (view, what the
+        place needs...) tuples, ``finish`` for the findings in order), or None: run them here
+        with :meth:`check`. ``place_of(row)`` makes a claim's :class:`ClaimPlace` from its tuple
+        (in the worker).
+        Whether to is decided by :func:`gateway.ecm.pipelined.pipelining`."""
+        from gateway.ecm.pipelined import start
+
+        return start(self, size, place_of)
+
+    def reclaim(self) -> None:
+        """This engine's state back from the worker of the last pipelined run, if any (every
+        use of the engine does this first: the findings are those of one process)."""
+        if self._worker is not None:
+            self._worker.reclaim()
+
+    def close(self) -> None:
+        """Stop an idle worker of the last pipelined run (its state is dropped)."""
+        if self._worker is not None:
+            self._worker.close()
 
     def use_seen_index(self, index) -> None:
         """Keep the file-wide duplicate index elsewhere (e.g. on disk for a huge invoice):
         any object with ``get(key)`` and ``index[key] = label`` (``key`` a tuple)."""
+        self.reclaim()
         self._seen_lines = index
         self._seen_own = False
 
@@ -207,6 +232,8 @@ class EncounterRules:
         and re-scanned with everything the caller holds."""
         from gateway.tabular import collector_paused
 
+        if self._worker is not None:
+            self.reclaim()
         with collector_paused():
             return self._check(batch)
 

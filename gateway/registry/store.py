@@ -240,7 +240,34 @@ class Registry:
         """``engine``: share an existing engine (e.g. the gateway store's, so an in-memory
         store and its registries are one database) instead of opening ``url``."""
         self.engine: Engine = engine if engine is not None else create_engine(url, future=True)
+        self.memory_file: str | None = None  # see :meth:`in_memory_file`
         metadata.create_all(self.engine)
+
+    @classmethod
+    def in_memory_file(cls) -> Registry:
+        """A registry held in memory that another process can open too (the command line's):
+        a SQLite file in a private folder (mode 0700) on the memory file system
+        (``/dev/shm``; elsewhere the temporary folder), removed when the registry goes or the
+        process ends. A forked worker (gateway/ecm/pipelined.py) opens it by its path with a
+        connection of its own: no copy of the database, no connection used on both sides of
+        the fork. (Not an anonymous memory file: SQLite resolves ``/proc/self/fd/N`` to the
+        file's name and would open that instead.)"""
+        import os
+        import tempfile
+        import weakref
+
+        shm = "/dev/shm"
+        folder = tempfile.mkdtemp(prefix="ecm-registry-", dir=shm if os.path.isdir(shm) and
+                                  os.access(shm, os.W_OK) else None)
+        path = os.path.join(folder, "registry.sqlite")
+        try:
+            registry = cls(engine=memory_file_engine(path))
+        except BaseException:
+            _remove_memory_file(None, folder, os.getpid())
+            raise
+        registry.memory_file = path
+        weakref.finalize(registry, _remove_memory_file, registry.engine, folder, os.getpid())
+        return registry
 
     # -- loading ---------------------------------------------------------------------------------
     def _load(self, table: Table, rows: Iterable[dict], replace_source: str | None) -> int:
@@ -699,6 +726,40 @@ class _Marks:
         if self.style == "named":
             return {f"p{i}": v for i, v in enumerate(values)}
         return values
+
+
+def memory_file_engine(path: str) -> Engine:
+    """An engine on the SQLite file of :meth:`Registry.in_memory_file`: the rollback journal in
+    memory, no syncs (nothing there is to outlive the process), reads mapped rather than copied
+    page by page."""
+    from sqlalchemy import event
+
+    engine = create_engine(f"sqlite:///{path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=MEMORY")
+            cursor.execute("PRAGMA synchronous=OFF")
+            cursor.execute("PRAGMA mmap_size=1073741824")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def _remove_memory_file(engine: Engine | None, folder: str, owner: int) -> None:
+    """Remove the folder of :meth:`Registry.in_memory_file` (only in the process that made it:
+    never in a forked worker)."""
+    import os
+    import shutil
+
+    if os.getpid() != owner:
+        return
+    if engine is not None:
+        engine.dispose()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class _DayReader:

@@ -207,7 +207,7 @@ def verdict_counts(result: X12Result, spans: ClaimSpans,
     covered = bytearray(len(inner))
     errored = bytearray(len(spans))
     r = spans.ranges
-    for claim in range(len(spans)):
+    for claim in range(len(spans) if ordinals else 0):  # (no error inside: none errored)
         base = claim * 6
         for lo, hi in ((r[base], r[base + 1]), (r[base + 2], r[base + 3]),
                        (r[base + 4], r[base + 5])):
@@ -231,10 +231,13 @@ def verdict_counts(result: X12Result, spans: ClaimSpans,
     known = {i for i, key in enumerate(spans.keys)
              if any((ic.index, g.index, t.index) == key for ic in result.interchanges
                     for g in ic.groups for t in g.transactions)}
-    accepted = sum(1 for claim in range(len(spans))
-                   if spans.transactions[claim] in known and
-                   spans.transactions[claim] not in rejected_index and
-                   not errored[claim] and not spans.problems[claim])
+    if len(known) == len(spans.keys) and not rejected_index and 1 not in errored:
+        accepted = spans.problems.count(0)  # the usual file: every claim readable is accepted
+    else:
+        accepted = sum(1 for claim in range(len(spans))
+                       if spans.transactions[claim] in known and
+                       spans.transactions[claim] not in rejected_index and
+                       not errored[claim] and not spans.problems[claim])
     return accepted, len(spans) - accepted
 
 

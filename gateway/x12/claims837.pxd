@@ -8,7 +8,8 @@ from gateway.x12.reader cimport Segment
 cdef class ClaimCollector:
     cdef dict __dict__
     cdef public object d, on_claim, keep, submitters
-    cdef public object _tx, _envelope, _header, _billing, _subscriber, _claim, _line
+    # (dicts, or None for _claim and _line: their items read and set without a method look-up)
+    cdef public dict _envelope, _header, _claim, _line, _sv1, _hi
+    cdef public object _tx, _billing, _subscriber
     cdef public object _claim_index, _in_837, _last, _nm1_role, _professional
-    cdef public object _subscribers_in_st, _lines_in_st
-    cdef public object _sv1, _hi
+    cdef public object _subscribers_in_st, _lines_in_st, _levels_known

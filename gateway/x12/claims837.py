@@ -139,6 +139,7 @@ class ClaimCollector:
         self._lines_in_st = 0
         self.submitters: dict[tuple[int, int, int], tuple[str, str]] = {}
         self._sv1: dict = {}  # SV1 text -> what _read_sv1 takes from it
+        self._levels_known = None  # (subscriber data, billing data, _levels_readable's answer)
         self._hi: dict = {}  # HI text -> (qualifier, diagnosis codes)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -163,6 +164,7 @@ class ClaimCollector:
 
     def _control(self, seg: Segment, seg_id: str) -> None:
         """ISA, GS, ST open a new scope; SE, GE, IEA close an 837 transaction set."""
+        self._levels_known = None  # (no claim open after this: the levels may change)
         if seg_id == "ISA":
             self._flush_claim()
             self._tx = (self._tx[0] + 1, 0, 0)
@@ -218,6 +220,7 @@ class ClaimCollector:
     def _on_HL(self, seg: Segment) -> None:
         self._level_ends(seg.ordinal)
         self._flush_claim()
+        self._levels_known = None  # (an HL 23 keeps the subscriber level, which may change)
         f = seg.fields
         if len(f) < 4:
             f = f + _PAD
@@ -357,11 +360,11 @@ class ClaimCollector:
         self._line = None
 
     def _on_HI(self, seg: Segment) -> None:
-        claim = self._claim
+        claim: dict = self._claim
         if claim is None:
             return
         # (qualifier of the principal diagnosis or "", codes), read once per HI text
-        found = self._hi.get(seg.raw)
+        found: tuple = self._hi.get(seg.raw)
         if found is None:
             comp = self.d.component
             qualifier = ""
@@ -390,12 +393,12 @@ class ClaimCollector:
         self._claim["lines"].append(self._line)
 
     def _on_SV1(self, seg: Segment) -> None:
-        line = self._line
+        line: dict = self._line
         if line is None:
             return
         line["ordinal"] = seg.ordinal
         # a file repeats its service lines: each SV1 text is read once
-        parsed = self._sv1.get(seg.raw)
+        parsed: dict = self._sv1.get(seg.raw)
         if parsed is None:
             parsed = self._read_sv1(seg.fields)
             if len(self._sv1) >= SEGMENT_CACHE_SIZE:
@@ -426,7 +429,7 @@ class ClaimCollector:
                 "pos": f[5] or None, "pointers": pointers, "plain": plain}
 
     def _on_DTP(self, seg: Segment) -> None:
-        line = self._line
+        line: dict = self._line
         if line is not None:
             f = seg.fields
             if len(f) < 4:
@@ -445,23 +448,30 @@ class ClaimCollector:
 
     # -- building the record -----------------------------------------------------------------
     def _flush_claim(self) -> None:
-        claim = self._claim
+        claim: dict = self._claim
         if claim is None:
             return
         self._claim, self._line = None, None
         scope = [(lvl.start, lvl.end) for lvl in (self._billing, self._subscriber) if lvl]
-        sub = self._subscriber.data if self._subscriber else {}
-        member = sub.get("member") or {}
-        billing = self._billing.data if self._billing else {}
+        sub: dict = self._subscriber.data if self._subscriber else {}
+        member: dict = sub.get("member") or {}
+        billing: dict = self._billing.data if self._billing else {}
+        line: dict
         first = last = ""  # the claim's first and last service date (sorted as text)
         for line in claim["lines"]:
-            for d in (line.get("date"), line.get("date_end")):
-                if d:
-                    if not first or d < first:
-                        first = d
-                    if d > last:
-                        last = d
-        name = billing.get("name") or _NO_NAME
+            d = line.get("date")
+            if d:
+                if not first or d < first:
+                    first = d
+                if d > last:
+                    last = d
+            d = line.get("date_end")
+            if d:
+                if not first or d < first:
+                    first = d
+                if d > last:
+                    last = d
+        name: dict = billing.get("name") or _NO_NAME
         # (positional: the order of ClaimRecord's fields)
         record = ClaimRecord(
             self._tx, claim["index"], claim["start"], self._last, scope, claim["id"],
@@ -502,14 +512,13 @@ class ClaimCollector:
         """True when :meth:`_encounter_data` certainly succeeds and :class:`Encounter`
         certainly accepts its result (checked on the collected parts, nothing built); False
         when in doubt. Stricter than the model on purpose (plain amounts only, ...)."""
+        line: dict
         try:
             header = self._header
             if "submitter" not in header or "receiver" not in header or \
-                    "name" not in billing or "member" not in sub or "payer" not in sub or \
-                    billing["address"].keys() != _ADDRESS_KEYS or \
-                    ("address" in sub and sub["address"].keys() != _ADDRESS_KEYS):
+                    not self._levels_readable(sub, billing):
                 return False
-            dob = sub.get("dmg", ("", ""))[0]
+            dob = sub.get("dmg", ("", ""))[0]  # (a DMG may still come inside the claim)
             if dob:
                 _day(dob)  # (memoised: a date parses the same every time)
             lines = claim["lines"]
@@ -528,6 +537,23 @@ class ClaimCollector:
         except (ValueError, KeyError, TypeError, AttributeError):
             return False
         return True
+
+    def _levels_readable(self, sub: dict, billing: dict) -> bool:
+        """The part of :meth:`_surely_readable` that reads the billing and subscriber levels
+        alone, decided once per pair of levels: what it reads (names, payer, addresses) is
+        set only while no claim is open, and from a level's first claim to the next HL one
+        always is (HL and the control segments forget the answer)."""
+        known = self._levels_known
+        if known is not None and known[0] is sub and known[1] is billing:
+            return known[2]
+        try:
+            ok = "name" in billing and "member" in sub and "payer" in sub and \
+                billing["address"].keys() == _ADDRESS_KEYS and \
+                ("address" not in sub or sub["address"].keys() == _ADDRESS_KEYS)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        self._levels_known = (sub, billing, ok)
+        return ok
 
     @staticmethod
     def _claim_view(claim: dict, sub: dict, billing: dict) -> tuple:

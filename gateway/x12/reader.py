@@ -189,11 +189,15 @@ class X12Reader:
 
     def __iter__(self) -> Iterator[Segment]:
         delims = self.delimiters
-        term = delims.segment
-        sep = delims.element
+        term: str = delims.segment
+        sep: str = delims.element
         ordinal = 0
-        carry = ""
-        strip_chars = "\r\n" if term != "\n" else "\r"
+        carry: str = ""
+        strip_chars: str = "\r\n" if term != "\n" else "\r"
+        pieces: list
+        piece: str
+        text: str
+        seg: Segment
         for chunk in self._chunks():
             pieces = (carry + chunk).split(term)
             carry = pieces.pop()
@@ -202,7 +206,12 @@ class X12Reader:
                 if not text or text.isspace():
                     continue
                 ordinal += 1
-                yield Segment(ordinal, text.split(sep), text)
+                # (not Segment(...): the compiled build makes it without a call to __init__)
+                seg = Segment.__new__(Segment)
+                seg.ordinal = ordinal
+                seg.fields = text.split(sep)
+                seg.raw = text
+                yield seg
         text = carry.strip(strip_chars)
         if text.strip():
             # a trailing fragment with no terminator: still a segment, flagged by the checks

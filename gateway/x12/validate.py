@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
@@ -150,6 +151,15 @@ def validate_x12(
     rule_batch = getattr(rules, "batch_size", RULE_BATCH)
 
     def run_rules() -> None:
+        if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
+            pipe.submit([(c.encounter, c.transaction, c.index, c.subscriber_index, c.start,
+                          c.claim_id, c.line_refs) for c in pending if c.encounter is not None])
+            for claim in pending:
+                if not keep_encounters:
+                    claim.encounter = None
+                sink(claim)
+            pending.clear()
+            return
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
         found = rules.check([(e, claim_place(c)) for c, e in batch])
         for (claim, _), findings in zip(batch, found):
@@ -172,9 +182,11 @@ def validate_x12(
 
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
     path = str(source) if parallel else ""
+    size = _input_size(source) if rules is not None else None
+    pipe = None
     if progress is not None and isinstance(source, (str, os.PathLike)):
         source = _Counting(open(source, "rb"), progress)  # noqa: SIM115 - the reader closes it
-    with X12Reader(source) as reader:
+    with X12Reader(source) as reader, _rules_worker(rules, size) as pipe:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
         # with rules only: the light view the rules read, not the model (claims837)
         keep = keep_encounters or ("rules" if rules is not None else False)
@@ -195,10 +207,14 @@ def validate_x12(
             collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep)
             last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
             collector.finish()
+            if pipe is not None:  # the last claims go to the rules' worker first
+                run_rules()
             guide_findings = guide.finish()
             submitters = collector.submitters
         if rules is not None:
             run_rules()
+            if pipe is not None:
+                rule_findings.extend(pipe.finish())
             rule_findings[:0] = rules.notes()
         findings = envelope.finish(last) + guide_findings + rule_findings
     for claim in unreadable:
@@ -214,6 +230,49 @@ def validate_x12(
     return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
                      findings=findings, interchanges=envelope.interchanges, claims=claims,
                      segments=last, lines=lines, submitters=submitters)
+
+
+def _input_size(source) -> int | None:
+    """The size of an input in bytes, when known before reading it."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return len(source)
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return os.path.getsize(source)
+        return os.fstat(source.fileno()).st_size
+    except (OSError, AttributeError, ValueError, TypeError):
+        return None
+
+
+class _ClaimRow(NamedTuple):
+    """What the ECM rules' worker gets of a claim: its view (or encounter), then what
+    :class:`_X12Place` reads of the claim (one flat tuple: one object less to ship a claim)."""
+
+    encounter: object
+    transaction: tuple[int, int, int]
+    index: int
+    subscriber_index: int
+    start: int
+    claim_id: str
+    line_refs: list[tuple[int, int]]
+
+
+def _place_of(row: tuple) -> _X12Place:
+    """A claim's place from its :class:`_ClaimRow` (in the ECM rules' worker)."""
+    return _X12Place(_ClaimRow._make(row))
+
+
+@contextmanager
+def _rules_worker(rules, size: int | None):
+    """The ECM rules' worker process for this validation (the rules decide whether there is
+    one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
+    start = getattr(rules, "pipelined", None)
+    worker = start(size, _place_of) if start is not None else None
+    if worker is None:
+        yield None
+        return
+    with worker:
+        yield worker
 
 
 class _Counting:

@@ -1,0 +1,439 @@
+"""The ECM rules in a second process, alongside the validation that feeds them (pipelining).
+
+The rules cost about as much CPU as the X12 validation itself (``bench/bench_rules.py``). On a
+machine with a second core they need not add as much wall time: :func:`start` forks a worker
+process as a validation begins; the worker opens the registries itself and sets up while the
+caller validates; the caller ships it each batch of claim views (``EncounterRules.batch_size``
+claims) as soon as the batch is read, goes on validating, and collects the findings, which come
+back per batch in claim order. The caller merges them exactly where the in-process path puts
+them, so the findings are the same (tests/test_ecm_pipelined.py runs both over the same inputs).
+The CPU spent is about the same as in-process, plus the shipping; the wall time is the larger of
+the two processes' times, plus the last batch.
+
+Where it applies (decided here and only here, :func:`pipelining`):
+
+* an input of at least ``rules_pipeline_bytes`` (setting, default 1 MiB; 0: never) - below that
+  the fork and set-up cost more than they save - and a second CPU to run on;
+* a process that may fork safely: the ``fork`` start method exists, the caller is the main
+  thread and the only thread, and the process is not a daemonic child (which may have none).
+  In practice: the command line (``validate``, ``ack``, ``convert``, ``split``) and any other
+  single-threaded caller. The server's embedded worker threads (and the API process) never
+  pipeline: forking a multi-threaded process can deadlock the child on a lock another thread
+  held. (``spawn`` is not used instead: a fresh interpreter importing the gateway costs more than
+  the rules of a file of this size.)
+* registries the worker can open itself: a database by its URL (a SQLite file, PostgreSQL);
+  the command line's registry, a SQLite file on the memory file system
+  (:meth:`~gateway.registry.store.Registry.in_memory_file`), by its path; any other in-memory
+  SQLite registry (``Registry()``) up to ``IMAGE_LIMIT`` bytes, handed over as a serialized
+  image (``sqlite3.Connection.serialize``: a copy, paid by the caller). A connection is never
+  used on both sides of the fork.
+* an engine keeping its own within-file duplicate index (not ``use_seen_index``).
+
+The worker's state (the within-file duplicate index, units per member-day, members whose POF
+evidence was checked, presumptive first days) lives in the worker after a run; it is pulled back
+(:meth:`RulesWorker.reclaim`) before the same rule engine is used again, in-process or for
+another pipelined run, so several files checked with one engine behave as in-process.
+
+A failure in the worker is raised in the caller as :class:`RulesWorkerError` (its kind only: a
+message may quote member data); a worker that dies is noticed on the next exchange, never waited
+for.
+"""
+
+from __future__ import annotations
+
+import gc
+import marshal
+import pickle
+import threading
+import weakref
+from collections.abc import Callable
+
+from gateway.findings import Finding, Severity
+
+IMAGE_LIMIT = 512 * 1024 * 1024  # in-memory registries larger than this stay in-process
+DEFAULT_PIPELINE_BYTES = 1024 * 1024
+
+# messages: one byte of kind, then the body
+_BATCH, _END, _STATE, _QUIT = b"B", b"E", b"S", b"Q"  # to the worker
+_FINDINGS, _DONE, _ERROR = b"F", b"D", b"X"  # from it (and _STATE)
+_STATE_FIELDS = ("_seen_lines", "_units_per_day", "_pof_checked", "_first_presumptive")
+
+
+class RulesWorkerError(RuntimeError):
+    """The ECM rules failed in their worker process, or it stopped."""
+
+
+def _threshold() -> int:
+    from gateway.settings import early
+
+    return early("rules_pipeline_bytes")
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (one: a second process would only take turns)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def fork_safe() -> bool:
+    """Whether this process may fork a worker: the ``fork`` start method exists, the caller is
+    the main thread and the only thread (a fork copies no other thread, but whatever locks they
+    held stay held in the child), and the process is not a daemonic child (no children)."""
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods() and \
+        threading.current_thread() is threading.main_thread() and \
+        threading.active_count() == 1 and not multiprocessing.current_process().daemon
+
+
+def pipelining(rules: EncounterRules, size: int | None) -> bool:
+    """Whether a validation of ``size`` bytes runs ``rules`` in a worker process (the one
+    place that decides: see the module docstring)."""
+    threshold = _threshold()
+    if not threshold or size is None or size < threshold:
+        return False
+    if _cpus() < 2 or not rules._seen_own or not fork_safe():
+        return False
+    return rules.registry is None or _locator(rules.registry, probe=True) is not None
+
+
+def _locator(registry, probe: bool = False):
+    """How the worker opens ``registry``: ("url", url); ("memory-file", path) for
+    :meth:`~gateway.registry.store.Registry.in_memory_file` (the command line's);
+    ("image", bytes) for another in-memory SQLite database (None when
+    larger than IMAGE_LIMIT); ``probe``: the image's size is checked, the image not made."""
+    if getattr(registry, "memory_file", None):  # (the worker opens the same file)
+        return "memory-file", registry.memory_file
+    engine = registry.engine
+    url = engine.url
+    if url.get_backend_name() != "sqlite":
+        return "url", url.render_as_string(hide_password=False)
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file::memory:") \
+            and "mode=memory" not in str(url):
+        return "url", url.render_as_string(hide_password=False)
+    raw = engine.raw_connection()  # this thread's connection: the in-memory database's
+    try:
+        connection = raw.driver_connection
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        if pages * page_size > IMAGE_LIMIT:
+            return None
+        if probe:
+            return "image", b""
+        return "image", connection.serialize()
+    finally:
+        raw.close()
+
+
+def _reopen(locator):
+    """The worker's own registry, from :func:`_locator`'s answer."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    from gateway.registry.store import Registry
+
+    kind, value = locator
+    if kind == "url":
+        return Registry(value)
+    if kind == "memory-file":
+        from gateway.registry.store import memory_file_engine
+
+        return Registry(engine=memory_file_engine(value))
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:", check_same_thread=False)
+    connection.deserialize(value)
+    engine = create_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
+    return Registry(engine=engine)
+
+
+def start(rules: EncounterRules, size: int | None,
+          place_of: Callable[[tuple], object]) -> RulesWorker | None:
+    """A worker running ``rules`` for one validation of ``size`` bytes, or None when
+    :func:`pipelining` says no. ``place_of(row)``: the :class:`~gateway.ecm.rules.ClaimPlace`
+    of a claim from the tuple the caller submits for it (runs in the worker)."""
+    rules.reclaim()
+    if not pipelining(rules, size):
+        return None
+    import multiprocessing
+
+    from gateway.tabular import collector_paused  # noqa: F401 - (the worker's, loaded once)
+
+    context = multiprocessing.get_context("fork")
+    # (in a list the parent empties once the worker has its copy: an image is not kept here)
+    locator = [_locator(rules.registry) if rules.registry is not None else None]
+    inbox, to_worker = context.Pipe(duplex=False)  # (the worker reads, the caller writes)
+    from_worker, outbox = context.Pipe(duplex=False)  # (the caller reads, the worker writes)
+    process = context.Process(target=_serve, daemon=True, name="ecm-rules",
+                              args=(rules, locator, place_of, inbox, outbox,
+                                    (to_worker, from_worker)))
+    # Every object is frozen (left out of the collector's scans) from before the fork until the
+    # run ends, on both sides: a collection marks each object it scans, and each page it marks
+    # would be copied (the pages are shared after the fork until either side writes them).
+    gc.freeze()
+    try:
+        process.start()
+    except BaseException:
+        gc.unfreeze()
+        raise
+    locator.clear()
+    inbox.close()
+    outbox.close()
+    for connection in (to_worker, from_worker):
+        _widen(connection)
+    return RulesWorker(rules, process, to_worker, from_worker)
+
+
+PIPE_BYTES = 1024 * 1024  # a pipe's buffer: a batch is written without waiting for the reader
+
+
+def _widen(connection) -> None:
+    """A larger buffer for the pipe behind ``connection`` (Linux; elsewhere as it is): the
+    caller's writes then rarely wait for the worker to be scheduled, and the worker's for the
+    caller."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(connection.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError:  # (above the system's pipe-max-size, or not a pipe)
+        pass
+
+
+# -- the worker ---------------------------------------------------------------------------------
+_KEEP: list = []  # the parent's objects the worker must never close (e.g. its registry)
+
+
+def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends) -> None:
+    """The worker: batches in, findings out, until told to stop (or the caller goes)."""
+    import queue
+
+    for end in callers_ends:  # (inherited: with them open here, the caller's exit is no EOF)
+        end.close()
+    _KEEP.append(rules.registry)  # its connections are the parent's: left alone here
+    try:
+        if locator[0] is not None:
+            rules.registry = _reopen(locator.pop())
+        waiting: queue.SimpleQueue = queue.SimpleQueue()
+
+        def read() -> None:  # the inbox is always drained: the caller never blocks sending
+            try:
+                while True:
+                    waiting.put(inbox.recv_bytes())
+            except (EOFError, OSError):
+                waiting.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        while True:
+            message = waiting.get()
+            if message is None or message == _QUIT:
+                return
+            kind = message[:1]
+            if kind == _BATCH:
+                batch = pickle.loads(memoryview(message)[1:])
+                found = rules.check([(row[0], place_of(row)) for row in batch])
+                outbox.send_bytes(_FINDINGS + _pack(
+                    [_finding_row(f) for findings in found for f in findings]))
+            elif kind == _END:
+                outbox.send_bytes(_DONE)
+            elif kind == _STATE:
+                outbox.send_bytes(_STATE + pickle.dumps(
+                    tuple(getattr(rules, name) for name in _STATE_FIELDS),
+                    protocol=pickle.HIGHEST_PROTOCOL))
+                return
+    except BaseException as exc:  # noqa: BLE001 - told to the caller, which raises
+        try:  # the kind of failure only: a message may quote a value (member data)
+            outbox.send_bytes(_ERROR + exc.__class__.__name__.encode())
+        except (OSError, ValueError):
+            pass
+
+
+def _finding_row(f: Finding) -> tuple:
+    return (f.rule, f.severity.value, f.location, f.message, f.source, f.segment, f.context,
+            f.plan_rule, f.plan_message)
+
+
+def _finding(row: tuple) -> Finding:
+    """A finding back from :func:`_finding_row` (the fields set as ``Finding.__init__`` sets
+    them, without its keyword parsing: the findings of a file come back this way)."""
+    finding = _new(Finding)
+    put = _put
+    rule, severity, location, message, source, segment, context, plan_rule, plan_message = row
+    put(finding, "rule", rule)
+    put(finding, "severity", _SEVERITY[severity])
+    put(finding, "location", location)
+    put(finding, "message", message)
+    put(finding, "source", source)
+    put(finding, "segment", segment)
+    put(finding, "context", context)
+    put(finding, "plan_rule", plan_rule)
+    put(finding, "plan_message", plan_message)
+    return finding
+
+
+_new = object.__new__
+_put = object.__setattr__
+_SEVERITY = {s.value: s for s in Severity}
+
+
+def _pack(rows: list) -> bytes:
+    """marshal (several times quicker than pickle for plain tuples of str/int/None), pickle
+    for a value marshal cannot write; the first byte says which."""
+    try:
+        return b"M" + marshal.dumps(rows)
+    except ValueError:
+        return b"P" + pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(body) -> list:
+    if body[:1] == b"M":
+        return marshal.loads(body[1:])
+    return pickle.loads(body[1:])
+
+
+# -- the caller's side --------------------------------------------------------------------------
+class RulesWorker:
+    """The caller's handle on a worker: :meth:`submit` each batch, :meth:`finish` for the
+    findings in order. A context manager: leaving it by an exception stops the worker."""
+
+    def __init__(self, rules: EncounterRules, process, to_worker, from_worker) -> None:
+        self.rules = rules
+        self.process = process
+        self.to_worker = to_worker
+        self.from_worker = from_worker
+        self.batch_size = rules.batch_size
+        self.findings: list[Finding] = []
+        self._frozen = True  # (start froze the collector's objects)
+        self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker)
+
+    def _thaw(self) -> None:
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
+
+    def __enter__(self) -> RulesWorker:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None:  # the validation failed: the worker's work is of no use
+            if self.process.is_alive():
+                self.process.kill()
+            self.close()
+
+    def submit(self, batch: list[tuple]) -> None:
+        """One batch of claims in claim order, each a tuple: its view (or encounter, viewed
+        here), then what ``place_of`` needs (the tuple is handed to it whole)."""
+        from gateway.model.view import view_of
+
+        if not batch:
+            return
+        for i, row in enumerate(batch):
+            if row[0].__class__ is not tuple:  # an encounter (kept, or a claim in doubt)
+                batch[i] = (view_of(row[0]), *row[1:])
+        self._take(block=False)
+        self._send(_BATCH + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def finish(self) -> list[Finding]:
+        """Every finding of the run, in claim order. The worker then waits, holding the
+        engine's state, until the engine is used again (:meth:`reclaim`) or closed."""
+        self._send(_END)
+        try:
+            while self._take(block=True) != _DONE:
+                pass
+        finally:
+            self._thaw()
+        self.rules._worker = self
+        return self.findings
+
+    def reclaim(self) -> None:
+        """The engine's state back from the worker, which then ends."""
+        self.rules._worker = None
+        self._send(_STATE)
+        while True:
+            message = self._receive()
+            if message[:1] == _STATE:
+                for name, value in zip(_STATE_FIELDS, pickle.loads(memoryview(message)[1:])):
+                    setattr(self.rules, name, value)
+                break
+            self._handle(message)
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker (the engine's state from its run is lost)."""
+        if self.rules._worker is self:
+            self.rules._worker = None
+        self._thaw()
+        self._finalizer()
+
+    # -- exchanges ------------------------------------------------------------------------------
+    def _send(self, message: bytes) -> None:
+        try:
+            self.to_worker.send_bytes(message)
+        except OSError:
+            self._failed()
+
+    def _take(self, block: bool) -> bytes | None:
+        """Handle what the worker sent (all that is waiting; with ``block``, at least one
+        message); the kind of the last one."""
+        last = None
+        while block or self.from_worker.poll():
+            message = self._receive() if block else self._read()
+            last = self._handle(message)
+            block = False
+        return last
+
+    def _handle(self, message: bytes) -> bytes:
+        kind = message[:1]
+        if kind == _FINDINGS:
+            self.findings.extend(map(_finding, _unpack(memoryview(message)[1:])))
+        elif kind == _ERROR:
+            self.close()
+            raise RulesWorkerError(
+                f"the ECM rules failed in their worker process ({bytes(message[1:]).decode()})")
+        return kind
+
+    def _read(self) -> bytes:
+        try:
+            return self.from_worker.recv_bytes()
+        except (EOFError, OSError):
+            self._failed()
+
+    def _receive(self) -> bytes:
+        """The next message, waiting for it; a worker that stopped is an error, not a hang."""
+        from multiprocessing.connection import wait
+
+        while True:
+            ready = wait([self.from_worker, self.process.sentinel], timeout=5.0)
+            if self.from_worker in ready:
+                return self._read()
+            if self.process.sentinel in ready or not self.process.is_alive():
+                self._failed()
+
+    def _failed(self):
+        self.process.join(1.0)
+        code = self.process.exitcode
+        self.close()
+        raise RulesWorkerError("the ECM rules worker process stopped"
+                               + (f" (exit code {code})" if code is not None else ""))
+
+
+def _stop(process, to_worker, from_worker) -> None:
+    try:  # (not only the end of the pipe: a process forked meanwhile may hold its other end)
+        to_worker.send_bytes(_QUIT)
+    except (OSError, ValueError):
+        pass
+    for connection in (to_worker, from_worker):
+        try:
+            connection.close()
+        except OSError:
+            pass
+    if process.is_alive():
+        process.join(0.5)  # (it ends on the message, or the closed pipe)
+    if process.is_alive():
+        process.kill()
+    if process.pid is not None:
+        process.join()

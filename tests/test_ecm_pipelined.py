@@ -1,0 +1,318 @@
+"""The ECM rules in a worker process (gateway/ecm/pipelined.py) give exactly the findings of the
+in-process rules, over the same inputs: the generated file of tests/test_ecm_fast_path.py (every
+rule firing and not firing, several batches), for a plan, a submitter and a presumptive
+arrangement; the fixtures with claims the model has to read; rules.notes(); an engine used for
+several files; a failure and a death in the worker (a clear error, never a hang); and where the
+worker is used at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+from datetime import datetime
+
+import pytest
+
+from conftest import FIXTURES
+from test_cli import run
+from test_ecm_fast_path import (
+    NPIS, fixture_registry, generated_encounters, generated_registry, shown,
+)
+from gateway.ecm import pipelined
+from gateway.ecm.pipelined import RulesWorkerError
+from gateway.ecm.rules import EncounterRules, Presumptive
+from gateway.registry.store import Registry
+from gateway.x12.validate import validate_x12
+
+
+@pytest.fixture
+def pipelining(monkeypatch):
+    """Every input pipelined (the test process may hold helper threads of other tests' servers:
+    the fork-safety check is lifted here, and tested on its own below)."""
+    monkeypatch.setattr(pipelined, "_threshold", lambda: 1)
+    monkeypatch.setattr(pipelined, "fork_safe", lambda: True)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 2)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from gateway.x12.write837 import Encounter837Writer
+    from gateway.x12.writer import ControlNumbers, envelope_settings
+
+    rng = random.Random(1414)
+    encounters = generated_encounters(rng, 700)
+    path = tmp_path_factory.mktemp("pipelined") / "generated.x12"
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        writer = Encounter837Writer(out, envelope_settings("plan-default"),
+                                    ControlNumbers(interchange=14, group=14),
+                                    datetime(2026, 6, 1, 9, 0))
+        for encounter in encounters:
+            writer.write(encounter)
+        writer.close()
+    return path, generated_registry(rng, encounters)
+
+
+def both_ways(path, registry, keep_encounters=False, **options):
+    """(in-process, pipelined) findings of validate_x12, and whether a worker ran."""
+    here = validate_x12(str(path), rules=EncounterRules(registry, **options),
+                        keep_encounters=keep_encounters)
+    rules = EncounterRules(registry, **options)
+    try:
+        there = validate_x12(str(path), rules=rules, keep_encounters=keep_encounters)
+        worked = rules._worker is not None  # (the worker waits, holding the engine's state)
+    finally:
+        rules.close()
+    return shown(here.findings), shown(there.findings), worked
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"audience": "submitter"},
+    {"audience": "submitter", "submitter": ((NPIS[0], NPIS[3]), ("940000003",))},
+    {"presumptive": Presumptive(frozenset({NPIS[1], NPIS[4]}), 20)},
+], ids=["plan", "submitter", "named-submitter", "presumptive"])
+def test_generated_file_same_findings(pipelining, generated, options):
+    path, registry = generated
+    here, there, worked = both_ways(path, registry, **options)
+    assert worked
+    assert here == there
+    assert sum(1 for f in here if f[0].startswith("ECM-")) > 300  # several batches' worth
+    if "presumptive" in options:
+        assert {"ECM-MEM-004", "ECM-MEM-005"} & {f[0] for f in there}
+
+
+def test_claims_read_by_the_model(pipelining, generated, monkeypatch):
+    """Encounters (the model: kept encounters, or a claim in doubt) are viewed before they go."""
+    import gateway.model.view as view
+
+    viewed = []
+    real = view.view_of
+    monkeypatch.setattr(view, "view_of", lambda e: viewed.append(1) or real(e))
+    path, registry = generated
+    here, there, worked = both_ways(path, registry, keep_encounters=True)
+    assert worked and here == there and viewed
+
+
+@pytest.mark.parametrize("name", ["ecm-mixed", "ecm-claim-defects", "ecm-envelope-defects"])
+@pytest.mark.parametrize("kind", ["mif", "policy"])
+def test_fixtures_same_findings(pipelining, kind, name):
+    here, there, worked = both_ways(FIXTURES / "837p" / f"{name}.x12", fixture_registry(kind))
+    assert worked and here == there
+
+
+def test_notes_for_missing_registries(pipelining, generated, tmp_path):
+    """Only a roster loaded: the notes naming the rule groups that could not run come first,
+    as in-process; the registry here is a SQLite file the worker opens by its URL."""
+    from gateway.registry.load import load_registries
+
+    registry = Registry(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    load_registries(registry, providers=[FIXTURES / "roster" / "providers.csv"])
+    here, there, worked = both_ways(generated[0], registry)
+    assert worked and here == there
+    assert [f[0] for f in there[:3]] == ["ECM-REG-001"] * 3
+
+
+def test_no_registry(pipelining, generated):
+    here, there, worked = both_ways(generated[0], None)
+    assert worked and here == there and any(f[0] == "ECM-CODE-001" for f in there)
+
+
+def test_one_engine_for_several_files(pipelining, generated):
+    """The second run of the same file finds every line a duplicate of the first (the engine's
+    state came back from the first run's worker), as in-process; and an in-process run after a
+    pipelined one continues from its state too."""
+    path, registry = generated
+    runs = []
+    for pipelined_runs in (0, 2):
+        rules = EncounterRules(registry)
+        found = []
+        for n in range(3):
+            if n >= pipelined_runs:
+                rules.reclaim()
+                found.append(shown(_in_process(path, rules)))
+            else:
+                found.append(shown(validate_x12(str(path), rules=rules).findings))
+                assert rules._worker is not None
+        rules.close()
+        runs.append(found)
+    assert runs[0] == runs[1]
+    assert sum(f[0] == "ECM-DUP-001" for f in runs[0][1]) > \
+        sum(f[0] == "ECM-DUP-001" for f in runs[0][0]) + 500
+
+
+def _in_process(path, rules):
+    original = pipelined._threshold
+    pipelined._threshold = lambda: 0
+    try:
+        return validate_x12(str(path), rules=rules).findings
+    finally:
+        pipelined._threshold = original
+
+
+def test_failure_in_the_worker_is_an_error(pipelining, generated):
+    path, registry = generated
+    rules = EncounterRules(registry)
+
+    def broken(batch):
+        raise KeyError("91230000A")  # a value from the file: never in the error
+
+    rules._check = broken  # (the worker inherits the engine as it is)
+    with pytest.raises(RulesWorkerError) as caught:
+        validate_x12(str(path), rules=rules)
+    assert "KeyError" in str(caught.value) and "91230000A" not in str(caught.value)
+    assert rules._worker is None
+
+
+def test_worker_dying_is_an_error_not_a_hang(pipelining, generated):
+    path, registry = generated
+    rules = EncounterRules(registry)
+    rules._check = lambda batch: os._exit(3)
+    with pytest.raises(RulesWorkerError, match="exit code 3"):
+        validate_x12(str(path), rules=rules)
+
+
+def test_caller_failing_stops_the_worker(pipelining, generated, monkeypatch):
+    path, registry = generated
+    rules = EncounterRules(registry)
+    started = []
+    real = pipelined.start
+
+    def start(*args):
+        worker = real(*args)
+        started.append(worker.process)
+        return worker
+
+    monkeypatch.setattr(pipelined, "start", start)
+
+    def on_claim(claim):
+        raise ValueError("the caller's own failure")
+
+    with pytest.raises(ValueError):
+        validate_x12(str(path), rules=rules, on_claim=on_claim)
+    assert started and not started[0].is_alive()
+
+
+# -- where it applies ----------------------------------------------------------------------------
+def test_pipelining_decision(monkeypatch, generated):
+    registry = generated[1]
+    rules = EncounterRules(registry)
+    monkeypatch.setattr(pipelined, "fork_safe", lambda: True)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 2)
+    monkeypatch.setattr(pipelined, "_threshold", lambda: 1000)
+    assert pipelined.pipelining(rules, 1000)
+    assert not pipelined.pipelining(rules, 999)
+    assert not pipelined.pipelining(rules, None)  # a stream of unknown size
+    monkeypatch.setattr(pipelined, "_threshold", lambda: 0)  # the setting's "never"
+    assert not pipelined.pipelining(rules, 10**9)
+    monkeypatch.setattr(pipelined, "_threshold", lambda: 1)
+    monkeypatch.setattr(pipelined, "fork_safe", lambda: False)
+    assert not pipelined.pipelining(rules, 10**9)
+    monkeypatch.setattr(pipelined, "fork_safe", lambda: True)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 1)  # one CPU: the worker would take turns
+    assert not pipelined.pipelining(rules, 10**9)
+    monkeypatch.setattr(pipelined, "_cpus", lambda: 2)
+    rules.use_seen_index({})  # an index kept elsewhere (e.g. on disk): stays here
+    assert not pipelined.pipelining(rules, 10**9)
+
+
+def test_fork_safe_only_in_the_main_thread_alone():
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(pipelined.fork_safe()))
+    worker.start()
+    worker.join()
+    assert answers == [False]  # a worker thread (the server's pipeline steps)
+    # the main thread with another thread running: not safe either
+    assert not pipelined.fork_safe() or threading.active_count() == 1
+
+
+def test_setting_read_from_the_environment(monkeypatch):
+    from gateway import settings
+
+    settings.reset()
+    monkeypatch.setenv("ECM_GATEWAY_RULES_PIPELINE_BYTES", "12345")
+    assert pipelined._threshold() == 12345
+    monkeypatch.delenv("ECM_GATEWAY_RULES_PIPELINE_BYTES")
+    assert pipelined._threshold() == pipelined.DEFAULT_PIPELINE_BYTES
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_cli_same_output_pipelined(monkeypatch):
+    """``ecm-gateway validate`` with every input pipelined (a single-threaded process: the
+    command line is where pipelining applies) prints what it prints in-process; the in-memory
+    registry goes to the worker as an image."""
+    policy = FIXTURES / "ecm-policy"
+    args = ["validate", FIXTURES / "837p" / "ecm-mixed.x12", FIXTURES / "837p" / "ecm-clean.x12",
+            "--members", policy / "mif.csv", "--providers", FIXTURES / "roster" / "providers.csv",
+            "--history", policy / "claims-history.csv", "--history", FIXTURES / "history",
+            "--cs-authorizations", policy / "cs-authorizations.csv", "--format", "json"]
+    outputs = []
+    for threshold in ("0", "1"):
+        monkeypatch.setenv("ECM_GATEWAY_RULES_PIPELINE_BYTES", threshold)
+        done = run(*args)
+        assert done.returncode == 1, done.stderr
+        outputs.append(json.loads(done.stdout))
+    assert outputs[0] == outputs[1]
+    assert any(f["rule"].startswith("ECM-") for f in outputs[1]["files"][-2]["findings"])
+
+
+def test_registry_in_a_memory_file(pipelining, generated):
+    """The command line's registry (a SQLite file on the memory file system) is opened by the
+    worker by its path (no image), gives the same findings, and its folder goes with it."""
+    import gc
+    from pathlib import Path
+
+    path, source = generated
+    registry = Registry.in_memory_file()
+    folder = Path(registry.memory_file).parent
+    assert folder.is_dir() and oct(folder.stat().st_mode & 0o777) == "0o700"
+    raw = registry.engine.raw_connection()
+    image = source.engine.raw_connection()
+    try:
+        image.driver_connection.backup(raw.driver_connection)  # (a copy of the registry)
+    finally:
+        image.close()
+        raw.close()
+    assert pipelined._locator(registry)[0] == "memory-file"
+    here, there, worked = both_ways(path, registry)
+    assert worked and here == there and any(f[0] == "ECM-POF-001" for f in there)
+    del registry
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_findings_come_back_whole():
+    """Every field of a finding crosses the pipe (a field added to Finding must be added to the
+    worker's rows too)."""
+    from gateway.findings import Finding, _FIELDS
+
+    finding = Finding(rule="ECM-MEM-003", severity="warning", location="ISA#1/GS#1/ST#1/2300[2]",
+                      message="m", source="s", segment=12, context={"segment": "CLM"},
+                      plan_rule="ECM-PRV-001", plan_message="p")
+    row = pipelined._finding_row(finding)
+    back = pipelined._finding(pipelined._unpack(pipelined._pack([row]))[0])
+    assert back == finding and len(row) == len(_FIELDS) == len(Finding.__slots__)
+    assert [getattr(back, name) for name in _FIELDS] == [getattr(finding, n) for n in _FIELDS]
+
+
+def test_claim_in_doubt_read_by_the_model(pipelining, monkeypatch):
+    """A claim the light reader is unsure of (an amount in exponent form) is read by the model
+    and viewed before it goes to the worker; the input given as bytes."""
+    import gateway.model.view as view
+
+    viewed = []
+    real = view.view_of
+    monkeypatch.setattr(view, "view_of", lambda e: viewed.append(1) or real(e))
+    data = (FIXTURES / "837p" / "ecm-mixed.x12").read_bytes().replace(
+        b"CLM*MIX-A-GOOD*25*", b"CLM*MIX-A-GOOD*2.5E1*")
+    registry = fixture_registry("policy")
+    here = validate_x12(data, rules=EncounterRules(registry))
+    assert viewed == [1]  # (in-process: the rules view it)
+    rules = EncounterRules(registry)
+    there = validate_x12(data, rules=rules)
+    assert rules._worker is not None and viewed == [1, 1]
+    rules.close()
+    assert shown(here.findings) == shown(there.findings)
+    assert any(f.rule.startswith("ECM-") for f in there.findings)
