@@ -113,6 +113,9 @@ def _cases() -> dict[str, bytes]:
     junk = _interchange([[defects, bodies[5], clean, defects]])
     for at in (5, 40, len(junk) // 2, len(junk) - 20):
         junk[at:at] = ["@@GARBAGE*\u00a0*x", " \t ", "\u00a0", "N\u00dcM*\u00f1"]
+    clms = [i for i, seg in enumerate(junk) if seg.startswith("CLM*")]
+    for i in (clms[1], clms[-1]):  # claims that cannot be read (a charge that is no amount)
+        junk[i] = "*".join(junk[i].split("*")[:2] + ["1O.OO"] + junk[i].split("*")[3:])
     cases["garbage, UTF-8"] = _file(junk)
     cases["garbage, not UTF-8 (cp1252)"] = _file(junk).replace(b"@@GARBAGE", b"\xff\xfe@")
     cases["envelope fixture"] = (FIXTURES / "837p" / "ecm-envelope-defects.x12").read_bytes()
@@ -205,6 +208,34 @@ def test_claims_come_back_in_batches_through_a_file(tmp_path, monkeypatch):
         assert _outcome(path, 2) == one
         assert _outcome(path, 3) == one
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["defects in several sets", "two groups, two interchanges",
+                                  "garbage, UTF-8", "ISA12 00401", "a set without SE"])
+def test_claims_counted_for_a_report_come_back_as_spans(tmp_path, name, monkeypatch):
+    """When the claims only go to a report's :class:`ClaimSpans` (``validate`` without ECM
+    rules), the other processes send their spans and their unreadable claims, not every claim:
+    the spans, the findings (an unreadable claim's among them) and the report are the same."""
+    from gateway.x12.acks import ClaimSpans
+
+    back = []  # the claim records read back here (the unreadable ones only)
+    real = jobs_module._unpickle
+    monkeypatch.setattr(jobs_module, "_unpickle", lambda blob: back.extend(real(blob)) or
+                        real(blob))
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES[name])
+    outcomes = []
+    for jobs in (1, 2, 3):
+        spans = ClaimSpans()
+        result = validate_x12(str(path), jobs=jobs, on_claim=spans.add)
+        outcomes.append(([(f.rule, f.location, f.segment, f.message) for f in result.findings],
+                         spans.ranges.tolist(), spans.transactions.tolist(),
+                         bytes(spans.problems), spans.keys))
+    assert outcomes[1] == outcomes[0] and outcomes[2] == outcomes[0]
+    assert len(outcomes[0][3]) > 10
+    assert all(claim.problem for claim in back)
+    if name == "garbage, UTF-8":  # (one unreadable claim in the last set: another process's)
+        assert sum(outcomes[0][3]) == 2 and len(back) == 2
 
 
 def test_each_process_reads_only_its_own_bytes(tmp_path, monkeypatch):

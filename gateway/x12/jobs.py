@@ -358,9 +358,11 @@ def _frames(path: str):
 
 def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                    encoding: str, make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
-                   claims: bool, out_path: str) -> None:
+                   claims: bool, out_path: str, digest: type | None = None) -> None:
     """A share after the first: validates bytes ``cut.offset``..``end`` and writes its results
-    to ``out_path`` (frames: C claims, E the rest; X the kind of failure)."""
+    to ``out_path`` (frames: C claims, E the rest; X the kind of failure). ``digest`` (the
+    class :class:`~gateway.x12.acks.ClaimSpans`): the claims as spans (what a report counts)
+    and the records of the unreadable ones only, instead of every record."""
     import pickle
 
     with open(out_path, "wb") as out:
@@ -383,6 +385,15 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                         _frame(out, b"C", _pickle(batch))
                         batch.clear()
 
+                if digest is not None:
+                    spans = digest()
+                    add = spans.add
+
+                    def keep(claim: ClaimRecord) -> None:  # noqa: F811 - the digest instead
+                        add(claim)
+                        if claim.problem:
+                            batch.append(claim)
+
                 collector = ClaimCollector(delimiters, keep, keep_encounters=False)
                 for seg in context:
                     collector.feed(seg)
@@ -395,7 +406,10 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
             submitters = {}
             if collector is not None:
                 collector.finish()
-                if batch:
+                if digest is not None:
+                    _frame(out, b"S", pickle.dumps((spans, _pickle(batch)),
+                                                   protocol=pickle.HIGHEST_PROTOCOL))
+                elif batch:
                     _frame(out, b"C", _pickle(batch))
                 submitters = collector.submitters
             findings = guide.finish()[mark:]
@@ -445,15 +459,50 @@ def _unpickle(blob: bytes) -> list[ClaimRecord]:
     return [ClaimRecord(*values) for values in rows]
 
 
+def counted_only(on_claim) -> object | None:
+    """The :class:`~gateway.x12.acks.ClaimSpans` whose ``add`` ``on_claim`` is (a report that
+    only counts the claims), else None. (Looked up among the loaded modules: a caller with
+    such spans has loaded it, and this module does not import the acknowledgments.)"""
+    import sys
+
+    acks = sys.modules.get("gateway.x12.acks")
+    spans = getattr(on_claim, "__self__", None)
+    if acks is None or not isinstance(spans, acks.ClaimSpans) or on_claim != spans.add:
+        return None
+    return spans
+
+
+def merge_spans(into, other) -> None:
+    """Append the claims of :class:`~gateway.x12.acks.ClaimSpans` ``other`` to ``into``, as if
+    ``into.add`` had been given each of them (its set keys numbered in ``into``)."""
+    from array import array
+
+    index = into._key_index
+    mapping = []
+    for key in other.keys:
+        found = index.get(key)
+        if found is None:
+            found = index[key] = len(into.keys)
+            into.keys.append(key)
+        mapping.append(found)
+    into.ranges.extend(other.ranges)
+    into.transactions.extend(array("i", map(mapping.__getitem__, other.transactions)))
+    into.problems.extend(other.problems)
+
+
 def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecker,
                make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
                take: Callable[[ClaimRecord], None], keep,
-               progress: Callable[[int], None] | None = None):
+               progress: Callable[[int], None] | None = None, spans=None,
+               unreadable: Callable[[ClaimRecord], None] | None = None):
     """``validate --jobs N`` on the file at ``path`` (``reader`` open on it, not yet read):
     returns (last ordinal, LX lines, implementation-guide findings in file order, submitters),
     or None when the file cannot be shared (the caller validates it in one process).
     ``make_guide`` (delimiters, envelope, catalogue, snip=...) makes an implementation-guide
-    validator (a module-level function or a partial of one: it goes to the other processes)."""
+    validator (a module-level function or a partial of one: it goes to the other processes).
+    ``spans``: when the claims go only to this :class:`~gateway.x12.acks.ClaimSpans` (``take``
+    adds each to it and gives an unreadable one to ``unreadable``), the other processes send
+    their spans and their unreadable claims instead of every claim."""
     import gc
     import multiprocessing
     import pickle
@@ -480,7 +529,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             others.append(context.Process(
                 target=_share_process, daemon=True, name=f"validate-share-{share}",
                 args=(path, cut, end, delimiters, encoding, make_guide, snip, catalogue,
-                      claims_shared, out_path)))
+                      claims_shared, out_path, type(spans) if spans is not None else None)))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep)
         feeds = (guide.feed, collector.feed)
@@ -524,6 +573,11 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                 if kind == b"C":
                     for claim in _unpickle(payload):
                         take(claim)
+                elif kind == b"S":  # what take would have done with the claims
+                    digest, problems = pickle.loads(payload)
+                    merge_spans(spans, digest)
+                    for claim in _unpickle(problems):
+                        unreadable(claim)
                 elif kind == b"E":
                     result = pickle.loads(payload)
                 elif kind == b"X":

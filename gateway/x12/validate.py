@@ -204,10 +204,12 @@ def validate_x12(
         if parallel:  # the file shared among processes by byte ranges (gateway/x12/jobs.py)
             from functools import partial
 
-            from gateway.x12.jobs import run_shared
+            from gateway.x12.jobs import counted_only, run_shared
 
+            # claims that only go to a report's counts: the other processes send those
+            spans = counted_only(on_claim) if rules is None else None
             shared = run_shared(reader, path, jobs, envelope, partial(guide_validator, engine),
-                                snip, catalogue, take, keep, progress)
+                                snip, catalogue, take, keep, progress, spans, unreadable.append)
         if shared is not None:
             last, lines, guide_findings, submitters = shared
         else:  # one process (also a file that cannot be shared: a single transaction set)
