@@ -205,6 +205,7 @@ def _widen(connection) -> None:
 
 
 # -- the worker ---------------------------------------------------------------------------------
+COLLECT_EVERY = 200  # batches between two full collections in the worker
 _KEEP: list = []  # the parent's objects the worker must never close (e.g. its registry)
 
 
@@ -228,12 +229,20 @@ def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends
                 waiting.put(None)
 
         threading.Thread(target=read, daemon=True).start()
+        # No cyclic collection between batches either (the rules pause it while they run): the
+        # objects a batch makes (its claims, snapshot, findings) are freed by reference
+        # counting; a full collection every COLLECT_EVERY batches bounds what a cycle would keep.
+        gc.disable()
+        batches = 0
         while True:
             message = waiting.get()
             if message is None or message == _QUIT:
                 return
             kind = message[:1]
             if kind == _BATCH:
+                batches += 1
+                if not batches % COLLECT_EVERY:
+                    gc.collect()
                 batch = pickle.loads(memoryview(message)[1:])
                 found = rules.check([(row[0], place_of(row)) for row in batch])
                 outbox.send_bytes(_FINDINGS + _pack(

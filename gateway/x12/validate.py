@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
@@ -152,12 +152,7 @@ def validate_x12(
 
     def run_rules() -> None:
         if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
-            pipe.submit([(c.encounter, c.transaction, c.index, c.subscriber_index, c.start,
-                          c.claim_id, c.line_refs) for c in pending if c.encounter is not None])
-            for claim in pending:
-                if not keep_encounters:
-                    claim.encounter = None
-                sink(claim)
+            pipe.submit(pending)  # (rows, see take)
             pending.clear()
             return
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
@@ -175,6 +170,21 @@ def validate_x12(
             unreadable.append(claim)
         if rules is None:
             sink(claim)
+            return
+        if pipe is not None:
+            # with the rules in a worker, a claim waits for its batch only as a row of plain
+            # values, as _RowPlace reads it (the claim itself goes on at once: kept waiting,
+            # claims are what the cyclic collector would scan again and again)
+            encounter = claim.encounter
+            if encounter is not None:
+                pending.append((encounter, claim.transaction, claim.index,
+                                claim.subscriber_index, claim.start, claim.claim_id,
+                                tuple(claim.line_refs)))
+                if not keep_encounters:
+                    claim.encounter = None
+            sink(claim)
+            if len(pending) >= rule_batch:
+                run_rules()
             return
         pending.append(claim)
         if len(pending) >= rule_batch:
@@ -244,22 +254,41 @@ def _input_size(source) -> int | None:
         return None
 
 
-class _ClaimRow(NamedTuple):
-    """What the ECM rules' worker gets of a claim: its view (or encounter), then what
-    :class:`_X12Place` reads of the claim (one flat tuple: one object less to ship a claim)."""
+class _RowPlace(_X12Place):
+    """The place of a claim the ECM rules' worker got as a row: its view (or encounter), then
+    the claim's transaction, index, subscriber index, start, id and line references (one flat
+    tuple a claim: one object less to ship), read by position on use."""
 
-    encounter: object
-    transaction: tuple[int, int, int]
-    index: int
-    subscriber_index: int
-    start: int
-    claim_id: str
-    line_refs: list[tuple[int, int]]
+    __slots__ = ()
 
+    def _set(self) -> str:
+        i, g, t = self._claim[1]
+        return f"ISA#{i}/GS#{g}/ST#{t}"
 
-def _place_of(row: tuple) -> _X12Place:
-    """A claim's place from its :class:`_ClaimRow` (in the ECM rules' worker)."""
-    return _X12Place(_ClaimRow._make(row))
+    @property
+    def claim(self) -> str:
+        return f"{self._set()}/2300[{self._claim[2]}]"
+
+    @property
+    def member(self) -> str:
+        return f"{self._set()}/2010BA[{self._claim[3]}]/NM109"
+
+    @property
+    def lines(self) -> list[str]:
+        ts = self._set()
+        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._claim[6]]
+
+    @property
+    def ordinal(self) -> int:
+        return self._claim[4]
+
+    @property
+    def line_ordinals(self) -> list[int]:
+        return [ordinal for ordinal, _ in self._claim[6]]
+
+    @property
+    def label(self) -> str:
+        return f"claim {self._claim[5]}"
 
 
 @contextmanager
@@ -267,7 +296,7 @@ def _rules_worker(rules, size: int | None):
     """The ECM rules' worker process for this validation (the rules decide whether there is
     one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
     start = getattr(rules, "pipelined", None)
-    worker = start(size, _place_of) if start is not None else None
+    worker = start(size, _RowPlace) if start is not None else None
     if worker is None:
         yield None
         return
