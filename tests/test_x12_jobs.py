@@ -320,8 +320,17 @@ def test_cuts_and_ranges_read_as_the_reader_does(tmp_path, name):
 def test_a_file_that_cannot_be_cut_is_one_process(tmp_path, monkeypatch):
     """One transaction set (or delimiters that are not single bytes) cannot be cut: --jobs N
     validates it in this process alone, with the same result."""
-    started = []
-    monkeypatch.setattr(jobs_module, "_share_process", lambda *a: started.append(a))
+    import os
+
+    log = tmp_path / "ranges.log"
+    real = jobs_module.range_segments
+
+    def logged(path, start, end, ordinal, *args):
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()} {start}\n")
+        return real(path, start, end, ordinal, *args)
+
+    monkeypatch.setattr(jobs_module, "range_segments", logged)
     path = tmp_path / "in.x12"
     path.write_bytes(CASES["one set"])
     assert _outcome(path, 4) == _outcome(path, 1)
@@ -331,7 +340,33 @@ def test_a_file_that_cannot_be_cut_is_one_process(tmp_path, monkeypatch):
         assert reader.delimiters.segment == "\u00a7"
     one = _outcome(path, 1)
     assert one["counts"][1] > 100 and _outcome(path, 3) == one
-    assert started == []
+    assert not log.exists()  # no other process read a range
+
+
+def test_the_plan_comes_late_or_never(tmp_path, monkeypatch):
+    """This process reads on while the others plan; when the plan comes after it passed the
+    first cut (or never: the planner failed), it reads the whole file itself."""
+    import time
+
+    real = jobs_module.plan_shares
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    one = _outcome(path, 1)
+
+    def slow(*args):
+        time.sleep(3)
+        return real(*args)
+
+    monkeypatch.setattr(jobs_module, "plan_shares", slow)
+    monkeypatch.setattr(jobs_module, "POLL_SEGMENTS", 50)
+    monkeypatch.setattr(jobs_module, "WAIT_BELOW", 0)  # (read on while they plan)
+    assert _outcome(path, 2) == one
+
+    def failing(*args):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(jobs_module, "plan_shares", failing)
+    assert _outcome(path, 3) == one
 
 
 def test_the_report_and_the_cli_are_identical(tmp_path):

@@ -49,8 +49,12 @@ from gateway.x12.reader import Delimiters, Segment, X12Reader
 SKIM_BLOCK = 8 * 1024 * 1024  # bytes read at a time by the skim (memory stays bounded)
 RANGE_BLOCK = 1024 * 1024  # bytes read at a time by a share
 CLAIM_BATCH = 2000  # claims written to the share's result file together
-FIRST_WEIGHT = 0.9  # this process's share of the bytes, against 1.0 for each other process:
-# it also skims, replays the others' control segments and reads their claims back
+FIRST_WEIGHT = 1.08  # this process's share of the bytes, against 1.0 for each other process
+# (it also replays the others' control segments and, as the report counts them, their claims)
+FIRST_WEIGHT_CLAIMS = 1.0  # the same when every claim record comes back (read back here)
+POLL_SEGMENTS = 8192  # segments between two looks for the plan, until it comes
+WAIT_BELOW = 1024 * 1024  # a smaller file: wait for the plan (a matter of a millisecond or
+# two) rather than read on (this process could pass the first cut before it comes)
 FIRST_WEIGHT_READING = 0.5  # the same when this process reads every claim (ECM rules)
 _BOM = b"\xef\xbb\xbf"
 # every character str.isspace() is true for: a piece of them alone is no segment
@@ -356,6 +360,27 @@ def _frames(path: str):
             yield head[:1], file.read(size)
 
 
+def _planned_share(path: str, share: int, jobs: int, start: int, first_weight: float,
+                   delimiters: Delimiters, encoding: str, make_guide: Callable, snip: bool,
+                   catalogue: RuleCatalogue, claims: bool, out_path: str,
+                   digest: type | None, tell) -> None:
+    """Another process: plans the cuts (every process the same: the plan is deterministic),
+    tells the first process (``tell``, a connection, from the first of the others) and
+    validates share ``share`` (1-based after the first process's), if there is one."""
+    try:
+        cuts = plan_shares(path, delimiters, encoding, start, jobs, first_weight)
+    except Exception:  # noqa: BLE001 - the first process, told nothing, reads it all alone
+        return
+    if tell is not None:
+        tell.send(cuts)
+        tell.close()
+    if share > len(cuts):
+        return  # (fewer places to cut than processes: nothing to do)
+    end = cuts[share].offset if share < len(cuts) else None
+    _share_process(path, cuts[share - 1], end, delimiters, encoding, make_guide, snip,
+                   catalogue, claims, out_path, digest)
+
+
 def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                    encoding: str, make_guide: Callable, snip: bool, catalogue: RuleCatalogue,
                    claims: bool, out_path: str, digest: type | None = None) -> None:
@@ -512,29 +537,32 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
     encoding = reader.notes.encoding
     start = data_start(path, reader.notes.preamble_chars)
     claims_shared = not keep  # encounters and ECM rules stay in this process
-    cuts = plan_shares(path, delimiters, encoding, start, jobs,
-                       FIRST_WEIGHT if claims_shared else FIRST_WEIGHT_READING)
-    if not cuts:
-        return None
-    ends = [c.offset for c in cuts[1:]] + [None]
+    if _skim_patterns(delimiters, encoding) is None:
+        return None  # (delimiters that are not single ASCII bytes: one process)
+    if not claims_shared:
+        weight = FIRST_WEIGHT_READING
+    else:
+        weight = FIRST_WEIGHT if spans is not None else FIRST_WEIGHT_CLAIMS
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
+    hear, tell = context.Pipe(duplex=False)
     outputs = []
     others = []
     try:
-        for share, (cut, end) in enumerate(zip(cuts, ends), 1):
+        for share in range(1, jobs):
             handle, out_path = tempfile.mkstemp(prefix="ecm-jobs-", suffix=".bin")
             os.close(handle)
             outputs.append(out_path)
             others.append(context.Process(
-                target=_share_process, daemon=True, name=f"validate-share-{share}",
-                args=(path, cut, end, delimiters, encoding, make_guide, snip, catalogue,
-                      claims_shared, out_path, type(spans) if spans is not None else None)))
+                target=_planned_share, daemon=True, name=f"validate-share-{share}",
+                args=(path, share, jobs, start, weight, delimiters, encoding, make_guide, snip,
+                      catalogue, claims_shared, out_path,
+                      type(spans) if spans is not None else None,
+                      tell if share == 1 else None)))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep)
         feeds = (guide.feed, collector.feed)
         segments = iter(reader)
-        mine = cuts[0].ordinal - 1  # this process's segments
         # by hand up to the first ST (its guide then has the map and rule packs loaded, which
         # the other processes inherit instead of loading them again), then in bulk
         last = lines = 0
@@ -544,7 +572,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                 feed(seg)
             lines += seg.fields[0] == "LX"
             last = seg.ordinal
-            if seg.fields[0] == "ST" or last >= mine:
+            if seg.fields[0] == "ST":
                 break
         gc.freeze()  # their collector leaves the inherited objects (and their pages) alone
         try:
@@ -552,10 +580,37 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                 process.start()
         finally:
             gc.unfreeze()
-        if last < mine:
-            done, more = feed_all(islice(segments, mine - last), envelope, feeds)
+        tell.close()
+        # on, a slice at a time, until the first of the others tells where the cuts are
+        cuts = None
+        ended = False
+        wait = os.path.getsize(path) < WAIT_BELOW
+        while cuts is None:
+            if wait or hear.poll():
+                try:
+                    cuts = hear.recv()
+                except EOFError:  # it stopped before planning: this process reads it all
+                    cuts = []
+                break
+            done, more = feed_all(islice(segments, POLL_SEGMENTS), envelope, feeds)
+            if not done:
+                ended = True
+                break
+            last = done
+            lines += more
+        if ended or not cuts or last >= cuts[0].ordinal:
+            # one process after all: no place to cut (one transaction set), or this one got
+            # there first (a small file): the others' work is not used
+            cuts = []
+            done, more = feed_all(segments, envelope, feeds)
             last = done or last
             lines += more
+        else:
+            done, more = feed_all(islice(segments, cuts[0].ordinal - 1 - last), envelope,
+                                  feeds)
+            last = done or last
+            lines += more
+        ends = [c.offset for c in cuts[1:]] + [None]
         guide_findings: list[Finding] = list(guide.findings)
         if claims_shared:
             collector.finish()
@@ -605,6 +660,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             submitters.update(collector.submitters)
         guide.finish()
     finally:
+        hear.close()
         for process in others:
             if process.is_alive():
                 process.terminate()
