@@ -240,15 +240,16 @@ def generated_registry(rng: random.Random, encounters: list[Encounter]) -> Regis
     return registry
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+def write_generated(folder: Path, seed: int) -> tuple[Path, Registry]:
+    """The generated 837P file (``folder``/generated.x12: 700 members' claims from
+    :func:`generated_encounters`, more than one batch) and its registry, from ``seed`` (shared
+    with tests/test_ecm_pipelined.py)."""
     from gateway.x12.write837 import Encounter837Writer
     from gateway.x12.writer import ControlNumbers, envelope_settings
 
-    rng = random.Random(14)
-    encounters = generated_encounters(rng, 700)  # more than one batch of 1000 claims
-    assert len(encounters) > 1000
-    path = tmp_path_factory.mktemp("fast-path") / "generated.x12"
+    rng = random.Random(seed)
+    encounters = generated_encounters(rng, 700)
+    path = folder / "generated.x12"
     with open(path, "w", encoding="utf-8", newline="") as out:
         writer = Encounter837Writer(out, envelope_settings("plan-default"),
                                     ControlNumbers(interchange=14, group=14),
@@ -257,6 +258,14 @@ def generated(tmp_path_factory):
             writer.write(encounter)
         writer.close()
     return path, generated_registry(rng, encounters)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    path, registry = write_generated(tmp_path_factory.mktemp("fast-path"), 14)
+    with open(path, encoding="utf-8") as text:  # more than one batch of 1000 claims
+        assert text.read().count("CLM*") > 1000
+    return path, registry
 
 
 @pytest.mark.parametrize("options", [

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
-from datetime import datetime
 
 import pytest
 
 from conftest import FIXTURES
 from test_cli import run
 from test_ecm_fast_path import (
-    NPIS, fixture_registry, generated_encounters, generated_registry, shown,
+    NPIS, fixture_registry, shown, write_generated,
 )
 from gateway.ecm import pipelined
 from gateway.ecm.pipelined import RulesWorkerError
@@ -39,20 +37,7 @@ def pipelining(monkeypatch):
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    from gateway.x12.write837 import Encounter837Writer
-    from gateway.x12.writer import ControlNumbers, envelope_settings
-
-    rng = random.Random(1414)
-    encounters = generated_encounters(rng, 700)
-    path = tmp_path_factory.mktemp("pipelined") / "generated.x12"
-    with open(path, "w", encoding="utf-8", newline="") as out:
-        writer = Encounter837Writer(out, envelope_settings("plan-default"),
-                                    ControlNumbers(interchange=14, group=14),
-                                    datetime(2026, 6, 1, 9, 0))
-        for encounter in encounters:
-            writer.write(encounter)
-        writer.close()
-    return path, generated_registry(rng, encounters)
+    return write_generated(tmp_path_factory.mktemp("pipelined"), 1414)
 
 
 def both_ways(path, registry, keep_encounters=False, **options):
