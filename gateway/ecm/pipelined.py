@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import gc
 import marshal
+import os
 import pickle
 import threading
 import weakref
@@ -71,8 +72,6 @@ def _threshold() -> int:
 
 def _cpus() -> int:
     """The CPUs this process may run on (one: a second process would only take turns)."""
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -317,7 +316,8 @@ class RulesWorker:
         self.batch_size = rules.batch_size
         self.findings: list[Finding] = []
         self._frozen = True  # (start froze the collector's objects)
-        self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker)
+        self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker,
+                                           os.getpid())
 
     def _thaw(self) -> None:
         if self._frozen:
@@ -430,7 +430,9 @@ class RulesWorker:
                                + (f" (exit code {code})" if code is not None else ""))
 
 
-def _stop(process, to_worker, from_worker) -> None:
+def _stop(process, to_worker, from_worker, owner: int) -> None:
+    if os.getpid() != owner:  # (a copy of the handle in a process forked since: not its worker)
+        return
     try:  # (not only the end of the pipe: a process forked meanwhile may hold its other end)
         to_worker.send_bytes(_QUIT)
     except (OSError, ValueError):
