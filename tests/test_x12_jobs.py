@@ -412,4 +412,6 @@ def test_a_share_that_fails_stops_the_run(tmp_path, monkeypatch):
     path.write_bytes(CASES["defects in several sets"])
     with pytest.raises(RuntimeError, match="share 1 failed: MemoryError"):
         validate_x12(str(path), jobs=2)
-    assert multiprocessing.active_children() == []
+    # (none of ours left; the ECM rules' worker of gateway/ecm/pipelined.py may live on)
+    assert [p for p in multiprocessing.active_children()
+            if p.name.startswith("validate-share")] == []
