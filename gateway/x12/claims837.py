@@ -459,18 +459,12 @@ class ClaimCollector:
         line: dict
         first = last = ""  # the claim's first and last service date (sorted as text)
         for line in claim["lines"]:
-            d = line.get("date")
-            if d:
-                if not first or d < first:
-                    first = d
-                if d > last:
-                    last = d
-            d = line.get("date_end")
-            if d:
-                if not first or d < first:
-                    first = d
-                if d > last:
-                    last = d
+            for d in (line.get("date"), line.get("date_end")):
+                if d:
+                    if not first or d < first:
+                        first = d
+                    if d > last:
+                        last = d
         name: dict = billing.get("name") or _NO_NAME
         # (positional: the order of ClaimRecord's fields)
         record = ClaimRecord(
