@@ -238,9 +238,8 @@ def test_claims_counted_for_a_report_come_back_as_spans(tmp_path, name, monkeypa
         assert sum(outcomes[0][3]) == 2 and len(back) == 2
 
 
-def test_each_process_reads_only_its_own_bytes(tmp_path, monkeypatch):
-    """The other processes read their byte ranges only (whole transaction sets); this one
-    reads from the ISA to the first cut (and, with ECM rules, the claims of the rest)."""
+def _log_ranges(tmp_path, monkeypatch):
+    """Log every byte range a process reads (pid, start, end, ordinal) to a file; its path."""
     import os
 
     log = tmp_path / "ranges.log"
@@ -252,6 +251,15 @@ def test_each_process_reads_only_its_own_bytes(tmp_path, monkeypatch):
         return real(path, start, end, ordinal, *args)
 
     monkeypatch.setattr(jobs_module, "range_segments", logged)
+    return log
+
+
+def test_each_process_reads_only_its_own_bytes(tmp_path, monkeypatch):
+    """The other processes read their byte ranges only (whole transaction sets); this one
+    reads from the ISA to the first cut (and, with ECM rules, the claims of the rest)."""
+    import os
+
+    log = _log_ranges(tmp_path, monkeypatch)
     path = tmp_path / "in.x12"
     path.write_bytes(CASES["defects in several sets"])
     assert _outcome(path, 3) == _outcome(path, 1)
@@ -320,17 +328,7 @@ def test_cuts_and_ranges_read_as_the_reader_does(tmp_path, name):
 def test_a_file_that_cannot_be_cut_is_one_process(tmp_path, monkeypatch):
     """One transaction set (or delimiters that are not single bytes) cannot be cut: --jobs N
     validates it in this process alone, with the same result."""
-    import os
-
-    log = tmp_path / "ranges.log"
-    real = jobs_module.range_segments
-
-    def logged(path, start, end, ordinal, *args):
-        with open(log, "a") as out:
-            out.write(f"{os.getpid()} {start}\n")
-        return real(path, start, end, ordinal, *args)
-
-    monkeypatch.setattr(jobs_module, "range_segments", logged)
+    log = _log_ranges(tmp_path, monkeypatch)
     path = tmp_path / "in.x12"
     path.write_bytes(CASES["one set"])
     assert _outcome(path, 4) == _outcome(path, 1)
