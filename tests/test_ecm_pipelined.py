@@ -268,6 +268,45 @@ def test_registry_in_a_memory_file(pipelining, generated):
     assert not folder.exists()
 
 
+def test_memory_files_of_killed_processes_are_swept(tmp_path):
+    """A process killed before its clean-up leaves its registry folder (member data) behind;
+    the next registry in a memory file removes it. Folders of running processes, of other
+    names, and links are left alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gateway.registry.store import _sweep_memory_files
+
+    killed = subprocess.run(
+        [sys.executable, "-c", "import os\nfrom gateway.registry.store import Registry\n"
+         "r = Registry.in_memory_file()\nprint(r.memory_file, flush=True)\n"
+         "os.kill(os.getpid(), 9)"], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    left = Path(killed.stdout.strip()).parent
+    assert left.is_dir()  # nothing could remove it
+    registry = Registry.in_memory_file()
+    assert not left.exists()
+    assert Path(registry.memory_file).parent.is_dir()  # this process's own is kept
+    registry.engine.dispose()
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)
+    dead = int(gone.stdout)
+    for name in (f"ecm-registry-{dead}-a", f"ecm-registry-{os.getpid()}-b", "ecm-registry-x-c",
+                 f"other-{dead}-d"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "registry.sqlite").write_text("rows")
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / f"ecm-registry-{dead}-link").symlink_to(target)
+    _sweep_memory_files(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        f"ecm-registry-{os.getpid()}-b", "ecm-registry-x-c", f"other-{dead}-d",
+        f"ecm-registry-{dead}-link", "target"])
+    assert (target).is_dir()
+
+
 def test_findings_come_back_whole():
     """Every field of a finding crosses the pipe (a field added to Finding must be added to the
     worker's rows too)."""

@@ -248,7 +248,9 @@ class Registry:
         """A registry held in memory that another process can open too (the command line's):
         a SQLite file in a private folder (mode 0700) on the memory file system
         (``/dev/shm``; elsewhere the temporary folder), removed when the registry goes or the
-        process ends. A forked worker (gateway/ecm/pipelined.py) opens it by its path with a
+        process ends. A process killed outright (SIGKILL, SIGTERM) cannot remove it: the next
+        one sweeps the folders whose process is gone (:func:`_sweep_memory_files`), so member
+        data does not stay in memory files after a crash longer than until the next run. A forked worker (gateway/ecm/pipelined.py) opens it by its path with a
         connection of its own: no copy of the database, no connection used on both sides of
         the fork. (Not an anonymous memory file: SQLite resolves ``/proc/self/fd/N`` to the
         file's name and would open that instead.)"""
@@ -257,8 +259,9 @@ class Registry:
         import weakref
 
         shm = "/dev/shm"
-        folder = tempfile.mkdtemp(prefix="ecm-registry-", dir=shm if os.path.isdir(shm) and
-                                  os.access(shm, os.W_OK) else None)
+        where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+        _sweep_memory_files(where)
+        folder = tempfile.mkdtemp(prefix=f"{MEMORY_FILE_PREFIX}{os.getpid()}-", dir=where)
         path = os.path.join(folder, "registry.sqlite")
         try:
             registry = cls(engine=memory_file_engine(path))
@@ -747,6 +750,39 @@ def memory_file_engine(path: str) -> Engine:
             cursor.close()
 
     return engine
+
+
+MEMORY_FILE_PREFIX = "ecm-registry-"  # + the owning process id + "-" + random
+
+
+def _sweep_memory_files(where: str) -> None:
+    """Remove the folders :meth:`Registry.in_memory_file` made in ``where`` for processes of
+    this user that no longer run (killed before their clean-up could run)."""
+    import os
+    import shutil
+
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return
+    uid = os.getuid()
+    for name in names:
+        if not name.startswith(MEMORY_FILE_PREFIX):
+            continue
+        pid = name[len(MEMORY_FILE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        folder = os.path.join(where, name)
+        try:
+            if os.lstat(folder).st_uid != uid or not os.path.isdir(folder) or \
+                    os.path.islink(folder):
+                continue
+            os.kill(int(pid), 0)  # still running (or another user's): keep it
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, OverflowError, ValueError):
+            continue
 
 
 def _remove_memory_file(engine: Engine | None, folder: str, owner: int) -> None:
