@@ -230,7 +230,9 @@ def postgres():
             "--no-sync", "-E", "UTF8")
         run(str(folder / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
             "-o", f"-k {base} -p {port} -c listen_addresses='' -c fsync=off "
-                  "-c max_connections=200", "start")
+                  # dynamic shared memory in the data folder, removed with it: the immediate
+                  # stop below leaves POSIX segments behind in /dev/shm otherwise
+                  "-c max_connections=200 -c dynamic_shared_memory_type=mmap", "start")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(base, ignore_errors=True)
         raise Unavailable(f"could not start a temporary PostgreSQL cluster: {exc}") from exc
