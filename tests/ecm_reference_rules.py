@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
+# the rule engine's types and helpers that did not change (the fast path reads them as they are)
+from gateway.ecm.rules import ClaimPlace, Presumptive, cin_is_valid, covering_assignment
 from gateway.ecm.pof import (STAY_KINDS, _matcher, classify, diagnosis_matcher,  # noqa: F401
                              month_start, months_back)
 from gateway.ecm.codesets import event_index
@@ -144,24 +146,7 @@ def _count(option: dict, evts: list[Event], spec: dict) -> int:
     return max((per_kind[k] for k in kinds), default=0)
 
 
-CIN_PATTERN_LENGTH = 9
 BATCH = 1000
-
-
-def cin_is_valid(cin: str) -> bool:
-    return len(cin) == CIN_PATTERN_LENGTH and cin[:8].isdigit() and "A" <= cin[8] <= "Z"
-
-
-@dataclass
-class ClaimPlace:
-    """Where an encounter sits in its source file."""
-
-    claim: str  # path of the claim, e.g. ISA#1/GS#1/ST#1/2300[5]
-    member: str  # path of the member id
-    lines: list[str]  # path of each service line's procedure code
-    ordinal: int | None = None  # segment ordinal of the claim (CLM), for X12
-    line_ordinals: list[int | None] = field(default_factory=list)
-    label: str = ""  # how another finding names this claim ("claim X line 2")
 
 
 @dataclass
@@ -169,37 +154,10 @@ class _Seen:
     label: str
 
 
-@dataclass(frozen=True)
-class Presumptive:
-    """A plan's presumptive-authorization arrangement (ECM Policy Guide 002:1536-1542; 003:117):
-    the trusted providers (NPIs) whose ECM lines for a member not yet in a MIF are accepted with
-    a warning for ``days`` days from the member's first such line."""
-
-    providers: frozenset[str]
-    days: int
-
-    @classmethod
-    def from_setting(cls, setting: dict | None) -> Presumptive | None:
-        if not setting or not setting.get("providers"):
-            return None
-        return cls(frozenset(str(n) for n in setting["providers"]), int(setting.get("days", 0)))
-
-
 @dataclass
 class _ClaimState:
     ecm_days: list[date] = field(default_factory=list)
     unassigned: tuple[str, dict] | None = None
-
-
-def covering_assignment(assignments, day: date):
-    """The ONE assignment covering ``day``: a member has one assigned ECM provider at a time
-    (ECM Policy Guide 002:1544-1545, 002:1602-1604), so when periods overlap the newest
-    (latest benefit start, then authorization) wins."""
-    covering = [a for a in assignments if a.covers(day)]
-    if not covering:
-        return None
-    return max(covering, key=lambda a: (a.benefit_start or date.min,
-                                        a.authorization_date or date.min))
 
 
 class EncounterRules:

@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 from ecm_reference_rules import EncounterRules as ReferenceRules
-from ecm_reference_rules import Presumptive as ReferencePresumptive
 from gateway.ecm.rules import EncounterRules, Presumptive
 from gateway.model.encounter import (
     Address, BillingProvider, Claim, Encounter, Member, Party, RenderingProvider, ServiceLine,
@@ -59,17 +58,13 @@ def three_ways(path: Path, registry: Registry, **options) -> tuple[list, list, l
         engine.check = recording
         return engine
 
-    reference_options = dict(options)
-    if isinstance(options.get("presumptive"), Presumptive):
-        p = options["presumptive"]
-        reference_options["presumptive"] = ReferencePresumptive(p.providers, p.days)
     fast = validate_x12(str(path), rules=spy(EncounterRules(registry, **options)))
     assert seen and all(kind is tuple for kind in seen), "the fast path reads views (tuples)"
     seen.clear()
     model = validate_x12(str(path), rules=spy(EncounterRules(registry, **options)),
                          keep_encounters=True)
     assert seen and all(kind is Encounter for kind in seen), "the model path reads models"
-    reference = validate_x12(str(path), rules=ReferenceRules(registry, **reference_options),
+    reference = validate_x12(str(path), rules=ReferenceRules(registry, **options),
                              keep_encounters=True)
     return shown(fast.findings), shown(model.findings), shown(reference.findings)
 

@@ -370,6 +370,23 @@ class EncounterRules:
                 frozenset(s for p in active if p.cs for s in p.cs_services))
         return found
 
+    def _check_provider(self, out: list[Finding], npi: str, day: date, service, program: str,
+                        place: ClaimPlace, index: int) -> None:
+        """The line's provider in the directory on ``day``: active (ECM-PRV-002), and offering
+        the line's benefit: ECM (ECM-PRV-003) or the line's Community Support (ECM-CS-001)."""
+        active, is_ecm, cs_services = self._provider_memo.get((npi, day)) or \
+            self._provider(npi, day)
+        if not active:
+            self._add(out, "ECM-PRV-002", *self._line_place(place, index), npi=npi,
+                      day=day.isoformat())
+        elif program == "ECM":
+            if not is_ecm:
+                self._add(out, "ECM-PRV-003", *self._line_place(place, index), npi=npi,
+                          day=day.isoformat())
+        elif service.service not in cs_services:
+            self._add(out, "ECM-CS-001", *self._line_place(place, index), npi=npi,
+                      service=service.service, day=day.isoformat())
+
     def _program(self, program: str, day: date, county: str):
         key = (program, day, county)
         try:
@@ -511,27 +528,13 @@ class EncounterRules:
                 elif loaded["members"] and valid_cin and unassigned is None:
                     unassigned = self._unassigned(v, line, ctx)
                 if has_providers:
-                    active, is_ecm, _ = self._provider_memo.get((npi, day)) or \
-                        self._provider(npi, day)
-                    if not active:
-                        add(out, "ECM-PRV-002", *self._line_place(place, index), npi=npi,
-                            day=day.isoformat())
-                    elif not is_ecm:
-                        add(out, "ECM-PRV-003", *self._line_place(place, index), npi=npi,
-                            day=day.isoformat())
+                    self._check_provider(out, npi, day, service, program, place, index)
             else:  # Community Supports: its own benefit, never checked against ECM assignment
                 if loaded["cs_authorizations"] and valid_cin:
                     self._check_cs_authorization(out, v, service, place, index, ctx, day,
                                                  line_stranger)
                 if has_providers:
-                    active, _, cs_services = self._provider_memo.get((npi, day)) or \
-                        self._provider(npi, day)
-                    if not active:
-                        add(out, "ECM-PRV-002", *self._line_place(place, index), npi=npi,
-                            day=day.isoformat())
-                    elif service.service not in cs_services:
-                        add(out, "ECM-CS-001", *self._line_place(place, index), npi=npi,
-                            service=service.service, day=day.isoformat())
+                    self._check_provider(out, npi, day, service, program, place, index)
         if unassigned is None and not ecm:
             return out
         stranger = here is not None and not any(here)

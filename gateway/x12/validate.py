@@ -49,41 +49,47 @@ def claim_place(claim: ClaimRecord) -> "ClaimPlace":
 
 
 class _X12Place:
-    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use."""
+    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use (the one home of
+    the location scheme: :class:`_RowPlace` reads the same parts from a shipped row)."""
 
     __slots__ = ("_claim",)
 
     def __init__(self, claim: ClaimRecord) -> None:
         self._claim = claim
 
+    def _parts(self) -> tuple:
+        """(transaction, claim index, subscriber index, CLM ordinal, claim id, line refs)."""
+        c = self._claim
+        return c.transaction, c.index, c.subscriber_index, c.start, c.claim_id, c.line_refs
+
     def _set(self) -> str:
-        i, g, t = self._claim.transaction
+        i, g, t = self._parts()[0]
         return f"ISA#{i}/GS#{g}/ST#{t}"
 
     @property
     def claim(self) -> str:
-        return f"{self._set()}/2300[{self._claim.index}]"
+        return f"{self._set()}/2300[{self._parts()[1]}]"
 
     @property
     def member(self) -> str:
-        return f"{self._set()}/2010BA[{self._claim.subscriber_index}]/NM109"
+        return f"{self._set()}/2010BA[{self._parts()[2]}]/NM109"
 
     @property
     def lines(self) -> list[str]:
         ts = self._set()
-        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._claim.line_refs]
+        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._parts()[5]]
 
     @property
     def ordinal(self) -> int:
-        return self._claim.start
+        return self._parts()[3]
 
     @property
     def line_ordinals(self) -> list[int]:
-        return [ordinal for ordinal, _ in self._claim.line_refs]
+        return [ordinal for ordinal, _ in self._parts()[5]]
 
     @property
     def label(self) -> str:
-        return f"claim {self._claim.claim_id}"
+        return f"claim {self._parts()[4]}"
 
 
 @dataclass
@@ -261,34 +267,8 @@ class _RowPlace(_X12Place):
 
     __slots__ = ()
 
-    def _set(self) -> str:
-        i, g, t = self._claim[1]
-        return f"ISA#{i}/GS#{g}/ST#{t}"
-
-    @property
-    def claim(self) -> str:
-        return f"{self._set()}/2300[{self._claim[2]}]"
-
-    @property
-    def member(self) -> str:
-        return f"{self._set()}/2010BA[{self._claim[3]}]/NM109"
-
-    @property
-    def lines(self) -> list[str]:
-        ts = self._set()
-        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._claim[6]]
-
-    @property
-    def ordinal(self) -> int:
-        return self._claim[4]
-
-    @property
-    def line_ordinals(self) -> list[int]:
-        return [ordinal for ordinal, _ in self._claim[6]]
-
-    @property
-    def label(self) -> str:
-        return f"claim {self._claim[5]}"
+    def _parts(self) -> tuple:
+        return self._claim[1:7]
 
 
 @contextmanager
