@@ -99,6 +99,38 @@ def test_compiled_post_checks_equal_post_ok(index, values):
     assert post_function(node, ":")(fields) == post_ok(node, fields, ":")
 
 
+def _note_nodes():
+    from gateway.x12.engine.elements import syntax_notes
+
+    nodes = []
+    for name in ("837.5010.X222.A1.xml", "835.5010.X221.A1.xml", "834.5010.X220.A1.xml",
+                 "837Q3.I.5010.X223.A1.xml", "999.5010.xml"):
+        nodes += [n for n in load(name).nodes if n.is_segment and n.post]
+    return [(n, syntax_notes(n)) for n in nodes]
+
+
+@settings(max_examples=400, deadline=None)
+@given(index=st.integers(0, 10**6), values=st.lists(st.sampled_from(["", "X", "1"]),
+                                                     max_size=70))
+def test_syntax_notes_on_bit_masks_equal_post_ok(index, values):
+    """The validator evaluates nodes whose post-checks are all syntax notes on a bit mask of
+    the elements present (elements.syntax_notes, validator._notes_ok): same answers."""
+    nodes = _note_nodes()
+    node, notes = nodes[index % len(nodes)]
+    fields = [node.id, *values]
+    expected = post_ok(node, fields, ":")
+    if notes is None:
+        assert post_function(node, ":")(fields) == expected
+    else:
+        assert validator_module._notes_ok(notes, fields) == expected
+
+
+def test_most_post_checks_are_syntax_notes():
+    found = [notes for _, notes in _note_nodes()]
+    assert sum(n is not None for n in found) > len(found) // 2
+    assert {kind for notes in found if notes for kind, *_ in notes} == {0, 1, 2, 3, 4}
+
+
 # -- claim reading without the model -----------------------------------------------------------
 _ODD = st.sampled_from(["", "0", "1", "25", "-3", "1.5", "1.", ".5", "1e3", "NaN", "Infinity",
                         " 1", "+2", "1_0", "\u0661", "12345678901234567", "20260230",

@@ -102,14 +102,17 @@ def _amount(text: str) -> Decimal:
         raise ValueError(f"not an amount: {text!r}") from exc
 
 
-@dataclass
 class _Level:
-    """An open HL level: its ordinal range and what it carries."""
+    """An open HL level: its ordinal range and what it carries. (A plain class with slots:
+    a dataclass's generated ``__init__`` is exec'd Python, one made per HL.)"""
 
-    code: str
-    start: int
-    end: int
-    data: dict = field(default_factory=dict)
+    __slots__ = ("code", "start", "end", "data")
+
+    def __init__(self, code: str, start: int, end: int, data: dict | None = None) -> None:
+        self.code = code
+        self.start = start
+        self.end = end
+        self.data = {} if data is None else data
 
 
 class ClaimCollector:
