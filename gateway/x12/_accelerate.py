@@ -29,6 +29,10 @@ MODULES = (
     "gateway.x12.engine.walker",
     "gateway.x12.engine.validator",
     "gateway.x12.jobs",  # validate --jobs: its skimming loop reads every segment
+    # the ECM rules' per-claim checks and POF evidence (issue 14; plain Python, no .pxd:
+    # gateway/ecm/__init__.py installs the finder before either can be imported)
+    "gateway.ecm.rules",
+    "gateway.ecm.pof",
 )
 # compiled modules that use another one's compiled types (a ``cimport`` in their ``.pxd``): each
 # runs compiled only while the modules it cimports from do (a pure-Python dependency would not
