@@ -17,7 +17,8 @@ cdef class ClaimCollector:
     cdef public object _subscribers_in_st, _lines_in_st, _levels_known
     # the light reading (claims that only go to a report's counts)
     cdef public object _spans
-    cdef public list _buf
+    cdef public list _buf, _spans_ready
+    cdef public object _spans_tx
     cdef public dict _dtp
     cdef public bint _replaying, _l_ok, _l_open, _l_plain, _l_date
     cdef public Py_ssize_t _l_diag, _l_lines, _l_lines_at

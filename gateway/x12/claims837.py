@@ -161,6 +161,8 @@ class ClaimCollector:
         self._l_lines = 0  # lines
         self._l_lines_at = 0  # self._lines_in_st at the claim's CLM
         self._dtp: dict = {}  # DTP text -> whether its dates read (_dates_read)
+        self._spans_ready: list = []  # spans of claims vouched for, not yet handed over,
+        self._spans_tx = None  # all of this transaction set
 
     # -- helpers -----------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -482,6 +484,8 @@ class ClaimCollector:
     def finish(self) -> None:
         """End of input: a claim still open (truncated file) is recorded too."""
         self._flush_claim()
+        if self._spans_ready:
+            self._hand_spans()
 
     # -- building the record -----------------------------------------------------------------
     # -- the light reading (claims that only go to a report's counts) ----------------------
@@ -589,13 +593,25 @@ class ClaimCollector:
             return False
         start = self._buf[0].ordinal
         self._buf = None
-        # (the scope as _flush_claim makes it: the billing level, then the subscriber level)
+        if self._tx is not self._spans_tx or len(self._spans_ready) >= SPANS_BATCH:
+            self._hand_spans()
+            self._spans_tx = self._tx
+        # (as ClaimSpans.add records it: start, end, then the first two ranges of the scope
+        # as _flush_claim makes it, the billing level, then the subscriber level; (0, -1)
+        # for one that is not there)
         first = billing if billing is not None else subscriber
         second = subscriber if billing is not None else None
-        self._spans.add_span(self._tx, start, self._last,
-                             (first.start, first.end) if first is not None else None,
-                             (second.start, second.end) if second is not None else None)
+        self._spans_ready.extend((
+            start, self._last, first.start if first is not None else 0,
+            first.end if first is not None else -1, second.start if second is not None else 0,
+            second.end if second is not None else -1))
         return True
+
+    def _hand_spans(self) -> None:
+        """The spans noted so far to ``spans`` (before any other claim goes there)."""
+        if self._spans_ready:
+            self._spans.add_spans(self._spans_tx, self._spans_ready)
+            self._spans_ready = []
 
     def _flush_claim(self) -> None:
         if self._buf is not None and self._light_done():
@@ -652,6 +668,8 @@ class ClaimCollector:
                         Encounter.model_validate(data)
             except (ValueError, KeyError, TypeError) as exc:  # ValidationError: a ValueError
                 record.problem = _describe(exc)
+        if self._spans_ready:
+            self._hand_spans()  # (the spans go in file order)
         self.on_claim(record)
 
     def _surely_readable(self, claim: dict, sub: dict, billing: dict) -> bool:
@@ -846,6 +864,7 @@ def counted_only(on_claim) -> object | None:
 _PAD = [""] * 16  # padding: every element a handler reads exists
 SEGMENT_CACHE_SIZE = 4096  # per collector: SV1, HI, DTP texts read (then it starts afresh)
 LIGHT_SEGMENTS = 4 * MAX_LINES  # a claim read light keeps at most this many segments
+SPANS_BATCH = 6 * 1024  # spans noted (six numbers a claim) before they are handed over
 _NO_NAME: dict = {}
 
 
