@@ -234,7 +234,7 @@ class ClaimCollector:
         except ValueError:
             self._envelope["created"] = None
 
-    def _level_ends(self, ordinal: int) -> None:
+    def _level_ends(self, ordinal) -> None:
         """The innermost open HL level (billing or subscriber) grows up to ``ordinal`` when no
         claim is open: called by the two segments that stop it growing (HL, CLM). A level is
         read only while a claim under it is open, so its end is always current then."""
