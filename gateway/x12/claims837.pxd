@@ -40,3 +40,4 @@ cdef class ClaimCollector:
     cdef _to_full(self)
     cdef _hand_spans(self)
     cdef bint _levels_readable(self, dict sub, dict billing) except -1
+    cdef dict _address_target(self)

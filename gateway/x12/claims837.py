@@ -320,7 +320,10 @@ class ClaimCollector:
             f = seg.fields
             if len(f) < 4:
                 f = f + _PAD
-            target["address"].update(city=f[1], state=f[2], postal_code=f[3])
+            address: dict = target["address"]
+            address["city"] = f[1]
+            address["state"] = f[2]
+            address["postal_code"] = f[3]
 
     def _on_PRV(self, seg: Segment) -> None:
         f = seg.fields
