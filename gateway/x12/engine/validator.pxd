@@ -12,7 +12,8 @@ cdef class _Step:
 
 
 cdef class NativeGuideValidator:
-    cdef public object snip, _snip, _snip_handlers, _snip_tracks, _snip_key, delimiters
+    cdef public object snip, _snip, _snip_key, delimiters
+    cdef public dict _snip_handlers, _snip_tracks  # (or None; dicts: get without a look-up)
     cdef public object envelope
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
     cdef public list findings, _memo, _hl_stack
