@@ -31,7 +31,7 @@ cdef class ClaimCollector:
     cdef public Py_ssize_t _l_diag, _l_lines, _l_lines_at
 
     @cython.locals(f=list, buf=list, parsed=dict, found=tuple)
-    cdef bint _light(self, Segment seg, str seg_id) except -1
+    cdef bint _light(self, Segment seg, str seg_id, int kind) except -1
 
     # internal steps called from the handlers: C calls in the compiled build
     cdef _flush_claim(self)

@@ -175,11 +175,17 @@ class ClaimCollector:
         # the open claim ends here so far (its record takes it when it is flushed); the open
         # HL level's end is set where it stops growing (_level_ends), not on every segment
         self._last = seg.ordinal
-        if self._buf is not None and seg_id != "HL" and seg_id != "CLM":
-            if self._light(seg, seg_id):
-                return
-            self._to_full()  # a segment the light reading does not follow: read in full
-        handler = _HANDLERS.get(seg_id)
+        kinds: dict
+        handlers: dict
+        if self._buf is not None:
+            kinds = _LIGHT_KINDS  # (typed: a C dict look-up, not a method call)
+            kind = kinds.get(seg_id, 0)
+            if kind != _ENDS_CLAIM:
+                if self._light(seg, seg_id, kind):
+                    return
+                self._to_full()  # a segment the light reading does not follow: read in full
+        handlers = _HANDLERS
+        handler = handlers.get(seg_id)
         if handler is not None:
             try:
                 handler(self, seg)
@@ -492,16 +498,17 @@ class ClaimCollector:
 
     # -- building the record -----------------------------------------------------------------
     # -- the light reading (claims that only go to a report's counts) ----------------------
-    def _light(self, seg: Segment, seg_id: str) -> bool:
-        """A segment of a claim read light: what :meth:`_surely_readable` would need of it is
-        noted, the segment kept to read the claim again in full if it cannot be vouched for.
-        False for a segment the light reading does not follow (one that may change the
+    def _light(self, seg: Segment, seg_id: str, kind) -> bool:
+        """A segment of a claim read light (``kind``: its id's number in
+        :data:`_LIGHT_KINDS`, 0 for another id): what :meth:`_surely_readable` would need of
+        it is noted, the segment kept to read the claim again in full if it cannot be vouched
+        for. False for a segment the light reading does not follow (one that may change the
         header or the levels: NM1*41/40, PER, DMG, BHT; or a claim too long to vouch for)."""
         f = seg.fields
         buf: list = self._buf
         if len(buf) >= LIGHT_SEGMENTS:
             return False
-        if seg_id == "SV1":
+        if kind == 1:  # SV1
             if self._l_open:
                 parsed: dict = self._sv1.get(seg.raw)
                 if parsed is None:
@@ -510,7 +517,7 @@ class ClaimCollector:
                         self._sv1.clear()
                     self._sv1[seg.raw] = parsed
                 self._l_plain = parsed["plain"]
-        elif seg_id == "DTP":
+        elif kind == 2:  # DTP
             if self._l_open and len(f) > 1 and f[1] == "472":
                 known = self._dtp.get(seg.raw)
                 if known is None:
@@ -519,7 +526,7 @@ class ClaimCollector:
                         self._dtp.clear()
                     self._dtp[seg.raw] = known
                 self._l_date = known
-        elif seg_id == "LX":
+        elif kind == 3:  # LX
             if self._l_open and not (self._l_plain and self._l_date):
                 self._l_ok = False
             self._lines_in_st += 1
@@ -530,7 +537,7 @@ class ClaimCollector:
                 int(f[1] if len(f) > 1 else "")
             except ValueError:
                 self._l_ok = False
-        elif seg_id == "HI":
+        elif kind == 4:  # HI
             found: tuple = self._hi.get(seg.raw)
             if found is None:
                 found = self._read_hi(f)
@@ -538,14 +545,14 @@ class ClaimCollector:
                     self._hi.clear()
                 self._hi[seg.raw] = found
             self._l_diag += len(found[1])
-        elif seg_id == "NM1":
+        elif kind == 5:  # NM1
             role = f[1] if len(f) > 1 else ""
             if role == "41" or role == "40":
                 return False
             self._nm1_role = role
-        elif seg_id == "N3" or seg_id == "N4":
+        elif kind == 6:  # N3, N4
             return True  # (no address is taken inside a claim)
-        elif seg_id != "REF" and seg_id != "PRV" and seg_id != "SBR":
+        elif kind != 7:  # (7: REF, PRV, SBR: only kept)
             return seg_id not in _HANDLERS  # (a segment no handler reads: nothing to do)
         buf.append(seg)
         return True
@@ -883,6 +890,11 @@ def _rendering(name: dict) -> dict:
 
 
 _CONTROL = frozenset({"ISA", "GS", "ST", "SE", "GE", "IEA"})
+# segment id -> how ClaimCollector._light takes it inside a claim read light (one look-up
+# instead of a string comparison per kind); _ENDS_CLAIM: the segments that close the claim
+_ENDS_CLAIM = 8
+_LIGHT_KINDS = {"SV1": 1, "DTP": 2, "LX": 3, "HI": 4, "NM1": 5, "N3": 6, "N4": 6, "REF": 7,
+                "PRV": 7, "SBR": 7, "HL": _ENDS_CLAIM, "CLM": _ENDS_CLAIM}
 # segment id -> ClaimCollector._on_<id>, looked up once
 _HANDLERS = {name[len("_on_"):]: function for name, function in vars(ClaimCollector).items()
              if name.startswith("_on_")}
