@@ -87,11 +87,12 @@ _DAYS: dict[str, date] = {}
 
 def _day(text: str) -> date:
     """:func:`_date`, memoised (a claim file has few distinct service dates)."""
-    found = _DAYS.get(text)
+    days: dict = _DAYS  # (typed: a C dict look-up in the compiled build)
+    found = days.get(text)
     if found is None:
-        if len(_DAYS) > 4096:
-            _DAYS.clear()
-        found = _DAYS[text] = _date(text)
+        if len(days) > 4096:
+            days.clear()
+        found = days[text] = _date(text)
     return found
 
 
