@@ -461,7 +461,7 @@ def feed_all(segments, envelope: EnvelopeChecker, feeds: tuple) -> tuple[int, in
             ts = envelope._ts
         for feed in feeds:
             feed(seg)
-        if seg_id == "LX":
+        if len(seg_id) == 2 and seg_id == "LX":  # (the length first: inline when compiled)
             lines += 1
         last = seg.ordinal
     if pending:
