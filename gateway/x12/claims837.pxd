@@ -30,6 +30,8 @@ cdef class ClaimCollector:
     cdef public bint _replaying, _l_ok, _l_open, _l_plain, _l_date
     cdef public Py_ssize_t _l_diag, _l_lines, _l_lines_at
 
+    cpdef feed_data(self, Segment seg)
+
     @cython.locals(f=list, buf=list, parsed=dict, found=tuple)
     cdef bint _light(self, Segment seg, str seg_id, int kind) except -1
 

@@ -171,8 +171,14 @@ class ClaimCollector:
         if seg_id in _CONTROL:
             self._control(seg, seg_id)
             return
+        self.feed_data(seg)
+
+    def feed_data(self, seg: Segment) -> None:
+        """:meth:`feed` for a segment known not to be a control segment
+        (``envelope.feed_all``'s ``data_feeds``)."""
         if not self._in_837:
             return
+        seg_id = seg.fields[0]
         # the open claim ends here so far (its record takes it when it is flushed); the open
         # HL level's end is set where it stops growing (_level_ends), not on every segment
         self._last = seg.ordinal

@@ -26,6 +26,9 @@ cdef class NativeGuideValidator:
     @cython.locals(fields=list, seg_id=str)
     cpdef feed(self, _Seg seg)
 
+    @cython.locals(fields=list)
+    cpdef feed_data(self, _Seg seg)
+
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
     cdef _data(self, _Seg seg, list fields, str seg_id)
 
