@@ -180,14 +180,17 @@ def validate_x12(
         if pipe is not None:
             # with the rules in a worker, a claim waits for its batch only as a row of plain
             # values, as _RowPlace reads it (the claim itself goes on at once: kept waiting,
-            # claims are what the cyclic collector would scan again and again)
+            # claims are what the cyclic collector would scan again and again); an encounter
+            # (kept, or a claim in doubt) goes as its view
             encounter = claim.encounter
             if encounter is not None:
-                pending.append((encounter, claim.transaction, claim.index,
-                                claim.subscriber_index, claim.start, claim.claim_id,
-                                tuple(claim.line_refs)))
                 if not keep_encounters:
                     claim.encounter = None
+                if encounter.__class__ is not tuple:
+                    encounter = view_of(encounter)
+                pending.append((encounter, claim.transaction, claim.index,
+                                claim.subscriber_index, claim.start, claim.claim_id,
+                                claim.line_refs))
             sink(claim)
             if len(pending) >= rule_batch:
                 run_rules()
@@ -196,6 +199,8 @@ def validate_x12(
         if len(pending) >= rule_batch:
             run_rules()
 
+    if rules is not None:
+        from gateway.model.view import view_of
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
     path = str(source) if parallel else ""
     size = _input_size(source) if rules is not None else None
