@@ -99,6 +99,38 @@ def test_compiled_post_checks_equal_post_ok(index, values):
     assert post_function(node, ":")(fields) == post_ok(node, fields, ":")
 
 
+def _note_nodes():
+    from gateway.x12.engine.elements import syntax_notes
+
+    nodes = []
+    for name in ("837.5010.X222.A1.xml", "835.5010.X221.A1.xml", "834.5010.X220.A1.xml",
+                 "837Q3.I.5010.X223.A1.xml", "999.5010.xml"):
+        nodes += [n for n in load(name).nodes if n.is_segment and n.post]
+    return [(n, syntax_notes(n)) for n in nodes]
+
+
+@settings(max_examples=400, deadline=None)
+@given(index=st.integers(0, 10**6), values=st.lists(st.sampled_from(["", "X", "1"]),
+                                                     max_size=70))
+def test_syntax_notes_on_bit_masks_equal_post_ok(index, values):
+    """The validator evaluates nodes whose post-checks are all syntax notes on a bit mask of
+    the elements present (elements.syntax_notes, validator._notes_ok): same answers."""
+    nodes = _note_nodes()
+    node, notes = nodes[index % len(nodes)]
+    fields = [node.id, *values]
+    expected = post_ok(node, fields, ":")
+    if notes is None:
+        assert post_function(node, ":")(fields) == expected
+    else:
+        assert validator_module._notes_ok(notes, fields) == expected
+
+
+def test_most_post_checks_are_syntax_notes():
+    found = [notes for _, notes in _note_nodes()]
+    assert sum(n is not None for n in found) > len(found) // 2
+    assert {kind for notes in found if notes for kind, *_ in notes} == {0, 1, 2, 3, 4}
+
+
 # -- claim reading without the model -----------------------------------------------------------
 _ODD = st.sampled_from(["", "0", "1", "25", "-3", "1.5", "1.", ".5", "1e3", "NaN", "Infinity",
                         " 1", "+2", "1_0", "\u0661", "12345678901234567", "20260230",
@@ -189,3 +221,61 @@ def test_a_level_changed_after_its_first_claim_is_judged_again(synth):
     assert [(c.start, c.problem) for c in judged.claims] == \
         [(c.start, c.problem) for c in built.claims]
     assert any(c.problem for c in judged.claims)  # the changed level made a claim unreadable
+
+
+# -- the light claim reading (claims that only go to a report's counts) -----------------------
+def _spans_both_ways(data: bytes):
+    """(light, full): the ClaimSpans and findings of a validation whose claims only go to the
+    spans (ClaimCollector reads them light, records only for the claims in doubt), and of one
+    where every claim is read in full and then added (any other on_claim)."""
+    from gateway.x12.acks import ClaimSpans
+
+    light, full = ClaimSpans(), ClaimSpans()
+    light_result = validate_x12(data, on_claim=light.add)
+    full_result = validate_x12(data, on_claim=lambda claim: full.add(claim))
+
+    def shown(spans):
+        return (list(spans.ranges), [spans.keys[i] for i in spans.transactions],
+                bytes(spans.problems))
+
+    return (shown(light), signature(light_result)), (shown(full), signature(full_result))
+
+
+# segments the light reading hands over to the full one when they come inside a claim (they
+# may change the header or the levels), and others it follows
+_IN_CLAIM = ["NM1*41*2*OTHER SUBMITTER*****46*X1", "NM1*40*2*OTHER RECEIVER*****46*X2",
+             "PER*IC*NAME*TE*9165550100", "DMG*D8*20260230*F", "DMG*D8*19800101*F",
+             "BHT*0019*00*1*2026*0930*RP", "SBR*S*18*******MC", "NM1*IL*1*DOE*JANE****MI*1",
+             "N3*1 ELM ST", "N4*MODESTO*CA*9535", "REF*F8*X", "PRV*PE*PXC*171M00000X",
+             "AMT*D*10", "NTE*ADD*NOTE", "SV1*HC:G9012*25*UN*1***1", "DTP*472*D8*20261301",
+             "DTP*472*RD8*20260101-", "DTP*472*RD8*20260101-2026", "LX*", "LX*A", "HI*BF:Z00",
+             "HI*ABK:I10" + "*ABF:Z9114" * 12, "HL*9*1*23*0", "NM1*82*1*X*Y****XX*1"]
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**9), value=_ODD,
+       inserted=st.lists(st.sampled_from(_IN_CLAIM), max_size=4))
+def test_claims_read_light_get_the_full_readings_spans_and_findings(synth, seed, value,
+                                                                     inserted):
+    rng = random.Random(seed)
+    segs = _claim_defects(synth, rng, value)
+    for text in inserted:  # somewhere after a CLM
+        claims = [i for i, s in enumerate(segs) if s.startswith("CLM*")]
+        segs.insert(rng.choice(claims) + rng.randint(1, 6), text)
+    if rng.random() < 0.3:
+        for _ in range(rng.randint(1, 5)):
+            _mutate(rng, segs)
+    light, full = _spans_both_ways(_join(segs))
+    assert light == full
+
+
+def test_a_long_claim_is_read_in_full_and_counted_the_same(synth):
+    segs = list(synth)
+    lx = next(i for i, s in enumerate(segs) if s.startswith("LX*"))
+    line = segs[lx:lx + 3]  # LX, SV1, DTP
+    segs[lx:lx + 3] = [part for n in range(1, 80) for part in
+                       [f"LX*{n}", *line[1:]]]  # 79 lines: more than the model takes
+    light, full = _spans_both_ways(_join(segs))
+    assert light == full
+    assert 1 in light[0][2]  # that claim cannot be read (and the others can)

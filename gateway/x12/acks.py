@@ -188,6 +188,21 @@ class ClaimSpans:
         self.transactions.append(index)
         self.problems.append(1 if claim.problem else 0)
 
+    def add_span(self, transaction: tuple[int, int, int], start: int, end: int,
+                 first: tuple[int, int] | None, second: tuple[int, int] | None) -> None:
+        """What :meth:`add` records for a readable claim, from its parts (no record built:
+        :class:`~gateway.x12.claims837.ClaimCollector` with ``spans``): ``first`` and
+        ``second`` the first two ranges of its scope, None when not there."""
+        lo1, hi1 = first if first is not None else (0, -1)
+        lo2, hi2 = second if second is not None else (0, -1)
+        self.ranges.extend((start, end, lo1, hi1, lo2, hi2))
+        index = self._key_index.get(transaction)
+        if index is None:
+            index = self._key_index[transaction] = len(self.keys)
+            self.keys.append(transaction)
+        self.transactions.append(index)
+        self.problems.append(0)
+
     def __len__(self) -> int:
         return len(self.problems)
 

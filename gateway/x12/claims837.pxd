@@ -3,6 +3,8 @@
 # attributes are C struct fields instead of instance-dict entries (every segment reads several);
 # ``__dict__`` keeps any other attribute working as on a plain class. Segment is reader.pxd's
 # extension type: the handlers' ``seg: Segment`` read its fields as struct members.
+cimport cython
+
 from gateway.x12.reader cimport Segment
 
 cdef class ClaimCollector:
@@ -13,3 +15,12 @@ cdef class ClaimCollector:
     cdef public object _tx, _billing, _subscriber
     cdef public object _claim_index, _in_837, _last, _nm1_role, _professional
     cdef public object _subscribers_in_st, _lines_in_st, _levels_known
+    # the light reading (claims that only go to a report's counts)
+    cdef public object _spans
+    cdef public list _buf
+    cdef public dict _dtp
+    cdef public bint _replaying, _l_ok, _l_open, _l_plain, _l_date
+    cdef public Py_ssize_t _l_diag, _l_lines, _l_lines_at
+
+    @cython.locals(f=list, buf=list, parsed=dict, found=tuple)
+    cdef bint _light(self, Segment seg, str seg_id) except -1

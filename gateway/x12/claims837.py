@@ -102,24 +102,32 @@ def _amount(text: str) -> Decimal:
         raise ValueError(f"not an amount: {text!r}") from exc
 
 
-@dataclass
 class _Level:
-    """An open HL level: its ordinal range and what it carries."""
+    """An open HL level: its ordinal range and what it carries. (A plain class with slots:
+    a dataclass's generated ``__init__`` is exec'd Python, one made per HL.)"""
 
-    code: str
-    start: int
-    end: int
-    data: dict = field(default_factory=dict)
+    __slots__ = ("code", "start", "end", "data")
+
+    def __init__(self, code: str, start: int, end: int, data: dict | None = None) -> None:
+        self.code = code
+        self.start = start
+        self.end = end
+        self.data = {} if data is None else data
 
 
 class ClaimCollector:
     """Streaming 837P reader. Feed segments, collect :class:`ClaimRecord` via ``on_claim``."""
 
     def __init__(self, delimiters: Delimiters, on_claim,
-                 keep_encounters: bool | str = True) -> None:
+                 keep_encounters: bool | str = True, spans=None) -> None:
         """``keep_encounters``: True, each readable claim's ``encounter`` is the canonical
         model; ``"rules"``, a :class:`~gateway.model.view.ClaimView` (what the ECM rules read;
-        the model only for a claim in doubt); False, none (readability is still checked)."""
+        the model only for a claim in doubt); False, none (readability is still checked).
+        ``spans`` (with ``keep_encounters`` False; a :class:`~gateway.x12.acks.ClaimSpans`,
+        where ``on_claim``'s records go too): a professional claim the light reading vouches
+        for goes there as a span (:meth:`_light`), no record built; the others (the claims
+        it cannot vouch for, read again in full) go to ``on_claim`` as records, in file order.
+        """
         self.d = delimiters
         self.on_claim = on_claim
         self.keep = keep_encounters
@@ -141,6 +149,18 @@ class ClaimCollector:
         self._sv1: dict = {}  # SV1 text -> what _read_sv1 takes from it
         self._levels_known = None  # (subscriber data, billing data, _levels_readable's answer)
         self._hi: dict = {}  # HI text -> (qualifier, diagnosis codes)
+        # light reading (see _light): the open claim's segments while it is read light
+        self._spans = spans if spans is not None and not keep_encounters else None
+        self._buf: list | None = None
+        self._replaying = False
+        self._l_ok = False  # nothing seen so far keeps the light claim from being vouched for
+        self._l_open = False  # a line (LX) is open
+        self._l_plain = False  # the open line's last SV1 is plain (_read_sv1)
+        self._l_date = False  # the open line's last DTP*472 holds readable dates
+        self._l_diag = 0  # diagnosis codes
+        self._l_lines = 0  # lines
+        self._l_lines_at = 0  # self._lines_in_st at the claim's CLM
+        self._dtp: dict = {}  # DTP text -> whether its dates read (_dates_read)
 
     # -- helpers -----------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -153,6 +173,10 @@ class ClaimCollector:
         # the open claim ends here so far (its record takes it when it is flushed); the open
         # HL level's end is set where it stops growing (_level_ends), not on every segment
         self._last = seg.ordinal
+        if self._buf is not None and seg_id != "HL" and seg_id != "CLM":
+            if self._light(seg, seg_id):
+                return
+            self._to_full()  # a segment the light reading does not follow: read in full
         handler = _HANDLERS.get(seg_id)
         if handler is not None:
             try:
@@ -212,7 +236,8 @@ class ClaimCollector:
         """The innermost open HL level (billing or subscriber) grows up to ``ordinal`` when no
         claim is open: called by the two segments that stop it growing (HL, CLM). A level is
         read only while a claim under it is open, so its end is always current then."""
-        if self._claim is None:
+        # (a claim read light and then again in full: its CLM set the end the first time)
+        if self._claim is None and self._buf is None and not self._replaying:
             level = self._subscriber if self._subscriber is not None else self._billing
             if level is not None:
                 level.end = ordinal
@@ -346,6 +371,14 @@ class ClaimCollector:
         self._flush_claim()
         self._claim_index += 1
         f = seg.fields
+        if self._spans is not None and self._professional and not self._replaying:
+            self._buf = [seg]  # read light (see _light)
+            self._l_ok = _plain_amount(f[2] if len(f) > 2 else "")
+            self._l_open = False
+            self._l_diag = self._l_lines = 0
+            self._l_lines_at = self._lines_in_st
+            self._line = None
+            return
         if len(f) < 10:
             f = f + _PAD
         facility = f[5].split(self.d.component)
@@ -366,22 +399,26 @@ class ClaimCollector:
         # (qualifier of the principal diagnosis or "", codes), read once per HI text
         found: tuple = self._hi.get(seg.raw)
         if found is None:
-            comp = self.d.component
-            qualifier = ""
-            codes = []
-            for value in seg.fields[1:]:
-                parts = value.split(comp)
-                if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
-                    if parts[0] in ("ABK", "BK"):
-                        qualifier = parts[0]
-                    codes.append(parts[1])
-            found = (qualifier, codes)
+            found = self._read_hi(seg.fields)
             if len(self._hi) >= SEGMENT_CACHE_SIZE:
                 self._hi.clear()
             self._hi[seg.raw] = found
         if found[0]:
             claim["dx_qualifier"] = found[0]
         claim["diagnoses"].extend(found[1])
+
+    def _read_hi(self, fields: list) -> tuple:
+        """(qualifier of the principal diagnosis or "", diagnosis codes) of an HI."""
+        comp = self.d.component
+        qualifier = ""
+        codes = []
+        for value in fields[1:]:
+            parts = value.split(comp)
+            if len(parts) >= 2 and parts[0] in ("ABK", "ABF", "BK", "BF"):
+                if parts[0] in ("ABK", "BK"):
+                    qualifier = parts[0]
+                codes.append(parts[1])
+        return (qualifier, codes)
 
     def _on_LX(self, seg: Segment) -> None:
         if self._claim is None:
@@ -447,7 +484,122 @@ class ClaimCollector:
         self._flush_claim()
 
     # -- building the record -----------------------------------------------------------------
+    # -- the light reading (claims that only go to a report's counts) ----------------------
+    def _light(self, seg: Segment, seg_id: str) -> bool:
+        """A segment of a claim read light: what :meth:`_surely_readable` would need of it is
+        noted, the segment kept to read the claim again in full if it cannot be vouched for.
+        False for a segment the light reading does not follow (one that may change the
+        header or the levels: NM1*41/40, PER, DMG, BHT; or a claim too long to vouch for)."""
+        f = seg.fields
+        buf: list = self._buf
+        if len(buf) >= LIGHT_SEGMENTS:
+            return False
+        if seg_id == "SV1":
+            if self._l_open:
+                parsed: dict = self._sv1.get(seg.raw)
+                if parsed is None:
+                    parsed = self._read_sv1(f)
+                    if len(self._sv1) >= SEGMENT_CACHE_SIZE:
+                        self._sv1.clear()
+                    self._sv1[seg.raw] = parsed
+                self._l_plain = parsed["plain"]
+        elif seg_id == "DTP":
+            if self._l_open and len(f) > 1 and f[1] == "472":
+                known = self._dtp.get(seg.raw)
+                if known is None:
+                    known = _dates_read(f)
+                    if len(self._dtp) >= SEGMENT_CACHE_SIZE:
+                        self._dtp.clear()
+                    self._dtp[seg.raw] = known
+                self._l_date = known
+        elif seg_id == "LX":
+            if self._l_open and not (self._l_plain and self._l_date):
+                self._l_ok = False
+            self._lines_in_st += 1
+            self._l_lines += 1
+            self._l_open = True
+            self._l_plain = self._l_date = False
+            try:
+                int(f[1] if len(f) > 1 else "")
+            except ValueError:
+                self._l_ok = False
+        elif seg_id == "HI":
+            found: tuple = self._hi.get(seg.raw)
+            if found is None:
+                found = self._read_hi(f)
+                if len(self._hi) >= SEGMENT_CACHE_SIZE:
+                    self._hi.clear()
+                self._hi[seg.raw] = found
+            self._l_diag += len(found[1])
+        elif seg_id == "NM1":
+            role = f[1] if len(f) > 1 else ""
+            if role == "41" or role == "40":
+                return False
+            self._nm1_role = role
+        elif seg_id == "N3" or seg_id == "N4":
+            return True  # (no address is taken inside a claim)
+        elif seg_id != "REF" and seg_id != "PRV" and seg_id != "SBR":
+            return seg_id not in _HANDLERS  # (a segment no handler reads: nothing to do)
+        buf.append(seg)
+        return True
+
+    def _to_full(self) -> None:
+        """Read the claim open light again in full (its segments so far): from here on it is
+        ``self._claim``, exactly as if every segment had gone to the full handlers."""
+        buf: list = self._buf
+        self._buf = None
+        self._claim_index -= 1
+        self._lines_in_st = self._l_lines_at
+        self._replaying = True
+        try:
+            for seg in buf:
+                seg_id = seg.fields[0]
+                try:
+                    _HANDLERS[seg_id](self, seg)
+                except (ValueError, IndexError) as exc:
+                    target = self._claim
+                    if target is not None and target.get("problem") is None:
+                        target["problem"] = f"{seg_id}: {exc.__class__.__name__}"
+        finally:
+            self._replaying = False
+
+    def _light_done(self) -> bool:
+        """Close the claim open light: True when :meth:`_surely_readable` would accept it (its
+        span recorded), else False (then it was read again in full: ``self._claim``)."""
+        if self._l_open and not (self._l_plain and self._l_date):
+            self._l_ok = False
+        ok = self._l_ok and 1 <= self._l_diag <= MAX_DIAGNOSES and \
+            1 <= self._l_lines <= MAX_LINES
+        billing = self._billing
+        subscriber = self._subscriber
+        if ok:
+            header = self._header
+            sub: dict = subscriber.data if subscriber is not None else {}
+            ok = "submitter" in header and "receiver" in header and \
+                self._levels_readable(sub, billing.data if billing is not None else {})
+            if ok:
+                dob = sub.get("dmg", ("", ""))[0]
+                if dob:
+                    try:
+                        _day(dob)
+                    except (ValueError, TypeError):
+                        ok = False
+        if not ok:
+            self._to_full()
+            return False
+        start = self._buf[0].ordinal
+        self._buf = None
+        # (the scope as _flush_claim makes it: the billing level, then the subscriber level)
+        first = billing if billing is not None else subscriber
+        second = subscriber if billing is not None else None
+        self._spans.add_span(self._tx, start, self._last,
+                             (first.start, first.end) if first is not None else None,
+                             (second.start, second.end) if second is not None else None)
+        return True
+
     def _flush_claim(self) -> None:
+        if self._buf is not None and self._light_done():
+            return
         claim: dict = self._claim
         if claim is None:
             return
@@ -633,6 +785,25 @@ _ADDRESS_KEYS = frozenset({"line1", "line2", "city", "state", "postal_code"})
 _PLAIN_AMOUNT = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,6})?").fullmatch
 
 
+def _dates_read(f: list) -> bool:
+    """Whether the dates of a line's ``DTP*472`` read as :meth:`ClaimCollector._on_DTP` takes
+    them and :meth:`ClaimCollector._surely_readable` checks them."""
+    if len(f) < 4:
+        f = f + _PAD
+    value = f[3]
+    try:
+        if f[2] == "RD8" and "-" in value:
+            start, end = value.split("-", 1)
+            _day(start)
+            if end:
+                _day(end)
+        else:
+            _day(value)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _plain_amount(text: str) -> bool:
     """:data:`_PLAIN_AMOUNT`, whole amounts (the usual) without the regular expression."""
     if len(text) <= 15 and text.isdigit() and text.isascii():
@@ -659,8 +830,22 @@ def surely_valid(data: dict) -> bool:
     return True
 
 
+def counted_only(on_claim) -> object | None:
+    """The :class:`~gateway.x12.acks.ClaimSpans` whose ``add`` ``on_claim`` is (a report that
+    only counts the claims), else None. (Looked up among the loaded modules: a caller with
+    such spans has loaded it, and this module does not import the acknowledgments.)"""
+    import sys
+
+    acks = sys.modules.get("gateway.x12.acks")
+    spans = getattr(on_claim, "__self__", None)
+    if acks is None or not isinstance(spans, acks.ClaimSpans) or on_claim != spans.add:
+        return None
+    return spans
+
+
 _PAD = [""] * 16  # padding: every element a handler reads exists
-SEGMENT_CACHE_SIZE = 4096  # per collector: SV1 and HI texts read (then it starts afresh)
+SEGMENT_CACHE_SIZE = 4096  # per collector: SV1, HI, DTP texts read (then it starts afresh)
+LIGHT_SEGMENTS = 4 * MAX_LINES  # a claim read light keeps at most this many segments
 _NO_NAME: dict = {}
 
 

@@ -42,7 +42,7 @@ from itertools import islice
 
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue
-from gateway.x12.claims837 import ClaimCollector, ClaimRecord
+from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only  # noqa: F401
 from gateway.x12.envelope import EnvelopeChecker, Group, Interchange, TransactionSet, feed_all
 from gateway.x12.reader import Delimiters, Segment, X12Reader
 
@@ -410,6 +410,7 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                         _frame(out, b"C", _pickle(batch))
                         batch.clear()
 
+                spans = None
                 if digest is not None:
                     spans = digest()
                     add = spans.add
@@ -419,7 +420,7 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                         if claim.problem:
                             batch.append(claim)
 
-                collector = ClaimCollector(delimiters, keep, keep_encounters=False)
+                collector = ClaimCollector(delimiters, keep, keep_encounters=False, spans=spans)
                 for seg in context:
                     collector.feed(seg)
                 collector._tx = cut.tx
@@ -482,19 +483,6 @@ def _unpickle(blob: bytes) -> list[ClaimRecord]:
 
         rows = pickle.loads(memoryview(blob)[1:])
     return [ClaimRecord(*values) for values in rows]
-
-
-def counted_only(on_claim) -> object | None:
-    """The :class:`~gateway.x12.acks.ClaimSpans` whose ``add`` ``on_claim`` is (a report that
-    only counts the claims), else None. (Looked up among the loaded modules: a caller with
-    such spans has loaded it, and this module does not import the acknowledgments.)"""
-    import sys
-
-    acks = sys.modules.get("gateway.x12.acks")
-    spans = getattr(on_claim, "__self__", None)
-    if acks is None or not isinstance(spans, acks.ClaimSpans) or on_claim != spans.add:
-        return None
-    return spans
 
 
 def merge_spans(into, other) -> None:
@@ -560,7 +548,8 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                       type(spans) if spans is not None else None,
                       tell if share == 1 else None)))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
-        collector = ClaimCollector(delimiters, take, keep_encounters=keep)
+        collector = ClaimCollector(delimiters, take, keep_encounters=keep,
+                                   spans=spans if claims_shared else None)
         feeds = (guide.feed, collector.feed)
         segments = iter(reader)
         # by hand up to the first ST (its guide then has the map and rule packs loaded, which

@@ -172,6 +172,81 @@ class _Claim:
         self.first = self.last = ""  # earliest and latest service date ("": none)
 
 
+class ClaimTracker:
+    """The claim tracking of a :class:`SnipChecker`: what its claim rules need of the open
+    claim, collected per segment id (``track_<id>``, called for every such segment, memoised
+    or not), and the creation date and birth dates they compare with. ``end`` is called with
+    each claim that ends (the checker's claim rules)."""
+
+    def __init__(self, comp: str, end) -> None:
+        self.comp = comp
+        self.end = end
+        self.created = ""
+        self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
+        self.claim: _Claim | None = None
+
+    def end_claim(self) -> None:
+        claim = self.claim
+        if claim is not None:
+            self.claim = None
+            self.end(claim)
+
+    def track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        if self.claim is not None:
+            self.end_claim()
+        charge = fields[2] if len(fields) > 2 else ""
+        self.claim = _Claim(ordinal, position, loop_counts.get("2300", 0), charge,
+                            _value(fields, 5, 3, self.comp))
+
+    def track_HL(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        if self.claim is not None:
+            self.end_claim()
+        level = fields[3] if len(fields) > 3 else ""
+        if level == "20" or level == "22":
+            self.birth = {}
+        elif level == "23":
+            self.birth.pop("2010CA", None)
+
+    def track_BHT(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        self.created = fields[4] if len(fields) > 4 else ""
+
+    def track_DMG(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        loop = node.parent.id if node.parent is not None else ""
+        if (loop == "2010BA" or loop == "2010CA") and len(fields) > 2 and fields[1] == "D8":
+            self.birth[loop] = fields[2]
+
+    def track_SV1(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        claim = self.claim
+        if claim is not None:
+            parent = node.parent
+            if parent is not None and parent.id == "2400":
+                claim.lines.append(fields[2] if len(fields) > 2 else "")
+
+    def track_SV2(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        claim = self.claim
+        if claim is not None:
+            parent = node.parent
+            if parent is not None and parent.id == "2400":
+                claim.lines.append(fields[3] if len(fields) > 3 else "")
+
+    def track_REF(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        claim = self.claim
+        if claim is not None and node.parent is not None and \
+                node.parent.id == "2300" and len(fields) > 1:
+            claim.refs.add(fields[1])
+
+    def track_DTP(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        claim = self.claim
+        if claim is not None and len(fields) > 3 and fields[1] == "472":
+            span = _dates(fields[2], fields[3])
+            if span:
+                for day in span:
+                    if not claim.first or day < claim.first:
+                        claim.first = day
+                    if day > claim.last:
+                        claim.last = day
+
+
 class SnipChecker:
     """Feed it (segment, map node, position, where) for one transaction set's guide."""
 
@@ -197,9 +272,7 @@ class SnipChecker:
         self._claim_checks = [(getattr(self, "_" + rule.check), rule)
                               for rule in self.claim_rules]
         self.enabled = bool(rules)
-        self.created = ""
-        self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
-        self.claim: _Claim | None = None
+        self.tracker = ClaimTracker(comp_sep, self._judge)
         self.found = 0  # element findings so far
         self._clean: dict = {}
         # per segment id, the one function that does all this checker does with it (claim
@@ -210,7 +283,7 @@ class SnipChecker:
                          for seg_id in frozenset(self.by_segment) | tracked}
         # per segment id, its claim tracking alone: what is left to do with a segment whose
         # text already passed every element rule at the same map node (the validator's memo)
-        self.tracks = {seg_id: getattr(self, "_track_" + seg_id) for seg_id in tracked}
+        self.tracks = {seg_id: getattr(self.tracker, "track_" + seg_id) for seg_id in tracked}
         # the segment ids this checker looks at (the validator skips calling it for others)
         self.interesting = frozenset(self.handlers)
 
@@ -227,7 +300,7 @@ class SnipChecker:
         """The one function for ``seg_id``: claim tracking, then the element rules, skipped
         for a segment text already seen clean at the same map node. It returns True when an
         element rule reported a finding."""
-        track = getattr(self, "_track_" + seg_id) if tracked else None
+        track = getattr(self.tracker, "track_" + seg_id) if tracked else None
         checks = tuple(self._rule_check(rule) for rule in rules)
         if not checks:
             return track  # claim tracking only
@@ -256,73 +329,31 @@ class SnipChecker:
 
         return handler
 
-    # claim tracking, per segment id (only when a claim rule is on)
-    def _track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        if self.claim is not None:
-            self._end_claim()
-        charge = fields[2] if len(fields) > 2 else ""
-        self.claim = _Claim(ordinal, position, loop_counts.get("2300", 0), charge,
-                            _value(fields, 5, 3, self.comp))
-
-    def _track_HL(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        if self.claim is not None:
-            self._end_claim()
-        level = fields[3] if len(fields) > 3 else ""
-        if level in ("20", "22"):
-            self.birth = {}
-        elif level == "23":
-            self.birth.pop("2010CA", None)
-
-    def _track_BHT(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        self.created = fields[4] if len(fields) > 4 else ""
-
-    def _track_DMG(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        loop = node.parent.id if node.parent is not None else ""
-        if loop in ("2010BA", "2010CA") and len(fields) > 2 and fields[1] == "D8":
-            self.birth[loop] = fields[2]
-
-    def _track_SV1(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        claim = self.claim
-        if claim is not None:
-            parent = node.parent
-            if parent is not None and parent.id == "2400":
-                claim.lines.append(fields[2] if len(fields) > 2 else "")
-
-    def _track_SV2(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        claim = self.claim
-        if claim is not None:
-            parent = node.parent
-            if parent is not None and parent.id == "2400":
-                claim.lines.append(fields[3] if len(fields) > 3 else "")
-
-    def _track_REF(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        if self.claim is not None and node.parent is not None and \
-                node.parent.id == "2300" and len(fields) > 1:
-            self.claim.refs.add(fields[1])
-
-    def _track_DTP(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        claim = self.claim
-        if claim is not None and len(fields) > 3 and fields[1] == "472":
-            span = _dates(fields[2], fields[3])
-            if span:
-                for day in span:
-                    if not claim.first or day < claim.first:
-                        claim.first = day
-                    if day > claim.last:
-                        claim.last = day
-
     def start_transaction(self) -> None:
         """A new transaction set: nothing carried over (a claim of a set left without SE is
         dropped, as it always was)."""
-        self.claim = None
-        self.birth = {}
-        self.created = ""
+        tracker = self.tracker
+        tracker.claim = None
+        tracker.birth = {}
+        tracker.created = ""
 
     def end_transaction(self) -> None:
-        if self.claim is not None:
-            self._end_claim()
-        self.birth = {}
-        self.created = ""
+        tracker = self.tracker
+        tracker.end_claim()
+        tracker.birth = {}
+        tracker.created = ""
+
+    @property
+    def claim(self) -> _Claim | None:
+        return self.tracker.claim
+
+    @property
+    def created(self) -> str:
+        return self.tracker.created
+
+    @property
+    def birth(self) -> dict[str, str]:
+        return self.tracker.birth
 
     def close(self) -> None:
         """Drop the handlers and the cache (they refer back to this checker: without this the
@@ -331,6 +362,7 @@ class SnipChecker:
         self.tracks = {}
         self._claim_checks = []
         self._clean.clear()
+        self.tracker.end = None
 
     # -- element rules ----------------------------------------------------------------------
     def _rule_check(self, rule: SnipRule):
@@ -405,9 +437,8 @@ class SnipChecker:
         self.report(rule.id, node, label, ordinal, context, element=label, **values)
 
     # -- claim rules -------------------------------------------------------------------------
-    def _end_claim(self) -> None:
-        claim = self.claim
-        self.claim = None
+    def _judge(self, claim: _Claim) -> None:
+        """A claim ended (:class:`ClaimTracker`): the claim rules on it."""
         for check, rule in self._claim_checks:
             check(rule, claim)
 
@@ -445,14 +476,16 @@ class SnipChecker:
             self._claim_report(rule, claim, 5, 3, "1325", found=claim.frequency)
 
     def _service_not_after_creation(self, rule, claim: _Claim) -> None:
-        if len(self.created) != 8:
+        created = self.tracker.created
+        if len(created) != 8:
             return
-        if claim.last > self.created:  # (the latest of the dates after it)
+        if claim.last > created:  # (the latest of the dates after it)
             self._claim_report(rule, claim, 1, None, "1028", found=claim.last,
-                               expected=self.created)
+                               expected=created)
 
     def _born_before_service(self, rule, claim: _Claim) -> None:
-        birth = self.birth.get("2010CA") or self.birth.get("2010BA")
+        births = self.tracker.birth
+        birth = births.get("2010CA") or births.get("2010BA")
         first = claim.first
         if not birth or len(birth) != 8 or not first:
             return

@@ -12,7 +12,7 @@ from typing import BinaryIO
 from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
-from gateway.x12.claims837 import ClaimCollector, ClaimRecord
+from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
 
@@ -215,7 +215,7 @@ def validate_x12(
         if parallel:  # the file shared among processes by byte ranges (gateway/x12/jobs.py)
             from functools import partial
 
-            from gateway.x12.jobs import counted_only, run_shared
+            from gateway.x12.jobs import run_shared
 
             # claims that only go to a report's counts: the other processes send those
             spans = counted_only(on_claim) if rules is None else None
@@ -225,7 +225,10 @@ def validate_x12(
             last, lines, guide_findings, submitters = shared
         else:  # one process (also a file that cannot be shared: a single transaction set)
             guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
-            collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep)
+            # claims that only go to a report's counts: those it can vouch for as spans
+            spans = counted_only(on_claim) if rules is None and not keep else None
+            collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
+                                       spans=spans)
             last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
             collector.finish()
             if pipe is not None:  # the last claims go to the rules' worker first

@@ -472,6 +472,31 @@ def post_ok(node: Segment, fields: list[str], comp_sep: str) -> bool:
     return True
 
 
+# syntax-note kinds as syntax_notes numbers them
+NOTE_KINDS = {"P": 0, "R": 1, "E": 2, "C": 3, "L": 4}
+MAX_NOTE_POSITION = 62  # positions a note may name to be evaluated on a bit mask
+
+
+def syntax_notes(node: Segment) -> tuple | None:
+    """``node.post`` as bit masks when it holds syntax notes only (the usual): per note
+    (kind, mask of its positions, mask of its first, mask of the others), evaluated on the
+    mask of the elements present by the validator (``validator._notes_ok``: the decisions of
+    :func:`syntax_ok`); None when some post-check is not such a note (then
+    :func:`post_function` decides)."""
+    notes = []
+    for check_ in node.post:
+        if check_[0] != "syntax" or check_[1] not in NOTE_KINDS or len(check_[2]) < 2 or \
+                len(set(check_[2])) != len(check_[2]) or \
+                not all(0 < p <= MAX_NOTE_POSITION for p in check_[2]):
+            return None
+        first, *rest = check_[2]
+        rest_mask = 0
+        for p in rest:
+            rest_mask |= 1 << p
+        notes.append((NOTE_KINDS[check_[1]], (1 << first) | rest_mask, 1 << first, rest_mask))
+    return tuple(notes)
+
+
 def _has(p: int) -> str:
     return f"(n > {p} and f[{p}] != '')"
 

@@ -37,3 +37,10 @@ cdef class NativeGuideValidator:
 
     @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step, index=Py_ssize_t)
     cdef _Step _plan(self, start, str seg_id, list fields)
+
+
+@cython.locals(present='unsigned long long', one='unsigned long long',
+               found='unsigned long long', mask='unsigned long long',
+               first='unsigned long long', rest='unsigned long long', kind=int, i=Py_ssize_t,
+               top=Py_ssize_t, note=tuple)
+cpdef bint _notes_ok(tuple notes, list fields) except -1

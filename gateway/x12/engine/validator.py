@@ -26,7 +26,8 @@ from array import array
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.engine.elements import check as check_elements
-from gateway.x12.engine.elements import fast_pattern, post_function
+from gateway.x12.engine.elements import MAX_NOTE_POSITION, fast_pattern, post_function, \
+    syntax_notes
 from gateway.x12.engine.maps import Root, load
 from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
@@ -360,8 +361,9 @@ class NativeGuideValidator:
                 found = self._compile_node(node)
             pattern = found[0]
             post = found[1]
+            notes = found[2]
             if pattern is not None and pattern.fullmatch(text) is not None and (
-                    post is None or post(fields)):
+                    post is None or post(fields)) and (notes is None or _notes_ok(notes, fields)):
                 clean = True
             else:
                 clean = self._check_elements(node, fields)
@@ -473,19 +475,22 @@ class NativeGuideValidator:
 
     # -- elements --------------------------------------------------------------------------
     def _compile_node(self, node) -> tuple:
-        """(fast pattern or None, post-check function or None) for a node, for this file."""
+        """(fast pattern or None, post-check function or None, syntax notes or None) for a
+        node, for this file: post-checks that are all syntax notes (the usual) are evaluated
+        as bit masks (:func:`_notes_ok`), others by the compiled post-check function."""
+        notes = syntax_notes(node) if node.post else None
         found = self._patterns[node.index] = (
             fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
-            post_function(node, self._comp))
+            post_function(node, self._comp) if notes is None else None, notes or None)
         return found
 
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
         found = self._patterns.get(node.index)
         if found is None:
             found = self._compile_node(node)
-        pattern, post = found
+        pattern, post, notes = found
         return pattern is not None and pattern.fullmatch(text) is not None and (
-            post is None or post(fields))
+            post is None or post(fields)) and (notes is None or _notes_ok(notes, fields))
 
     def _check_elements(self, node, fields: list[str]) -> bool:
         """The detailed element checks (the fast pattern rejected the segment): report what
@@ -602,6 +607,40 @@ class NativeGuideValidator:
             self._snip.close()
             self._snip = self._snip_handlers = self._snip_key = self._snip_tracks = None
         return self.findings
+
+
+def _notes_ok(notes: tuple, fields: list) -> bool:
+    """Whether ``fields`` meet every syntax note of :func:`~.elements.syntax_notes` (the
+    decisions of :func:`~.elements.syntax_ok`: P all or none, R at least one, E at most one,
+    C the first needs all the others, L the first needs one of them), on the bit mask of the
+    elements present (non-empty)."""
+    present = 0
+    one = 1  # (a machine integer in the compiled build, as wide as the masks)
+    top = len(fields)
+    if top > MAX_NOTE_POSITION + 1:
+        top = MAX_NOTE_POSITION + 1
+    for i in range(1, top):
+        if fields[i]:
+            present |= one << i
+    for note in notes:
+        kind, mask, first, rest = note
+        found = present & mask
+        if kind == 0:  # P
+            if found != 0 and found != mask:
+                return False
+        elif kind == 1:  # R
+            if found == 0:
+                return False
+        elif kind == 2:  # E
+            if found & (found - 1):
+                return False
+        elif present & first:
+            if kind == 3:  # C
+                if (present & rest) != rest:
+                    return False
+            elif (present & rest) == 0:  # L
+                return False
+    return True
 
 
 def _int(text: str) -> int | None:

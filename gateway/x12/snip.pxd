@@ -1,0 +1,43 @@
+# Cython declarations for snip.py (augmenting .pxd: the .py stays the pure-Python fallback;
+# `make compile` builds the typed extension). Keep in step with snip.py. The claim tracking
+# runs for every tracked segment, memoised or not: its state is typed struct fields here.
+cimport cython
+
+
+cdef class _Claim:
+    cdef public object ordinal, position, loop_count
+    cdef public str charge, frequency, first, last
+    cdef public list lines
+    cdef public set refs
+
+
+cdef class ClaimTracker:
+    cdef public str comp, created
+    cdef public dict birth
+    cdef public _Claim claim
+    cdef public object end
+
+    cpdef end_claim(self)
+
+    @cython.locals(charge=str)
+    cpdef track_CLM(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(level=str)
+    cpdef track_HL(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    cpdef track_BHT(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(loop=str)
+    cpdef track_DMG(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(claim=_Claim)
+    cpdef track_SV1(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(claim=_Claim)
+    cpdef track_SV2(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(claim=_Claim)
+    cpdef track_REF(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(claim=_Claim, span=tuple, day=str)
+    cpdef track_DTP(self, list fields, node, ordinal, position, dict loop_counts, text=*)
