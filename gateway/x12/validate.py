@@ -12,7 +12,9 @@ from typing import BinaryIO
 from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
-from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only
+from gateway.x12.claims837 import (
+    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only,
+)
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
 
@@ -171,6 +173,11 @@ def validate_x12(
             sink(claim)
         pending.clear()
 
+    def queue(row: tuple) -> None:  # a claim read light, as the rules' worker takes it
+        pending.append(row)
+        if len(pending) >= rule_batch:
+            run_rules()
+
     def take(claim: ClaimRecord) -> None:
         if claim.problem:
             unreadable.append(claim)
@@ -227,8 +234,14 @@ def validate_x12(
             guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
             # claims that only go to a report's counts: those it can vouch for as spans
             spans = counted_only(on_claim) if rules is None and not keep else None
-            collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
-                                       spans=spans)
+            if pipe is not None and not keep_encounters and counted_only(on_claim):
+                # the rules' worker takes the claims read light too: their rows, their
+                # views built from the segments the light reading kept (claims837)
+                collector = RulesSpansCollector(reader.delimiters, take,
+                                                counted_only(on_claim), queue)
+            else:
+                collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
+                                           spans=spans)
             last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
             collector.finish()
             if pipe is not None:  # the last claims go to the rules' worker first
