@@ -54,18 +54,25 @@ def rows_both_ways(data: bytes) -> tuple[list, list, int]:
     full: list = []
     read_light = [0]
 
-    def on_light(row):
-        read_light[0] += 1
-        light.append((row[0], *row[1:6], list(row[6])))
+    rows: list = []
+
+    def on_claim(claim):  # (a record: the claims read light before it go first)
+        on_full()
+        if claim.encounter is not None:
+            light.append(_row(claim))
+
+    def on_full():
+        read_light[0] += len(rows)
+        light.extend((row[0], *row[1:6], list(row[6])) for row in rows)
+        rows.clear()
 
     with X12Reader(data) as reader:
         spans = ClaimSpans()
-        collector = RulesSpansCollector(
-            reader.delimiters, lambda c: c.encounter is not None and light.append(_row(c)),
-            spans, on_light)
+        collector = RulesSpansCollector(reader.delimiters, on_claim, spans, rows, 3, on_full)
         for seg in reader:
             collector.feed(seg)
         collector.finish()
+        on_full()
     with X12Reader(data) as reader:
         collector = ClaimCollector(
             reader.delimiters, lambda c: c.encounter is not None and full.append(_row(c)),

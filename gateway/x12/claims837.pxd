@@ -24,3 +24,9 @@ cdef class ClaimCollector:
 
     @cython.locals(f=list, buf=list, parsed=dict, found=tuple)
     cdef bint _light(self, Segment seg, str seg_id) except -1
+
+# the ECM rules' view of a claim read light (issue 14)
+@cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,
+               billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
+               i=Py_ssize_t, kind=int)
+cpdef tuple light_claim_view(ClaimCollector collector, list buf, Py_ssize_t lines_before)

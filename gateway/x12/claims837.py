@@ -883,26 +883,33 @@ def _describe(exc: Exception) -> str:
 class RulesSpansCollector(ClaimCollector):
     """The collector of a validation that runs the ECM rules (in their worker) and only counts
     its claims: a claim the light reading vouches for goes to ``spans`` as a span, as without
-    the rules, and its row to ``on_light``: ``(view, transaction, index, subscriber index,
-    CLM ordinal, claim id, line refs)``, the view built by :func:`light_claim_view` from the
-    segments the light reading kept; any other claim is read in full with its view
+    the rules, and its row to the list ``rows``: ``(view, transaction, index, subscriber
+    index, CLM ordinal, claim id, line refs)``, the view built by :func:`light_claim_view`
+    from the segments the light reading kept (``full()`` is called when ``rows`` holds
+    ``size`` of them); any other claim is read in full with its view
     (``keep_encounters="rules"``) and goes to ``on_claim`` as a record."""
 
-    def __init__(self, delimiters: Delimiters, on_claim, spans, on_light) -> None:
+    def __init__(self, delimiters: Delimiters, on_claim, spans, rows: list, size: int,
+                 full) -> None:
         super().__init__(delimiters, on_claim, keep_encounters=False, spans=spans)
         self.keep = "rules"  # (after the light reading was set up: the claims read in full)
-        self.on_light = on_light
+        self.rows = rows
+        self.size = size
+        self.full = full
 
     def _light_done(self) -> bool:
         buf = self._buf
         lines_before = self._l_lines_at
         if not ClaimCollector._light_done(self):
             return False
-        self.on_light(light_claim_view(self, buf, lines_before))
+        rows = self.rows
+        rows.append(light_claim_view(self, buf, lines_before))
+        if len(rows) >= self.size:
+            self.full()
         return True
 
 
-def light_claim_view(collector: ClaimCollector, buf: list, lines_before: int) -> tuple:
+def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
     """The row of a claim the light reading vouched for (``buf``: its CLM and the segments it
     kept; ``lines_before``: the set's LX count before it): its view exactly as
     :meth:`ClaimCollector._claim_view` makes it from the full reading (the handlers' rules:
@@ -923,19 +930,22 @@ def light_claim_view(collector: ClaimCollector, buf: list, lines_before: int) ->
     lines: list = []  # [number, SV1 reading, date, date end, rendering, ordinal, st index]
     line = None
     st_index = lines_before
-    for seg in buf[1:]:
+    for i in range(1, len(buf)):
+        seg = buf[i]
         f = seg.fields
-        seg_id = f[0]
-        if seg_id == "LX":
+        kind = _VIEW_SEGMENTS.get(f[0], 0)
+        if kind == 0:  # (REF, HI, PRV: nothing the view reads)
+            continue
+        if kind == 1:  # LX
             st_index += 1
             line = [f[1] if len(f) > 1 else "", None, None, None, None, seg.ordinal, st_index]
             lines.append(line)
-        elif seg_id == "SV1":
+        elif kind == 2:  # SV1
             if line is not None:
                 parsed = c._sv1.get(seg.raw)
                 line[1] = parsed if parsed is not None else c._read_sv1(f)
                 line[5] = seg.ordinal
-        elif seg_id == "DTP":
+        elif kind == 3:  # DTP
             if line is not None:
                 if len(f) < 4:
                     f = f + _PAD
@@ -945,7 +955,7 @@ def light_claim_view(collector: ClaimCollector, buf: list, lines_before: int) ->
                         line[2], line[3] = value.split("-", 1)
                     else:
                         line[2], line[3] = value, None
-        elif seg_id == "NM1":
+        elif kind == 4:  # NM1
             if other_payer and line is None:
                 continue
             if len(f) < 10:
@@ -955,7 +965,7 @@ def light_claim_view(collector: ClaimCollector, buf: list, lines_before: int) ->
                     line[4] = f[9]
                 else:
                     rendering = f[9]
-        elif seg_id == "SBR":
+        else:  # SBR
             other_payer = True
     view_lines = []
     refs = []
@@ -966,3 +976,6 @@ def light_claim_view(collector: ClaimCollector, buf: list, lines_before: int) ->
     view = (sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""), rendering,
             sub["payer"]["id"], pos, tuple(view_lines))
     return (view, c._tx, c._claim_index, sub.get("index", 0), clm.ordinal, claim_id, refs)
+
+
+_VIEW_SEGMENTS = {"LX": 1, "SV1": 2, "DTP": 3, "NM1": 4, "SBR": 5}  # (light_claim_view)

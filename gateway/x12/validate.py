@@ -173,11 +173,6 @@ def validate_x12(
             sink(claim)
         pending.clear()
 
-    def queue(row: tuple) -> None:  # a claim read light, as the rules' worker takes it
-        pending.append(row)
-        if len(pending) >= rule_batch:
-            run_rules()
-
     def take(claim: ClaimRecord) -> None:
         if claim.problem:
             unreadable.append(claim)
@@ -234,11 +229,13 @@ def validate_x12(
             guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
             # claims that only go to a report's counts: those it can vouch for as spans
             spans = counted_only(on_claim) if rules is None and not keep else None
-            if pipe is not None and not keep_encounters and counted_only(on_claim):
+            counted = counted_only(on_claim) if pipe is not None and not keep_encounters \
+                else None
+            if counted is not None:
                 # the rules' worker takes the claims read light too: their rows, their
                 # views built from the segments the light reading kept (claims837)
-                collector = RulesSpansCollector(reader.delimiters, take,
-                                                counted_only(on_claim), queue)
+                collector = RulesSpansCollector(reader.delimiters, take, counted, pending,
+                                                rule_batch, run_rules)
             else:
                 collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
                                            spans=spans)
