@@ -28,5 +28,5 @@ cdef class ClaimCollector:
 # the ECM rules' view of a claim read light (issue 14)
 @cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,
                billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
-               i=Py_ssize_t, kind=int)
+               i=Py_ssize_t, seg_id=str)
 cpdef tuple light_claim_view(ClaimCollector collector, list buf, Py_ssize_t lines_before)

@@ -933,19 +933,17 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
     for i in range(1, len(buf)):
         seg = buf[i]
         f = seg.fields
-        kind = _VIEW_SEGMENTS.get(f[0], 0)
-        if kind == 0:  # (REF, HI, PRV: nothing the view reads)
-            continue
-        if kind == 1:  # LX
+        seg_id = f[0]
+        if seg_id == "LX":
             st_index += 1
             line = [f[1] if len(f) > 1 else "", None, None, None, None, seg.ordinal, st_index]
             lines.append(line)
-        elif kind == 2:  # SV1
+        elif seg_id == "SV1":
             if line is not None:
                 parsed = c._sv1.get(seg.raw)
                 line[1] = parsed if parsed is not None else c._read_sv1(f)
                 line[5] = seg.ordinal
-        elif kind == 3:  # DTP
+        elif seg_id == "DTP":
             if line is not None:
                 if len(f) < 4:
                     f = f + _PAD
@@ -955,7 +953,7 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
                         line[2], line[3] = value.split("-", 1)
                     else:
                         line[2], line[3] = value, None
-        elif kind == 4:  # NM1
+        elif seg_id == "NM1":
             if other_payer and line is None:
                 continue
             if len(f) < 10:
@@ -965,17 +963,19 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
                     line[4] = f[9]
                 else:
                     rendering = f[9]
-        else:  # SBR
+        elif seg_id == "SBR":
             other_payer = True
     view_lines = []
     refs = []
+    days = _DAYS
     for number, sv1, day, end, line_rendering, ordinal, index in lines:
+        first = days.get(day)
+        last = (days.get(end) or _day(end)) if end else None
         view_lines.append((int(number), sv1["code"], tuple(sv1["modifiers"]), sv1["units"],
-                           sv1["pos"], _day(day), _day(end) if end else None, line_rendering))
+                           sv1["pos"], first if first is not None else _day(day), last,
+                           line_rendering))
         refs.append((ordinal, index))
     view = (sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""), rendering,
             sub["payer"]["id"], pos, tuple(view_lines))
     return (view, c._tx, c._claim_index, sub.get("index", 0), clm.ordinal, claim_id, refs)
 
-
-_VIEW_SEGMENTS = {"LX": 1, "SV1": 2, "DTP": 3, "NM1": 4, "SBR": 5}  # (light_claim_view)
