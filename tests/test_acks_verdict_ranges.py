@@ -64,3 +64,15 @@ def test_a_missing_level_falls_back():
     ranges = array("i", [10, 12, 1, 3, 4, 9, 13, 15, 1, 3, 0, -1])
     errored, covered = bytearray(2), bytearray(1)
     assert not _errors_by_sorted_ranges(ranges, [5], errored, covered)
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_clean_claims_counted_as_one_by_one(seed):
+    from gateway.x12.acks import _clean
+
+    rng = random.Random(seed)
+    n = rng.randint(0, 40)
+    errored = bytearray(rng.random() < 0.2 for _ in range(n))
+    problems = bytearray(rng.random() < 0.2 for _ in range(n))
+    assert _clean(errored, problems) == sum(
+        1 for e, p in zip(errored, problems) if not e and not p)

@@ -40,16 +40,29 @@ def generated(tmp_path_factory):
     return write_generated(tmp_path_factory.mktemp("pipelined"), 1414)
 
 
-def both_ways(path, registry, keep_encounters=False, **options):
-    """(in-process, pipelined) findings of validate_x12, and whether a worker ran."""
+def both_ways(path, registry, keep_encounters=False, counted=False, **options):
+    """(in-process, pipelined) findings of validate_x12, and whether a worker ran.
+    ``counted``: the claims only go to a report's counts (``ClaimSpans.add``, as
+    ``validate_file`` passes them): the claims read light go to the worker as rows built from
+    their segments (claims837.RulesSpansCollector); the spans must be the same both ways."""
+    from gateway.x12.acks import ClaimSpans
+
+    spans = [ClaimSpans(), ClaimSpans()] if counted else [None, None]
+    take = [s.add if s is not None else None for s in spans]
     here = validate_x12(str(path), rules=EncounterRules(registry, **options),
-                        keep_encounters=keep_encounters)
+                        keep_encounters=keep_encounters, on_claim=take[0])
     rules = EncounterRules(registry, **options)
     try:
-        there = validate_x12(str(path), rules=rules, keep_encounters=keep_encounters)
+        there = validate_x12(str(path), rules=rules, keep_encounters=keep_encounters,
+                             on_claim=take[1])
         worked = rules._worker is not None  # (the worker waits, holding the engine's state)
     finally:
         rules.close()
+    if counted:
+        a, b = spans
+        assert (a.ranges, a.transactions, a.problems, a.keys) == \
+            (b.ranges, b.transactions, b.problems, b.keys)
+        assert len(a) > 0
     return shown(here.findings), shown(there.findings), worked
 
 
@@ -59,9 +72,10 @@ def both_ways(path, registry, keep_encounters=False, **options):
     {"audience": "submitter", "submitter": ((NPIS[0], NPIS[3]), ("940000003",))},
     {"presumptive": Presumptive(frozenset({NPIS[1], NPIS[4]}), 20)},
 ], ids=["plan", "submitter", "named-submitter", "presumptive"])
-def test_generated_file_same_findings(pipelining, generated, options):
+@pytest.mark.parametrize("counted", [False, True], ids=["records", "counted"])
+def test_generated_file_same_findings(pipelining, generated, options, counted):
     path, registry = generated
-    here, there, worked = both_ways(path, registry, **options)
+    here, there, worked = both_ways(path, registry, counted=counted, **options)
     assert worked
     assert here == there
     assert sum(1 for f in here if f[0].startswith("ECM-")) > 300  # several batches' worth
@@ -83,8 +97,10 @@ def test_claims_read_by_the_model(pipelining, generated, monkeypatch):
 
 @pytest.mark.parametrize("name", ["ecm-mixed", "ecm-claim-defects", "ecm-envelope-defects"])
 @pytest.mark.parametrize("kind", ["mif", "policy"])
-def test_fixtures_same_findings(pipelining, kind, name):
-    here, there, worked = both_ways(FIXTURES / "837p" / f"{name}.x12", fixture_registry(kind))
+@pytest.mark.parametrize("counted", [False, True], ids=["records", "counted"])
+def test_fixtures_same_findings(pipelining, kind, name, counted):
+    here, there, worked = both_ways(FIXTURES / "837p" / f"{name}.x12", fixture_registry(kind),
+                                    counted=counted)
     assert worked and here == there
 
 

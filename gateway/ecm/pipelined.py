@@ -337,15 +337,11 @@ class RulesWorker:
             self.close()
 
     def submit(self, batch: list[tuple]) -> None:
-        """One batch of claims in claim order, each a tuple: its view (or encounter, viewed
-        here), then what ``place_of`` needs (the tuple is handed to it whole)."""
-        from gateway.model.view import view_of
-
+        """One batch of claims in claim order, each a tuple: its view (a plain tuple in
+        :class:`~gateway.model.view.ClaimView` order: the caller views an encounter), then what
+        ``place_of`` needs (the tuple is handed to it whole)."""
         if not batch:
             return
-        for i, row in enumerate(batch):
-            if row[0].__class__ is not tuple:  # an encounter (kept, or a claim in doubt)
-                batch[i] = (view_of(row[0]), *row[1:])
         self._take(block=False)
         self._send(_BATCH + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
 

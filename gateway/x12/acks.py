@@ -218,11 +218,11 @@ def _errors_by_sorted_ranges(ranges, ordinals: list[int], errored: bytearray,
     when some column decreases (a missing level, a malformed file): the caller searches per
     claim. A file with a few errors then costs O(errors x log claims), not O(claims)."""
     from bisect import bisect_left, bisect_right
-    from operator import le
 
-    columns = [(ranges[k::6], ranges[k + 1::6]) for k in (0, 2, 4)]
-    for los, his in columns:
-        if not (all(map(le, los, los[1:])) and all(map(le, his, his[1:]))):
+    values = ranges.tolist()
+    columns = [(values[k::6], values[k + 1::6]) for k in (0, 2, 4)]
+    for los, his in columns:  # (sorting what is in order already: one pass, in C)
+        if los != sorted(los) or his != sorted(his):
             return False
     for index, ordinal in enumerate(ordinals):
         for los, his in columns:
@@ -231,6 +231,15 @@ def _errors_by_sorted_ranges(ranges, ordinals: list[int], errored: bytearray,
                 errored[first:last] = b"\x01" * (last - first)
                 covered[index] = 1
     return True
+
+
+def _clean(errored: bytearray, problems: bytearray) -> int:
+    """How many claims have neither an error inside (``errored``) nor a problem (both one
+    byte a claim, 0 or 1): the two OR-ed as whole numbers, not claim by claim."""
+    if 1 not in errored:
+        return problems.count(0)
+    both = int.from_bytes(errored, "little") | int.from_bytes(problems, "little")
+    return both.to_bytes(len(problems), "little").count(0)
 
 
 def verdict_counts(result: X12Result, spans: ClaimSpans,
@@ -273,8 +282,9 @@ def verdict_counts(result: X12Result, spans: ClaimSpans,
     known = {i for i, key in enumerate(spans.keys)
              if any((ic.index, g.index, t.index) == key for ic in result.interchanges
                     for g in ic.groups for t in g.transactions)}
-    if len(known) == len(spans.keys) and not rejected_index and 1 not in errored:
-        accepted = spans.problems.count(0)  # the usual file: every claim readable is accepted
+    if len(known) == len(spans.keys) and not rejected_index:
+        # every set accepted (the usual file): the readable claims with no error inside
+        accepted = _clean(errored, spans.problems)
     else:
         accepted = sum(1 for claim in range(len(spans))
                        if spans.transactions[claim] in known and

@@ -38,8 +38,15 @@ cdef class ClaimCollector:
     # internal steps called from the handlers: C calls in the compiled build
     cdef _flush_claim(self)
     cdef _level_ends(self, ordinal)
-    cdef bint _light_done(self) except -1
+    # (cpdef: RulesSpansCollector, a Python subclass, extends it)
+    cpdef bint _light_done(self) except -1
     cdef _to_full(self)
     cdef _hand_spans(self)
     cdef bint _levels_readable(self, dict sub, dict billing) except -1
     cdef dict _address_target(self)
+
+# the ECM rules' view of a claim read light (issue 14)
+@cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,
+               billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
+               i=Py_ssize_t, seg_id=str)
+cpdef tuple light_claim_view(ClaimCollector collector, list buf, Py_ssize_t lines_before)

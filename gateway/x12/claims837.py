@@ -918,3 +918,105 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, KeyError):
         return f"missing {exc.args[0]}"
     return exc.__class__.__name__
+
+
+# -- the ECM rules' view of a claim read light (issue 14) -----------------------------------------
+class RulesSpansCollector(ClaimCollector):
+    """The collector of a validation that runs the ECM rules (in their worker) and only counts
+    its claims: a claim the light reading vouches for goes to ``spans`` as a span, as without
+    the rules, and its row to the list ``rows``: ``(view, transaction, index, subscriber
+    index, CLM ordinal, claim id, line refs)``, the view built by :func:`light_claim_view`
+    from the segments the light reading kept (``full()`` is called when ``rows`` holds
+    ``size`` of them); any other claim is read in full with its view
+    (``keep_encounters="rules"``) and goes to ``on_claim`` as a record."""
+
+    def __init__(self, delimiters: Delimiters, on_claim, spans, rows: list, size: int,
+                 full) -> None:
+        super().__init__(delimiters, on_claim, keep_encounters=False, spans=spans)
+        self.keep = "rules"  # (after the light reading was set up: the claims read in full)
+        self.rows = rows
+        self.size = size
+        self.full = full
+
+    def _light_done(self) -> bool:
+        buf = self._buf
+        lines_before = self._l_lines_at
+        if not ClaimCollector._light_done(self):
+            return False
+        rows = self.rows
+        rows.append(light_claim_view(self, buf, lines_before))
+        if len(rows) >= self.size:
+            self.full()
+        return True
+
+
+def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
+    """The row of a claim the light reading vouched for (``buf``: its CLM and the segments it
+    kept; ``lines_before``: the set's LX count before it): its view exactly as
+    :meth:`ClaimCollector._claim_view` makes it from the full reading (the handlers' rules:
+    the last SV1 and DTP*472 of a line count, an NM1*82 names the open line's rendering
+    provider, else the claim's unless an SBR opened another payer's loop), then the place
+    parts of :class:`~gateway.x12.validate._RowPlace`."""
+    c = collector
+    sub: dict = c._subscriber.data if c._subscriber is not None else {}
+    billing: dict = c._billing.data if c._billing is not None else {}
+    clm = buf[0]
+    f = clm.fields
+    if len(f) < 10:
+        f = f + _PAD
+    claim_id = f[1]
+    pos = f[5].split(c.d.component)[0]
+    rendering = None
+    other_payer = False
+    lines: list = []  # [number, SV1 reading, date, date end, rendering, ordinal, st index]
+    line = None
+    st_index = lines_before
+    for i in range(1, len(buf)):
+        seg = buf[i]
+        f = seg.fields
+        seg_id = f[0]
+        if seg_id == "LX":
+            st_index += 1
+            line = [f[1] if len(f) > 1 else "", None, None, None, None, seg.ordinal, st_index]
+            lines.append(line)
+        elif seg_id == "SV1":
+            if line is not None:
+                parsed = c._sv1.get(seg.raw)
+                line[1] = parsed if parsed is not None else c._read_sv1(f)
+                line[5] = seg.ordinal
+        elif seg_id == "DTP":
+            if line is not None:
+                if len(f) < 4:
+                    f = f + _PAD
+                if f[1] == "472":
+                    value = f[3]
+                    if f[2] == "RD8" and "-" in value:
+                        line[2], line[3] = value.split("-", 1)
+                    else:
+                        line[2], line[3] = value, None
+        elif seg_id == "NM1":
+            if other_payer and line is None:
+                continue
+            if len(f) < 10:
+                f = f + _PAD
+            if f[1] == "82":
+                if line is not None:
+                    line[4] = f[9]
+                else:
+                    rendering = f[9]
+        elif seg_id == "SBR":
+            other_payer = True
+    view_lines = []
+    refs = []
+    days = _DAYS
+    for number, sv1, day, end, line_rendering, ordinal, index in lines:
+        first = days.get(day)
+        last = (days.get(end) or _day(end)) if end else None
+        view_lines.append((int(number), sv1["code"], tuple(sv1["modifiers"]), sv1["units"],
+                           sv1["pos"], first if first is not None else _day(day), last,
+                           line_rendering))
+        refs.append((ordinal, index))
+    view = (sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""), rendering,
+            sub["payer"]["id"], pos, tuple(view_lines))
+    return (view, c._tx, c._claim_index, sub.get("index", 0), clm.ordinal, claim_id, refs)
+

@@ -12,7 +12,9 @@ from typing import BinaryIO
 from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
-from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only
+from gateway.x12.claims837 import (
+    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only,
+)
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
 
@@ -180,14 +182,17 @@ def validate_x12(
         if pipe is not None:
             # with the rules in a worker, a claim waits for its batch only as a row of plain
             # values, as _RowPlace reads it (the claim itself goes on at once: kept waiting,
-            # claims are what the cyclic collector would scan again and again)
+            # claims are what the cyclic collector would scan again and again); an encounter
+            # (kept, or a claim in doubt) goes as its view
             encounter = claim.encounter
             if encounter is not None:
-                pending.append((encounter, claim.transaction, claim.index,
-                                claim.subscriber_index, claim.start, claim.claim_id,
-                                tuple(claim.line_refs)))
                 if not keep_encounters:
                     claim.encounter = None
+                if encounter.__class__ is not tuple:
+                    encounter = view_of(encounter)
+                pending.append((encounter, claim.transaction, claim.index,
+                                claim.subscriber_index, claim.start, claim.claim_id,
+                                claim.line_refs))
             sink(claim)
             if len(pending) >= rule_batch:
                 run_rules()
@@ -196,6 +201,8 @@ def validate_x12(
         if len(pending) >= rule_batch:
             run_rules()
 
+    if rules is not None:
+        from gateway.model.view import view_of
     parallel = jobs > 1 and isinstance(source, (str, os.PathLike))
     path = str(source) if parallel else ""
     size = _input_size(source) if rules is not None else None
@@ -222,8 +229,16 @@ def validate_x12(
             guide = guide_validator(engine, reader.delimiters, envelope, catalogue, snip=snip)
             # claims that only go to a report's counts: those it can vouch for as spans
             spans = counted_only(on_claim) if rules is None and not keep else None
-            collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
-                                       spans=spans)
+            counted = counted_only(on_claim) if pipe is not None and not keep_encounters \
+                else None
+            if counted is not None:
+                # the rules' worker takes the claims read light too: their rows, their
+                # views built from the segments the light reading kept (claims837)
+                collector = RulesSpansCollector(reader.delimiters, take, counted, pending,
+                                                rule_batch, run_rules)
+            else:
+                collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
+                                           spans=spans)
             last, lines = feed_all(reader, envelope, (guide.feed, collector.feed),
                                    (_data_feed(guide), collector.feed_data))
             collector.finish()
