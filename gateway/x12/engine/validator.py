@@ -129,7 +129,7 @@ class NativeGuideValidator:
         self._position = 0
         self._segment: Segment | None = None
         self._path = ""
-        self._patterns: dict = {}
+        self._patterns: list = []  # per node index: _compile_node's answer (None: not yet)
         self._pattern_key: tuple = ()
         self._sep = delimiters.element
         self._comp = delimiters.component
@@ -312,7 +312,7 @@ class NativeGuideValidator:
         self._icvn = root.icvn or self._icvn
         if self._pattern_key != (id(root), self._icvn):  # patterns depend on the charset
             self._pattern_key = (id(root), self._icvn)
-            self._patterns = {}
+            self._patterns = [None] * len(root.nodes)
             self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
@@ -336,7 +336,7 @@ class NativeGuideValidator:
     def _data_segment(self, seg: Segment, fields: list, seg_id: str, text: str) -> None:
         """A data segment not in the memo of clean steps from the current node."""
         memo = True  # nothing in the text itself is wrong (so far)
-        if text[-1:] == self._sep:
+        if text.endswith(self._sep):
             self._reader_error("SEG1", seg)
             memo = False
         self._position += 1
@@ -363,7 +363,7 @@ class NativeGuideValidator:
             for code in reader_errors:
                 self._reader_error(code, seg)
         if node is not None:
-            found = self._patterns.get(self._node_index)  # node.index
+            found = self._patterns[self._node_index]  # node.index
             if found is None:
                 found = self._compile_node(node)
             pattern = found[0]
@@ -492,7 +492,7 @@ class NativeGuideValidator:
         return found
 
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
-        found = self._patterns.get(node.index)
+        found = self._patterns[node.index]
         if found is None:
             found = self._compile_node(node)
         pattern, post, notes = found
