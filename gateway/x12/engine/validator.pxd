@@ -18,10 +18,11 @@ cdef class NativeGuideValidator:
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
     cdef public list findings, _memo, _hl_stack
     cdef long[:] _counts, _zeros  # array('l') in pure Python
-    cdef public dict _seg_keys, _plans, _loop_counts
+    cdef public dict _seg_keys, _loop_counts
+    cdef public list _plans
     cdef public list _patterns
     cdef public str _guide_id, _icvn, _path, _sep, _comp
-    cdef public Py_ssize_t _node_index, _memo_size, _hl_count, _lx_count, _position
+    cdef public Py_ssize_t _node_index, _memo_size, _hl_count, _lx_count, _position, _plan_count
     cdef public bint _active, _in_ts, _check_lx
 
     @cython.locals(fields=list, seg_id=str)

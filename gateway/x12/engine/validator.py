@@ -118,7 +118,8 @@ class NativeGuideValidator:
         self._seg_keys: dict = {}
         self._active = False
         self._in_ts = False
-        self._plans: dict = {}
+        self._plans: list = []  # per start node index: {segment id: {qualifier: _Step}}
+        self._plan_count = 0
         self._memo: list[dict] = []  # per start node index: segment text -> _Step
         self._memo_size = 0
         self._loop_counts: dict[str, int] = {}
@@ -287,7 +288,7 @@ class NativeGuideValidator:
         if root is not self._root:
             self._root = root
             self._counters = Counters(root)
-            self._plans = {}
+            self._new_plans()
             self._new_memo()
         self._in_ts = True
         if self.snip:
@@ -394,23 +395,33 @@ class NativeGuideValidator:
         """The cached step (a plan and what the hot path needs of it) for a segment from
         ``start`` (traced on first use)."""
         positions = self._seg_keys.get(seg_id, ())
-        index = self._node_index  # start.index (start is self._node)
         if not positions:
-            key = (index, seg_id)
+            key = None
         elif len(positions) == 1 and not positions[0][1]:
             element = positions[0][0]
-            key = (index, seg_id, fields[element] if element < len(fields) else None)
+            key = fields[element] if element < len(fields) else None
         else:
-            key = (index, seg_id,
-                   tuple([qualifier(fields, p, self._comp) for p in positions]))
-        step = self._plans.get(key)
+            key = tuple([qualifier(fields, p, self._comp) for p in positions])
+        # (by start node, then segment id, then qualifiers: no key tuple made and hashed)
+        by_node: dict = self._plans[self._node_index]  # start.index (start is self._node)
+        by_id: dict = by_node.get(seg_id)
+        if by_id is None:
+            by_id = by_node[seg_id] = {}
+        step = by_id.get(key)
         if step is None:
             values = {p: qualifier(fields, p, self._comp) for p in positions}
             step = _Step(trace(start, seg_id, values))
-            if len(self._plans) >= PLAN_CACHE_SIZE:
-                self._plans.clear()
-            self._plans[key] = step
+            self._plan_count += 1
+            if self._plan_count > PLAN_CACHE_SIZE:
+                self._new_plans()
+                self._plan_count = 1
+                by_id = self._plans[self._node_index][seg_id] = {}
+            by_id[key] = step
         return step
+
+    def _new_plans(self) -> None:
+        self._plans = [{} for _ in self._root.nodes]
+        self._plan_count = 0
 
     def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
         """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
