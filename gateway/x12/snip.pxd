@@ -16,8 +16,13 @@ cdef class ClaimTracker:
     cdef public dict birth
     cdef public _Claim claim
     cdef public object end
+    cdef public bint quick, balance, not_after, born_before
+    cdef public list requires
 
     cpdef end_claim(self)
+
+    @cython.locals(charge=str, value=str, created=str, birth=str)
+    cpdef bint passes(self, _Claim claim) except -1
 
     @cython.locals(charge=str)
     cpdef track_CLM(self, list fields, node, ordinal, position, dict loop_counts, text=*)
@@ -41,3 +46,7 @@ cdef class ClaimTracker:
 
     @cython.locals(claim=_Claim, span=tuple, day=str)
     cpdef track_DTP(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+
+@cython.locals(ch=Py_UCS4)
+cdef bint _whole(str text) except -1

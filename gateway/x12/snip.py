@@ -154,6 +154,21 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def _whole(text: str) -> bool:
+    """Digits 0-9 only, at least one (so :func:`_digits` too); a C loop when compiled."""
+    if not text:
+        return False
+    for ch in text:
+        if ch < "0" or ch > "9":
+            return False
+    return True
+
+
+# the claim rules ClaimTracker.passes decides
+_PASSES = frozenset({"claim_balance", "claim_requires", "service_not_after_creation",
+                     "born_before_service"})
+
+
 class _Claim:
     """What the claim rules need of the open claim, collected as its segments pass."""
 
@@ -184,12 +199,46 @@ class ClaimTracker:
         self.created = ""
         self.birth: dict[str, str] = {}  # loop (2010BA/2010CA) -> DMG02
         self.claim: _Claim | None = None
+        # the claim rules, for passes (SnipChecker sets them): quick, when each is one of
+        # those passes decides; requires, the claim_requires rules' (values, qualifier)
+        self.quick = False
+        self.balance = self.not_after = self.born_before = False
+        self.requires: list = []
 
     def end_claim(self) -> None:
         claim = self.claim
         if claim is not None:
             self.claim = None
-            self.end(claim)
+            if not self.quick or not self.passes(claim):
+                self.end(claim)
+
+    def passes(self, claim: _Claim) -> bool:
+        """True when no claim rule would report ``claim`` (the decisions of the checker's
+        ``_claim_*`` methods, typed here: most claims need no call to them); False when one
+        may (then they judge it)."""
+        if self.balance and claim.lines:  # whole amounts that add up (the usual)
+            charge = claim.charge
+            if not _whole(charge):
+                return False
+            rest = int(charge)
+            for value in claim.lines:
+                if not _whole(value):
+                    return False
+                rest -= int(value)
+            if rest != 0:
+                return False
+        for values, qualifier in self.requires:
+            if claim.frequency in values and qualifier not in claim.refs:
+                return False
+        if self.not_after:
+            created = self.created
+            if len(created) == 8 and claim.last > created:
+                return False
+        if self.born_before:
+            birth = self.birth.get("2010CA") or self.birth.get("2010BA")
+            if birth and len(birth) == 8 and claim.first and birth > claim.first:
+                return False
+        return True
 
     def track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:
@@ -272,7 +321,14 @@ class SnipChecker:
         self._claim_checks = [(getattr(self, "_" + rule.check), rule)
                               for rule in self.claim_rules]
         self.enabled = bool(rules)
-        self.tracker = ClaimTracker(comp_sep, self._judge)
+        self.tracker = tracker = ClaimTracker(comp_sep, self._judge)
+        checks = [rule.check for rule in self.claim_rules]
+        tracker.quick = all(check in _PASSES for check in checks)
+        tracker.balance = "claim_balance" in checks
+        tracker.not_after = "service_not_after_creation" in checks
+        tracker.born_before = "born_before_service" in checks
+        tracker.requires = [(rule.spec["when"]["values"], rule.spec["requires"]["qualifier"])
+                            for rule in self.claim_rules if rule.check == "claim_requires"]
         self.found = 0  # element findings so far
         # per segment id, the one function that does all this checker does with it (claim
         # tracking, then the element rules): segment ids no rule needs cost nothing
