@@ -188,20 +188,20 @@ class ClaimSpans:
         self.transactions.append(index)
         self.problems.append(1 if claim.problem else 0)
 
-    def add_span(self, transaction: tuple[int, int, int], start: int, end: int,
-                 first: tuple[int, int] | None, second: tuple[int, int] | None) -> None:
-        """What :meth:`add` records for a readable claim, from its parts (no record built:
-        :class:`~gateway.x12.claims837.ClaimCollector` with ``spans``): ``first`` and
-        ``second`` the first two ranges of its scope, None when not there."""
-        lo1, hi1 = first if first is not None else (0, -1)
-        lo2, hi2 = second if second is not None else (0, -1)
-        self.ranges.extend((start, end, lo1, hi1, lo2, hi2))
+    def add_spans(self, transaction: tuple[int, int, int], ranges: list[int]) -> None:
+        """What :meth:`add` records for readable claims of one transaction set, from their
+        parts (no records built: :class:`~gateway.x12.claims837.ClaimCollector` with
+        ``spans``): ``ranges`` six numbers a claim, as :attr:`ranges` holds them."""
+        from array import array
+
+        count = len(ranges) // 6
+        self.ranges.extend(ranges)
         index = self._key_index.get(transaction)
         if index is None:
             index = self._key_index[transaction] = len(self.keys)
             self.keys.append(transaction)
-        self.transactions.append(index)
-        self.problems.append(0)
+        self.transactions.extend(array("i", [index]) * count)
+        self.problems.extend(bytes(count))
 
     def __len__(self) -> int:
         return len(self.problems)

@@ -7,23 +7,43 @@ cimport cython
 
 from gateway.x12.reader cimport Segment
 
+cdef class _Level:
+    cdef public str code
+    cdef public object start, end
+    cdef public dict data
+
+
 cdef class ClaimCollector:
     cdef dict __dict__
     cdef public object d, on_claim, keep, submitters
     # (dicts, or None for _claim and _line: their items read and set without a method look-up)
     cdef public dict _envelope, _header, _claim, _line, _sv1, _hi
-    cdef public object _tx, _billing, _subscriber
+    cdef public object _tx
+    cdef public _Level _billing, _subscriber
     cdef public object _claim_index, _in_837, _last, _nm1_role, _professional
     cdef public object _subscribers_in_st, _lines_in_st, _levels_known
     # the light reading (claims that only go to a report's counts)
     cdef public object _spans
-    cdef public list _buf
+    cdef public list _buf, _spans_ready
+    cdef public object _spans_tx
     cdef public dict _dtp
     cdef public bint _replaying, _l_ok, _l_open, _l_plain, _l_date
     cdef public Py_ssize_t _l_diag, _l_lines, _l_lines_at
 
+    cpdef feed_data(self, Segment seg)
+
     @cython.locals(f=list, buf=list, parsed=dict, found=tuple)
-    cdef bint _light(self, Segment seg, str seg_id) except -1
+    cdef bint _light(self, Segment seg, str seg_id, int kind) except -1
+
+    # internal steps called from the handlers: C calls in the compiled build
+    cdef _flush_claim(self)
+    cdef _level_ends(self, ordinal)
+    # (cpdef: RulesSpansCollector, a Python subclass, extends it)
+    cpdef bint _light_done(self) except -1
+    cdef _to_full(self)
+    cdef _hand_spans(self)
+    cdef bint _levels_readable(self, dict sub, dict billing) except -1
+    cdef dict _address_target(self)
 
 # the ECM rules' rows of claims read light (issue 14)
 @cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,

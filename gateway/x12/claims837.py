@@ -87,11 +87,12 @@ _DAYS: dict[str, date] = {}
 
 def _day(text: str) -> date:
     """:func:`_date`, memoised (a claim file has few distinct service dates)."""
-    found = _DAYS.get(text)
+    days: dict = _DAYS  # (typed: a C dict look-up in the compiled build)
+    found = days.get(text)
     if found is None:
-        if len(_DAYS) > 4096:
-            _DAYS.clear()
-        found = _DAYS[text] = _date(text)
+        if len(days) > 4096:
+            days.clear()
+        found = days[text] = _date(text)
     return found
 
 
@@ -161,6 +162,8 @@ class ClaimCollector:
         self._l_lines = 0  # lines
         self._l_lines_at = 0  # self._lines_in_st at the claim's CLM
         self._dtp: dict = {}  # DTP text -> whether its dates read (_dates_read)
+        self._spans_ready: list = []  # spans of claims vouched for, not yet handed over,
+        self._spans_tx = None  # all of this transaction set
 
     # -- helpers -----------------------------------------------------------------------------
     def feed(self, seg: Segment) -> None:
@@ -168,16 +171,28 @@ class ClaimCollector:
         if seg_id in _CONTROL:
             self._control(seg, seg_id)
             return
+        self.feed_data(seg)
+
+    def feed_data(self, seg: Segment) -> None:
+        """:meth:`feed` for a segment known not to be a control segment
+        (``envelope.feed_all``'s ``data_feeds``)."""
         if not self._in_837:
             return
+        seg_id = seg.fields[0]
         # the open claim ends here so far (its record takes it when it is flushed); the open
         # HL level's end is set where it stops growing (_level_ends), not on every segment
         self._last = seg.ordinal
-        if self._buf is not None and seg_id != "HL" and seg_id != "CLM":
-            if self._light(seg, seg_id):
-                return
-            self._to_full()  # a segment the light reading does not follow: read in full
-        handler = _HANDLERS.get(seg_id)
+        kinds: dict
+        handlers: dict
+        if self._buf is not None:
+            kinds = _LIGHT_KINDS  # (typed: a C dict look-up, not a method call)
+            kind = kinds.get(seg_id, 0)
+            if kind != _ENDS_CLAIM:
+                if self._light(seg, seg_id, kind):
+                    return
+                self._to_full()  # a segment the light reading does not follow: read in full
+        handlers = _HANDLERS
+        handler = handlers.get(seg_id)
         if handler is not None:
             try:
                 handler(self, seg)
@@ -232,7 +247,7 @@ class ClaimCollector:
         except ValueError:
             self._envelope["created"] = None
 
-    def _level_ends(self, ordinal: int) -> None:
+    def _level_ends(self, ordinal) -> None:
         """The innermost open HL level (billing or subscriber) grows up to ``ordinal`` when no
         claim is open: called by the two segments that stop it growing (HL, CLM). A level is
         read only while a claim under it is open, so its end is always current then."""
@@ -318,7 +333,10 @@ class ClaimCollector:
             f = seg.fields
             if len(f) < 4:
                 f = f + _PAD
-            target["address"].update(city=f[1], state=f[2], postal_code=f[3])
+            address: dict = target["address"]
+            address["city"] = f[1]
+            address["state"] = f[2]
+            address["postal_code"] = f[3]
 
     def _on_PRV(self, seg: Segment) -> None:
         f = seg.fields
@@ -482,19 +500,22 @@ class ClaimCollector:
     def finish(self) -> None:
         """End of input: a claim still open (truncated file) is recorded too."""
         self._flush_claim()
+        if self._spans_ready:
+            self._hand_spans()
 
     # -- building the record -----------------------------------------------------------------
     # -- the light reading (claims that only go to a report's counts) ----------------------
-    def _light(self, seg: Segment, seg_id: str) -> bool:
-        """A segment of a claim read light: what :meth:`_surely_readable` would need of it is
-        noted, the segment kept to read the claim again in full if it cannot be vouched for.
-        False for a segment the light reading does not follow (one that may change the
+    def _light(self, seg: Segment, seg_id: str, kind) -> bool:
+        """A segment of a claim read light (``kind``: its id's number in
+        :data:`_LIGHT_KINDS`, 0 for another id): what :meth:`_surely_readable` would need of
+        it is noted, the segment kept to read the claim again in full if it cannot be vouched
+        for. False for a segment the light reading does not follow (one that may change the
         header or the levels: NM1*41/40, PER, DMG, BHT; or a claim too long to vouch for)."""
         f = seg.fields
         buf: list = self._buf
         if len(buf) >= LIGHT_SEGMENTS:
             return False
-        if seg_id == "SV1":
+        if kind == 1:  # SV1
             if self._l_open:
                 parsed: dict = self._sv1.get(seg.raw)
                 if parsed is None:
@@ -503,7 +524,7 @@ class ClaimCollector:
                         self._sv1.clear()
                     self._sv1[seg.raw] = parsed
                 self._l_plain = parsed["plain"]
-        elif seg_id == "DTP":
+        elif kind == 2:  # DTP
             if self._l_open and len(f) > 1 and f[1] == "472":
                 known = self._dtp.get(seg.raw)
                 if known is None:
@@ -512,7 +533,7 @@ class ClaimCollector:
                         self._dtp.clear()
                     self._dtp[seg.raw] = known
                 self._l_date = known
-        elif seg_id == "LX":
+        elif kind == 3:  # LX
             if self._l_open and not (self._l_plain and self._l_date):
                 self._l_ok = False
             self._lines_in_st += 1
@@ -523,7 +544,7 @@ class ClaimCollector:
                 int(f[1] if len(f) > 1 else "")
             except ValueError:
                 self._l_ok = False
-        elif seg_id == "HI":
+        elif kind == 4:  # HI
             found: tuple = self._hi.get(seg.raw)
             if found is None:
                 found = self._read_hi(f)
@@ -531,14 +552,14 @@ class ClaimCollector:
                     self._hi.clear()
                 self._hi[seg.raw] = found
             self._l_diag += len(found[1])
-        elif seg_id == "NM1":
+        elif kind == 5:  # NM1
             role = f[1] if len(f) > 1 else ""
             if role == "41" or role == "40":
                 return False
             self._nm1_role = role
-        elif seg_id == "N3" or seg_id == "N4":
+        elif kind == 6:  # N3, N4
             return True  # (no address is taken inside a claim)
-        elif seg_id != "REF" and seg_id != "PRV" and seg_id != "SBR":
+        elif kind != 7:  # (7: REF, PRV, SBR: only kept)
             return seg_id not in _HANDLERS  # (a segment no handler reads: nothing to do)
         buf.append(seg)
         return True
@@ -589,13 +610,25 @@ class ClaimCollector:
             return False
         start = self._buf[0].ordinal
         self._buf = None
-        # (the scope as _flush_claim makes it: the billing level, then the subscriber level)
+        if self._tx is not self._spans_tx or len(self._spans_ready) >= SPANS_BATCH:
+            self._hand_spans()
+            self._spans_tx = self._tx
+        # (as ClaimSpans.add records it: start, end, then the first two ranges of the scope
+        # as _flush_claim makes it, the billing level, then the subscriber level; (0, -1)
+        # for one that is not there)
         first = billing if billing is not None else subscriber
         second = subscriber if billing is not None else None
-        self._spans.add_span(self._tx, start, self._last,
-                             (first.start, first.end) if first is not None else None,
-                             (second.start, second.end) if second is not None else None)
+        self._spans_ready.extend((
+            start, self._last, first.start if first is not None else 0,
+            first.end if first is not None else -1, second.start if second is not None else 0,
+            second.end if second is not None else -1))
         return True
+
+    def _hand_spans(self) -> None:
+        """The spans noted so far to ``spans`` (before any other claim goes there)."""
+        if self._spans_ready:
+            self._spans.add_spans(self._spans_tx, self._spans_ready)
+            self._spans_ready = []
 
     def _flush_claim(self) -> None:
         if self._buf is not None and self._light_done():
@@ -652,6 +685,8 @@ class ClaimCollector:
                         Encounter.model_validate(data)
             except (ValueError, KeyError, TypeError) as exc:  # ValidationError: a ValueError
                 record.problem = _describe(exc)
+        if self._spans_ready:
+            self._hand_spans()  # (the spans go in file order)
         self.on_claim(record)
 
     def _surely_readable(self, claim: dict, sub: dict, billing: dict) -> bool:
@@ -846,6 +881,7 @@ def counted_only(on_claim) -> object | None:
 _PAD = [""] * 16  # padding: every element a handler reads exists
 SEGMENT_CACHE_SIZE = 4096  # per collector: SV1, HI, DTP texts read (then it starts afresh)
 LIGHT_SEGMENTS = 4 * MAX_LINES  # a claim read light keeps at most this many segments
+SPANS_BATCH = 6 * 1024  # spans noted (six numbers a claim) before they are handed over
 _NO_NAME: dict = {}
 
 
@@ -861,6 +897,11 @@ def _rendering(name: dict) -> dict:
 
 
 _CONTROL = frozenset({"ISA", "GS", "ST", "SE", "GE", "IEA"})
+# segment id -> how ClaimCollector._light takes it inside a claim read light (one look-up
+# instead of a string comparison per kind); _ENDS_CLAIM: the segments that close the claim
+_ENDS_CLAIM = 8
+_LIGHT_KINDS = {"SV1": 1, "DTP": 2, "LX": 3, "HI": 4, "NM1": 5, "N3": 6, "N4": 6, "REF": 7,
+                "PRV": 7, "SBR": 7, "HL": _ENDS_CLAIM, "CLM": _ENDS_CLAIM}
 # segment id -> ClaimCollector._on_<id>, looked up once
 _HANDLERS = {name[len("_on_"):]: function for name, function in vars(ClaimCollector).items()
              if name.startswith("_on_")}

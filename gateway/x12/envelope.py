@@ -439,29 +439,37 @@ def _parses(text: str, fmt: str) -> bool:
     return True
 
 
-def feed_all(segments, envelope: EnvelopeChecker, feeds: tuple) -> tuple[int, int]:
+def feed_all(segments, envelope: EnvelopeChecker, feeds: tuple,
+             data_feeds: tuple | None = None) -> tuple[int, int]:
     """Feed every segment to ``envelope`` and then to each function of ``feeds``, in order:
     what ``envelope.feed(seg)`` then ``feed(seg)`` for each does, with the data segments of an
-    open transaction set counted in bulk rather than one call each. Returns the ordinal of
-    the last segment and the number of ``LX`` segments."""
+    open transaction set counted in bulk rather than one call each. ``data_feeds`` (one per
+    feed, or None): what to call instead for a data segment (not a control segment) of an
+    open transaction set, doing what its feed does with such a segment without testing
+    again whether it is one. Returns the ordinal of the last segment and the number of
+    ``LX`` segments."""
     handlers = _HANDLERS
     ts = envelope._ts
     pending = 0  # data segments of ``ts`` not yet added to its count
     last = 0
     lines = 0
+    if data_feeds is None:
+        data_feeds = feeds
     for seg in segments:
         seg_id = seg.fields[0]
         if ts is not None and seg_id not in handlers:
             pending += 1
+            for feed in data_feeds:
+                feed(seg)
         else:
             if pending:
                 ts.segment_count += pending
                 pending = 0
             envelope.feed(seg)
             ts = envelope._ts
-        for feed in feeds:
-            feed(seg)
-        if seg_id == "LX":
+            for feed in feeds:
+                feed(seg)
+        if len(seg_id) == 2 and seg_id == "LX":  # (the length first: inline when compiled)
             lines += 1
         last = seg.ordinal
     if pending:

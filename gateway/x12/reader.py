@@ -203,7 +203,9 @@ class X12Reader:
             carry = pieces.pop()
             for piece in pieces:
                 text = piece.strip(strip_chars)
-                if not text or text.isspace():
+                # (the first character first: a segment id is never blank, and in the
+                # compiled build that test is inline, the whole-text one a method call)
+                if not text or text[0].isspace() and text.isspace():
                     continue
                 ordinal += 1
                 # (not Segment(...): the compiled build makes it without a call to __init__)

@@ -22,7 +22,6 @@ from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 from gateway.paths import PROFILES
 
 SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
-CLEAN_CACHE_SIZE = 25_000  # (node, segment text) pairs known to pass the element rules
 _TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
 _ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z]{1,5}")
 
@@ -94,13 +93,14 @@ NPI_CACHE_SIZE = 4096
 def _npi_ok(value: str) -> bool:
     # (no element type on the cache's annotation: Cython would read its values as C ints,
     # and the None of a miss as False)
-    known = _NPI_CHECKED.get(value)
+    checked: dict = _NPI_CHECKED  # (typed: a C dict look-up in the compiled build)
+    known = checked.get(value)
     if known is not None:
         return known
     ok = len(value) == 10 and value.isdigit() and luhn_npi_ok(value)
-    if len(_NPI_CHECKED) >= NPI_CACHE_SIZE:
-        _NPI_CHECKED.clear()
-    _NPI_CHECKED[value] = ok
+    if len(checked) >= NPI_CACHE_SIZE:
+        checked.clear()
+    checked[value] = ok
     return ok
 
 
@@ -274,7 +274,6 @@ class SnipChecker:
         self.enabled = bool(rules)
         self.tracker = ClaimTracker(comp_sep, self._judge)
         self.found = 0  # element findings so far
-        self._clean: dict = {}
         # per segment id, the one function that does all this checker does with it (claim
         # tracking, then the element rules): segment ids no rule needs cost nothing
         tracked = _TRACKED if self.claim_rules else frozenset()
@@ -297,22 +296,19 @@ class SnipChecker:
             handler(fields, node, ordinal, position, loop_counts, text)
 
     def _handler(self, seg_id: str, tracked: bool, rules):
-        """The one function for ``seg_id``: claim tracking, then the element rules, skipped
-        for a segment text already seen clean at the same map node. It returns True when an
-        element rule reported a finding."""
+        """The one function for ``seg_id``: claim tracking, then the element rules. It
+        returns True when an element rule reported a finding. (No cache of texts that passed:
+        the validator calls it only for a text its memo does not hold, and the memo holds
+        only texts that passed these rules at the same map node.)"""
         track = getattr(self.tracker, "track_" + seg_id) if tracked else None
         checks = tuple(self._rule_check(rule) for rule in rules)
         if not checks:
             return track  # claim tracking only
-        clean = self._clean  # segment text -> the map node it last passed every rule at
         by_loop = any(rule.spec.get("loop") for rule in rules)  # else no rule reads the loop
-        size = CLEAN_CACHE_SIZE
 
         def handler(fields, node, ordinal, position, loop_counts, text):
             if track is not None:
                 track(fields, node, ordinal, position, loop_counts)
-            if text and clean.get(text) is node:
-                return False  # the same segment text at the same node passed before
             loop = ""
             if by_loop:
                 parent = node.parent
@@ -321,10 +317,6 @@ class SnipChecker:
             for check in checks:
                 if check(fields, node, ordinal, position, loop):
                     bad = True
-            if text and not bad and size:
-                if len(clean) >= size:
-                    clean.clear()  # start afresh: what repeats comes back at once
-                clean[text] = node
             return bad
 
         return handler
@@ -361,7 +353,6 @@ class SnipChecker:
         self.handlers = {}
         self.tracks = {}
         self._claim_checks = []
-        self._clean.clear()
         self.tracker.end = None
 
     # -- element rules ----------------------------------------------------------------------

@@ -244,7 +244,8 @@ def validate_x12(
             else:
                 collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
                                            spans=spans)
-            last, lines = feed_all(reader, envelope, (guide.feed, collector.feed))
+            last, lines = feed_all(reader, envelope, (guide.feed, collector.feed),
+                                   (_data_feed(guide), collector.feed_data))
             collector.finish()
             if pipe is not None:  # the last claims go to the rules' worker first
                 run_rules()
@@ -269,6 +270,11 @@ def validate_x12(
     return X12Result(kind=kind_of(envelope.interchanges), delimiters=reader.delimiters,
                      findings=findings, interchanges=envelope.interchanges, claims=claims,
                      segments=last, lines=lines, submitters=submitters)
+
+
+def _data_feed(guide) -> Callable:
+    """The guide validator's feed for data segments (the pyx12 adapter has only ``feed``)."""
+    return getattr(guide, "feed_data", guide.feed)
 
 
 def _input_size(source) -> int | None:

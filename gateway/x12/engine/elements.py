@@ -306,14 +306,18 @@ def _value_pattern(el: Element, icvn: str, delims: str, post: list, path: tuple,
 
 
 def _optional_chain(items: list[tuple[str, bool]], sep: str) -> str:
-    """items: (pattern for the item, required). Builds sep item1 (sep item2 (...)?)? with the
-    tail omissible only where nothing after it is required."""
+    """items: (pattern for the item, required). Builds sep item1 (sep item2 (...)?+)?+ with the
+    tail omissible only where nothing after it is required. The optional groups are
+    possessive (``?+``): once one matched, the matcher does not come back to try it shorter
+    or skipped (no item holds a separator, so that could not succeed for a value that reads
+    to the next separator, while each try costs time). A possessive group only ever matches
+    less, so the pattern stays sound: what it accepts, the detailed checks accept."""
     out = ""
     out_required = False
     for pattern, required in reversed(items):
-        piece = re.escape(sep) + (pattern if required else f"(?:{pattern})?") + out
+        piece = re.escape(sep) + (pattern if required else f"(?:{pattern})?+") + out
         out_required = required or out_required
-        out = piece if out_required else f"(?:{piece})?"
+        out = piece if out_required else f"(?:{piece})?+"
     return out
 
 

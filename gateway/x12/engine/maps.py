@@ -25,7 +25,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from threading import Lock
@@ -36,7 +35,7 @@ from gateway.x12.engine.nodes import (
     pyx12_map_dir,
 )
 
-ENGINE_VERSION = "1"  # bump when the compiled form changes (invalidates the disk cache)
+ENGINE_VERSION = "2"  # bump when the compiled form changes (invalidates the disk cache)
 
 
 class MapError(ValueError):
@@ -292,6 +291,8 @@ def load(name: str) -> Root:
             if cached is not None:
                 try:
                     cached.parent.mkdir(parents=True, exist_ok=True)
+                    import tempfile  # (only to write the cache: 2-3 ms of imports otherwise)
+
                     with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as fh:
                         fh.write(pickle.dumps(root, protocol=pickle.HIGHEST_PROTOCOL))
                     os.replace(fh.name, cached)

@@ -12,7 +12,8 @@ cdef class _Step:
 
 
 cdef class NativeGuideValidator:
-    cdef public object snip, _snip, _snip_handlers, _snip_tracks, _snip_key, delimiters
+    cdef public object snip, _snip, _snip_key, delimiters
+    cdef public dict _snip_handlers, _snip_tracks  # (or None; dicts: get without a look-up)
     cdef public object envelope
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
     cdef public list findings, _memo, _hl_stack
@@ -24,6 +25,9 @@ cdef class NativeGuideValidator:
 
     @cython.locals(fields=list, seg_id=str)
     cpdef feed(self, _Seg seg)
+
+    @cython.locals(fields=list)
+    cpdef feed_data(self, _Seg seg)
 
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
     cdef _data(self, _Seg seg, list fields, str seg_id)

@@ -139,14 +139,7 @@ class NativeGuideValidator:
         fields = seg.fields
         seg_id = fields[0]
         if self._in_ts and seg_id not in CONTROL_SEGMENTS:  # the common case: a data segment
-            self._segment = seg
-            try:
-                self._data(seg, fields, seg_id)
-            except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
-                shown = shown_segment_id(seg_id)
-                context = {"segment_id": shown, "position": self._position, "loop": ""}
-                self._add("X12-IG-ENGINE", f"{self._path}/{shown}", context,
-                          segment=shown, detail=exc.__class__.__name__)
+            self.feed_data(seg)
             return
         if seg_id == "GS":
             self._on_gs(seg)
@@ -171,6 +164,20 @@ class NativeGuideValidator:
                 self._snip.end_transaction()
         elif seg_id == "GE":
             self._active = False
+
+    def feed_data(self, seg: Segment) -> None:
+        """:meth:`feed` for a segment known to be a data segment (not a control segment) of an
+        open transaction set (``envelope.feed_all``'s ``data_feeds``)."""
+        if self._in_ts:
+            fields = seg.fields
+            self._segment = seg
+            try:
+                self._data(seg, fields, fields[0])
+            except Exception as exc:  # noqa: BLE001 - a defect must not lose the file
+                shown = shown_segment_id(fields[0])
+                context = {"segment_id": shown, "position": self._position, "loop": ""}
+                self._add("X12-IG-ENGINE", f"{self._path}/{shown}", context,
+                          segment=shown, detail=exc.__class__.__name__)
 
     def _data(self, seg: Segment, fields: list, seg_id: str) -> None:
         """One data segment of a transaction set."""
