@@ -1,9 +1,10 @@
 """The ECM rules' rows of claims read light (claims837.RulesSpansCollector, used when the rules
-run in their worker and the claims only go to a report's counts) are exactly the views and
-places the full reading gives (ClaimCollector with keep_encounters="rules", viewed as the
-worker takes them): the same claims, in the same order, over synthetic 837Ps with odd values,
-segments inserted inside claims (other payers' loops, rendering providers of claims and lines,
-repeated SV1 and DTP, date ranges) and random defects, drawn by hypothesis."""
+run in their worker and the claims only go to a report's counts: text rows, which the worker
+views with claims837.light_claim_row) are exactly the views and places the full reading gives
+(ClaimCollector with keep_encounters="rules", viewed as the worker takes them): the same
+claims, in the same order, over synthetic 837Ps with odd values, segments inserted inside
+claims (other payers' loops, rendering providers of claims and lines, repeated SV1 and DTP,
+date ranges, segments the light reading skips) and random defects, drawn by hypothesis."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from gateway.model.view import view_of
 from gateway.x12.acks import ClaimSpans
-from gateway.x12.claims837 import ClaimCollector, RulesSpansCollector
+from gateway.x12.claims837 import ClaimCollector, RulesSpansCollector, light_claim_row
 from gateway.x12.reader import X12Reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +30,8 @@ _VIEW_PARTS = ["NM1*82*1*ROE*RAY****XX*1999999984", "NM1*82*2*CLINIC*****XX*",
                "SBR*S*18*******MC", "NM1*PR*2*OTHER PAYER*****PI*99", "LX*7",
                "SV1*HC:G9008:U1:GQ*25*UN*2*11**1", "SV1*HC:T2041:U6*10*UN*1.50***1",
                "DTP*472*RD8*20260901-20260905", "DTP*472*D8*20260903", "DTP*472*RD8*20260902-",
-               "DTP*431*D8*20260101"]
+               "DTP*431*D8*20260101", "N3*2 OAK ST", "N4*FRESNO*CA*93701", "AMT*D*10",
+               "NTE*ADD*NOTE", "K3*NOTE"]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,9 @@ def _row(claim) -> tuple:
             claim.claim_id, list(claim.line_refs))
 
 
-def rows_both_ways(data: bytes) -> tuple[list, list, int]:
-    """(light, full) rows in claim order, and how many claims were read light."""
+def rows_both_ways(data: bytes, as_text: bool = True) -> tuple[list, list, int]:
+    """(light, full) rows in claim order, and how many claims were read light (``as_text``:
+    shipped as text rows and viewed as the worker views them, else as view rows)."""
     light: list = []
     full: list = []
     read_light = [0]
@@ -63,12 +66,17 @@ def rows_both_ways(data: bytes) -> tuple[list, list, int]:
 
     def on_full():
         read_light[0] += len(rows)
-        light.extend((row[0], *row[1:6], list(row[6])) for row in rows)
+        for row in rows:
+            assert (row[0].__class__ is str) == as_text
+            if as_text:  # (shipped as text, viewed in the worker)
+                row = light_claim_row(row)
+            light.append((row[0], *row[1:6], list(row[6])))
         rows.clear()
 
     with X12Reader(data) as reader:
         spans = ClaimSpans()
         collector = RulesSpansCollector(reader.delimiters, on_claim, spans, rows, 3, on_full)
+        collector.as_text = as_text
         for seg in reader:
             collector.feed(seg)
         collector.finish()
@@ -83,8 +91,9 @@ def rows_both_ways(data: bytes) -> tuple[list, list, int]:
     return light, full, read_light[0]
 
 
-def test_clean_file_every_claim_read_light(synth):
-    light, full, read_light = rows_both_ways(_join(synth))
+@pytest.mark.parametrize("as_text", [True, False], ids=["text", "views"])
+def test_clean_file_every_claim_read_light(synth, as_text):
+    light, full, read_light = rows_both_ways(_join(synth), as_text)
     assert light == full
     assert read_light == len(full) == 120
 
@@ -102,6 +111,8 @@ def test_rows_of_claims_read_light_are_the_full_readings(synth, seed, value, ins
     if rng.random() < 0.3:
         for _ in range(rng.randint(1, 5)):
             _mutate(rng, segs)
-    light, full, read_light = rows_both_ways(_join(segs))
-    assert light == full
-    assert read_light > 0 or not full
+    data = _join(segs)
+    for as_text in (True, False):
+        light, full, read_light = rows_both_ways(data, as_text)
+        assert light == full
+        assert read_light > 0 or not full

@@ -83,6 +83,16 @@ def test_generated_file_same_findings(pipelining, generated, options, counted):
         assert {"ECM-MEM-004", "ECM-MEM-005"} & {f[0] for f in there}
 
 
+@pytest.mark.parametrize("keeping_up", [True, False], ids=["text", "views"])
+def test_counted_claims_as_text_or_views(pipelining, generated, monkeypatch, keeping_up):
+    """The claims read light go to the worker as text while it keeps up, as views while it
+    lags (the first batch as text): the findings are the same either way."""
+    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self: keeping_up)
+    path, registry = generated
+    here, there, worked = both_ways(path, registry, counted=True)
+    assert worked and here == there
+
+
 def test_claims_read_by_the_model(pipelining, generated, monkeypatch):
     """Encounters (the model: kept encounters, or a claim in doubt) are viewed before they go."""
     import gateway.model.view as view

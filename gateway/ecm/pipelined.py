@@ -152,10 +152,11 @@ def _reopen(locator):
 
 
 def start(rules: EncounterRules, size: int | None,
-          place_of: Callable[[tuple], object]) -> RulesWorker | None:
+          entry_of: Callable[[tuple], tuple]) -> RulesWorker | None:
     """A worker running ``rules`` for one validation of ``size`` bytes, or None when
-    :func:`pipelining` says no. ``place_of(row)``: the :class:`~gateway.ecm.rules.ClaimPlace`
-    of a claim from the tuple the caller submits for it (runs in the worker)."""
+    :func:`pipelining` says no. ``entry_of(row)``: the ``(view, ClaimPlace)`` pair
+    :meth:`~gateway.ecm.rules.EncounterRules.check` takes, from a row the caller submits for a
+    claim (runs in the worker)."""
     rules.reclaim()
     if not pipelining(rules, size):
         return None
@@ -169,7 +170,7 @@ def start(rules: EncounterRules, size: int | None,
     inbox, to_worker = context.Pipe(duplex=False)  # (the worker reads, the caller writes)
     from_worker, outbox = context.Pipe(duplex=False)  # (the caller reads, the worker writes)
     process = context.Process(target=_serve, daemon=True, name="ecm-rules",
-                              args=(rules, locator, place_of, inbox, outbox,
+                              args=(rules, locator, entry_of, inbox, outbox,
                                     (to_worker, from_worker)))
     # Every object is frozen (left out of the collector's scans) from before the fork until the
     # run ends, on both sides: a collection marks each object it scans, and each page it marks
@@ -208,7 +209,7 @@ COLLECT_EVERY = 200  # batches between two full collections in the worker
 _KEEP: list = []  # the parent's objects the worker must never close (e.g. its registry)
 
 
-def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends) -> None:
+def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends) -> None:
     """The worker: batches in, findings out, until told to stop (or the caller goes)."""
     import queue
 
@@ -243,7 +244,7 @@ def _serve(rules: EncounterRules, locator, place_of, inbox, outbox, callers_ends
                 if not batches % COLLECT_EVERY:
                     gc.collect()
                 batch = pickle.loads(memoryview(message)[1:])
-                found = rules.check([(row[0], place_of(row)) for row in batch])
+                found = rules.check([entry_of(row) for row in batch])
                 outbox.send_bytes(_FINDINGS + _pack(
                     [_finding_row(f) for findings in found for f in findings]))
             elif kind == _END:
@@ -318,6 +319,8 @@ class RulesWorker:
         self.from_worker = from_worker
         self.batch_size = rules.batch_size
         self.findings: list[Finding] = []
+        self.sent = 0  # batches submitted
+        self.done = 0  # batches whose findings came back
         self._frozen = True  # (start froze the collector's objects)
         self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker,
                                            os.getpid())
@@ -337,13 +340,19 @@ class RulesWorker:
             self.close()
 
     def submit(self, batch: list[tuple]) -> None:
-        """One batch of claims in claim order, each a tuple: its view (a plain tuple in
-        :class:`~gateway.model.view.ClaimView` order: the caller views an encounter), then what
-        ``place_of`` needs (the tuple is handed to it whole)."""
+        """One batch of claims in claim order, each a tuple that ``entry_of`` (see
+        :func:`start`) makes the claim's view and place of, in the worker."""
         if not batch:
             return
         self._take(block=False)
         self._send(_BATCH + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        self.sent += 1
+
+    def keeping_up(self) -> bool:
+        """Whether the worker has checked every batch but the last one submitted (as of the
+        last look at what it sent back): then it has time to spare for work the caller could
+        hand over with the next rows (e.g. viewing the claims)."""
+        return self.sent - self.done <= 1
 
     def finish(self) -> list[Finding]:
         """Every finding of the run, in claim order. The worker then waits, holding the
@@ -398,6 +407,7 @@ class RulesWorker:
         kind = message[:1]
         if kind == _FINDINGS:
             self.findings.extend(map(_finding, _unpack(memoryview(message)[1:])))
+            self.done += 1
         elif kind == _ERROR:
             self.close()
             raise RulesWorkerError(

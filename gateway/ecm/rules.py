@@ -178,16 +178,16 @@ class EncounterRules:
         self._worker = None  # a worker process holding this engine's state after a run
 
     # -- in a worker process (gateway/ecm/pipelined.py) ----------------------------------------
-    def pipelined(self, size: int | None, place_of):
+    def pipelined(self, size: int | None, entry_of):
         """A worker process running these rules alongside a validation of ``size`` bytes
-        (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of (view, what the
-        place needs...) tuples, ``finish`` for the findings in order), or None: run them here
-        with :meth:`check`. ``place_of(row)`` makes a claim's :class:`ClaimPlace` from its tuple
+        (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of rows, one a claim,
+        ``finish`` for the findings in order), or None: run them here with :meth:`check`.
+        ``entry_of(row)`` makes the ``(view, ClaimPlace)`` pair :meth:`check` takes from a row
         (in the worker).
         Whether to is decided by :func:`gateway.ecm.pipelined.pipelining`."""
         from gateway.ecm.pipelined import start
 
-        return start(self, size, place_of)
+        return start(self, size, entry_of)
 
     def reclaim(self) -> None:
         """This engine's state back from the worker of the last pipelined run, if any (every

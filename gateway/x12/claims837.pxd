@@ -45,8 +45,16 @@ cdef class ClaimCollector:
     cdef bint _levels_readable(self, dict sub, dict billing) except -1
     cdef dict _address_target(self)
 
-# the ECM rules' view of a claim read light (issue 14)
+# the ECM rules' rows of claims read light (issue 14)
 @cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,
                billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
                i=Py_ssize_t, seg_id=str)
 cpdef tuple light_claim_view(ClaimCollector collector, list buf, Py_ssize_t lines_before)
+
+@cython.locals(c=ClaimCollector, seg=Segment, sub=dict, billing=dict, separators=tuple,
+               n=Py_ssize_t)
+cpdef tuple light_claim_text(ClaimCollector collector, list buf, object lines_before)
+
+@cython.locals(texts=list, f=list, meanings=dict, meaning=tuple, line=list, lines=list,
+               view_lines=list, refs=list, i=Py_ssize_t, kind=int, contiguous=bint)
+cpdef tuple light_claim_row(tuple row)

@@ -924,11 +924,12 @@ def _describe(exc: Exception) -> str:
 class RulesSpansCollector(ClaimCollector):
     """The collector of a validation that runs the ECM rules (in their worker) and only counts
     its claims: a claim the light reading vouches for goes to ``spans`` as a span, as without
-    the rules, and its row to the list ``rows``: ``(view, transaction, index, subscriber
-    index, CLM ordinal, claim id, line refs)``, the view built by :func:`light_claim_view`
-    from the segments the light reading kept (``full()`` is called when ``rows`` holds
-    ``size`` of them); any other claim is read in full with its view
-    (``keep_encounters="rules"``) and goes to ``on_claim`` as a record."""
+    the rules, and its row to the list ``rows``: with ``as_text``, its text row
+    (:func:`light_claim_text`: the segments the light reading kept, as they were read) for the
+    rules' worker to view (:func:`light_claim_row`: cheaper here, dearer there), else its
+    view row (:func:`light_claim_view`); ``full()`` is called when ``rows`` holds ``size`` of
+    them. Any other claim is read in full with its view (``keep_encounters="rules"``) and goes
+    to ``on_claim`` as a record."""
 
     def __init__(self, delimiters: Delimiters, on_claim, spans, rows: list, size: int,
                  full) -> None:
@@ -937,6 +938,8 @@ class RulesSpansCollector(ClaimCollector):
         self.rows = rows
         self.size = size
         self.full = full
+        self.separators = (delimiters.element, delimiters.component, delimiters.segment)
+        self.as_text = True
 
     def _light_done(self) -> bool:
         buf = self._buf
@@ -944,7 +947,8 @@ class RulesSpansCollector(ClaimCollector):
         if not ClaimCollector._light_done(self):
             return False
         rows = self.rows
-        rows.append(light_claim_view(self, buf, lines_before))
+        rows.append(light_claim_text(self, buf, lines_before) if self.as_text
+                    else light_claim_view(self, buf, lines_before))
         if len(rows) >= self.size:
             self.full()
         return True
@@ -1020,3 +1024,130 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
             sub["payer"]["id"], pos, tuple(view_lines))
     return (view, c._tx, c._claim_index, sub.get("index", 0), clm.ordinal, claim_id, refs)
 
+
+def light_claim_text(collector, buf, lines_before):  # (types: claims837.pxd)
+    """The text row of a claim the light reading vouched for (``buf``: its CLM and the
+    segments it kept; ``lines_before``: the set's LX count before it): ``(the segments' text
+    joined by the segment terminator, the separators, the CLM's ordinal when the segments'
+    ordinals follow on from it (else all of them), lines_before, then the member, billing NPI
+    and TIN and payer of its levels, the set, the claim's index in it and the subscriber
+    index)``. Cheaper to make and to ship than the view :func:`light_claim_row` makes of it."""
+    c = collector
+    sub: dict = c._subscriber.data if c._subscriber is not None else {}
+    billing: dict = c._billing.data if c._billing is not None else {}
+    separators = c.separators
+    n = len(buf)
+    first = buf[0].ordinal
+    if buf[n - 1].ordinal - first == n - 1:
+        ordinals = first
+    else:
+        ordinals = tuple([seg.ordinal for seg in buf])
+    return (separators[2].join([seg.raw for seg in buf]), separators, ordinals, lines_before,
+            sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
+            sub["payer"]["id"], c._tx, c._claim_index, sub.get("index", 0))
+
+
+def light_claim_row(row):  # (types: claims837.pxd)
+    """The rules' row ``(view, transaction, index, subscriber index, CLM ordinal, claim id,
+    line refs)`` of a :func:`light_claim_text` row: the view exactly as
+    :meth:`ClaimCollector._claim_view` makes it from the full reading (the handlers' rules:
+    the last SV1 and DTP*472 of a line count, an NM1*82 names the open line's rendering
+    provider, else the claim's unless an SBR opened another payer's loop). What a segment's
+    text means is read once per text (:data:`_TEXT_MEANINGS`)."""
+    text, separators, ordinals, lines_before, cin, npi, tin, payer, tx, index, sub_index = row
+    element, component, terminator = separators
+    meanings = _TEXT_MEANINGS.get(separators)
+    if meanings is None or len(meanings) >= TEXT_CACHE_SIZE:
+        meanings = _TEXT_MEANINGS[separators] = {}
+    texts = text.split(terminator)
+    f = texts[0].split(element, 6)  # (CLM01 and CLM05 only)
+    if len(f) < 6:
+        f = f + _PAD
+    claim_id = f[1]
+    pos = f[5].split(component)[0]
+    contiguous = ordinals.__class__ is int
+    rendering = None
+    other_payer = False
+    lines: list = []  # [number, SV1's part of the view, date, date end, rendering, ordinal]
+    line = None
+    for i in range(1, len(texts)):
+        raw = texts[i]
+        meaning = meanings.get(raw)
+        if meaning is None:
+            meaning = meanings[raw] = _meaning(raw, separators)
+        kind = meaning[0]
+        if kind == 0:  # (nothing the view reads)
+            continue
+        if kind == 1:  # LX
+            line = [meaning[1], None, None, None, None,
+                    ordinals + i if contiguous else ordinals[i]]
+            lines.append(line)
+        elif kind == 2:  # SV1
+            if line is not None:
+                line[1] = meaning[1]
+                line[5] = ordinals + i if contiguous else ordinals[i]
+        elif kind == 3:  # DTP*472
+            if line is not None:
+                line[2] = meaning[1]
+                line[3] = meaning[2]
+        elif kind == 4:  # NM1*82
+            if other_payer and line is None:
+                continue
+            if line is not None:
+                line[4] = meaning[1]
+            else:
+                rendering = meaning[1]
+        else:  # SBR
+            other_payer = True
+    days = _DAYS
+    view_lines = []
+    refs = []
+    st_index = lines_before
+    for number, part, day, end, line_rendering, ordinal in lines:
+        st_index += 1
+        first = days.get(day)
+        last = (days.get(end) or _day(end)) if end else None
+        view_lines.append((int(number), *part, first if first is not None else _day(day), last,
+                           line_rendering))
+        refs.append((ordinal, st_index))
+    view = (cin, npi, tin, rendering, payer, pos, tuple(view_lines))
+    return (view, tx, index, sub_index, ordinals if contiguous else ordinals[0], claim_id, refs)
+
+
+def _meaning(raw: str, separators: tuple) -> tuple:
+    """What the view reads of a segment kept by the light reading, as the full handlers read
+    it: (1, LX01), (2, (code, modifiers, units, place of service)) for an SV1 (as
+    :meth:`ClaimCollector._read_sv1`), (3, date, end date) for a DTP*472, (4, NM109) for an
+    NM1*82, (5,) for an SBR, else (0,)."""
+    element, component, _ = separators
+    f = raw.split(element)
+    seg_id = f[0]
+    if seg_id == "LX":
+        return (1, f[1] if len(f) > 1 else "")
+    if seg_id == "SV1":
+        if len(f) < 8:
+            f = f + _PAD
+        procedure = f[1].split(component)
+        return (2, (procedure[1] if len(procedure) > 1 else "",
+                    tuple([m for m in procedure[2:6] if m]), f[4], f[5] or None))
+    if seg_id == "DTP":
+        if len(f) < 4:
+            f = f + _PAD
+        if f[1] != "472":
+            return (0,)
+        value = f[3]
+        if f[2] == "RD8" and "-" in value:
+            start, end = value.split("-", 1)
+            return (3, start, end)
+        return (3, value, None)
+    if seg_id == "NM1":
+        if len(f) < 10:
+            f = f + _PAD
+        return (4, f[9]) if f[1] == "82" else (0,)
+    if seg_id == "SBR":
+        return (5,)
+    return (0,)
+
+
+TEXT_CACHE_SIZE = 8192  # segment texts whose meaning light_claim_row keeps (then afresh)
+_TEXT_MEANINGS: dict = {}  # separators -> {segment text -> _meaning}

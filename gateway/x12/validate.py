@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import (
-    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only,
+    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only, light_claim_row,
 )
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
@@ -154,6 +154,7 @@ def validate_x12(
     unreadable: list[ClaimRecord] = []  # claims the model could not take (usually few)
     rule_findings: list[Finding] = []
     pending: list[ClaimRecord] = []
+    light: list[RulesSpansCollector] = []  # the collector of claims read light, if any
     sink = on_claim or claims.append
     # the rule engine's own batch size when it has one (gateway/ecm/rules.py BATCH)
     rule_batch = getattr(rules, "batch_size", RULE_BATCH)
@@ -162,6 +163,9 @@ def validate_x12(
         if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
             pipe.submit(pending)  # (rows, see take)
             pending.clear()
+            if light:  # the claims read light go as text while the worker keeps up (it views
+                # them there), as views while it lags: the two processes' loads balanced
+                light[0].as_text = pipe.keeping_up()
             return
         batch = [(c, c.encounter) for c in pending if c.encounter is not None]
         found = rules.check([(e, claim_place(c)) for c, e in batch])
@@ -232,10 +236,11 @@ def validate_x12(
             counted = counted_only(on_claim) if pipe is not None and not keep_encounters \
                 else None
             if counted is not None:
-                # the rules' worker takes the claims read light too: their rows, their
-                # views built from the segments the light reading kept (claims837)
+                # the rules' worker takes the claims read light too: their rows (views, or
+                # the segments the light reading kept, which it views: _row_entry)
                 collector = RulesSpansCollector(reader.delimiters, take, counted, pending,
                                                 rule_batch, run_rules)
+                light.append(collector)
             else:
                 collector = ClaimCollector(reader.delimiters, take, keep_encounters=keep,
                                            spans=spans)
@@ -295,12 +300,21 @@ class _RowPlace(_X12Place):
         return self._claim[1:7]
 
 
+def _row_entry(row: tuple) -> tuple:
+    """(view, place) of a row the ECM rules' worker got (run there): a view and the parts of
+    its :class:`_RowPlace`, or a light claim's text row (:func:`claims837.light_claim_row`
+    views it)."""
+    if row[0].__class__ is str:
+        row = light_claim_row(row)
+    return row[0], _RowPlace(row)
+
+
 @contextmanager
 def _rules_worker(rules, size: int | None):
     """The ECM rules' worker process for this validation (the rules decide whether there is
     one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
     start = getattr(rules, "pipelined", None)
-    worker = start(size, _RowPlace) if start is not None else None
+    worker = start(size, _row_entry) if start is not None else None
     if worker is None:
         yield None
         return
