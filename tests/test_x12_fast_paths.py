@@ -279,3 +279,26 @@ def test_a_long_claim_is_read_in_full_and_counted_the_same(synth):
     light, full = _spans_both_ways(_join(segs))
     assert light == full
     assert 1 in light[0][2]  # that claim cannot be read (and the others can)
+
+
+@settings(max_examples=200, deadline=None)
+@given(codes=st.sets(st.text(alphabet="AB0:", min_size=1, max_size=3), min_size=1,
+                     max_size=8))
+def test_code_lists_as_trees_match_the_same_strings_first_the_longest(codes):
+    """elements._alternation writes a code list as a tree of common beginnings: the same
+    strings as the plain alternation, longest first (inside possessive groups the first
+    match is the one kept)."""
+    import itertools
+    import re
+
+    from gateway.x12.engine.elements import _alternation
+
+    ordered = sorted(codes, key=lambda c: (-len(c), c))
+    tree = re.compile(_alternation(ordered))
+    plain = re.compile("(?:" + "|".join(re.escape(c) for c in ordered) + ")")
+    for n in range(5):
+        for chars in itertools.product("AB0:", repeat=n):
+            text = "".join(chars)
+            assert bool(tree.fullmatch(text)) == bool(plain.fullmatch(text))
+            first, other = tree.match(text), plain.match(text)
+            assert (first.end() if first else -1) == (other.end() if other else -1)

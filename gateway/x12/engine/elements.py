@@ -266,7 +266,7 @@ def _value_pattern(el: Element, icvn: str, delims: str, post: list, path: tuple,
                 return "(?!)"
             if not all(ch not in delims for c in good for ch in c):
                 raise _NoFast
-            return "(?:" + "|".join(re.escape(c) for c in good) + ")"
+            return _alternation(good)
     if dt is None:
         raise _NoFast
     if dt[0] == "N":
@@ -303,6 +303,40 @@ def _value_pattern(el: Element, icvn: str, delims: str, post: list, path: tuple,
     if dt == "B":
         return f"{_P_RAW}{{{lo},{hi}}}"
     raise _NoFast
+
+
+def _alternation(codes: list[str]) -> str:
+    """A pattern matching exactly the strings ``codes`` (non-empty), written as a tree of
+    their common beginnings (``(?:A[BC]|D)``, not ``(?:AB|AC|D)``): the same strings, and
+    the regular expression parser reads a code list of hundreds (countries, states) in a
+    fraction of the time. Where a code is the beginning of a longer one, the longer is tried
+    first (the order ``(?:AB|A)`` had)."""
+    tree: dict = {}
+    for code in codes:
+        node = tree
+        for char in code:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a code ends here
+    return _tree_pattern(tree)
+
+
+def _tree_pattern(tree: dict) -> str:
+    ends = "" in tree
+    singles = [c for c, sub in tree.items() if c and sub.keys() == {""}]
+    parts = []
+    if len(singles) > 1:
+        parts.append("[" + "".join(_escape_in_class(ord(c)) if ord(c) < 128 else re.escape(c)
+                                   for c in sorted(singles)) + "]")
+    elif singles:
+        parts.append(re.escape(singles[0]))
+    for char in sorted(c for c in tree if c and c not in singles):
+        parts.append(re.escape(char) + _tree_pattern(tree[char]))
+    if not parts:
+        return ""
+    body = parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+    if ends:  # a code ends here and longer ones go on: the longer first
+        return f"(?:{body})?"
+    return body
 
 
 def _optional_chain(items: list[tuple[str, bool]], sep: str) -> str:

@@ -35,7 +35,7 @@ from gateway.x12.engine.nodes import (
     pyx12_map_dir,
 )
 
-ENGINE_VERSION = "2"  # bump when the compiled form changes (invalidates the disk cache)
+ENGINE_VERSION = "3"  # bump when the compiled form changes (invalidates the disk cache)
 
 
 class MapError(ValueError):
