@@ -29,6 +29,10 @@ MODULES = (
     "gateway.x12.engine.walker",
     "gateway.x12.engine.validator",
     "gateway.x12.jobs",  # validate --jobs: its skimming loop reads every segment
+    # loaded by every validation (compiled: no source to compile when bytecode is not cached)
+    "gateway.x12.engine.nodes",
+    "gateway.x12.engine.elements",
+    "gateway.x12.engine.maps",
     # the ECM rules' per-claim checks and POF evidence (issue 14; plain Python, no .pxd:
     # gateway/ecm/__init__.py installs the finder before either can be imported)
     "gateway.ecm.rules",

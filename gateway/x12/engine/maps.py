@@ -242,7 +242,7 @@ def _digest(path: Path) -> str:
     h = hashlib.sha256(ENGINE_VERSION.encode())
     for p in (path, pyx12_map_dir() / "dataele.xml", pyx12_map_dir() / "codes.xml",
               OUR_MAPS / "dataele.xml", OUR_MAPS / "codes.xml",
-              Path(__file__).with_name("elements.py"), Path(__file__)):
+              Path(__file__).with_name("elements.py"), Path(__file__).with_name("maps.py")):
         if p.exists():
             h.update(p.read_bytes())
     return h.hexdigest()[:24]
