@@ -404,8 +404,8 @@ class SnipChecker:
         return self.tracker.birth
 
     def close(self) -> None:
-        """Drop the handlers and the cache (they refer back to this checker: without this the
-        memory waits for the cyclic garbage collector)."""
+        """Drop the handlers and the tracker's call back (they refer back to this checker:
+        without this the memory waits for the cyclic garbage collector)."""
         self.handlers = {}
         self.tracks = {}
         self._claim_checks = []
