@@ -44,7 +44,7 @@ class RuleCatalogue:
     def load(cls, folder: Path) -> "RuleCatalogue":
         rules: dict[str, Rule] = {}
         for path in sorted(folder.glob("*.yaml")):
-            pack = yamlio.safe_load(path.read_text(encoding="utf-8")) or {}
+            pack = yamlio.load_file(path) or {}
             for entry in pack.get("rules", []):
                 if entry["id"] in rules:
                     raise ValueError(f"rule {entry['id']} defined twice ({path.name})")
@@ -133,7 +133,7 @@ def partner_catalogue(partner: str | None) -> RuleCatalogue:
     if "/" in partner or "\\" in partner or not path.is_file():
         raise UnknownPartner(f"no rule overrides for partner {partner!r} "
                              f"(expected {path.relative_to(PROFILES.parent)})")
-    data = yamlio.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = yamlio.load_file(path) or {}
     overrides = data.get("overrides") or {}
     unknown = [rule_id for rule_id in overrides if rule_id not in default_catalogue()]
     if unknown:

@@ -17,7 +17,8 @@ data folders of :mod:`gateway.paths` aside, fixed when the package loads).
 
 :class:`Settings` is built on pydantic-settings, which takes longer to import than the command
 line takes to validate a small file; so the class is made on first use, and :func:`early`
-reads the few settings the fast paths need (``home``, ``var``, ``x12_map_cache``, ``x12_pure``) from the same
+reads the few settings the fast paths need (``home``, ``var``, ``x12_map_cache``, ``yaml_cache``,
+``x12_pure``) from the same
 sources in the same order without it.
 
 =========================  ===================================  ===========================
@@ -47,6 +48,8 @@ setting (env ``ECM_GATEWAY_``)  meaning                        default
 ``purge_schedule``         how often ``serve`` purges           ``daily`` (``never``: off)
 ``debug``                  tracebacks on the command line       false
 ``x12_map_cache``          compiled X12 maps cache (``off``)    ``<var>/cache/x12-maps``
+``yaml_cache``             parsed YAML data files cache         ``<var>/cache/yaml``
+                           (``off``)
 ``x12_pure``               X12 engine as pure Python, not its   false
                            compiled build (read at import)
 ``rules_pipeline_bytes``   X12 inputs this large run the ECM    1048576 (1 MiB)
@@ -149,6 +152,7 @@ def _settings_class():
         purge_schedule: str = "daily"
         debug: bool = False
         x12_map_cache: str | None = None
+        yaml_cache: str | None = None
         x12_pure: bool = False
         rules_pipeline_bytes: int = Field(default=1024 * 1024, ge=0)
         test_slow_writes: float = 0.0
@@ -221,6 +225,7 @@ def _flag(raw: str) -> bool:
 
 
 _EARLY = {"home": (Path, _CHECKOUT), "var": (Path, Path("var")), "x12_map_cache": (str, None),
+          "yaml_cache": (str, None),
           "x12_pure": (_flag, False), "rules_pipeline_bytes": (int, 1024 * 1024)}
 
 

@@ -38,7 +38,7 @@ class EnvelopeProfile:
 
 @lru_cache(maxsize=1)
 def envelope_profile() -> EnvelopeProfile:
-    data = yamlio.safe_load((PROFILES / "x12" / "envelope.yaml").read_text(encoding="utf-8"))
+    data = yamlio.load_file(PROFILES / "x12" / "envelope.yaml")
     return EnvelopeProfile(
         isa=data["isa"],
         gs=data["gs"],

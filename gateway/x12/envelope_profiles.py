@@ -21,4 +21,4 @@ def envelope_profile_data(name: str) -> dict:
     if "/" in name or "\\" in name or not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise UnknownProfile(f"no envelope profile {name!r}; known: {', '.join(known)}")
-    return yamlio.safe_load(path.read_text(encoding="utf-8"))
+    return yamlio.load_file(path)

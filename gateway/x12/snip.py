@@ -45,7 +45,7 @@ class SnipRule:
 
 @lru_cache(maxsize=1)
 def snip_rules() -> tuple[SnipRule, ...]:
-    data = yamlio.safe_load(SNIP_PACK.read_text(encoding="utf-8"))
+    data = yamlio.load_file(SNIP_PACK)
     rules = []
     for r in data["rules"]:
         seg = r.get("segment", "")

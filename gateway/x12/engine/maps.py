@@ -22,13 +22,12 @@ pays only an unpickle.
 from __future__ import annotations
 
 import hashlib
-import os
-import pickle
 import re
 from functools import lru_cache
 from pathlib import Path
 from threading import Lock
 
+from gateway import diskcache
 from gateway.x12.engine.elements import compile_fast
 from gateway.x12.engine.nodes import (
     MAXINT, OUR_MAPS, Composite, Element, Loop, Root, Segment, code_sets, data_elements,
@@ -251,14 +250,7 @@ def _digest(path: Path) -> str:
 def cache_dir() -> Path | None:
     """Where compiled maps are cached: the ``x12_map_cache`` setting (``off`` disables the
     cache), by default ``<var>/cache/x12-maps``."""
-    from gateway.settings import early  # (not current(): no pydantic on the fast path)
-
-    configured = early("x12_map_cache")
-    if configured == "off":
-        return None
-    if configured:
-        return Path(configured)
-    return Path(early("var")) / "cache" / "x12-maps"
+    return diskcache.folder("x12_map_cache", "x12-maps")
 
 
 _LOCK = Lock()
@@ -279,24 +271,12 @@ def load(name: str) -> Root:
         digest = _digest(path)
         folder = cache_dir()
         cached = folder / f"{path.stem}-{digest}.pickle" if folder else None
-        root = None
-        if cached is not None and cached.exists():
-            try:
-                root = pickle.loads(cached.read_bytes())
-            except Exception:  # noqa: BLE001 - a stale or torn cache file is rebuilt
-                root = None
-        if root is None:
-            root = _compile_file(path)
-            root.digest = digest
-            if cached is not None:
-                try:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    import tempfile  # (only to write the cache: 2-3 ms of imports otherwise)
 
-                    with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as fh:
-                        fh.write(pickle.dumps(root, protocol=pickle.HIGHEST_PROTOCOL))
-                    os.replace(fh.name, cached)
-                except OSError:
-                    pass  # read-only home: compile per process
+        def build() -> Root:
+            compiled = _compile_file(path)
+            compiled.digest = digest
+            return compiled
+
+        root = diskcache.cached(cached, build)
         _LOADED[name] = root
         return root
