@@ -7,6 +7,7 @@ sees half a file); a folder that cannot be written only means building per proce
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 from pathlib import Path
@@ -32,9 +33,19 @@ def cached(path: Path | None, build: Callable[[], T]) -> T:
     """The value pickled at ``path`` (None: no cache), else ``build()``, stored there."""
     if path is not None:
         try:
-            return pickle.loads(path.read_bytes())
-        except Exception:  # noqa: BLE001 - missing, stale or torn: rebuilt
-            pass
+            data = path.read_bytes()
+        except OSError:
+            data = None
+        if data is not None:
+            collecting = gc.isenabled()
+            gc.disable()  # thousands of new objects, no garbage: ≈ 2 ms of collections saved
+            try:
+                return pickle.loads(data)
+            except Exception:  # noqa: BLE001 - a stale or torn cache file is rebuilt
+                pass
+            finally:
+                if collecting:
+                    gc.enable()
     value = build()
     if path is not None:
         try:

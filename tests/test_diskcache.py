@@ -105,3 +105,46 @@ def test_an_unwritable_cache_folder_only_means_parsing(tmp_path, monkeypatch):
         assert yamlio.load_file(path) == {"a": 1}
     finally:
         settings.reset()
+
+
+def _map_codes(root, refdes: str) -> frozenset:
+    from gateway.x12.engine.nodes import Element
+
+    for node in root.nodes:
+        for element in getattr(node, "elements", None) or ():
+            if isinstance(element, Element) and element.refdes == refdes:
+                return element.codes
+    raise AssertionError(refdes)
+
+
+def test_a_changed_map_is_compiled_again_and_a_torn_one_rebuilt(tmp_path, monkeypatch):
+    """The compiled-map cache (gateway/x12/engine/maps.py) through the same helper: a map whose
+    bytes changed gets a new cache entry, never the old compiled form."""
+    from gateway.x12.engine import maps
+    from gateway.x12.engine.nodes import pyx12_map_dir
+
+    folder = tmp_path / "maps"
+    monkeypatch.setenv("ECM_GATEWAY_X12_MAP_CACHE", str(folder))
+    settings.reset()
+    try:
+        original = (pyx12_map_dir() / "997.4010.xml").read_text()
+        assert "<code>03</code>" in original
+        first, second, third = (tmp_path / n / "997.4010.xml" for n in "abc")
+        for path, text in ((first, original), (second, original.replace("<code>03</code>",
+                                                                           "<code>07</code>", 1)),
+                           (third, original)):
+            path.parent.mkdir()
+            path.write_text(text)
+        a = maps.load(str(first))
+        assert "03" in _map_codes(a, "ISA01")
+        (stored,) = folder.glob("997.4010-*.pickle")
+        b = maps.load(str(second))  # changed bytes: compiled again
+        assert "07" in _map_codes(b, "ISA01") and "03" not in _map_codes(b, "ISA01")
+        assert len(list(folder.glob("997.4010-*.pickle"))) == 2
+        stored.write_bytes(stored.read_bytes()[:100])  # torn: rebuilt, same result
+        c = maps.load(str(third))
+        assert _map_codes(c, "ISA01") == _map_codes(a, "ISA01")
+        assert len(c.nodes) == len(a.nodes)
+        assert pickle.loads(stored.read_bytes()).digest == a.digest
+    finally:
+        settings.reset()
