@@ -43,8 +43,9 @@ class RuleCatalogue:
     @classmethod
     def load(cls, folder: Path) -> "RuleCatalogue":
         rules: dict[str, Rule] = {}
-        for path in sorted(folder.glob("*.yaml")):
-            pack = yamlio.load_file(path) or {}
+        paths = sorted(folder.glob("*.yaml"))
+        for path, pack in zip(paths, yamlio.load_files(paths)):
+            pack = pack or {}
             for entry in pack.get("rules", []):
                 if entry["id"] in rules:
                     raise ValueError(f"rule {entry['id']} defined twice ({path.name})")
