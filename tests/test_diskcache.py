@@ -148,3 +148,13 @@ def test_a_changed_map_is_compiled_again_and_a_torn_one_rebuilt(tmp_path, monkey
         assert pickle.loads(stored.read_bytes()).digest == a.digest
     finally:
         settings.reset()
+
+
+def test_the_yaml_cache_setting_read_early_agrees_with_the_settings_object(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECM_GATEWAY_YAML_CACHE", str(tmp_path / "y"))
+    settings.reset()
+    try:
+        assert settings.early("yaml_cache") == str(tmp_path / "y") == settings.current().yaml_cache
+        assert diskcache.folder("yaml_cache", "yaml") == tmp_path / "y"
+    finally:
+        settings.reset()
