@@ -349,7 +349,9 @@ def _optional_chain(items: list[tuple[str, bool]], sep: str) -> str:
     out = ""
     out_required = False
     for pattern, required in reversed(items):
-        piece = re.escape(sep) + (pattern if required else f"(?:{pattern})?+") + out
+        # (an empty item, a "not used" element: no ``(?:)?+``, the same language for less to
+        # parse; the 837P's HI pattern had 84 of them)
+        piece = re.escape(sep) + (pattern if required or not pattern else f"(?:{pattern})?+") + out
         out_required = required or out_required
         out = piece if out_required else f"(?:{piece})?+"
     return out
@@ -409,7 +411,7 @@ def compile_fast(node: Segment, icvn: str) -> None:
                 if child.usage == "R" and not first_required:
                     raise _NoFast
                 chain = _optional_chain(comps[1:], "\x1e")
-                body = (first if first_required else f"(?:{first})?") + chain
+                body = (first if first_required or not first else f"(?:{first})?") + chain
                 items.append((body, child.usage == "R"))
                 continue
             if child.data_ele == "1250":

@@ -34,7 +34,7 @@ from gateway.x12.engine.nodes import (
     pyx12_map_dir,
 )
 
-ENGINE_VERSION = "4"  # bump when the compiled form changes (invalidates the disk cache)
+ENGINE_VERSION = "5"  # bump when the compiled form changes (invalidates the disk cache)
 
 
 class MapError(ValueError):
