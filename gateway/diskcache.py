@@ -3,7 +3,12 @@
 carries the hash of the inputs, so a new process pays an unpickle instead of the build, and a
 changed input is a new name (never a stale hit). A file that does not unpickle (torn, from an
 older Python) is rebuilt; writes go to a temporary file and ``os.replace`` it (a reader never
-sees half a file); a folder that cannot be written only means building per process."""
+sees half a file); a folder that cannot be written only means building per process.
+
+A cache file is a pickle, and unpickling runs code, so a file is read only when it and its
+folder belong to this process's user and neither is writable by group or others (the folder
+is created 0700); a cache someone else could have planted is ignored and the value built (a
+planted file is never overwritten either: the folder is not ours to write)."""
 
 from __future__ import annotations
 
@@ -29,13 +34,31 @@ def folder(setting: str, default: str) -> Path | None:
     return Path(early("var")) / "cache" / default
 
 
+def _private(path: Path) -> bool:
+    """Whether ``path`` exists, belongs to this user and is not writable by group or others."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def cached(path: Path | None, build: Callable[[], T]) -> T:
     """The value pickled at ``path`` (None: no cache), else ``build()``, stored there."""
     if path is not None:
         try:
-            data = path.read_bytes()
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError:
-            data = None
+            pass  # read-only home: build per process
+        if not _private(path.parent):
+            path = None  # a folder others can write (or not ours): no cache, build per process
+    if path is not None:
+        data = None
+        if _private(path):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = None
         if data is not None:
             collecting = gc.isenabled()
             gc.disable()  # thousands of new objects, no garbage: ≈ 2 ms of collections saved
@@ -49,7 +72,6 @@ def cached(path: Path | None, build: Callable[[], T]) -> T:
     value = build()
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             import tempfile  # (only to write the cache: 2-3 ms of imports otherwise)
 
             with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as fh:

@@ -158,3 +158,36 @@ def test_the_yaml_cache_setting_read_early_agrees_with_the_settings_object(tmp_p
         assert diskcache.folder("yaml_cache", "yaml") == tmp_path / "y"
     finally:
         settings.reset()
+
+
+def test_a_cache_others_can_write_is_never_unpickled(tmp_path):
+    """A cache file is a pickle (unpickling runs code): one in a folder that group or others
+    can write, or one such file itself, could have been planted, so it is ignored and the value
+    built; the gateway makes its cache folder 0700."""
+    folder = tmp_path / "shared-cache"
+    folder.mkdir()
+    path = folder / "value.pickle"
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"built": len(calls)}
+
+    assert diskcache.cached(path, build) == {"built": 1}  # stored in our own folder
+    assert diskcache.cached(path, build) == {"built": 1} and len(calls) == 1  # from the cache
+    path.write_bytes(pickle.dumps({"planted": True}))
+    path.chmod(0o666)  # a file anyone could have written
+    assert diskcache.cached(path, build) == {"built": 2}
+    folder.chmod(0o777)  # a folder anyone can write into
+    path.write_bytes(pickle.dumps({"planted": True}))
+    path.chmod(0o600)
+    assert diskcache.cached(path, build) == {"built": 3}
+    assert pickle.loads(path.read_bytes()) == {"planted": True}  # not ours to overwrite either
+
+
+def test_the_cache_folder_is_made_private(tmp_path):
+    path = tmp_path / "new" / "cache" / "value.pickle"
+    assert diskcache.cached(path, lambda: 7) == 7
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o077 == 0
+    assert diskcache.cached(path, lambda: 8) == 7
