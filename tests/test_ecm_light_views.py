@@ -23,8 +23,8 @@ from gateway.x12.reader import X12Reader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from test_x12_fast_paths import _IN_CLAIM, _ODD, _claim_defects  # noqa: E402
-from x12_mutants import _join, _mutate, _segments  # noqa: E402
+from test_x12_fast_paths import _IN_CLAIM, _ODD, _claim_defects, _odd_claims  # noqa: E402
+from x12_mutants import _join, _segments  # noqa: E402
 
 _VIEW_PARTS = ["NM1*82*1*ROE*RAY****XX*1999999984", "NM1*82*2*CLINIC*****XX*",
                "SBR*S*18*******MC", "NM1*PR*2*OTHER PAYER*****PI*99", "LX*7",
@@ -105,13 +105,7 @@ def test_clean_file_every_claim_read_light(synth, as_text):
 def test_rows_of_claims_read_light_are_the_full_readings(synth, seed, value, inserted):
     rng = random.Random(seed)
     segs = _claim_defects(synth, rng, value) if rng.random() < 0.5 else list(synth)
-    for text in inserted:  # somewhere after a CLM
-        claims = [i for i, s in enumerate(segs) if s.startswith("CLM*")]
-        segs.insert(rng.choice(claims) + rng.randint(1, 8), text)
-    if rng.random() < 0.3:
-        for _ in range(rng.randint(1, 5)):
-            _mutate(rng, segs)
-    data = _join(segs)
+    data = _join(_odd_claims(segs, rng, inserted, reach=8))
     for as_text in (True, False):
         light, full, read_light = rows_both_ways(data, as_text)
         assert light == full

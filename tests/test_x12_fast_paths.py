@@ -137,6 +137,20 @@ _ODD = st.sampled_from(["", "0", "1", "25", "-3", "1.5", "1.", ".5", "1e3", "NaN
                         "20261301", "2026091", "20260912", "20260912-20260901", "ABC"])
 
 
+def _odd_claims(segs: list[str], rng: random.Random, inserted: list[str],
+                reach: int) -> list[str]:
+    """``segs`` with each of ``inserted`` put 1 to ``reach`` segments after a CLM, then, three
+    times in ten, 1 to 5 random mutations (the drawing shared by the light-reading tests)."""
+    segs = list(segs)
+    for text in inserted:  # somewhere after a CLM
+        claims = [i for i, s in enumerate(segs) if s.startswith("CLM*")]
+        segs.insert(rng.choice(claims) + rng.randint(1, reach), text)
+    if rng.random() < 0.3:
+        for _ in range(rng.randint(1, 5)):
+            _mutate(rng, segs)
+    return segs
+
+
 def _claim_defects(segs: list[str], rng: random.Random, draw) -> list[str]:
     """Odd values in the elements the claim model converts: amounts, units, dates, line
     numbers, pointers, diagnosis lists, addresses."""
@@ -259,13 +273,7 @@ _IN_CLAIM = ["NM1*41*2*OTHER SUBMITTER*****46*X1", "NM1*40*2*OTHER RECEIVER*****
 def test_claims_read_light_get_the_full_readings_spans_and_findings(synth, seed, value,
                                                                      inserted):
     rng = random.Random(seed)
-    segs = _claim_defects(synth, rng, value)
-    for text in inserted:  # somewhere after a CLM
-        claims = [i for i, s in enumerate(segs) if s.startswith("CLM*")]
-        segs.insert(rng.choice(claims) + rng.randint(1, 6), text)
-    if rng.random() < 0.3:
-        for _ in range(rng.randint(1, 5)):
-            _mutate(rng, segs)
+    segs = _odd_claims(_claim_defects(synth, rng, value), rng, inserted, reach=6)
     light, full = _spans_both_ways(_join(segs))
     assert light == full
 
