@@ -32,8 +32,14 @@ cdef class ClaimCollector:
 
     cpdef feed_data(self, Segment seg)
 
-    @cython.locals(f=list, buf=list, parsed=dict, found=tuple)
+    @cython.locals(f=list, buf=list)
     cdef bint _light(self, Segment seg, str seg_id, int kind) except -1
+
+    # an SV1's / HI's reading, once per text (the full and the light reading share them)
+    @cython.locals(parsed=dict)
+    cdef dict _sv1_of(self, Segment seg)
+    @cython.locals(found=tuple)
+    cdef tuple _hi_of(self, Segment seg)
 
     # internal steps called from the handlers: C calls in the compiled build
     cdef _flush_claim(self)

@@ -414,16 +414,21 @@ class ClaimCollector:
         claim: dict = self._claim
         if claim is None:
             return
-        # (qualifier of the principal diagnosis or "", codes), read once per HI text
-        found: tuple = self._hi.get(seg.raw)
+        found: tuple = self._hi_of(seg)
+        if found[0]:
+            claim["dx_qualifier"] = found[0]
+        claim["diagnoses"].extend(found[1])
+
+    def _hi_of(self, seg: Segment) -> tuple:
+        """(qualifier of the principal diagnosis or "", codes) of an HI, read once per HI text
+        (a file repeats its diagnosis lists)."""
+        found = self._hi.get(seg.raw)
         if found is None:
             found = self._read_hi(seg.fields)
             if len(self._hi) >= SEGMENT_CACHE_SIZE:
                 self._hi.clear()
             self._hi[seg.raw] = found
-        if found[0]:
-            claim["dx_qualifier"] = found[0]
-        claim["diagnoses"].extend(found[1])
+        return found
 
     def _read_hi(self, fields: list) -> tuple:
         """(qualifier of the principal diagnosis or "", diagnosis codes) of an HI."""
@@ -452,14 +457,18 @@ class ClaimCollector:
         if line is None:
             return
         line["ordinal"] = seg.ordinal
-        # a file repeats its service lines: each SV1 text is read once
-        parsed: dict = self._sv1.get(seg.raw)
+        line.update(self._sv1_of(seg))  # (its lists are shared, never changed: the model copies them)
+
+    def _sv1_of(self, seg: Segment) -> dict:
+        """What a line takes from an SV1 (:meth:`_read_sv1`), read once per SV1 text (a file
+        repeats its service lines)."""
+        parsed = self._sv1.get(seg.raw)
         if parsed is None:
             parsed = self._read_sv1(seg.fields)
             if len(self._sv1) >= SEGMENT_CACHE_SIZE:
                 self._sv1.clear()
             self._sv1[seg.raw] = parsed
-        line.update(parsed)  # (its lists are shared, never changed: the model copies them)
+        return parsed
 
     def _read_sv1(self, f: list) -> dict:
         """What a line takes from its SV1, and ``plain``: whether the readability check
@@ -517,13 +526,7 @@ class ClaimCollector:
             return False
         if kind == 1:  # SV1
             if self._l_open:
-                parsed: dict = self._sv1.get(seg.raw)
-                if parsed is None:
-                    parsed = self._read_sv1(f)
-                    if len(self._sv1) >= SEGMENT_CACHE_SIZE:
-                        self._sv1.clear()
-                    self._sv1[seg.raw] = parsed
-                self._l_plain = parsed["plain"]
+                self._l_plain = self._sv1_of(seg)["plain"]
         elif kind == 2:  # DTP
             if self._l_open and len(f) > 1 and f[1] == "472":
                 known = self._dtp.get(seg.raw)
@@ -545,13 +548,7 @@ class ClaimCollector:
             except ValueError:
                 self._l_ok = False
         elif kind == 4:  # HI
-            found: tuple = self._hi.get(seg.raw)
-            if found is None:
-                found = self._read_hi(f)
-                if len(self._hi) >= SEGMENT_CACHE_SIZE:
-                    self._hi.clear()
-                self._hi[seg.raw] = found
-            self._l_diag += len(found[1])
+            self._l_diag += len(self._hi_of(seg)[1])
         elif kind == 5:  # NM1
             role = f[1] if len(f) > 1 else ""
             if role == "41" or role == "40":

@@ -35,11 +35,12 @@ cdef class ClaimTracker:
     @cython.locals(loop=str)
     cpdef track_DMG(self, list fields, node, ordinal, position, dict loop_counts, text=*)
 
-    @cython.locals(claim=_Claim)
     cpdef track_SV1(self, list fields, node, ordinal, position, dict loop_counts, text=*)
 
-    @cython.locals(claim=_Claim)
     cpdef track_SV2(self, list fields, node, ordinal, position, dict loop_counts, text=*)
+
+    @cython.locals(claim=_Claim)
+    cdef _line_charge(self, list fields, node, Py_ssize_t index)
 
     @cython.locals(claim=_Claim)
     cpdef track_REF(self, list fields, node, ordinal, position, dict loop_counts, text=*)

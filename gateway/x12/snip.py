@@ -265,18 +265,18 @@ class ClaimTracker:
             self.birth[loop] = fields[2]
 
     def track_SV1(self, fields, node, ordinal, position, loop_counts, text="") -> None:
-        claim = self.claim
-        if claim is not None:
-            parent = node.parent
-            if parent is not None and parent.id == "2400":
-                claim.lines.append(fields[2] if len(fields) > 2 else "")
+        self._line_charge(fields, node, 2)  # SV102
 
     def track_SV2(self, fields, node, ordinal, position, loop_counts, text="") -> None:
+        self._line_charge(fields, node, 3)  # SV203
+
+    def _line_charge(self, fields, node, index) -> None:
+        """A service line's charge (element ``index``) noted for the open claim's balance."""
         claim = self.claim
         if claim is not None:
             parent = node.parent
             if parent is not None and parent.id == "2400":
-                claim.lines.append(fields[3] if len(fields) > 3 else "")
+                claim.lines.append(fields[index] if len(fields) > index else "")
 
     def track_REF(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         claim = self.claim
