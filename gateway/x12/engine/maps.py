@@ -241,7 +241,7 @@ def _compile_file(path: Path) -> Root:
     for node in comp.nodes:
         if node.is_segment:
             compile_fast(node, icvn)
-            pack_elements(node)  # unpickled on first use (nodes.Segment.__getattr__)
+            pack_elements(node)  # unpickled on first use (nodes.Segment.elements)
     return root
 
 

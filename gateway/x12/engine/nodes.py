@@ -79,44 +79,33 @@ class Composite:
 
 
 class Segment(Node):
-    __slots__ = ("elements", "syntax", "key", "fast", "post", "has_1250", "twins", "packed")
+    __slots__ = ("_elements", "syntax", "key", "fast", "post", "has_1250", "twins", "packed")
     is_segment = True
 
-    def __getattr__(self, name: str):
-        # (called only when a slot is not set) a compiled map keeps each segment's elements
-        # pickled in ``packed`` (maps.pack_elements) and unpickles them on first use: a
-        # validation reads the elements of only the few segments it checks in detail, and the
-        # elements are four fifths of a map's objects (≈ 5 ms of a process's start)
-        if name != "elements":
-            raise AttributeError(name)
+    @property
+    def elements(self) -> list:
+        """The segment's elements and composites. A compiled map keeps them pickled in
+        ``packed`` (:func:`pack_elements`) and unpickles them on first use: a validation reads
+        the elements of only the few segments it checks in detail, and the elements are four
+        fifths of a map's objects (≈ 5 ms of a process's start)."""
+        try:
+            return self._elements
+        except AttributeError:
+            pass
         with _UNPACKING:
             try:
-                return object.__getattribute__(self, "elements")  # (another thread did it)
+                return self._elements  # (another thread did it)
             except AttributeError:
                 pass
-            try:
-                packed = object.__getattribute__(self, "packed")
-            except AttributeError:
-                raise AttributeError(name) from None
-            elements = pickle.loads(packed)
+            elements = pickle.loads(self.packed)
             for element in elements:
                 element.parent = self
-            self.elements = elements
+            self._elements = elements
             return elements
 
-    def __getstate__(self):
-        # the slots that are set, as pickle's default reads them, but without asking for
-        # ``elements`` (which would unpickle them) and without them when ``packed`` has them
-        state = {}
-        for cls in type(self).__mro__:
-            for name in cls.__dict__.get("__slots__", ()):
-                try:
-                    state[name] = object.__getattribute__(self, name)
-                except AttributeError:
-                    pass
-        if "packed" in state:
-            state.pop("elements", None)
-        return None, state
+    @elements.setter
+    def elements(self, elements: list) -> None:
+        self._elements = elements
 
     def __repr__(self) -> str:
         return f"<Segment {self.id} pos {self.pos}>"
@@ -157,4 +146,4 @@ def pack_elements(segment: Segment) -> None:
     for element in elements:  # (the segment itself stays out of the pickle)
         element.parent = None
     segment.packed = pickle.dumps(elements, protocol=pickle.HIGHEST_PROTOCOL)
-    del segment.elements
+    del segment._elements  # (a pickled map holds them once, packed)
