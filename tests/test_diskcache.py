@@ -285,8 +285,10 @@ def test_a_cached_map_gives_each_segment_its_elements_as_compiled(tmp_path, monk
     monkeypatch.setenv("ECM_GATEWAY_X12_MAP_CACHE", str(tmp_path / "maps"))
     settings.reset()
     try:
-        fresh = maps._compile_file(maps.find_map("837.5010.X222.A1.xml"))
-        maps.load("837.5010.X222.A1.xml")  # (stored)
+        path = tmp_path / "837.5010.X222.A1.xml"  # (a name no other test loads)
+        path.write_bytes(maps.find_map("837.5010.X222.A1.xml").read_bytes())
+        fresh = maps._compile_file(path)
+        maps.load(str(path))  # (stored)
         (stored,) = (tmp_path / "maps").glob("837.5010.X222.A1-*.pickle")
         cached = pickle.loads(stored.read_bytes())
         segments = [n for n in cached.nodes if n.is_segment]
