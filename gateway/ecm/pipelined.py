@@ -243,7 +243,7 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
                 batches += 1
                 if not batches % COLLECT_EVERY:
                     gc.collect()
-                batch = pickle.loads(memoryview(message)[1:])
+                batch = _unpack(memoryview(message)[1:])
                 found = rules.check([entry_of(row) for row in batch])
                 outbox.send_bytes(_FINDINGS + _pack(
                     [_finding_row(f) for findings in found for f in findings]))
@@ -293,8 +293,9 @@ def _finding(row: tuple, new=object.__new__, severities=_SEVERITY,
 
 
 def _pack(rows: list) -> bytes:
-    """marshal (several times quicker than pickle for plain tuples of str/int/None), pickle
-    for a value marshal cannot write; the first byte says which."""
+    """marshal (several times quicker than pickle for plain tuples of str/int/None: findings,
+    text rows), pickle for a value marshal cannot write (a view's dates); the first byte says
+    which."""
     try:
         return b"M" + marshal.dumps(rows)
     except ValueError:
@@ -345,7 +346,8 @@ class RulesWorker:
         if not batch:
             return
         self._take(block=False)
-        self._send(_BATCH + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        self._send(_BATCH + (_pack(batch) if batch[0][0].__class__ is str else
+                             b"P" + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)))
         self.sent += 1
 
     def keeping_up(self) -> bool:
