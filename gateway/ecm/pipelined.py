@@ -320,6 +320,9 @@ class RulesWorker:
         self.from_worker = from_worker
         self.batch_size = rules.batch_size
         self.findings: list[Finding] = []
+        # the findings as they came (marshal'd rows, one body a batch), made Finding objects
+        # while the caller waits for the last batch (:meth:`finish`), not while it validates
+        self._bodies: list = []
         self.sent = 0  # batches submitted
         self.done = 0  # batches whose findings came back
         self._frozen = True  # (start froze the collector's objects)
@@ -361,12 +364,21 @@ class RulesWorker:
         engine's state, until the engine is used again (:meth:`reclaim`) or closed."""
         self._send(_END)
         try:
-            while self._take(block=True) != _DONE:
-                pass
+            while True:  # (what came meanwhile is made into findings while the worker works)
+                if self._bodies and not self.from_worker.poll():
+                    self._unpack_one()
+                elif self._take(block=True) == _DONE:
+                    break
+            while self._bodies:
+                self._unpack_one()
         finally:
             self._thaw()
         self.rules._worker = self
         return self.findings
+
+    def _unpack_one(self) -> None:
+        """The findings of the oldest batch not made into findings yet."""
+        self.findings.extend(map(_finding, _unpack(self._bodies.pop(0))))
 
     def reclaim(self) -> None:
         """The engine's state back from the worker, which then ends."""
@@ -408,7 +420,7 @@ class RulesWorker:
     def _handle(self, message: bytes) -> bytes:
         kind = message[:1]
         if kind == _FINDINGS:
-            self.findings.extend(map(_finding, _unpack(memoryview(message)[1:])))
+            self._bodies.append(memoryview(message)[1:])
             self.done += 1
         elif kind == _ERROR:
             self.close()
