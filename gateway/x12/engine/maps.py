@@ -36,7 +36,7 @@ from gateway.x12.engine.nodes import (
     pack_elements, pyx12_map_dir,
 )
 
-ENGINE_VERSION = "6"  # bump when the compiled form changes (invalidates the disk cache)
+ENGINE_VERSION = "7"  # bump when the compiled form changes (invalidates the disk cache)
 
 
 class MapError(ValueError):
