@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import EVENT_PRIORITY, event_index
-from gateway.registry.store import Assignment, HistoryLine
+from gateway.registry.store import CODE_TUPLES, Assignment, HistoryLine
 
 STAY_KINDS = ("inpatient_stay", "snf_stay")
 
@@ -34,9 +34,13 @@ def month_start(day: date, months_before: int = 0) -> date:
 
 def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
     """Which utilization event a history line is (ed_visit, inpatient_stay, snf_stay)."""
+    return _kind(line.place_of_service, line.procedure_code, index)
+
+
+def _kind(place_of_service, procedure_code, index: tuple[dict, dict]) -> str | None:
     by_place, by_code = index
-    place = by_place.get(line.place_of_service)
-    code = by_code.get(line.procedure_code)
+    place = by_place.get(place_of_service)
+    code = by_code.get(procedure_code)
     if place and code:  # the stronger of the two (a stay outranks a visit)
         return place if EVENT_PRIORITY.index(place) <= EVENT_PRIORITY.index(code) else code
     return place or code
@@ -55,9 +59,11 @@ def diagnosis_matcher(spec: dict, name: str):
 
 def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                    spec: dict, index: tuple[dict, dict] | None = None,
-                   latest: date | None = None) -> list[dict]:
+                   latest: date | None = None, rows: bool = False) -> list[dict]:
     """For each utilization POF a member is assigned under whose tested alternatives all lack
-    evidence in the lookback: the values of the ECM-POF-001 message.
+    evidence in the lookback: the values of the ECM-POF-001 message. ``rows``: ``history``
+    holds plain rows of the :data:`~gateway.registry.store.EVENT_ROW` columns
+    (``Registry.snapshot(event_rows=True)``), not HistoryLine objects.
 
     Runs once per member with ECM lines in a validation (and per member in
     :func:`pof_evidence`): it reads the spec compiled once (:func:`_compiled`) and the events
@@ -81,7 +87,7 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                 continue
             seen.add(pof)
             if evts is None:
-                evts = _event_tuples(history, compiled)
+                evts = _event_tuples(history, compiled, rows)
             start, end = span
             inside = [e for e in evts if start <= e[1] <= end]
             lacking = []
@@ -154,25 +160,38 @@ def _compiled(spec: dict, index: tuple[dict, dict] | None) -> _Compiled:
     return compiled
 
 
-def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
+def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]:
     """The member's utilization events as ``[kind, start, end, claims, diagnoses]`` lists, in
     no particular order: stays as admissions (lines of one kind on days no more than
     ``stay_gap_days`` apart, or of one claim, are one stay), ED visits once a day, an ED visit
-    within ``ed_admission_window_days`` before an inpatient stay folded into the stay."""
+    within ``ed_admission_window_days`` before an inpatient stay folded into the stay.
+    ``history``: HistoryLine objects, or (``rows``) :data:`EVENT_ROW` tuples."""
     kind_of = c.kind_of
-    by_kind: dict[str, list[HistoryLine]] = {}
+    index = c.index
+    days, codes = _DAYS, CODE_TUPLES
+    # each event line as (day, claim id, diagnoses), by kind
+    by_kind: dict[str, list[tuple]] = {}
     for line in history:
-        key = (line.place_of_service, line.procedure_code)
+        if rows:
+            _, served, place, code, claim_id, diagnoses = line
+        else:
+            place, code = line.place_of_service, line.procedure_code
+        key = (place, code)
         try:
             kind = kind_of[key]
         except KeyError:
-            kind = kind_of[key] = classify(line, c.index)
-        if kind is not None:
-            found_kind = by_kind.get(kind)
-            if found_kind is None:
-                by_kind[kind] = [line]
-            else:
-                found_kind.append(line)
+            kind = kind_of[key] = _kind(place, code, index)
+        if kind is None:
+            continue
+        if rows:
+            item = (days[served], claim_id or "", codes[diagnoses])
+        else:
+            item = (line.service_date, line.claim_id, line.diagnoses)
+        found_kind = by_kind.get(kind)
+        if found_kind is None:
+            by_kind[kind] = [item]
+        else:
+            found_kind.append(item)
     if not by_kind:
         return []
     gap = c.gap
@@ -183,9 +202,8 @@ def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
         if not lines:
             continue
         current = None
-        for line in sorted(lines, key=_service_date) if len(lines) > 1 else lines:
-            day = line.service_date
-            claim_id = line.claim_id
+        for day, claim_id, diagnoses in sorted(lines, key=_first) if len(lines) > 1 \
+                else lines:
             if current is not None and (day <= current[2] + gap or claim_id
                                         and claim_id in current[3]):
                 if day > current[2]:
@@ -197,27 +215,41 @@ def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
                     admissions.append(current)
             if claim_id:
                 current[3].add(claim_id)
-            current[4].update(line.diagnoses)
+            current[4].update(diagnoses)
     visits = by_kind.get("ed_visit")
     if visits:
         window = c.ed_window
         by_day: dict[date, list] = {}
-        for line in visits:
-            day = line.service_date
+        for day, _, diagnoses in visits:
             stay = next((a for a in admissions if a[1] - window <= day <= a[2]), None)
             if stay is not None:  # the ED visit that led to the admission is the stay
-                stay[4].update(line.diagnoses)
+                stay[4].update(diagnoses)
                 continue
             visit = by_day.get(day)
             if visit is None:
                 visit = by_day[day] = ["ed_visit", day, day, None, set()]
                 found.append(visit)
-            visit[4].update(line.diagnoses)
+            visit[4].update(diagnoses)
     return found
 
 
-def _service_date(line: HistoryLine) -> date:
-    return line.service_date
+def _first(item: tuple):
+    return item[0]
+
+
+class _Days(dict):
+    """A service date as the driver returns it (SQLite: ISO text; PostgreSQL: a date) → the
+    date, memoised: ``_DAYS[value]``."""
+
+    def __missing__(self, value) -> date:
+        if len(self) > 20_000:
+            self.clear()
+        found = self[value] = value if value.__class__ is date else \
+            date.fromisoformat(value[:10])
+        return found
+
+
+_DAYS = _Days()
 
 
 def _count_tuples(evts: list[list], kinds: tuple[str, ...], matches, sum_kinds: bool) -> int:

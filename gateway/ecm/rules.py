@@ -93,14 +93,14 @@ class _Batch:
     """What one batch of claims reads from the registries (a :class:`Snapshot`) and the
     per-batch memo of the assignment covering a member's date."""
 
-    __slots__ = ("assignments", "enrolments", "cs", "history", "history_keys", "first_ecm",
+    __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "first_ecm",
                  "covering")
 
     def __init__(self, snap: Snapshot) -> None:
         self.assignments = snap.assignments
         self.enrolments = snap.enrolments
         self.cs = snap.cs_authorizations
-        self.history = snap.history
+        self.events = snap.events  # utilization event rows (snapshot(event_rows=True))
         self.history_keys = snap.history_keys
         self.first_ecm = snap.first_ecm_line
         self.covering: dict[tuple[str, date], object] = {}
@@ -147,6 +147,9 @@ class EncounterRules:
         self._ecm_codes = frozenset(c for c, rows in self.codes.services.items()
                                     if any(r.program == "ECM" for r in rows))
         self._events = (frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code))
+        # one tuple for the run: pof_shortfalls finds its compiled spec by identity, not by
+        # comparing the two dicts every call
+        self._event_index = (self.codes.event_by_place, self.codes.event_by_code)
         spec = self.codes.utilization or {}
         # the POFs whose evidence pof_shortfalls looks for (others never have a shortfall)
         self._evidence_pofs = frozenset(
@@ -268,7 +271,8 @@ class EncounterRules:
         snap = self.registry.snapshot(
             cins, npis, days=(first, last) if first is not None else None, events=self._events,
             ecm_codes=self._ecm_codes if self.presumptive else frozenset(),
-            event_members=event_members)
+            event_members=event_members, event_rows=True,
+            cs_authorizations=self.loaded["cs_authorizations"])
         for npi in npis:
             self._providers[npi] = snap.providers.get(npi, [])
         return snap
@@ -560,10 +564,9 @@ class EncounterRules:
         if ecm and loaded["history"] and member_known and cin not in self._pof_checked:
             self._pof_checked.add(cin)
             if any(self._has_evidence_pof(a.pof_codes) for a in assignments):
-                gaps = pof_shortfalls(assignments, ctx.history.get(cin, []),
-                                      self.codes.utilization,
-                                      (self.codes.event_by_place, self.codes.event_by_code),
-                                      latest=self.latest_history)
+                gaps = pof_shortfalls(assignments, ctx.events.get(cin) or [],
+                                      self.codes.utilization, self._event_index,
+                                      latest=self.latest_history, rows=True)
                 if gaps:
                     shown_first = _first_day(lines)
                     for gap in gaps:
