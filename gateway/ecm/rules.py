@@ -171,6 +171,7 @@ class EncounterRules:
         self._providers: dict[str, list] = {}
         self._program_memo: dict[tuple, object] = {}
         self._messages: dict[tuple, Finding | None] = {}
+        self._shown: dict[tuple[str, str], tuple[str, ...] | None] = {}
         self._cin_memo: dict[str, bool] = {}
         self._line_memo: dict[tuple, tuple] = {}
         self._for_submitter = audience == "submitter"
@@ -281,9 +282,16 @@ class EncounterRules:
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
              restricted: bool = False, anywhere: bool = False, **values) -> None:
         audience = "submitter" if restricted and self.audience == "submitter" else "plan"
-        # a message is made once per rule, audience and values: a finding with the same ones
-        # copies it (its location and segment its own)
-        key = (rule_id, audience, *values.items())
+        # a message is made once per rule, audience and the values its message(s) show: a
+        # finding with the same ones copies it (its location and segment its own). A value no
+        # message shows (e.g. the claim's day in ECM-POF-001) is not part of the key.
+        shown = self._shown.get((rule_id, audience), _MISSING)
+        if shown is _MISSING:
+            shown = self._shown_fields(rule_id, audience)
+        if shown is None:
+            key = (rule_id, audience, *values.items())
+        else:
+            key = (rule_id, audience, *[values.get(name, _MISSING) for name in shown])
         try:
             template = self._messages.get(key, _MISSING)
         except TypeError:  # a value that cannot be a key
@@ -315,6 +323,32 @@ class EncounterRules:
                         f"{finding.plan_message}")})
                     return
         out.append(finding)
+
+    def _shown_fields(self, rule_id: str, audience: str) -> tuple[str, ...] | None:
+        """The names of the values the finding's message(s) show - the rule's and, for a
+        submitter, its ``to_submitter`` form's - or None (all values: a field the parse
+        cannot name plainly, or an unknown rule)."""
+        from string import Formatter
+
+        shown: tuple[str, ...] | None = None
+        try:
+            rule = self.catalogue.rule(rule_id)
+            templates = [rule.message]
+            if audience == "submitter" and rule.to_submitter:
+                templates.append(self.catalogue.rule(rule.to_submitter).message)
+            names: set[str] = set()
+            for template in templates:
+                for _, name, spec, conversion in Formatter().parse(template):
+                    if name is None:
+                        continue
+                    if not name.isidentifier() or (spec and "{" in spec):
+                        raise ValueError(name)
+                    names.add(name)
+            shown = tuple(sorted(names))
+        except (KeyError, ValueError):
+            shown = None
+        self._shown[(rule_id, audience)] = shown
+        return shown
 
     @staticmethod
     def _line_place(place: ClaimPlace, index: int) -> tuple[str, int | None]:
