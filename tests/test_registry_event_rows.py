@@ -138,3 +138,65 @@ def test_an_event_rows_date_is_read_as_the_driver_gives_it(value):
     from gateway.registry.store import _DayReader
 
     assert _DAYS[value] == date(2026, 3, 2) == _DayReader(isinstance(value, str))[value]
+
+
+def _old_index(registry: Registry) -> None:
+    """The history index as registries made it before it covered the event rows."""
+    from sqlalchemy import text
+
+    with registry.engine.begin() as conn:
+        conn.execute(text('DROP INDEX "ix_history_member_day_event"'))
+        conn.execute(text('CREATE INDEX "ix_history_member_day_event" ON encounter_history '
+                          '(cin, service_date, place_of_service, procedure_code)'))
+
+
+def _index_columns(registry: Registry) -> list[str]:
+    from sqlalchemy import inspect
+
+    with registry.engine.connect() as conn:
+        [index] = [i for i in inspect(conn).get_indexes("encounter_history")
+                   if i["name"] == "ix_history_member_day_event"]
+    return list(index["column_names"])
+
+
+COVERING = ["cin", "service_date", "place_of_service", "procedure_code", "claim_id",
+            "diagnoses"]
+
+
+def test_the_event_rows_read_never_visits_the_history_table(tmp_path):
+    from sqlalchemy import text
+
+    registry = _loaded(Registry(f"sqlite:///{tmp_path / 'r.sqlite'}"))
+    assert _index_columns(registry) == COVERING
+    with registry.engine.connect() as conn:
+        plan = " ".join(str(r) for r in conn.execute(text(
+            f"EXPLAIN QUERY PLAN SELECT {', '.join(EVENT_ROW)} FROM encounter_history "
+            "WHERE cin IN ('91230000A', '91230001B') AND (place_of_service IN ('21', '23') "
+            "OR procedure_code IN ('99221', '99281'))")))
+    assert "COVERING INDEX ix_history_member_day_event" in plan
+
+
+def test_a_registry_with_the_earlier_index_is_upgraded_on_open(tmp_path):
+    path = tmp_path / "r.sqlite"
+    registry = _loaded(Registry(f"sqlite:///{path}"))
+    _old_index(registry)
+    assert _index_columns(registry) == COVERING[:4]
+    registry.engine.dispose()
+    reopened = Registry(f"sqlite:///{path}")
+    assert _index_columns(reopened) == COVERING
+    _same_snapshots(reopened)  # (nothing lost on the way)
+    # a registry without the index at all (made before it existed) gets it too
+    from sqlalchemy import text
+
+    with reopened.engine.begin() as conn:
+        conn.execute(text('DROP INDEX "ix_history_member_day_event"'))
+    reopened.engine.dispose()
+    assert _index_columns(Registry(f"sqlite:///{path}")) == COVERING
+
+
+def test_a_postgresql_registry_with_the_earlier_index_is_upgraded_on_open(pg_url):
+    registry = _loaded(Registry(pg_url))
+    _old_index(registry)
+    assert _index_columns(registry) == COVERING[:4]
+    registry.engine.dispose()
+    assert _index_columns(Registry(pg_url)) == COVERING
