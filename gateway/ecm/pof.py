@@ -51,9 +51,19 @@ def diagnosis_matcher(spec: dict, name: str):
     ranges = [(str(low).upper(), str(high).upper())
               for low, high in (spec.get("diagnosis_sets", {}).get(name, {}).get("ranges") or ())]
 
+    known: dict[str, bool] = {}  # code -> inside a range (a history repeats its codes)
+
     def matches(codes) -> bool:
-        return any(low <= code[:len(low)] and code[:len(high)] <= high
-                   for code in codes for low, high in ranges)
+        for code in codes:
+            found = known.get(code)
+            if found is None:
+                if len(known) > 20_000:
+                    known.clear()
+                found = known[code] = any(low <= code[:len(low)] and code[:len(high)] <= high
+                                          for low, high in ranges)
+            if found:
+                return True
+        return False
     return matches
 
 
@@ -74,35 +84,51 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
     gaps = []
     seen: set[str] = set()
     evts = None
+    windows = compiled.windows
     for assignment in assignments:
         pof_codes = assignment.pof_codes
-        for codes, name, months, tested, other in compiled.criteria:
-            pof = next((c for c in pof_codes if c in codes), None)
+        for codes, name, months, tested, other, none_found in compiled.criteria:
+            pof = None
+            for code in pof_codes:
+                if code in codes:
+                    pof = code
+                    break
             if pof is None or pof in seen:
                 continue
             if not tested:
                 continue
-            span = compiled.window(assignment, months, latest)
+            key = (assignment.authorization_date or assignment.benefit_start, months, latest)
+            span = windows.get(key, _NO_NAME)
+            if span is _NO_NAME:
+                span = compiled.window(assignment, months, latest)
+                if span is not None:
+                    span = (*span, span[0].isoformat(), span[1].isoformat())
+                if len(windows) > 4096:
+                    windows.clear()
+                windows[key] = span
             if span is None:
                 continue
             seen.add(pof)
             if evts is None:
                 evts = _event_tuples(history, compiled, rows)
-            start, end = span
-            inside = [e for e in evts if start <= e[1] <= end]
-            lacking = []
-            for option_name, kinds, matches, sum_kinds, at_least in tested:
-                count = _count_tuples(inside, kinds, matches, sum_kinds)
-                if count >= at_least:
-                    lacking = None
-                    break
-                lacking.append(f"{option_name} ({count} found)")
+            start, end, start_text, end_text = span
+            inside = [e for e in evts if start <= e[1] <= end] if evts else evts
+            if not inside:  # (no event: every alternative found 0, decided once per criterion)
+                lacking = none_found
+            else:
+                lacking = []
+                for option_name, kinds, matches, sum_kinds, at_least in tested:
+                    count = _count_tuples(inside, kinds, matches, sum_kinds)
+                    if count >= at_least:
+                        lacking = None
+                        break
+                    lacking.append(f"{option_name} ({count} found)")
+                if lacking:
+                    lacking = "; ".join(lacking)
             if lacking:
                 gaps.append({"pof": pof, "criterion": pof if name is _NO_NAME else name,
-                             "start": start.isoformat(), "end": end.isoformat(),
-                             "lacking": "; ".join(lacking),
-                             "other": f"; other criteria may qualify the member: {other}"
-                             if other else ""})
+                             "start": start_text, "end": end_text, "lacking": lacking,
+                             "other": other})
     return gaps
 
 
@@ -121,6 +147,8 @@ class _Compiled:
         self.by_authorization = spec.get("lookback_anchor",
                                          "latest_claims_month") == "authorization_date"
         self.kind_of: dict[tuple[str, str], str | None] = {}
+        # (anchor day, months, latest) -> (start, end, as text) or None: a member's window
+        self.windows: dict[tuple, tuple | None] = {}
         self.criteria = []
         for criterion in spec.get("criteria", []):
             codes = criterion["pof"] if isinstance(criterion["pof"], list) else [criterion["pof"]]
@@ -129,9 +157,15 @@ class _Compiled:
                  _matcher(spec, o["diagnoses"]) if o.get("diagnoses") else None,
                  bool(o.get("sum_kinds")), int(o["at_least"]))
                 for o in criterion["any_of"] if o.get("at_least") is not None)
+            other = criterion.get("other_criteria")
+            # what the alternatives lack when no event is in the window (None: one is met
+            # with none, at_least 0)
+            none_found = None if any(t[4] <= 0 for t in tested) else \
+                "; ".join(f"{t[0]} (0 found)" for t in tested)
             self.criteria.append((frozenset(codes), criterion.get("name", _NO_NAME),
                                   criterion.get("window_months"), tested,
-                                  criterion.get("other_criteria")))
+                                  f"; other criteria may qualify the member: {other}"
+                                  if other else "", none_found))
 
     def window(self, assignment: Assignment, months, latest: date | None):
         """The lookback window of a criterion for an assignment (``lookback_anchor``:
