@@ -504,6 +504,7 @@ class EncounterRules:
         line_memo = self._line_memo
         enrolments = ctx.enrolments.get(cin) if member_known else None
         has_providers = loaded["providers"]
+        provider_memo = self._provider_memo
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
@@ -566,13 +567,21 @@ class EncounterRules:
                 elif loaded["members"] and valid_cin and unassigned is None:
                     unassigned = self._unassigned(v, line, ctx)
                 if has_providers:
-                    self._check_provider(out, npi, day, service, program, place, index)
+                    known = provider_memo.get((npi, day))
+                    if known is None:
+                        known = self._provider(npi, day)
+                    if not known[0] or not known[1]:  # (else nothing to report)
+                        self._check_provider(out, npi, day, service, program, place, index)
             else:  # Community Supports: its own benefit, never checked against ECM assignment
                 if loaded["cs_authorizations"] and valid_cin:
                     self._check_cs_authorization(out, v, service, place, index, ctx, day,
                                                  line_stranger)
                 if has_providers:
-                    self._check_provider(out, npi, day, service, program, place, index)
+                    known = provider_memo.get((npi, day))
+                    if known is None:
+                        known = self._provider(npi, day)
+                    if not known[0] or service.service not in known[2]:
+                        self._check_provider(out, npi, day, service, program, place, index)
         if unassigned is None and not ecm:
             return out
         stranger = here is not None and not any(here)
@@ -597,7 +606,12 @@ class EncounterRules:
                     break
         if ecm and loaded["history"] and member_known and cin not in self._pof_checked:
             self._pof_checked.add(cin)
-            if any(self._has_evidence_pof(a.pof_codes) for a in assignments):
+            evidence = False
+            for a in assignments:
+                if self._has_evidence_pof(a.pof_codes):
+                    evidence = True
+                    break
+            if evidence:
                 gaps = pof_shortfalls(assignments, ctx.events.get(cin) or [],
                                       self.codes.utilization, self._event_index,
                                       latest=self.latest_history, rows=True)
