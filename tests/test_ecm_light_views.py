@@ -1,6 +1,7 @@
 """The ECM rules' rows of claims read light (claims837.RulesSpansCollector, used when the rules
-run in their worker and the claims only go to a report's counts: text rows, which the worker
-views with claims837.light_claim_row) are exactly the views and places the full reading gives
+run in their worker and the claims only go to a report's counts: text rows, shipped marshal'd,
+which the worker views with claims837.light_claim_row, or view rows) are exactly the views and
+places the full reading gives
 (ClaimCollector with keep_encounters="rules", viewed as the worker takes them): the same
 claims, in the same order, over synthetic 837Ps with odd values, segments inserted inside
 claims (other payers' loops, rendering providers of claims and lines, repeated SV1 and DTP,
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 from gateway.model.view import view_of
 from gateway.x12.acks import ClaimSpans
+from gateway.ecm.pipelined import _pack, _unpack
 from gateway.x12.claims837 import ClaimCollector, RulesSpansCollector, light_claim_row
 from gateway.x12.reader import X12Reader
 
@@ -66,9 +68,13 @@ def rows_both_ways(data: bytes, as_text: bool = True) -> tuple[list, list, int]:
 
     def on_full():
         read_light[0] += len(rows)
-        for row in rows:
+        if not rows:
+            return
+        shipped = _pack(rows)  # (as the pipe ships a batch: text rows marshal'd)
+        assert shipped[:1] == (b"M" if as_text else b"P")
+        for row in _unpack(shipped):
             assert (row[0].__class__ is str) == as_text
-            if as_text:  # (shipped as text, viewed in the worker)
+            if as_text:  # (viewed in the worker)
                 row = light_claim_row(row)
             light.append((row[0], *row[1:6], list(row[6])))
         rows.clear()

@@ -347,6 +347,43 @@ def test_findings_come_back_whole():
     assert [getattr(back, name) for name in _FIELDS] == [getattr(finding, n) for n in _FIELDS]
 
 
+@pytest.mark.parametrize("odd", [
+    "", "naïve Åsa 名前 \U0001F600", "line\nbreak\ttab\r\x00nul", "\udcff lone surrogate",
+    "~*:^|'\"\\", "x" * 100_000,
+], ids=["empty", "unicode", "controls", "surrogate", "separators", "long"])
+@pytest.mark.parametrize("context", [None, {"segment": "CLM", "position": [1, 2]},
+                                     {"when": __import__("datetime").date(2026, 9, 1)}],
+                         ids=["no-context", "plain-context", "context-marshal-cannot-write"])
+def test_findings_transport_round_trips_odd_values(odd, context):
+    """A batch of findings crosses the pipe field for field, whatever the characters (marshal;
+    pickle for a value marshal cannot write), and comes back in order as equal Finding objects
+    of the class itself, severities the enum's members, through the caller's deferred
+    unpacking."""
+    from gateway.findings import Finding, Severity, _FIELDS
+
+    findings = [Finding(rule=f"ECM-{odd}", severity=severity, location=odd, message=odd + "m",
+                        source=odd, segment=segment, context=context, plan_rule=plan,
+                        plan_message=plan and odd)
+                for severity in Severity for segment in (None, 0, 7, 2**40)
+                for plan in (None, "ECM-PRV-001")]
+    body = pipelined._pack([pipelined._finding_row(f) for f in findings])
+    assert body[:1] == (b"M" if context is None or "when" not in context else b"P")
+
+    class Pipe:  # (the caller's side as RulesWorker.finish drives it, without a process)
+        _bodies = []
+        findings = []
+        _unpack_one = pipelined.RulesWorker._unpack_one
+
+    pipe = Pipe()
+    pipe._bodies.append(memoryview(pipelined._FINDINGS + body)[1:])
+    pipe._unpack_one()
+    back = pipe.findings
+    assert back == findings and not pipe._bodies
+    for a, b in zip(back, findings):
+        assert a.__class__ is Finding and a.severity is b.severity
+        assert [getattr(a, n) for n in _FIELDS] == [getattr(b, n) for n in _FIELDS]
+
+
 def test_claim_in_doubt_read_by_the_model(pipelining, monkeypatch):
     """A claim the light reader is unsure of (an amount in exponent form) is read by the model
     and viewed before it goes to the worker; the input given as bytes."""

@@ -243,7 +243,7 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
                 batches += 1
                 if not batches % COLLECT_EVERY:
                     gc.collect()
-                batch = pickle.loads(memoryview(message)[1:])
+                batch = _unpack(memoryview(message)[1:])
                 found = rules.check([entry_of(row) for row in batch])
                 outbox.send_bytes(_FINDINGS + _pack(
                     [_finding_row(f) for findings in found for f in findings]))
@@ -293,8 +293,9 @@ def _finding(row: tuple, new=object.__new__, severities=_SEVERITY,
 
 
 def _pack(rows: list) -> bytes:
-    """marshal (several times quicker than pickle for plain tuples of str/int/None), pickle
-    for a value marshal cannot write; the first byte says which."""
+    """marshal (several times quicker than pickle for plain tuples of str/int/None: findings,
+    text rows), pickle for a value marshal cannot write (a view's dates); the first byte says
+    which."""
     try:
         return b"M" + marshal.dumps(rows)
     except ValueError:
@@ -319,6 +320,9 @@ class RulesWorker:
         self.from_worker = from_worker
         self.batch_size = rules.batch_size
         self.findings: list[Finding] = []
+        # the findings as they came (marshal'd rows, one body a batch), made Finding objects
+        # while the caller waits for the last batch (:meth:`finish`), not while it validates
+        self._bodies: list = []
         self.sent = 0  # batches submitted
         self.done = 0  # batches whose findings came back
         self._frozen = True  # (start froze the collector's objects)
@@ -345,7 +349,8 @@ class RulesWorker:
         if not batch:
             return
         self._take(block=False)
-        self._send(_BATCH + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        self._send(_BATCH + (_pack(batch) if batch[0][0].__class__ is str else
+                             b"P" + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)))
         self.sent += 1
 
     def keeping_up(self) -> bool:
@@ -359,12 +364,21 @@ class RulesWorker:
         engine's state, until the engine is used again (:meth:`reclaim`) or closed."""
         self._send(_END)
         try:
-            while self._take(block=True) != _DONE:
-                pass
+            while True:  # (what came meanwhile is made into findings while the worker works)
+                if self._bodies and not self.from_worker.poll():
+                    self._unpack_one()
+                elif self._take(block=True) == _DONE:
+                    break
+            while self._bodies:
+                self._unpack_one()
         finally:
             self._thaw()
         self.rules._worker = self
         return self.findings
+
+    def _unpack_one(self) -> None:
+        """The findings of the oldest batch not made into findings yet."""
+        self.findings.extend(map(_finding, _unpack(self._bodies.pop(0))))
 
     def reclaim(self) -> None:
         """The engine's state back from the worker, which then ends."""
@@ -406,7 +420,7 @@ class RulesWorker:
     def _handle(self, message: bytes) -> bytes:
         kind = message[:1]
         if kind == _FINDINGS:
-            self.findings.extend(map(_finding, _unpack(memoryview(message)[1:])))
+            self._bodies.append(memoryview(message)[1:])
             self.done += 1
         elif kind == _ERROR:
             self.close()

@@ -44,22 +44,33 @@ cdef class ClaimCollector:
     # internal steps called from the handlers: C calls in the compiled build
     cdef _flush_claim(self)
     cdef _level_ends(self, ordinal)
-    # (cpdef: RulesSpansCollector, a Python subclass, extends it)
+    # (cpdef: RulesSpansCollector extends it)
     cpdef bint _light_done(self) except -1
     cdef _to_full(self)
     cdef _hand_spans(self)
     cdef bint _levels_readable(self, dict sub, dict billing) except -1
     cdef dict _address_target(self)
 
-# the ECM rules' rows of claims read light (issue 14)
+# the ECM rules' rows of claims read light (issue 14): an extension type too, so that its
+# _light_done (once a claim) is a C call, its attributes struct fields
+cdef class RulesSpansCollector(ClaimCollector):
+    cdef public list rows
+    cdef public Py_ssize_t size
+    cdef public object full
+    cdef public tuple separators
+    cdef public bint as_text
+
+    @cython.locals(buf=list, rows=list)
+    cpdef bint _light_done(self) except -1
+
 @cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,
                billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
                i=Py_ssize_t, seg_id=str)
 cpdef tuple light_claim_view(ClaimCollector collector, list buf, Py_ssize_t lines_before)
 
-@cython.locals(c=ClaimCollector, seg=Segment, sub=dict, billing=dict, separators=tuple,
+@cython.locals(c=RulesSpansCollector, seg=Segment, sub=dict, billing=dict, separators=tuple,
                n=Py_ssize_t)
-cpdef tuple light_claim_text(ClaimCollector collector, list buf, object lines_before)
+cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lines_before)
 
 @cython.locals(texts=list, f=list, meanings=dict, meaning=tuple, line=list, lines=list,
                view_lines=list, refs=list, i=Py_ssize_t, kind=int, contiguous=bint)
