@@ -526,6 +526,8 @@ def memory_registry(db: str, plain: bool = False):
 
     from gateway.registry.store import Registry
 
+    from gateway.registry.store import upgrade_indexes
+
     registry = Registry() if plain else Registry.in_memory_file()
     raw = registry.engine.raw_connection()
     try:
@@ -534,6 +536,7 @@ def memory_registry(db: str, plain: bool = False):
         source.close()
     finally:
         raw.close()
+    upgrade_indexes(registry.engine)  # (a copy of a file written by an older schema)
     return registry
 
 

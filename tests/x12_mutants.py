@@ -68,6 +68,8 @@ def _mutate(rng: random.Random, segs: list[str]) -> str:
         for j in body:
             if segs[j].startswith("HL*"):
                 f = segs[j].split("*")
+                if len(f) < 2 or not f[1].isdigit():  # (an earlier mutation changed HL01)
+                    continue
                 f[1] = str(int(f[1]) + rng.choice([1, 5]))
                 segs[j] = "*".join(f)
                 return f"hl #{j}"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import EVENT_PRIORITY, event_index
-from gateway.registry.store import Assignment, HistoryLine
+from gateway.registry.store import CODE_TUPLES, Assignment, HistoryLine
 
 STAY_KINDS = ("inpatient_stay", "snf_stay")
 
@@ -34,9 +34,13 @@ def month_start(day: date, months_before: int = 0) -> date:
 
 def classify(line: HistoryLine, index: tuple[dict, dict]) -> str | None:
     """Which utilization event a history line is (ed_visit, inpatient_stay, snf_stay)."""
+    return _kind(line.place_of_service, line.procedure_code, index)
+
+
+def _kind(place_of_service, procedure_code, index: tuple[dict, dict]) -> str | None:
     by_place, by_code = index
-    place = by_place.get(line.place_of_service)
-    code = by_code.get(line.procedure_code)
+    place = by_place.get(place_of_service)
+    code = by_code.get(procedure_code)
     if place and code:  # the stronger of the two (a stay outranks a visit)
         return place if EVENT_PRIORITY.index(place) <= EVENT_PRIORITY.index(code) else code
     return place or code
@@ -47,17 +51,29 @@ def diagnosis_matcher(spec: dict, name: str):
     ranges = [(str(low).upper(), str(high).upper())
               for low, high in (spec.get("diagnosis_sets", {}).get(name, {}).get("ranges") or ())]
 
+    known: dict[str, bool] = {}  # code -> inside a range (a history repeats its codes)
+
     def matches(codes) -> bool:
-        return any(low <= code[:len(low)] and code[:len(high)] <= high
-                   for code in codes for low, high in ranges)
+        for code in codes:
+            found = known.get(code)
+            if found is None:
+                if len(known) > 20_000:
+                    known.clear()
+                found = known[code] = any(low <= code[:len(low)] and code[:len(high)] <= high
+                                          for low, high in ranges)
+            if found:
+                return True
+        return False
     return matches
 
 
 def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
                    spec: dict, index: tuple[dict, dict] | None = None,
-                   latest: date | None = None) -> list[dict]:
+                   latest: date | None = None, rows: bool = False) -> list[dict]:
     """For each utilization POF a member is assigned under whose tested alternatives all lack
-    evidence in the lookback: the values of the ECM-POF-001 message.
+    evidence in the lookback: the values of the ECM-POF-001 message. ``rows``: ``history``
+    holds plain rows of the :data:`~gateway.registry.store.EVENT_ROW` columns
+    (``Registry.snapshot(event_rows=True)``), not HistoryLine objects.
 
     Runs once per member with ECM lines in a validation (and per member in
     :func:`pof_evidence`): it reads the spec compiled once (:func:`_compiled`) and the events
@@ -68,35 +84,51 @@ def pof_shortfalls(assignments: list[Assignment], history: list[HistoryLine],
     gaps = []
     seen: set[str] = set()
     evts = None
+    windows = compiled.windows
     for assignment in assignments:
         pof_codes = assignment.pof_codes
-        for codes, name, months, tested, other in compiled.criteria:
-            pof = next((c for c in pof_codes if c in codes), None)
+        for codes, name, months, tested, other, none_found in compiled.criteria:
+            pof = None
+            for code in pof_codes:
+                if code in codes:
+                    pof = code
+                    break
             if pof is None or pof in seen:
                 continue
             if not tested:
                 continue
-            span = compiled.window(assignment, months, latest)
+            key = (assignment.authorization_date or assignment.benefit_start, months, latest)
+            span = windows.get(key, _NO_NAME)
+            if span is _NO_NAME:
+                span = compiled.window(assignment, months, latest)
+                if span is not None:
+                    span = (*span, span[0].isoformat(), span[1].isoformat())
+                if len(windows) > 4096:
+                    windows.clear()
+                windows[key] = span
             if span is None:
                 continue
             seen.add(pof)
             if evts is None:
-                evts = _event_tuples(history, compiled)
-            start, end = span
-            inside = [e for e in evts if start <= e[1] <= end]
-            lacking = []
-            for option_name, kinds, matches, sum_kinds, at_least in tested:
-                count = _count_tuples(inside, kinds, matches, sum_kinds)
-                if count >= at_least:
-                    lacking = None
-                    break
-                lacking.append(f"{option_name} ({count} found)")
+                evts = _event_tuples(history, compiled, rows)
+            start, end, start_text, end_text = span
+            inside = [e for e in evts if start <= e[1] <= end] if evts else evts
+            if not inside:  # (no event: every alternative found 0, decided once per criterion)
+                lacking = none_found
+            else:
+                lacking = []
+                for option_name, kinds, matches, sum_kinds, at_least in tested:
+                    count = _count_tuples(inside, kinds, matches, sum_kinds)
+                    if count >= at_least:
+                        lacking = None
+                        break
+                    lacking.append(f"{option_name} ({count} found)")
+                if lacking:
+                    lacking = "; ".join(lacking)
             if lacking:
                 gaps.append({"pof": pof, "criterion": pof if name is _NO_NAME else name,
-                             "start": start.isoformat(), "end": end.isoformat(),
-                             "lacking": "; ".join(lacking),
-                             "other": f"; other criteria may qualify the member: {other}"
-                             if other else ""})
+                             "start": start_text, "end": end_text, "lacking": lacking,
+                             "other": other})
     return gaps
 
 
@@ -115,6 +147,8 @@ class _Compiled:
         self.by_authorization = spec.get("lookback_anchor",
                                          "latest_claims_month") == "authorization_date"
         self.kind_of: dict[tuple[str, str], str | None] = {}
+        # (anchor day, months, latest) -> (start, end, as text) or None: a member's window
+        self.windows: dict[tuple, tuple | None] = {}
         self.criteria = []
         for criterion in spec.get("criteria", []):
             codes = criterion["pof"] if isinstance(criterion["pof"], list) else [criterion["pof"]]
@@ -123,9 +157,15 @@ class _Compiled:
                  _matcher(spec, o["diagnoses"]) if o.get("diagnoses") else None,
                  bool(o.get("sum_kinds")), int(o["at_least"]))
                 for o in criterion["any_of"] if o.get("at_least") is not None)
+            other = criterion.get("other_criteria")
+            # what the alternatives lack when no event is in the window (None: one is met
+            # with none, at_least 0)
+            none_found = None if any(t[4] <= 0 for t in tested) else \
+                "; ".join(f"{t[0]} (0 found)" for t in tested)
             self.criteria.append((frozenset(codes), criterion.get("name", _NO_NAME),
                                   criterion.get("window_months"), tested,
-                                  criterion.get("other_criteria")))
+                                  f"; other criteria may qualify the member: {other}"
+                                  if other else "", none_found))
 
     def window(self, assignment: Assignment, months, latest: date | None):
         """The lookback window of a criterion for an assignment (``lookback_anchor``:
@@ -154,25 +194,38 @@ def _compiled(spec: dict, index: tuple[dict, dict] | None) -> _Compiled:
     return compiled
 
 
-def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
+def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]:
     """The member's utilization events as ``[kind, start, end, claims, diagnoses]`` lists, in
     no particular order: stays as admissions (lines of one kind on days no more than
     ``stay_gap_days`` apart, or of one claim, are one stay), ED visits once a day, an ED visit
-    within ``ed_admission_window_days`` before an inpatient stay folded into the stay."""
+    within ``ed_admission_window_days`` before an inpatient stay folded into the stay.
+    ``history``: HistoryLine objects, or (``rows``) :data:`EVENT_ROW` tuples."""
     kind_of = c.kind_of
-    by_kind: dict[str, list[HistoryLine]] = {}
+    index = c.index
+    days, codes = _DAYS, CODE_TUPLES
+    # each event line as (day, claim id, diagnoses), by kind
+    by_kind: dict[str, list[tuple]] = {}
     for line in history:
-        key = (line.place_of_service, line.procedure_code)
+        if rows:
+            _, served, place, code, claim_id, diagnoses = line
+        else:
+            place, code = line.place_of_service, line.procedure_code
+        key = (place, code)
         try:
             kind = kind_of[key]
         except KeyError:
-            kind = kind_of[key] = classify(line, c.index)
-        if kind is not None:
-            found_kind = by_kind.get(kind)
-            if found_kind is None:
-                by_kind[kind] = [line]
-            else:
-                found_kind.append(line)
+            kind = kind_of[key] = _kind(place, code, index)
+        if kind is None:
+            continue
+        if rows:
+            item = (days[served], claim_id or "", codes[diagnoses])
+        else:
+            item = (line.service_date, line.claim_id, line.diagnoses)
+        found_kind = by_kind.get(kind)
+        if found_kind is None:
+            by_kind[kind] = [item]
+        else:
+            found_kind.append(item)
     if not by_kind:
         return []
     gap = c.gap
@@ -183,9 +236,8 @@ def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
         if not lines:
             continue
         current = None
-        for line in sorted(lines, key=_service_date) if len(lines) > 1 else lines:
-            day = line.service_date
-            claim_id = line.claim_id
+        for day, claim_id, diagnoses in sorted(lines, key=_first) if len(lines) > 1 \
+                else lines:
             if current is not None and (day <= current[2] + gap or claim_id
                                         and claim_id in current[3]):
                 if day > current[2]:
@@ -197,27 +249,41 @@ def _event_tuples(history: list[HistoryLine], c: _Compiled) -> list[list]:
                     admissions.append(current)
             if claim_id:
                 current[3].add(claim_id)
-            current[4].update(line.diagnoses)
+            current[4].update(diagnoses)
     visits = by_kind.get("ed_visit")
     if visits:
         window = c.ed_window
         by_day: dict[date, list] = {}
-        for line in visits:
-            day = line.service_date
+        for day, _, diagnoses in visits:
             stay = next((a for a in admissions if a[1] - window <= day <= a[2]), None)
             if stay is not None:  # the ED visit that led to the admission is the stay
-                stay[4].update(line.diagnoses)
+                stay[4].update(diagnoses)
                 continue
             visit = by_day.get(day)
             if visit is None:
                 visit = by_day[day] = ["ed_visit", day, day, None, set()]
                 found.append(visit)
-            visit[4].update(line.diagnoses)
+            visit[4].update(diagnoses)
     return found
 
 
-def _service_date(line: HistoryLine) -> date:
-    return line.service_date
+def _first(item: tuple):
+    return item[0]
+
+
+class _Days(dict):
+    """A service date as the driver returns it (SQLite: ISO text; PostgreSQL: a date) → the
+    date, memoised: ``_DAYS[value]``."""
+
+    def __missing__(self, value) -> date:
+        if len(self) > 20_000:
+            self.clear()
+        found = self[value] = value if value.__class__ is date else \
+            date.fromisoformat(value[:10])
+        return found
+
+
+_DAYS = _Days()
 
 
 def _count_tuples(evts: list[list], kinds: tuple[str, ...], matches, sum_kinds: bool) -> int:

@@ -93,14 +93,14 @@ class _Batch:
     """What one batch of claims reads from the registries (a :class:`Snapshot`) and the
     per-batch memo of the assignment covering a member's date."""
 
-    __slots__ = ("assignments", "enrolments", "cs", "history", "history_keys", "first_ecm",
+    __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "first_ecm",
                  "covering")
 
     def __init__(self, snap: Snapshot) -> None:
         self.assignments = snap.assignments
         self.enrolments = snap.enrolments
         self.cs = snap.cs_authorizations
-        self.history = snap.history
+        self.events = snap.events  # utilization event rows (snapshot(event_rows=True))
         self.history_keys = snap.history_keys
         self.first_ecm = snap.first_ecm_line
         self.covering: dict[tuple[str, date], object] = {}
@@ -147,6 +147,9 @@ class EncounterRules:
         self._ecm_codes = frozenset(c for c, rows in self.codes.services.items()
                                     if any(r.program == "ECM" for r in rows))
         self._events = (frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code))
+        # one tuple for the run: pof_shortfalls finds its compiled spec by identity, not by
+        # comparing the two dicts every call
+        self._event_index = (self.codes.event_by_place, self.codes.event_by_code)
         spec = self.codes.utilization or {}
         # the POFs whose evidence pof_shortfalls looks for (others never have a shortfall)
         self._evidence_pofs = frozenset(
@@ -168,6 +171,7 @@ class EncounterRules:
         self._providers: dict[str, list] = {}
         self._program_memo: dict[tuple, object] = {}
         self._messages: dict[tuple, Finding | None] = {}
+        self._shown: dict[tuple[str, str], tuple[str, ...] | None] = {}
         self._cin_memo: dict[str, bool] = {}
         self._line_memo: dict[tuple, tuple] = {}
         self._for_submitter = audience == "submitter"
@@ -268,7 +272,8 @@ class EncounterRules:
         snap = self.registry.snapshot(
             cins, npis, days=(first, last) if first is not None else None, events=self._events,
             ecm_codes=self._ecm_codes if self.presumptive else frozenset(),
-            event_members=event_members)
+            event_members=event_members, event_rows=True,
+            cs_authorizations=self.loaded["cs_authorizations"])
         for npi in npis:
             self._providers[npi] = snap.providers.get(npi, [])
         return snap
@@ -277,9 +282,16 @@ class EncounterRules:
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
              restricted: bool = False, anywhere: bool = False, **values) -> None:
         audience = "submitter" if restricted and self.audience == "submitter" else "plan"
-        # a message is made once per rule, audience and values: a finding with the same ones
-        # copies it (its location and segment its own)
-        key = (rule_id, audience, *values.items())
+        # a message is made once per rule, audience and the values its message(s) show: a
+        # finding with the same ones copies it (its location and segment its own). A value no
+        # message shows (e.g. the claim's day in ECM-POF-001) is not part of the key.
+        shown = self._shown.get((rule_id, audience), _MISSING)
+        if shown is _MISSING:
+            shown = self._shown_fields(rule_id, audience)
+        if shown is None:
+            key = (rule_id, audience, *values.items())
+        else:
+            key = (rule_id, audience, *[values.get(name, _MISSING) for name in shown])
         try:
             template = self._messages.get(key, _MISSING)
         except TypeError:  # a value that cannot be a key
@@ -311,6 +323,32 @@ class EncounterRules:
                         f"{finding.plan_message}")})
                     return
         out.append(finding)
+
+    def _shown_fields(self, rule_id: str, audience: str) -> tuple[str, ...] | None:
+        """The names of the values the finding's message(s) show - the rule's and, for a
+        submitter, its ``to_submitter`` form's - or None (all values: a field the parse
+        cannot name plainly, or an unknown rule)."""
+        from string import Formatter
+
+        shown: tuple[str, ...] | None = None
+        try:
+            rule = self.catalogue.rule(rule_id)
+            templates = [rule.message]
+            if audience == "submitter" and rule.to_submitter:
+                templates.append(self.catalogue.rule(rule.to_submitter).message)
+            names: set[str] = set()
+            for template in templates:
+                for _, name, spec, conversion in Formatter().parse(template):
+                    if name is None:
+                        continue
+                    if not name.isidentifier() or (spec and "{" in spec):
+                        raise ValueError(name)
+                    names.add(name)
+            shown = tuple(sorted(names))
+        except (KeyError, ValueError):
+            shown = None
+        self._shown[(rule_id, audience)] = shown
+        return shown
 
     @staticmethod
     def _line_place(place: ClaimPlace, index: int) -> tuple[str, int | None]:
@@ -466,6 +504,7 @@ class EncounterRules:
         line_memo = self._line_memo
         enrolments = ctx.enrolments.get(cin) if member_known else None
         has_providers = loaded["providers"]
+        provider_memo = self._provider_memo
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
@@ -528,13 +567,21 @@ class EncounterRules:
                 elif loaded["members"] and valid_cin and unassigned is None:
                     unassigned = self._unassigned(v, line, ctx)
                 if has_providers:
-                    self._check_provider(out, npi, day, service, program, place, index)
+                    known = provider_memo.get((npi, day))
+                    if known is None:
+                        known = self._provider(npi, day)
+                    if not known[0] or not known[1]:  # (else nothing to report)
+                        self._check_provider(out, npi, day, service, program, place, index)
             else:  # Community Supports: its own benefit, never checked against ECM assignment
                 if loaded["cs_authorizations"] and valid_cin:
                     self._check_cs_authorization(out, v, service, place, index, ctx, day,
                                                  line_stranger)
                 if has_providers:
-                    self._check_provider(out, npi, day, service, program, place, index)
+                    known = provider_memo.get((npi, day))
+                    if known is None:
+                        known = self._provider(npi, day)
+                    if not known[0] or service.service not in known[2]:
+                        self._check_provider(out, npi, day, service, program, place, index)
         if unassigned is None and not ecm:
             return out
         stranger = here is not None and not any(here)
@@ -559,11 +606,15 @@ class EncounterRules:
                     break
         if ecm and loaded["history"] and member_known and cin not in self._pof_checked:
             self._pof_checked.add(cin)
-            if any(self._has_evidence_pof(a.pof_codes) for a in assignments):
-                gaps = pof_shortfalls(assignments, ctx.history.get(cin, []),
-                                      self.codes.utilization,
-                                      (self.codes.event_by_place, self.codes.event_by_code),
-                                      latest=self.latest_history)
+            evidence = False
+            for a in assignments:
+                if self._has_evidence_pof(a.pof_codes):
+                    evidence = True
+                    break
+            if evidence:
+                gaps = pof_shortfalls(assignments, ctx.events.get(cin) or [],
+                                      self.codes.utilization, self._event_index,
+                                      latest=self.latest_history, rows=True)
                 if gaps:
                     shown_first = _first_day(lines)
                     for gap in gaps:

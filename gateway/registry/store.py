@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from datetime import date
 from typing import NamedTuple
 
@@ -101,9 +103,11 @@ history = Table(
     Column("source", String(200)),
     # a member's lines by day; with place of service and procedure code in the index, the
     # rules' look-ups (a batch's dates, utilization events) filter in the index and read only
-    # the lines they keep
+    # the lines they keep; with claim id and diagnoses too it COVERS the utilization-event
+    # read (Registry.snapshot(event_rows=True): EVENT_ROW), which then never visits the table
+    # (a registry made with the earlier four columns is upgraded on open: upgrade_indexes)
     Index("ix_history_member_day_event", "cin", "service_date", "place_of_service",
-          "procedure_code"),
+          "procedure_code", "claim_id", "diagnoses"),
 )
 
 
@@ -230,6 +234,18 @@ class Snapshot:
         default_factory=lambda: defaultdict(list))
     # (cin, billing NPI) -> the first ECM line in the history (presumptive authorization)
     first_ecm_line: dict[tuple[str, str], date] = field(default_factory=dict)
+    # ``snapshot(event_rows=True)``: the utilization events of the members asked for, as the
+    # database returns them - ``EVENT_ROW`` tuples, not HistoryLine objects (``history`` then
+    # holds none of them)
+    events: dict[str, list[tuple]] = field(default_factory=dict)
+
+
+_first_column = itemgetter(0)
+
+# the columns of an event row (``Snapshot.events``): what the POF evidence reads of a history
+# line (gateway/ecm/pof.py turns them into events; the date as the driver returns it)
+EVENT_ROW = ("cin", "service_date", "place_of_service", "procedure_code", "claim_id",
+             "diagnoses")
 
 
 class Registry:
@@ -242,6 +258,7 @@ class Registry:
         self.engine: Engine = engine if engine is not None else create_engine(url, future=True)
         self.memory_file: str | None = None  # see :meth:`in_memory_file`
         metadata.create_all(self.engine)
+        upgrade_indexes(self.engine)
 
     @classmethod
     def in_memory_file(cls) -> Registry:
@@ -440,14 +457,21 @@ class Registry:
     # -- reading ---------------------------------------------------------------------------------
     def snapshot(self, cins: set[str], npis: set[str], days: tuple[date, date] | None = None,
                  events: tuple[frozenset, frozenset] = (frozenset(), frozenset()),
-                 ecm_codes: frozenset[str] = frozenset(), event_members=None) -> Snapshot:
+                 ecm_codes: frozenset[str] = frozenset(), event_members=None,
+                 event_rows: bool = False, cs_authorizations: bool = True) -> Snapshot:
         """Registry rows for a batch, in one query per table per chunk of members (plain
         DB-API cursors: the rows are read as tuples, not through SQLAlchemy's row objects).
         History is narrowed to what the rules compare: lines on the batch's service dates
         ``days`` (duplicates: ``history_keys``, and ``history``) and utilization events
         (places of service / procedure codes in ``events``) for the POF evidence
         (``history``) - the latter only for the members ``event_members(cin, assignments)``
-        accepts, when given (e.g. those whose POF evidence is still to be checked)."""
+        accepts, when given (e.g. those whose POF evidence is still to be checked).
+
+        ``event_rows``: those utilization events go to ``events`` as plain rows of the
+        :data:`EVENT_ROW` columns (all of them, whatever their date; the rules' POF evidence
+        reads them, gateway/ecm/pof.py), and the lines on the batch's dates only to
+        ``history_keys``; ``history`` stays empty. ``cs_authorizations=False``: that table
+        is not read (the caller knows it is empty)."""
         snap = Snapshot()
         if not cins and not npis:
             return snap
@@ -457,11 +481,15 @@ class Registry:
             cursor = conn.connection.cursor()
             try:
                 for chunk in _chunks(sorted(cins), 999):
-                    self._read_members(cursor, marks, chunk, day, snap)
+                    self._read_members(cursor, marks, chunk, day, snap, cs_authorizations)
                     wanted = chunk if event_members is None else [
                         c for c in chunk if event_members(c, snap.assignments.get(c, ()))]
-                    self._read_history_rows(cursor, marks, chunk, wanted, days, events, day,
-                                            snap)
+                    if event_rows:
+                        self._read_event_rows(cursor, marks, chunk, wanted, days, events, day,
+                                              snap)
+                    else:
+                        self._read_history_rows(cursor, marks, chunk, wanted, days, events,
+                                                day, snap)
                     unassigned = [c for c in chunk if c not in snap.assignments]
                     if ecm_codes and unassigned:
                         self._first_ecm_lines(conn, unassigned, ecm_codes, snap)
@@ -478,20 +506,26 @@ class Registry:
         return snap
 
     @staticmethod
-    def _read_members(cursor, marks, chunk: list[str], day, snap: Snapshot) -> None:
+    def _read_members(cursor, marks, chunk: list[str], day, snap: Snapshot,
+                      cs_authorizations: bool = True) -> None:
         inside = marks(len(chunk))
         params = marks.params(chunk)
         found = snap.assignments
         cursor.execute("SELECT cin, benefit_start, benefit_end, provider_npi, provider_tin, "
                        "pof_codes, authorization_date, birth_date FROM member_assignments "
                        f"WHERE cin IN ({inside})", params)
+        codes = CODE_TUPLES
         for cin, start, end, npi, tin, pofs, auth, birth in cursor.fetchall():
-            found[cin].append(Assignment(cin, day(start), day(end), npi or "", tin or "",
-                                         _codes(pofs, tuple), day(auth), day(birth)))
+            found[cin].append(_tuple_new(Assignment, (
+                cin, day[start], day[end], npi or "", tin or "", codes[pofs], day[auth],
+                day[birth])))
         cursor.execute(f"SELECT cin, program, start, \"end\", county FROM member_programs "
                        f"WHERE cin IN ({inside})", params)
         for cin, program, start, end, county in cursor.fetchall():
-            snap.enrolments[cin].append(Enrolment(program, day(start), day(end), county or ""))
+            snap.enrolments[cin].append(_tuple_new(Enrolment, (program, day[start], day[end],
+                                                               county or "")))
+        if not cs_authorizations:
+            return
         cursor.execute(f"SELECT cin, service, provider_npi, start, \"end\" FROM "
                        f"cs_authorizations WHERE cin IN ({inside})", params)
         for cin, service, npi, start, end in cursor.fetchall():
@@ -538,6 +572,49 @@ class Registry:
             elif days[0] <= line.service_date <= days[1]:
                 continue  # read with the batch's dates already
             history_of[line.cin].append(line)
+
+    @staticmethod
+    def _read_event_rows(cursor, marks, chunk: list[str], wanted: list[str], days, events,
+                         day, snap: Snapshot) -> None:
+        """:meth:`_read_history_rows` for ``snapshot(event_rows=True)``: the lines on the
+        batch's dates as HistoryLine objects in ``history_keys`` only (the duplicate check
+        reads a few), the utilization events of the ``wanted`` members as plain
+        :data:`EVENT_ROW` tuples in ``events`` (thousands a batch: no object each, only the
+        columns the POF evidence reads)."""
+        keys = snap.history_keys
+        if days is not None:
+            cursor.execute("SELECT cin, billing_npi, service_date, procedure_code, modifiers, "
+                           "units, claim_id, line_number FROM encounter_history WHERE cin IN "
+                           f"({marks(len(chunk))}) AND service_date >= {marks(1, len(chunk))} "
+                           f"AND service_date <= {marks(1, len(chunk) + 1)}",
+                           marks.params([*chunk, day.text(days[0]), day.text(days[1])]))
+            for cin, npi, served, code, modifiers, units, claim, number in cursor.fetchall():
+                line = HistoryLine(cin, npi, day(served), code, modifiers, units, None, claim,
+                                   number)
+                keys.setdefault(line.key, line)
+        places, codes = events
+        if not wanted or not (places or codes):
+            return
+        where = []
+        values: list = list(wanted)
+        if places:
+            where.append(f"place_of_service IN ({marks(len(places), len(values))})")
+            values.extend(sorted(places))
+        if codes:
+            where.append(f"procedure_code IN ({marks(len(codes), len(values))})")
+            values.extend(sorted(codes))
+        cursor.execute(f"SELECT {', '.join(EVENT_ROW)} FROM encounter_history WHERE cin IN "
+                       f"({marks(len(wanted))}) AND ({' OR '.join(where)})",
+                       marks.params(values))
+        found = snap.events
+        # (a member's rows are usually together: grouped in C; the order within a member
+        # does not matter to the POF evidence)
+        for cin, rows in groupby(cursor.fetchall(), _first_column):
+            known = found.get(cin)
+            if known is None:
+                found[cin] = list(rows)
+            else:
+                known.extend(rows)
 
     def loaded(self) -> dict[str, bool]:
         """Which registries hold any row (one statement: a routing run asks every time)."""
@@ -637,6 +714,41 @@ class Registry:
             line = HistoryLine(*row)
             snap.history[line.cin].append(line)
             snap.history_keys.setdefault(line.key, line)
+
+
+_UPGRADE_LOCK = 0x45434D49  # PostgreSQL advisory lock: one process upgrades the indexes
+
+
+def upgrade_indexes(engine: Engine) -> None:
+    """The registry's schema upgrade for indexes (``create_all`` makes missing tables, never
+    an index of a table that exists, nor alters one): an index of the history table that is
+    missing or whose columns differ from its declaration is built as declared - once, on the
+    first open of a registry made before the change (on a big history that open takes the
+    index's build time). In one transaction (PostgreSQL: under an advisory lock, so processes starting
+    together upgrade once); a failure leaves the old index (the queries are the same, only
+    slower)."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.exc import DBAPIError
+
+    def stale(conn) -> list[Index]:
+        found = {i["name"]: list(i["column_names"])
+                 for i in inspect(conn).get_indexes(history.name)}
+        return [index for index in history.indexes
+                if found.get(index.name) != [c.name for c in index.columns]]
+
+    with engine.connect() as conn:
+        if not stale(conn):
+            return
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                             {"key": _UPGRADE_LOCK})
+            for index in stale(conn):
+                conn.execute(text(f'DROP INDEX IF EXISTS "{index.name}"'))
+                index.create(conn)
+    except DBAPIError:  # (e.g. a read-only database): the old index serves, more slowly
+        pass
 
 
 def _drop_history_indexes(conn, below: int) -> list[Index]:
@@ -798,25 +910,42 @@ def _remove_memory_file(engine: Engine | None, folder: str, owner: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-class _DayReader:
-    """Dates as the driver returns them (SQLite: ISO text, memoised; PostgreSQL: dates)."""
+class _DayReader(dict):
+    """Dates as the driver returns them (SQLite: ISO text; PostgreSQL: dates), memoised:
+    ``day[value]`` (a dictionary look-up, the rows' hot path; None reads as None) or
+    ``day(value)``."""
 
     def __init__(self, as_text: bool) -> None:
-        self._memo: dict[str, date] = {}
+        super().__init__()
+        self[None] = None
         self._as_text = as_text
 
-    def __call__(self, value):
-        if value is None or value.__class__ is date:
-            return value
-        found = self._memo.get(value)
-        if found is None:
-            found = self._memo[value] = date.fromisoformat(value[:10])
+    def __missing__(self, value):
+        found = self[value] = value if value.__class__ is date else \
+            date.fromisoformat(value[:10])
         return found
+
+    __call__ = dict.__getitem__
 
     def text(self, value: date):
         """A date as a bind parameter compared with the stored dates (SQLite keeps them as
         ISO text, as SQLAlchemy's Date writes them)."""
         return value.isoformat() if self._as_text else value
+
+
+class _CodeTuples(dict):
+    """``"a;b"`` → ``("a", "b")``, memoised (a registry repeats few combinations): a
+    dictionary look-up per row (``CODE_TUPLES[text]``; None reads as ``()``)."""
+
+    def __missing__(self, text):
+        if len(self) > 4096:
+            self.clear()
+        found = self[text] = _codes(text, tuple)
+        return found
+
+
+CODE_TUPLES = _CodeTuples()
+_tuple_new = tuple.__new__  # a registry row's named tuple from a tuple, without its __new__
 
 
 _CODES: dict[tuple[str, type], tuple | frozenset] = {}
