@@ -469,22 +469,32 @@ def _escape_in_class(code: int) -> str:
     return char if char.isalnum() else f"\\x{code:02x}"
 
 
-def fast_pattern(node: Segment, icvn: str, element: str, component: str, segment: str):
-    """The node's fast pattern compiled for one file's delimiters (memoised)."""
+def fast_source(node: Segment, icvn: str, element: str, component: str, segment: str):
+    """The text of the node's fast pattern for one file's delimiters (None: it has none)."""
+    if node.fast is None:
+        return None
+    delimiters = element + component + segment
+    return (node.fast.replace(_P_ELEMENT, re.escape(element))
+            .replace(_P_COMPONENT, re.escape(component))
+            .replace(_P_ANY, _class(icvn, delimiters, True))
+            .replace(_P_NOSPACE, _class(icvn, delimiters, False))
+            .replace(_P_RAW, "[^" + re.escape(delimiters) + "]"))
+
+
+def fast_pattern(node: Segment, icvn: str, element: str, component: str, segment: str,
+                 store=None):
+    """The node's fast pattern compiled for one file's delimiters (memoised; compiled by
+    ``store``, a :class:`gateway.diskcache.Patterns`, when given)."""
     key = (id(node), icvn, element, component, segment)
     found = _COMPILED.get(key, False)
     if found is False:
-        if node.fast is None:
+        source = fast_source(node, icvn, element, component, segment)
+        if source is None:
             found = None
         else:
-            delimiters = element + component + segment
-            source = (node.fast.replace(_P_ELEMENT, re.escape(element))
-                      .replace(_P_COMPONENT, re.escape(component))
-                      .replace(_P_ANY, _class(icvn, delimiters, True))
-                      .replace(_P_NOSPACE, _class(icvn, delimiters, False))
-                      .replace(_P_RAW, "[^" + re.escape(delimiters) + "]"))
             try:
-                found = re.compile(source, re.ASCII | re.S)
+                found = re.compile(source, re.ASCII | re.S) if store is None else \
+                    store.compile(source, re.ASCII | re.S)
             except re.error:
                 found = None
         _COMPILED[key] = found

@@ -15,13 +15,15 @@ element dictionary (``dataele.xml``: type, min/max length) and the external code
 Where maps are found: ``profiles/x12/<file>`` first (our own maps, e.g. the DHCS 274), then
 pyx12's bundled ``pyx12/map/<file>``. ``dataele.xml`` and ``codes.xml`` come from pyx12, extended
 by ``profiles/x12/dataele.xml`` / ``profiles/x12/codes.xml`` when those exist. A compiled map is
-kept per process and pickled to a disk cache keyed by the hash of its inputs, so a new process
-pays only an unpickle.
+kept per process and pickled to a disk cache named by its inputs (by stat, hashed when in doubt:
+:func:`gateway.diskcache.file_key`), so a new process pays only an unpickle — of the loops and
+segments: each segment's elements stay pickled until first used (:func:`nodes.pack_elements`).
+The fast patterns compiled for a file's delimiters are kept across processes too
+(:func:`patterns`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -31,10 +33,10 @@ from gateway import diskcache
 from gateway.x12.engine.elements import compile_fast
 from gateway.x12.engine.nodes import (
     MAXINT, OUR_MAPS, Composite, Element, Loop, Root, Segment, code_sets, data_elements,
-    pyx12_map_dir,
+    pack_elements, pyx12_map_dir,
 )
 
-ENGINE_VERSION = "5"  # bump when the compiled form changes (invalidates the disk cache)
+ENGINE_VERSION = "7"  # bump when the compiled form changes (invalidates the disk cache)
 
 
 class MapError(ValueError):
@@ -239,17 +241,20 @@ def _compile_file(path: Path) -> Root:
     for node in comp.nodes:
         if node.is_segment:
             compile_fast(node, icvn)
+            pack_elements(node)  # unpickled on first use (nodes.Segment.elements)
     return root
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256(ENGINE_VERSION.encode())
-    for p in (path, pyx12_map_dir() / "dataele.xml", pyx12_map_dir() / "codes.xml",
-              OUR_MAPS / "dataele.xml", OUR_MAPS / "codes.xml",
-              Path(__file__).with_name("elements.py"), Path(__file__).with_name("maps.py")):
-        if p.exists():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:24]
+    """The name of a map's compiled form: its inputs (the map, the data element dictionaries
+    and code sets, the compiler's own source) as :func:`gateway.diskcache.file_key` names them
+    (by stat, not by reading ≈ 2 MB of XML each process; hashed when in doubt)."""
+    here = Path(__file__)
+    return diskcache.file_key(
+        f"x12-map {ENGINE_VERSION}".encode(),
+        (path, pyx12_map_dir() / "dataele.xml", pyx12_map_dir() / "codes.xml",
+         OUR_MAPS / "dataele.xml", OUR_MAPS / "codes.xml", here.with_name("elements.py"),
+         here.with_name("maps.py"), here.with_name("nodes.py")))
 
 
 def cache_dir() -> Path | None:
@@ -285,3 +290,20 @@ def load(name: str) -> Root:
         root = diskcache.cached(cached, build)
         _LOADED[name] = root
         return root
+
+
+_PATTERNS: dict[tuple, diskcache.Patterns] = {}
+
+
+def patterns(root: Root, icvn: str, delimiters: str) -> diskcache.Patterns:
+    """Where the fast patterns of ``root``'s segments are compiled for one charset and one set
+    of delimiters (element, component, segment): kept across processes in the map cache
+    folder (:class:`gateway.diskcache.Patterns`; a pattern is looked up by its text, so a file
+    another map version wrote can only miss). One per process and key."""
+    folder = cache_dir()
+    key = (folder, root.file, icvn, delimiters)
+    found = _PATTERNS.get(key)
+    if found is None:
+        name = f"{Path(root.file).stem}-re-{icvn}-{delimiters.encode('utf-8').hex()}.marshal"
+        found = _PATTERNS.setdefault(key, diskcache.Patterns(folder / name if folder else None))
+    return found

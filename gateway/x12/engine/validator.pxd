@@ -16,6 +16,7 @@ cdef class NativeGuideValidator:
     cdef public dict _snip_handlers, _snip_tracks  # (or None; dicts: get without a look-up)
     cdef public object envelope
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
+    cdef public object _store
     cdef public list findings, _memo, _hl_stack
     cdef long[:] _counts, _zeros  # array('l') in pure Python
     cdef public dict _seg_keys, _loop_counts

@@ -28,7 +28,7 @@ from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.engine.elements import check as check_elements
 from gateway.x12.engine.elements import MAX_NOTE_POSITION, fast_pattern, post_function, \
     syntax_notes
-from gateway.x12.engine.maps import Root, load
+from gateway.x12.engine.maps import Root, load, patterns
 from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
 from gateway.x12.reader import Delimiters, Segment
@@ -132,6 +132,7 @@ class NativeGuideValidator:
         self._path = ""
         self._patterns: list = []  # per node index: _compile_node's answer (None: not yet)
         self._pattern_key: tuple = ()
+        self._store = None  # where the fast patterns are compiled (maps.patterns)
         self._sep = delimiters.element
         self._comp = delimiters.component
 
@@ -314,6 +315,10 @@ class NativeGuideValidator:
         if self._pattern_key != (id(root), self._icvn):  # patterns depend on the charset
             self._pattern_key = (id(root), self._icvn)
             self._patterns = [None] * len(root.nodes)
+            if self._store is not None:
+                self._store.save()
+            self._store = patterns(root, self._icvn, self._sep + self._comp +
+                                   self.delimiters.segment)
             self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
@@ -498,7 +503,8 @@ class NativeGuideValidator:
         as bit masks (:func:`_notes_ok`), others by the compiled post-check function."""
         notes = syntax_notes(node) if node.post else None
         found = self._patterns[node.index] = (
-            fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment),
+            fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment,
+                         self._store),
             post_function(node, self._comp) if notes is None else None, notes or None)
         return found
 
@@ -621,6 +627,8 @@ class NativeGuideValidator:
                       detail=detail)
 
     def finish(self) -> list[Finding]:
+        if self._store is not None:  # the patterns compiled here, for the next process
+            self._store.save()
         if self._snip is not None:  # its handlers refer back to it and to us: free them now
             self._snip.close()
             self._snip = self._snip_handlers = self._snip_key = self._snip_tracks = None
