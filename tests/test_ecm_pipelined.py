@@ -49,8 +49,15 @@ def both_ways(path, registry, keep_encounters=False, counted=False, **options):
 
     spans = [ClaimSpans(), ClaimSpans()] if counted else [None, None]
     take = [s.add if s is not None else None for s in spans]
-    here = validate_x12(str(path), rules=EncounterRules(registry, **options),
-                        keep_encounters=keep_encounters, on_claim=take[0])
+    pipelining = pipelined._threshold
+    pipelined._threshold = lambda: 0  # (the reference: the rules in this process)
+    try:
+        rules = EncounterRules(registry, **options)
+        here = validate_x12(str(path), rules=rules, keep_encounters=keep_encounters,
+                            on_claim=take[0])
+        assert rules._worker is None
+    finally:
+        pipelined._threshold = pipelining
     rules = EncounterRules(registry, **options)
     try:
         there = validate_x12(str(path), rules=rules, keep_encounters=keep_encounters,
@@ -91,6 +98,34 @@ def test_counted_claims_as_text_or_views(pipelining, generated, monkeypatch, kee
     path, registry = generated
     here, there, worked = both_ways(path, registry, counted=True)
     assert worked and here == there
+
+
+@pytest.mark.parametrize("keeping_up", [True, False], ids=["keeping-up", "lagging"])
+@pytest.mark.parametrize("counted", [False, True], ids=["records", "counted"])
+def test_smaller_batches_once_the_input_is_read(pipelining, generated, monkeypatch, keeping_up,
+                                                 counted):
+    """Once the reader has read the input's last byte (its last chunk's claims still to come),
+    the batches shrink to LAST_BATCHES claims while the worker keeps up (the batch it checks
+    after the caller is done is then small), not while it lags; the findings are the same."""
+    from gateway.x12 import validate
+
+    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self: keeping_up)
+    sizes = []
+    real = pipelined.RulesWorker.submit
+    monkeypatch.setattr(pipelined.RulesWorker, "submit",
+                        lambda self, batch: sizes.append(len(batch)) or real(self, batch))
+    path, registry = generated
+    assert path.stat().st_size > 2 * 64 * 1024  # (more than the reader's first read)
+    here, there, worked = both_ways(path, registry, counted=counted)
+    assert worked and here == there
+    full = EncounterRules(registry).batch_size
+    sizes = [n for n in sizes if n]
+    if keeping_up:
+        small = sizes.index(next(n for n in sizes if n < full))
+        assert small > 0 and all(n <= validate.LAST_BATCHES for n in sizes[small + 1:])
+        assert len(sizes) - small > 2  # (several small batches: the last chunk's claims)
+    else:
+        assert all(n == full for n in sizes[:-1])
 
 
 def test_claims_read_by_the_model(pipelining, generated, monkeypatch):

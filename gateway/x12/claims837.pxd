@@ -59,14 +59,15 @@ cdef class RulesSpansCollector(ClaimCollector):
     cdef public object full
     cdef public tuple separators
     cdef public bint as_text
+    cdef public dict sv1_parts, line_dates
 
     @cython.locals(buf=list, rows=list)
     cpdef bint _light_done(self) except -1
 
-@cython.locals(c=ClaimCollector, seg=Segment, f=list, line=list, lines=list, sub=dict,
-               billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
-               i=Py_ssize_t, seg_id=str)
-cpdef tuple light_claim_view(ClaimCollector collector, list buf, Py_ssize_t lines_before)
+@cython.locals(c=RulesSpansCollector, seg=Segment, dtp=Segment, f=list, line=list, lines=list,
+               sub=dict, billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
+               i=Py_ssize_t, seg_id=str, parts=dict, part=tuple, known=dict, dates=tuple)
+cpdef tuple light_claim_view(RulesSpansCollector collector, list buf, Py_ssize_t lines_before)
 
 @cython.locals(c=RulesSpansCollector, seg=Segment, sub=dict, billing=dict, separators=tuple,
                n=Py_ssize_t)

@@ -937,6 +937,10 @@ class RulesSpansCollector(ClaimCollector):
         self.full = full
         self.separators = (delimiters.element, delimiters.component, delimiters.segment)
         self.as_text = True
+        # what light_claim_view makes of an SV1's text (its part of a view line) and of a
+        # DTP*472's (its dates), once per text: a file repeats both from claim to claim
+        self.sv1_parts = {}
+        self.line_dates = {}
 
     def _light_done(self) -> bool:
         buf = self._buf
@@ -969,7 +973,8 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
     pos = f[5].split(c.d.component)[0]
     rendering = None
     other_payer = False
-    lines: list = []  # [number, SV1 reading, date, date end, rendering, ordinal, st index]
+    parts = c.sv1_parts
+    lines: list = []  # [number, SV1's part of the view, DTP*472, rendering, ordinal, st index]
     line = None
     st_index = lines_before
     for i in range(1, len(buf)):
@@ -978,23 +983,28 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
         seg_id = f[0]
         if seg_id == "LX":
             st_index += 1
-            line = [f[1] if len(f) > 1 else "", None, None, None, None, seg.ordinal, st_index]
+            line = [f[1] if len(f) > 1 else "", None, None, None, seg.ordinal, st_index]
             lines.append(line)
         elif seg_id == "SV1":
             if line is not None:
-                parsed = c._sv1.get(seg.raw)
-                line[1] = parsed if parsed is not None else c._read_sv1(f)
-                line[5] = seg.ordinal
+                part = parts.get(seg.raw)
+                if part is None:
+                    parsed = c._sv1.get(seg.raw)
+                    if parsed is None:
+                        parsed = c._read_sv1(f)
+                    part = (parsed["code"], tuple(parsed["modifiers"]), parsed["units"],
+                            parsed["pos"])
+                    if len(parts) >= TEXT_CACHE_SIZE:
+                        parts.clear()
+                    parts[seg.raw] = part
+                line[1] = part
+                line[4] = seg.ordinal
         elif seg_id == "DTP":
             if line is not None:
                 if len(f) < 4:
                     f = f + _PAD
                 if f[1] == "472":
-                    value = f[3]
-                    if f[2] == "RD8" and "-" in value:
-                        line[2], line[3] = value.split("-", 1)
-                    else:
-                        line[2], line[3] = value, None
+                    line[2] = seg  # (the line's last DTP*472 counts: its dates read below)
         elif seg_id == "NM1":
             if other_payer and line is None:
                 continue
@@ -1002,24 +1012,43 @@ def light_claim_view(collector, buf, lines_before):  # (types: claims837.pxd)
                 f = f + _PAD
             if f[1] == "82":
                 if line is not None:
-                    line[4] = f[9]
+                    line[3] = f[9]
                 else:
                     rendering = f[9]
         elif seg_id == "SBR":
             other_payer = True
     view_lines = []
     refs = []
-    days = _DAYS
-    for number, sv1, day, end, line_rendering, ordinal, index in lines:
-        first = days.get(day)
-        last = (days.get(end) or _day(end)) if end else None
-        view_lines.append((int(number), sv1["code"], tuple(sv1["modifiers"]), sv1["units"],
-                           sv1["pos"], first if first is not None else _day(day), last,
-                           line_rendering))
+    known = c.line_dates
+    for number, part, dtp, line_rendering, ordinal, index in lines:
+        dates = known.get(dtp.raw)
+        if dates is None:
+            dates = _line_dates(dtp.fields)
+            if len(known) >= TEXT_CACHE_SIZE:
+                known.clear()
+            known[dtp.raw] = dates
+        view_lines.append((int(number), part[0], part[1], part[2], part[3], dates[0],
+                           dates[1], line_rendering))
         refs.append((ordinal, index))
     view = (sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""), rendering,
             sub["payer"]["id"], pos, tuple(view_lines))
     return (view, c._tx, c._claim_index, sub.get("index", 0), clm.ordinal, claim_id, refs)
+
+
+def _line_dates(f: list) -> tuple:
+    """(service date, end date or None) of a DTP*472's fields, as the full reading reads them
+    (an RD8 range split at its dash)."""
+    if len(f) < 4:
+        f = f + _PAD
+    value = f[3]
+    if f[2] == "RD8" and "-" in value:
+        day, end = value.split("-", 1)
+    else:
+        day, end = value, None
+    days = _DAYS
+    first = days.get(day)
+    last = (days.get(end) or _day(end)) if end else None
+    return (first if first is not None else _day(day), last)
 
 
 def light_claim_text(collector, buf, lines_before):  # (types: claims837.pxd)

@@ -38,6 +38,10 @@ def guide_validator(engine: str, delimiters: Delimiters, envelope: EnvelopeCheck
 
 
 RULE_BATCH = 1000  # claims per registry look-up batch
+# claims per batch to the ECM rules' worker once the whole input has been read (the last
+# chunk's claims still to come), if the worker is keeping up: the batch it checks after the
+# caller is done (the tail, added to the wall time) is then this small, not a whole batch
+LAST_BATCHES = 50
 
 
 if TYPE_CHECKING:  # the ECM rules (and the registry store behind them) load only when used
@@ -177,6 +181,15 @@ def validate_x12(
             sink(claim)
         pending.clear()
 
+    def near_end() -> None:
+        # the input is all read (its last chunk's claims to come): while the worker keeps up,
+        # smaller batches from here, so that it finishes soon after the caller
+        nonlocal rule_batch
+        if pipe is not None and pipe.keeping_up():
+            rule_batch = min(rule_batch, LAST_BATCHES)
+            if light:
+                light[0].size = rule_batch
+
     def take(claim: ClaimRecord) -> None:
         if claim.problem:
             unreadable.append(claim)
@@ -213,6 +226,8 @@ def validate_x12(
     pipe = None
     if progress is not None and isinstance(source, (str, os.PathLike)):
         source = _Counting(open(source, "rb"), progress)  # noqa: SIM115 - the reader closes it
+    if size and not parallel and getattr(rules, "pipelined", None) is not None:
+        source = _NearEnd(source, size, near_end)
     with X12Reader(source) as reader, _rules_worker(rules, size) as pipe:
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
         # with rules only: the light view the rules read, not the model (claims837)
@@ -320,6 +335,35 @@ def _rules_worker(rules, size: int | None):
         return
     with worker:
         yield worker
+
+
+class _NearEnd:
+    """An input (a path, bytes or a binary file) that calls ``near_end()`` once its last
+    byte has been read (``size`` bytes: the reader then has only the last chunk's segments
+    left to hand out)."""
+
+    def __init__(self, source, size: int, near_end: Callable[[], None]) -> None:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            import io
+
+            source = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            source = open(source, "rb")  # noqa: SIM115 - the reader closes it
+        self._raw = source
+        self._left = size
+        self._near_end = near_end
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if self._left > 0:
+            self._left -= len(data)
+            if self._left <= 0 or not data:
+                self._left = 0
+                self._near_end()
+        return data
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class _Counting:
