@@ -67,3 +67,18 @@ def test_one_pass_gives_what_the_per_member_check_gives(tmp_path):
     assert dict(pof_evidence(registry, codes.utilization, None, index)) == one_by_one
     assert dict(pof_evidence(registry, codes.utilization, ["94100002B"], index)) == {
         "94100002B": one_by_one["94100002B"]}
+
+
+def test_diagnosis_matcher_memo_never_serves_a_dropped_specs_matcher():
+    """The matcher memo is keyed by the spec's id; a spec dropped and another made at once
+    usually gets the same id (CPython reuses the freed block). Each spec's own ranges must
+    decide, never the dropped spec's."""
+    from gateway.ecm import pof
+
+    for i in range(40):
+        low = f"F{10 + i:02d}"
+        spec = {"diagnosis_sets": {"smi": {"ranges": [[low, low]]}}}
+        matches = pof._matcher(spec, "smi")
+        assert matches([low + "1"]) is True
+        assert matches([f"F{10 + i + 1:02d}1"]) is False
+        del spec, matches

@@ -226,3 +226,21 @@ def test_a_set_after_its_interchange_ended_is_an_envelope_finding_not_a_crash(tm
         stray = [f for f in result.findings if f.rule == "X12-ENV-019" and f.segment == st + 2]
         assert [f.location for f in stray] == ["ISA#1/ST"]
         assert not [f for f in result.findings if f.rule == "X12-IG-ENGINE"]
+
+
+def test_node_memos_never_serve_a_dropped_nodes_entry():
+    """fast_pattern and post_function memoise by the node's id; the entry holds its node, so a
+    node made after another was dropped (often at the same id) gets its own pattern."""
+    from gateway.x12.engine import elements
+    from gateway.x12.engine.nodes import Segment
+
+    for i in range(30):
+        node = Segment.__new__(Segment)
+        node.fast = f"ZZ{i:02d}"  # a pattern of its own
+        node.post = (("syntax", "R", (1 + i % 2, 3)),)
+        pattern = elements.fast_pattern(node, "00501", "*", ":", "~")
+        assert pattern is not None and pattern.pattern == f"ZZ{i:02d}"
+        post = elements.post_function(node, ":")
+        fields = ["ZZ", "x" if i % 2 == 0 else "", "x" if i % 2 else ""]
+        assert post(fields) is True  # R over (1, 3) or (2, 3): the present one counts
+        del node, pattern, post

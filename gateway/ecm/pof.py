@@ -329,15 +329,18 @@ def pof_evidence(registry, spec: dict, cins: list[str] | None = None,
             yield cin, gaps
 
 
-_matchers: dict[tuple[int, str], object] = {}
+_matchers: dict[tuple[int, str], tuple[dict, object]] = {}
 
 
 def _matcher(spec: dict, name: str):
-    """:func:`diagnosis_matcher`, made once per spec and set."""
+    """:func:`diagnosis_matcher`, made once per spec and set (the entry holds its spec, so a
+    spec loaded later under a recycled id never gets another spec's matcher)."""
     key = (id(spec), name)
-    found = _matchers.get(key)
-    if found is None:
-        found = _matchers[key] = diagnosis_matcher(spec, name)
+    entry = _matchers.get(key)
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    found = diagnosis_matcher(spec, name)
+    _matchers[key] = (spec, found)
     return found
 
 

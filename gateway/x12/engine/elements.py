@@ -431,7 +431,10 @@ def compile_fast(node: Segment, icvn: str) -> None:
     node.post = tuple(post)
 
 
-_COMPILED: dict[tuple[int, str, str, str, str], re.Pattern | None] = {}
+# Memos keyed by a node's identity: each entry holds its node, so the id cannot be reused by
+# another node while the entry lives (a map dropped and another loaded would otherwise find
+# the first map's patterns under a recycled id).
+_COMPILED: dict[tuple[int, str, str, str, str], tuple[Segment, re.Pattern | None]] = {}
 
 
 _CLASSES: dict[tuple[str, str, bool], str] = {}
@@ -486,8 +489,10 @@ def fast_pattern(node: Segment, icvn: str, element: str, component: str, segment
     """The node's fast pattern compiled for one file's delimiters (memoised; compiled by
     ``store``, a :class:`gateway.diskcache.Patterns`, when given)."""
     key = (id(node), icvn, element, component, segment)
-    found = _COMPILED.get(key, False)
-    if found is False:
+    entry = _COMPILED.get(key)
+    if entry is not None and entry[0] is node:
+        found = entry[1]
+    else:
         source = fast_source(node, icvn, element, component, segment)
         if source is None:
             found = None
@@ -497,7 +502,7 @@ def fast_pattern(node: Segment, icvn: str, element: str, component: str, segment
                     store.compile(source, re.ASCII | re.S)
             except re.error:
                 found = None
-        _COMPILED[key] = found
+        _COMPILED[key] = (node, found)
     return found
 
 
@@ -570,7 +575,7 @@ def _syntax_source(kind: str, positions: tuple) -> str:
     return "False"
 
 
-_POST_FUNCTIONS: dict[tuple[int, str], object] = {}
+_POST_FUNCTIONS: dict[tuple[int, str], tuple[Segment, object]] = {}  # (holds its node: above)
 
 
 def post_function(node: Segment, comp_sep: str):
@@ -578,11 +583,11 @@ def post_function(node: Segment, comp_sep: str):
     and component separator): the same answer as :func:`post_ok`, without its loop and calls.
     None when the node has no post-checks."""
     key = (id(node), comp_sep)
-    found = _POST_FUNCTIONS.get(key, False)
-    if found is not False:
-        return found
+    entry = _POST_FUNCTIONS.get(key)
+    if entry is not None and entry[0] is node:
+        return entry[1]
     if not node.post:
-        _POST_FUNCTIONS[key] = None
+        _POST_FUNCTIONS[key] = (node, None)
         return None
     lines = ["def post(f):", "    n = len(f)"]
     env: dict = {}
@@ -602,5 +607,6 @@ def post_function(node: Segment, comp_sep: str):
             lines.append(f"    if v and v not in c{i}: return False")
     lines.append("    return True")
     exec("\n".join(lines), env)  # noqa: S102 - source built above from the compiled map
-    found = _POST_FUNCTIONS[key] = env["post"]
+    found = env["post"]
+    _POST_FUNCTIONS[key] = (node, found)
     return found

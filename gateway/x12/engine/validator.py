@@ -312,8 +312,11 @@ class NativeGuideValidator:
         self._path = self.envelope.path()  # ISA#i/GS#g/ST#t (the envelope saw ST first)
         self._check_lx = st01 == "837"
         self._icvn = root.icvn or self._icvn
-        if self._pattern_key != (id(root), self._icvn):  # patterns depend on the charset
-            self._pattern_key = (id(root), self._icvn)
+        # patterns depend on the map and the charset (the key holds the root itself: an id
+        # alone could be a dropped map's, recycled)
+        if not self._pattern_key or self._pattern_key[0] is not root or \
+                self._pattern_key[1] != self._icvn:
+            self._pattern_key = (root, self._icvn)
             self._patterns = [None] * len(root.nodes)
             if self._store is not None:
                 self._store.save()
