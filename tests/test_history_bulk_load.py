@@ -41,7 +41,7 @@ def test_sqlite_bulk_load_rebuilds_the_indexes_and_a_failure_rolls_all_back(tmp_
     registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite'}")
     registry.BULK_BATCH = 7  # a bulk load: more than one batch
     assert registry.load_history_tuples(lines(50), "plan:a:claims:x.csv") == 50
-    assert sqlite_indexes(registry) == ["ix_history_member_day_event"]
+    assert sqlite_indexes(registry) == ["ix_history_day", "ix_history_member_day_event"]
     with registry.engine.connect() as conn:  # the index is used for a member's lines
         plan = " ".join(str(r) for r in conn.execute(text(
             "EXPLAIN QUERY PLAN SELECT * FROM encounter_history WHERE cin = '91230000A'")))
@@ -54,7 +54,7 @@ def test_sqlite_bulk_load_rebuilds_the_indexes_and_a_failure_rolls_all_back(tmp_
     with pytest.raises(ValueError):
         registry.load_history_tuples(failing(40), "plan:a:claims:x.csv")
     assert (count(registry, "plan:a:claims:x.csv"), count(registry)) == (30, 50)
-    assert sqlite_indexes(registry) == ["ix_history_member_day_event"]
+    assert sqlite_indexes(registry) == ["ix_history_day", "ix_history_member_day_event"]
     assert registry.snapshot({"91230000A"}, set(), days=(date(2025, 1, 1),
                                                          date(2025, 1, 1))).history
 
@@ -67,7 +67,7 @@ def test_a_big_table_keeps_its_indexes_during_a_load(tmp_path):
         conn.execute(text("CREATE INDEX ix_marker ON encounter_history (claim_id)"))
         conn.commit()
     registry.load_history_tuples(lines(12), "plan:b:claims:y.csv")  # 30 other lines > 10
-    assert sqlite_indexes(registry) == ["ix_history_member_day_event", "ix_marker"]
+    assert sqlite_indexes(registry) == ["ix_history_day", "ix_history_member_day_event", "ix_marker"]
     assert count(registry) == 42
 
 
@@ -90,3 +90,18 @@ def test_postgresql_loads_through_copy_whole_or_not_at_all(pg_url):
     grouped = [(cin, len(found)) for cin, found in
                registry.utilization_lines((frozenset({"11"}), frozenset()))]
     assert grouped == [("91230000A", 25), ("91230001B", 3)]
+
+
+def test_the_latest_history_day_is_one_index_step(tmp_path):
+    """latest_history_day (the POF lookback's anchor, read by every rule engine) must not scan
+    the history: it reads the end of ix_history_day."""
+    registry = Registry(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    registry.load_history_tuples(lines(30), "plan:a:claims:x.csv")
+    with registry.engine.connect() as conn:
+        plan = " ".join(str(r) for r in conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT max(service_date) FROM encounter_history")))
+    assert "ix_history_day" in plan and "SEARCH" in plan, plan
+    with registry.engine.connect() as conn:
+        expected = conn.execute(text("SELECT service_date FROM encounter_history "
+                                     "ORDER BY service_date DESC LIMIT 1")).scalar()
+    assert registry.latest_history_day().isoformat() == expected

@@ -108,6 +108,10 @@ history = Table(
     # (a registry made with the earlier four columns is upgraded on open: upgrade_indexes)
     Index("ix_history_member_day_event", "cin", "service_date", "place_of_service",
           "procedure_code", "claim_id", "diagnoses"),
+    # the latest service date (latest_history_day: the POF lookback's anchor, read by every
+    # EncounterRules) in one index step; without it each rule engine's construction scanned
+    # the whole history (0.31 s on 5M lines)
+    Index("ix_history_day", "service_date"),
 )
 
 
