@@ -484,3 +484,42 @@ def test_the_validator_stores_the_fast_patterns_it_compiled(tmp_path, monkeypatc
         assert [f.as_dict() for f in again.findings] == [f.as_dict() for f in first.findings]
     finally:
         settings.reset()
+
+
+# -- the rule catalogue (gateway/rules.py RuleCatalogue.load) -----------------------------------
+def test_the_rule_catalogue_from_the_cache_is_the_one_built(tmp_path, monkeypatch):
+    """The catalogue is pickled whole (its packs named by stat): a new process reads the same
+    rules; a pack edited in place (same size, times set back) is read again; ``off`` builds."""
+    import os
+    import shutil
+    import time
+
+    from gateway.rules import RuleCatalogue
+
+    monkeypatch.setenv("ECM_GATEWAY_YAML_CACHE", str(tmp_path / "cache"))
+    settings.reset()
+    try:
+        packs = tmp_path / "rules"
+        shutil.copytree(ROOT / "profiles" / "rules", packs)
+        built = RuleCatalogue._build(sorted(packs.glob("*.yaml")))
+        assert RuleCatalogue.load(packs).rules() == built.rules()  # built, stored
+        (stored,) = (tmp_path / "cache").glob("catalogue-rules-*.pickle")
+        assert pickle.loads(stored.read_bytes()).rules() == built.rules()
+        assert RuleCatalogue.load(packs).rules() == built.rules()  # from the cache
+
+        monkeypatch.setattr(diskcache, "RECENT_SECONDS", 0.0)  # named by stat from here on
+        pack = packs / "x12-snip.yaml"
+        old = time.time_ns() - 10**10
+        for path in packs.glob("*.yaml"):
+            os.utime(path, ns=(old, old))
+        RuleCatalogue.load(packs)
+        text = pack.read_text()
+        assert "severity: error" in text
+        time.sleep(0.02)
+        first = text[text.index("id: "):].split("\n")[0][4:].strip()
+        assert built.rule(first).severity.value == "error"
+        pack.write_text(text.replace("severity: error", "severity: info ", 1))  # same size
+        os.utime(pack, ns=(old, old))  # and the old times: only the status change moved
+        assert RuleCatalogue.load(packs).rule(first).severity.value == "info"
+    finally:
+        settings.reset()

@@ -246,7 +246,11 @@ class EncounterRules:
         views = [e if isinstance(e, tuple) else view_of(e) for e, _ in batch]
         ctx = _Batch(self._snapshot(views))
         check_one = self._check_one
-        return [check_one(view, place, ctx) for view, (_, place) in zip(views, batch)]
+        # the run's memos and settings, looked up once a batch instead of once a claim
+        run = (self._add, self._cin_memo, self._line_memo, self._seen_lines, self._seen_own,
+               self._provider_memo, self._age_spans, self._pof_checked, self.loaded,
+               self._for_submitter, self._units_per_day)
+        return [check_one(view, place, ctx, run) for view, (_, place) in zip(views, batch)]
 
     def _snapshot(self, views: list[tuple]) -> Snapshot:
         if self.registry is None or not views:
@@ -465,16 +469,18 @@ class EncounterRules:
             (day, code, modifier_text, units))
         return found
 
-    def _check_one(self, v: tuple, place: ClaimPlace, ctx: _Batch) -> list[Finding]:
-        """The findings of one claim view (a plain tuple in :class:`ClaimView` order)."""
+    def _check_one(self, v: tuple, place: ClaimPlace, ctx: _Batch, run: tuple) -> list[Finding]:
+        """The findings of one claim view (a plain tuple in :class:`ClaimView` order);
+        ``run``: the run's memos and settings (:meth:`_check`)."""
         out: list[Finding] = []
-        add = self._add
+        (add, cin_memo, line_memo, seen, own_index, provider_memo, spans, pof_checked, loaded,
+         for_submitter, units_per_day) = run
         cin, npi, tin, claim_rendering, _, claim_pos, lines = v
-        valid_cin = self._cin_memo.get(cin)
+        valid_cin = cin_memo.get(cin)
         if valid_cin is None:
-            if len(self._cin_memo) > 100_000:
-                self._cin_memo.clear()
-            valid_cin = self._cin_memo[cin] = cin_is_valid(cin)
+            if len(cin_memo) > 100_000:
+                cin_memo.clear()
+            valid_cin = cin_memo[cin] = cin_is_valid(cin)
         if not valid_cin:
             add(out, "ECM-MEM-001", place.member, place.ordinal)
         assignments = ctx.assignments.get(cin)
@@ -493,18 +499,13 @@ class EncounterRules:
             covering = [self._covering(ctx, cin, line[5]) for line in lines]
         # whether it is the submitter's: only a submitter audience is told less about a
         # member not assigned to it (a plan gets every finding as it is)
-        here = self._here(v, covering) if self._for_submitter else None
+        here = self._here(v, covering) if for_submitter else None
         ecm: list[tuple[date, object]] = []  # (date, covering assignment) of the ECM lines
         unassigned = None
-        loaded = self.loaded
-        seen = self._seen_lines
-        own_index = self._seen_own
         label = None
         history_keys = ctx.history_keys
-        line_memo = self._line_memo
         enrolments = ctx.enrolments.get(cin) if member_known else None
         has_providers = loaded["providers"]
-        provider_memo = self._provider_memo
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
@@ -521,8 +522,8 @@ class EncounterRules:
                     add(out, rule_id, *where, **values)
             if positive and service is not None and service.unit_limit_per_day is not None:
                 per_day = (cin, code, day)
-                total = self._units_per_day.get(per_day, 0) + amount
-                self._units_per_day[per_day] = total
+                total = units_per_day.get(per_day, 0) + amount
+                units_per_day[per_day] = total
                 if total > service.unit_limit_per_day:
                     add(out, "ECM-UNIT-002", *self._line_place(place, index),
                         units=units_text(total), code=code, day=day.isoformat(),
@@ -591,7 +592,6 @@ class EncounterRules:
             add(out, rule, place.member, place.ordinal, stranger,
                 **{"day": _first_day(lines), **values})
         if ecm and member_known:
-            spans = self._age_spans
             for day, assignment in ecm:
                 birth = assignment.birth_date if assignment is not None else None
                 if birth is None:
@@ -604,8 +604,8 @@ class EncounterRules:
                     # an age some POF does not fit: the findings, in the rules' order
                     self._check_ages(out, ecm, place, stranger)
                     break
-        if ecm and loaded["history"] and member_known and cin not in self._pof_checked:
-            self._pof_checked.add(cin)
+        if ecm and loaded["history"] and member_known and cin not in pof_checked:
+            pof_checked.add(cin)
             evidence = False
             for a in assignments:
                 if self._has_evidence_pof(a.pof_codes):
