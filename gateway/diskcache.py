@@ -180,7 +180,10 @@ class Patterns:
     since the file was read (merged with what other processes stored meanwhile)."""
 
     def __init__(self, path: Path | None) -> None:
+        from threading import Lock
+
         self.path = path
+        self._lock = Lock()  # (validators in several threads share one store)
         self._guard = _sre_guard()
         self._codes: dict | None = None  # (text, flags) -> the rest of _sre.compile's arguments
         self._new: dict = {}
@@ -205,7 +208,9 @@ class Patterns:
 
         flags = int(flags)
         if self._codes is None:
-            self._codes = self._read()
+            with self._lock:
+                if self._codes is None:
+                    self._codes = self._read()
         key = (text, flags)
         args = self._codes.get(key)
         if args is not None:
@@ -214,7 +219,8 @@ class Patterns:
             try:
                 return _sre.compile(text, *args)
             except Exception:  # noqa: BLE001 - code this engine refuses: compiled afresh
-                del self._codes[key]
+                with self._lock:
+                    self._codes.pop(key, None)
         if self._guard is not None:
             try:
                 args = _code_of(text, flags)
@@ -224,26 +230,32 @@ class Patterns:
             except Exception:  # noqa: BLE001 - re.compile says what is wrong, if anything
                 pass
             else:
-                self._new[key] = args
+                with self._lock:
+                    self._new[key] = args
                 return pattern
         return re.compile(text, flags)
 
     def save(self) -> None:
-        """Store the patterns compiled since the file was read (with those already there)."""
+        """Store the patterns compiled since the file was read (with those already there).
+        A cache: nothing that goes wrong here reaches the validation."""
         if not self._new or self.path is None or self._guard is None:
             return
         import marshal
 
-        new, self._new = self._new, {}
-        stored = self._read()
-        merged = {**stored, **(self._codes or {}), **new}
-        if len(merged) > PATTERNS_CAP:  # a file that only grows would slow every start
-            merged = {**(self._codes or {}), **new}
-            if len(merged) > PATTERNS_CAP:
-                merged = new
-        if self._codes is not None:
-            self._codes.update(new)
-        write(self.path, marshal.dumps((self._guard, merged)))
+        with self._lock:
+            new, self._new = self._new, {}
+            try:
+                codes = self._codes or {}
+                merged = {**self._read(), **codes, **new}
+                if len(merged) > PATTERNS_CAP:  # a file that only grows would slow every start
+                    merged = {**codes, **new}
+                    if len(merged) > PATTERNS_CAP:
+                        merged = new
+                if self._codes is not None:
+                    self._codes.update(new)
+                write(self.path, marshal.dumps((self._guard, merged)))
+            except Exception:  # noqa: BLE001 - not stored now: kept for the next save
+                self._new = {**new, **self._new}
 
 
 def _code_of(text: str, flags: int) -> tuple:

@@ -523,3 +523,36 @@ def test_the_rule_catalogue_from_the_cache_is_the_one_built(tmp_path, monkeypatc
         assert RuleCatalogue.load(packs).rule(first).severity.value == "info"
     finally:
         settings.reset()
+
+
+def test_one_pattern_store_shared_by_threads(tmp_path):
+    """Validators in several threads share one store per process: compiling and saving at
+    once raises nothing and gives re.compile's patterns; what was stored reads back."""
+    import re
+    import threading
+
+    path = tmp_path / "p.marshal"
+    store = diskcache.Patterns(path)
+    texts = [f"A{i}\\*[0-9]{{1,{i % 7 + 1}}}(?:\\*B)?" for i in range(300)]
+    errors = []
+
+    def work(offset: int) -> None:
+        try:
+            for n, text in enumerate(texts[offset:] + texts[:offset]):
+                assert store.compile(text, re.S) == re.compile(text, re.S)
+                if n % 25 == 0:
+                    store.save()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k * 37,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.save()
+    assert errors == []
+    again = diskcache.Patterns(path)
+    for text in texts:
+        assert again.compile(text, re.S) == re.compile(text, re.S)
+    assert len(again._codes) == len(texts) and not again._new
