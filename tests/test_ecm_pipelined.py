@@ -94,7 +94,7 @@ def test_generated_file_same_findings(pipelining, generated, options, counted):
 def test_counted_claims_as_text_or_views(pipelining, generated, monkeypatch, keeping_up):
     """The claims read light go to the worker as text while it keeps up, as views while it
     lags (the first batch as text): the findings are the same either way."""
-    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self: keeping_up)
+    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self, lag=1: keeping_up)
     path, registry = generated
     here, there, worked = both_ways(path, registry, counted=True)
     assert worked and here == there
@@ -109,7 +109,7 @@ def test_smaller_batches_once_the_input_is_read(pipelining, generated, monkeypat
     after the caller is done is then small), not while it lags; the findings are the same."""
     from gateway.x12 import validate
 
-    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self: keeping_up)
+    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self, lag=1: keeping_up)
     sizes = []
     real = pipelined.RulesWorker.submit
     monkeypatch.setattr(pipelined.RulesWorker, "submit",
@@ -438,3 +438,36 @@ def test_claim_in_doubt_read_by_the_model(pipelining, monkeypatch):
     rules.close()
     assert shown(here.findings) == shown(there.findings)
     assert any(f.rule.startswith("ECM-") for f in there.findings)
+
+
+def test_keeping_up_within_a_lag():
+    """``keeping_up(lag)``: the worker has checked every batch but the last ``lag`` submitted
+    (1 by default: it works on the last one or idles)."""
+    from types import SimpleNamespace
+
+    def up(sent, done, *lag):
+        return pipelined.RulesWorker.keeping_up(SimpleNamespace(sent=sent, done=done), *lag)
+
+    assert up(5, 4) and up(5, 5) and not up(5, 3)
+    assert up(5, 3, 2) and not up(5, 2, 2)
+
+
+@pytest.mark.parametrize("behind", [1, 2, 3])
+def test_text_rows_while_the_worker_is_within_text_lag(pipelining, generated, monkeypatch,
+                                                       behind):
+    """The claims read light go as text rows while the worker is at most TEXT_LAG batches
+    behind (one batch queued is not idle), as views beyond; findings the same either way."""
+    from gateway.x12 import validate
+
+    assert validate.TEXT_LAG == 2
+    monkeypatch.setattr(pipelined.RulesWorker, "keeping_up",
+                        lambda self, lag=1: behind <= lag)
+    kinds = []
+    real = pipelined.RulesWorker.submit
+    monkeypatch.setattr(pipelined.RulesWorker, "submit", lambda self, batch: kinds.extend(
+        {row[0].__class__ for row in batch}) or real(self, batch))
+    path, registry = generated
+    here, there, worked = both_ways(path, registry, counted=True)
+    assert worked and here == there
+    sent = set(kinds[len(kinds) // 2:])  # (the first batch goes as text)
+    assert sent == ({str} if behind <= validate.TEXT_LAG else {tuple})

@@ -245,8 +245,8 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
                     gc.collect()
                 batch = _unpack(memoryview(message)[1:])
                 found = rules.check([entry_of(row) for row in batch])
-                outbox.send_bytes(_FINDINGS + _pack(
-                    [_finding_row(f) for findings in found for f in findings]))
+                outbox.send_bytes(_pack(
+                    [_finding_row(f) for findings in found for f in findings], _FINDINGS))
             elif kind == _END:
                 outbox.send_bytes(_DONE)
             elif kind == _STATE:
@@ -292,14 +292,15 @@ def _finding(row: tuple, new=object.__new__, severities=_SEVERITY,
     return finding
 
 
-def _pack(rows: list) -> bytes:
+def _pack(rows: list, kind: bytes = b"") -> bytes:
     """marshal (several times quicker than pickle for plain tuples of str/int/None: findings,
-    text rows), pickle for a value marshal cannot write (a view's dates); the first byte says
-    which."""
+    text rows), pickle for a value marshal cannot write (a view's dates); the first byte
+    (after ``kind``, a message's) says which. (One copy of the body: the prefix is joined
+    first; a copy of a batch is fresh memory, whose pages fault in a forked process.)"""
     try:
-        return b"M" + marshal.dumps(rows)
+        return kind + b"M" + marshal.dumps(rows)
     except ValueError:
-        return b"P" + pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+        return kind + b"P" + pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _unpack(body) -> list:
@@ -349,15 +350,16 @@ class RulesWorker:
         if not batch:
             return
         self._take(block=False)
-        self._send(_BATCH + (_pack(batch) if batch[0][0].__class__ is str else
-                             b"P" + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)))
+        self._send(_pack(batch, _BATCH) if batch[0][0].__class__ is str else
+                   _BATCH + b"P" + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
         self.sent += 1
 
-    def keeping_up(self) -> bool:
-        """Whether the worker has checked every batch but the last one submitted (as of the
-        last look at what it sent back): then it has time to spare for work the caller could
-        hand over with the next rows (e.g. viewing the claims)."""
-        return self.sent - self.done <= 1
+    def keeping_up(self, lag: int = 1) -> bool:
+        """Whether the worker has checked every batch but the last ``lag`` submitted (as of the
+        last look at what it sent back): with ``lag`` 1, it is working on the last one (or
+        idle); with more, it has that many batches' work queued, none of it waiting on the
+        caller."""
+        return self.sent - self.done <= lag
 
     def finish(self) -> list[Finding]:
         """Every finding of the run, in claim order. The worker then waits, holding the
