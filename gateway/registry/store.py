@@ -19,7 +19,7 @@ from datetime import date
 from typing import NamedTuple
 
 from sqlalchemy import (
-    Boolean, Column, Date, Index, Integer, MetaData, String, Table, and_, create_engine, delete,
+    Boolean, Column, Date, Index, Integer, MetaData, String, Table, create_engine, delete,
     insert, or_, select,
 )
 from sqlalchemy.engine import Engine
@@ -545,28 +545,17 @@ class Registry:
                    "place_of_service, claim_id, line_number, diagnoses")
         keys = snap.history_keys
         if days is not None:
-            cursor.execute(f"SELECT {columns} FROM encounter_history WHERE cin IN "
-                           f"({marks(len(chunk))}) AND service_date >= {marks(1, len(chunk))} "
-                           f"AND service_date <= {marks(1, len(chunk) + 1)}",
-                           marks.params([*chunk, day.text(days[0]), day.text(days[1])]))
+            cursor.execute(f"SELECT {columns} FROM encounter_history WHERE "
+                           f"{_on_days(marks, chunk)}", _on_days_params(marks, chunk, days, day))
             history_of = snap.history
             for row in cursor.fetchall():
                 line = HistoryLine(row[0], row[1], day(row[2]), *row[3:])
                 history_of[line.cin].append(line)
                 keys.setdefault(line.key, line)
-        places, codes = events
-        if not wanted or not (places or codes):
+        if not wanted or not (events[0] or events[1]):
             return
-        where = []
-        values: list = list(wanted)
-        if places:
-            where.append(f"place_of_service IN ({marks(len(places), len(values))})")
-            values.extend(sorted(places))
-        if codes:
-            where.append(f"procedure_code IN ({marks(len(codes), len(values))})")
-            values.extend(sorted(codes))
-        cursor.execute(f"SELECT {columns} FROM encounter_history WHERE cin IN "
-                       f"({marks(len(wanted))}) AND ({' OR '.join(where)})",
+        where, values = _events_of(marks, wanted, events)
+        cursor.execute(f"SELECT {columns} FROM encounter_history WHERE {where}",
                        marks.params(values))
         history_of = snap.history
         for row in cursor.fetchall():
@@ -588,27 +577,16 @@ class Registry:
         keys = snap.history_keys
         if days is not None:
             cursor.execute("SELECT cin, billing_npi, service_date, procedure_code, modifiers, "
-                           "units, claim_id, line_number FROM encounter_history WHERE cin IN "
-                           f"({marks(len(chunk))}) AND service_date >= {marks(1, len(chunk))} "
-                           f"AND service_date <= {marks(1, len(chunk) + 1)}",
-                           marks.params([*chunk, day.text(days[0]), day.text(days[1])]))
+                           "units, claim_id, line_number FROM encounter_history WHERE "
+                           f"{_on_days(marks, chunk)}", _on_days_params(marks, chunk, days, day))
             for cin, npi, served, code, modifiers, units, claim, number in cursor.fetchall():
                 line = HistoryLine(cin, npi, day(served), code, modifiers, units, None, claim,
                                    number)
                 keys.setdefault(line.key, line)
-        places, codes = events
-        if not wanted or not (places or codes):
+        if not wanted or not (events[0] or events[1]):
             return
-        where = []
-        values: list = list(wanted)
-        if places:
-            where.append(f"place_of_service IN ({marks(len(places), len(values))})")
-            values.extend(sorted(places))
-        if codes:
-            where.append(f"procedure_code IN ({marks(len(codes), len(values))})")
-            values.extend(sorted(codes))
-        cursor.execute(f"SELECT {', '.join(EVENT_ROW)} FROM encounter_history WHERE cin IN "
-                       f"({marks(len(wanted))}) AND ({' OR '.join(where)})",
+        where, values = _events_of(marks, wanted, events)
+        cursor.execute(f"SELECT {', '.join(EVENT_ROW)} FROM encounter_history WHERE {where}",
                        marks.params(values))
         found = snap.events
         # (a member's rows are usually together: grouped in C; the order within a member
@@ -684,7 +662,6 @@ class Registry:
         with self.engine.connect() as conn:
             return conn.execute(select(func.max(history.c.service_date))).scalar()
 
-
     @staticmethod
     def _first_ecm_lines(conn, cins: list[str], codes: frozenset[str], snap: Snapshot) -> None:
         """The first ECM line (procedure code in ``codes``) per member and billing provider,
@@ -697,27 +674,6 @@ class Registry:
                  .group_by(c.cin, c.billing_npi))
         for cin, npi, first in conn.execute(query):
             snap.first_ecm_line[(cin, npi or "")] = first
-
-    @staticmethod
-    def _read_history(conn, chunk: list[str], days, events, snap: Snapshot) -> None:
-        places, codes = events
-        c = history.c
-        wanted = []
-        if days is not None:
-            wanted.append(and_(c.service_date >= days[0], c.service_date <= days[1]))
-        if places:
-            wanted.append(c.place_of_service.in_(sorted(places)))
-        if codes:
-            wanted.append(c.procedure_code.in_(sorted(codes)))
-        query = select(c.cin, c.billing_npi, c.service_date, c.procedure_code, c.modifiers,
-                       c.units, c.place_of_service, c.claim_id, c.line_number, c.diagnoses
-                       ).where(c.cin.in_(chunk))
-        if wanted:
-            query = query.where(or_(*wanted))
-        for row in conn.execute(query):
-            line = HistoryLine(*row)
-            snap.history[line.cin].append(line)
-            snap.history_keys.setdefault(line.key, line)
 
 
 _UPGRADE_LOCK = 0x45434D49  # PostgreSQL advisory lock: one process upgrades the indexes
@@ -912,6 +868,32 @@ def _remove_memory_file(engine: Engine | None, folder: str, owner: int) -> None:
     if engine is not None:
         engine.dispose()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _on_days(marks, chunk: list[str]) -> str:
+    """The WHERE of a batch's history lines: its members' lines on its service dates (the
+    parameters: :func:`_on_days_params`)."""
+    return (f"cin IN ({marks(len(chunk))}) AND service_date >= {marks(1, len(chunk))} "
+            f"AND service_date <= {marks(1, len(chunk) + 1)}")
+
+
+def _on_days_params(marks, chunk: list[str], days: tuple[date, date], day):
+    return marks.params([*chunk, day.text(days[0]), day.text(days[1])])
+
+
+def _events_of(marks, wanted: list[str], events: tuple[frozenset, frozenset]):
+    """The WHERE of the ``wanted`` members' utilization events (places of service or
+    procedure codes in ``events``), and its values (before ``marks.params``)."""
+    places, codes = events
+    where = []
+    values: list = list(wanted)
+    if places:
+        where.append(f"place_of_service IN ({marks(len(places), len(values))})")
+        values.extend(sorted(places))
+    if codes:
+        where.append(f"procedure_code IN ({marks(len(codes), len(values))})")
+        values.extend(sorted(codes))
+    return f"cin IN ({marks(len(wanted))}) AND ({' OR '.join(where)})", values
 
 
 class _DayReader(dict):
