@@ -33,7 +33,12 @@ _VIEW_PARTS = ["NM1*82*1*ROE*RAY****XX*1999999984", "NM1*82*2*CLINIC*****XX*",
                "SV1*HC:G9008:U1:GQ*25*UN*2*11**1", "SV1*HC:T2041:U6*10*UN*1.50***1",
                "DTP*472*RD8*20260901-20260905", "DTP*472*D8*20260903", "DTP*472*RD8*20260902-",
                "DTP*431*D8*20260101", "N3*2 OAK ST", "N4*FRESNO*CA*93701", "AMT*D*10",
-               "NTE*ADD*NOTE", "K3*NOTE"]
+               "NTE*ADD*NOTE", "K3*NOTE",
+               # (light_claim_row: an NM1*82 short of NM109, a DTP*472 whose date cannot be
+               # read (the full reading fails on it inside a line, passes it over outside),
+               # a negative LX01, a REF, PRV and HI it passes over by their first letter)
+               "NM1*82*1*ROE", "DTP*472*D8*20261340", "DTP*472*RD8*20260901-2026", "LX*-1",
+               "REF*9F*X", "PRV*PE*PXC*171M00000X", "HI*ABK:Z5900"]
 
 
 @pytest.fixture(scope="module")

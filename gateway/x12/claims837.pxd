@@ -73,6 +73,10 @@ cpdef tuple light_claim_view(RulesSpansCollector collector, list buf, Py_ssize_t
                n=Py_ssize_t)
 cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lines_before)
 
-@cython.locals(texts=list, f=list, meanings=dict, meaning=tuple, line=list, lines=list,
-               view_lines=list, refs=list, i=Py_ssize_t, kind=int, contiguous=bint)
+@cython.locals(texts=list, f=list, meanings=dict, meaning=tuple, raw=str, part=tuple,
+               dates=tuple, view_lines=list, refs=list, i=Py_ssize_t, kind=int,
+               contiguous=bint, open_line=bint, other_payer=bint, separators=tuple,
+               first=Py_UCS4, element=str, component=str, terminator=str)
 cpdef tuple light_claim_row(tuple row)
+
+cdef tuple _view_line(object number, tuple part, tuple dates, object rendering)

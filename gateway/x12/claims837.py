@@ -1079,7 +1079,12 @@ def light_claim_row(row):  # (types: claims837.pxd)
     :meth:`ClaimCollector._claim_view` makes it from the full reading (the handlers' rules:
     the last SV1 and DTP*472 of a line count, an NM1*82 names the open line's rendering
     provider, else the claim's unless an SBR opened another payer's loop). What a segment's
-    text means is read once per text (:data:`_TEXT_MEANINGS`)."""
+    text means is read once per text (:data:`_TEXT_MEANINGS`: LX, SV1, DTP, SBR, a few texts a
+    file), but a REF, HI or PRV (the only kept segments whose id starts with R, H or P, none of
+    which the view reads) is passed over by its first letter, unsplit and unhashed, and an NM1
+    is read where it is: each claim's REF*G1 and HI differ, NM1s from provider to provider,
+    and memoised they would only push the others out. A line's view is made when the next LX
+    (or the claim's end) closes it."""
     text, separators, ordinals, lines_before, cin, npi, tin, payer, tx, index, sub_index = row
     element, component, terminator = separators
     meanings = _TEXT_MEANINGS.get(separators)
@@ -1094,10 +1099,29 @@ def light_claim_row(row):  # (types: claims837.pxd)
     contiguous = ordinals.__class__ is int
     rendering = None
     other_payer = False
-    lines: list = []  # [number, SV1's part of the view, date, date end, rendering, ordinal]
-    line = None
+    view_lines = []
+    refs = []
+    st_index = lines_before
+    # the open line (``open_line``: one is): LX01 as a number, its SV1's part of the view, its
+    # DTP*472's meaning, its rendering provider and its SV1's ordinal
+    open_line = False
+    number = part = dates = line_rendering = ordinal = None
     for i in range(1, len(texts)):
         raw = texts[i]
+        if not raw:
+            continue
+        first = raw[0]
+        if first in "RHP":  # (REF, HI, PRV: nothing the view reads)
+            continue
+        if first == "N":  # (NM1: N3 and N4 are not kept) read here, not memoised: its
+            # text differs from provider to provider (more than the memo holds)
+            f = raw.split(element, 10)
+            if f[0] == "NM1" and len(f) > 1 and f[1] == "82":  # (as _meaning)
+                if open_line:
+                    line_rendering = f[9] if len(f) > 9 else ""
+                elif not other_payer:
+                    rendering = f[9] if len(f) > 9 else ""
+            continue
         meaning = meanings.get(raw)
         if meaning is None:
             meaning = meanings[raw] = _meaning(raw, separators)
@@ -1105,51 +1129,61 @@ def light_claim_row(row):  # (types: claims837.pxd)
         if kind == 0:  # (nothing the view reads)
             continue
         if kind == 1:  # LX
-            line = [meaning[1], None, None, None, None,
-                    ordinals + i if contiguous else ordinals[i]]
-            lines.append(line)
+            if open_line:
+                view_lines.append(_view_line(number, part, dates, line_rendering))
+                refs.append((ordinal, st_index))
+            st_index += 1
+            open_line = True
+            number = meaning[1]
+            part = dates = line_rendering = None
+            ordinal = ordinals + i if contiguous else ordinals[i]
         elif kind == 2:  # SV1
-            if line is not None:
-                line[1] = meaning[1]
-                line[5] = ordinals + i if contiguous else ordinals[i]
+            if open_line:
+                part = meaning[1]
+                ordinal = ordinals + i if contiguous else ordinals[i]
         elif kind == 3:  # DTP*472
-            if line is not None:
-                line[2] = meaning[1]
-                line[3] = meaning[2]
+            if open_line:
+                dates = meaning
         elif kind == 4:  # NM1*82
-            if other_payer and line is None:
+            if other_payer and not open_line:
                 continue
-            if line is not None:
-                line[4] = meaning[1]
+            if open_line:
+                line_rendering = meaning[1]
             else:
                 rendering = meaning[1]
         else:  # SBR
             other_payer = True
-    days = _DAYS
-    view_lines = []
-    refs = []
-    st_index = lines_before
-    for number, part, day, end, line_rendering, ordinal in lines:
-        st_index += 1
-        first = days.get(day)
-        last = (days.get(end) or _day(end)) if end else None
-        view_lines.append((int(number), *part, first if first is not None else _day(day), last,
-                           line_rendering))
+    if open_line:
+        view_lines.append(_view_line(number, part, dates, line_rendering))
         refs.append((ordinal, st_index))
     view = (cin, npi, tin, rendering, payer, pos, tuple(view_lines))
     return (view, tx, index, sub_index, ordinals if contiguous else ordinals[0], claim_id, refs)
 
 
+def _view_line(number, part, dates, rendering):  # (types: claims837.pxd)
+    """A line's part of a view: LX01, its SV1's part, its DTP*472's dates, its rendering
+    provider (as :meth:`ClaimCollector._claim_view`)."""
+    first = dates[3]
+    if first is None:  # (dates _meaning could not read: read here, failing as the full reading)
+        day = dates[1]
+        end = dates[2]
+        first = _day(day)
+        return (number, part[0], part[1], part[2], part[3], first,
+                _day(end) if end else None, rendering)
+    return (number, part[0], part[1], part[2], part[3], first, dates[4], rendering)
+
+
 def _meaning(raw: str, separators: tuple) -> tuple:
     """What the view reads of a segment kept by the light reading, as the full handlers read
-    it: (1, LX01), (2, (code, modifiers, units, place of service)) for an SV1 (as
-    :meth:`ClaimCollector._read_sv1`), (3, date, end date) for a DTP*472, (4, NM109) for an
-    NM1*82, (5,) for an SBR, else (0,)."""
+    it: (1, LX01 as a number) for an LX, (2, (code, modifiers, units, place of service)) for an
+    SV1 (as :meth:`ClaimCollector._read_sv1`), (3, date, end date, their days or None if
+    unreadable (read again on use, failing as the full reading does)) for a DTP*472, (4, NM109)
+    for an NM1*82, (5,) for an SBR, else (0,)."""
     element, component, _ = separators
     f = raw.split(element)
     seg_id = f[0]
     if seg_id == "LX":
-        return (1, f[1] if len(f) > 1 else "")
+        return (1, int(f[1] if len(f) > 1 else ""))
     if seg_id == "SV1":
         if len(f) < 8:
             f = f + _PAD
@@ -1164,8 +1198,12 @@ def _meaning(raw: str, separators: tuple) -> tuple:
         value = f[3]
         if f[2] == "RD8" and "-" in value:
             start, end = value.split("-", 1)
-            return (3, start, end)
-        return (3, value, None)
+        else:
+            start, end = value, None
+        try:
+            return (3, start, end, _day(start), _day(end) if end else None)
+        except ValueError:
+            return (3, start, end, None, None)
     if seg_id == "NM1":
         if len(f) < 10:
             f = f + _PAD
