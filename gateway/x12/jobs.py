@@ -46,7 +46,8 @@ from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only  # n
 from gateway.x12.envelope import EnvelopeChecker, Group, Interchange, TransactionSet, feed_all
 from gateway.x12.reader import Delimiters, Segment, X12Reader
 
-SKIM_BLOCK = 8 * 1024 * 1024  # bytes read at a time by the skim (memory stays bounded)
+SKIM_BLOCK = 1024 * 1024  # bytes read at a time by the skim (memory stays bounded; a larger
+# block reads further past the last cut and copies more: 8 MB cost 82 ms at 100k claims, 1 MB 60)
 RANGE_BLOCK = 1024 * 1024  # bytes read at a time by a share
 CLAIM_BATCH = 2000  # claims written to the share's result file together
 FIRST_WEIGHT = 1.08  # this process's share of the bytes, against 1.0 for each other process
