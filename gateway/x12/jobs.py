@@ -46,7 +46,8 @@ from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only  # n
 from gateway.x12.envelope import EnvelopeChecker, Group, Interchange, TransactionSet, feed_all
 from gateway.x12.reader import Delimiters, Segment, X12Reader
 
-SKIM_BLOCK = 8 * 1024 * 1024  # bytes read at a time by the skim (memory stays bounded)
+SKIM_BLOCK = 1024 * 1024  # bytes read at a time by the skim (memory stays bounded; a larger
+# block reads further past the last cut and copies more: 8 MB cost 82 ms at 100k claims, 1 MB 60)
 RANGE_BLOCK = 1024 * 1024  # bytes read at a time by a share
 CLAIM_BATCH = 2000  # claims written to the share's result file together
 FIRST_WEIGHT = 1.08  # this process's share of the bytes, against 1.0 for each other process
@@ -156,13 +157,23 @@ def _regular_pattern(delimiters: Delimiters, encoding: str, lead: bytes):
 
 
 def _matches(buf: bytes, limit: int, regular, general):
-    """The matches of the skim in ``buf`` up to ``limit``: ``regular``'s while the layout is
-    regular, then ``general``'s (group 1 None: a blank piece)."""
-    for match in regular.finditer(buf, 0, limit):
-        if match.group(1) is None:  # a terminator not followed as the others are
-            yield from general.finditer(buf, match.start(), limit)
+    """The matches of the skim in ``buf`` up to ``limit``: ``regular``'s where the layout is
+    regular; from a terminator where it is not, ``general``'s next match (group 1 None: a blank
+    piece), and ``regular``'s again after it. (The first block's ISA follows the terminator put
+    before it with no lead: without going back, the whole file was skimmed by ``general``.)"""
+    pos = 0
+    while True:
+        for match in regular.finditer(buf, pos, limit):
+            if match.group(1) is None:  # a terminator not followed as the others are
+                match = general.search(buf, match.start(), limit)
+                if match is None:
+                    return
+                yield match
+                pos = match.end()
+                break
+            yield match
+        else:
             return
-        yield match
 
 
 def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jobs: int,
