@@ -145,7 +145,9 @@ def file_key(salt: bytes, paths) -> str:
 
 
 # -- compiled regular expressions -------------------------------------------------------------
-PATTERNS_CAP = 2000  # entries one pattern file keeps (beyond: only this process's own)
+# patterns one file keeps (beyond: only this process's own): a map's fast patterns for one
+# delimiter set are ≈ 25 (≈ 56 KB), so this is ≈ 20 delimiter sets, ≈ 1 MB read at a start
+PATTERNS_CAP = 500
 
 
 def _sre_guard():

@@ -475,7 +475,7 @@ def test_the_validator_stores_the_fast_patterns_it_compiled(tmp_path, monkeypatc
     try:
         monkeypatch.setattr(elements, "_COMPILED", {})
         first = validate_x12(clean_837)
-        (stored,) = folder.glob("837.5010.X222.A1-re-00501-*.marshal")
+        (stored,) = folder.glob("837.5010.X222.A1-re-00501.marshal")
         monkeypatch.setattr(elements, "_COMPILED", {})  # (a new process)
         monkeypatch.setattr(maps, "_PATTERNS", {})
         again = validate_x12(clean_837)
@@ -556,3 +556,37 @@ def test_one_pattern_store_shared_by_threads(tmp_path):
     for text in texts:
         assert again.compile(text, re.S) == re.compile(text, re.S)
     assert len(again._codes) == len(texts) and not again._new
+
+
+def test_invented_delimiters_add_no_cache_file(tmp_path, monkeypatch, clean_837):
+    """One pattern file per map and charset: a sender sending the same claims under delimiter
+    set after delimiter set grows neither the folder nor the file beyond PATTERNS_CAP."""
+    import marshal
+
+    from gateway.x12.engine import elements, maps
+    from gateway.x12.validate import validate_x12
+
+    folder = tmp_path / "maps"
+    monkeypatch.setenv("ECM_GATEWAY_X12_MAP_CACHE", str(folder))
+    monkeypatch.setattr(diskcache, "PATTERNS_CAP", 40)
+    settings.reset()
+    try:
+        text = clean_837.decode()
+        element = text[3]
+        reference = [f.as_dict() for f in validate_x12(clean_837).findings]
+        sizes = []
+        for new_element in "|!&":
+            assert new_element not in text
+            monkeypatch.setattr(elements, "_COMPILED", {})
+            monkeypatch.setattr(maps, "_PATTERNS", {})  # (a new process each time)
+            result = validate_x12(text.replace(element, new_element).encode())
+            assert [(f["rule"], f["location"]) for f in map(lambda f: f.as_dict(),
+                                                           result.findings)] == \
+                [(f["rule"], f["location"]) for f in reference]
+            files = sorted(p.name for p in folder.glob("*.marshal"))
+            assert files == ["837.5010.X222.A1-re-00501.marshal"]
+            _, codes = marshal.loads((folder / files[0]).read_bytes())
+            sizes.append(len(codes))
+        assert sizes[0] > 0 and all(n <= 40 for n in sizes), sizes
+    finally:
+        settings.reset()

@@ -684,9 +684,9 @@ def upgrade_indexes(engine: Engine) -> None:
     an index of a table that exists, nor alters one): an index of the history table that is
     missing or whose columns differ from its declaration is built as declared - once, on the
     first open of a registry made before the change (on a big history that open takes the
-    index's build time). In one transaction (PostgreSQL: under an advisory lock, so processes starting
-    together upgrade once); a failure leaves the old index (the queries are the same, only
-    slower)."""
+    index's build time). In one transaction (PostgreSQL: under an advisory lock, so processes
+    starting together upgrade once); a failure leaves the old index (the queries are the same,
+    only slower)."""
     from sqlalchemy import inspect, text
     from sqlalchemy.exc import DBAPIError
 

@@ -295,15 +295,17 @@ def load(name: str) -> Root:
 _PATTERNS: dict[tuple, diskcache.Patterns] = {}
 
 
-def patterns(root: Root, icvn: str, delimiters: str) -> diskcache.Patterns:
-    """Where the fast patterns of ``root``'s segments are compiled for one charset and one set
-    of delimiters (element, component, segment): kept across processes in the map cache
-    folder (:class:`gateway.diskcache.Patterns`; a pattern is looked up by its text, so a file
-    another map version wrote can only miss). One per process and key."""
+def patterns(root: Root, icvn: str) -> diskcache.Patterns:
+    """Where the fast patterns of ``root``'s segments are compiled for one charset: kept across
+    processes in the map cache folder (:class:`gateway.diskcache.Patterns`; a pattern is looked
+    up by its text, which holds the file's delimiters, so a file another map version wrote can
+    only miss). One file per map and charset, whatever the delimiters: a sender cannot add a
+    cache file per delimiter set it invents (the file keeps at most
+    :data:`~gateway.diskcache.PATTERNS_CAP` patterns). One store per process and key."""
     folder = cache_dir()
-    key = (folder, root.file, icvn, delimiters)
+    key = (folder, root.file, icvn)
     found = _PATTERNS.get(key)
     if found is None:
-        name = f"{Path(root.file).stem}-re-{icvn}-{delimiters.encode('utf-8').hex()}.marshal"
+        name = f"{Path(root.file).stem}-re-{icvn}.marshal"
         found = _PATTERNS.setdefault(key, diskcache.Patterns(folder / name if folder else None))
     return found

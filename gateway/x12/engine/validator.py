@@ -320,8 +320,7 @@ class NativeGuideValidator:
             self._patterns = [None] * len(root.nodes)
             if self._store is not None:
                 self._store.save()
-            self._store = patterns(root, self._icvn, self._sep + self._comp +
-                                   self.delimiters.segment)
+            self._store = patterns(root, self._icvn)
             self._new_memo()
         self._loop_counts = {}
         self._hl_count = 0
