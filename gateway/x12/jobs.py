@@ -689,6 +689,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
         finally:
             gc.unfreeze()
         tell.close()
+        # on, a slice at a time, until the first of the others tells where the cuts are
         cuts = None
         ended = False
         wait = os.path.getsize(path) < WAIT_BELOW
