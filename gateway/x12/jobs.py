@@ -4,8 +4,12 @@ Compiled with the X12 engine's hot modules when it can be (gateway/x12/_accelera
 
 How the file is shared
 ----------------------
-1. :func:`plan_shares` skims the file's bytes in C (one regular expression that stops only at a
-   segment terminator, counting terminators with ``bytes.count``) for the control segments
+1. A planning process, started first (it needs no guide: it is done, or nearly, when this
+   process has its guide ready and has read up to the first ST, where it starts the others,
+   which inherit the compiled map), runs :func:`plan_shares` and tells every process the cuts
+   through pipes. It skims the file's bytes in C (compiled, a loop over the bytes,
+   :func:`_scan_regular`; else one regular expression that stops only at a segment
+   terminator; terminators counted in C) for the control segments
    (ISA, GS, ST, SE, GE, IEA) and the blank pieces the reader skips, so it knows the segment
    ordinal of every control segment without reading the others. It picks the ``ST`` segments
    where the file is cut: the ones nearest to equal shares of the bytes, among those that open
@@ -476,20 +480,32 @@ def _frames(path: str):
             yield head[:1], file.read(size)
 
 
-def _planned_share(path: str, share: int, jobs: int, start: int, first_weight: float,
-                   delimiters: Delimiters, encoding: str, make_guide: Callable, snip: bool,
-                   catalogue: RuleCatalogue, claims: bool, out_path: str,
-                   digest: type | None, tell) -> None:
-    """Another process: plans the cuts (every process the same: the plan is deterministic),
-    tells the first process (``tell``, a connection, from the first of the others) and
-    validates share ``share`` (1-based after the first process's), if there is one."""
+def _planner(path: str, jobs: int, start: int, first_weight: float, delimiters: Delimiters,
+             encoding: str, tells: list) -> None:
+    """The planning process, started first (while this one gets its guide ready and reads up
+    to the first ST, before the others are started): plans the cuts and sends them through
+    each of ``tells`` (connections: to this process and to each other one). When it fails, it
+    sends nothing: they all read the end of their pipe, and this process reads the file
+    alone."""
     try:
         cuts = plan_shares(path, delimiters, encoding, start, jobs, first_weight)
-    except Exception:  # noqa: BLE001 - the first process, told nothing, reads it all alone
+    except Exception:  # noqa: BLE001 - told nothing, the first process reads it all alone
         return
-    if tell is not None:
+    for tell in tells:
         tell.send(cuts)
         tell.close()
+
+
+def _planned_share(path: str, share: int, delimiters: Delimiters, encoding: str,
+                   make_guide: Callable, snip: bool, catalogue: RuleCatalogue, claims: bool,
+                   out_path: str, digest: type | None, hear) -> None:
+    """Another process: waits for the plan (``hear``, a connection from the planner) and
+    validates share ``share`` (1-based after the first process's), if there is one."""
+    try:
+        cuts = hear.recv()
+    except EOFError:  # no plan: the first process reads it all alone
+        return
+    hear.close()
     if share > len(cuts):
         return  # (fewer places to cut than processes: nothing to do)
     end = cuts[share].offset if share < len(cuts) else None
@@ -651,20 +667,33 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
         weight = FIRST_WEIGHT if spans is not None else FIRST_WEIGHT_CLAIMS
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    hear, tell = context.Pipe(duplex=False)
+    hear, tell = context.Pipe(duplex=False)  # the plan, to this process
+    pipes = [context.Pipe(duplex=False) for _ in range(1, jobs)]  # and to each other one
     outputs = []
     others = []
+    # the plan first, in a process of its own: it needs no guide, and the skim is done (or
+    # nearly) when the others start at the first ST, not begun
+    planner = context.Process(target=_planner, daemon=True, name="validate-plan",
+                              args=(path, jobs, start, weight, delimiters, encoding,
+                                    [tell] + [w for _, w in pipes]))
     try:
+        gc.freeze()  # (as for the others, below)
+        try:
+            planner.start()
+        finally:
+            gc.unfreeze()
+        tell.close()
+        for _, w in pipes:
+            w.close()
         for share in range(1, jobs):
             handle, out_path = tempfile.mkstemp(prefix="ecm-jobs-", suffix=".bin")
             os.close(handle)
             outputs.append(out_path)
             others.append(context.Process(
                 target=_planned_share, daemon=True, name=f"validate-share-{share}",
-                args=(path, share, jobs, start, weight, delimiters, encoding, make_guide, snip,
-                      catalogue, claims_shared, out_path,
-                      type(spans) if spans is not None else None,
-                      tell if share == 1 else None)))
+                args=(path, share, delimiters, encoding, make_guide, snip, catalogue,
+                      claims_shared, out_path, type(spans) if spans is not None else None,
+                      pipes[share - 1][0])))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep,
                                    spans=spans if claims_shared else None)
@@ -688,8 +717,9 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                 process.start()
         finally:
             gc.unfreeze()
-        tell.close()
-        # on, a slice at a time, until the first of the others tells where the cuts are
+        for r, _ in pipes:
+            r.close()
+        # on, a slice at a time, until the planner tells where the cuts are
         cuts = None
         ended = False
         wait = os.path.getsize(path) < WAIT_BELOW
@@ -697,7 +727,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             if wait or hear.poll():
                 try:
                     cuts = hear.recv()
-                except EOFError:  # it stopped before planning: this process reads it all
+                except EOFError:  # it failed to plan: this process reads it all
                     cuts = []
                 break
             done, more = feed_all(islice(segments, POLL_SEGMENTS), envelope, feeds,
@@ -769,8 +799,9 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             submitters.update(collector.submitters)
         guide.finish()
     finally:
-        hear.close()
-        for process in others:
+        for connection in [hear, tell] + [c for pipe in pipes for c in pipe]:
+            connection.close()  # (those still open)
+        for process in [planner] + others:
             if process.is_alive():
                 process.terminate()
             if process.pid is not None:
