@@ -300,6 +300,34 @@ def test_the_plan_is_made_by_a_process_of_its_own(tmp_path, monkeypatch):
     assert planners[0] not in readers | {str(os.getpid())}
 
 
+def test_the_planner_is_reaped_and_spawn_works_without_fork(tmp_path, monkeypatch):
+    """Where there is a fork, the planner is a bare one, reaped at the end (no zombie); where
+    there is none, the planner and the others are multiprocessing's spawned processes, with the
+    same result."""
+    import os
+
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    one = _outcome(path, 1)
+    ended = []
+    real = jobs_module._end_planner
+
+    def end(pid):
+        ended.append(pid)
+        real(pid)
+
+    monkeypatch.setattr(jobs_module, "_end_planner", end)
+    assert _outcome(path, 2) == one
+    assert len(ended) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(ended[0], os.WNOHANG)
+    monkeypatch.delattr(os, "fork")
+    read = []  # (the results of the others read here: the file was shared)
+    frames = jobs_module._frames
+    monkeypatch.setattr(jobs_module, "_frames", lambda p: read.append(p) or frames(p))
+    assert _outcome(path, 3) == one and len(ended) == 1 and len(read) == 2
+
+
 def _layouts() -> dict[str, bytes]:
     body = _body(DEFECTS.read_bytes())
     segs = _interchange([[body] * 5, [body] * 2])
