@@ -4,11 +4,11 @@ Compiled with the X12 engine's hot modules when it can be (gateway/x12/_accelera
 
 How the file is shared
 ----------------------
-1. A planning process, started first (a bare fork where there is one: it needs no guide, nor
-   multiprocessing; it is done, or nearly, when this
+1. A planning process, started first (it needs no guide: it is done, or nearly, when this
    process has its guide ready and has read up to the first ST, where it starts the others,
    which inherit the compiled map), runs :func:`plan_shares` and tells every process the cuts
-   through pipes. It skims the file's bytes in C (compiled, a loop over the bytes,
+   through pipes. (Where there is a fork, the processes are bare forks, :class:`_Forked`:
+   multiprocessing is not even imported; else multiprocessing's spawned processes.) It skims the file's bytes in C (compiled, a loop over the bytes,
    :func:`_scan_regular`; else one regular expression that stops only at a segment
    terminator; terminators counted in C) for the control segments
    (ISA, GS, ST, SE, GE, IEA) and the blank pieces the reader skips, so it knows the segment
@@ -581,6 +581,52 @@ def _end_planner(pid: int) -> None:
         pass
 
 
+class _Forked:
+    """A bare fork that runs ``target(*args)`` and exits: what this module uses of a
+    ``multiprocessing.Process`` (start, is_alive, terminate, join, pid), without importing
+    multiprocessing (≈ 5–10 ms at the start of a run, before the first ST) nor its start-up
+    in the new process."""
+
+    __slots__ = ("target", "args", "pid", "status")
+
+    def __init__(self, target: Callable, args: tuple) -> None:
+        self.target = target
+        self.args = args
+        self.pid = None
+        self.status = None  # (the wait status once reaped)
+
+    def start(self) -> None:
+        pid = os.fork()
+        if pid == 0:  # the new process: never returns
+            code = 1
+            try:
+                self.target(*self.args)
+                code = 0
+            except BaseException:  # noqa: BLE001 - (a share tells its failure in its file)
+                pass
+            finally:
+                os._exit(code)
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        if self.pid is None or self.status is not None:
+            return False
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return True
+        self.status = status
+        return False
+
+    def terminate(self) -> None:
+        import signal
+
+        os.kill(self.pid, signal.SIGTERM)
+
+    def join(self) -> None:
+        if self.pid is not None and self.status is None:
+            self.status = os.waitpid(self.pid, 0)[1]
+
+
 def _planned_share(path: str, share: int, delimiters: Delimiters, encoding: str,
                    make_guide: Callable, snip: bool, catalogue: RuleCatalogue, claims: bool,
                    out_path: str, digest: type | None, hear) -> None:
@@ -755,16 +801,20 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
     hears: list = []  # the plan's pipes: to this process, then to each other one
     try:
         # the plan first, in a process of its own: it needs no guide, and the skim is done (or
-        # nearly) when the others start at the first ST, not begun; a bare fork where there is
-        # one, before multiprocessing is imported (≈ 5 ms sooner)
-        if hasattr(os, "fork"):
-            planner_pid, hears = _fork_planner(path, jobs, start, weight, delimiters,
-                                               encoding)
-        import multiprocessing
+        # nearly) when the others start at the first ST, not begun. Where there is a fork, the
+        # planner and the others are bare forks (no multiprocessing: ≈ 5-10 ms sooner at the
+        # first ST); else multiprocessing's spawned processes
         import tempfile
 
-        context = multiprocessing.get_context("fork" if planner_pid else "spawn")
-        if not planner_pid:
+        forks = hasattr(os, "fork")
+        context = None
+        if forks:
+            planner_pid, hears = _fork_planner(path, jobs, start, weight, delimiters,
+                                               encoding)
+        else:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")
             pipes = [context.Pipe(duplex=False) for _ in range(jobs)]
             hears = [r for r, _ in pipes]
             planner = context.Process(target=_planner, daemon=True, name="validate-plan",
@@ -778,11 +828,11 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             handle, out_path = tempfile.mkstemp(prefix="ecm-jobs-", suffix=".bin")
             os.close(handle)
             outputs.append(out_path)
-            others.append(context.Process(
-                target=_planned_share, daemon=True, name=f"validate-share-{share}",
-                args=(path, share, delimiters, encoding, make_guide, snip, catalogue,
-                      claims_shared, out_path, type(spans) if spans is not None else None,
-                      hears[share])))
+            args = (path, share, delimiters, encoding, make_guide, snip, catalogue,
+                    claims_shared, out_path, type(spans) if spans is not None else None,
+                    hears[share])
+            others.append(_Forked(_planned_share, args) if forks else context.Process(
+                target=_planned_share, daemon=True, name=f"validate-share-{share}", args=args))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep,
                                    spans=spans if claims_shared else None)
