@@ -49,7 +49,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from gateway.findings import Finding, Severity
+from gateway.findings import Finding
 
 IMAGE_LIMIT = 512 * 1024 * 1024  # in-memory registries larger than this stay in-process
 DEFAULT_PIPELINE_BYTES = 1024 * 1024
@@ -213,6 +213,8 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
     """The worker: batches in, findings out, until told to stop (or the caller goes)."""
     import queue
 
+    from gateway.ecm.rules import finding_rows
+
     for end in callers_ends:  # (inherited: with them open here, the caller's exit is no EOF)
         end.close()
     _KEEP.append(rules.registry)  # its connections are the parent's: left alone here
@@ -245,8 +247,7 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
                     gc.collect()
                 batch = _unpack(memoryview(message)[1:])
                 found = rules.check([entry_of(row) for row in batch])
-                outbox.send_bytes(_pack(
-                    [_finding_row(f) for findings in found for f in findings], _FINDINGS))
+                outbox.send_bytes(_pack(finding_rows(found), _FINDINGS))
             elif kind == _END:
                 outbox.send_bytes(_DONE)
             elif kind == _STATE:
@@ -262,34 +263,22 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
 
 
 def _finding_row(f: Finding) -> tuple:
-    return (f.rule, f.severity.value, f.location, f.message, f.source, f.segment, f.context,
-            f.plan_rule, f.plan_message)
+    """One finding as the worker ships it (:func:`gateway.ecm.rules.finding_rows`, compiled
+    with the rules, makes a batch's)."""
+    from gateway.ecm.rules import finding_rows
+
+    return finding_rows([[f]])[0]
 
 
-_SEVERITY = {s.value: s for s in Severity}
+def _finding(row: tuple) -> Finding:
+    """A finding back from :func:`_finding_row` (:func:`gateway.ecm.rules.findings_of_rows`
+    makes a batch's: the fields set as ``Finding.__init__`` sets them, without its keyword
+    parsing, through the slots' own setters)."""
+    from gateway.ecm.rules import findings_of_rows
 
-
-def _finding(row: tuple, new=object.__new__, severities=_SEVERITY,
-             rule_=Finding.rule.__set__, severity_=Finding.severity.__set__,
-             location_=Finding.location.__set__, message_=Finding.message.__set__,
-             source_=Finding.source.__set__, segment_=Finding.segment.__set__,
-             context_=Finding.context.__set__, plan_rule_=Finding.plan_rule.__set__,
-             plan_message_=Finding.plan_message.__set__) -> Finding:
-    """A finding back from :func:`_finding_row`: the fields set as ``Finding.__init__`` sets
-    them, without its keyword parsing, through the slots' own setters bound once (the findings
-    of a file come back this way; a quarter quicker than ``object.__setattr__`` by name)."""
-    finding = new(Finding)
-    rule, severity, location, message, source, segment, context, plan_rule, plan_message = row
-    rule_(finding, rule)
-    severity_(finding, severities[severity])
-    location_(finding, location)
-    message_(finding, message)
-    source_(finding, source)
-    segment_(finding, segment)
-    context_(finding, context)
-    plan_rule_(finding, plan_rule)
-    plan_message_(finding, plan_message)
-    return finding
+    found: list[Finding] = []
+    findings_of_rows([row], found)
+    return found[0]
 
 
 def _pack(rows: list, kind: bytes = b"") -> bytes:
@@ -380,7 +369,9 @@ class RulesWorker:
 
     def _unpack_one(self) -> None:
         """The findings of the oldest batch not made into findings yet."""
-        self.findings.extend(map(_finding, _unpack(self._bodies.pop(0))))
+        from gateway.ecm.rules import findings_of_rows  # (compiled with the rules)
+
+        findings_of_rows(_unpack(self._bodies.pop(0)), self.findings)
 
     def reclaim(self) -> None:
         """The engine's state back from the worker, which then ends."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
 from gateway.ecm.pof import pof_shortfalls
-from gateway.findings import Finding
+from gateway.findings import Finding, Severity
 from gateway.model.view import ClaimView, LineView, view_of
 from gateway.registry.store import Registry, Snapshot, modifier_key, units_text
 from gateway.rules import RuleCatalogue, default_catalogue
@@ -108,6 +108,66 @@ class _Batch:
 
 _NO_FINDINGS: tuple = ()
 _MISSING = object()
+
+
+# -- findings made quickly (compiled with this module): the rules make thousands a file from
+# a memoised finding (only the place differs), the rules' worker ships them as rows and the
+# caller makes them again (gateway/ecm/pipelined.py). The fields are set as Finding.__init__
+# sets them, through the slots' own setters (no keyword parsing, no attribute look-up by name)
+_new = object.__new__
+_rule_, _severity_, _location_ = (Finding.rule.__set__, Finding.severity.__set__,
+                                  Finding.location.__set__)
+_message_, _source_, _segment_ = (Finding.message.__set__, Finding.source.__set__,
+                                  Finding.segment.__set__)
+_context_, _plan_rule_, _plan_message_ = (Finding.context.__set__, Finding.plan_rule.__set__,
+                                          Finding.plan_message.__set__)
+_SEVERITIES = {s.value: s for s in Severity}
+
+
+def located(template: Finding, where: str, ordinal) -> Finding:
+    """``template`` at ``where`` (segment ``ordinal``), without its context (what
+    ``Finding(rule=template.rule, ..., location=where, segment=ordinal, ...)`` makes)."""
+    finding = _new(Finding)
+    _rule_(finding, template.rule)
+    _severity_(finding, template.severity)
+    _location_(finding, where)
+    _message_(finding, template.message)
+    _source_(finding, template.source)
+    _segment_(finding, None if ordinal is None else int(ordinal))
+    _context_(finding, None)
+    _plan_rule_(finding, template.plan_rule)
+    _plan_message_(finding, template.plan_message)
+    return finding
+
+
+def finding_rows(found: list) -> list[tuple]:
+    """The findings of a batch (a list a claim) as rows of plain values, in order
+    (:func:`findings_of_rows` makes them findings again)."""
+    rows = []
+    for findings in found:
+        for f in findings:
+            rows.append((f.rule, f.severity.value, f.location, f.message, f.source, f.segment,
+                         f.context, f.plan_rule, f.plan_message))
+    return rows
+
+
+def findings_of_rows(rows, into: list) -> None:
+    """:func:`finding_rows`' rows made findings again, appended to ``into``."""
+    severities = _SEVERITIES
+    append = into.append
+    for rule, severity, location, message, source, segment, context, plan_rule, \
+            plan_message in rows:
+        finding = _new(Finding)
+        _rule_(finding, rule)
+        _severity_(finding, severities[severity])
+        _location_(finding, location)
+        _message_(finding, message)
+        _source_(finding, source)
+        _segment_(finding, segment)
+        _context_(finding, context)
+        _plan_rule_(finding, plan_rule)
+        _plan_message_(finding, plan_message)
+        append(finding)
 
 
 class EncounterRules:
@@ -311,10 +371,7 @@ class EncounterRules:
         elif template is None:
             return
         else:
-            finding = Finding(rule=template.rule, severity=template.severity, location=where,
-                              message=template.message, source=template.source,
-                              segment=ordinal, plan_rule=template.plan_rule,
-                              plan_message=template.plan_message)
+            finding = located(template, where, ordinal)
         if finding.plan_rule:
             # one submitter-form finding per place: how many member rules fired is itself
             # something the submitter may not learn; the plan keeps every reason

@@ -60,48 +60,66 @@ def claim_place(claim: ClaimRecord) -> "ClaimPlace":
     return _X12Place(claim)
 
 
+def _set_path(transaction: tuple) -> str:
+    i, g, t = transaction
+    return f"ISA#{i}/GS#{g}/ST#{t}"
+
+
+# the location scheme of a claim's parts (the one home: :class:`_X12Place` reads them from a
+# claim, :class:`_RowPlace` from a shipped row, both through these)
+def _claim_path(transaction: tuple, index: int) -> str:
+    return f"{_set_path(transaction)}/2300[{index}]"
+
+
+def _member_path(transaction: tuple, subscriber_index: int) -> str:
+    return f"{_set_path(transaction)}/2010BA[{subscriber_index}]/NM109"
+
+
+def _line_paths(transaction: tuple, line_refs) -> list[str]:
+    ts = _set_path(transaction)
+    return [f"{ts}/2400[{number}]/SV101-2" for _, number in line_refs]
+
+
+def _label(claim_id: str) -> str:
+    return f"claim {claim_id}"
+
+
 class _X12Place:
-    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use (the one home of
-    the location scheme: :class:`_RowPlace` reads the same parts from a shipped row)."""
+    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use (the location
+    scheme: the ``_*_path`` functions above; :class:`_RowPlace` reads the same parts from a
+    shipped row)."""
 
     __slots__ = ("_claim",)
 
     def __init__(self, claim: ClaimRecord) -> None:
         self._claim = claim
 
-    def _parts(self) -> tuple:
-        """(transaction, claim index, subscriber index, CLM ordinal, claim id, line refs)."""
-        c = self._claim
-        return c.transaction, c.index, c.subscriber_index, c.start, c.claim_id, c.line_refs
-
-    def _set(self) -> str:
-        i, g, t = self._parts()[0]
-        return f"ISA#{i}/GS#{g}/ST#{t}"
-
     @property
     def claim(self) -> str:
-        return f"{self._set()}/2300[{self._parts()[1]}]"
+        c = self._claim
+        return _claim_path(c.transaction, c.index)
 
     @property
     def member(self) -> str:
-        return f"{self._set()}/2010BA[{self._parts()[2]}]/NM109"
+        c = self._claim
+        return _member_path(c.transaction, c.subscriber_index)
 
     @property
     def lines(self) -> list[str]:
-        ts = self._set()
-        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._parts()[5]]
+        c = self._claim
+        return _line_paths(c.transaction, c.line_refs)
 
     @property
     def ordinal(self) -> int:
-        return self._parts()[3]
+        return self._claim.start
 
     @property
     def line_ordinals(self) -> list[int]:
-        return [ordinal for ordinal, _ in self._parts()[5]]
+        return [ordinal for ordinal, _ in self._claim.line_refs]
 
     @property
     def label(self) -> str:
-        return f"claim {self._parts()[4]}"
+        return _label(self._claim.claim_id)
 
 
 @dataclass
@@ -313,12 +331,37 @@ def _input_size(source) -> int | None:
 class _RowPlace(_X12Place):
     """The place of a claim the ECM rules' worker got as a row: its view (or encounter), then
     the claim's transaction, index, subscriber index, start, id and line references (one flat
-    tuple a claim: one object less to ship), read by position on use."""
+    tuple a claim: one object less to ship), read by position on use (the worker asks for a
+    claim's label once a claim, its member and ordinal once a finding: read directly)."""
 
     __slots__ = ()
 
-    def _parts(self) -> tuple:
-        return self._claim[1:7]
+    @property
+    def claim(self) -> str:
+        row = self._claim
+        return _claim_path(row[1], row[2])
+
+    @property
+    def member(self) -> str:
+        row = self._claim
+        return _member_path(row[1], row[3])
+
+    @property
+    def lines(self) -> list[str]:
+        row = self._claim
+        return _line_paths(row[1], row[6])
+
+    @property
+    def ordinal(self) -> int:
+        return self._claim[4]
+
+    @property
+    def line_ordinals(self) -> list[int]:
+        return [ordinal for ordinal, _ in self._claim[6]]
+
+    @property
+    def label(self) -> str:
+        return _label(self._claim[5])
 
 
 def _row_entry(row: tuple) -> tuple:
