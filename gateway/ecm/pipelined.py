@@ -152,11 +152,11 @@ def _reopen(locator):
 
 
 def start(rules: EncounterRules, size: int | None,
-          entry_of: Callable[[tuple], tuple]) -> RulesWorker | None:
+          entries_of: Callable[[list], list]) -> RulesWorker | None:
     """A worker running ``rules`` for one validation of ``size`` bytes, or None when
-    :func:`pipelining` says no. ``entry_of(row)``: the ``(view, ClaimPlace)`` pair
-    :meth:`~gateway.ecm.rules.EncounterRules.check` takes, from a row the caller submits for a
-    claim (runs in the worker)."""
+    :func:`pipelining` says no. ``entries_of(rows)``: the ``(view, ClaimPlace)`` pairs
+    :meth:`~gateway.ecm.rules.EncounterRules.check` takes, from the rows of a batch the caller
+    submits, one a claim (runs in the worker)."""
     rules.reclaim()
     if not pipelining(rules, size):
         return None
@@ -170,7 +170,7 @@ def start(rules: EncounterRules, size: int | None,
     inbox, to_worker = context.Pipe(duplex=False)  # (the worker reads, the caller writes)
     from_worker, outbox = context.Pipe(duplex=False)  # (the caller reads, the worker writes)
     process = context.Process(target=_serve, daemon=True, name="ecm-rules",
-                              args=(rules, locator, entry_of, inbox, outbox,
+                              args=(rules, locator, entries_of, inbox, outbox,
                                     (to_worker, from_worker)))
     # Every object is frozen (left out of the collector's scans) from before the fork until the
     # run ends, on both sides: a collection marks each object it scans, and each page it marks
@@ -209,7 +209,7 @@ COLLECT_EVERY = 200  # batches between two full collections in the worker
 _KEEP: list = []  # the parent's objects the worker must never close (e.g. its registry)
 
 
-def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends) -> None:
+def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_ends) -> None:
     """The worker: batches in, findings out, until told to stop (or the caller goes)."""
     import queue
 
@@ -246,7 +246,7 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
                 if not batches % COLLECT_EVERY:
                     gc.collect()
                 batch = _unpack(memoryview(message)[1:])
-                found = rules.check([entry_of(row) for row in batch])
+                found = rules.check(entries_of(batch))
                 outbox.send_bytes(_pack(finding_rows(found), _FINDINGS))
             elif kind == _END:
                 outbox.send_bytes(_DONE)
@@ -334,8 +334,8 @@ class RulesWorker:
             self.close()
 
     def submit(self, batch: list[tuple]) -> None:
-        """One batch of claims in claim order, each a tuple that ``entry_of`` (see
-        :func:`start`) makes the claim's view and place of, in the worker."""
+        """One batch of claims in claim order, each a tuple of which ``entries_of`` (see
+        :func:`start`) makes the claim's view and place, in the worker."""
         if not batch:
             return
         self._take(block=False)

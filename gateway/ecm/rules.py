@@ -93,8 +93,8 @@ class _Batch:
     """What one batch of claims reads from the registries (a :class:`Snapshot`) and the
     per-batch memo of the assignment covering a member's date."""
 
-    __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "first_ecm",
-                 "covering")
+    __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "history_cins",
+                 "first_ecm", "covering")
 
     def __init__(self, snap: Snapshot) -> None:
         self.assignments = snap.assignments
@@ -102,6 +102,7 @@ class _Batch:
         self.cs = snap.cs_authorizations
         self.events = snap.events  # utilization event rows (snapshot(event_rows=True))
         self.history_keys = snap.history_keys
+        self.history_cins = {key[0] for key in snap.history_keys}
         self.first_ecm = snap.first_ecm_line
         self.covering: dict[tuple[str, date], object] = {}
 
@@ -242,16 +243,16 @@ class EncounterRules:
         self._worker = None  # a worker process holding this engine's state after a run
 
     # -- in a worker process (gateway/ecm/pipelined.py) ----------------------------------------
-    def pipelined(self, size: int | None, entry_of):
+    def pipelined(self, size: int | None, entries_of):
         """A worker process running these rules alongside a validation of ``size`` bytes
         (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of rows, one a claim,
         ``finish`` for the findings in order), or None: run them here with :meth:`check`.
-        ``entry_of(row)`` makes the ``(view, ClaimPlace)`` pair :meth:`check` takes from a row
+        ``entries_of(rows)`` makes the ``(view, ClaimPlace)`` pairs :meth:`check` takes from rows
         (in the worker).
         Whether to is decided by :func:`gateway.ecm.pipelined.pipelining`."""
         from gateway.ecm.pipelined import start
 
-        return start(self, size, entry_of)
+        return start(self, size, entries_of)
 
     def reclaim(self) -> None:
         """This engine's state back from the worker of the last pipelined run, if any (every
@@ -560,7 +561,9 @@ class EncounterRules:
         ecm: list[tuple[date, object]] = []  # (date, covering assignment) of the ECM lines
         unassigned = None
         label = None
-        history_keys = ctx.history_keys
+        # the history's lines on the batch's dates, when this member has any (most have none:
+        # no duplicate key to make and look up a line)
+        history_keys = ctx.history_keys if cin in ctx.history_cins else None
         enrolments = ctx.enrolments.get(cin) if member_known else None
         has_providers = loaded["providers"]
         for index, line in enumerate(lines):
@@ -587,17 +590,23 @@ class EncounterRules:
                         limit=service.unit_limit_per_day)
             # duplicates: in the file, then against the history
             key = (cin, npi, *tail)
-            first = seen.get(key)
-            if first is not None:
-                if own_index:
-                    first = f"{first[0]} line {first[1]}".strip()
-                add(out, "ECM-DUP-001", *self._line_place(place, index), other=first)
-            else:
+            if own_index:  # (a dict: one look-up, the line kept unless already there)
                 if label is None:
                     label = place.label
-                seen[key] = (label, number) if own_index else \
-                    f"{label} line {number}".strip()
-            if history_keys:
+                entry = (label, number)
+                first = seen.setdefault(key, entry)
+                if first is not entry:
+                    add(out, "ECM-DUP-001", *self._line_place(place, index),
+                        other=f"{first[0]} line {first[1]}".strip())
+            else:
+                first = seen.get(key)
+                if first is not None:
+                    add(out, "ECM-DUP-001", *self._line_place(place, index), other=first)
+                else:
+                    if label is None:
+                        label = place.label
+                    seen[key] = f"{label} line {number}".strip()
+            if history_keys is not None:
                 old = history_keys.get(key)
                 if old is not None:
                     add(out, "ECM-DUP-002", *self._line_place(place, index),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import (
-    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only, light_claim_row,
+    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only, rule_entries,
 )
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
@@ -276,7 +276,7 @@ def validate_x12(
                 else None
             if counted is not None:
                 # the rules' worker takes the claims read light too: their rows (views, or
-                # the segments the light reading kept, which it views: _row_entry)
+                # the segments the light reading kept, which it views: _row_entries)
                 collector = RulesSpansCollector(reader.delimiters, take, counted, pending,
                                                 rule_batch, run_rules)
                 light.append(collector)
@@ -328,49 +328,46 @@ def _input_size(source) -> int | None:
         return None
 
 
-class _RowPlace(_X12Place):
-    """The place of a claim the ECM rules' worker got as a row: its view (or encounter), then
-    the claim's transaction, index, subscriber index, start, id and line references (one flat
-    tuple a claim: one object less to ship), read by position on use (the worker asks for a
-    claim's label once a claim, its member and ordinal once a finding: read directly)."""
+class _RowPlace(tuple):
+    """The place of a claim the ECM rules' worker got as a row: the row itself (its view or
+    encounter, then the claim's transaction, index, subscriber index, start, id and line
+    references: one flat tuple a claim, one object less to ship), its parts read by position
+    on use through the location scheme above (the worker asks for a claim's label once a
+    claim, its member and ordinal once a finding). A tuple: made from the row in C
+    (:func:`claims837.rule_entries`)."""
 
     __slots__ = ()
 
     @property
     def claim(self) -> str:
-        row = self._claim
-        return _claim_path(row[1], row[2])
+        return _claim_path(self[1], self[2])
 
     @property
     def member(self) -> str:
-        row = self._claim
-        return _member_path(row[1], row[3])
+        return _member_path(self[1], self[3])
 
     @property
     def lines(self) -> list[str]:
-        row = self._claim
-        return _line_paths(row[1], row[6])
+        return _line_paths(self[1], self[6])
 
     @property
     def ordinal(self) -> int:
-        return self._claim[4]
+        return self[4]
 
     @property
     def line_ordinals(self) -> list[int]:
-        return [ordinal for ordinal, _ in self._claim[6]]
+        return [ordinal for ordinal, _ in self[6]]
 
     @property
     def label(self) -> str:
-        return _label(self._claim[5])
+        return _label(self[5])
 
 
-def _row_entry(row: tuple) -> tuple:
-    """(view, place) of a row the ECM rules' worker got (run there): a view and the parts of
-    its :class:`_RowPlace`, or a light claim's text row (:func:`claims837.light_claim_row`
-    views it)."""
-    if row[0].__class__ is str:
-        row = light_claim_row(row)
-    return row[0], _RowPlace(row)
+def _row_entries(batch: list) -> list[tuple]:
+    """(view, place) of each row of a batch the ECM rules' worker got (run there): a view and
+    the parts of its :class:`_RowPlace`, or a light claim's text row
+    (:func:`claims837.light_claim_row` views it)."""
+    return rule_entries(batch, _RowPlace)
 
 
 @contextmanager
@@ -378,7 +375,7 @@ def _rules_worker(rules, size: int | None):
     """The ECM rules' worker process for this validation (the rules decide whether there is
     one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
     start = getattr(rules, "pipelined", None)
-    worker = start(size, _row_entry) if start is not None else None
+    worker = start(size, _row_entries) if start is not None else None
     if worker is None:
         yield None
         return
