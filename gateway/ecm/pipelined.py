@@ -136,19 +136,20 @@ def _reopen(locator):
 
     from gateway.registry.store import Registry
 
+    # (the caller's Registry set the database up: its schema is not checked again here)
     kind, value = locator
     if kind == "url":
-        return Registry(value)
+        return Registry(value, schema=False)
     if kind == "memory-file":
         from gateway.registry.store import memory_file_engine
 
-        return Registry(engine=memory_file_engine(value))
+        return Registry(engine=memory_file_engine(value), schema=False)
     import sqlite3
 
     connection = sqlite3.connect(":memory:", check_same_thread=False)
     connection.deserialize(value)
     engine = create_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
-    return Registry(engine=engine)
+    return Registry(engine=engine, schema=False)
 
 
 def start(rules: EncounterRules, size: int | None,
@@ -221,6 +222,7 @@ def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_en
     try:
         if locator[0] is not None:
             rules.registry = _reopen(locator.pop())
+            rules.warm_up()  # (while the caller reads the first batch)
         waiting: queue.SimpleQueue = queue.SimpleQueue()
 
         def read() -> None:  # the inbox is always drained: the caller never blocks sending

@@ -254,6 +254,12 @@ class EncounterRules:
 
         return start(self, size, entries_of)
 
+    def warm_up(self) -> None:
+        """Connect to the registries and read what a batch's reads need, for no member (the
+        worker does this while the caller reads its first batch: ≈ 2 ms off that batch)."""
+        if self.registry is not None:
+            self.registry.snapshot({""}, set(), events=self._events, event_rows=True)
+
     def reclaim(self) -> None:
         """This engine's state back from the worker of the last pipelined run, if any (every
         use of the engine does this first: the findings are those of one process)."""
