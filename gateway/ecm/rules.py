@@ -108,6 +108,7 @@ class _Batch:
 
 
 _NO_FINDINGS: tuple = ()
+_NO_VALUES: dict = {}  # (a finding's values: read, never changed)
 _MISSING = object()
 
 
@@ -314,7 +315,7 @@ class EncounterRules:
         ctx = _Batch(self._snapshot(views))
         check_one = self._check_one
         # the run's memos and settings, looked up once a batch instead of once a claim
-        run = (self._add, self._cin_memo, self._line_memo, self._seen_lines, self._seen_own,
+        run = (self._put, self._cin_memo, self._line_memo, self._seen_lines, self._seen_own,
                self._provider_memo, self._age_spans, self._pof_checked, self.loaded,
                self._for_submitter, self._units_per_day)
         return [check_one(view, place, ctx, run) for view, (_, place) in zip(views, batch)]
@@ -352,6 +353,14 @@ class EncounterRules:
     # -- findings -------------------------------------------------------------------------------
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
              restricted: bool = False, anywhere: bool = False, **values) -> None:
+        """:meth:`_put` with the values as keywords."""
+        self._put(out, rule_id, where, ordinal, values, restricted, anywhere)
+
+    def _put(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
+             values: dict, restricted: bool = False, anywhere: bool = False) -> None:
+        """Add the finding of ``rule_id`` at ``where`` (segment ``ordinal``) with the values its
+        message shows (a dict read, never changed: the hot path passes it as it is, no
+        keyword arguments to parse); ``restricted``: about a member not the submitter's."""
         audience = "submitter" if restricted and self.audience == "submitter" else "plan"
         # a message is made once per rule, audience and the values its message(s) show: a
         # finding with the same ones copies it (its location and segment its own). A value no
@@ -537,7 +546,7 @@ class EncounterRules:
         """The findings of one claim view (a plain tuple in :class:`ClaimView` order);
         ``run``: the run's memos and settings (:meth:`_check`)."""
         out: list[Finding] = []
-        (add, cin_memo, line_memo, seen, own_index, provider_memo, spans, pof_checked, loaded,
+        (put, cin_memo, line_memo, seen, own_index, provider_memo, spans, pof_checked, loaded,
          for_submitter, units_per_day) = run
         cin, npi, tin, claim_rendering, _, claim_pos, lines = v
         valid_cin = cin_memo.get(cin)
@@ -546,7 +555,7 @@ class EncounterRules:
                 cin_memo.clear()
             valid_cin = cin_memo[cin] = cin_is_valid(cin)
         if not valid_cin:
-            add(out, "ECM-MEM-001", place.member, place.ordinal)
+            put(out, "ECM-MEM-001", place.member, place.ordinal, _NO_VALUES)
         assignments = ctx.assignments.get(cin)
         # the assignment covering each line's date (every rule below reads it)
         if not assignments:
@@ -575,8 +584,8 @@ class EncounterRules:
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
-                add(out, "ECM-DATE-001", *self._line_place(place, index), day=day.isoformat(),
-                    end=day_end.isoformat())
+                put(out, "ECM-DATE-001", *self._line_place(place, index),
+                    {"day": day.isoformat(), "end": day_end.isoformat()})
             key = (code, modifiers, day, pos or claim_pos, units_raw)
             info = line_memo.get(key)
             if info is None:
@@ -585,15 +594,15 @@ class EncounterRules:
             if static:
                 where = self._line_place(place, index)
                 for rule_id, values in static:
-                    add(out, rule_id, *where, **values)
+                    put(out, rule_id, *where, values)
             if positive and service is not None and service.unit_limit_per_day is not None:
                 per_day = (cin, code, day)
                 total = units_per_day.get(per_day, 0) + amount
                 units_per_day[per_day] = total
                 if total > service.unit_limit_per_day:
-                    add(out, "ECM-UNIT-002", *self._line_place(place, index),
-                        units=units_text(total), code=code, day=day.isoformat(),
-                        limit=service.unit_limit_per_day)
+                    put(out, "ECM-UNIT-002", *self._line_place(place, index),
+                        {"units": units_text(total), "code": code, "day": day.isoformat(),
+                         "limit": service.unit_limit_per_day})
             # duplicates: in the file, then against the history
             key = (cin, npi, *tail)
             if own_index:  # (a dict: one look-up, the line kept unless already there)
@@ -602,12 +611,12 @@ class EncounterRules:
                 entry = (label, number)
                 first = seen.setdefault(key, entry)
                 if first is not entry:
-                    add(out, "ECM-DUP-001", *self._line_place(place, index),
-                        other=f"{first[0]} line {first[1]}".strip())
+                    put(out, "ECM-DUP-001", *self._line_place(place, index),
+                        {"other": f"{first[0]} line {first[1]}".strip()})
             else:
                 first = seen.get(key)
                 if first is not None:
-                    add(out, "ECM-DUP-001", *self._line_place(place, index), other=first)
+                    put(out, "ECM-DUP-001", *self._line_place(place, index), {"other": first})
                 else:
                     if label is None:
                         label = place.label
@@ -615,8 +624,8 @@ class EncounterRules:
             if history_keys is not None:
                 old = history_keys.get(key)
                 if old is not None:
-                    add(out, "ECM-DUP-002", *self._line_place(place, index),
-                        claim=old.claim_id, line=old.line_number)
+                    put(out, "ECM-DUP-002", *self._line_place(place, index),
+                        {"claim": old.claim_id, "line": old.line_number})
             if service is None:
                 continue
             assignment = covering[index] if member_known else None
@@ -625,16 +634,17 @@ class EncounterRules:
                 ecm.append((day, assignment))
                 if member_known:
                     if assignment is None:
-                        add(out, "ECM-MEM-003", *self._line_place(place, index), line_stranger,
-                            day=day.isoformat())
+                        put(out, "ECM-MEM-003", *self._line_place(place, index),
+                            {"day": day.isoformat()}, line_stranger)
                     else:
                         # one assigned ECM provider at a time (002:1545, 002:1602-1604): only
                         # the assignment covering the date counts, never an older overlapping one
                         n = assignment.provider_npi
                         if n != npi and n != rendering and n != claim_rendering and not (
                                 assignment.provider_tin and assignment.provider_tin == tin):
-                            add(out, "ECM-PRV-001", *self._line_place(place, index),
-                                line_stranger, day=day.isoformat(), assigned=n or "unknown")
+                            put(out, "ECM-PRV-001", *self._line_place(place, index),
+                                {"day": day.isoformat(), "assigned": n or "unknown"},
+                                line_stranger)
                     if enrolments:
                         self._check_programs(out, enrolments, place, index, day, line_stranger)
                 elif loaded["members"] and valid_cin and unassigned is None:
@@ -661,8 +671,8 @@ class EncounterRules:
         if unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = unassigned
             # ECM-MEM-004/005 go to the trusted provider itself: told as they are
-            add(out, rule, place.member, place.ordinal, stranger,
-                **{"day": _first_day(lines), **values})
+            put(out, rule, place.member, place.ordinal, {"day": _first_day(lines), **values},
+                stranger)
         if ecm and member_known:
             for day, assignment in ecm:
                 birth = assignment.birth_date if assignment is not None else None
@@ -690,8 +700,8 @@ class EncounterRules:
                 if gaps:
                     shown_first = _first_day(lines)
                     for gap in gaps:
-                        add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
-                            anywhere=True, **{"day": shown_first, **gap})
+                        put(out, "ECM-POF-001", place.member, place.ordinal,
+                            {"day": shown_first, **gap}, stranger, True)
         return out
 
     def _has_evidence_pof(self, pofs: tuple[str, ...]) -> bool:
@@ -761,9 +771,9 @@ class EncounterRules:
                 if ages is None or ages.fits(age) or pof in reported:
                     continue
                 reported.add(pof)
-                self._add(out, "ECM-AGE-001", place.member, place.ordinal, stranger,
-                          anywhere=True, age=age, day=day.isoformat(), pof=pof,
-                          ages=ages.shown())
+                self._put(out, "ECM-AGE-001", place.member, place.ordinal,
+                          {"age": age, "day": day.isoformat(), "pof": pof,
+                           "ages": ages.shown()}, stranger, True)
 
     def _unassigned(self, view: tuple, line_view: tuple, ctx: _Batch) -> tuple[str, dict]:
         """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
@@ -812,5 +822,5 @@ class EncounterRules:
             rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
                     "wrap": "ECM-PGM-003"}.get(rule_row.approach)
             if rule:
-                self._add(out, rule, *self._line_place(place, index), stranger,
-                          day=day.isoformat(), program=enrolment.program)
+                self._put(out, rule, *self._line_place(place, index),
+                          {"day": day.isoformat(), "program": enrolment.program}, stranger)
