@@ -214,7 +214,7 @@ def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_en
     """The worker: batches in, findings out, until told to stop (or the caller goes)."""
     import queue
 
-    from gateway.ecm.rules import finding_rows
+    finding_rows = rules.finding_rows  # (compiled with the rules: no import of them here)
 
     for end in callers_ends:  # (inherited: with them open here, the caller's exit is no EOF)
         end.close()
@@ -264,25 +264,6 @@ def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_en
             pass
 
 
-def _finding_row(f: Finding) -> tuple:
-    """One finding as the worker ships it (:func:`gateway.ecm.rules.finding_rows`, compiled
-    with the rules, makes a batch's)."""
-    from gateway.ecm.rules import finding_rows
-
-    return finding_rows([[f]])[0]
-
-
-def _finding(row: tuple) -> Finding:
-    """A finding back from :func:`_finding_row` (:func:`gateway.ecm.rules.findings_of_rows`
-    makes a batch's: the fields set as ``Finding.__init__`` sets them, without its keyword
-    parsing, through the slots' own setters)."""
-    from gateway.ecm.rules import findings_of_rows
-
-    found: list[Finding] = []
-    findings_of_rows([row], found)
-    return found[0]
-
-
 def _pack(rows: list, kind: bytes = b"") -> bytes:
     """marshal (several times quicker than pickle for plain tuples of str/int/None: findings,
     text rows), pickle for a value marshal cannot write (a view's dates); the first byte
@@ -318,6 +299,8 @@ class RulesWorker:
         self.sent = 0  # batches submitted
         self.done = 0  # batches whose findings came back
         self._frozen = True  # (start froze the collector's objects)
+        # the findings' rows made findings again (compiled with the rules)
+        self._findings_of_rows = rules.findings_of_rows
         self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker,
                                            os.getpid())
 
@@ -371,9 +354,7 @@ class RulesWorker:
 
     def _unpack_one(self) -> None:
         """The findings of the oldest batch not made into findings yet."""
-        from gateway.ecm.rules import findings_of_rows  # (compiled with the rules)
-
-        findings_of_rows(_unpack(self._bodies.pop(0)), self.findings)
+        self._findings_of_rows(_unpack(self._bodies.pop(0)), self.findings)
 
     def reclaim(self) -> None:
         """The engine's state back from the worker, which then ends."""

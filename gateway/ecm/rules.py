@@ -244,6 +244,11 @@ class EncounterRules:
         self._worker = None  # a worker process holding this engine's state after a run
 
     # -- in a worker process (gateway/ecm/pipelined.py) ----------------------------------------
+    # the findings of a batch as the worker ships them and as the caller makes them again
+    # (reached through the engine: pipelined does not import the rules, which import it)
+    finding_rows = staticmethod(finding_rows)
+    findings_of_rows = staticmethod(findings_of_rows)
+
     def pipelined(self, size: int | None, entries_of):
         """A worker process running these rules alongside a validation of ``size`` bytes
         (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of rows, one a claim,
@@ -336,10 +341,20 @@ class EncounterRules:
         checked, pofs = self._pof_checked, self._evidence_pofs
         need_history = self.loaded["history"] and self.loaded["members"]
 
+        memo, has_evidence = self._evidence_memo, self._has_evidence_pof
+
         def event_members(cin: str, assignments) -> bool:
             # utilization history only for members whose POF evidence is still to be checked
-            return need_history and cin not in checked and any(
-                self._has_evidence_pof(a.pof_codes) for a in assignments)
+            # (a loop, not any() over a generator: once a batch's member)
+            if not need_history or cin in checked:
+                return False
+            for a in assignments:
+                found = memo.get(a.pof_codes)
+                if found is None:
+                    found = has_evidence(a.pof_codes)
+                if found:
+                    return True
+            return False
 
         snap = self.registry.snapshot(
             cins, npis, days=(first, last) if first is not None else None, events=self._events,
