@@ -310,3 +310,44 @@ def test_code_lists_as_trees_match_the_same_strings_first_the_longest(codes):
             assert bool(tree.fullmatch(text)) == bool(plain.fullmatch(text))
             first, other = tree.match(text), plain.match(text)
             assert (first.end() if first else -1) == (other.end() if other else -1)
+
+
+def _day_reads(text: str) -> bool:
+    from gateway.x12.claims837 import _day
+
+    try:
+        _day(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def test_birth_dates_checked_by_hand_as_the_date_reading_decides():
+    """claims837._is_day (the light reading's birth-date check, by hand for ASCII digits)
+    decides as claims837._day does: every day of leap and common years around the century
+    rules, every month and day number 00-99 of a few years, year 0 and 9999."""
+    import datetime
+
+    from gateway.x12.claims837 import _is_day
+
+    texts = []
+    for year in (1, 4, 100, 1899, 1900, 1996, 1999, 2000, 2023, 2024, 2100, 2400, 9999, 0):
+        texts += [f"{year:04d}{month:02d}{day:02d}" for month in range(100)
+                  for day in range(100)]
+    day = datetime.date(1899, 12, 1)
+    while day.year < 1901:
+        texts.append(day.strftime("%Y%m%d"))
+        day += datetime.timedelta(days=1)
+    for text in texts:
+        assert _is_day(text) == _day_reads(text), text
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(st.text(alphabet="0123456789", min_size=6, max_size=10),
+                      st.text(min_size=0, max_size=10),
+                      st.text(alphabet="0123456789\u0661\u0662\u00b2 +-_", min_size=8,
+                              max_size=8)))
+def test_birth_dates_by_hand_and_by_the_date_reading_agree_on_any_text(text):
+    from gateway.x12.claims837 import _is_day
+
+    assert _is_day(text) == _day_reads(text)

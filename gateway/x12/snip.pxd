@@ -24,6 +24,9 @@ cdef class ClaimTracker:
     @cython.locals(charge=str, value=str, created=str, birth=str)
     cpdef bint passes(self, _Claim claim) except -1
 
+    cpdef track(self, int kind, list fields, node, ordinal, Py_ssize_t position,
+                dict loop_counts)
+
     @cython.locals(charge=str)
     cpdef track_CLM(self, list fields, node, ordinal, position, dict loop_counts, text=*)
 

@@ -21,7 +21,11 @@ from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 from gateway.paths import PROFILES
 
 SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
-_TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
+# the segment ids ClaimTracker follows, numbered from 1 for ClaimTracker.track (the validator
+# keeps a segment's number with its cached plan: a memoised segment's tracking is one C call),
+# the most frequent first
+TRACK_IDS = ("DTP", "SV1", "REF", "CLM", "HL", "DMG", "SV2", "BHT")
+_TRACKED = frozenset(TRACK_IDS)
 _ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z]{1,5}")
 
 
@@ -248,6 +252,27 @@ class ClaimTracker:
             if birth and len(birth) == 8 and claim.first and birth > claim.first:
                 return False
         return True
+
+    def track(self, kind, fields, node, ordinal, position, loop_counts) -> None:
+        """``track_<id>`` for the segment id numbered ``kind`` in :data:`TRACK_IDS` (one
+        call, typed, from the validator's memo path; 0: an id not followed)."""
+        # (only track_CLM reads the position: the others get 0, no number made for them)
+        if kind == 1:
+            self.track_DTP(fields, node, ordinal, 0, loop_counts)
+        elif kind == 2:
+            self.track_SV1(fields, node, ordinal, 0, loop_counts)
+        elif kind == 3:
+            self.track_REF(fields, node, ordinal, 0, loop_counts)
+        elif kind == 4:
+            self.track_CLM(fields, node, ordinal, position, loop_counts)
+        elif kind == 5:
+            self.track_HL(fields, node, ordinal, 0, loop_counts)
+        elif kind == 6:
+            self.track_DMG(fields, node, ordinal, 0, loop_counts)
+        elif kind == 7:
+            self.track_SV2(fields, node, ordinal, 0, loop_counts)
+        elif kind == 8:
+            self.track_BHT(fields, node, ordinal, 0, loop_counts)
 
     def track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:
