@@ -79,7 +79,7 @@ def _partner_receiver(partner: str) -> str:
     return str(envelope_profile_data(partner)["receiver_id"]).strip()
 
 
-def _value(fields: list[str], position: int, component: int, comp_sep: str) -> str:
+def _value(fields: list, position, component, comp_sep: str) -> str:
     value = fields[position] if position < len(fields) else ""
     if component:
         parts = value.split(comp_sep)
@@ -177,6 +177,31 @@ def _whole(text: str) -> bool:
     return True
 
 
+def _small_whole(text: str) -> int:
+    """The value of 1 to 18 digits 0-9 (an amount :func:`_whole` accepts that fits a machine
+    integer), -1 for any other text."""
+    if not text or len(text) > 18:
+        return -1
+    value = 0
+    for ch in text:
+        if ch < "0" or ch > "9":
+            return -1
+        value = value * 10 + (ord(ch) - 48)
+    return value
+
+
+def _balanced(charge: str, lines: list) -> bool:
+    """Whole amounts (:func:`_whole`, any length) whose lines add up to the charge."""
+    if not _whole(charge):
+        return False
+    rest = int(charge)
+    for value in lines:
+        if not _whole(value):
+            return False
+        rest -= int(value)
+    return rest == 0
+
+
 # the claim rules ClaimTracker.passes decides
 _PASSES = frozenset({"claim_balance", "claim_requires", "service_not_after_creation",
                      "born_before_service"})
@@ -230,15 +255,18 @@ class ClaimTracker:
         ``_claim_*`` methods, typed here: most claims need no call to them); False when one
         may (then they judge it)."""
         if self.balance and claim.lines:  # whole amounts that add up (the usual)
-            charge = claim.charge
-            if not _whole(charge):
-                return False
-            rest = int(charge)
-            for value in claim.lines:
-                if not _whole(value):
+            # (amounts of at most 18 digits summed as machine integers when compiled)
+            rest = _small_whole(claim.charge)
+            if rest >= 0:
+                for value in claim.lines:
+                    amount = _small_whole(value)
+                    if amount < 0:
+                        rest = -1
+                        break
+                    rest -= amount
+                if rest != 0:
                     return False
-                rest -= int(value)
-            if rest != 0:
+            elif not _balanced(claim.charge, claim.lines):
                 return False
         for values, qualifier in self.requires:
             if claim.frequency in values and qualifier not in claim.refs:

@@ -37,7 +37,7 @@ cdef class NativeGuideValidator:
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
     cdef _data(self, _Seg seg, list fields, str seg_id)
 
-    @cython.locals(index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
+    @cython.locals(index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, i=Py_ssize_t,
                    loop_counts=dict, done=bint, errors=list)
     cdef _step(self, _Step step, chosen, seg)
 
@@ -56,3 +56,8 @@ cdef class NativeGuideValidator:
                first='unsigned long long', rest='unsigned long long', kind=int, i=Py_ssize_t,
                top=Py_ssize_t, note=tuple)
 cpdef bint _notes_ok(tuple notes, list fields) except -1
+
+
+cdef str _number(Py_ssize_t n)
+
+cdef object _int(text)

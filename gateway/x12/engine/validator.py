@@ -51,6 +51,8 @@ _PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1"
 _GOOD_IDS: set[str] = set()
 _UNIQUE = frozenset({"HL", "CLM"})  # segment texts not worth keeping in the memo
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
+# whether this module runs compiled (Cython): a few loops are written for C there
+_COMPILED = not __file__.endswith(".py")
 # segment id -> its number for the SNIP claim tracking (snip.ClaimTracker.track; 0: none)
 _TRACK_KINDS = {seg_id: number for number, seg_id in enumerate(TRACK_IDS, 1)}
 
@@ -204,7 +206,7 @@ class NativeGuideValidator:
             if seg_id == "LX":
                 if self._check_lx:
                     self._lx_count += 1
-                    if fields[1] != str(self._lx_count):
+                    if fields[1] != _number(self._lx_count):
                         reader_errors = ["LX"]
             elif seg_id == "CLM":
                 if self._check_lx:
@@ -452,10 +454,10 @@ class NativeGuideValidator:
                 found.append("1")
         if seg_id == "HL":
             self._hl_count += 1
-            if self._hl_count != _int(seg.get(1)):
+            if self._hl_count != _int(fields[1] if len(fields) > 1 else ""):
                 found.append("HL1")
-            if seg.get(2) != "":
-                parent = _int(seg.get(2))
+            if len(fields) > 2 and fields[2] != "":
+                parent = _int(fields[2])
                 if parent not in self._hl_stack:
                     found.append("HL2")
                 while self._hl_stack and parent != self._hl_stack[-1]:
@@ -465,7 +467,7 @@ class NativeGuideValidator:
             self._lx_count = 0
         elif self._check_lx and seg_id == "LX":
             self._lx_count += 1
-            if seg.get(1) != str(self._lx_count):
+            if (fields[1] if len(fields) > 1 else "") != _number(self._lx_count):
                 found.append("LX")
         return found
 
@@ -681,7 +683,15 @@ def _notes_ok(notes: tuple, fields: list) -> bool:
     return True
 
 
-def _int(text: str) -> int | None:
+_NUMBERS = tuple(str(n) for n in range(100))  # the usual line numbers' texts, made once
+
+
+def _number(n) -> str:
+    """``str(n)``."""
+    return _NUMBERS[n] if 0 <= n < 100 else str(n)
+
+
+def _int(text):
     try:
         return int(text)
     except (TypeError, ValueError):
