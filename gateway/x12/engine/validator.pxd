@@ -37,7 +37,7 @@ cdef class NativeGuideValidator:
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
     cdef _data(self, _Seg seg, list fields, str seg_id)
 
-    @cython.locals(index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t, i=Py_ssize_t,
+    @cython.locals(index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
                    loop_counts=dict, done=bint, errors=list)
     cdef _step(self, _Step step, chosen, seg)
 

@@ -51,8 +51,6 @@ _PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1"
 _GOOD_IDS: set[str] = set()
 _UNIQUE = frozenset({"HL", "CLM"})  # segment texts not worth keeping in the memo
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
-# whether this module runs compiled (Cython): a few loops are written for C there
-_COMPILED = not __file__.endswith(".py")
 # segment id -> its number for the SNIP claim tracking (snip.ClaimTracker.track; 0: none)
 _TRACK_KINDS = {seg_id: number for number, seg_id in enumerate(TRACK_IDS, 1)}
 
