@@ -41,7 +41,8 @@ cdef class NativeGuideValidator:
                    loop_counts=dict, done=bint, errors=list)
     cdef _step(self, _Step step, chosen, seg)
 
-    @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint)
+    @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint, matched=bint,
+                   found=tuple, rests=set, rest=str)
     cdef _data_segment(self, _Seg seg, list fields, str seg_id, str text)
 
     @cython.locals(found=list, seg_id=str)

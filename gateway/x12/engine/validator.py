@@ -26,8 +26,8 @@ from array import array
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.engine.elements import check as check_elements
-from gateway.x12.engine.elements import MAX_NOTE_POSITION, fast_pattern, post_function, \
-    syntax_notes
+from gateway.x12.engine.elements import MAX_NOTE_POSITION, fast_pattern, head_source, \
+    post_function, syntax_notes
 from gateway.x12.engine.maps import Root, load, patterns
 from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
@@ -38,6 +38,7 @@ SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
 MEMO_SIZE = 25_000  # (node, segment text) steps known clean (then the memo starts afresh)
+REST_MEMO_SIZE = 4096  # per HL/CLM node: texts after the first element its pattern accepted
 _STATEFUL = frozenset({"HL", "LX", "CLM"})  # reader checks that depend on counts
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
 # valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
@@ -385,8 +386,26 @@ class NativeGuideValidator:
             fullmatch = found[0]
             post = found[1]
             notes = found[2]
-            if fullmatch is not None and fullmatch(text) is not None and (
-                    post is None or post(fields)) and (notes is None or _notes_ok(notes, fields)):
+            if fullmatch is None:
+                matched = False
+            elif found[3] is not None and len(fields) > 1:
+                # HL, CLM (never memoised: their first element counts or names them): the
+                # rest of the text after the first element repeats; when this rest passed
+                # before, the first element's own pattern decides (elements.head_source)
+                rests = found[4]
+                rest = text[len(seg_id) + 1 + len(fields[1]):]
+                if rest in rests:
+                    matched = found[3](fields[1]) is not None
+                else:
+                    matched = fullmatch(text) is not None
+                    if matched:
+                        if len(rests) >= REST_MEMO_SIZE:
+                            rests.clear()
+                        rests.add(rest)
+            else:
+                matched = fullmatch(text) is not None
+            if matched and (post is None or post(fields)) and (
+                    notes is None or _notes_ok(notes, fields)):
                 clean = True
             else:
                 clean = self._check_elements(node, fields)
@@ -515,16 +534,26 @@ class NativeGuideValidator:
         notes = syntax_notes(node) if node.post else None
         pattern = fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment,
                                self._store)
+        head = None  # (HL, CLM: their first element's pattern, and the rests that passed)
+        if pattern is not None and node.id in _UNIQUE:
+            source = head_source(node, self._icvn, self._sep, self._comp, self.delimiters.segment)
+            if source is not None:
+                try:
+                    head = (re.compile(source, re.ASCII | re.S) if self._store is None else
+                            self._store.compile(source, re.ASCII | re.S)).fullmatch
+                except re.error:
+                    head = None
         found = self._patterns[node.index] = (
             pattern.fullmatch if pattern is not None else None,
-            post_function(node, self._comp) if notes is None else None, notes or None)
+            post_function(node, self._comp) if notes is None else None, notes or None,
+            head, set() if head is not None else None)
         return found
 
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
         found = self._patterns[node.index]
         if found is None:
             found = self._compile_node(node)
-        fullmatch, post, notes = found
+        fullmatch, post, notes = found[0], found[1], found[2]
         return fullmatch is not None and fullmatch(text) is not None and (
             post is None or post(fields)) and (notes is None or _notes_ok(notes, fields))
 
