@@ -276,6 +276,30 @@ def test_each_process_reads_only_its_own_bytes(tmp_path, monkeypatch):
     assert st.fields[0] == "ST"
 
 
+def test_the_plan_is_made_by_a_process_of_its_own(tmp_path, monkeypatch):
+    """A planning process, started before the guide is ready, plans once and tells this
+    process and every other one (none of them plans)."""
+    import os
+
+    log = _log_ranges(tmp_path, monkeypatch)
+    plans = tmp_path / "plans.log"
+    real = jobs_module.plan_shares
+
+    def logged(*args):
+        with open(plans, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return real(*args)
+
+    monkeypatch.setattr(jobs_module, "plan_shares", logged)
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    assert _outcome(path, 3) == _outcome(path, 1)
+    planners = plans.read_text().split()
+    readers = {line.split()[0] for line in log.read_text().splitlines()}
+    assert len(planners) == 1 and len(readers) == 2
+    assert planners[0] not in readers | {str(os.getpid())}
+
+
 def _layouts() -> dict[str, bytes]:
     body = _body(DEFECTS.read_bytes())
     segs = _interchange([[body] * 5, [body] * 2])

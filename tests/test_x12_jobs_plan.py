@@ -1,7 +1,9 @@
 """The skim's quick path (``_regular_pattern`` for the usual layout, going back to it after
 each irregular terminator) plans exactly the cuts the general skim plans alone: on the layouts
 and cases of tests/test_x12_jobs.py, on bench-style files and on hypothesis-generated files
-(blank pieces, CR/LF leads, several ISA/GS/ST, bare control ids, non-ASCII white space)."""
+(blank pieces, CR/LF leads, several ISA/GS/ST, bare control ids, non-ASCII white space) —
+both ways the quick path can run: the expression's own search (pure Python) and the byte loop
+that finds where it matches (``_scan_regular``, C when compiled), each held to the other."""
 
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ def _plan(path: Path, jobs: int) -> list[tuple]:
 
 def _both(path: Path, jobs: int, monkeypatch) -> tuple[list, list]:
     quick = _plan(path, jobs)
+    with monkeypatch.context() as patch:  # the other way of the quick path
+        patch.setattr(jobs_module, "_COMPILED", not jobs_module._COMPILED)
+        assert _plan(path, jobs) == quick
     calls = []
 
     def reference(*args):
@@ -123,3 +128,32 @@ def test_the_quick_skim_on_generated_files(tmp_path, monkeypatch, data, block):
     for jobs in (2, 3, 6):
         quick, full = _both(path, jobs, monkeypatch)
         assert quick == full, jobs
+
+
+_BYTES = [b"~", b"\n", b"\r", b"\r\n", b"*", b"|", b" ", b"\t", b"\x0b", b"\xc2\xa0", b"\xe2\x80\x83",
+          b"ISA", b"IEA", b"GS", b"GE", b"ST", b"SE", b"S", b"I", b"G", b"IS", b"STX", b"A", b"1"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_BYTES), max_size=60), data=st.data(),
+       delimiters=st.sampled_from([("~", "*", "\n"), ("~", "*", "\r\n"), ("~", "*", ""),
+                                   ("\n", "|", ""), ("~", "|", "\r"), ("\r", "*", "\n")]),
+       encoding=st.sampled_from(["utf-8", "cp1252"]))
+def test_the_byte_loop_finds_what_the_expression_finds(pieces, data, delimiters, encoding):
+    """``_scan_regular`` answers where ``_regular_pattern``'s expression first matches from any
+    position up to any limit (the block's end), whatever the bytes; ``_count_byte`` counts as
+    ``bytes.count`` does."""
+    from gateway.x12.reader import Delimiters
+
+    term, sep, lead = delimiters
+    found = Delimiters(element=sep, component=":", repetition="^", segment=term)
+    pattern, scan = jobs_module._regular_pattern(found, encoding, lead.encode())
+    buf = b"".join(pieces)
+    for _ in range(4):
+        pos = data.draw(st.integers(0, len(buf)))
+        limit = data.draw(st.integers(pos, len(buf)))
+        match = pattern.search(buf, pos, limit)
+        assert jobs_module._scan_regular(buf, pos, limit, *scan) == \
+            (match.start() if match else -1), (buf, pos, limit)
+        assert jobs_module._count_byte(buf, pos, limit, term.encode()[0]) == \
+            buf.count(term.encode(), pos, limit)

@@ -43,8 +43,9 @@ MODULES = (
 # give it the extension type it was built against)
 CIMPORTS = {
     "gateway.x12.envelope": ("gateway.x12.reader",),
-    "gateway.x12.engine.validator": ("gateway.x12.reader",),
+    "gateway.x12.engine.validator": ("gateway.x12.reader", "gateway.x12.snip"),
     "gateway.x12.claims837": ("gateway.x12.reader",),  # claims837.pxd: the handlers' Segment
+    "gateway.x12.jobs": ("gateway.x12.reader",),  # jobs.pxd: range_segments' Segment
 }
 PURE_ENV = "ECM_GATEWAY_X12_PURE"  # the x12_pure setting (gateway/settings.py)
 MANIFEST = Path(__file__).with_name("_compiled.json")

@@ -4,8 +4,12 @@ Compiled with the X12 engine's hot modules when it can be (gateway/x12/_accelera
 
 How the file is shared
 ----------------------
-1. :func:`plan_shares` skims the file's bytes in C (one regular expression that stops only at a
-   segment terminator, counting terminators with ``bytes.count``) for the control segments
+1. A planning process, started first (it needs no guide: it is done, or nearly, when this
+   process has its guide ready and has read up to the first ST, where it starts the others,
+   which inherit the compiled map), runs :func:`plan_shares` and tells every process the cuts
+   through pipes. It skims the file's bytes in C (compiled, a loop over the bytes,
+   :func:`_scan_regular`; else one regular expression that stops only at a segment
+   terminator; terminators counted in C) for the control segments
    (ISA, GS, ST, SE, GE, IEA) and the blank pieces the reader skips, so it knows the segment
    ordinal of every control segment without reading the others. It picks the ``ST`` segments
    where the file is cut: the ones nearest to equal shares of the bytes, among those that open
@@ -34,10 +38,12 @@ processes share the guide validation.
 from __future__ import annotations
 
 import codecs
+import importlib.machinery
 import os
 import re
 import struct
 from collections.abc import Callable
+from functools import partial
 from itertools import islice
 
 from gateway.findings import Finding
@@ -46,18 +52,24 @@ from gateway.x12.claims837 import ClaimCollector, ClaimRecord, counted_only  # n
 from gateway.x12.envelope import EnvelopeChecker, Group, Interchange, TransactionSet, feed_all
 from gateway.x12.reader import Delimiters, Segment, X12Reader
 
-SKIM_BLOCK = 1024 * 1024  # bytes read at a time by the skim (memory stays bounded; a larger
-# block reads further past the last cut and copies more: 8 MB cost 82 ms at 100k claims, 1 MB 60)
-RANGE_BLOCK = 1024 * 1024  # bytes read at a time by a share
+SKIM_BLOCK = 64 * 1024  # bytes read at a time by the skim (memory stays bounded; a larger
+# block reads further past the last cut and copies more, and from 128 KB each block is memory
+# the system maps afresh: at 100k claims, compiled, 1 MB cost 35 ms, 64 KB 26 and 16 KB 27)
+RANGE_BLOCK = 64 * 1024  # bytes read at a time by a share (1 MB: ≈ 20% slower at 100k)
 CLAIM_BATCH = 2000  # claims written to the share's result file together
-FIRST_WEIGHT = 1.08  # this process's share of the bytes, against 1.0 for each other process
-# (it also replays the others' control segments and, as the report counts them, their claims)
+FIRST_WEIGHT = 1.03  # this process's share of the bytes, against 1.0 for each other process:
+# the other waits for the skim up to its cut (compiled ≈ 1.1 ms a MB, 2.7% of validating the
+# same bytes, less the planner's head start), this one reads back its results (≈ 0.3%); 1.08
+# while the skim cost ≈ 3.6 ms a MB in the other process (1M claims, 1.08: the cut at 52.0%,
+# this process ended 0.37 s after the other)
 FIRST_WEIGHT_CLAIMS = 1.0  # the same when every claim record comes back (read back here)
 POLL_SEGMENTS = 8192  # segments between two looks for the plan, until it comes
 WAIT_BELOW = 1024 * 1024  # a smaller file: wait for the plan (a matter of a millisecond or
 # two) rather than read on (this process could pass the first cut before it comes)
 FIRST_WEIGHT_READING = 0.5  # the same when this process reads every claim (ECM rules)
 _BOM = b"\xef\xbb\xbf"
+# this module runs compiled (gateway/x12/_accelerate.py): the skim's byte loop is quick
+_COMPILED = __file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 # every character str.isspace() is true for: a piece of them alone is no segment
 _SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + \
     "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
@@ -137,11 +149,12 @@ def _regular_pattern(delimiters: Delimiters, encoding: str, lead: bytes):
     newline) and then by a character that starts a segment (not white space, not a
     terminator): a regular expression with a literal prefix that matches a terminator followed
     by a control segment (group 1: its id) or, group 1 None, by anything else than that
-    regular layout (from there the general expressions of :func:`_skim_patterns` go on)."""
+    regular layout (from there the general expressions of :func:`_skim_patterns` go on); and
+    the arguments of :func:`_scan_regular`, which finds where it matches without it."""
     term, sep = delimiters.segment, delimiters.element
     t = re.escape(term.encode())
-    lead_class = "".join(c for c in _strip_chars(delimiters) if c != term)
-    lead_class = b"[" + b"".join(re.escape(c.encode()) for c in lead_class) + b"]"
+    strip = [c.encode() for c in _strip_chars(delimiters) if c != term]
+    lead_class = b"[" + b"".join(re.escape(c) for c in strip) + b"]"
     starts = {c.encode() for c in _SPACES if c.isascii()} | {term.encode()}
     for char in _SPACES:
         if not char.isascii():
@@ -150,20 +163,99 @@ def _regular_pattern(delimiters: Delimiters, encoding: str, lead: bytes):
             except UnicodeEncodeError:
                 continue
     not_start = b"[^" + b"".join(re.escape(c) for c in sorted(starts)) + b"]"
-    lead = re.escape(lead)
-    return re.compile(t + lead + b"(ISA|IEA|GS|GE|ST|SE)(?=" + re.escape(sep.encode()) + b"|" +
-                      lead_class + b"*(?:" + t + b"|\\Z))|" + t + b"(?!" + lead + not_start +
-                      b")")
+    pattern = re.compile(t + re.escape(lead) + b"(ISA|IEA|GS|GE|ST|SE)(?=" +
+                         re.escape(sep.encode()) + b"|" + lead_class + b"*(?:" + t +
+                         b"|\\Z))|" + t + b"(?!" + re.escape(lead) + not_start + b")")
+    scan = (ord(term), lead, ord(sep), bytes(bytes([b]) in strip for b in range(256)),
+            bytes(bytes([b]) in starts for b in range(256)))
+    return pattern, scan
+
+
+def _scan_regular(buf, pos, limit, term, lead, sep, strip, starts):  # (typed: jobs.pxd)
+    """Where ``_regular_pattern``'s expression first matches in ``buf[pos:limit]`` (as its
+    ``search(buf, pos, limit)``: at a terminator followed by ``lead`` and a control segment id
+    that ends there, or at a terminator not followed by ``lead`` and a byte that starts a
+    segment), or -1: the same answer by a loop over the bytes, which the compiled build runs
+    in C (≈ 3× quicker than the expression, which tries its pattern at every terminator).
+    ``strip`` and ``starts``: 256 bytes, 1 for a byte of the lead's class (stripped around a
+    segment), of ``starts`` (white space, the terminator, a non-ASCII white space's first
+    byte). tests/test_x12_jobs_plan.py holds it to the expression."""
+    data = buf  # (compiled: pointers to the bytes)
+    lead_bytes = lead
+    strip_of = strip
+    starts_of = starts
+    n_lead = len(lead)
+    i = pos
+    while i < limit:
+        if data[i] != term:
+            i += 1
+            continue
+        k = i + 1
+        m = 0
+        while m < n_lead and k < limit and data[k] == lead_bytes[m]:
+            k += 1
+            m += 1
+        if m < n_lead or k >= limit or starts_of[data[k]]:
+            return i  # not the regular layout
+        c = data[k]
+        e = k
+        if c == 73:  # I: ISA, IEA
+            if k + 2 < limit and data[k + 2] == 65 and (data[k + 1] == 83 or data[k + 1] == 69):
+                e = k + 3
+        elif c == 71:  # G: GS, GE
+            if k + 1 < limit and (data[k + 1] == 83 or data[k + 1] == 69):
+                e = k + 2
+        elif c == 83:  # S: ST, SE
+            if k + 1 < limit and (data[k + 1] == 84 or data[k + 1] == 69):
+                e = k + 2
+        if e > k:  # a control segment id: it ends at an element separator or the segment's end
+            if e >= limit or data[e] == sep:
+                return i
+            while e < limit and strip_of[data[e]]:
+                e += 1
+            if e >= limit or data[e] == term:
+                return i
+        i = k
+    return -1
+
+
+def _count_byte(buf, start, end, byte):  # (typed: jobs.pxd)
+    """How many bytes ``byte`` ``buf[start:end]`` holds: ``buf.count``, which the compiled
+    build runs as a loop in C that the compiler vectorises (≈ 4× quicker)."""
+    data = buf  # (compiled: a pointer to the bytes)
+    found = 0
+    for i in range(start, end):
+        found += data[i] == byte
+    return found
+
+
+def _bytes_count(sub: bytes, buf: bytes, start: int, end: int) -> int:
+    return buf.count(sub, start, end)
 
 
 def _matches(buf: bytes, limit: int, regular, general):
     """The matches of the skim in ``buf`` up to ``limit``: ``regular``'s where the layout is
     regular; from a terminator where it is not, ``general``'s next match (group 1 None: a blank
     piece), and ``regular``'s again after it. (The first block's ISA follows the terminator put
-    before it with no lead: without going back, the whole file was skimmed by ``general``.)"""
+    before it with no lead: without going back, the whole file was skimmed by ``general``.)
+    ``regular``: what :func:`_regular_pattern` returns. Compiled, :func:`_scan_regular` finds
+    where the expression matches, which then reads the match there."""
+    pattern, scan = regular
     pos = 0
+    if _COMPILED:
+        while True:
+            at = _scan_regular(buf, pos, limit, *scan)
+            if at < 0:
+                return
+            match = pattern.match(buf, at, limit)
+            if match is None or match.group(1) is None:  # (None: never, the tests hold)
+                match = general.search(buf, at, limit)
+                if match is None:
+                    return
+            yield match
+            pos = match.end()
     while True:
-        for match in regular.finditer(buf, pos, limit):
+        for match in pattern.finditer(buf, pos, limit):
             if match.group(1) is None:  # a terminator not followed as the others are
                 match = general.search(buf, match.start(), limit)
                 if match is None:
@@ -192,6 +284,10 @@ def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jo
     total = first_weight + jobs - 1
     targets = [start + span * (first_weight + k) / total for k in range(jobs - 1)]
     term = delimiters.segment.encode()
+    if _COMPILED:  # (a loop in C, quicker than bytes.count)
+        count = partial(_count_byte, byte=term[0])
+    else:
+        count = partial(_bytes_count, term)
     strip_chars = _strip_chars(delimiters)
     cuts: list[Cut] = []
     # the envelope's view (gateway/x12/envelope.py): interchange, group, set open; counts
@@ -228,7 +324,7 @@ def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jo
                 pattern = full  # (it may hold a piece of non-ASCII white space alone)
             for match in _matches(buf, limit, regular, pattern):
                 at = match.start()
-                tcount += buf.count(term, pos, at + 1)
+                tcount += count(buf, pos, at + 1)
                 pos = at + 1
                 seg_id = match.group(1)
                 if seg_id is None:
@@ -283,7 +379,7 @@ def plan_shares(path: str, delimiters: Delimiters, encoding: str, start: int, jo
                     ic = group = ts = False
             if not block:
                 break
-            tcount += buf.count(term, pos, last_t)
+            tcount += count(buf, pos, last_t)
             base += last_t
             carry = buf[last_t:]
     if before is not None and target < len(targets) and \
@@ -297,10 +393,15 @@ def range_segments(path: str, start: int, end: int | None, ordinal: int,
     """The segments of bytes ``start``..``end`` (None: the end of the file) of ``path``, the
     first numbered ``ordinal`` + 1: what :meth:`X12Reader.__iter__` yields for them (the same
     rules; tests/test_x12_jobs.py holds this to it). ``start`` follows a segment terminator."""
-    term, sep = delimiters.segment, delimiters.element
-    strip_chars = _strip_chars(delimiters)
+    term: str = delimiters.segment
+    sep: str = delimiters.element
+    strip_chars: str = _strip_chars(delimiters)
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    carry = ""
+    carry: str = ""
+    pieces: list
+    piece: str
+    text: str
+    seg: Segment
     with open(path, "rb") as file:
         file.seek(start)
         left = -1 if end is None else end - start
@@ -316,10 +417,15 @@ def range_segments(path: str, start: int, end: int | None, ordinal: int,
             carry = pieces.pop()
             for piece in pieces:
                 text = piece.strip(strip_chars)
-                if not text or text.isspace():
+                # (as the reader: the first character first, inline when compiled)
+                if not text or text[0].isspace() and text.isspace():
                     continue
                 ordinal += 1
-                yield Segment(ordinal, text.split(sep), text)
+                seg = Segment.__new__(Segment)  # (no call to __init__ when compiled)
+                seg.ordinal = ordinal
+                seg.fields = text.split(sep)
+                seg.raw = text
+                yield seg
             if not block:
                 break
     text = carry.strip(strip_chars)
@@ -356,6 +462,12 @@ class _Recording(EnvelopeChecker):
         super().feed(seg)
 
 
+def _data_feed(guide) -> Callable:
+    """The guide validator's feed for data segments (``feed_all``'s ``data_feeds``; the pyx12
+    adapter has only ``feed``)."""
+    return getattr(guide, "feed_data", guide.feed)
+
+
 def _frame(out, kind: bytes, payload: bytes) -> None:
     out.write(kind + struct.pack("<Q", len(payload)))
     out.write(payload)
@@ -371,20 +483,32 @@ def _frames(path: str):
             yield head[:1], file.read(size)
 
 
-def _planned_share(path: str, share: int, jobs: int, start: int, first_weight: float,
-                   delimiters: Delimiters, encoding: str, make_guide: Callable, snip: bool,
-                   catalogue: RuleCatalogue, claims: bool, out_path: str,
-                   digest: type | None, tell) -> None:
-    """Another process: plans the cuts (every process the same: the plan is deterministic),
-    tells the first process (``tell``, a connection, from the first of the others) and
-    validates share ``share`` (1-based after the first process's), if there is one."""
+def _planner(path: str, jobs: int, start: int, first_weight: float, delimiters: Delimiters,
+             encoding: str, tells: list) -> None:
+    """The planning process, started first (while this one gets its guide ready and reads up
+    to the first ST, before the others are started): plans the cuts and sends them through
+    each of ``tells`` (connections: to this process and to each other one). When it fails, it
+    sends nothing: they all read the end of their pipe, and this process reads the file
+    alone."""
     try:
         cuts = plan_shares(path, delimiters, encoding, start, jobs, first_weight)
-    except Exception:  # noqa: BLE001 - the first process, told nothing, reads it all alone
+    except Exception:  # noqa: BLE001 - told nothing, the first process reads it all alone
         return
-    if tell is not None:
+    for tell in tells:
         tell.send(cuts)
         tell.close()
+
+
+def _planned_share(path: str, share: int, delimiters: Delimiters, encoding: str,
+                   make_guide: Callable, snip: bool, catalogue: RuleCatalogue, claims: bool,
+                   out_path: str, digest: type | None, hear) -> None:
+    """Another process: waits for the plan (``hear``, a connection from the planner) and
+    validates share ``share`` (1-based after the first process's), if there is one."""
+    try:
+        cuts = hear.recv()
+    except EOFError:  # no plan: the first process reads it all alone
+        return
+    hear.close()
     if share > len(cuts):
         return  # (fewer places to cut than processes: nothing to do)
     end = cuts[share].offset if share < len(cuts) else None
@@ -411,6 +535,7 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                 guide.feed(seg)
             mark = len(guide.findings)
             feeds = (guide.feed,)
+            data_feeds = (_data_feed(guide),)
             collector = None
             if claims:
                 batch: list[ClaimRecord] = []
@@ -436,10 +561,11 @@ def _share_process(path: str, cut: Cut, end: int | None, delimiters: Delimiters,
                     collector.feed(seg)
                 collector._tx = cut.tx
                 feeds = (guide.feed, collector.feed)
+                data_feeds = (_data_feed(guide), collector.feed_data)
             envelope.events = []
             last, lines = feed_all(
                 range_segments(path, cut.offset, end, cut.ordinal - 1, delimiters, encoding),
-                envelope, feeds)
+                envelope, feeds, data_feeds)
             submitters = {}
             if collector is not None:
                 collector.finish()
@@ -544,24 +670,38 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
         weight = FIRST_WEIGHT if spans is not None else FIRST_WEIGHT_CLAIMS
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    hear, tell = context.Pipe(duplex=False)
+    hear, tell = context.Pipe(duplex=False)  # the plan, to this process
+    pipes = [context.Pipe(duplex=False) for _ in range(1, jobs)]  # and to each other one
     outputs = []
     others = []
+    # the plan first, in a process of its own: it needs no guide, and the skim is done (or
+    # nearly) when the others start at the first ST, not begun
+    planner = context.Process(target=_planner, daemon=True, name="validate-plan",
+                              args=(path, jobs, start, weight, delimiters, encoding,
+                                    [tell] + [w for _, w in pipes]))
     try:
+        gc.freeze()  # (as for the others, below)
+        try:
+            planner.start()
+        finally:
+            gc.unfreeze()
+        tell.close()
+        for _, w in pipes:
+            w.close()
         for share in range(1, jobs):
             handle, out_path = tempfile.mkstemp(prefix="ecm-jobs-", suffix=".bin")
             os.close(handle)
             outputs.append(out_path)
             others.append(context.Process(
                 target=_planned_share, daemon=True, name=f"validate-share-{share}",
-                args=(path, share, jobs, start, weight, delimiters, encoding, make_guide, snip,
-                      catalogue, claims_shared, out_path,
-                      type(spans) if spans is not None else None,
-                      tell if share == 1 else None)))
+                args=(path, share, delimiters, encoding, make_guide, snip, catalogue,
+                      claims_shared, out_path, type(spans) if spans is not None else None,
+                      pipes[share - 1][0])))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep,
                                    spans=spans if claims_shared else None)
         feeds = (guide.feed, collector.feed)
+        data_feeds = (_data_feed(guide), collector.feed_data)
         segments = iter(reader)
         # by hand up to the first ST (its guide then has the map and rule packs loaded, which
         # the other processes inherit instead of loading them again), then in bulk
@@ -580,8 +720,9 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                 process.start()
         finally:
             gc.unfreeze()
-        tell.close()
-        # on, a slice at a time, until the first of the others tells where the cuts are
+        for r, _ in pipes:
+            r.close()
+        # on, a slice at a time, until the planner tells where the cuts are
         cuts = None
         ended = False
         wait = os.path.getsize(path) < WAIT_BELOW
@@ -589,10 +730,11 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             if wait or hear.poll():
                 try:
                     cuts = hear.recv()
-                except EOFError:  # it stopped before planning: this process reads it all
+                except EOFError:  # it failed to plan: this process reads it all
                     cuts = []
                 break
-            done, more = feed_all(islice(segments, POLL_SEGMENTS), envelope, feeds)
+            done, more = feed_all(islice(segments, POLL_SEGMENTS), envelope, feeds,
+                                  data_feeds)
             if not done:
                 ended = True
                 break
@@ -602,12 +744,12 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             # one process after all: no place to cut (one transaction set), or this one got
             # there first (a small file): the others' work is not used
             cuts = []
-            done, more = feed_all(segments, envelope, feeds)
+            done, more = feed_all(segments, envelope, feeds, data_feeds)
             last = done or last
             lines += more
         else:
             done, more = feed_all(islice(segments, cuts[0].ordinal - 1 - last), envelope,
-                                  feeds)
+                                  feeds, data_feeds)
             last = done or last
             lines += more
         ends = [c.offset for c in cuts[1:]] + [None]
@@ -660,8 +802,9 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             submitters.update(collector.submitters)
         guide.finish()
     finally:
-        hear.close()
-        for process in others:
+        for connection in [hear, tell] + [c for pipe in pipes for c in pipe]:
+            connection.close()  # (those still open)
+        for process in [planner] + others:
             if process.is_alive():
                 process.terminate()
             if process.pid is not None:
