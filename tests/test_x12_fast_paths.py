@@ -310,3 +310,86 @@ def test_code_lists_as_trees_match_the_same_strings_first_the_longest(codes):
             assert bool(tree.fullmatch(text)) == bool(plain.fullmatch(text))
             first, other = tree.match(text), plain.match(text)
             assert (first.end() if first else -1) == (other.end() if other else -1)
+
+
+def _day_reads(text: str) -> bool:
+    from gateway.x12.claims837 import _day
+
+    try:
+        _day(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def test_birth_dates_checked_by_hand_as_the_date_reading_decides():
+    """claims837._is_day (the light reading's birth-date check, by hand for ASCII digits)
+    decides as claims837._day does: every day of leap and common years around the century
+    rules, every month and day number 00-99 of a few years, year 0 and 9999."""
+    import datetime
+
+    from gateway.x12.claims837 import _is_day
+
+    texts = []
+    for year in (1, 4, 100, 1899, 1900, 1996, 1999, 2000, 2023, 2024, 2100, 2400, 9999, 0):
+        texts += [f"{year:04d}{month:02d}{day:02d}" for month in range(100)
+                  for day in range(100)]
+    day = datetime.date(1899, 12, 1)
+    while day.year < 1901:
+        texts.append(day.strftime("%Y%m%d"))
+        day += datetime.timedelta(days=1)
+    for text in texts:
+        assert _is_day(text) == _day_reads(text), text
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(st.text(alphabet="0123456789", min_size=6, max_size=10),
+                      st.text(min_size=0, max_size=10),
+                      st.text(alphabet="0123456789\u0661\u0662\u00b2 +-_", min_size=8,
+                              max_size=8)))
+def test_birth_dates_by_hand_and_by_the_date_reading_agree_on_any_text(text):
+    from gateway.x12.claims837 import _is_day
+
+    assert _is_day(text) == _day_reads(text)
+
+
+# -- HL and CLM: the rest after the first element memoised, the first element checked alone ---
+def _head_nodes():
+    from gateway.x12.engine.elements import head_source
+
+    root = load("837.5010.X222.A1.xml")
+    return [n for n in root.nodes if not n.is_loop and n.id in ("HL", "CLM")
+            and head_source(n, "00501", "*", ":", "~") is not None]
+
+
+def test_hl_and_clm_have_a_first_element_pattern():
+    assert {n.id for n in _head_nodes()} == {"HL", "CLM"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.text(alphabet="AZ09 *:~^-.|\u00e9", max_size=40),
+       rest=st.sampled_from(["*50***99:B:1*Y*A*Y*Y", "*125***12:B:1*Y*A*Y*Y", "", "*",
+                             "*50***99:B:1*Y*A*Y*Y*", "*1*22*0", "**20*1", "*1*22*0*",
+                             "*2*23*0", "*x*22*0", "*50***99:B:7*Y*A*Y*Y*P"]),
+       separators=st.sampled_from([("*", ":", "~"), ("|", "^", "\n"), ("-", ":", "~")]))
+def test_the_first_element_alone_decides_as_the_whole_pattern_does(first, rest, separators):
+    """validator._data_segment for HL and CLM: once a rest passed the node's fast pattern (with
+    some first element), the fast pattern accepts first element + that rest exactly when the
+    first element's own pattern (elements.head_source) accepts the first element."""
+    import re
+
+    from gateway.x12.engine.elements import fast_source, head_source
+
+    element, component, segment = separators
+    rest = rest.replace("*", element).replace(":", component)
+    for node in _head_nodes():
+        whole = re.compile(fast_source(node, "00501", element, component, segment),
+                           re.ASCII | re.S)
+        head = re.compile(head_source(node, "00501", element, component, segment),
+                          re.ASCII | re.S)
+        known = next((value for value in ("1", "ECM0700000001", "A B")
+                      if whole.fullmatch(node.id + element + value + rest)), None)
+        if known is None or element in first:
+            continue  # (a rest no first element passes with; fields[1] holds no separator)
+        assert (whole.fullmatch(node.id + element + first + rest) is not None) == \
+            (head.fullmatch(first) is not None), (node.parent.id, first, rest)

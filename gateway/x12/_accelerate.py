@@ -43,7 +43,7 @@ MODULES = (
 # give it the extension type it was built against)
 CIMPORTS = {
     "gateway.x12.envelope": ("gateway.x12.reader",),
-    "gateway.x12.engine.validator": ("gateway.x12.reader",),
+    "gateway.x12.engine.validator": ("gateway.x12.reader", "gateway.x12.snip"),
     "gateway.x12.claims837": ("gateway.x12.reader",),  # claims837.pxd: the handlers' Segment
     "gateway.x12.jobs": ("gateway.x12.reader",),  # jobs.pxd: range_segments' Segment
 }

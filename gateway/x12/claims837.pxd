@@ -51,6 +51,9 @@ cdef class ClaimCollector:
     cdef bint _levels_readable(self, dict sub, dict billing) except -1
     cdef dict _address_target(self)
 
+@cython.locals(ch=Py_UCS4, year=int, month=int, day=int, top=int)
+cpdef bint _is_day(str text) except -1
+
 # the ECM rules' rows of claims read light (issue 14): an extension type too, so that its
 # _light_done (once a claim) is a C call, its attributes struct fields
 cdef class RulesSpansCollector(ClaimCollector):
@@ -78,5 +81,8 @@ cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lin
                contiguous=bint, open_line=bint, other_payer=bint, separators=tuple,
                first=Py_UCS4, element=str, component=str, terminator=str)
 cpdef tuple light_claim_row(tuple row)
+
+@cython.locals(entries=list, row=tuple)
+cpdef list rule_entries(list batch, object place)
 
 cdef tuple _view_line(object number, tuple part, tuple dates, object rendering)

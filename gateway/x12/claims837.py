@@ -96,6 +96,37 @@ def _day(text: str) -> date:
     return found
 
 
+def _is_day(text: str) -> bool:
+    """Whether :func:`_day` reads ``text`` (a CCYYMMDD date: 8 digits, year 1-9999, a day of
+    the month in the proleptic Gregorian calendar, as :class:`datetime.date` takes it),
+    without building the date: by hand for ASCII digits (the usual; a member's birth date
+    rarely repeats, so the memo would miss), by :func:`_day` otherwise."""
+    if len(text) != 8:
+        return False
+    if not text.isascii():
+        try:
+            _day(text)
+        except (ValueError, TypeError):
+            return False
+        return True
+    for ch in text:
+        if ch < "0" or ch > "9":
+            return False
+    year = (ord(text[0]) - 48) * 1000 + (ord(text[1]) - 48) * 100 + \
+        (ord(text[2]) - 48) * 10 + ord(text[3]) - 48
+    month = (ord(text[4]) - 48) * 10 + ord(text[5]) - 48
+    day = (ord(text[6]) - 48) * 10 + ord(text[7]) - 48
+    if year < 1 or month < 1 or month > 12 or day < 1:
+        return False
+    if month == 2:
+        top = 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    elif month == 4 or month == 6 or month == 9 or month == 11:
+        top = 30
+    else:
+        top = 31
+    return day <= top
+
+
 def _amount(text: str) -> Decimal:
     try:
         return Decimal(text)
@@ -597,11 +628,8 @@ class ClaimCollector:
                 self._levels_readable(sub, billing.data if billing is not None else {})
             if ok:
                 dob = sub.get("dmg", ("", ""))[0]
-                if dob:
-                    try:
-                        _day(dob)
-                    except (ValueError, TypeError):
-                        ok = False
+                if dob and not _is_day(dob):
+                    ok = False
         if not ok:
             self._to_full()
             return False
@@ -1071,6 +1099,18 @@ def light_claim_text(collector, buf, lines_before):  # (types: claims837.pxd)
     return (separators[2].join([seg.raw for seg in buf]), separators, ordinals, lines_before,
             sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
             sub["payer"]["id"], c._tx, c._claim_index, sub.get("index", 0))
+
+
+def rule_entries(batch, place):  # (types: claims837.pxd)
+    """``(view, place(row))`` of each row of a batch the ECM rules' worker got: a view row as
+    it is, a :func:`light_claim_text` row viewed first (:func:`light_claim_row`); ``place``
+    makes a row's :class:`~gateway.ecm.rules.ClaimPlace` (``validate._RowPlace``)."""
+    entries = []
+    for row in batch:
+        if row[0].__class__ is str:
+            row = light_claim_row(row)
+        entries.append((row[0], place(row)))
+    return entries
 
 
 def light_claim_row(row):  # (types: claims837.pxd)

@@ -21,8 +21,11 @@ cdef class ClaimTracker:
 
     cpdef end_claim(self)
 
-    @cython.locals(charge=str, value=str, created=str, birth=str)
+    @cython.locals(value=str, created=str, birth=str, rest='long long', amount='long long')
     cpdef bint passes(self, _Claim claim) except -1
+
+    cpdef track(self, int kind, list fields, node, ordinal, Py_ssize_t position,
+                dict loop_counts)
 
     @cython.locals(charge=str)
     cpdef track_CLM(self, list fields, node, ordinal, position, dict loop_counts, text=*)
@@ -51,3 +54,8 @@ cdef class ClaimTracker:
 
 @cython.locals(ch=Py_UCS4)
 cdef bint _whole(str text) except -1
+
+@cython.locals(ch=Py_UCS4, value='long long')
+cdef long long _small_whole(str text) except -2
+
+cpdef str _value(list fields, Py_ssize_t position, Py_ssize_t component, str comp_sep)

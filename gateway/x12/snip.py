@@ -21,7 +21,11 @@ from gateway.checkdigits import luhn_npi_ok  # the one NPI check digit
 from gateway.paths import PROFILES
 
 SNIP_PACK = PROFILES / "rules" / "x12-snip.yaml"
-_TRACKED = frozenset({"CLM", "HL", "BHT", "DMG", "SV1", "SV2", "REF", "DTP"})
+# the segment ids ClaimTracker follows, numbered from 1 for ClaimTracker.track (the validator
+# keeps a segment's number with its cached plan: a memoised segment's tracking is one C call),
+# the most frequent first
+TRACK_IDS = ("DTP", "SV1", "REF", "CLM", "HL", "DMG", "SV2", "BHT")
+_TRACKED = frozenset(TRACK_IDS)
 _ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z]{1,5}")
 
 
@@ -75,7 +79,7 @@ def _partner_receiver(partner: str) -> str:
     return str(envelope_profile_data(partner)["receiver_id"]).strip()
 
 
-def _value(fields: list[str], position: int, component: int, comp_sep: str) -> str:
+def _value(fields: list, position, component, comp_sep: str) -> str:
     value = fields[position] if position < len(fields) else ""
     if component:
         parts = value.split(comp_sep)
@@ -173,6 +177,31 @@ def _whole(text: str) -> bool:
     return True
 
 
+def _small_whole(text: str) -> int:
+    """The value of 1 to 18 digits 0-9 (an amount :func:`_whole` accepts that fits a machine
+    integer), -1 for any other text."""
+    if not text or len(text) > 18:
+        return -1
+    value = 0
+    for ch in text:
+        if ch < "0" or ch > "9":
+            return -1
+        value = value * 10 + (ord(ch) - 48)
+    return value
+
+
+def _balanced(charge: str, lines: list) -> bool:
+    """Whole amounts (:func:`_whole`, any length) whose lines add up to the charge."""
+    if not _whole(charge):
+        return False
+    rest = int(charge)
+    for value in lines:
+        if not _whole(value):
+            return False
+        rest -= int(value)
+    return rest == 0
+
+
 # the claim rules ClaimTracker.passes decides
 _PASSES = frozenset({"claim_balance", "claim_requires", "service_not_after_creation",
                      "born_before_service"})
@@ -226,15 +255,18 @@ class ClaimTracker:
         ``_claim_*`` methods, typed here: most claims need no call to them); False when one
         may (then they judge it)."""
         if self.balance and claim.lines:  # whole amounts that add up (the usual)
-            charge = claim.charge
-            if not _whole(charge):
-                return False
-            rest = int(charge)
-            for value in claim.lines:
-                if not _whole(value):
+            # (amounts of at most 18 digits summed as machine integers when compiled)
+            rest = _small_whole(claim.charge)
+            if rest >= 0:
+                for value in claim.lines:
+                    amount = _small_whole(value)
+                    if amount < 0:
+                        rest = -1
+                        break
+                    rest -= amount
+                if rest != 0:
                     return False
-                rest -= int(value)
-            if rest != 0:
+            elif not _balanced(claim.charge, claim.lines):
                 return False
         for values, qualifier in self.requires:
             if claim.frequency in values and qualifier not in claim.refs:
@@ -248,6 +280,27 @@ class ClaimTracker:
             if birth and len(birth) == 8 and claim.first and birth > claim.first:
                 return False
         return True
+
+    def track(self, kind, fields, node, ordinal, position, loop_counts) -> None:
+        """``track_<id>`` for the segment id numbered ``kind`` in :data:`TRACK_IDS` (one
+        call, typed, from the validator's memo path; 0: an id not followed)."""
+        # (only track_CLM reads the position: the others get 0, no number made for them)
+        if kind == 1:
+            self.track_DTP(fields, node, ordinal, 0, loop_counts)
+        elif kind == 2:
+            self.track_SV1(fields, node, ordinal, 0, loop_counts)
+        elif kind == 3:
+            self.track_REF(fields, node, ordinal, 0, loop_counts)
+        elif kind == 4:
+            self.track_CLM(fields, node, ordinal, position, loop_counts)
+        elif kind == 5:
+            self.track_HL(fields, node, ordinal, 0, loop_counts)
+        elif kind == 6:
+            self.track_DMG(fields, node, ordinal, 0, loop_counts)
+        elif kind == 7:
+            self.track_SV2(fields, node, ordinal, 0, loop_counts)
+        elif kind == 8:
+            self.track_BHT(fields, node, ordinal, 0, loop_counts)
 
     def track_CLM(self, fields, node, ordinal, position, loop_counts, text="") -> None:
         if self.claim is not None:

@@ -476,12 +476,49 @@ def fast_source(node: Segment, icvn: str, element: str, component: str, segment:
     """The text of the node's fast pattern for one file's delimiters (None: it has none)."""
     if node.fast is None:
         return None
+    return _for_file(node.fast, icvn, element, component, segment)
+
+
+def _for_file(template: str, icvn: str, element: str, component: str, segment: str) -> str:
+    """A pattern template with one file's delimiters and character classes in."""
     delimiters = element + component + segment
-    return (node.fast.replace(_P_ELEMENT, re.escape(element))
+    return (template.replace(_P_ELEMENT, re.escape(element))
             .replace(_P_COMPONENT, re.escape(component))
             .replace(_P_ANY, _class(icvn, delimiters, True))
             .replace(_P_NOSPACE, _class(icvn, delimiters, False))
             .replace(_P_RAW, "[^" + re.escape(delimiters) + "]"))
+
+
+def head_source(node: Segment, icvn: str, element: str, component: str, segment: str):
+    """The pattern of the node's first element alone, for one file's delimiters, when the
+    node's fast pattern is the segment id, an element separator, that element's pattern and
+    then the rest (nothing, or what begins with an element separator): a required AN or ID
+    element without codes, whose pattern is a class of characters holding no delimiter. Then
+    in any text the fast pattern accepts, the first element is exactly the text between the
+    first two element separators (``fields[1]``), so the fast pattern accepts a text if and
+    only if this one accepts ``fields[1]`` and the rest of the text (from the second element
+    separator on) is a rest the fast pattern accepted after some first element. None when
+    the node's pattern is not of that shape."""
+    if node.fast is None or not node.elements:
+        return None
+    first = node.elements[0]
+    if not isinstance(first, Element) or first.usage != "R" or first.codes or \
+            first.external or first.data_type not in ("AN", "ID") or \
+            first.data_ele in ("1250", "1251"):
+        return None
+    try:
+        item = _value_pattern(first, icvn, _P_ELEMENT + _P_COMPONENT, [], (1, 0))
+    except _NoFast:
+        return None
+    # (a class with its repeat bounds and a last class: no group, no look-around, no code)
+    if not item.startswith(_P_ANY) or not item.endswith(_P_NOSPACE) or "(" in item:
+        return None
+    prefix = re.escape(node.id) + _P_ELEMENT + item
+    rest = node.fast[len(prefix):]
+    if not node.fast.startswith(prefix) or rest and not rest.startswith(
+            (_P_ELEMENT, "(?:" + _P_ELEMENT)):
+        return None
+    return _for_file(item, icvn, element, component, segment)
 
 
 def fast_pattern(node: Segment, icvn: str, element: str, component: str, segment: str,

@@ -3,17 +3,19 @@
 cimport cython
 
 from gateway.x12.reader cimport Segment as _Seg  # see _accelerate.CIMPORTS
+from gateway.x12.snip cimport ClaimTracker
 
 
 cdef class _Step:
     cdef public object plan, node, entry
     cdef public tuple checks, push_ids, candidates
-    cdef public Py_ssize_t index, limit, entry_index, entry_lo, entry_hi, entry_max
+    cdef public Py_ssize_t index, limit, entry_index, entry_lo, entry_hi, entry_max, track
 
 
 cdef class NativeGuideValidator:
     cdef public object snip, _snip, _snip_key, delimiters
-    cdef public dict _snip_handlers, _snip_tracks  # (or None; dicts: get without a look-up)
+    cdef public dict _snip_handlers  # (or None; a dict: get without a look-up)
+    cdef public ClaimTracker _tracker  # (or None: a C call to its track)
     cdef public object envelope
     cdef public object catalogue, _guide, _root, _node, _counters, _segment, _pattern_key
     cdef public object _store
@@ -35,12 +37,16 @@ cdef class NativeGuideValidator:
     @cython.locals(start=Py_ssize_t, step=_Step, snip=dict, memo=dict)
     cdef _data(self, _Seg seg, list fields, str seg_id)
 
-    @cython.locals(counts='long[:]', index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
+    @cython.locals(index=Py_ssize_t, lo=Py_ssize_t, hi=Py_ssize_t,
                    loop_counts=dict, done=bint, errors=list)
     cdef _step(self, _Step step, chosen, seg)
 
-    @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint)
+    @cython.locals(memo=bint, start=Py_ssize_t, step=_Step, clean=bint, matched=bint,
+                   found=tuple, rests=set, rest=str)
     cdef _data_segment(self, _Seg seg, list fields, str seg_id, str text)
+
+    @cython.locals(found=list, seg_id=str)
+    cdef list _reader_checks(self, _Seg seg, list fields)
 
     @cython.locals(positions=tuple, element=Py_ssize_t, step=_Step, index=Py_ssize_t)
     cdef _Step _plan(self, start, str seg_id, list fields)
@@ -51,3 +57,8 @@ cdef class NativeGuideValidator:
                first='unsigned long long', rest='unsigned long long', kind=int, i=Py_ssize_t,
                top=Py_ssize_t, note=tuple)
 cpdef bint _notes_ok(tuple notes, list fields) except -1
+
+
+cdef str _number(Py_ssize_t n)
+
+cdef object _int(text)

@@ -26,17 +26,19 @@ from array import array
 from gateway.findings import Finding
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.engine.elements import check as check_elements
-from gateway.x12.engine.elements import MAX_NOTE_POSITION, fast_pattern, post_function, \
-    syntax_notes
+from gateway.x12.engine.elements import MAX_NOTE_POSITION, fast_pattern, head_source, \
+    post_function, syntax_notes
 from gateway.x12.engine.maps import Root, load, patterns
 from gateway.x12.engine.walker import Counters, qualifier, trace
 from gateway.x12.envelope import CONTROL_SEGMENTS, EnvelopeChecker, shown_segment_id
 from gateway.x12.reader import Delimiters, Segment
+from gateway.x12.snip import TRACK_IDS
 
 SUPPORTED_VERSIONS = frozenset({"00401", "00405", "00501"})
 MAX_QUOTED_CODE = 2
 PLAN_CACHE_SIZE = 50_000
 MEMO_SIZE = 25_000  # (node, segment text) steps known clean (then the memo starts afresh)
+REST_MEMO_SIZE = 4096  # per HL/CLM node: texts after the first element its pattern accepted
 _STATEFUL = frozenset({"HL", "LX", "CLM"})  # reader checks that depend on counts
 _SEG_ID = re.compile(r"[A-Z][A-Z0-9]{1,2}")  # pyx12's rec_seg_id
 # valid segment ids that carry no HL/LX numbering: the reader checks reduce to "not empty"
@@ -50,6 +52,8 @@ _PLAIN_IDS = frozenset(i for i in ("NM1", "N3", "N4", "REF", "PER", "DTP", "SV1"
 _GOOD_IDS: set[str] = set()
 _UNIQUE = frozenset({"HL", "CLM"})  # segment texts not worth keeping in the memo
 _TABLE_LEVELS = frozenset({"HEADER", "DETAIL", "FOOTER", "ST_LOOP", "GS_LOOP", "ISA_LOOP"})
+# segment id -> its number for the SNIP claim tracking (snip.ClaimTracker.track; 0: none)
+_TRACK_KINDS = {seg_id: number for number, seg_id in enumerate(TRACK_IDS, 1)}
 
 
 def guide_map(guide: dict, st01: str) -> str | None:
@@ -69,10 +73,11 @@ class _Step:
     """A walker plan with what the per-segment path needs of it as plain fields."""
 
     __slots__ = ("plan", "node", "index", "checks", "limit", "entry", "entry_index",
-                 "entry_lo", "entry_hi", "entry_max", "push_ids", "candidates")
+                 "entry_lo", "entry_hi", "entry_max", "push_ids", "candidates", "track")
 
-    def __init__(self, plan) -> None:
+    def __init__(self, plan, track: int = 0) -> None:
         self.plan = plan
+        self.track = track  # the segment id's number for the SNIP claim tracking (0: none)
         node = plan.node
         self.node = node
         self.index = node.index if node is not None else -1
@@ -100,7 +105,7 @@ class NativeGuideValidator:
         self.snip = snip  # SNIP 3-7 (profiles/rules/x12-snip.yaml) on top of SNIP 1-2
         self._snip = None
         self._snip_handlers: dict | None = None  # segment id -> SNIP 3-7 handler
-        self._snip_tracks: dict | None = None  # segment id -> its claim tracking alone
+        self._tracker = None  # the SNIP checker's claim tracking (None: no claim rules)
         self._snip_key: tuple | None = None  # (guide, receiver) of self._snip
         self.delimiters = delimiters
         self.envelope = envelope
@@ -200,7 +205,7 @@ class NativeGuideValidator:
             if seg_id == "LX":
                 if self._check_lx:
                     self._lx_count += 1
-                    if fields[1] != str(self._lx_count):
+                    if fields[1] != _number(self._lx_count):
                         reader_errors = ["LX"]
             elif seg_id == "CLM":
                 if self._check_lx:
@@ -213,40 +218,39 @@ class NativeGuideValidator:
                 self._reader_error(code, seg)
         # the memo holds only segments SNIP 3-7's element rules passed too (at this node,
         # which decides them with the text): only the claim tracking is left to do
-        tracks = self._snip_tracks
-        if tracks is not None:
-            track = tracks.get(seg_id)
-            if track is not None:
-                track(fields, step.node, seg.ordinal, self._position, self._loop_counts)
+        if step.track and self._tracker is not None:
+            self._tracker.track(step.track, fields, step.node, seg.ordinal, self._position,
+                                self._loop_counts)
 
     def _step(self, step: "_Step", chosen, seg: Segment) -> None:
         """Replay a step's structure operations on the counters; report what they find;
         move to the step's node (``chosen``: a look-alike that fitted better)."""
-        counts = self._counts
+        # (self._counts indexed in place: a local copy of the memoryview costs two atomic
+        # reference counts a segment in the compiled build)
         done = False
         if chosen is None:
             for index in step.checks:
-                if counts[index] < 1:
+                if self._counts[index] < 1:
                     break
             else:
                 if step.limit:  # a segment of the current loop, not "Not Used"
                     index = step.index
-                    counts[index] += 1
-                    if counts[index] > step.limit:
+                    self._counts[index] += 1
+                    if self._counts[index] > step.limit:
                         self._walk_finding("5", step.node, step.node, seg)
                     done = True
                 elif step.entry is not None:  # a loop entered by its first segment
                     lo = step.entry_lo
                     hi = step.entry_hi
                     if hi > lo:
-                        counts[lo:hi] = self._zeros[lo:hi]
+                        self._counts[lo:hi] = self._zeros[lo:hi]
                     index = step.entry_index
-                    counts[index] += 1
-                    counts[step.index] += 1
+                    self._counts[index] += 1
+                    self._counts[step.index] += 1
                     loop_counts = self._loop_counts
                     for loop_id in step.push_ids:
                         loop_counts[loop_id] = loop_counts.get(loop_id, 0) + 1
-                    if counts[index] > step.entry_max:
+                    if self._counts[index] > step.entry_max:
                         self._walk_finding("4", step.entry, step.entry, seg)
                     done = True
         if not done:
@@ -305,7 +309,8 @@ class NativeGuideValidator:
                 self._snip_key = key
                 self._snip = checker if checker.enabled else None
                 self._snip_handlers = checker.handlers if checker.enabled else None
-                self._snip_tracks = checker.tracks if checker.enabled else None
+                self._tracker = checker.tracker if checker.enabled and checker.tracks \
+                    else None
                 self._new_memo()  # its entries passed the previous checker's rules
             if self._snip is not None:
                 self._snip.start_transaction()
@@ -350,6 +355,10 @@ class NativeGuideValidator:
         self._position += 1
         if seg_id in _PLAIN_IDS and len(fields) > 1 and fields[1]:
             reader_errors = None  # the common case: a known id, not empty, no numbering
+        elif seg_id == "CLM" and len(fields) > 1 and fields[1]:
+            reader_errors = None  # (what _reader_checks decides for it: the lines renumber)
+            if self._check_lx:
+                self._lx_count = 0
         else:
             reader_errors = self._reader_checks(seg, fields)
             if "8" in reader_errors or "1" in reader_errors:
@@ -374,11 +383,29 @@ class NativeGuideValidator:
             found = self._patterns[self._node_index]  # node.index
             if found is None:
                 found = self._compile_node(node)
-            pattern = found[0]
+            fullmatch = found[0]
             post = found[1]
             notes = found[2]
-            if pattern is not None and pattern.fullmatch(text) is not None and (
-                    post is None or post(fields)) and (notes is None or _notes_ok(notes, fields)):
+            if fullmatch is None:
+                matched = False
+            elif found[3] is not None and len(fields) > 1:
+                # HL, CLM (never memoised: their first element counts or names them): the
+                # rest of the text after the first element repeats; when this rest passed
+                # before, the first element's own pattern decides (elements.head_source)
+                rests = found[4]
+                rest = text[len(seg_id) + 1 + len(fields[1]):]
+                if rest in rests:
+                    matched = found[3](fields[1]) is not None
+                else:
+                    matched = fullmatch(text) is not None
+                    if matched:
+                        if len(rests) >= REST_MEMO_SIZE:
+                            rests.clear()
+                        rests.add(rest)
+            else:
+                matched = fullmatch(text) is not None
+            if matched and (post is None or post(fields)) and (
+                    notes is None or _notes_ok(notes, fields)):
                 clean = True
             else:
                 clean = self._check_elements(node, fields)
@@ -417,7 +444,7 @@ class NativeGuideValidator:
         step = by_id.get(key)
         if step is None:
             values = {p: qualifier(fields, p, self._comp) for p in positions}
-            step = _Step(trace(start, seg_id, values))
+            step = _Step(trace(start, seg_id, values), _TRACK_KINDS.get(seg_id, 0))
             self._plan_count += 1
             if self._plan_count > PLAN_CACHE_SIZE:
                 self._new_plans()
@@ -430,7 +457,7 @@ class NativeGuideValidator:
         self._plans = [{} for _ in self._root.nodes]
         self._plan_count = 0
 
-    def _reader_checks(self, seg: Segment, fields: list[str]) -> list[str]:
+    def _reader_checks(self, seg: Segment, fields: list) -> list:
         """pyx12's reader-level checks: empty segment, segment id, HL and LX numbering."""
         found = []
         seg_id = fields[0]
@@ -444,10 +471,10 @@ class NativeGuideValidator:
                 found.append("1")
         if seg_id == "HL":
             self._hl_count += 1
-            if self._hl_count != _int(seg.get(1)):
+            if self._hl_count != _int(fields[1] if len(fields) > 1 else ""):
                 found.append("HL1")
-            if seg.get(2) != "":
-                parent = _int(seg.get(2))
+            if len(fields) > 2 and fields[2] != "":
+                parent = _int(fields[2])
                 if parent not in self._hl_stack:
                     found.append("HL2")
                 while self._hl_stack and parent != self._hl_stack[-1]:
@@ -457,7 +484,7 @@ class NativeGuideValidator:
             self._lx_count = 0
         elif self._check_lx and seg_id == "LX":
             self._lx_count += 1
-            if seg.get(1) != str(self._lx_count):
+            if (fields[1] if len(fields) > 1 else "") != _number(self._lx_count):
                 found.append("LX")
         return found
 
@@ -500,22 +527,34 @@ class NativeGuideValidator:
 
     # -- elements --------------------------------------------------------------------------
     def _compile_node(self, node) -> tuple:
-        """(fast pattern or None, post-check function or None, syntax notes or None) for a
-        node, for this file: post-checks that are all syntax notes (the usual) are evaluated
-        as bit masks (:func:`_notes_ok`), others by the compiled post-check function."""
+        """(the fast pattern's ``fullmatch`` or None, post-check function or None, syntax
+        notes or None) for a node, for this file: post-checks that are all syntax notes (the
+        usual) are evaluated as bit masks (:func:`_notes_ok`), others by the compiled
+        post-check function. (The bound ``fullmatch``: no method look-up per segment.)"""
         notes = syntax_notes(node) if node.post else None
+        pattern = fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment,
+                               self._store)
+        head = None  # (HL, CLM: their first element's pattern, and the rests that passed)
+        if pattern is not None and node.id in _UNIQUE:
+            source = head_source(node, self._icvn, self._sep, self._comp, self.delimiters.segment)
+            if source is not None:
+                try:
+                    head = (re.compile(source, re.ASCII | re.S) if self._store is None else
+                            self._store.compile(source, re.ASCII | re.S)).fullmatch
+                except re.error:
+                    head = None
         found = self._patterns[node.index] = (
-            fast_pattern(node, self._icvn, self._sep, self._comp, self.delimiters.segment,
-                         self._store),
-            post_function(node, self._comp) if notes is None else None, notes or None)
+            pattern.fullmatch if pattern is not None else None,
+            post_function(node, self._comp) if notes is None else None, notes or None,
+            head, set() if head is not None else None)
         return found
 
     def _is_clean(self, node, fields: list[str], text: str) -> bool:
         found = self._patterns[node.index]
         if found is None:
             found = self._compile_node(node)
-        pattern, post, notes = found
-        return pattern is not None and pattern.fullmatch(text) is not None and (
+        fullmatch, post, notes = found[0], found[1], found[2]
+        return fullmatch is not None and fullmatch(text) is not None and (
             post is None or post(fields)) and (notes is None or _notes_ok(notes, fields))
 
     def _check_elements(self, node, fields: list[str]) -> bool:
@@ -633,7 +672,7 @@ class NativeGuideValidator:
             self._store.save()
         if self._snip is not None:  # its handlers refer back to it and to us: free them now
             self._snip.close()
-            self._snip = self._snip_handlers = self._snip_key = self._snip_tracks = None
+            self._snip = self._snip_handlers = self._snip_key = self._tracker = None
         return self.findings
 
 
@@ -671,7 +710,15 @@ def _notes_ok(notes: tuple, fields: list) -> bool:
     return True
 
 
-def _int(text: str) -> int | None:
+_NUMBERS = tuple(str(n) for n in range(100))  # the usual line numbers' texts, made once
+
+
+def _number(n) -> str:
+    """``str(n)``."""
+    return _NUMBERS[n] if 0 <= n < 100 else str(n)
+
+
+def _int(text):
     try:
         return int(text)
     except (TypeError, ValueError):
