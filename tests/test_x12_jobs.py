@@ -339,6 +339,27 @@ def test_the_planner_is_reaped_and_spawn_works_without_fork(tmp_path, monkeypatc
     assert len(started) == 2  # (multiprocessing's processes, not bare forks)
 
 
+def test_jobs_with_more_than_1024_descriptors_open(tmp_path, monkeypatch):
+    """A long-lived process may hold many files: the plan's pipe then has a number beyond
+    select()'s 1024 (it is polled with select.poll)."""
+    import os
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("fewer than 1200 descriptors allowed")
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    one = _outcome(path, 1)
+    monkeypatch.setattr(jobs_module, "WAIT_BELOW", 0)  # (polled, not waited for)
+    monkeypatch.setattr(jobs_module, "POLL_SEGMENTS", 50)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert _outcome(path, 2) == one
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
 def test_jobs_do_not_import_multiprocessing(tmp_path):
     """Where there is a fork, ``--jobs`` starts its processes as bare forks: multiprocessing
     (≈ 5-10 ms to import, before the first ST) is not imported (a structural test)."""

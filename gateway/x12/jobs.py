@@ -504,15 +504,19 @@ class _PlanPipe:
     """The read end of a pipe the planner, a bare fork, writes the plan to (pickled, then the
     end of the pipe): what this module uses of a multiprocessing connection."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("fd", "poller")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.poller = None
 
     def poll(self) -> bool:
-        import select
+        if self.poller is None:  # (select.poll, not select.select: any descriptor number)
+            import select
 
-        return bool(select.select([self.fd], [], [], 0)[0])
+            self.poller = select.poll()
+            self.poller.register(self.fd, select.POLLIN)
+        return bool(self.poller.poll(0))  # (data, or the end: POLLHUP)
 
     def recv(self):
         import pickle
