@@ -398,6 +398,10 @@ class SnipChecker:
         self.handlers = {seg_id: self._handler(seg_id, seg_id in tracked,
                                                self.by_segment.get(seg_id, ()))
                          for seg_id in frozenset(self.by_segment) | tracked}
+        # per segment id, its element rules alone (the validator calls the claim tracking
+        # first, through ClaimTracker.track, then these: what the handlers do, as two calls)
+        self.rule_handlers = {seg_id: self._handler(seg_id, False, rules)
+                              for seg_id, rules in self.by_segment.items()}
         # per segment id, its claim tracking alone: what is left to do with a segment whose
         # text already passed every element rule at the same map node (the validator's memo)
         self.tracks = {seg_id: getattr(self.tracker, "track_" + seg_id) for seg_id in tracked}
@@ -469,6 +473,7 @@ class SnipChecker:
         """Drop the handlers and the tracker's call back (they refer back to this checker:
         without this the memory waits for the cyclic garbage collector)."""
         self.handlers = {}
+        self.rule_handlers = {}
         self.tracks = {}
         self._claim_checks = []
         self.tracker.end = None
