@@ -21,7 +21,7 @@ from test_ecm_fast_path import (
 )
 from gateway.ecm import pipelined
 from gateway.ecm.pipelined import RulesWorkerError
-from gateway.ecm.rules import EncounterRules, Presumptive
+from gateway.ecm.rules import EncounterRules, Presumptive, finding_rows, findings_of_rows
 from gateway.registry.store import Registry
 from gateway.x12.validate import validate_x12
 
@@ -120,6 +120,8 @@ def test_smaller_batches_once_the_input_is_read(pipelining, generated, monkeypat
     assert worked and here == there
     full = EncounterRules(registry).batch_size
     sizes = [n for n in sizes if n]
+    assert sizes[0] == validate.FIRST_BATCH  # (the worker starts sooner)
+    sizes = sizes[1:]
     if keeping_up:
         small = sizes.index(next(n for n in sizes if n < full))
         assert small > 0 and all(n <= validate.LAST_BATCHES for n in sizes[small + 1:])
@@ -376,8 +378,10 @@ def test_findings_come_back_whole():
     finding = Finding(rule="ECM-MEM-003", severity="warning", location="ISA#1/GS#1/ST#1/2300[2]",
                       message="m", source="s", segment=12, context={"segment": "CLM"},
                       plan_rule="ECM-PRV-001", plan_message="p")
-    row = pipelined._finding_row(finding)
-    back = pipelined._finding(pipelined._unpack(pipelined._pack([row]))[0])
+    row = finding_rows([[finding]])[0]
+    back = []
+    findings_of_rows(pipelined._unpack(pipelined._pack([row])), back)
+    back = back[0]
     assert back == finding and len(row) == len(_FIELDS) == len(Finding.__slots__)
     assert [getattr(back, name) for name in _FIELDS] == [getattr(finding, n) for n in _FIELDS]
 
@@ -401,13 +405,14 @@ def test_findings_transport_round_trips_odd_values(odd, context):
                         plan_message=plan and odd)
                 for severity in Severity for segment in (None, 0, 7, 2**40)
                 for plan in (None, "ECM-PRV-001")]
-    body = pipelined._pack([pipelined._finding_row(f) for f in findings])
+    body = pipelined._pack(finding_rows([findings]))
     assert body[:1] == (b"M" if context is None or "when" not in context else b"P")
 
     class Pipe:  # (the caller's side as RulesWorker.finish drives it, without a process)
         _bodies = []
         findings = []
         _unpack_one = pipelined.RulesWorker._unpack_one
+        _findings_of_rows = staticmethod(findings_of_rows)
 
     pipe = Pipe()
     pipe._bodies.append(memoryview(pipelined._FINDINGS + body)[1:])

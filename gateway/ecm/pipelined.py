@@ -49,7 +49,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from gateway.findings import Finding, Severity
+from gateway.findings import Finding
 
 IMAGE_LIMIT = 512 * 1024 * 1024  # in-memory registries larger than this stay in-process
 DEFAULT_PIPELINE_BYTES = 1024 * 1024
@@ -136,27 +136,28 @@ def _reopen(locator):
 
     from gateway.registry.store import Registry
 
+    # (the caller's Registry set the database up: its schema is not checked again here)
     kind, value = locator
     if kind == "url":
-        return Registry(value)
+        return Registry(value, schema=False)
     if kind == "memory-file":
         from gateway.registry.store import memory_file_engine
 
-        return Registry(engine=memory_file_engine(value))
+        return Registry(engine=memory_file_engine(value), schema=False)
     import sqlite3
 
     connection = sqlite3.connect(":memory:", check_same_thread=False)
     connection.deserialize(value)
     engine = create_engine("sqlite://", creator=lambda: connection, poolclass=StaticPool)
-    return Registry(engine=engine)
+    return Registry(engine=engine, schema=False)
 
 
 def start(rules: EncounterRules, size: int | None,
-          entry_of: Callable[[tuple], tuple]) -> RulesWorker | None:
+          entries_of: Callable[[list], list]) -> RulesWorker | None:
     """A worker running ``rules`` for one validation of ``size`` bytes, or None when
-    :func:`pipelining` says no. ``entry_of(row)``: the ``(view, ClaimPlace)`` pair
-    :meth:`~gateway.ecm.rules.EncounterRules.check` takes, from a row the caller submits for a
-    claim (runs in the worker)."""
+    :func:`pipelining` says no. ``entries_of(rows)``: the ``(view, ClaimPlace)`` pairs
+    :meth:`~gateway.ecm.rules.EncounterRules.check` takes, from the rows of a batch the caller
+    submits, one a claim (runs in the worker)."""
     rules.reclaim()
     if not pipelining(rules, size):
         return None
@@ -170,7 +171,7 @@ def start(rules: EncounterRules, size: int | None,
     inbox, to_worker = context.Pipe(duplex=False)  # (the worker reads, the caller writes)
     from_worker, outbox = context.Pipe(duplex=False)  # (the caller reads, the worker writes)
     process = context.Process(target=_serve, daemon=True, name="ecm-rules",
-                              args=(rules, locator, entry_of, inbox, outbox,
+                              args=(rules, locator, entries_of, inbox, outbox,
                                     (to_worker, from_worker)))
     # Every object is frozen (left out of the collector's scans) from before the fork until the
     # run ends, on both sides: a collection marks each object it scans, and each page it marks
@@ -209,9 +210,11 @@ COLLECT_EVERY = 200  # batches between two full collections in the worker
 _KEEP: list = []  # the parent's objects the worker must never close (e.g. its registry)
 
 
-def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends) -> None:
+def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_ends) -> None:
     """The worker: batches in, findings out, until told to stop (or the caller goes)."""
     import queue
+
+    finding_rows = rules.finding_rows  # (compiled with the rules: no import of them here)
 
     for end in callers_ends:  # (inherited: with them open here, the caller's exit is no EOF)
         end.close()
@@ -219,6 +222,7 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
     try:
         if locator[0] is not None:
             rules.registry = _reopen(locator.pop())
+            rules.warm_up()  # (while the caller reads the first batch)
         waiting: queue.SimpleQueue = queue.SimpleQueue()
 
         def read() -> None:  # the inbox is always drained: the caller never blocks sending
@@ -244,9 +248,8 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
                 if not batches % COLLECT_EVERY:
                     gc.collect()
                 batch = _unpack(memoryview(message)[1:])
-                found = rules.check([entry_of(row) for row in batch])
-                outbox.send_bytes(_pack(
-                    [_finding_row(f) for findings in found for f in findings], _FINDINGS))
+                found = rules.check(entries_of(batch))
+                outbox.send_bytes(_pack(finding_rows(found), _FINDINGS))
             elif kind == _END:
                 outbox.send_bytes(_DONE)
             elif kind == _STATE:
@@ -259,37 +262,6 @@ def _serve(rules: EncounterRules, locator, entry_of, inbox, outbox, callers_ends
             outbox.send_bytes(_ERROR + exc.__class__.__name__.encode())
         except (OSError, ValueError):
             pass
-
-
-def _finding_row(f: Finding) -> tuple:
-    return (f.rule, f.severity.value, f.location, f.message, f.source, f.segment, f.context,
-            f.plan_rule, f.plan_message)
-
-
-_SEVERITY = {s.value: s for s in Severity}
-
-
-def _finding(row: tuple, new=object.__new__, severities=_SEVERITY,
-             rule_=Finding.rule.__set__, severity_=Finding.severity.__set__,
-             location_=Finding.location.__set__, message_=Finding.message.__set__,
-             source_=Finding.source.__set__, segment_=Finding.segment.__set__,
-             context_=Finding.context.__set__, plan_rule_=Finding.plan_rule.__set__,
-             plan_message_=Finding.plan_message.__set__) -> Finding:
-    """A finding back from :func:`_finding_row`: the fields set as ``Finding.__init__`` sets
-    them, without its keyword parsing, through the slots' own setters bound once (the findings
-    of a file come back this way; a quarter quicker than ``object.__setattr__`` by name)."""
-    finding = new(Finding)
-    rule, severity, location, message, source, segment, context, plan_rule, plan_message = row
-    rule_(finding, rule)
-    severity_(finding, severities[severity])
-    location_(finding, location)
-    message_(finding, message)
-    source_(finding, source)
-    segment_(finding, segment)
-    context_(finding, context)
-    plan_rule_(finding, plan_rule)
-    plan_message_(finding, plan_message)
-    return finding
 
 
 def _pack(rows: list, kind: bytes = b"") -> bytes:
@@ -327,6 +299,8 @@ class RulesWorker:
         self.sent = 0  # batches submitted
         self.done = 0  # batches whose findings came back
         self._frozen = True  # (start froze the collector's objects)
+        # the findings' rows made findings again (compiled with the rules)
+        self._findings_of_rows = rules.findings_of_rows
         self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker,
                                            os.getpid())
 
@@ -345,8 +319,8 @@ class RulesWorker:
             self.close()
 
     def submit(self, batch: list[tuple]) -> None:
-        """One batch of claims in claim order, each a tuple that ``entry_of`` (see
-        :func:`start`) makes the claim's view and place of, in the worker."""
+        """One batch of claims in claim order, each a tuple of which ``entries_of`` (see
+        :func:`start`) makes the claim's view and place, in the worker."""
         if not batch:
             return
         self._take(block=False)
@@ -380,7 +354,7 @@ class RulesWorker:
 
     def _unpack_one(self) -> None:
         """The findings of the oldest batch not made into findings yet."""
-        self.findings.extend(map(_finding, _unpack(self._bodies.pop(0))))
+        self._findings_of_rows(_unpack(self._bodies.pop(0)), self.findings)
 
     def reclaim(self) -> None:
         """The engine's state back from the worker, which then ends."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
 from gateway.ecm.pof import pof_shortfalls
-from gateway.findings import Finding
+from gateway.findings import Finding, Severity
 from gateway.model.view import ClaimView, LineView, view_of
 from gateway.registry.store import Registry, Snapshot, modifier_key, units_text
 from gateway.rules import RuleCatalogue, default_catalogue
@@ -93,8 +93,8 @@ class _Batch:
     """What one batch of claims reads from the registries (a :class:`Snapshot`) and the
     per-batch memo of the assignment covering a member's date."""
 
-    __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "first_ecm",
-                 "covering")
+    __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "history_cins",
+                 "first_ecm", "covering")
 
     def __init__(self, snap: Snapshot) -> None:
         self.assignments = snap.assignments
@@ -102,12 +102,74 @@ class _Batch:
         self.cs = snap.cs_authorizations
         self.events = snap.events  # utilization event rows (snapshot(event_rows=True))
         self.history_keys = snap.history_keys
+        self.history_cins = {key[0] for key in snap.history_keys}
         self.first_ecm = snap.first_ecm_line
         self.covering: dict[tuple[str, date], object] = {}
 
 
 _NO_FINDINGS: tuple = ()
+_NO_VALUES: dict = {}  # (a finding's values: read, never changed)
 _MISSING = object()
+
+
+# -- findings made quickly (compiled with this module): the rules make thousands a file from
+# a memoised finding (only the place differs), the rules' worker ships them as rows and the
+# caller makes them again (gateway/ecm/pipelined.py). The fields are set as Finding.__init__
+# sets them, through the slots' own setters (no keyword parsing, no attribute look-up by name)
+_new = object.__new__
+_rule_, _severity_, _location_ = (Finding.rule.__set__, Finding.severity.__set__,
+                                  Finding.location.__set__)
+_message_, _source_, _segment_ = (Finding.message.__set__, Finding.source.__set__,
+                                  Finding.segment.__set__)
+_context_, _plan_rule_, _plan_message_ = (Finding.context.__set__, Finding.plan_rule.__set__,
+                                          Finding.plan_message.__set__)
+_SEVERITIES = {s.value: s for s in Severity}
+
+
+def located(template: Finding, where: str, ordinal) -> Finding:
+    """``template`` at ``where`` (segment ``ordinal``), without its context (what
+    ``Finding(rule=template.rule, ..., location=where, segment=ordinal, ...)`` makes)."""
+    finding = _new(Finding)
+    _rule_(finding, template.rule)
+    _severity_(finding, template.severity)
+    _location_(finding, where)
+    _message_(finding, template.message)
+    _source_(finding, template.source)
+    _segment_(finding, None if ordinal is None else int(ordinal))
+    _context_(finding, None)
+    _plan_rule_(finding, template.plan_rule)
+    _plan_message_(finding, template.plan_message)
+    return finding
+
+
+def finding_rows(found: list) -> list[tuple]:
+    """The findings of a batch (a list a claim) as rows of plain values, in order
+    (:func:`findings_of_rows` makes them findings again)."""
+    rows = []
+    for findings in found:
+        for f in findings:
+            rows.append((f.rule, f.severity.value, f.location, f.message, f.source, f.segment,
+                         f.context, f.plan_rule, f.plan_message))
+    return rows
+
+
+def findings_of_rows(rows, into: list) -> None:
+    """:func:`finding_rows`' rows made findings again, appended to ``into``."""
+    severities = _SEVERITIES
+    append = into.append
+    for rule, severity, location, message, source, segment, context, plan_rule, \
+            plan_message in rows:
+        finding = _new(Finding)
+        _rule_(finding, rule)
+        _severity_(finding, severities[severity])
+        _location_(finding, location)
+        _message_(finding, message)
+        _source_(finding, source)
+        _segment_(finding, segment)
+        _context_(finding, context)
+        _plan_rule_(finding, plan_rule)
+        _plan_message_(finding, plan_message)
+        append(finding)
 
 
 class EncounterRules:
@@ -182,16 +244,27 @@ class EncounterRules:
         self._worker = None  # a worker process holding this engine's state after a run
 
     # -- in a worker process (gateway/ecm/pipelined.py) ----------------------------------------
-    def pipelined(self, size: int | None, entry_of):
+    # the findings of a batch as the worker ships them and as the caller makes them again
+    # (reached through the engine: pipelined does not import the rules, which import it)
+    finding_rows = staticmethod(finding_rows)
+    findings_of_rows = staticmethod(findings_of_rows)
+
+    def pipelined(self, size: int | None, entries_of):
         """A worker process running these rules alongside a validation of ``size`` bytes
         (:class:`~gateway.ecm.pipelined.RulesWorker`: ``submit`` batches of rows, one a claim,
         ``finish`` for the findings in order), or None: run them here with :meth:`check`.
-        ``entry_of(row)`` makes the ``(view, ClaimPlace)`` pair :meth:`check` takes from a row
+        ``entries_of(rows)`` makes the ``(view, ClaimPlace)`` pairs :meth:`check` takes from rows
         (in the worker).
         Whether to is decided by :func:`gateway.ecm.pipelined.pipelining`."""
         from gateway.ecm.pipelined import start
 
-        return start(self, size, entry_of)
+        return start(self, size, entries_of)
+
+    def warm_up(self) -> None:
+        """Connect to the registries and read what a batch's reads need, for no member (the
+        worker does this while the caller reads its first batch: ≈ 2 ms off that batch)."""
+        if self.registry is not None:
+            self.registry.snapshot({""}, set(), events=self._events, event_rows=True)
 
     def reclaim(self) -> None:
         """This engine's state back from the worker of the last pipelined run, if any (every
@@ -247,7 +320,7 @@ class EncounterRules:
         ctx = _Batch(self._snapshot(views))
         check_one = self._check_one
         # the run's memos and settings, looked up once a batch instead of once a claim
-        run = (self._add, self._cin_memo, self._line_memo, self._seen_lines, self._seen_own,
+        run = (self._put, self._cin_memo, self._line_memo, self._seen_lines, self._seen_own,
                self._provider_memo, self._age_spans, self._pof_checked, self.loaded,
                self._for_submitter, self._units_per_day)
         return [check_one(view, place, ctx, run) for view, (_, place) in zip(views, batch)]
@@ -268,10 +341,20 @@ class EncounterRules:
         checked, pofs = self._pof_checked, self._evidence_pofs
         need_history = self.loaded["history"] and self.loaded["members"]
 
+        memo, has_evidence = self._evidence_memo, self._has_evidence_pof
+
         def event_members(cin: str, assignments) -> bool:
             # utilization history only for members whose POF evidence is still to be checked
-            return need_history and cin not in checked and any(
-                self._has_evidence_pof(a.pof_codes) for a in assignments)
+            # (a loop, not any() over a generator: once a batch's member)
+            if not need_history or cin in checked:
+                return False
+            for a in assignments:
+                found = memo.get(a.pof_codes)
+                if found is None:
+                    found = has_evidence(a.pof_codes)
+                if found:
+                    return True
+            return False
 
         snap = self.registry.snapshot(
             cins, npis, days=(first, last) if first is not None else None, events=self._events,
@@ -285,6 +368,14 @@ class EncounterRules:
     # -- findings -------------------------------------------------------------------------------
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
              restricted: bool = False, anywhere: bool = False, **values) -> None:
+        """:meth:`_put` with the values as keywords."""
+        self._put(out, rule_id, where, ordinal, values, restricted, anywhere)
+
+    def _put(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
+             values: dict, restricted: bool = False, anywhere: bool = False) -> None:
+        """Add the finding of ``rule_id`` at ``where`` (segment ``ordinal``) with the values its
+        message shows (a dict read, never changed: the hot path passes it as it is, no
+        keyword arguments to parse); ``restricted``: about a member not the submitter's."""
         audience = "submitter" if restricted and self.audience == "submitter" else "plan"
         # a message is made once per rule, audience and the values its message(s) show: a
         # finding with the same ones copies it (its location and segment its own). A value no
@@ -311,10 +402,7 @@ class EncounterRules:
         elif template is None:
             return
         else:
-            finding = Finding(rule=template.rule, severity=template.severity, location=where,
-                              message=template.message, source=template.source,
-                              segment=ordinal, plan_rule=template.plan_rule,
-                              plan_message=template.plan_message)
+            finding = located(template, where, ordinal)
         if finding.plan_rule:
             # one submitter-form finding per place: how many member rules fired is itself
             # something the submitter may not learn; the plan keeps every reason
@@ -473,7 +561,7 @@ class EncounterRules:
         """The findings of one claim view (a plain tuple in :class:`ClaimView` order);
         ``run``: the run's memos and settings (:meth:`_check`)."""
         out: list[Finding] = []
-        (add, cin_memo, line_memo, seen, own_index, provider_memo, spans, pof_checked, loaded,
+        (put, cin_memo, line_memo, seen, own_index, provider_memo, spans, pof_checked, loaded,
          for_submitter, units_per_day) = run
         cin, npi, tin, claim_rendering, _, claim_pos, lines = v
         valid_cin = cin_memo.get(cin)
@@ -482,7 +570,7 @@ class EncounterRules:
                 cin_memo.clear()
             valid_cin = cin_memo[cin] = cin_is_valid(cin)
         if not valid_cin:
-            add(out, "ECM-MEM-001", place.member, place.ordinal)
+            put(out, "ECM-MEM-001", place.member, place.ordinal, _NO_VALUES)
         assignments = ctx.assignments.get(cin)
         # the assignment covering each line's date (every rule below reads it)
         if not assignments:
@@ -503,14 +591,16 @@ class EncounterRules:
         ecm: list[tuple[date, object]] = []  # (date, covering assignment) of the ECM lines
         unassigned = None
         label = None
-        history_keys = ctx.history_keys
+        # the history's lines on the batch's dates, when this member has any (most have none:
+        # no duplicate key to make and look up a line)
+        history_keys = ctx.history_keys if cin in ctx.history_cins else None
         enrolments = ctx.enrolments.get(cin) if member_known else None
         has_providers = loaded["providers"]
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
-                add(out, "ECM-DATE-001", *self._line_place(place, index), day=day.isoformat(),
-                    end=day_end.isoformat())
+                put(out, "ECM-DATE-001", *self._line_place(place, index),
+                    {"day": day.isoformat(), "end": day_end.isoformat()})
             key = (code, modifiers, day, pos or claim_pos, units_raw)
             info = line_memo.get(key)
             if info is None:
@@ -519,32 +609,38 @@ class EncounterRules:
             if static:
                 where = self._line_place(place, index)
                 for rule_id, values in static:
-                    add(out, rule_id, *where, **values)
+                    put(out, rule_id, *where, values)
             if positive and service is not None and service.unit_limit_per_day is not None:
                 per_day = (cin, code, day)
                 total = units_per_day.get(per_day, 0) + amount
                 units_per_day[per_day] = total
                 if total > service.unit_limit_per_day:
-                    add(out, "ECM-UNIT-002", *self._line_place(place, index),
-                        units=units_text(total), code=code, day=day.isoformat(),
-                        limit=service.unit_limit_per_day)
+                    put(out, "ECM-UNIT-002", *self._line_place(place, index),
+                        {"units": units_text(total), "code": code, "day": day.isoformat(),
+                         "limit": service.unit_limit_per_day})
             # duplicates: in the file, then against the history
             key = (cin, npi, *tail)
-            first = seen.get(key)
-            if first is not None:
-                if own_index:
-                    first = f"{first[0]} line {first[1]}".strip()
-                add(out, "ECM-DUP-001", *self._line_place(place, index), other=first)
-            else:
+            if own_index:  # (a dict: one look-up, the line kept unless already there)
                 if label is None:
                     label = place.label
-                seen[key] = (label, number) if own_index else \
-                    f"{label} line {number}".strip()
-            if history_keys:
+                entry = (label, number)
+                first = seen.setdefault(key, entry)
+                if first is not entry:
+                    put(out, "ECM-DUP-001", *self._line_place(place, index),
+                        {"other": f"{first[0]} line {first[1]}".strip()})
+            else:
+                first = seen.get(key)
+                if first is not None:
+                    put(out, "ECM-DUP-001", *self._line_place(place, index), {"other": first})
+                else:
+                    if label is None:
+                        label = place.label
+                    seen[key] = f"{label} line {number}".strip()
+            if history_keys is not None:
                 old = history_keys.get(key)
                 if old is not None:
-                    add(out, "ECM-DUP-002", *self._line_place(place, index),
-                        claim=old.claim_id, line=old.line_number)
+                    put(out, "ECM-DUP-002", *self._line_place(place, index),
+                        {"claim": old.claim_id, "line": old.line_number})
             if service is None:
                 continue
             assignment = covering[index] if member_known else None
@@ -553,16 +649,17 @@ class EncounterRules:
                 ecm.append((day, assignment))
                 if member_known:
                     if assignment is None:
-                        add(out, "ECM-MEM-003", *self._line_place(place, index), line_stranger,
-                            day=day.isoformat())
+                        put(out, "ECM-MEM-003", *self._line_place(place, index),
+                            {"day": day.isoformat()}, line_stranger)
                     else:
                         # one assigned ECM provider at a time (002:1545, 002:1602-1604): only
                         # the assignment covering the date counts, never an older overlapping one
                         n = assignment.provider_npi
                         if n != npi and n != rendering and n != claim_rendering and not (
                                 assignment.provider_tin and assignment.provider_tin == tin):
-                            add(out, "ECM-PRV-001", *self._line_place(place, index),
-                                line_stranger, day=day.isoformat(), assigned=n or "unknown")
+                            put(out, "ECM-PRV-001", *self._line_place(place, index),
+                                {"day": day.isoformat(), "assigned": n or "unknown"},
+                                line_stranger)
                     if enrolments:
                         self._check_programs(out, enrolments, place, index, day, line_stranger)
                 elif loaded["members"] and valid_cin and unassigned is None:
@@ -589,8 +686,8 @@ class EncounterRules:
         if unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = unassigned
             # ECM-MEM-004/005 go to the trusted provider itself: told as they are
-            add(out, rule, place.member, place.ordinal, stranger,
-                **{"day": _first_day(lines), **values})
+            put(out, rule, place.member, place.ordinal, {"day": _first_day(lines), **values},
+                stranger)
         if ecm and member_known:
             for day, assignment in ecm:
                 birth = assignment.birth_date if assignment is not None else None
@@ -618,8 +715,8 @@ class EncounterRules:
                 if gaps:
                     shown_first = _first_day(lines)
                     for gap in gaps:
-                        add(out, "ECM-POF-001", place.member, place.ordinal, stranger,
-                            anywhere=True, **{"day": shown_first, **gap})
+                        put(out, "ECM-POF-001", place.member, place.ordinal,
+                            {"day": shown_first, **gap}, stranger, True)
         return out
 
     def _has_evidence_pof(self, pofs: tuple[str, ...]) -> bool:
@@ -689,9 +786,9 @@ class EncounterRules:
                 if ages is None or ages.fits(age) or pof in reported:
                     continue
                 reported.add(pof)
-                self._add(out, "ECM-AGE-001", place.member, place.ordinal, stranger,
-                          anywhere=True, age=age, day=day.isoformat(), pof=pof,
-                          ages=ages.shown())
+                self._put(out, "ECM-AGE-001", place.member, place.ordinal,
+                          {"age": age, "day": day.isoformat(), "pof": pof,
+                           "ages": ages.shown()}, stranger, True)
 
     def _unassigned(self, view: tuple, line_view: tuple, ctx: _Batch) -> tuple[str, dict]:
         """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
@@ -740,5 +837,5 @@ class EncounterRules:
             rule = {"excluded": "ECM-PGM-001", "either_or": "ECM-PGM-002",
                     "wrap": "ECM-PGM-003"}.get(rule_row.approach)
             if rule:
-                self._add(out, rule, *self._line_place(place, index), stranger,
-                          day=day.isoformat(), program=enrolment.program)
+                self._put(out, rule, *self._line_place(place, index),
+                          {"day": day.isoformat(), "program": enrolment.program}, stranger)

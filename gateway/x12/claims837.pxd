@@ -82,4 +82,7 @@ cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lin
                first=Py_UCS4, element=str, component=str, terminator=str)
 cpdef tuple light_claim_row(tuple row)
 
+@cython.locals(entries=list, row=tuple)
+cpdef list rule_entries(list batch, object place)
+
 cdef tuple _view_line(object number, tuple part, tuple dates, object rendering)

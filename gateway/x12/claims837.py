@@ -1101,6 +1101,18 @@ def light_claim_text(collector, buf, lines_before):  # (types: claims837.pxd)
             sub["payer"]["id"], c._tx, c._claim_index, sub.get("index", 0))
 
 
+def rule_entries(batch, place):  # (types: claims837.pxd)
+    """``(view, place(row))`` of each row of a batch the ECM rules' worker got: a view row as
+    it is, a :func:`light_claim_text` row viewed first (:func:`light_claim_row`); ``place``
+    makes a row's :class:`~gateway.ecm.rules.ClaimPlace` (``validate._RowPlace``)."""
+    entries = []
+    for row in batch:
+        if row[0].__class__ is str:
+            row = light_claim_row(row)
+        entries.append((row[0], place(row)))
+    return entries
+
+
 def light_claim_row(row):  # (types: claims837.pxd)
     """The rules' row ``(view, transaction, index, subscriber index, CLM ordinal, claim id,
     line refs)`` of a :func:`light_claim_text` row: the view exactly as

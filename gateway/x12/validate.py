@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from gateway.findings import Finding, Severity
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.x12.claims837 import (
-    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only, light_claim_row,
+    ClaimCollector, ClaimRecord, RulesSpansCollector, counted_only, rule_entries,
 )
 from gateway.x12.envelope import EnvelopeChecker, Interchange, envelope_profile, feed_all
 from gateway.x12.reader import Delimiters, X12Reader
@@ -48,6 +48,11 @@ LAST_BATCHES = 50
 # has the next batch queued; at 1 a worker taking as long per batch as the caller was "behind"
 # half the time and half the claims went as views (caller 3.5 us a claim against 1.1)
 TEXT_LAG = 2
+# claims in the first batch to the ECM rules' worker: it waits idle for its first batch, and the
+# caller reads a small one sooner (the worker then starts about when the caller has read 50
+# claims, not 300: at 10k claims, where the worker is the longer side, its whole run shifts
+# earlier by the ~4 ms the caller takes to read the other 250)
+FIRST_BATCH = 50
 
 
 if TYPE_CHECKING:  # the ECM rules (and the registry store behind them) load only when used
@@ -60,48 +65,66 @@ def claim_place(claim: ClaimRecord) -> "ClaimPlace":
     return _X12Place(claim)
 
 
+def _set_path(transaction: tuple) -> str:
+    i, g, t = transaction
+    return f"ISA#{i}/GS#{g}/ST#{t}"
+
+
+# the location scheme of a claim's parts (the one home: :class:`_X12Place` reads them from a
+# claim, :class:`_RowPlace` from a shipped row, both through these)
+def _claim_path(transaction: tuple, index: int) -> str:
+    return f"{_set_path(transaction)}/2300[{index}]"
+
+
+def _member_path(transaction: tuple, subscriber_index: int) -> str:
+    return f"{_set_path(transaction)}/2010BA[{subscriber_index}]/NM109"
+
+
+def _line_paths(transaction: tuple, line_refs) -> list[str]:
+    ts = _set_path(transaction)
+    return [f"{ts}/2400[{number}]/SV101-2" for _, number in line_refs]
+
+
+def _label(claim_id: str) -> str:
+    return f"claim {claim_id}"
+
+
 class _X12Place:
-    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use (the one home of
-    the location scheme: :class:`_RowPlace` reads the same parts from a shipped row)."""
+    """A :class:`~gateway.ecm.rules.ClaimPlace` of an 837P claim, read on use (the location
+    scheme: the ``_*_path`` functions above; :class:`_RowPlace` reads the same parts from a
+    shipped row)."""
 
     __slots__ = ("_claim",)
 
     def __init__(self, claim: ClaimRecord) -> None:
         self._claim = claim
 
-    def _parts(self) -> tuple:
-        """(transaction, claim index, subscriber index, CLM ordinal, claim id, line refs)."""
-        c = self._claim
-        return c.transaction, c.index, c.subscriber_index, c.start, c.claim_id, c.line_refs
-
-    def _set(self) -> str:
-        i, g, t = self._parts()[0]
-        return f"ISA#{i}/GS#{g}/ST#{t}"
-
     @property
     def claim(self) -> str:
-        return f"{self._set()}/2300[{self._parts()[1]}]"
+        c = self._claim
+        return _claim_path(c.transaction, c.index)
 
     @property
     def member(self) -> str:
-        return f"{self._set()}/2010BA[{self._parts()[2]}]/NM109"
+        c = self._claim
+        return _member_path(c.transaction, c.subscriber_index)
 
     @property
     def lines(self) -> list[str]:
-        ts = self._set()
-        return [f"{ts}/2400[{number}]/SV101-2" for _, number in self._parts()[5]]
+        c = self._claim
+        return _line_paths(c.transaction, c.line_refs)
 
     @property
     def ordinal(self) -> int:
-        return self._parts()[3]
+        return self._claim.start
 
     @property
     def line_ordinals(self) -> list[int]:
-        return [ordinal for ordinal, _ in self._parts()[5]]
+        return [ordinal for ordinal, _ in self._claim.line_refs]
 
     @property
     def label(self) -> str:
-        return f"claim {self._parts()[4]}"
+        return _label(self._claim.claim_id)
 
 
 @dataclass
@@ -167,12 +190,19 @@ def validate_x12(
     light: list[RulesSpansCollector] = []  # the collector of claims read light, if any
     sink = on_claim or claims.append
     # the rule engine's own batch size when it has one (gateway/ecm/rules.py BATCH)
-    rule_batch = getattr(rules, "batch_size", RULE_BATCH)
+    rule_batch = full_batch = getattr(rules, "batch_size", RULE_BATCH)
+    starting = False  # the first (small) batch to the rules' worker is still to go
 
     def run_rules() -> None:
+        nonlocal rule_batch, starting
         if pipe is not None:  # the rules run in a worker process (gateway/ecm/pipelined.py)
             pipe.submit(pending)  # (rows, see take)
             pending.clear()
+            if starting:  # full batches after the first
+                starting = False
+                rule_batch = full_batch
+                if light:
+                    light[0].size = rule_batch
             if light:  # the claims read light go as text while the worker keeps up (it views
                 # them there), as views while it lags: the two processes' loads balanced
                 light[0].as_text = pipe.keeping_up(TEXT_LAG)
@@ -190,7 +220,8 @@ def validate_x12(
     def near_end() -> None:
         # the input is all read (its last chunk's claims to come): while the worker keeps up,
         # smaller batches from here, so that it finishes soon after the caller
-        nonlocal rule_batch
+        nonlocal rule_batch, starting
+        starting = False
         if pipe is not None and pipe.keeping_up():
             rule_batch = min(rule_batch, LAST_BATCHES)
             if light:
@@ -235,6 +266,8 @@ def validate_x12(
     if size and not parallel and getattr(rules, "pipelined", None) is not None:
         source = _NearEnd(source, size, near_end)
     with X12Reader(source) as reader, _rules_worker(rules, size) as pipe:
+        if pipe is not None and rule_batch > FIRST_BATCH:
+            starting, rule_batch = True, FIRST_BATCH
         envelope = EnvelopeChecker(reader.delimiters, reader.notes, catalogue)
         # with rules only: the light view the rules read, not the model (claims837)
         keep = keep_encounters or ("rules" if rules is not None else False)
@@ -258,7 +291,7 @@ def validate_x12(
                 else None
             if counted is not None:
                 # the rules' worker takes the claims read light too: their rows (views, or
-                # the segments the light reading kept, which it views: _row_entry)
+                # the segments the light reading kept, which it views: _row_entries)
                 collector = RulesSpansCollector(reader.delimiters, take, counted, pending,
                                                 rule_batch, run_rules)
                 light.append(collector)
@@ -310,24 +343,46 @@ def _input_size(source) -> int | None:
         return None
 
 
-class _RowPlace(_X12Place):
-    """The place of a claim the ECM rules' worker got as a row: its view (or encounter), then
-    the claim's transaction, index, subscriber index, start, id and line references (one flat
-    tuple a claim: one object less to ship), read by position on use."""
+class _RowPlace(tuple):
+    """The place of a claim the ECM rules' worker got as a row: the row itself (its view or
+    encounter, then the claim's transaction, index, subscriber index, start, id and line
+    references: one flat tuple a claim, one object less to ship), its parts read by position
+    on use through the location scheme above (the worker asks for a claim's label once a
+    claim, its member and ordinal once a finding). A tuple: made from the row in C
+    (:func:`claims837.rule_entries`)."""
 
     __slots__ = ()
 
-    def _parts(self) -> tuple:
-        return self._claim[1:7]
+    @property
+    def claim(self) -> str:
+        return _claim_path(self[1], self[2])
+
+    @property
+    def member(self) -> str:
+        return _member_path(self[1], self[3])
+
+    @property
+    def lines(self) -> list[str]:
+        return _line_paths(self[1], self[6])
+
+    @property
+    def ordinal(self) -> int:
+        return self[4]
+
+    @property
+    def line_ordinals(self) -> list[int]:
+        return [ordinal for ordinal, _ in self[6]]
+
+    @property
+    def label(self) -> str:
+        return _label(self[5])
 
 
-def _row_entry(row: tuple) -> tuple:
-    """(view, place) of a row the ECM rules' worker got (run there): a view and the parts of
-    its :class:`_RowPlace`, or a light claim's text row (:func:`claims837.light_claim_row`
-    views it)."""
-    if row[0].__class__ is str:
-        row = light_claim_row(row)
-    return row[0], _RowPlace(row)
+def _row_entries(batch: list) -> list[tuple]:
+    """(view, place) of each row of a batch the ECM rules' worker got (run there): a view and
+    the parts of its :class:`_RowPlace`, or a light claim's text row
+    (:func:`claims837.light_claim_row` views it)."""
+    return rule_entries(batch, _RowPlace)
 
 
 @contextmanager
@@ -335,7 +390,7 @@ def _rules_worker(rules, size: int | None):
     """The ECM rules' worker process for this validation (the rules decide whether there is
     one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
     start = getattr(rules, "pipelined", None)
-    worker = start(size, _row_entry) if start is not None else None
+    worker = start(size, _row_entries) if start is not None else None
     if worker is None:
         yield None
         return
