@@ -206,3 +206,24 @@ def test_a_repeated_defect_is_reported_every_time_in_every_run():
                 ("X12-SNIP5-NPI", f"{TS}/2310B[2]/NM109")]
     assert snip(data) == expected
     assert snip(data) == expected
+
+
+def test_a_balance_that_would_wrap_around_a_machine_integer_is_left_to_the_rules():
+    """ClaimTracker.passes sums whole amounts as machine integers when compiled: amounts of
+    more than 15 digits, or a sum running far below zero, go to the claim rules (exact
+    integers) — 18 lines of 18 nines and one more that add up to 1 + 2**64 do not balance a
+    charge of 1, though modulo 2**64 they would."""
+    from gateway.x12.snip import ClaimTracker, _Claim
+
+    tracker = ClaimTracker(":", None)
+    tracker.quick = tracker.balance = True
+    claim = _Claim(1, 1, 1, "1", "1")
+    claim.lines.extend(["999999999999999999"] * 18 + ["446744073709551635"])
+    assert 18 * 999999999999999999 + 446744073709551635 == 1 + 2**64
+    assert not tracker.passes(claim)
+    many = _Claim(1, 1, 1, "1", "1")
+    many.lines.extend(["999999999999999"] * 20000)  # 15 digits, a sum far below zero
+    assert not tracker.passes(many)
+    balanced = _Claim(1, 1, 1, "999999999999999", "1")
+    balanced.lines.extend(["999999999999998", "1"])
+    assert tracker.passes(balanced)

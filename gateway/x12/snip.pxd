@@ -21,7 +21,8 @@ cdef class ClaimTracker:
 
     cpdef end_claim(self)
 
-    @cython.locals(value=str, created=str, birth=str, rest='long long', amount='long long')
+    @cython.locals(value=str, created=str, birth=str, rest='long long', amount='long long',
+                   floor='long long')
     cpdef bint passes(self, _Claim claim) except -1
 
     cpdef track(self, int kind, list fields, node, ordinal, Py_ssize_t position,

@@ -177,10 +177,13 @@ def _whole(text: str) -> bool:
     return True
 
 
+_SUM_FLOOR = 10**18  # ClaimTracker.passes: how far below 0 a balance is followed
+
+
 def _small_whole(text: str) -> int:
-    """The value of 1 to 18 digits 0-9 (an amount :func:`_whole` accepts that fits a machine
-    integer), -1 for any other text."""
-    if not text or len(text) > 18:
+    """The value of 1 to 15 digits 0-9 (an amount :func:`_whole` accepts that a machine
+    integer holds many times over), -1 for any other text."""
+    if not text or len(text) > 15:
         return -1
     value = 0
     for ch in text:
@@ -255,12 +258,14 @@ class ClaimTracker:
         ``_claim_*`` methods, typed here: most claims need no call to them); False when one
         may (then they judge it)."""
         if self.balance and claim.lines:  # whole amounts that add up (the usual)
-            # (amounts of at most 18 digits summed as machine integers when compiled)
+            # (amounts of at most 15 digits summed as machine integers when compiled; a sum
+            # that runs past -10**18 is not followed further: it cannot wrap around)
             rest = _small_whole(claim.charge)
             if rest >= 0:
+                floor = -_SUM_FLOOR
                 for value in claim.lines:
                     amount = _small_whole(value)
-                    if amount < 0:
+                    if amount < 0 or rest < floor:
                         rest = -1
                         break
                     rest -= amount
@@ -398,6 +403,10 @@ class SnipChecker:
         self.handlers = {seg_id: self._handler(seg_id, seg_id in tracked,
                                                self.by_segment.get(seg_id, ()))
                          for seg_id in frozenset(self.by_segment) | tracked}
+        # per segment id, its element rules alone (the validator calls the claim tracking
+        # first, through ClaimTracker.track, then these: what the handlers do, as two calls)
+        self.rule_handlers = {seg_id: self._handler(seg_id, False, rules)
+                              for seg_id, rules in self.by_segment.items()}
         # per segment id, its claim tracking alone: what is left to do with a segment whose
         # text already passed every element rule at the same map node (the validator's memo)
         self.tracks = {seg_id: getattr(self.tracker, "track_" + seg_id) for seg_id in tracked}
@@ -469,6 +478,7 @@ class SnipChecker:
         """Drop the handlers and the tracker's call back (they refer back to this checker:
         without this the memory waits for the cyclic garbage collector)."""
         self.handlers = {}
+        self.rule_handlers = {}
         self.tracks = {}
         self._claim_checks = []
         self.tracker.end = None

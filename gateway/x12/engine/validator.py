@@ -308,7 +308,8 @@ class NativeGuideValidator:
                 checker = SnipChecker(self._snip_report, key[0], key[1], self._comp)
                 self._snip_key = key
                 self._snip = checker if checker.enabled else None
-                self._snip_handlers = checker.handlers if checker.enabled else None
+                # (the element rules alone: the claim tracking goes through _tracker)
+                self._snip_handlers = checker.rule_handlers if checker.enabled else None
                 self._tracker = checker.tracker if checker.enabled and checker.tracks \
                     else None
                 self._new_memo()  # its entries passed the previous checker's rules
@@ -409,6 +410,9 @@ class NativeGuideValidator:
                 clean = True
             else:
                 clean = self._check_elements(node, fields)
+            if step.track and self._tracker is not None:  # (then its element rules)
+                self._tracker.track(step.track, fields, node, seg.ordinal, self._position,
+                                    self._loop_counts)
             if self._snip_handlers is not None:
                 handler = self._snip_handlers.get(seg_id)
                 if handler is not None and handler(fields, node, seg.ordinal, self._position,
