@@ -300,6 +300,81 @@ def test_the_plan_is_made_by_a_process_of_its_own(tmp_path, monkeypatch):
     assert planners[0] not in readers | {str(os.getpid())}
 
 
+def test_the_planner_is_reaped_and_spawn_works_without_fork(tmp_path, monkeypatch):
+    """Where there is a fork, the planner and the others are bare forks, reaped at the end (no
+    zombie); where there is none, multiprocessing's spawned processes, with the same result."""
+    import os
+
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    one = _outcome(path, 1)
+    ended = []
+    real = jobs_module._end_planner
+
+    def end(pid):
+        ended.append(pid)
+        real(pid)
+
+    monkeypatch.setattr(jobs_module, "_end_planner", end)
+    started = []
+
+    class Forked(jobs_module._Forked):
+        __slots__ = ()
+
+        def start(self):
+            super().start()
+            started.append(self.pid)
+
+    monkeypatch.setattr(jobs_module, "_Forked", Forked)
+    assert _outcome(path, 3) == one
+    assert len(ended) == 1 and len(started) == 2
+    for pid in ended + started:  # (all reaped: no zombie left)
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    monkeypatch.delattr(os, "fork")
+    read = []  # (the results of the others read here: the file was shared)
+    frames = jobs_module._frames
+    monkeypatch.setattr(jobs_module, "_frames", lambda p: read.append(p) or frames(p))
+    assert _outcome(path, 3) == one and len(ended) == 1 and len(read) == 2
+    assert len(started) == 2  # (multiprocessing's processes, not bare forks)
+
+
+def test_jobs_with_more_than_1024_descriptors_open(tmp_path, monkeypatch):
+    """A long-lived process may hold many files: the plan's pipe then has a number beyond
+    select()'s 1024 (it is polled with select.poll)."""
+    import os
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 1200:
+        pytest.skip("fewer than 1200 descriptors allowed")
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    one = _outcome(path, 1)
+    monkeypatch.setattr(jobs_module, "WAIT_BELOW", 0)  # (polled, not waited for)
+    monkeypatch.setattr(jobs_module, "POLL_SEGMENTS", 50)
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert _outcome(path, 2) == one
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def test_jobs_do_not_import_multiprocessing(tmp_path):
+    """Where there is a fork, ``--jobs`` starts its processes as bare forks: multiprocessing
+    (≈ 5-10 ms to import, before the first ST) is not imported (a structural test)."""
+    path = tmp_path / "in.x12"
+    path.write_bytes(CASES["defects in several sets"])
+    code = ("import sys; from pathlib import Path; from gateway.reports import validate_file; "
+            f"r = validate_file(Path({str(path)!r}), jobs=2); "
+            "print(sorted(m for m in sys.modules if m.startswith('multiprocessing')), "
+            "r.stats['claims'])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[0] == "[]" and int(run.stdout.split()[1]) > 0
+
+
 def _layouts() -> dict[str, bytes]:
     body = _body(DEFECTS.read_bytes())
     segs = _interchange([[body] * 5, [body] * 2])

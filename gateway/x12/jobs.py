@@ -7,7 +7,8 @@ How the file is shared
 1. A planning process, started first (it needs no guide: it is done, or nearly, when this
    process has its guide ready and has read up to the first ST, where it starts the others,
    which inherit the compiled map), runs :func:`plan_shares` and tells every process the cuts
-   through pipes. It skims the file's bytes in C (compiled, a loop over the bytes,
+   through pipes. (Where there is a fork, the processes are bare forks, :class:`_Forked`:
+   multiprocessing is not even imported; else multiprocessing's spawned processes.) It skims the file's bytes in C (compiled, a loop over the bytes,
    :func:`_scan_regular`; else one regular expression that stops only at a segment
    terminator; terminators counted in C) for the control segments
    (ISA, GS, ST, SE, GE, IEA) and the blank pieces the reader skips, so it knows the segment
@@ -499,6 +500,137 @@ def _planner(path: str, jobs: int, start: int, first_weight: float, delimiters: 
         tell.close()
 
 
+class _PlanPipe:
+    """The read end of a pipe the planner, a bare fork, writes the plan to (pickled, then the
+    end of the pipe): what this module uses of a multiprocessing connection."""
+
+    __slots__ = ("fd", "poller")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.poller = None
+
+    def poll(self) -> bool:
+        if self.poller is None:  # (select.poll, not select.select: any descriptor number)
+            import select
+
+            self.poller = select.poll()
+            self.poller.register(self.fd, select.POLLIN)
+        return bool(self.poller.poll(0))  # (data, or the end: POLLHUP)
+
+    def recv(self):
+        import pickle
+
+        chunks = []
+        while True:
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        if not chunks:
+            raise EOFError  # (the planner failed: it wrote nothing)
+        return pickle.loads(b"".join(chunks))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _fork_planner(path: str, jobs: int, start: int, first_weight: float,
+                  delimiters: Delimiters, encoding: str) -> tuple[int, list[_PlanPipe]]:
+    """Start the planner as a bare fork (no multiprocessing: it starts before that is even
+    imported): its pid and a pipe from it for this process and each other one (``jobs``)."""
+    import gc
+
+    pipes = [os.pipe() for _ in range(jobs)]
+    gc.freeze()  # (as for the others: its collector leaves the inherited pages alone)
+    try:
+        pid = os.fork()
+    finally:
+        gc.unfreeze()
+    if pid == 0:  # the planner: never returns
+        code = 1
+        try:
+            import pickle
+
+            for r, _ in pipes:
+                os.close(r)
+            cuts = plan_shares(path, delimiters, encoding, start, jobs, first_weight)
+            blob = pickle.dumps(cuts, protocol=pickle.HIGHEST_PROTOCOL)
+            for _, w in pipes:
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(w, view):]
+                os.close(w)
+            code = 0
+        except BaseException:  # noqa: BLE001 - told nothing, the first process reads it all
+            pass
+        finally:
+            os._exit(code)
+    for _, w in pipes:
+        os.close(w)
+    return pid, [_PlanPipe(r) for r, _ in pipes]
+
+
+def _end_planner(pid: int) -> None:
+    """Reap the bare-fork planner (killed first if it is still planning)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            import signal
+
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class _Forked:
+    """A bare fork that runs ``target(*args)`` and exits: what this module uses of a
+    ``multiprocessing.Process`` (start, is_alive, terminate, join, pid), without importing
+    multiprocessing (≈ 5–10 ms at the start of a run, before the first ST) nor its start-up
+    in the new process."""
+
+    __slots__ = ("target", "args", "pid", "status")
+
+    def __init__(self, target: Callable, args: tuple) -> None:
+        self.target = target
+        self.args = args
+        self.pid = None
+        self.status = None  # (the wait status once reaped)
+
+    def start(self) -> None:
+        pid = os.fork()
+        if pid == 0:  # the new process: never returns
+            code = 1
+            try:
+                self.target(*self.args)
+                code = 0
+            except BaseException:  # noqa: BLE001 - (a share tells its failure in its file)
+                pass
+            finally:
+                os._exit(code)
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        if self.pid is None or self.status is not None:
+            return False
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return True
+        self.status = status
+        return False
+
+    def terminate(self) -> None:
+        import signal
+
+        os.kill(self.pid, signal.SIGTERM)
+
+    def join(self) -> None:
+        if self.pid is not None and self.status is None:
+            self.status = os.waitpid(self.pid, 0)[1]
+
+
 def _planned_share(path: str, share: int, delimiters: Delimiters, encoding: str,
                    make_guide: Callable, snip: bool, catalogue: RuleCatalogue, claims: bool,
                    out_path: str, digest: type | None, hear) -> None:
@@ -654,9 +786,7 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
     adds each to it and gives an unreadable one to ``unreadable``), the other processes send
     their spans and their unreadable claims instead of every claim."""
     import gc
-    import multiprocessing
     import pickle
-    import tempfile
 
     delimiters = reader.delimiters
     encoding = reader.notes.encoding
@@ -668,35 +798,45 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
         weight = FIRST_WEIGHT_READING
     else:
         weight = FIRST_WEIGHT if spans is not None else FIRST_WEIGHT_CLAIMS
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    hear, tell = context.Pipe(duplex=False)  # the plan, to this process
-    pipes = [context.Pipe(duplex=False) for _ in range(1, jobs)]  # and to each other one
     outputs = []
     others = []
-    # the plan first, in a process of its own: it needs no guide, and the skim is done (or
-    # nearly) when the others start at the first ST, not begun
-    planner = context.Process(target=_planner, daemon=True, name="validate-plan",
-                              args=(path, jobs, start, weight, delimiters, encoding,
-                                    [tell] + [w for _, w in pipes]))
+    planner = None
+    planner_pid = 0
+    hears: list = []  # the plan's pipes: to this process, then to each other one
     try:
-        gc.freeze()  # (as for the others, below)
-        try:
+        # the plan first, in a process of its own: it needs no guide, and the skim is done (or
+        # nearly) when the others start at the first ST, not begun. Where there is a fork, the
+        # planner and the others are bare forks (no multiprocessing: ≈ 5-10 ms sooner at the
+        # first ST); else multiprocessing's spawned processes
+        import tempfile
+
+        forks = hasattr(os, "fork")
+        context = None
+        if forks:
+            planner_pid, hears = _fork_planner(path, jobs, start, weight, delimiters,
+                                               encoding)
+        else:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")
+            pipes = [context.Pipe(duplex=False) for _ in range(jobs)]
+            hears = [r for r, _ in pipes]
+            planner = context.Process(target=_planner, daemon=True, name="validate-plan",
+                                      args=(path, jobs, start, weight, delimiters, encoding,
+                                            [w for _, w in pipes]))
             planner.start()
-        finally:
-            gc.unfreeze()
-        tell.close()
-        for _, w in pipes:
-            w.close()
+            for _, w in pipes:
+                w.close()
+        hear = hears[0]
         for share in range(1, jobs):
             handle, out_path = tempfile.mkstemp(prefix="ecm-jobs-", suffix=".bin")
             os.close(handle)
             outputs.append(out_path)
-            others.append(context.Process(
-                target=_planned_share, daemon=True, name=f"validate-share-{share}",
-                args=(path, share, delimiters, encoding, make_guide, snip, catalogue,
-                      claims_shared, out_path, type(spans) if spans is not None else None,
-                      pipes[share - 1][0])))
+            args = (path, share, delimiters, encoding, make_guide, snip, catalogue,
+                    claims_shared, out_path, type(spans) if spans is not None else None,
+                    hears[share])
+            others.append(_Forked(_planned_share, args) if forks else context.Process(
+                target=_planned_share, daemon=True, name=f"validate-share-{share}", args=args))
         guide = make_guide(delimiters, envelope, catalogue, snip=snip)
         collector = ClaimCollector(delimiters, take, keep_encounters=keep,
                                    spans=spans if claims_shared else None)
@@ -720,8 +860,8 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
                 process.start()
         finally:
             gc.unfreeze()
-        for r, _ in pipes:
-            r.close()
+        for other in hears[1:]:
+            other.close()
         # on, a slice at a time, until the planner tells where the cuts are
         cuts = None
         ended = False
@@ -802,9 +942,11 @@ def run_shared(reader: X12Reader, path: str, jobs: int, envelope: EnvelopeChecke
             submitters.update(collector.submitters)
         guide.finish()
     finally:
-        for connection in [hear, tell] + [c for pipe in pipes for c in pipe]:
+        for connection in hears:
             connection.close()  # (those still open)
-        for process in [planner] + others:
+        if planner_pid:
+            _end_planner(planner_pid)
+        for process in ([planner] if planner is not None else []) + others:
             if process.is_alive():
                 process.terminate()
             if process.pid is not None:
