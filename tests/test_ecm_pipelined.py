@@ -413,6 +413,7 @@ def test_findings_transport_round_trips_odd_values(odd, context):
         findings = []
         _unpack_one = pipelined.RulesWorker._unpack_one
         _findings_of_rows = staticmethod(findings_of_rows)
+        _messages: list = []
 
     pipe = Pipe()
     pipe._bodies.append(memoryview(pipelined._FINDINGS + body)[1:])
@@ -476,3 +477,33 @@ def test_text_rows_while_the_worker_is_within_text_lag(pipelining, generated, mo
     assert worked and here == there
     sent = set(kinds[len(kinds) // 2:])  # (the first batch goes as text)
     assert sent == ({str} if behind <= validate.TEXT_LAG else {tuple})
+
+
+def test_messages_sent_once_come_back_in_every_finding():
+    """A message the worker sent in an earlier batch goes again as its number
+    (finding_rows' table): the caller's findings carry the text, in every batch, in order."""
+    from gateway.findings import Finding
+
+    def finding(message, segment):
+        return Finding(rule="ECM-POF-001", severity="warning", location=f"L{segment}",
+                       message=message, source="s", segment=segment)
+
+    long = "the member is assigned under SMI_SUD but " * 10
+    batches = [[[finding(long, 1), finding("other", 2)], [finding(long, 3)]],
+               [[finding(long, 4)], [finding("new", 5), finding("other", 6)]]]
+    sent: dict = {}
+    bodies = [pipelined._pack(finding_rows(batch, sent)) for batch in batches]
+    second = pipelined._unpack(bodies[1])
+    assert [row[3] for row in second] == [0, "new", 1]  # (numbers: the messages sent before)
+
+    class Pipe:
+        _bodies = [memoryview(b) for b in bodies]
+        findings: list = []
+        _unpack_one = pipelined.RulesWorker._unpack_one
+        _findings_of_rows = staticmethod(findings_of_rows)
+        _messages: list = []
+
+    pipe = Pipe()
+    pipe._unpack_one()
+    pipe._unpack_one()
+    assert pipe.findings == [f for batch in batches for claim in batch for f in claim]

@@ -238,6 +238,7 @@ def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_en
         # counting; a full collection every COLLECT_EVERY batches bounds what a cycle would keep.
         gc.disable()
         batches = 0
+        messages: dict = {}  # the findings' messages sent so far (finding_rows: by number)
         while True:
             message = waiting.get()
             if message is None or message == _QUIT:
@@ -249,7 +250,7 @@ def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_en
                     gc.collect()
                 batch = _unpack(memoryview(message)[1:])
                 found = rules.check(entries_of(batch))
-                outbox.send_bytes(_pack(finding_rows(found), _FINDINGS))
+                outbox.send_bytes(_pack(finding_rows(found, messages), _FINDINGS))
             elif kind == _END:
                 outbox.send_bytes(_DONE)
             elif kind == _STATE:
@@ -299,8 +300,10 @@ class RulesWorker:
         self.sent = 0  # batches submitted
         self.done = 0  # batches whose findings came back
         self._frozen = True  # (start froze the collector's objects)
-        # the findings' rows made findings again (compiled with the rules)
+        # the findings' rows made findings again (compiled with the rules), their messages
+        # as they came (a message sent before comes as its number in this list)
         self._findings_of_rows = rules.findings_of_rows
+        self._messages: list[str] = []
         self._finalizer = weakref.finalize(self, _stop, process, to_worker, from_worker,
                                            os.getpid())
 
@@ -354,7 +357,7 @@ class RulesWorker:
 
     def _unpack_one(self) -> None:
         """The findings of the oldest batch not made into findings yet."""
-        self._findings_of_rows(_unpack(self._bodies.pop(0)), self.findings)
+        self._findings_of_rows(_unpack(self._bodies.pop(0)), self.findings, self._messages)
 
     def reclaim(self) -> None:
         """The engine's state back from the worker, which then ends."""

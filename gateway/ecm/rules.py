@@ -142,23 +142,40 @@ def located(template: Finding, where: str, ordinal) -> Finding:
     return finding
 
 
-def finding_rows(found: list) -> list[tuple]:
+def finding_rows(found: list, table: dict | None = None) -> list[tuple]:
     """The findings of a batch (a list a claim) as rows of plain values, in order
-    (:func:`findings_of_rows` makes them findings again)."""
+    (:func:`findings_of_rows` makes them findings again). ``table``: the messages sent so far
+    in this stream (message -> number, kept by the caller across batches): a message sent
+    before goes as its number (the ECM-POF-001 messages, ~450 characters, repeat from batch to
+    batch), a new one as its text, numbered in the order it is sent."""
     rows = []
     for findings in found:
         for f in findings:
-            rows.append((f.rule, f.severity.value, f.location, f.message, f.source, f.segment,
+            message = f.message
+            if table is not None:
+                known = table.get(message)
+                if known is None:
+                    table[message] = len(table)
+                else:
+                    message = known
+            rows.append((f.rule, f.severity.value, f.location, message, f.source, f.segment,
                          f.context, f.plan_rule, f.plan_message))
     return rows
 
 
-def findings_of_rows(rows, into: list) -> None:
-    """:func:`finding_rows`' rows made findings again, appended to ``into``."""
+def findings_of_rows(rows, into: list, table: list | None = None) -> None:
+    """:func:`finding_rows`' rows made findings again, appended to ``into``; ``table``: the
+    messages of the stream so far, in the order they came (a number is one of them, a text
+    is added)."""
     severities = _SEVERITIES
     append = into.append
     for rule, severity, location, message, source, segment, context, plan_rule, \
             plan_message in rows:
+        if table is not None:
+            if message.__class__ is int:
+                message = table[message]
+            else:
+                table.append(message)
         finding = _new(Finding)
         _rule_(finding, rule)
         _severity_(finding, severities[severity])
