@@ -11,8 +11,52 @@ CORPUS = ROOT.parent / "shared" / "corpora" / "x12-stupidedi"
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+QUEUE_THREADS = ("gateway-worker-", "gateway-sweeper", "gateway-runs-ended")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_var(tmp_path, monkeypatch):
+def _no_leaks():
+    """What a test opens ends with it: the stores it made are closed (their pooled SQLite
+    connections and write-lock files: without this the suite held over 1,024 descriptors), the
+    logging the command line configured (a handler on this test's captured stderr, closed
+    once the test ends) is put back, and a test leaving a queue's worker threads running
+    fails (they would go on processing, and logging, into later tests)."""
+    import logging
+    import threading
+
+    from gateway.pipeline.registries import forget_registry
+    from gateway.pipeline.store import Store
+
+    before = set(threading.enumerate())
+    loggers = [logging.getLogger(), logging.getLogger("gateway")]
+    kept = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    made: list[Store] = []
+    init = Store.__init__
+
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    Store.__init__ = tracked
+    try:
+        yield
+    finally:
+        Store.__init__ = init
+        for lg, handlers, level, propagate in kept:
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+        for store in made:
+            forget_registry(store)
+            store.close()
+    running = [t for t in threading.enumerate() if t not in before and t.is_alive()
+               and t.name.startswith(QUEUE_THREADS)]
+    for thread in running:  # stop() joins them; one that just got the signal ends soon
+        thread.join(timeout=5)
+    running = [t.name for t in running if t.is_alive()]
+    assert not running, f"the test left a queue's threads running: {running} (stop the queue)"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_var(_no_leaks, tmp_path, monkeypatch):
     """Every test gets its own embedded store folder."""
     monkeypatch.setenv("ECM_GATEWAY_VAR", str(tmp_path / "var"))
 

@@ -112,6 +112,16 @@ def _leader(store_url: str):
     return handle
 
 
+def _close_store(store: Store) -> None:
+    """At shutdown: the app's store and its registries let go of their pooled connections and
+    the write-lock file (an in-memory database is kept: closing it would lose it)."""
+    if not store.memory:
+        from gateway.pipeline.registries import forget_registry
+
+        forget_registry(store)
+        store.close()
+
+
 def create_app(store: str | None = None, partners: Path | Partners | None = None,
                drop: Path | None = None, queue: str | None = None, workers: int = 1
                ) -> FastAPI:
@@ -128,6 +138,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if not app.state.leader:  # another API process watches the drop and schedules
             yield
             app.state.queue.stop()
+            _close_store(app.state.store)
             return
         if drop is not None:
             watcher = threading.Thread(target=watch, name="file-drop", daemon=True,
@@ -160,6 +171,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if watcher is not None:
             watcher.join(timeout=10)
         app.state.queue.stop()
+        _close_store(app.state.store)
 
     app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,
                   description="Data exchange for Medi-Cal Enhanced Care Management. Every "

@@ -128,6 +128,16 @@ def server_registry(store) -> Registry:
         return registry
 
 
+def forget_registry(store) -> None:
+    """Dispose of the store's registries (their engine's pooled connections) once the store
+    is closed; a later :func:`server_registry` of its URL builds them again."""
+    with _cache_lock:
+        for key in [k for k in _cache if k == store.url or k.startswith(f"{store.url}#")]:
+            engine = _cache.pop(key).engine
+            if engine is not store.engine:  # (an in-memory store's own engine is the store's)
+                engine.dispose()
+
+
 def _create_tables(engine: Engine) -> None:
     """Create the registry tables once, even when several processes (workers) start together:
     on PostgreSQL under an advisory lock; elsewhere a lost race is retried (then the tables

@@ -342,9 +342,11 @@ class Store:
         self.dialect = parsed.get_backend_name()
         self._lock = nullcontext()
         self._write_lock = nullcontext()
+        self.memory = False  # an in-memory SQLite database: it lives as long as its engine
         if self.dialect == "sqlite":
             database = parsed.database or ""
             memory = database in ("", ":memory:") or "mode=memory" in self.url
+            self.memory = memory
             if memory:
                 # one connection shared by all threads: every operation is serialised here
                 self.engine: Engine = create_engine(
@@ -367,7 +369,11 @@ class Store:
             _adopt_legacy_counters(conn)
 
     def close(self) -> None:
+        """Close the pooled connections and the write-lock file (a store used again opens
+        them again)."""
         self.engine.dispose()
+        if isinstance(self._write_lock, _WriteLock):
+            self._write_lock.close()
 
     # -- transactions ----------------------------------------------------------------------------
     @contextmanager
@@ -1465,6 +1471,15 @@ class _WriteLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._threads.release()
+
+    def close(self) -> None:
+        """Close the lock file between writes (the next writer opens it again): a store that
+        is closed keeps no descriptor open."""
+        with self._threads:
+            if self._depth == 0 and self._fd is not None:
+                if self._pid == os.getpid():
+                    os.close(self._fd)
+                self._fd = None
 
 
 def _file_write_lock(database: str) -> _WriteLock:
