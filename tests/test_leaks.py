@@ -42,9 +42,14 @@ def test_apps_that_ran_and_shut_down_hold_no_descriptors(tmp_path):
             answer = client.post("/x12", content=MIXED, headers=auth["harbor"])
             assert answer.status_code == 200 and answer.json()["status"] == "routed"
             assert client.get("/metrics").status_code == 200
+            task = (FIXTURES / "fhir" / "resources" / "task-ecm.json").read_bytes()
+            checked = client.post("/fhir/Task/$validate", content=task,  # a FHIR thread's
+                                  headers={**auth["harbor"],
+                                           "Content-Type": "application/fhir+json"})
+            assert checked.status_code == 200
         assert _open_files(folder) == [], "the app's store is closed when the app shuts down"
-        assert not [t.name for t in threading.enumerate()
-                    if t.name.startswith("gateway-worker-")], "its queue is stopped"
+        assert not [t.name for t in threading.enumerate() if t.name.startswith(
+            ("gateway-worker-", "fhir_"))], "its queue and its FHIR threads are stopped"
         counts.append(_descriptors())
     assert counts[-1] <= counts[0], counts  # flat: before, every app left 4 files open
 

@@ -138,6 +138,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if not app.state.leader:  # another API process watches the drop and schedules
             yield
             app.state.queue.stop()
+            app.state.fhir_threads.shutdown()
             _close_store(app.state.store)
             return
         if drop is not None:
@@ -171,6 +172,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         if watcher is not None:
             watcher.join(timeout=10)
         app.state.queue.stop()
+        app.state.fhir_threads.shutdown()
         _close_store(app.state.store)
 
     app = FastAPI(title="ECM Gateway", version=__version__, lifespan=lifespan,

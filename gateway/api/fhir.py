@@ -29,6 +29,7 @@ import asyncio
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import format_datetime
@@ -348,6 +349,28 @@ def version_headers(version: Version, base: str, submission: dict | None = None)
                                f"{resource['resourceType']}/{resource['id']}")}
 
 
+class _FhirThreads:
+    """The FHIR API's own threads: started at the first request, ended when the app shuts
+    down (an app started again starts them again)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=settings().fhir_threads,
+                                                thread_name_prefix="fhir")
+            return self._pool
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 def install_fhir(app: FastAPI, client_of: Callable) -> None:
     """Add the ``/fhir`` routes and their OperationOutcome error handling to ``app``;
     ``client_of`` is the dependency that yields the calling :class:`Client` (partner and
@@ -401,11 +424,11 @@ def install_fhir(app: FastAPI, client_of: Callable) -> None:
     # the CPU work of creates and validations runs on a few threads of its own, first come
     # first served: many threads taking turns at the GIL leave some requests waiting far
     # longer than others (see bench/bench_fhir.py)
-    executor = ThreadPoolExecutor(max_workers=settings().fhir_threads, thread_name_prefix="fhir")
+    app.state.fhir_threads = executor = _FhirThreads()  # shut down with the app (app.py)
 
     async def in_fhir_threads(function, *args, **kwargs):
         return await asyncio.get_running_loop().run_in_executor(
-            executor, functools.partial(function, *args, **kwargs))
+            executor.pool(), functools.partial(function, *args, **kwargs))
 
     @app.get(PREFIX + "/metadata", tags=["fhir"])
     def metadata(request: Request) -> Response:
