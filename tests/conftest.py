@@ -24,13 +24,14 @@ def _no_leaks():
     import logging
     import threading
 
+    from gateway.api.fhir import _FhirThreads
     from gateway.pipeline.registries import forget_registry
     from gateway.pipeline.store import Store
 
     before = set(threading.enumerate())
     loggers = [logging.getLogger(), logging.getLogger("gateway")]
     kept = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
-    made: list[Store] = []
+    made: list[Store] = []  # (`made` and `pools`: what the test's apps opened)
     init = Store.__init__
 
     def tracked(self, *args, **kwargs):
@@ -38,10 +39,21 @@ def _no_leaks():
         made.append(self)
 
     Store.__init__ = tracked
+    pools: list[_FhirThreads] = []
+    pool_init = _FhirThreads.__init__
+
+    def tracked_pool(self):
+        pool_init(self)
+        pools.append(self)
+
+    _FhirThreads.__init__ = tracked_pool  # an app's FHIR threads (a test may never shut it)
     try:
         yield
     finally:
         Store.__init__ = init
+        _FhirThreads.__init__ = pool_init
+        for pool in pools:
+            pool.shutdown()
         for lg, handlers, level, propagate in kept:
             lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
         for store in made:
