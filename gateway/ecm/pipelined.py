@@ -317,7 +317,7 @@ class RulesWorker:
 
     def __exit__(self, kind, value, tb) -> None:
         if kind is not None:  # the validation failed: the worker's work is of no use
-            if self.process.is_alive():
+            if self._finalizer.alive and self.process.is_alive():  # (not stopped already)
                 self.process.kill()
             self.close()
 
@@ -450,3 +450,4 @@ def _stop(process, to_worker, from_worker, owner: int) -> None:
         process.kill()
     if process.pid is not None:
         process.join()
+    process.close()  # (the two descriptors of its sentinel pipe, else held until collected)
