@@ -16,16 +16,17 @@ QUEUE_THREADS = ("gateway-worker-", "gateway-sweeper", "gateway-runs-ended")
 
 @pytest.fixture(autouse=True)
 def _no_leaks():
-    """What a test opens ends with it: the stores it made are closed (their pooled SQLite
-    connections and write-lock files: without this the suite held over 1,024 descriptors), the
+    """What a test opens ends with it: the stores it made are closed as an app closes its own
+    at shutdown (their pooled SQLite connections and write-lock files: without this the suite
+    held over 1,024 descriptors; an in-memory database is kept, closing it would lose it), the
     logging the command line configured (a handler on this test's captured stderr, closed
     once the test ends) is put back, and a test leaving a queue's worker threads running
     fails (they would go on processing, and logging, into later tests)."""
     import logging
     import threading
 
+    from gateway.api.app import _close_store
     from gateway.api.fhir import _FhirThreads
-    from gateway.pipeline.registries import forget_registry
     from gateway.pipeline.store import Store
 
     before = set(threading.enumerate())
@@ -56,9 +57,8 @@ def _no_leaks():
             pool.shutdown()
         for lg, handlers, level, propagate in kept:
             lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
-        for store in made:
-            forget_registry(store)
-            store.close()
+        for store in made:  # (as an app does at shutdown: an in-memory one is kept)
+            _close_store(store)
     running = [t for t in threading.enumerate() if t not in before and t.is_alive()
                and t.name.startswith(QUEUE_THREADS)]
     for thread in running:  # stop() joins them; one that just got the signal ends soon
