@@ -86,3 +86,6 @@ cpdef tuple light_claim_row(tuple row)
 cpdef list rule_entries(list batch, object place)
 
 cdef tuple _view_line(object number, tuple part, tuple dates, object rendering)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t)
+cpdef bint ranges_ordered(const int[:] ranges) except -1
