@@ -489,16 +489,18 @@ class Registry:
             try:
                 for chunk in _chunks(sorted(cins), 999):
                     self._read_members(cursor, marks, chunk, day, snap, cs_authorizations)
-                    wanted = chunk if event_members is None else [
-                        c for c in chunk if event_members(c, snap.assignments.get(c, ()))]
+                    wanted = chunk if event_members is None else \
+                        _rows.accepted(chunk, snap.assignments, event_members)
                     if event_rows:
                         self._read_event_rows(cursor, marks, chunk, wanted, days, events, day,
                                               snap)
                     else:
                         self._read_history_rows(cursor, marks, chunk, wanted, days, events,
                                                 day, snap)
+                    if not ecm_codes:
+                        continue
                     unassigned = [c for c in chunk if c not in snap.assignments]
-                    if ecm_codes and unassigned:
+                    if unassigned:
                         self._first_ecm_lines(conn, unassigned, ecm_codes, snap)
                 for chunk in _chunks(sorted(npis), 999):
                     cursor.execute(
