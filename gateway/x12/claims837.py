@@ -982,6 +982,9 @@ class RulesSpansCollector(ClaimCollector):
         # DTP*472's (its dates), once per text: a file repeats both from claim to claim
         self.sv1_parts = {}
         self.line_dates = {}
+        # the segment texts sent so far as text (light_claim_text): a text sent before goes as
+        # its number, as the worker numbers them (light_claim_row)
+        self.texts = {}
 
     def _light_done(self) -> bool:
         buf = self._buf
@@ -1101,57 +1104,76 @@ def _line_dates(f: list) -> tuple:
 
 def light_claim_text(collector, buf, lines_before):  # (types: claims837.pxd)
     """The text row of a claim the light reading vouched for (``buf``: its CLM and the
-    segments it kept; ``lines_before``: the set's LX count before it): ``(the segments' text
-    joined by the segment terminator, the separators, the CLM's ordinal when the segments'
-    ordinals follow on from it (else all of them), lines_before, then the member, billing NPI
-    and TIN and payer of its levels, the set, the claim's index in it and the subscriber
-    index)``. Cheaper to make and to ship than the view :func:`light_claim_row` makes of it."""
+    segments it kept; ``lines_before``: the set's LX count before it): ``(its segments, as
+    tokens, the separators, the CLM's ordinal when the segments' ordinals follow on from it
+    (else all of them), lines_before, then the member, billing NPI and TIN and payer of its
+    levels, the set, the claim's index in it and the subscriber index)``. Cheaper to make and
+    to ship than the view :func:`light_claim_row` makes of it. The tokens, a list (one a
+    segment): the CLM's text; None for a REF, HI or PRV (no part of the view); an NM1's text
+    (read where it is); any other segment's text the first time the stream sends it (the
+    worker numbers it and keeps its meaning), its number after that (the LX, SV1, DTP texts
+    repeat from claim to claim: the worker neither splits, hashes nor looks them up again)."""
     c = collector
     sub: dict = c._subscriber.data if c._subscriber is not None else {}
     billing: dict = c._billing.data if c._billing is not None else {}
-    separators = c.separators
+    texts = c.texts
     n = len(buf)
     first = buf[0].ordinal
     if buf[n - 1].ordinal - first == n - 1:
         ordinals = first
     else:
         ordinals = tuple([seg.ordinal for seg in buf])
-    return (separators[2].join([seg.raw for seg in buf]), separators, ordinals, lines_before,
+    tokens = [buf[0].raw]
+    for i in range(1, n):
+        seg = buf[i]
+        raw = seg.raw
+        letter = raw[0] if raw else "R"
+        if letter in "RHP":  # (REF, HI, PRV: nothing the view reads)
+            tokens.append(None)
+        elif letter == "N":
+            tokens.append(raw)
+        else:
+            known = texts.get(raw)
+            if known is None:  # (numbered as light_claim_row numbers it)
+                if len(texts) >= TEXT_CACHE_SIZE:
+                    texts.clear()
+                texts[raw] = len(texts)
+                tokens.append(raw)
+            else:
+                tokens.append(known)
+    return (tokens, c.separators, ordinals, lines_before,
             sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
             sub["payer"]["id"], c._tx, c._claim_index, sub.get("index", 0))
 
 
-def rule_entries(batch, place):  # (types: claims837.pxd)
+def rule_entries(batch, place, meanings):  # (types: claims837.pxd)
     """``(view, place(row))`` of each row of a batch the ECM rules' worker got: a view row as
-    it is, a :func:`light_claim_text` row viewed first (:func:`light_claim_row`); ``place``
-    makes a row's :class:`~gateway.ecm.rules.ClaimPlace` (``validate._RowPlace``)."""
+    it is, a :func:`light_claim_text` row viewed first (:func:`light_claim_row`, with the
+    stream's ``meanings``, a list); ``place`` makes a row's
+    :class:`~gateway.ecm.rules.ClaimPlace` (``validate._RowPlace``)."""
     entries = []
     for row in batch:
-        if row[0].__class__ is str:
-            row = light_claim_row(row)
+        if row[0].__class__ is list:
+            row = light_claim_row(row, meanings)
         entries.append((row[0], place(row)))
     return entries
 
 
-def light_claim_row(row):  # (types: claims837.pxd)
+def light_claim_row(row, meanings):  # (types: claims837.pxd)
     """The rules' row ``(view, transaction, index, subscriber index, CLM ordinal, claim id,
     line refs)`` of a :func:`light_claim_text` row: the view exactly as
     :meth:`ClaimCollector._claim_view` makes it from the full reading (the handlers' rules:
     the last SV1 and DTP*472 of a line count, an NM1*82 names the open line's rendering
-    provider, else the claim's unless an SBR opened another payer's loop). What a segment's
-    text means is read once per text (:data:`_TEXT_MEANINGS`: LX, SV1, DTP, SBR, a few texts a
-    file), but a REF, HI or PRV (the only kept segments whose id starts with R, H or P, none of
-    which the view reads) is passed over by its first letter, unsplit and unhashed, and an NM1
-    is read where it is: each claim's REF*G1 and HI differ, NM1s from provider to provider,
-    and memoised they would only push the others out. A line's view is made when the next LX
-    (or the claim's end) closes it."""
-    text, separators, ordinals, lines_before, cin, npi, tin, payer, tx, index, sub_index = row
+    provider, else the claim's unless an SBR opened another payer's loop). ``meanings``: the
+    stream's list of what its segment texts mean (:func:`_meaning`: LX, SV1, DTP, SBR), in
+    the order their texts came: a token that is a number is one of them, a text (other than
+    an NM1's) is read and added, numbered as :func:`light_claim_text` numbers it; a REF, HI
+    or PRV (None: none of them is read for the view) is passed over, and an NM1 is read
+    where it is (each claim's REF*G1 and HI differ, NM1s from provider to provider). A
+    line's view is made when the next LX (or the claim's end) closes it."""
+    tokens, separators, ordinals, lines_before, cin, npi, tin, payer, tx, index, sub_index = row
     element, component, terminator = separators
-    meanings = _TEXT_MEANINGS.get(separators)
-    if meanings is None or len(meanings) >= TEXT_CACHE_SIZE:
-        meanings = _TEXT_MEANINGS[separators] = {}
-    texts = text.split(terminator)
-    f = texts[0].split(element, 6)  # (CLM01 and CLM05 only)
+    f = tokens[0].split(element, 6)  # (CLM01 and CLM05 only)
     if len(f) < 6:
         f = f + _PAD
     claim_id = f[1]
@@ -1166,25 +1188,27 @@ def light_claim_row(row):  # (types: claims837.pxd)
     # DTP*472's meaning, its rendering provider and its SV1's ordinal
     open_line = False
     number = part = dates = line_rendering = ordinal = None
-    for i in range(1, len(texts)):
-        raw = texts[i]
-        if not raw:
+    for i in range(1, len(tokens)):
+        token = tokens[i]
+        if token is None:  # (REF, HI, PRV: nothing the view reads)
             continue
-        first = raw[0]
-        if first in "RHP":  # (REF, HI, PRV: nothing the view reads)
-            continue
-        if first == "N":  # (NM1: N3 and N4 are not kept) read here, not memoised: its
-            # text differs from provider to provider (more than the memo holds)
-            f = raw.split(element, 10)
-            if f[0] == "NM1" and len(f) > 1 and f[1] == "82":  # (as _meaning)
-                if open_line:
-                    line_rendering = f[9] if len(f) > 9 else ""
-                elif not other_payer:
-                    rendering = f[9] if len(f) > 9 else ""
-            continue
-        meaning = meanings.get(raw)
-        if meaning is None:
-            meaning = meanings[raw] = _meaning(raw, separators)
+        if token.__class__ is int:
+            meaning = meanings[token]
+        else:
+            raw = token
+            if raw[0] == "N":  # (NM1: N3 and N4 are not kept) read here, not memoised: its
+                # text differs from provider to provider (more than the memo holds)
+                f = raw.split(element, 10)
+                if f[0] == "NM1" and len(f) > 1 and f[1] == "82":  # (as _meaning)
+                    if open_line:
+                        line_rendering = f[9] if len(f) > 9 else ""
+                    elif not other_payer:
+                        rendering = f[9] if len(f) > 9 else ""
+                continue
+            meaning = _meaning(raw, separators)
+            if len(meanings) >= TEXT_CACHE_SIZE:  # (as light_claim_text numbers them)
+                meanings.clear()
+            meanings.append(meaning)
         kind = meaning[0]
         if kind == 0:  # (nothing the view reads)
             continue
@@ -1273,5 +1297,4 @@ def _meaning(raw: str, separators: tuple) -> tuple:
     return (0,)
 
 
-TEXT_CACHE_SIZE = 8192  # segment texts whose meaning light_claim_row keeps (then afresh)
-_TEXT_MEANINGS: dict = {}  # separators -> {segment text -> _meaning}
+TEXT_CACHE_SIZE = 8192  # segment texts a stream numbers (light_claim_text; then afresh)

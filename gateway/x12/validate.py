@@ -378,11 +378,17 @@ class _RowPlace(tuple):
         return _label(self[5])
 
 
-def _row_entries(batch: list) -> list[tuple]:
-    """(view, place) of each row of a batch the ECM rules' worker got (run there): a view and
-    the parts of its :class:`_RowPlace`, or a light claim's text row
-    (:func:`claims837.light_claim_row` views it)."""
-    return rule_entries(batch, _RowPlace)
+def _row_entries() -> Callable[[list], list[tuple]]:
+    """A run's maker of the (view, place) of each row of a batch the ECM rules' worker got
+    (run there): a view and the parts of its :class:`_RowPlace`, or a light claim's text row
+    (:func:`claims837.light_claim_row` views it, with the meanings of the run's segment texts
+    so far: the stream numbers them as the caller's :func:`claims837.light_claim_text` does)."""
+    meanings: list = []
+
+    def entries(batch: list) -> list[tuple]:
+        return rule_entries(batch, _RowPlace, meanings)
+
+    return entries
 
 
 @contextmanager
@@ -390,7 +396,7 @@ def _rules_worker(rules, size: int | None):
     """The ECM rules' worker process for this validation (the rules decide whether there is
     one: ``rules.pipelined``; None: they run here); stopped if the validation fails."""
     start = getattr(rules, "pipelined", None)
-    worker = start(size, _row_entries) if start is not None else None
+    worker = start(size, _row_entries()) if start is not None else None
     if worker is None:
         yield None
         return
