@@ -963,7 +963,7 @@ class RulesSpansCollector(ClaimCollector):
     """The collector of a validation that runs the ECM rules (in their worker) and only counts
     its claims: a claim the light reading vouches for goes to ``spans`` as a span, as without
     the rules, and its row to the list ``rows``: with ``as_text``, its text row
-    (:func:`light_claim_text`: the segments the light reading kept, as they were read) for the
+    (:func:`light_claim_text`: the segments the light reading kept, as tokens of text) for the
     rules' worker to view (:func:`light_claim_row`: cheaper here, dearer there), else its
     view row (:func:`light_claim_view`); ``full()`` is called when ``rows`` holds ``size`` of
     them. Any other claim is read in full with its view (``keep_encounters="rules"``) and goes
