@@ -602,6 +602,14 @@ class EncounterRules:
         """The findings of one claim view (a plain tuple in :class:`ClaimView` order);
         ``run``: the run's memos and settings (:meth:`_check`)."""
         out: list[Finding] = []
+        # the run's own memos, typed for the compiled build (their get/add/in are C calls, not
+        # method look-ups: ≈ 0.2 µs each, ~14 a claim); exactly a dict or set (they are made so)
+        cin_memo: dict
+        line_memo: dict
+        provider_memo: dict
+        spans: dict
+        pof_checked: set
+        units_per_day: dict
         (put, cin_memo, line_memo, seen, own_index, provider_memo, spans, pof_checked, loaded,
          for_submitter, units_per_day) = run
         cin, npi, tin, claim_rendering, _, claim_pos, lines = v
