@@ -77,8 +77,8 @@ def covering_assignment(assignments, day: date):
 def _turns(birth: date, age: int) -> date:
     """The first day on which :func:`age_on` gives ``age`` or more (a 29 February birthday:
     1 March in a common year)."""
-    try:
-        return birth.replace(year=birth.year + age)
+    try:  # (date(), not birth.replace(year=...): no keywords to parse, half the time)
+        return date(birth.year + age, birth.month, birth.day)
     except ValueError:
         return date(birth.year + age, 3, 1)
 
@@ -113,6 +113,7 @@ class _Batch:
 
 
 _NO_FINDINGS: tuple = ()
+_NO_LOW, _NO_HIGH = float("-inf"), float("inf")  # (an age range's open ends)
 _NO_VALUES: dict = {}  # (a finding's values: read, never changed)
 _MISSING = object()
 
@@ -763,9 +764,10 @@ class EncounterRules:
                                       latest=self.latest_history, rows=True)
                 if gaps:
                     shown_first = _first_day(lines)
+                    member, ordinal = place.member, place.ordinal  # (once, not once a gap)
                     for gap in gaps:
-                        put(out, "ECM-POF-001", place.member, place.ordinal,
-                            {"day": shown_first, **gap}, stranger, True)
+                        put(out, "ECM-POF-001", member, ordinal, {"day": shown_first, **gap},
+                            stranger, True)
         return out
 
     def _has_evidence_pof(self, pofs: tuple[str, ...]) -> bool:
@@ -782,13 +784,13 @@ class EncounterRules:
         if len(self._age_spans) > 200_000:
             self._age_spans.clear()
         found = self._age_spans[(birth, pofs)] = (
-            None if low == float("-inf") else _turns(birth, int(low)),
-            None if high == float("inf") else _turns(birth, int(high)))
+            None if low == _NO_LOW else _turns(birth, int(low)),
+            None if high == _NO_HIGH else _turns(birth, int(high)))
         return found
 
     def _age_range(self, pofs: tuple[str, ...]) -> tuple[float, float]:
         """The ages every POF of ``pofs`` fits: ``low <= age < high`` (memo)."""
-        low, high = float("-inf"), float("inf")
+        low, high = _NO_LOW, _NO_HIGH
         for pof in pofs:
             ages = self.codes.pof_ages.get(pof)
             if ages is None:
@@ -826,6 +828,7 @@ class EncounterRules:
         (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
         reported = set()
         pof_ages = self.codes.pof_ages
+        member = None  # (the claim's member place, read once)
         for day, assignment in dict.fromkeys(ecm):  # a date seen again: the same outcome
             if assignment is None or assignment.birth_date is None:
                 continue
@@ -835,7 +838,9 @@ class EncounterRules:
                 if ages is None or ages.fits(age) or pof in reported:
                     continue
                 reported.add(pof)
-                self._put(out, "ECM-AGE-001", place.member, place.ordinal,
+                if member is None:
+                    member = place.member
+                self._put(out, "ECM-AGE-001", member, place.ordinal,
                           {"age": age, "day": day.isoformat(), "pof": pof,
                            "ages": ages.shown()}, stranger, True)
 
