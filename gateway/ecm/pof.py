@@ -255,7 +255,11 @@ def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]
         window = c.ed_window
         by_day: dict[date, list] = {}
         for day, _, diagnoses in visits:
-            stay = next((a for a in admissions if a[1] - window <= day <= a[2]), None)
+            stay = None  # (a loop, not next() over a generator: once an ED visit)
+            for a in admissions:
+                if a[1] - window <= day <= a[2]:
+                    stay = a
+                    break
             if stay is not None:  # the ED visit that led to the admission is the stay
                 stay[4].update(diagnoses)
                 continue
