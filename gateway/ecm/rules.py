@@ -684,7 +684,7 @@ class EncounterRules:
                         {"units": units_text(total), "code": code, "day": day.isoformat(),
                          "limit": service.unit_limit_per_day})
             # duplicates: in the file, then against the history
-            key = (cin, npi, *tail)
+            key = (cin, npi, tail[0], tail[1], tail[2], tail[3])  # (no list made to unpack)
             if own_index:  # (a dict: one look-up, the line kept unless already there)
                 if label is None:
                     label = place.label
