@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import itemgetter
 from datetime import date
 from typing import NamedTuple
 
@@ -25,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from gateway.periods import within
+from gateway.registry import _rows
 
 metadata = MetaData()
 
@@ -243,8 +242,6 @@ class Snapshot:
     # holds none of them)
     events: dict[str, list[tuple]] = field(default_factory=dict)
 
-
-_first_column = itemgetter(0)
 
 # the columns of an event row (``Snapshot.events``): what the POF evidence reads of a history
 # line (gateway/ecm/pof.py turns them into events; the date as the driver returns it)
@@ -492,16 +489,18 @@ class Registry:
             try:
                 for chunk in _chunks(sorted(cins), 999):
                     self._read_members(cursor, marks, chunk, day, snap, cs_authorizations)
-                    wanted = chunk if event_members is None else [
-                        c for c in chunk if event_members(c, snap.assignments.get(c, ()))]
+                    wanted = chunk if event_members is None else \
+                        _rows.accepted(chunk, snap.assignments, event_members)
                     if event_rows:
                         self._read_event_rows(cursor, marks, chunk, wanted, days, events, day,
                                               snap)
                     else:
                         self._read_history_rows(cursor, marks, chunk, wanted, days, events,
                                                 day, snap)
+                    if not ecm_codes:
+                        continue
                     unassigned = [c for c in chunk if c not in snap.assignments]
-                    if ecm_codes and unassigned:
+                    if unassigned:
                         self._first_ecm_lines(conn, unassigned, ecm_codes, snap)
                 for chunk in _chunks(sorted(npis), 999):
                     cursor.execute(
@@ -520,20 +519,14 @@ class Registry:
                       cs_authorizations: bool = True) -> None:
         inside = marks(len(chunk))
         params = marks.params(chunk)
-        found = snap.assignments
         cursor.execute("SELECT cin, benefit_start, benefit_end, provider_npi, provider_tin, "
                        "pof_codes, authorization_date, birth_date FROM member_assignments "
                        f"WHERE cin IN ({inside})", params)
-        codes = CODE_TUPLES
-        for cin, start, end, npi, tin, pofs, auth, birth in cursor.fetchall():
-            found[cin].append(_tuple_new(Assignment, (
-                cin, day[start], day[end], npi or "", tin or "", codes[pofs], day[auth],
-                day[birth])))
+        _rows.assignments_into(snap.assignments, cursor.fetchall(), day.dates, _POF_TUPLES,
+                               Assignment)
         cursor.execute(f"SELECT cin, program, start, \"end\", county FROM member_programs "
                        f"WHERE cin IN ({inside})", params)
-        for cin, program, start, end, county in cursor.fetchall():
-            snap.enrolments[cin].append(_tuple_new(Enrolment, (program, day[start], day[end],
-                                                               county or "")))
+        _rows.enrolments_into(snap.enrolments, cursor.fetchall(), day.dates, Enrolment)
         if not cs_authorizations:
             return
         cursor.execute(f"SELECT cin, service, provider_npi, start, \"end\" FROM "
@@ -594,15 +587,7 @@ class Registry:
         where, values = _events_of(marks, wanted, events)
         cursor.execute(f"SELECT {', '.join(EVENT_ROW)} FROM encounter_history WHERE {where}",
                        marks.params(values))
-        found = snap.events
-        # (a member's rows are usually together: grouped in C; the order within a member
-        # does not matter to the POF evidence)
-        for cin, rows in groupby(cursor.fetchall(), _first_column):
-            known = found.get(cin)
-            if known is None:
-                found[cin] = list(rows)
-            else:
-                known.extend(rows)
+        _rows.events_into(snap.events, cursor.fetchall())
 
     def loaded(self) -> dict[str, bool]:
         """Which registries hold any row (one statement: a routing run asks every time)."""
@@ -912,27 +897,32 @@ def _events_of(marks, wanted: list[str], events: tuple[frozenset, frozenset]):
     return f"cin IN ({marks(len(wanted))}) AND ({' OR '.join(where)})", values
 
 
-class _DayReader(dict):
-    """Dates as the driver returns them (SQLite: ISO text; PostgreSQL: dates), memoised:
-    ``day[value]`` (a dictionary look-up, the rows' hot path; None reads as None) or
-    ``day(value)``."""
+class _DayReader:
+    """Dates as the driver returns them (SQLite: ISO text; PostgreSQL: dates): ``day(value)``
+    (None reads as None), memoised in :data:`_DATES` (``dates``: the row loops of
+    gateway/registry/_rows.py look them up there themselves)."""
+
+    __slots__ = ("_as_text", "dates")
 
     def __init__(self, as_text: bool) -> None:
-        super().__init__()
-        self[None] = None
         self._as_text = as_text
+        self.dates = _DATES
 
-    def __missing__(self, value):
-        found = self[value] = value if value.__class__ is date else \
-            date.fromisoformat(value[:10])
-        return found
+    def __call__(self, value):
+        return _rows.day_of(_DATES, value)
 
-    __call__ = dict.__getitem__
+    __getitem__ = __call__
 
     def text(self, value: date):
         """A date as a bind parameter compared with the stored dates (SQLite keeps them as
         ISO text, as SQLAlchemy's Date writes them)."""
         return value.isoformat() if self._as_text else value
+
+
+# the memos of the row loops (plain dictionaries: see gateway/registry/_rows.py), for the
+# process: registry dates as the driver returns them → dates, POF codes text → tuples
+_DATES: dict = {}
+_POF_TUPLES: dict = {}
 
 
 class _CodeTuples(dict):
@@ -947,7 +937,6 @@ class _CodeTuples(dict):
 
 
 CODE_TUPLES = _CodeTuples()
-_tuple_new = tuple.__new__  # a registry row's named tuple from a tuple, without its __new__
 
 
 _CODES: dict[tuple[str, type], tuple | frozenset] = {}

@@ -37,6 +37,8 @@ MODULES = (
     # gateway/ecm/__init__.py installs the finder before either can be imported)
     "gateway.ecm.rules",
     "gateway.ecm.pof",
+    # the registry snapshot's row loops (gateway/registry/__init__.py installs the finder)
+    "gateway.registry._rows",
 )
 # compiled modules that use another one's compiled types (a ``cimport`` in their ``.pxd``): each
 # runs compiled only while the modules it cimports from do (a pure-Python dependency would not
