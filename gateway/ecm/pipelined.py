@@ -170,7 +170,7 @@ def start(rules: EncounterRules, size: int | None,
     locator = [_locator(rules.registry) if rules.registry is not None else None]
     inbox, to_worker = context.Pipe(duplex=False)  # (the worker reads, the caller writes)
     from_worker, outbox = context.Pipe(duplex=False)  # (the caller reads, the worker writes)
-    process = context.Process(target=_serve, daemon=True, name="ecm-rules",
+    process = context.Process(target=_serve_on_thread, daemon=True, name="ecm-rules",
                               args=(rules, locator, entries_of, inbox, outbox,
                                     (to_worker, from_worker)))
     # Every object is frozen (left out of the collector's scans) from before the fork until the
@@ -208,6 +208,21 @@ def _widen(connection) -> None:
 # -- the worker ---------------------------------------------------------------------------------
 COLLECT_EVERY = 200  # batches between two full collections in the worker
 _KEEP: list = []  # the parent's objects the worker must never close (e.g. its registry)
+
+
+def _serve_on_thread(*args) -> None:
+    """The worker process: :func:`_serve` on a thread of its own, the process's main thread
+    waiting for it. glibc's malloc gives a new thread an arena of its own, in fresh memory;
+    the main thread's arena is the heap the worker shares with the caller since the fork,
+    where each free and malloc links and unlinks free chunks all over it, and each page that
+    writes is a copy-on-write fault, each free chunk it walks a cache miss. At 10k claims the
+    worker's copy-on-write faults went from 3,330 to 1,716 (its fresh-page faults from 2,638
+    to 3,569) and its CPU from 218 to 212 ms (medians of 32 runs on a loaded machine; user
+    196 -> 186, system 24.8 -> 23.6). (A daemon: a main thread stopped by a signal does not
+    wait for it; the caller stops a worker it no longer needs.)"""
+    serving = threading.Thread(target=_serve, args=args, name="ecm-rules", daemon=True)
+    serving.start()
+    serving.join()
 
 
 def _serve(rules: EncounterRules, locator, entries_of, inbox, outbox, callers_ends) -> None:

@@ -69,7 +69,8 @@ cdef class RulesSpansCollector(ClaimCollector):
 
 @cython.locals(c=RulesSpansCollector, seg=Segment, dtp=Segment, f=list, line=list, lines=list,
                sub=dict, billing=dict, parsed=dict, st_index=Py_ssize_t, other_payer=bint,
-               i=Py_ssize_t, seg_id=str, parts=dict, part=tuple, known=dict, dates=tuple)
+               i=Py_ssize_t, seg_id=str, parts=dict, part=tuple, known=dict, dates=tuple,
+               first=Py_UCS4, pos=str, at=Py_ssize_t)
 cpdef tuple light_claim_view(RulesSpansCollector collector, list buf, Py_ssize_t lines_before)
 
 @cython.locals(c=RulesSpansCollector, seg=Segment, sub=dict, billing=dict, separators=tuple,
@@ -86,3 +87,6 @@ cpdef tuple light_claim_row(tuple row)
 cpdef list rule_entries(list batch, object place)
 
 cdef tuple _view_line(object number, tuple part, tuple dates, object rendering)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t)
+cpdef bint ranges_ordered(const int[:] ranges) except -1
