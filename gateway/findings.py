@@ -141,7 +141,7 @@ _SERVER_PATH_START = re.compile(r"/(?:tmp|var|home|usr|work|root|opt|srv|etc|mnt
 def without_paths(text: str) -> str:
     """``text`` with every absolute path reduced to its base name: a message never shows a
     server folder (a temporary upload folder, the store's location)."""
-    if _SERVER_PATH_START.search(text) is None:
+    if "/" not in text or _SERVER_PATH_START.search(text) is None:
         return text
     return _SERVER_PATH.sub("", text)
 

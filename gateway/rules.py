@@ -36,9 +36,26 @@ class _Blank(dict):
         return ""
 
 
+def message_of(template: str, values: dict) -> str:
+    """A rule's message ``template`` with ``values`` (one not given reads as empty), without
+    server paths (:func:`~gateway.findings.without_paths`)."""
+    return without_paths(template.format_map(_Blank(values)))
+
+
+_UNSET = object()
+
+
 class RuleCatalogue:
     def __init__(self, rules: dict[str, Rule]) -> None:
         self._rules = rules
+        self._forms: dict[tuple[str, str], tuple | None] = {}  # (rule id, audience) -> form
+
+    def __getstate__(self) -> dict:  # (pickled in the YAML cache: the rules, not the memo)
+        return {"_rules": self._rules}
+
+    def __setstate__(self, state: dict) -> None:
+        self._rules = state["_rules"]
+        self._forms = {}
 
     @classmethod
     def load(cls, folder: Path) -> "RuleCatalogue":
@@ -111,25 +128,35 @@ class RuleCatalogue:
         ``audience="submitter"``: the finding is about a member not assigned to the submitter,
         so a rule with a ``to_submitter`` form is told in that form (its rule id, message and
         acknowledgment codes), the full reason kept in ``plan_rule``/``plan_message``."""
+        form = self._forms.get((rule_id, audience), _UNSET)
+        if form is _UNSET:
+            form = self.form(rule_id, audience)
+        if form is None:
+            return None
+        rule, severity, template, source, plan_rule, plan_template = form
+        return Finding(
+            rule=rule, severity=severity, location=location,
+            message=message_of(template, values), source=source, segment=ordinal,
+            plan_rule=plan_rule,
+            plan_message=None if plan_template is None else message_of(plan_template, values))
+
+    def form(self, rule_id: str, audience: str = "plan") -> tuple | None:
+        """How :meth:`finding` tells ``rule_id`` to ``audience`` (memo): ``(rule id, severity,
+        message template, source, plan rule id, plan message template)`` - the last two None
+        unless a submitter gets the rule's ``to_submitter`` form - or None when the rule is
+        turned off (the ECM rules make thousands of findings a file from it: a message
+        :func:`message_of` its template and values). KeyError: no such rule."""
         rule = self._rules[rule_id]
         if not rule.enabled:
-            return None
-        message = without_paths(rule.message.format_map(_Blank(values)))
-        if audience == "submitter" and rule.to_submitter:
+            found = None
+        elif audience == "submitter" and rule.to_submitter:
             public = self._rules[rule.to_submitter]
-            return Finding(
-                rule=public.id, severity=rule.severity, location=location,
-                message=without_paths(public.message.format_map(_Blank(values))),
-                source=public.source, segment=ordinal, plan_rule=rule.id,
-                plan_message=message)
-        return Finding(
-            rule=rule.id,
-            severity=rule.severity,
-            location=location,
-            message=message,
-            source=rule.source,
-            segment=ordinal,
-        )
+            found = (public.id, rule.severity, public.message, public.source, rule.id,
+                     rule.message)
+        else:
+            found = (rule.id, rule.severity, rule.message, rule.source, None, None)
+        self._forms[(rule_id, audience)] = found
+        return found
 
 
 @lru_cache(maxsize=1)

@@ -235,7 +235,7 @@ def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]
         lines = by_kind.get(kind)
         if not lines:
             continue
-        current = None
+        current: list | None = None  # (typed: its items read and sets updated in C)
         for day, claim_id, diagnoses in sorted(lines, key=_first) if len(lines) > 1 \
                 else lines:
             if current is not None and (day <= current[2] + gap or claim_id
@@ -255,11 +255,15 @@ def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]
         window = c.ed_window
         by_day: dict[date, list] = {}
         for day, _, diagnoses in visits:
-            stay = next((a for a in admissions if a[1] - window <= day <= a[2]), None)
+            stay = None  # (a loop, not next() over a generator: once an ED visit)
+            for a in admissions:
+                if a[1] - window <= day <= a[2]:
+                    stay = a
+                    break
             if stay is not None:  # the ED visit that led to the admission is the stay
                 stay[4].update(diagnoses)
                 continue
-            visit = by_day.get(day)
+            visit: list | None = by_day.get(day)
             if visit is None:
                 visit = by_day[day] = ["ed_visit", day, day, None, set()]
                 found.append(visit)
@@ -291,6 +295,7 @@ def _count_tuples(evts: list[list], kinds: tuple[str, ...], matches, sum_kinds: 
     alternative has: the best single kind, or all kinds together when ``sum_kinds``."""
     per_kind: dict[str, int] = {}
     total = 0
+    e: list  # (an event: its kind and diagnoses read by index in C)
     for e in evts:
         kind = e[0]
         if kind in kinds and (matches is None or matches(e[4])):
