@@ -341,18 +341,21 @@ def test_without_paths_prefilter_changes_nothing():
         assert without_paths(text) == _SERVER_PATH.sub("", text), text
 
 
-def test_age_spans_agree_with_age_on():
-    """The fast path's age check compares dates with the day a member turns an age
-    (``_turns``); that day is where ``age_on`` changes, 29 February birthdays included."""
+def test_ages_from_day_numbers_agree_with_age_on():
+    """The fast path's age check takes a member's age from two day numbers (yyyymmdd):
+    ``age_on``'s age on every day around each birthday, 29 February birthdays and days before
+    the birth included."""
     from gateway.ecm.codesets import age_on
-    from gateway.ecm.rules import _turns
+    from gateway.ecm.rules import _day_number
 
     rng = random.Random(2929)
     births = [date(2004, 2, 29), date(2000, 2, 29), date(2005, 3, 1), date(2005, 2, 28),
               date(1999, 12, 31), date(2006, 1, 1)]
     births += [date(1950, 1, 1) + timedelta(days=rng.randrange(0, 27000)) for _ in range(300)]
     for birth in births:
-        for age in (0, 1, 18, 21, 26, 65):
-            day = _turns(birth, age)
-            assert age_on(birth, day) >= age > age_on(birth, day - timedelta(days=1)), \
-                (birth, age, day)
+        for years in (-1, 0, 1, 18, 21, 26, 65):
+            around = date(min(birth.year + years, 9998), birth.month, 1)
+            for offset in (-400, -32, -2, -1, 0, 1, 2, 27, 28, 29, 30, 31, 60, 365, 366):
+                day = around + timedelta(days=offset)
+                assert (_day_number(day) - _day_number(birth)) // 10000 == age_on(birth, day), \
+                    (birth, day)
