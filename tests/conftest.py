@@ -120,6 +120,17 @@ def pg_url():
         pytest.skip(str(exc))
 
 
+@pytest.fixture
+def pg_registry(pg_url):
+    """A registry on the throwaway PostgreSQL of :func:`pg_url` (nothing to empty after the
+    test: the cluster goes with it), its engine's connections closed first."""
+    from gateway.registry.store import Registry
+
+    registry = Registry(pg_url)
+    yield registry
+    registry.engine.dispose()
+
+
 def renumber(payload: bytes, number: int) -> bytes:
     """An interchange of ecm-mixed.x12 (ISA13 000000501, GS06 501) under new control numbers:
     ISA13/IEA02 and GS06/GE02 both ``number``. A different interchange must not reuse a

@@ -120,12 +120,8 @@ def test_event_rows_give_the_pof_evidence_of_history_lines_in_memory():
     _same_snapshots(_loaded(Registry.in_memory_file()))
 
 
-def test_event_rows_give_the_pof_evidence_of_history_lines_on_postgresql(pg_url):
-    registry = Registry(pg_url)  # (a throwaway cluster for this test: nothing to empty after)
-    try:
-        _same_snapshots(_loaded(registry))
-    finally:
-        registry.engine.dispose()
+def test_event_rows_give_the_pof_evidence_of_history_lines_on_postgresql(pg_registry):
+    _same_snapshots(_loaded(pg_registry))
 
 
 @pytest.mark.parametrize("value", ["2026-03-02", date(2026, 3, 2)])

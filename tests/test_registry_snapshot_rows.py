@@ -154,12 +154,8 @@ def test_a_batch_read_is_the_tables_read_plainly_in_memory():
     _same_as_plainly(registry)  # (the second time through the memoised dates and codes)
 
 
-def test_a_batch_read_is_the_tables_read_plainly_on_postgresql(pg_url):
-    registry = Registry(pg_url)  # (a throwaway cluster for this test: nothing to empty after)
-    try:
-        _same_as_plainly(_fill(registry))
-    finally:
-        registry.engine.dispose()
+def test_a_batch_read_is_the_tables_read_plainly_on_postgresql(pg_registry):
+    _same_as_plainly(_fill(pg_registry))
 
 
 @pytest.mark.parametrize("value", ["2026-03-02", "2026-03-02 00:00:00.000000",
