@@ -126,10 +126,11 @@ def test_event_rows_give_the_pof_evidence_of_history_lines_on_postgresql(pg_regi
 
 @pytest.mark.parametrize("value", ["2026-03-02", date(2026, 3, 2)])
 def test_an_event_rows_date_is_read_as_the_driver_gives_it(value):
-    from gateway.ecm.pof import _DAYS
+    from gateway.registry._rows import day_of
     from gateway.registry.store import _DayReader
 
-    assert _DAYS[value] == date(2026, 3, 2) == _DayReader(isinstance(value, str))[value]
+    assert day_of({}, value) == date(2026, 3, 2) == _DayReader(isinstance(value, str))(value)
+    assert day_of({}, None) is None
 
 
 def _old_index(registry: Registry) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from gateway.ecm.codesets import EVENT_PRIORITY, event_index
-from gateway.registry.store import CODE_TUPLES, Assignment, HistoryLine
+from gateway.registry._rows import codes_of, day_of
+from gateway.registry.store import CODE_TUPLES, DATES, Assignment, HistoryLine
 
 STAY_KINDS = ("inpatient_stay", "snf_stay")
 
@@ -202,7 +203,8 @@ def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]
     ``history``: HistoryLine objects, or (``rows``) :data:`EVENT_ROW` tuples."""
     kind_of = c.kind_of
     index = c.index
-    days, codes = _DAYS, CODE_TUPLES
+    days: dict = DATES  # (typed: C dict look-ups in the compiled build)
+    codes: dict = CODE_TUPLES
     # each event line as (day, claim id, diagnoses), by kind
     by_kind: dict[str, list[tuple]] = {}
     for line in history:
@@ -218,7 +220,13 @@ def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]
         if kind is None:
             continue
         if rows:
-            item = (days[served], claim_id or "", codes[diagnoses])
+            day = days.get(served)
+            if day is None:
+                day = day_of(days, served)
+            listed = codes.get(diagnoses)
+            if listed is None:
+                listed = codes_of(codes, diagnoses)
+            item = (day, claim_id or "", listed)
         else:
             item = (line.service_date, line.claim_id, line.diagnoses)
         found_kind = by_kind.get(kind)
@@ -273,21 +281,6 @@ def _event_tuples(history: list, c: _Compiled, rows: bool = False) -> list[list]
 
 def _first(item: tuple):
     return item[0]
-
-
-class _Days(dict):
-    """A service date as the driver returns it (SQLite: ISO text; PostgreSQL: a date) → the
-    date, memoised: ``_DAYS[value]``."""
-
-    def __missing__(self, value) -> date:
-        if len(self) > 20_000:
-            self.clear()
-        found = self[value] = value if value.__class__ is date else \
-            date.fromisoformat(value[:10])
-        return found
-
-
-_DAYS = _Days()
 
 
 def _count_tuples(evts: list[list], kinds: tuple[str, ...], matches, sum_kinds: bool) -> int:

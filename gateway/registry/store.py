@@ -522,7 +522,7 @@ class Registry:
         cursor.execute("SELECT cin, benefit_start, benefit_end, provider_npi, provider_tin, "
                        "pof_codes, authorization_date, birth_date FROM member_assignments "
                        f"WHERE cin IN ({inside})", params)
-        _rows.assignments_into(snap.assignments, cursor.fetchall(), day.dates, _POF_TUPLES,
+        _rows.assignments_into(snap.assignments, cursor.fetchall(), day.dates, CODE_TUPLES,
                                Assignment)
         cursor.execute(f"SELECT cin, program, start, \"end\", county FROM member_programs "
                        f"WHERE cin IN ({inside})", params)
@@ -899,19 +899,17 @@ def _events_of(marks, wanted: list[str], events: tuple[frozenset, frozenset]):
 
 class _DayReader:
     """Dates as the driver returns them (SQLite: ISO text; PostgreSQL: dates): ``day(value)``
-    (None reads as None), memoised in :data:`_DATES` (``dates``: the row loops of
+    (None reads as None), memoised in :data:`DATES` (``dates``: the row loops of
     gateway/registry/_rows.py look them up there themselves)."""
 
     __slots__ = ("_as_text", "dates")
 
     def __init__(self, as_text: bool) -> None:
         self._as_text = as_text
-        self.dates = _DATES
+        self.dates = DATES
 
     def __call__(self, value):
-        return _rows.day_of(_DATES, value)
-
-    __getitem__ = __call__
+        return _rows.day_of(DATES, value)
 
     def text(self, value: date):
         """A date as a bind parameter compared with the stored dates (SQLite keeps them as
@@ -919,24 +917,12 @@ class _DayReader:
         return value.isoformat() if self._as_text else value
 
 
-# the memos of the row loops (plain dictionaries: see gateway/registry/_rows.py), for the
-# process: registry dates as the driver returns them → dates, POF codes text → tuples
-_DATES: dict = {}
-_POF_TUPLES: dict = {}
-
-
-class _CodeTuples(dict):
-    """``"a;b"`` → ``("a", "b")``, memoised (a registry repeats few combinations): a
-    dictionary look-up per row (``CODE_TUPLES[text]``; None reads as ``()``)."""
-
-    def __missing__(self, text):
-        if len(self) > 4096:
-            self.clear()
-        found = self[text] = _codes(text, tuple)
-        return found
-
-
-CODE_TUPLES = _CodeTuples()
+# the registry's memos for the process (one home; plain dictionaries read with ``get``: see
+# gateway/registry/_rows.py, whose day_of / codes_of fill them): dates as the driver returns
+# them → dates, ``"a;b"`` code texts (POF codes, diagnoses) → tuples. gateway/ecm/pof.py reads
+# the event rows' dates and diagnoses through them too.
+DATES: dict = {}
+CODE_TUPLES: dict = {}
 
 
 _CODES: dict[tuple[str, type], tuple | frozenset] = {}
