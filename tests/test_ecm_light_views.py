@@ -65,7 +65,7 @@ def rows_both_ways(data: bytes, as_text: bool = True) -> tuple[list, list, int]:
     read_light = [0]
 
     rows: list = []
-    meanings: list = []  # (the stream's segment texts, as the worker numbers them)
+    meanings: dict = {}  # (what the stream's segment texts mean, as the worker memoises them)
 
     def on_claim(claim):  # (a record: the claims read light before it go first)
         on_full()
@@ -79,7 +79,7 @@ def rows_both_ways(data: bytes, as_text: bool = True) -> tuple[list, list, int]:
         shipped = _pack(rows)  # (as the pipe ships a batch: text rows marshal'd)
         assert shipped[:1] == (b"M" if as_text else b"P")
         for row in _unpack(shipped):
-            assert (row[0].__class__ is list) == as_text
+            assert (row[0].__class__ is str) == as_text  # (a text row: the claim's text)
             if as_text:  # (viewed in the worker)
                 row = light_claim_row(row, meanings)
             light.append((row[0], *row[1:6], list(row[6])))

@@ -342,7 +342,7 @@ class RulesWorker:
         if not batch:
             return
         self._take(block=False)
-        self._send(_pack(batch, _BATCH) if batch[0][0].__class__ is list else
+        self._send(_pack(batch, _BATCH) if batch[0][0].__class__ is str else
                    _BATCH + b"P" + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
         self.sent += 1
 

@@ -62,7 +62,7 @@ cdef class RulesSpansCollector(ClaimCollector):
     cdef public object full
     cdef public tuple separators
     cdef public bint as_text
-    cdef public dict sv1_parts, line_dates, texts
+    cdef public dict sv1_parts, line_dates
 
     @cython.locals(buf=list, rows=list)
     cpdef bint _light_done(self) except -1
@@ -74,17 +74,17 @@ cdef class RulesSpansCollector(ClaimCollector):
 cpdef tuple light_claim_view(RulesSpansCollector collector, list buf, Py_ssize_t lines_before)
 
 @cython.locals(c=RulesSpansCollector, seg=Segment, sub=dict, billing=dict, n=Py_ssize_t,
-               i=Py_ssize_t, texts=dict, tokens=list, raw=str, letter=Py_UCS4)
+               texts=list)
 cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lines_before)
 
-@cython.locals(tokens=list, f=list, meaning=tuple, raw=str, part=tuple,
+@cython.locals(text=str, tokens=list, f=list, meaning=tuple, raw=str, letter=Py_UCS4, part=tuple,
                dates=tuple, view_lines=list, refs=list, i=Py_ssize_t, kind=int,
                contiguous=bint, open_line=bint, other_payer=bint, separators=tuple,
                element=str, component=str, terminator=str)
-cpdef tuple light_claim_row(tuple row, list meanings)
+cpdef tuple light_claim_row(tuple row, dict meanings)
 
 @cython.locals(entries=list, row=tuple)
-cpdef list rule_entries(list batch, object place, list meanings)
+cpdef list rule_entries(list batch, object place, dict meanings)
 
 cdef tuple _view_line(object number, tuple part, tuple dates, object rendering)
 

@@ -381,9 +381,9 @@ class _RowPlace(tuple):
 def _row_entries() -> Callable[[list], list[tuple]]:
     """A run's maker of the (view, place) of each row of a batch the ECM rules' worker got
     (run there): a view and the parts of its :class:`_RowPlace`, or a light claim's text row
-    (:func:`claims837.light_claim_row` views it, with the meanings of the run's segment texts
-    so far: the stream numbers them as the caller's :func:`claims837.light_claim_text` does)."""
-    meanings: list = []
+    (:func:`claims837.light_claim_row` views it, with the run's memo of what the segment texts
+    seen so far mean: a file repeats its LX, SV1 and DTP texts from claim to claim)."""
+    meanings: dict = {}
 
     def entries(batch: list) -> list[tuple]:
         return rule_entries(batch, _RowPlace, meanings)
