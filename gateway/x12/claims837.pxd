@@ -74,10 +74,10 @@ cdef class RulesSpansCollector(ClaimCollector):
 cpdef tuple light_claim_view(RulesSpansCollector collector, list buf, Py_ssize_t lines_before)
 
 @cython.locals(c=RulesSpansCollector, seg=Segment, sub=dict, billing=dict, n=Py_ssize_t,
-               texts=list)
+               i=Py_ssize_t, texts=list, raw=str, letter=Py_UCS4)
 cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lines_before)
 
-@cython.locals(text=str, tokens=list, f=list, meaning=tuple, raw=str, letter=Py_UCS4, part=tuple,
+@cython.locals(text=str, tokens=list, f=list, meaning=tuple, raw=str, part=tuple,
                dates=tuple, view_lines=list, refs=list, i=Py_ssize_t, kind=int,
                contiguous=bint, open_line=bint, other_payer=bint, separators=tuple,
                element=str, component=str, terminator=str)
