@@ -18,6 +18,12 @@ cdef class _Batch:
     cdef public dict covering
 
 
+# module functions the rules call once a claim, line or finding: C calls (cpdef: still
+# importable, cin_is_valid by gateway/fhir/mapping/engine.py)
+cpdef bint cin_is_valid(str cin) except -1
+cpdef _day_number(day)
+cpdef str _first_day(lines)
+cpdef located(template, str where, ordinal)
 cdef tuple _line_place(object place, Py_ssize_t index)
 cdef object _covering(_Batch ctx, str cin, object day)
 
@@ -55,7 +61,7 @@ cdef class EncounterRules:
 
     @cython.locals(cin_memo=dict, line_memo=dict, provider_memo=dict, day_numbers=dict,
                    pof_checked=set, units_per_day=dict, loaded=dict, evidence_memo=dict,
-                   age_ranges=dict, own_index=bint, for_submitter=bint, member_known=bint,
+                   age_ranges=dict, own_seen=dict, own_index=bint, for_submitter=bint, member_known=bint,
                    has_providers=bint, index=Py_ssize_t, covering=list, here=list, ecm=list,
                    info=tuple, key=tuple, tail=tuple, known=tuple)
     cdef list _check_one(self, tuple v, object place, _Batch ctx)

@@ -630,6 +630,9 @@ class EncounterRules:
         line_memo = self._line_memo
         seen = self._seen_lines
         own_index = self._seen_own
+        # (our own index is exactly a dict: typed so in the compiled build, its setdefault a C
+        # call; another one is any mapping, read through its own get / item assignment)
+        own_seen = seen if own_index else None
         provider_memo = self._provider_memo
         day_numbers = self._day_numbers
         pof_checked = self._pof_checked
@@ -697,7 +700,7 @@ class EncounterRules:
                 if label is None:
                     label = place.label
                 entry = (label, number)
-                first = seen.setdefault(key, entry)
+                first = own_seen.setdefault(key, entry)
                 if first is not entry:
                     self._put_line(out, "ECM-DUP-001", place, index,
                                    {"other": f"{first[0]} line {first[1]}".strip()})
