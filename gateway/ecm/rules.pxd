@@ -61,11 +61,13 @@ cdef class EncounterRules:
 
     @cython.locals(cin_memo=dict, line_memo=dict, provider_memo=dict, day_numbers=dict,
                    pof_checked=set, units_per_day=dict, loaded=dict, evidence_memo=dict,
-                   age_ranges=dict, own_seen=dict, own_index=bint, for_submitter=bint, member_known=bint,
-                   has_providers=bint, index=Py_ssize_t, covering=list, here=list, ecm=list,
+                   age_ranges=dict, own_seen=dict, own_index=bint, for_submitter=bint,
+                   member_known=bint, has_providers=bint, index=Py_ssize_t, covering=list, here=list, ecm=list,
                    info=tuple, key=tuple, tail=tuple, known=tuple)
     cdef list _check_one(self, tuple v, object place, _Batch ctx)
 
+    @cython.locals(day_numbers=dict)
+    cdef _age(self, birth, day)
     cdef list _here(self, tuple view, list covering)
     cdef _check_ages(self, list out, list ecm, object place, bint stranger)
     cdef tuple _unassigned(self, tuple view, tuple line_view, _Batch ctx)

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
+from gateway.ecm.codesets import CodeSets, ServiceCode, load_codesets
 from gateway.ecm.pof import pof_shortfalls
 from gateway.findings import Finding, Severity
 from gateway.model.view import ClaimView, LineView, view_of
@@ -774,15 +774,9 @@ class EncounterRules:
                     continue
                 pofs = assignment.pof_codes
                 low, high = age_ranges.get(pofs) or self._age_range(pofs)
-                # the member's age on the day (age_on's, from two memoised day numbers: ≈ 5 µs
-                # less a member than the days it turns each age, made once a member and POFs)
-                n = day_numbers.get(day)
-                if n is None:
-                    n = day_numbers[day] = _day_number(day)
-                b = day_numbers.get(birth)
-                if b is None:
-                    b = day_numbers[birth] = _day_number(birth)
-                age = (n - b) // 10000
+                # the member's age on the day (from two memoised day numbers: ≈ 5 µs less a
+                # member than the days it turns each age, made once a member and POFs)
+                age = self._age(birth, day)
                 if age < low or age >= high:
                     # an age some POF does not fit: the findings, in the rules' order
                     self._check_ages(out, ecm, place, stranger)
@@ -816,6 +810,19 @@ class EncounterRules:
         if found is None:
             found = self._evidence_memo[pofs] = any(p in self._evidence_pofs for p in pofs)
         return found
+
+    def _age(self, birth: date, day: date) -> int:
+        """The age on ``day`` of a member born on ``birth``
+        (:func:`~gateway.ecm.codesets.age_on`'s), from the run's memoised day numbers
+        (:func:`_day_number`: no date tuples compared, no Python call a line)."""
+        day_numbers = self._day_numbers
+        n = day_numbers.get(day)
+        if n is None:
+            n = day_numbers[day] = _day_number(day)
+        b = day_numbers.get(birth)
+        if b is None:
+            b = day_numbers[birth] = _day_number(birth)
+        return (n - b) // 10000
 
     def _age_range(self, pofs: tuple[str, ...]) -> tuple[float, float]:
         """The ages every POF of ``pofs`` fits: ``low <= age < high`` (memo)."""
@@ -865,7 +872,7 @@ class EncounterRules:
         for day, assignment in dict.fromkeys(ecm):  # a date seen again: the same outcome
             if assignment is None or assignment.birth_date is None:
                 continue
-            age = age_on(assignment.birth_date, day)
+            age = self._age(assignment.birth_date, day)
             for pof in assignment.pof_codes:
                 verdict = verdicts.get((pof, age), _MISSING)
                 if verdict is _MISSING:
