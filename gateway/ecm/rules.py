@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from gateway.ecm.codesets import CodeSets, ServiceCode, age_on, load_codesets
+from gateway.ecm.codesets import CodeSets, ServiceCode, load_codesets
 from gateway.ecm.pof import pof_shortfalls
 from gateway.findings import Finding, Severity
 from gateway.model.view import ClaimView, LineView, view_of
@@ -95,7 +95,8 @@ def _first_day(lines) -> str:
 
 class _Batch:
     """What one batch of claims reads from the registries (a :class:`Snapshot`) and the
-    per-batch memo of the assignment covering a member's date."""
+    per-batch memo of the assignment covering a member's date. (Compiled: an extension type,
+    its fields declared in rules.pxd; the slots are the pure-Python build's.)"""
 
     __slots__ = ("assignments", "enrolments", "cs", "events", "history_keys", "history_cins",
                  "first_ecm", "covering")
@@ -109,6 +110,24 @@ class _Batch:
         self.history_cins = {key[0] for key in snap.history_keys}
         self.first_ecm = snap.first_ecm_line
         self.covering: dict[tuple[str, date], object] = {}
+
+
+def _line_place(place: ClaimPlace, index) -> tuple:
+    """Where line ``index`` (an int) of the claim at ``place`` is: (its path, its segment
+    ordinal, an int or None); the claim's own when the place names fewer lines."""
+    lines, ordinals = place.lines, place.line_ordinals
+    return (lines[index] if index < len(lines) else place.claim,
+            ordinals[index] if index < len(ordinals) else place.ordinal)
+
+
+def _covering(ctx: _Batch, cin: str, day: date):
+    """:func:`covering_assignment`, memoised for the batch."""
+    key = (cin, day)
+    try:
+        return ctx.covering[key]
+    except KeyError:
+        found = ctx.covering[key] = covering_assignment(ctx.assignments.get(cin, ()), day)
+        return found
 
 
 _NO_FINDINGS: tuple = ()
@@ -206,7 +225,11 @@ class EncounterRules:
     (code-set matches, places of service, units, program rules, provider periods, messages)
     for the whole run, and reads the registries once per batch (:meth:`Registry.snapshot`).
     Each rule keeps its meaning, id, message and location (tests/test_ecm_fast_path.py
-    compares every finding with the reference engine)."""
+    compares every finding with the reference engine).
+
+    Compiled, the engine is an extension type (rules.pxd): its attributes are typed C fields
+    and its per-claim steps C calls; anything else set on an instance (a spy replacing
+    :meth:`check`) goes to its ``__dict__`` as on a plain class."""
 
     def __init__(self, registry: Registry | None = None,
                  catalogue: RuleCatalogue | None = None, codesets: CodeSets | None = None,
@@ -344,12 +367,7 @@ class EncounterRules:
         # claim views: plain tuples in ClaimView order (the 837P reader's, or an encounter's)
         views = [e if isinstance(e, tuple) else view_of(e) for e, _ in batch]
         ctx = _Batch(self._snapshot(views))
-        check_one = self._check_one
-        # the run's memos and settings, looked up once a batch instead of once a claim
-        run = (self._put, self._cin_memo, self._line_memo, self._seen_lines, self._seen_own,
-               self._provider_memo, self._day_numbers, self._pof_checked, self.loaded,
-               self._for_submitter, self._units_per_day)
-        return [check_one(view, place, ctx, run) for view, (_, place) in zip(views, batch)]
+        return [self._check_one(view, place, ctx) for view, (_, place) in zip(views, batch)]
 
     def _snapshot(self, views: list[tuple]) -> Snapshot:
         if self.registry is None or not views:
@@ -397,7 +415,7 @@ class EncounterRules:
         """:meth:`_put` with the values as keywords."""
         self._put(out, rule_id, where, ordinal, values, restricted, anywhere)
 
-    def _put(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
+    def _put(self, out: list[Finding], rule_id: str, where: str, ordinal,
              values: dict, restricted: bool = False, anywhere: bool = False) -> None:
         """Add the finding of ``rule_id`` at ``where`` (segment ``ordinal``) with the values its
         message shows (a dict read, never changed: the hot path passes it as it is, no
@@ -458,6 +476,13 @@ class EncounterRules:
                     return
         out.append(finding)
 
+    def _put_line(self, out: list[Finding], rule_id: str, place: ClaimPlace, index,
+                  values: dict, restricted: bool = False) -> None:
+        """:meth:`_put` at line ``index`` (an int) of the claim at ``place``
+        (:func:`_line_place`)."""
+        where, ordinal = _line_place(place, index)
+        self._put(out, rule_id, where, ordinal, values, restricted)
+
     def _shown_fields(self, rule_id: str, audience: str) -> tuple:
         """``(shown, form)``: the names of the values the finding's message(s) show - the
         rule's and, for a submitter, its ``to_submitter`` form's - or None (all values: a field
@@ -485,12 +510,6 @@ class EncounterRules:
             shown = None
         found = self._shown[(rule_id, audience)] = (shown, form)
         return found
-
-    @staticmethod
-    def _line_place(place: ClaimPlace, index: int) -> tuple[str, int | None]:
-        lines, ordinals = place.lines, place.line_ordinals
-        return (lines[index] if index < len(lines) else place.claim,
-                ordinals[index] if index < len(ordinals) else place.ordinal)
 
     # -- memos ----------------------------------------------------------------------------------
     def _code_outcome(self, code: str, modifiers: tuple, day: date) -> tuple:
@@ -533,7 +552,7 @@ class EncounterRules:
             found = self._units_memo[text] = (value > 0, float(value), units_text(value))
         return found
 
-    def _provider(self, npi: str, day: date) -> tuple[bool, bool, frozenset]:
+    def _provider(self, npi: str, day: date) -> tuple:
         """(any period active on ``day``, any of them ECM, the CS services of the CS ones)."""
         key = (npi, day)
         found = self._provider_memo.get(key)
@@ -545,20 +564,20 @@ class EncounterRules:
         return found
 
     def _check_provider(self, out: list[Finding], npi: str, day: date, service, program: str,
-                        place: ClaimPlace, index: int) -> None:
+                        place: ClaimPlace, index) -> None:
         """The line's provider in the directory on ``day``: active (ECM-PRV-002), and offering
         the line's benefit: ECM (ECM-PRV-003) or the line's Community Support (ECM-CS-001)."""
         active, is_ecm, cs_services = self._provider_memo.get((npi, day)) or \
             self._provider(npi, day)
         if not active:
-            self._add(out, "ECM-PRV-002", *self._line_place(place, index), npi=npi,
+            self._add(out, "ECM-PRV-002", *_line_place(place, index), npi=npi,
                       day=day.isoformat())
         elif program == "ECM":
             if not is_ecm:
-                self._add(out, "ECM-PRV-003", *self._line_place(place, index), npi=npi,
+                self._add(out, "ECM-PRV-003", *_line_place(place, index), npi=npi,
                           day=day.isoformat())
         elif service.service not in cs_services:
-            self._add(out, "ECM-CS-001", *self._line_place(place, index), npi=npi,
+            self._add(out, "ECM-CS-001", *_line_place(place, index), npi=npi,
                       service=service.service, day=day.isoformat())
 
     def _program(self, program: str, day: date, county: str):
@@ -567,16 +586,6 @@ class EncounterRules:
             return self._program_memo[key]
         except KeyError:
             found = self._program_memo[key] = self.codes.program_rule(program, day, county)
-            return found
-
-    @staticmethod
-    def _covering(ctx: _Batch, cin: str, day: date):
-        """:func:`covering_assignment`, memoised for the batch."""
-        key = (cin, day)
-        try:
-            return ctx.covering[key]
-        except KeyError:
-            found = ctx.covering[key] = covering_assignment(ctx.assignments.get(cin, ()), day)
             return found
 
     # -- one claim ------------------------------------------------------------------------------
@@ -612,21 +621,24 @@ class EncounterRules:
             (day, code, modifier_text, units))
         return found
 
-    def _check_one(self, v: tuple, place: ClaimPlace, ctx: _Batch, run: tuple) -> list[Finding]:
-        """The findings of one claim view (a plain tuple in :class:`ClaimView` order);
-        ``run``: the run's memos and settings (:meth:`_check`)."""
+    def _check_one(self, v: tuple, place: ClaimPlace, ctx: _Batch) -> list[Finding]:
+        """The findings of one claim view (a plain tuple in :class:`ClaimView` order)."""
         out: list[Finding] = []
-        # the run's own memos, typed for the compiled build (their get/add/in are C calls, not
-        # method look-ups: ≈ 0.2 µs each, ~14 a claim); exactly a dict or set (they are made so)
-        cin_memo: dict
-        line_memo: dict
-        provider_memo: dict
-        day_numbers: dict
-        pof_checked: set
-        units_per_day: dict
-        (put, cin_memo, line_memo, seen, own_index, provider_memo, day_numbers, pof_checked,
-         loaded,
-         for_submitter, units_per_day) = run
+        # the run's memos and settings: in the compiled build typed fields of the engine
+        # (rules.pxd), so reading one is a C struct read, and their get/add/in C calls
+        cin_memo = self._cin_memo
+        line_memo = self._line_memo
+        seen = self._seen_lines
+        own_index = self._seen_own
+        # (our own index is exactly a dict: typed so in the compiled build, its setdefault a C
+        # call; another one is any mapping, read through its own get / item assignment)
+        own_seen = seen if own_index else None
+        provider_memo = self._provider_memo
+        day_numbers = self._day_numbers
+        pof_checked = self._pof_checked
+        loaded = self.loaded
+        for_submitter = self._for_submitter
+        units_per_day = self._units_per_day
         cin, npi, tin, claim_rendering, _, claim_pos, lines = v
         valid_cin = cin_memo.get(cin)
         if valid_cin is None:
@@ -634,7 +646,7 @@ class EncounterRules:
                 cin_memo.clear()
             valid_cin = cin_memo[cin] = cin_is_valid(cin)
         if not valid_cin:
-            put(out, "ECM-MEM-001", place.member, place.ordinal, _NO_VALUES)
+            self._put(out, "ECM-MEM-001", place.member, place.ordinal, _NO_VALUES)
         assignments = ctx.assignments.get(cin)
         # the assignment covering each line's date (every rule below reads it)
         if not assignments:
@@ -648,7 +660,7 @@ class EncounterRules:
                 end is None or line[5] <= end) else None for line in lines]
         else:
             member_known = True
-            covering = [self._covering(ctx, cin, line[5]) for line in lines]
+            covering = [_covering(ctx, cin, line[5]) for line in lines]
         # whether it is the submitter's: only a submitter audience is told less about a
         # member not assigned to it (a plan gets every finding as it is)
         here = self._here(v, covering) if for_submitter else None
@@ -663,39 +675,39 @@ class EncounterRules:
         for index, line in enumerate(lines):
             number, code, modifiers, units_raw, pos, day, day_end, rendering = line
             if day_end is not None and day_end < day:
-                put(out, "ECM-DATE-001", *self._line_place(place, index),
-                    {"day": day.isoformat(), "end": day_end.isoformat()})
+                self._put_line(out, "ECM-DATE-001", place, index,
+                               {"day": day.isoformat(), "end": day_end.isoformat()})
             key = (code, modifiers, day, pos or claim_pos, units_raw)
             info = line_memo.get(key)
             if info is None:
                 info = self._line_info(key)
             service, program, static, positive, amount, tail = info
             if static:
-                where = self._line_place(place, index)
+                where, ordinal = _line_place(place, index)
                 for rule_id, values in static:
-                    put(out, rule_id, *where, values)
+                    self._put(out, rule_id, where, ordinal, values)
             if positive and service is not None and service.unit_limit_per_day is not None:
                 per_day = (cin, code, day)
                 total = units_per_day.get(per_day, 0) + amount
                 units_per_day[per_day] = total
                 if total > service.unit_limit_per_day:
-                    put(out, "ECM-UNIT-002", *self._line_place(place, index),
-                        {"units": units_text(total), "code": code, "day": day.isoformat(),
-                         "limit": service.unit_limit_per_day})
+                    self._put_line(out, "ECM-UNIT-002", place, index,
+                                   {"units": units_text(total), "code": code,
+                                    "day": day.isoformat(), "limit": service.unit_limit_per_day})
             # duplicates: in the file, then against the history
             key = (cin, npi, tail[0], tail[1], tail[2], tail[3])  # (no list made to unpack)
             if own_index:  # (a dict: one look-up, the line kept unless already there)
                 if label is None:
                     label = place.label
                 entry = (label, number)
-                first = seen.setdefault(key, entry)
+                first = own_seen.setdefault(key, entry)
                 if first is not entry:
-                    put(out, "ECM-DUP-001", *self._line_place(place, index),
-                        {"other": f"{first[0]} line {first[1]}".strip()})
+                    self._put_line(out, "ECM-DUP-001", place, index,
+                                   {"other": f"{first[0]} line {first[1]}".strip()})
             else:
                 first = seen.get(key)
                 if first is not None:
-                    put(out, "ECM-DUP-001", *self._line_place(place, index), {"other": first})
+                    self._put_line(out, "ECM-DUP-001", place, index, {"other": first})
                 else:
                     if label is None:
                         label = place.label
@@ -703,8 +715,8 @@ class EncounterRules:
             if history_keys is not None:
                 old = history_keys.get(key)
                 if old is not None:
-                    put(out, "ECM-DUP-002", *self._line_place(place, index),
-                        {"claim": old.claim_id, "line": old.line_number})
+                    self._put_line(out, "ECM-DUP-002", place, index,
+                                   {"claim": old.claim_id, "line": old.line_number})
             if service is None:
                 continue
             assignment = covering[index] if member_known else None
@@ -713,17 +725,17 @@ class EncounterRules:
                 ecm.append((day, assignment))
                 if member_known:
                     if assignment is None:
-                        put(out, "ECM-MEM-003", *self._line_place(place, index),
-                            {"day": day.isoformat()}, line_stranger)
+                        self._put_line(out, "ECM-MEM-003", place, index,
+                                       {"day": day.isoformat()}, line_stranger)
                     else:
                         # one assigned ECM provider at a time (002:1545, 002:1602-1604): only
                         # the assignment covering the date counts, never an older overlapping one
                         n = assignment.provider_npi
                         if n != npi and n != rendering and n != claim_rendering and not (
                                 assignment.provider_tin and assignment.provider_tin == tin):
-                            put(out, "ECM-PRV-001", *self._line_place(place, index),
-                                {"day": day.isoformat(), "assigned": n or "unknown"},
-                                line_stranger)
+                            self._put_line(out, "ECM-PRV-001", place, index,
+                                           {"day": day.isoformat(), "assigned": n or "unknown"},
+                                           line_stranger)
                     if enrolments:
                         self._check_programs(out, enrolments, place, index, day, line_stranger)
                 elif loaded["members"] and valid_cin and unassigned is None:
@@ -750,8 +762,8 @@ class EncounterRules:
         if unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = unassigned
             # ECM-MEM-004/005 go to the trusted provider itself: told as they are
-            put(out, rule, place.member, place.ordinal, {"day": _first_day(lines), **values},
-                stranger)
+            self._put(out, rule, place.member, place.ordinal,
+                      {"day": _first_day(lines), **values}, stranger)
         if ecm and member_known:
             if len(day_numbers) > 100_000:
                 day_numbers.clear()
@@ -762,15 +774,9 @@ class EncounterRules:
                     continue
                 pofs = assignment.pof_codes
                 low, high = age_ranges.get(pofs) or self._age_range(pofs)
-                # the member's age on the day (age_on's, from two memoised day numbers: ≈ 5 µs
-                # less a member than the days it turns each age, made once a member and POFs)
-                n = day_numbers.get(day)
-                if n is None:
-                    n = day_numbers[day] = _day_number(day)
-                b = day_numbers.get(birth)
-                if b is None:
-                    b = day_numbers[birth] = _day_number(birth)
-                age = (n - b) // 10000
+                # the member's age on the day (from two memoised day numbers: ≈ 5 µs less a
+                # member than the days it turns each age, made once a member and POFs)
+                age = self._age(birth, day)
                 if age < low or age >= high:
                     # an age some POF does not fit: the findings, in the rules' order
                     self._check_ages(out, ecm, place, stranger)
@@ -778,8 +784,12 @@ class EncounterRules:
         if ecm and loaded["history"] and member_known and cin not in pof_checked:
             pof_checked.add(cin)
             evidence = False
+            evidence_memo = self._evidence_memo
             for a in assignments:
-                if self._has_evidence_pof(a.pof_codes):
+                found = evidence_memo.get(a.pof_codes)
+                if found is None:
+                    found = self._has_evidence_pof(a.pof_codes)
+                if found:
                     evidence = True
                     break
             if evidence:
@@ -790,8 +800,8 @@ class EncounterRules:
                     shown_first = _first_day(lines)
                     member, ordinal = place.member, place.ordinal  # (once, not once a gap)
                     for gap in gaps:
-                        put(out, "ECM-POF-001", member, ordinal, {"day": shown_first, **gap},
-                            stranger, True)
+                        self._put(out, "ECM-POF-001", member, ordinal,
+                                  {"day": shown_first, **gap}, stranger, True)
         return out
 
     def _has_evidence_pof(self, pofs: tuple[str, ...]) -> bool:
@@ -800,6 +810,19 @@ class EncounterRules:
         if found is None:
             found = self._evidence_memo[pofs] = any(p in self._evidence_pofs for p in pofs)
         return found
+
+    def _age(self, birth: date, day: date) -> int:
+        """The age on ``day`` of a member born on ``birth``
+        (:func:`~gateway.ecm.codesets.age_on`'s), from the run's memoised day numbers
+        (:func:`_day_number`: no date tuples compared, no Python call a line)."""
+        day_numbers = self._day_numbers
+        n = day_numbers.get(day)
+        if n is None:
+            n = day_numbers[day] = _day_number(day)
+        b = day_numbers.get(birth)
+        if b is None:
+            b = day_numbers[birth] = _day_number(birth)
+        return (n - b) // 10000
 
     def _age_range(self, pofs: tuple[str, ...]) -> tuple[float, float]:
         """The ages every POF of ``pofs`` fits: ``low <= age < high`` (memo)."""
@@ -835,10 +858,11 @@ class EncounterRules:
                     a.provider_tin and a.provider_tin == v.tin))
         return here
 
-    def _check_ages(self, out, ecm: list[tuple[date, object]], place: ClaimPlace,
+    def _check_ages(self, out, ecm: list, place: ClaimPlace,
                     stranger: bool) -> None:
         """The member's age on each ECM date fits every POF of the assignment covering it
-        (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
+        (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv). ``ecm``: the
+        (date, covering assignment) pairs of the claim's ECM lines."""
         reported = set()
         pof_ages = self.codes.pof_ages
         # (memo: whether a POF fits an age - None - or the text of its ages; two Python calls,
@@ -848,7 +872,7 @@ class EncounterRules:
         for day, assignment in dict.fromkeys(ecm):  # a date seen again: the same outcome
             if assignment is None or assignment.birth_date is None:
                 continue
-            age = age_on(assignment.birth_date, day)
+            age = self._age(assignment.birth_date, day)
             for pof in assignment.pof_codes:
                 verdict = verdicts.get((pof, age), _MISSING)
                 if verdict is _MISSING:
@@ -885,7 +909,7 @@ class EncounterRules:
         return "ECM-MEM-005", values
 
     def _check_cs_authorization(self, out, v: tuple, service: ServiceCode,
-                                place: ClaimPlace, index: int, ctx: _Batch, day: date,
+                                place: ClaimPlace, index, ctx: _Batch, day: date,
                                 stranger: bool) -> None:
         cin, npi = v[0], v[1]
         for auth in ctx.cs.get(cin, ()):
@@ -894,10 +918,10 @@ class EncounterRules:
                 return
         # told to the submitter as "not eligible": other providers' authorizations are the
         # plan's to know
-        self._add(out, "ECM-CS-002", *self._line_place(place, index), stranger,
+        self._add(out, "ECM-CS-002", *_line_place(place, index), stranger,
                   service=service.service, day=day.isoformat(), npi=npi)
 
-    def _check_programs(self, out, enrolments, place: ClaimPlace, index: int, day: date,
+    def _check_programs(self, out, enrolments, place: ClaimPlace, index, day: date,
                         stranger: bool = False) -> None:
         for enrolment in enrolments:
             # (Enrolment.covers' own test, called directly: one Python call a line, not two)
@@ -911,5 +935,5 @@ class EncounterRules:
                 continue  # dual-eligible HHP/WPC members transition to ECM (002:1159-1160)
             rule = _PROGRAM_RULES.get(rule_row.approach)
             if rule:
-                self._put(out, rule, *self._line_place(place, index),
-                          {"day": day.isoformat(), "program": enrolment.program}, stranger)
+                self._put_line(out, rule, place, index,
+                               {"day": day.isoformat(), "program": enrolment.program}, stranger)
