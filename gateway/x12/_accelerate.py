@@ -33,8 +33,8 @@ MODULES = (
     "gateway.x12.engine.nodes",
     "gateway.x12.engine.elements",
     "gateway.x12.engine.maps",
-    # the ECM rules' per-claim checks and POF evidence (issue 14; plain Python, no .pxd:
-    # gateway/ecm/__init__.py installs the finder before either can be imported)
+    # the ECM rules' per-claim checks (rules.pxd: the engine's extension types) and POF
+    # evidence (issue 14; gateway/ecm/__init__.py installs the finder before either is imported)
     "gateway.ecm.rules",
     "gateway.ecm.pof",
     # the registry snapshot's row loops (gateway/registry/__init__.py installs the finder)
