@@ -13,6 +13,56 @@
 # internal steps are ``cdef``: C calls, not reachable from Python (nothing outside the module
 # calls them).
 cimport cython
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    int T_OBJECT_EX
+
+
+# A Finding's slots written in place (rules.py _finding): the offsets of a slotted class's
+# slots, read from their member descriptors (None unless each of ``names`` is a plain object
+# slot of ``cls`` itself), and a fresh instance (``new(cls)``) with its slots set at them, as a
+# slot's setter sets a fresh instance's (a reference taken, the empty slot's NULL left).
+cdef inline object _slot_offsets(type cls, tuple names):
+    cdef list offsets = []
+    for name in names:
+        descriptor = cls.__dict__.get(name)
+        if type(descriptor).__name__ != "member_descriptor":
+            return None
+        if (<PyMemberDescrObject*>descriptor).d_member.type != T_OBJECT_EX:
+            return None
+        offsets.append((<PyMemberDescrObject*>descriptor).d_member.offset)
+    return tuple(offsets)
+
+
+cdef inline void _put_slot(object obj, Py_ssize_t offset, object value) noexcept:
+    cdef PyObject** slot = <PyObject**>((<char*><PyObject*>obj) + offset)
+    cdef PyObject* old = slot[0]
+    Py_INCREF(value)
+    slot[0] = <PyObject*>value
+    Py_XDECREF(old)
+
+
+cdef inline object _filled(object new, type cls, tuple offsets, object rule, object severity,
+                           object location, object message, object source, object segment,
+                           object context, object plan_rule, object plan_message):
+    cdef object obj = new(cls)
+    _put_slot(obj, offsets[0], rule)
+    _put_slot(obj, offsets[1], severity)
+    _put_slot(obj, offsets[2], location)
+    _put_slot(obj, offsets[3], message)
+    _put_slot(obj, offsets[4], source)
+    _put_slot(obj, offsets[5], segment)
+    _put_slot(obj, offsets[6], context)
+    _put_slot(obj, offsets[7], plan_rule)
+    _put_slot(obj, offsets[8], plan_message)
+    return obj
 
 
 cdef class _Batch:
@@ -28,6 +78,10 @@ cpdef bint cin_is_valid(str cin) except -1
 cpdef _day_number(day)
 cpdef str _first_day(lines)
 cpdef located(template, str where, ordinal)
+cdef object _finding(object rule, object severity, object location, object message,
+                     object source, object segment, object context, object plan_rule,
+                     object plan_message)
+cdef object _SLOT_OFFSETS
 cdef tuple _line_place(object place, Py_ssize_t index)
 cdef object _covering(_Batch ctx, str cin, object day)
 
