@@ -104,9 +104,10 @@ def test_counted_claims_as_text_or_views(pipelining, generated, monkeypatch, kee
 @pytest.mark.parametrize("counted", [False, True], ids=["records", "counted"])
 def test_smaller_batches_once_the_input_is_read(pipelining, generated, monkeypatch, keeping_up,
                                                  counted):
-    """Once the reader has read the input's last byte (its last chunk's claims still to come),
-    the batches shrink to LAST_BATCHES claims while the worker keeps up (the batch it checks
-    after the caller is done is then small), not while it lags; the findings are the same."""
+    """Once the reader has read all but NEAR_END_BYTES of the input (the claims of those and
+    of the chunks read still to come), the batches shrink to LAST_BATCHES claims while the
+    worker keeps up (the batch it checks after the caller is done is then small), not while it
+    lags; the findings are the same."""
     from gateway.x12 import validate
 
     monkeypatch.setattr(pipelined.RulesWorker, "keeping_up", lambda self, lag=1: keeping_up)
@@ -115,7 +116,8 @@ def test_smaller_batches_once_the_input_is_read(pipelining, generated, monkeypat
     monkeypatch.setattr(pipelined.RulesWorker, "submit",
                         lambda self, batch: sizes.append(len(batch)) or real(self, batch))
     path, registry = generated
-    assert path.stat().st_size > 2 * 64 * 1024  # (more than the reader's first read)
+    # (more than the reader's first read and the end's bytes)
+    assert path.stat().st_size > validate.NEAR_END_BYTES + 2 * 64 * 1024
     here, there, worked = both_ways(path, registry, counted=counted)
     assert worked and here == there
     full = EncounterRules(registry).batch_size
