@@ -163,7 +163,7 @@ def start(rules: EncounterRules, size: int | None,
         return None
     import multiprocessing
 
-    from gateway.tabular import collector_paused  # noqa: F401 - (the worker's, loaded once)
+    from gateway.gcpause import collector_paused  # noqa: F401 - (the worker's, loaded once)
 
     context = multiprocessing.get_context("fork")
     # (in a list the parent empties once the worker has its copy: an image is not kept here)

@@ -360,7 +360,7 @@ class EncounterRules:
         collector is paused meanwhile: the batch's snapshot (thousands of small objects, alive
         for the whole batch, freed by reference counting after it) would otherwise be promoted
         and re-scanned with everything the caller holds."""
-        from gateway.tabular import collector_paused
+        from gateway.gcpause import collector_paused
 
         if self._worker is not None:
             self.reclaim()

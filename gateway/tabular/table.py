@@ -3,16 +3,14 @@ that fits it, then stream the data rows through the row validator."""
 
 from __future__ import annotations
 
-import gc
 import re
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Iterator
 
 from gateway.findings import Finding
+from gateway.gcpause import collector_paused
 from gateway.rules import RuleCatalogue, default_catalogue
 from gateway.tabular.layouts import (
     KINDS, Layout, default_fields, layout_names, load_layout, load_layouts,
@@ -318,31 +316,6 @@ def open_table(path: Path, kind: str, layout: str | Layout | None = None, *,
                catalogue: RuleCatalogue | None = None, folder: Path | None = None) -> TableReader:
     """A streaming reader (for very large files whose rows should not all be kept)."""
     return TableReader(path, kind, layout, catalogue=catalogue, folder=folder)
-
-
-_gc_lock = threading.Lock()
-_gc_depth = 0
-_gc_was_enabled = False
-
-
-@contextmanager
-def collector_paused():
-    """Keep the cyclic garbage collector from re-scanning the growing list of kept rows (it
-    makes a 100k-row read two to three times slower). Nested and concurrent reads share one
-    pause; the collector's previous state comes back when the last one ends."""
-    global _gc_depth, _gc_was_enabled
-    with _gc_lock:
-        if _gc_depth == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_depth += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_depth -= 1
-            if _gc_depth == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 def read_table(path: Path, kind: str, layout: str | Layout | None = None, *,
