@@ -73,8 +73,8 @@ cdef class RulesSpansCollector(ClaimCollector):
                first=Py_UCS4, pos=str, at=Py_ssize_t)
 cpdef tuple light_claim_view(RulesSpansCollector collector, list buf, Py_ssize_t lines_before)
 
-@cython.locals(c=RulesSpansCollector, seg=Segment, sub=dict, billing=dict, n=Py_ssize_t,
-               i=Py_ssize_t, texts=list, raw=str, letter=Py_UCS4)
+@cython.locals(c=RulesSpansCollector, seg=Segment, last=Segment, sub=dict, billing=dict,
+               n=Py_ssize_t, i=Py_ssize_t, texts=list, raw=str, letter=Py_UCS4, terminator=str)
 cpdef tuple light_claim_text(RulesSpansCollector collector, list buf, object lines_before)
 
 @cython.locals(text=str, tokens=list, f=list, meaning=tuple, raw=str, part=tuple,

@@ -1117,20 +1117,23 @@ def light_claim_text(collector, buf, lines_before):  # (types: claims837.pxd)
     sub: dict = c._subscriber.data if c._subscriber is not None else {}
     billing: dict = c._billing.data if c._billing is not None else {}
     n = len(buf)
-    first = buf[0].ordinal
-    if buf[n - 1].ordinal - first == n - 1:
+    seg = buf[0]
+    first = seg.ordinal
+    last = buf[n - 1]
+    if last.ordinal - first == n - 1:
         ordinals = first
     else:
         ordinals = tuple([seg.ordinal for seg in buf])
-    texts = []
+    texts = [None] * n  # (filled in place: the segments' texts, the terminator joins them)
     for i in range(n):
         seg = buf[i]
         raw = seg.raw
         letter = raw[0] if raw else "R"
         # (a REF, HI or PRV: no part of the view, goes empty (split, an empty text is no new
         # string in the worker); the CLM is the first segment)
-        texts.append("" if i and (letter == "R" or letter == "H" or letter == "P") else raw)
-    return (c.separators[2].join(texts), c.separators, ordinals, lines_before,
+        texts[i] = "" if i and (letter == "R" or letter == "H" or letter == "P") else raw
+    terminator = c.separators[2]
+    return (terminator.join(texts), c.separators, ordinals, lines_before,
             sub["member"]["id"], billing["name"]["id"], billing.get("tin", ""),
             sub["payer"]["id"], c._tx, c._claim_index, sub.get("index", 0))
 
