@@ -157,6 +157,7 @@ class _Seen:
 @dataclass
 class _ClaimState:
     ecm_days: list[date] = field(default_factory=list)
+    unassigned_days: list[date] = field(default_factory=list)
     unassigned: tuple[str, dict] | None = None
 
 
@@ -191,7 +192,7 @@ class EncounterRules:
         self._seen_lines = {}  # line key -> label; any mapping with get / item assignment
         self._units_per_day: dict[tuple, float] = {}
         self._pof_checked: set[str] = set()
-        self._first_presumptive: dict[tuple[str, str], date] = {}
+        self._first_presumptive: dict[str, dict[str, date]] = {}
 
     def use_seen_index(self, index) -> None:
         """Keep the file-wide duplicate index elsewhere (e.g. on disk for a huge invoice):
@@ -235,7 +236,23 @@ class EncounterRules:
                 cins, npis, days=(min(days), max(days)),
                 events=(frozenset(self.codes.event_by_place), frozenset(self.codes.event_by_code)),
                 ecm_codes=self._ecm_codes if self.presumptive else frozenset())
+        if self.presumptive:  # each trusted provider's earliest ECM line in the batch first
+            for e, _ in batch:
+                arrangement = self._arrangement(e.payer.id)
+                npi = e.billing_provider.npi
+                if arrangement is None or npi not in arrangement.providers \
+                        or snapshot.assignments.get(e.member.cin):
+                    continue
+                days = [line.service_date for line in e.claim.lines
+                        if line.procedure_code in self._ecm_codes]
+                if days:
+                    ours = self._first_presumptive.setdefault(e.member.cin, {})
+                    ours[npi] = min([*days, *([ours[npi]] if npi in ours else [])])
         return [self._check_one(e, place, snapshot) for e, place in batch]
+
+    def _arrangement(self, payer: str):
+        return self.presumptive.get(payer) if isinstance(self.presumptive, dict) \
+            else self.presumptive
 
     # -- one encounter --------------------------------------------------------------------------
     def _add(self, out: list[Finding], rule_id: str, where: str, ordinal: int | None,
@@ -307,11 +324,14 @@ class EncounterRules:
             ordinal = place.line_ordinals[index] if index < n_ordinals else place.ordinal
             self._check_line(out, e, line, where, ordinal, place, snap, member_known, claim,
                              covering[index], here[index])
+        if claim.unassigned_days:
+            claim.unassigned = self._unassigned(e, claim.unassigned_days, snap)
         if claim.unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = claim.unassigned
-            # ECM-MEM-004/005 go to the trusted provider itself: told as they are
-            self._add(out, rule, place.member, place.ordinal, stranger,
-                      **{"day": shown_first, **values})
+            # ECM-MEM-004/005 go to the trusted provider itself: told as they are; ECM-MEM-007
+            # as a member not the submitter's
+            self._add(out, rule, place.member, place.ordinal,
+                      stranger or rule == "ECM-MEM-007", **{"day": shown_first, **values})
         if claim.ecm_days and member_known:
             self._check_ages(out, cin, claim.ecm_days, place, snap, stranger)
         if claim.ecm_days and self.loaded["history"] and member_known \
@@ -375,9 +395,8 @@ class EncounterRules:
                 self._check_assignment(out, e, line, where, ordinal, snap, day, stranger,
                                        assignment)
                 self._check_programs(out, e.member.cin, where, ordinal, snap, day, stranger)
-            elif self.loaded["members"] and cin_is_valid(e.member.cin) \
-                    and claim.unassigned is None:
-                claim.unassigned = self._unassigned(e, line, snap)
+            elif self.loaded["members"] and cin_is_valid(e.member.cin):
+                claim.unassigned_days.append(day)
             self._check_provider(out, e, "ECM", None, where, ordinal, snap, day)
         else:  # Community Supports: its own benefit, never checked against ECM assignment
             self._check_cs_authorization(out, e, service, where, ordinal, snap, day, stranger)
@@ -455,25 +474,36 @@ class EncounterRules:
         self._add(out, "ECM-PRV-001", where, ordinal, stranger, day=day.isoformat(),
                   assigned=assignment.provider_npi or "unknown")
 
-    def _unassigned(self, e: Encounter, line: ServiceLine, snap: Snapshot
+    def _unassigned(self, e: Encounter, days: list[date], snap: Snapshot
                     ) -> tuple[str, dict]:
-        """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
-        ECM-MEM-005 after it) when the plan's setting names the billing provider."""
-        npi = e.billing_provider.npi
-        arrangement = self.presumptive.get(e.payer.id) if isinstance(self.presumptive, dict) \
-            else self.presumptive
+        """ECM-MEM-002; or, for a trusted provider, ECM-MEM-007 when another trusted
+        provider's period began first (same day: known first - the registry, then this run's
+        order) and covers a line, else ECM-MEM-004 (every line inside its own period, which
+        starts at its earliest known line) or ECM-MEM-005."""
+        npi, cin = e.billing_provider.npi, e.member.cin
+        arrangement = self._arrangement(e.payer.id)
         if arrangement is None or npi not in arrangement.providers:
             return "ECM-MEM-002", {}
-        key = (e.member.cin, npi)
-        firsts = [d for d in (snap.first_ecm_line.get(key), self._first_presumptive.get(key),
-                              line.service_date) if d is not None]
-        first = min(firsts)
-        self._first_presumptive[key] = first
-        last = first + timedelta(days=arrangement.days - 1)
-        values = {"npi": npi, "day": first.isoformat(), "end": last.isoformat()}
-        if line.service_date <= last:
-            return "ECM-MEM-004", values
-        return "ECM-MEM-005", values
+        span = timedelta(days=arrangement.days - 1)
+        ours = self._first_presumptive.setdefault(cin, {})
+        opened = {}
+        for (member, other), day in snap.first_ecm_line.items():
+            if member == cin and other in arrangement.providers:
+                opened[other] = (day, 0)
+        for rank, (other, day) in enumerate(ours.items(), start=1):
+            if other not in opened or day < opened[other][0]:
+                opened[other] = (day, opened[other][1] if other in opened else rank)
+        first = min([*days, *([opened[npi][0]] if npi in opened else [])])
+        ours[npi] = first
+        mine = (first, opened[npi][1] if npi in opened else len(ours))
+        for other, (start, rank) in opened.items():
+            if other != npi and (start, rank) < mine and any(
+                    start <= day <= start + span for day in days):
+                return "ECM-MEM-007", {"holder": other, "day": start.isoformat(),
+                                       "end": (start + span).isoformat()}
+        end = first + span
+        values = {"npi": npi, "day": first.isoformat(), "end": end.isoformat()}
+        return ("ECM-MEM-004" if max(days) <= end else "ECM-MEM-005"), values
 
     def _check_cs_authorization(self, out, e: Encounter, service: ServiceCode, where: str,
                                 ordinal: int | None, snap: Snapshot, day: date,

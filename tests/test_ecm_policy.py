@@ -310,6 +310,108 @@ def test_presumptive_only_for_trusted_providers():
 
 
 # -- 6. One ECM provider at a time (002:1545, 002:1602-1604) ------------------------------------
+def _claims(*specs):
+    """(encounter, place) pairs of one batch: each spec (day, npi) or (days, npi), one claim."""
+    batch = []
+    for number, (days, npi) in enumerate(specs, 1):
+        days = days if isinstance(days, list) else [days]
+        e = encounter(cin=NEW, npi=npi, day=days[0], lines=len(days))
+        for line, day in zip(e.claim.lines, days):
+            line.service_date = day
+        e.claim.id = f"P{number}"
+        batch.append((e, place(len(days))))
+    return batch
+
+
+def _verdicts(engine, batch):
+    return [[(f.rule, f.message) for f in found if f.rule.startswith("ECM-MEM")]
+            for found in engine.check(batch)]
+
+
+def test_presumptive_period_does_not_depend_on_the_order_of_the_lines():
+    # 002:1536-1542 "a fixed period of time": from the member's first line, whatever order the
+    # lines come in (an audit found the last line first opening a period of its own)
+    reg = reg_with(members=[member()])
+    days = [date(2026, 11, 1), date(2026, 11, 30), date(2026, 12, 1)]
+    for order in (days, days[::-1], [days[2], days[0], days[1]]):
+        engine = EncounterRules(reg, presumptive=PRESUMPTIVE)
+        found = _verdicts(engine, _claims(*[(d, ECM_NPI) for d in order]))
+        by_day = {d: rows[0][0] for d, rows in zip(order, found)}
+        assert by_day == {date(2026, 11, 1): "ECM-MEM-004", date(2026, 11, 30): "ECM-MEM-004",
+                          date(2026, 12, 1): "ECM-MEM-005"}, order
+
+
+def test_presumptive_claim_with_a_line_after_the_period_is_rejected():
+    reg = reg_with(members=[member()])
+    engine = EncounterRules(reg, presumptive=PRESUMPTIVE)
+    inside, straddling = _verdicts(engine, _claims(
+        ([date(2026, 11, 1), date(2026, 11, 30)], ECM_NPI),
+        ([date(2026, 11, 29), date(2026, 12, 1)], ECM_NPI)))
+    assert [rule for rule, _ in inside] == ["ECM-MEM-004"]
+    assert straddling == [("ECM-MEM-005", "the provisional period of provider NPI 1000000004 "
+                           "for this member (2026-11-01 to 2026-11-30) is over and the plan "
+                           "has not decided yet")]
+
+
+TWO_TRUSTED = Presumptive(frozenset({ECM_NPI, OTHER_NPI}), 30)
+
+
+def test_one_provider_at_a_time_under_presumptive_authorization():
+    # 002:1544-1545: one ECM provider at a time; the provider whose period began first holds
+    # the member (the same day: the one met first)
+    reg = reg_with(members=[member()])
+    engine = EncounterRules(reg, presumptive=TWO_TRUSTED)
+    first, second, later = _verdicts(engine, _claims(
+        (date(2026, 11, 2), ECM_NPI), (date(2026, 11, 2), OTHER_NPI),
+        (date(2026, 12, 2), OTHER_NPI)))
+    assert [rule for rule, _ in first] == ["ECM-MEM-004"]
+    assert second == [("ECM-MEM-007", "provider NPI 1000000004 already bills this member under "
+                       "presumptive authorization (2026-11-02 to 2026-12-01); a member has one "
+                       "ECM provider at a time")]
+    # after the holder's period the other provider's own period (from its first line) applies
+    assert [rule for rule, _ in later] == ["ECM-MEM-005"]
+    # an earlier line of the second provider makes it the holder, whatever the order
+    engine = EncounterRules(reg, presumptive=TWO_TRUSTED)
+    a, b = _verdicts(engine, _claims((date(2026, 11, 5), ECM_NPI),
+                                     (date(2026, 11, 3), OTHER_NPI)))
+    assert (a[0][0], b[0][0]) == ("ECM-MEM-007", "ECM-MEM-004")
+
+
+def test_another_providers_period_is_told_to_the_submitter_as_not_its_member():
+    reg = reg_with(members=[member()])
+    engine = EncounterRules(reg, presumptive=TWO_TRUSTED, audience="submitter",
+                            submitter=((OTHER_NPI,), ()))
+    found = engine.check(_claims((date(2026, 11, 2), ECM_NPI), (date(2026, 11, 2), OTHER_NPI)))
+    told = [(f.rule, f.message) for f in found[1] if f.rule.startswith("ECM-MEM")]
+    assert told == [("ECM-MEM-010", "the member is not assigned to you on 2026-11-02")]
+    assert ECM_NPI not in str([f.message for f in found[1]])
+
+
+def test_recorded_presumptive_lines_continue_the_period_and_are_rechecked():
+    from gateway.ecm.presumptive import recheck
+
+    reg = reg_with(members=[member()])
+    engine = EncounterRules(reg, presumptive=PRESUMPTIVE)
+    assert [r for r, _ in _verdicts(engine, _claims((date(2026, 11, 2), ECM_NPI)))[0]] == [
+        "ECM-MEM-004"]
+    assert engine.presumptive_lines() == [{"cin": NEW, "billing_npi": ECM_NPI,
+                                           "first_day": date(2026, 11, 2),
+                                           "last_day": date(2026, 11, 2)}]
+    reg.replace_presumptive(engine.presumptive_lines(), "provider:p:submission:1")
+    # the next submission (a new engine) continues the period instead of opening one
+    later = EncounterRules(reg, presumptive=PRESUMPTIVE)
+    assert _verdicts(later, _claims((date(2026, 12, 4), ECM_NPI)))[0][0][1].endswith(
+        "(2026-11-02 to 2026-12-01) is over and the plan has not decided yet")
+    other = [(7, member(cin=NEW, npi=OTHER_NPI, start=date(2026, 12, 1)))]
+    assert [(f.rule, f.location, f.message) for f in recheck(reg, other, PRESUMPTIVE)] == [
+        ("ECM-MEM-006", "row 7, column Member CIN",
+         "ECM lines of provider NPI 1000000004 from 2026-11-02 to 2026-11-02 were accepted "
+         "under presumptive authorization, but this MIF assigns the member to provider NPI "
+         "1000000012")]
+    reg.replace_presumptive([], "provider:p:submission:1")  # a re-run replaces them
+    assert recheck(reg, other, PRESUMPTIVE) == []
+
+
 def test_only_the_assignment_covering_the_date_counts():
     reg = reg_with(members=[member(npi=ECM_NPI, start=date(2026, 1, 1)),
                             member(npi=OTHER_NPI, start=date(2026, 3, 1))])

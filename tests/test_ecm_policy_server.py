@@ -96,3 +96,48 @@ def test_presumptive_authorization_per_plan_setting(tmp_path, monkeypatch):
     # the trusted provider itself is told the provisional acceptance (its own arrangement)
     told = [f["rule"] for f in world.store.findings(again.submission_id)]
     assert "ECM-MEM-004" in told
+
+
+def test_presumptive_period_continues_across_submissions_and_the_mif_rechecks_it(
+        tmp_path, monkeypatch):
+    # an audit: each provider submission opened a new period (the server's history holds a
+    # provider's lines only once the plan sends them to the state) and the MIF re-check never
+    # fired in the server; the periods are now recorded per submission (presumptive_lines)
+    from gateway.registry.store import presumptive_lines
+
+    setting = {"presumptive_authorization": {"providers": ["1234500001"], "days": 60}}
+    monkeypatch.setattr(plans, "plan_settings",
+                        lambda plan: setting if plan == "demo-plan" else {})
+    world = make_world(tmp_path)
+    first = world.send("harbor", MIXED)  # MIX-E-NOMEMBER: 2025-06-03, an unknown member
+    told = {f["rule"]: f["message"] for f in world.store.findings(first.submission_id)}
+    assert told["ECM-MEM-004"].endswith("from 2025-06-03 to 2025-08-01, pending the plan's "
+                                        "decision; the plan's member file will settle them")
+    assert count(world, presumptive_lines, "provider:harbor:submission:%") == 1
+    at = MIXED.index(b"CLM*MIX-E-NOMEMBER")
+    later = MIXED[:at] + MIXED[at:].replace(b"DTP*472*D8*20250603", b"DTP*472*D8*20250802", 1)
+    later = later.replace(b"000000501", b"000000502").replace(b"*501*X*", b"*502*X*") \
+        .replace(b"*501~", b"*502~").replace(b"20250630", b"20250815") \
+        .replace(b"*250630*", b"*250815*")  # (new control numbers and file date)
+    assert later.count(b"20250802") == 1 and later != MIXED
+    second = world.send("harbor", later)
+    told = {f["rule"]: f["message"] for f in world.store.findings(second.submission_id)}
+    assert "ECM-MEM-004" not in told and not [r for r in told if r.startswith("X12-")], told
+    assert told["ECM-MEM-005"] == ("the provisional period of provider NPI 1234500001 for this "
+                                   "member (2025-06-03 to 2025-08-01) is over and the plan has "
+                                   "not decided yet")
+    assert count(world, presumptive_lines, "provider:harbor:submission:%") == 2
+    # the plan's MIF assigns the member to another provider: the re-check warns on its row
+    mif = (HERE / "mif-overlapping.csv").read_text().splitlines()
+    row = mif[1].replace("94100002B", "99999999Z").replace("Harbor Community Health Center",
+                                                           "Mesa Family Services") \
+        .replace("1234500001", "1234658387")
+    done = world.upload("demo-plan", HERE / "mif.csv",
+                        payload=("\n".join([mif[0], row]) + "\n").encode())
+    found = [(f["rule"], f["location"], f["message"])
+             for f in world.store.findings(done.submission_id, view="plan")
+             if f["rule"] == "ECM-MEM-006"]
+    assert found == [("ECM-MEM-006", "row 2, column Member CIN",
+                      "ECM lines of provider NPI 1234500001 from 2025-06-03 to 2025-08-02 were "
+                      "accepted under presumptive authorization, but this MIF assigns the "
+                      "member to provider NPI 1234658387")]

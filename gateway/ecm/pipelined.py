@@ -57,7 +57,8 @@ DEFAULT_PIPELINE_BYTES = 1024 * 1024
 # messages: one byte of kind, then the body
 _BATCH, _END, _STATE, _QUIT = b"B", b"E", b"S", b"Q"  # to the worker
 _FINDINGS, _DONE, _ERROR = b"F", b"D", b"X"  # from it (and _STATE)
-_STATE_FIELDS = ("_seen_lines", "_units_per_day", "_pof_checked", "_first_presumptive")
+_STATE_FIELDS = ("_seen_lines", "_units_per_day", "_pof_checked", "_first_presumptive",
+                 "_presumptive_days")
 
 
 class RulesWorkerError(RuntimeError):

@@ -2,16 +2,16 @@
 002:1536-1542: a trusted provider authorizes and is paid "for a fixed period of time until
 Contractor authorizes or denies"). ECM lines a trusted provider billed for a member before the
 member was in any MIF sit in the encounter history; when a MIF assigns that member, each such
-provider's lines are compared with the assignment: another provider, or a benefit that starts
+provider's lines (with the presumptive lines the server recorded from the provider's own
+submissions: :meth:`~gateway.registry.store.Registry.presumptive_periods`) are compared with
+the assignment: another provider, or a benefit that starts
 after the lines, is a warning on the MIF row (ECM-MEM-006) for the plan to settle."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from gateway.ecm.codesets import load_codesets
 from gateway.findings import Finding
-from gateway.registry.store import Registry, history
+from gateway.registry.store import Registry
 from gateway.rules import RuleCatalogue, default_catalogue
 
 
@@ -28,28 +28,18 @@ def recheck(registry: Registry, rows: list[tuple[int, dict]], arrangement,
     by_cin: dict[str, list[tuple[int, dict]]] = {}
     for number, row in rows:
         by_cin.setdefault(row["member_cin"], []).append((number, row))
-    c = history.c
     found: list[Finding] = []
-    cins = sorted(by_cin)
-    with registry.engine.connect() as conn:
-        for start in range(0, len(cins), 500):
-            chunk = cins[start:start + 500]
-            query = (select(c.cin, c.billing_npi, func.min(c.service_date),
-                            func.max(c.service_date))
-                     .where(c.cin.in_(chunk), c.procedure_code.in_(codes),
-                            c.billing_npi.in_(sorted(arrangement.providers)))
-                     .group_by(c.cin, c.billing_npi).order_by(c.cin, c.billing_npi))
-            for cin, npi, first, last in conn.execute(query):
-                why = _uncovered(by_cin[cin], npi, first)
-                if why is None:
-                    continue
-                number = by_cin[cin][0][0]
-                finding = catalogue.finding("ECM-MEM-006", f"row {number}, column {header}",
-                                            None, npi=npi, day=first.isoformat(),
-                                            first=first.isoformat(),
-                                            last=last.isoformat(), why=why)
-                if finding:
-                    found.append(finding)
+    periods = registry.presumptive_periods(by_cin, arrangement.providers, codes)
+    for (cin, npi), (first, last) in sorted(periods.items()):
+        why = _uncovered(by_cin[cin], npi, first)
+        if why is None:
+            continue
+        number = by_cin[cin][0][0]
+        finding = catalogue.finding("ECM-MEM-006", f"row {number}, column {header}", None,
+                                    npi=npi, day=first.isoformat(), first=first.isoformat(),
+                                    last=last.isoformat(), why=why)
+        if finding:
+            found.append(finding)
     return found
 
 

@@ -95,7 +95,7 @@ cdef class EncounterRules:
     # (any mapping with get / item assignment: use_seen_index)
     cdef public object _seen_lines
     cdef public bint _seen_own, _for_submitter
-    cdef public dict _units_per_day, _first_presumptive
+    cdef public dict _units_per_day, _first_presumptive, _presumptive_days
     cdef public set _pof_checked
     cdef public dict _code_memo, _place_memo, _units_memo, _modifier_memo, _provider_memo
     cdef public dict _providers, _program_memo, _messages, _shown, _cin_memo, _line_memo
@@ -121,7 +121,8 @@ cdef class EncounterRules:
                    pof_checked=set, units_per_day=dict, loaded=dict, evidence_memo=dict,
                    age_ranges=dict, own_seen=dict, own_index=bint, for_submitter=bint,
                    member_known=bint, has_providers=bint, index=Py_ssize_t, covering=list,
-                   here=list, ecm=list, info=tuple, key=tuple, tail=tuple, known=tuple)
+                   here=list, ecm=list, unassigned_days=list, info=tuple, key=tuple,
+                   tail=tuple, known=tuple)
     cdef list _check_one(self, tuple v, object place, _Batch ctx)
 
     # (the ECM-AGE-001 findings' ages too, not codesets.age_on: the pass 853.2M -> 842.8M)
@@ -129,7 +130,9 @@ cdef class EncounterRules:
     cdef _age(self, birth, day)
     cdef list _here(self, tuple view, list covering)
     cdef _check_ages(self, list out, list ecm, object place, bint stranger)
-    cdef tuple _unassigned(self, tuple view, tuple line_view, _Batch ctx)
+    cdef tuple _unassigned(self, tuple view, list days, _Batch ctx)
+    cdef _arrangement(self, str payer)
+    cdef _presumptive_firsts(self, list views, _Batch ctx)
     cdef _check_cs_authorization(self, list out, tuple v, object service, object place,
                                  Py_ssize_t index, _Batch ctx, object day, bint stranger)
     cdef _check_programs(self, list out, object enrolments, object place, Py_ssize_t index,

@@ -274,7 +274,10 @@ class EncounterRules:
         self._seen_own = True  # the index above is ours: values (label, line number)
         self._units_per_day: dict[tuple, float] = {}
         self._pof_checked: set[str] = set()
-        self._first_presumptive: dict[tuple[str, str], date] = {}
+        # presumptive authorization: member -> trusted provider -> first day; (member,
+        # provider) -> (first day, latest line) of the lines judged (presumptive_lines)
+        self._first_presumptive: dict[str, dict[str, date]] = {}
+        self._presumptive_days: dict[tuple[str, str], tuple[date, date]] = {}
         # memos for the run: they depend on codes, dates and the registries, which do not
         # change while the rules run
         self._code_memo: dict[tuple, tuple] = {}
@@ -371,6 +374,8 @@ class EncounterRules:
         # claim views: plain tuples in ClaimView order (the 837P reader's, or an encounter's)
         views = [e if isinstance(e, tuple) else view_of(e) for e, _ in batch]
         ctx = _Batch(self._snapshot(views))
+        if self.presumptive:
+            self._presumptive_firsts(views, ctx)
         return [self._check_one(view, place, ctx) for view, (_, place) in zip(views, batch)]
 
     def _snapshot(self, views: list[tuple]) -> Snapshot:
@@ -663,6 +668,7 @@ class EncounterRules:
         here = self._here(v, covering) if for_submitter else None
         ecm: list[tuple[date, object]] = []  # (date, covering assignment) of the ECM lines
         unassigned = None
+        unassigned_days: list[date] = []  # the ECM lines' dates of a member with no assignment
         label = None
         # the history's lines on the batch's dates, when this member has any (most have none:
         # no duplicate key to make and look up a line)
@@ -735,8 +741,8 @@ class EncounterRules:
                                            line_stranger)
                     if enrolments:
                         self._check_programs(out, enrolments, place, index, day, line_stranger)
-                elif loaded["members"] and valid_cin and unassigned is None:
-                    unassigned = self._unassigned(v, line, ctx)
+                elif loaded["members"] and valid_cin:
+                    unassigned_days.append(day)  # (the verdict after the loop: _unassigned)
                 if has_providers:
                     known = provider_memo.get((npi, day))
                     if known is None:
@@ -753,14 +759,18 @@ class EncounterRules:
                         known = self._provider(npi, day)
                     if not known[0] or service.service not in known[2]:
                         self._check_provider(out, npi, day, service, program, place, index)
+        if unassigned_days:
+            unassigned = self._unassigned(v, unassigned_days, ctx)
         if unassigned is None and not ecm:
             return out
         stranger = here is not None and not any(here)
         if unassigned is not None:  # ECM lines for a member with no ECM assignment
             rule, values = unassigned
-            # ECM-MEM-004/005 go to the trusted provider itself: told as they are
+            # ECM-MEM-004/005 go to the trusted provider itself: told as they are; ECM-MEM-007
+            # (another provider's period) is told as a member not the submitter's
             self._put(out, rule, place.member, place.ordinal,
-                      {"day": _first_day(lines), **values}, stranger)
+                      {"day": _first_day(lines), **values},
+                      stranger or rule == "ECM-MEM-007")
         if ecm and member_known:
             if len(day_numbers) > 100_000:
                 day_numbers.clear()
@@ -885,25 +895,102 @@ class EncounterRules:
                           {"age": age, "day": day.isoformat(), "pof": pof, "ages": verdict},
                           stranger, True)
 
-    def _unassigned(self, view: tuple, line_view: tuple, ctx: _Batch) -> tuple[str, dict]:
-        """ECM-MEM-002, or a presumptive authorization (ECM-MEM-004 inside the period,
-        ECM-MEM-005 after it) when the plan's setting names the billing provider."""
-        v, line = ClaimView._make(view), LineView._make(line_view)
-        npi = v.npi
-        arrangement = self.presumptive.get(v.payer) if isinstance(self.presumptive, dict) \
-            else self.presumptive
+    def _unassigned(self, view: tuple, days: list, ctx: _Batch) -> tuple[str, dict]:
+        """ECM-MEM-002, or a presumptive authorization when the plan's setting names the
+        billing provider, for a claim's ECM lines of dates ``days`` (ECM Policy Guide
+        002:1536-1542: select providers authorize ECM "for a fixed period of time until
+        Contractor authorizes or denies"):
+
+        * the period runs ``arrangement.days`` from the member's first such line with that
+          provider: the earliest of the registry's (the plan's history and the presumptive
+          lines recorded from earlier submissions), the lines checked before and this batch's
+          (:meth:`_presumptive_firsts`), so the lines' order within a batch or a claim does not
+          move it (across batches and files a line is judged by the earliest line known when it
+          is checked: a file's claims are not held back);
+        * ECM-MEM-004 when every line is inside it, ECM-MEM-005 when any is after it;
+        * one ECM provider at a time (002:1544-1545): when another trusted provider's period
+          began first (the same day: the one known first) and covers any of the lines,
+          ECM-MEM-007 (told to the submitter as not its member)."""
+        v = ClaimView._make(view)
+        cin, npi = v.cin, v.npi
+        arrangement = self._arrangement(v.payer)
         if arrangement is None or npi not in arrangement.providers:
             return "ECM-MEM-002", {}
-        key = (v.cin, npi)
-        firsts = [d for d in (ctx.first_ecm.get(key), self._first_presumptive.get(key),
-                              line.day) if d is not None]
-        first = min(firsts)
-        self._first_presumptive[key] = first
-        last = first + timedelta(days=arrangement.days - 1)
+        trusted = arrangement.providers
+        length = timedelta(days=arrangement.days - 1)
+        ours = self._first_presumptive.get(cin)
+        if ours is None:
+            ours = self._first_presumptive[cin] = {}
+        # each trusted provider's first day with the member: (first, rank) - rank 0 for the
+        # registry's (earlier submissions), then the order this run met them in
+        firsts: dict[str, tuple] = {}
+        for (member, other), day in ctx.first_ecm.items():
+            if member == cin and other in trusted:
+                firsts[other] = (day, 0)
+        for rank, (other, day) in enumerate(ours.items(), 1):
+            known = firsts.get(other)
+            if known is None or day < known[0]:
+                firsts[other] = (day, rank if known is None else known[1])
+        first = min(days)
+        known = firsts.get(npi)
+        if known is not None and known[0] < first:
+            first = known[0]
+        ours[npi] = first
+        mine = (first, known[1] if known is not None else len(ours))
+        latest = max(days)
+        for other, opened in firsts.items():
+            if other != npi and opened < mine and \
+                    any(opened[0] <= d <= opened[0] + length for d in days):
+                return "ECM-MEM-007", {"holder": other, "day": opened[0].isoformat(),
+                                       "end": (opened[0] + length).isoformat()}
+        last = first + length
+        seen = self._presumptive_days.get((cin, npi))
+        self._presumptive_days[(cin, npi)] = (first, latest if seen is None or latest > seen[1]
+                                              else seen[1])
         values = {"npi": npi, "day": first.isoformat(), "end": last.isoformat()}
-        if line.day <= last:
+        if latest <= last:
             return "ECM-MEM-004", values
         return "ECM-MEM-005", values
+
+    def presumptive_lines(self) -> list[dict]:
+        """The presumptive periods this engine judged lines under (ECM-MEM-004/005), one row a
+        member and provider: ``cin``, ``billing_npi``, ``first_day`` (the period's start) and
+        ``last_day`` (the latest line): what the server records
+        (:meth:`~gateway.registry.store.Registry.replace_presumptive`) so that a provider's
+        next submission continues the period and a MIF re-checks them."""
+        self.reclaim()
+        return [{"cin": cin, "billing_npi": npi, "first_day": first, "last_day": last}
+                for (cin, npi), (first, last) in self._presumptive_days.items()]
+
+    def _arrangement(self, payer: str):
+        """The presumptive-authorization arrangement of the claim's plan (``payer``), if any."""
+        if isinstance(self.presumptive, dict):
+            return self.presumptive.get(payer)
+        return self.presumptive
+
+    def _presumptive_firsts(self, views: list, ctx: _Batch) -> None:
+        """Before a batch is checked: the earliest ECM line of each member not in a MIF with
+        each trusted provider, into the run's first days (so that a later line coming first
+        cannot open the period at its own date)."""
+        firsts = self._first_presumptive
+        ecm_codes = self._ecm_codes
+        assignments = ctx.assignments
+        for view in views:
+            cin, npi = view[0], view[1]
+            arrangement = self._arrangement(view[4])
+            if arrangement is None or npi not in arrangement.providers:
+                continue
+            if assignments.get(cin):
+                continue
+            ours = firsts.get(cin)
+            if ours is None:
+                ours = firsts[cin] = {}
+            for line in view[6]:
+                day = line[5]
+                if line[1] in ecm_codes and day is not None:
+                    known = ours.get(npi)
+                    if known is None or day < known:
+                        ours[npi] = day
 
     def _check_cs_authorization(self, out, v: tuple, service: ServiceCode,
                                 place: ClaimPlace, index, ctx: _Batch, day: date,

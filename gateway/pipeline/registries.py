@@ -316,6 +316,22 @@ def replace_history(registry: Registry, source: str, rows: Iterable[dict]) -> in
     return registry.load_history(rows, source=source)
 
 
+def presumptive_source(store, sender_id: str, submission_id: str) -> str:
+    """``provider:<sender>:submission:<first submission of the replay chain>``: where the
+    presumptive periods a provider's submission was judged under are kept (a re-run or replay
+    replaces them)."""
+    return f"provider:{sender_id}:{history_source(store, submission_id)}"
+
+
+def record_presumptive(registry: Registry, source: str, rules) -> int:
+    """The presumptive periods the rule engine ``rules`` judged a provider's lines under
+    (ECM-MEM-004/005), replacing what an earlier run of the submission recorded: the next
+    submission continues the period (instead of opening a new one) and a MIF re-checks them
+    (ECM-MEM-006). Call with ``rules`` None before the run to clear them."""
+    rows = rules.presumptive_lines() if rules is not None else []
+    return registry.replace_presumptive(rows, source)
+
+
 def data_sharing_source(store, plan_id: str, sender_id: str, submission_id: str) -> str:
     """``plan:<plan>:data-sharing:<sender>:<first submission of the replay chain>``: a re-run
     or replay of what a provider sent replaces its authorizations instead of doubling them."""

@@ -77,6 +77,20 @@ data_sharing = Table(
     Column("reported_on", Date),  # the RTF production date
     Column("source", String(200), index=True),
 )
+# The ECM lines a trusted provider billed under presumptive authorization (ECM Policy Guide
+# 002:1536-1542), one row a member and provider: the period's first day and the latest line.
+# The server records them when it checks the provider's submission (source
+# ``provider:<id>:submission:<first submission of the replay chain>``): the encounter history
+# holds such lines only once the plan sends them to the state, and without them each
+# submission would open a new period and a MIF could not re-check them (ECM-MEM-006).
+presumptive_lines = Table(
+    "presumptive_lines", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cin", String(9), nullable=False, index=True),
+    Column("billing_npi", String(10), nullable=False),
+    Column("first_day", Date, nullable=False), Column("last_day", Date, nullable=False),
+    Column("source", String(200), index=True),
+)
 providers = Table(
     "providers", metadata,
     Column("id", Integer, primary_key=True),
@@ -350,6 +364,42 @@ class Registry:
     def load_cs_authorizations(self, rows: Iterable[dict], source: str) -> int:
         """Typed rows of a CS authorization file (``mappings/layouts/cs-auth``)."""
         return self._load(cs_authorizations, (cs_row(r, source) for r in rows), source)
+
+    def replace_presumptive(self, rows: Iterable[dict], source: str) -> int:
+        """The presumptive periods of one submission (``cin``, ``billing_npi``, ``first_day``,
+        ``last_day``: :meth:`~gateway.ecm.rules.EncounterRules.presumptive_lines`), replacing
+        ``source`` (a re-run or replay of it)."""
+        return self._load(presumptive_lines, ({**row, "source": source} for row in rows),
+                          source)
+
+    def presumptive_periods(self, cins: Iterable[str], npis: Iterable[str],
+                            codes: Iterable[str]) -> dict[tuple[str, str], tuple[date, date]]:
+        """(member, provider) -> (first line, latest line) of the ECM lines (procedure
+        ``codes``) the providers ``npis`` billed for ``cins``: the encounter history and the
+        recorded presumptive lines together (the re-check of a MIF, ECM-MEM-006)."""
+        from sqlalchemy import func
+
+        wanted, providers_wanted = sorted(set(cins)), sorted(set(npis))
+        codes = sorted(set(codes))
+        found: dict[tuple[str, str], tuple[date, date]] = {}
+        h, p = history.c, presumptive_lines.c
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted, 500):
+                for query in (
+                        select(h.cin, h.billing_npi, func.min(h.service_date),
+                               func.max(h.service_date))
+                        .where(h.cin.in_(chunk), h.procedure_code.in_(codes),
+                               h.billing_npi.in_(providers_wanted))
+                        .group_by(h.cin, h.billing_npi),
+                        select(p.cin, p.billing_npi, func.min(p.first_day), func.max(p.last_day))
+                        .where(p.cin.in_(chunk), p.billing_npi.in_(providers_wanted))
+                        .group_by(p.cin, p.billing_npi)):
+                    for cin, npi, first, last in conn.execute(query):
+                        known = found.get((cin, npi))
+                        if known is not None:
+                            first, last = min(first, known[0]), max(last, known[1])
+                        found[(cin, npi)] = (first, last)
+        return found
 
     def load_data_sharing(self, rows: Iterable[dict], source: str) -> int:
         """Typed RTF rows (canonical names of ``mappings/layouts/rtf``) carrying a data-sharing
@@ -656,15 +706,23 @@ class Registry:
     @staticmethod
     def _first_ecm_lines(conn, cins: list[str], codes: frozenset[str], snap: Snapshot) -> None:
         """The first ECM line (procedure code in ``codes``) per member and billing provider,
-        for members without an assignment (the start of a presumptive period)."""
+        for members without an assignment (the start of a presumptive period): in the history
+        and in the presumptive lines recorded from earlier submissions."""
         from sqlalchemy import func
 
         c = history.c
         query = (select(c.cin, c.billing_npi, func.min(c.service_date))
                  .where(c.cin.in_(cins), c.procedure_code.in_(sorted(codes)))
                  .group_by(c.cin, c.billing_npi))
-        for cin, npi, first in conn.execute(query):
-            snap.first_ecm_line[(cin, npi or "")] = first
+        p = presumptive_lines.c
+        recorded = (select(p.cin, p.billing_npi, func.min(p.first_day))
+                    .where(p.cin.in_(cins)).group_by(p.cin, p.billing_npi))
+        for query in (query, recorded):
+            for cin, npi, first in conn.execute(query):
+                key = (cin, npi or "")
+                known = snap.first_ecm_line.get(key)
+                if known is None or first < known:
+                    snap.first_ecm_line[key] = first
 
 
 _UPGRADE_LOCK = 0x45434D49  # PostgreSQL advisory lock: one process upgrades the indexes

@@ -12,7 +12,12 @@ from pathlib import Path
 
 from gateway.pipeline.delivery import X12_MEDIA, PlanDocuments, sender_finding
 from gateway.pipeline.partners import Partner, Partners
-from gateway.pipeline.registries import server_registry, server_rules
+from gateway.pipeline.registries import (
+    presumptive_source,
+    record_presumptive,
+    server_registry,
+    server_rules,
+)
 from gateway.pipeline.status import Status
 from gateway.pipeline.steps.result import StepResult
 from gateway.rules import default_catalogue
@@ -39,12 +44,19 @@ def process_invoice(store, partners: Partners, partner: Partner, submission_id: 
         if kind not in ("csv", "xlsx"):
             raise UnknownKind(f"a {kind} file is not an uploadable table; send X12 to /x12")
         if sniff_table(path) == "invoice":
+            presumptive = presumptive_source(store, partner.id, submission_id) \
+                if partner.role == "provider" else None
+            if presumptive is not None:  # (an earlier run's: see steps/x12.py)
+                record_presumptive(registry, presumptive, None)
+            rules = server_rules(registry, submitter=partner, partners=partners)
             report = validate_invoice(
-                path, rules=server_rules(registry, submitter=partner, partners=partners),
+                path, rules=rules,
                 settings_name=settings.name, received=now.date(), on_encounter=writers.write,
                 authorise=lambda encounter, where: sender_finding(
                     partner, encounter.billing_provider.npi, encounter.billing_provider.tin,
                     where))
+            if presumptive is not None and rules is not None and rules.presumptive:
+                record_presumptive(registry, presumptive, rules)
         else:
             report = validate_table(path, kind, "auto")
     except (UnknownKind, UnsupportedKind) as exc:

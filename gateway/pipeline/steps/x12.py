@@ -8,7 +8,9 @@ whose registry is there, as the command line does). TA1/999/277CA go back to the
 belong to different plans. A plan's accepted encounters go to the state and into the encounter
 history of that plan (source ``plan:<plan>:submission:<first submission of the replay
 chain>``, :func:`gateway.pipeline.registries.plan_history_source`: a re-run or replay replaces
-its lines). A provider may submit only as itself
+its lines). A provider's lines judged under presumptive authorization are recorded per
+submission (:func:`gateway.pipeline.registries.record_presumptive`): its next submission
+continues the period. A provider may submit only as itself
 (:func:`gateway.pipeline.delivery.authorise_sender`, ``GATEWAY-AUTH-001``).
 """
 
@@ -32,6 +34,8 @@ from gateway.pipeline.registries import (
     clear_history,
     forget_routed,
     plan_history_source,
+    presumptive_source,
+    record_presumptive,
     record_routed,
     replace_history,
     server_registry,
@@ -78,13 +82,18 @@ def process_x12(store, partners: Partners, partner: Partner, submission_id: str,
     if source is not None:
         # an earlier run's lines must not make this run's claims duplicates of themselves
         clear_history(registry, source)
+    presumptive = presumptive_source(store, partner.id, submission_id) \
+        if partner.role == "provider" else None
+    if presumptive is not None:  # (nor its presumptive lines open the period before them)
+        record_presumptive(registry, presumptive, None)
+    rules = server_rules(registry, submitter=partner, partners=partners)
     try:
-        checked = validate_x12(payload, keep_encounters=True,
-                               rules=server_rules(registry, submitter=partner,
-                                                  partners=partners))
+        checked = validate_x12(payload, keep_encounters=True, rules=rules)
     except NotX12Error as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None, problem=str(exc))
         return result.reject(str(exc), [finding])
+    if presumptive is not None and rules is not None and rules.presumptive:
+        record_presumptive(registry, presumptive, rules)
     checked.findings.extend(sender_findings(checked.claims, partner))
     reused = check_control_numbers(store, registry, partner, submission_id, checked, now)
     checked.findings.extend(reused)
