@@ -217,8 +217,11 @@ def test_children_thresholds_are_unpublished_so_not_tested(tmp_path):
     ("HIGH_UTILIZER", date(2005, 2, 10), date(2026, 2, 10), []),              # 21st birthday
     ("CY_SED_CHR", date(2005, 2, 11), date(2026, 2, 10), []),                 # 20
     ("CY_SED_CHR", date(2005, 2, 10), date(2026, 2, 10), ["ECM-AGE-001"]),    # 21
-    ("CY_CHILD_WELFARE", date(2000, 2, 11), date(2026, 2, 10), []),           # 25
-    ("CY_CHILD_WELFARE", date(2000, 2, 10), date(2026, 2, 10), ["ECM-AGE-001"]),  # 26
+    # child welfare: children and youth (under 21); foster care up to 26 (002:325-327)
+    ("CY_CHILD_WELFARE", date(2005, 2, 11), date(2026, 2, 10), []),           # 20
+    ("CY_CHILD_WELFARE", date(2005, 2, 10), date(2026, 2, 10), ["ECM-AGE-001"]),  # 21
+    ("CY_FOSTER_CARE", date(2000, 2, 11), date(2026, 2, 10), []),             # 25
+    ("CY_FOSTER_CARE", date(2000, 2, 10), date(2026, 2, 10), ["ECM-AGE-001"]),    # 26
 ])
 def test_age_must_fit_every_assigned_pof(pof, birth, day, expected):
     reg = reg_with(members=[member(pof=(pof,), birth=birth)])
@@ -532,6 +535,7 @@ def test_every_assumption_is_data_in_its_file_and_in_the_readme_table():
     import csv as _csv
     rows = {r["code"]: r for r in _csv.DictReader(open(PROFILES / "codesets" / "pof.csv"))}
     assert rows["INCARCERATION"]["confirmed"] == "no" and rows["HOMELESS"]["age_confirmed"] == "no"
+    assert rows["CY_FOSTER_CARE"]["confirmed"] == "no" and rows["CY_FOSTER_CARE"]["age_below"] == "26"
     methods = {r["code"]: r for r in _csv.DictReader(
         open(PROFILES / "codesets" / "outreach-methods.csv"))}
     assert methods["MAIL"]["counts_as_attempt"] == "no" and methods["TEXT"]["attempt_confirmed"] == "no"
