@@ -497,6 +497,29 @@ def test_claims_extract_with_a_bad_row_leaves_the_registry_as_it_was(tmp_path):
     assert kept == 8 and dx == "F209"  # the first file's lines, diagnoses without the dot
 
 
+@pytest.mark.parametrize("day, expected", [
+    ("2026-12-04", []),                                  # the day of the load
+    ("2026-12-05", [("ECM-HIST-002", "row 2, column Service Date",
+                     "service date 2026-12-05 is after the day of the load (2026-12-04)")]),
+    ("1966-03-01", []),
+    ("1900-01-01", [("ECM-HIST-002", "row 2, column Service Date",
+                     "service date 1900-01-01 is before Medi-Cal began (1966-03-01)")]),
+])
+def test_claims_extract_service_dates_must_be_history(tmp_path, day, expected):
+    from gateway.registry.claims import load_claims_extract
+    from tests.conftest import FIXTURES
+
+    lines = (FIXTURES / "ecm-policy" / "claims-history.csv").read_text().splitlines()
+    header, row = lines[0], lines[1]
+    old_day = row.split(",")[header.split(",").index("Service Date")]
+    path = tmp_path / "h.csv"
+    path.write_text(f"{header}\n{row.replace(old_day, day)}\n")
+    done = load_claims_extract(Registry(), path, "plan:p:claims:h.csv", today=date(2026, 12, 4))
+    assert [(f.rule, f.location, f.message) for f in done.findings
+            if f.rule != "ECM-REG-002"] == expected
+    assert done.loaded == (0 if expected else 1)
+
+
 def test_presumptive_lines_are_rechecked_when_the_mif_arrives(tmp_path):
     from gateway.ecm.presumptive import recheck
 

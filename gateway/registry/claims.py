@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from gateway.findings import Finding
@@ -15,6 +16,9 @@ from gateway.tabular import load_layout, open_table
 
 ICD10 = re.compile(r"[A-TV-Z][0-9][0-9A-Z](?:\.?[0-9A-Z]{1,4})?")
 MAX_FINDINGS = 1000  # row findings kept per file (the count is always exact)
+# the earliest service date a Medi-Cal claim can carry: the program began in March 1966
+# (California Welfare and Institutions Code 14000 et seq.; Medi-Cal's start date)
+MEDI_CAL_START = date(1966, 3, 1)
 
 
 class _Rejected(Exception):
@@ -35,14 +39,21 @@ class ClaimsLoad:
 
 
 def load_claims_extract(registry: Registry, path: Path, source: str,
-                        catalogue: RuleCatalogue | None = None) -> ClaimsLoad:
+                        catalogue: RuleCatalogue | None = None,
+                        today: date | None = None) -> ClaimsLoad:
     """Load ``path`` under ``source`` (replacing that source's lines) or, when any row has an
-    error, load nothing. Raises LayoutError when the header matches no claims layout."""
+    error, load nothing. Raises LayoutError when the header matches no claims layout. A service
+    date after ``today`` (the day of the load) or before Medi-Cal began is a row error
+    (ECM-HIST-002): history is what happened."""
     catalogue = catalogue or default_catalogue()
+    today = today or date.today()
     result = ClaimsLoad(source)
     reader = open_table(Path(path), "claims", catalogue=catalogue)
-    column = load_layout("claims", reader.layout_name).column("diagnosis_codes")
+    layout = load_layout("claims", reader.layout_name)
+    column = layout.column("diagnosis_codes")
     dx_header = column.headers[0] if column is not None else "Diagnosis Codes"
+    column = layout.column("service_date")
+    day_header = column.headers[0] if column is not None else "Service Date"
 
     good: set[str] = set()  # diagnosis codes seen valid (a file repeats them)
     keys: dict[tuple, str] = {}  # diagnoses / modifiers as stored, by their list
@@ -68,6 +79,16 @@ def load_claims_extract(registry: Registry, path: Path, source: str,
 
     def rows():
         for number, row in reader:
+            day = row["service_date"]
+            if day > today or day < MEDI_CAL_START:
+                finding = catalogue.finding(
+                    "ECM-HIST-002", f"row {number}, column {day_header}", None,
+                    day=day.isoformat(), why=f"after the day of the load ({today.isoformat()})"
+                    if day > today else f"before Medi-Cal began ({MEDI_CAL_START.isoformat()})")
+                result.errors += 1
+                if finding and len(result.findings) < MAX_FINDINGS:
+                    result.findings.append(finding)
+                continue
             codes = row["diagnosis_codes"]
             bad = [c for c in codes if c not in good and not _icd(c, good)]
             if bad:
