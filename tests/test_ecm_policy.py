@@ -451,6 +451,8 @@ def _mif_with_cs(tmp_path, county, auth, cs_service="MEALS"):
     ("Fresno", "2022-06-30", ["ECM-MIF-003"]),   # a 7/1/22 county (Appendix A)
     ("Fresno", "2022-07-01", []),
     ("Kern", "2022-01-03", []),                  # a 1/1/22 county
+    ("kern", "2022-01-03", []),                  # (any case)
+    ("NARNIA", "2022-07-01", ["ROW-006"]),       # not a California county: a row error
 ])
 def test_county_go_live(tmp_path, county, auth, expected):
     from gateway.ecm.tables import read_checked_table
