@@ -34,9 +34,14 @@ def sniff(path: Path) -> str:
         head = head[len(_BOM):]
     if _find_isa(head) >= 0:
         return _x12_kind(head)
-    if b"\x00" in head[:4096]:
+    if head.startswith(_UTF16_BOMS):  # a table saved as "Unicode text" (Excel's UTF-16):
+        # the table reader decodes it (gateway/tabular/reader.py); a cut last character of
+        # the head is replaced, not an error
+        text = head[:4096 - len(head[:4096]) % 2].decode("utf-16", errors="replace").lstrip()
+    elif b"\x00" in head[:4096]:
         raise UnknownKind("the file is binary and not of a known kind")
-    text = head.decode("utf-8", errors="replace").lstrip()
+    else:
+        text = head.decode("utf-8", errors="replace").lstrip()
     if text.startswith("{"):
         return _json_kind(path, text)
     if text.startswith("<") and "http://hl7.org/fhir" in text[:2000]:
@@ -47,6 +52,9 @@ def sniff(path: Path) -> str:
     if re.search(r"[,;\t]", first_line):
         return "csv"
     raise UnknownKind("not a file of any known kind (X12, canonical JSON, FHIR, CSV or XLSX)")
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def _x12_kind(head: bytes) -> str:

@@ -95,6 +95,23 @@ def test_encodings_and_delimiters(tmp_path, encoding, delimiter):
     else:
         assert result.findings == []
     assert sniff_table(path) == "mif"
+    # the file's kind as every edge (CLI, upload, file drop) tells it first: an audit found a
+    # UTF-16 export refused as "binary" there although the reader reads it
+    from gateway.sniff import sniff
+    assert sniff(path) == "csv"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"Member CIN,Member Last Name\n9123\x000000A,Doe\n", "the file is binary and not of a "
+                                                         "known kind"),  # a NUL in UTF-8 text
+    ("\ufeffnot a table at all".encode("utf-16-le"), "not a file of any known kind"),
+])
+def test_sniff_refuses_binary_and_unknown_text_clearly(tmp_path, content, message):
+    from gateway.sniff import UnknownKind, sniff
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    with pytest.raises(UnknownKind, match=message):
+        sniff(path)
 
 
 def test_windows_1252_punctuation(tmp_path):
