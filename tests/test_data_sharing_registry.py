@@ -157,3 +157,93 @@ def test_a_consent_is_recorded_as_the_members_plans(gateway):
             found["expiry"], found["status"], found["provider_npi"]) == (
         "demo-plan", "91230000A", True, ["GENERAL", "SUD_PART2"], "2026-06-01", "active",
         "1234500001")
+
+
+# -- one status per member, provider and scope on the day -----------------------------------------
+DS_COLUMNS = ["Data Sharing Authorization On File", "Data Sharing Authorization Date",
+              "Data Sharing Authorization Scope", "Data Sharing Authorization Expiry Date"]
+
+
+def _rtf_text(*decisions: tuple[str, str, str, str, str]) -> str:
+    """An RTF of the data-sharing layout: the clean fixture's first row (Harbor's member
+    91230000A) once per decision, with its data-sharing columns and production date:
+    (on file, date, scope, expiry, RTF production date)."""
+    template = next(csv.DictReader(io.StringIO(
+        (FIXTURES / "rtf" / "rtf-clean.csv").read_text(encoding="utf-8"))))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*template, *DS_COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    for *values, produced in decisions:
+        writer.writerow({**template, **dict(zip(DS_COLUMNS, values)),
+                         "RTF Production Date": produced})
+    return out.getvalue()
+
+
+def _rtf_file(tmp_path, name: str, *decisions: tuple[str, str, str, str, str]) -> str:
+    path = tmp_path / name
+    path.write_text(_rtf_text(*decisions), encoding="utf-8")
+    return str(path)
+
+
+def _statuses(*paths: str, as_of: str) -> list[tuple]:
+    from datetime import date
+
+    rows, files = data_sharing_from_files(list(paths), "p", date.fromisoformat(as_of))
+    assert rows is not None, [f.findings for f in files]
+    return [(r["member_cin"], "Y" if r["authorized"] else "N", r["authorization_date"],
+             ";".join(r["scope"]), r["status"]) for r in rows]
+
+
+GRANTED = ("Y", "2025-06-02", "GENERAL;SUD_PART2", "2026-06-01", "2025-07-03")
+WITHDRAWN = ("N", "2025-07-01", "GENERAL;SUD_PART2", "", "2025-07-03")
+
+
+def test_a_withdrawal_supersedes_the_authorization_from_its_date_on_the_command_line(tmp_path):
+    path = _rtf_file(tmp_path, "ds-overlap.csv", GRANTED, WITHDRAWN)
+    done = cli("report", "data-sharing", "--rtf", path, "--plan", "p", "--as-of", "2025-08-01")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        HEADER, f"p,91230000A,N,2025-07-01,GENERAL;SUD_PART2,,not-authorized,{HARBOR}"]
+    assert _statuses(path, as_of="2025-06-30") == [
+        ("91230000A", "Y", "2025-06-02", "GENERAL;SUD_PART2", "active")]
+    assert _statuses(path, as_of="2025-07-01") == [
+        ("91230000A", "N", "2025-07-01", "GENERAL;SUD_PART2", "not-authorized")]
+
+
+def test_a_later_reauthorization_supersedes_the_withdrawal(tmp_path):
+    first = _rtf_file(tmp_path, "first.csv", GRANTED)
+    withdrawn = _rtf_file(tmp_path, "withdrawn.csv", WITHDRAWN)
+    again = _rtf_file(tmp_path, "again.csv",
+                      ("Y", "2025-09-01", "GENERAL;SUD_PART2", "2026-08-31", "2025-09-05"))
+    assert _statuses(first, withdrawn, again, as_of="2025-08-15") == [
+        ("91230000A", "N", "2025-07-01", "GENERAL;SUD_PART2", "not-authorized")]
+    assert _statuses(first, withdrawn, again, as_of="2025-09-01") == [
+        ("91230000A", "Y", "2025-09-01", "GENERAL;SUD_PART2", "active")]
+    assert _statuses(first, withdrawn, again, as_of="2026-09-01") == [
+        ("91230000A", "Y", "2025-09-01", "GENERAL;SUD_PART2", "expired")]
+
+
+def test_a_withdrawal_of_one_scope_leaves_the_other_authorized(tmp_path):
+    path = _rtf_file(tmp_path, "part.csv", GRANTED,
+                     ("N", "2025-07-01", "SUD_PART2", "", "2025-07-10"))
+    assert _statuses(path, as_of="2025-08-01") == [
+        ("91230000A", "N", "2025-07-01", "SUD_PART2", "not-authorized"),
+        ("91230000A", "Y", "2025-06-02", "GENERAL", "active")]
+
+
+def test_a_withdrawal_on_the_registry_supersedes_over_the_api(gateway):
+    client, auth = gateway
+    for decision in (GRANTED, WITHDRAWN):
+        out = _rtf_text(decision)
+        sent = client.post("/files", files={"file": (f"ds-{decision[0]}.csv", out.encode(),
+                                                     "text/csv")},
+                           headers=auth["harbor"])
+        assert sent.status_code == 200, sent.text
+    answer = client.get("/registries/data-sharing?cin=91230000A&as_of=2025-08-01&format=csv",
+                        headers=auth["demo-plan"])
+    assert answer.text.splitlines() == [
+        HEADER,
+        f"demo-plan,91230000A,N,2025-07-01,GENERAL;SUD_PART2,,not-authorized,{HARBOR}"]
+    before = client.get("/registries/data-sharing?cin=91230000A&as_of=2025-06-30",
+                        headers=auth["demo-plan"]).json()["authorizations"]
+    assert [(a["authorized"], a["status"]) for a in before] == [(True, "active")]

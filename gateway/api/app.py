@@ -498,9 +498,10 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
                      format: Literal["json", "csv"] = "json",  # noqa: A002 - the API word
                      partner: Partner = Depends(partner_of)) -> Response:
         """Members' data-sharing authorizations providers reported back to the plan (ECM
-        Policy Guide 002:1589-1599; RTF data-sharing columns and FHIR Consent), newest first
-        per member, with their status on ``as_of``. A plan reads its own, an operator any
-        plan's (``plan``), a provider those it reported."""
+        Policy Guide 002:1589-1599; RTF data-sharing columns and FHIR Consent): per member,
+        provider and scope the decision that stands on ``as_of``, with its status
+        (:func:`gateway.ecm.data_sharing.in_effect`), newest first per member. A plan reads
+        its own, an operator any plan's (``plan``), a provider those it reported."""
         from gateway.ecm.data_sharing import authorization_rows, report_csv
         from gateway.pipeline.registries import plan_data_sharing, server_registry
 

@@ -2,8 +2,9 @@
 written authorization to allow data sharing (once obtained) back to the MCP" (ECM Policy Guide
 002:1598-1599). The registry is :data:`gateway.registry.store.data_sharing` (loaded from the
 data-sharing columns of RTF files, ``mappings/layouts/rtf/``, and from FHIR Consent); this
-module lists it as rows with each authorization's status on a day - for the command line
-(``ecm-gateway report data-sharing``, from RTF files) and the API (``GET
+module decides which decision stands on a day for each member, provider and scope
+(:func:`in_effect`: the latest in effect wins) and lists them with their status - for the
+command line (``ecm-gateway report data-sharing``, from RTF files) and the API (``GET
 /registries/data-sharing``, from the server's registry)."""
 
 from __future__ import annotations
@@ -21,19 +22,65 @@ def plan_of(source: str) -> str:
     return source.split(":", 2)[1] if source.startswith("plan:") else ""
 
 
+def decided_on(authorization) -> date:
+    """The day an authorization decision takes effect: its date (for a withdrawal, the day
+    it was withdrawn), else the day the RTF reporting it was produced, else always."""
+    return authorization.authorization_date or authorization.reported_on or date.min
+
+
+def in_effect(authorizations, as_of: date) -> list[tuple[object, tuple[str, ...]]]:
+    """The decisions that stand on ``as_of``: for each plan, member, provider (NPI, else TIN)
+    and scope code, the LATEST decision in effect that day (dated on or before it; a later
+    withdrawal supersedes an earlier authorization from its date, a later re-authorization
+    a withdrawal) - or, when every decision is dated later, the first to come. A tie (same
+    day, same RTF production date) goes to the withdrawal. A withdrawal naming no scope
+    withdraws every scope. Returns ``(authorization, the scope codes it decides)``, each
+    deciding authorization once."""
+    groups: dict[tuple, list] = {}
+    for a in authorizations:
+        key = (plan_of(a.source), a.cin, a.provider_npi or a.provider_tin or a.provider_name)
+        groups.setdefault(key, []).append(a)
+    out: list[tuple[object, tuple[str, ...]]] = []
+    for decisions in groups.values():
+        codes = list(dict.fromkeys(c for a in decisions for c in a.scope))
+        if not codes or any(a.authorized and not a.scope for a in decisions):
+            codes.append("")  # an authorization naming no scope: a scope of its own
+        # latest first: decision day, then report day, a withdrawal before an authorization
+        ranked = sorted(decisions, key=lambda a: (decided_on(a), a.reported_on or date.min,
+                                                  not a.authorized), reverse=True)
+        decides: dict[int, list[str]] = {}
+        for code in codes:
+            about = [a for a in ranked
+                     if code in a.scope or (not a.scope and (not a.authorized or not code))]
+            standing = [a for a in about if decided_on(a) <= as_of]
+            winner = standing[0] if standing else (about[-1] if about else None)
+            if winner is not None:
+                decides.setdefault(id(winner), []).append(code)
+        for a in ranked:
+            if id(a) in decides:
+                out.append((a, tuple(c for c in decides[id(a)] if c)))
+    return out
+
+
 def authorization_rows(authorizations, as_of: date) -> list[dict]:
-    """One dict per authorization (newest first per member), with its status on ``as_of``:
-    ``active``, ``expired``, ``not-yet-effective`` or ``not-authorized``."""
+    """One dict per member, provider and scope (codes decided by the same authorization share
+    a row: ``scope``), newest first per member, with the status on ``as_of`` of the decision
+    that stands that day (:func:`in_effect`): ``active``, ``expired``, ``not-yet-effective``
+    or ``not-authorized`` (refused, withdrawn, inactive)."""
+    standing = in_effect(authorizations, as_of)
+    standing.sort(key=lambda pair: (pair[0].cin, -decided_on(pair[0]).toordinal(),
+                                    -(pair[0].reported_on or date.min).toordinal(),
+                                    pair[0].source))
     return [{"plan": plan_of(a.source), "member_cin": a.cin,
              "authorized": a.authorized,
              "authorization_date": a.authorization_date.isoformat()
              if a.authorization_date else None,
-             "scope": list(a.scope),
+             "scope": list(scope),
              "expiry": a.expiry.isoformat() if a.expiry else None,
              "status": a.status(as_of), "provider_npi": a.provider_npi,
              "provider_tin": a.provider_tin, "provider_name": a.provider_name,
              "reported_on": a.reported_on.isoformat() if a.reported_on else None}
-            for a in authorizations]
+            for a, scope in standing]
 
 
 def report_csv(rows: list[dict]) -> bytes:

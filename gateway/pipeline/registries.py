@@ -50,6 +50,7 @@ from sqlalchemy import (
     event,
     delete,
     insert,
+    or_,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -367,17 +368,26 @@ def plan_data_sharing(registry: Registry, plan_id: str | None, cins: Iterable[st
     return registry.data_sharing(cins, source_prefix=prefix)
 
 
-def plans_of_members(registry: Registry, cins: Iterable[str]) -> dict[str, list[str]]:
-    """The plans whose MIF assigns each member (newest reporting period first)."""
+def plans_of_members(registry: Registry, cins: Iterable[str],
+                     provider=None) -> dict[str, list[str]]:
+    """The plans whose MIF assigns each member (newest reporting period first); with
+    ``provider`` (a Partner), only those assigning the member to it (an assignment, current or
+    past, naming one of its NPIs or TINs)."""
     out: dict[str, list[str]] = {}
     wanted = sorted(set(cins))
     c = assignments.c
+    query = select(c.cin, c.source).where(c.source.like(f"{PLAN_PREFIX}%"))
+    if provider is not None:
+        theirs = [c.provider_npi.in_(list(provider.npis))] if provider.npis else []
+        if provider.tins:
+            theirs.append(c.provider_tin.in_(list(provider.tins)))
+        if not theirs:
+            return out
+        query = query.where(or_(*theirs))
     with registry.engine.connect() as conn:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            rows = conn.execute(select(c.cin, c.source).where(c.cin.in_(chunk))
-                                .where(c.source.like(f"{PLAN_PREFIX}%"))
-                                .order_by(c.source.desc()))
+            rows = conn.execute(query.where(c.cin.in_(chunk)).order_by(c.source.desc()))
             for cin, source in rows:
                 plan = plan_of_source(source)
                 if plan and plan not in out.setdefault(cin, []):

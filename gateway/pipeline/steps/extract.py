@@ -3,9 +3,10 @@ the command line), for every provider at once (:func:`extract_all`) and on a sch
 (:class:`HistorySchedule`, interval from the partner file's ``schedules: {history_extract: ...}``).
 
 A provider receives only the history of ITS assigned members (assignments whose ECM provider
-NPI or TIN is the provider's): of each member the lines from a configurable lookback before the
-benefit start (per plan, ``profiles/plans/<plan>.yaml``) through the benefit period, every kind
-of claim with its diagnoses; columns are data (``mappings/history-extract/layout.yaml``).
+NPI or TIN is the provider's): of each member the lines dated while it is the covering assignee
+(one provider at a time, as claim checking decides) and those of a configurable lookback before
+its benefit start (per plan, ``profiles/plans/<plan>.yaml``), every kind of claim with its
+diagnoses (:func:`history_rows`); columns are data (``mappings/history-extract/layout.yaml``).
 
 An extract is a submission of kind ``history-extract`` in the provider's name (channel
 ``schedule`` or ``api``), processed like any other (so it is queued, retried, finished and
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 import yaml
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 
 from gateway.tabular.cells import neutral_row
 
@@ -55,61 +56,104 @@ def extract_columns() -> list[dict]:
 
 
 def history_rows(registry: Registry, provider: Partner) -> list[dict]:
-    """The history lines of the provider's assigned members: HISTORICAL lines from a
-    lookback before the benefit start (``history_extract.lookback_months`` of the assigning
-    plan's settings, profiles/plans/) through the benefit period (ECM Policy Guide 002:1695
+    """The history lines of the provider's assigned members (ECM Policy Guide 002:1695
     "Historical encounters/claims data for assigned Members"), with their diagnoses
-    (002:1696-1700). History is kept per plan (the plan's claims extracts and the 837Ps it sent
-    the state): an assignment of plan P gives the member's history of plan P only, so a member
-    who moved between plans shows each plan's providers that plan's lines (deduplicated,
-    sorted)."""
+    (002:1696-1700). A member has ONE assigned ECM provider at a time (002:1544-1545): a line
+    goes to the provider
+
+    * ``during``: when the provider is the covering assignee on the line's date -- the
+      assignment :func:`gateway.ecm.rules.covering_assignment` picks among ALL the member's
+      assignments (newest benefit start wins, as claim checking decides) is the provider's;
+      a line dated after another provider took over goes to that provider only;
+    * ``before``: when it falls in the lookback before the benefit start of one of the
+      provider's assignments (``history_extract.lookback_months`` of the assigning plan's
+      settings, profiles/plans/): the member's history before the provider's assignment,
+      including a previous provider's period.
+
+    History is kept per plan (the plan's claims extracts and the 837Ps it sent the state): an
+    assignment of plan P gives the member's history of plan P only, so a member who moved
+    between plans shows each plan's providers that plan's lines (deduplicated, sorted)."""
     from gateway.ecm.plans import lookback_months
     from gateway.ecm.pof import months_back
+    from gateway.ecm.rules import covering_assignment
+    from gateway.registry.store import Assignment
 
     a, h = assignments.c, history.c
-    mine = []
-    if provider.npis:
-        mine.append(a.provider_npi.in_(list(provider.npis)))
-    if provider.tins:
-        mine.append(a.provider_tin.in_(list(provider.tins)))
-    if not mine:
+    npis, tins = set(provider.npis), set(provider.tins)
+    if not npis and not tins:
         return []
-    within = and_(h.cin == a.cin,
-                  or_(a.benefit_end.is_(None), h.service_date <= a.benefit_end))
-    query = (select(a.source, a.benefit_start, h.cin, h.service_date, h.procedure_code,
-                    h.modifiers, h.units, h.place_of_service, h.billing_npi, h.rendering_npi,
-                    h.claim_id, h.line_number, h.diagnoses, h.source.label("history_source"),
-                    a.last_name, a.first_name, a.birth_date)
-             .select_from(assignments.join(history, within)).where(or_(*mine)))
+
+    def is_mine(found) -> bool:
+        return found.provider_npi in npis or bool(found.provider_tin
+                                                  and found.provider_tin in tins)
+
+    lookbacks: dict[str, int] = {}
     rows: dict[tuple, dict] = {}
-    lookbacks: dict[str | None, int] = {}
     with registry.engine.connect() as conn:
-        for line in conn.execute(query).mappings():
-            plan = plan_of_source(line["source"])
-            if plan is None or plan_of_source(line["history_source"]) != plan:
-                continue  # another plan's history (history is kept per plan)
-            if plan not in lookbacks:
-                lookbacks[plan] = lookback_months(plan)
-            start = line["benefit_start"]
-            if start is not None and line["service_date"] < months_back(start, lookbacks[plan]):
-                continue
-            key = (line["cin"], line["service_date"], line["claim_id"], line["line_number"],
-                   line["billing_npi"], line["procedure_code"])
-            rows.setdefault(key, {
-                "member_cin": line["cin"], "plan": plan or "",
-                "service_date": line["service_date"].isoformat(),
-                "procedure_code": line["procedure_code"] or "",
-                "modifiers": line["modifiers"] or "", "units": line["units"] or "",
-                "place_of_service": line["place_of_service"] or "",
-                "billing_npi": line["billing_npi"] or "",
-                "rendering_npi": line["rendering_npi"] or "",
-                "claim_id": line["claim_id"] or "", "line_number": line["line_number"] or "",
-                "diagnoses": line["diagnoses"] or "",
-                "period": "before" if start is not None and line["service_date"] < start
-                else "during",
-                # not extract columns: the member's name for the FHIR form
-                "member_last_name": line["last_name"], "member_first_name": line["first_name"],
-                "member_birth_date": line["birth_date"]})
+        mine = []
+        if npis:
+            mine.append(a.provider_npi.in_(sorted(npis)))
+        if tins:
+            mine.append(a.provider_tin.in_(sorted(tins)))
+        cins = sorted(set(conn.execute(select(a.cin).where(or_(*mine))).scalars()))
+        for start in range(0, len(cins), 500):
+            chunk = cins[start:start + 500]
+            # every assignment of these members, whoever's and whichever plan's: who covers a
+            # day is decided among all of them (as claim checking does)
+            members: dict[str, list[tuple]] = {}
+            for r in conn.execute(select(
+                    a.cin, a.source, a.benefit_start, a.benefit_end, a.provider_npi,
+                    a.provider_tin, a.authorization_date, a.last_name, a.first_name,
+                    a.birth_date).where(a.cin.in_(chunk)).order_by(a.cin, a.id)).mappings():
+                found = Assignment(cin=r["cin"], benefit_start=r["benefit_start"],
+                                   benefit_end=r["benefit_end"],
+                                   provider_npi=r["provider_npi"] or "",
+                                   provider_tin=r["provider_tin"] or "", pof_codes=(),
+                                   authorization_date=r["authorization_date"])
+                members.setdefault(r["cin"], []).append((found, plan_of_source(r["source"]), r))
+            for line in conn.execute(select(
+                    h.cin, h.service_date, h.procedure_code, h.modifiers, h.units,
+                    h.place_of_service, h.billing_npi, h.rendering_npi, h.claim_id,
+                    h.line_number, h.diagnoses, h.source).where(h.cin.in_(chunk))
+                    .order_by(h.id)).mappings():
+                plan = plan_of_source(line["source"])
+                held = members.get(line["cin"], [])
+                # the provider's assignments by the plan whose history the line is
+                own = [(found, r) for found, of, r in held if of == plan and is_mine(found)]
+                if plan is None or not own:
+                    continue
+                day = line["service_date"]
+                covering = covering_assignment([found for found, _, _ in held], day)
+                if covering is not None and is_mine(covering) and any(
+                        found.covers(day) for found, _ in own):
+                    period = "during"
+                else:
+                    if plan not in lookbacks:
+                        lookbacks[plan] = lookback_months(plan)
+                    if not any(found.benefit_start is not None and
+                               months_back(found.benefit_start, lookbacks[plan]) <= day
+                               < found.benefit_start for found, _ in own):
+                        continue  # neither the provider's period nor its lookback
+                    period = "before"
+                named = own[-1][1]
+                key = (line["cin"], day, line["claim_id"], line["line_number"],
+                       line["billing_npi"], line["procedure_code"])
+                rows.setdefault(key, {
+                    "member_cin": line["cin"], "plan": plan,
+                    "service_date": day.isoformat(),
+                    "procedure_code": line["procedure_code"] or "",
+                    "modifiers": line["modifiers"] or "", "units": line["units"] or "",
+                    "place_of_service": line["place_of_service"] or "",
+                    "billing_npi": line["billing_npi"] or "",
+                    "rendering_npi": line["rendering_npi"] or "",
+                    "claim_id": line["claim_id"] or "",
+                    "line_number": line["line_number"] or "",
+                    "diagnoses": line["diagnoses"] or "",
+                    "period": period,
+                    # not extract columns: the member's name for the FHIR form
+                    "member_last_name": named["last_name"],
+                    "member_first_name": named["first_name"],
+                    "member_birth_date": named["birth_date"]})
     return [rows[k] for k in sorted(rows, key=lambda k: tuple(str(x) for x in k))]
 
 

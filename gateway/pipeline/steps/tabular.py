@@ -1,9 +1,11 @@
 """Step ``tabular``: the member-level tables that feed the registries or go on to another
 partner — a plan's MIF (loaded as that plan's, replacing its MIF of the same reporting period,
 and each assigned provider partner gets the rows of its own members in the layout received) or
-roster (the plan's provider directory); a provider's RTF/OTF (rows routed to the member's plan,
-:func:`gateway.pipeline.delivery.resolve_plan`; a row naming another provider is refused,
-:func:`gateway.pipeline.delivery.authorise_sender`, ``GATEWAY-AUTH-002``)."""
+roster (the plan's provider directory); a provider's RTF/OTF (rows routed to the member's
+plan by the MIFs, :func:`gateway.pipeline.delivery.resolve_plan`, not by the row's MCP column;
+a row naming another provider is refused, :func:`gateway.pipeline.delivery.authorise_sender`,
+``GATEWAY-AUTH-002``, and so is a row about a member not assigned to the sender,
+``GATEWAY-AUTH-003``: :func:`_plan_recipients`)."""
 
 from __future__ import annotations
 
@@ -152,30 +154,51 @@ def _mif_recipients(partners: Partners, plan: Partner, table, findings: list) ->
 
 def _plan_recipients(partners: Partners, registry, provider: Partner, table,
                      findings: list) -> dict:
-    """Row numbers of an RTF/OTF per plan (:func:`resolve_plan`; the row's MCP identifier —
-    payer id or plan code — names a plan). Rows naming another ECM provider than the
-    submitting partner are refused."""
+    """Row numbers of an RTF/OTF per plan. A row goes to the MEMBER's plan
+    (:func:`resolve_plan` over the plans whose MIF assigns the member to the submitting
+    provider; the row's MCP identifier -- payer id or plan code -- only chooses among several),
+    never to a plan just because the row names it:
+
+    * a row naming another ECM provider than the submitting partner is refused
+      (``GATEWAY-AUTH-002``);
+    * a row about a member some plan's MIF knows but none assigns to the submitting provider
+      is refused (``GATEWAY-AUTH-003``): nothing of it is routed or recorded;
+    * a row whose MCP identifier names another plan than the member's gets a warning
+      (``GATEWAY-ROUTE-003``) and goes to the member's plan;
+    * a row about a member no plan's MIF knows goes to the plan its MCP identifier names,
+      else the only plan (``GATEWAY-ROUTE-002`` when none)."""
     catalogue = default_catalogue()
-    member_plans = plans_of_members(registry, {row["member_cin"] for _, row in table.rows})
+    cins = {row["member_cin"] for _, row in table.rows}
+    known = plans_of_members(registry, cins)
+    theirs = plans_of_members(registry, cins, provider=provider) \
+        if provider.role == "provider" else known
     kind = table.kind
     out: dict[str, list[int]] = {}
     for number, row in table.rows:
+        where = f"row {number}"
         npi, tin = row.get("ecm_provider_npi") or "", row.get("ecm_provider_tin") or ""
         if npi or tin:  # a row naming no provider is the sender's own
-            refused = sender_finding(provider, npi, tin, f"row {number}",
+            refused = sender_finding(provider, npi, tin, where,
                                      rule="GATEWAY-AUTH-002", npi_required=False)
             if refused is not None:
                 findings.append(refused)
                 continue
-        code = str(row.get("mcp_identifier") or "")
-        named = plan_named(partners, code)
-        target = resolve_plan(partners, provider, kind, row["member_cin"], code,
-                              {row["member_cin"]: [named]} if named
-                              else member_plans)
-        if target is None:
-            finding = catalogue.finding("GATEWAY-ROUTE-002", f"row {number}", None)
+        cin = row["member_cin"]
+        if cin in known and not theirs.get(cin):
+            finding = catalogue.finding("GATEWAY-AUTH-003", where, None, partner=provider.id)
             if finding:
                 findings.append(finding)
             continue
+        code = str(row.get("mcp_identifier") or "")
+        target = resolve_plan(partners, provider, kind, cin, code, theirs)
+        if target is None:
+            finding = catalogue.finding("GATEWAY-ROUTE-002", where, None)
+            if finding:
+                findings.append(finding)
+            continue
+        if cin in known and code and plan_named(partners, code) != target.id:
+            finding = catalogue.finding("GATEWAY-ROUTE-003", where, None, code=code)
+            if finding:
+                findings.append(finding)
         out.setdefault(target.id, []).append(number)
     return out
