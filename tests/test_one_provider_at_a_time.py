@@ -37,6 +37,7 @@ partners:
 routes:
 - {kind: rtf, from: provider, to: plan}
 - {kind: otf, from: provider, to: plan}
+- {kind: fhir, from: provider, to: plan}
 - {kind: mif, from: plan, to: provider}
 - {kind: history, from: gateway, to: provider}
 """
@@ -259,3 +260,42 @@ def test_an_otf_row_about_another_providers_member_is_refused_and_not_reported(t
     assert routed(world, found) == {"plan-a": 1}
     [document] = world.box("plan-a")
     assert [row[6] for row in world.rows(document)] == ["Member CIN", "94100005E"]
+
+
+def consent_about(cin: str) -> bytes:
+    """The data-sharing Consent fixture about the member ``cin`` (by identifier), naming no
+    organization: the sender's own."""
+    import json
+
+    from conftest import FIXTURES
+
+    bundle = json.loads((FIXTURES / "fhir" / "mappings" / "consent-data-sharing.json")
+                        .read_text(encoding="utf-8"))
+    consent = bundle["entry"][0]["resource"]
+    consent["patient"] = {"identifier": {
+        "system": "https://ecm-gateway.example.org/fhir/sid/medi-cal-cin", "value": cin}}
+    del consent["organization"]
+    return json.dumps(consent).encode()
+
+
+def post_fhir(world: World, partner: str, content: bytes) -> dict:
+    outcome = world.send(partner, content, kind="fhir", filename="Consent.json")
+    return {**world.store.submission(outcome.submission_id),
+            "findings": world.store.findings(outcome.submission_id)}
+
+
+def test_a_fhir_consent_about_another_providers_member_is_refused(two_plans):
+    # as an uploaded RTF row: the FHIR channel refused nothing (an audit's follow-up)
+    world = two_plans
+    refused = post_fhir(world, "harbor", consent_about("94200001A"))
+    assert [(f["rule"], f["location"]) for f in refused["findings"]
+            if f["rule"].startswith("GATEWAY-")] == [("GATEWAY-AUTH-003", "Consent.organization")]
+    assert world.box("plan-a") == [] and world.box("plan-b") == []
+    assert plan_data_sharing(world.registry, None) == []
+    # nor is the sender told which plan has the member
+    assert refused["summary"]["routing"] == [{"resource": refused["summary"]["resources"][0],
+                                             "plan": None}]
+    mine = post_fhir(world, "harbor", consent_about("94100002B"))
+    assert not [f for f in mine["findings"] if f["rule"].startswith("GATEWAY-")]
+    assert [(r.source.split(":")[1], r.cin) for r in plan_data_sharing(world.registry, None)] \
+        == [("plan-a", "94100002B")]

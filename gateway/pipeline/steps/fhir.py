@@ -303,6 +303,17 @@ class Router:
         if refused is not None:
             self.findings.append(refused)
             return
+        cin = row.get("Member CIN") or ""
+        if self.partner.role == "provider" and cin and self._member_rows(cin) \
+                and not self._theirs(cin):
+            # as an uploaded RTF (steps/tabular.py _plan_recipients): a member some plan's MIF
+            # knows but none assigns to the sender is not the sender's to report on
+            finding = self.catalogue.finding("GATEWAY-AUTH-003", where, None,
+                                             partner=self.partner.id)
+            if finding:
+                self.findings.append(finding)
+            entry["plan"] = None  # (nor is the sender told which plan has the member)
+            return
         if target is None:
             return self._note("FHIR-ROUTE-001", label, what=what)
         getattr(self._output(target.id), into).append(row)
@@ -374,12 +385,23 @@ class Router:
 
         return self._once(("member", cin), lambda: member_plan_rows(self.registry, cin))
 
+    def _theirs(self, cin: str) -> list[dict]:
+        """The member's plan MIF rows that assign it to the sending partner (current or past:
+        as :func:`~gateway.pipeline.registries.plans_of_members` with ``provider``)."""
+        npis, tins = set(self.partner.npis), set(self.partner.tins)
+        return [row for row in self._member_rows(cin) if row.get("provider_npi") in npis
+                or (row.get("provider_tin") and row["provider_tin"] in tins)]
+
     def _plan(self, cin: str, payer_id: str | None) -> Partner | None:
+        """The member's plan: among the plans whose MIF assigns the member to the sending
+        provider when there are any (as an uploaded RTF is routed), else any that knows it."""
         from gateway.pipeline.delivery import resolve_plan
         from gateway.pipeline.registries import plan_of_source
 
         plans: list[str] = []
-        for row in self._member_rows(cin):  # as plans_of_members answers
+        rows = (self._theirs(cin) if self.partner.role == "provider" else None) \
+            or self._member_rows(cin)
+        for row in rows:  # as plans_of_members answers
             plan = plan_of_source(row["source"])
             if plan and plan not in plans:
                 plans.append(plan)
