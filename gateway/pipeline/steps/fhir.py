@@ -304,10 +304,12 @@ class Router:
             self.findings.append(refused)
             return
         cin = row.get("Member CIN") or ""
-        if self.partner.role == "provider" and cin and self._member_rows(cin) \
-                and not self._theirs(cin):
+        if self.partner.role == "provider" and where != "Task.owner" and cin \
+                and self._member_rows(cin) and not self._theirs(cin):
             # as an uploaded RTF (steps/tabular.py _plan_recipients): a member some plan's MIF
-            # knows but none assigns to the sender is not the sender's to report on
+            # knows but none assigns to the sender is not the sender's to report on. (Not a
+            # Task: it answers a referral the plan routed to the sender, before any MIF
+            # assigns the member to it.)
             finding = self.catalogue.finding("GATEWAY-AUTH-003", where, None,
                                              partner=self.partner.id)
             if finding:
