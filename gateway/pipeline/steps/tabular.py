@@ -42,7 +42,7 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
     if table_kind == "claims":
         return _claims(store, partner, submission_id, path, result)
     try:
-        table = read_checked_table(path, table_kind)
+        table = read_checked_table(path, table_kind, today=now.date())
     except LayoutError as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None,
                                               problem=str(exc))
