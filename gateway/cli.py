@@ -849,7 +849,7 @@ def cmd_report(args) -> int:
     try:
         quarters = [Quarter.parse(q) for q in args.quarter]
     except QuarterError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--quarter: {exc}") from None
     if not args.otf:
         raise UsageError("report outreach needs at least one --otf file")
     fmt = args.format or ("xlsx" if args.output and args.output.suffix.lower() == ".xlsx"

@@ -80,7 +80,7 @@ def validate_table(path: Path, found: str, kind: str, rules=None,
     from gateway.ecm.tables import read_checked_table
 
     try:
-        table = read_checked_table(path, table_kind)
+        table = read_checked_table(path, table_kind, today=received)
     except LayoutError as exc:
         raise UnknownKind(f"{path}: {exc}") from exc
     return FileReport(path=str(path), kind=table_kind, findings=table.findings,

@@ -468,6 +468,72 @@ def test_mif_cs_columns_are_checked_against_the_cs_code_set(tmp_path):
         ("ROW-006", "row 2, column Community Supports Service")]
 
 
+# -- MIF dates of birth: none after the day checked, none over the oldest plausible age ----------
+DOB_TODAY = date(2026, 3, 15)
+DOB_WHERE = ("error", "row 2, column Member Date of Birth")
+DOB_FUTURE = (*DOB_WHERE, "Member Date of Birth is not a possible date of birth on 2026-03-15: "
+              "it is after that day")
+DOB_ERROR = (*DOB_WHERE, "Member Date of Birth is not a possible date of birth on 2026-03-15: "
+             "the member would be older than 120 years (the oldest assumed possible)")
+
+
+def _mif_born(tmp_path, birth):
+    path = _mif_with_cs(tmp_path, "Kern", "2022-01-03")
+    path.write_text(path.read_text().replace("1960-01-01", birth))
+    return path
+
+
+@pytest.mark.parametrize("birth, expected", [
+    ("2030-04-02", [("ECM-MIF-004", *DOB_FUTURE)]),  # the future: an error, no age warning
+    ("2026-03-16", [("ECM-MIF-004", *DOB_FUTURE)]),  # the day after the check
+    ("1800-04-02", [("ECM-MIF-004", *DOB_ERROR)]),  # 225 years old
+    ("1905-03-15", [("ECM-MIF-004", *DOB_ERROR)]),  # 121 on the day
+    ("1905-03-16", []),                             # 120 until the next day: possible
+])
+def test_an_impossible_birth_date_is_a_row_error(tmp_path, birth, expected):
+    from gateway.ecm.tables import read_checked_table
+
+    table = read_checked_table(_mif_born(tmp_path, birth), "mif", today=DOB_TODAY)
+    assert [(f.rule, f.severity, f.location, f.message) for f in table.findings] == expected
+
+
+def test_a_birth_date_on_the_day_checked_is_no_birth_date_error(tmp_path):
+    from gateway.ecm.tables import read_checked_table
+
+    table = read_checked_table(_mif_born(tmp_path, "2026-03-15"), "mif", today=DOB_TODAY)
+    assert "ECM-MIF-004" not in [f.rule for f in table.findings]
+
+
+def test_the_oldest_plausible_age_is_data(tmp_path):
+    from gateway.ecm.codesets import load_codesets
+
+    assert load_codesets().max_age_years == 120
+    folder = tmp_path / "codesets"
+    shutil.copytree(PROFILES / "codesets", folder)
+    (folder / "member-ages.yaml").write_text("max_age_years: 130\nconfirmed: no\n")
+    from gateway.ecm.tables import mif_findings
+    from gateway.rules import default_catalogue
+    from gateway.tabular import read_table
+
+    table = read_table(_mif_born(tmp_path, "1900-01-01"), "mif")
+    assert mif_findings(table, default_catalogue(), load_codesets(str(folder)), DOB_TODAY) == []
+
+
+def test_the_cli_refuses_a_mif_with_a_birth_date_in_the_future(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "validate",
+                           str(_mif_born(tmp_path, "2999-01-01")), "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stderr
+    import json
+    [found] = json.loads(done.stdout)["files"][0]["findings"]
+    assert (found["rule"], found["severity"], found["location"]) == (
+        "ECM-MIF-004", "error", "row 2, column Member Date of Birth")
+    assert "2999" not in found["message"]  # the member's date is not repeated
+
+
 # -- a claims extract is applied whole or not at all -------------------------------------------
 def test_claims_extract_with_a_bad_row_leaves_the_registry_as_it_was(tmp_path):
     from sqlalchemy import func, select

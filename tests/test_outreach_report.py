@@ -125,3 +125,71 @@ def test_api_report_for_a_plan(tmp_path):
         assert client.get("/reports/outreach?quarter=2025Q9",
                           headers=auth["demo-plan"]).status_code == 422
         assert client.get("/reports/outreach?quarter=2025Q1").status_code == 401
+
+
+@pytest.mark.parametrize("quarter", ["0000Q1", "9999Q4", "1899Q4", "2101Q1"])
+def test_a_quarter_out_of_range_is_a_usage_error(quarter):
+    year = quarter[:4]
+    with pytest.raises(QuarterError, match=f"^{year}Q{quarter[-1]} is out of range: the year "
+                                           "must be 1900 to 2100$"):
+        Quarter.parse(quarter)
+    done = run("report", "outreach", "--quarter", quarter, "--otf", OTF)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"ecm-gateway: error: --quarter: {year}Q{quarter[-1]} is out of "
+                           "range: the year must be 1900 to 2100\n")
+
+
+def test_the_first_and_last_quarters_in_range():
+    assert (Quarter.parse("1900Q1").first, Quarter.parse("2100Q4").last) == (
+        date(1900, 1, 1), date(2100, 12, 31))
+
+
+def test_api_a_quarter_out_of_range_is_a_422_and_the_server_stays_healthy(tmp_path):
+    from conftest import demo_gateway
+    from fastapi.testclient import TestClient
+
+    app, auth = demo_gateway(tmp_path, registries=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/reports/outreach?quarter=0000Q1", headers=auth["demo-plan"])
+        assert answer.status_code == 422
+        assert answer.json() == {"detail": "quarter: 0000Q1 is out of range: the year must be "
+                                           "1900 to 2100"}
+        answer = client.get("/reports/outreach?quarter=2025Q1&quarter=2025Q9",
+                            headers=auth["demo-plan"])
+        assert answer.status_code == 422
+        assert answer.json() == {"detail": "quarter: '2025Q9' is not a quarter: write it like "
+                                           "2026Q3"}
+        sent = client.post("/files", files={"file": ("mif.csv", MIF.read_bytes(), "text/csv")},
+                           headers=auth["demo-plan"])
+        assert sent.status_code == 200 and sent.json()["status"] == "routed", sent.text
+
+
+def test_a_report_that_fails_half_way_leaves_the_registry_writable(tmp_path, monkeypatch):
+    """A report whose code raises while it reads the registry (its rows half read, the failure
+    held on to -- as a server's error handling may) answers 500 without a traceback, and the
+    next MIF upload still loads the registry (the failed read's cursor no longer holds a stale
+    SQLite snapshot on a pooled connection: every later load failed 'database is locked')."""
+    from conftest import demo_gateway
+    from fastapi.testclient import TestClient
+
+    from gateway.ecm import outreach
+
+    held = []
+
+    def failing(self, rows):
+        held.append(rows)  # the half-read result stays alive, as a held traceback keeps it
+        next(iter(rows))
+        raise RuntimeError("the report failed")
+
+    monkeypatch.setattr(outreach.OutreachReport, "add_assignments", failing)
+    app, auth = demo_gateway(tmp_path, registries=True)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(2):
+            answer = client.get("/reports/outreach?quarter=2025Q1", headers=auth["demo-plan"])
+            assert answer.status_code == 500
+            assert answer.json() == {"detail": "internal error"}
+        for plan in ("demo-plan", "demo-plan"):
+            sent = client.post("/files", files={"file": ("mif.csv", MIF.read_bytes(),
+                                                         "text/csv")}, headers=auth[plan])
+            assert sent.status_code == 200 and sent.json()["status"] == "routed", sent.text
+    assert len(held) == 2

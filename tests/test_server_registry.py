@@ -376,3 +376,38 @@ def test_a_members_plan_rows_answer_what_plans_and_assignment_answer(tmp_path):
             assert first == member_assignment(registry, member, plan), (member, plan)
     assert len(plans_of_members(registry, [cin])[cin]) == 2
     assert member_assignment(registry, cin, "demo-plan")["last_name"] == "LATERNAME"
+
+
+def _bad_date(text: str) -> str:
+    """The MIF with an impossible authorization date in its row 3."""
+    lines = text.splitlines()
+    cells = lines[2].split(",")
+    cells[11] = "2025-02-30"
+    lines[2] = ",".join(cells)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", ["bad-date", "overlap"])
+def test_a_mif_that_is_not_applied_is_forwarded_to_no_one(tmp_path, name):
+    """Whole or nothing: a MIF with an error finding loads nothing and goes to no provider
+    (before, its valid rows still went to their providers' mailboxes)."""
+    world = make_world(tmp_path, demo_registries=False)
+    if name == "bad-date":
+        payload = _bad_date(MIF.read_text())
+        errors = [("ROW-002", "row 3, column ECM Authorization Date")]
+        rows, accepted = 31, 30
+    else:
+        payload = (FIXTURES / "ecm-policy" / "mif-overlapping.csv").read_text()
+        errors = [("ECM-MIF-001", "row 4, column Member Date of Birth")] * 2 + [  # warnings
+            ("ECM-MIF-002", "row 6, column ECM Benefit Start Date")]
+        rows, accepted = 5, 5
+    done = world.upload("demo-plan", MIF, payload=payload.encode())
+    assert done.status == "rejected"
+    summary = world.store.submission(done.submission_id)["summary"]
+    assert summary == {"kind": "mif", "rows": rows, "accepted_rows": accepted,
+                       "rejected_rows": rows - accepted, "layout": "default", "valid": False,
+                       "members_loaded": 0, "forwarded_rows": {}}
+    found = [(f["rule"], f["location"]) for f in world.store.findings(done.submission_id)]
+    assert found == [*errors, ("ECM-REG-002", "file")]
+    assert world.box("harbor") == []
+    assert sources(world.registry) == {}

@@ -475,7 +475,7 @@ def create_app(store: str | None = None, partners: Path | Partners | None = None
         try:
             quarters = [Quarter.parse(q) for q in quarter]
         except QuarterError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise HTTPException(422, f"quarter: {exc}") from None
         try:
             rows = outreach_for_plan(app.state.store, partner, quarters)
         except ReportError as exc:

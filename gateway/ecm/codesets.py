@@ -121,6 +121,10 @@ class CodeSets:
             int(row["age_below"]) if row.get("age_below") else None)
             for row in _rows(folder / "pof.csv")}
         self.utilization = yaml.safe_load((folder / "utilization.yaml").read_text("utf-8"))
+        # the oldest a member can plausibly be (an assumption, member-ages.yaml); None: no limit
+        ages = folder / "member-ages.yaml"
+        self.max_age_years: int | None = (yaml.safe_load(ages.read_text("utf-8")) or {}).get(
+            "max_age_years") if ages.is_file() else None
         self.event_by_place, self.event_by_code = event_index(self.utilization)
 
     @staticmethod

@@ -23,6 +23,9 @@ from gateway.paths import PROFILES
 COLUMNS = ["Plan", "Quarter", "Measure", "Method", "Counts As Attempt", "Value", "Label",
            "Source"]
 QUARTER = re.compile(r"(\d{4})\s*-?\s*Q([1-4])", re.IGNORECASE)
+# the years a report's quarter may name: a decision, not a rule of the ECM Policy Guide (ECM
+# began in 2022; a year outside these is a typo, and year 0 or 9999's Q4 are no dates at all)
+FIRST_YEAR, LAST_YEAR = 1900, 2100
 
 
 class QuarterError(ValueError):
@@ -34,8 +37,17 @@ class Quarter:
     year: int
     number: int
 
+    def __post_init__(self) -> None:
+        if not FIRST_YEAR <= self.year <= LAST_YEAR:
+            raise QuarterError(f"{self.year:04d}Q{self.number} is out of range: the year must be "
+                               f"{FIRST_YEAR} to {LAST_YEAR}")
+        if not 1 <= self.number <= 4:
+            raise QuarterError(f"{self} is not a quarter: write it like 2026Q3")
+
     @classmethod
     def parse(cls, text: str) -> Quarter:
+        """The one reading of a quarter (the command line's ``--quarter``, the API's
+        ``quarter``): :class:`QuarterError` for anything but YYYYQn of a year in range."""
         found = QUARTER.fullmatch((text or "").strip())
         if not found:
             raise QuarterError(f"{text!r} is not a quarter: write it like 2026Q3")

@@ -1,6 +1,6 @@
 """ECM checks on the member-level tables a plan sends, on top of their column layouts: the
-ages of the Populations of Focus (ECM-MIF-001) and one ECM provider at a time (ECM-MIF-002) in
-a MIF; overlapping CS authorizations of one service. The one entry point every edge uses
+ages of the Populations of Focus (ECM-MIF-001), one ECM provider at a time (ECM-MIF-002) and a
+possible date of birth (ECM-MIF-004) in a MIF; overlapping CS authorizations of one service. The one entry point every edge uses
 (``validate``, ``--members``, the server's MIF step) is :func:`read_checked_table`."""
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from gateway.tabular.layouts import load_layout
 
 
 def read_checked_table(path: Path, kind: str, *, catalogue: RuleCatalogue | None = None,
-                       codesets: CodeSets | None = None):
+                       codesets: CodeSets | None = None, today: date | None = None):
     """:func:`gateway.tabular.read_table` plus the ECM checks of the kind (raises LayoutError
-    like it)."""
+    like it). ``today``: the day the file is checked (a MIF's birth dates; default: the
+    clock's)."""
     table = read_table(path, kind)
     catalogue = catalogue or default_catalogue()
     if kind == "mif":
-        table.findings.extend(mif_findings(table, catalogue, codesets or load_codesets()))
+        table.findings.extend(mif_findings(table, catalogue, codesets or load_codesets(),
+                                           today or date.today()))
     elif kind == "claims":
         table.findings.extend(diagnosis_findings(table, catalogue))
     elif kind == "cs-auth":
@@ -79,7 +81,15 @@ def _shown(day: date | None) -> str:
     return day.isoformat() if day else "open end"
 
 
-def mif_findings(table, catalogue: RuleCatalogue, codes: CodeSets) -> list[Finding]:
+def _impossible_birth(birth: date, today: date, max_age: int | None) -> bool:
+    """Born after ``today``, or older than ``max_age`` years on it (member-ages.yaml)."""
+    return birth > today or (max_age is not None and age_on(birth, today) > max_age)
+
+
+def mif_findings(table, catalogue: RuleCatalogue, codes: CodeSets,
+                 today: date | None = None) -> list[Finding]:
+    """``today``: the day the file is checked (default: the clock's)."""
+    today = today or date.today()
     found: list[Finding] = []
     birth_header = _header(table, "member_birth_date")
     start_header = _header(table, "ecm_benefit_start")
@@ -87,6 +97,16 @@ def mif_findings(table, catalogue: RuleCatalogue, codes: CodeSets) -> list[Findi
     periods: dict[str, list[tuple[int, dict]]] = {}
     for number, row in table.rows:
         birth, auth = row.get("member_birth_date"), row.get("authorization_date")
+        if birth and _impossible_birth(birth, today, codes.max_age_years):
+            why = "it is after that day" if birth > today else (
+                f"the member would be older than {codes.max_age_years} years (the oldest "
+                "assumed possible)")
+            finding = catalogue.finding("ECM-MIF-004", f"row {number}, column {birth_header}",
+                                        None, column=birth_header, day=today.isoformat(),
+                                        why=why)
+            if finding:
+                found.append(finding)
+            birth = None  # no age to check against the Populations of Focus
         if birth and auth:
             age = age_on(birth, auth)
             for pof in row.get("pof_codes") or ():

@@ -200,6 +200,14 @@ _SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"ecm-gateway:registry-schema").dig
 
 
 def _engine(url: str) -> Engine:
+    from gateway.pipeline.store import close_cursors_on_return
+
+    engine = _new_engine(url)
+    close_cursors_on_return(engine)
+    return engine
+
+
+def _new_engine(url: str) -> Engine:
     if make_url(url).get_backend_name() == "sqlite":
         # the store writes to the same file: wait for its write lock instead of failing
         engine = create_engine(url, connect_args={"timeout": 30})

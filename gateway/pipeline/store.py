@@ -361,6 +361,7 @@ class Store:
             _sqlite_setup(self.engine, wal=not memory)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
+        close_cursors_on_return(self.engine)
         # writes: BEGIN IMMEDIATE on SQLite (see the begin listener); plain begin elsewhere
         self._writer = self.engine.execution_options(sqlite_immediate=True)
         with self._write("schema") as conn:
@@ -1668,6 +1669,44 @@ def _submission_dict(row) -> dict:
 
 def _select_documents(*extra):
     return select(*(documents_table.c[name] for name in _DOCUMENT_FIELDS), *extra)
+
+
+_OPEN_CURSORS = "gateway_open_cursors"
+
+
+def close_cursors_on_return(engine: Engine) -> None:
+    """Every DBAPI cursor a pooled connection opened is closed when the connection goes back
+    to the pool, before its reset. A result left unread -- its reader raised half-way, e.g. a
+    report whose pure code failed on the rows it was fed -- otherwise keeps its cursor alive
+    for as long as something holds the exception (its traceback holds the result). On SQLite
+    that cursor's statement is a read transaction the pool's rollback does not end (the sqlite3
+    module's rollback is a no-op outside BEGIN): the connection, back in the pool, keeps an old
+    snapshot, and the next writer that draws it fails at once with ``database is locked``
+    (every later registry load, until a restart). Not for a StaticPool's one connection shared
+    by threads (another thread's cursor is not ours to close there)."""
+    import weakref
+
+    if isinstance(engine.pool, StaticPool):
+        return
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _track(conn, cursor, _statement, _parameters, _context, _executemany) -> None:
+        cursors = conn.info.get(_OPEN_CURSORS)
+        if cursors is None:
+            cursors = conn.info[_OPEN_CURSORS] = weakref.WeakSet()
+        cursors.add(cursor)
+
+    @event.listens_for(engine, "reset")
+    def _close(_dbapi_connection, record, _reset_state) -> None:
+        cursors = record.info.get(_OPEN_CURSORS) if record is not None else None
+        if not cursors:
+            return
+        for cursor in list(cursors):
+            try:
+                cursor.close()
+            except Exception:  # noqa: BLE001 - closed already, or its connection gone
+                pass
+        cursors.clear()
 
 
 def _sqlite_setup(engine: Engine, *, wal: bool) -> None:

@@ -1,9 +1,11 @@
 """Step ``tabular``: the member-level tables that feed the registries or go on to another
 partner — a plan's MIF (loaded as that plan's, replacing its MIF of the same reporting period,
 and each assigned provider partner gets the rows of its own members in the layout received) or
-roster (the plan's provider directory); a provider's RTF/OTF (rows routed to the member's
-plan by the MIFs, :func:`gateway.pipeline.delivery.resolve_plan`, not by the row's MCP column;
-a row naming another provider is refused, :func:`gateway.pipeline.delivery.authorise_sender`,
+roster (the plan's provider directory); a plan's MIF that is not applied (an error
+finding: ``ECM-REG-002``) is forwarded to no one; a provider's RTF/OTF (rows routed to the
+member's plan by the MIFs, row by row: the rows without an error go on,
+:func:`gateway.pipeline.delivery.resolve_plan`, not by the row's MCP column; a row naming
+another provider is refused, :func:`gateway.pipeline.delivery.authorise_sender`,
 ``GATEWAY-AUTH-002``, and so is a row about a member not assigned to the sender,
 ``GATEWAY-AUTH-003``: :func:`_plan_recipients`)."""
 
@@ -42,7 +44,7 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
     if table_kind == "claims":
         return _claims(store, partner, submission_id, path, result)
     try:
-        table = read_checked_table(path, table_kind)
+        table = read_checked_table(path, table_kind, today=now.date())
     except LayoutError as exc:
         finding = default_catalogue().finding("GATEWAY-FILE-001", "file", None,
                                               problem=str(exc))
@@ -58,8 +60,10 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
         from gateway.ecm.presumptive import recheck
 
         findings += recheck(registry, table.rows, presumptive_of(partner.id))
-    applied = table_kind not in REGISTRY_TABLES or table.valid
-    if not applied:  # a registry file is applied whole or not at all
+    # a registry file is applied whole or not at all: not with any error finding (its rows',
+    # or the MIF re-check's should a partner's overrides make one an error)
+    applied = table_kind not in REGISTRY_TABLES or not any(f.is_error for f in findings)
+    if not applied:
         from gateway.registry.load import not_applied
 
         findings += not_applied(table)
@@ -73,7 +77,11 @@ def process_table(store, partners: Partners, partner: Partner, submission_id: st
     elif table_kind == "mif":
         loaded = load_plan_members(registry, partner.id, rows) if applied else {}
         summary["members_loaded"] = sum(loaded.values())
-        forwarded = _mif_recipients(partners, partner, table, findings)
+        # a MIF not applied goes to no provider either (the plan's assignments are unchanged:
+        # its rows would tell providers of assignments the gateway does not hold)
+        forwarded = _mif_recipients(partners, partner, table, findings) if applied else {}
+        if not applied:
+            summary["forwarded_rows"] = {}
     else:
         forwarded = _plan_recipients(partners, registry, partner, table, findings)
         if table_kind == "rtf":  # data-sharing authorizations: a registry per plan
