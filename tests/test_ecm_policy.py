@@ -471,10 +471,9 @@ def test_mif_cs_columns_are_checked_against_the_cs_code_set(tmp_path):
 # -- MIF dates of birth: none after the day checked, none over the oldest plausible age ----------
 DOB_TODAY = date(2026, 3, 15)
 DOB_WHERE = ("error", "row 2, column Member Date of Birth")
-DOB_FUTURE = (*DOB_WHERE, "Member Date of Birth is not a possible date of birth on 2026-03-15: "
-              "it is after that day")
-DOB_ERROR = (*DOB_WHERE, "Member Date of Birth is not a possible date of birth on 2026-03-15: "
-             "the member would be older than 120 years (the oldest assumed possible)")
+DOB_FUTURE = (*DOB_WHERE, "not a possible date of birth on 2026-03-15: it is after that day")
+DOB_ERROR = (*DOB_WHERE, "not a possible date of birth on 2026-03-15: the member would be older "
+             "than 120 years (the oldest assumed possible)")
 
 
 def _mif_born(tmp_path, birth):

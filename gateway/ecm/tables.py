@@ -102,8 +102,7 @@ def mif_findings(table, catalogue: RuleCatalogue, codes: CodeSets,
                 f"the member would be older than {codes.max_age_years} years (the oldest "
                 "assumed possible)")
             finding = catalogue.finding("ECM-MIF-004", f"row {number}, column {birth_header}",
-                                        None, column=birth_header, day=today.isoformat(),
-                                        why=why)
+                                        None, day=today.isoformat(), why=why)
             if finding:
                 found.append(finding)
             birth = None  # no age to check against the Populations of Focus
