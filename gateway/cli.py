@@ -497,11 +497,7 @@ def _convert_invoice(args) -> int:
     from gateway.reports import validate_invoice
     from gateway.x12.write837 import Encounter837Writer
 
-    rules, registry_reports = _ecm_rules(args)
-    if rules is None:
-        from gateway.ecm.rules import EncounterRules
-
-        rules = EncounterRules(None)
+    rules, registry_reports = _ecm_rules(args)  # None: the code-set rules alone
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
