@@ -225,7 +225,8 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--partner", default=None, metavar="ID",
                        help="apply this trading partner's rule overrides "
                             "(profiles/rules/overrides/ID.yaml) and, for a plan, its ECM "
-                            "settings (profiles/plans/ID.yaml: presumptive authorization)")
+                            "settings (profiles/plans/ID.yaml: presumptive authorization); "
+                            "either file may be missing, not both")
 
 
 def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:

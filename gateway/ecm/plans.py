@@ -4,6 +4,7 @@ history-extract lookback. The one place these are read."""
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import yaml
 
@@ -16,12 +17,18 @@ class PlanSettingsError(ValueError):
     """A plan settings file that cannot be used."""
 
 
+def settings_path(plan_id: str | None) -> Path | None:
+    """The plan's settings file, None when it has none (or the id is not a file name)."""
+    if not plan_id or "/" in plan_id or "\\" in plan_id or plan_id.startswith("."):
+        return None
+    path = PROFILES / "plans" / f"{plan_id}.yaml"
+    return path if path.is_file() else None
+
+
 @lru_cache(maxsize=64)
 def plan_settings(plan_id: str | None) -> dict:
-    if not plan_id or "/" in plan_id or "\\" in plan_id or plan_id.startswith("."):
-        return {}
-    path = PROFILES / "plans" / f"{plan_id}.yaml"
-    if not path.is_file():
+    path = settings_path(plan_id)
+    if path is None:
         return {}
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
