@@ -155,10 +155,13 @@ def _parser() -> argparse.ArgumentParser:
                          "002:1885-1912) from OTF and MIF files")
     outreach.add_argument("--quarter", action="append", required=True, metavar="YYYYQn",
                           help="the quarter, e.g. 2026Q3 (repeat for several)")
-    outreach.add_argument("--otf", type=Path, action="append", default=[], metavar="FILE",
-                          help="outreach tracker file (CSV or XLSX); repeat for several")
-    outreach.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
-                          help="member information file (the members targeted)")
+    outreach.add_argument("--otf", type=Path, nargs="+", action="extend", default=[],
+                          metavar="FILE",
+                          help="outreach tracker files (CSV or XLSX): one or more, or repeat")
+    outreach.add_argument("--mif", type=Path, nargs="+", action="extend", default=[],
+                          metavar="FILE",
+                          help="member information files (the members targeted): one or more, "
+                               "or repeat")
     outreach.add_argument("--plan", default="all", metavar="ID",
                           help="the plan the report is for (its label)")
     outreach.add_argument("--format", choices=("csv", "xlsx"), default=None,
@@ -170,18 +173,23 @@ def _parser() -> argparse.ArgumentParser:
         "pof-evidence", help="members whose utilization Population of Focus (high utilizer, "
                              "SMI/SUD) lacks evidence in the claims history (ECM Policy Guide "
                              "002:411-443, 002:474-482)")
-    evidence.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
-                          help="member information file (the members and their POFs); repeat")
-    evidence.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
-                          help="claims extract, accepted 837P or encounter-lines CSV, or a "
-                               "folder of them; repeat")
+    evidence.add_argument("--mif", type=Path, nargs="+", action="extend", default=[],
+                          metavar="FILE",
+                          help="member information files (the members and their POFs): one or "
+                               "more, or repeat")
+    evidence.add_argument("--history", type=Path, nargs="+", action="extend", default=[],
+                          metavar="PATH",
+                          help="claims extracts, accepted 837P or encounter-lines CSV, or "
+                               "folders of them: one or more, or repeat")
     evidence.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                           help="write the CSV here (default: standard output)")
     sharing = reports.add_parser(
         "data-sharing", help="members' data-sharing authorizations (ECM Policy Guide "
                              "002:1589-1599) from RTF files, with their status on a day")
-    sharing.add_argument("--rtf", type=Path, action="append", default=[], metavar="FILE",
-                         help="RTF with the data-sharing columns (CSV or XLSX); repeat")
+    sharing.add_argument("--rtf", type=Path, nargs="+", action="extend", default=[],
+                         metavar="FILE",
+                         help="RTFs with the data-sharing columns (CSV or XLSX): one or more, "
+                              "or repeat")
     sharing.add_argument("--plan", default="all", metavar="ID", help="the plan (its label)")
     sharing.add_argument("--as-of", default=None, metavar="YYYY-MM-DD",
                          help="the day the status is for (default: today)")

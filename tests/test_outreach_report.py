@@ -30,6 +30,22 @@ def test_cli_csv_is_the_golden_file():
     assert done.stdout.replace("\r\n", "\n") == GOLDEN.read_text().replace("\r\n", "\n")
 
 
+def test_cli_takes_several_files_after_one_option_or_repeated(tmp_path):
+    """``--otf a.csv b.csv`` (what a shell glob gives) and ``--otf a.csv --otf b.csv``: the same
+    report as the one file they were cut from."""
+    header, *rows = OTF.read_text().splitlines(keepends=True)
+    half = len(rows) // 2
+    first, second = tmp_path / "otf-1.csv", tmp_path / "otf-2.csv"
+    first.write_text(header + "".join(rows[:half]))
+    second.write_text(header + "".join(rows[half:]))
+    golden = GOLDEN.read_text().replace("\r\n", "\n")
+    for files in (["--otf", first, second], ["--otf", first, "--otf", second]):
+        done = run("report", "outreach", "--quarter", "2025Q1", "--quarter", "2025Q2", *files,
+                   "--mif", MIF, "--plan", "demo-plan")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.replace("\r\n", "\n") == golden
+
+
 def test_cli_xlsx_has_the_same_rows(tmp_path):
     from openpyxl import load_workbook
 
