@@ -543,14 +543,25 @@ def _split(args) -> int:
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
-    with _output(args.output) as out:
-        done = split_837p(args.file, out, settings, _control_numbers(args, settings), datetime.now(),
-                          rules=rules)
-    print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
-          file=sys.stderr)
+    done = None
+    try:
+        with _output(args.output) as out:
+            done = split_837p(args.file, out, settings, _control_numbers(args, settings),
+                              datetime.now(), rules=rules)
+            if not done.accepted:
+                raise _NothingToWrite  # no empty 837P is left behind
+    except _NothingToWrite:
+        pass
+    if done.accepted:
+        print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
+              file=sys.stderr)
     code = _summarise(done.result.findings)
     if not done.accepted:
-        raise UsageError("no claim passed validation: nothing to write")
+        if code != EXIT_FINDINGS:  # no claim at all, and nothing wrong with that
+            raise UsageError(f"{args.file}: no claim in the file: nothing to write")
+        print(f"ecm-gateway: no claim to write: every claim ({done.rejected}) was rejected",
+              file=sys.stderr)
+        return EXIT_FINDINGS
     return code
 
 
