@@ -248,10 +248,9 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.registry.load import load_registries
     from gateway.registry.store import Registry
 
-    from gateway.ecm.plans import presumptive_of
-    from gateway.rules import partner_catalogue
+    from gateway.ecm.plans import partner_rules, presumptive_of
 
-    catalogue = partner_catalogue(args.partner)
+    catalogue = partner_rules(args.partner)
     registry = Registry.in_memory_file()  # (a rules worker process opens it too)
     presumptive = presumptive_of(args.partner)
     reports = load_registries(registry, args.members, args.providers, args.history,

@@ -36,6 +36,22 @@ def plan_settings(plan_id: str | None) -> dict:
     return data
 
 
+def partner_rules(partner: str | None):
+    """The rule catalogue for ``--partner``: its overrides
+    (:func:`gateway.rules.partner_catalogue`); a plan with settings and no overrides file has
+    none (the default catalogue); an id with neither file is :class:`UnknownPartner`."""
+    from gateway.rules import UnknownPartner, default_catalogue, overrides_path, \
+        partner_catalogue
+
+    if partner is None or overrides_path(partner) is not None:
+        return partner_catalogue(partner)
+    if settings_path(partner) is not None:
+        return default_catalogue()
+    raise UnknownPartner(f"no rule overrides or plan settings for partner {partner!r} "
+                         f"(expected profiles/rules/overrides/{partner}.yaml or "
+                         f"profiles/plans/{partner}.yaml)")
+
+
 def presumptive_of(plan_id: str | None):
     from gateway.ecm.rules import Presumptive
 
