@@ -216,15 +216,16 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 def _registry_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "ECM registries", "given any of these, 837P claims are also checked against the ECM "
-                          "rules (profiles/rules/ecm.yaml); each option may be repeated")
+        "ECM registries", "given any of these, 837P claims, invoice lines and CarePlan "
+                          "activities are also checked against the ECM rules "
+                          "(profiles/rules/ecm.yaml); each option may be repeated")
     group.add_argument("--members", type=Path, action="append", default=[], metavar="FILE",
                        help="member information file (MIF, CSV or XLSX)")
     group.add_argument("--providers", type=Path, action="append", default=[], metavar="FILE",
                        help="ECM / Community Supports provider roster (CSV or XLSX)")
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
-                       help="encounter history: an accepted 837P, an encounter-lines CSV, or "
-                            "a folder of them")
+                       help="encounter history: an accepted 837P, an encounter-lines CSV, a "
+                            "plan's claims extract (with diagnoses), or a folder of them")
     group.add_argument("--cs-authorizations", type=Path, action="append", default=[],
                        metavar="FILE", help="Community Supports authorization file (CSV or XLSX)")
     group.add_argument("--received", type=date.fromisoformat, default=None, metavar="DATE",

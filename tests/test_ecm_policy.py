@@ -211,7 +211,7 @@ def test_children_thresholds_are_unpublished_so_not_tested(tmp_path):
     assert rules(encounter(cin=CHILD), reg, codesets=CodeSets(folder)) == ["ECM-POF-001"]
 
 
-# -- 3. Ages (002:317, 002:326-327, 002:413) -------------------------------------------------------
+# -- 3. Ages (002:317, 002:325-327, 002:413) -------------------------------------------------------
 @pytest.mark.parametrize("pof, birth, day, expected", [
     ("HIGH_UTILIZER", date(2005, 2, 11), date(2026, 2, 10), ["ECM-AGE-001"]),  # 20, a day short
     ("HIGH_UTILIZER", date(2005, 2, 10), date(2026, 2, 10), []),              # 21st birthday
@@ -309,7 +309,7 @@ def test_presumptive_only_for_trusted_providers():
     assert found[0].severity.value == "warning"
 
 
-# -- 6. One ECM provider at a time (002:1545, 002:1602-1604) ------------------------------------
+# -- 6. One ECM provider at a time (002:1544-1545) -------------------------------------------------
 def test_only_the_assignment_covering_the_date_counts():
     reg = reg_with(members=[member(npi=ECM_NPI, start=date(2026, 1, 1)),
                             member(npi=OTHER_NPI, start=date(2026, 3, 1))])
