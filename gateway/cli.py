@@ -465,17 +465,23 @@ def _convert_fhir(args, kind: str) -> int:
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
+    done = None
     try:
         with _output(args.output) as out:
             done = convert_fhir(args.file, args.to, out, settings=settings,
                                 controls=_control_numbers(args, settings), when=datetime.now(),
                                 rules=rules)
+            if args.to == "837p" and not done.written:
+                raise _NothingToWrite  # no empty 837P is left behind
+    except _NothingToWrite:
+        pass
     except FhirConversionUsageError as exc:
         raise UsageError(str(exc)) from exc
+    code = _summarise(done.findings)
     if args.to == "837p" and not done.written:
-        print("nothing to write: no completed ECM/CS activity became an encounter line",
-              file=sys.stderr)
-    return _summarise(done.findings)
+        print("ecm-gateway: no claim to write: no completed ECM/CS activity became an "
+              "encounter line", file=sys.stderr)
+    return code
 
 
 @contextmanager
