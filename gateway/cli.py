@@ -155,10 +155,13 @@ def _parser() -> argparse.ArgumentParser:
                          "002:1885-1912) from OTF and MIF files")
     outreach.add_argument("--quarter", action="append", required=True, metavar="YYYYQn",
                           help="the quarter, e.g. 2026Q3 (repeat for several)")
-    outreach.add_argument("--otf", type=Path, action="append", default=[], metavar="FILE",
-                          help="outreach tracker file (CSV or XLSX); repeat for several")
-    outreach.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
-                          help="member information file (the members targeted)")
+    outreach.add_argument("--otf", type=Path, nargs="+", action="extend", default=[],
+                          metavar="FILE",
+                          help="outreach tracker files (CSV or XLSX): one or more, or repeat")
+    outreach.add_argument("--mif", type=Path, nargs="+", action="extend", default=[],
+                          metavar="FILE",
+                          help="member information files (the members targeted): one or more, "
+                               "or repeat")
     outreach.add_argument("--plan", default="all", metavar="ID",
                           help="the plan the report is for (its label)")
     outreach.add_argument("--format", choices=("csv", "xlsx"), default=None,
@@ -170,18 +173,23 @@ def _parser() -> argparse.ArgumentParser:
         "pof-evidence", help="members whose utilization Population of Focus (high utilizer, "
                              "SMI/SUD) lacks evidence in the claims history (ECM Policy Guide "
                              "002:411-443, 002:474-482)")
-    evidence.add_argument("--mif", type=Path, action="append", default=[], metavar="FILE",
-                          help="member information file (the members and their POFs); repeat")
-    evidence.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
-                          help="claims extract, accepted 837P or encounter-lines CSV, or a "
-                               "folder of them; repeat")
+    evidence.add_argument("--mif", type=Path, nargs="+", action="extend", default=[],
+                          metavar="FILE",
+                          help="member information files (the members and their POFs): one or "
+                               "more, or repeat")
+    evidence.add_argument("--history", type=Path, nargs="+", action="extend", default=[],
+                          metavar="PATH",
+                          help="claims extracts, accepted 837P or encounter-lines CSV, or "
+                               "folders of them: one or more, or repeat")
     evidence.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                           help="write the CSV here (default: standard output)")
     sharing = reports.add_parser(
         "data-sharing", help="members' data-sharing authorizations (ECM Policy Guide "
                              "002:1589-1599) from RTF files, with their status on a day")
-    sharing.add_argument("--rtf", type=Path, action="append", default=[], metavar="FILE",
-                         help="RTF with the data-sharing columns (CSV or XLSX); repeat")
+    sharing.add_argument("--rtf", type=Path, nargs="+", action="extend", default=[],
+                         metavar="FILE",
+                         help="RTFs with the data-sharing columns (CSV or XLSX): one or more, "
+                              "or repeat")
     sharing.add_argument("--plan", default="all", metavar="ID", help="the plan (its label)")
     sharing.add_argument("--as-of", default=None, metavar="YYYY-MM-DD",
                          help="the day the status is for (default: today)")
@@ -208,15 +216,16 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 def _registry_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "ECM registries", "given any of these, 837P claims are also checked against the ECM "
-                          "rules (profiles/rules/ecm.yaml); each option may be repeated")
+        "ECM registries", "given any of these, 837P claims, invoice lines and CarePlan "
+                          "activities are also checked against the ECM rules "
+                          "(profiles/rules/ecm.yaml); each option may be repeated")
     group.add_argument("--members", type=Path, action="append", default=[], metavar="FILE",
                        help="member information file (MIF, CSV or XLSX)")
     group.add_argument("--providers", type=Path, action="append", default=[], metavar="FILE",
                        help="ECM / Community Supports provider roster (CSV or XLSX)")
     group.add_argument("--history", type=Path, action="append", default=[], metavar="PATH",
-                       help="encounter history: an accepted 837P, an encounter-lines CSV, or "
-                            "a folder of them")
+                       help="encounter history: an accepted 837P, an encounter-lines CSV, a "
+                            "plan's claims extract (with diagnoses), or a folder of them")
     group.add_argument("--cs-authorizations", type=Path, action="append", default=[],
                        metavar="FILE", help="Community Supports authorization file (CSV or XLSX)")
     group.add_argument("--received", type=date.fromisoformat, default=None, metavar="DATE",
@@ -225,7 +234,8 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--partner", default=None, metavar="ID",
                        help="apply this trading partner's rule overrides "
                             "(profiles/rules/overrides/ID.yaml) and, for a plan, its ECM "
-                            "settings (profiles/plans/ID.yaml: presumptive authorization)")
+                            "settings (profiles/plans/ID.yaml: presumptive authorization); "
+                            "either file may be missing, not both")
 
 
 def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
@@ -239,10 +249,9 @@ def _ecm_rules(args) -> tuple[object | None, list[FileReport]]:
     from gateway.registry.load import load_registries
     from gateway.registry.store import Registry
 
-    from gateway.ecm.plans import presumptive_of
-    from gateway.rules import partner_catalogue
+    from gateway.ecm.plans import partner_rules, presumptive_of
 
-    catalogue = partner_catalogue(args.partner)
+    catalogue = partner_rules(args.partner)
     registry = Registry.in_memory_file()  # (a rules worker process opens it too)
     presumptive = presumptive_of(args.partner)
     reports = load_registries(registry, args.members, args.providers, args.history,
@@ -456,17 +465,23 @@ def _convert_fhir(args, kind: str) -> int:
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
+    done = None
     try:
         with _output(args.output) as out:
             done = convert_fhir(args.file, args.to, out, settings=settings,
                                 controls=_control_numbers(args, settings), when=datetime.now(),
                                 rules=rules)
+            if args.to == "837p" and not done.written:
+                raise _NothingToWrite  # no empty 837P is left behind
+    except _NothingToWrite:
+        pass
     except FhirConversionUsageError as exc:
         raise UsageError(str(exc)) from exc
+    code = _summarise(done.findings)
     if args.to == "837p" and not done.written:
-        print("nothing to write: no completed ECM/CS activity became an encounter line",
-              file=sys.stderr)
-    return _summarise(done.findings)
+        print("ecm-gateway: no claim to write: no completed ECM/CS activity became an "
+              "encounter line", file=sys.stderr)
+    return code
 
 
 @contextmanager
@@ -497,11 +512,7 @@ def _convert_invoice(args) -> int:
     from gateway.reports import validate_invoice
     from gateway.x12.write837 import Encounter837Writer
 
-    rules, registry_reports = _ecm_rules(args)
-    if rules is None:
-        from gateway.ecm.rules import EncounterRules
-
-        rules = EncounterRules(None)
+    rules, registry_reports = _ecm_rules(args)  # None: the code-set rules alone
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
@@ -538,14 +549,25 @@ def _split(args) -> int:
     for report in registry_reports:
         _summarise(report.findings)
     settings = envelope_settings(args.envelope)
-    with _output(args.output) as out:
-        done = split_837p(args.file, out, settings, _control_numbers(args, settings), datetime.now(),
-                          rules=rules)
-    print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
-          file=sys.stderr)
+    done = None
+    try:
+        with _output(args.output) as out:
+            done = split_837p(args.file, out, settings, _control_numbers(args, settings),
+                              datetime.now(), rules=rules)
+            if not done.accepted:
+                raise _NothingToWrite  # no empty 837P is left behind
+    except _NothingToWrite:
+        pass
+    if done.accepted:
+        print(f"{done.accepted} claim(s) accepted and written, {done.rejected} rejected",
+              file=sys.stderr)
     code = _summarise(done.result.findings)
     if not done.accepted:
-        raise UsageError("no claim passed validation: nothing to write")
+        if code != EXIT_FINDINGS:  # no claim at all, and nothing wrong with that
+            raise UsageError(f"{args.file}: no claim in the file: nothing to write")
+        print(f"ecm-gateway: no claim to write: every claim ({done.rejected}) was rejected",
+              file=sys.stderr)
+        return EXIT_FINDINGS
     return code
 
 

@@ -168,16 +168,29 @@ class UnknownPartner(ValueError):
     """No rule overrides for that trading partner."""
 
 
+OVERRIDES = PROFILES / "rules" / "overrides"
+
+
+def overrides_path(partner: str) -> Path | None:
+    """The partner's rule overrides file, None when it has none (or the id is no file name)."""
+    if not partner or "/" in partner or "\\" in partner or partner.startswith("."):
+        return None
+    path = OVERRIDES / f"{partner}.yaml"
+    return path if path.is_file() else None
+
+
 def partner_catalogue(partner: str | None) -> RuleCatalogue:
     """The catalogue with a trading partner's overrides from
     ``profiles/rules/overrides/<partner>.yaml`` (``{rule_id: {severity: ..., enabled: ...}}``
-    under ``overrides:``); the default catalogue when ``partner`` is None."""
+    under ``overrides:``); the default catalogue when ``partner`` is None. (A plan with
+    settings and no overrides: :func:`gateway.ecm.plans.partner_rules`.)"""
     if partner is None:
         return default_catalogue()
-    path = PROFILES / "rules" / "overrides" / f"{partner}.yaml"
-    if "/" in partner or "\\" in partner or not path.is_file():
+    path = overrides_path(partner)
+    if path is None:
         raise UnknownPartner(f"no rule overrides for partner {partner!r} "
-                             f"(expected {path.relative_to(PROFILES.parent)})")
+                             f"(expected {OVERRIDES.relative_to(PROFILES.parent)}/"
+                             f"{partner}.yaml)")
     data = yamlio.load_file(path) or {}
     overrides = data.get("overrides") or {}
     unknown = [rule_id for rule_id in overrides if rule_id not in default_catalogue()]

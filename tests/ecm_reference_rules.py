@@ -348,7 +348,7 @@ class EncounterRules:
     def _check_ages(self, out, cin: str, days: list[date], place: ClaimPlace,
                     snap: Snapshot, stranger: bool) -> None:
         """The member's age on each ECM date fits every POF of the assignment covering it
-        (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv)."""
+        (ECM Policy Guide 002:317, 002:325-327, 002:413; ranges in pof.csv)."""
         reported = set()
         for day in days:
             assignment = self._covering(snap, cin, day)
@@ -466,7 +466,7 @@ class EncounterRules:
             return
         billing = e.billing_provider
         rendering = {p.npi for p in (line.rendering_provider, e.rendering_provider) if p}
-        # one assigned ECM provider at a time (002:1545, 002:1602-1604): only the assignment
+        # one assigned ECM provider at a time (002:1544-1545): only the assignment
         # covering the date counts, never an older overlapping one
         if assignment.provider_npi in rendering | {billing.npi} or (
                 assignment.provider_tin and assignment.provider_tin == billing.tin):

@@ -109,6 +109,25 @@ def test_convert_csv_has_a_row_per_line(tmp_path):
     assert rows[0].startswith("interchange_control_number,transaction_control_number,claim_id")
 
 
+def test_an_837p_whose_every_claim_is_rejected_leaves_no_output(tmp_path):
+    """Findings, not a usage error: exit 1, one message after the findings, and no file (an
+    earlier file of that name is left as it was)."""
+    out = tmp_path / "clean.837"
+    done = run("convert", ENVELOPE, "--to", "837p", "-o", out, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[-1] == "ecm-gateway: no claim to write: every claim (12) was rejected"
+    assert lines[:-1] and all(line.startswith(("error: ", "warning: ", "info: "))
+                              for line in lines[:-1])
+    assert "accepted and written" not in done.stderr and done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == []
+    out.write_text("kept")
+    assert run("convert", ENVELOPE, "--to", "837p", "-o", out, cwd=tmp_path).returncode == 1
+    assert out.read_text() == "kept"
+    done = run("convert", ENVELOPE, "--to", "837p", cwd=tmp_path)  # standard output: nothing
+    assert done.returncode == 1 and done.stdout == ""
+
+
 def test_convert_pairs_that_make_no_sense_are_usage_errors(tmp_path):
     done = run("convert", CLEAN, "--to", "rtf", "-o", tmp_path / "x")
     assert done.returncode == 2 and "cannot convert 837p → rtf" in done.stderr

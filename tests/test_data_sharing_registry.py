@@ -85,6 +85,25 @@ def test_an_rtf_without_the_columns_records_nothing():
     assert registry.data_sharing() == []
 
 
+def test_the_report_warns_of_an_rtf_without_the_data_sharing_columns():
+    """An RTF of the default layout: a warning naming the file and its layout (exit 0: a
+    warning), the report of the other files as it was."""
+    plain = FIXTURES / "rtf" / "rtf-clean.csv"
+    done = cli("report", "data-sharing", "--rtf", str(plain), "--as-of", "2026-06-01")
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [HEADER]
+    assert done.stderr.splitlines() == [
+        f"{plain}: rtf valid",
+        "  warning REG-FILE-002   file: this rtf file has no data-sharing authorization columns "
+        "(its columns match the default layout): no data-sharing authorization is read from it"]
+    both = cli("report", "data-sharing", "--rtf", str(VALLEY), str(plain), "--plan", "valley",
+               "--as-of", "2026-06-01")
+    assert both.returncode == 0 and "REG-FILE-002" in both.stderr
+    alone = cli("report", "data-sharing", "--rtf", str(VALLEY), "--plan", "valley",
+                "--as-of", "2026-06-01")
+    assert both.stdout == alone.stdout and alone.stderr == ""
+
+
 # -- the server: per plan, routed to the member's plan, queryable --------------------------------
 @pytest.fixture
 def gateway(tmp_path):

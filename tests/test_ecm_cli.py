@@ -104,4 +104,27 @@ def test_partner_overrides_change_severity_and_turn_rules_off():
     assert not any(r == "ECM-POF-001" for r, _ in rules(plan))
     assert plan["files"][-1]["stats"]["rejected_claims"] == 7  # MIX-D-WARN now rejected
     done = run("validate", MIXED, *REGISTRIES, "--partner", "nobody")
-    assert done.returncode == 2 and "no rule overrides for partner 'nobody'" in done.stderr
+    assert done.returncode == 2
+    assert "no rule overrides or plan settings for partner 'nobody' (expected " \
+           "profiles/rules/overrides/nobody.yaml or profiles/plans/nobody.yaml)" in done.stderr
+
+
+def test_a_plan_with_settings_and_no_overrides_is_a_partner_without_overrides(tmp_path,
+                                                                               monkeypatch):
+    """profiles/plans/ID.yaml alone: the default rules (not a usage error), its settings
+    applied."""
+    import shutil
+
+    from gateway.paths import HOME
+
+    for folder in ("profiles", "mappings"):
+        shutil.copytree(HOME / folder, tmp_path / folder)
+    (tmp_path / "profiles" / "plans" / "other-plan.yaml").write_text(
+        "history_extract:\n  lookback_months: 6\n")
+    monkeypatch.setenv("ECM_GATEWAY_HOME", str(tmp_path))
+    base = run("validate", MIXED, *REGISTRIES, "--format", "json")
+    done = run("validate", MIXED, *REGISTRIES, "--partner", "other-plan", "--format", "json")
+    assert done.returncode == 1 and done.stderr == ""
+    assert json.loads(done.stdout) == json.loads(base.stdout)
+    done = run("validate", MIXED, *REGISTRIES, "--partner", "nobody")
+    assert done.returncode == 2 and "no rule overrides or plan settings" in done.stderr

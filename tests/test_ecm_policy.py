@@ -5,6 +5,8 @@ import shutil
 from datetime import date
 from decimal import Decimal
 
+from pathlib import Path
+
 import pytest
 
 from gateway.ecm.codesets import CodeSets
@@ -211,7 +213,7 @@ def test_children_thresholds_are_unpublished_so_not_tested(tmp_path):
     assert rules(encounter(cin=CHILD), reg, codesets=CodeSets(folder)) == ["ECM-POF-001"]
 
 
-# -- 3. Ages (002:317, 002:326-327, 002:413) -------------------------------------------------------
+# -- 3. Ages (002:317, 002:325-327, 002:413) -------------------------------------------------------
 @pytest.mark.parametrize("pof, birth, day, expected", [
     ("HIGH_UTILIZER", date(2005, 2, 11), date(2026, 2, 10), ["ECM-AGE-001"]),  # 20, a day short
     ("HIGH_UTILIZER", date(2005, 2, 10), date(2026, 2, 10), []),              # 21st birthday
@@ -312,7 +314,6 @@ def test_presumptive_only_for_trusted_providers():
     assert found[0].severity.value == "warning"
 
 
-# -- 6. One ECM provider at a time (002:1545, 002:1602-1604) ------------------------------------
 def _claims(*specs):
     """(encounter, place) pairs of one batch: each spec (day, npi) or (days, npi), one claim."""
     batch = []
@@ -415,6 +416,7 @@ def test_recorded_presumptive_lines_continue_the_period_and_are_rechecked():
     assert recheck(reg, other, PRESUMPTIVE) == []
 
 
+# -- 6. One ECM provider at a time (002:1544-1545) -------------------------------------------------
 def test_only_the_assignment_covering_the_date_counts():
     reg = reg_with(members=[member(npi=ECM_NPI, start=date(2026, 1, 1)),
                             member(npi=OTHER_NPI, start=date(2026, 3, 1))])
@@ -466,6 +468,59 @@ def test_mif_cs_columns_are_checked_against_the_cs_code_set(tmp_path):
     table = read_checked_table(_mif_with_cs(tmp_path, "Kern", "2022-01-03", "SPA_DAY"), "mif")
     assert [(f.rule, f.location) for f in table.findings] == [
         ("ROW-006", "row 2, column Community Supports Service")]
+
+
+def _mif_rows_with_cs(tmp_path, cs: list[tuple]) -> Path:
+    """A with-cs MIF of one member, a row per (service, start, end, other program)."""
+    import csv as _csv
+    path = _mif_with_cs(tmp_path, "Kern", "2022-01-03")
+    rows = list(_csv.DictReader(open(path, newline="")))
+    out = []
+    for service, start, end, program in cs:
+        out.append({**rows[0], "Community Supports Service": service,
+                    "Community Supports Authorization Start Date": start,
+                    "Community Supports Authorization End Date": end,
+                    "Other Program": program,
+                    "Other Program Start Date": "2022-01-01" if program else ""})
+    with open(path, "w", newline="") as handle:
+        writer = _csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(out)
+    return path
+
+
+def test_a_with_cs_mif_has_a_row_per_cs_service_and_overlaps_are_ecm_cs_003(tmp_path):
+    """The with-cs layout's rows differ in their CS columns (no ROW-012 duplicate); two
+    authorizations of one service that overlap are ECM-CS-003 as in a CS authorization file,
+    and the file is not applied; one authorization repeated on each row of the member (a row
+    per other program) is one authorization."""
+    from gateway.ecm.tables import read_checked_table
+    from gateway.registry.load import load_registries
+
+    found = lambda path: [(f.rule, f.location, f.message)  # noqa: E731
+                          for f in read_checked_table(path, "mif").findings]
+    two = _mif_rows_with_cs(tmp_path, [("MEALS", "2022-06-01", "", ""),
+                                       ("HOUSING_DEPOSITS", "2022-06-01", "", "")])
+    assert found(two) == []
+    overlapping = _mif_rows_with_cs(tmp_path, [("MEALS", "2022-06-01", "2022-12-31", ""),
+                                               ("MEALS", "2022-12-31", "", "")])
+    assert found(overlapping) == [
+        ("ECM-CS-003", "row 3, column Community Supports Authorization Start Date",
+         "this MEALS authorization starting 2022-12-31 overlaps the one on row 2 for the same "
+         "member and service")]
+    reg = Registry()
+    [report] = load_registries(reg, members=[overlapping])
+    assert [f.rule for f in report.findings] == ["ECM-CS-003", "ECM-REG-002"]
+    assert not reg.loaded()["members"] and not reg.loaded()["cs_authorizations"]
+    adjacent = _mif_rows_with_cs(tmp_path, [("MEALS", "2022-06-01", "2022-12-31", ""),
+                                            ("MEALS", "2023-01-01", "", "")])
+    assert found(adjacent) == []
+    repeated = _mif_rows_with_cs(tmp_path, [("MEALS", "2022-06-01", "", ""),
+                                            ("MEALS", "2022-06-01", "", "CCS")])
+    assert found(repeated) == []
+    duplicated = _mif_rows_with_cs(tmp_path, [("MEALS", "2022-06-01", "", ""),
+                                              ("MEALS", "2022-06-01", "", "")])
+    assert [f.rule for f in read_checked_table(duplicated, "mif").findings] == ["ROW-012"]
 
 
 # -- MIF dates of birth: none after the day checked, none over the oldest plausible age ----------

@@ -72,5 +72,41 @@ def test_an_overlapping_assignment_rejects_the_whole_mif():
     assert found(files["mif"])[2:] == [
         ("ECM-MIF-002", "row 6, column ECM Benefit Start Date"), ("ECM-REG-002", "file")]
     assert files["mif"]["stats"]["loaded"] == 0
-    # nothing of it was loaded: no member rule ran (no assignment, age or POF finding)
-    assert found(files["invoice"]) == []
+    # nothing of it was loaded: no member rule ran (no assignment, age or POF finding), and the
+    # invoice says so once for the file (not per row: it has 5), as the 837P path does
+    assert files["invoice"]["valid"] is True
+    assert [(f["rule"], f["severity"], f["location"], f["message"])
+            for f in files["invoice"]["findings"]] == [
+        ("ECM-REG-001", "info", "file", "member rules (assignment, programs, POF) not applied: "
+                                        "no member information file given or applied"),
+        ("ECM-REG-001", "info", "file", "Community Supports authorization rules not applied: "
+                                        "no CS authorization file or MIF CS columns given or "
+                                        "applied")]
+
+
+def test_an_invoice_says_which_rule_groups_did_not_run_once_per_file(tmp_path):
+    """The invoice's CS line (row 2) with no CS registry: one ECM-REG-001 for the file, in the
+    text report too; with every registry given, none."""
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "validate", HERE / "invoice.csv",
+                           "--members", HERE / "mif.csv", "--providers",
+                           FIXTURES / "roster" / "providers.csv", "--received", "2025-07-01"],
+                          capture_output=True, text=True, check=False)
+    notes = [line.split(None, 3)[1:] for line in done.stdout.splitlines()
+             if "ECM-REG-001" in line]
+    assert notes == [
+        ["ECM-REG-001", "file:", "duplicate check against history not applied: no encounter "
+                                 "history given or applied"],
+        ["ECM-REG-001", "file:", "Community Supports authorization rules not applied: no CS "
+                                 "authorization file or MIF CS columns given or applied"]]
+    code, files = validate("--members", HERE / "mif.csv",
+                           "--cs-authorizations", HERE / "cs-authorizations.csv")
+    assert not [f for f in files["invoice"]["findings"] if f["rule"] == "ECM-REG-001"]
+
+
+def test_an_invoice_without_registries_has_no_notes():
+    """No registry given: the code-set rules alone, and no ECM-REG-001 (as for an 837P)."""
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "validate", HERE / "invoice.csv",
+                           "--received", "2025-07-01", "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["files"][0]["findings"] == []

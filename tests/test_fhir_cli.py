@@ -57,6 +57,24 @@ def test_convert_careplan_to_837p_gives_a_valid_encounter_file(tmp_path):
     assert (stats["claims"], stats["lines"], stats["rejected_claims"]) == (4, 6, 0)
 
 
+def test_a_careplan_with_no_completed_activity_leaves_no_837p(tmp_path):
+    """Nothing to write: no empty file, the findings (info only: exit 0) and one line."""
+    plan = json.loads((MAPPINGS / "careplan-ecm.json").read_text())
+    for activity in plan["activity"]:
+        activity["detail"]["status"] = "scheduled"
+    source = tmp_path / "careplan.json"
+    source.write_text(json.dumps(plan))
+    out = tmp_path / "careplan.837"
+    done = run("convert", source, "--to", "837p", "-o", out, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-1] == ("ecm-gateway: no claim to write: no completed ECM/CS activity became "
+                         "an encounter line")
+    assert {line.split()[1] for line in lines[:-1]} == {"FHIR-MAP-006", "FHIR-MAP-010"}
+    assert all(line.startswith("info: ") for line in lines[:-1])
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
 def _rows(text: str) -> list[dict]:
     rows = list(csv.DictReader(io.StringIO(text)))
     for row in rows:  # the day the file is produced is today's date

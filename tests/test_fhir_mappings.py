@@ -177,9 +177,27 @@ def test_careplan_encounters_pass_the_ecm_rules_with_the_registries():
     encounters, findings = careplan_to_encounters(load("careplan-ecm.json"), rules=rules)
     # assignment, provider roster, programs and history duplicates pass; the POF evidence
     # check only warns (the fixture history has no SMI/SUD events for the member)
+    # no CS registry given: the CS rules are said not to run (once, as for an 837P or invoice)
     assert [(f.rule, f.severity.value) for f in findings] == [
-        ("FHIR-MAP-006", "info"), ("ECM-POF-001", "warning")]
+        ("ECM-REG-001", "info"), ("FHIR-MAP-006", "info"), ("ECM-POF-001", "warning")]
+    assert findings[0].message == ("Community Supports authorization rules not applied: no CS "
+                                   "authorization file or MIF CS columns given or applied")
     assert len(encounters) == 4
+
+
+def test_the_rules_a_careplan_bundle_cannot_run_are_said_once():
+    """A Bundle of two CarePlans: one ECM-REG-001 per missing registry for the call; none
+    without registries (the code-set rules alone) or when the caller said it already."""
+    plan = load("careplan-ecm.json")
+    other = {**copy.deepcopy(plan), "id": "cp-other"}
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": plan}, {"resource": other}]}
+    _, findings = careplan_to_encounters(bundle, rules=rules_with_registries())
+    assert [f.rule for f in findings].count("ECM-REG-001") == 1
+    _, findings = careplan_to_encounters(bundle, rules=rules_with_registries(), notes=False)
+    assert "ECM-REG-001" not in [f.rule for f in findings]
+    _, findings = careplan_to_encounters(bundle)
+    assert "ECM-REG-001" not in [f.rule for f in findings]
 
 
 def test_careplan_without_a_diagnosis_gets_the_plan_default():

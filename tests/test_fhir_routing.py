@@ -493,7 +493,9 @@ def test_a_careplan_becomes_an_rtf_row_and_an_837p_for_the_plan(gateway):
     assert found["summary"]["routing"][0]["claims"] == [
         "cp-alvarez-2025-20250602", "cp-alvarez-2025-20250610", "cp-alvarez-2025-20250617",
         "cp-alvarez-2025-20250620"]
-    assert rules(found) == [("FHIR-MAP-006", "info", "CarePlan.activity[6].detail.status"),
+    # the demo registries have no CS authorizations: said once, as for an 837P or an invoice
+    assert rules(found) == [("ECM-REG-001", "info", "file"),
+                            ("FHIR-MAP-006", "info", "CarePlan.activity[6].detail.status"),
                             ("ECM-POF-001", "warning", "CarePlan.subject")]
     documents = {d["role"]: d for d in gateway.routed("demo-plan")}
     assert sorted(documents) == ["routed-837p", "routed-rtf"]
@@ -622,7 +624,7 @@ def test_a_run_redone_after_a_crash_routes_once(gateway):
     assert sorted(indexed) == ["cp-alvarez-2025-20250602", "cp-alvarez-2025-20250610",
                                "cp-alvarez-2025-20250617", "cp-alvarez-2025-20250620"]
     findings = [f["rule"] for f in store.findings(sid)]
-    assert findings == ["FHIR-MAP-006", "ECM-POF-001"]
+    assert findings == ["ECM-REG-001", "FHIR-MAP-006", "ECM-POF-001"]
 
 
 def test_a_creates_run_takes_the_mapping_of_its_dry_run_and_routes_as_a_fresh_one(

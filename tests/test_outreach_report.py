@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 from datetime import date
+from decimal import Decimal
 
 import pytest
 from conftest import FIXTURES
@@ -30,6 +31,22 @@ def test_cli_csv_is_the_golden_file():
     assert done.stdout.replace("\r\n", "\n") == GOLDEN.read_text().replace("\r\n", "\n")
 
 
+def test_cli_takes_several_files_after_one_option_or_repeated(tmp_path):
+    """``--otf a.csv b.csv`` (what a shell glob gives) and ``--otf a.csv --otf b.csv``: the same
+    report as the one file they were cut from."""
+    header, *rows = OTF.read_text().splitlines(keepends=True)
+    half = len(rows) // 2
+    first, second = tmp_path / "otf-1.csv", tmp_path / "otf-2.csv"
+    first.write_text(header + "".join(rows[:half]))
+    second.write_text(header + "".join(rows[half:]))
+    golden = GOLDEN.read_text().replace("\r\n", "\n")
+    for files in (["--otf", first, second], ["--otf", first, "--otf", second]):
+        done = run("report", "outreach", "--quarter", "2025Q1", "--quarter", "2025Q2", *files,
+                   "--mif", MIF, "--plan", "demo-plan")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.replace("\r\n", "\n") == golden
+
+
 def test_cli_xlsx_has_the_same_rows(tmp_path):
     from openpyxl import load_workbook
 
@@ -38,8 +55,38 @@ def test_cli_xlsx_has_the_same_rows(tmp_path):
                "--mif", MIF, "--plan", "demo-plan", "--output", out)
     assert done.returncode == 0, done.stderr
     sheet = load_workbook(out, read_only=True)["Outreach"]
-    got = [[("" if v is None else str(v)) for v in row] for row in sheet.iter_rows(values_only=True)]
-    assert got == list(csv.reader(io.StringIO(GOLDEN.read_text())))
+    got = [list(row) for row in sheet.iter_rows(values_only=True)]
+    golden = list(csv.reader(io.StringIO(GOLDEN.read_text())))
+    assert len(got) == len(golden)
+    assert got[0] == golden[0]
+    value = golden[0].index("Value")
+    for cells, expected in zip(got[1:], golden[1:]):
+        # the figures as numbers (counts and hours alike), the rest the CSV's text
+        assert isinstance(cells[value], (int, float)) and not isinstance(cells[value], bool)
+        assert cells[value] == float(expected[value])
+        assert [("" if v is None else v) for i, v in enumerate(cells) if i != value] == \
+            [v for i, v in enumerate(expected) if i != value]
+    hours = [cells[value] for cells in got[1:] if cells[2] == "outreach_hours"]
+    assert hours and all(isinstance(h, float) for h in hours)
+
+
+def test_a_plan_label_that_looks_like_a_formula_is_text(tmp_path):
+    """``--plan '=HYPERLINK(...)'``: text in both formats, as every file the gateway writes
+    (gateway/tabular/cells.py), never a live formula."""
+    from openpyxl import load_workbook
+
+    plan = '=HYPERLINK("http://evil","x")'
+    done = run("report", "outreach", "--quarter", "2025Q1", "--otf", OTF, "--mif", MIF,
+               "--plan", plan)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(done.stdout)))
+    assert {row[0] for row in rows[1:]} == {"'" + plan}
+    out = tmp_path / "outreach.xlsx"
+    assert run("report", "outreach", "--quarter", "2025Q1", "--otf", OTF, "--mif", MIF,
+               "--plan", plan, "-o", out).returncode == 0
+    book = load_workbook(out)
+    cells = [row[0] for row in book["Outreach"].iter_rows(min_row=2)]
+    assert {(c.value, c.data_type) for c in cells} == {("'" + plan, "s")}
 
 
 def value(rows, quarter, measure, method=""):
@@ -65,7 +112,7 @@ def test_only_in_person_telephonic_and_individualized_electronic_count():
     assert value(rows, "2026Q3", "attempts", "MAIL") == 1
     assert value(rows, "2026Q3", "attempts_total") == 2
     assert value(rows, "2026Q3", "successful_attempts") == 1
-    assert value(rows, "2026Q3", "outreach_hours") == "1.50"
+    assert value(rows, "2026Q3", "outreach_hours") == Decimal("1.50")
 
 
 @pytest.mark.parametrize("day, counted", [

@@ -108,7 +108,7 @@ def test_provider_837p_is_checked_against_the_server_registries(tmp_path):
     told = [(f["rule"], f["location"]) for f in world.store.findings(sid)
             if f["rule"].startswith("ECM-MEM") or f["rule"].startswith("ECM-PRV")]
     # harbor's view: only "not assigned to you" (ST#3's child, CY_HIGH_UTILIZER, gets no POF
-    # remark: the children's thresholds are unpublished, ECM Policy Guide 002:326-327)
+    # remark: the children's thresholds are unpublished, ECM Policy Guide 002:331-332)
     assert told == [
         ("ECM-MEM-010", "ISA#1/GS#1/ST#5/2010BA[1]/NM109"),
         ("ECM-MEM-010", "ISA#1/GS#1/ST#6/2400[1]/SV101-2"),

@@ -96,6 +96,14 @@ def report_csv(rows: list[dict]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def _has_data_sharing_columns(layout: str | None) -> bool:
+    """Whether the RTF layout a file matched has the data-sharing authorization column."""
+    from gateway.tabular import load_layout
+
+    return layout is not None and \
+        load_layout("rtf", layout).column("data_sharing_authorization") is not None
+
+
 def data_sharing_from_files(rtf: list[Path], plan: str, as_of: date):
     """RTF files (any RTF layout with the data-sharing columns) into an in-memory registry,
     each file applied whole or not at all. Returns the rows (None when any file has an error)
@@ -120,6 +128,11 @@ def data_sharing_from_files(rtf: list[Path], plan: str, as_of: date):
             continue
         findings = list(table.findings)
         loaded = 0
+        if not _has_data_sharing_columns(table.layout):  # read, but nothing to report from it
+            finding = default_catalogue().finding("REG-FILE-002", "file", None, kind="rtf",
+                                                  what="data-sharing authorization",
+                                                  layout=table.layout)
+            findings.extend([finding] if finding else [])
         if table.valid:
             loaded = registry.load_data_sharing(
                 (row for _, row in table.rows),

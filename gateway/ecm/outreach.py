@@ -155,26 +155,33 @@ class OutreachReport:
                 sum(n for m, n in tally.by_method.items() if self.counts.get(m)))
             add(quarter, "successful_attempts", tally.successful)
             hours = (Decimal(tally.minutes) / 60).quantize(Decimal("0.01"))
-            add(quarter, "outreach_hours", f"{hours}")
+            add(quarter, "outreach_hours", hours)  # a number (Decimal, two places)
         return out
 
 
 def report_csv(rows: list[list]) -> bytes:
+    """The rows as CSV; text cells neutralised (no live formula: gateway/tabular/cells.py)."""
+    from gateway.tabular.cells import neutral_row
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
-    writer.writerows(rows)
+    writer.writerows(neutral_row(row) for row in rows)
     return out.getvalue().encode("utf-8")
 
 
 def report_xlsx(rows: list[list]) -> bytes:
+    """The rows as XLSX: counts and hours as numbers, text cells neutralised and typed as
+    text."""
     from openpyxl import Workbook
+
+    from gateway.tabular.cells import xlsx_row
 
     book = Workbook(write_only=True)
     sheet = book.create_sheet("Outreach")
-    sheet.append(COLUMNS)
+    sheet.append(xlsx_row(sheet, COLUMNS))
     for row in rows:
-        sheet.append([int(v) if isinstance(v, int) else v for v in row])
+        sheet.append(xlsx_row(sheet, [float(v) if isinstance(v, Decimal) else v for v in row]))
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

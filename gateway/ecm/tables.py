@@ -1,6 +1,8 @@
 """ECM checks on the member-level tables a plan sends, on top of their column layouts: the
 ages of the Populations of Focus (ECM-MIF-001), one ECM provider at a time (ECM-MIF-002) and a
-possible date of birth (ECM-MIF-004) in a MIF; overlapping CS authorizations of one service. The one entry point every edge uses
+possible date of birth (ECM-MIF-004) in a MIF; overlapping CS authorizations of one service
+(ECM-CS-003), in a CS authorization file or in a MIF's CS columns. The one entry point every
+edge uses
 (``validate``, ``--members``, the server's MIF step) is :func:`read_checked_table`."""
 
 from __future__ import annotations
@@ -32,12 +34,24 @@ def read_checked_table(path: Path, kind: str, *, catalogue: RuleCatalogue | None
     return table
 
 
-def cs_overlaps(table, catalogue: RuleCatalogue) -> list[Finding]:
+def cs_overlaps(table, catalogue: RuleCatalogue, repeated: bool = False) -> list[Finding]:
     """Two authorizations of one member for one Community Supports service whose periods
-    overlap (which one counts would be a guess)."""
+    overlap (which one counts would be a guess). Rows without a CS authorization (a MIF's
+    ECM-only rows) are not looked at; ``repeated``: a row repeating an earlier row's whole
+    authorization (service, provider, dates) is that authorization again, not another one (a
+    MIF repeats it on each row of the member: one per other program)."""
     header = _header(table, "cs_authorization_start")
     by_key: dict[tuple, list[tuple[int, dict]]] = {}
+    seen: set[tuple] = set()
     for number, row in table.rows:
+        if not row.get("cs_service") or row.get("cs_authorization_start") is None:
+            continue
+        if repeated:
+            whole = (row["member_cin"], row["cs_service"], row.get("cs_provider_npi"),
+                     row["cs_authorization_start"], row.get("cs_authorization_end"))
+            if whole in seen:
+                continue
+            seen.add(whole)
         by_key.setdefault((row["member_cin"], row["cs_service"]), []).append((number, row))
     out = []
     for rows in by_key.values():
@@ -133,6 +147,8 @@ def mif_findings(table, catalogue: RuleCatalogue, codes: CodeSets,
             periods.setdefault(row["member_cin"], []).append((number, row))
     for rows in periods.values():
         found.extend(_overlaps(rows, catalogue, start_header))
+    if load_layout(table.kind, table.layout).column("cs_service") is not None:
+        found.extend(cs_overlaps(table, catalogue, repeated=True))  # a MIF's CS columns
     return found
 
 

@@ -293,6 +293,8 @@ def read_invoice(path: Path, settings: EnvelopeSettings, today: date,
 def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
                   on_encounter, authorise=None) -> InvoiceResult:
     catalogue = catalogue or default_catalogue()
+    # ECM rules given (registries): the rule groups they cannot run are said once for the file
+    notes = rules.notes() if rules is not None else []
     rules = rules or EncounterRules(None, catalogue=catalogue)
     mapping = invoice_mapping()
     defaults = mapping["defaults"]
@@ -322,6 +324,7 @@ def _read_invoice(path, settings, today, rules, catalogue, layout, progress,
             file_findings.append(finding)
         else:
             rows.add(number, finding)
+    file_findings.extend(notes)
     encounters: list[Encounter] = []
     settled = _build_claims(claims, rows, settings, defaults, mapping, rules, headers,
                             catalogue, on_encounter or encounters.append, authorise)

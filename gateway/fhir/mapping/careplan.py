@@ -51,21 +51,26 @@ def claim_id(template: str, **values: str) -> str:
 def careplan_to_encounters(resource: dict, settings: EnvelopeSettings | None = None,
                            rules: EncounterRules | None = None,
                            catalogue: RuleCatalogue | None = None, fill: dict | None = None,
-                           claims: list[tuple[list | None, list[Finding]]] | None = None
-                           ) -> tuple[list[Encounter], list[Finding]]:
+                           claims: list[tuple[list | None, list[Finding]]] | None = None,
+                           notes: bool = True) -> tuple[list[Encounter], list[Finding]]:
     """The encounters of a CarePlan (or of every CarePlan in a Bundle) that pass the ECM rules,
     and the findings. ``settings`` give the submitter and the plan (payer); ``rules`` default
     to the code-set rules alone (pass one with registries for assignment checks); ``fill``
     (claim field → value) what the caller knows when the CarePlan names its member or billing
     provider by identifier only (member name, billing provider name, NPI, TIN, address).
     ``claims``: :func:`careplan_claims` of the same resource, settings and fill, made before
-    (the mapping is not done again; only the rules run)."""
+    (the mapping is not done again; only the rules run). ``notes``: with ``rules`` given, say
+    which rule groups they cannot run (``ECM-REG-001``; False when the caller said it already
+    for the same submission)."""
     catalogue = catalogue or default_catalogue()
     if claims is None:
         claims = careplan_claims(resource, settings, catalogue, fill)
-    rules = rules or EncounterRules(None, catalogue=catalogue)
     encounters: list[Encounter] = []
     findings: list[Finding] = []
+    if notes and rules is not None and any(batch for batch, _ in claims):
+        # ECM rules given (registries): the rule groups they cannot run, once per call
+        findings.extend(rules.notes())
+    rules = rules or EncounterRules(None, catalogue=catalogue)
     for batch, found in claims:
         findings.extend(found)
         if batch is not None:

@@ -147,6 +147,7 @@ class Router:
         self.rules = server_rules(self.registry, submitter=partner, partners=partners) \
             if rules else None
         self.rules_run = rules  # False: a dry run (routing_problems)
+        self._rules_noted = False  # ECM-REG-001 given for this submission's CarePlans
         self.catalogue = default_catalogue()
         # the look-ups of one routing run, each made once (a CarePlan asks for its member's
         # plan, MIF assignment and the sender's roster name from both of its mappings)
@@ -268,7 +269,10 @@ class Router:
         rows, found, claims = mapped
         self.findings.extend(found)
         encounters, made = careplan_to_encounters(resource, rules=self.rules,
-                                                  catalogue=self.catalogue, claims=claims)
+                                                  catalogue=self.catalogue, claims=claims,
+                                                  notes=not self._rules_noted)
+        # the rule groups the registries cannot serve: said once per submission
+        self._rules_noted = self._rules_noted or any(batch for batch, _ in claims)
         self.findings.extend(made)
         if cin is None:
             return self._note("FHIR-ROUTE-003", label)
