@@ -67,7 +67,7 @@ class Presumptive:
 
 def covering_assignment(assignments, day: date):
     """The ONE assignment covering ``day``: a member has one assigned ECM provider at a time
-    (ECM Policy Guide 002:1544-1545, 002:1602-1604), so when periods overlap the newest
+    (ECM Policy Guide 002:1544-1545, as the gateway reads it), so when periods overlap the newest
     (latest benefit start, then authorization) wins."""
     covering = [a for a in assignments if a.covers(day)]
     if not covering:
@@ -731,7 +731,7 @@ class EncounterRules:
                         self._put_line(out, "ECM-MEM-003", place, index,
                                        {"day": day.isoformat()}, line_stranger)
                     else:
-                        # one assigned ECM provider at a time (002:1545, 002:1602-1604): only
+                        # one assigned ECM provider at a time (002:1544-1545): only
                         # the assignment covering the date counts, never an older overlapping one
                         n = assignment.provider_npi
                         if n != npi and n != rendering and n != claim_rendering and not (
@@ -868,7 +868,7 @@ class EncounterRules:
     def _check_ages(self, out, ecm: list, place: ClaimPlace,
                     stranger: bool) -> None:
         """The member's age on each ECM date fits every POF of the assignment covering it
-        (ECM Policy Guide 002:317, 002:326-327, 002:413; ranges in pof.csv). ``ecm``: the
+        (ECM Policy Guide 002:317, 002:325-327, 002:413; ranges in pof.csv). ``ecm``: the
         (date, covering assignment) pairs of the claim's ECM lines."""
         reported = set()
         pof_ages = self.codes.pof_ages
