@@ -85,6 +85,12 @@ class Partner:
         operator every partner's. The one place the answer is decided."""
         return self.operator or owner == self.id
 
+    def assigned(self, npi: str | None, tin: str | None) -> bool:
+        """Is an assignment naming provider NPI ``npi`` and TIN ``tin`` this partner's? When
+        it names one of its NPIs or TINs (the one answer in Python; the registry's query of
+        the same is :func:`gateway.pipeline.registries.plans_of_members` with ``provider``)."""
+        return (npi or "") in self.npis or bool(tin and tin in self.tins)
+
     @property
     def sees_partner(self) -> str | None:
         """The partner filter of a listing: its own id, or None (every partner) for an

@@ -84,8 +84,7 @@ def history_rows(registry: Registry, provider: Partner) -> list[dict]:
         return []
 
     def is_mine(found) -> bool:
-        return found.provider_npi in npis or bool(found.provider_tin
-                                                  and found.provider_tin in tins)
+        return provider.assigned(found.provider_npi, found.provider_tin)
 
     lookbacks: dict[str, int] = {}
     rows: dict[tuple, dict] = {}

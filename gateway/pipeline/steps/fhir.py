@@ -394,9 +394,8 @@ class Router:
     def _theirs(self, cin: str) -> list[dict]:
         """The member's plan MIF rows that assign it to the sending partner (current or past:
         as :func:`~gateway.pipeline.registries.plans_of_members` with ``provider``)."""
-        npis, tins = set(self.partner.npis), set(self.partner.tins)
-        return [row for row in self._member_rows(cin) if row.get("provider_npi") in npis
-                or (row.get("provider_tin") and row["provider_tin"] in tins)]
+        return [row for row in self._member_rows(cin)
+                if self.partner.assigned(row.get("provider_npi"), row.get("provider_tin"))]
 
     def _plan(self, cin: str, payer_id: str | None) -> Partner | None:
         """The member's plan: among the plans whose MIF assigns the member to the sending
